@@ -1,0 +1,233 @@
+//! Everything that talks to etcd: the keyspace, the connection, the lease keeper with its
+//! self-fencing deadline, membership, placement, batched reservations, fenced status writes, and
+//! the node-intent functions shared by `ctl` and the gateway. No other crate holds an etcd client.
+
+pub mod error;
+pub mod keyspace;
+pub mod lease;
+pub mod membership;
+pub mod nodes;
+pub mod placement;
+pub mod reservations;
+pub mod status;
+pub mod watch;
+
+pub use error::ClusterError;
+pub use keyspace::Keyspace;
+pub use lease::{FenceClock, LeaseKeeper, LeaseState, SelfFence};
+pub use nodes::{NewNode, NodeView};
+pub use reservations::{AcquireOutcome, Acquired};
+pub use status::StatusWriter;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach etcd. etcd is Ferric's trust boundary: production clusters use TLS and auth.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Bound on connecting and on every single request; an unreachable etcd is an error, not a hang.
+    pub timeout: Duration,
+}
+
+impl EtcdConfig {
+    pub fn new(endpoints: &str) -> Self {
+        EtcdConfig {
+            endpoints: endpoints
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            prefix: "/ferric/".into(),
+            user: None,
+            password: None,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A handle on the cluster's etcd, cheap to clone (one shared gRPC channel).
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+    keys: Keyspace,
+    endpoints: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.keys.prefix())
+            .finish()
+    }
+}
+
+/// Large reads (a full list of 100k node records is about 34 MB) are paged, but one page of
+/// 10,000 records still exceeds the client's default 4 MiB receive limit.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+impl Cluster {
+    pub async fn connect(cfg: &EtcdConfig) -> Result<Self, ClusterError> {
+        let endpoints = cfg.endpoints.join(",");
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(cfg.timeout)
+            .with_timeout(cfg.timeout)
+            .with_keep_alive(Duration::from_secs(2), cfg.timeout);
+        if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+            opts = opts.with_user(user.clone(), password.clone());
+        }
+        if cfg.ca_cert.is_some() || cfg.client_cert.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &cfg.ca_cert {
+                tls = tls.ca_certificate(Certificate::from_pem(read_file(ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
+                tls = tls.identity(Identity::from_pem(read_file(cert)?, read_file(key)?));
+            }
+            opts = opts.with_tls(tls);
+        }
+        let client = tokio::time::timeout(
+            cfg.timeout,
+            Client::connect(cfg.endpoints.clone(), Some(opts)),
+        )
+        .await
+        .map_err(|_| ClusterError::Unreachable {
+            endpoints: endpoints.clone(),
+            reason: format!("no answer within {:?}", cfg.timeout),
+        })?
+        .map_err(|e| ClusterError::Unreachable {
+            endpoints: endpoints.clone(),
+            reason: e.to_string(),
+        })?;
+        let cluster = Cluster {
+            client,
+            keys: Keyspace::new(&cfg.prefix),
+            endpoints,
+        };
+        // The client connects lazily; ask once so that a wrong address fails here, clearly.
+        cluster.revision().await?;
+        Ok(cluster)
+    }
+
+    pub fn keys(&self) -> &Keyspace {
+        &self.keys
+    }
+
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    pub(crate) fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    pub(crate) fn lease_client(&self) -> etcd_client::LeaseClient {
+        self.client.lease_client()
+    }
+
+    pub(crate) fn watch_client(&self) -> etcd_client::WatchClient {
+        self.client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    pub(crate) fn err(&self, e: etcd_client::Error) -> ClusterError {
+        ClusterError::from_etcd(&self.endpoints, e)
+    }
+
+    /// The current etcd revision (also a cheap liveness probe).
+    pub async fn revision(&self) -> Result<i64, ClusterError> {
+        let resp = self
+            .kv()
+            .get(
+                format!("{}\0", self.keys.prefix()),
+                Some(etcd_client::GetOptions::new().with_count_only()),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Revokes a lease: every key on it is deleted in one revision. Used on graceful shutdown
+    /// and by `ctl conductor evict`.
+    pub async fn revoke_lease(&self, lease: i64) -> Result<(), ClusterError> {
+        match self.lease_client().revoke(lease).await {
+            Ok(_) => Ok(()),
+            // Already expired or revoked: the outcome the caller wanted.
+            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("not found") => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}
+
+fn read_file(path: &PathBuf) -> Result<Vec<u8>, ClusterError> {
+    std::fs::read(path)
+        .map_err(|e| ClusterError::Invalid(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Paged read of a whole prefix at one revision. etcd 3.4 rescans the remainder of the range for
+/// every page, so pages are large (10,000 keys) rather than many.
+pub(crate) async fn get_prefix(
+    cluster: &Cluster,
+    prefix: &str,
+    revision: Option<i64>,
+    keys_only: bool,
+) -> Result<(i64, Vec<etcd_client::KeyValue>), ClusterError> {
+    const PAGE: i64 = 10_000;
+    let end = prefix_end(prefix.as_bytes());
+    let mut start = prefix.as_bytes().to_vec();
+    let mut out = Vec::new();
+    let mut rev = revision.unwrap_or(0);
+    loop {
+        let mut opts = etcd_client::GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(PAGE)
+            .with_revision(rev);
+        if keys_only {
+            opts = opts.with_keys_only();
+        }
+        let mut resp = cluster
+            .kv()
+            .get(start.clone(), Some(opts))
+            .await
+            .map_err(|e| cluster.err(e))?;
+        if rev == 0 {
+            rev = resp.header().map_or(0, |h| h.revision());
+        }
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        if let Some(last) = kvs.last() {
+            start = last.key().to_vec();
+            start.push(0);
+        }
+        out.extend(kvs);
+        if !more {
+            return Ok((rev, out));
+        }
+    }
+}
+
+/// The end of the key range of all keys starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}

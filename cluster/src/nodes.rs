@@ -1,0 +1,351 @@
+//! Node records and user intent: create, read, list, request power or provision actions, delete.
+//! `ctl` and the gateway both go through these functions, so the same validation applies to both.
+//! Every change of a spec is a compare-and-swap on its `mod_revision`.
+
+use crate::{get_prefix, reservations::MAX_TXN_OPS, Cluster, ClusterError};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use ferric_model::provision::{on_verb, InvalidTransition};
+use ferric_model::{
+    decode, encode, now_ms, CodecError, NodeId, NodeSpec, NodeStatus, PowerRequest, PowerTarget,
+    ProvisionRequest, ReservationRecord, Verb,
+};
+use std::collections::HashMap;
+
+/// A node as readers see it: spec, status and who holds it.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub spec: NodeSpec,
+    /// `mod_revision` of the spec: the compare-and-swap token for changes.
+    pub spec_rev: i64,
+    /// The owner's last observation; the default (`enroll`, power unknown) if none yet.
+    pub status: NodeStatus,
+    /// Set when the status record exists but cannot be read.
+    pub status_error: Option<String>,
+    /// The conductor holding the reservation, if any.
+    pub reservation: Option<String>,
+}
+
+/// A node to enroll.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub spec: NodeSpec,
+}
+
+impl Cluster {
+    /// Enrolls nodes in batches of up to 128 per transaction. Each node is created only if its
+    /// uuid and its name are free; the result for each comes back in input order.
+    pub async fn create_nodes(
+        &self,
+        nodes: Vec<NodeSpec>,
+    ) -> Result<Vec<Result<NodeId, ClusterError>>, ClusterError> {
+        let mut out = Vec::with_capacity(nodes.len());
+        for chunk in nodes.chunks(MAX_TXN_OPS) {
+            // etcd refuses a Txn that writes one key twice, so duplicate names within a batch are
+            // caught here rather than failing the whole batch.
+            let mut seen = std::collections::HashSet::new();
+            let mut ops = Vec::new();
+            let mut slots = Vec::new();
+            for spec in chunk {
+                if let Some(name) = &spec.name {
+                    if !seen.insert(name.as_str().to_string()) {
+                        slots.push(Err(ClusterError::NameTaken(name.to_string())));
+                        continue;
+                    }
+                }
+                let node_key = self.keys().node(&spec.id);
+                let mut when = vec![Compare::create_revision(
+                    node_key.clone(),
+                    CompareOp::Equal,
+                    0,
+                )];
+                let mut then = vec![TxnOp::put(node_key, encode(spec), None)];
+                let mut otherwise = vec![];
+                if let Some(name) = &spec.name {
+                    let name_key = self.keys().name(name.as_str());
+                    when.push(Compare::create_revision(
+                        name_key.clone(),
+                        CompareOp::Equal,
+                        0,
+                    ));
+                    then.push(TxnOp::put(name_key.clone(), spec.id.to_string(), None));
+                    otherwise.push(TxnOp::get(name_key, None));
+                }
+                ops.push(TxnOp::txn(
+                    Txn::new().when(when).and_then(then).or_else(otherwise),
+                ));
+                slots.push(Ok(spec));
+            }
+            let resp = self
+                .kv()
+                .txn(Txn::new().and_then(ops))
+                .await
+                .map_err(|e| self.err(e))?;
+            let mut responses = resp.op_responses().into_iter();
+            for slot in slots {
+                let spec = match slot {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        out.push(Err(e));
+                        continue;
+                    }
+                };
+                let result = match responses.next() {
+                    Some(TxnOpResponse::Txn(t)) if t.succeeded() => Ok(spec.id),
+                    Some(TxnOpResponse::Txn(t)) => {
+                        let name_taken = matches!(t.op_responses().first(), Some(TxnOpResponse::Get(g)) if !g.kvs().is_empty());
+                        match (&spec.name, name_taken) {
+                            (Some(name), true) => Err(ClusterError::NameTaken(name.to_string())),
+                            _ => Err(ClusterError::NodeExists(spec.id.to_string())),
+                        }
+                    }
+                    _ => Err(ClusterError::Invalid("unexpected etcd txn response".into())),
+                };
+                out.push(result);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves a uuid or a unique name to a node id.
+    pub async fn resolve(&self, id_or_name: &str) -> Result<NodeId, ClusterError> {
+        if let Ok(id) = id_or_name.parse::<NodeId>() {
+            return Ok(id);
+        }
+        let resp = self
+            .kv()
+            .get(self.keys().name(id_or_name), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        let kv = resp
+            .kvs()
+            .first()
+            .ok_or_else(|| ClusterError::NodeNotFound(id_or_name.to_string()))?;
+        std::str::from_utf8(kv.value())
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ClusterError::Corrupt {
+                key: self.keys().name(id_or_name),
+                source: CodecError::Corrupt {
+                    kind: "name",
+                    version: 0,
+                    reason: "not a uuid".into(),
+                },
+            })
+    }
+
+    /// Reads one node (spec, status and reservation in one transaction).
+    pub async fn get_node(&self, id_or_name: &str) -> Result<NodeView, ClusterError> {
+        let id = self.resolve(id_or_name).await?;
+        let txn = Txn::new().and_then([
+            TxnOp::get(self.keys().node(&id), None),
+            TxnOp::get(self.keys().status(&id), None),
+            TxnOp::get(self.keys().reservation(&id), None),
+        ]);
+        let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+        let ops = resp.op_responses();
+        let first = |i: usize| match ops.get(i) {
+            Some(TxnOpResponse::Get(g)) => g.kvs().first().cloned(),
+            _ => None,
+        };
+        let spec_kv = first(0).ok_or_else(|| ClusterError::NodeNotFound(id_or_name.to_string()))?;
+        let spec = decode::<NodeSpec>(spec_kv.value()).map_err(|source| ClusterError::Corrupt {
+            key: self.keys().node(&id),
+            source,
+        })?;
+        let (status, status_error) = status_of(first(1).as_ref().map(|kv| kv.value()));
+        let reservation = first(2)
+            .and_then(|kv| decode::<ReservationRecord>(kv.value()).ok())
+            .map(|r| r.conductor);
+        Ok(NodeView {
+            spec,
+            spec_rev: spec_kv.mod_revision(),
+            status,
+            status_error,
+            reservation,
+        })
+    }
+
+    /// Every node, sorted by uuid. Specs that cannot be read are returned separately (key and
+    /// error) so that one corrupt record never hides the rest.
+    pub async fn list_nodes(&self) -> Result<(Vec<NodeView>, Vec<(String, String)>), ClusterError> {
+        let (rev, specs) = get_prefix(self, &self.keys().nodes(), None, false).await?;
+        let (_, statuses) = get_prefix(self, &self.keys().statuses(), Some(rev), false).await?;
+        let (_, reservations) =
+            get_prefix(self, &self.keys().reservations(), Some(rev), false).await?;
+        let mut status_by: HashMap<NodeId, etcd_client::KeyValue> = statuses
+            .into_iter()
+            .filter_map(|kv| Some((self.keys().node_id_of(kv.key())?, kv)))
+            .collect();
+        let holder_by: HashMap<NodeId, String> = reservations
+            .into_iter()
+            .filter_map(|kv| {
+                Some((
+                    self.keys().node_id_of(kv.key())?,
+                    decode::<ReservationRecord>(kv.value()).ok()?.conductor,
+                ))
+            })
+            .collect();
+        let mut views = Vec::with_capacity(specs.len());
+        let mut corrupt = Vec::new();
+        for kv in specs {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            match decode::<NodeSpec>(kv.value()) {
+                Ok(spec) => {
+                    let (status, status_error) =
+                        status_of(status_by.remove(&spec.id).as_ref().map(|kv| kv.value()));
+                    let reservation = holder_by.get(&spec.id).cloned();
+                    views.push(NodeView {
+                        spec,
+                        spec_rev: kv.mod_revision(),
+                        status,
+                        status_error,
+                        reservation,
+                    });
+                }
+                Err(e) => corrupt.push((key, e.to_string())),
+            }
+        }
+        Ok((views, corrupt))
+    }
+
+    /// Changes a node's spec with compare-and-swap, retrying on concurrent changes. `change`
+    /// sees the current view and either edits the spec or refuses.
+    pub async fn update_spec<F>(
+        &self,
+        id_or_name: &str,
+        mut change: F,
+    ) -> Result<NodeView, ClusterError>
+    where
+        F: FnMut(&NodeView, &mut NodeSpec) -> Result<(), ClusterError>,
+    {
+        for _ in 0..16 {
+            let mut view = self.get_node(id_or_name).await?;
+            let mut spec = view.spec.clone();
+            change(&view, &mut spec)?;
+            spec.updated_at_ms = now_ms();
+            let key = self.keys().node(&spec.id);
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    view.spec_rev,
+                )])
+                .and_then([TxnOp::put(key, encode(&spec), None)]);
+            let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+            if resp.succeeded() {
+                view.spec_rev = resp.header().map_or(0, |h| h.revision());
+                view.spec = spec;
+                return Ok(view);
+            }
+        }
+        Err(ClusterError::Conflict(id_or_name.to_string()))
+    }
+
+    /// Asks for a power action. Refused while another power action is pending (Ironic answers
+    /// 409 while a node is locked by a power operation).
+    pub async fn request_power(
+        &self,
+        id_or_name: &str,
+        target: PowerTarget,
+        timeout_s: Option<u32>,
+        requested_by: &str,
+    ) -> Result<NodeView, ClusterError> {
+        self.update_spec(id_or_name, |view, spec| {
+            if let Some(p) = view.spec.pending_power(&view.status) {
+                return Err(ClusterError::Busy {
+                    node: view.spec.id.to_string(),
+                    what: format!(
+                        "power action \"{}\" is still in progress",
+                        p.target.as_str()
+                    ),
+                });
+            }
+            if spec.disable_power_off && matches!(target, PowerTarget::Off | PowerTarget::SoftOff) {
+                return Err(ClusterError::Invalid(format!(
+                    "node {} has disable_power_off set: power off is refused",
+                    spec.id
+                )));
+            }
+            spec.power_request = Some(PowerRequest {
+                seq: spec.next_power_seq(),
+                target,
+                timeout_s,
+                requested_by: requested_by.to_string(),
+                requested_at_ms: now_ms(),
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    /// Asks for a provision verb. The verb is checked against the node's current state here so
+    /// the caller gets Ironic's error at once; the owner checks again when it takes it up.
+    pub async fn request_provision(
+        &self,
+        id_or_name: &str,
+        verb: Verb,
+        maintenance_ok: bool,
+        args: &str,
+        requested_by: &str,
+    ) -> Result<NodeView, ClusterError> {
+        self.update_spec(id_or_name, |view, spec| {
+            if let Some(p) = view.spec.pending_provision(&view.status) {
+                return Err(ClusterError::Busy {
+                    node: view.spec.id.to_string(),
+                    what: format!(
+                        "provision action \"{}\" has not been taken up yet",
+                        p.verb.as_str()
+                    ),
+                });
+            }
+            on_verb(view.status.provision_state, verb)
+                .map_err(|e: InvalidTransition| ClusterError::InvalidState(e))?;
+            spec.provision_request = Some(ProvisionRequest {
+                seq: spec.next_provision_seq(),
+                verb,
+                maintenance_ok,
+                args: args.to_string(),
+                requested_by: requested_by.to_string(),
+                requested_at_ms: now_ms(),
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a node's spec, name and status in one transaction, if the spec has not changed
+    /// since `view` was read. `check` may refuse (e.g. a state Ironic does not delete in).
+    pub async fn delete_node<F>(&self, id_or_name: &str, check: F) -> Result<(), ClusterError>
+    where
+        F: Fn(&NodeView) -> Result<(), ClusterError>,
+    {
+        let view = self.get_node(id_or_name).await?;
+        check(&view)?;
+        let id = view.spec.id;
+        let key = self.keys().node(&id);
+        let mut ops = vec![
+            TxnOp::delete(key.clone(), None),
+            TxnOp::delete(self.keys().status(&id), None),
+        ];
+        if let Some(name) = &view.spec.name {
+            ops.push(TxnOp::delete(self.keys().name(name.as_str()), None));
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, view.spec_rev)])
+            .and_then(ops);
+        let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(ClusterError::Conflict(id_or_name.to_string()))
+        }
+    }
+}
+
+fn status_of(bytes: Option<&[u8]>) -> (NodeStatus, Option<String>) {
+    match bytes.map(decode::<NodeStatus>) {
+        None => (NodeStatus::default(), None),
+        Some(Ok(s)) => (s, None),
+        Some(Err(e)) => (NodeStatus::default(), Some(e.to_string())),
+    }
+}

@@ -1,0 +1,292 @@
+//! The node record, split into **spec** (desired: written by users through the gateway or `ctl`,
+//! key `nodes/<uuid>`) and **status** (observed: written only by the owning node actor, fenced,
+//! key `status/<uuid>`), plus the conductor and reservation records.
+//!
+//! Actions (power, provision) are requests with a sequence number in the spec; the owner marks a
+//! request done by recording its sequence number in the status. Requests are edges, not levels:
+//! a machine that somebody shut down from inside its OS is never powered back on because an old
+//! spec still says "on".
+
+use crate::codec::Record;
+use crate::ids::{NodeId, NodeName};
+use crate::power::{PowerState, PowerTarget};
+use crate::provision::{ProvisionState, Verb};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A requested power action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerRequest {
+    /// Strictly increasing per node; the owner records the last one done in the status.
+    pub seq: u64,
+    pub target: PowerTarget,
+    /// Per-request timeout in seconds (Ironic's `timeout`); None means the driver default.
+    pub timeout_s: Option<u32>,
+    pub requested_by: String,
+    pub requested_at_ms: u64,
+}
+
+/// A requested provision verb.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionRequest {
+    pub seq: u64,
+    pub verb: Verb,
+    /// Ferric extension: run manual cleaning although the node is in maintenance.
+    pub maintenance_ok: bool,
+    /// Extra arguments of the verb (clean steps, configdrive, ...), as JSON text.
+    pub args: String,
+    pub requested_by: String,
+    pub requested_at_ms: u64,
+}
+
+/// What a timeout of a soft power off means for this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SoftOffPolicy {
+    /// Never cut power nobody asked to cut: leave power as it is, record a fault.
+    #[default]
+    Error,
+    /// Force the machine off after the timeout and say so in the node's history.
+    HardOff,
+}
+
+/// Desired state and configuration of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    pub id: NodeId,
+    pub name: Option<NodeName>,
+    pub driver: String,
+    /// JSON object text (Ironic's `driver_info`); secrets are masked on the way out, not here.
+    pub driver_info: String,
+    /// JSON object text.
+    pub properties: String,
+    /// JSON object text.
+    pub extra: String,
+    /// JSON object text.
+    pub instance_info: String,
+    pub instance_uuid: Option<uuid::Uuid>,
+    pub conductor_group: String,
+    pub resource_class: Option<String>,
+    /// `*_interface` fields by name ("deploy_interface" -> "fake").
+    pub interfaces: BTreeMap<String, String>,
+    pub maintenance: bool,
+    pub maintenance_reason: Option<String>,
+    pub disable_power_off: bool,
+    pub soft_off_policy: SoftOffPolicy,
+    pub console_enabled: bool,
+    pub power_request: Option<PowerRequest>,
+    pub provision_request: Option<ProvisionRequest>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+impl NodeSpec {
+    /// A freshly enrolled node with empty JSON fields.
+    pub fn new(id: NodeId, driver: &str, now_ms: u64) -> Self {
+        NodeSpec {
+            id,
+            name: None,
+            driver: driver.to_string(),
+            driver_info: "{}".into(),
+            properties: "{}".into(),
+            extra: "{}".into(),
+            instance_info: "{}".into(),
+            instance_uuid: None,
+            conductor_group: String::new(),
+            resource_class: None,
+            interfaces: BTreeMap::new(),
+            maintenance: false,
+            maintenance_reason: None,
+            disable_power_off: false,
+            soft_off_policy: SoftOffPolicy::Error,
+            console_enabled: false,
+            power_request: None,
+            provision_request: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }
+    }
+
+    /// The power request the owner has not yet finished, if any.
+    pub fn pending_power(&self, status: &NodeStatus) -> Option<&PowerRequest> {
+        self.power_request
+            .as_ref()
+            .filter(|r| r.seq > status.power_seq_done)
+    }
+
+    /// The provision request the owner has not yet taken up, if any.
+    pub fn pending_provision(&self, status: &NodeStatus) -> Option<&ProvisionRequest> {
+        self.provision_request
+            .as_ref()
+            .filter(|r| r.seq > status.provision_seq_done)
+    }
+
+    pub fn next_power_seq(&self) -> u64 {
+        self.power_request.as_ref().map_or(1, |r| r.seq + 1)
+    }
+
+    pub fn next_provision_seq(&self) -> u64 {
+        self.provision_request.as_ref().map_or(1, |r| r.seq + 1)
+    }
+}
+
+impl Record for NodeSpec {
+    const KIND: &'static str = "node spec";
+    const VERSION: u8 = 1;
+}
+
+/// What the owning conductor observed and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// None: unknown (never read, or the read failed). Unknown is not off.
+    pub power_state: Option<PowerState>,
+    pub target_power_state: Option<PowerTarget>,
+    pub provision_state: ProvisionState,
+    pub target_provision_state: Option<ProvisionState>,
+    pub last_error: Option<String>,
+    pub fault: Option<String>,
+    /// Conductor that wrote this status, and the fencing token it held.
+    pub owner: Option<String>,
+    pub fence: i64,
+    pub power_seq_done: u64,
+    pub provision_seq_done: u64,
+    /// True while the current cleaning is manual (ends in `manageable`, not `available`).
+    pub manual: bool,
+    /// Deadline of the current wait state, when there is one.
+    pub deadline_ms: Option<u64>,
+    pub provision_updated_at_ms: Option<u64>,
+    pub updated_at_ms: u64,
+}
+
+impl Default for NodeStatus {
+    /// The status of a node nobody has touched yet: `enroll`, power unknown.
+    fn default() -> Self {
+        NodeStatus {
+            power_state: None,
+            target_power_state: None,
+            provision_state: ProvisionState::Enroll,
+            target_provision_state: None,
+            last_error: None,
+            fault: None,
+            owner: None,
+            fence: 0,
+            power_seq_done: 0,
+            provision_seq_done: 0,
+            manual: false,
+            deadline_ms: None,
+            provision_updated_at_ms: None,
+            updated_at_ms: 0,
+        }
+    }
+}
+
+impl Record for NodeStatus {
+    const KIND: &'static str = "node status";
+    const VERSION: u8 = 1;
+}
+
+/// A conductor's membership record (`conductors/<name>`, on its lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConductorRecord {
+    pub name: String,
+    /// Where the conductor serves its internal API (console streams etc.).
+    pub address: String,
+    pub console_address: String,
+    pub drivers: Vec<String>,
+    pub conductor_group: String,
+    pub version: String,
+    pub started_at_ms: u64,
+    pub lease_id: i64,
+}
+
+impl ConductorRecord {
+    /// Whether this conductor may own a node of `driver` in `group` (Ironic's conductor groups:
+    /// a conductor serves exactly one group, "" being the default group).
+    pub fn serves(&self, driver: &str, group: &str) -> bool {
+        self.conductor_group == group && self.drivers.iter().any(|d| d == driver)
+    }
+}
+
+impl Record for ConductorRecord {
+    const KIND: &'static str = "conductor";
+    const VERSION: u8 = 1;
+}
+
+/// The value of `reservations/<uuid>` (on the holder's lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationRecord {
+    pub conductor: String,
+    pub acquired_at_ms: u64,
+}
+
+impl Record for ReservationRecord {
+    const KIND: &'static str = "reservation";
+    const VERSION: u8 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+
+    #[test]
+    fn records_round_trip() {
+        let mut spec = NodeSpec::new(NodeId::new_random(), "fake-hardware", 5);
+        spec.name = Some(NodeName::parse("n1").unwrap());
+        spec.power_request = Some(PowerRequest {
+            seq: 3,
+            target: PowerTarget::SoftOff,
+            timeout_s: Some(10),
+            requested_by: "ctl".into(),
+            requested_at_ms: 6,
+        });
+        spec.interfaces
+            .insert("deploy_interface".into(), "fake".into());
+        assert_eq!(decode::<NodeSpec>(&encode(&spec)).unwrap(), spec);
+
+        let status = NodeStatus {
+            power_state: Some(PowerState::On),
+            provision_state: ProvisionState::CleanWait,
+            last_error: Some("x".into()),
+            ..NodeStatus::default()
+        };
+        assert_eq!(decode::<NodeStatus>(&encode(&status)).unwrap(), status);
+        // A spec is not a status: decoding the wrong type is an error, not a panic.
+        assert!(decode::<NodeStatus>(&encode(&spec)).is_err());
+    }
+
+    #[test]
+    fn pending_requests_compare_sequence_numbers() {
+        let mut spec = NodeSpec::new(NodeId::new_random(), "fake-hardware", 0);
+        let mut status = NodeStatus::default();
+        assert!(spec.pending_power(&status).is_none());
+        assert_eq!(spec.next_power_seq(), 1);
+        spec.power_request = Some(PowerRequest {
+            seq: 1,
+            target: PowerTarget::On,
+            timeout_s: None,
+            requested_by: "t".into(),
+            requested_at_ms: 0,
+        });
+        assert!(spec.pending_power(&status).is_some());
+        status.power_seq_done = 1;
+        assert!(spec.pending_power(&status).is_none());
+        assert_eq!(spec.next_power_seq(), 2);
+    }
+
+    #[test]
+    fn conductor_serves_its_group_and_drivers_only() {
+        let c = ConductorRecord {
+            name: "c1".into(),
+            address: String::new(),
+            console_address: String::new(),
+            drivers: vec!["fake-hardware".into(), "ipmi".into()],
+            conductor_group: "rack1".into(),
+            version: "0".into(),
+            started_at_ms: 0,
+            lease_id: 1,
+        };
+        assert!(c.serves("ipmi", "rack1"));
+        assert!(!c.serves("ipmi", ""));
+        assert!(!c.serves("redfish", "rack1"));
+    }
+}
