@@ -1,1 +1,62 @@
-fn main() {}
+//! The `ferric` binary: one executable for every role. A thin main: parse the command line, set
+//! up logging, hand over to the role.
+
+mod bench;
+mod conductor_cmd;
+mod ctl;
+mod dev;
+mod procs;
+mod sys;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferric", version, about = "A conductor cluster for bare-metal fleets")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a conductor: owns a share of the nodes and reconciles them.
+    Conductor(conductor_cmd::Args),
+    /// Administer a cluster: nodes and conductors.
+    Ctl(ctl::Args),
+    /// Run a whole local cluster (etcd, conductors, nodes) until Ctrl-C.
+    Dev(dev::Args),
+    /// Benchmarks against real etcd and conductor processes.
+    Bench(bench::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRIC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Conductor(args) => conductor_cmd::run(args).await,
+            Cmd::Ctl(args) => ctl::run(args).await,
+            Cmd::Dev(args) => dev::run(args).await,
+            Cmd::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod membership;
 pub mod nodes;
 pub mod placement;
 pub mod reservations;
+pub mod snapshot;
 pub mod status;
 pub mod watch;
 
@@ -17,7 +18,9 @@ pub use keyspace::Keyspace;
 pub use lease::{FenceClock, LeaseKeeper, LeaseState, SelfFence};
 pub use nodes::{NewNode, NodeView};
 pub use reservations::{AcquireOutcome, Acquired};
+pub use snapshot::{Snapshot, SnapshotNode, SnapshotReservation};
 pub use status::StatusWriter;
+pub use watch::{PrefixWatch, WatchEvent, WatchLost};
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use std::path::PathBuf;

@@ -12,6 +12,7 @@ pub enum WatchEvent {
         value: Vec<u8>,
         create_rev: i64,
         mod_rev: i64,
+        lease: i64,
     },
     Delete {
         key: Vec<u8>,
@@ -83,6 +84,7 @@ impl PrefixWatch {
                         value: kv.value().to_vec(),
                         create_rev: kv.create_revision(),
                         mod_rev: kv.mod_revision(),
+                        lease: kv.lease(),
                     },
                     EventType::Delete => WatchEvent::Delete {
                         key: kv.key().to_vec(),

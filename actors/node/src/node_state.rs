@@ -1,0 +1,280 @@
+//! What a node actor should do next, and how each outcome changes the status: pure functions
+//! over the spec and status, so every decision is tested without etcd or actors.
+
+use ferric_model::provision::{
+    on_event, on_verb, recovery_on_takeover, target_of, Event, Recovery,
+};
+use ferric_model::{
+    FenceToken, NodeSpec, NodeStatus, PowerRequest, PowerState, ProvisionRequest, ProvisionState,
+    Verb,
+};
+
+/// The next unit of work for a node, in priority order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do until the spec changes.
+    Idle,
+    /// The status does not yet say that this conductor owns the node with this token.
+    TakeOver,
+    Power(PowerRequest),
+    Provision(ProvisionRequest),
+}
+
+pub fn next_step(spec: &NodeSpec, status: &NodeStatus, me: &str, token: FenceToken) -> Step {
+    if status.owner.as_deref() != Some(me) || status.fence != token.0 {
+        return Step::TakeOver;
+    }
+    if let Some(p) = spec.pending_power(status) {
+        return Step::Power(p.clone());
+    }
+    if let Some(p) = spec.pending_provision(status) {
+        // In maintenance nothing advances a node by itself, but an explicit request is the
+        // operator's own act; the API refuses the verbs Ironic refuses in maintenance.
+        return Step::Provision(p.clone());
+    }
+    Step::Idle
+}
+
+/// The status after this conductor takes the node over from `previous` (None: never owned).
+/// A node found in a state where its previous owner was working is moved to the matching failed
+/// state with a `last_error` that names who died and when; wait states keep waiting.
+pub fn take_over(status: &NodeStatus, me: &str, token: FenceToken, now_ms: u64) -> NodeStatus {
+    let mut next = status.clone();
+    next.owner = Some(me.to_string());
+    next.fence = token.0;
+    next.updated_at_ms = now_ms;
+    if let Recovery::FailTo(failed) = recovery_on_takeover(status.provision_state) {
+        let previous = status.owner.as_deref().unwrap_or("an unknown conductor");
+        next.last_error = Some(format!(
+            "conductor {previous} stopped while the node was in \"{}\" (taken over by {me} at {}); moved to \"{}\"",
+            status.provision_state.as_str(),
+            fmt_ms(now_ms),
+            failed.as_str()
+        ));
+        next.target_provision_state = None;
+        next.provision_state = failed;
+        next.provision_updated_at_ms = Some(now_ms);
+    }
+    // A power action that was in flight is re-checked against the hardware by the request
+    // (still pending, since power_seq_done was not advanced), so only the target is cleared.
+    next.target_power_state = None;
+    next
+}
+
+/// The status after a power request finished with `result`.
+pub fn power_done(
+    status: &NodeStatus,
+    req: &PowerRequest,
+    result: Result<PowerState, String>,
+    now_ms: u64,
+) -> NodeStatus {
+    let mut next = status.clone();
+    next.power_seq_done = req.seq;
+    next.target_power_state = None;
+    next.updated_at_ms = now_ms;
+    match result {
+        Ok(state) => {
+            next.power_state = Some(state);
+            next.last_error = None;
+        }
+        Err(e) => {
+            next.last_error = Some(format!("power {} failed: {e}", req.target.as_str()));
+        }
+    }
+    next
+}
+
+/// The outcome of a provision verb for drivers whose work is instant (no hardware step beyond
+/// a power read): the verb's transitions run to the next stable state at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProvisionOutcome {
+    /// The verb is not valid in the node's current state (the state changed after the API
+    /// accepted it): recorded as `last_error`, nothing moves.
+    Refused(String),
+    /// The state the node ends in.
+    Reached(ProvisionState),
+}
+
+/// Runs `req` on `status` for verbs that need no deploy interface. `verify` is the result of
+/// reading the power state through the node's driver (the check `manage` performs).
+pub fn instant_provision(
+    status: &NodeStatus,
+    req: &ProvisionRequest,
+    verify: impl FnOnce() -> Result<PowerState, String>,
+) -> (NodeStatus, ProvisionOutcome) {
+    let mut next = status.clone();
+    next.provision_seq_done = req.seq;
+    let from = status.provision_state;
+    let entered = match on_verb(from, req.verb) {
+        Ok(s) => s,
+        Err(e) => {
+            next.last_error = Some(e.to_string());
+            return (next, ProvisionOutcome::Refused(e.to_string()));
+        }
+    };
+    let (end, error) = match (req.verb, entered) {
+        (Verb::Manage, ProvisionState::Verifying) => match verify() {
+            Ok(power) => {
+                next.power_state = Some(power);
+                (event(entered, Event::Done, false), None)
+            }
+            Err(e) => (
+                event(entered, Event::Fail, false),
+                Some(format!("failed to verify the node's driver: {e}")),
+            ),
+        },
+        (Verb::Provide, ProvisionState::Cleaning) => (event(entered, Event::Done, false), None),
+        // A verb with a transition out of a failed state back to a stable one (manage from
+        // "clean failed", ...) needs no work either.
+        (_, s) if s.is_stable() => (s, None),
+        (verb, s) => {
+            let msg = format!(
+                "provision verb \"{}\" (to \"{}\") is not supported by this conductor yet",
+                verb.as_str(),
+                s.as_str()
+            );
+            next.last_error = Some(msg.clone());
+            return (next, ProvisionOutcome::Refused(msg));
+        }
+    };
+    next.provision_state = end;
+    next.target_provision_state = target_of(end, false);
+    next.last_error = error;
+    next.manual = false;
+    (next, ProvisionOutcome::Reached(end))
+}
+
+fn event(state: ProvisionState, ev: Event, manual: bool) -> ProvisionState {
+    // The transitions used here exist in Ironic's table; the fallback keeps a bug from panicking
+    // a conductor and shows up as an "error" state instead.
+    on_event(state, ev, manual).unwrap_or(ProvisionState::Error)
+}
+
+fn fmt_ms(ms: u64) -> String {
+    format!("{}.{:03}s since epoch", ms / 1000, ms % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferric_model::{NodeId, PowerTarget};
+
+    fn spec() -> NodeSpec {
+        NodeSpec::new(NodeId::new_random(), "fake-hardware", 0)
+    }
+
+    fn owned(token: i64) -> NodeStatus {
+        NodeStatus {
+            owner: Some("c1".into()),
+            fence: token,
+            ..NodeStatus::default()
+        }
+    }
+
+    fn preq(seq: u64, target: PowerTarget) -> PowerRequest {
+        PowerRequest {
+            seq,
+            target,
+            timeout_s: None,
+            requested_by: "t".into(),
+            requested_at_ms: 0,
+        }
+    }
+
+    fn vreq(seq: u64, verb: Verb) -> ProvisionRequest {
+        ProvisionRequest {
+            seq,
+            verb,
+            maintenance_ok: false,
+            args: String::new(),
+            requested_by: "t".into(),
+            requested_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_new_owner_takes_over_before_anything_else() {
+        let mut s = spec();
+        s.power_request = Some(preq(1, PowerTarget::On));
+        assert_eq!(
+            next_step(&s, &NodeStatus::default(), "c1", FenceToken(5)),
+            Step::TakeOver
+        );
+        // Same owner name but an older token (a previous run of the same conductor).
+        assert_eq!(
+            next_step(&s, &owned(4), "c1", FenceToken(5)),
+            Step::TakeOver
+        );
+        assert_eq!(
+            next_step(&s, &owned(5), "c1", FenceToken(5)),
+            Step::Power(preq(1, PowerTarget::On))
+        );
+    }
+
+    #[test]
+    fn power_comes_before_provision_and_done_requests_are_idle() {
+        let mut s = spec();
+        s.power_request = Some(preq(2, PowerTarget::Off));
+        s.provision_request = Some(vreq(1, Verb::Manage));
+        let mut st = owned(5);
+        assert!(matches!(
+            next_step(&s, &st, "c1", FenceToken(5)),
+            Step::Power(_)
+        ));
+        st = power_done(&st, &preq(2, PowerTarget::Off), Ok(PowerState::Off), 1);
+        assert!(matches!(
+            next_step(&s, &st, "c1", FenceToken(5)),
+            Step::Provision(_)
+        ));
+        st.provision_seq_done = 1;
+        assert_eq!(next_step(&s, &st, "c1", FenceToken(5)), Step::Idle);
+    }
+
+    #[test]
+    fn takeover_fails_busy_states_and_keeps_waits() {
+        let mut st = owned(3);
+        st.provision_state = ProvisionState::Deploying;
+        let t = take_over(&st, "c2", FenceToken(9), 1_000);
+        assert_eq!(t.provision_state, ProvisionState::DeployFailed);
+        assert_eq!(t.owner.as_deref(), Some("c2"));
+        assert_eq!(t.fence, 9);
+        let err = t.last_error.unwrap();
+        assert!(err.contains("c1") && err.contains("deploying"), "{err}");
+
+        st.provision_state = ProvisionState::CleanWait;
+        st.deadline_ms = Some(77);
+        let t = take_over(&st, "c2", FenceToken(9), 1_000);
+        assert_eq!(t.provision_state, ProvisionState::CleanWait);
+        assert_eq!(t.deadline_ms, Some(77));
+        assert_eq!(t.last_error, None);
+    }
+
+    #[test]
+    fn manage_verifies_through_the_driver() {
+        let st = owned(1);
+        let (ok, out) = instant_provision(&st, &vreq(1, Verb::Manage), || Ok(PowerState::Off));
+        assert_eq!(out, ProvisionOutcome::Reached(ProvisionState::Manageable));
+        assert_eq!(ok.power_state, Some(PowerState::Off));
+        assert_eq!(ok.provision_seq_done, 1);
+
+        let (failed, out) =
+            instant_provision(&st, &vreq(1, Verb::Manage), || Err("no answer".into()));
+        assert_eq!(out, ProvisionOutcome::Reached(ProvisionState::Enroll));
+        assert!(failed.last_error.unwrap().contains("no answer"));
+    }
+
+    #[test]
+    fn provide_reaches_available_and_invalid_verbs_are_recorded() {
+        let mut st = owned(1);
+        st.provision_state = ProvisionState::Manageable;
+        let (next, out) = instant_provision(&st, &vreq(2, Verb::Provide), || unreachable!());
+        assert_eq!(out, ProvisionOutcome::Reached(ProvisionState::Available));
+        assert_eq!(next.target_provision_state, None);
+
+        let (next, out) = instant_provision(&owned(1), &vreq(3, Verb::Provide), || unreachable!());
+        assert!(matches!(out, ProvisionOutcome::Refused(_)));
+        assert_eq!(next.provision_state, ProvisionState::Enroll);
+        assert_eq!(next.provision_seq_done, 3);
+        assert!(next.last_error.unwrap().contains("enroll"));
+    }
+}

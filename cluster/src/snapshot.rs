@@ -1,0 +1,82 @@
+//! A conductor's consistent view of the cluster at one revision: live conductors, every node's
+//! placement inputs (driver and conductor group), and every reservation. A conductor reads it
+//! once per session (and after a watch is lost), then follows the watches from `revision + 1`.
+
+use crate::{get_prefix, Cluster, ClusterError};
+use ferric_model::{decode, ConductorRecord, NodeId, NodeSpec, ReservationRecord};
+
+pub struct SnapshotNode {
+    pub id: NodeId,
+    /// (driver, conductor group), or why the spec cannot be read.
+    pub placement: Result<(String, String), String>,
+}
+
+pub struct SnapshotReservation {
+    pub id: NodeId,
+    pub holder: Option<String>,
+    pub create_rev: i64,
+    pub lease: i64,
+}
+
+pub struct Snapshot {
+    pub revision: i64,
+    pub conductors: Vec<ConductorRecord>,
+    pub nodes: Vec<SnapshotNode>,
+    pub reservations: Vec<SnapshotReservation>,
+}
+
+impl Cluster {
+    pub async fn snapshot(&self) -> Result<Snapshot, ClusterError> {
+        let (revision, conductor_kvs) =
+            get_prefix(self, &self.keys().conductors(), None, false).await?;
+        let (_, node_kvs) = get_prefix(self, &self.keys().nodes(), Some(revision), false).await?;
+        let (_, res_kvs) =
+            get_prefix(self, &self.keys().reservations(), Some(revision), false).await?;
+        let conductors = conductor_kvs
+            .iter()
+            .filter_map(|kv| match decode::<ConductorRecord>(kv.value()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable conductor record");
+                    None
+                }
+            })
+            .collect();
+        let nodes = node_kvs
+            .iter()
+            .filter_map(|kv| {
+                let id = self.keys().node_id_of(kv.key())?;
+                Some(SnapshotNode {
+                    id,
+                    placement: placement_of(kv.value()),
+                })
+            })
+            .collect();
+        let reservations = res_kvs
+            .iter()
+            .filter_map(|kv| {
+                Some(SnapshotReservation {
+                    id: self.keys().node_id_of(kv.key())?,
+                    holder: decode::<ReservationRecord>(kv.value())
+                        .ok()
+                        .map(|r| r.conductor),
+                    create_rev: kv.create_revision(),
+                    lease: kv.lease(),
+                })
+            })
+            .collect();
+        Ok(Snapshot {
+            revision,
+            conductors,
+            nodes,
+            reservations,
+        })
+    }
+}
+
+/// The placement inputs of a spec record, or the decode error as text.
+pub fn placement_of(value: &[u8]) -> Result<(String, String), String> {
+    decode::<NodeSpec>(value)
+        .map(|s| (s.driver, s.conductor_group))
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,95 @@
+//! `ferric conductor`: joins the cluster and runs node actors for its share of the nodes.
+
+use crate::ctl::EtcdArgs;
+use anyhow::Context;
+use ferric_node::{ConductorConfig, NodeSupervisor};
+use ractor::Actor;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Unique name of this conductor (its membership key).
+    #[arg(long, env = "FERRIC_CONDUCTOR_NAME")]
+    pub name: String,
+    /// Lease TTL in seconds: a dead conductor's nodes move within about this long.
+    #[arg(long, default_value_t = 5.0, env = "FERRIC_LEASE_TTL")]
+    pub lease_ttl: f64,
+    /// Hardware types this conductor serves (Ironic's driver names).
+    #[arg(long, value_delimiter = ',', default_value = "fake-hardware")]
+    pub drivers: Vec<String>,
+    /// Conductor group served (Ironic's conductor_group; empty is the default group).
+    #[arg(long, default_value = "")]
+    pub conductor_group: String,
+    /// Address this conductor advertises for its internal endpoints.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub address: String,
+    /// Reservation batches (of up to 128 nodes) in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub acquire_parallel: usize,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if !(args.lease_ttl >= 1.0 && args.lease_ttl <= 600.0) {
+        anyhow::bail!("--lease-ttl must be between 1 and 600 seconds");
+    }
+    ferric_model::ConductorName::parse(&args.name).context("invalid --name")?;
+    for d in &args.drivers {
+        if !ferric_power::DRIVERS.contains(&d.as_str()) {
+            anyhow::bail!(
+                "driver {d:?} is not available in this build (available: {})",
+                ferric_power::DRIVERS.join(", ")
+            );
+        }
+    }
+    let ttl = Duration::from_secs_f64(args.lease_ttl);
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: handing all nodes over"),
+            _ = int.recv() => tracing::info!("SIGINT: handing all nodes over"),
+        }
+        let _ = shutdown_tx.send(true);
+    });
+
+    // etcd may not be up yet (or be restarting): keep trying until it answers or we are told
+    // to stop.
+    let cfg = args.etcd.config();
+    let mut shutdown_wait = shutdown.clone();
+    let cluster = loop {
+        match ferric_cluster::Cluster::connect(&cfg).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "etcd not reachable yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown_wait.changed() => return Ok(()),
+                }
+            }
+        }
+    };
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (supervisor, sup_handle) = Actor::spawn(None, NodeSupervisor, events_tx)
+        .await
+        .context("starting the node supervisor")?;
+    let config = ConductorConfig {
+        name: args.name.clone(),
+        ttl,
+        drivers: args.drivers.clone(),
+        conductor_group: args.conductor_group.clone(),
+        address: args.address.clone(),
+        console_address: String::new(),
+        acquire_parallel: args.acquire_parallel,
+        command_budget: Duration::from_millis(100),
+    };
+    tracing::info!(conductor = %args.name, etcd = %cluster.endpoints(), prefix = %cluster.keys().prefix(), ttl_s = args.lease_ttl, "conductor starting");
+    let result = ferric_node::run(cluster, config, supervisor.clone(), events_rx, shutdown).await;
+    supervisor.stop(None);
+    let _ = sup_handle.await;
+    tracing::info!(conductor = %args.name, "conductor stopped");
+    result.map_err(Into::into)
+}

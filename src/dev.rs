@@ -1,0 +1,102 @@
+//! `ferric dev`: a whole local cluster in one command: a throwaway etcd, N conductors as
+//! separate processes, and enrolled nodes. Ctrl-C stops everything and removes the temp dir.
+
+use crate::procs::{self, Etcd};
+use ferric_model::{now_ms, NodeId, NodeName, NodeSpec};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Number of conductor processes.
+    #[arg(long, default_value_t = 3)]
+    conductors: usize,
+    /// Number of fake nodes to enroll.
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Lease TTL of the conductors, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    lease_ttl: f64,
+    /// Keep the cluster's files (etcd data, logs) in this directory instead of a temp dir.
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new().prefix("ferric-dev-").tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
+    let etcd = Etcd::start(&dir).await?;
+    let prefix = "/ferric/";
+    let mut conductors = Vec::new();
+    for i in 1..=args.conductors {
+        conductors.push(procs::conductor(
+            &dir,
+            &etcd.url,
+            prefix,
+            &format!("dev-c{i}"),
+            args.lease_ttl,
+            &[],
+        )?);
+    }
+    let mut cfg = ferric_cluster::EtcdConfig::new(&etcd.url);
+    cfg.prefix = prefix.into();
+    let cluster = ferric_cluster::Cluster::connect(&cfg).await?;
+    let now = now_ms();
+    let specs: Vec<NodeSpec> = (0..args.nodes)
+        .map(|i| {
+            let mut s = NodeSpec::new(NodeId::new_random(), "fake-hardware", now);
+            s.name = NodeName::parse(&format!("node-{i:05}")).ok();
+            s
+        })
+        .collect();
+    let created = cluster
+        .create_nodes(specs)
+        .await?
+        .into_iter()
+        .filter(|r| r.is_ok())
+        .count();
+
+    let exe = std::env::current_exe()?;
+    let exe = exe.display();
+    println!("ferric dev: a local cluster is running");
+    println!("  etcd        {}  (data and logs in {})", etcd.url, dir.display());
+    for c in &conductors {
+        println!("  conductor   {:<10} pid {}  log {}", c.name, c.pid(), c.log.display());
+    }
+    println!("  nodes       {created} fake-hardware nodes enrolled (node-00000 ...)");
+    println!();
+    println!("Try it:");
+    println!("  {exe} ctl --etcd {} conductor list", etcd.url);
+    println!("  {exe} ctl --etcd {} node list", etcd.url);
+    println!("  {exe} ctl --etcd {} node power node-00000 on", etcd.url);
+    println!("  {exe} ctl --etcd {} node provision node-00000 manage", etcd.url);
+    println!("  kill -9 {}   # then watch its nodes move: conductor list", conductors.first().map_or(0, |c| c.pid()));
+    println!("Ctrl-C stops everything.");
+
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    println!("stopping conductors ...");
+    for c in &conductors {
+        c.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for mut c in conductors {
+        c.stop(Duration::from_secs(10));
+    }
+    drop(etcd);
+    println!("stopped.");
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Child processes of `ferric dev` and `ferric bench`: a throwaway etcd and conductors. Every
+//! child runs in its own process group, dies with this process (parent-death signal), and is
+//! stopped by pid when its handle is dropped.
+
+use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback TCP port (never 2379/2380, which a system etcd may want).
+pub fn free_port() -> anyhow::Result<u16> {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if port != 2379 && port != 2380 {
+            return Ok(port);
+        }
+    }
+}
+
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), sig);
+    }
+
+    /// Waits up to `timeout` for the process to exit; true if it did.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        self.signal(Signal::SIGTERM);
+        if !self.wait_for_exit(grace) {
+            self.signal(Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Resident set size in bytes, from /proc.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Proc> {
+    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    crate::sys::die_with_parent(&mut cmd);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+    Ok(Proc {
+        name: name.to_string(),
+        child,
+        log,
+    })
+}
+
+/// A throwaway single-member etcd on free loopback ports, data in `dir`.
+pub struct Etcd {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Etcd {
+    pub async fn start(dir: &Path) -> anyhow::Result<Etcd> {
+        let client = free_port()?;
+        let peer = free_port()?;
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut cmd = Command::new("etcd");
+        cmd.args([
+            "--name",
+            "ferric-dev",
+            "--data-dir",
+            &dir.join("etcd-data").to_string_lossy(),
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("ferric-dev={peer_url}"),
+            "--initial-cluster-state",
+            "new",
+            "--heartbeat-interval",
+            "10",
+            "--election-timeout",
+            "100",
+            "--quota-backend-bytes",
+            "8589934592",
+        ]);
+        let proc = spawn("etcd", cmd, dir.join("etcd.log"))
+            .context("is etcd installed? (apt-get install etcd-server)")?;
+        let etcd = Etcd { proc, url };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let cfg = ferric_cluster::EtcdConfig::new(&etcd.url);
+            if ferric_cluster::Cluster::connect(&cfg).await.is_ok() {
+                return Ok(etcd);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("etcd did not become ready; see {}", etcd.proc.log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Starts `ferric conductor` (this same executable) as a child.
+pub fn conductor(
+    dir: &Path,
+    etcd: &str,
+    prefix: &str,
+    name: &str,
+    ttl: f64,
+    extra: &[String],
+) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["conductor", "--etcd", etcd, "--prefix", prefix, "--name", name])
+        .arg("--lease-ttl")
+        .arg(ttl.to_string())
+        .args(extra);
+    spawn(name, cmd, dir.join(format!("{name}.log")))
+}

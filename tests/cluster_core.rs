@@ -1,0 +1,816 @@
+//! Cluster-core integration tests: a real etcd and real `ferric conductor` processes. Each test
+//! has its own etcd and key prefix and checks what an independent observer sees: etcd's keys,
+//! etcd's revision history, `ferric ctl`'s answers and the processes' exit codes.
+
+mod common;
+
+use common::{describe, free_port, Fleet, Snapshot};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use ferric_cluster::{AcquireOutcome, Cluster, ClusterError, EtcdConfig, LeaseKeeper};
+use ferric_model::{
+    decode, encode, now_ms, FenceToken, NodeId, NodeSpec, NodeStatus, PowerRequest, PowerState,
+    PowerTarget,
+};
+use nix::sys::signal::Signal;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const THREE: [&str; 3] = ["c1", "c2", "c3"];
+const TTL_2: [&str; 2] = ["--lease-ttl", "2"];
+
+/// Starts c1, c2, c3 with `args`.
+fn start_three(fleet: &mut Fleet, args: &[&str]) {
+    for name in THREE {
+        fleet.start_conductor(name, args);
+    }
+}
+
+/// Every node settled on `live`, and each of them holding a fair share (rendezvous hashing over
+/// three conductors gives each about a third).
+fn check_shares(snap: &Snapshot, live: &[&str], low: f64, high: f64) -> Result<(), String> {
+    snap.check_settled(live)?;
+    let total = snap.nodes.len() as f64;
+    let counts = snap.counts();
+    for name in live {
+        let n = counts.get(*name).copied().unwrap_or(0);
+        let share = n as f64 / total;
+        if !(low..=high).contains(&share) {
+            return Err(format!(
+                "conductor {name} holds {n} of {total} nodes ({:.1}%), want {:.0}%..{:.0}%; all counts {counts:?}",
+                share * 100.0,
+                low * 100.0,
+                high * 100.0
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn wait_balanced(fleet: &Fleet, timeout: Duration, live: &[&str]) -> Snapshot {
+    fleet
+        .wait_until(
+            timeout,
+            &format!(
+                "every node is reserved once by one of {live:?}, statuses match, each holds 25-42%"
+            ),
+            async || {
+                let snap = fleet.snapshot().await?;
+                check_shares(&snap, live, 0.25, 0.42)?;
+                Ok(snap)
+            },
+        )
+        .await
+}
+
+/// Parses `ctl conductor list --json` into name -> (nodes, drivers, group).
+fn parse_conductor_list(
+    stdout: &[u8],
+) -> Result<BTreeMap<String, (u64, Vec<String>, String)>, String> {
+    let v: serde_json::Value = serde_json::from_slice(stdout).map_err(|e| {
+        format!(
+            "`ctl conductor list --json` is not JSON ({e}): {}",
+            String::from_utf8_lossy(stdout)
+        )
+    })?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| format!("`ctl conductor list --json` is not an array: {v}"))?;
+    let mut out = BTreeMap::new();
+    for c in arr {
+        let name = c["name"]
+            .as_str()
+            .ok_or_else(|| format!("conductor without a string `name`: {c}"))?;
+        let nodes = c["nodes"]
+            .as_u64()
+            .ok_or_else(|| format!("conductor without a numeric `nodes`: {c}"))?;
+        let drivers = c["drivers"]
+            .as_array()
+            .ok_or_else(|| format!("conductor without a `drivers` array: {c}"))?
+            .iter()
+            .filter_map(|d| d.as_str().map(str::to_string))
+            .collect();
+        let group = c["conductor_group"]
+            .as_str()
+            .ok_or_else(|| format!("conductor without a string `conductor_group`: {c}"))?
+            .to_string();
+        out.insert(name.to_string(), (nodes, drivers, group));
+    }
+    Ok(out)
+}
+
+/// Waits until the given nodes show `power on` for their latest power request.
+async fn wait_powered_on(fleet: &Fleet, ids: &[String], timeout: Duration) {
+    fleet
+        .wait_until(
+            timeout,
+            &format!("{} nodes show power on for their request", ids.len()),
+            async || {
+                let snap = fleet.snapshot().await?;
+                let mut waiting = Vec::new();
+                for id in ids {
+                    let spec = snap
+                        .spec(id)
+                        .ok_or_else(|| format!("node {id} is gone"))?
+                        .map_err(|e| format!("node {id}: unreadable spec: {e}"))?;
+                    let seq = spec.power_request.as_ref().map_or(0, |r| r.seq);
+                    match snap.status(id) {
+                        Some(Ok(s))
+                            if s.power_state == Some(PowerState::On)
+                                && s.power_seq_done >= seq
+                                && seq > 0 => {}
+                        Some(Ok(s)) => waiting.push(format!(
+                            "{id}: power {:?}, done seq {} of {seq}, last_error {:?}",
+                            s.power_state, s.power_seq_done, s.last_error
+                        )),
+                        other => waiting.push(format!("{id}: status {other:?}")),
+                    }
+                }
+                if waiting.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} not yet on, e.g. {}", waiting.len(), waiting[0]))
+                }
+            },
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_conductors_own_3000_nodes_once() {
+    let mut fleet = Fleet::new("three-own").await;
+    start_three(&mut fleet, &TTL_2);
+    let ids = fleet.create_nodes(3000, &[]).await;
+
+    let snap = wait_balanced(&fleet, Duration::from_secs(90), &THREE).await;
+    fleet.ensure(snap.nodes.len() == 3000, || {
+        format!("etcd has {} nodes, want 3000", snap.nodes.len())
+    });
+    for id in &ids {
+        fleet.ensure(snap.nodes.contains_key(id), || {
+            format!("created node {id} is not in etcd")
+        });
+    }
+    println!("placement: {:?}", snap.counts());
+
+    // `ctl conductor list` must report what etcd holds. The counts are read from etcd before and
+    // after ctl, so a change in between (none is expected once settled) cannot pass as agreement.
+    fleet
+        .wait_until(
+            Duration::from_secs(20),
+            "`ctl conductor list --json` agrees with etcd's reservation counts",
+            async || {
+                let before = fleet.snapshot().await?.counts();
+                let out = fleet.ctl(&["conductor", "list", "--json"]).await;
+                if !out.status.success() {
+                    return Err(format!("ctl conductor list failed: {}", describe(&out)));
+                }
+                let listed = parse_conductor_list(&out.stdout)?;
+                let after = fleet.snapshot().await?.counts();
+                if before != after {
+                    return Err(format!("reservations moved during the check: {before:?} -> {after:?}"));
+                }
+                let names: BTreeSet<&str> = listed.keys().map(String::as_str).collect();
+                if names != THREE.into_iter().collect() {
+                    return Err(format!("ctl lists conductors {names:?}, want {THREE:?}"));
+                }
+                for (name, (nodes, drivers, group)) in &listed {
+                    let want = after.get(name).copied().unwrap_or(0) as u64;
+                    if *nodes != want {
+                        return Err(format!(
+                            "ctl says {name} holds {nodes} nodes, etcd has {want} reservations"
+                        ));
+                    }
+                    if !drivers.iter().any(|d| d == "fake-hardware") || !group.is_empty() {
+                        return Err(format!(
+                            "ctl says {name} serves drivers {drivers:?} in group {group:?}, want fake-hardware in the default group \"\""
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await;
+
+    for name in THREE {
+        fleet.ensure(fleet.conductor(name).is_running(), || {
+            format!("conductor {name} exited")
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_reowns_within_ttl_and_restart_rebalances() {
+    let mut fleet = Fleet::new("sigkill").await;
+    start_three(&mut fleet, &TTL_2);
+    fleet.create_nodes(3000, &[]).await;
+    let before = wait_balanced(&fleet, Duration::from_secs(90), &THREE).await;
+
+    let victim = "c2";
+    let survivors = ["c1", "c3"];
+    let moved = before.held_by(victim);
+    let start = Instant::now();
+    fleet.conductor(victim).kill();
+
+    let after = fleet
+        .wait_until(
+            Duration::from_secs(30),
+            &format!("the {} nodes of the killed {victim} are re-reserved by {survivors:?} with matching statuses", moved.len()),
+            async || {
+                let snap = fleet.snapshot().await?;
+                let problems: Vec<String> = moved
+                    .iter()
+                    .filter_map(|id| snap.node_problem(id, &survivors))
+                    .collect();
+                match problems.first() {
+                    None => Ok(snap),
+                    Some(p) => Err(format!("{} of {} not yet re-owned, e.g. {p}", problems.len(), moved.len())),
+                }
+            },
+        )
+        .await;
+    println!(
+        "SIGKILL of {victim}: its {} nodes re-owned by {survivors:?} after {:.2} s (lease TTL 2 s)",
+        moved.len(),
+        start.elapsed().as_secs_f64()
+    );
+    let stayed = before
+        .reservations
+        .iter()
+        .filter(|(id, kv)| {
+            after
+                .reservations
+                .get(*id)
+                .is_some_and(|a| a.create_rev == kv.create_rev)
+        })
+        .count();
+    println!("{stayed} nodes kept their reservation through the failover");
+
+    fleet
+        .wait_settled(Duration::from_secs(30), &survivors)
+        .await;
+
+    // The new owners' actors answer: power on a sample of the moved nodes.
+    let step = (moved.len() / 20).max(1);
+    let sample: Vec<String> = moved.iter().step_by(step).take(20).cloned().collect();
+    for id in &sample {
+        fleet.ctl_ok(&["node", "power", id, "on"]).await;
+    }
+    wait_powered_on(&fleet, &sample, Duration::from_secs(30)).await;
+
+    // The killed conductor comes back under its name and gets its share again.
+    fleet.restart_conductor(victim);
+    let start = Instant::now();
+    wait_balanced(&fleet, Duration::from_secs(60), &THREE).await;
+    println!(
+        "restart of {victim}: rebalanced after {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+
+    fleet.check_fencing_history().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_over_at_once() {
+    let mut fleet = Fleet::new("sigterm").await;
+    // A TTL far longer than the hand-off: nodes moving before it proves a revoke, not an expiry.
+    start_three(&mut fleet, &["--lease-ttl", "30"]);
+    fleet.create_nodes(600, &[]).await;
+    let before = wait_balanced(&fleet, Duration::from_secs(60), &THREE).await;
+
+    let victim = "c1";
+    let survivors = ["c2", "c3"];
+    let handed = before.held_by(victim);
+    fleet.ensure(!handed.is_empty(), || format!("{victim} holds no nodes"));
+    let limit = Duration::from_secs(10);
+    let start = Instant::now();
+    fleet.conductor(victim).signal(Signal::SIGTERM);
+
+    fleet
+        .wait_until(
+            limit,
+            &format!("the {} nodes of {victim} are re-reserved by {survivors:?} within 10 s of SIGTERM (TTL 30 s)", handed.len()),
+            async || {
+                let snap = fleet.snapshot().await?;
+                let problems: Vec<String> = handed
+                    .iter()
+                    .filter_map(|id| snap.node_problem(id, &survivors))
+                    .collect();
+                match problems.first() {
+                    None => Ok(()),
+                    Some(p) => Err(format!("{} of {} not yet handed over, e.g. {p}", problems.len(), handed.len())),
+                }
+            },
+        )
+        .await;
+    let handoff = start.elapsed();
+    println!(
+        "SIGTERM of {victim}: its {} nodes re-owned after {:.3} s",
+        handed.len(),
+        handoff.as_secs_f64()
+    );
+
+    let status = fleet
+        .conductor(victim)
+        .wait_exit(limit.saturating_sub(start.elapsed()))
+        .await;
+    match status {
+        Some(s) if s.success() => {}
+        Some(s) => fleet.fail(&format!("{victim} exited with {s} after SIGTERM, want 0")),
+        None => fleet.fail(&format!("{victim} did not exit within 10 s of SIGTERM")),
+    }
+    println!(
+        "SIGTERM of {victim}: exited 0 within {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+
+    // All its reservations went in one revision: the lease was revoked, not released node by node.
+    let history = fleet.check_fencing_history().await;
+    let mut revisions: BTreeMap<i64, usize> = BTreeMap::new();
+    for id in &handed {
+        let key = format!("{}reservations/{id}", fleet.prefix);
+        match history.first_delete_after(&key, before.revision) {
+            Some(rev) => *revisions.entry(rev).or_insert(0) += 1,
+            None => fleet.fail(&format!(
+                "the reservation of {id} held by {victim} was never deleted"
+            )),
+        }
+    }
+    fleet.ensure(revisions.len() == 1, || {
+        format!(
+            "the {} reservations of {victim} were deleted in {} revisions (revision: count {revisions:?}), want one (a lease revoke)",
+            handed.len(),
+            revisions.len()
+        )
+    });
+    let member = format!("{}conductors/{victim}", fleet.prefix);
+    let member_deleted = history.first_delete_after(&member, before.revision);
+    fleet.ensure(member_deleted == revisions.keys().next().copied(), || {
+        format!(
+            "{victim}'s membership key was deleted at revision {member_deleted:?}, its reservations at {revisions:?}: want one revoke of its lease"
+        )
+    });
+    fleet
+        .wait_settled(Duration::from_secs(10), &survivors)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_conductors_recover_without_restart() {
+    let mut fleet = Fleet::new("etcd-outage").await;
+    start_three(&mut fleet, &TTL_2);
+    fleet.create_nodes(300, &[]).await;
+    let before = wait_balanced(&fleet, Duration::from_secs(60), &THREE).await;
+
+    let mut leases = BTreeMap::new();
+    let mut pids = BTreeMap::new();
+    let mut marks = BTreeMap::new();
+    for name in THREE {
+        let rec = before
+            .conductor(name)
+            .unwrap_or_else(|| fleet.fail(&format!("no readable conductor record for {name}")));
+        leases.insert(name, rec.lease_id);
+        pids.insert(name, fleet.conductor(name).pid());
+        marks.insert(name, fleet.conductor(name).log_len());
+    }
+
+    // Outage of 2 x TTL. Meanwhile, watch the logs for each conductor's self-fencing.
+    let outage = Duration::from_secs(4);
+    fleet.etcd.stop();
+    let down = Instant::now();
+    let mut fenced_after: BTreeMap<&str, f64> = BTreeMap::new();
+    while down.elapsed() < outage {
+        for name in THREE {
+            if !fenced_after.contains_key(name)
+                && fleet
+                    .conductor(name)
+                    .log_since(marks[name])
+                    .to_lowercase()
+                    .contains("fenc")
+            {
+                fenced_after.insert(name, down.elapsed().as_secs_f64());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.etcd.restart();
+    println!(
+        "etcd down for {:.2} s; self-fencing logged after (s): {fenced_after:?}",
+        down.elapsed().as_secs_f64()
+    );
+
+    for name in THREE {
+        let p = fleet.conductor(name);
+        fleet.ensure(p.is_running() && p.pid() == pids[name], || {
+            format!(
+                "conductor {name} (pid {}) did not survive the etcd outage",
+                pids[name]
+            )
+        });
+    }
+
+    let start = Instant::now();
+    fleet
+        .wait_until(
+            Duration::from_secs(60),
+            "after etcd is back, every node is reserved once with matching statuses and every conductor rejoined on a new lease",
+            async || {
+                let snap = fleet.snapshot().await?;
+                snap.check_settled(&THREE)?;
+                for name in THREE {
+                    let rec = snap
+                        .conductor(name)
+                        .ok_or_else(|| format!("conductor {name} is not registered"))?;
+                    if rec.lease_id == leases[name] {
+                        return Err(format!(
+                            "conductor {name} is still registered on its lease {} from before the outage",
+                            rec.lease_id
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await;
+    println!(
+        "recovered {:.2} s after etcd restarted",
+        start.elapsed().as_secs_f64()
+    );
+
+    for name in THREE {
+        let p = fleet.conductor(name);
+        fleet.ensure(p.is_running() && p.pid() == pids[name], || {
+            format!(
+                "conductor {name} (pid {}) exited after the outage",
+                pids[name]
+            )
+        });
+    }
+    let silent: Vec<&str> = THREE
+        .into_iter()
+        .filter(|n| !fenced_after.contains_key(n))
+        .collect();
+    fleet.ensure(silent.is_empty(), || {
+        format!("conductors {silent:?} logged nothing about self-fencing (\"fenc\") during the {outage:?} etcd outage")
+    });
+    fleet.check_fencing_history().await;
+}
+
+/// Reserves one node for `conductor` and returns the fencing token.
+async fn acquire_one(
+    fleet: &Fleet,
+    cluster: &Cluster,
+    id: NodeId,
+    lease: i64,
+    conductor: &str,
+) -> FenceToken {
+    let out = cluster
+        .acquire(&[id], lease, conductor)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("acquire for {conductor}: {e}")));
+    match out.into_iter().next() {
+        Some((got, AcquireOutcome::Acquired(a))) if got == id => a.token,
+        other => fleet.fail(&format!("{conductor} could not acquire {id}: {other:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_fence_write_is_rejected() {
+    let fleet = Fleet::new("stale-fence").await;
+    let mut cfg = EtcdConfig::new(&fleet.url());
+    cfg.prefix = fleet.prefix.clone();
+    let cluster = Cluster::connect(&cfg)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("connect: {e}")));
+
+    let id = NodeId::new_random();
+    let created = cluster
+        .create_nodes(vec![NodeSpec::new(id, "fake-hardware", now_ms())])
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("create node: {e}")));
+    fleet.ensure(
+        matches!(created.as_slice(), [Ok(got)] if *got == id),
+        || format!("create_nodes answered {created:?}"),
+    );
+
+    let ttl = Duration::from_secs(5);
+    let lease_a = LeaseKeeper::grant(&cluster, ttl)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("grant lease for a: {e}")));
+    let token_a = acquire_one(&fleet, &cluster, id, lease_a.id, "a").await;
+    let status_of = |owner: &str, token: FenceToken| NodeStatus {
+        owner: Some(owner.to_string()),
+        fence: token.0,
+        last_error: Some(format!("written by {owner}")),
+        updated_at_ms: now_ms(),
+        ..NodeStatus::default()
+    };
+    if let Err(e) = cluster
+        .write_status(&id, token_a, &status_of("a", token_a))
+        .await
+    {
+        fleet.fail(&format!(
+            "a's write while it holds the reservation failed: {e}"
+        ));
+    }
+
+    let lease_b = LeaseKeeper::grant(&cluster, ttl)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("grant lease for b: {e}")));
+    // While a holds it, b cannot take it.
+    match cluster.acquire(&[id], lease_b.id, "b").await {
+        Ok(out) => fleet.ensure(
+            matches!(out.as_slice(), [(_, AcquireOutcome::Held { holder: Some(h) })] if h == "a"),
+            || format!("b's acquire while a holds the node answered {out:?}"),
+        ),
+        Err(e) => fleet.fail(&format!("b's acquire: {e}")),
+    }
+
+    // a loses its lease (as if it died); b takes the node.
+    if let Err(e) = cluster.revoke_lease(lease_a.id).await {
+        fleet.fail(&format!("revoke a's lease: {e}"));
+    }
+    lease_a.stop();
+    let token_b = acquire_one(&fleet, &cluster, id, lease_b.id, "b").await;
+    fleet.ensure(token_b > token_a, || {
+        format!("b's fence {token_b} is not newer than a's {token_a}")
+    });
+
+    match cluster
+        .write_status(&id, token_a, &status_of("a", token_a))
+        .await
+    {
+        Err(ClusterError::Fenced(_)) => {}
+        other => fleet.fail(&format!(
+            "a's write with its stale fence {token_a} answered {other:?}, want Fenced"
+        )),
+    }
+    if let Err(e) = cluster
+        .write_status(&id, token_b, &status_of("b", token_b))
+        .await
+    {
+        fleet.fail(&format!("b's write as the holder failed: {e}"));
+    }
+
+    let snap = fleet.snapshot().await.unwrap_or_else(|e| fleet.fail(&e));
+    match snap.status(&id.to_string()) {
+        Some(Ok(s)) if s.owner.as_deref() == Some("b") && s.fence == token_b.0 => {}
+        other => fleet.fail(&format!(
+            "status in etcd is {other:?}, want b's with fence {token_b}"
+        )),
+    }
+    fleet.check_fencing_history().await;
+    if let Err(e) = cluster.revoke_lease(lease_b.id).await {
+        fleet.fail(&format!("revoke b's lease: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_fence_write_is_rejected_by_live_conductor() {
+    let mut fleet = Fleet::new("lost-reservation").await;
+    for name in ["c1", "c2"] {
+        fleet.start_conductor(name, &TTL_2);
+    }
+    fleet.create_nodes(20, &[]).await;
+    let before = fleet
+        .wait_settled(Duration::from_secs(30), &["c1", "c2"])
+        .await;
+
+    // Take the reservation away from its holder from outside, and in the same revision ask for
+    // a power action, so that the holder has a reason to write the status just then.
+    let id = before
+        .reservations
+        .keys()
+        .next()
+        .cloned()
+        .unwrap_or_else(|| fleet.fail("no reservation"));
+    let (holder, old_fence) = before.holder(&id).expect("reserved");
+    let spec_kv = &before.nodes[&id];
+    let mut spec: NodeSpec =
+        decode(&spec_kv.value).unwrap_or_else(|e| fleet.fail(&format!("spec of {id}: {e}")));
+    let seq = spec.next_power_seq();
+    spec.power_request = Some(PowerRequest {
+        seq,
+        target: PowerTarget::On,
+        timeout_s: None,
+        requested_by: "test".into(),
+        requested_at_ms: now_ms(),
+    });
+    spec.updated_at_ms = now_ms();
+    let res_key = format!("{}reservations/{id}", fleet.prefix);
+    let node_key = format!("{}nodes/{id}", fleet.prefix);
+    let txn = Txn::new()
+        .when([
+            Compare::create_revision(res_key.clone(), CompareOp::Equal, old_fence),
+            Compare::mod_revision(node_key.clone(), CompareOp::Equal, spec_kv.mod_rev),
+        ])
+        .and_then([
+            TxnOp::delete(res_key.clone(), None),
+            TxnOp::put(node_key, encode(&spec), None),
+        ]);
+    let resp = fleet
+        .inspect
+        .client()
+        .txn(txn)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("delete reservation: {e}")));
+    fleet.ensure(resp.succeeded(), || {
+        format!("reservation of {id} (held by {holder}, fence {old_fence}) or its spec changed while settled")
+    });
+    let deleted_at = resp.header().map_or(0, |h| h.revision());
+    println!("deleted the reservation of {id} (holder {holder}, fence {old_fence}) at revision {deleted_at}");
+
+    fleet
+        .wait_until(
+            Duration::from_secs(30),
+            &format!("node {id} is reserved again (a new fence) and its status written under it"),
+            async || {
+                let snap = fleet.snapshot().await?;
+                if let Some(p) = snap.node_problem(&id, &["c1", "c2"]) {
+                    return Err(p);
+                }
+                let (_, fence) = snap.holder(&id).expect("checked");
+                if fence <= deleted_at {
+                    return Err(format!(
+                        "reservation fence {fence} is not newer than the delete at {deleted_at}"
+                    ));
+                }
+                Ok(())
+            },
+        )
+        .await;
+    wait_powered_on(&fleet, std::slice::from_ref(&id), Duration::from_secs(30)).await;
+    fleet
+        .wait_settled(Duration::from_secs(30), &["c1", "c2"])
+        .await;
+
+    let history = fleet.check_fencing_history().await;
+    let status_key = format!("{}status/{id}", fleet.prefix);
+    let stale: Vec<i64> = history
+        .events
+        .iter()
+        .filter(|e| e.put && e.key == status_key && e.revision > deleted_at)
+        .filter(|e| decode::<NodeStatus>(&e.value).is_ok_and(|s| s.fence == old_fence))
+        .map(|e| e.revision)
+        .collect();
+    fleet.ensure(stale.is_empty(), || {
+        format!("status of {id} written with the lost fence {old_fence} after its reservation was deleted at {deleted_at}: revisions {stale:?}")
+    });
+    for name in ["c1", "c2"] {
+        fleet.ensure(fleet.conductor(name).is_running(), || {
+            format!("conductor {name} exited")
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gives_clear_errors() {
+    let mut fleet = Fleet::new("bad-input").await;
+    fleet.start_conductor("c1", &TTL_2);
+    let ids = fleet.create_nodes(2, &[]).await;
+    fleet.wait_settled(Duration::from_secs(30), &["c1"]).await;
+
+    // A spec of garbage bytes, and a well-formed spec with a format version from the future.
+    let garbage = NodeId::new_random().to_string();
+    let future = NodeId::new_random();
+    let mut future_bytes = encode(&NodeSpec::new(future, "fake-hardware", now_ms()));
+    future_bytes[0] = 200;
+    let future = future.to_string();
+    let mut kv = fleet.inspect.client().kv_client();
+    for (id, value) in [
+        (
+            &garbage,
+            vec![
+                1u8, 0xff, 0xfe, 0x00, 0x13, 0x37, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
+        ),
+        (&future, future_bytes),
+    ] {
+        kv.put(format!("{}nodes/{id}", fleet.prefix), value, None)
+            .await
+            .unwrap_or_else(|e| fleet.fail(&format!("put bad spec: {e}")));
+    }
+
+    fleet
+        .wait_until(
+            Duration::from_secs(30),
+            "the owner reports the unreadable specs in the nodes' last_error",
+            async || {
+                let snap = fleet.snapshot().await?;
+                for (id, words) in [
+                    (&garbage, &["corrupt"][..]),
+                    (&future, &["version", "200"][..]),
+                ] {
+                    if let Some(p) = snap.node_problem(id, &["c1"]) {
+                        return Err(p);
+                    }
+                    let s = snap.status(id).expect("checked").expect("checked");
+                    let err = s.last_error.clone().unwrap_or_default().to_lowercase();
+                    if !words.iter().all(|w| err.contains(w)) {
+                        return Err(format!(
+                            "node {id}: last_error {:?} does not mention {words:?}",
+                            s.last_error
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await;
+    // Still running a while later, and still doing its job for the good nodes.
+    if let Some(s) = fleet
+        .conductor("c1")
+        .wait_exit(Duration::from_secs(3))
+        .await
+    {
+        fleet.fail(&format!(
+            "conductor exited with {s} after reading bad specs"
+        ));
+    }
+    fleet.ctl_ok(&["node", "power", &ids[0], "on"]).await;
+    wait_powered_on(&fleet, &ids[..1], Duration::from_secs(30)).await;
+
+    // `node show --json` of a good node has the documented fields.
+    let shown = fleet.ctl_ok(&["node", "show", &ids[1], "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&shown)
+        .unwrap_or_else(|e| fleet.fail(&format!("node show --json is not JSON ({e}): {shown}")));
+    for field in [
+        "uuid",
+        "name",
+        "driver",
+        "power_state",
+        "provision_state",
+        "last_error",
+        "reservation",
+    ] {
+        fleet.ensure(v.get(field).is_some(), || {
+            format!("node show --json lacks {field:?}: {v}")
+        });
+    }
+    fleet.ensure(
+        v["uuid"] == ids[1].as_str()
+            && v["driver"] == "fake-hardware"
+            && v["provision_state"] == "enroll"
+            && v["reservation"] == "c1",
+        || format!("node show --json of a fresh node owned by c1: {v}"),
+    );
+
+    let expect_error = |out: &std::process::Output, what: &str, words: &[&str]| {
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let lower = stderr.to_lowercase();
+        fleet.ensure(
+            out.status.code() == Some(1)
+                && stderr.starts_with("error:")
+                && words.iter().any(|w| lower.contains(w)),
+            || {
+                format!(
+                    "{what}: want exit 1 and `error: ...` mentioning one of {words:?}, got {}",
+                    describe(out)
+                )
+            },
+        );
+    };
+
+    let unknown = NodeId::new_random().to_string();
+    let out = fleet.ctl(&["node", "show", &unknown]).await;
+    expect_error(
+        &out,
+        "node show <unknown uuid>",
+        &["not found", "could not be found"],
+    );
+
+    let out = fleet.ctl(&["node", "provision", &ids[1], "provide"]).await;
+    expect_error(&out, "provide on an enroll node", &["enroll"]);
+
+    let out = fleet.ctl(&["node", "frobnicate"]).await;
+    fleet.ensure(out.status.code() == Some(2), || {
+        format!(
+            "an unknown subcommand is a usage error (exit 2): {}",
+            describe(&out)
+        )
+    });
+
+    // Nothing listens on this port: ctl gives up in bounded time and says it is about etcd.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let start = Instant::now();
+    let out = common::ctl_with_timeout(
+        &closed,
+        &fleet.prefix,
+        &["node", "list"],
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap_or_else(|| {
+        fleet.fail(&format!(
+            "`ctl --etcd {closed} node list` ran for more than 15 s"
+        ))
+    });
+    println!(
+        "ctl against a closed port gave up after {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    expect_error(&out, "node list against a closed etcd port", &["etcd"]);
+
+    fleet.ensure(fleet.conductor("c1").is_running(), || {
+        "conductor c1 exited".into()
+    });
+}
