@@ -4,6 +4,7 @@ use anyhow::Context;
 use ferric_cluster::{Cluster, EtcdConfig, NodeView};
 use ferric_model::{now_ms, NodeId, NodeName, NodeSpec, PowerTarget, Verb};
 use serde_json::{json, Value};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -114,6 +115,13 @@ enum ConductorCmd {
 
 const WHO: &str = "ctl";
 
+/// println! that returns the error instead of panicking (a closed pipe ends `ctl` quietly).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = Cluster::connect(&args.etcd.config()).await?;
     match args.cmd {
@@ -151,7 +159,7 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             let mut failed = 0;
             for result in cluster.create_nodes(specs).await? {
                 match result {
-                    Ok(id) => println!("{id}"),
+                    Ok(id) => out!("{id}"),
                     Err(e) => {
                         failed += 1;
                         eprintln!("error: {e}");
@@ -167,14 +175,14 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             let (views, corrupt) = cluster.list_nodes().await?;
             if json {
                 let list: Vec<Value> = views.iter().map(node_json).collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                out!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!(
+                out!(
                     "{:<36}  {:<20}  {:<10}  {:<16}  {:<11}  conductor",
                     "uuid", "name", "power", "provision", "maintenance"
                 );
                 for v in &views {
-                    println!(
+                    out!(
                         "{:<36}  {:<20}  {:<10}  {:<16}  {:<11}  {}",
                         v.spec.id,
                         v.spec.name.as_ref().map_or("", |n| n.as_str()),
@@ -194,10 +202,10 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             let view = cluster.get_node(&node).await?;
             let v = node_json(&view);
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out!("{}", serde_json::to_string_pretty(&v)?);
             } else if let Value::Object(map) = v {
                 for (k, v) in map {
-                    println!("{k:<24} {}", if v.is_string() { v.as_str().unwrap_or("").to_string() } else { v.to_string() });
+                    out!("{k:<24} {}", if v.is_string() { v.as_str().unwrap_or("").to_string() } else { v.to_string() });
                 }
             }
             Ok(())
@@ -209,7 +217,7 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 other => anyhow::bail!("unknown power action {other:?} (expected on or off)"),
             };
             let view = cluster.request_power(&node, target, None, WHO).await?;
-            println!("requested {} for node {}", target.as_str(), view.spec.id);
+            out!("requested {} for node {}", target.as_str(), view.spec.id);
             Ok(())
         }
         NodeCmd::Provision { node, verb } => {
@@ -218,7 +226,7 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 _ => anyhow::bail!("unknown provision verb {verb:?} (expected manage or provide)"),
             };
             let view = cluster.request_provision(&node, verb, false, "", WHO).await?;
-            println!("requested {} for node {}", verb.as_str(), view.spec.id);
+            out!("requested {} for node {}", verb.as_str(), view.spec.id);
             Ok(())
         }
     }
@@ -242,11 +250,11 @@ async fn conductor_list(cluster: &Cluster, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        out!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        println!("{:<24}  {:>8}  {:<16}  drivers", "name", "nodes", "group");
+        out!("{:<24}  {:>8}  {:<16}  drivers", "name", "nodes", "group");
         for c in conductors.values() {
-            println!(
+            out!(
                 "{:<24}  {:>8}  {:<16}  {}",
                 c.name,
                 counts.get(&c.name).copied().unwrap_or(0),

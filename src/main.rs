@@ -55,6 +55,13 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // A reader that went away (`ferric ctl node list | head`) is not an error.
+            if e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return std::process::ExitCode::SUCCESS;
+            }
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -2,7 +2,7 @@
 //! `ctl` and the gateway both go through these functions, so the same validation applies to both.
 //! Every change of a spec is a compare-and-swap on its `mod_revision`.
 
-use crate::{get_prefix, reservations::MAX_TXN_OPS, Cluster, ClusterError};
+use crate::{get_prefix, reservations::BATCH, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ferric_model::provision::{on_verb, InvalidTransition};
 use ferric_model::{
@@ -32,14 +32,14 @@ pub struct NewNode {
 }
 
 impl Cluster {
-    /// Enrolls nodes in batches of up to 128 per transaction. Each node is created only if its
+    /// Enrolls nodes in batches of up to 120 per transaction. Each node is created only if its
     /// uuid and its name are free; the result for each comes back in input order.
     pub async fn create_nodes(
         &self,
         nodes: Vec<NodeSpec>,
     ) -> Result<Vec<Result<NodeId, ClusterError>>, ClusterError> {
         let mut out = Vec::with_capacity(nodes.len());
-        for chunk in nodes.chunks(MAX_TXN_OPS) {
+        for chunk in nodes.chunks(BATCH) {
             // etcd refuses a Txn that writes one key twice, so duplicate names within a batch are
             // caught here rather than failing the whole batch.
             let mut seen = std::collections::HashSet::new();

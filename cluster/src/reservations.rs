@@ -1,6 +1,6 @@
 //! Reservations: `reservations/<uuid>` on the holder's lease, acquired and released in batched
 //! transactions. Each batch is one etcd Txn holding one nested Txn per node (etcd allows 128 ops
-//! per Txn level), so one round trip reserves up to 128 nodes and reads their spec and status.
+//! per Txn, counting nested ones), so one round trip reserves up to 120 nodes and reads their spec and status.
 
 use crate::{get_prefix, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
@@ -10,6 +10,11 @@ use ferric_model::{
 
 /// etcd's default `--max-txn-ops`.
 pub const MAX_TXN_OPS: usize = 128;
+
+/// Nodes per batched Txn. etcd checks a nested Txn against the budget left by its parent
+/// (`max-txn-ops` minus the parent's op count), so N nested Txns of up to 3 ops each need
+/// N + 3 <= 128.
+pub const BATCH: usize = 120;
 
 /// A node this conductor now owns, with the records read in the same transaction.
 #[derive(Debug)]
@@ -46,7 +51,7 @@ impl Cluster {
             acquired_at_ms: now_ms(),
         });
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_TXN_OPS) {
+        for chunk in ids.chunks(BATCH) {
             let inner: Vec<TxnOp> = chunk
                 .iter()
                 .map(|id| {
@@ -126,7 +131,7 @@ impl Cluster {
     /// (it expired and someone else took it) is left alone. Returns how many were released.
     pub async fn release(&self, held: &[(NodeId, FenceToken)]) -> Result<usize, ClusterError> {
         let mut released = 0;
-        for chunk in held.chunks(MAX_TXN_OPS) {
+        for chunk in held.chunks(BATCH) {
             let inner: Vec<TxnOp> = chunk
                 .iter()
                 .map(|(id, token)| {

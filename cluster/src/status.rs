@@ -7,7 +7,7 @@
 //! 10,000. Callers must not have two writes for the same node in flight (a node actor awaits each
 //! write), otherwise two batches could reorder them.
 
-use crate::{reservations::MAX_TXN_OPS, Cluster, ClusterError};
+use crate::{reservations::BATCH, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ferric_model::{encode, FenceToken, NodeId, NodeStatus};
 use std::sync::Arc;
@@ -61,7 +61,7 @@ pub struct StatusWriter {
 impl StatusWriter {
     /// `parallel`: how many batches may be in flight at once.
     pub fn spawn(cluster: Cluster, parallel: usize) -> Self {
-        let (tx, rx) = mpsc::channel(4 * MAX_TXN_OPS);
+        let (tx, rx) = mpsc::channel(4 * BATCH);
         tokio::spawn(run(cluster, rx, Arc::new(Semaphore::new(parallel.max(1)))));
         StatusWriter { tx }
     }
@@ -92,7 +92,7 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Write>, slots: Arc<Semapho
             return;
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_TXN_OPS {
+        while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(w) => batch.push(w),
                 Err(_) => break,

@@ -465,7 +465,7 @@ impl<'a> Session<'a> {
             );
             let _ = self.sup.cast(SupervisorMsg::Stop(to_stop));
         }
-        for chunk in to_acquire.chunks(ferric_cluster::reservations::MAX_TXN_OPS) {
+        for chunk in to_acquire.chunks(ferric_cluster::reservations::BATCH) {
             self.acquire_queue.push_back(chunk.to_vec());
         }
     }

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what Ferric's run and test commands need on a Debian machine (as root), and nothing
+# that is already there. Safe to run again.
+set -euo pipefail
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have etcd || need_apt+=(etcd-server)
+have etcdctl || need_apt+=(etcd-client)
+have protoc || need_apt+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/timestamp.proto ] || need_apt+=(libprotobuf-dev)
+have ipmitool || need_apt+=(ipmitool)
+have ipmi_sim || need_apt+=(openipmi)
+have ip || need_apt+=(iproute2)
+have ps || need_apt+=(procps)
+have cc || need_apt+=(gcc)
+have python3 || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing: ${need_apt[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Debian's etcd-server package may start a system etcd on 2379/2380; Ferric never uses those
+# ports (its dev cluster and tests run their own etcd on free ports), so it is left alone.
+
+if ! have cargo; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        echo "error: cargo (Rust 1.85 or newer) is required; install it with rustup" >&2
+        exit 1
+    fi
+fi
