@@ -62,10 +62,15 @@ async fn wait_balanced(fleet: &Fleet, timeout: Duration, live: &[&str]) -> Snaps
         .await
 }
 
-/// Parses `ctl conductor list --json` into name -> (nodes, drivers, group).
-fn parse_conductor_list(
-    stdout: &[u8],
-) -> Result<BTreeMap<String, (u64, Vec<String>, String)>, String> {
+/// One entry of `ctl conductor list --json`.
+struct Listed {
+    nodes: u64,
+    drivers: Vec<String>,
+    group: String,
+}
+
+/// Parses `ctl conductor list --json` by conductor name.
+fn parse_conductor_list(stdout: &[u8]) -> Result<BTreeMap<String, Listed>, String> {
     let v: serde_json::Value = serde_json::from_slice(stdout).map_err(|e| {
         format!(
             "`ctl conductor list --json` is not JSON ({e}): {}",
@@ -93,7 +98,14 @@ fn parse_conductor_list(
             .as_str()
             .ok_or_else(|| format!("conductor without a string `conductor_group`: {c}"))?
             .to_string();
-        out.insert(name.to_string(), (nodes, drivers, group));
+        out.insert(
+            name.to_string(),
+            Listed {
+                nodes,
+                drivers,
+                group,
+            },
+        );
     }
     Ok(out)
 }
@@ -150,7 +162,7 @@ async fn three_conductors_own_3000_nodes_once() {
             format!("created node {id} is not in etcd")
         });
     }
-    println!("placement: {:?}", snap.counts());
+    fleet.note(&format!("placement: {:?}", snap.counts()));
 
     // `ctl conductor list` must report what etcd holds. The counts are read from etcd before and
     // after ctl, so a change in between (none is expected once settled) cannot pass as agreement.
@@ -173,7 +185,7 @@ async fn three_conductors_own_3000_nodes_once() {
                 if names != THREE.into_iter().collect() {
                     return Err(format!("ctl lists conductors {names:?}, want {THREE:?}"));
                 }
-                for (name, (nodes, drivers, group)) in &listed {
+                for (name, Listed { nodes, drivers, group }) in &listed {
                     let want = after.get(name).copied().unwrap_or(0) as u64;
                     if *nodes != want {
                         return Err(format!(
@@ -210,6 +222,7 @@ async fn sigkill_reowns_within_ttl_and_restart_rebalances() {
     let moved = before.held_by(victim);
     let start = Instant::now();
     fleet.conductor(victim).kill();
+    fleet.note(&format!("SIGKILLed {victim}"));
 
     let after = fleet
         .wait_until(
@@ -228,11 +241,11 @@ async fn sigkill_reowns_within_ttl_and_restart_rebalances() {
             },
         )
         .await;
-    println!(
+    fleet.note(&format!(
         "SIGKILL of {victim}: its {} nodes re-owned by {survivors:?} after {:.2} s (lease TTL 2 s)",
         moved.len(),
         start.elapsed().as_secs_f64()
-    );
+    ));
     let stayed = before
         .reservations
         .iter()
@@ -243,7 +256,9 @@ async fn sigkill_reowns_within_ttl_and_restart_rebalances() {
                 .is_some_and(|a| a.create_rev == kv.create_rev)
         })
         .count();
-    println!("{stayed} nodes kept their reservation through the failover");
+    fleet.note(&format!(
+        "{stayed} nodes kept their reservation through the failover"
+    ));
 
     fleet
         .wait_settled(Duration::from_secs(30), &survivors)
@@ -259,12 +274,13 @@ async fn sigkill_reowns_within_ttl_and_restart_rebalances() {
 
     // The killed conductor comes back under its name and gets its share again.
     fleet.restart_conductor(victim);
+    fleet.note(&format!("restarted {victim}"));
     let start = Instant::now();
     wait_balanced(&fleet, Duration::from_secs(60), &THREE).await;
-    println!(
+    fleet.note(&format!(
         "restart of {victim}: rebalanced after {:.2} s",
         start.elapsed().as_secs_f64()
-    );
+    ));
 
     fleet.check_fencing_history().await;
 }
@@ -284,6 +300,7 @@ async fn sigterm_hands_over_at_once() {
     let limit = Duration::from_secs(10);
     let start = Instant::now();
     fleet.conductor(victim).signal(Signal::SIGTERM);
+    fleet.note(&format!("sent SIGTERM to {victim}"));
 
     fleet
         .wait_until(
@@ -303,11 +320,11 @@ async fn sigterm_hands_over_at_once() {
         )
         .await;
     let handoff = start.elapsed();
-    println!(
+    fleet.note(&format!(
         "SIGTERM of {victim}: its {} nodes re-owned after {:.3} s",
         handed.len(),
         handoff.as_secs_f64()
-    );
+    ));
 
     let status = fleet
         .conductor(victim)
@@ -318,10 +335,10 @@ async fn sigterm_hands_over_at_once() {
         Some(s) => fleet.fail(&format!("{victim} exited with {s} after SIGTERM, want 0")),
         None => fleet.fail(&format!("{victim} did not exit within 10 s of SIGTERM")),
     }
-    println!(
+    fleet.note(&format!(
         "SIGTERM of {victim}: exited 0 within {:.2} s",
         start.elapsed().as_secs_f64()
-    );
+    ));
 
     // All its reservations went in one revision: the lease was revoked, not released node by node.
     let history = fleet.check_fencing_history().await;
@@ -377,15 +394,12 @@ async fn etcd_outage_conductors_recover_without_restart() {
     let outage = Duration::from_secs(4);
     fleet.etcd.stop();
     let down = Instant::now();
+    fleet.note("etcd stopped");
     let mut fenced_after: BTreeMap<&str, f64> = BTreeMap::new();
     while down.elapsed() < outage {
         for name in THREE {
             if !fenced_after.contains_key(name)
-                && fleet
-                    .conductor(name)
-                    .log_since(marks[name])
-                    .to_lowercase()
-                    .contains("fenc")
+                && fleet.conductor(name).logged_fencing_since(marks[name])
             {
                 fenced_after.insert(name, down.elapsed().as_secs_f64());
             }
@@ -393,10 +407,10 @@ async fn etcd_outage_conductors_recover_without_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     fleet.etcd.restart();
-    println!(
+    fleet.note(&format!(
         "etcd down for {:.2} s; self-fencing logged after (s): {fenced_after:?}",
         down.elapsed().as_secs_f64()
-    );
+    ));
 
     for name in THREE {
         let p = fleet.conductor(name);
@@ -431,10 +445,10 @@ async fn etcd_outage_conductors_recover_without_restart() {
             },
         )
         .await;
-    println!(
+    fleet.note(&format!(
         "recovered {:.2} s after etcd restarted",
         start.elapsed().as_secs_f64()
-    );
+    ));
 
     for name in THREE {
         let p = fleet.conductor(name);
@@ -445,6 +459,9 @@ async fn etcd_outage_conductors_recover_without_restart() {
             )
         });
     }
+    // The fencing invariant across the outage, checked before the log check below so that a
+    // failure of either is reported with the other's outcome known.
+    fleet.check_fencing_history().await;
     let silent: Vec<&str> = THREE
         .into_iter()
         .filter(|n| !fenced_after.contains_key(n))
@@ -452,7 +469,6 @@ async fn etcd_outage_conductors_recover_without_restart() {
     fleet.ensure(silent.is_empty(), || {
         format!("conductors {silent:?} logged nothing about self-fencing (\"fenc\") during the {outage:?} etcd outage")
     });
-    fleet.check_fencing_history().await;
 }
 
 /// Reserves one node for `conductor` and returns the fencing token.
@@ -617,7 +633,7 @@ async fn stale_fence_write_is_rejected_by_live_conductor() {
         format!("reservation of {id} (held by {holder}, fence {old_fence}) or its spec changed while settled")
     });
     let deleted_at = resp.header().map_or(0, |h| h.revision());
-    println!("deleted the reservation of {id} (holder {holder}, fence {old_fence}) at revision {deleted_at}");
+    fleet.note(&format!("deleted the reservation of {id} (holder {holder}, fence {old_fence}) at revision {deleted_at}"));
 
     fleet
         .wait_until(
@@ -804,10 +820,10 @@ async fn bad_input_gives_clear_errors() {
             "`ctl --etcd {closed} node list` ran for more than 15 s"
         ))
     });
-    println!(
+    fleet.note(&format!(
         "ctl against a closed port gave up after {:.2} s",
         start.elapsed().as_secs_f64()
-    );
+    ));
     expect_error(&out, "node list against a closed etcd port", &["etcd"]);
 
     fleet.ensure(fleet.conductor("c1").is_running(), || {

@@ -30,9 +30,12 @@ pub struct Acquired {
 #[derive(Debug)]
 pub enum AcquireOutcome {
     Acquired(Box<Acquired>),
-    /// Someone holds it (possibly a previous run of ourselves whose lease has not expired).
+    /// Someone holds it (possibly a previous run of ourselves whose lease has not expired, or
+    /// this very lease when an earlier reply was lost: compare `lease`).
     Held {
         holder: Option<String>,
+        lease: i64,
+        create_rev: i64,
     },
     /// The node no longer exists.
     Gone,
@@ -112,10 +115,13 @@ impl Cluster {
                 } else {
                     match ops.first() {
                         Some(TxnOpResponse::Get(g)) if !g.kvs().is_empty() => {
+                            let kv = &g.kvs()[0];
                             AcquireOutcome::Held {
-                                holder: decode::<ReservationRecord>(g.kvs()[0].value())
+                                holder: decode::<ReservationRecord>(kv.value())
                                     .ok()
                                     .map(|r| r.conductor),
+                                lease: kv.lease(),
+                                create_rev: kv.create_revision(),
                             }
                         }
                         _ => AcquireOutcome::Gone,

@@ -55,6 +55,21 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
+/// Wall-clock time as `HH:MM:SS.ffffff` UTC, to line test notes up with the processes' logs.
+pub fn utc_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_micros()
+    )
+}
+
 /// A prefix no other test (in this or another run) uses.
 pub fn unique_prefix(test: &str) -> String {
     format!("/ferric-test/{test}-{:016x}/", random_u64())
@@ -109,26 +124,54 @@ pub fn free_port() -> u16 {
 // Logs
 // ---------------------------------------------------------------------------------------------
 
-/// The last `lines` lines of a file (lossy UTF-8), or a note why it cannot be read.
+/// The last `lines` lines of a file (lossy UTF-8), or a note why it cannot be read. Runs of
+/// lines that differ only in numbers and ids (one message per node) are shown as their first
+/// and last line and a count, so that a tail shows what happened rather than one flood.
 pub fn file_tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            let start = all.len().saturating_sub(lines);
-            let mut out = String::new();
-            if start > 0 {
-                out.push_str(&format!("    [... {start} earlier lines]\n"));
-            }
-            for l in &all[start..] {
-                out.push_str("    ");
-                out.push_str(l);
-                out.push('\n');
-            }
-            out
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return format!("    [cannot read {}: {e}]\n", path.display()),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    // Walk back from the end, grouping consecutive lines of one shape.
+    let mut groups: Vec<(usize, usize)> = Vec::new(); // [first, last] indices, in reverse order
+    let mut i = all.len();
+    while i > 0 && groups.len() < lines {
+        let last = i - 1;
+        let shape = line_shape(all[last]);
+        let mut first = last;
+        while first > 0 && line_shape(all[first - 1]) == shape {
+            first -= 1;
         }
-        Err(e) => format!("    [cannot read {}: {e}]\n", path.display()),
+        groups.push((first, last));
+        i = first;
     }
+    let mut out = String::new();
+    if i > 0 {
+        out.push_str(&format!("    [... {i} earlier lines]\n"));
+    }
+    for &(first, last) in groups.iter().rev() {
+        out.push_str("    ");
+        out.push_str(all[first]);
+        out.push('\n');
+        if last > first {
+            if last > first + 1 {
+                out.push_str(&format!("    [... {} similar lines]\n", last - first - 1));
+            }
+            out.push_str("    ");
+            out.push_str(all[last]);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A log line with its digits and hex ids masked (the timestamp, node ids, revisions).
+fn line_shape(line: &str) -> String {
+    line.chars()
+        .map(|c| if c.is_ascii_hexdigit() { '#' } else { c })
+        .collect()
 }
 
 fn log_file(path: &Path) -> File {
@@ -168,7 +211,8 @@ impl Proc {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        cmd.env("RUST_BACKTRACE", "1");
+        // Plain text logs: they are read by the tests and printed on failures.
+        cmd.env("RUST_BACKTRACE", "1").env("NO_COLOR", "1");
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program} ({name}): {e}"));
@@ -262,6 +306,15 @@ impl Proc {
     /// Current size of the log in bytes (to look only at what is logged after some point).
     pub fn log_len(&self) -> usize {
         std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize)
+    }
+
+    /// Whether the log, from byte offset `from` on, reports fencing: a line that mentions
+    /// "fenc" (case-insensitive) other than in a `fence=<n>` field.
+    pub fn logged_fencing_since(&self, from: usize) -> bool {
+        self.log_since(from)
+            .to_lowercase()
+            .lines()
+            .any(|l| l.replace("fence=", "").contains("fenc"))
     }
 
     /// The log from byte offset `from` on.
@@ -996,6 +1049,7 @@ pub struct Fleet {
     pub inspect: Inspect,
     pub prefix: String,
     started: Instant,
+    notes: Mutex<Vec<String>>,
     dir: Option<TempDir>,
 }
 
@@ -1019,6 +1073,7 @@ impl Fleet {
             inspect,
             prefix,
             started: Instant::now(),
+            notes: Mutex::new(Vec::new()),
             dir: Some(dir),
         }
     }
@@ -1064,6 +1119,16 @@ impl Fleet {
             .collect()
     }
 
+    /// Records (and prints) what the test does, with a UTC timestamp to compare with the logs.
+    pub fn note(&self, msg: &str) {
+        let line = format!("{} [{}] {msg}", utc_now(), self.prefix);
+        println!("{line}");
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
     /// Tails of every log of this fleet.
     pub fn logs(&self) -> String {
         let lines = 60;
@@ -1076,6 +1141,12 @@ impl Fleet {
             out.push_str(&p.log_tail(lines));
         }
         out.push_str(&self.etcd.log_tail(15));
+        out.push_str("--- test notes:\n");
+        for n in self.notes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.push_str("    ");
+            out.push_str(n);
+            out.push('\n');
+        }
         out
     }
 
@@ -1208,10 +1279,10 @@ impl Fleet {
             }
             self.fail(&msg);
         }
-        println!(
+        self.note(&format!(
             "fencing history: {checked} status writes up to revision {}, all by the holder under its fence",
             history.revision
-        );
+        ));
         history
     }
 }
@@ -1221,10 +1292,12 @@ impl Drop for Fleet {
         for p in self.conductors.values() {
             p.kill();
         }
-        if std::thread::panicking() {
+        // Logs are kept when the test fails, or always with FERRIC_TEST_KEEP_LOGS=1.
+        let keep = std::thread::panicking() || std::env::var_os("FERRIC_TEST_KEEP_LOGS").is_some();
+        if keep {
             if let Some(dir) = self.dir.take() {
                 let kept = dir.keep();
-                eprintln!("test failed: logs kept in {}", kept.display());
+                eprintln!("logs of {} kept in {}", self.prefix, kept.display());
             }
         }
     }

@@ -68,6 +68,7 @@ pub async fn run(
         // Whatever ended the session, no actor of it may keep running.
         stop_all(&supervisor, &mut node_events).await;
         let lease = session.lease.take();
+        let session_started = session.ctx.is_some();
         drop(session);
         match end {
             End::Shutdown => {
@@ -97,6 +98,9 @@ pub async fn run(
             }
             End::Failed(e) => {
                 failures += 1;
+                if session_started {
+                    tracing::error!(error = %e, "session ended, self-fenced: every node actor stopped; rejoining with a new lease");
+                }
                 if let Some(lease) = lease {
                     lease.stop();
                     previous_lease = Some(lease.id);
@@ -187,6 +191,8 @@ struct Session<'a> {
     releasing: Vec<(NodeId, FenceToken)>,
     dirty_all: bool,
     dirty: HashSet<NodeId>,
+    /// A watch was lost and re-reading failed; retried until it works or the lease fences us.
+    resync_pending: bool,
     inputs_tx: mpsc::Sender<Input>,
     inputs: mpsc::Receiver<Input>,
     watch_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -227,6 +233,7 @@ impl<'a> Session<'a> {
             releasing: Vec::new(),
             dirty_all: true,
             dirty: HashSet::new(),
+            resync_pending: false,
             inputs_tx,
             inputs,
             watch_tasks: Vec::new(),
@@ -276,6 +283,9 @@ impl<'a> Session<'a> {
                     }
                 }
                 _ = tick.tick() => self.dirty_all = true,
+                _ = tokio::time::sleep(Duration::from_millis(500)), if self.resync_pending => {
+                    self.try_resync().await;
+                }
             }
             // Take everything else that is already waiting before deciding, so that a burst of
             // watch events produces one placement pass and full batches.
@@ -394,6 +404,24 @@ impl<'a> Session<'a> {
             "cluster snapshot read"
         );
         Ok(())
+    }
+
+    /// Re-reads the cluster after a lost watch. While etcd is unreachable the node actors keep
+    /// running until the lease's self-fencing deadline, which ends the session if etcd does not
+    /// come back in time: a short etcd blip does not stop every node.
+    async fn try_resync(&mut self) {
+        for t in self.watch_tasks.drain(..) {
+            t.abort();
+        }
+        match self.resync().await {
+            Ok(()) => self.resync_pending = false,
+            Err(e) => {
+                if !self.resync_pending {
+                    tracing::warn!(error = %e, "cannot re-read the cluster; retrying until the lease deadline");
+                }
+                self.resync_pending = true;
+            }
+        }
     }
 
     fn intern(&mut self, s: &str) -> u32 {
@@ -578,8 +606,14 @@ impl<'a> Session<'a> {
                                         }),
                                     );
                                 }
-                                AcquireOutcome::Held { .. } => {
-                                    self.others.entry(id).or_insert(0);
+                                AcquireOutcome::Held { lease, create_rev, .. } => {
+                                    let ours = self.lease.as_ref().is_some_and(|l| l.id == lease);
+                                    if ours && !self.mine.contains_key(&id) {
+                                        // An earlier batch committed but its reply was lost.
+                                        self.adopt(id, FenceToken(create_rev));
+                                    } else if !ours {
+                                        self.others.insert(id, create_rev);
+                                    }
                                 }
                                 AcquireOutcome::Gone => {
                                     self.nodes.remove(&id);
@@ -603,9 +637,7 @@ impl<'a> Session<'a> {
             }
             Input::Watch(kind, Err(lost)) => {
                 tracing::warn!(?kind, error = %lost, "watch lost; re-reading the cluster");
-                if let Err(e) = self.resync().await {
-                    return Err(End::Failed(e));
-                }
+                self.try_resync().await;
             }
             Input::Watch(kind, Ok(events)) => {
                 for ev in events {
@@ -701,9 +733,12 @@ impl<'a> Session<'a> {
                 if self.mine.get(&id).is_some_and(|m| m.token.0 == create_rev) {
                     return;
                 }
-                if lease == lease_id && !self.mine.contains_key(&id) {
-                    self.acquiring.remove(&id);
-                    self.adopt(id, FenceToken(create_rev));
+                if lease == lease_id {
+                    // Our own batch: its reply (with the records read in the same Txn) is on its
+                    // way, or was lost, in which case the retry finds it held by our lease.
+                    if !self.mine.contains_key(&id) && !self.acquiring.contains(&id) {
+                        self.adopt(id, FenceToken(create_rev));
+                    }
                     return;
                 }
                 let holder = decode::<ReservationRecord>(&value)
