@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Keep etcd data and conductor logs in this directory (default: a temp dir, removed).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -43,7 +46,14 @@ enum Cmd {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new().prefix("ferric-bench-").tempdir()?;
-    let etcd = Etcd::start(tmp.path()).await?;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => tmp.path().to_path_buf(),
+    };
+    let etcd = Etcd::start(&dir).await?;
     println!("machine: {} cores, {}", num_cpus(), mem_total());
     match args.cmd {
         Cmd::Failover {
@@ -51,12 +61,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             conductors,
             lease_ttl,
             runs,
-        } => failover(tmp.path(), &etcd, nodes, conductors, lease_ttl, runs).await,
+        } => failover(&dir, &etcd, nodes, conductors, lease_ttl, runs).await,
         Cmd::Cold {
             nodes,
             conductors,
             lease_ttl,
-        } => cold(tmp.path(), &etcd, nodes, conductors, lease_ttl).await,
+        } => cold(&dir, &etcd, nodes, conductors, lease_ttl).await,
     }
 }
 

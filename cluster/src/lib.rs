@@ -76,6 +76,11 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// HTTP/2 keepalive pings towards etcd. etcd's `--grpc-keepalive-min-time` defaults to 5 s: a
+/// client that pings more often gets GOAWAY ("too many pings") and loses every stream on the
+/// connection, watches and lease keepalives included.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Large reads (a full list of 100k node records is about 34 MB) are paged, but one page of
 /// 10,000 records still exceeds the client's default 4 MiB receive limit.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -86,7 +91,7 @@ impl Cluster {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(cfg.timeout)
             .with_timeout(cfg.timeout)
-            .with_keep_alive(Duration::from_secs(2), cfg.timeout);
+            .with_keep_alive(KEEPALIVE_INTERVAL, cfg.timeout);
         if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
             opts = opts.with_user(user.clone(), password.clone());
         }
@@ -189,10 +194,23 @@ pub(crate) async fn get_prefix(
     revision: Option<i64>,
     keys_only: bool,
 ) -> Result<(i64, Vec<etcd_client::KeyValue>), ClusterError> {
+    let mut out = Vec::new();
+    let rev = for_each_in_prefix(cluster, prefix, revision, keys_only, |kv| out.push(kv)).await?;
+    Ok((rev, out))
+}
+
+/// Like [`get_prefix`], but hands each record to `f` page by page, so that a reader that keeps
+/// only a digest (placement inputs of 100k nodes) never holds every record at once.
+pub(crate) async fn for_each_in_prefix(
+    cluster: &Cluster,
+    prefix: &str,
+    revision: Option<i64>,
+    keys_only: bool,
+    mut f: impl FnMut(etcd_client::KeyValue),
+) -> Result<i64, ClusterError> {
     const PAGE: i64 = 10_000;
     let end = prefix_end(prefix.as_bytes());
     let mut start = prefix.as_bytes().to_vec();
-    let mut out = Vec::new();
     let mut rev = revision.unwrap_or(0);
     loop {
         let mut opts = etcd_client::GetOptions::new()
@@ -216,9 +234,9 @@ pub(crate) async fn get_prefix(
             start = last.key().to_vec();
             start.push(0);
         }
-        out.extend(kvs);
+        kvs.into_iter().for_each(&mut f);
         if !more {
-            return Ok((rev, out));
+            return Ok(rev);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! placement inputs (driver and conductor group), and every reservation. A conductor reads it
 //! once per session (and after a watch is lost), then follows the watches from `revision + 1`.
 
-use crate::{get_prefix, Cluster, ClusterError};
+use crate::{for_each_in_prefix, get_prefix, Cluster, ClusterError};
 use ferric_model::{decode, ConductorRecord, NodeId, NodeSpec, ReservationRecord};
 
 pub struct SnapshotNode {
@@ -29,9 +29,31 @@ impl Cluster {
     pub async fn snapshot(&self) -> Result<Snapshot, ClusterError> {
         let (revision, conductor_kvs) =
             get_prefix(self, &self.keys().conductors(), None, false).await?;
-        let (_, node_kvs) = get_prefix(self, &self.keys().nodes(), Some(revision), false).await?;
-        let (_, res_kvs) =
-            get_prefix(self, &self.keys().reservations(), Some(revision), false).await?;
+        let keys = self.keys();
+        let mut nodes = Vec::new();
+        for_each_in_prefix(self, &keys.nodes(), Some(revision), false, |kv| {
+            if let Some(id) = keys.node_id_of(kv.key()) {
+                nodes.push(SnapshotNode {
+                    id,
+                    placement: placement_of(kv.value()),
+                });
+            }
+        })
+        .await?;
+        let mut reservations = Vec::new();
+        for_each_in_prefix(self, &keys.reservations(), Some(revision), false, |kv| {
+            if let Some(id) = keys.node_id_of(kv.key()) {
+                reservations.push(SnapshotReservation {
+                    id,
+                    holder: decode::<ReservationRecord>(kv.value())
+                        .ok()
+                        .map(|r| r.conductor),
+                    create_rev: kv.create_revision(),
+                    lease: kv.lease(),
+                });
+            }
+        })
+        .await?;
         let conductors = conductor_kvs
             .iter()
             .filter_map(|kv| match decode::<ConductorRecord>(kv.value()) {
@@ -40,29 +62,6 @@ impl Cluster {
                     tracing::error!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable conductor record");
                     None
                 }
-            })
-            .collect();
-        let nodes = node_kvs
-            .iter()
-            .filter_map(|kv| {
-                let id = self.keys().node_id_of(kv.key())?;
-                Some(SnapshotNode {
-                    id,
-                    placement: placement_of(kv.value()),
-                })
-            })
-            .collect();
-        let reservations = res_kvs
-            .iter()
-            .filter_map(|kv| {
-                Some(SnapshotReservation {
-                    id: self.keys().node_id_of(kv.key())?,
-                    holder: decode::<ReservationRecord>(kv.value())
-                        .ok()
-                        .map(|r| r.conductor),
-                    create_rev: kv.create_revision(),
-                    lease: kv.lease(),
-                })
             })
             .collect();
         Ok(Snapshot {

@@ -171,6 +171,12 @@ struct Place {
 
 const UNREADABLE: u32 = u32::MAX;
 
+/// After registering, a conductor waits this long (at most, and never more than a quarter of
+/// its TTL) before reserving anything, and restarts the wait when another conductor joins
+/// meanwhile. Conductors started together then see each other before placing, instead of the
+/// first one reserving every node and handing two thirds of them over a moment later.
+const JOIN_GRACE: Duration = Duration::from_millis(400);
+
 struct Session<'a> {
     cluster: &'a Cluster,
     cfg: &'a ConductorConfig,
@@ -193,6 +199,8 @@ struct Session<'a> {
     dirty: HashSet<NodeId>,
     /// A watch was lost and re-reading failed; retried until it works or the lease fences us.
     resync_pending: bool,
+    /// No reservations before this instant (see `JOIN_GRACE`).
+    hold_until: Option<Instant>,
     inputs_tx: mpsc::Sender<Input>,
     inputs: mpsc::Receiver<Input>,
     watch_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -234,6 +242,7 @@ impl<'a> Session<'a> {
             dirty_all: true,
             dirty: HashSet::new(),
             resync_pending: false,
+            hold_until: None,
             inputs_tx,
             inputs,
             watch_tasks: Vec::new(),
@@ -285,6 +294,12 @@ impl<'a> Session<'a> {
                 _ = tick.tick() => self.dirty_all = true,
                 _ = tokio::time::sleep(Duration::from_millis(500)), if self.resync_pending => {
                     self.try_resync().await;
+                }
+                _ = tokio::time::sleep_until(self.hold_until.unwrap_or_else(Instant::now)), if self.hold_until.is_some() => {
+                    if self.hold_until.is_some_and(|t| t <= Instant::now()) {
+                        self.hold_until = None;
+                        self.dirty_all = true;
+                    }
                 }
             }
             // Take everything else that is already waiting before deciding, so that a burst of
@@ -340,6 +355,7 @@ impl<'a> Session<'a> {
             .register_conductor(&record, self.cfg.ttl * 3 + Duration::from_secs(2))
             .await?;
         tracing::info!(conductor = %self.cfg.name, lease = record.lease_id, "registered");
+        self.hold_until = Some(Instant::now() + self.join_grace());
         self.resync().await
     }
 
@@ -461,8 +477,15 @@ impl<'a> Session<'a> {
         owner_of(id, eligible.map(|c| c.name.as_str())) == Some(self.cfg.name.as_str())
     }
 
+    fn join_grace(&self) -> Duration {
+        JOIN_GRACE.min(self.cfg.ttl / 4)
+    }
+
     /// Decides which nodes to reserve and which to give up.
     fn place(&mut self) {
+        if self.hold_until.is_some() {
+            return;
+        }
         let ids: Vec<NodeId> = if std::mem::take(&mut self.dirty_all) {
             self.dirty.clear();
             self.nodes.keys().chain(self.mine.keys()).copied().collect()
@@ -588,6 +611,9 @@ impl<'a> Session<'a> {
         match input {
             Input::Acquired(batch, result) => {
                 self.acquire_in_flight -= 1;
+                if self.acquire_in_flight == 0 && self.acquire_queue.is_empty() {
+                    tracing::info!(owned = self.mine.len() + batch.len(), "reservation wave done");
+                }
                 match result {
                     Ok(outcomes) => {
                         for (id, outcome) in outcomes {
@@ -657,6 +683,9 @@ impl<'a> Session<'a> {
             WatchEvent::Put { key, value, .. } => match decode::<ConductorRecord>(&value) {
                 Ok(rec) => {
                     tracing::info!(conductor = %rec.name, "conductor joined");
+                    if self.hold_until.is_some() {
+                        self.hold_until = Some(Instant::now() + self.join_grace());
+                    }
                     self.members.insert(rec.name.clone(), rec);
                 }
                 Err(e) => {
