@@ -1,13 +1,12 @@
 //! `ferric bench`: measurements against a real etcd and real conductor processes (this binary).
-//! Times come from the cluster's own record: a node counts as re-owned when its new owner's node
-//! actor has written its status with the new fencing token (seen through an etcd watch).
+//! Times come from the cluster's record in etcd: reservations, and the number of running node
+//! actors each conductor publishes in its membership record.
 
 use crate::procs::{self, Etcd, Proc};
-use anyhow::Context;
-use ferric_cluster::{Cluster, EtcdConfig, WatchEvent};
-use ferric_model::{decode, now_ms, NodeId, NodeSpec, NodeStatus};
+use ferric_cluster::{Cluster, EtcdConfig};
+use ferric_model::{now_ms, NodeId, NodeSpec};
 use nix::sys::signal::Signal;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -93,56 +92,38 @@ async fn enroll(cluster: &Cluster, n: usize) -> anyhow::Result<Vec<NodeId>> {
     Ok(ids)
 }
 
-/// Waits until every node's status was written by its current reservation holder.
-async fn settled(cluster: &Cluster, n: usize, timeout: Duration) -> anyhow::Result<HashMap<NodeId, String>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (_, res) = cluster.list_reservations().await?;
-        let (views, _) = cluster.list_nodes().await?;
-        let holders: HashMap<NodeId, (String, i64)> =
-            res.into_iter().map(|(id, h, t)| (id, (h, t.0))).collect();
-        let consistent = views.iter().all(|v| {
-            holders.get(&v.spec.id).is_some_and(|(h, t)| {
-                v.status.owner.as_deref() == Some(h.as_str()) && v.status.fence == *t
-            })
-        });
-        if consistent && views.len() == n {
-            return Ok(holders.into_iter().map(|(id, (h, _))| (id, h)).collect());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("cluster did not settle within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Follows `status/` from `from` until every node in `pending` has a status written by an owner
-/// other than `not_by`; returns when the last one arrived.
-async fn until_owned(
+/// Waits until the live conductors (but `not_by`) report `total` node actors running between
+/// them. A conductor counts an actor only after reserving its node and starting it, so the sum
+/// reaching the number of nodes means every node is owned once and its actor runs.
+async fn until_running(
     cluster: &Cluster,
-    from: i64,
-    mut pending: HashSet<NodeId>,
+    total: usize,
     not_by: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Instant> {
-    let mut watch = cluster.watch_prefix(&cluster.keys().statuses(), from).await?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !pending.is_empty() {
-        let batch = tokio::time::timeout_at(deadline, watch.next())
-            .await
-            .with_context(|| format!("{} nodes still not re-owned", pending.len()))??;
-        for ev in batch {
-            if let WatchEvent::Put { key, value, .. } = ev {
-                let Some(id) = cluster.keys().node_id_of(&key) else { continue };
-                if let Ok(st) = decode::<NodeStatus>(&value) {
-                    if st.owner.is_some() && st.owner.as_deref() != not_by {
-                        pending.remove(&id);
-                    }
-                }
-            }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, conductors) = cluster.list_conductors().await?;
+        let running: u64 = conductors
+            .values()
+            .filter(|c| Some(c.name.as_str()) != not_by)
+            .map(|c| c.running)
+            .sum();
+        let gone = not_by.is_none_or(|n| !conductors.contains_key(n));
+        if gone && running as usize == total {
+            return Ok(Instant::now());
         }
+        if Instant::now() > deadline {
+            anyhow::bail!("only {running} of {total} node actors running after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(Instant::now())
+}
+
+/// Who holds each node's reservation.
+async fn holders(cluster: &Cluster) -> anyhow::Result<HashMap<NodeId, String>> {
+    let (_, res) = cluster.list_reservations().await?;
+    Ok(res.into_iter().map(|(id, h, _)| (id, h)).collect())
 }
 
 async fn failover(
@@ -161,31 +142,47 @@ async fn failover(
         .iter()
         .map(|n| procs::conductor(dir, &etcd.url, prefix, n, ttl, &[]).map(Some))
         .collect::<anyhow::Result<_>>()?;
-    settled(&cluster, nodes, Duration::from_secs(120)).await?;
+    until_running(&cluster, nodes, None, Duration::from_secs(120)).await?;
     println!("{n_conductors} conductors own {nodes} nodes; TTL {ttl} s");
     let mut times = Vec::new();
     for run in 0..runs {
         let victim = run % n_conductors;
-        let holders = settled(&cluster, nodes, Duration::from_secs(120)).await?;
-        let pending: HashSet<NodeId> = holders
-            .iter()
-            .filter(|(_, h)| **h == names[victim])
-            .map(|(id, _)| *id)
-            .collect();
-        let from = cluster.revision().await? + 1;
-        let count = pending.len();
+        until_running(&cluster, nodes, None, Duration::from_secs(120)).await?;
+        let count = holders(&cluster)
+            .await?
+            .values()
+            .filter(|h| **h == names[victim])
+            .count();
         let mut p = procs[victim].take().expect("running");
         p.signal(Signal::SIGKILL);
         let t0 = Instant::now();
         let _ = p.wait_for_exit(Duration::from_secs(5));
-        let done = until_owned(&cluster, from, pending, Some(&names[victim]), Duration::from_secs(120)).await?;
+        let done = until_running(
+            &cluster,
+            nodes,
+            Some(&names[victim]),
+            Duration::from_secs(120),
+        )
+        .await?;
         let secs = done.duration_since(t0).as_secs_f64();
-        println!("run {}: SIGKILL {} ({count} nodes) -> all re-owned with actors running in {secs:.3} s", run + 1, names[victim]);
+        println!(
+            "run {}: SIGKILL {} ({count} nodes) -> all re-owned with actors running in {secs:.3} s",
+            run + 1,
+            names[victim]
+        );
         times.push(secs);
         drop(p);
-        procs[victim] = Some(procs::conductor(dir, &etcd.url, prefix, &names[victim], ttl, &[])?);
+        procs[victim] = Some(procs::conductor(
+            dir,
+            &etcd.url,
+            prefix,
+            &names[victim],
+            ttl,
+            &[],
+        )?);
         // Let it take its share back before the next run.
         wait_share(&cluster, &names[victim], nodes / n_conductors / 2).await?;
+        until_running(&cluster, nodes, None, Duration::from_secs(120)).await?;
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let p50 = times[times.len() / 2];
@@ -211,18 +208,23 @@ async fn wait_share(cluster: &Cluster, name: &str, at_least: usize) -> anyhow::R
     }
 }
 
-async fn cold(dir: &Path, etcd: &Etcd, nodes: usize, n_conductors: usize, ttl: f64) -> anyhow::Result<()> {
+async fn cold(
+    dir: &Path,
+    etcd: &Etcd,
+    nodes: usize,
+    n_conductors: usize,
+    ttl: f64,
+) -> anyhow::Result<()> {
     // An idle conductor on an empty prefix gives the baseline RSS.
     let idle = procs::conductor(dir, &etcd.url, "/bench-idle/", "bench-idle", ttl, &[])?;
     let prefix = "/bench-cold/";
     let cluster = connect(etcd, prefix).await?;
-    let ids = enroll(&cluster, nodes).await?;
-    let from = cluster.revision().await? + 1;
+    enroll(&cluster, nodes).await?;
     let t0 = Instant::now();
     let procs: Vec<Proc> = (1..=n_conductors)
         .map(|i| procs::conductor(dir, &etcd.url, prefix, &format!("bench-c{i}"), ttl, &[]))
         .collect::<anyhow::Result<_>>()?;
-    let done = until_owned(&cluster, from, ids.into_iter().collect(), None, Duration::from_secs(300)).await?;
+    let done = until_running(&cluster, nodes, None, Duration::from_secs(300)).await?;
     println!(
         "cold start: {n_conductors} conductors own {nodes} nodes with actors running after {:.2} s (target <= 10 s for 100k)",
         done.duration_since(t0).as_secs_f64()
@@ -252,6 +254,10 @@ fn num_cpus() -> usize {
 fn mem_total() -> String {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
         .map_or_else(|| "unknown memory".into(), |m| format!("{m} memory"))
 }

@@ -12,7 +12,11 @@ use std::time::Duration;
 #[derive(clap::Args, Clone, Debug)]
 pub struct EtcdArgs {
     /// etcd endpoints, comma separated.
-    #[arg(long = "etcd", env = "FERRIC_ETCD", default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long = "etcd",
+        env = "FERRIC_ETCD",
+        default_value = "http://127.0.0.1:2379"
+    )]
     pub endpoints: String,
     /// Key prefix of this Ferric cluster in etcd.
     #[arg(long, env = "FERRIC_PREFIX", default_value = "/ferric/")]
@@ -152,7 +156,8 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                     } else {
                         format!("{base}-{i}")
                     };
-                    spec.name = Some(NodeName::parse(&n).with_context(|| format!("invalid name {n:?}"))?);
+                    spec.name =
+                        Some(NodeName::parse(&n).with_context(|| format!("invalid name {n:?}"))?);
                 }
                 specs.push(spec);
             }
@@ -179,7 +184,11 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             } else {
                 out!(
                     "{:<36}  {:<20}  {:<10}  {:<16}  {:<11}  conductor",
-                    "uuid", "name", "power", "provision", "maintenance"
+                    "uuid",
+                    "name",
+                    "power",
+                    "provision",
+                    "maintenance"
                 );
                 for v in &views {
                     out!(
@@ -205,7 +214,14 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 out!("{}", serde_json::to_string_pretty(&v)?);
             } else if let Value::Object(map) = v {
                 for (k, v) in map {
-                    out!("{k:<24} {}", if v.is_string() { v.as_str().unwrap_or("").to_string() } else { v.to_string() });
+                    out!(
+                        "{k:<24} {}",
+                        if v.is_string() {
+                            v.as_str().unwrap_or("").to_string()
+                        } else {
+                            v.to_string()
+                        }
+                    );
                 }
             }
             Ok(())
@@ -225,7 +241,9 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 Some(v @ (Verb::Manage | Verb::Provide)) => v,
                 _ => anyhow::bail!("unknown provision verb {verb:?} (expected manage or provide)"),
             };
-            let view = cluster.request_provision(&node, verb, false, "", WHO).await?;
+            let view = cluster
+                .request_provision(&node, verb, false, "", WHO)
+                .await?;
             out!("requested {} for node {}", verb.as_str(), view.spec.id);
             Ok(())
         }
@@ -246,18 +264,26 @@ async fn conductor_list(cluster: &Cluster, json: bool) -> anyhow::Result<()> {
                 "version": c.version,
                 "lease_id": c.lease_id,
                 "nodes": counts.get(&c.name).copied().unwrap_or(0),
+                "running": c.running,
             })
         })
         .collect();
     if json {
         out!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        out!("{:<24}  {:>8}  {:<16}  drivers", "name", "nodes", "group");
+        out!(
+            "{:<24}  {:>8}  {:>8}  {:<16}  drivers",
+            "name",
+            "nodes",
+            "running",
+            "group"
+        );
         for c in conductors.values() {
             out!(
-                "{:<24}  {:>8}  {:<16}  {}",
+                "{:<24}  {:>8}  {:>8}  {:<16}  {}",
                 c.name,
                 counts.get(&c.name).copied().unwrap_or(0),
+                c.running,
                 c.conductor_group,
                 c.drivers.join(",")
             );

@@ -71,9 +71,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let exe = exe.display();
     println!("ferric dev: a local cluster is running");
-    println!("  etcd        {}  (data and logs in {})", etcd.url, dir.display());
+    println!(
+        "  etcd        {}  (data and logs in {})",
+        etcd.url,
+        dir.display()
+    );
     for c in &conductors {
-        println!("  conductor   {:<10} pid {}  log {}", c.name, c.pid(), c.log.display());
+        println!(
+            "  conductor   {:<10} pid {}  log {}",
+            c.name,
+            c.pid(),
+            c.log.display()
+        );
     }
     println!("  nodes       {created} fake-hardware nodes enrolled (node-00000 ...)");
     println!();
@@ -81,8 +90,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  {exe} ctl --etcd {} conductor list", etcd.url);
     println!("  {exe} ctl --etcd {} node list", etcd.url);
     println!("  {exe} ctl --etcd {} node power node-00000 on", etcd.url);
-    println!("  {exe} ctl --etcd {} node provision node-00000 manage", etcd.url);
-    println!("  kill -9 {}   # then watch its nodes move: conductor list", conductors.first().map_or(0, |c| c.pid()));
+    println!(
+        "  {exe} ctl --etcd {} node provision node-00000 manage",
+        etcd.url
+    );
+    println!(
+        "  kill -9 {}   # then watch its nodes move: conductor list",
+        conductors.first().map_or(0, |c| c.pid())
+    );
     println!("Ctrl-C stops everything.");
 
     tokio::select! {

@@ -11,7 +11,11 @@ mod sys;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ferric", version, about = "A conductor cluster for bare-metal fleets")]
+#[command(
+    name = "ferric",
+    version,
+    about = "A conductor cluster for bare-metal fleets"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -37,7 +41,10 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -56,8 +63,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // A reader that went away (`ferric ctl node list | head`) is not an error.
-            if e
-                .downcast_ref::<std::io::Error>()
+            if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             {
                 return std::process::ExitCode::SUCCESS;

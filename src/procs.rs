@@ -156,9 +156,17 @@ pub fn conductor(
     extra: &[String],
 ) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["conductor", "--etcd", etcd, "--prefix", prefix, "--name", name])
-        .arg("--lease-ttl")
-        .arg(ttl.to_string())
-        .args(extra);
+    cmd.args([
+        "conductor",
+        "--etcd",
+        etcd,
+        "--prefix",
+        prefix,
+        "--name",
+        name,
+    ])
+    .arg("--lease-ttl")
+    .arg(ttl.to_string())
+    .args(extra);
     spawn(name, cmd, dir.join(format!("{name}.log")))
 }

@@ -535,7 +535,7 @@ async fn stale_fence_write_is_rejected() {
     // While a holds it, b cannot take it.
     match cluster.acquire(&[id], lease_b.id, "b").await {
         Ok(out) => fleet.ensure(
-            matches!(out.as_slice(), [(_, AcquireOutcome::Held { holder: Some(h) })] if h == "a"),
+            matches!(out.as_slice(), [(_, AcquireOutcome::Held { holder: Some(h), .. })] if h == "a"),
             || format!("b's acquire while a holds the node answered {out:?}"),
         ),
         Err(e) => fleet.fail(&format!("b's acquire: {e}")),

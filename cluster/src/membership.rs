@@ -46,6 +46,21 @@ impl Cluster {
         }
     }
 
+    /// Rewrites this conductor's own membership record (still on its lease); refused when the
+    /// record is no longer on that lease.
+    pub async fn update_conductor(&self, rec: &ConductorRecord) -> Result<bool, ClusterError> {
+        let key = self.keys().conductor(&rec.name);
+        let txn = Txn::new()
+            .when([Compare::lease(key.clone(), CompareOp::Equal, rec.lease_id)])
+            .and_then([TxnOp::put(
+                key,
+                encode(rec),
+                Some(PutOptions::new().with_lease(rec.lease_id)),
+            )]);
+        let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+        Ok(resp.succeeded())
+    }
+
     /// Live conductors by name, and the revision of the read. Unreadable records are logged and
     /// skipped: a conductor we cannot read cannot be given nodes.
     pub async fn list_conductors(

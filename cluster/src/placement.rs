@@ -129,6 +129,7 @@ mod tests {
             version: String::new(),
             started_at_ms: 0,
             lease_id: 0,
+            running: 0,
         };
         let cs = vec![
             rec("a", &["ipmi"], ""),

@@ -36,6 +36,8 @@ pub enum AcquireOutcome {
         holder: Option<String>,
         lease: i64,
         create_rev: i64,
+        /// The revision at which the Txn saw it held.
+        seen_at: i64,
     },
     /// The node no longer exists.
     Gone,
@@ -122,6 +124,7 @@ impl Cluster {
                                     .map(|r| r.conductor),
                                 lease: kv.lease(),
                                 create_rev: kv.create_revision(),
+                                seen_at: revision,
                             }
                         }
                         _ => AcquireOutcome::Gone,

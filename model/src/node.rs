@@ -196,6 +196,8 @@ pub struct ConductorRecord {
     pub version: String,
     pub started_at_ms: u64,
     pub lease_id: i64,
+    /// Node actors this conductor reports running (updated as they start and stop).
+    pub running: u64,
 }
 
 impl ConductorRecord {
@@ -284,6 +286,7 @@ mod tests {
             version: "0".into(),
             started_at_ms: 0,
             lease_id: 1,
+            running: 0,
         };
         assert!(c.serves("ipmi", "rack1"));
         assert!(!c.serves("ipmi", ""));

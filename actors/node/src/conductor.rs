@@ -145,6 +145,7 @@ enum Input {
         Result<Vec<(NodeId, AcquireOutcome)>, ClusterError>,
     ),
     Released(Vec<(NodeId, FenceToken)>, Result<usize, ClusterError>),
+    Reported(u64, Result<bool, ClusterError>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +160,8 @@ enum Phase {
 struct Mine {
     token: FenceToken,
     phase: Phase,
+    /// The supervisor reported the actor running.
+    started: bool,
 }
 
 /// Placement inputs of one node, interned (100k nodes share a handful of drivers and groups).
@@ -188,8 +191,11 @@ struct Session<'a> {
     interned: Vec<String>,
     intern_ix: HashMap<String, u32>,
     nodes: HashMap<NodeId, Place>,
-    /// Reservations held by anyone but this session, with their create_revision (0: unknown).
+    /// Reservations held by anyone but this session, with the revision they were seen at: a
+    /// delete at a later revision frees them.
     others: HashMap<NodeId, i64>,
+    /// The newest revision delivered by the reservations watch.
+    reservations_seen: i64,
     mine: HashMap<NodeId, Mine>,
     acquiring: HashSet<NodeId>,
     acquire_queue: VecDeque<Vec<NodeId>>,
@@ -201,6 +207,12 @@ struct Session<'a> {
     resync_pending: bool,
     /// No reservations before this instant (see `JOIN_GRACE`).
     hold_until: Option<Instant>,
+    /// This conductor's membership record, for reporting `running`.
+    record: Option<ConductorRecord>,
+    running: u64,
+    reported: u64,
+    report_in_flight: bool,
+    last_report: Instant,
     inputs_tx: mpsc::Sender<Input>,
     inputs: mpsc::Receiver<Input>,
     watch_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -234,6 +246,7 @@ impl<'a> Session<'a> {
             intern_ix: HashMap::new(),
             nodes: HashMap::new(),
             others: HashMap::new(),
+            reservations_seen: 0,
             mine: HashMap::new(),
             acquiring: HashSet::new(),
             acquire_queue: VecDeque::new(),
@@ -243,6 +256,11 @@ impl<'a> Session<'a> {
             dirty: HashSet::new(),
             resync_pending: false,
             hold_until: None,
+            record: None,
+            running: 0,
+            reported: 0,
+            report_in_flight: false,
+            last_report: Instant::now(),
             inputs_tx,
             inputs,
             watch_tasks: Vec::new(),
@@ -322,7 +340,36 @@ impl<'a> Session<'a> {
             }
             self.place();
             self.pump();
+            self.report();
         }
+    }
+
+    /// Publishes how many node actors run here in the membership record: at once when every
+    /// reserved node runs (the moment a failover or start-up is complete), at most every 250 ms
+    /// while a wave is in progress.
+    fn report(&mut self) {
+        if self.running == self.reported || self.report_in_flight {
+            return;
+        }
+        let steady = self.running as usize == self.mine.len()
+            && self.acquire_queue.is_empty()
+            && self.acquire_in_flight == 0;
+        if !steady && self.last_report.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        let Some(mut rec) = self.record.clone() else {
+            return;
+        };
+        rec.running = self.running;
+        self.report_in_flight = true;
+        self.last_report = Instant::now();
+        let cluster = self.cluster.clone();
+        let tx = self.inputs_tx.clone();
+        let running = self.running;
+        tokio::spawn(async move {
+            let result = cluster.update_conductor(&rec).await;
+            let _ = tx.send(Input::Reported(running, result)).await;
+        });
     }
 
     async fn start(&mut self, previous_lease: &mut Option<i64>) -> Result<(), ClusterError> {
@@ -342,6 +389,7 @@ impl<'a> Session<'a> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at_ms: now_ms(),
             lease_id: lease.id,
+            running: 0,
         };
         self.ctx = Some(Arc::new(NodeCtx {
             me: self.cfg.name.clone(),
@@ -355,6 +403,7 @@ impl<'a> Session<'a> {
             .register_conductor(&record, self.cfg.ttl * 3 + Duration::from_secs(2))
             .await?;
         tracing::info!(conductor = %self.cfg.name, lease = record.lease_id, "registered");
+        self.record = Some(record);
         self.hold_until = Some(Instant::now() + self.join_grace());
         self.resync().await
     }
@@ -400,6 +449,7 @@ impl<'a> Session<'a> {
             self.lost(id);
         }
         let from = snap.revision + 1;
+        self.reservations_seen = snap.revision;
         for (kind, prefix) in [
             (Kind::Conductors, self.cluster.keys().conductors()),
             (Kind::Nodes, self.cluster.keys().nodes()),
@@ -555,6 +605,7 @@ impl<'a> Session<'a> {
             Mine {
                 token,
                 phase: Phase::Running,
+                started: false,
             },
         );
         let _ = self.sup.cast(SupervisorMsg::Start(Box::new(NodeArgs {
@@ -587,11 +638,23 @@ impl<'a> Session<'a> {
     }
 
     fn on_node_event(&mut self, ev: NodeEvent) {
-        let NodeEvent::Stopped { id, token, reason } = ev;
+        let (id, token, reason) = match ev {
+            NodeEvent::Started { id, token } => {
+                if let Some(m) = self.mine.get_mut(&id) {
+                    if m.token == token && !m.started {
+                        m.started = true;
+                        self.running += 1;
+                    }
+                }
+                return;
+            }
+            NodeEvent::Stopped { id, token, reason } => (id, token, reason),
+        };
         let Some(m) = self.mine.get(&id) else { return };
         if m.token != token {
             return;
         }
+        let was_started = m.started;
         match m.phase {
             Phase::Stopping { release: true } => self.releasing.push((id, token)),
             Phase::Stopping { release: false } => {}
@@ -600,10 +663,18 @@ impl<'a> Session<'a> {
                 // Gave up after crashes: keep the reservation so that no other conductor is
                 // dragged into the same crash loop; the status says why.
                 tracing::error!(node = %id, reason, "node actor ended on its own; keeping the reservation");
+                if let Some(m) = self.mine.get_mut(&id) {
+                    if std::mem::take(&mut m.started) {
+                        self.running -= 1;
+                    }
+                }
                 return;
             }
         }
         self.mine.remove(&id);
+        if was_started {
+            self.running -= 1;
+        }
         self.dirty.insert(id);
     }
 
@@ -612,7 +683,10 @@ impl<'a> Session<'a> {
             Input::Acquired(batch, result) => {
                 self.acquire_in_flight -= 1;
                 if self.acquire_in_flight == 0 && self.acquire_queue.is_empty() {
-                    tracing::info!(owned = self.mine.len() + batch.len(), "reservation wave done");
+                    tracing::info!(
+                        owned = self.mine.len() + batch.len(),
+                        "reservation wave done"
+                    );
                 }
                 match result {
                     Ok(outcomes) => {
@@ -632,13 +706,28 @@ impl<'a> Session<'a> {
                                         }),
                                     );
                                 }
-                                AcquireOutcome::Held { lease, create_rev, .. } => {
+                                AcquireOutcome::Held {
+                                    lease,
+                                    create_rev,
+                                    seen_at,
+                                    ..
+                                } => {
                                     let ours = self.lease.as_ref().is_some_and(|l| l.id == lease);
-                                    if ours && !self.mine.contains_key(&id) {
-                                        // An earlier batch committed but its reply was lost.
-                                        self.adopt(id, FenceToken(create_rev));
-                                    } else if !ours {
-                                        self.others.insert(id, create_rev);
+                                    if ours {
+                                        if !self.mine.contains_key(&id) {
+                                            // An earlier batch committed but its reply was lost.
+                                            self.adopt(id, FenceToken(create_rev));
+                                        }
+                                    } else if self.others.contains_key(&id) {
+                                        // The watch already told us; it will tell us of the delete.
+                                    } else if self.reservations_seen < seen_at {
+                                        // The watch has yet to deliver everything after the
+                                        // Txn, including any delete: wait for it.
+                                        self.others.insert(id, seen_at);
+                                    } else {
+                                        // The watch is past the Txn and shows the key gone
+                                        // again: the reply is stale, try again.
+                                        self.dirty.insert(id);
                                     }
                                 }
                                 AcquireOutcome::Gone => {
@@ -653,6 +742,18 @@ impl<'a> Session<'a> {
                             self.acquiring.remove(&id);
                         }
                     }
+                }
+            }
+            Input::Reported(running, result) => {
+                self.report_in_flight = false;
+                match result {
+                    Ok(true) => self.reported = running,
+                    Ok(false) => {
+                        return Err(End::Lost(
+                            "membership record is no longer on this conductor's lease".into(),
+                        ))
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not report running actors"),
                 }
             }
             Input::Released(batch, result) => {
@@ -682,9 +783,19 @@ impl<'a> Session<'a> {
         match ev {
             WatchEvent::Put { key, value, .. } => match decode::<ConductorRecord>(&value) {
                 Ok(rec) => {
-                    tracing::info!(conductor = %rec.name, "conductor joined");
-                    if self.hold_until.is_some() {
-                        self.hold_until = Some(Instant::now() + self.join_grace());
+                    // A conductor rewrites its record to report its running actors; only a
+                    // new member or a change of what it serves moves nodes.
+                    let placement_changed = self.members.get(&rec.name).is_none_or(|old| {
+                        old.lease_id != rec.lease_id
+                            || old.drivers != rec.drivers
+                            || old.conductor_group != rec.conductor_group
+                    });
+                    if placement_changed {
+                        tracing::info!(conductor = %rec.name, "conductor joined");
+                        if self.hold_until.is_some() {
+                            self.hold_until = Some(Instant::now() + self.join_grace());
+                        }
+                        self.dirty_all = true;
                     }
                     self.members.insert(rec.name.clone(), rec);
                 }
@@ -704,9 +815,9 @@ impl<'a> Session<'a> {
                 }
                 tracing::info!(conductor = %name, "conductor left");
                 self.members.remove(&name);
+                self.dirty_all = true;
             }
         }
-        self.dirty_all = true;
         Ok(())
     }
 
@@ -748,6 +859,10 @@ impl<'a> Session<'a> {
 
     fn on_reservation(&mut self, ev: WatchEvent) {
         let lease_id = self.lease.as_ref().map_or(0, |l| l.id);
+        let rev = match &ev {
+            WatchEvent::Put { mod_rev, .. } | WatchEvent::Delete { mod_rev, .. } => *mod_rev,
+        };
+        self.reservations_seen = self.reservations_seen.max(rev);
         match ev {
             WatchEvent::Put {
                 key,

@@ -4,7 +4,9 @@
 //! fenced transactions. A fenced write that fails means someone else owns the node now: the
 //! actor stops at once.
 
-use crate::node_state::{instant_provision, next_step, power_done, take_over, Step};
+use crate::node_state::{
+    instant_provision, next_step, power_done, take_over, takeover_needs_write, Step,
+};
 use ferric_cluster::{Cluster, ClusterError, SelfFence, StatusWriter};
 use ferric_model::{
     now_ms, CodecError, FenceToken, NodeId, NodeSpec, NodeStatus, ProvisionState, Verb,
@@ -239,7 +241,16 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
         let step = next_step(spec, &state.status, &state.ctx.me, state.token);
         let next = match step {
             Step::Idle => return,
-            Step::TakeOver => take_over(&state.status, &state.ctx.me, state.token, now_ms()),
+            Step::TakeOver => {
+                let next = take_over(&state.status, &state.ctx.me, state.token, now_ms());
+                if !takeover_needs_write(&state.status, &next) {
+                    // Ownership itself is recorded by the reservation; writing every node's
+                    // status on every hand-over would double etcd's load on a failover.
+                    state.status = next;
+                    continue;
+                }
+                next
+            }
             Step::Power(req) => {
                 let result = match hardware(state).await {
                     Ok(driver) => driver

@@ -61,6 +61,15 @@ pub fn take_over(status: &NodeStatus, me: &str, token: FenceToken, now_ms: u64) 
     next
 }
 
+/// Whether a takeover changed anything a reader must see (a recovered state, a cleared power
+/// target); if not, the new owner records itself in the status with its next real write.
+pub fn takeover_needs_write(before: &NodeStatus, after: &NodeStatus) -> bool {
+    before.provision_state != after.provision_state
+        || before.target_provision_state != after.target_provision_state
+        || before.target_power_state != after.target_power_state
+        || before.last_error != after.last_error
+}
+
 /// The status after a power request finished with `result`.
 pub fn power_done(
     status: &NodeStatus,
@@ -247,6 +256,27 @@ mod tests {
         assert_eq!(t.provision_state, ProvisionState::CleanWait);
         assert_eq!(t.deadline_ms, Some(77));
         assert_eq!(t.last_error, None);
+    }
+
+    #[test]
+    fn only_a_recovering_takeover_is_written() {
+        let quiet = owned(3);
+        assert!(!takeover_needs_write(
+            &quiet,
+            &take_over(&quiet, "c2", FenceToken(9), 1)
+        ));
+        let mut busy = owned(3);
+        busy.provision_state = ProvisionState::Cleaning;
+        assert!(takeover_needs_write(
+            &busy,
+            &take_over(&busy, "c2", FenceToken(9), 1)
+        ));
+        let mut powering = owned(3);
+        powering.target_power_state = Some(PowerTarget::On);
+        assert!(takeover_needs_write(
+            &powering,
+            &take_over(&powering, "c2", FenceToken(9), 1)
+        ));
     }
 
     #[test]

@@ -33,6 +33,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// What the supervisor tells the conductor session.
 #[derive(Debug)]
 pub enum NodeEvent {
+    /// The actor of `id` is running (spawned and initialised).
+    Started { id: NodeId, token: FenceToken },
     /// The actor of `id` is gone (stopped on request, fenced, or given up after crashes).
     Stopped {
         id: NodeId,
@@ -105,6 +107,7 @@ impl Actor for NodeSupervisor {
                 match Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await {
                     Ok((actor, _)) => {
                         state.by_actor.insert(actor.get_id(), id);
+                        let _ = state.events.send(NodeEvent::Started { id, token });
                         state.children.insert(
                             id,
                             Child {
