@@ -719,7 +719,9 @@ async fn bad_input_gives_clear_errors() {
                     if let Some(p) = snap.node_problem(id, &["c1"]) {
                         return Err(p);
                     }
-                    let s = snap.status(id).expect("checked").expect("checked");
+                    let Some(Ok(s)) = snap.status(id) else {
+                        return Err(format!("node {id}: no readable status yet"));
+                    };
                     let err = s.last_error.clone().unwrap_or_default().to_lowercase();
                     if !words.iter().all(|w| err.contains(w)) {
                         return Err(format!(
