@@ -13,7 +13,7 @@ pub use node::{
     ConductorRecord, NodeSpec, NodeStatus, PowerRequest, ProvisionRequest, ReservationRecord,
     SoftOffPolicy,
 };
-pub use power::{PowerState, PowerTarget};
+pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};
 
 /// Milliseconds since the Unix epoch: the one timestamp format of persisted records.

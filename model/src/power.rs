@@ -87,3 +87,35 @@ mod tests {
         assert_eq!(PowerTarget::SoftOff.final_state(), PowerState::Off);
     }
 }
+
+/// A boot device, with Ironic's names (`PUT /v1/nodes/{id}/management/boot_device`).
+/// Persisted by variant index: append only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BootDevice {
+    Pxe,
+    Disk,
+    Bios,
+    Cdrom,
+}
+
+impl BootDevice {
+    pub const ALL: &'static [BootDevice] = &[
+        BootDevice::Pxe,
+        BootDevice::Disk,
+        BootDevice::Bios,
+        BootDevice::Cdrom,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootDevice::Pxe => "pxe",
+            BootDevice::Disk => "disk",
+            BootDevice::Bios => "bios",
+            BootDevice::Cdrom => "cdrom",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        BootDevice::ALL.iter().copied().find(|d| d.as_str() == s)
+    }
+}
