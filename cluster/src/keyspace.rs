@@ -58,6 +58,13 @@ impl Keyspace {
     pub fn events(&self) -> String {
         format!("{}events/", self.prefix)
     }
+    /// `events/<uuid>/<seq>`, the seq zero-padded so that keys sort in order.
+    pub fn event(&self, id: &NodeId, seq: u64) -> String {
+        format!("{}events/{id}/{seq:020}", self.prefix)
+    }
+    pub fn history(&self, id: &NodeId) -> String {
+        format!("{}history/{id}", self.prefix)
+    }
 
     /// The node id at the end of a `nodes/`, `status/`, `reservations/` or `consoles/` key.
     pub fn node_id_of(&self, key: &[u8]) -> Option<NodeId> {

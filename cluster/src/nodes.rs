@@ -6,8 +6,8 @@ use crate::{get_prefix, reservations::BATCH, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ferric_model::provision::{on_verb, InvalidTransition};
 use ferric_model::{
-    decode, encode, now_ms, CodecError, NodeId, NodeSpec, NodeStatus, PowerRequest, PowerTarget,
-    ProvisionRequest, ReservationRecord, Verb,
+    decode, encode, now_ms, BootDevice, BootDeviceRequest, CodecError, NodeHistory, NodeId,
+    NodeSpec, NodeStatus, PowerRequest, PowerTarget, ProvisionRequest, ReservationRecord, Verb,
 };
 use std::collections::HashMap;
 
@@ -313,6 +313,50 @@ impl Cluster {
         .await
     }
 
+    /// Asks for a boot device change (Ironic's `PUT .../management/boot_device`).
+    pub async fn request_boot_device(
+        &self,
+        id_or_name: &str,
+        device: BootDevice,
+        persistent: bool,
+        requested_by: &str,
+    ) -> Result<NodeView, ClusterError> {
+        self.update_spec(id_or_name, |view, spec| {
+            if let Some(p) = view.spec.pending_boot_device(&view.status) {
+                return Err(ClusterError::Busy {
+                    node: view.spec.id.to_string(),
+                    what: format!("boot device change to \"{}\" is still in progress", p.device.as_str()),
+                });
+            }
+            spec.boot_device_request = Some(BootDeviceRequest {
+                seq: spec.next_boot_seq(),
+                device,
+                persistent,
+                requested_by: requested_by.to_string(),
+                requested_at_ms: now_ms(),
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    /// A node's history (oldest first); empty when nothing was recorded yet.
+    pub async fn node_history(&self, id_or_name: &str) -> Result<NodeHistory, ClusterError> {
+        let id = self.resolve(id_or_name).await?;
+        let resp = self
+            .kv()
+            .get(self.keys().history(&id), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        match resp.kvs().first() {
+            None => Ok(NodeHistory::default()),
+            Some(kv) => decode(kv.value()).map_err(|source| ClusterError::Corrupt {
+                key: self.keys().history(&id),
+                source,
+            }),
+        }
+    }
+
     /// Deletes a node's spec, name and status in one transaction, if the spec has not changed
     /// since `view` was read. `check` may refuse (e.g. a state Ironic does not delete in).
     pub async fn delete_node<F>(&self, id_or_name: &str, check: F) -> Result<(), ClusterError>
@@ -326,6 +370,7 @@ impl Cluster {
         let mut ops = vec![
             TxnOp::delete(key.clone(), None),
             TxnOp::delete(self.keys().status(&id), None),
+            TxnOp::delete(self.keys().history(&id), None),
         ];
         if let Some(name) = &view.spec.name {
             ops.push(TxnOp::delete(self.keys().name(name.as_str()), None));

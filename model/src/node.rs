@@ -9,7 +9,7 @@
 
 use crate::codec::Record;
 use crate::ids::{NodeId, NodeName};
-use crate::power::{PowerState, PowerTarget};
+use crate::power::{BootDevice, PowerState, PowerTarget};
 use crate::provision::{ProvisionState, Verb};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,6 +37,30 @@ pub struct ProvisionRequest {
     pub args: String,
     pub requested_by: String,
     pub requested_at_ms: u64,
+}
+
+/// A requested boot device change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootDeviceRequest {
+    pub seq: u64,
+    pub device: BootDevice,
+    pub persistent: bool,
+    pub requested_by: String,
+    pub requested_at_ms: u64,
+}
+
+/// A power operation in progress, recorded in the status before the first BMC command so that
+/// a conductor taking the node over knows what was under way and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerOp {
+    /// The request (spec `power_request.seq`) being carried out.
+    pub seq: u64,
+    pub target: PowerTarget,
+    pub started_at_ms: u64,
+    /// When a soft power off (or the off half of a soft reboot) gives up waiting for the OS.
+    pub deadline_ms: u64,
+    /// The graceful request has been sent to the BMC; only waiting remains.
+    pub soft_sent: bool,
 }
 
 /// What a timeout of a soft power off means for this node.
@@ -75,6 +99,7 @@ pub struct NodeSpec {
     pub console_enabled: bool,
     pub power_request: Option<PowerRequest>,
     pub provision_request: Option<ProvisionRequest>,
+    pub boot_device_request: Option<BootDeviceRequest>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -101,6 +126,7 @@ impl NodeSpec {
             console_enabled: false,
             power_request: None,
             provision_request: None,
+            boot_device_request: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         }
@@ -118,6 +144,17 @@ impl NodeSpec {
         self.provision_request
             .as_ref()
             .filter(|r| r.seq > status.provision_seq_done)
+    }
+
+    /// The boot device request the owner has not yet carried out, if any.
+    pub fn pending_boot_device(&self, status: &NodeStatus) -> Option<&BootDeviceRequest> {
+        self.boot_device_request
+            .as_ref()
+            .filter(|r| r.seq > status.boot_seq_done)
+    }
+
+    pub fn next_boot_seq(&self) -> u64 {
+        self.boot_device_request.as_ref().map_or(1, |r| r.seq + 1)
     }
 
     pub fn next_power_seq(&self) -> u64 {
@@ -149,6 +186,14 @@ pub struct NodeStatus {
     pub fence: i64,
     pub power_seq_done: u64,
     pub provision_seq_done: u64,
+    pub boot_seq_done: u64,
+    /// The boot device last set through Ferric (None: never set, or unknown).
+    pub boot_device: Option<BootDevice>,
+    pub boot_persistent: bool,
+    /// The power operation under way, if any.
+    pub power_op: Option<PowerOp>,
+    /// Per-node sequence number of the last event written to the outbox.
+    pub event_seq: u64,
     /// True while the current cleaning is manual (ends in `manageable`, not `available`).
     pub manual: bool,
     /// Deadline of the current wait state, when there is one.
@@ -171,6 +216,11 @@ impl Default for NodeStatus {
             fence: 0,
             power_seq_done: 0,
             provision_seq_done: 0,
+            boot_seq_done: 0,
+            boot_device: None,
+            boot_persistent: false,
+            power_op: None,
+            event_seq: 0,
             manual: false,
             deadline_ms: None,
             provision_updated_at_ms: None,
@@ -181,6 +231,66 @@ impl Default for NodeStatus {
 
 impl Record for NodeStatus {
     const KIND: &'static str = "node status";
+    const VERSION: u8 = 1;
+}
+
+/// One entry of a node's history: who asked for what, when, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at_ms: u64,
+    /// "power", "boot device", "provision", "maintenance", "takeover", ...
+    pub kind: String,
+    /// What was done ("power on", "soft power off -> hard off after 10 s", "manage", ...).
+    pub action: String,
+    pub requested_by: String,
+    pub conductor: String,
+    /// "ok", or the error.
+    pub result: String,
+    /// INFO or ERROR, as Ironic's node history.
+    pub severity: String,
+}
+
+/// A node's bounded history (`history/<uuid>`), written by its owner in the same fenced
+/// transaction as the status change it describes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeHistory {
+    pub entries: Vec<HistoryEntry>,
+}
+
+impl NodeHistory {
+    /// Entries kept per node; the oldest are dropped first.
+    pub const CAP: usize = 100;
+
+    pub fn push(&mut self, entry: HistoryEntry) {
+        self.entries.push(entry);
+        if self.entries.len() > Self::CAP {
+            let excess = self.entries.len() - Self::CAP;
+            self.entries.drain(..excess);
+        }
+    }
+}
+
+impl Record for NodeHistory {
+    const KIND: &'static str = "node history";
+    const VERSION: u8 = 1;
+}
+
+/// An event in the outbox (`events/<uuid>/<seq>`): a change of observed power state, written in
+/// the same fenced transaction as the status that records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub node: NodeId,
+    /// Per node, strictly increasing (the status's `event_seq`).
+    pub seq: u64,
+    pub instance_uuid: Option<uuid::Uuid>,
+    pub power_state: Option<PowerState>,
+    pub previous_power_state: Option<PowerState>,
+    pub at_ms: u64,
+    pub conductor: String,
+}
+
+impl Record for EventRecord {
+    const KIND: &'static str = "event";
     const VERSION: u8 = 1;
 }
 
