@@ -26,9 +26,16 @@ pub struct Args {
     /// Address this conductor advertises for its internal endpoints.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub address: String,
-    /// Reservation batches (of up to 128 nodes) in flight at once.
+    /// Reservation batches (of up to 120 nodes) in flight at once.
     #[arg(long, default_value_t = 8)]
     pub acquire_parallel: usize,
+    /// Minimum time between two commands to the same BMC, in milliseconds (BMCs fall over when
+    /// hammered; Ironic keeps 5 s for IPMI).
+    #[arg(long, default_value_t = 500, env = "FERRIC_BMC_MIN_GAP_MS")]
+    pub bmc_min_gap_ms: u64,
+    /// Timeout of one BMC command, in seconds.
+    #[arg(long, default_value_t = 10.0, env = "FERRIC_BMC_TIMEOUT")]
+    pub bmc_timeout: f64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -84,7 +91,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         address: args.address.clone(),
         console_address: String::new(),
         acquire_parallel: args.acquire_parallel,
-        command_budget: Duration::from_millis(100),
+        bmc: std::sync::Arc::new(ferric_power::BmcSettings::new(
+            &args.name,
+            Duration::from_secs_f64(args.bmc_timeout.clamp(0.1, 300.0)),
+            Duration::from_millis(args.bmc_min_gap_ms),
+        )),
     };
     tracing::info!(conductor = %args.name, etcd = %cluster.endpoints(), prefix = %cluster.keys().prefix(), ttl_s = args.lease_ttl, "conductor starting");
     let result = ferric_node::run(cluster, config, supervisor.clone(), events_rx, shutdown).await;

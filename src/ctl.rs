@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use ferric_cluster::{Cluster, EtcdConfig, NodeView};
-use ferric_model::{now_ms, NodeId, NodeName, NodeSpec, PowerTarget, Verb};
+use ferric_model::{
+    now_ms, BootDevice, NodeId, NodeName, NodeSpec, PowerTarget, SoftOffPolicy, Verb,
+};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -82,6 +84,16 @@ enum NodeCmd {
         count: usize,
         #[arg(long, default_value = "")]
         conductor_group: String,
+        /// Ironic's driver_info as a JSON object; with --count, `{n}` is replaced by the node's
+        /// index, zero-padded to 5 digits (e.g. a `ferric sim` system id `sim-{n}`).
+        #[arg(long, default_value = "{}")]
+        driver_info: String,
+        /// What a soft power off timeout means: error (default) or hard-off.
+        #[arg(long, default_value = "error")]
+        soft_off_policy: String,
+        /// Refuse power off (reboot becomes a reset).
+        #[arg(long)]
+        disable_power_off: bool,
     },
     /// List nodes.
     List {
@@ -97,8 +109,25 @@ enum NodeCmd {
     /// Request a power action.
     Power {
         node: String,
-        /// on | off
+        /// on | off | soft-off | reboot | soft-reboot
         action: String,
+        /// Seconds the operation may take (soft: until the OS has shut down).
+        #[arg(long)]
+        timeout: Option<u32>,
+    },
+    /// Set the boot device.
+    BootDevice {
+        node: String,
+        /// pxe | disk | bios | cdrom
+        device: String,
+        #[arg(long)]
+        persistent: bool,
+    },
+    /// The node's history: who asked for what, when, and how it ended.
+    History {
+        node: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Request a provision verb.
     Provision {
@@ -141,15 +170,31 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             name,
             count,
             conductor_group,
+            driver_info,
+            soft_off_policy,
+            disable_power_off,
         } => {
             if count == 0 {
                 anyhow::bail!("--count must be at least 1");
             }
+            let policy = match soft_off_policy.as_str() {
+                "error" => SoftOffPolicy::Error,
+                "hard-off" => SoftOffPolicy::HardOff,
+                other => anyhow::bail!("unknown --soft-off-policy {other:?} (expected error or hard-off)"),
+            };
             let now = now_ms();
             let mut specs = Vec::with_capacity(count);
             for i in 0..count {
                 let mut spec = NodeSpec::new(NodeId::new_random(), &driver, now);
                 spec.conductor_group = conductor_group.clone();
+                spec.soft_off_policy = policy;
+                spec.disable_power_off = disable_power_off;
+                let info_text = driver_info.replace("{n}", &format!("{i:05}"));
+                let info: Value = serde_json::from_str(&info_text)
+                    .with_context(|| format!("--driver-info is not JSON: {info_text}"))?;
+                ferric_power::validate_driver_info(&driver, &info)
+                    .map_err(|e| anyhow::anyhow!("invalid driver_info for driver {driver:?}: {e}"))?;
+                spec.driver_info = info.to_string();
                 if let Some(base) = &name {
                     let n = if count == 1 {
                         base.clone()
@@ -226,14 +271,65 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        NodeCmd::Power { node, action } => {
+        NodeCmd::Power {
+            node,
+            action,
+            timeout,
+        } => {
             let target = match action.as_str() {
-                "on" => PowerTarget::On,
-                "off" => PowerTarget::Off,
-                other => anyhow::bail!("unknown power action {other:?} (expected on or off)"),
+                "on" | "off" | "soft-off" | "reboot" | "soft-reboot" => {
+                    PowerTarget::parse(&action).expect("listed")
+                }
+                other => anyhow::bail!(
+                    "unknown power action {other:?} (expected on, off, soft-off, reboot or soft-reboot)"
+                ),
             };
-            let view = cluster.request_power(&node, target, None, WHO).await?;
+            if timeout == Some(0) {
+                anyhow::bail!("--timeout must be at least 1 second");
+            }
+            let view = cluster.request_power(&node, target, timeout, WHO).await?;
             out!("requested {} for node {}", target.as_str(), view.spec.id);
+            Ok(())
+        }
+        NodeCmd::BootDevice {
+            node,
+            device,
+            persistent,
+        } => {
+            let dev = BootDevice::parse(&device).with_context(|| {
+                format!("unknown boot device {device:?} (expected pxe, disk, bios or cdrom)")
+            })?;
+            let view = cluster.request_boot_device(&node, dev, persistent, WHO).await?;
+            out!("requested boot device {} for node {}", dev.as_str(), view.spec.id);
+            Ok(())
+        }
+        NodeCmd::History { node, json } => {
+            let history = cluster.node_history(&node).await?;
+            if json {
+                let list: Vec<Value> = history
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "created_at_ms": e.at_ms,
+                            "event_type": e.kind,
+                            "event": e.action,
+                            "user": e.requested_by,
+                            "conductor": e.conductor,
+                            "severity": e.severity,
+                            "result": e.result,
+                        })
+                    })
+                    .collect();
+                out!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for e in &history.entries {
+                    out!(
+                        "{}  {:<5}  {:<12}  {:<40}  by {:<12} on {:<12}  {}",
+                        e.at_ms, e.severity, e.kind, e.action, e.requested_by, e.conductor, e.result
+                    );
+                }
+            }
             Ok(())
         }
         NodeCmd::Provision { node, verb } => {
@@ -292,6 +388,21 @@ async fn conductor_list(cluster: &Cluster, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// driver_info with every secret replaced by `******` (secrets never leave Ferric).
+fn masked(driver_info: &str) -> Value {
+    match serde_json::from_str::<Value>(driver_info) {
+        Ok(Value::Object(mut map)) => {
+            for (k, v) in map.iter_mut() {
+                if ferric_power::is_secret_key(k) {
+                    *v = Value::String("******".into());
+                }
+            }
+            Value::Object(map)
+        }
+        _ => Value::Object(Default::default()),
+    }
+}
+
 /// A node in Ironic's field names and spellings.
 pub fn node_json(v: &NodeView) -> Value {
     let s = &v.spec;
@@ -311,6 +422,16 @@ pub fn node_json(v: &NodeView) -> Value {
         "fault": st.fault,
         "reservation": v.reservation,
         "conductor": v.reservation,
+        "driver_info": masked(&s.driver_info),
+        "boot_device": st.boot_device.map(|b| b.as_str()),
+        "disable_power_off": s.disable_power_off,
+        "soft_off_policy": match s.soft_off_policy { SoftOffPolicy::Error => "error", SoftOffPolicy::HardOff => "hard-off" },
+        "power_operation": st.power_op.as_ref().map(|op| json!({
+            "target": op.target.as_str(),
+            "started_at_ms": op.started_at_ms,
+            "deadline_ms": op.deadline_ms,
+            "soft_sent": op.soft_sent,
+        })),
         "created_at_ms": s.created_at_ms,
         "updated_at_ms": s.updated_at_ms.max(st.updated_at_ms),
     })

@@ -6,6 +6,7 @@ mod conductor_cmd;
 mod ctl;
 mod dev;
 mod procs;
+mod sim_cmd;
 mod sys;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ enum Cmd {
     Dev(dev::Args),
     /// Benchmarks against real etcd and conductor processes.
     Bench(bench::Args),
+    /// Serve a simulated fleet of Redfish BMCs (for dev, tests and benchmarks) until Ctrl-C.
+    Sim(sim_cmd::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Ctl(args) => ctl::run(args).await,
             Cmd::Dev(args) => dev::run(args).await,
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Sim(args) => sim_cmd::run(args).await,
         }
     });
     match result {

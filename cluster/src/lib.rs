@@ -3,9 +3,12 @@
 //! the node-intent functions shared by `ctl` and the gateway. No other crate holds an etcd client.
 
 pub mod error;
+pub mod feed;
+pub mod heartbeats;
 pub mod keyspace;
 pub mod lease;
 pub mod membership;
+pub mod node_update;
 pub mod nodes;
 pub mod placement;
 pub mod reservations;

@@ -9,7 +9,7 @@
 
 use crate::{reservations::BATCH, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
-use ferric_model::{encode, FenceToken, NodeId, NodeStatus};
+use ferric_model::{decode, encode, EventRecord, FenceToken, HistoryEntry, NodeHistory, NodeId, NodeStatus};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -37,6 +37,49 @@ impl Cluster {
             .txn(self.fenced_put(id, token, encode(status)))
             .await
             .map_err(|e| self.err(e))?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(ClusterError::Fenced(id.to_string()))
+        }
+    }
+}
+
+impl Cluster {
+    /// A fenced status write that also appends to the node's history and/or puts an event in
+    /// the outbox, all in one transaction: a power change and its event are never separated.
+    pub async fn write_status_with(
+        &self,
+        id: &NodeId,
+        token: FenceToken,
+        status: &NodeStatus,
+        history: Option<HistoryEntry>,
+        event: Option<EventRecord>,
+    ) -> Result<(), ClusterError> {
+        let mut txn_ops = vec![TxnOp::put(self.keys().status(id), encode(status), None)];
+        if let Some(entry) = history {
+            let key = self.keys().history(id);
+            let resp = self.kv().get(key.clone(), None).await.map_err(|e| self.err(e))?;
+            // An unreadable history is replaced rather than blocking every status write.
+            let mut h = resp
+                .kvs()
+                .first()
+                .and_then(|kv| decode::<NodeHistory>(kv.value()).ok())
+                .unwrap_or_default();
+            h.push(entry);
+            txn_ops.push(TxnOp::put(key, encode(&h), None));
+        }
+        if let Some(ev) = event {
+            txn_ops.push(TxnOp::put(self.keys().event(id, ev.seq), encode(&ev), None));
+        }
+        let txn = Txn::new()
+            .when([
+                // fenced: only the current holder of the reservation may write.
+                Compare::create_revision(self.keys().reservation(id), CompareOp::Equal, token.0),
+                Compare::create_revision(self.keys().node(id), CompareOp::NotEqual, 0),
+            ])
+            .and_then(txn_ops);
+        let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
         if resp.succeeded() {
             Ok(())
         } else {

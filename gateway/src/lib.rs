@@ -1,1 +1,311 @@
-//! placeholder
+//! Ferric's gateway: OpenStack Ironic's REST API v1 (what existing bare-metal clients speak)
+//! over Ferric's etcd-backed cluster, plus Ferric's extensions under `/v1/ferric/`. Stateless:
+//! any number of gateways may serve one cluster. Reads come from a watch-fed copy of the cluster
+//! ([`informer`]); writes record intent in etcd through `ferric_cluster` and never talk to a
+//! conductor. A write is answered only once this gateway's copy has seen it, so a read that
+//! follows a write on the same gateway sees it (read-your-writes).
+//!
+//! Entry points: [`app`] builds the router (tests drive it without a socket), [`serve`] runs it
+//! on a listener until a shutdown future completes.
+
+pub mod auth;
+pub mod error;
+pub mod informer;
+pub mod json_patch;
+pub mod metrics;
+pub mod node_input;
+pub mod node_json;
+pub mod secrets;
+pub mod version;
+
+mod actions;
+mod create_batch;
+mod extensions;
+mod nodes;
+mod request;
+mod root;
+
+pub use auth::{Auth, Caller, Role};
+pub use error::ApiError;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use ferric_cluster::Cluster;
+use informer::Informer;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use version::ApiVersion;
+
+/// Largest request body accepted (413 above it). A node with large `properties` is a few KB;
+/// 1 MiB leaves room for config drives passed inline.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Settings of one gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Recorded with the heartbeats it accepts.
+    pub name: String,
+    /// Drivers a node may be enrolled with although no live conductor serves them yet (this
+    /// build's drivers; the conductors validate a node's driver info).
+    pub known_drivers: Vec<String>,
+    /// Base URL of links in responses (`http://host:6385`); default: from the request's Host.
+    pub public_url: Option<String>,
+    pub body_limit: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            name: "gateway".into(),
+            known_drivers: vec!["fake-hardware".into(), "ipmi".into(), "redfish".into()],
+            public_url: None,
+            body_limit: BODY_LIMIT,
+        }
+    }
+}
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub cluster: Cluster,
+    pub informer: Arc<Informer>,
+    pub config: GatewayConfig,
+    pub auth: Auth,
+    pub metrics: metrics::Metrics,
+    /// The highest etcd revision this gateway wrote; reads wait until the copy has it.
+    last_write: AtomicI64,
+    creator: create_batch::Creator,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Ends the informer's watch; the create batcher ends with its last sender.
+        let _ = self.stop.send(true);
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Starts following the cluster (must run inside a tokio runtime).
+    pub fn new(cluster: Cluster, config: GatewayConfig, auth: Auth) -> AppState {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let informer = Informer::start(cluster.clone(), stop_rx);
+        let creator = create_batch::Creator::spawn(cluster.clone());
+        AppState(Arc::new(Inner {
+            cluster,
+            informer,
+            config,
+            auth,
+            metrics: metrics::Metrics::default(),
+            last_write: AtomicI64::new(0),
+            creator,
+            stop,
+        }))
+    }
+
+    /// Notes a write at `rev` for read-your-writes.
+    pub(crate) fn wrote(&self, rev: i64) {
+        self.last_write.fetch_max(rev, Ordering::Relaxed);
+    }
+
+    /// Waits (bounded) until the copy has every write this gateway made, and was loaded at all.
+    pub(crate) async fn read_barrier(&self) -> Result<(), ApiError> {
+        let target = self.last_write.load(Ordering::Relaxed).max(1);
+        if self.informer.wait_for(target, informer::CATCH_UP).await {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable(format!(
+                "This gateway's copy of the cluster is behind ({}); please retry.",
+                self.informer
+                    .problem()
+                    .unwrap_or_else(|| "catching up".into())
+            )))
+        }
+    }
+
+    /// Waits (bounded) until the copy has a write at `rev`, then notes it.
+    pub(crate) async fn settle(&self, rev: i64) {
+        self.wrote(rev);
+        if !self.informer.wait_for(rev, informer::CATCH_UP).await {
+            tracing::warn!(rev, "copy did not reach a write in time; answering anyway");
+        }
+    }
+}
+
+/// The whole API as a router.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/nodes", get(nodes::list).post(nodes::create))
+        .route("/nodes/detail", get(nodes::list_detail))
+        .route("/nodes/validate", get(actions::validate_query))
+        .route(
+            "/nodes/{node}",
+            get(nodes::show).patch(nodes::patch).delete(nodes::delete),
+        )
+        .route("/nodes/{node}/states", get(actions::states))
+        .route("/nodes/{node}/states/power", put(actions::power))
+        .route("/nodes/{node}/states/provision", put(actions::provision))
+        .route(
+            "/nodes/{node}/maintenance",
+            put(actions::maintenance_on).delete(actions::maintenance_off),
+        )
+        .route(
+            "/nodes/{node}/management/boot_device",
+            get(actions::boot_device).put(actions::set_boot_device),
+        )
+        .route(
+            "/nodes/{node}/management/boot_device/supported",
+            get(actions::boot_devices_supported),
+        )
+        .route("/nodes/{node}/validate", get(actions::validate))
+        .route("/nodes/{node}/history", get(root::history))
+        .route("/nodes/{node}/history/{event}", get(root::history_event))
+        .route("/conductors", get(root::conductors))
+        .route("/conductors/{name}", get(root::conductor))
+        .route("/heartbeat/{node}", post(actions::heartbeat))
+        .route("/ferric/events", get(extensions::events))
+        .route("/ferric/openapi.json", get(extensions::openapi))
+        .route("/ferric/conductors", get(extensions::conductors))
+        .route("/ferric/conductors/{name}", get(extensions::conductor));
+    Router::new()
+        .route("/", get(root::root))
+        .route("/v1", get(root::v1_index))
+        .route("/v1/", get(root::v1_index))
+        .nest("/v1", v1)
+        .route("/healthz", get(extensions::healthz))
+        .route("/metrics", get(extensions::metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), gate))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Runs the API on `listener` until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("The resource could not be found.".into())
+}
+
+/// Paths served without authentication: version discovery (as Ironic's public root) and health.
+fn public(path: &str) -> bool {
+    matches!(path, "/" | "/v1" | "/v1/" | "/healthz")
+}
+
+/// Microversion negotiation and authentication of every API request.
+async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let versioned = path == "/" || path == "/v1" || path.starts_with("/v1/");
+    let mut version = None;
+    if versioned {
+        match version::requested(req.headers()) {
+            Ok(v) => {
+                req.extensions_mut().insert(v);
+                version = Some(v);
+            }
+            Err(e) => return with_version_headers(e.into_response(), None),
+        }
+    }
+    if !public(&path) {
+        let caller = match state.auth.authenticate(req.headers()).await {
+            Ok(c) => c,
+            Err(e) => return with_version_headers(e.into_response(), version),
+        };
+        if let Err(e) = auth::authorize(&caller, req.method(), &path) {
+            return with_version_headers(e.into_response(), version);
+        }
+        req.extensions_mut().insert(caller);
+    }
+    let resp = next.run(req).await;
+    if versioned {
+        with_version_headers(resp, version)
+    } else {
+        resp
+    }
+}
+
+fn with_version_headers(mut resp: Response, version: Option<ApiVersion>) -> Response {
+    let h = resp.headers_mut();
+    let val = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""));
+    h.insert(version::HDR_MIN, val(version::min_string()));
+    h.insert(version::HDR_MAX, val(version::max_string()));
+    if let Some(v) = version {
+        h.insert(version::HDR_VERSION, val(v.as_string()));
+        if v.new_header {
+            h.insert(
+                version::HDR_OPENSTACK,
+                val(format!("baremetal {}", v.as_string())),
+            );
+            h.insert(
+                axum::http::header::VARY,
+                HeaderValue::from_static("OpenStack-API-Version"),
+            );
+        }
+    }
+    resp
+}
+
+/// Metrics of every request, and Ironic's error body for the router's own 405s.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().clone();
+    let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !resp.headers().contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        let allow = resp.headers().get(axum::http::header::ALLOW).cloned();
+        let mut r = ApiError::MethodNotAllowed(format!(
+            "The method {method} is not allowed for this resource."
+        ))
+        .into_response();
+        if let Some(a) = allow {
+            r.headers_mut().insert(axum::http::header::ALLOW, a);
+        }
+        for name in [version::HDR_MIN, version::HDR_MAX, version::HDR_VERSION] {
+            if let Some(v) = resp.headers().get(name).cloned() {
+                r.headers_mut().insert(name, v);
+            }
+        }
+        resp = r;
+    }
+    if method != Method::OPTIONS {
+        state.metrics.record(
+            &route,
+            method.as_str(),
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
+    }
+    resp
+}
+
+/// How long an action waits for this gateway's copy to show what it wrote.
+pub const SETTLE: Duration = informer::CATCH_UP;

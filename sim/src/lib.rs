@@ -1,1 +1,52 @@
-//! placeholder
+//! `ferric-sim`: a simulated fleet of Redfish BMCs in one process, for `ferric dev`, tests and
+//! benchmarks. Each system has its own power state, boot override and behaviour (graceful
+//! shutdown time, latency, failure rate, unreachable), changeable at run time through the control
+//! API under `/sim/`; every Redfish request that reaches a system goes to an append-only command
+//! log naming the conductor that sent it.
+//!
+//! Module map: `system` (one machine's state and transitions, pure), `config` (settings and
+//! behaviour), `fleet` (all systems, timers, auth), `log` (the command log), `redfish` and
+//! `control` (the two HTTP faces), `server` (the accept loop).
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod control;
+mod fleet;
+mod log;
+mod redfish;
+mod rng;
+mod server;
+mod system;
+
+use std::sync::Arc;
+
+use axum::routing::{any, get};
+use axum::Router;
+
+pub use config::{Behaviour, BehaviourPatch, SimConfig, SimError, MAX_SYSTEMS};
+pub use fleet::{PendingView, SimState, SystemView};
+pub use log::{rfc3339_ms, CommandLog, LogEntry};
+pub use redfish::MAX_BODY_BYTES;
+pub use server::{serve, serve_state};
+pub use system::{Boot, BootEnabled, BootMode, BootTarget, Power, ResetType};
+
+/// The whole HTTP surface (Redfish and control API) over `state`; no socket needed.
+pub fn app(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/redfish", get(redfish::versions))
+        .route("/redfish/", get(redfish::versions))
+        .route("/redfish/v1", get(redfish::service_root))
+        .route("/redfish/v1/", get(redfish::service_root))
+        .route("/redfish/v1/Systems", get(redfish::systems))
+        .route("/redfish/v1/Systems/", get(redfish::systems))
+        .route("/redfish/v1/Systems/{id}", any(redfish::system_resource))
+        .route("/redfish/v1/Systems/{id}/", any(redfish::system_resource))
+        .route(
+            "/redfish/v1/Systems/{id}/{*rest}",
+            any(redfish::system_subresource),
+        )
+        .merge(control::routes())
+        .fallback(redfish::fallback)
+        .with_state(state)
+}

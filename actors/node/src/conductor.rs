@@ -21,6 +21,7 @@ use ferric_model::{
 };
 use ractor::ActorRef;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -36,8 +37,8 @@ pub struct ConductorConfig {
     pub console_address: String,
     /// Reservation batches in flight at once.
     pub acquire_parallel: usize,
-    /// Upper bound of one hardware command (see `NodeCtx::command_budget`).
-    pub command_budget: Duration,
+    /// Settings shared by every BMC driver of this conductor (timeouts, per-BMC gap).
+    pub bmc: Arc<ferric_power::BmcSettings>,
 }
 
 /// Why a session ended.
@@ -396,7 +397,7 @@ impl<'a> Session<'a> {
             cluster: self.cluster.clone(),
             writer: self.writer.clone(),
             fence: lease.fence(),
-            command_budget: self.cfg.command_budget,
+            bmc: self.cfg.bmc.clone(),
         }));
         self.lease = Some(lease);
         self.cluster
@@ -613,6 +614,7 @@ impl<'a> Session<'a> {
             token,
             initial,
             ctx,
+            stopping: Arc::new(AtomicBool::new(false)),
         })));
         // Placement may have moved on while the reservation was in flight.
         self.dirty.insert(id);

@@ -1,18 +1,21 @@
 //! `NodeActor`: one per node this conductor holds a reservation for. It keeps the node's spec
 //! and status in memory, receives spec changes from the conductor's single watch, decides with
-//! the pure functions of `node_state`, acts through the node's driver, and writes the status with
-//! fenced transactions. A fenced write that fails means someone else owns the node now: the
-//! actor stops at once.
+//! the pure functions of `node_state`, acts through a `PowerActor` child (spawned only while it
+//! has BMC work), and writes the status with fenced transactions. A fenced write that fails means
+//! someone else owns the node now: the actor stops at once.
 
 use crate::node_state::{
-    instant_provision, next_step, power_done, take_over, takeover_needs_write, Step,
+    boot_finished, instant_provision, next_step, power_finished, power_start, take_over,
+    takeover_needs_write, Step,
 };
 use ferric_cluster::{Cluster, ClusterError, SelfFence, StatusWriter};
 use ferric_model::{
-    now_ms, CodecError, FenceToken, NodeId, NodeSpec, NodeStatus, ProvisionState, Verb,
+    now_ms, CodecError, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus,
+    ProvisionState, Verb,
 };
-use ferric_power::Driver;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ferric_power::{BmcSettings, Outcome, PowerActor, PowerArgs, PowerEvent, PowerMsg};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +26,7 @@ pub struct NodeCtx {
     pub writer: StatusWriter,
     /// The session's self-fencing deadline, checked right before every hardware command.
     pub fence: SelfFence,
-    /// Upper bound on one hardware command; a command is only started if it can finish before
-    /// the self-fencing deadline.
-    pub command_budget: Duration,
+    pub bmc: Arc<BmcSettings>,
 }
 
 /// Records read when the reservation was acquired (None: read them from etcd, e.g. on restart).
@@ -40,6 +41,8 @@ pub struct NodeArgs {
     pub token: FenceToken,
     pub initial: Option<Initial>,
     pub ctx: Arc<NodeCtx>,
+    /// Set by the supervisor when this node is being stopped: no new BMC command may start.
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// A summary for callers that want to see the actor answer.
@@ -58,6 +61,8 @@ pub enum NodeMsg {
     SpecUnreadable(String, i64),
     /// Look at the spec and status and do the next piece of work.
     Reconcile,
+    /// From this node's power actor.
+    Power(PowerEvent),
     Ping(RpcReplyPort<NodeSnapshot>),
 }
 
@@ -65,6 +70,7 @@ pub struct NodeState {
     id: NodeId,
     token: FenceToken,
     ctx: Arc<NodeCtx>,
+    stopping: Arc<AtomicBool>,
     spec: Option<Box<NodeSpec>>,
     spec_rev: i64,
     spec_error: Option<String>,
@@ -73,7 +79,10 @@ pub struct NodeState {
     dirty: bool,
     /// Set when this build must not touch the node (its status is in a newer format).
     passive: Option<String>,
-    driver: Option<Driver>,
+    power: Option<ActorRef<PowerMsg>>,
+    /// The power operation (request seq) the power actor is running.
+    power_in_flight: Option<u64>,
+    boot_in_flight: Option<u64>,
     retry_pending: bool,
 }
 
@@ -93,13 +102,16 @@ impl Actor for NodeActor {
             id: args.id,
             token: args.token,
             ctx: args.ctx,
+            stopping: args.stopping,
             spec: None,
             spec_rev: 0,
             spec_error: None,
             status: NodeStatus::default(),
             dirty: false,
             passive: None,
-            driver: None,
+            power: None,
+            power_in_flight: None,
+            boot_in_flight: None,
             retry_pending: false,
         };
         let initial = match args.initial {
@@ -144,8 +156,14 @@ impl Actor for NodeActor {
                 // The watch and the acquisition read race: never go back to an older spec.
                 if rev > state.spec_rev {
                     state.spec_rev = rev;
-                    if state.spec.as_ref().is_none_or(|s| s.driver != spec.driver) {
-                        state.driver = None;
+                    let bmc_changed = state.spec.as_ref().is_none_or(|s| {
+                        s.driver != spec.driver || s.driver_info != spec.driver_info
+                    });
+                    if bmc_changed && state.power_in_flight.is_none() {
+                        // New credentials or address: the next command opens a new session.
+                        if let Some(p) = state.power.take() {
+                            p.stop(Some("driver_info changed".into()));
+                        }
                     }
                     state.spec = Some(spec);
                     state.spec_error = None;
@@ -163,6 +181,10 @@ impl Actor for NodeActor {
                 state.retry_pending = false;
                 reconcile(&myself, state).await;
             }
+            NodeMsg::Power(event) => {
+                on_power_event(&myself, state, event).await;
+                reconcile(&myself, state).await;
+            }
             NodeMsg::Ping(reply) => {
                 let _ = reply.send(NodeSnapshot {
                     id: state.id,
@@ -170,6 +192,29 @@ impl Actor for NodeActor {
                     provision_state: state.status.provision_state,
                     power_seq_done: state.status.power_seq_done,
                 });
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        evt: SupervisionEvent,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The only children are power actors. When one ends (idle, fenced, crashed), forget it;
+        // an operation it was running is still recorded in the status and resumes from there.
+        if let SupervisionEvent::ActorTerminated(cell, _, _) | SupervisionEvent::ActorFailed(cell, _) = &evt {
+            if state.power.as_ref().is_some_and(|p| p.get_id() == cell.get_id()) {
+                state.power = None;
+                let lost = state.power_in_flight.take().is_some() | state.boot_in_flight.take().is_some();
+                if let SupervisionEvent::ActorFailed(_, err) = &evt {
+                    tracing::error!(node = %state.id, error = %err, "power actor crashed");
+                }
+                if lost && may_command(state) {
+                    schedule_retry(&myself, state);
+                }
             }
         }
         Ok(())
@@ -199,12 +244,24 @@ async fn read_initial(cluster: &Cluster, id: &NodeId) -> Result<Initial, ActorPr
     }
 }
 
+/// Whether this actor may start BMC work at all (not being stopped, lease certainly alive).
+fn may_command(state: &NodeState) -> bool {
+    !state.stopping.load(Ordering::Acquire) && state.ctx.fence.check(Duration::ZERO).is_ok()
+}
+
 enum Commit {
     Done,
     /// etcd did not take the write; it stays dirty and is retried.
     Later,
     /// Someone else owns the node now.
     Fenced,
+}
+
+/// Extra records that go with a status write.
+#[derive(Default)]
+struct Extras {
+    history: Option<HistoryEntry>,
+    event: Option<EventRecord>,
 }
 
 async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
@@ -216,7 +273,7 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
     for _ in 0..16 {
         if state.dirty {
             let status = state.status.clone();
-            match commit(state, status).await {
+            match commit(state, status, Extras::default()).await {
                 Commit::Done => {}
                 Commit::Later => return schedule_retry(myself, state),
                 Commit::Fenced => return fenced(myself, state),
@@ -235,11 +292,15 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
             }
             return;
         }
+        if state.power_in_flight.is_some() || state.boot_in_flight.is_some() {
+            // One operation at a time per node; the power actor's event continues from here.
+            return;
+        }
         let Some(spec) = state.spec.as_deref() else {
             return;
         };
         let step = next_step(spec, &state.status, &state.ctx.me, state.token);
-        let next = match step {
+        match step {
             Step::Idle => return,
             Step::TakeOver => {
                 let next = take_over(&state.status, &state.ctx.me, state.token, now_ms());
@@ -249,64 +310,261 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                     state.status = next;
                     continue;
                 }
-                next
+                let entry = history(state, "takeover", &format!("taken over by {}", state.ctx.me), "conductor", next.last_error.clone());
+                match commit(state, next, Extras { history: Some(entry), event: None }).await {
+                    Commit::Done => continue,
+                    Commit::Later => return schedule_retry(myself, state),
+                    Commit::Fenced => return fenced(myself, state),
+                }
             }
             Step::Power(req) => {
-                let result = match hardware(state).await {
-                    Ok(driver) => driver
-                        .set_power(req.target)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => {
-                        if state.ctx.fence.check(Duration::ZERO).is_err() {
-                            // Self-fenced: the conductor is stopping this actor; do nothing.
-                            return;
-                        }
-                        Err(e)
+                if !may_command(state) {
+                    return;
+                }
+                let (next, plan, phase) = power_start(spec, &state.status, &req, now_ms());
+                if next != state.status {
+                    // Record the operation before the first BMC command.
+                    match commit(state, next, Extras::default()).await {
+                        Commit::Done => {}
+                        Commit::Later => return schedule_retry(myself, state),
+                        Commit::Fenced => return fenced(myself, state),
                     }
-                };
-                power_done(&state.status, &req, result, now_ms())
+                }
+                match power_actor(myself, state).await {
+                    Ok(power) => {
+                        state.power_in_flight = Some(req.seq);
+                        let _ = power.send_message(PowerMsg::Run(plan, phase));
+                        return;
+                    }
+                    Err(error) => {
+                        let outcome = Outcome::Failed {
+                            error,
+                            fault: false,
+                            power: None,
+                        };
+                        finish_power(myself, state, req.seq, outcome).await;
+                        continue;
+                    }
+                }
+            }
+            Step::BootDevice(req) => {
+                if !may_command(state) {
+                    return;
+                }
+                match power_actor(myself, state).await {
+                    Ok(power) => {
+                        state.boot_in_flight = Some(req.seq);
+                        let _ = power.send_message(PowerMsg::Boot {
+                            seq: req.seq,
+                            device: req.device,
+                            persistent: req.persistent,
+                        });
+                        return;
+                    }
+                    Err(error) => {
+                        let next = boot_finished(&state.status, &req, &Err(error.clone()));
+                        let entry = history(state, "boot device", req.device.as_str(), &req.requested_by, Some(error));
+                        if let Some(c) = after_commit(myself, state, next, Extras { history: Some(entry), event: None }).await {
+                            return c;
+                        }
+                    }
+                }
             }
             Step::Provision(req) => {
                 let verify = if req.verb == Verb::Manage {
-                    match hardware(state).await {
-                        Ok(driver) => driver.power_state().await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e),
-                    }
+                    read_power(myself, state).await
                 } else {
                     Err("not read".into())
                 };
-                instant_provision(&state.status, &req, || verify).0
+                let before = state.status.provision_state;
+                let (next, _) = instant_provision(&state.status, &req, || verify);
+                let error = next.last_error.clone().filter(|_| next.last_error != state.status.last_error || next.provision_state == before);
+                let action = format!(
+                    "{}: \"{}\" -> \"{}\"",
+                    req.verb.as_str(),
+                    before.as_str(),
+                    next.provision_state.as_str()
+                );
+                let entry = history(state, "provision", &action, &req.requested_by, error);
+                if let Some(c) = after_commit(myself, state, next, Extras { history: Some(entry), event: None }).await {
+                    return c;
+                }
             }
-        };
-        state.status = next;
-        state.dirty = true;
+        }
     }
 }
 
-/// The node's driver, after checking the self-fencing deadline: the one gate in front of every
-/// hardware command.
-async fn hardware(state: &mut NodeState) -> Result<&mut Driver, String> {
-    // fenced: a conductor past its deadline may already have lost the node to another.
-    state
-        .ctx
-        .fence
-        .check(state.ctx.command_budget)
-        .map_err(str::to_string)?;
-    if state.driver.is_none() {
-        let name = state
-            .spec
-            .as_ref()
-            .map(|s| s.driver.clone())
-            .unwrap_or_default();
-        state.driver = Some(Driver::for_node(&name).map_err(|e| e.to_string())?);
+/// Commits and maps the outcome: None to go on, Some(()) when reconcile must return.
+async fn after_commit(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    next: NodeStatus,
+    extras: Extras,
+) -> Option<()> {
+    match commit(state, next, extras).await {
+        Commit::Done => None,
+        Commit::Later => {
+            schedule_retry(myself, state);
+            Some(())
+        }
+        Commit::Fenced => {
+            fenced(myself, state);
+            Some(())
+        }
     }
-    Ok(state.driver.as_mut().expect("set above"))
 }
 
-async fn commit(state: &mut NodeState, mut status: NodeStatus) -> Commit {
+/// The node's power actor, spawned (linked to this node actor) if it is not running.
+async fn power_actor(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+) -> Result<ActorRef<PowerMsg>, String> {
+    if let Some(p) = &state.power {
+        return Ok(p.clone());
+    }
+    let spec = state.spec.as_deref().ok_or("no readable spec")?;
+    let bmc = ferric_power::connect(
+        &spec.driver,
+        &spec.driver_info,
+        state.status.power_state,
+        &state.ctx.bmc,
+    )
+    .map_err(|e| e.to_string())?;
+    let me = myself.clone();
+    let args = PowerArgs {
+        node: state.id,
+        bmc,
+        settings: state.ctx.bmc.clone(),
+        fence: state.ctx.fence.clone(),
+        stopping: state.stopping.clone(),
+        notify: Arc::new(move |ev| {
+            let _ = me.send_message(NodeMsg::Power(ev));
+        }),
+    };
+    let (power, _) = Actor::spawn_linked(None, PowerActor, args, myself.get_cell())
+        .await
+        .map_err(|e| format!("cannot start the power actor: {e}"))?;
+    state.power = Some(power.clone());
+    Ok(power)
+}
+
+/// Reads the power state through the node's driver (what `manage` verifies).
+async fn read_power(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+) -> Result<ferric_model::PowerState, String> {
+    if !may_command(state) {
+        return Err("conductor is fenced or stopping".into());
+    }
+    let power = power_actor(myself, state).await?;
+    let timeout = state.ctx.bmc.command_timeout + state.ctx.bmc.min_gap + Duration::from_secs(1);
+    match ractor::call_t!(power, PowerMsg::Read, timeout.as_millis() as u64) {
+        Ok(result) => result,
+        Err(e) => Err(format!("no answer from the power actor: {e}")),
+    }
+}
+
+async fn on_power_event(myself: &ActorRef<NodeMsg>, state: &mut NodeState, event: PowerEvent) {
+    match event {
+        PowerEvent::SoftSent { seq } => {
+            let mut next = state.status.clone();
+            if let Some(op) = next.power_op.as_mut().filter(|op| op.seq == seq) {
+                op.soft_sent = true;
+                let _ = after_commit(myself, state, next, Extras::default()).await;
+            }
+        }
+        PowerEvent::Finished { seq, outcome } => {
+            if state.power_in_flight == Some(seq) {
+                state.power_in_flight = None;
+            }
+            finish_power(myself, state, seq, outcome).await;
+        }
+        PowerEvent::BootDone { seq, result } => {
+            if state.boot_in_flight == Some(seq) {
+                state.boot_in_flight = None;
+            }
+            let Some(req) = state
+                .spec
+                .as_ref()
+                .and_then(|s| s.boot_device_request.clone())
+                .filter(|r| r.seq == seq)
+            else {
+                return;
+            };
+            let next = boot_finished(&state.status, &req, &result);
+            let action = format!("{}{}", req.device.as_str(), if req.persistent { " (persistent)" } else { "" });
+            let entry = history(state, "boot device", &action, &req.requested_by, result.err());
+            let _ = after_commit(myself, state, next, Extras { history: Some(entry), event: None }).await;
+        }
+    }
+}
+
+/// Records the end of power operation `seq`: status, history and (if the observed power state
+/// changed) an event, in one fenced transaction.
+async fn finish_power(myself: &ActorRef<NodeMsg>, state: &mut NodeState, seq: u64, outcome: Outcome) {
+    let req = state
+        .spec
+        .as_ref()
+        .and_then(|s| s.power_request.clone())
+        .filter(|r| r.seq == seq);
+    let before = state.status.power_state;
+    let mut next = power_finished(&state.status, seq, &outcome, now_ms());
+    let (action, error) = match (&outcome, &req) {
+        (Outcome::Done { note, .. }, Some(r)) => (
+            match note {
+                Some(n) => format!("{}: {n}", r.target.as_str()),
+                None => r.target.as_str().to_string(),
+            },
+            None,
+        ),
+        (Outcome::Failed { error, .. }, Some(r)) => (r.target.as_str().to_string(), Some(error.clone())),
+        (_, None) => ("power".to_string(), None),
+    };
+    let who = req.as_ref().map_or("conductor".to_string(), |r| r.requested_by.clone());
+    let entry = history(state, "power", &action, &who, error);
+    let event = if next.power_state != before && next.power_state.is_some() {
+        next.event_seq += 1;
+        Some(EventRecord {
+            node: state.id,
+            seq: next.event_seq,
+            instance_uuid: state.spec.as_ref().and_then(|s| s.instance_uuid),
+            power_state: next.power_state,
+            previous_power_state: before,
+            at_ms: now_ms(),
+            conductor: state.ctx.me.clone(),
+        })
+    } else {
+        None
+    };
+    let _ = after_commit(myself, state, next, Extras { history: Some(entry), event }).await;
+}
+
+fn history(state: &NodeState, kind: &str, action: &str, requested_by: &str, error: Option<String>) -> HistoryEntry {
+    HistoryEntry {
+        at_ms: now_ms(),
+        kind: kind.to_string(),
+        action: action.to_string(),
+        requested_by: requested_by.to_string(),
+        conductor: state.ctx.me.clone(),
+        severity: if error.is_some() { "ERROR" } else { "INFO" }.to_string(),
+        result: error.unwrap_or_else(|| "ok".to_string()),
+    }
+}
+
+async fn commit(state: &mut NodeState, mut status: NodeStatus, extras: Extras) -> Commit {
     status.updated_at_ms = now_ms();
-    match state.ctx.writer.write(state.id, state.token, &status).await {
+    status.owner = Some(state.ctx.me.clone());
+    status.fence = state.token.0;
+    let result = if extras.history.is_none() && extras.event.is_none() {
+        state.ctx.writer.write(state.id, state.token, &status).await
+    } else {
+        state
+            .ctx
+            .cluster
+            .write_status_with(&state.id, state.token, &status, extras.history, extras.event)
+            .await
+    };
+    match result {
         Ok(()) => {
             state.status = status;
             state.dirty = false;
@@ -315,6 +573,9 @@ async fn commit(state: &mut NodeState, mut status: NodeStatus) -> Commit {
         Err(ClusterError::Fenced(_)) => Commit::Fenced,
         Err(e) => {
             tracing::warn!(node = %state.id, error = %e, "status write failed; will retry");
+            // Keep what happened (the hardware already changed); the status is written later.
+            state.status = status;
+            state.dirty = true;
             Commit::Later
         }
     }
@@ -333,5 +594,6 @@ fn schedule_retry(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
 
 fn fenced(myself: &ActorRef<NodeMsg>, state: &NodeState) {
     tracing::warn!(node = %state.id, fence = state.token.0, "status write fenced: another conductor owns this node; stopping");
+    state.stopping.store(true, Ordering::Release);
     myself.stop(Some(crate::supervisor::REASON_FENCED.to_string()));
 }

@@ -5,9 +5,11 @@ use ferric_model::provision::{
     on_event, on_verb, recovery_on_takeover, target_of, Event, Recovery,
 };
 use ferric_model::{
-    FenceToken, NodeSpec, NodeStatus, PowerRequest, PowerState, ProvisionRequest, ProvisionState,
-    Verb,
+    BootDeviceRequest, FenceToken, NodeSpec, NodeStatus, PowerOp, PowerRequest, PowerState,
+    PowerTarget, ProvisionRequest, ProvisionState, Verb,
 };
+use ferric_power::op::{resume_phase, Phase, Plan};
+use ferric_power::Outcome;
 
 /// The next unit of work for a node, in priority order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +19,7 @@ pub enum Step {
     /// The status does not yet say that this conductor owns the node with this token.
     TakeOver,
     Power(PowerRequest),
+    BootDevice(BootDeviceRequest),
     Provision(ProvisionRequest),
 }
 
@@ -26,6 +29,9 @@ pub fn next_step(spec: &NodeSpec, status: &NodeStatus, me: &str, token: FenceTok
     }
     if let Some(p) = spec.pending_power(status) {
         return Step::Power(p.clone());
+    }
+    if let Some(b) = spec.pending_boot_device(status) {
+        return Step::BootDevice(b.clone());
     }
     if let Some(p) = spec.pending_provision(status) {
         // In maintenance nothing advances a node by itself, but an explicit request is the
@@ -70,25 +76,89 @@ pub fn takeover_needs_write(before: &NodeStatus, after: &NodeStatus) -> bool {
         || before.last_error != after.last_error
 }
 
-/// The status after a power request finished with `result`.
-pub fn power_done(
-    status: &NodeStatus,
-    req: &PowerRequest,
-    result: Result<PowerState, String>,
-    now_ms: u64,
-) -> NodeStatus {
+/// Ironic's defaults: hard power actions wait up to 60 s, soft ones up to 600 s.
+pub const HARD_TIMEOUT_S: u32 = 60;
+pub const SOFT_TIMEOUT_S: u32 = 600;
+
+/// Starts (or, for a node taken over mid-operation, resumes) the power operation of `req`:
+/// the status records the operation before the first BMC command, so that whoever owns the node
+/// next knows what was under way, since when, and whether the OS was already asked to shut down.
+pub fn power_start(spec: &NodeSpec, status: &NodeStatus, req: &PowerRequest, now_ms: u64) -> (NodeStatus, Plan, Phase) {
+    let soft = matches!(req.target, PowerTarget::SoftOff | PowerTarget::SoftReboot);
+    let timeout_s = req
+        .timeout_s
+        .filter(|t| *t > 0)
+        .unwrap_or(if soft { SOFT_TIMEOUT_S } else { HARD_TIMEOUT_S });
     let mut next = status.clone();
-    next.power_seq_done = req.seq;
+    let (op, phase) = match &status.power_op {
+        // Resume: keep the original deadline; do not re-send a graceful request.
+        Some(op) if op.seq == req.seq => (op.clone(), resume_phase(op.soft_sent)),
+        _ => (
+            PowerOp {
+                seq: req.seq,
+                target: req.target,
+                started_at_ms: now_ms,
+                deadline_ms: now_ms + u64::from(timeout_s) * 1000,
+                soft_sent: false,
+            },
+            Phase::Begin,
+        ),
+    };
+    next.target_power_state = Some(req.target);
+    next.power_op = Some(op.clone());
+    let plan = Plan {
+        seq: req.seq,
+        target: req.target,
+        deadline_ms: op.deadline_ms,
+        timeout_s,
+        policy: spec.soft_off_policy,
+        disable_power_off: spec.disable_power_off,
+    };
+    (next, plan, phase)
+}
+
+/// The status after the power operation `seq` ended.
+pub fn power_finished(status: &NodeStatus, seq: u64, outcome: &Outcome, now_ms: u64) -> NodeStatus {
+    let mut next = status.clone();
+    next.power_seq_done = next.power_seq_done.max(seq);
+    next.power_op = None;
     next.target_power_state = None;
     next.updated_at_ms = now_ms;
+    match outcome {
+        Outcome::Done { power, .. } => {
+            next.power_state = Some(*power);
+            next.last_error = None;
+            if next.fault.as_deref() == Some(POWER_FAULT) {
+                next.fault = None;
+            }
+        }
+        Outcome::Failed { error, fault, power } => {
+            if let Some(p) = power {
+                next.power_state = Some(*p);
+            }
+            next.last_error = Some(error.clone());
+            if *fault {
+                next.fault = Some(POWER_FAULT.to_string());
+            }
+        }
+    }
+    next
+}
+
+/// Ironic's fault name for power problems.
+pub const POWER_FAULT: &str = "power failure";
+
+/// The status after a boot device request ended.
+pub fn boot_finished(status: &NodeStatus, req: &BootDeviceRequest, result: &Result<(), String>) -> NodeStatus {
+    let mut next = status.clone();
+    next.boot_seq_done = next.boot_seq_done.max(req.seq);
     match result {
-        Ok(state) => {
-            next.power_state = Some(state);
+        Ok(()) => {
+            next.boot_device = Some(req.device);
+            next.boot_persistent = req.persistent;
             next.last_error = None;
         }
-        Err(e) => {
-            next.last_error = Some(format!("power {} failed: {e}", req.target.as_str()));
-        }
+        Err(e) => next.last_error = Some(format!("setting boot device {} failed: {e}", req.device.as_str())),
     }
     next
 }
@@ -230,7 +300,15 @@ mod tests {
             next_step(&s, &st, "c1", FenceToken(5)),
             Step::Power(_)
         ));
-        st = power_done(&st, &preq(2, PowerTarget::Off), Ok(PowerState::Off), 1);
+        st = power_finished(
+            &st,
+            2,
+            &Outcome::Done {
+                power: PowerState::Off,
+                note: None,
+            },
+            1,
+        );
         assert!(matches!(
             next_step(&s, &st, "c1", FenceToken(5)),
             Step::Provision(_)
@@ -277,6 +355,44 @@ mod tests {
             &powering,
             &take_over(&powering, "c2", FenceToken(9), 1)
         ));
+    }
+
+    #[test]
+    fn a_power_operation_is_recorded_then_resumed_with_its_deadline() {
+        let mut s = spec();
+        let req = preq(4, PowerTarget::SoftOff);
+        s.power_request = Some(req.clone());
+        let (st, plan, phase) = power_start(&s, &owned(1), &req, 1_000);
+        assert_eq!(phase, Phase::Begin);
+        assert_eq!(plan.deadline_ms, 1_000 + 600_000);
+        let op = st.power_op.clone().unwrap();
+        assert_eq!((op.seq, op.soft_sent), (4, false));
+        assert_eq!(st.target_power_state, Some(PowerTarget::SoftOff));
+
+        // Another conductor takes over after the graceful request went out.
+        let mut taken = st.clone();
+        taken.power_op.as_mut().unwrap().soft_sent = true;
+        let (_, plan2, phase2) = power_start(&s, &taken, &req, 50_000);
+        assert_eq!(phase2, Phase::SoftSent);
+        assert_eq!(plan2.deadline_ms, plan.deadline_ms);
+
+        let done = power_finished(
+            &taken,
+            4,
+            &Outcome::Failed {
+                error: "the OS did not shut down".into(),
+                fault: true,
+                power: Some(PowerState::On),
+            },
+            2,
+        );
+        assert_eq!(done.power_seq_done, 4);
+        assert_eq!(done.power_op, None);
+        assert_eq!(done.fault.as_deref(), Some(POWER_FAULT));
+        assert_eq!(done.power_state, Some(PowerState::On));
+        let ok = power_finished(&done, 5, &Outcome::Done { power: PowerState::Off, note: None }, 3);
+        assert_eq!(ok.fault, None);
+        assert_eq!(ok.last_error, None);
     }
 
     #[test]

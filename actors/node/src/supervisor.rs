@@ -19,6 +19,7 @@ use crate::node_actor::{NodeActor, NodeArgs, NodeCtx, NodeMsg};
 use ferric_model::{FenceToken, NodeId};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -57,6 +58,9 @@ struct Child {
     actor: Option<ActorRef<NodeMsg>>,
     token: FenceToken,
     ctx: Arc<NodeCtx>,
+    /// Shared with the node actor and its power actor: set when the node is being stopped, so
+    /// that no new BMC command leaves while the stop waits behind the command in flight.
+    stop_flag: Arc<AtomicBool>,
     crashes: Vec<Instant>,
     stopping: bool,
 }
@@ -97,7 +101,8 @@ impl Actor for NodeSupervisor {
         match msg {
             SupervisorMsg::Start(args) => {
                 let args = *args;
-                let (id, token, ctx) = (args.id, args.token, args.ctx.clone());
+                let (id, token, ctx, stop_flag) =
+                    (args.id, args.token, args.ctx.clone(), args.stopping.clone());
                 if let Some(old) = state.children.get(&id) {
                     // A stale actor for an earlier reservation of the same node: it must end
                     // before a new one starts (one actor per node, ever).
@@ -114,6 +119,7 @@ impl Actor for NodeSupervisor {
                                 actor: Some(actor),
                                 token,
                                 ctx,
+                                stop_flag,
                                 crashes: Vec::new(),
                                 stopping: false,
                             },
@@ -162,6 +168,7 @@ impl Actor for NodeSupervisor {
                     token: child.token,
                     initial: None,
                     ctx: child.ctx.clone(),
+                    stopping: child.stop_flag.clone(),
                 };
                 match Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await {
                     Ok((actor, _)) => {
@@ -244,6 +251,7 @@ fn stop_child(state: &mut SupervisorState, id: NodeId) {
         return;
     };
     child.stopping = true;
+    child.stopping_flag();
     match &child.actor {
         // Stop is handled after the message in progress: an in-flight operation completes.
         Some(actor) => actor.stop(Some(REASON_RELEASED.to_string())),
@@ -252,6 +260,12 @@ fn stop_child(state: &mut SupervisorState, id: NodeId) {
             let token = child.token;
             finish(state, id, token, REASON_RELEASED.into());
         }
+    }
+}
+
+impl Child {
+    fn stopping_flag(&self) {
+        self.stop_flag.store(true, Ordering::Release);
     }
 }
 

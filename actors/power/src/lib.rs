@@ -1,85 +1,68 @@
-//! Power control of one node: the driver a node actor uses to read and change the power of its
-//! machine. This build has the in-process `fake-hardware` driver (Ironic's name), whose
-//! "hardware" echoes the requested state; the IPMI and Redfish drivers plug in beside it.
+//! Power control of one node: the `Bmc` trait and its drivers (`fake-hardware`, `redfish`,
+//! `ipmi`), validation of Ironic's `driver_info` keys, the pure power-operation state machine,
+//! and the `PowerActor` that runs operations against a node's BMC.
 
-use ferric_model::{PowerState, PowerTarget};
+pub mod bmc;
+pub mod fake;
+pub mod ipmi;
+pub mod ipmi_driver;
+pub mod op;
+pub mod power_actor;
+pub mod redfish;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BmcError {
-    #[error("driver {0:?} is not enabled on this conductor")]
-    UnknownDriver(String),
-    #[error("BMC command refused: {0}")]
-    Refused(String),
+pub use bmc::{Bmc, BmcError, BmcSettings, PowerAction};
+pub use power_actor::{Outcome, PowerActor, PowerArgs, PowerEvent, PowerMsg};
+
+use ferric_model::PowerState;
+use serde_json::Value;
+
+/// The driver (hardware type) names this build can serve, as Ironic names them.
+pub const DRIVERS: &[&str] = &["fake-hardware", "ipmi", "redfish"];
+
+/// Checks a node's `driver_info` for its driver at enroll time, so that a missing or malformed
+/// key is an error then, not at the first power action.
+pub fn validate_driver_info(driver: &str, info: &Value) -> Result<(), String> {
+    match driver {
+        "fake-hardware" => info
+            .as_object()
+            .map(|_| ())
+            .ok_or_else(|| "driver_info must be a JSON object".to_string()),
+        "redfish" => redfish::RedfishInfo::parse(info).map(|_| ()),
+        "ipmi" => ipmi_driver::parse_info(info, std::time::Duration::from_secs(5)).map(|_| ()),
+        other => Err(format!(
+            "unknown driver {other:?} (this build serves: {})",
+            DRIVERS.join(", ")
+        )),
+    }
 }
 
-/// The driver names this build can serve.
-pub const DRIVERS: &[&str] = &["fake-hardware"];
-
-/// One node's power driver.
-#[derive(Debug)]
-pub enum Driver {
-    Fake(FakeHardware),
-}
-
-impl Driver {
-    pub fn for_node(driver: &str) -> Result<Self, BmcError> {
-        match driver {
-            "fake-hardware" => Ok(Driver::Fake(FakeHardware::default())),
-            other => Err(BmcError::UnknownDriver(other.to_string())),
+/// The BMC of a node, ready for commands (sessions are opened lazily by the drivers).
+pub fn connect(
+    driver: &str,
+    driver_info: &str,
+    last_known: Option<PowerState>,
+    settings: &BmcSettings,
+) -> Result<Box<dyn Bmc>, BmcError> {
+    let info: Value = serde_json::from_str(driver_info)
+        .map_err(|e| BmcError::Config(format!("driver_info is not JSON: {e}")))?;
+    validate_driver_info(driver, &info).map_err(BmcError::Config)?;
+    match driver {
+        "fake-hardware" => Ok(Box::new(fake::FakeHardware::new(last_known))),
+        "redfish" => {
+            let info = redfish::RedfishInfo::parse(&info).map_err(BmcError::Config)?;
+            Ok(Box::new(redfish::RedfishBmc::new(info, &settings.redfish)?))
         }
-    }
-
-    pub async fn power_state(&mut self) -> Result<PowerState, BmcError> {
-        match self {
-            Driver::Fake(f) => Ok(f.power),
+        "ipmi" => {
+            let cfg = ipmi_driver::parse_info(&info, settings.command_timeout.min(std::time::Duration::from_secs(5)))
+                .map_err(BmcError::Config)?;
+            Ok(Box::new(ipmi_driver::IpmiBmc::new(cfg)))
         }
-    }
-
-    /// Drives the machine to the target's final state and returns the state it reports after.
-    pub async fn set_power(&mut self, target: PowerTarget) -> Result<PowerState, BmcError> {
-        match self {
-            Driver::Fake(f) => {
-                f.power = target.final_state();
-                Ok(f.power)
-            }
-        }
+        other => Err(BmcError::UnknownDriver(other.to_string())),
     }
 }
 
-/// Ironic's `fake-hardware`: no machine, instant answers, power echoes the last request.
-#[derive(Debug)]
-pub struct FakeHardware {
-    power: PowerState,
-}
-
-impl Default for FakeHardware {
-    fn default() -> Self {
-        FakeHardware {
-            power: PowerState::Off,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn fake_hardware_echoes_the_request() {
-        let mut d = Driver::for_node("fake-hardware").unwrap();
-        assert_eq!(d.power_state().await.unwrap(), PowerState::Off);
-        assert_eq!(
-            d.set_power(PowerTarget::Reboot).await.unwrap(),
-            PowerState::On
-        );
-        assert_eq!(d.power_state().await.unwrap(), PowerState::On);
-        assert_eq!(
-            d.set_power(PowerTarget::SoftOff).await.unwrap(),
-            PowerState::Off
-        );
-        assert!(matches!(
-            Driver::for_node("ipmi-ish"),
-            Err(BmcError::UnknownDriver(_))
-        ));
-    }
+/// Keys of `driver_info` whose values are secrets: never returned by the API, never logged.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.ends_with("_key") || k.contains("secret") || k.contains("token")
 }

@@ -1,0 +1,327 @@
+//! `PowerActor`: a child of a `NodeActor` that exists while the node has a BMC session open or
+//! a power operation in flight. It owns the node's BMC session, runs one BMC command at a time
+//! with a minimum gap between commands, retries transient errors with backoff, and checks the
+//! node's fence and the conductor's self-fencing deadline right before every command (BMCs cannot
+//! check fencing tokens). Waiting is done between messages, never inside one, so a stop (hand-over,
+//! shutdown) is handled after the command in flight, not after a ten-minute soft power off.
+
+use crate::bmc::{Bmc, BmcError, BmcSettings, PowerAction};
+use crate::op::{decide, Decision, Phase, Plan};
+use ferric_cluster::SelfFence;
+use ferric_model::{now_ms, BootDevice, NodeId, PowerState};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What the power actor tells its node actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PowerEvent {
+    /// The graceful shutdown request of operation `seq` was sent (recorded so that a new owner
+    /// does not send it again).
+    SoftSent { seq: u64 },
+    Finished { seq: u64, outcome: Outcome },
+    BootDone { seq: u64, result: Result<(), String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Reached the target; `note` says how when it matters (forced off after a soft timeout).
+    Done { power: PowerState, note: Option<String> },
+    Failed {
+        error: String,
+        /// A fault worth recording on the node (OS did not shut down, BMC error state).
+        fault: bool,
+        /// The power state last read, if any.
+        power: Option<PowerState>,
+    },
+}
+
+pub type Notify = Arc<dyn Fn(PowerEvent) + Send + Sync>;
+
+pub struct PowerArgs {
+    pub node: NodeId,
+    pub bmc: Box<dyn Bmc>,
+    pub settings: Arc<BmcSettings>,
+    pub fence: SelfFence,
+    /// Set by the supervisor when the node actor is being stopped: no new BMC command.
+    pub stopping: Arc<AtomicBool>,
+    pub notify: Notify,
+}
+
+pub enum PowerMsg {
+    /// Start (or resume, in `phase`) an operation.
+    Run(Plan, Phase),
+    /// Take the next step of the running operation.
+    Step,
+    Boot {
+        seq: u64,
+        device: BootDevice,
+        persistent: bool,
+    },
+    Read(RpcReplyPort<Result<PowerState, String>>),
+    IdleCheck,
+}
+
+struct Op {
+    plan: Plan,
+    phase: Phase,
+    last_power: Option<PowerState>,
+    /// Consecutive transient errors.
+    errors: u32,
+}
+
+pub struct PowerState_ {
+    node: NodeId,
+    bmc: Box<dyn Bmc>,
+    settings: Arc<BmcSettings>,
+    fence: SelfFence,
+    stopping: Arc<AtomicBool>,
+    notify: Notify,
+    op: Option<Op>,
+    last_command: Option<Instant>,
+    last_activity: Instant,
+}
+
+pub struct PowerActor;
+
+/// A command must leave this long before the self-fencing deadline. The deadline already keeps
+/// a margin before etcd can expire the lease and hand the node to another conductor; this only
+/// covers the time between the check and the packet leaving. (Requiring the whole command to
+/// finish before the deadline is impossible with short TTLs and slow BMCs, and not needed: what
+/// must never happen is a command *sent* by a conductor that may have lost the node.)
+const SEND_BUDGET: Duration = Duration::from_millis(50);
+
+/// Consecutive transient BMC errors tolerated within one operation.
+const MAX_TRANSIENT: u32 = 5;
+
+impl Actor for PowerActor {
+    type Msg = PowerMsg;
+    type State = PowerState_;
+    type Arguments = PowerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PowerMsg>,
+        args: PowerArgs,
+    ) -> Result<PowerState_, ActorProcessingErr> {
+        schedule(&myself, args.settings.idle_timeout, || PowerMsg::IdleCheck);
+        Ok(PowerState_ {
+            node: args.node,
+            bmc: args.bmc,
+            settings: args.settings,
+            fence: args.fence,
+            stopping: args.stopping,
+            notify: args.notify,
+            op: None,
+            last_command: None,
+            last_activity: Instant::now(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PowerMsg>,
+        state: &mut PowerState_,
+    ) -> Result<(), ActorProcessingErr> {
+        state.bmc.close();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<PowerMsg>,
+        msg: PowerMsg,
+        state: &mut PowerState_,
+    ) -> Result<(), ActorProcessingErr> {
+        state.last_activity = Instant::now();
+        match msg {
+            PowerMsg::Run(plan, phase) => {
+                state.op = Some(Op {
+                    plan,
+                    phase,
+                    last_power: None,
+                    errors: 0,
+                });
+                myself.send_message(PowerMsg::Step)?;
+            }
+            PowerMsg::Step => step(&myself, state).await,
+            PowerMsg::Boot {
+                seq,
+                device,
+                persistent,
+            } => {
+                let result = match command(state, |bmc| bmc.set_boot_device(device, persistent)).await {
+                    Ok(()) => Ok(()),
+                    Err(Gate::Fenced(why)) => return stop_fenced(&myself, state, why),
+                    Err(Gate::Bmc(e)) => Err(e.to_string()),
+                };
+                (state.notify)(PowerEvent::BootDone { seq, result });
+            }
+            PowerMsg::Read(reply) => {
+                let result = match command(state, |bmc| bmc.power_state()).await {
+                    Ok(p) => Ok(p),
+                    Err(Gate::Fenced(why)) => {
+                        let _ = reply.send(Err(why.to_string()));
+                        return stop_fenced(&myself, state, why);
+                    }
+                    Err(Gate::Bmc(e)) => Err(e.to_string()),
+                };
+                let _ = reply.send(result);
+            }
+            PowerMsg::IdleCheck => {
+                let idle = state.settings.idle_timeout;
+                if state.op.is_none() && state.last_activity.elapsed() >= idle {
+                    // The session has been idle: close it and leave the node one actor again.
+                    myself.stop(Some("idle".into()));
+                } else {
+                    schedule(&myself, idle, || PowerMsg::IdleCheck);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Gate {
+    /// The node or the whole conductor may no longer command this BMC.
+    Fenced(&'static str),
+    Bmc(BmcError),
+}
+
+/// Runs one BMC command after the fence checks and the per-BMC gap, bounded by the command
+/// timeout.
+async fn command<'a, T, F>(state: &'a mut PowerState_, f: F) -> Result<T, Gate>
+where
+    F: FnOnce(&'a mut Box<dyn Bmc>) -> crate::bmc::BmcFuture<'a, T>,
+{
+    if let Some(last) = state.last_command {
+        tokio::time::sleep_until(last + state.settings.min_gap).await;
+    }
+    // fenced: checked after the gap, right before the command leaves.
+    if state.stopping.load(Ordering::Acquire) {
+        return Err(Gate::Fenced("node actor is stopping (node handed over)"));
+    }
+    state.fence.check(SEND_BUDGET).map_err(Gate::Fenced)?;
+    state.last_command = Some(Instant::now());
+    let timeout = state.settings.command_timeout;
+    let node = state.node;
+    match tokio::time::timeout(timeout, f(&mut state.bmc)).await {
+        Ok(result) => result.map_err(Gate::Bmc),
+        Err(_) => {
+            tracing::warn!(%node, timeout_ms = timeout.as_millis() as u64, "BMC command timed out");
+            Err(Gate::Bmc(BmcError::Unreachable {
+                bmc: node.to_string(),
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+            }))
+        }
+    }
+}
+
+fn stop_fenced(
+    myself: &ActorRef<PowerMsg>,
+    state: &mut PowerState_,
+    why: &'static str,
+) -> Result<(), ActorProcessingErr> {
+    tracing::warn!(node = %state.node, why, "no further BMC commands");
+    state.op = None;
+    myself.stop(Some(why.into()));
+    Ok(())
+}
+
+async fn step(myself: &ActorRef<PowerMsg>, state: &mut PowerState_) {
+    let Some(op) = state.op.as_ref() else { return };
+    let plan = op.plan;
+    let observed = match command(state, |bmc| bmc.power_state()).await {
+        Ok(p) => p,
+        Err(Gate::Fenced(why)) => {
+            let _ = stop_fenced(myself, state, why);
+            return;
+        }
+        Err(Gate::Bmc(e)) => return transient_or_fail(myself, state, e),
+    };
+    let op = state.op.as_mut().expect("checked above");
+    op.last_power = Some(observed);
+    op.errors = 0;
+    match decide(&plan, op.phase, observed, now_ms()) {
+        Decision::Send(action, next) => {
+            match command(state, |bmc| bmc.power(action)).await {
+                Ok(()) => {}
+                Err(Gate::Fenced(why)) => {
+                    let _ = stop_fenced(myself, state, why);
+                    return;
+                }
+                Err(Gate::Bmc(e)) => return transient_or_fail(myself, state, e),
+            }
+            if let Some(op) = state.op.as_mut() {
+                op.phase = next;
+            }
+            if action == PowerAction::GracefulShutdown {
+                (state.notify)(PowerEvent::SoftSent { seq: plan.seq });
+            }
+            // Read back after the gap (the command function waits for it).
+            let _ = myself.send_message(PowerMsg::Step);
+        }
+        Decision::Poll => {
+            let every = if matches!(state.op.as_ref().map(|o| o.phase), Some(Phase::SoftSent)) {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(250)
+            };
+            schedule(myself, every.max(state.settings.min_gap), || PowerMsg::Step);
+        }
+        Decision::Done { note } => finish(
+            state,
+            plan.seq,
+            Outcome::Done {
+                power: observed,
+                note,
+            },
+        ),
+        Decision::Failed { error, fault } => finish(
+            state,
+            plan.seq,
+            Outcome::Failed {
+                error,
+                fault,
+                power: Some(observed),
+            },
+        ),
+    }
+}
+
+fn transient_or_fail(myself: &ActorRef<PowerMsg>, state: &mut PowerState_, e: BmcError) {
+    let Some(op) = state.op.as_mut() else { return };
+    op.errors += 1;
+    let late = now_ms() >= op.plan.deadline_ms;
+    if e.is_transient() && op.errors <= MAX_TRANSIENT && !late {
+        let backoff = Duration::from_millis(500 * 2u64.pow(op.errors - 1)).min(Duration::from_secs(5));
+        tracing::warn!(node = %state.node, error = %e, attempt = op.errors, backoff_ms = backoff.as_millis() as u64, "BMC error; retrying");
+        schedule(myself, backoff, || PowerMsg::Step);
+        return;
+    }
+    let (seq, power) = (op.plan.seq, op.last_power);
+    finish(
+        state,
+        seq,
+        Outcome::Failed {
+            error: e.to_string(),
+            fault: false,
+            power,
+        },
+    );
+}
+
+fn finish(state: &mut PowerState_, seq: u64, outcome: Outcome) {
+    state.op = None;
+    (state.notify)(PowerEvent::Finished { seq, outcome });
+}
+
+fn schedule(myself: &ActorRef<PowerMsg>, after: Duration, msg: impl FnOnce() -> PowerMsg + Send + 'static) {
+    let me = myself.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let _ = me.send_message(msg());
+    });
+}

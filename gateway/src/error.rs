@@ -1,0 +1,213 @@
+//! The API's one error type and its one `IntoResponse`: Ironic's status codes and Ironic's error
+//! body, `{"error_message": "<JSON text of {faultcode, faultstring, debuginfo}>"}`, which
+//! python-ironicclient, openstacksdk and gophercloud all parse. Internal details (etcd endpoints,
+//! decode errors) are logged, never returned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ferric_cluster::ClusterError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: invalid input, an action refused in the node's state or in maintenance.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401; `challenge` is the `WWW-Authenticate` value.
+    #[error("{msg}")]
+    Unauthorized {
+        msg: String,
+        challenge: &'static str,
+    },
+    /// 403: authenticated, but the role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 406: microversion outside the supported range, or a feature of a newer microversion.
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// 409: locked (a conductor is working on the node), invalid state, concurrent change.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("The request body is larger than {0} bytes.")]
+    TooLarge(usize),
+    /// 503: no conductor can act on the node, etcd unreachable, the gateway's copy is behind.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or a corrupt record; the detail goes to the log only.
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+impl ApiError {
+    /// Ironic's `NotAcceptable` without details ("Request not acceptable.").
+    pub fn not_acceptable() -> Self {
+        ApiError::NotAcceptable("Request not acceptable.".into())
+    }
+
+    /// Ironic's `NodeNotFound`.
+    pub fn node_not_found(ident: &str) -> Self {
+        ApiError::NotFound(format!("Node {ident} could not be found."))
+    }
+
+    /// Ironic's `InvalidStateRequested` (400).
+    pub fn invalid_state(action: &str, node: &str, state: &str) -> Self {
+        ApiError::BadRequest(format!(
+            "The requested action \"{action}\" can not be performed on node \"{node}\" while it is in state \"{state}\"."
+        ))
+    }
+
+    /// Ironic's `NodeLocked` (409): clients retry these.
+    pub fn locked(node: &str, host: &str) -> Self {
+        ApiError::Conflict(format!(
+            "Node {node} is locked by host {host}, please retry after the current operation is completed."
+        ))
+    }
+
+    /// Ironic's `NodeInMaintenance` (400).
+    pub fn in_maintenance(op: &str, node: &str) -> Self {
+        ApiError::BadRequest(format!(
+            "The {op} operation can't be performed on node {node} because it's in maintenance mode."
+        ))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Cluster(e) => match e {
+                ClusterError::Unreachable { .. } | ClusterError::Etcd { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                ClusterError::NodeNotFound(_) => StatusCode::NOT_FOUND,
+                ClusterError::NameTaken(_)
+                | ClusterError::NodeExists(_)
+                | ClusterError::Busy { .. }
+                | ClusterError::Conflict(_) => StatusCode::CONFLICT,
+                ClusterError::InvalidState(_) | ClusterError::Invalid(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                ClusterError::Corrupt { .. } | ClusterError::Fenced(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+        }
+    }
+
+    /// The `faultstring` a client sees.
+    pub fn faultstring(&self) -> String {
+        match self {
+            ApiError::Internal(_) => {
+                "An internal error occurred in the Ferric gateway; see its log.".into()
+            }
+            ApiError::Cluster(e) => match e {
+                ClusterError::Unreachable { .. } | ClusterError::Etcd { .. } => {
+                    "The cluster's etcd is unavailable; please retry.".into()
+                }
+                ClusterError::NodeNotFound(n) => format!("Node {n} could not be found."),
+                ClusterError::NameTaken(n) => format!("A node with name {n} already exists."),
+                ClusterError::NodeExists(n) => format!("A node with UUID {n} already exists."),
+                ClusterError::InvalidState(t) => format!(
+                    "The requested action \"{}\" can not be performed while the node is in state \"{}\".",
+                    t.action,
+                    t.state.as_str()
+                ),
+                ClusterError::Busy { node, what } => format!(
+                    "Node {node} is locked: {what}; please retry after the current operation is completed."
+                ),
+                ClusterError::Conflict(n) => format!(
+                    "Node {n} was changed concurrently too many times; please retry."
+                ),
+                ClusterError::Invalid(msg) => msg.clone(),
+                ClusterError::Corrupt { .. } | ClusterError::Fenced(_) => {
+                    "An internal error occurred in the Ferric gateway; see its log.".into()
+                }
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Ironic's error body for `status` and `faultstring`.
+pub fn error_body(status: StatusCode, faultstring: &str) -> String {
+    let faultcode = if status.is_server_error() {
+        "Server"
+    } else {
+        "Client"
+    };
+    // Ironic puts the fault object, serialized, as a string inside `error_message`.
+    let inner = serde_json::json!({
+        "faultcode": faultcode,
+        "faultstring": faultstring,
+        "debuginfo": null,
+    })
+    .to_string();
+    serde_json::json!({ "error_message": inner }).to_string()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let body = error_body(status, &self.faultstring());
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let ApiError::Unauthorized { challenge, .. } = self {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_ironic_error_message_with_json_inside() {
+        let body = error_body(StatusCode::NOT_FOUND, "Node x could not be found.");
+        let outer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let inner: serde_json::Value =
+            serde_json::from_str(outer["error_message"].as_str().unwrap()).unwrap();
+        assert_eq!(inner["faultcode"], "Client");
+        assert_eq!(inner["faultstring"], "Node x could not be found.");
+        assert!(inner["debuginfo"].is_null());
+        let body = error_body(StatusCode::SERVICE_UNAVAILABLE, "x");
+        assert!(body.contains("Server"));
+    }
+
+    #[test]
+    fn cluster_errors_map_to_ironic_codes() {
+        let e = ApiError::from(ClusterError::NameTaken("n".into()));
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        let e = ApiError::from(ClusterError::Unreachable {
+            endpoints: "http://10.0.0.1:2379".into(),
+            reason: "refused".into(),
+        });
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // The endpoint is logged, not returned.
+        assert!(!e.faultstring().contains("10.0.0.1"));
+    }
+}

@@ -1,0 +1,464 @@
+//! The gateway's watch-fed copy of the cluster (like a Kubernetes informer): every node spec,
+//! status and reservation and every live conductor, read at one revision and then kept current
+//! by one watch on the cluster's whole key prefix from `revision + 1`. One watch (not one per
+//! prefix) keeps every change in etcd's order, so the copy is always the cluster as it was at
+//! exactly `revision`. A lost or compacted watch means a fresh read (relist).
+//!
+//! Reads are served from here; writes go to etcd and then wait until this copy has seen them.
+
+use ferric_cluster::feed::FeedKv;
+use ferric_cluster::{Cluster, NodeView, WatchEvent, WatchLost};
+use ferric_model::{decode, ConductorRecord, NodeId, NodeSpec, NodeStatus, ReservationRecord};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A node's spec with its JSON fields parsed once (and secrets masked once) per change.
+#[derive(Debug)]
+pub struct SpecEntry {
+    pub spec: NodeSpec,
+    pub rev: i64,
+    pub driver_info: Box<RawValue>,
+    pub driver_info_masked: Box<RawValue>,
+    pub properties: Box<RawValue>,
+    pub extra: Box<RawValue>,
+    pub instance_info: Box<RawValue>,
+    pub instance_info_masked: Box<RawValue>,
+}
+
+impl SpecEntry {
+    pub fn new(spec: NodeSpec, rev: i64) -> Self {
+        let driver_info = json_object(&spec.driver_info);
+        let instance_info = json_object(&spec.instance_info);
+        SpecEntry {
+            driver_info_masked: masked(&driver_info, false),
+            instance_info_masked: masked(&instance_info, true),
+            driver_info: raw(&driver_info),
+            instance_info: raw(&instance_info),
+            properties: raw(&json_object(&spec.properties)),
+            extra: raw(&json_object(&spec.extra)),
+            spec,
+            rev,
+        }
+    }
+}
+
+/// A node's status as last written by its owner (or why it cannot be read).
+#[derive(Debug)]
+pub struct StatusEntry {
+    pub status: NodeStatus,
+    pub error: Option<String>,
+}
+
+/// One node as readers see it.
+#[derive(Debug, Clone)]
+pub struct NodeRef {
+    pub spec: Arc<SpecEntry>,
+    pub status: Option<Arc<StatusEntry>>,
+    /// The conductor holding the node's reservation.
+    pub holder: Option<Arc<str>>,
+}
+
+impl NodeRef {
+    /// A node as read straight from etcd (inside a compare-and-swap).
+    pub fn from_view(view: &NodeView) -> Self {
+        NodeRef {
+            spec: Arc::new(SpecEntry::new(view.spec.clone(), view.spec_rev)),
+            status: Some(Arc::new(StatusEntry {
+                status: view.status.clone(),
+                error: view.status_error.clone(),
+            })),
+            holder: view.reservation.as_deref().map(Arc::from),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.spec.spec.id
+    }
+
+    pub fn status(&self) -> &NodeStatus {
+        static DEFAULT: std::sync::OnceLock<NodeStatus> = std::sync::OnceLock::new();
+        match &self.status {
+            Some(s) => &s.status,
+            None => DEFAULT.get_or_init(NodeStatus::default),
+        }
+    }
+
+    pub fn status_error(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.error.as_deref())
+    }
+}
+
+/// The copy itself.
+#[derive(Debug, Default, Clone)]
+pub struct CacheState {
+    pub revision: i64,
+    pub specs: HashMap<NodeId, Arc<SpecEntry>>,
+    pub statuses: HashMap<NodeId, Arc<StatusEntry>>,
+    pub holders: HashMap<NodeId, Arc<str>>,
+    pub conductors: BTreeMap<String, ConductorRecord>,
+    /// Creation order (Ironic's default sort is its row id, i.e. creation order).
+    pub by_created: BTreeSet<(u64, NodeId)>,
+    pub names: HashMap<String, NodeId>,
+}
+
+impl CacheState {
+    pub fn node(&self, id: &NodeId) -> Option<NodeRef> {
+        let spec = self.specs.get(id)?;
+        Some(NodeRef {
+            spec: spec.clone(),
+            status: self.statuses.get(id).cloned(),
+            holder: self.holders.get(id).cloned(),
+        })
+    }
+
+    /// A node by uuid or unique name.
+    pub fn lookup(&self, ident: &str) -> Option<NodeRef> {
+        match ident.parse::<NodeId>() {
+            Ok(id) => self.node(&id),
+            Err(_) => self.names.get(ident).and_then(|id| self.node(id)),
+        }
+    }
+
+    /// Whether a live conductor serves `driver` in `group` (placement would give it a node).
+    pub fn served(&self, driver: &str, group: &str) -> bool {
+        self.conductors.values().any(|c| c.serves(driver, group))
+    }
+
+    /// Nodes each conductor holds.
+    pub fn holder_counts(&self) -> HashMap<&str, usize> {
+        let mut counts = HashMap::new();
+        for h in self.holders.values() {
+            *counts.entry(&**h).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    fn put_spec(&mut self, spec: NodeSpec, rev: i64) {
+        let id = spec.id;
+        if let Some(old) = self.specs.get(&id) {
+            self.by_created.remove(&(old.spec.created_at_ms, id));
+            if let Some(name) = &old.spec.name {
+                if self.names.get(name.as_str()) == Some(&id) {
+                    self.names.remove(name.as_str());
+                }
+            }
+        }
+        self.by_created.insert((spec.created_at_ms, id));
+        if let Some(name) = &spec.name {
+            self.names.insert(name.as_str().to_string(), id);
+        }
+        self.specs.insert(id, Arc::new(SpecEntry::new(spec, rev)));
+    }
+
+    fn delete_spec(&mut self, id: &NodeId) {
+        if let Some(old) = self.specs.remove(id) {
+            self.by_created.remove(&(old.spec.created_at_ms, *id));
+            if let Some(name) = &old.spec.name {
+                if self.names.get(name.as_str()) == Some(id) {
+                    self.names.remove(name.as_str());
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, prefix: &str, key: &[u8], value: Option<&[u8]>, rev: i64) {
+        let Ok(key) = std::str::from_utf8(key) else {
+            return;
+        };
+        let Some(rest) = key.strip_prefix(prefix) else {
+            return;
+        };
+        let Some((kind, leaf)) = rest.split_once('/') else {
+            return;
+        };
+        match kind {
+            "nodes" => {
+                let Ok(id) = leaf.parse::<NodeId>() else {
+                    return;
+                };
+                match value.map(decode::<NodeSpec>) {
+                    None => self.delete_spec(&id),
+                    Some(Ok(spec)) if spec.id == id => self.put_spec(spec, rev),
+                    Some(Ok(_)) => {
+                        tracing::error!(%key, "node spec names another uuid; left out");
+                        self.delete_spec(&id);
+                    }
+                    Some(Err(e)) => {
+                        // Left out of every answer; `ferric ctl node list` reports it.
+                        tracing::error!(%key, error = %e, "unreadable node spec");
+                        self.delete_spec(&id);
+                    }
+                }
+            }
+            "status" => {
+                let Ok(id) = leaf.parse::<NodeId>() else {
+                    return;
+                };
+                match value {
+                    None => {
+                        self.statuses.remove(&id);
+                    }
+                    Some(v) => {
+                        let entry = match decode::<NodeStatus>(v) {
+                            Ok(status) => StatusEntry {
+                                status,
+                                error: None,
+                            },
+                            Err(e) => StatusEntry {
+                                status: NodeStatus::default(),
+                                error: Some(e.to_string()),
+                            },
+                        };
+                        self.statuses.insert(id, Arc::new(entry));
+                    }
+                }
+            }
+            "reservations" => {
+                let Ok(id) = leaf.parse::<NodeId>() else {
+                    return;
+                };
+                match value.map(decode::<ReservationRecord>) {
+                    Some(Ok(r)) => {
+                        self.holders.insert(id, Arc::from(r.conductor.as_str()));
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(%key, error = %e, "unreadable reservation");
+                        self.holders.remove(&id);
+                    }
+                    None => {
+                        self.holders.remove(&id);
+                    }
+                }
+            }
+            "conductors" => match value.map(decode::<ConductorRecord>) {
+                Some(Ok(c)) => {
+                    self.conductors.insert(leaf.to_string(), c);
+                }
+                Some(Err(e)) => {
+                    tracing::error!(%key, error = %e, "unreadable conductor record");
+                    self.conductors.remove(leaf);
+                }
+                None => {
+                    self.conductors.remove(leaf);
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+/// Shared between the informer task and the request handlers.
+pub struct Informer {
+    state: RwLock<CacheState>,
+    rev_tx: watch::Sender<i64>,
+    /// Why the copy is not current, when it is not (shown by `/healthz`).
+    problem: Mutex<Option<String>>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Informer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Informer")
+            .field("revision", &*self.rev_tx.borrow())
+            .finish()
+    }
+}
+
+/// How long a read waits for the copy to catch up before answering 503.
+pub const CATCH_UP: Duration = Duration::from_secs(10);
+
+impl Informer {
+    /// Starts following the cluster; the task ends when `stop` turns true.
+    pub fn start(cluster: Cluster, stop: watch::Receiver<bool>) -> Arc<Informer> {
+        let (rev_tx, _) = watch::channel(0);
+        let informer = Arc::new(Informer {
+            state: RwLock::new(CacheState::default()),
+            rev_tx,
+            problem: Mutex::new(Some("not loaded yet".into())),
+            prefix: cluster.keys().prefix().to_string(),
+        });
+        tokio::spawn(run(cluster, informer.clone(), stop));
+        informer
+    }
+
+    /// The copy, read-locked: take what is needed (entries are `Arc`s) and let go before any
+    /// `.await`, so the watch is never held up for long.
+    pub fn read(&self) -> RwLockReadGuard<'_, CacheState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn revision(&self) -> i64 {
+        *self.rev_tx.borrow()
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_problem(&self, p: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    }
+
+    /// Waits (bounded) until the copy has reached `rev`; false on timeout.
+    pub async fn wait_for(&self, rev: i64, timeout: Duration) -> bool {
+        let mut rx = self.rev_tx.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits (bounded) until `pred` holds on the copy; false on timeout.
+    pub async fn wait_until(&self, timeout: Duration, pred: impl Fn(&CacheState) -> bool) -> bool {
+        let mut rx = self.rev_tx.subscribe();
+        let wait = async {
+            loop {
+                if pred(&self.read()) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // The informer stopped; nothing will change any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    fn install(&self, revision: i64, kvs: Vec<FeedKv>) {
+        let mut fresh = CacheState::default();
+        for kv in &kvs {
+            fresh.apply(&self.prefix, &kv.key, Some(&kv.value), kv.mod_rev);
+        }
+        fresh.revision = revision;
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        self.rev_tx.send_replace(revision);
+    }
+
+    fn apply_batch(&self, events: &[WatchEvent], revision: i64) {
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            for ev in events {
+                match ev {
+                    WatchEvent::Put {
+                        key,
+                        value,
+                        mod_rev,
+                        ..
+                    } => state.apply(&self.prefix, key, Some(value), *mod_rev),
+                    WatchEvent::Delete { key, mod_rev } => {
+                        state.apply(&self.prefix, key, None, *mod_rev)
+                    }
+                }
+            }
+            state.revision = state.revision.max(revision);
+        }
+        self.rev_tx.send_if_modified(|r| {
+            if revision > *r {
+                *r = revision;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+async fn run(cluster: Cluster, informer: Arc<Informer>, mut stop: watch::Receiver<bool>) {
+    let keys = cluster.keys().clone();
+    let prefixes = [
+        keys.nodes(),
+        keys.statuses(),
+        keys.reservations(),
+        keys.conductors(),
+    ];
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let listed = tokio::select! {
+            r = cluster.read_prefixes(&prefixes) => r,
+            _ = stop.changed() => return,
+        };
+        let revision = match listed {
+            Ok((revision, kvs)) => {
+                let n = kvs.len();
+                informer.install(revision, kvs);
+                tracing::info!(revision, records = n, "gateway copy loaded");
+                revision
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster; retrying");
+                informer.set_problem(Some(format!("cannot read the cluster: {e}")));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut watch = match cluster.watch_prefix(keys.prefix(), revision + 1).await {
+            Ok(w) => w,
+            Err(e) => {
+                informer.set_problem(Some(format!("cannot watch the cluster: {e}")));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        informer.set_problem(None);
+        backoff = Duration::from_millis(100);
+        let lost = loop {
+            let next = tokio::select! {
+                n = watch.next() => n,
+                _ = stop.changed() => return,
+            };
+            match next {
+                Ok(events) => informer.apply_batch(&events, watch.revision),
+                Err(lost) => break lost,
+            }
+        };
+        match &lost {
+            WatchLost::Compacted(rev) => {
+                tracing::warn!(compacted = rev, "gateway watch fell behind compaction; reloading")
+            }
+            WatchLost::Ended(why) => {
+                tracing::warn!(reason = %why, "gateway watch ended; reloading")
+            }
+        }
+        informer.set_problem(Some(format!("reloading: {lost}")));
+    }
+}
+
+/// The JSON object stored in a spec field; anything that is not an object reads as `{}` (the
+/// gateway only ever writes objects; `ctl` writes `{}`).
+fn json_object(text: &str) -> serde_json::Value {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => serde_json::Value::Object(Default::default()),
+    }
+}
+
+fn raw(v: &serde_json::Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(v).unwrap_or_else(|_| empty_object())
+}
+
+pub fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".into()).expect("{} is JSON")
+}
+
+fn masked(v: &serde_json::Value, instance: bool) -> Box<RawValue> {
+    let mut v = v.clone();
+    crate::secrets::mask(&mut v);
+    if instance {
+        crate::secrets::mask_instance_info(&mut v);
+    }
+    raw(&v)
+}

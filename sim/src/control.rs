@@ -1,0 +1,104 @@
+//! The control API under `/sim/` (not Redfish, no auth, never logged): read systems, change their
+//! behaviour or power at run time, read the command log, health.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::BehaviourPatch;
+use crate::fleet::SimState;
+use crate::redfish::MAX_BODY_BYTES;
+
+pub(crate) fn routes() -> Router<Arc<SimState>> {
+    Router::new()
+        .route("/sim/healthz", get(healthz))
+        .route("/sim/systems", get(list_systems))
+        .route("/sim/systems/{id}", get(get_system))
+        .route("/sim/systems/{id}/behaviour", put(put_system_behaviour))
+        .route("/sim/behaviour", put(put_fleet_behaviour))
+        .route("/sim/log", get(get_log))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+fn control_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn healthz(State(state): State<Arc<SimState>>) -> Response {
+    Json(json!({ "ok": true, "systems": state.ids().len() })).into_response()
+}
+
+async fn list_systems(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.views()).into_response()
+}
+
+async fn get_system(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
+    match state.view(&id) {
+        Some(v) => Json(v).into_response(),
+        None => control_error(StatusCode::NOT_FOUND, format!("no system {id}")),
+    }
+}
+
+/// Parses and validates a behaviour patch; any problem is the client's (400).
+fn parse_patch(body: &Bytes) -> Result<BehaviourPatch, Response> {
+    let patch: BehaviourPatch = serde_json::from_slice(body)
+        .map_err(|e| control_error(StatusCode::BAD_REQUEST, format!("invalid behaviour: {e}")))?;
+    patch
+        .validate()
+        .map_err(|e| control_error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(patch)
+}
+
+async fn put_system_behaviour(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(idx) = state.index_of(&id) else {
+        return control_error(StatusCode::NOT_FOUND, format!("no system {id}"));
+    };
+    let patch = match parse_patch(&body) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    state.patch(idx, &patch);
+    match state.view(&id) {
+        Some(v) => Json(v).into_response(),
+        None => control_error(StatusCode::NOT_FOUND, format!("no system {id}")),
+    }
+}
+
+async fn put_fleet_behaviour(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+    let patch = match parse_patch(&body) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let n = state.ids().len();
+    for idx in 0..n {
+        state.patch(idx, &patch);
+    }
+    Json(json!({ "systems": n })).into_response()
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn get_log(
+    State(state): State<Arc<SimState>>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => Json(state.log().since(q.since)).into_response(),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, e.body_text()),
+    }
+}

@@ -1,0 +1,206 @@
+//! The command log: an append-only record of every Redfish request that reached a system, kept in
+//! memory for `GET /sim/log` and optionally appended to a JSON-lines file. It is the independent
+//! record that tests check conductors against, so an entry is written (to the file too) before the
+//! request is answered: whatever a client saw answered is in the file even after a SIGKILL.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The prefix of the `User-Agent` Ferric's Redfish driver sends: `ferric-conductor/<name>`.
+const CONDUCTOR_AGENT_PREFIX: &str = "ferric-conductor/";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Position in this process's log, from 0, without gaps.
+    pub index: u64,
+    /// When the request reached the system (before any injected latency), RFC 3339 UTC with ms.
+    pub time: String,
+    /// The same instant in milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    pub system: String,
+    pub method: String,
+    pub path: String,
+    /// The `ResetType` of a reset, the `BootSourceOverrideTarget` of a PATCH, as sent (also when
+    /// invalid); `None` when there is none.
+    pub action: Option<String>,
+    /// The HTTP status answered; `None` when the system was unreachable and never answered.
+    pub status: Option<u16>,
+    /// The conductor's name from `User-Agent: ferric-conductor/<name>`, else the header verbatim.
+    pub client: Option<String>,
+}
+
+/// An entry before the log numbers it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub received: SystemTime,
+    pub system: String,
+    pub method: String,
+    pub path: String,
+    pub action: Option<String>,
+    pub status: Option<u16>,
+    pub client: Option<String>,
+}
+
+/// Who sent a request, from its `User-Agent`.
+pub fn client_of(user_agent: Option<&str>) -> Option<String> {
+    let ua = user_agent?;
+    Some(match ua.strip_prefix(CONDUCTOR_AGENT_PREFIX) {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => ua.to_string(),
+    })
+}
+
+#[derive(Debug)]
+pub struct CommandLog {
+    // One lock for numbering, memory and file together keeps the file in index order. It is held
+    // for one small write(2); that is the only fleet-wide lock on the request path.
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: Vec<LogEntry>,
+    file: Option<File>,
+    file_failed: bool,
+}
+
+impl CommandLog {
+    /// A log that also appends to `path` (created if missing, never truncated).
+    pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
+        let file = match path {
+            Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
+            None => None,
+        };
+        Ok(CommandLog {
+            inner: Mutex::new(Inner {
+                entries: Vec::new(),
+                file,
+                file_failed: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while holding it; a poisoned lock still holds a consistent log.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Numbers the record, writes it to the file (unbuffered: one write per entry) and keeps it.
+    pub fn append(&self, r: Record) -> u64 {
+        let unix_ms = r
+            .received
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut inner = self.lock();
+        let index = inner.entries.len() as u64;
+        let entry = LogEntry {
+            index,
+            time: rfc3339_ms(unix_ms),
+            unix_ms,
+            system: r.system,
+            method: r.method,
+            path: r.path,
+            action: r.action,
+            status: r.status,
+            client: r.client,
+        };
+        if let Some(file) = inner.file.as_mut() {
+            let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+            line.push(b'\n');
+            // One write_all of a whole line to an O_APPEND file: a reader never sees half an
+            // entry unless the process dies inside the call.
+            if let Err(e) = file.write_all(&line) {
+                if !inner.file_failed {
+                    tracing::error!(error = %e, "cannot append to the command log file; entries stay in memory only");
+                    inner.file_failed = true;
+                }
+            }
+        }
+        inner.entries.push(entry);
+        index
+    }
+
+    /// Entries from index `since` on (empty when there are none yet).
+    pub fn since(&self, since: u64) -> Vec<LogEntry> {
+        let inner = self.lock();
+        let from = usize::try_from(since)
+            .unwrap_or(usize::MAX)
+            .min(inner.entries.len());
+        inner.entries[from..].to_vec()
+    }
+
+    pub fn len(&self) -> u64 {
+        self.lock().entries.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch.
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let ms = unix_ms % 1000;
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let sod = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Proleptic Gregorian (year, month, day) for a count of days since 1970-01-01. Works in 400-year
+/// eras (146,097 days each) counted from 0000-03-01, so that the leap day ends a year.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days from 0000-03-01 to 1970-01-01
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, 0..399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year
+    let mp = (5 * doy + 2) / 153; // March-based month, 0..11
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_868_799_999), "2000-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339_ms(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_735_689_599_000), "2024-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn client_comes_from_the_user_agent() {
+        assert_eq!(
+            client_of(Some("ferric-conductor/c1")).as_deref(),
+            Some("c1")
+        );
+        assert_eq!(
+            client_of(Some("python-requests/2.31")).as_deref(),
+            Some("python-requests/2.31")
+        );
+        assert_eq!(
+            client_of(Some("ferric-conductor/")).as_deref(),
+            Some("ferric-conductor/")
+        );
+        assert_eq!(client_of(None), None);
+    }
+}

@@ -1,0 +1,116 @@
+//! `ferric sim`: the command-line face of `ferric-sim`, a simulated fleet of Redfish BMCs in one
+//! process. Parses flags, binds, prints where it listens, serves until SIGTERM or SIGINT.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ferric_sim::{Behaviour, SimConfig, SimState};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on. Loopback by default; port 0 picks a free port (printed at start).
+    #[arg(long, default_value = "127.0.0.1:8000", env = "FERRIC_SIM_LISTEN")]
+    listen: SocketAddr,
+    /// Number of simulated systems; their ids are <id-prefix>0 .. <id-prefix>N-1.
+    #[arg(long, default_value_t = 100, env = "FERRIC_SIM_SYSTEMS")]
+    systems: usize,
+    /// Prefix of the system ids.
+    #[arg(long, default_value = "sim-", env = "FERRIC_SIM_ID_PREFIX")]
+    id_prefix: String,
+    /// HTTP Basic user every BMC accepts.
+    #[arg(long, default_value = "admin", env = "FERRIC_SIM_USERNAME")]
+    username: String,
+    /// HTTP Basic password every BMC accepts.
+    #[arg(
+        long,
+        default_value = "password",
+        env = "FERRIC_SIM_PASSWORD",
+        hide_env_values = true
+    )]
+    password: String,
+    /// Append every Redfish request that reaches a system to this file, one JSON object per line,
+    /// written before the request is answered.
+    #[arg(long, env = "FERRIC_SIM_LOG")]
+    log: Option<PathBuf>,
+    /// Seconds the simulated OS takes to complete a graceful shutdown or restart.
+    #[arg(long, default_value_t = 3.0, env = "FERRIC_SIM_GRACEFUL_SHUTDOWN_SECS")]
+    graceful_shutdown_secs: f64,
+    /// Graceful shutdowns never complete (the OS hangs); overrides --graceful-shutdown-secs.
+    #[arg(long, env = "FERRIC_SIM_GRACEFUL_NEVER")]
+    graceful_never: bool,
+    /// Delay added to every Redfish answer.
+    #[arg(long, default_value_t = 0, env = "FERRIC_SIM_LATENCY_MS")]
+    latency_ms: u64,
+    /// Fraction (0 to 1) of Redfish requests to a system answered 500, without effect.
+    #[arg(long, default_value_t = 0.0, env = "FERRIC_SIM_FAILURE_RATE")]
+    failure_rate: f64,
+    /// Seed of the failure draws; random (and printed) when not given.
+    #[arg(long, env = "FERRIC_SIM_SEED")]
+    seed: Option<u64>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let cfg = SimConfig {
+        systems: args.systems,
+        id_prefix: args.id_prefix,
+        username: args.username,
+        password: args.password,
+        log_path: args.log,
+        behaviour: Behaviour {
+            graceful_shutdown_secs: (!args.graceful_never).then_some(args.graceful_shutdown_secs),
+            latency_ms: args.latency_ms,
+            failure_rate: args.failure_rate,
+            unreachable: false,
+        },
+        seed,
+    };
+    let (n, first, last) = (
+        cfg.systems,
+        cfg.system_id(0),
+        cfg.system_id(cfg.systems.saturating_sub(1)),
+    );
+    let state = SimState::new(cfg).context("cannot start the simulator")?;
+    // Before announcing the address: a signal sent right after the line is read must stop us.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    {
+        // Tests parse the first line; keep its shape.
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "ferric sim: {n} systems at http://{addr}/redfish/v1/Systems/<id>"
+        )?;
+        if n > 0 {
+            writeln!(
+                out,
+                "ferric sim: ids {first} to {last}, seed {seed}, control API at http://{addr}/sim/"
+            )?;
+        }
+        out.flush()?;
+    }
+    ferric_sim::serve_state(listener, state, async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// A seed that differs between runs; printed so a run can be replayed with `--seed`.
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
