@@ -35,3 +35,16 @@ if ! have cargo; then
         exit 1
     fi
 fi
+
+# Python tools used by the tests, in a virtualenv of their own (never the system Python).
+FERRIC_PYVENV="${FERRIC_PYVENV:-$(pwd)/target/pyvenv}"
+export FERRIC_PYVENV
+if [ -f tests/python-requirements.txt ]; then
+    stamp="$FERRIC_PYVENV/.requirements"
+    if ! cmp -s tests/python-requirements.txt "$stamp" 2>/dev/null; then
+        echo "installing Python test tools into $FERRIC_PYVENV" >&2
+        python3 -m venv "$FERRIC_PYVENV"
+        "$FERRIC_PYVENV/bin/pip" install -q --disable-pip-version-check -r tests/python-requirements.txt
+        cp tests/python-requirements.txt "$stamp"
+    fi
+fi

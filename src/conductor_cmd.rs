@@ -18,7 +18,11 @@ pub struct Args {
     #[arg(long, default_value_t = 5.0, env = "FERRIC_LEASE_TTL")]
     pub lease_ttl: f64,
     /// Hardware types this conductor serves (Ironic's driver names).
-    #[arg(long, value_delimiter = ',', default_value = "fake-hardware")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fake-hardware,ipmi,redfish"
+    )]
     pub drivers: Vec<String>,
     /// Conductor group served (Ironic's conductor_group; empty is the default group).
     #[arg(long, default_value = "")]

@@ -180,7 +180,9 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             let policy = match soft_off_policy.as_str() {
                 "error" => SoftOffPolicy::Error,
                 "hard-off" => SoftOffPolicy::HardOff,
-                other => anyhow::bail!("unknown --soft-off-policy {other:?} (expected error or hard-off)"),
+                other => anyhow::bail!(
+                    "unknown --soft-off-policy {other:?} (expected error or hard-off)"
+                ),
             };
             let now = now_ms();
             let mut specs = Vec::with_capacity(count);
@@ -192,8 +194,9 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 let info_text = driver_info.replace("{n}", &format!("{i:05}"));
                 let info: Value = serde_json::from_str(&info_text)
                     .with_context(|| format!("--driver-info is not JSON: {info_text}"))?;
-                ferric_power::validate_driver_info(&driver, &info)
-                    .map_err(|e| anyhow::anyhow!("invalid driver_info for driver {driver:?}: {e}"))?;
+                ferric_power::validate_driver_info(&driver, &info).map_err(|e| {
+                    anyhow::anyhow!("invalid driver_info for driver {driver:?}: {e}")
+                })?;
                 spec.driver_info = info.to_string();
                 if let Some(base) = &name {
                     let n = if count == 1 {
@@ -299,8 +302,14 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             let dev = BootDevice::parse(&device).with_context(|| {
                 format!("unknown boot device {device:?} (expected pxe, disk, bios or cdrom)")
             })?;
-            let view = cluster.request_boot_device(&node, dev, persistent, WHO).await?;
-            out!("requested boot device {} for node {}", dev.as_str(), view.spec.id);
+            let view = cluster
+                .request_boot_device(&node, dev, persistent, WHO)
+                .await?;
+            out!(
+                "requested boot device {} for node {}",
+                dev.as_str(),
+                view.spec.id
+            );
             Ok(())
         }
         NodeCmd::History { node, json } => {
@@ -326,7 +335,13 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 for e in &history.entries {
                     out!(
                         "{}  {:<5}  {:<12}  {:<40}  by {:<12} on {:<12}  {}",
-                        e.at_ms, e.severity, e.kind, e.action, e.requested_by, e.conductor, e.result
+                        e.at_ms,
+                        e.severity,
+                        e.kind,
+                        e.action,
+                        e.requested_by,
+                        e.conductor,
+                        e.result
                     );
                 }
             }

@@ -50,6 +50,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             &[],
         )?);
     }
+    let api_port = procs::free_port()?;
+    let gateway = procs::gateway(
+        &dir,
+        &etcd.url,
+        prefix,
+        "dev-gateway",
+        &format!("127.0.0.1:{api_port}"),
+    )?;
+    let api = format!("http://127.0.0.1:{api_port}");
     let mut cfg = ferric_cluster::EtcdConfig::new(&etcd.url);
     cfg.prefix = prefix.into();
     let cluster = ferric_cluster::Cluster::connect(&cfg).await?;
@@ -84,6 +93,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             c.log.display()
         );
     }
+    println!(
+        "  gateway     {api}  (Ironic API, no auth)  pid {}  log {}",
+        gateway.pid(),
+        gateway.log.display()
+    );
     println!("  nodes       {created} fake-hardware nodes enrolled (node-00000 ...)");
     println!();
     println!("Try it:");
@@ -94,6 +108,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "  {exe} ctl --etcd {} node provision node-00000 manage",
         etcd.url
     );
+    println!("  OS_ENDPOINT={api} OS_AUTH_TYPE=none baremetal node list");
     println!(
         "  kill -9 {}   # then watch its nodes move: conductor list",
         conductors.first().map_or(0, |c| c.pid())

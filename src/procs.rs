@@ -170,3 +170,19 @@ pub fn conductor(
     .args(extra);
     spawn(name, cmd, dir.join(format!("{name}.log")))
 }
+
+/// Starts `ferric gateway` (this same executable) as a child on `listen`, without auth (it
+/// listens on loopback only).
+pub fn gateway(
+    dir: &Path,
+    etcd: &str,
+    prefix: &str,
+    name: &str,
+    listen: &str,
+) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([
+        "gateway", "--etcd", etcd, "--prefix", prefix, "--listen", listen, "--name", name,
+    ]);
+    spawn(name, cmd, dir.join(format!("{name}.log")))
+}

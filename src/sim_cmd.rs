@@ -35,6 +35,9 @@ pub struct Args {
     /// written before the request is answered.
     #[arg(long, env = "FERRIC_SIM_LOG")]
     log: Option<PathBuf>,
+    /// How many of the newest log entries `GET /sim/log` can return (the --log file keeps all).
+    #[arg(long, default_value_t = ferric_sim::DEFAULT_LOG_MEMORY_ENTRIES, env = "FERRIC_SIM_LOG_MEMORY")]
+    log_memory: usize,
     /// Seconds the simulated OS takes to complete a graceful shutdown or restart.
     #[arg(long, default_value_t = 3.0, env = "FERRIC_SIM_GRACEFUL_SHUTDOWN_SECS")]
     graceful_shutdown_secs: f64,
@@ -60,6 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         username: args.username,
         password: args.password,
         log_path: args.log,
+        log_memory_entries: args.log_memory,
         behaviour: Behaviour {
             graceful_shutdown_secs: (!args.graceful_never).then_some(args.graceful_shutdown_secs),
             latency_ms: args.latency_ms,

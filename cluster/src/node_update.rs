@@ -21,7 +21,9 @@ impl Cluster {
             let mut spec = view.spec.clone();
             change(&view, &mut spec)?;
             if spec.id != view.spec.id {
-                return Err(ClusterError::Invalid("the uuid of a node cannot change".into()).into());
+                return Err(
+                    ClusterError::Invalid("the uuid of a node cannot change".into()).into(),
+                );
             }
             spec.updated_at_ms = now_ms();
             let key = self.keys().node(&spec.id);

@@ -325,7 +325,10 @@ impl Cluster {
             if let Some(p) = view.spec.pending_boot_device(&view.status) {
                 return Err(ClusterError::Busy {
                     node: view.spec.id.to_string(),
-                    what: format!("boot device change to \"{}\" is still in progress", p.device.as_str()),
+                    what: format!(
+                        "boot device change to \"{}\" is still in progress",
+                        p.device.as_str()
+                    ),
                 });
             }
             spec.boot_device_request = Some(BootDeviceRequest {

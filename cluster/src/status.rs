@@ -9,7 +9,9 @@
 
 use crate::{reservations::BATCH, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
-use ferric_model::{decode, encode, EventRecord, FenceToken, HistoryEntry, NodeHistory, NodeId, NodeStatus};
+use ferric_model::{
+    decode, encode, EventRecord, FenceToken, HistoryEntry, NodeHistory, NodeId, NodeStatus,
+};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -59,7 +61,11 @@ impl Cluster {
         let mut txn_ops = vec![TxnOp::put(self.keys().status(id), encode(status), None)];
         if let Some(entry) = history {
             let key = self.keys().history(id);
-            let resp = self.kv().get(key.clone(), None).await.map_err(|e| self.err(e))?;
+            let resp = self
+                .kv()
+                .get(key.clone(), None)
+                .await
+                .map_err(|e| self.err(e))?;
             // An unreadable history is replaced rather than blocking every status write.
             let mut h = resp
                 .kvs()

@@ -60,7 +60,9 @@ pub enum Auth {
     },
     /// SHA-256 of the token -> role (looked up by digest so that comparing never leaks a
     /// token's prefix through timing).
-    Token { tokens: HashMap<[u8; 32], Role> },
+    Token {
+        tokens: HashMap<[u8; 32], Role>,
+    },
 }
 
 impl std::fmt::Debug for Auth {

@@ -96,9 +96,7 @@ impl ApiError {
                 | ClusterError::NodeExists(_)
                 | ClusterError::Busy { .. }
                 | ClusterError::Conflict(_) => StatusCode::CONFLICT,
-                ClusterError::InvalidState(_) | ClusterError::Invalid(_) => {
-                    StatusCode::BAD_REQUEST
-                }
+                ClusterError::InvalidState(_) | ClusterError::Invalid(_) => StatusCode::BAD_REQUEST,
                 ClusterError::Corrupt { .. } | ClusterError::Fenced(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

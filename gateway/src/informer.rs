@@ -427,7 +427,10 @@ async fn run(cluster: Cluster, informer: Arc<Informer>, mut stop: watch::Receive
         };
         match &lost {
             WatchLost::Compacted(rev) => {
-                tracing::warn!(compacted = rev, "gateway watch fell behind compaction; reloading")
+                tracing::warn!(
+                    compacted = rev,
+                    "gateway watch fell behind compaction; reloading"
+                )
             }
             WatchLost::Ended(why) => {
                 tracing::warn!(reason = %why, "gateway watch ended; reloading")

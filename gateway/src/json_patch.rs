@@ -62,9 +62,12 @@ pub struct PatchOp {
 
 /// Parses a patch document; the error names what is wrong.
 pub fn parse(body: &Value) -> Result<Vec<PatchOp>, String> {
-    let items = body
-        .as_array()
-        .ok_or_else(|| format!("a JSON Patch must be a list of operations, not {}", kind(body)))?;
+    let items = body.as_array().ok_or_else(|| {
+        format!(
+            "a JSON Patch must be a list of operations, not {}",
+            kind(body)
+        )
+    })?;
     if items.is_empty() {
         return Err("the JSON Patch is empty".into());
     }
@@ -148,7 +151,9 @@ fn kind(v: &Value) -> &'static str {
 
 fn check_pointer(p: &str) -> Result<(), String> {
     if !p.starts_with('/') {
-        return Err(format!("{p:?} is not a JSON pointer (it must start with '/')"));
+        return Err(format!(
+            "{p:?} is not a JSON pointer (it must start with '/')"
+        ));
     }
     tokens(p).map(|_| ())
 }
@@ -200,7 +205,11 @@ fn array_index(token: &str, len: usize, allow_end: bool) -> Result<usize, String
     } else {
         return Err(format!("invalid list index {token:?}"));
     };
-    let max = if allow_end { len } else { len.saturating_sub(1) };
+    let max = if allow_end {
+        len
+    } else {
+        len.saturating_sub(1)
+    };
     if idx > max || (!allow_end && len == 0) {
         return Err(format!("list index {idx} is out of range"));
     }
@@ -322,19 +331,35 @@ mod tests {
     #[test]
     fn rfc6902_examples() {
         assert_eq!(
-            run(json!({"foo": "bar"}), json!([{"op": "add", "path": "/baz", "value": "qux"}])).unwrap(),
+            run(
+                json!({"foo": "bar"}),
+                json!([{"op": "add", "path": "/baz", "value": "qux"}])
+            )
+            .unwrap(),
             json!({"foo": "bar", "baz": "qux"})
         );
         assert_eq!(
-            run(json!({"foo": ["bar", "baz"]}), json!([{"op": "add", "path": "/foo/1", "value": "qux"}])).unwrap(),
+            run(
+                json!({"foo": ["bar", "baz"]}),
+                json!([{"op": "add", "path": "/foo/1", "value": "qux"}])
+            )
+            .unwrap(),
             json!({"foo": ["bar", "qux", "baz"]})
         );
         assert_eq!(
-            run(json!({"foo": [1]}), json!([{"op": "add", "path": "/foo/-", "value": 2}])).unwrap(),
+            run(
+                json!({"foo": [1]}),
+                json!([{"op": "add", "path": "/foo/-", "value": 2}])
+            )
+            .unwrap(),
             json!({"foo": [1, 2]})
         );
         assert_eq!(
-            run(json!({"baz": "qux", "foo": "bar"}), json!([{"op": "remove", "path": "/baz"}])).unwrap(),
+            run(
+                json!({"baz": "qux", "foo": "bar"}),
+                json!([{"op": "remove", "path": "/baz"}])
+            )
+            .unwrap(),
             json!({"foo": "bar"})
         );
         assert_eq!(
@@ -346,11 +371,23 @@ mod tests {
             json!({"foo": {"bar": "baz"}, "qux": {"corge": "grault", "thud": "fred"}})
         );
         assert_eq!(
-            run(json!({"a": {"b": 1}}), json!([{"op": "copy", "from": "/a/b", "path": "/c"}])).unwrap(),
+            run(
+                json!({"a": {"b": 1}}),
+                json!([{"op": "copy", "from": "/a/b", "path": "/c"}])
+            )
+            .unwrap(),
             json!({"a": {"b": 1}, "c": 1})
         );
-        assert!(run(json!({"a": 1}), json!([{"op": "test", "path": "/a", "value": 1}])).is_ok());
-        assert!(run(json!({"a": 1}), json!([{"op": "test", "path": "/a", "value": 2}])).is_err());
+        assert!(run(
+            json!({"a": 1}),
+            json!([{"op": "test", "path": "/a", "value": 1}])
+        )
+        .is_ok());
+        assert!(run(
+            json!({"a": 1}),
+            json!([{"op": "test", "path": "/a", "value": 2}])
+        )
+        .is_err());
         // Escapes: "/a~1b" is the key "a/b", "/m~0n" is "m~n".
         assert_eq!(
             run(json!({"p": {}}), json!([{"op": "add", "path": "/p/a~1b", "value": 1}, {"op": "add", "path": "/p/m~0n", "value": 2}])).unwrap(),
@@ -362,7 +399,11 @@ mod tests {
     fn errors_name_the_problem() {
         let e = run(json!({}), json!([{"op": "remove", "path": "/nope"}])).unwrap_err();
         assert!(e.contains("non-existent"), "{e}");
-        let e = run(json!({}), json!([{"op": "replace", "path": "/nope", "value": 1}])).unwrap_err();
+        let e = run(
+            json!({}),
+            json!([{"op": "replace", "path": "/nope", "value": 1}]),
+        )
+        .unwrap_err();
         assert!(e.contains("non-existent"), "{e}");
         let e = parse(&json!([{"op": "add", "path": "/a", "value": 1, "extra": 2}])).unwrap_err();
         assert!(e.contains("'extra' was unexpected"), "{e}");
@@ -373,9 +414,17 @@ mod tests {
         assert!(parse(&json!({"op": "add"})).is_err());
         assert!(parse(&json!([{"op": "add", "path": "/a"}])).is_err());
         assert!(parse(&json!([])).is_err());
-        let e = run(json!({"a": [1]}), json!([{"op": "add", "path": "/a/5", "value": 1}])).unwrap_err();
+        let e = run(
+            json!({"a": [1]}),
+            json!([{"op": "add", "path": "/a/5", "value": 1}]),
+        )
+        .unwrap_err();
         assert!(e.contains("out of range"), "{e}");
-        assert!(run(json!({"a": [1]}), json!([{"op": "add", "path": "/a/01", "value": 1}])).is_err());
+        assert!(run(
+            json!({"a": [1]}),
+            json!([{"op": "add", "path": "/a/01", "value": 1}])
+        )
+        .is_err());
     }
 
     #[test]

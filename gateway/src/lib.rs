@@ -85,6 +85,9 @@ pub struct Inner {
     last_write: AtomicI64,
     creator: create_batch::Creator,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Turns true when the server shuts down: long-lived responses (event streams) end, so
+    /// that a graceful shutdown does not wait for them forever.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for Inner {
@@ -116,7 +119,13 @@ impl AppState {
             last_write: AtomicI64::new(0),
             creator,
             stop,
+            closing: tokio::sync::watch::channel(false).0,
         }))
+    }
+
+    /// Resolves once the server is shutting down.
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Notes a write at `rev` for read-your-writes.
@@ -202,7 +211,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    let router = app(state.clone());
+    let shutdown = async move {
+        shutdown.await;
+        state.closing.send_replace(true);
+    };
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -279,7 +293,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let method = req.method().clone();
     let mut resp = next.run(req).await;
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-        && !resp.headers().contains_key(axum::http::header::CONTENT_TYPE)
+        && !resp
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
     {
         let allow = resp.headers().get(axum::http::header::ALLOW).cloned();
         let mut r = ApiError::MethodNotAllowed(format!(

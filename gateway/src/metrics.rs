@@ -12,6 +12,9 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// A gauge line: (name, help, labels, value).
+pub type Gauge<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, f64);
+
 #[derive(Default)]
 struct Histogram {
     counts: Vec<u64>,
@@ -55,9 +58,11 @@ impl Metrics {
     }
 
     /// The exposition text; `gauges` are (name, help, labels, value) lines computed by the caller.
-    pub fn render(&self, gauges: &[(&str, &str, Vec<(&str, String)>, f64)]) -> String {
+    pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let mut out = String::new();
-        out.push_str("# HELP ferric_gateway_requests_total API requests by route, method and status.\n");
+        out.push_str(
+            "# HELP ferric_gateway_requests_total API requests by route, method and status.\n",
+        );
         out.push_str("# TYPE ferric_gateway_requests_total counter\n");
         for ((route, method, status), n) in self
             .requests
@@ -72,9 +77,16 @@ impl Metrics {
                 escape(method)
             );
         }
-        out.push_str("# HELP ferric_gateway_request_duration_seconds API request latency by route.\n");
+        out.push_str(
+            "# HELP ferric_gateway_request_duration_seconds API request latency by route.\n",
+        );
         out.push_str("# TYPE ferric_gateway_request_duration_seconds histogram\n");
-        for (route, h) in self.latency.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (route, h) in self
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let route = escape(route);
             for (b, c) in BUCKETS.iter().zip(&h.counts) {
                 let _ = writeln!(
@@ -146,7 +158,9 @@ mod tests {
         assert!(text.contains(
             "ferric_gateway_request_duration_seconds_bucket{route=\"/v1/nodes\",le=\"0.005\"} 1"
         ));
-        assert!(text.contains("ferric_gateway_request_duration_seconds_count{route=\"/v1/nodes\"} 2"));
+        assert!(
+            text.contains("ferric_gateway_request_duration_seconds_count{route=\"/v1/nodes\"} 2")
+        );
         assert!(text.contains("ferric_nodes{provision_state=\"enroll\"} 2"));
     }
 }

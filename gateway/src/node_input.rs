@@ -156,7 +156,8 @@ fn unset(field: &str, v: &Value) -> bool {
         Value::Bool(false) => matches!(field, "protected" | "retired" | "automated_clean"),
         Value::Object(m) => field == "network_data" && m.is_empty(),
         Value::String(s) => {
-            matches!(field, "protected" | "retired") && parse_bool(&Value::String(s.clone())) == Some(false)
+            matches!(field, "protected" | "retired")
+                && parse_bool(&Value::String(s.clone())) == Some(false)
         }
         _ => false,
     }
@@ -206,7 +207,10 @@ fn want_str<'a>(what: &str, field: &str, v: &'a Value) -> Result<Option<&'a str>
         Value::String(s) => Ok(Some(s)),
         other => Err(schema_error(
             what,
-            format!("{} is not of type 'string', 'null' for '{field}'", type_name(other)),
+            format!(
+                "{} is not of type 'string', 'null' for '{field}'",
+                type_name(other)
+            ),
         )),
     }
 }
@@ -217,7 +221,10 @@ fn want_object(what: &str, field: &str, v: &Value) -> Result<String, ApiError> {
         Value::Object(_) => Ok(v.to_string()),
         other => Err(schema_error(
             what,
-            format!("{} is not of type 'object', 'null' for '{field}'", type_name(other)),
+            format!(
+                "{} is not of type 'object', 'null' for '{field}'",
+                type_name(other)
+            ),
         )),
     }
 }
@@ -316,7 +323,8 @@ pub fn create(
     // A field of a newer microversion is refused when it carries a value (Ironic's
     // `reject_fields_in_newer_versions`).
     for (k, v) in obj {
-        if !version.at_least(since(k)) && !(v.is_null() || (k == "conductor_group" && v == "")) {
+        let empty = v.is_null() || (k == "conductor_group" && v == "");
+        if !version.at_least(since(k)) && !empty {
             return Err(ApiError::NotAcceptable(format!(
                 "Field \"{k}\" needs API version 1.{} or later (this request asked for {}).",
                 since(k),
@@ -343,7 +351,10 @@ pub fn create(
         Some(other) => {
             return Err(schema_error(
                 WHAT,
-                format!("{} is not a valid driver name for 'driver'", type_name(other)),
+                format!(
+                    "{} is not a valid driver name for 'driver'",
+                    type_name(other)
+                ),
             ))
         }
         None => return Err(schema_error(WHAT, "'driver' is a required property".into())),
@@ -457,14 +468,17 @@ pub fn apply_patch(
             }
         }
         json_patch::apply_one(&mut doc, &p.op).map_err(|reason| {
-            ApiError::BadRequest(format!("Couldn't apply patch '{}'. Reason: {reason}", p.raw))
+            ApiError::BadRequest(format!(
+                "Couldn't apply patch '{}'. Reason: {reason}",
+                p.raw
+            ))
         })?;
     }
     let empty = Map::new();
     let old = old.as_object().unwrap_or(&empty);
-    let new = doc.as_object().ok_or_else(|| {
-        schema_error(WHAT, "the patched node is no longer an object".into())
-    })?;
+    let new = doc
+        .as_object()
+        .ok_or_else(|| schema_error(WHAT, "the patched node is no longer an object".into()))?;
     let null = Value::Null;
     let changed: Vec<&str> = PATCH_FIELDS
         .iter()
@@ -488,7 +502,10 @@ pub fn apply_patch(
                     Some(n) => Some(check_name(
                         n,
                         version,
-                        &format!("Node {}: Cannot change name to invalid name '%NAME%'", spec.id),
+                        &format!(
+                            "Node {}: Cannot change name to invalid name '%NAME%'",
+                            spec.id
+                        ),
                     )?),
                 }
             }
@@ -497,7 +514,10 @@ pub fn apply_patch(
                 other => {
                     return Err(schema_error(
                         WHAT,
-                        format!("{} is not a valid driver name for 'driver'", type_name(other)),
+                        format!(
+                            "{} is not a valid driver name for 'driver'",
+                            type_name(other)
+                        ),
                     ))
                 }
             },
@@ -551,8 +571,7 @@ pub fn apply_patch(
         }
         if reset_interfaces {
             // Interfaces the patch did not set go back to the new driver's defaults.
-            spec.interfaces
-                .retain(|k, _| changed.contains(&k.as_str()));
+            spec.interfaces.retain(|k, _| changed.contains(&k.as_str()));
         }
     }
     if driver_changed || changed.contains(&"conductor_group") {
@@ -601,7 +620,10 @@ mod tests {
         let e = err(json!({"driver": "fake-hardware", "bogus": 1}), 95);
         assert!(e.to_string().contains("'bogus' was unexpected"), "{e}");
         let e = err(json!({"name": "x"}), 95);
-        assert!(e.to_string().contains("'driver' is a required property"), "{e}");
+        assert!(
+            e.to_string().contains("'driver' is a required property"),
+            "{e}"
+        );
         let e = err(json!({"driver": "nope"}), 95);
         assert!(e.to_string().contains("No valid host"), "{e}");
         let e = err(json!({"driver": "fake-hardware", "maintenance": 7}), 95);
@@ -611,10 +633,16 @@ mod tests {
         let e = err(json!({"driver": "fake-hardware", "owner": "p1"}), 95);
         assert!(e.to_string().contains("owner"), "{e}");
         assert!(matches!(
-            err(json!({"driver": "fake-hardware", "disable_power_off": true}), 94),
+            err(
+                json!({"driver": "fake-hardware", "disable_power_off": true}),
+                94
+            ),
             ApiError::NotAcceptable(_)
         ));
-        assert!(matches!(err(json!({"driver": "fake-hardware"}), 10), ApiError::NotAcceptable(_)));
+        assert!(matches!(
+            err(json!({"driver": "fake-hardware"}), 10),
+            ApiError::NotAcceptable(_)
+        ));
         let e = err(json!({"driver": "fake-hardware", "name": "detail"}), 95);
         assert!(e.to_string().contains("reserved"), "{e}");
         let e = err(json!({"driver": "fake-hardware", "uuid": "nope"}), 95);
@@ -628,17 +656,29 @@ mod tests {
         assert!(check_name("Node_1", v(10), "%NAME%").is_ok());
         assert!(check_name("Node_1", v(9), "%NAME%").is_err());
         assert!(check_name("node-1.rack", v(9), "%NAME%").is_ok());
-        assert!(matches!(check_name("n", v(4), "%NAME%"), Err(ApiError::NotAcceptable(_))));
+        assert!(matches!(
+            check_name("n", v(4), "%NAME%"),
+            Err(ApiError::NotAcceptable(_))
+        ));
     }
 
     #[test]
     fn patch_fields_are_checked_before_reading() {
-        let ops = json_patch::parse(&json!([{"op": "replace", "path": "/power_state", "value": "power on"}])).unwrap();
+        let ops = json_patch::parse(
+            &json!([{"op": "replace", "path": "/power_state", "value": "power on"}]),
+        )
+        .unwrap();
         let e = check_patch(&ops, v(95)).unwrap_err();
         assert!(e.to_string().contains("Cannot patch /power_state"), "{e}");
-        let ops = json_patch::parse(&json!([{"op": "add", "path": "/disable_power_off", "value": true}])).unwrap();
-        assert!(matches!(check_patch(&ops, v(90)), Err(ApiError::NotAcceptable(_))));
-        let ops = json_patch::parse(&json!([{"op": "add", "path": "/properties/a", "value": 1}])).unwrap();
+        let ops =
+            json_patch::parse(&json!([{"op": "add", "path": "/disable_power_off", "value": true}]))
+                .unwrap();
+        assert!(matches!(
+            check_patch(&ops, v(90)),
+            Err(ApiError::NotAcceptable(_))
+        ));
+        let ops = json_patch::parse(&json!([{"op": "add", "path": "/properties/a", "value": 1}]))
+            .unwrap();
         assert!(check_patch(&ops, v(1)).is_ok());
     }
 }

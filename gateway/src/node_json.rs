@@ -460,16 +460,13 @@ impl Serialize for NodeDoc<'_> {
                     name,
                     &spec.instance_uuid.map(|u| u.hyphenated().to_string()),
                 )?,
-                F::LastError => m.serialize_entry(
-                    name,
-                    &st.last_error.as_deref().or(node.status_error()),
-                )?,
+                F::LastError => {
+                    m.serialize_entry(name, &st.last_error.as_deref().or(node.status_error()))?
+                }
                 F::Maintenance => m.serialize_entry(name, &spec.maintenance)?,
                 F::MaintenanceReason => m.serialize_entry(name, &spec.maintenance_reason)?,
                 F::Name => m.serialize_entry(name, &spec.name.as_ref().map(|n| n.as_str()))?,
-                F::PowerState => {
-                    m.serialize_entry(name, &st.power_state.map(|p| p.as_str()))?
-                }
+                F::PowerState => m.serialize_entry(name, &st.power_state.map(|p| p.as_str()))?,
                 F::Properties => m.serialize_entry(name, &e.properties)?,
                 F::ProvisionState => {
                     m.serialize_entry(name, &provision_state_str(st.provision_state, v))?
@@ -484,9 +481,7 @@ impl Serialize for NodeDoc<'_> {
                     name,
                     &target_provision_state(node).and_then(|t| provision_state_str(t, v)),
                 )?,
-                F::UpdatedAt => {
-                    m.serialize_entry(name, &updated_at_ms(spec, st).map(iso8601))?
-                }
+                F::UpdatedAt => m.serialize_entry(name, &updated_at_ms(spec, st).map(iso8601))?,
                 F::Uuid => m.serialize_entry(name, &spec.id.to_string())?,
             }
         }
@@ -494,7 +489,10 @@ impl Serialize for NodeDoc<'_> {
             let path = format!("nodes/{}", spec.id);
             m.serialize_entry("links", &links(&self.render.base, &path))?;
             if self.render.all && v.at_least(version::V_STATES_LINKS) {
-                m.serialize_entry("states", &links(&self.render.base, &format!("{path}/states")))?;
+                m.serialize_entry(
+                    "states",
+                    &links(&self.render.base, &format!("{path}/states")),
+                )?;
             }
         }
         m.end()
@@ -548,7 +546,10 @@ mod tests {
     #[test]
     fn timestamps_are_iso8601_utc() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000000+00:00");
-        assert_eq!(iso8601(1_471_559_328_643), "2016-08-18T22:28:48.643000+00:00");
+        assert_eq!(
+            iso8601(1_471_559_328_643),
+            "2016-08-18T22:28:48.643000+00:00"
+        );
         assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000000+00:00");
     }
 

@@ -53,8 +53,7 @@ pub fn url_decode(s: &str) -> Result<String, ApiError> {
         }
         i += 1;
     }
-    String::from_utf8(out)
-        .map_err(|_| ApiError::BadRequest("Query string is not UTF-8.".into()))
+    String::from_utf8(out).map_err(|_| ApiError::BadRequest("Query string is not UTF-8.".into()))
 }
 
 /// Percent-encoding of a query value (for `next` links).
@@ -122,9 +121,11 @@ impl Params {
     pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                ApiError::BadRequest(format!("Expected an integer for {name}: {v}"))
-            }),
+            Some(v) => {
+                v.trim().parse().map(Some).map_err(|_| {
+                    ApiError::BadRequest(format!("Expected an integer for {name}: {v}"))
+                })
+            }
         }
     }
 
@@ -180,9 +181,8 @@ pub async fn json_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&data).map_err(|e| {
-        ApiError::BadRequest(format!("The request body is not valid JSON: {e}"))
-    })
+    serde_json::from_slice(&data)
+        .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}")))
 }
 
 /// An action body: a JSON object whose keys must all be in `allowed` (null or empty: `{}`).
@@ -234,7 +234,10 @@ pub fn req_string(obj: &serde_json::Map<String, Value>, name: &str) -> Result<St
 }
 
 /// An optional boolean argument (booleans and their usual string spellings).
-pub fn opt_bool(obj: &serde_json::Map<String, Value>, name: &str) -> Result<Option<bool>, ApiError> {
+pub fn opt_bool(
+    obj: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<bool>, ApiError> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => parse_bool(v)
@@ -293,7 +296,11 @@ pub fn check_ident(ident: &str, version: ApiVersion) -> Result<(), ApiError> {
 }
 
 /// A node by uuid or name from this gateway's copy (after the read-your-writes barrier).
-pub async fn lookup(state: &AppState, ident: &str, version: ApiVersion) -> Result<NodeRef, ApiError> {
+pub async fn lookup(
+    state: &AppState,
+    ident: &str,
+    version: ApiVersion,
+) -> Result<NodeRef, ApiError> {
     check_ident(ident, version)?;
     state.read_barrier().await?;
     state
@@ -309,7 +316,10 @@ mod tests {
 
     #[test]
     fn query_strings_decode() {
-        let p = Params::parse(Some("provision_state=clean+failed&fields=uuid%2Cname&a=1&a=2")).unwrap();
+        let p = Params::parse(Some(
+            "provision_state=clean+failed&fields=uuid%2Cname&a=1&a=2",
+        ))
+        .unwrap();
         assert_eq!(p.get("provision_state"), Some("clean failed"));
         assert_eq!(p.list("fields").unwrap(), vec!["uuid", "name"]);
         assert_eq!(p.get("a"), Some("2"));

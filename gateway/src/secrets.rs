@@ -74,7 +74,13 @@ mod tests {
         mask(&mut v);
         assert_eq!(v["ipmi_address"], "10.0.0.5");
         assert_eq!(v["ipmi_username"], "admin");
-        for k in ["ipmi_password", "redfish_password", "snmp_auth_key", "snmp_priv_key", "auth_token"] {
+        for k in [
+            "ipmi_password",
+            "redfish_password",
+            "snmp_auth_key",
+            "snmp_priv_key",
+            "auth_token",
+        ] {
             assert_eq!(v[k], MASK, "{k}");
         }
         assert_eq!(v["nested"]["SecretThing"], MASK);

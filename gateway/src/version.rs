@@ -255,7 +255,9 @@ mod tests {
 
     #[test]
     fn out_of_range_and_garbage_are_406() {
-        for bad in ["1.0", "1.96", "2.1", "1", "1.x", "abc", "1.1.1", " ", "1.-1"] {
+        for bad in [
+            "1.0", "1.96", "2.1", "1", "1.x", "abc", "1.1.1", " ", "1.-1",
+        ] {
             let mut m = HeaderMap::new();
             m.insert(HDR_VERSION, HeaderValue::from_str(bad).unwrap());
             match requested(&m) {

@@ -13,6 +13,8 @@ use crate::system::Power;
 const MAX_GRACEFUL_SECS: f64 = 86_400.0;
 /// Longest injected latency: an hour (clients give up long before).
 const MAX_LATENCY_MS: u64 = 3_600_000;
+/// About 400 MB of entries: far more than a benchmark run produces.
+pub const DEFAULT_LOG_MEMORY_ENTRIES: usize = 1_000_000;
 /// More systems than this is a typo, not a fleet (each costs a few hundred bytes).
 pub const MAX_SYSTEMS: usize = 1_000_000;
 
@@ -65,10 +67,12 @@ impl Behaviour {
         .validate()
     }
 
-    /// Valid only after [`Behaviour::validate`] (which bounds the value, so this cannot panic).
+    /// Meaningful after [`Behaviour::validate`]; an invalid value (NaN) counts as 0 rather than
+    /// panicking.
     pub fn graceful_shutdown(&self) -> Option<Duration> {
-        self.graceful_shutdown_secs
-            .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_GRACEFUL_SECS)))
+        self.graceful_shutdown_secs.map(|s| {
+            Duration::try_from_secs_f64(s.clamp(0.0, MAX_GRACEFUL_SECS)).unwrap_or(Duration::ZERO)
+        })
     }
 
     pub fn latency(&self) -> Duration {
@@ -155,6 +159,9 @@ pub struct SimConfig {
     pub password: String,
     /// Also append the command log here, one JSON object per line, written before each answer.
     pub log_path: Option<PathBuf>,
+    /// How many of the newest log entries `GET /sim/log` can return (memory is bounded; the file
+    /// keeps everything).
+    pub log_memory_entries: usize,
     /// Every system's behaviour at start.
     pub behaviour: Behaviour,
     /// Seeds the per-system failure draws.
@@ -169,6 +176,7 @@ impl Default for SimConfig {
             username: "admin".to_string(),
             password: "password".to_string(),
             log_path: None,
+            log_memory_entries: DEFAULT_LOG_MEMORY_ENTRIES,
             behaviour: Behaviour::default(),
             seed: 0,
         }
@@ -193,6 +201,11 @@ impl SimConfig {
                 "the id prefix may contain only ASCII letters, digits, '-', '_' and '.' (got {:?})",
                 self.id_prefix
             )));
+        }
+        if self.log_memory_entries == 0 {
+            return Err(SimError::InvalidConfig(
+                "the log must keep at least one entry in memory".to_string(),
+            ));
         }
         if self.username.contains(':') {
             return Err(SimError::InvalidConfig(

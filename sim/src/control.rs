@@ -47,12 +47,11 @@ async fn get_system(State(state): State<Arc<SimState>>, Path(id): Path<String>) 
 }
 
 /// Parses and validates a behaviour patch; any problem is the client's (400).
-fn parse_patch(body: &Bytes) -> Result<BehaviourPatch, Response> {
-    let patch: BehaviourPatch = serde_json::from_slice(body)
-        .map_err(|e| control_error(StatusCode::BAD_REQUEST, format!("invalid behaviour: {e}")))?;
-    patch
-        .validate()
-        .map_err(|e| control_error(StatusCode::BAD_REQUEST, e.to_string()))?;
+fn parse_patch(body: &Bytes) -> Result<BehaviourPatch, Box<Response>> {
+    let invalid = |m: String| Box::new(control_error(StatusCode::BAD_REQUEST, m));
+    let patch: BehaviourPatch =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("invalid behaviour: {e}")))?;
+    patch.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(patch)
 }
 
@@ -66,7 +65,7 @@ async fn put_system_behaviour(
     };
     let patch = match parse_patch(&body) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     state.patch(idx, &patch);
     match state.view(&id) {
@@ -78,7 +77,7 @@ async fn put_system_behaviour(
 async fn put_fleet_behaviour(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
     let patch = match parse_patch(&body) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let n = state.ids().len();
     for idx in 0..n {

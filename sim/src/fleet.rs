@@ -48,11 +48,12 @@ pub struct PendingView {
 impl SimState {
     pub fn new(cfg: SimConfig) -> Result<Arc<Self>, SimError> {
         cfg.validate()?;
-        let log =
-            CommandLog::open(cfg.log_path.as_deref()).map_err(|source| SimError::OpenLog {
+        let log = CommandLog::open(cfg.log_path.as_deref(), cfg.log_memory_entries).map_err(
+            |source| SimError::OpenLog {
                 path: cfg.log_path.clone().unwrap_or_default(),
                 source,
-            })?;
+            },
+        )?;
         let ids: Vec<String> = (0..cfg.systems).map(|i| cfg.system_id(i)).collect();
         let index = ids
             .iter()

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use axum::routing::{any, get};
 use axum::Router;
 
-pub use config::{Behaviour, BehaviourPatch, SimConfig, SimError, MAX_SYSTEMS};
+pub use config::{
+    Behaviour, BehaviourPatch, SimConfig, SimError, DEFAULT_LOG_MEMORY_ENTRIES, MAX_SYSTEMS,
+};
 pub use fleet::{PendingView, SimState, SystemView};
 pub use log::{rfc3339_ms, CommandLog, LogEntry};
 pub use redfish::MAX_BODY_BYTES;

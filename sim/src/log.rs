@@ -3,6 +3,7 @@
 //! record that tests check conductors against, so an entry is written (to the file too) before the
 //! request is answered: whatever a client saw answered is in the file even after a SIGKILL.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -64,21 +65,28 @@ pub struct CommandLog {
 
 #[derive(Debug)]
 struct Inner {
-    entries: Vec<LogEntry>,
+    /// The newest entries, at most `keep`; the file (if any) has them all.
+    entries: VecDeque<LogEntry>,
+    keep: usize,
+    /// Index of the next entry (= entries ever appended).
+    next: u64,
     file: Option<File>,
     file_failed: bool,
 }
 
 impl CommandLog {
-    /// A log that also appends to `path` (created if missing, never truncated).
-    pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
+    /// A log that keeps the newest `keep` entries in memory and also appends every entry to
+    /// `path` (created if missing, never truncated).
+    pub fn open(path: Option<&Path>, keep: usize) -> std::io::Result<Self> {
         let file = match path {
             Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
             None => None,
         };
         Ok(CommandLog {
             inner: Mutex::new(Inner {
-                entries: Vec::new(),
+                entries: VecDeque::new(),
+                keep: keep.max(1),
+                next: 0,
                 file,
                 file_failed: false,
             }),
@@ -98,7 +106,8 @@ impl CommandLog {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let mut inner = self.lock();
-        let index = inner.entries.len() as u64;
+        let index = inner.next;
+        inner.next += 1;
         let entry = LogEntry {
             index,
             time: rfc3339_ms(unix_ms),
@@ -122,21 +131,25 @@ impl CommandLog {
                 }
             }
         }
-        inner.entries.push(entry);
+        if inner.entries.len() == inner.keep {
+            inner.entries.pop_front();
+        }
+        inner.entries.push_back(entry);
         index
     }
 
-    /// Entries from index `since` on (empty when there are none yet).
+    /// Entries from index `since` on (empty when there are none yet). Entries that memory no
+    /// longer holds are skipped: the first entry's `index` shows the gap.
     pub fn since(&self, since: u64) -> Vec<LogEntry> {
         let inner = self.lock();
-        let from = usize::try_from(since)
-            .unwrap_or(usize::MAX)
-            .min(inner.entries.len());
-        inner.entries[from..].to_vec()
+        let oldest = inner.next - inner.entries.len() as u64;
+        let skip = usize::try_from(since.saturating_sub(oldest)).unwrap_or(usize::MAX);
+        inner.entries.iter().skip(skip).cloned().collect()
     }
 
+    /// Entries ever appended (the next entry's index).
     pub fn len(&self) -> u64 {
-        self.lock().entries.len() as u64
+        self.lock().next
     }
 
     pub fn is_empty(&self) -> bool {
@@ -176,6 +189,33 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(system: &str) -> Record {
+        Record {
+            received: SystemTime::now(),
+            system: system.to_string(),
+            method: "GET".to_string(),
+            path: format!("/redfish/v1/Systems/{system}"),
+            action: None,
+            status: Some(200),
+            client: None,
+        }
+    }
+
+    #[test]
+    fn memory_keeps_the_newest_entries_with_their_indexes() {
+        let log = CommandLog::open(None, 3).unwrap();
+        for i in 0..5 {
+            assert_eq!(log.append(record(&format!("s{i}"))), i);
+        }
+        assert_eq!(log.len(), 5);
+        let idx = |v: Vec<LogEntry>| v.iter().map(|e| e.index).collect::<Vec<_>>();
+        assert_eq!(idx(log.since(0)), [2, 3, 4]);
+        assert_eq!(idx(log.since(3)), [3, 4]);
+        assert_eq!(idx(log.since(5)), Vec::<u64>::new());
+        assert_eq!(idx(log.since(u64::MAX)), Vec::<u64>::new());
+        assert_eq!(log.since(4)[0].system, "s4");
+    }
 
     #[test]
     fn formats_known_instants() {

@@ -920,6 +920,29 @@ async fn the_log_records_every_request_to_a_system() {
 }
 
 #[tokio::test]
+async fn memory_keeps_the_newest_entries_and_the_file_keeps_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("commands.jsonl");
+    let s = sim_with(SimConfig {
+        systems: 1,
+        log_path: Some(file.clone()),
+        log_memory_entries: 2,
+        ..SimConfig::default()
+    });
+    for _ in 0..5 {
+        s.power("sim-0").await;
+    }
+    let indexes = |v: Vec<LogEntry>| v.iter().map(|e| e.index).collect::<Vec<_>>();
+    assert_eq!(
+        indexes(s.log(0).await),
+        [3, 4],
+        "the gap shows in the indexes"
+    );
+    assert_eq!(indexes(s.log(4).await), [4]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 5);
+}
+
+#[tokio::test]
 async fn the_log_file_is_appended_to_not_truncated() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("commands.jsonl");

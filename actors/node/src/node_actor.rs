@@ -205,10 +205,17 @@ impl Actor for NodeActor {
     ) -> Result<(), ActorProcessingErr> {
         // The only children are power actors. When one ends (idle, fenced, crashed), forget it;
         // an operation it was running is still recorded in the status and resumes from there.
-        if let SupervisionEvent::ActorTerminated(cell, _, _) | SupervisionEvent::ActorFailed(cell, _) = &evt {
-            if state.power.as_ref().is_some_and(|p| p.get_id() == cell.get_id()) {
+        if let SupervisionEvent::ActorTerminated(cell, _, _)
+        | SupervisionEvent::ActorFailed(cell, _) = &evt
+        {
+            if state
+                .power
+                .as_ref()
+                .is_some_and(|p| p.get_id() == cell.get_id())
+            {
                 state.power = None;
-                let lost = state.power_in_flight.take().is_some() | state.boot_in_flight.take().is_some();
+                let lost =
+                    state.power_in_flight.take().is_some() | state.boot_in_flight.take().is_some();
                 if let SupervisionEvent::ActorFailed(_, err) = &evt {
                     tracing::error!(node = %state.id, error = %err, "power actor crashed");
                 }
@@ -310,8 +317,23 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                     state.status = next;
                     continue;
                 }
-                let entry = history(state, "takeover", &format!("taken over by {}", state.ctx.me), "conductor", next.last_error.clone());
-                match commit(state, next, Extras { history: Some(entry), event: None }).await {
+                let entry = history(
+                    state,
+                    "takeover",
+                    &format!("taken over by {}", state.ctx.me),
+                    "conductor",
+                    next.last_error.clone(),
+                );
+                match commit(
+                    state,
+                    next,
+                    Extras {
+                        history: Some(entry),
+                        event: None,
+                    },
+                )
+                .await
+                {
                     Commit::Done => continue,
                     Commit::Later => return schedule_retry(myself, state),
                     Commit::Fenced => return fenced(myself, state),
@@ -363,8 +385,24 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                     }
                     Err(error) => {
                         let next = boot_finished(&state.status, &req, &Err(error.clone()));
-                        let entry = history(state, "boot device", req.device.as_str(), &req.requested_by, Some(error));
-                        if let Some(c) = after_commit(myself, state, next, Extras { history: Some(entry), event: None }).await {
+                        let entry = history(
+                            state,
+                            "boot device",
+                            req.device.as_str(),
+                            &req.requested_by,
+                            Some(error),
+                        );
+                        if let Some(c) = after_commit(
+                            myself,
+                            state,
+                            next,
+                            Extras {
+                                history: Some(entry),
+                                event: None,
+                            },
+                        )
+                        .await
+                        {
                             return c;
                         }
                     }
@@ -378,7 +416,9 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                 };
                 let before = state.status.provision_state;
                 let (next, _) = instant_provision(&state.status, &req, || verify);
-                let error = next.last_error.clone().filter(|_| next.last_error != state.status.last_error || next.provision_state == before);
+                let error = next.last_error.clone().filter(|_| {
+                    next.last_error != state.status.last_error || next.provision_state == before
+                });
                 let action = format!(
                     "{}: \"{}\" -> \"{}\"",
                     req.verb.as_str(),
@@ -386,7 +426,17 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                     next.provision_state.as_str()
                 );
                 let entry = history(state, "provision", &action, &req.requested_by, error);
-                if let Some(c) = after_commit(myself, state, next, Extras { history: Some(entry), event: None }).await {
+                if let Some(c) = after_commit(
+                    myself,
+                    state,
+                    next,
+                    Extras {
+                        history: Some(entry),
+                        event: None,
+                    },
+                )
+                .await
+                {
                     return c;
                 }
             }
@@ -492,16 +542,40 @@ async fn on_power_event(myself: &ActorRef<NodeMsg>, state: &mut NodeState, event
                 return;
             };
             let next = boot_finished(&state.status, &req, &result);
-            let action = format!("{}{}", req.device.as_str(), if req.persistent { " (persistent)" } else { "" });
-            let entry = history(state, "boot device", &action, &req.requested_by, result.err());
-            let _ = after_commit(myself, state, next, Extras { history: Some(entry), event: None }).await;
+            let action = format!(
+                "{}{}",
+                req.device.as_str(),
+                if req.persistent { " (persistent)" } else { "" }
+            );
+            let entry = history(
+                state,
+                "boot device",
+                &action,
+                &req.requested_by,
+                result.err(),
+            );
+            let _ = after_commit(
+                myself,
+                state,
+                next,
+                Extras {
+                    history: Some(entry),
+                    event: None,
+                },
+            )
+            .await;
         }
     }
 }
 
 /// Records the end of power operation `seq`: status, history and (if the observed power state
 /// changed) an event, in one fenced transaction.
-async fn finish_power(myself: &ActorRef<NodeMsg>, state: &mut NodeState, seq: u64, outcome: Outcome) {
+async fn finish_power(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    seq: u64,
+    outcome: Outcome,
+) {
     let req = state
         .spec
         .as_ref()
@@ -517,10 +591,14 @@ async fn finish_power(myself: &ActorRef<NodeMsg>, state: &mut NodeState, seq: u6
             },
             None,
         ),
-        (Outcome::Failed { error, .. }, Some(r)) => (r.target.as_str().to_string(), Some(error.clone())),
+        (Outcome::Failed { error, .. }, Some(r)) => {
+            (r.target.as_str().to_string(), Some(error.clone()))
+        }
         (_, None) => ("power".to_string(), None),
     };
-    let who = req.as_ref().map_or("conductor".to_string(), |r| r.requested_by.clone());
+    let who = req
+        .as_ref()
+        .map_or("conductor".to_string(), |r| r.requested_by.clone());
     let entry = history(state, "power", &action, &who, error);
     let event = if next.power_state != before && next.power_state.is_some() {
         next.event_seq += 1;
@@ -536,10 +614,25 @@ async fn finish_power(myself: &ActorRef<NodeMsg>, state: &mut NodeState, seq: u6
     } else {
         None
     };
-    let _ = after_commit(myself, state, next, Extras { history: Some(entry), event }).await;
+    let _ = after_commit(
+        myself,
+        state,
+        next,
+        Extras {
+            history: Some(entry),
+            event,
+        },
+    )
+    .await;
 }
 
-fn history(state: &NodeState, kind: &str, action: &str, requested_by: &str, error: Option<String>) -> HistoryEntry {
+fn history(
+    state: &NodeState,
+    kind: &str,
+    action: &str,
+    requested_by: &str,
+    error: Option<String>,
+) -> HistoryEntry {
     HistoryEntry {
         at_ms: now_ms(),
         kind: kind.to_string(),
@@ -561,7 +654,13 @@ async fn commit(state: &mut NodeState, mut status: NodeStatus, extras: Extras) -
         state
             .ctx
             .cluster
-            .write_status_with(&state.id, state.token, &status, extras.history, extras.event)
+            .write_status_with(
+                &state.id,
+                state.token,
+                &status,
+                extras.history,
+                extras.event,
+            )
             .await
     };
     match result {

@@ -83,12 +83,18 @@ pub const SOFT_TIMEOUT_S: u32 = 600;
 /// Starts (or, for a node taken over mid-operation, resumes) the power operation of `req`:
 /// the status records the operation before the first BMC command, so that whoever owns the node
 /// next knows what was under way, since when, and whether the OS was already asked to shut down.
-pub fn power_start(spec: &NodeSpec, status: &NodeStatus, req: &PowerRequest, now_ms: u64) -> (NodeStatus, Plan, Phase) {
+pub fn power_start(
+    spec: &NodeSpec,
+    status: &NodeStatus,
+    req: &PowerRequest,
+    now_ms: u64,
+) -> (NodeStatus, Plan, Phase) {
     let soft = matches!(req.target, PowerTarget::SoftOff | PowerTarget::SoftReboot);
-    let timeout_s = req
-        .timeout_s
-        .filter(|t| *t > 0)
-        .unwrap_or(if soft { SOFT_TIMEOUT_S } else { HARD_TIMEOUT_S });
+    let timeout_s = req.timeout_s.filter(|t| *t > 0).unwrap_or(if soft {
+        SOFT_TIMEOUT_S
+    } else {
+        HARD_TIMEOUT_S
+    });
     let mut next = status.clone();
     let (op, phase) = match &status.power_op {
         // Resume: keep the original deadline; do not re-send a graceful request.
@@ -132,7 +138,11 @@ pub fn power_finished(status: &NodeStatus, seq: u64, outcome: &Outcome, now_ms: 
                 next.fault = None;
             }
         }
-        Outcome::Failed { error, fault, power } => {
+        Outcome::Failed {
+            error,
+            fault,
+            power,
+        } => {
             if let Some(p) = power {
                 next.power_state = Some(*p);
             }
@@ -149,7 +159,11 @@ pub fn power_finished(status: &NodeStatus, seq: u64, outcome: &Outcome, now_ms: 
 pub const POWER_FAULT: &str = "power failure";
 
 /// The status after a boot device request ended.
-pub fn boot_finished(status: &NodeStatus, req: &BootDeviceRequest, result: &Result<(), String>) -> NodeStatus {
+pub fn boot_finished(
+    status: &NodeStatus,
+    req: &BootDeviceRequest,
+    result: &Result<(), String>,
+) -> NodeStatus {
     let mut next = status.clone();
     next.boot_seq_done = next.boot_seq_done.max(req.seq);
     match result {
@@ -158,7 +172,12 @@ pub fn boot_finished(status: &NodeStatus, req: &BootDeviceRequest, result: &Resu
             next.boot_persistent = req.persistent;
             next.last_error = None;
         }
-        Err(e) => next.last_error = Some(format!("setting boot device {} failed: {e}", req.device.as_str())),
+        Err(e) => {
+            next.last_error = Some(format!(
+                "setting boot device {} failed: {e}",
+                req.device.as_str()
+            ))
+        }
     }
     next
 }
@@ -390,7 +409,15 @@ mod tests {
         assert_eq!(done.power_op, None);
         assert_eq!(done.fault.as_deref(), Some(POWER_FAULT));
         assert_eq!(done.power_state, Some(PowerState::On));
-        let ok = power_finished(&done, 5, &Outcome::Done { power: PowerState::Off, note: None }, 3);
+        let ok = power_finished(
+            &done,
+            5,
+            &Outcome::Done {
+                power: PowerState::Off,
+                note: None,
+            },
+            3,
+        );
         assert_eq!(ok.fault, None);
         assert_eq!(ok.last_error, None);
     }

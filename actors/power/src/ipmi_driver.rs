@@ -11,7 +11,9 @@ use std::time::Duration;
 
 /// Parses and validates `ipmi_address`, `ipmi_port`, `ipmi_username`, `ipmi_password`.
 pub fn parse_info(info: &Value, timeout: Duration) -> Result<IpmiConfig, String> {
-    let obj = info.as_object().ok_or("driver_info must be a JSON object")?;
+    let obj = info
+        .as_object()
+        .ok_or("driver_info must be a JSON object")?;
     let text = |key: &str| -> Result<Option<String>, String> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -23,14 +25,17 @@ pub fn parse_info(info: &Value, timeout: Duration) -> Result<IpmiConfig, String>
         .filter(|a| !a.trim().is_empty())
         .ok_or("ipmi_address is required")?;
     if address.contains(char::is_whitespace) || address.contains('/') {
-        return Err(format!("ipmi_address {address:?} is not a host name or IP address"));
+        return Err(format!(
+            "ipmi_address {address:?} is not a host name or IP address"
+        ));
     }
     let port = match obj.get("ipmi_port") {
         None | Some(Value::Null) => 623,
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .filter(|p| (1..=65535).contains(p))
-            .ok_or_else(|| format!("ipmi_port {n} is not a port number"))? as u16,
+        Some(Value::Number(n)) => {
+            n.as_u64()
+                .filter(|p| (1..=65535).contains(p))
+                .ok_or_else(|| format!("ipmi_port {n} is not a port number"))? as u16
+        }
         Some(Value::String(s)) => s
             .parse::<u16>()
             .ok()
@@ -109,7 +114,13 @@ fn map_error(e: IpmiError) -> BmcError {
 impl Bmc for IpmiBmc {
     fn power_state(&mut self) -> BmcFuture<'_, PowerState> {
         let fut = self.run(|c| c.power_is_on());
-        Box::pin(async move { Ok(if fut.await? { PowerState::On } else { PowerState::Off }) })
+        Box::pin(async move {
+            Ok(if fut.await? {
+                PowerState::On
+            } else {
+                PowerState::Off
+            })
+        })
     }
 
     fn power(&mut self, action: PowerAction) -> BmcFuture<'_, ()> {
@@ -144,16 +155,34 @@ mod tests {
     fn ironic_keys_are_validated() {
         let t = Duration::from_secs(1);
         let c = parse_info(&json!({"ipmi_address": "10.1.2.3", "ipmi_port": "6230", "ipmi_username": "admin", "ipmi_password": "pw"}), t).unwrap();
-        assert_eq!((c.address.as_str(), c.port, c.username.as_str()), ("10.1.2.3", 6230, "admin"));
-        assert_eq!(parse_info(&json!({"ipmi_address": "h"}), t).unwrap().port, 623);
+        assert_eq!(
+            (c.address.as_str(), c.port, c.username.as_str()),
+            ("10.1.2.3", 6230, "admin")
+        );
+        assert_eq!(
+            parse_info(&json!({"ipmi_address": "h"}), t).unwrap().port,
+            623
+        );
         for (bad, why) in [
             (json!({}), "ipmi_address is required"),
             (json!({"ipmi_address": ""}), "ipmi_address is required"),
-            (json!({"ipmi_address": "h", "ipmi_port": 70000}), "not a port"),
+            (
+                json!({"ipmi_address": "h", "ipmi_port": 70000}),
+                "not a port",
+            ),
             (json!({"ipmi_address": "h", "ipmi_port": "x"}), "not a port"),
-            (json!({"ipmi_address": "h", "ipmi_port": true}), "must be a number"),
-            (json!({"ipmi_address": "h", "ipmi_username": 5}), "must be a string"),
-            (json!({"ipmi_address": "h", "ipmi_password": "x".repeat(21)}), "20 bytes"),
+            (
+                json!({"ipmi_address": "h", "ipmi_port": true}),
+                "must be a number",
+            ),
+            (
+                json!({"ipmi_address": "h", "ipmi_username": 5}),
+                "must be a string",
+            ),
+            (
+                json!({"ipmi_address": "h", "ipmi_password": "x".repeat(21)}),
+                "20 bytes",
+            ),
             (json!({"ipmi_address": "a b"}), "not a host"),
         ] {
             let err = parse_info(&bad, t).unwrap_err();

@@ -53,8 +53,13 @@ pub fn connect(
             Ok(Box::new(redfish::RedfishBmc::new(info, &settings.redfish)?))
         }
         "ipmi" => {
-            let cfg = ipmi_driver::parse_info(&info, settings.command_timeout.min(std::time::Duration::from_secs(5)))
-                .map_err(BmcError::Config)?;
+            let cfg = ipmi_driver::parse_info(
+                &info,
+                settings
+                    .command_timeout
+                    .min(std::time::Duration::from_secs(5)),
+            )
+            .map_err(BmcError::Config)?;
             Ok(Box::new(ipmi_driver::IpmiBmc::new(cfg)))
         }
         other => Err(BmcError::UnknownDriver(other.to_string())),

@@ -41,8 +41,13 @@ pub enum Decision {
     Send(PowerAction, Phase),
     /// Read the power state again later.
     Poll,
-    Done { note: Option<String> },
-    Failed { error: String, fault: bool },
+    Done {
+        note: Option<String>,
+    },
+    Failed {
+        error: String,
+        fault: bool,
+    },
 }
 
 pub fn decide(plan: &Plan, phase: Phase, observed: PowerState, now_ms: u64) -> Decision {
@@ -99,7 +104,9 @@ pub fn decide(plan: &Plan, phase: Phase, observed: PowerState, now_ms: u64) -> D
         (T::SoftOff | T::SoftReboot, Phase::Begin, On) => {
             Send(PowerAction::GracefulShutdown, Phase::SoftSent)
         }
-        (T::SoftReboot, Phase::Begin | Phase::SoftSent, Off) => Send(PowerAction::On, Phase::OnSent),
+        (T::SoftReboot, Phase::Begin | Phase::SoftSent, Off) => {
+            Send(PowerAction::On, Phase::OnSent)
+        }
         (T::SoftOff | T::SoftReboot, Phase::SoftSent, On) if late => match plan.policy {
             SoftOffPolicy::Error => Failed {
                 error: format!(
@@ -113,7 +120,9 @@ pub fn decide(plan: &Plan, phase: Phase, observed: PowerState, now_ms: u64) -> D
         (T::SoftOff | T::SoftReboot, Phase::ForcedOff, On) if late_by(plan, now_ms, 60_000) => {
             timed_out("the machine did not power off even when forced")
         }
-        (T::SoftReboot, Phase::OnSent, Off) if late => timed_out("the machine did not come back on"),
+        (T::SoftReboot, Phase::OnSent, Off) if late => {
+            timed_out("the machine did not come back on")
+        }
         (T::SoftOff | T::SoftReboot, _, _) => Poll,
     }
 }
@@ -158,7 +167,11 @@ mod tests {
 
     /// Runs an operation against a simulated machine whose OS shuts down `os_off_at` ms after a
     /// graceful request (None: never). Returns the commands sent and the outcome.
-    fn run(plan: Plan, start: PowerState, os_off_after: Option<u64>) -> (Vec<PowerAction>, Decision) {
+    fn run(
+        plan: Plan,
+        start: PowerState,
+        os_off_after: Option<u64>,
+    ) -> (Vec<PowerAction>, Decision) {
         let mut power = start;
         let mut phase = Phase::Begin;
         let mut sent = Vec::new();
@@ -191,15 +204,27 @@ mod tests {
 
     #[test]
     fn hard_operations_are_idempotent() {
-        assert_eq!(run(plan(PowerTarget::On), Off, None), (vec![PowerAction::On], Decision::Done { note: None }));
-        assert_eq!(run(plan(PowerTarget::On), On, None), (vec![], Decision::Done { note: None }));
-        assert_eq!(run(plan(PowerTarget::Off), On, None), (vec![PowerAction::ForceOff], Decision::Done { note: None }));
+        assert_eq!(
+            run(plan(PowerTarget::On), Off, None),
+            (vec![PowerAction::On], Decision::Done { note: None })
+        );
+        assert_eq!(
+            run(plan(PowerTarget::On), On, None),
+            (vec![], Decision::Done { note: None })
+        );
+        assert_eq!(
+            run(plan(PowerTarget::Off), On, None),
+            (vec![PowerAction::ForceOff], Decision::Done { note: None })
+        );
         assert_eq!(run(plan(PowerTarget::Off), Off, None).0, vec![]);
         assert_eq!(
             run(plan(PowerTarget::Reboot), On, None).0,
             vec![PowerAction::ForceOff, PowerAction::On]
         );
-        assert_eq!(run(plan(PowerTarget::Reboot), Off, None).0, vec![PowerAction::On]);
+        assert_eq!(
+            run(plan(PowerTarget::Reboot), Off, None).0,
+            vec![PowerAction::On]
+        );
     }
 
     #[test]
@@ -210,7 +235,10 @@ mod tests {
         p.target = PowerTarget::SoftOff;
         assert!(matches!(run(p, On, None), (v, Decision::Failed { .. }) if v.is_empty()));
         p.target = PowerTarget::Reboot;
-        assert_eq!(run(p, On, None), (vec![PowerAction::HardReset], Decision::Done { note: None }));
+        assert_eq!(
+            run(p, On, None),
+            (vec![PowerAction::HardReset], Decision::Done { note: None })
+        );
     }
 
     #[test]
@@ -238,7 +266,10 @@ mod tests {
         let mut p = plan(PowerTarget::SoftOff);
         p.policy = SoftOffPolicy::HardOff;
         let (sent, end) = run(p, On, None);
-        assert_eq!(sent, vec![PowerAction::GracefulShutdown, PowerAction::ForceOff]);
+        assert_eq!(
+            sent,
+            vec![PowerAction::GracefulShutdown, PowerAction::ForceOff]
+        );
         assert!(matches!(end, Decision::Done { note: Some(n) } if n.contains("forced off")));
     }
 
@@ -250,23 +281,42 @@ mod tests {
         let mut p = plan(PowerTarget::SoftReboot);
         p.policy = SoftOffPolicy::HardOff;
         let (sent, _) = run(p, On, None);
-        assert_eq!(sent, vec![PowerAction::GracefulShutdown, PowerAction::ForceOff, PowerAction::On]);
+        assert_eq!(
+            sent,
+            vec![
+                PowerAction::GracefulShutdown,
+                PowerAction::ForceOff,
+                PowerAction::On
+            ]
+        );
     }
 
     #[test]
     fn a_new_owner_resumes_waiting_without_resending() {
         let p = plan(PowerTarget::SoftOff);
         assert_eq!(decide(&p, resume_phase(true), On, 5_000), Decision::Poll);
-        assert!(matches!(decide(&p, resume_phase(true), On, 10_000), Decision::Failed { .. }));
-        assert_eq!(decide(&p, resume_phase(true), Off, 10_000), Decision::Done { note: None });
+        assert!(matches!(
+            decide(&p, resume_phase(true), On, 10_000),
+            Decision::Failed { .. }
+        ));
+        assert_eq!(
+            decide(&p, resume_phase(true), Off, 10_000),
+            Decision::Done { note: None }
+        );
         // A hard operation is re-checked against the hardware first.
-        assert_eq!(decide(&plan(PowerTarget::On), resume_phase(false), On, 0), Decision::Done { note: None });
+        assert_eq!(
+            decide(&plan(PowerTarget::On), resume_phase(false), On, 0),
+            Decision::Done { note: None }
+        );
     }
 
     #[test]
     fn a_machine_that_never_turns_on_times_out() {
         let p = plan(PowerTarget::On);
         assert_eq!(decide(&p, Phase::OnSent, Off, 9_999), Decision::Poll);
-        assert!(matches!(decide(&p, Phase::OnSent, Off, 10_000), Decision::Failed { fault: false, .. }));
+        assert!(matches!(
+            decide(&p, Phase::OnSent, Off, 10_000),
+            Decision::Failed { fault: false, .. }
+        ));
     }
 }

@@ -20,15 +20,26 @@ use tokio::time::Instant;
 pub enum PowerEvent {
     /// The graceful shutdown request of operation `seq` was sent (recorded so that a new owner
     /// does not send it again).
-    SoftSent { seq: u64 },
-    Finished { seq: u64, outcome: Outcome },
-    BootDone { seq: u64, result: Result<(), String> },
+    SoftSent {
+        seq: u64,
+    },
+    Finished {
+        seq: u64,
+        outcome: Outcome,
+    },
+    BootDone {
+        seq: u64,
+        result: Result<(), String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Reached the target; `note` says how when it matters (forced off after a soft timeout).
-    Done { power: PowerState, note: Option<String> },
+    Done {
+        power: PowerState,
+        note: Option<String>,
+    },
     Failed {
         error: String,
         /// A fault worth recording on the node (OS did not shut down, BMC error state).
@@ -152,11 +163,12 @@ impl Actor for PowerActor {
                 device,
                 persistent,
             } => {
-                let result = match command(state, |bmc| bmc.set_boot_device(device, persistent)).await {
-                    Ok(()) => Ok(()),
-                    Err(Gate::Fenced(why)) => return stop_fenced(&myself, state, why),
-                    Err(Gate::Bmc(e)) => Err(e.to_string()),
-                };
+                let result =
+                    match command(state, |bmc| bmc.set_boot_device(device, persistent)).await {
+                        Ok(()) => Ok(()),
+                        Err(Gate::Fenced(why)) => return stop_fenced(&myself, state, why),
+                        Err(Gate::Bmc(e)) => Err(e.to_string()),
+                    };
                 (state.notify)(PowerEvent::BootDone { seq, result });
             }
             PowerMsg::Read(reply) => {
@@ -296,7 +308,8 @@ fn transient_or_fail(myself: &ActorRef<PowerMsg>, state: &mut PowerState_, e: Bm
     op.errors += 1;
     let late = now_ms() >= op.plan.deadline_ms;
     if e.is_transient() && op.errors <= MAX_TRANSIENT && !late {
-        let backoff = Duration::from_millis(500 * 2u64.pow(op.errors - 1)).min(Duration::from_secs(5));
+        let backoff =
+            Duration::from_millis(500 * 2u64.pow(op.errors - 1)).min(Duration::from_secs(5));
         tracing::warn!(node = %state.node, error = %e, attempt = op.errors, backoff_ms = backoff.as_millis() as u64, "BMC error; retrying");
         schedule(myself, backoff, || PowerMsg::Step);
         return;
@@ -318,7 +331,11 @@ fn finish(state: &mut PowerState_, seq: u64, outcome: Outcome) {
     (state.notify)(PowerEvent::Finished { seq, outcome });
 }
 
-fn schedule(myself: &ActorRef<PowerMsg>, after: Duration, msg: impl FnOnce() -> PowerMsg + Send + 'static) {
+fn schedule(
+    myself: &ActorRef<PowerMsg>,
+    after: Duration,
+    msg: impl FnOnce() -> PowerMsg + Send + 'static,
+) {
     let me = myself.clone();
     tokio::spawn(async move {
         tokio::time::sleep(after).await;

@@ -48,7 +48,9 @@ pub enum Verify {
 
 impl RedfishInfo {
     pub fn parse(info: &Value) -> Result<Self, String> {
-        let obj = info.as_object().ok_or("driver_info must be a JSON object")?;
+        let obj = info
+            .as_object()
+            .ok_or("driver_info must be a JSON object")?;
         let text = |key: &str| -> Result<Option<String>, String> {
             match obj.get(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -67,7 +69,9 @@ impl RedfishInfo {
         let url = reqwest::Url::parse(&address)
             .map_err(|e| format!("redfish_address {address:?} is not a URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(format!("redfish_address {address:?} must be an http(s) URL with a host"));
+            return Err(format!(
+                "redfish_address {address:?} must be an http(s) URL with a host"
+            ));
         }
         let address = address.trim_end_matches('/').to_string();
         let system = text("redfish_system_id")?.ok_or("redfish_system_id is required")?;
@@ -88,7 +92,11 @@ impl RedfishInfo {
                 "false" | "no" | "0" | "off" => Verify::No,
                 _ => Verify::Ca(PathBuf::from(s)),
             },
-            Some(other) => return Err(format!("redfish_verify_ca must be a boolean or a CA bundle path, not {other}")),
+            Some(other) => {
+                return Err(format!(
+                    "redfish_verify_ca must be a boolean or a CA bundle path, not {other}"
+                ))
+            }
         };
         Ok(RedfishInfo {
             address,
@@ -132,7 +140,8 @@ impl RedfishClients {
     }
 
     pub fn client(&self, verify: &Verify) -> Result<reqwest::Client, BmcError> {
-        let build_err = |e: reqwest::Error| BmcError::Config(format!("cannot build an HTTP client: {e}"));
+        let build_err =
+            |e: reqwest::Error| BmcError::Config(format!("cannot build an HTTP client: {e}"));
         match verify {
             Verify::Yes => {
                 let mut slot = self.verify.lock().unwrap_or_else(|p| p.into_inner());
@@ -218,10 +227,19 @@ impl RedfishBmc {
         let detail = redfish_message(&body).unwrap_or_else(|| format!("HTTP {status}"));
         let bmc = self.url.clone();
         Err(match status.as_u16() {
-            401 | 403 => BmcError::Auth { bmc, reason: detail },
+            401 | 403 => BmcError::Auth {
+                bmc,
+                reason: detail,
+            },
             404 => BmcError::Config(format!("{bmc}: no such system ({detail})")),
-            500..=599 => BmcError::Unreachable { bmc, reason: detail },
-            _ => BmcError::Refused { bmc, reason: detail },
+            500..=599 => BmcError::Unreachable {
+                bmc,
+                reason: detail,
+            },
+            _ => BmcError::Refused {
+                bmc,
+                reason: detail,
+            },
         })
     }
 }
@@ -232,7 +250,10 @@ fn redfish_message(body: &str) -> Option<String> {
     let err = v.get("error")?;
     let mut msg = err.get("message")?.as_str()?.to_string();
     if let Some(info) = err.get("@Message.ExtendedInfo").and_then(Value::as_array) {
-        for i in info.iter().filter_map(|i| i.get("Message").and_then(Value::as_str)) {
+        for i in info
+            .iter()
+            .filter_map(|i| i.get("Message").and_then(Value::as_str))
+        {
             msg.push_str("; ");
             msg.push_str(i);
         }
@@ -273,7 +294,10 @@ impl Bmc for RedfishBmc {
             })?;
             parse_power_state(&v).ok_or_else(|| BmcError::Protocol {
                 bmc: self.url.clone(),
-                reason: format!("no usable PowerState in the system resource (got {:?})", v.get("PowerState")),
+                reason: format!(
+                    "no usable PowerState in the system resource (got {:?})",
+                    v.get("PowerState")
+                ),
             })
         })
     }
@@ -333,17 +357,32 @@ mod tests {
         assert_eq!(ok.verify, Verify::No);
         assert!(!format!("{ok:?}").contains("secret"));
 
-        let bare = RedfishInfo::parse(&json!({"redfish_address": "http://127.0.0.1:8000/", "redfish_system_id": "sim-1"})).unwrap();
+        let bare = RedfishInfo::parse(
+            &json!({"redfish_address": "http://127.0.0.1:8000/", "redfish_system_id": "sim-1"}),
+        )
+        .unwrap();
         assert_eq!(bare.system, "/redfish/v1/Systems/sim-1");
         assert_eq!(bare.address, "http://127.0.0.1:8000");
         assert_eq!(bare.verify, Verify::Yes);
 
         for (bad, why) in [
             (json!({}), "redfish_address is required"),
-            (json!({"redfish_address": "x"}), "redfish_system_id is required"),
-            (json!({"redfish_address": "ftp://x", "redfish_system_id": "1"}), "http(s)"),
-            (json!({"redfish_address": 5, "redfish_system_id": "1"}), "must be a string"),
-            (json!({"redfish_address": "x", "redfish_system_id": "1", "redfish_verify_ca": 3}), "redfish_verify_ca"),
+            (
+                json!({"redfish_address": "x"}),
+                "redfish_system_id is required",
+            ),
+            (
+                json!({"redfish_address": "ftp://x", "redfish_system_id": "1"}),
+                "http(s)",
+            ),
+            (
+                json!({"redfish_address": 5, "redfish_system_id": "1"}),
+                "must be a string",
+            ),
+            (
+                json!({"redfish_address": "x", "redfish_system_id": "1", "redfish_verify_ca": 3}),
+                "redfish_verify_ca",
+            ),
             (json!([]), "JSON object"),
         ] {
             let err = RedfishInfo::parse(&bad).unwrap_err();
@@ -353,8 +392,14 @@ mod tests {
 
     #[test]
     fn power_states_and_errors_are_read_from_redfish_bodies() {
-        assert_eq!(parse_power_state(&json!({"PowerState": "On"})), Some(PowerState::On));
-        assert_eq!(parse_power_state(&json!({"PowerState": "PoweringOn"})), Some(PowerState::Off));
+        assert_eq!(
+            parse_power_state(&json!({"PowerState": "On"})),
+            Some(PowerState::On)
+        );
+        assert_eq!(
+            parse_power_state(&json!({"PowerState": "PoweringOn"})),
+            Some(PowerState::Off)
+        );
         assert_eq!(parse_power_state(&json!({"PowerState": 1})), None);
         assert_eq!(parse_power_state(&json!({})), None);
         let body = r#"{"error": {"code": "Base.1.0.GeneralError", "message": "bad", "@Message.ExtendedInfo": [{"Message": "ResetType invalid"}]}}"#;

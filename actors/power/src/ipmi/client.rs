@@ -129,7 +129,10 @@ impl IpmiClient {
                 continue;
             }
             if let Err(e) = s.close_other(id) {
-                tracing::debug!(bmc = %self.cfg.bmc(), session_id = id, error = %e, "could not close a retired IPMI session");
+                tracing::debug!(
+                    bmc = %self.cfg.bmc(), session_id = id, error = %e,
+                    "could not close a retired IPMI session"
+                );
             }
             if s.is_broken() {
                 break;

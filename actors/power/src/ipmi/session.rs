@@ -91,7 +91,10 @@ impl IpmiSession {
             broken: false,
         };
         if session_id.is_none() {
-            tracing::warn!(bmc = %session.bmc, "cannot read the IPMI session ID from ipmi-rs; the session will not be closed");
+            tracing::warn!(
+                bmc = %session.bmc,
+                "cannot read the IPMI session ID from ipmi-rs; the session will not be closed"
+            );
         }
         if version != RmcpVersion::V2_0 {
             // ipmi-rs falls back to IPMI v1.5 (MD5 or weaker, maybe no authentication at all)
@@ -130,76 +133,18 @@ impl IpmiSession {
         self.exchange(c.describe(), ChassisControlCmd(c))
     }
 
-    /// Sets the boot device for the next boot (or every boot when `persistent`), the way IPMI
-    /// v2.0 28.12/28.13 asks: lock the parameters with "set in progress" where the BMC supports
-    /// it (clearing a lock left by a client that died half-way), keep the flags past the 60 s
-    /// timer, mark the boot info unacknowledged so the BIOS reads it, write the boot flags,
-    /// then commit and unlock. Optional steps a BMC does not support are skipped.
+    /// Sets the boot device for the next boot (or every boot when `persistent`); see
+    /// `boot_device_sequence`.
     pub fn set_boot_device(
         &mut self,
         device: BootDevice,
         persistent: bool,
     ) -> Result<(), IpmiError> {
-        const WHAT: &str = "Set System Boot Options (set in progress)";
-        let set_in_progress =
-            |s: &mut Self, v| s.exchange(WHAT, SetSystemBootOptions::set_in_progress(v));
-        let locked = match set_in_progress(self, SetInProgress::SetInProgress) {
-            Ok(()) => true,
-            Err(IpmiError::Refused {
-                completion_code: commands::CC_SET_ALREADY_IN_PROGRESS,
-                ..
-            }) => {
-                set_in_progress(self, SetInProgress::SetComplete)?;
-                set_in_progress(self, SetInProgress::SetInProgress)?;
-                true
-            }
-            Err(IpmiError::Refused {
-                completion_code, ..
-            }) if commands::is_unsupported(completion_code) => false,
-            Err(e) => return Err(e),
-        };
-
-        let written = self.write_boot_flags(device, persistent);
-        if locked && !self.broken {
-            if written.is_ok() {
-                // Commit write is optional; a BMC without it commits on "set complete".
-                match set_in_progress(self, SetInProgress::CommitWrite) {
-                    Ok(()) | Err(IpmiError::Refused { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            match set_in_progress(self, SetInProgress::SetComplete) {
-                Ok(()) => {}
-                Err(IpmiError::Refused { .. }) if written.is_err() => {}
-                Err(e) => return written.and(Err(e)),
-            }
-        }
-        written
-    }
-
-    fn write_boot_flags(&mut self, device: BootDevice, persistent: bool) -> Result<(), IpmiError> {
-        self.optional(
-            "Set System Boot Options (boot flag valid bit clearing)",
-            SetSystemBootOptions::valid_bit_clearing(commands::KEEP_BOOT_FLAGS_PAST_60S),
-        )?;
-        self.optional(
-            "Set System Boot Options (boot info acknowledge)",
-            SetSystemBootOptions::boot_info_unacknowledged(),
-        )?;
-        self.exchange(
-            "Set System Boot Options (boot flags)",
-            SetSystemBootOptions::boot_flags(device, persistent),
+        boot_device_sequence(
+            &mut |what, cmd| self.exchange(what, cmd),
+            device,
+            persistent,
         )
-    }
-
-    /// Sends a boot option the BMC may not support; "not supported" is not an error.
-    fn optional(&mut self, what: &str, cmd: SetSystemBootOptions) -> Result<(), IpmiError> {
-        match self.exchange(what, cmd) {
-            Err(IpmiError::Refused {
-                completion_code, ..
-            }) if commands::is_unsupported(completion_code) => Ok(()),
-            other => other,
-        }
     }
 
     /// Closes the session on the BMC (best effort; also what dropping does).
@@ -325,10 +270,87 @@ impl Drop for IpmiSession {
             match self.exchange("Close Session", CloseSession { session_id }) {
                 Ok(()) => tracing::debug!(bmc = %self.bmc, session_id, "IPMI session closed"),
                 Err(e) => {
-                    tracing::debug!(bmc = %self.bmc, session_id, error = %e, "IPMI session close failed")
+                    tracing::debug!(
+                        bmc = %self.bmc, session_id, error = %e, "IPMI session close failed"
+                    )
                 }
             }
         }
+    }
+}
+
+/// The Set System Boot Options sequence IPMI v2.0 28.12/28.13 asks for, over any way of sending
+/// one parameter: lock the parameters with "set in progress" where the BMC supports it (clearing
+/// a lock left by a client that died half-way), keep the flags past the 60 s timer, mark the boot
+/// info unacknowledged so the BIOS reads it, write the boot flags, then commit and unlock.
+/// Optional steps a BMC does not support are skipped; after a transport or protocol failure
+/// nothing more is sent.
+fn boot_device_sequence(
+    send: &mut dyn FnMut(&str, SetSystemBootOptions) -> Result<(), IpmiError>,
+    device: BootDevice,
+    persistent: bool,
+) -> Result<(), IpmiError> {
+    const LOCK: &str = "Set System Boot Options (set in progress)";
+    let refused = |e: &IpmiError| matches!(e, IpmiError::Refused { .. });
+    let unsupported = |e: &IpmiError| match e {
+        IpmiError::Refused {
+            completion_code, ..
+        } => commands::is_unsupported(*completion_code),
+        _ => false,
+    };
+    let lock = |send: &mut dyn FnMut(&str, SetSystemBootOptions) -> Result<(), IpmiError>, v| {
+        send(LOCK, SetSystemBootOptions::set_in_progress(v))
+    };
+
+    let locked = match lock(send, SetInProgress::SetInProgress) {
+        Ok(()) => true,
+        Err(IpmiError::Refused {
+            completion_code: commands::CC_SET_ALREADY_IN_PROGRESS,
+            ..
+        }) => {
+            lock(send, SetInProgress::SetComplete)?;
+            lock(send, SetInProgress::SetInProgress)?;
+            true
+        }
+        Err(e) if unsupported(&e) => false,
+        Err(e) => return Err(e),
+    };
+
+    let mut optional = |what: &str, cmd| match send(what, cmd) {
+        Err(e) if unsupported(&e) => Ok(()),
+        other => other,
+    };
+    let written = optional(
+        "Set System Boot Options (boot flag valid bit clearing)",
+        SetSystemBootOptions::valid_bit_clearing(commands::KEEP_BOOT_FLAGS_PAST_60S),
+    )
+    .and_then(|()| {
+        optional(
+            "Set System Boot Options (boot info acknowledge)",
+            SetSystemBootOptions::boot_info_unacknowledged(),
+        )
+    })
+    .and_then(|()| {
+        send(
+            "Set System Boot Options (boot flags)",
+            SetSystemBootOptions::boot_flags(device, persistent),
+        )
+    });
+
+    let session_lost = written.as_ref().is_err_and(|e| !refused(e));
+    if !locked || session_lost {
+        return written;
+    }
+    if written.is_ok() {
+        // Commit write is optional; a BMC without it commits on "set complete".
+        match lock(send, SetInProgress::CommitWrite) {
+            Err(e) if !refused(&e) => return Err(e),
+            _ => {}
+        }
+    }
+    match (written, lock(send, SetInProgress::SetComplete)) {
+        (Err(e), _) => Err(e),
+        (Ok(()), unlocked) => unlocked,
     }
 }
 
@@ -638,6 +660,142 @@ mod tests {
             OpenSessionStatus::InvalidRole
         );
         assert_eq!(open_session_status("Err(200)"), OpenSessionStatus::Other);
+    }
+
+    /// How the scripted BMC answers one boot option write.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Cc(u8),
+        Timeout,
+    }
+
+    /// Runs the boot option sequence against a scripted BMC that answers success unless an
+    /// entry keyed by (parameter, first data byte) says otherwise (each entry answers once).
+    /// Returns the result and the (parameter, first data byte) of every write sent.
+    fn boot_with(
+        script: &[((u8, u8), Answer)],
+        device: BootDevice,
+        persistent: bool,
+    ) -> (Result<(), IpmiError>, Vec<(u8, u8)>) {
+        let mut script = script.to_vec();
+        let mut sent = Vec::new();
+        let mut send = |what: &str, cmd: SetSystemBootOptions| {
+            let key = (cmd.parameter, cmd.data[0]);
+            sent.push(key);
+            let bmc = "10.0.0.1:623".to_string();
+            match script.iter().position(|(k, _)| *k == key) {
+                None => Ok(()),
+                Some(i) => match script.remove(i).1 {
+                    Answer::Cc(completion_code) => Err(IpmiError::Refused {
+                        bmc,
+                        what: what.into(),
+                        completion_code,
+                    }),
+                    Answer::Timeout => Err(IpmiError::Unreachable {
+                        bmc,
+                        detail: "no answer".into(),
+                    }),
+                },
+            }
+        };
+        let result = boot_device_sequence(&mut send, device, persistent);
+        (result, sent)
+    }
+
+    const LOCK: (u8, u8) = (0, 1);
+    const COMMIT: (u8, u8) = (0, 2);
+    const UNLOCK: (u8, u8) = (0, 0);
+    const KEEP: (u8, u8) = (3, 0x08);
+    const ACK: (u8, u8) = (4, 0x01);
+    const FLAGS: (u8, u8) = (5, 0x80);
+
+    #[test]
+    fn boot_device_on_a_bmc_with_every_parameter() {
+        let (r, sent) = boot_with(&[], BootDevice::Pxe, false);
+        assert_eq!(r, Ok(()));
+        assert_eq!(sent, [LOCK, KEEP, ACK, FLAGS, COMMIT, UNLOCK]);
+        let (_, sent) = boot_with(&[], BootDevice::Disk, true);
+        assert_eq!(sent[3], (5, 0xC0), "persistent");
+    }
+
+    #[test]
+    fn boot_device_without_set_in_progress() {
+        // ipmi_sim answers 0xCC to parameter 0; others 0x80 or 0xC1.
+        for cc in [0xCC, 0x80, 0xC1] {
+            let (r, sent) = boot_with(&[(LOCK, Answer::Cc(cc))], BootDevice::Pxe, false);
+            assert_eq!(r, Ok(()));
+            assert_eq!(sent, [LOCK, KEEP, ACK, FLAGS]);
+        }
+    }
+
+    #[test]
+    fn boot_device_clears_a_lock_left_by_a_dead_client() {
+        let (r, sent) = boot_with(&[(LOCK, Answer::Cc(0x81))], BootDevice::Bios, false);
+        assert_eq!(r, Ok(()));
+        assert_eq!(sent, [LOCK, UNLOCK, LOCK, KEEP, ACK, FLAGS, COMMIT, UNLOCK]);
+        // Still locked after clearing: give up with the BMC's answer.
+        let script = [(LOCK, Answer::Cc(0x81)), (LOCK, Answer::Cc(0x81))];
+        let (r, sent) = boot_with(&script, BootDevice::Bios, false);
+        assert!(
+            matches!(
+                r,
+                Err(IpmiError::Refused {
+                    completion_code: 0x81,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(sent, [LOCK, UNLOCK, LOCK]);
+    }
+
+    #[test]
+    fn boot_device_skips_optional_parameters_the_bmc_lacks() {
+        let script = [
+            (KEEP, Answer::Cc(0x80)),
+            (ACK, Answer::Cc(0xCC)),
+            (COMMIT, Answer::Cc(0xCC)),
+        ];
+        let (r, sent) = boot_with(&script, BootDevice::Cdrom, false);
+        assert_eq!(r, Ok(()));
+        assert_eq!(sent, [LOCK, KEEP, ACK, FLAGS, COMMIT, UNLOCK]);
+    }
+
+    #[test]
+    fn boot_device_refused_unlocks_without_committing() {
+        let (r, sent) = boot_with(&[(FLAGS, Answer::Cc(0xD5))], BootDevice::Pxe, false);
+        assert!(
+            matches!(
+                r,
+                Err(IpmiError::Refused {
+                    completion_code: 0xD5,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(sent, [LOCK, KEEP, ACK, FLAGS, UNLOCK]);
+        // A refused optional parameter other than "unsupported" is a failure too.
+        let (r, sent) = boot_with(&[(ACK, Answer::Cc(0xD4))], BootDevice::Pxe, false);
+        assert!(matches!(r, Err(IpmiError::Refused { .. })), "{r:?}");
+        assert_eq!(sent, [LOCK, KEEP, ACK, UNLOCK]);
+    }
+
+    #[test]
+    fn boot_device_stops_sending_once_the_bmc_is_lost() {
+        let (r, sent) = boot_with(&[(FLAGS, Answer::Timeout)], BootDevice::Pxe, false);
+        assert!(matches!(r, Err(IpmiError::Unreachable { .. })), "{r:?}");
+        assert_eq!(sent, [LOCK, KEEP, ACK, FLAGS]);
+        let (r, sent) = boot_with(&[(LOCK, Answer::Timeout)], BootDevice::Pxe, false);
+        assert!(matches!(r, Err(IpmiError::Unreachable { .. })), "{r:?}");
+        assert_eq!(sent, [LOCK]);
+        let (r, sent) = boot_with(&[(LOCK, Answer::Cc(0xD4))], BootDevice::Pxe, false);
+        assert!(matches!(r, Err(IpmiError::Refused { .. })), "{r:?}");
+        assert_eq!(sent, [LOCK]);
+        // Written, but the unlock got no answer: reported, so the caller retires the session.
+        let (r, sent) = boot_with(&[(UNLOCK, Answer::Timeout)], BootDevice::Pxe, false);
+        assert!(matches!(r, Err(IpmiError::Unreachable { .. })), "{r:?}");
+        assert_eq!(sent, [LOCK, KEEP, ACK, FLAGS, COMMIT, UNLOCK]);
     }
 
     #[test]

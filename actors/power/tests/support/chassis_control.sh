@@ -26,6 +26,12 @@ power() {
     cat "$dir/power" 2>/dev/null || echo 0
 }
 
+# Replaces the power file in one step: a concurrent "get power" (ipmi_sim runs this program
+# while the soft-off child may be writing) must never read it empty.
+write_power() {
+    echo "$1" > "$dir/power.$$" && mv -f "$dir/power.$$" "$dir/power"
+}
+
 # A hard power change overrides a pending soft off, as on a real machine.
 cancel_soft_off() {
     if [ -f "$dir/soft_off.pid" ]; then
@@ -41,7 +47,7 @@ soft_off() {
     fi
     # setsid makes the child a process group leader; it records its own pid (= group id)
     # before sleeping, so the pid file never names a process that is gone.
-    setsid sh -c 'echo $$ > "$2/soft_off.pid"; sleep "$1"; echo 0 > "$2/power"; rm -f "$2/soft_off.pid"' \
+    setsid sh -c 'echo $$ > "$2/soft_off.pid"; sleep "$1"; echo 0 > "$2/power.$$"; mv -f "$2/power.$$" "$2/power"; rm -f "$2/soft_off.pid"' \
         soft-off "$delay" "$dir" < /dev/null > /dev/null 2>&1 &
 }
 
@@ -66,7 +72,7 @@ set)
         case $parm in
         power)
             cancel_soft_off
-            echo "$val" > "$dir/power"
+            write_power "$val"
             ;;
         reset) ;; # a pulse on the reset line: power stays as it is
         shutdown) soft_off ;;

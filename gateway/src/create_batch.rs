@@ -1,0 +1,72 @@
+//! Group commit of enrollments: concurrent `POST /v1/nodes` requests share `create_nodes`
+//! transactions (up to 120 nodes each, each node still created only if its uuid and name are
+//! free), so that many clients enrolling at once cost a few etcd round trips, not one each.
+
+use ferric_cluster::{Cluster, ClusterError};
+use ferric_model::{NodeId, NodeSpec};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+type Reply = oneshot::Sender<Result<NodeId, ClusterError>>;
+
+/// Batches in flight at once.
+const PARALLEL: usize = 4;
+const BATCH: usize = 120;
+
+#[derive(Clone)]
+pub struct Creator {
+    tx: mpsc::Sender<(NodeSpec, Reply)>,
+}
+
+impl Creator {
+    pub fn spawn(cluster: Cluster) -> Creator {
+        let (tx, rx) = mpsc::channel(4 * BATCH);
+        tokio::spawn(run(cluster, rx));
+        Creator { tx }
+    }
+
+    pub async fn create(&self, spec: NodeSpec) -> Result<NodeId, ClusterError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || ClusterError::Invalid("the gateway is shutting down".into());
+        self.tx.send((spec, reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+async fn run(cluster: Cluster, mut rx: mpsc::Receiver<(NodeSpec, Reply)>) {
+    let slots = Arc::new(Semaphore::new(PARALLEL));
+    while let Some(first) = rx.recv().await {
+        // Wait for a slot first, so that requests arriving meanwhile join this batch.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            let (specs, replies): (Vec<NodeSpec>, Vec<Reply>) = batch.into_iter().unzip();
+            match cluster.create_nodes(specs).await {
+                Ok(results) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(ClusterError::Unreachable {
+                            endpoints: cluster.endpoints().to_string(),
+                            reason: msg.clone(),
+                        }));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}

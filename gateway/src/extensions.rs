@@ -1,0 +1,347 @@
+//! Ferric's own endpoints, where Ironic clients never look: the node change stream
+//! (`/v1/ferric/events`, server-sent events with resume by `Last-Event-ID`, which is the etcd
+//! revision), conductors with their node counts, the OpenAPI document, `/healthz` and
+//! `/metrics`.
+
+use crate::error::ApiError;
+use crate::node_json::iso8601;
+use crate::request::{self, Params};
+use crate::AppState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use ferric_cluster::heartbeats::HeartbeatRecord;
+use ferric_cluster::{PrefixWatch, WatchEvent, WatchLost};
+use ferric_model::{decode, NodeId, NodeSpec, NodeStatus, ProvisionState, ReservationRecord};
+use futures::Stream;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+
+/// The OpenAPI 3.0 document of the whole API (hand-written, checked by tests).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub async fn openapi() -> Response {
+    let mut resp = OPENAPI.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let problem = state.informer.problem();
+    let revision = state.informer.revision();
+    let conductors = state.informer.read().conductors.len();
+    match problem {
+        None => request::json(
+            StatusCode::OK,
+            &json!({"status": "ok", "revision": revision, "conductors": conductors}),
+        ),
+        Some(p) => request::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "problem": p, "revision": revision}),
+        ),
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let (by_state, maintenance, conductors, nodes) = {
+        let cache = state.informer.read();
+        let mut by_state: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for s in ProvisionState::ALL {
+            by_state.insert(s.as_str(), 0);
+        }
+        let mut maintenance = 0u64;
+        for (id, spec) in &cache.specs {
+            let ps = cache
+                .statuses
+                .get(id)
+                .map_or(ProvisionState::Enroll, |s| s.status.provision_state);
+            *by_state.entry(ps.as_str()).or_insert(0) += 1;
+            if spec.spec.maintenance {
+                maintenance += 1;
+            }
+        }
+        (
+            by_state,
+            maintenance,
+            cache.conductors.len(),
+            cache.specs.len(),
+        )
+    };
+    let mut gauges: Vec<crate::metrics::Gauge<'_>> = Vec::new();
+    for (s, n) in &by_state {
+        gauges.push((
+            "ferric_nodes",
+            "Nodes by provision state (the gateway's copy).",
+            vec![("provision_state", s.to_string())],
+            *n as f64,
+        ));
+    }
+    gauges.push((
+        "ferric_nodes_total",
+        "Enrolled nodes.",
+        vec![],
+        nodes as f64,
+    ));
+    gauges.push((
+        "ferric_nodes_maintenance",
+        "Nodes in maintenance.",
+        vec![],
+        maintenance as f64,
+    ));
+    gauges.push((
+        "ferric_conductors_alive",
+        "Live conductors (membership records on a lease).",
+        vec![],
+        conductors as f64,
+    ));
+    gauges.push((
+        "ferric_gateway_cache_revision",
+        "The etcd revision of the gateway's copy.",
+        vec![],
+        state.informer.revision() as f64,
+    ));
+    gauges.push((
+        "ferric_gateway_cache_up",
+        "1 while the gateway's copy follows etcd.",
+        vec![],
+        if state.informer.problem().is_none() {
+            1.0
+        } else {
+            0.0
+        },
+    ));
+    let mut resp = state.metrics.render(&gauges).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+fn conductor_json(c: &ferric_model::ConductorRecord, nodes: usize) -> Value {
+    json!({
+        "name": c.name,
+        "alive": true,
+        "conductor_group": c.conductor_group,
+        "drivers": c.drivers,
+        "nodes": nodes,
+        "running": c.running,
+        "version": c.version,
+        "started_at": iso8601(c.started_at_ms),
+    })
+}
+
+pub async fn conductors(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.read_barrier().await?;
+    let list: Vec<Value> = {
+        let cache = state.informer.read();
+        let counts = cache.holder_counts();
+        cache
+            .conductors
+            .values()
+            .map(|c| conductor_json(c, counts.get(c.name.as_str()).copied().unwrap_or(0)))
+            .collect()
+    };
+    Ok(request::json(
+        StatusCode::OK,
+        &json!({ "conductors": list }),
+    ))
+}
+
+pub async fn conductor(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state.read_barrier().await?;
+    let doc = {
+        let cache = state.informer.read();
+        let counts = cache.holder_counts();
+        cache
+            .conductors
+            .get(&name)
+            .map(|c| conductor_json(c, counts.get(c.name.as_str()).copied().unwrap_or(0)))
+    };
+    doc.map(|d| request::json(StatusCode::OK, &d))
+        .ok_or_else(|| ApiError::NotFound(format!("Conductor {name} could not be found.")))
+}
+
+/// One change as the stream shows it; None for keys the stream does not report.
+fn describe(prefix: &str, ev: &WatchEvent) -> Option<(i64, Option<NodeId>, Value)> {
+    let (key, value, rev) = match ev {
+        WatchEvent::Put {
+            key,
+            value,
+            mod_rev,
+            ..
+        } => (key, Some(value), *mod_rev),
+        WatchEvent::Delete { key, mod_rev } => (key, None, *mod_rev),
+    };
+    let key = std::str::from_utf8(key).ok()?;
+    let (kind, leaf) = key.strip_prefix(prefix)?.split_once('/')?;
+    if kind == "conductors" {
+        let mut doc = json!({"revision": rev, "record": "conductor", "conductor": leaf, "deleted": value.is_none()});
+        if let Some(c) = value.and_then(|v| decode::<ferric_model::ConductorRecord>(v).ok()) {
+            doc["drivers"] = json!(c.drivers);
+            doc["conductor_group"] = json!(c.conductor_group);
+        }
+        return Some((rev, None, doc));
+    }
+    let id: NodeId = leaf.parse().ok()?;
+    let record = match kind {
+        "nodes" => "spec",
+        "status" => "status",
+        "reservations" => "reservation",
+        "heartbeats" => "heartbeat",
+        _ => return None,
+    };
+    let mut doc = json!({
+        "revision": rev,
+        "node": id.to_string(),
+        "record": record,
+        "deleted": value.is_none(),
+    });
+    if let Some(v) = value {
+        match record {
+            "spec" => {
+                if let Ok(s) = decode::<NodeSpec>(v) {
+                    doc["name"] = json!(s.name.as_ref().map(|n| n.as_str()));
+                    doc["driver"] = json!(s.driver);
+                    doc["maintenance"] = json!(s.maintenance);
+                    doc["maintenance_reason"] = json!(s.maintenance_reason);
+                    doc["conductor_group"] = json!(s.conductor_group);
+                    doc["instance_uuid"] = json!(s.instance_uuid.map(|u| u.to_string()));
+                    doc["power_request"] = json!(s.power_request.as_ref().map(|r| json!({"seq": r.seq, "target": r.target.as_str(), "requested_by": r.requested_by})));
+                    doc["provision_request"] = json!(s.provision_request.as_ref().map(|r| json!({"seq": r.seq, "target": r.verb.as_str(), "requested_by": r.requested_by})));
+                }
+            }
+            "status" => {
+                if let Ok(s) = decode::<NodeStatus>(v) {
+                    doc["power_state"] = json!(s.power_state.map(|p| p.as_str()));
+                    doc["target_power_state"] =
+                        json!(s.target_power_state.map(|p| p.final_state().as_str()));
+                    doc["provision_state"] = json!(s.provision_state.as_str());
+                    doc["target_provision_state"] =
+                        json!(s.target_provision_state.map(|p| p.as_str()));
+                    doc["last_error"] = json!(s.last_error);
+                    doc["fault"] = json!(s.fault);
+                    doc["conductor"] = json!(s.owner);
+                }
+            }
+            "reservation" => {
+                if let Ok(r) = decode::<ReservationRecord>(v) {
+                    doc["conductor"] = json!(r.conductor);
+                }
+            }
+            _ => {
+                if let Ok(h) = decode::<HeartbeatRecord>(v) {
+                    doc["agent_version"] = json!(h.agent_version);
+                    doc["agent_status"] = json!(h.agent_status);
+                }
+            }
+        }
+    }
+    Some((rev, Some(id), doc))
+}
+
+struct Feed {
+    watch: PrefixWatch,
+    closing: tokio::sync::watch::Receiver<bool>,
+    prefix: String,
+    node: Option<NodeId>,
+    queue: VecDeque<Event>,
+    done: bool,
+}
+
+/// Server-sent events of node changes. `id` is the etcd revision; it is sent on the last event
+/// of each revision only, so a client that reconnects with `Last-Event-ID` gets every change
+/// after it, never a partial revision. A resume point older than etcd's compaction ends the
+/// stream with a `reset` event: the client then reads the nodes again and follows from now.
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let params = Params::parse(q.as_deref())?;
+    params.only(&["node"])?;
+    let node = match params.get("node") {
+        None => None,
+        Some(ident) => {
+            let v = crate::version::ApiVersion::latest();
+            Some(request::lookup(&state, ident, v).await?.id())
+        }
+    };
+    let from = match headers.get("last-event-id") {
+        Some(v) => {
+            let text = v.to_str().unwrap_or("");
+            let rev: i64 = text.trim().parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "Last-Event-ID must be an etcd revision (an integer), not {text:?}"
+                ))
+            })?;
+            rev.max(0) + 1
+        }
+        None => state.cluster.revision().await? + 1,
+    };
+    let prefix = state.cluster.keys().prefix().to_string();
+    let watch = state.cluster.watch_prefix(&prefix, from).await?;
+    let feed = Feed {
+        watch,
+        closing: state.closing(),
+        prefix,
+        node,
+        queue: VecDeque::new(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        loop {
+            if let Some(ev) = feed.queue.pop_front() {
+                return Some((Ok(ev), feed));
+            }
+            if feed.done {
+                return None;
+            }
+            let next = tokio::select! {
+                n = feed.watch.next() => n,
+                _ = feed.closing.wait_for(|c| *c) => return None,
+            };
+            match next {
+                Ok(events) => {
+                    let described: Vec<(i64, Value)> = events
+                        .iter()
+                        .filter_map(|e| describe(&feed.prefix, e))
+                        .filter(|(_, id, _)| feed.node.is_none() || *id == feed.node)
+                        .map(|(rev, _, doc)| (rev, doc))
+                        .collect();
+                    for (i, (rev, doc)) in described.iter().enumerate() {
+                        let mut ev = Event::default().event("node").data(doc.to_string());
+                        let last_of_rev = described.get(i + 1).is_none_or(|(next, _)| next != rev);
+                        if last_of_rev {
+                            ev = ev.id(rev.to_string());
+                        }
+                        feed.queue.push_back(ev);
+                    }
+                }
+                Err(WatchLost::Compacted(rev)) => {
+                    feed.queue.push_back(Event::default().event("reset").data(
+                        json!({"reason": "compacted", "compacted_revision": rev}).to_string(),
+                    ));
+                    feed.done = true;
+                }
+                Err(WatchLost::Ended(why)) => {
+                    feed.queue.push_back(
+                        Event::default()
+                            .event("reset")
+                            .data(json!({"reason": "watch ended", "detail": why}).to_string()),
+                    );
+                    feed.done = true;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,93 @@
+//! `ferric gateway`: serves OpenStack Ironic's REST API (and Ferric's extensions) over the
+//! cluster in etcd. Stateless: run as many as you like. SIGTERM/SIGINT stop accepting
+//! connections and finish the requests in flight.
+
+use crate::ctl::EtcdArgs;
+use anyhow::Context;
+use ferric_gateway::{AppState, Auth, GatewayConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Address to serve the API on (Ironic's port is 6385).
+    #[arg(long, env = "FERRIC_LISTEN", default_value = "127.0.0.1:6385")]
+    pub listen: SocketAddr,
+    /// How callers authenticate: noauth (everyone is admin; loopback only unless
+    /// --allow-insecure-noauth), http_basic (bcrypt htpasswd file, like Ironic's), or token
+    /// (file of `<token> <admin|reader>` lines; `Authorization: Bearer` or `X-Auth-Token`).
+    #[arg(long, env = "FERRIC_AUTH", default_value = "noauth")]
+    pub auth: String,
+    /// The htpasswd file (http_basic) or token file (token).
+    #[arg(long, env = "FERRIC_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Allow noauth on a non-loopback address (anyone who reaches it controls the fleet).
+    #[arg(long)]
+    pub allow_insecure_noauth: bool,
+    /// Base URL in links of responses (default: http://<Host header>).
+    #[arg(long, env = "FERRIC_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Name of this gateway (recorded with the heartbeats it accepts; default: gateway@<listen>).
+    #[arg(long, env = "FERRIC_GATEWAY_NAME")]
+    pub name: Option<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let auth = Auth::load(&args.auth, args.auth_file.as_deref()).map_err(anyhow::Error::msg)?;
+    if matches!(auth, Auth::NoAuth)
+        && !args.listen.ip().is_loopback()
+        && !args.allow_insecure_noauth
+    {
+        anyhow::bail!(
+            "--auth noauth on {} would let anyone who reaches it control the fleet; listen on a loopback address, choose --auth http_basic or token, or pass --allow-insecure-noauth",
+            args.listen
+        );
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let cfg = args.etcd.config();
+    // etcd may be starting too: keep trying (bounded by a signal).
+    let cluster = loop {
+        match ferric_cluster::Cluster::connect(&cfg).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "etcd not reachable yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = term.recv() => return Ok(()),
+                    _ = int.recv() => return Ok(()),
+                }
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let config = GatewayConfig {
+        name: args.name.unwrap_or_else(|| format!("gateway@{local}")),
+        // This build's drivers, and the BMC protocols whose drivers conductors may bring.
+        known_drivers: ferric_power::DRIVERS
+            .iter()
+            .chain(&["ipmi", "redfish"])
+            .map(|d| d.to_string())
+            .collect(),
+        public_url: args.public_url,
+        ..GatewayConfig::default()
+    };
+    let mode = auth.mode();
+    let state = AppState::new(cluster, config, auth);
+    tracing::info!(listen = %local, auth = mode, prefix = %args.etcd.prefix, "gateway serving the Ironic API");
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing requests in flight"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing requests in flight"),
+        }
+    };
+    ferric_gateway::serve(listener, state, shutdown).await?;
+    Ok(())
+}
