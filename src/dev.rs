@@ -38,6 +38,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
 
     let etcd = Etcd::start(&dir).await?;
+    // A simulated fleet of Redfish BMCs, so that power requests make real BMC traffic.
+    let (sim, sim_url) = procs::sim(&dir, args.nodes.max(1), &[]).await?;
     let prefix = "/ferric/";
     let mut conductors = Vec::new();
     for i in 1..=args.conductors {
@@ -65,8 +67,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let now = now_ms();
     let specs: Vec<NodeSpec> = (0..args.nodes)
         .map(|i| {
-            let mut s = NodeSpec::new(NodeId::new_random(), "fake-hardware", now);
+            let mut s = NodeSpec::new(NodeId::new_random(), "redfish", now);
             s.name = NodeName::parse(&format!("node-{i:05}")).ok();
+            s.driver_info = procs::sim_driver_info(&sim_url, i);
             s
         })
         .collect();
@@ -98,12 +101,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         gateway.pid(),
         gateway.log.display()
     );
-    println!("  nodes       {created} fake-hardware nodes enrolled (node-00000 ...)");
+    println!(
+        "  sim         {sim_url}/redfish/v1/Systems  ({} simulated BMCs; every command logged in {})  pid {}",
+        args.nodes.max(1),
+        dir.join("sim-commands.jsonl").display(),
+        sim.pid()
+    );
+    println!("  nodes       {created} redfish nodes enrolled (node-00000 ... -> sim-0 ...)");
     println!();
     println!("Try it:");
     println!("  {exe} ctl --etcd {} conductor list", etcd.url);
     println!("  {exe} ctl --etcd {} node list", etcd.url);
     println!("  {exe} ctl --etcd {} node power node-00000 on", etcd.url);
+    println!("  {exe} ctl --etcd {} node power node-00000 soft-off", etcd.url);
+    println!("  {exe} ctl --etcd {} node history node-00000", etcd.url);
+    println!("  curl -s {sim_url}/sim/log   # what the BMCs received, and from which conductor");
     println!(
         "  {exe} ctl --etcd {} node provision node-00000 manage",
         etcd.url
@@ -126,6 +138,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for mut c in conductors {
         c.stop(Duration::from_secs(10));
     }
+    drop(gateway);
+    drop(sim);
     drop(etcd);
     println!("stopped.");
     Ok(())

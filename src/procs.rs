@@ -186,3 +186,39 @@ pub fn gateway(
     ]);
     spawn(name, cmd, dir.join(format!("{name}.log")))
 }
+
+/// Starts `ferric sim` (this same executable) with `systems` simulated BMCs on a free loopback
+/// port, logging every command to `dir/sim-commands.jsonl`; returns it and its base URL.
+pub async fn sim(dir: &Path, systems: usize, extra: &[String]) -> anyhow::Result<(Proc, String)> {
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["sim", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--systems")
+        .arg(systems.to_string())
+        .arg("--log")
+        .arg(dir.join("sim-commands.jsonl"))
+        .args(extra);
+    let proc = spawn("sim", cmd, dir.join("sim.log"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok((proc, url));
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("ferric sim did not start; see {}", proc.log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// driver_info of a `redfish` node pointing at system `index` of a `ferric sim` at `url`.
+pub fn sim_driver_info(url: &str, index: usize) -> String {
+    serde_json::json!({
+        "redfish_address": url,
+        "redfish_system_id": format!("/redfish/v1/Systems/sim-{index}"),
+        "redfish_username": "admin",
+        "redfish_password": "password",
+    })
+    .to_string()
+}
