@@ -113,7 +113,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  {exe} ctl --etcd {} conductor list", etcd.url);
     println!("  {exe} ctl --etcd {} node list", etcd.url);
     println!("  {exe} ctl --etcd {} node power node-00000 on", etcd.url);
-    println!("  {exe} ctl --etcd {} node power node-00000 soft-off", etcd.url);
+    println!(
+        "  {exe} ctl --etcd {} node power node-00000 soft-off",
+        etcd.url
+    );
     println!("  {exe} ctl --etcd {} node history node-00000", etcd.url);
     println!("  curl -s {sim_url}/sim/log   # what the BMCs received, and from which conductor");
     println!(

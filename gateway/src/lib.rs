@@ -192,17 +192,41 @@ pub fn app(state: AppState) -> Router {
         .route("/ferric/openapi.json", get(extensions::openapi))
         .route("/ferric/conductors", get(extensions::conductors))
         .route("/ferric/conductors/{name}", get(extensions::conductor));
-    Router::new()
+    let inner = Router::new()
         .route("/", get(root::root))
         .route("/v1", get(root::v1_index))
-        .route("/v1/", get(root::v1_index))
         .nest("/v1", v1)
         .route("/healthz", get(extensions::healthz))
         .route("/metrics", get(extensions::metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), gate))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .with_state(state);
+    // Ironic (pecan) accepts a trailing slash on every path (`/v1/nodes/` is what
+    // python-ironicclient asks for); the path is normalised before routing.
+    Router::new()
+        .fallback_service(inner)
+        .layer(middleware::map_request(strip_trailing_slash))
+}
+
+async fn strip_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let pq = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(pq) = pq.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }
 
 /// Runs the API on `listener` until `shutdown` completes, then finishes the requests in flight.
@@ -227,7 +251,7 @@ async fn not_found() -> ApiError {
 
 /// Paths served without authentication: version discovery (as Ironic's public root) and health.
 fn public(path: &str) -> bool {
-    matches!(path, "/" | "/v1" | "/v1/" | "/healthz")
+    matches!(path, "/" | "/v1" | "/healthz")
 }
 
 /// Microversion negotiation and authentication of every API request.

@@ -19,10 +19,9 @@ use nix::unistd::Pid;
 pub const USERNAME: &str = "admin";
 pub const PASSWORD: &str = "Ferr1c-BMC-s3cret";
 
-const CHASSIS_CONTROL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/support/chassis_control.sh"
-);
+/// The chassis_control program, embedded (the path is relative to this file) and written into
+/// each simulator's directory, so that test binaries of any crate can include this harness.
+const CHASSIS_CONTROL: &str = include_str!("chassis_control.sh");
 
 /// A running `ipmi_sim`, killed (with its process group and any pending soft off) on drop,
 /// including when the test panics.
@@ -52,6 +51,7 @@ impl IpmiSim {
         let path = dir.path();
         fs::create_dir(path.join("state")).map_err(|e| e.to_string())?;
         fs::write(path.join("power"), "0\n").map_err(|e| e.to_string())?;
+        fs::write(path.join("chassis_control.sh"), CHASSIS_CONTROL).map_err(|e| e.to_string())?;
         fs::write(path.join("lan.conf"), lan_conf(port, path)).map_err(|e| e.to_string())?;
         fs::write(path.join("bmc.emu"), BMC_EMU).map_err(|e| e.to_string())?;
         let log = fs::File::create(path.join("ipmi_sim.out")).map_err(|e| e.to_string())?;
@@ -243,7 +243,7 @@ set_working_mc 0x20
   chassis_control "/bin/sh {script} {dir}"
   user 2 true "{USERNAME}" "{PASSWORD}" admin 10 md5
 "#,
-        script = CHASSIS_CONTROL,
+        script = dir.join("chassis_control.sh").display(),
         dir = dir.display(),
     )
 }

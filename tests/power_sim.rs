@@ -1,0 +1,455 @@
+//! Power operations against `ferric sim` where timing matters: graceful shutdowns that take 3 s
+//! or never complete (both soft-off policies), a conductor killed or frozen in the middle of a
+//! 10 s soft power off, BMCs that refuse credentials or stop answering, and `disable_power_off`.
+//! Every claim is checked in the simulator's own command log (which conductor sent what, when).
+
+mod common;
+
+use common::{free_port, Fleet, Proc, FERRIC};
+use ferric_model::{decode, NodeHistory, NodeStatus, PowerState};
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+struct Sim {
+    proc: Proc,
+    url: String,
+    log: std::path::PathBuf,
+    http: reqwest::Client,
+}
+
+impl Sim {
+    async fn start(dir: &std::path::Path, systems: usize, extra: &[&str]) -> Sim {
+        let port = free_port();
+        let log = dir.join("sim-commands.jsonl");
+        let mut args: Vec<String> = vec![
+            "sim".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--systems".into(),
+            systems.to_string(),
+            "--log".into(),
+            log.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::spawn("sim", FERRIC, &args, dir.join("sim.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http.get(format!("{url}/sim/healthz")).send().await.is_ok() {
+                return Sim {
+                    proc,
+                    url,
+                    log,
+                    http,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("ferric sim did not start:\n{}", proc.log_tail(20));
+    }
+
+    fn driver_info(&self, system: usize, password: &str) -> String {
+        json!({
+            "redfish_address": self.url,
+            "redfish_system_id": format!("/redfish/v1/Systems/sim-{system}"),
+            "redfish_username": "admin",
+            "redfish_password": password,
+        })
+        .to_string()
+    }
+
+    async fn behaviour(&self, system: usize, b: Value) {
+        let r = self
+            .http
+            .put(format!("{}/sim/systems/sim-{system}/behaviour", self.url))
+            .json(&b)
+            .send()
+            .await
+            .expect("sim control API");
+        assert!(r.status().is_success(), "sim behaviour {b}: {}", r.status());
+    }
+
+    async fn power(&self, system: usize) -> String {
+        let v: Value = self
+            .http
+            .get(format!("{}/sim/systems/sim-{system}", self.url))
+            .send()
+            .await
+            .expect("sim control API")
+            .json()
+            .await
+            .expect("JSON");
+        v["power"]
+            .as_str()
+            .or(v["PowerState"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    }
+
+    /// The command log as the simulator wrote it to its file.
+    fn commands(&self, system: usize) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let sys = format!("sim-{system}");
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["system"] == sys.as_str())
+            .collect()
+    }
+}
+
+fn actions(log: &[Value]) -> Vec<String> {
+    log.iter()
+        .filter(|e| e["method"] == "POST")
+        .map(|e| e["action"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+async fn status(fleet: &Fleet, id: &str) -> Result<NodeStatus, String> {
+    match fleet.snapshot().await?.status(id) {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => Err(format!("unreadable status: {e}")),
+        None => Err("no status yet".into()),
+    }
+}
+
+async fn history(fleet: &Fleet, id: &str) -> NodeHistory {
+    let mut kv = fleet.inspect.client().kv_client();
+    let r = kv
+        .get(format!("{}history/{id}", fleet.prefix), None)
+        .await
+        .expect("etcd");
+    r.kvs()
+        .first()
+        .map(|kv| decode(kv.value()).expect("history"))
+        .unwrap_or_default()
+}
+
+async fn request(fleet: &Fleet, id: &str, action: &str, timeout: u32) -> u64 {
+    let before = status(fleet, id)
+        .await
+        .map(|s| s.power_seq_done)
+        .unwrap_or(0);
+    let t = timeout.to_string();
+    fleet
+        .ctl_ok(&["node", "power", id, action, "--timeout", &t])
+        .await;
+    before + 1
+}
+
+async fn wait_done(fleet: &Fleet, id: &str, seq: u64, within: Duration) -> NodeStatus {
+    fleet
+        .wait_until(
+            within,
+            &format!("power request {seq} of {id} is done"),
+            async || {
+                let s = status(fleet, id).await?;
+                if s.power_seq_done >= seq {
+                    Ok(s)
+                } else {
+                    Err(format!(
+                        "done {} op {:?} last_error {:?}",
+                        s.power_seq_done, s.power_op, s.last_error
+                    ))
+                }
+            },
+        )
+        .await
+}
+
+async fn node(fleet: &Fleet, sim: &Sim, system: usize, extra: &[&str]) -> String {
+    let info = sim.driver_info(system, "password");
+    let mut args = vec!["--driver", "redfish", "--driver-info", info.as_str()];
+    args.extend_from_slice(extra);
+    fleet.create_nodes(1, &args).await.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_timing_and_policies() {
+    let mut fleet = Fleet::new("power-sim-policy").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(dir.path(), 3, &["--graceful-shutdown-secs", "3"]).await;
+    fleet.start_conductor("c1", &["--lease-ttl", "5", "--bmc-min-gap-ms", "100"]);
+    let quick = node(&fleet, &sim, 0, &[]).await;
+    let hung = node(&fleet, &sim, 1, &[]).await;
+    let forced = node(&fleet, &sim, 2, &["--soft-off-policy", "hard-off"]).await;
+    for id in [&quick, &hung, &forced] {
+        let seq = request(&fleet, id, "on", 30).await;
+        wait_done(&fleet, id, seq, Duration::from_secs(30)).await;
+    }
+    sim.behaviour(1, json!({"graceful_shutdown_secs": null}))
+        .await;
+    sim.behaviour(2, json!({"graceful_shutdown_secs": null}))
+        .await;
+
+    // An OS that takes 3 s: the node reports off only once the machine is off, and nothing
+    // but the graceful request was sent.
+    let t0 = Instant::now();
+    let seq = request(&fleet, &quick, "soft-off", 30).await;
+    let s = wait_done(&fleet, &quick, seq, Duration::from_secs(30)).await;
+    let took = t0.elapsed();
+    fleet.ensure(
+        s.power_state == Some(PowerState::Off) && s.last_error.is_none(),
+        || format!("quick soft off: {s:?}"),
+    );
+    fleet.ensure(took >= Duration::from_secs(3), || {
+        format!("soft off reported after {took:?}, before the OS finished")
+    });
+    fleet.ensure(sim.power(0).await == "Off", || "sim-0 is not off".into());
+    let acts = actions(&sim.commands(0));
+    fleet.ensure(acts == ["On", "GracefulShutdown"], || {
+        format!("sim-0 received {acts:?}")
+    });
+
+    // An OS that never shuts down, policy error (the default): power stays on, the node says
+    // why, a fault is recorded, and no one cut the power.
+    let seq = request(&fleet, &hung, "soft-off", 3).await;
+    let s = wait_done(&fleet, &hung, seq, Duration::from_secs(40)).await;
+    fleet.ensure(s.power_state == Some(PowerState::On), || {
+        format!("hung: {s:?}")
+    });
+    let err = s.last_error.clone().unwrap_or_default();
+    fleet.ensure(err.contains("did not shut down within 3 s"), || {
+        format!("last_error {err:?}")
+    });
+    fleet.ensure(s.fault.as_deref() == Some("power failure"), || {
+        format!("fault {:?}", s.fault)
+    });
+    fleet.ensure(sim.power(1).await == "On", || {
+        "sim-1 was powered off".into()
+    });
+    let acts = actions(&sim.commands(1));
+    fleet.ensure(acts == ["On", "GracefulShutdown"], || {
+        format!("sim-1 received {acts:?}: power was cut")
+    });
+    let h = history(&fleet, &hung).await;
+    fleet.ensure(
+        h.entries
+            .last()
+            .is_some_and(|e| e.severity == "ERROR" && e.action == "soft power off"),
+        || format!("history {:?}", h.entries),
+    );
+
+    // Policy hard-off: forced off after the timeout, and the history says so.
+    let seq = request(&fleet, &forced, "soft-off", 3).await;
+    let s = wait_done(&fleet, &forced, seq, Duration::from_secs(40)).await;
+    fleet.ensure(
+        s.power_state == Some(PowerState::Off) && s.last_error.is_none(),
+        || format!("forced: {s:?}"),
+    );
+    fleet.ensure(sim.power(2).await == "Off", || "sim-2 is not off".into());
+    let acts = actions(&sim.commands(2));
+    fleet.ensure(acts == ["On", "GracefulShutdown", "ForceOff"], || {
+        format!("sim-2 received {acts:?}")
+    });
+    let h = history(&fleet, &forced).await;
+    fleet.ensure(
+        h.entries
+            .last()
+            .is_some_and(|e| e.action.contains("forced off") && e.action.contains("hard-off")),
+        || format!("history {:?}", h.entries),
+    );
+
+    // A later successful power action clears the fault.
+    let seq = request(&fleet, &hung, "off", 30).await;
+    let s = wait_done(&fleet, &hung, seq, Duration::from_secs(30)).await;
+    fleet.ensure(
+        s.fault.is_none() && s.power_state == Some(PowerState::Off),
+        || format!("after off: {s:?}"),
+    );
+    drop(sim.proc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_power_off_and_bad_bmcs() {
+    let mut fleet = Fleet::new("power-sim-errors").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(dir.path(), 4, &[]).await;
+    fleet.start_conductor(
+        "c1",
+        &[
+            "--lease-ttl",
+            "5",
+            "--bmc-min-gap-ms",
+            "100",
+            "--bmc-timeout",
+            "2",
+        ],
+    );
+
+    // disable_power_off: ctl refuses power off; reboot is a reset, never an off.
+    let guarded = node(&fleet, &sim, 0, &["--disable-power-off"]).await;
+    let seq = request(&fleet, &guarded, "on", 30).await;
+    wait_done(&fleet, &guarded, seq, Duration::from_secs(30)).await;
+    let out = fleet.ctl(&["node", "power", &guarded, "off"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    fleet.ensure(
+        out.status.code() == Some(1) && stderr.contains("disable_power_off"),
+        || format!("power off of a guarded node: {stderr}"),
+    );
+    let seq = request(&fleet, &guarded, "reboot", 30).await;
+    let s = wait_done(&fleet, &guarded, seq, Duration::from_secs(30)).await;
+    fleet.ensure(
+        s.power_state == Some(PowerState::On) && s.last_error.is_none(),
+        || format!("guarded reboot: {s:?}"),
+    );
+    let acts = actions(&sim.commands(0));
+    fleet.ensure(acts == ["On", "ForceRestart"], || {
+        format!("sim-0 received {acts:?}")
+    });
+
+    // Wrong credentials: a clear error, quickly, and the node is not stuck.
+    let info = sim.driver_info(1, "wrong");
+    let bad = fleet
+        .create_nodes(1, &["--driver", "redfish", "--driver-info", &info])
+        .await
+        .remove(0);
+    let seq = request(&fleet, &bad, "on", 30).await;
+    let s = wait_done(&fleet, &bad, seq, Duration::from_secs(30)).await;
+    let err = s.last_error.clone().unwrap_or_default();
+    fleet.ensure(err.contains("credentials"), || {
+        format!("wrong password: last_error {err:?}")
+    });
+    fleet.ensure(!err.contains("wrong"), || {
+        format!("the password leaked into last_error: {err:?}")
+    });
+    fleet.ensure(sim.power(1).await == "Off", || {
+        "sim-1 was powered on with a wrong password".into()
+    });
+
+    // A BMC that stops answering: the request ends with an error, then works again.
+    let mute = node(&fleet, &sim, 2, &[]).await;
+    sim.behaviour(2, json!({"unreachable": true})).await;
+    let seq = request(&fleet, &mute, "on", 20).await;
+    let s = wait_done(&fleet, &mute, seq, Duration::from_secs(60)).await;
+    let err = s.last_error.clone().unwrap_or_default();
+    fleet.ensure(err.contains("unreachable"), || {
+        format!("unreachable BMC: last_error {err:?}")
+    });
+    sim.behaviour(2, json!({"unreachable": false})).await;
+    let seq = request(&fleet, &mute, "on", 20).await;
+    let s = wait_done(&fleet, &mute, seq, Duration::from_secs(30)).await;
+    fleet.ensure(
+        s.power_state == Some(PowerState::On) && s.last_error.is_none(),
+        || format!("after the BMC came back: {s:?}"),
+    );
+
+    // The conductor answered everything: still alive.
+    fleet.ensure(fleet.conductor("c1").is_running(), || {
+        "conductor died".into()
+    });
+    drop(sim.proc);
+}
+
+/// Kills (SIGKILL) or freezes (SIGSTOP past the TTL) the conductor that sent a 10 s graceful
+/// shutdown; the new owner finds the operation in the status, does not send the graceful request
+/// again, and completes it; the old conductor sends nothing after its self-fencing deadline.
+async fn takeover_mid_soft_off(freeze: bool) {
+    let name = if freeze {
+        "power-sim-freeze"
+    } else {
+        "power-sim-kill"
+    };
+    let mut fleet = Fleet::new(name).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(dir.path(), 8, &["--graceful-shutdown-secs", "10"]).await;
+    let args = ["--lease-ttl", "2", "--bmc-min-gap-ms", "100"];
+    fleet.start_conductor("c1", &args);
+    fleet.start_conductor("c2", &args);
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(node(&fleet, &sim, i, &[]).await);
+    }
+    let snap = fleet
+        .wait_settled(Duration::from_secs(30), &["c1", "c2"])
+        .await;
+    // A node of c1's, powered on first.
+    let (index, id) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, id)| snap.holder(id).is_some_and(|(h, _)| h == "c1"))
+        .map(|(i, id)| (i, id.clone()))
+        .expect("c1 owns some of 8 nodes");
+    let seq = request(&fleet, &id, "on", 30).await;
+    wait_done(&fleet, &id, seq, Duration::from_secs(30)).await;
+
+    let seq = request(&fleet, &id, "soft-off", 30).await;
+    fleet
+        .wait_until(
+            Duration::from_secs(10),
+            "c1 sent the graceful shutdown",
+            async || {
+                let sent = sim
+                    .commands(index)
+                    .iter()
+                    .any(|e| e["action"] == "GracefulShutdown" && e["client"] == "c1");
+                let recorded = status(&fleet, &id)
+                    .await?
+                    .power_op
+                    .is_some_and(|op| op.soft_sent);
+                if sent && recorded {
+                    Ok(())
+                } else {
+                    Err(format!("sent {sent}, recorded {recorded}"))
+                }
+            },
+        )
+        .await;
+    let cut = ferric_model::now_ms();
+    if freeze {
+        fleet.conductor("c1").signal(Signal::SIGSTOP);
+    } else {
+        fleet.conductor("c1").signal(Signal::SIGKILL);
+    }
+    let s = wait_done(&fleet, &id, seq, Duration::from_secs(40)).await;
+    fleet.ensure(
+        s.power_state == Some(PowerState::Off)
+            && s.last_error.is_none()
+            && s.owner.as_deref() == Some("c2"),
+        || format!("after takeover: {s:?}"),
+    );
+    fleet.ensure(sim.power(index).await == "Off", || {
+        "machine is not off".into()
+    });
+    if freeze {
+        // Thaw it: it must notice it lost its lease and send nothing.
+        fleet.conductor("c1").signal(Signal::SIGCONT);
+        fleet
+            .wait_settled(Duration::from_secs(30), &["c1", "c2"])
+            .await;
+    }
+    let log = sim.commands(index);
+    let graceful = log
+        .iter()
+        .filter(|e| e["action"] == "GracefulShutdown")
+        .count();
+    fleet.ensure(graceful == 1, || {
+        format!("graceful shutdown sent {graceful} times: {log:?}")
+    });
+    fleet.ensure(!log.iter().any(|e| e["action"] == "ForceOff"), || {
+        format!("power was cut: {log:?}")
+    });
+    // c1's self-fencing deadline is at most TTL - margin (2 s - 0.5 s) after the cut.
+    let late: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["client"] == "c1" && e["unix_ms"].as_u64().unwrap_or(0) > cut + 1_500)
+        .collect();
+    fleet.ensure(late.is_empty(), || {
+        format!("c1 commanded the BMC after its deadline: {late:?}")
+    });
+    fleet.ensure(log.iter().any(|e| e["client"] == "c2"), || {
+        "c2 never read the BMC".into()
+    });
+    fleet.check_fencing_history().await;
+    drop(sim.proc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conductor_killed_mid_soft_off() {
+    takeover_mid_soft_off(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conductor_frozen_mid_soft_off() {
+    takeover_mid_soft_off(true).await;
+}
