@@ -5,6 +5,7 @@
 use crate::procs::{self, Etcd, Proc};
 use ferric_cluster::{Cluster, EtcdConfig};
 use ferric_model::{now_ms, NodeId, NodeSpec};
+use futures::{FutureExt, StreamExt};
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,6 +32,16 @@ enum Cmd {
         lease_ttl: f64,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+    },
+    /// Power on N `ferric sim` nodes with 3 conductors; time, conductor CPU, BMC commands/s.
+    Power {
+        #[arg(long, default_value_t = 5_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 3)]
+        conductors: usize,
+        /// Per-BMC minimum gaps to compare, in ms.
+        #[arg(long, value_delimiter = ',', default_value = "0,500")]
+        gaps_ms: Vec<u64>,
     },
     /// Start N conductors on M enrolled nodes and time until all are owned; report RSS.
     Cold {
@@ -61,6 +72,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             lease_ttl,
             runs,
         } => failover(&dir, &etcd, nodes, conductors, lease_ttl, runs).await,
+        Cmd::Power {
+            nodes,
+            conductors,
+            gaps_ms,
+        } => {
+            for gap in gaps_ms {
+                let sub = dir.join(format!("gap-{gap}"));
+                std::fs::create_dir_all(&sub)?;
+                power(&sub, &etcd, nodes, conductors, gap).await?;
+            }
+            Ok(())
+        }
         Cmd::Cold {
             nodes,
             conductors,
@@ -260,4 +283,134 @@ fn mem_total() -> String {
                 .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
         })
         .map_or_else(|| "unknown memory".into(), |m| format!("{m} memory"))
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+async fn power(
+    dir: &Path,
+    etcd: &Etcd,
+    nodes: usize,
+    n_conductors: usize,
+    gap_ms: u64,
+) -> anyhow::Result<()> {
+    let prefix = format!("/bench-power-{gap_ms}/");
+    let cluster = connect(etcd, &prefix).await?;
+    let (sim, sim_url) = procs::sim(dir, nodes, &[]).await?;
+    let now = now_ms();
+    let specs: Vec<NodeSpec> = (0..nodes)
+        .map(|i| {
+            let mut s = NodeSpec::new(NodeId::new_random(), "redfish", now);
+            s.driver_info = procs::sim_driver_info(&sim_url, i);
+            s
+        })
+        .collect();
+    let ids: Vec<NodeId> = specs.iter().map(|s| s.id).collect();
+    for chunk in specs.chunks(4096) {
+        for r in cluster.create_nodes(chunk.to_vec()).await? {
+            r?;
+        }
+    }
+    let extra = vec!["--bmc-min-gap-ms".to_string(), gap_ms.to_string()];
+    let procs: Vec<Proc> = (1..=n_conductors)
+        .map(|i| procs::conductor(dir, &etcd.url, &prefix, &format!("bench-c{i}"), 5.0, &extra))
+        .collect::<anyhow::Result<_>>()?;
+    until_running(&cluster, nodes, None, Duration::from_secs(120)).await?;
+    let cpu0: Vec<f64> = procs.iter().map(|p| cpu_seconds(p.pid())).collect();
+    let from = cluster.revision().await? + 1;
+    let mut watch = cluster
+        .watch_prefix(&cluster.keys().statuses(), from)
+        .await?;
+    let t0 = Instant::now();
+    // Requests go in through the same bulk cluster function `ctl node power all on` uses.
+    let requests = futures::stream::iter(ids.chunks(600).map(|c| c.to_vec()).collect::<Vec<_>>())
+        .map(|chunk| {
+            let c = cluster.clone();
+            async move {
+                c.request_power_many(&chunk, ferric_model::PowerTarget::On, None, "bench")
+                    .await
+            }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<_>>()
+        .map(|r| (r, Instant::now()));
+    let counting = async {
+        let mut on: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
+        while on.len() < nodes {
+            for ev in watch.next().await? {
+                if let ferric_cluster::WatchEvent::Put { key, value, .. } = ev {
+                    let Some(id) = cluster.keys().node_id_of(&key) else {
+                        continue;
+                    };
+                    if let Ok(st) = ferric_model::decode::<ferric_model::NodeStatus>(&value) {
+                        if st.power_seq_done >= 1
+                            && st.power_state == Some(ferric_model::PowerState::On)
+                        {
+                            on.insert(id);
+                        }
+                    }
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(Instant::now())
+    };
+    let ((results, accepted_at), done) = tokio::join!(
+        requests,
+        tokio::time::timeout(Duration::from_secs(300), counting)
+    );
+    let accepted = accepted_at.duration_since(t0);
+    for r in results {
+        for one in r? {
+            one?;
+        }
+    }
+    let done = done.map_err(|_| anyhow::anyhow!("not all nodes powered on within 300 s"))??;
+    let secs = done.duration_since(t0).as_secs_f64();
+    let cpu: f64 = procs
+        .iter()
+        .zip(&cpu0)
+        .map(|(p, c0)| cpu_seconds(p.pid()) - c0)
+        .sum();
+    // BMC commands per conductor from the simulator's own log.
+    let log = std::fs::read_to_string(dir.join("sim-commands.jsonl")).unwrap_or_default();
+    let mut per: HashMap<String, (usize, u64, u64)> = HashMap::new();
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let client = v["client"].as_str().unwrap_or("?").to_string();
+        let t = v["unix_ms"].as_u64().unwrap_or(0);
+        let e = per.entry(client).or_insert((0, u64::MAX, 0));
+        e.0 += 1;
+        e.1 = e.1.min(t);
+        e.2 = e.2.max(t);
+    }
+    println!(
+        "power on {nodes} sim nodes, {n_conductors} conductors, per-BMC gap {gap_ms} ms: all on after {secs:.2} s (requests accepted in {:.2} s); conductor CPU {cpu:.2} s in total",
+        accepted.as_secs_f64()
+    );
+    let mut names: Vec<_> = per.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let (n, first, last) = per[&name];
+        let span = (last.saturating_sub(first)).max(1) as f64 / 1000.0;
+        println!(
+            "  {name}: {n} BMC commands, {:.0} commands/s over {span:.2} s",
+            n as f64 / span
+        );
+    }
+    drop(procs);
+    drop(sim);
+    Ok(())
 }

@@ -106,7 +106,7 @@ enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Request a power action.
+    /// Request a power action (of one node, a comma-separated list, or `all`).
     Power {
         node: String,
         /// on | off | soft-off | reboot | soft-reboot
@@ -289,6 +289,43 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             };
             if timeout == Some(0) {
                 anyhow::bail!("--timeout must be at least 1 second");
+            }
+            if node == "all" || node.contains(',') {
+                let ids: Vec<NodeId> = if node == "all" {
+                    cluster
+                        .list_nodes()
+                        .await?
+                        .0
+                        .iter()
+                        .map(|v| v.spec.id)
+                        .collect()
+                } else {
+                    let mut ids = Vec::new();
+                    for n in node.split(',').filter(|n| !n.is_empty()) {
+                        ids.push(cluster.resolve(n).await?);
+                    }
+                    ids
+                };
+                let results = cluster
+                    .request_power_many(&ids, target, timeout, WHO)
+                    .await?;
+                let failed: Vec<String> = ids
+                    .iter()
+                    .zip(&results)
+                    .filter_map(|(id, r)| r.as_ref().err().map(|e| format!("{id}: {e}")))
+                    .collect();
+                out!(
+                    "requested {} for {} nodes",
+                    target.as_str(),
+                    ids.len() - failed.len()
+                );
+                for f in &failed {
+                    eprintln!("error: {f}");
+                }
+                if !failed.is_empty() {
+                    anyhow::bail!("{} of {} requests refused", failed.len(), ids.len());
+                }
+                return Ok(());
             }
             let view = cluster.request_power(&node, target, timeout, WHO).await?;
             out!("requested {} for node {}", target.as_str(), view.spec.id);

@@ -212,10 +212,19 @@ async fn redfish_operations_against_sushy() {
     // observed change of power state, in order.
     let mut kv = fleet.inspect.client().kv_client();
     let hist = kv
-        .get(format!("{}history/{id}", fleet.prefix), None)
+        .get(
+            format!("{}history/{id}/", fleet.prefix),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
         .await
         .expect("etcd");
-    let history: NodeHistory = decode(hist.kvs()[0].value()).expect("history decodes");
+    let history = NodeHistory {
+        entries: hist
+            .kvs()
+            .iter()
+            .map(|kv| decode(kv.value()).expect("history entry decodes"))
+            .collect(),
+    };
     let power_entries: Vec<_> = history
         .entries
         .iter()

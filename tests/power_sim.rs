@@ -113,16 +113,23 @@ async fn status(fleet: &Fleet, id: &str) -> Result<NodeStatus, String> {
     }
 }
 
+/// The node's history as etcd holds it (one key per entry).
 async fn history(fleet: &Fleet, id: &str) -> NodeHistory {
     let mut kv = fleet.inspect.client().kv_client();
     let r = kv
-        .get(format!("{}history/{id}", fleet.prefix), None)
+        .get(
+            format!("{}history/{id}/", fleet.prefix),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
         .await
         .expect("etcd");
-    r.kvs()
-        .first()
-        .map(|kv| decode(kv.value()).expect("history"))
-        .unwrap_or_default()
+    NodeHistory {
+        entries: r
+            .kvs()
+            .iter()
+            .map(|kv| decode(kv.value()).expect("history entry"))
+            .collect(),
+    }
 }
 
 async fn request(fleet: &Fleet, id: &str, action: &str, timeout: u32) -> u64 {

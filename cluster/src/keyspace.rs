@@ -62,8 +62,13 @@ impl Keyspace {
     pub fn event(&self, id: &NodeId, seq: u64) -> String {
         format!("{}events/{id}/{seq:020}", self.prefix)
     }
+    /// All history entries of a node.
     pub fn history(&self, id: &NodeId) -> String {
-        format!("{}history/{id}", self.prefix)
+        format!("{}history/{id}/", self.prefix)
+    }
+    /// One history entry, the seq zero-padded so that keys sort in order.
+    pub fn history_entry(&self, id: &NodeId, seq: u64) -> String {
+        format!("{}history/{id}/{seq:020}", self.prefix)
     }
 
     /// The node id at the end of a `nodes/`, `status/`, `reservations/` or `consoles/` key.

@@ -6,8 +6,9 @@ use crate::{get_prefix, reservations::BATCH, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ferric_model::provision::{on_verb, InvalidTransition};
 use ferric_model::{
-    decode, encode, now_ms, BootDevice, BootDeviceRequest, CodecError, NodeHistory, NodeId,
-    NodeSpec, NodeStatus, PowerRequest, PowerTarget, ProvisionRequest, ReservationRecord, Verb,
+    decode, encode, now_ms, BootDevice, BootDeviceRequest, CodecError, HistoryEntry, NodeHistory,
+    NodeId, NodeSpec, NodeStatus, PowerRequest, PowerTarget, ProvisionRequest, ReservationRecord,
+    Verb,
 };
 use std::collections::HashMap;
 
@@ -250,32 +251,8 @@ impl Cluster {
         timeout_s: Option<u32>,
         requested_by: &str,
     ) -> Result<NodeView, ClusterError> {
-        self.update_spec(id_or_name, |view, spec| {
-            if let Some(p) = view.spec.pending_power(&view.status) {
-                return Err(ClusterError::Busy {
-                    node: view.spec.id.to_string(),
-                    what: format!(
-                        "power action \"{}\" is still in progress",
-                        p.target.as_str()
-                    ),
-                });
-            }
-            if spec.disable_power_off && matches!(target, PowerTarget::Off | PowerTarget::SoftOff) {
-                return Err(ClusterError::Invalid(format!(
-                    "node {} has disable_power_off set: power off is refused",
-                    spec.id
-                )));
-            }
-            spec.power_request = Some(PowerRequest {
-                seq: spec.next_power_seq(),
-                target,
-                timeout_s,
-                requested_by: requested_by.to_string(),
-                requested_at_ms: now_ms(),
-            });
-            Ok(())
-        })
-        .await
+        self.update_spec(id_or_name, power_change(target, timeout_s, requested_by))
+            .await
     }
 
     /// Asks for a provision verb. The verb is checked against the node's current state here so
@@ -343,21 +320,22 @@ impl Cluster {
         .await
     }
 
-    /// A node's history (oldest first); empty when nothing was recorded yet.
+    /// A node's history (oldest first); empty when nothing was recorded yet. An unreadable
+    /// entry is skipped with a log line rather than hiding the rest.
     pub async fn node_history(&self, id_or_name: &str) -> Result<NodeHistory, ClusterError> {
         let id = self.resolve(id_or_name).await?;
-        let resp = self
-            .kv()
-            .get(self.keys().history(&id), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        match resp.kvs().first() {
-            None => Ok(NodeHistory::default()),
-            Some(kv) => decode(kv.value()).map_err(|source| ClusterError::Corrupt {
-                key: self.keys().history(&id),
-                source,
-            }),
-        }
+        let (_, kvs) = get_prefix(self, &self.keys().history(&id), None, false).await?;
+        let entries = kvs
+            .iter()
+            .filter_map(|kv| match decode::<HistoryEntry>(kv.value()) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable history entry");
+                    None
+                }
+            })
+            .collect();
+        Ok(NodeHistory { entries })
     }
 
     /// Deletes a node's spec, name and status in one transaction, if the spec has not changed
@@ -373,7 +351,10 @@ impl Cluster {
         let mut ops = vec![
             TxnOp::delete(key.clone(), None),
             TxnOp::delete(self.keys().status(&id), None),
-            TxnOp::delete(self.keys().history(&id), None),
+            TxnOp::delete(
+                self.keys().history(&id),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            ),
         ];
         if let Some(name) = &view.spec.name {
             ops.push(TxnOp::delete(self.keys().name(name.as_str()), None));
@@ -395,5 +376,38 @@ fn status_of(bytes: Option<&[u8]>) -> (NodeStatus, Option<String>) {
         None => (NodeStatus::default(), None),
         Some(Ok(s)) => (s, None),
         Some(Err(e)) => (NodeStatus::default(), Some(e.to_string())),
+    }
+}
+
+/// The spec change of a power request, shared by the single and the bulk path.
+pub(crate) fn power_change(
+    target: PowerTarget,
+    timeout_s: Option<u32>,
+    requested_by: &str,
+) -> impl Fn(&NodeView, &mut NodeSpec) -> Result<(), ClusterError> + '_ {
+    move |view, spec| {
+        if let Some(p) = view.spec.pending_power(&view.status) {
+            return Err(ClusterError::Busy {
+                node: view.spec.id.to_string(),
+                what: format!(
+                    "power action \"{}\" is still in progress",
+                    p.target.as_str()
+                ),
+            });
+        }
+        if spec.disable_power_off && matches!(target, PowerTarget::Off | PowerTarget::SoftOff) {
+            return Err(ClusterError::Invalid(format!(
+                "node {} has disable_power_off set: power off is refused",
+                spec.id
+            )));
+        }
+        spec.power_request = Some(PowerRequest {
+            seq: spec.next_power_seq(),
+            target,
+            timeout_s,
+            requested_by: requested_by.to_string(),
+            requested_at_ms: now_ms(),
+        });
+        Ok(())
     }
 }

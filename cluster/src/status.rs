@@ -10,13 +10,15 @@
 use crate::{reservations::BATCH, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ferric_model::{
-    decode, encode, EventRecord, FenceToken, HistoryEntry, NodeHistory, NodeId, NodeStatus,
+    encode, EventRecord, FenceToken, HistoryEntry, NodeHistory, NodeId, NodeStatus,
 };
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 impl Cluster {
-    fn fenced_put(&self, id: &NodeId, token: FenceToken, value: Vec<u8>) -> Txn {
+    fn fenced_put(&self, id: &NodeId, token: FenceToken, value: Vec<u8>, extra: Vec<TxnOp>) -> Txn {
+        let mut ops = vec![TxnOp::put(self.keys().status(id), value, None)];
+        ops.extend(extra);
         Txn::new()
             .when([
                 // fenced: only the current holder of the reservation may write the status.
@@ -24,7 +26,38 @@ impl Cluster {
                 // A deleted node gets no status back from a late write.
                 Compare::create_revision(self.keys().node(id), CompareOp::NotEqual, 0),
             ])
-            .and_then([TxnOp::put(self.keys().status(id), value, None)])
+            .and_then(ops)
+    }
+
+    /// The operations that go with a status write: a history entry (and the deletion of the
+    /// one `NodeHistory::CAP` places older) and an outbox event. Their sequence numbers are the
+    /// status's `history_seq` and the event's `seq`.
+    fn extras(
+        &self,
+        id: &NodeId,
+        status: &NodeStatus,
+        history: Option<&HistoryEntry>,
+        event: Option<&EventRecord>,
+    ) -> Vec<TxnOp> {
+        let mut ops = Vec::new();
+        if let Some(entry) = history {
+            let seq = status.history_seq;
+            ops.push(TxnOp::put(
+                self.keys().history_entry(id, seq),
+                encode(entry),
+                None,
+            ));
+            if seq > NodeHistory::CAP as u64 {
+                ops.push(TxnOp::delete(
+                    self.keys().history_entry(id, seq - NodeHistory::CAP as u64),
+                    None,
+                ));
+            }
+        }
+        if let Some(ev) = event {
+            ops.push(TxnOp::put(self.keys().event(id, ev.seq), encode(ev), None));
+        }
+        ops
     }
 
     /// One fenced status write, unbatched.
@@ -36,56 +69,9 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         let resp = self
             .kv()
-            .txn(self.fenced_put(id, token, encode(status)))
+            .txn(self.fenced_put(id, token, encode(status), Vec::new()))
             .await
             .map_err(|e| self.err(e))?;
-        if resp.succeeded() {
-            Ok(())
-        } else {
-            Err(ClusterError::Fenced(id.to_string()))
-        }
-    }
-}
-
-impl Cluster {
-    /// A fenced status write that also appends to the node's history and/or puts an event in
-    /// the outbox, all in one transaction: a power change and its event are never separated.
-    pub async fn write_status_with(
-        &self,
-        id: &NodeId,
-        token: FenceToken,
-        status: &NodeStatus,
-        history: Option<HistoryEntry>,
-        event: Option<EventRecord>,
-    ) -> Result<(), ClusterError> {
-        let mut txn_ops = vec![TxnOp::put(self.keys().status(id), encode(status), None)];
-        if let Some(entry) = history {
-            let key = self.keys().history(id);
-            let resp = self
-                .kv()
-                .get(key.clone(), None)
-                .await
-                .map_err(|e| self.err(e))?;
-            // An unreadable history is replaced rather than blocking every status write.
-            let mut h = resp
-                .kvs()
-                .first()
-                .and_then(|kv| decode::<NodeHistory>(kv.value()).ok())
-                .unwrap_or_default();
-            h.push(entry);
-            txn_ops.push(TxnOp::put(key, encode(&h), None));
-        }
-        if let Some(ev) = event {
-            txn_ops.push(TxnOp::put(self.keys().event(id, ev.seq), encode(&ev), None));
-        }
-        let txn = Txn::new()
-            .when([
-                // fenced: only the current holder of the reservation may write.
-                Compare::create_revision(self.keys().reservation(id), CompareOp::Equal, token.0),
-                Compare::create_revision(self.keys().node(id), CompareOp::NotEqual, 0),
-            ])
-            .and_then(txn_ops);
-        let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
         if resp.succeeded() {
             Ok(())
         } else {
@@ -98,6 +84,7 @@ struct Write {
     id: NodeId,
     token: FenceToken,
     value: Vec<u8>,
+    extra: Vec<TxnOp>,
     reply: oneshot::Sender<Result<(), ClusterError>>,
 }
 
@@ -105,14 +92,19 @@ struct Write {
 #[derive(Clone)]
 pub struct StatusWriter {
     tx: mpsc::Sender<Write>,
+    cluster: Cluster,
 }
 
 impl StatusWriter {
     /// `parallel`: how many batches may be in flight at once.
     pub fn spawn(cluster: Cluster, parallel: usize) -> Self {
         let (tx, rx) = mpsc::channel(4 * BATCH);
-        tokio::spawn(run(cluster, rx, Arc::new(Semaphore::new(parallel.max(1)))));
-        StatusWriter { tx }
+        tokio::spawn(run(
+            cluster.clone(),
+            rx,
+            Arc::new(Semaphore::new(parallel.max(1))),
+        ));
+        StatusWriter { tx, cluster }
     }
 
     pub async fn write(
@@ -121,11 +113,25 @@ impl StatusWriter {
         token: FenceToken,
         status: &NodeStatus,
     ) -> Result<(), ClusterError> {
+        self.write_with(id, token, status, None, None).await
+    }
+
+    /// A fenced status write with a history entry and/or an outbox event in the same
+    /// transaction: a power change and its event are never separated.
+    pub async fn write_with(
+        &self,
+        id: NodeId,
+        token: FenceToken,
+        status: &NodeStatus,
+        history: Option<&HistoryEntry>,
+        event: Option<&EventRecord>,
+    ) -> Result<(), ClusterError> {
         let (reply, rx) = oneshot::channel();
         let write = Write {
             id,
             token,
             value: encode(status),
+            extra: self.cluster.extras(&id, status, history, event),
             reply,
         };
         let closed = || ClusterError::Invalid("status writer stopped".into());
@@ -158,7 +164,7 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Write>, slots: Arc<Semapho
 async fn flush(cluster: &Cluster, batch: Vec<Write>) {
     let ops: Vec<TxnOp> = batch
         .iter()
-        .map(|w| TxnOp::txn(cluster.fenced_put(&w.id, w.token, w.value.clone())))
+        .map(|w| TxnOp::txn(cluster.fenced_put(&w.id, w.token, w.value.clone(), w.extra.clone())))
         .collect();
     match cluster.kv().txn(Txn::new().and_then(ops)).await {
         Ok(resp) => {

@@ -345,3 +345,94 @@ pub async fn events(
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route of the router, in OpenAPI's path syntax.
+    const ROUTES: &[(&str, &[&str])] = &[
+        ("/", &["get"]),
+        ("/v1", &["get"]),
+        ("/v1/nodes", &["get", "post"]),
+        ("/v1/nodes/detail", &["get"]),
+        ("/v1/nodes/validate", &["get"]),
+        ("/v1/nodes/{node}", &["get", "patch", "delete"]),
+        ("/v1/nodes/{node}/states", &["get"]),
+        ("/v1/nodes/{node}/states/power", &["put"]),
+        ("/v1/nodes/{node}/states/provision", &["put"]),
+        ("/v1/nodes/{node}/maintenance", &["put", "delete"]),
+        ("/v1/nodes/{node}/management/boot_device", &["get", "put"]),
+        (
+            "/v1/nodes/{node}/management/boot_device/supported",
+            &["get"],
+        ),
+        ("/v1/nodes/{node}/validate", &["get"]),
+        ("/v1/nodes/{node}/history", &["get"]),
+        ("/v1/nodes/{node}/history/{event}", &["get"]),
+        ("/v1/conductors", &["get"]),
+        ("/v1/conductors/{name}", &["get"]),
+        ("/v1/heartbeat/{node}", &["post"]),
+        ("/v1/ferric/events", &["get"]),
+        ("/v1/ferric/openapi.json", &["get"]),
+        ("/v1/ferric/conductors", &["get"]),
+        ("/v1/ferric/conductors/{name}", &["get"]),
+        ("/healthz", &["get"]),
+        ("/metrics", &["get"]),
+    ];
+
+    #[test]
+    fn openapi_documents_every_route_and_resolves_every_reference() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.0.3");
+        let paths = doc["paths"].as_object().unwrap();
+        assert_eq!(
+            paths.len(),
+            ROUTES.len(),
+            "documented paths: {:?}",
+            paths.keys()
+        );
+        for (path, methods) in ROUTES {
+            let item = paths
+                .get(*path)
+                .unwrap_or_else(|| panic!("{path} is not documented"));
+            for m in *methods {
+                let op = &item[*m];
+                assert!(op.is_object(), "{m} {path} is not documented");
+                assert!(op["responses"].is_object(), "{m} {path} has no responses");
+            }
+        }
+        // Every $ref points at something that exists.
+        fn refs(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    for (k, x) in m {
+                        if k == "$ref" {
+                            out.push(x.as_str().unwrap_or("").to_string());
+                        } else {
+                            refs(x, out);
+                        }
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let pointer = r.trim_start_matches('#');
+            assert!(doc.pointer(pointer).is_some(), "dangling reference {r}");
+        }
+        // The node schema lists every field the gateway can return.
+        let props = doc["components"]["schemas"]["Node"]["properties"]
+            .as_object()
+            .unwrap();
+        for (_, name, since) in crate::node_json::FIELDS {
+            if *since <= crate::version::MAX_MINOR {
+                assert!(props.contains_key(*name), "Node schema lacks {name}");
+            }
+        }
+    }
+}

@@ -194,6 +194,8 @@ pub struct NodeStatus {
     pub power_op: Option<PowerOp>,
     /// Per-node sequence number of the last event written to the outbox.
     pub event_seq: u64,
+    /// Per-node sequence number of the last history entry written.
+    pub history_seq: u64,
     /// True while the current cleaning is manual (ends in `manageable`, not `available`).
     pub manual: bool,
     /// Deadline of the current wait state, when there is one.
@@ -221,6 +223,7 @@ impl Default for NodeStatus {
             boot_persistent: false,
             power_op: None,
             event_seq: 0,
+            history_seq: 0,
             manual: false,
             deadline_ms: None,
             provision_updated_at_ms: None,
@@ -250,8 +253,14 @@ pub struct HistoryEntry {
     pub severity: String,
 }
 
-/// A node's bounded history (`history/<uuid>`), written by its owner in the same fenced
-/// transaction as the status change it describes.
+impl Record for HistoryEntry {
+    const KIND: &'static str = "history entry";
+    const VERSION: u8 = 1;
+}
+
+/// A node's bounded history: one key per entry (`history/<uuid>/<seq>`), each written by the
+/// node's owner in the same fenced transaction as the status change it describes, and the entry
+/// `CAP` places older deleted in that same transaction (so appending never needs a read).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct NodeHistory {
     pub entries: Vec<HistoryEntry>,

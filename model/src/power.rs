@@ -63,6 +63,11 @@ impl PowerTarget {
         })
     }
 
+    /// Whether the action asks the OS to shut down (and so may wait a long time).
+    pub fn is_soft(self) -> bool {
+        matches!(self, PowerTarget::SoftOff | PowerTarget::SoftReboot)
+    }
+
     /// The power state the machine is in once the action has completed.
     pub fn final_state(self) -> PowerState {
         match self {

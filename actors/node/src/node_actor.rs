@@ -344,13 +344,17 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                     return;
                 }
                 let (next, plan, phase) = power_start(spec, &state.status, &req, now_ms());
-                if next != state.status {
-                    // Record the operation before the first BMC command.
+                if next.power_op != state.status.power_op && plan.target.is_soft() {
+                    // Record a graceful operation before the first BMC command: its deadline
+                    // must survive a takeover. A hard operation needs no record: a new owner
+                    // finds the request pending in the spec and re-checks the hardware.
                     match commit(state, next, Extras::default()).await {
                         Commit::Done => {}
                         Commit::Later => return schedule_retry(myself, state),
                         Commit::Fenced => return fenced(myself, state),
                     }
+                } else {
+                    state.status = next;
                 }
                 match power_actor(myself, state).await {
                     Ok(power) => {
@@ -648,21 +652,20 @@ async fn commit(state: &mut NodeState, mut status: NodeStatus, extras: Extras) -
     status.updated_at_ms = now_ms();
     status.owner = Some(state.ctx.me.clone());
     status.fence = state.token.0;
-    let result = if extras.history.is_none() && extras.event.is_none() {
-        state.ctx.writer.write(state.id, state.token, &status).await
-    } else {
-        state
-            .ctx
-            .cluster
-            .write_status_with(
-                &state.id,
-                state.token,
-                &status,
-                extras.history,
-                extras.event,
-            )
-            .await
-    };
+    if extras.history.is_some() {
+        status.history_seq += 1;
+    }
+    let result = state
+        .ctx
+        .writer
+        .write_with(
+            state.id,
+            state.token,
+            &status,
+            extras.history.as_ref(),
+            extras.event.as_ref(),
+        )
+        .await;
     match result {
         Ok(()) => {
             state.status = status;

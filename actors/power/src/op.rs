@@ -34,6 +34,8 @@ pub enum Phase {
     SoftSent,
     /// The OS did not shut down in time and policy `hard-off` forced it.
     ForcedOff,
+    /// Powering on again after a forced off (the soft reboot's note must say it was forced).
+    ForcedOnSent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +76,10 @@ pub fn decide(plan: &Plan, phase: Phase, observed: PowerState, now_ms: u64) -> D
         },
         (T::SoftOff, _, Off) => Done { note: None },
         (T::Reboot | T::SoftReboot, Phase::OnSent | Phase::ResetSent, On) => Done { note: None },
-        (T::SoftReboot, Phase::ForcedOff, Off) => Send(PowerAction::On, Phase::OnSent),
+        (T::SoftReboot, Phase::ForcedOnSent, On) => Done {
+            note: Some(forced_note(plan)),
+        },
+        (T::SoftReboot, Phase::ForcedOff, Off) => Send(PowerAction::On, Phase::ForcedOnSent),
 
         (_, _, PowerState::Error) => Failed {
             error: "the BMC reports the power state as an error".into(),
@@ -99,6 +104,16 @@ pub fn decide(plan: &Plan, phase: Phase, observed: PowerState, now_ms: u64) -> D
         (T::Reboot, Phase::Begin | Phase::OffSent, Off) => Send(PowerAction::On, Phase::OnSent),
         (T::Reboot, _, _) if late => timed_out("the machine did not come back on"),
         (T::Reboot, _, _) => Poll,
+
+        // A node that must never be powered off reboots by reset, soft or not: no graceful
+        // shutdown (the OS would power the machine off) and no forced off.
+        (T::SoftReboot, Phase::Begin, On) if plan.disable_power_off => {
+            Send(PowerAction::HardReset, Phase::ResetSent)
+        }
+        (T::SoftReboot, Phase::ResetSent, _) if late => {
+            timed_out("the machine did not come back on")
+        }
+        (T::SoftReboot, Phase::ResetSent, _) => Poll,
 
         // Soft power off and soft reboot: ask the OS, wait, then policy.
         (T::SoftOff | T::SoftReboot, Phase::Begin, On) => {

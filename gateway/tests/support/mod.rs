@@ -48,23 +48,37 @@ impl Etcd {
             let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
             let child = Command::new("etcd")
                 .args([
-                    "--name", "t",
-                    "--data-dir", &dir.path().join("data").to_string_lossy(),
-                    "--listen-client-urls", &url,
-                    "--advertise-client-urls", &url,
-                    "--listen-peer-urls", &peer,
-                    "--initial-advertise-peer-urls", &peer,
-                    "--initial-cluster", &format!("t={peer}"),
-                    "--initial-cluster-state", "new",
-                    "--heartbeat-interval", "10",
-                    "--election-timeout", "100",
+                    "--name",
+                    "t",
+                    "--data-dir",
+                    &dir.path().join("data").to_string_lossy(),
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                    "--initial-cluster",
+                    &format!("t={peer}"),
+                    "--initial-cluster-state",
+                    "new",
+                    "--heartbeat-interval",
+                    "10",
+                    "--election-timeout",
+                    "100",
                 ])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
                 .spawn()
                 .expect("start etcd (apt-get install etcd-server)");
-            let mut etcd = Etcd { child, url, _dir: dir };
+            let mut etcd = Etcd {
+                child,
+                url,
+                _dir: dir,
+            };
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = etcd.child.try_wait() {
@@ -125,7 +139,10 @@ impl Resp {
     pub fn expect_error(&self, status: u16, needle: &str) {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
         let f = self.fault();
-        assert!(f.contains(needle), "fault {f:?} does not contain {needle:?}");
+        assert!(
+            f.contains(needle),
+            "fault {f:?} does not contain {needle:?}"
+        );
     }
 }
 
@@ -155,6 +172,11 @@ impl World {
         };
         let state = AppState::new(cluster.clone(), config, auth);
         let router = app(state.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.informer.problem().is_some() {
+            assert!(Instant::now() < deadline, "the gateway's copy did not load");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         World {
             etcd,
             cluster,
@@ -266,9 +288,18 @@ impl World {
 
     /// Reserves a node for conductor `name` (its fencing token).
     pub async fn own(&self, name: &str, id: &str) -> FenceToken {
-        let lease = &self.conductors.iter().find(|(n, _)| n == name).expect("conductor").1;
+        let lease = &self
+            .conductors
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("conductor")
+            .1;
         let id: NodeId = id.parse().expect("uuid");
-        let out = self.cluster.acquire(&[id], lease.id, name).await.expect("acquire");
+        let out = self
+            .cluster
+            .acquire(&[id], lease.id, name)
+            .await
+            .expect("acquire");
         match &out[0].1 {
             AcquireOutcome::Acquired(a) => {
                 self.wait_for_copy().await;
@@ -287,7 +318,10 @@ impl World {
         st.updated_at_ms = now_ms();
         f(&mut st);
         let id: NodeId = id.parse().expect("uuid");
-        self.cluster.write_status(&id, token, &st).await.expect("status write");
+        self.cluster
+            .write_status(&id, token, &st)
+            .await
+            .expect("status write");
         self.wait_for_copy().await;
     }
 
@@ -296,7 +330,10 @@ impl World {
         let rev = self.cluster.revision().await.expect("revision");
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.state.informer.revision() < rev {
-            assert!(Instant::now() < deadline, "the gateway's copy did not catch up");
+            assert!(
+                Instant::now() < deadline,
+                "the gateway's copy did not catch up"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

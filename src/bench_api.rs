@@ -1,0 +1,291 @@
+//! `ferric bench api`: the gateway under load, as Ironic clients use it. Three conductors and
+//! one `ferric gateway` process on a fresh key prefix; concurrent clients on keep-alive HTTP
+//! connections enroll nodes (`POST /v1/nodes`), then one client pages the detailed node list,
+//! then the clients ask every node to `manage` and then to `provide`, timed until every node
+//! has reached the state (read from etcd, not from the gateway).
+
+use crate::procs::{self, Etcd, Proc};
+use ferric_cluster::{Cluster, EtcdConfig};
+use ferric_model::ProvisionState;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiArgs {
+    #[arg(long, default_value_t = 5_000)]
+    pub nodes: usize,
+    /// Concurrent API clients (one keep-alive connection each).
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 3)]
+    pub conductors: usize,
+    #[arg(long, default_value_t = 5.0)]
+    pub lease_ttl: f64,
+    /// Samples of `GET /v1/nodes?detail=true&limit=1000`.
+    #[arg(long, default_value_t = 50)]
+    pub list_samples: usize,
+}
+
+/// A keep-alive HTTP/1.1 connection to the gateway (requests one at a time).
+struct Conn {
+    io: BufReader<TcpStream>,
+    host: String,
+}
+
+impl Conn {
+    async fn open(port: u16) -> anyhow::Result<Conn> {
+        let s = TcpStream::connect(("127.0.0.1", port)).await?;
+        s.set_nodelay(true)?;
+        Ok(Conn {
+            io: BufReader::new(s),
+            host: format!("127.0.0.1:{port}"),
+        })
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let body = body.unwrap_or("");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nX-OpenStack-Ironic-API-Version: 1.95\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.io.get_mut().write_all(req.as_bytes()).await?;
+        let mut line = String::new();
+        self.io.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("bad status line {line:?}"))?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.io.read_line(&mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse()?;
+                }
+            }
+        }
+        let mut buf = vec![0u8; len];
+        self.io.read_exact(&mut buf).await?;
+        Ok((status, buf))
+    }
+}
+
+async fn wait_healthy(port: u16, gw: &Proc) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = Conn::open(port).await {
+            if let Ok((200, _)) = c.request("GET", "/healthz", None).await {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("gateway not healthy; see {}", gw.log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `f(i)` for i in 0..n on `clients` concurrent connections; returns the elapsed time.
+async fn fan_out<F, Fut>(port: u16, clients: usize, n: usize, f: F) -> anyhow::Result<Duration>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (String, String, Option<String>, u16)> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let f = Arc::new(f);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let next = next.clone();
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(port).await?;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                let (method, path, body, want) = f(i).await;
+                let (status, resp) = conn.request(&method, &path, body.as_deref()).await?;
+                if status != want {
+                    anyhow::bail!(
+                        "{method} {path}: {status} {}",
+                        String::from_utf8_lossy(&resp)
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(t0.elapsed())
+}
+
+async fn count_in(cluster: &Cluster, state: ProvisionState) -> anyhow::Result<usize> {
+    let (views, _) = cluster.list_nodes().await?;
+    Ok(views
+        .iter()
+        .filter(|v| v.status.provision_state == state)
+        .count())
+}
+
+async fn until_all(
+    cluster: &Cluster,
+    state: ProvisionState,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = count_in(cluster, state).await?;
+        if got >= n {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("only {got} of {n} nodes reached {state} after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
+    let prefix = "/bench-api/";
+    let mut cfg = EtcdConfig::new(&etcd.url);
+    cfg.prefix = prefix.into();
+    cfg.timeout = Duration::from_secs(30);
+    let cluster = Cluster::connect(&cfg).await?;
+    let _conductors: Vec<Proc> = (1..=args.conductors)
+        .map(|i| {
+            procs::conductor(
+                dir,
+                &etcd.url,
+                prefix,
+                &format!("bench-c{i}"),
+                args.lease_ttl,
+                &[],
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let port = procs::free_port()?;
+    let gw = procs::gateway(
+        dir,
+        &etcd.url,
+        prefix,
+        "bench-gateway",
+        &format!("127.0.0.1:{port}"),
+    )?;
+    wait_healthy(port, &gw).await?;
+    // Let every conductor join before the load starts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.list_conductors().await?.1.len() < args.conductors {
+        if Instant::now() > deadline {
+            anyhow::bail!("conductors did not join");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n = args.nodes;
+    println!(
+        "api: {} conductors, 1 gateway, {n} fake-hardware nodes, {} clients",
+        args.conductors, args.clients
+    );
+
+    let took = fan_out(port, args.clients, n, |i| async move {
+        let body = format!(r#"{{"driver": "fake-hardware", "name": "bench-{i:06}"}}"#);
+        ("POST".to_string(), "/v1/nodes".to_string(), Some(body), 201)
+    })
+    .await?;
+    println!(
+        "enroll: {n} nodes in {:.2} s = {:.0} nodes/s (POST /v1/nodes, {} clients; target >= 3000/s)",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        args.clients
+    );
+    let (views, _) = cluster.list_nodes().await?;
+    let ids: Arc<Vec<String>> = Arc::new(views.iter().map(|v| v.spec.id.to_string()).collect());
+    anyhow::ensure!(ids.len() == n, "etcd holds {} nodes, not {n}", ids.len());
+
+    // Wait until every node runs on a conductor, so that the verbs below are not queued
+    // behind the initial reservations.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let running: u64 = cluster
+            .list_conductors()
+            .await?
+            .1
+            .values()
+            .map(|c| c.running)
+            .sum();
+        if running as usize >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("only {running} of {n} node actors running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut conn = Conn::open(port).await?;
+    let mut samples = Vec::with_capacity(args.list_samples);
+    for _ in 0..args.list_samples {
+        let t = Instant::now();
+        let (status, body) = conn
+            .request("GET", "/v1/nodes?detail=true&limit=1000", None)
+            .await?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(status == 200, "list: {status}");
+        anyhow::ensure!(body.len() > 100_000, "list body only {} bytes", body.len());
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "list: GET /v1/nodes?detail=true&limit=1000 p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms over {} requests (target p50 <= 15 ms)",
+        samples[samples.len() / 2],
+        samples[samples.len() * 9 / 10],
+        samples[samples.len() - 1],
+        samples.len()
+    );
+
+    for (verb, state) in [
+        ("manage", ProvisionState::Manageable),
+        ("provide", ProvisionState::Available),
+    ] {
+        let t0 = Instant::now();
+        let ids2 = ids.clone();
+        let sent = fan_out(port, args.clients, n, move |i| {
+            let id = ids2[i].clone();
+            async move {
+                (
+                    "PUT".to_string(),
+                    format!("/v1/nodes/{id}/states/provision"),
+                    Some(format!(r#"{{"target": "{verb}"}}"#)),
+                    202,
+                )
+            }
+        })
+        .await?;
+        let done = until_all(&cluster, state, n, Duration::from_secs(300)).await?;
+        println!(
+            "{verb}: {n} requests accepted in {:.2} s; all {n} nodes {state} after {:.2} s (target <= 5 s)",
+            sent.as_secs_f64(),
+            done.duration_since(t0).as_secs_f64()
+        );
+    }
+    drop(gw);
+    Ok(())
+}
