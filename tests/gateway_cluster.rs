@@ -279,3 +279,61 @@ async fn wire_errors_have_ironic_codes_and_bodies() {
     assert!(text.contains("text/event-stream"), "{text}");
     assert!(text.contains(&id), "{text}");
 }
+
+#[tokio::test]
+async fn noauth_is_refused_off_loopback_unless_forced() {
+    let fleet = Fleet::new("gw-noauth").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let args: Vec<String> = [
+        "gateway",
+        "--etcd",
+        &fleet.url(),
+        "--prefix",
+        &fleet.prefix,
+        "--listen",
+        &format!("0.0.0.0:{port}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = common::Proc::spawn(
+        "gw-open",
+        common::FERRIC,
+        &args,
+        dir.path().join("gw-open.log"),
+    );
+    let status = p
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "a noauth gateway on 0.0.0.0 kept running\n{}",
+                p.log_tail(20)
+            )
+        });
+    assert!(!status.success());
+    assert!(p.log().contains("--allow-insecure-noauth"), "{}", p.log());
+    // A missing auth file for http_basic is an error at start, not an open door.
+    let args: Vec<String> = [
+        "gateway",
+        "--etcd",
+        &fleet.url(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--auth",
+        "http_basic",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = common::Proc::spawn(
+        "gw-basic",
+        common::FERRIC,
+        &args,
+        dir.path().join("gw-basic.log"),
+    );
+    let status = p.wait_exit(Duration::from_secs(20)).await.expect("exits");
+    assert!(!status.success());
+    assert!(p.log().contains("--auth-file"), "{}", p.log());
+}

@@ -1036,6 +1036,7 @@ async fn conductors_history_and_heartbeat() {
             result: "ok".into(),
             severity: "INFO".into(),
         };
+        st.history_seq = i as u64 + 1;
         writer
             .write_with(id.parse().unwrap(), tok, &st, Some(&entry), None)
             .await

@@ -405,8 +405,11 @@ impl<'a> Session<'a> {
             .await?;
         tracing::info!(conductor = %self.cfg.name, lease = record.lease_id, "registered");
         self.record = Some(record);
+        self.resync().await?;
+        // The grace runs from the end of the snapshot read (which takes a second or more at
+        // 100k nodes), so that conductors that registered meanwhile are seen before placing.
         self.hold_until = Some(Instant::now() + self.join_grace());
-        self.resync().await
+        Ok(())
     }
 
     /// Reads the snapshot and (re)starts the watches from just after it.

@@ -116,7 +116,7 @@ impl Actor for NodeActor {
         };
         let initial = match args.initial {
             Some(initial) => initial,
-            None => read_initial(&state.ctx.cluster, &state.id).await?,
+            None => Box::pin(read_initial(&state.ctx.cluster, &state.id)).await?,
         };
         state.spec_rev = initial.spec_rev;
         match initial.spec {
@@ -145,6 +145,8 @@ impl Actor for NodeActor {
         Ok(state)
     }
 
+    // The work is boxed: an actor's task holds its largest `handle` future for its whole life,
+    // and 100k idle nodes must not each carry the state machine of a reconcile pass.
     async fn handle(
         &self,
         myself: ActorRef<NodeMsg>,
@@ -167,23 +169,23 @@ impl Actor for NodeActor {
                     }
                     state.spec = Some(spec);
                     state.spec_error = None;
-                    reconcile(&myself, state).await;
+                    Box::pin(reconcile(&myself, state)).await;
                 }
             }
             NodeMsg::SpecUnreadable(error, rev) => {
                 if rev > state.spec_rev {
                     state.spec_rev = rev;
                     state.spec_error = Some(format!("node spec record is unreadable: {error}"));
-                    reconcile(&myself, state).await;
+                    Box::pin(reconcile(&myself, state)).await;
                 }
             }
             NodeMsg::Reconcile => {
                 state.retry_pending = false;
-                reconcile(&myself, state).await;
+                Box::pin(reconcile(&myself, state)).await;
             }
             NodeMsg::Power(event) => {
-                on_power_event(&myself, state, event).await;
-                reconcile(&myself, state).await;
+                Box::pin(on_power_event(&myself, state, event)).await;
+                Box::pin(reconcile(&myself, state)).await;
             }
             NodeMsg::Ping(reply) => {
                 let _ = reply.send(NodeSnapshot {
