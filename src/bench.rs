@@ -22,8 +22,6 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Cmd {
-    /// The gateway: enroll, list and manage/provide nodes through the Ironic API.
-    Api(crate::bench_api::ApiArgs),
     /// SIGKILL one of N conductors and time until all its nodes run on the survivors.
     Failover {
         #[arg(long, default_value_t = 30_000)]
@@ -68,7 +66,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let etcd = Etcd::start(&dir).await?;
     println!("machine: {} cores, {}", num_cpus(), mem_total());
     match args.cmd {
-        Cmd::Api(a) => crate::bench_api::run(&dir, &etcd, a).await,
         Cmd::Failover {
             nodes,
             conductors,

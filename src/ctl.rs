@@ -144,6 +144,13 @@ enum ConductorCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Force a live but misbehaving conductor out: revoke its lease (its nodes move on at once;
+    /// it stops every actor, sends no BMC command and exits). Recorded with who and why.
+    Evict {
+        name: String,
+        #[arg(long, default_value = "evicted by an operator")]
+        reason: String,
+    },
 }
 
 const WHO: &str = "ctl";
@@ -160,6 +167,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.cmd {
         Cmd::Node(cmd) => node(&cluster, cmd).await,
         Cmd::Conductor(ConductorCmd::List { json }) => conductor_list(&cluster, json).await,
+        Cmd::Conductor(ConductorCmd::Evict { name, reason }) => {
+            let by = format!(
+                "ctl ({})",
+                std::env::var("USER").unwrap_or_else(|_| "unknown user".into())
+            );
+            let rec = cluster.evict_conductor(&name, &by, &reason).await?;
+            writeln!(
+                std::io::stdout().lock(),
+                "evicted conductor {name} (lease {}); its nodes are being taken over",
+                rec.lease_id
+            )?;
+            Ok(())
+        }
     }
 }
 

@@ -2,7 +2,6 @@
 //! up logging, hand over to the role.
 
 mod bench;
-mod bench_api;
 mod conductor_cmd;
 mod ctl;
 mod dev;

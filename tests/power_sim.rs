@@ -460,3 +460,120 @@ async fn conductor_killed_mid_soft_off() {
 async fn conductor_frozen_mid_soft_off() {
     takeover_mid_soft_off(true).await;
 }
+
+/// `ctl conductor evict`: the evicted conductor stops every actor, sends no BMC command after
+/// the eviction (checked in the simulator's log while its nodes were being polled), exits with a
+/// clear message, and its nodes move on, the operation in flight included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_conductor_sends_nothing_and_exits() {
+    let mut fleet = Fleet::new("power-sim-evict").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(dir.path(), 6, &["--graceful-shutdown-secs", "8"]).await;
+    let args = ["--lease-ttl", "5", "--bmc-min-gap-ms", "100"];
+    fleet.start_conductor("c1", &args);
+    fleet.start_conductor("c2", &args);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(node(&fleet, &sim, i, &[]).await);
+    }
+    let snap = fleet
+        .wait_settled(Duration::from_secs(30), &["c1", "c2"])
+        .await;
+    let mine: Vec<(usize, String)> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| snap.holder(id).is_some_and(|(h, _)| h == "c1"))
+        .map(|(i, id)| (i, id.clone()))
+        .collect();
+    fleet.ensure(!mine.is_empty(), || "c1 owns none of 6 nodes".into());
+    // Keep c1 busy polling its BMCs: power on, then a slow soft power off.
+    for (_, id) in &mine {
+        let seq = request(&fleet, id, "on", 30).await;
+        wait_done(&fleet, id, seq, Duration::from_secs(30)).await;
+    }
+    let mut seqs = Vec::new();
+    for (_, id) in &mine {
+        seqs.push(request(&fleet, id, "soft-off", 30).await);
+    }
+    fleet
+        .wait_until(
+            Duration::from_secs(10),
+            "c1 is polling its BMCs",
+            async || {
+                let polls = mine
+                    .iter()
+                    .filter(|(i, _)| {
+                        sim.commands(*i)
+                            .iter()
+                            .any(|e| e["action"] == "GracefulShutdown")
+                    })
+                    .count();
+                if polls == mine.len() {
+                    Ok(())
+                } else {
+                    Err(format!("{polls} of {}", mine.len()))
+                }
+            },
+        )
+        .await;
+
+    let out = fleet
+        .ctl(&["conductor", "evict", "c1", "--reason", "test eviction"])
+        .await;
+    fleet.ensure(out.status.success(), || {
+        format!("evict failed: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    let exit = fleet
+        .conductor("c1")
+        .wait_exit(Duration::from_secs(15))
+        .await;
+    fleet.ensure(exit.is_some_and(|s| !s.success()), || {
+        format!("c1 did not exit with an error: {exit:?}")
+    });
+    let log = fleet.conductor("c1").log();
+    fleet.ensure(
+        log.contains("evicted") && log.contains("test eviction"),
+        || "c1's log does not say it was evicted".into(),
+    );
+
+    // The eviction is on record, with the time it was made (just before the lease was revoked).
+    let mut kv = fleet.inspect.client().kv_client();
+    let rec = kv
+        .get(format!("{}evictions/c1", fleet.prefix), None)
+        .await
+        .expect("etcd");
+    let rec: ferric_model::EvictionRecord = decode(rec.kvs()[0].value()).expect("eviction record");
+    fleet.ensure(rec.reason == "test eviction", || format!("{rec:?}"));
+    let evicted_at = rec.at_ms;
+
+    // The operations in flight complete on c2, without a second graceful request.
+    for ((i, id), seq) in mine.iter().zip(seqs) {
+        let s = wait_done(&fleet, id, seq, Duration::from_secs(40)).await;
+        fleet.ensure(
+            s.power_state == Some(PowerState::Off) && s.owner.as_deref() == Some("c2"),
+            || format!("{id}: {s:?}"),
+        );
+        let cmds = sim.commands(*i);
+        let graceful = cmds
+            .iter()
+            .filter(|e| e["action"] == "GracefulShutdown")
+            .count();
+        fleet.ensure(graceful == 1, || {
+            format!("sim-{i}: graceful sent {graceful} times")
+        });
+        // The eviction takes effect when c1 hears of it through its watch (milliseconds);
+        // 200 ms covers that and the clock of the log line, nothing more.
+        let late: Vec<&Value> = cmds
+            .iter()
+            .filter(|e| {
+                e["client"] == "c1" && e["unix_ms"].as_u64().unwrap_or(0) > evicted_at + 200
+            })
+            .collect();
+        fleet.ensure(late.is_empty(), || {
+            format!("c1 commanded sim-{i} after its eviction: {late:?}")
+        });
+    }
+    fleet.wait_settled(Duration::from_secs(30), &["c2"]).await;
+    fleet.check_fencing_history().await;
+    drop(sim.proc);
+}

@@ -52,6 +52,9 @@ impl Keyspace {
     pub fn conductor(&self, name: &str) -> String {
         format!("{}conductors/{name}", self.prefix)
     }
+    pub fn eviction(&self, name: &str) -> String {
+        format!("{}evictions/{name}", self.prefix)
+    }
     pub fn consoles(&self) -> String {
         format!("{}consoles/", self.prefix)
     }

@@ -2,7 +2,7 @@
 
 use crate::{get_prefix, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
-use ferric_model::{decode, encode, ConductorRecord};
+use ferric_model::{decode, encode, now_ms, ConductorRecord, EvictionRecord};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -90,15 +90,50 @@ impl Cluster {
         Ok(counts)
     }
 
-    /// Forcibly ends a live conductor's membership by revoking its lease: its reservations and
-    /// consoles vanish in one revision and it self-fences when its next keepalive is refused.
-    pub async fn evict_conductor(&self, name: &str) -> Result<ConductorRecord, ClusterError> {
+    /// Forcibly ends a live conductor's membership: records who evicted it and why
+    /// (`evictions/<name>`), then revokes its lease, so its reservations and consoles vanish in
+    /// one revision and it self-fences when its next keepalive is refused, then exits.
+    pub async fn evict_conductor(
+        &self,
+        name: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<ConductorRecord, ClusterError> {
         let (_, all) = self.list_conductors().await?;
         let rec = all
             .get(name)
             .cloned()
             .ok_or_else(|| ClusterError::Invalid(format!("no live conductor named {name:?}")))?;
+        let eviction = EvictionRecord {
+            conductor: name.to_string(),
+            lease_id: rec.lease_id,
+            by: by.to_string(),
+            reason: reason.to_string(),
+            at_ms: now_ms(),
+        };
+        self.kv()
+            .put(self.keys().eviction(name), encode(&eviction), None)
+            .await
+            .map_err(|e| self.err(e))?;
         self.revoke_lease(rec.lease_id).await?;
         Ok(rec)
+    }
+
+    /// The eviction of `name`'s incarnation on `lease`, if there was one.
+    pub async fn eviction_of(
+        &self,
+        name: &str,
+        lease: i64,
+    ) -> Result<Option<EvictionRecord>, ClusterError> {
+        let resp = self
+            .kv()
+            .get(self.keys().eviction(name), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(resp
+            .kvs()
+            .first()
+            .and_then(|kv| decode::<EvictionRecord>(kv.value()).ok())
+            .filter(|e| e.lease_id == lease))
     }
 }

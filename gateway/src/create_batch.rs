@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 type Reply = oneshot::Sender<Result<NodeId, ClusterError>>;
 
 /// Batches in flight at once.
-const PARALLEL: usize = 1;
+const PARALLEL: usize = 4;
 const BATCH: usize = 120;
 
 #[derive(Clone)]

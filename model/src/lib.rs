@@ -10,8 +10,9 @@ pub mod provision;
 pub use codec::{decode, encode, CodecError, Record};
 pub use ids::{ConductorName, FenceToken, NameError, NodeId, NodeName};
 pub use node::{
-    BootDeviceRequest, ConductorRecord, EventRecord, HistoryEntry, NodeHistory, NodeSpec,
-    NodeStatus, PowerOp, PowerRequest, ProvisionRequest, ReservationRecord, SoftOffPolicy,
+    BootDeviceRequest, ConductorRecord, EventRecord, EvictionRecord, HistoryEntry, NodeHistory,
+    NodeSpec, NodeStatus, PowerOp, PowerRequest, ProvisionRequest, ReservationRecord,
+    SoftOffPolicy,
 };
 pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};

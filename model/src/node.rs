@@ -303,6 +303,23 @@ impl Record for EventRecord {
     const VERSION: u8 = 1;
 }
 
+/// The record of a forced eviction (`evictions/<name>`): the only forced path, explicit and kept
+/// for the record. The evicted conductor finds it when its lease is revoked and exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvictionRecord {
+    pub conductor: String,
+    /// The lease that was revoked (a later incarnation of the same name is not evicted).
+    pub lease_id: i64,
+    pub by: String,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+impl Record for EvictionRecord {
+    const KIND: &'static str = "eviction";
+    const VERSION: u8 = 1;
+}
+
 /// A conductor's membership record (`conductors/<name>`, on its lease).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConductorRecord {

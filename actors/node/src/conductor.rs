@@ -88,6 +88,23 @@ pub async fn run(
             }
             End::Lost(why) => {
                 failures = 0;
+                if let Some(lease) = &lease {
+                    // An explicit eviction is final for this incarnation: stay down.
+                    if let Ok(Some(ev)) = cluster.eviction_of(&cfg.name, lease.id).await {
+                        lease.stop();
+                        tracing::error!(
+                            conductor = %cfg.name,
+                            by = %ev.by,
+                            reason = %ev.reason,
+                            at_ms = ev.at_ms,
+                            "evicted: every node actor stopped and no BMC command will be sent; exiting"
+                        );
+                        return Err(ClusterError::Invalid(format!(
+                            "conductor {} was evicted by {}: {}",
+                            cfg.name, ev.by, ev.reason
+                        )));
+                    }
+                }
                 tracing::error!(
                     why,
                     "session lost; every node actor stopped; rejoining with a new lease"
@@ -813,6 +830,11 @@ impl<'a> Session<'a> {
                     return Ok(());
                 };
                 if name == self.cfg.name {
+                    // Fence every actor now (each checks before its next BMC command), not
+                    // after the supervisor got round to stopping them.
+                    if let Some(lease) = &self.lease {
+                        lease.stop();
+                    }
                     return Err(End::Lost(
                         "this conductor's membership record was deleted (lease revoked or expired)"
                             .into(),
