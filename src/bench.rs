@@ -33,6 +33,8 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// The Ironic API through `ferric gateway`: enroll, list, manage and provide.
+    Api(crate::bench_api::ApiArgs),
     /// Power on N `ferric sim` nodes with 3 conductors; time, conductor CPU, BMC commands/s.
     Power {
         #[arg(long, default_value_t = 5_000)]
@@ -72,6 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             lease_ttl,
             runs,
         } => failover(&dir, &etcd, nodes, conductors, lease_ttl, runs).await,
+        Cmd::Api(a) => crate::bench_api::run(&dir, &etcd, a).await,
         Cmd::Power {
             nodes,
             conductors,

@@ -2,6 +2,7 @@
 //! up logging, hand over to the role.
 
 mod bench;
+mod bench_api;
 mod conductor_cmd;
 mod ctl;
 mod dev;

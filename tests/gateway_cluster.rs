@@ -234,7 +234,9 @@ async fn wire_errors_have_ironic_codes_and_bodies() {
     let snap = fleet.snapshot().await.unwrap();
     assert_eq!(snap.nodes.len(), 1, "refused requests created nothing");
 
-    // A provision request racing a PATCH of the same node: both land, neither is lost.
+    // A provision request racing a PATCH of the same node. Whichever lands first wins: a PATCH
+    // after the verb is refused like Ironic refuses changes during a transition (409); a PATCH
+    // before it is applied and kept. Either way nothing accepted is lost.
     let port = gw.port;
     let id2 = id.clone();
     let t = std::thread::spawn(move || {
@@ -244,7 +246,6 @@ async fn wire_errors_have_ironic_codes_and_bodies() {
             &format!("/v1/nodes/{id2}"),
             Some(r#"[{"op": "add", "path": "/extra/race", "value": 1}]"#),
         )
-        .status
     });
     let r = api(
         gw.port,
@@ -253,12 +254,28 @@ async fn wire_errors_have_ironic_codes_and_bodies() {
         Some(r#"{"target": "manage"}"#),
     );
     let patched = t.join().unwrap();
-    assert_eq!(patched, 200);
     assert_eq!(r.status, 202, "{}", r.body);
     let snap = fleet.snapshot().await.unwrap();
     let spec = snap.spec(&id).unwrap().unwrap();
-    assert!(spec.extra.contains("race"));
-    assert!(spec.provision_request.is_some());
+    assert!(
+        spec.provision_request.is_some(),
+        "the accepted verb is in etcd"
+    );
+    match patched.status {
+        200 => assert!(spec.extra.contains("race"), "the accepted patch is in etcd"),
+        409 => {
+            assert!(
+                patched.fault().contains("state transition"),
+                "{}",
+                patched.fault()
+            );
+            assert!(
+                !spec.extra.contains("race"),
+                "a refused patch changed the node"
+            );
+        }
+        other => panic!("PATCH racing a verb answered {other}: {}", patched.body),
+    }
 
     // The event stream of the extension API answers with server-sent events.
     let start = Instant::now();

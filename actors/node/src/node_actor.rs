@@ -167,6 +167,14 @@ impl Actor for NodeActor {
                             p.stop(Some("driver_info changed".into()));
                         }
                     }
+                    let left_maintenance =
+                        state.spec.as_ref().is_some_and(|s| s.maintenance) && !spec.maintenance;
+                    if left_maintenance && state.status.fault.is_some() {
+                        // Ironic: leaving maintenance clears maintenance_reason (the spec's)
+                        // and fault (the status's, so the owner clears it).
+                        state.status.fault = None;
+                        state.dirty = true;
+                    }
                     state.spec = Some(spec);
                     state.spec_error = None;
                     Box::pin(reconcile(&myself, state)).await;
