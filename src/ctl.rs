@@ -132,8 +132,12 @@ enum NodeCmd {
     /// Request a provision verb.
     Provision {
         node: String,
-        /// manage | provide
+        /// manage | provide | clean | inspect | deploy (active) | rebuild | undeploy (deleted) |
+        /// abort | adopt | rescue | unrescue | unhold | service
         verb: String,
+        /// Run manual cleaning although the node is in maintenance (Ferric extension).
+        #[arg(long)]
+        maintenance_ok: bool,
     },
 }
 
@@ -404,13 +408,38 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        NodeCmd::Provision { node, verb } => {
-            let verb = match Verb::parse(&verb) {
-                Some(v @ (Verb::Manage | Verb::Provide)) => v,
-                _ => anyhow::bail!("unknown provision verb {verb:?} (expected manage or provide)"),
-            };
+        NodeCmd::Provision {
+            node,
+            verb,
+            maintenance_ok,
+        } => {
+            let verb = Verb::parse(&verb).with_context(|| {
+                let all: Vec<&str> = Verb::ALL.iter().map(|v| v.as_str()).collect();
+                format!(
+                    "unknown provision verb {verb:?} (expected one of: {})",
+                    all.join(", ")
+                )
+            })?;
+            if maintenance_ok && verb != Verb::Clean {
+                anyhow::bail!("--maintenance-ok is only valid with the clean verb");
+            }
+            let view = cluster.get_node(&node).await?;
+            if view.spec.maintenance {
+                // Ironic refuses these in maintenance (400); manual cleaning may be asked for
+                // explicitly, to diagnose a faulty node without returning it to the pool.
+                let refused = match verb {
+                    Verb::Deploy | Verb::Rebuild => Some("deploying"),
+                    Verb::Clean if !maintenance_ok => Some("cleaning (use --maintenance-ok)"),
+                    Verb::Rescue | Verb::Unrescue => Some("rescue operations"),
+                    Verb::Service => Some("servicing"),
+                    _ => None,
+                };
+                if let Some(what) = refused {
+                    anyhow::bail!("node {} is in maintenance: {what} is refused", view.spec.id);
+                }
+            }
             let view = cluster
-                .request_provision(&node, verb, false, "", WHO)
+                .request_provision(&node, verb, maintenance_ok, "", WHO)
                 .await?;
             out!("requested {} for node {}", verb.as_str(), view.spec.id);
             Ok(())

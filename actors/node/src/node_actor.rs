@@ -5,13 +5,13 @@
 //! someone else owns the node now: the actor stops at once.
 
 use crate::node_state::{
-    boot_finished, instant_provision, next_step, power_finished, power_start, take_over,
-    takeover_needs_write, Step,
+    begin_provision, boot_finished, next_step, power_finished, power_start, step_done, take_over,
+    takeover_needs_write, work_for, Step, Work,
 };
 use ferric_cluster::{Cluster, ClusterError, SelfFence, StatusWriter};
 use ferric_model::{
     now_ms, CodecError, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus,
-    ProvisionState, Verb,
+    ProvisionState,
 };
 use ferric_power::{BmcSettings, Outcome, PowerActor, PowerArgs, PowerEvent, PowerMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -63,6 +63,11 @@ pub enum NodeMsg {
     Reconcile,
     /// From this node's power actor.
     Power(PowerEvent),
+    /// A timed provisioning step of `state` ended.
+    ProvisionStep {
+        state: ProvisionState,
+        ok: bool,
+    },
     Ping(RpcReplyPort<NodeSnapshot>),
 }
 
@@ -83,6 +88,8 @@ pub struct NodeState {
     /// The power operation (request seq) the power actor is running.
     power_in_flight: Option<u64>,
     boot_in_flight: Option<u64>,
+    /// The provisioning state whose timed step is scheduled.
+    work_scheduled: Option<ProvisionState>,
     retry_pending: bool,
 }
 
@@ -112,6 +119,7 @@ impl Actor for NodeActor {
             power: None,
             power_in_flight: None,
             boot_in_flight: None,
+            work_scheduled: None,
             retry_pending: false,
         };
         let initial = match args.initial {
@@ -190,6 +198,19 @@ impl Actor for NodeActor {
             NodeMsg::Reconcile => {
                 state.retry_pending = false;
                 Box::pin(reconcile(&myself, state)).await;
+            }
+            NodeMsg::ProvisionStep { state: step, ok } => {
+                if state.work_scheduled == Some(step) {
+                    state.work_scheduled = None;
+                    let work = Work::Step {
+                        state: step,
+                        after_ms: 0,
+                        ok,
+                    };
+                    if Box::pin(drive(&myself, state, Some(work))).await.is_none() {
+                        Box::pin(reconcile(&myself, state)).await;
+                    }
+                }
             }
             NodeMsg::Power(event) => {
                 Box::pin(on_power_event(&myself, state, event)).await;
@@ -318,7 +339,6 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
         };
         let step = next_step(spec, &state.status, &state.ctx.me, state.token);
         match step {
-            Step::Idle => return,
             Step::TakeOver => {
                 let next = take_over(&state.status, &state.ctx.me, state.token, now_ms());
                 if !takeover_needs_write(&state.status, &next) {
@@ -423,39 +443,121 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                 }
             }
             Step::Provision(req) => {
-                let verify = if req.verb == Verb::Manage {
-                    read_power(myself, state).await
-                } else {
-                    Err("not read".into())
-                };
                 let before = state.status.provision_state;
-                let (next, _) = instant_provision(&state.status, &req, || verify);
-                let error = next.last_error.clone().filter(|_| {
-                    next.last_error != state.status.last_error || next.provision_state == before
-                });
+                let (next, work) = begin_provision(spec, &state.status, &req, now_ms());
                 let action = format!(
                     "{}: \"{}\" -> \"{}\"",
                     req.verb.as_str(),
                     before.as_str(),
                     next.provision_state.as_str()
                 );
+                let error = work.as_ref().err().cloned();
                 let entry = history(state, "provision", &action, &req.requested_by, error);
-                if let Some(c) = after_commit(
-                    myself,
-                    state,
-                    next,
-                    Extras {
-                        history: Some(entry),
-                        event: None,
-                    },
-                )
-                .await
-                {
+                let extras = Extras {
+                    history: Some(entry),
+                    event: None,
+                };
+                if let Some(c) = after_commit(myself, state, next, extras).await {
+                    return c;
+                }
+                if let Some(c) = drive(myself, state, work.ok().flatten()).await {
                     return c;
                 }
             }
+            Step::Idle => {
+                // A provisioning state with work and nothing scheduled: this actor restarted
+                // (same owner, same fence) while working. Pick the work up again.
+                let st = state.status.provision_state;
+                if (st.is_busy() || st == ProvisionState::Verifying)
+                    && state.work_scheduled != Some(st)
+                {
+                    match work_for(spec, st, state.status.manual) {
+                        Ok(work) => {
+                            if let Some(c) = drive(myself, state, work).await {
+                                return c;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %state.id, error = %e, "cannot resume provisioning work")
+                        }
+                    }
+                }
+                return;
+            }
         }
     }
+}
+
+/// Does provisioning work until it has to wait (a timed step is scheduled) or ends in a state
+/// without work. Each transition is written with its history entry. Some(()) when the caller
+/// must return (write not taken, or fenced).
+async fn drive(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    mut work: Option<Work>,
+) -> Option<()> {
+    while let Some(w) = work {
+        // No readable spec: nothing to drive (None: the caller goes on).
+        let spec = state.spec.clone()?;
+        let (from, result) = match w {
+            Work::Verify => {
+                let from = ProvisionState::Verifying;
+                match read_power(myself, state).await {
+                    Ok(p) => {
+                        state.status.power_state = Some(p);
+                        (from, Ok(()))
+                    }
+                    Err(e) => (
+                        from,
+                        Err(format!("failed to verify the node's driver: {e}")),
+                    ),
+                }
+            }
+            Work::Step {
+                state: s,
+                after_ms,
+                ok,
+            } if after_ms > 0 => {
+                let me = myself.clone();
+                state.work_scheduled = Some(s);
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+                    let _ = me.send_message(NodeMsg::ProvisionStep { state: s, ok });
+                });
+                return None;
+            }
+            Work::Step { state: s, ok, .. } => (
+                s,
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "\"{}\" failed: the fake deploy interface was told to fail here (fake_fail_states)",
+                        s.as_str()
+                    ))
+                },
+            ),
+        };
+        let (next, more) = step_done(&spec, &state.status, from, result.clone(), now_ms());
+        if next == state.status {
+            return None;
+        }
+        let action = format!(
+            "\"{}\" -> \"{}\"",
+            from.as_str(),
+            next.provision_state.as_str()
+        );
+        let entry = history(state, "provision", &action, "conductor", result.err());
+        let extras = Extras {
+            history: Some(entry),
+            event: None,
+        };
+        if let Some(c) = after_commit(myself, state, next, extras).await {
+            return Some(c);
+        }
+        work = more;
+    }
+    None
 }
 
 /// Commits and maps the outcome: None to go on, Some(()) when reconcile must return.

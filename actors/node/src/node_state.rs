@@ -5,8 +5,8 @@ use ferric_model::provision::{
     on_event, on_verb, recovery_on_takeover, target_of, Event, Recovery,
 };
 use ferric_model::{
-    BootDeviceRequest, FenceToken, NodeSpec, NodeStatus, PowerOp, PowerRequest, PowerState,
-    PowerTarget, ProvisionRequest, ProvisionState, Verb,
+    BootDeviceRequest, FenceToken, NodeSpec, NodeStatus, PowerOp, PowerRequest, PowerTarget,
+    ProvisionRequest, ProvisionState, Verb,
 };
 use ferric_power::op::{resume_phase, Phase, Plan};
 use ferric_power::Outcome;
@@ -182,64 +182,172 @@ pub fn boot_finished(
     next
 }
 
-/// The outcome of a provision verb for drivers whose work is instant (no hardware step beyond
-/// a power read): the verb's transitions run to the next stable state at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProvisionOutcome {
-    /// The verb is not valid in the node's current state (the state changed after the API
-    /// accepted it): recorded as `last_error`, nothing moves.
-    Refused(String),
-    /// The state the node ends in.
-    Reached(ProvisionState),
+/// How the work inside provisioning states is done for a node (Ironic's deploy interface).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeployInterface {
+    /// Ironic's `fake`: every step takes `step_ms` and succeeds, except in the states listed in
+    /// `fail_in` (from `driver_info`: `fake_step_secs`, `fake_fail_states`).
+    Fake {
+        step_ms: u64,
+        fail_in: Vec<ProvisionState>,
+    },
+    /// Ironic's `direct` (agent-driven). Until the agent path lands, only what needs no agent
+    /// is done: automated cleaning is off (provide and undeploy pass through cleaning at once),
+    /// adoption; everything else is refused with a clear error.
+    Direct,
 }
 
-/// Runs `req` on `status` for verbs that need no deploy interface. `verify` is the result of
-/// reading the power state through the node's driver (the check `manage` performs).
-pub fn instant_provision(
+/// The node's deploy interface: `deploy_interface` if set, else Ironic's default for its driver.
+pub fn deploy_interface(spec: &NodeSpec) -> DeployInterface {
+    let name = spec
+        .interfaces
+        .get("deploy_interface")
+        .map(String::as_str)
+        .unwrap_or(if spec.driver == "fake-hardware" {
+            "fake"
+        } else {
+            "direct"
+        });
+    if name != "fake" {
+        return DeployInterface::Direct;
+    }
+    let info: serde_json::Value = serde_json::from_str(&spec.driver_info).unwrap_or_default();
+    let step_ms = info
+        .get("fake_step_secs")
+        .and_then(|v| {
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .map_or(0, |s| (s.clamp(0.0, 3600.0) * 1000.0) as u64);
+    let fail_in = match info.get("fake_fail_states") {
+        Some(serde_json::Value::String(s)) => s
+            .split(',')
+            .filter_map(|p| ProvisionState::parse(p.trim()))
+            .collect(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().and_then(ProvisionState::parse))
+            .collect(),
+        _ => Vec::new(),
+    };
+    DeployInterface::Fake { step_ms, fail_in }
+}
+
+/// Work the conductor does in a provisioning state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Verifying: read the power state through the node's driver.
+    Verify,
+    /// One step of `state` that ends after `after_ms`, in success or failure.
+    Step {
+        state: ProvisionState,
+        after_ms: u64,
+        ok: bool,
+    },
+}
+
+/// The work a node in `state` needs, None when it only waits (stable, failed, wait and hold
+/// states), or why this conductor cannot do it.
+pub fn work_for(
+    spec: &NodeSpec,
+    state: ProvisionState,
+    manual: bool,
+) -> Result<Option<Work>, String> {
+    use ProvisionState as S;
+    if state == S::Verifying {
+        return Ok(Some(Work::Verify));
+    }
+    if !state.is_busy() {
+        return Ok(None);
+    }
+    match deploy_interface(spec) {
+        DeployInterface::Fake { step_ms, fail_in } => Ok(Some(Work::Step {
+            state,
+            after_ms: step_ms,
+            ok: !fail_in.contains(&state),
+        })),
+        DeployInterface::Direct => match state {
+            S::Cleaning if !manual => Ok(Some(Work::Step { state, after_ms: 0, ok: true })),
+            S::Deleting | S::Adopting => Ok(Some(Work::Step { state, after_ms: 0, ok: true })),
+            other => Err(format!(
+                "\"{}\" needs the agent (deploy interface \"direct\"), which this conductor does not run yet; use deploy_interface \"fake\" or wait for the agent support",
+                other.as_str()
+            )),
+        },
+    }
+}
+
+/// The status once `req` is taken up, and the first piece of work. A verb the state does not
+/// allow, or that needs work this conductor cannot do, is refused (recorded in `last_error`) and
+/// the node stays where it is.
+pub fn begin_provision(
+    spec: &NodeSpec,
     status: &NodeStatus,
     req: &ProvisionRequest,
-    verify: impl FnOnce() -> Result<PowerState, String>,
-) -> (NodeStatus, ProvisionOutcome) {
+    now_ms: u64,
+) -> (NodeStatus, Result<Option<Work>, String>) {
     let mut next = status.clone();
     next.provision_seq_done = req.seq;
-    let from = status.provision_state;
-    let entered = match on_verb(from, req.verb) {
+    let entered = match on_verb(status.provision_state, req.verb) {
         Ok(s) => s,
         Err(e) => {
             next.last_error = Some(e.to_string());
-            return (next, ProvisionOutcome::Refused(e.to_string()));
+            return (next, Err(e.to_string()));
         }
     };
-    let (end, error) = match (req.verb, entered) {
-        (Verb::Manage, ProvisionState::Verifying) => match verify() {
-            Ok(power) => {
-                next.power_state = Some(power);
-                (event(entered, Event::Done, false), None)
-            }
-            Err(e) => (
-                event(entered, Event::Fail, false),
-                Some(format!("failed to verify the node's driver: {e}")),
-            ),
-        },
-        (Verb::Provide, ProvisionState::Cleaning) => (event(entered, Event::Done, false), None),
-        // A verb with a transition out of a failed state back to a stable one (manage from
-        // "clean failed", ...) needs no work either.
-        (_, s) if s.is_stable() => (s, None),
-        (verb, s) => {
-            let msg = format!(
-                "provision verb \"{}\" (to \"{}\") is not supported by this conductor yet",
-                verb.as_str(),
-                s.as_str()
-            );
-            next.last_error = Some(msg.clone());
-            return (next, ProvisionOutcome::Refused(msg));
+    let manual = req.verb == Verb::Clean;
+    let work = match work_for(spec, entered, manual) {
+        Ok(w) => w,
+        Err(e) => {
+            next.last_error = Some(e.clone());
+            return (next, Err(e));
         }
     };
-    next.provision_state = end;
-    next.target_provision_state = target_of(end, false);
-    next.last_error = error;
-    next.manual = false;
-    (next, ProvisionOutcome::Reached(end))
+    next.provision_state = entered;
+    next.manual = manual;
+    next.target_provision_state = target_of(entered, manual);
+    next.provision_updated_at_ms = Some(now_ms);
+    next.last_error = None;
+    (next, Ok(work))
+}
+
+/// The status after a step of `state` ended (`ok` or failed), and the next work. A result for
+/// a state the node has already left is stale and changes nothing.
+pub fn step_done(
+    spec: &NodeSpec,
+    status: &NodeStatus,
+    state: ProvisionState,
+    result: Result<(), String>,
+    now_ms: u64,
+) -> (NodeStatus, Option<Work>) {
+    if status.provision_state != state {
+        return (status.clone(), None);
+    }
+    let mut next = status.clone();
+    let ev = if result.is_ok() {
+        Event::Done
+    } else {
+        Event::Fail
+    };
+    let to = event(state, ev, status.manual);
+    next.provision_state = to;
+    next.provision_updated_at_ms = Some(now_ms);
+    next.last_error = result.err();
+    let work = match work_for(spec, to, status.manual) {
+        Ok(w) => w,
+        Err(e) => {
+            // Cannot go on (e.g. undeploy of an agent node reached cleaning): fail the state.
+            let failed = event(to, Event::Fail, status.manual);
+            next.provision_state = failed;
+            next.last_error = Some(e);
+            None
+        }
+    };
+    if !next.provision_state.is_busy() && next.provision_state != ProvisionState::Verifying {
+        next.manual = next.manual && next.provision_state.is_wait();
+    }
+    next.target_provision_state = target_of(next.provision_state, status.manual);
+    (next, work)
 }
 
 fn event(state: ProvisionState, ev: Event, manual: bool) -> ProvisionState {
@@ -255,7 +363,7 @@ fn fmt_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferric_model::{NodeId, PowerTarget};
+    use ferric_model::{NodeId, PowerState, PowerTarget};
 
     fn spec() -> NodeSpec {
         NodeSpec::new(NodeId::new_random(), "fake-hardware", 0)
@@ -422,30 +530,143 @@ mod tests {
         assert_eq!(ok.last_error, None);
     }
 
+    fn fake(step_secs: f64, fail: &str) -> NodeSpec {
+        let mut s = spec();
+        s.driver_info =
+            format!(r#"{{"fake_step_secs": {step_secs}, "fake_fail_states": "{fail}"}}"#);
+        s
+    }
+
+    /// Runs provisioning work to its end, as the node actor does, without timing.
+    fn drive(spec: &NodeSpec, mut st: NodeStatus, req: &ProvisionRequest) -> NodeStatus {
+        let (next, work) = begin_provision(spec, &st, req, 0);
+        st = next;
+        let mut work = work.unwrap_or(None);
+        while let Some(w) = work {
+            let (next, more) = match w {
+                Work::Verify => step_done(spec, &st, ProvisionState::Verifying, Ok(()), 0),
+                Work::Step { state, ok, .. } => step_done(
+                    spec,
+                    &st,
+                    state,
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(format!("step in {} failed", state.as_str()))
+                    },
+                    0,
+                ),
+            };
+            st = next;
+            work = more;
+        }
+        st
+    }
+
+    #[test]
+    fn the_fake_deploy_interface_drives_the_main_path() {
+        let s = fake(0.0, "");
+        let mut st = owned(1);
+        for (seq, verb, want) in [
+            (1, Verb::Manage, ProvisionState::Manageable),
+            (2, Verb::Provide, ProvisionState::Available),
+            (3, Verb::Deploy, ProvisionState::Active),
+            (4, Verb::Rebuild, ProvisionState::Active),
+            (5, Verb::Rescue, ProvisionState::Rescue),
+            (6, Verb::Unrescue, ProvisionState::Active),
+            (7, Verb::Undeploy, ProvisionState::Available),
+            (8, Verb::Manage, ProvisionState::Manageable),
+            (9, Verb::Inspect, ProvisionState::Manageable),
+            (10, Verb::Clean, ProvisionState::Manageable),
+            (11, Verb::Adopt, ProvisionState::Active),
+            (12, Verb::Service, ProvisionState::Active),
+        ] {
+            st = drive(&s, st, &vreq(seq, verb));
+            assert_eq!(st.provision_state, want, "after {verb:?}: {st:?}");
+            assert_eq!(st.target_provision_state, None);
+            assert_eq!(st.last_error, None);
+            assert_eq!(st.provision_seq_done, seq);
+        }
+    }
+
+    #[test]
+    fn a_failing_fake_step_lands_in_the_failed_state() {
+        let s = fake(0.0, "deploying, cleaning");
+        let mut st = owned(1);
+        st.provision_state = ProvisionState::Available;
+        st = drive(&s, st, &vreq(1, Verb::Deploy));
+        assert_eq!(st.provision_state, ProvisionState::DeployFailed);
+        assert!(st.last_error.unwrap().contains("deploying"));
+        let mut st = owned(1);
+        st.provision_state = ProvisionState::Manageable;
+        st = drive(&s, st, &vreq(1, Verb::Provide));
+        assert_eq!(st.provision_state, ProvisionState::CleanFailed);
+        assert_eq!(
+            deploy_interface(&s),
+            DeployInterface::Fake {
+                step_ms: 0,
+                fail_in: vec![ProvisionState::Deploying, ProvisionState::Cleaning]
+            }
+        );
+    }
+
+    #[test]
+    fn agent_nodes_do_what_needs_no_agent_and_refuse_the_rest() {
+        let mut s = spec();
+        s.driver = "redfish".into();
+        let mut st = owned(1);
+        st.provision_state = ProvisionState::Manageable;
+        let provided = drive(&s, st.clone(), &vreq(1, Verb::Provide));
+        assert_eq!(provided.provision_state, ProvisionState::Available);
+        let (refused, work) = begin_provision(&s, &provided, &vreq(2, Verb::Deploy), 0);
+        assert!(work.is_err());
+        assert_eq!(refused.provision_state, ProvisionState::Available);
+        assert!(refused.last_error.unwrap().contains("agent"));
+        let (_, work) = begin_provision(&s, &st, &vreq(2, Verb::Clean), 0);
+        assert!(work.is_err(), "manual cleaning needs clean steps");
+    }
+
+    #[test]
+    fn a_stale_step_result_changes_nothing() {
+        let s = fake(0.0, "");
+        let mut st = owned(1);
+        st.provision_state = ProvisionState::Active;
+        let (next, work) = step_done(&s, &st, ProvisionState::Deploying, Ok(()), 0);
+        assert_eq!(next, st);
+        assert_eq!(work, None);
+    }
+
     #[test]
     fn manage_verifies_through_the_driver() {
+        let s = spec();
         let st = owned(1);
-        let (ok, out) = instant_provision(&st, &vreq(1, Verb::Manage), || Ok(PowerState::Off));
-        assert_eq!(out, ProvisionOutcome::Reached(ProvisionState::Manageable));
-        assert_eq!(ok.power_state, Some(PowerState::Off));
-        assert_eq!(ok.provision_seq_done, 1);
-
-        let (failed, out) =
-            instant_provision(&st, &vreq(1, Verb::Manage), || Err("no answer".into()));
-        assert_eq!(out, ProvisionOutcome::Reached(ProvisionState::Enroll));
+        let (verifying, work) = begin_provision(&s, &st, &vreq(1, Verb::Manage), 0);
+        assert_eq!(work, Ok(Some(Work::Verify)));
+        assert_eq!(verifying.provision_state, ProvisionState::Verifying);
+        assert_eq!(
+            verifying.target_provision_state,
+            Some(ProvisionState::Manageable)
+        );
+        let (ok, more) = step_done(&s, &verifying, ProvisionState::Verifying, Ok(()), 1);
+        assert_eq!(
+            (ok.provision_state, more),
+            (ProvisionState::Manageable, None)
+        );
+        let (failed, _) = step_done(
+            &s,
+            &verifying,
+            ProvisionState::Verifying,
+            Err("no answer".into()),
+            1,
+        );
+        assert_eq!(failed.provision_state, ProvisionState::Enroll);
         assert!(failed.last_error.unwrap().contains("no answer"));
     }
 
     #[test]
-    fn provide_reaches_available_and_invalid_verbs_are_recorded() {
-        let mut st = owned(1);
-        st.provision_state = ProvisionState::Manageable;
-        let (next, out) = instant_provision(&st, &vreq(2, Verb::Provide), || unreachable!());
-        assert_eq!(out, ProvisionOutcome::Reached(ProvisionState::Available));
-        assert_eq!(next.target_provision_state, None);
-
-        let (next, out) = instant_provision(&owned(1), &vreq(3, Verb::Provide), || unreachable!());
-        assert!(matches!(out, ProvisionOutcome::Refused(_)));
+    fn invalid_verbs_are_recorded_and_move_nothing() {
+        let (next, work) = begin_provision(&spec(), &owned(1), &vreq(3, Verb::Provide), 0);
+        assert!(work.is_err());
         assert_eq!(next.provision_state, ProvisionState::Enroll);
         assert_eq!(next.provision_seq_done, 3);
         assert!(next.last_error.unwrap().contains("enroll"));
