@@ -201,6 +201,12 @@ async fn baremetal_flow(fleet: &Fleet, cli: &Cli<'_>, tag: &str) {
     assert_eq!(cli.field(n0, "maintenance"), "False");
     assert_eq!(cli.field(n0, "maintenance_reason"), "None");
 
+    // The provisioning path to an instance and back (Ferric's `fake` deploy interface).
+    cli.ok(&["node", "deploy", n0, "--wait", "120"]);
+    assert_eq!(cli.field(n0, "provision_state"), "active");
+    cli.ok(&["node", "undeploy", n0, "--wait", "120"]);
+    assert_eq!(cli.field(n0, "provision_state"), "available");
+
     cli.ok(&["node", "boot", "device", "set", n0, "pxe", "--persistent"]);
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
