@@ -123,6 +123,15 @@ enum NodeCmd {
         #[arg(long)]
         persistent: bool,
     },
+    /// Put a node into maintenance (on, with a reason) or take it out (off: clears the reason,
+    /// and the owner clears the fault).
+    Maintenance {
+        node: String,
+        /// on | off
+        state: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// The node's history: who asked for what, when, and how it ended.
     History {
         node: String,
@@ -370,6 +379,30 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 "requested boot device {} for node {}",
                 dev.as_str(),
                 view.spec.id
+            );
+            Ok(())
+        }
+        NodeCmd::Maintenance {
+            node,
+            state,
+            reason,
+        } => {
+            let on = match state.as_str() {
+                "on" => true,
+                "off" => false,
+                other => anyhow::bail!("unknown maintenance state {other:?} (expected on or off)"),
+            };
+            let view = cluster
+                .update_spec(&node, |_, spec| {
+                    spec.maintenance = on;
+                    spec.maintenance_reason = if on { reason.clone() } else { None };
+                    Ok(())
+                })
+                .await?;
+            out!(
+                "node {} maintenance {}",
+                view.spec.id,
+                if on { "on" } else { "off" }
             );
             Ok(())
         }

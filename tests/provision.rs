@@ -177,3 +177,70 @@ async fn a_dead_conductors_cleaning_nodes_fail_cleanly() {
     verb(&fleet, &c1[0], "manage", S::Manageable).await;
     fleet.check_fencing_history().await;
 }
+
+/// Maintenance: manual cleaning is refused unless asked for explicitly (`--maintenance-ok`),
+/// then runs; entering and leaving maintenance is in the node's history, and leaving clears
+/// the fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_clean_in_maintenance_needs_maintenance_ok() {
+    let mut fleet = Fleet::new("provision-maint").await;
+    fleet.start_conductor("c1", &["--lease-ttl", "5"]);
+    let id = fleet
+        .create_nodes(1, &["--driver-info", r#"{"fake_step_secs": 0.2}"#])
+        .await
+        .remove(0);
+    use ProvisionState as S;
+    verb(&fleet, &id, "manage", S::Manageable).await;
+    fleet
+        .ctl_ok(&["node", "maintenance", &id, "on", "--reason", "disk errors"])
+        .await;
+    let out = fleet.ctl(&["node", "provision", &id, "clean"]).await;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    fleet.ensure(
+        out.status.code() == Some(1) && err.contains("maintenance"),
+        || format!("clean in maintenance: {err}"),
+    );
+    fleet
+        .ctl_ok(&["node", "provision", &id, "clean", "--maintenance-ok"])
+        .await;
+    fleet
+        .wait_until(
+            Duration::from_secs(20),
+            "manual cleaning ran in maintenance",
+            async || {
+                let s = status(&fleet, &id).await?;
+                let h = fleet.ctl_ok(&["node", "history", &id, "--json"]).await;
+                let events: Vec<String> = serde_json::from_str::<serde_json::Value>(&h)
+                    .map_err(|e| e.to_string())?
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|e| e["event"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let cleaned = events.iter().any(|e| e == "\"cleaning\" -> \"manageable\"");
+                if s.provision_state == S::Manageable && cleaned {
+                    Ok(())
+                } else {
+                    Err(format!("{} {h}", s.provision_state.as_str()))
+                }
+            },
+        )
+        .await;
+    fleet.ctl_ok(&["node", "maintenance", &id, "off"]).await;
+    fleet
+        .wait_until(
+            Duration::from_secs(20),
+            "maintenance set and unset are in the history",
+            async || {
+                let h = fleet.ctl_ok(&["node", "history", &id, "--json"]).await;
+                if h.contains("maintenance set: disk errors") && h.contains("maintenance unset") {
+                    Ok(())
+                } else {
+                    Err(h)
+                }
+            },
+        )
+        .await;
+}

@@ -175,16 +175,42 @@ impl Actor for NodeActor {
                             p.stop(Some("driver_info changed".into()));
                         }
                     }
-                    let left_maintenance =
-                        state.spec.as_ref().is_some_and(|s| s.maintenance) && !spec.maintenance;
-                    if left_maintenance && state.status.fault.is_some() {
-                        // Ironic: leaving maintenance clears maintenance_reason (the spec's)
-                        // and fault (the status's, so the owner clears it).
-                        state.status.fault = None;
-                        state.dirty = true;
-                    }
+                    let was = state.spec.as_ref().map(|s| s.maintenance);
+                    let entry = match (was, spec.maintenance) {
+                        (Some(false), true) => Some(format!(
+                            "maintenance set: {}",
+                            spec.maintenance_reason
+                                .as_deref()
+                                .unwrap_or("no reason given")
+                        )),
+                        (Some(true), false) => Some(match state.status.fault.as_deref() {
+                            Some(f) => format!("maintenance unset; fault \"{f}\" cleared"),
+                            None => "maintenance unset".to_string(),
+                        }),
+                        _ => None,
+                    };
                     state.spec = Some(spec);
                     state.spec_error = None;
+                    if let Some(action) = entry {
+                        // Ironic: leaving maintenance clears maintenance_reason (the spec's)
+                        // and fault (the status's, so the owner clears it). Both directions
+                        // go into the node's history.
+                        let mut next = state.status.clone();
+                        if action.starts_with("maintenance unset") {
+                            next.fault = None;
+                        }
+                        let h = history(state, "maintenance", &action, "api", None);
+                        let extras = Extras {
+                            history: Some(h),
+                            event: None,
+                        };
+                        if Box::pin(after_commit(&myself, state, next, extras))
+                            .await
+                            .is_some()
+                        {
+                            return Ok(());
+                        }
+                    }
                     Box::pin(reconcile(&myself, state)).await;
                 }
             }
