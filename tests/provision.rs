@@ -18,19 +18,31 @@ async fn status(fleet: &Fleet, id: &str) -> Result<NodeStatus, String> {
     }
 }
 
+/// Asks for `verb` and waits until the owner has taken this very request up (its sequence
+/// number is done) and the node rests in `want`: a state that merely has not moved yet does
+/// not count.
 async fn verb(fleet: &Fleet, id: &str, verb: &str, want: ProvisionState) -> NodeStatus {
     fleet.ctl_ok(&["node", "provision", id, verb]).await;
+    let snap = fleet.snapshot().await.unwrap_or_else(|e| fleet.fail(&e));
+    let seq = match snap.spec(id) {
+        Some(Ok(spec)) => spec.provision_request.map_or(0, |r| r.seq),
+        other => fleet.fail(&format!("spec of {id}: {other:?}")),
+    };
     fleet
         .wait_until(
             Duration::from_secs(30),
-            &format!("{verb} brings {id} to {}", want.as_str()),
+            &format!("{verb} (request {seq}) brings {id} to {}", want.as_str()),
             async || {
                 let s = status(fleet, id).await?;
-                if s.provision_state == want && s.target_provision_state.is_none() {
+                if s.provision_seq_done >= seq
+                    && s.provision_state == want
+                    && s.target_provision_state.is_none()
+                {
                     Ok(s)
                 } else {
                     Err(format!(
-                        "{} -> {:?}, last_error {:?}",
+                        "done {} {} -> {:?}, last_error {:?}",
+                        s.provision_seq_done,
                         s.provision_state.as_str(),
                         s.target_provision_state,
                         s.last_error
