@@ -34,6 +34,12 @@ pub struct Args {
     /// Name of this gateway (recorded with the heartbeats it accepts; default: gateway@<listen>).
     #[arg(long, env = "FERRIC_GATEWAY_NAME")]
     pub name: Option<String>,
+    /// Cluster-wide cap on nodes deploying at once (503 beyond it; Ironic's max_concurrent_deploy).
+    #[arg(long, env = "FERRIC_MAX_CONCURRENT_DEPLOYS", default_value_t = 1000)]
+    pub max_concurrent_deploys: usize,
+    /// Cluster-wide cap on nodes cleaning at once (provide, clean, undeploy; 503 beyond it).
+    #[arg(long, env = "FERRIC_MAX_CONCURRENT_CLEANS", default_value_t = 1000)]
+    pub max_concurrent_cleans: usize,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -77,6 +83,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .map(|d| d.to_string())
             .collect(),
         public_url: args.public_url,
+        max_concurrent_deploys: args.max_concurrent_deploys,
+        max_concurrent_cleans: args.max_concurrent_cleans,
         ..GatewayConfig::default()
     };
     let mode = auth.mode();

@@ -34,6 +34,37 @@ fn accepted(state: &AppState, headers: &HeaderMap, ident: &str) -> Response {
 
 /// 503 when no live conductor could carry the action out (it would wait, unseen, until one
 /// starts; a client is better told now).
+/// The cluster-wide caps on concurrent deploys and cleans, counted over the gateway's copy of
+/// the cluster (so several gateways, or requests racing each other, may overshoot a little: the
+/// cap protects the fleet's networks and image servers from stampedes, not an exact quota).
+fn check_concurrency(state: &AppState, verb: Verb) -> Result<(), ApiError> {
+    use ferric_model::ProvisionState as S;
+    let (what, states, cap) = match verb {
+        Verb::Deploy | Verb::Rebuild => (
+            "deploys",
+            &[S::Deploying, S::WaitCallBack, S::DeployHold][..],
+            state.config.max_concurrent_deploys,
+        ),
+        Verb::Provide | Verb::Clean | Verb::Undeploy => (
+            "cleans",
+            &[S::Cleaning, S::CleanWait, S::CleanHold][..],
+            state.config.max_concurrent_cleans,
+        ),
+        _ => return Ok(()),
+    };
+    let copy = state.informer.read();
+    let busy: usize = states
+        .iter()
+        .map(|s| copy.provision_counts.get(s).copied().unwrap_or(0))
+        .sum();
+    if busy >= cap {
+        return Err(ApiError::Unavailable(format!(
+            "The maximum number of concurrent {what} ({cap}) has been reached ({busy} in progress); try again later."
+        )));
+    }
+    Ok(())
+}
+
 fn require_conductor(state: &AppState, node: &NodeRef) -> Result<(), ApiError> {
     let spec = &node.spec.spec;
     if state
@@ -393,6 +424,7 @@ pub async fn provision(
         }
     }
     require_conductor(&state, &node)?;
+    check_concurrency(&state, verb)?;
     let mut args = Map::new();
     for (k, v) in obj.iter() {
         if !matches!(k.as_str(), "target" | "maintenance_ok") && !v.is_null() {

@@ -8,7 +8,9 @@
 
 use ferric_cluster::feed::FeedKv;
 use ferric_cluster::{Cluster, NodeView, WatchEvent, WatchLost};
-use ferric_model::{decode, ConductorRecord, NodeId, NodeSpec, NodeStatus, ReservationRecord};
+use ferric_model::{
+    decode, ConductorRecord, NodeId, NodeSpec, NodeStatus, ProvisionState, ReservationRecord,
+};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -102,6 +104,9 @@ pub struct CacheState {
     /// Creation order (Ironic's default sort is its row id, i.e. creation order).
     pub by_created: BTreeSet<(u64, NodeId)>,
     pub names: HashMap<String, NodeId>,
+    /// Nodes per provision state (of those with a status), kept as statuses change: the
+    /// cluster-wide caps on concurrent deploys and cleans read it on every such request.
+    pub provision_counts: HashMap<ProvisionState, usize>,
 }
 
 impl CacheState {
@@ -197,6 +202,12 @@ impl CacheState {
                 let Ok(id) = leaf.parse::<NodeId>() else {
                     return;
                 };
+                if let Some(old) = self.statuses.get(&id) {
+                    let state = old.status.provision_state;
+                    if let Some(n) = self.provision_counts.get_mut(&state) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
                 match value {
                     None => {
                         self.statuses.remove(&id);
@@ -212,6 +223,10 @@ impl CacheState {
                                 error: Some(e.to_string()),
                             },
                         };
+                        *self
+                            .provision_counts
+                            .entry(entry.status.provision_state)
+                            .or_insert(0) += 1;
                         self.statuses.insert(id, Arc::new(entry));
                     }
                 }

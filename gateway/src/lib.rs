@@ -58,6 +58,10 @@ pub struct GatewayConfig {
     /// Base URL of links in responses (`http://host:6385`); default: from the request's Host.
     pub public_url: Option<String>,
     pub body_limit: usize,
+    /// Cluster-wide caps (Ironic's `max_concurrent_deploy` / `max_concurrent_clean`): a deploy
+    /// or clean asked for while this many nodes are already deploying or cleaning gets 503.
+    pub max_concurrent_deploys: usize,
+    pub max_concurrent_cleans: usize,
 }
 
 impl Default for GatewayConfig {
@@ -67,6 +71,8 @@ impl Default for GatewayConfig {
             known_drivers: vec!["fake-hardware".into(), "ipmi".into(), "redfish".into()],
             public_url: None,
             body_limit: BODY_LIMIT,
+            max_concurrent_deploys: 1000,
+            max_concurrent_cleans: 1000,
         }
     }
 }

@@ -1374,3 +1374,65 @@ async fn extensions_healthz_metrics_openapi_and_events() {
         .await;
     r.expect_error(400, "Last-Event-ID");
 }
+
+/// Cluster-wide caps on concurrent deploys and cleans: 503 in Ironic's format once reached,
+/// accepted again when a slot frees up, and nothing recorded for the refused request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deploy_and_clean_caps() {
+    let mut w = World::with_config(ferric_gateway::Auth::NoAuth, |c| {
+        c.max_concurrent_deploys = 1;
+        c.max_concurrent_cleans = 1;
+    })
+    .await;
+    w.start_conductor("c1").await;
+    let busy = w.enroll(fake()).await;
+    let next = w.enroll(fake()).await;
+    let tb = w.own("c1", &busy).await;
+    let tn = w.own("c1", &next).await;
+    w.set_status(&busy, tb, |s| s.provision_state = ProvisionState::Deploying)
+        .await;
+    w.set_status(&next, tn, |s| s.provision_state = ProvisionState::Available)
+        .await;
+    let deploy = |id: String| {
+        let w = &w;
+        async move {
+            w.call(
+                "PUT",
+                &format!("/v1/nodes/{id}/states/provision"),
+                Some(json!({"target": "active"})),
+            )
+            .await
+        }
+    };
+    deploy(next.clone())
+        .await
+        .expect_error(503, "maximum number of concurrent deploys (1)");
+    assert!(w
+        .cluster
+        .get_node(&next)
+        .await
+        .unwrap()
+        .spec
+        .provision_request
+        .is_none());
+    w.set_status(&busy, tb, |s| s.provision_state = ProvisionState::Active)
+        .await;
+    deploy(next.clone()).await.expect(202);
+
+    // Cleaning: one node cleaning blocks a provide elsewhere.
+    w.set_status(&busy, tb, |s| s.provision_state = ProvisionState::Cleaning)
+        .await;
+    let other = w.enroll(fake()).await;
+    let to = w.own("c1", &other).await;
+    w.set_status(&other, to, |s| {
+        s.provision_state = ProvisionState::Manageable
+    })
+    .await;
+    w.call(
+        "PUT",
+        &format!("/v1/nodes/{other}/states/provision"),
+        Some(json!({"target": "provide"})),
+    )
+    .await
+    .expect_error(503, "concurrent cleans");
+}

@@ -162,14 +162,20 @@ impl World {
     }
 
     pub async fn with_auth(auth: Auth) -> World {
+        World::with_config(auth, |_| {}).await
+    }
+
+    /// A world whose gateway configuration `tweak` adjusts.
+    pub async fn with_config(auth: Auth, tweak: impl FnOnce(&mut GatewayConfig)) -> World {
         let etcd = Etcd::start();
         let mut cfg = EtcdConfig::new(&etcd.url);
         cfg.prefix = "/gw-test/".into();
         let cluster = Cluster::connect(&cfg).await.expect("connect etcd");
-        let config = GatewayConfig {
+        let mut config = GatewayConfig {
             public_url: Some("http://ferric.test:6385".into()),
             ..GatewayConfig::default()
         };
+        tweak(&mut config);
         let state = AppState::new(cluster.clone(), config, auth);
         let router = app(state.clone());
         let deadline = Instant::now() + Duration::from_secs(10);
