@@ -470,14 +470,30 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
             }
             Step::Provision(req) => {
                 let before = state.status.provision_state;
-                let (next, work) = begin_provision(spec, &state.status, &req, now_ms());
-                let action = format!(
+                let (mut next, mut work) = begin_provision(spec, &state.status, &req, now_ms());
+                let mut action = format!(
                     "{}: \"{}\" -> \"{}\"",
                     req.verb.as_str(),
                     before.as_str(),
                     next.provision_state.as_str()
                 );
-                let error = work.as_ref().err().cloned();
+                let mut error = work.as_ref().err().cloned();
+                if let Ok(Some(Work::Step {
+                    state: s,
+                    after_ms: 0,
+                    ok,
+                })) = work
+                {
+                    // An instant step (automated cleaning off, the fake interface without a
+                    // step time): the verb and its step are one transition and one write; a
+                    // conductor dying in between leaves the request pending, not the node stuck.
+                    let result = step_result(s, ok);
+                    error = result.clone().err();
+                    let (end, more) = step_done(spec, &next, s, result, now_ms());
+                    action = format!("{action} -> \"{}\"", end.provision_state.as_str());
+                    next = end;
+                    work = Ok(more);
+                }
                 let entry = history(state, "provision", &action, &req.requested_by, error);
                 let extras = Extras {
                     history: Some(entry),
@@ -511,6 +527,18 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                 return;
             }
         }
+    }
+}
+
+/// The result of a fake step that was or was not told to fail.
+fn step_result(state: ProvisionState, ok: bool) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{}\" failed: the fake deploy interface was told to fail here (fake_fail_states)",
+            state.as_str()
+        ))
     }
 }
 
@@ -552,17 +580,7 @@ async fn drive(
                 });
                 return None;
             }
-            Work::Step { state: s, ok, .. } => (
-                s,
-                if ok {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "\"{}\" failed: the fake deploy interface was told to fail here (fake_fail_states)",
-                        s.as_str()
-                    ))
-                },
-            ),
+            Work::Step { state: s, ok, .. } => (s, step_result(s, ok)),
         };
         let (next, more) = step_done(&spec, &state.status, from, result.clone(), now_ms());
         if next == state.status {
