@@ -456,21 +456,6 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             if maintenance_ok && verb != Verb::Clean {
                 anyhow::bail!("--maintenance-ok is only valid with the clean verb");
             }
-            let view = cluster.get_node(&node).await?;
-            if view.spec.maintenance {
-                // Ironic refuses these in maintenance (400); manual cleaning may be asked for
-                // explicitly, to diagnose a faulty node without returning it to the pool.
-                let refused = match verb {
-                    Verb::Deploy | Verb::Rebuild => Some("deploying"),
-                    Verb::Clean if !maintenance_ok => Some("cleaning (use --maintenance-ok)"),
-                    Verb::Rescue | Verb::Unrescue => Some("rescue operations"),
-                    Verb::Service => Some("servicing"),
-                    _ => None,
-                };
-                if let Some(what) = refused {
-                    anyhow::bail!("node {} is in maintenance: {what} is refused", view.spec.id);
-                }
-            }
             let view = cluster
                 .request_provision(&node, verb, maintenance_ok, "", WHO)
                 .await?;

@@ -20,7 +20,7 @@ pub mod watch;
 pub use error::ClusterError;
 pub use keyspace::Keyspace;
 pub use lease::{FenceClock, LeaseKeeper, LeaseState, SelfFence};
-pub use nodes::{NewNode, NodeView};
+pub use nodes::NodeView;
 pub use reservations::{AcquireOutcome, Acquired};
 pub use snapshot::{Snapshot, SnapshotNode, SnapshotReservation};
 pub use status::StatusWriter;

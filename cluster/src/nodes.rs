@@ -26,12 +26,6 @@ pub struct NodeView {
     pub reservation: Option<String>,
 }
 
-/// A node to enroll.
-#[derive(Debug, Clone)]
-pub struct NewNode {
-    pub spec: NodeSpec,
-}
-
 impl Cluster {
     /// Enrolls nodes in batches of up to 120 per transaction. Each node is created only if its
     /// uuid and its name are free; the result for each comes back in input order.
@@ -274,6 +268,23 @@ impl Cluster {
                         p.verb.as_str()
                     ),
                 });
+            }
+            if view.spec.maintenance {
+                // Ironic refuses these in maintenance (400); manual cleaning may be asked for
+                // explicitly, to diagnose a faulty node without returning it to the pool.
+                let refused = match verb {
+                    Verb::Deploy | Verb::Rebuild => Some("deploying"),
+                    Verb::Clean if !maintenance_ok => Some("cleaning (without maintenance_ok)"),
+                    Verb::Rescue | Verb::Unrescue => Some("rescue operations"),
+                    Verb::Service => Some("servicing"),
+                    _ => None,
+                };
+                if let Some(what) = refused {
+                    return Err(ClusterError::Invalid(format!(
+                        "node {} is in maintenance: {what} is refused",
+                        view.spec.id
+                    )));
+                }
             }
             on_verb(view.status.provision_state, verb)
                 .map_err(|e: InvalidTransition| ClusterError::InvalidState(e))?;

@@ -16,9 +16,7 @@ use ferric_cluster::{
     AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, PrefixWatch, StatusWriter,
     WatchEvent, WatchLost,
 };
-use ferric_model::{
-    decode, now_ms, ConductorRecord, FenceToken, NodeId, NodeSpec, ReservationRecord,
-};
+use ferric_model::{decode, now_ms, ConductorRecord, FenceToken, NodeId, NodeSpec};
 use ractor::ActorRef;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::AtomicBool;
@@ -893,7 +891,6 @@ impl<'a> Session<'a> {
         match ev {
             WatchEvent::Put {
                 key,
-                value,
                 create_rev,
                 lease,
                 ..
@@ -912,10 +909,6 @@ impl<'a> Session<'a> {
                     }
                     return;
                 }
-                let holder = decode::<ReservationRecord>(&value)
-                    .map(|r| r.conductor)
-                    .ok();
-                tracing::trace!(node = %id, ?holder, "reserved elsewhere");
                 self.others.insert(id, create_rev);
             }
             WatchEvent::Delete { key, mod_rev } => {
