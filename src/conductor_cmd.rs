@@ -40,6 +40,11 @@ pub struct Args {
     /// Timeout of one BMC command, in seconds.
     #[arg(long, default_value_t = 10.0, env = "FERRIC_BMC_TIMEOUT")]
     pub bmc_timeout: f64,
+    /// How long a node in a wait state (`wait call-back`, `clean wait`, ...) waits for its
+    /// agent's next heartbeat, in seconds (Ironic's `*_callback_timeout`, default 1800); a node
+    /// may set its own in `driver_info.agent_callback_timeout`.
+    #[arg(long, default_value_t = 1800.0, env = "FERRIC_CALLBACK_TIMEOUT")]
+    pub callback_timeout: f64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -100,6 +105,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Duration::from_secs_f64(args.bmc_timeout.clamp(0.1, 300.0)),
             Duration::from_millis(args.bmc_min_gap_ms),
         )),
+        callback_timeout: Duration::from_secs_f64(args.callback_timeout.clamp(1.0, 86_400.0)),
     };
     tracing::info!(conductor = %args.name, etcd = %cluster.endpoints(), prefix = %cluster.keys().prefix(), ttl_s = args.lease_ttl, "conductor starting");
     let result = ferric_node::run(cluster, config, supervisor.clone(), events_rx, shutdown).await;

@@ -33,6 +33,11 @@ impl Cluster {
         format!("{}heartbeats/{id}", self.keys().prefix())
     }
 
+    /// `heartbeats/`, watched by conductors.
+    pub fn heartbeats_prefix(&self) -> String {
+        format!("{}heartbeats/", self.keys().prefix())
+    }
+
     /// Records a heartbeat if the node exists; returns the revision of the write.
     pub async fn record_heartbeat(
         &self,
@@ -60,6 +65,14 @@ impl Cluster {
         &self,
         id: &NodeId,
     ) -> Result<Option<HeartbeatRecord>, ClusterError> {
+        Ok(self.last_heartbeat_rev(id).await?.map(|(rec, _)| rec))
+    }
+
+    /// The last recorded heartbeat of a node with the revision it was written at.
+    pub async fn last_heartbeat_rev(
+        &self,
+        id: &NodeId,
+    ) -> Result<Option<(HeartbeatRecord, i64)>, ClusterError> {
         let key = self.heartbeat_key(id);
         let resp = self
             .kv()
@@ -69,7 +82,7 @@ impl Cluster {
         match resp.kvs().first() {
             None => Ok(None),
             Some(kv) => decode(kv.value())
-                .map(Some)
+                .map(|rec| Some((rec, kv.mod_revision())))
                 .map_err(|source| ClusterError::Corrupt { key, source }),
         }
     }

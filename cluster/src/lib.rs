@@ -3,6 +3,7 @@
 //! the node-intent functions shared by `ctl` and the gateway. No other crate holds an etcd client.
 
 pub mod bulk;
+pub mod consoles;
 pub mod error;
 pub mod feed;
 pub mod heartbeats;
@@ -12,6 +13,7 @@ pub mod membership;
 pub mod node_update;
 pub mod nodes;
 pub mod placement;
+pub mod remediation;
 pub mod reservations;
 pub mod snapshot;
 pub mod status;

@@ -6,9 +6,9 @@ use crate::{get_prefix, reservations::BATCH, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ferric_model::provision::{on_verb, InvalidTransition};
 use ferric_model::{
-    decode, encode, now_ms, BootDevice, BootDeviceRequest, CodecError, HistoryEntry, NodeHistory,
-    NodeId, NodeSpec, NodeStatus, PowerRequest, PowerTarget, ProvisionRequest, ReservationRecord,
-    Verb,
+    decode, encode, now_ms, BootDevice, BootDeviceRequest, CodecError, FenceToken, HistoryEntry,
+    NodeHistory, NodeId, NodeSpec, NodeStatus, PowerRequest, PowerTarget, ProvisionRequest,
+    ReservationRecord, Verb,
 };
 use std::collections::HashMap;
 
@@ -234,6 +234,56 @@ impl Cluster {
             }
         }
         Err(ClusterError::Conflict(id_or_name.to_string()))
+    }
+
+    /// Like [`Cluster::update_spec`], but only while the reservation's create revision is
+    /// `token`: the owner's own changes to the spec (maintenance on a fault, remediation's
+    /// requests) never come from a conductor that lost the node.
+    pub async fn update_spec_fenced<F>(
+        &self,
+        id: &NodeId,
+        token: FenceToken,
+        mut change: F,
+    ) -> Result<NodeView, ClusterError>
+    where
+        F: FnMut(&NodeView, &mut NodeSpec) -> Result<(), ClusterError>,
+    {
+        for _ in 0..16 {
+            let mut view = self.get_node(&id.to_string()).await?;
+            let mut spec = view.spec.clone();
+            change(&view, &mut spec)?;
+            spec.updated_at_ms = now_ms();
+            let key = self.keys().node(id);
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, view.spec_rev),
+                    Compare::create_revision(
+                        self.keys().reservation(id),
+                        CompareOp::Equal,
+                        token.0,
+                    ),
+                ])
+                .and_then([TxnOp::put(key, encode(&spec), None)]);
+            let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+            if resp.succeeded() {
+                view.spec_rev = resp.header().map_or(0, |h| h.revision());
+                view.spec = spec;
+                return Ok(view);
+            }
+            if self.reservation_rev(id).await? != Some(token.0) {
+                return Err(ClusterError::Fenced(id.to_string()));
+            }
+        }
+        Err(ClusterError::Conflict(id.to_string()))
+    }
+
+    async fn reservation_rev(&self, id: &NodeId) -> Result<Option<i64>, ClusterError> {
+        let resp = self
+            .kv()
+            .get(self.keys().reservation(id), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(resp.kvs().first().map(|kv| kv.create_revision()))
     }
 
     /// Asks for a power action. Refused while another power action is pending (Ironic answers

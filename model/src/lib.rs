@@ -10,8 +10,9 @@ pub mod provision;
 pub use codec::{decode, encode, CodecError, Record};
 pub use ids::{ConductorName, FenceToken, NameError, NodeId, NodeName};
 pub use node::{
-    BootDeviceRequest, ConductorRecord, EventRecord, EvictionRecord, HistoryEntry, NodeHistory,
-    NodeSpec, NodeStatus, PowerOp, PowerRequest, ProvisionRequest, ReservationRecord,
+    faults, AgentProgress, BootDeviceRequest, ConductorRecord, EventRecord, EvictionRecord,
+    HistoryEntry, NodeHistory, NodeSpec, NodeStatus, PowerOp, PowerRequest, ProvisionRequest,
+    Remediation, RemediationAction, RemediationPolicy, RemediationRule, ReservationRecord,
     SoftOffPolicy,
 };
 pub use power::{BootDevice, PowerState, PowerTarget};

@@ -202,6 +202,126 @@ pub struct NodeStatus {
     pub deadline_ms: Option<u64>,
     pub provision_updated_at_ms: Option<u64>,
     pub updated_at_ms: u64,
+    /// When `fault` was set (the owner sets maintenance in the spec right after; a new owner
+    /// that finds the fault without maintenance compares this with the spec's `updated_at_ms`).
+    pub fault_at_ms: Option<u64>,
+    /// The agent's part of the current provisioning state (deploy interface `direct`).
+    pub agent: Option<AgentProgress>,
+    /// The remediation policy's work on this node, if it ever applied.
+    pub remediation: Option<Remediation>,
+}
+
+/// What the agent on the node has done in the current provisioning state: the node was booted
+/// into the ramdisk, and each heartbeat runs the next step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentProgress {
+    /// The busy state whose work this is (`deploying`, `cleaning`, ...).
+    pub state: ProvisionState,
+    /// Steps in order, as `interface.step` (Ironic's naming).
+    pub steps: Vec<String>,
+    /// How many of `steps` are done.
+    pub done: u32,
+    /// When the conductor booted the node into the ramdisk; older heartbeats are stale.
+    pub booted_at_ms: u64,
+    /// The agent token, pinned by the first heartbeat after the boot; others are refused.
+    pub token: Option<String>,
+    /// etcd revision of the last heartbeat acted on.
+    pub heartbeat_rev: i64,
+    pub last_heartbeat_ms: Option<u64>,
+    /// The work was asked for while the node was in maintenance (manual cleaning with
+    /// `maintenance_ok`, or remediation): heartbeats and the timeout apply in maintenance too.
+    pub maintenance_ok: bool,
+}
+
+impl AgentProgress {
+    pub fn finished(&self) -> bool {
+        self.done as usize >= self.steps.len()
+    }
+}
+
+/// The remediation policy's work on a node (one fault episode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remediation {
+    /// The fault being remediated.
+    pub fault: String,
+    /// Attempts started for this fault episode.
+    pub attempts: u32,
+    /// An attempt is under way.
+    pub active: bool,
+    /// The attempt's cleaning was requested (a `clean failed` after this is the attempt's).
+    pub cleaning: bool,
+    pub started_at_ms: u64,
+}
+
+/// What a remediation rule does to a node in maintenance with its fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemediationAction {
+    /// Clean the node (`manage` if needed, then `provide`, which runs automated cleaning); if
+    /// it reaches `available`, maintenance and fault are cleared.
+    Clean,
+    /// Read the power state through the driver; if that works, maintenance and fault are cleared.
+    PowerCheck,
+}
+
+impl RemediationAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemediationAction::Clean => "clean",
+            RemediationAction::PowerCheck => "power-check",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "clean" => Some(RemediationAction::Clean),
+            "power-check" => Some(RemediationAction::PowerCheck),
+            _ => None,
+        }
+    }
+}
+
+/// One rule of the remediation policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemediationRule {
+    /// The fault it applies to (`clean failure`, `power failure`, ...).
+    pub fault: String,
+    pub action: RemediationAction,
+    /// Attempts per fault episode (an episode ends when maintenance is left).
+    pub attempts: u32,
+}
+
+/// The cluster-wide remediation policy (`config/remediation`). Off unless a rule exists.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RemediationPolicy {
+    pub rules: Vec<RemediationRule>,
+    /// At most this many attempts start per window, across the whole cluster.
+    pub max_per_window: u32,
+    pub window_secs: u32,
+}
+
+impl RemediationPolicy {
+    pub fn rule_for(&self, fault: &str) -> Option<&RemediationRule> {
+        self.rules.iter().find(|r| r.fault == fault)
+    }
+}
+
+impl Record for RemediationPolicy {
+    const KIND: &'static str = "remediation policy";
+    const VERSION: u8 = 1;
+}
+
+/// Ironic's fault names.
+pub mod faults {
+    pub const POWER_FAILURE: &str = "power failure";
+    pub const CLEAN_FAILURE: &str = "clean failure";
+    pub const RESCUE_ABORT_FAILURE: &str = "rescue abort failure";
+    pub const SERVICE_FAILURE: &str = "service failure";
+    pub const ALL: &[&str] = &[
+        POWER_FAILURE,
+        CLEAN_FAILURE,
+        RESCUE_ABORT_FAILURE,
+        SERVICE_FAILURE,
+    ];
 }
 
 impl Default for NodeStatus {
@@ -228,6 +348,9 @@ impl Default for NodeStatus {
             deadline_ms: None,
             provision_updated_at_ms: None,
             updated_at_ms: 0,
+            fault_at_ms: None,
+            agent: None,
+            remediation: None,
         }
     }
 }

@@ -10,13 +10,16 @@
 
 use crate::node_actor::{Initial, NodeArgs, NodeCtx, NodeMsg};
 use crate::supervisor::{NodeEvent, SupervisorMsg, REASON_FENCED};
+use ferric_cluster::heartbeats::HeartbeatRecord;
 use ferric_cluster::placement::owner_of;
 use ferric_cluster::snapshot::placement_of;
 use ferric_cluster::{
     AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, PrefixWatch, StatusWriter,
     WatchEvent, WatchLost,
 };
-use ferric_model::{decode, now_ms, ConductorRecord, FenceToken, NodeId, NodeSpec};
+use ferric_model::{
+    decode, now_ms, ConductorRecord, FenceToken, NodeId, NodeSpec, RemediationPolicy,
+};
 use ractor::ActorRef;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::AtomicBool;
@@ -37,6 +40,8 @@ pub struct ConductorConfig {
     pub acquire_parallel: usize,
     /// Settings shared by every BMC driver of this conductor (timeouts, per-BMC gap).
     pub bmc: Arc<ferric_power::BmcSettings>,
+    /// How long wait states wait for the agent by default.
+    pub callback_timeout: Duration,
 }
 
 /// Why a session ended.
@@ -152,6 +157,8 @@ enum Kind {
     Conductors,
     Nodes,
     Reservations,
+    Heartbeats,
+    Config,
 }
 
 enum Input {
@@ -232,6 +239,8 @@ struct Session<'a> {
     inputs_tx: mpsc::Sender<Input>,
     inputs: mpsc::Receiver<Input>,
     watch_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The remediation policy (`config/remediation`), shared with the node actors.
+    policy: watch::Sender<Arc<RemediationPolicy>>,
 }
 
 impl Drop for Session<'_> {
@@ -280,6 +289,7 @@ impl<'a> Session<'a> {
             inputs_tx,
             inputs,
             watch_tasks: Vec::new(),
+            policy: watch::Sender::new(Arc::new(RemediationPolicy::default())),
         }
     }
 
@@ -413,6 +423,8 @@ impl<'a> Session<'a> {
             writer: self.writer.clone(),
             fence: lease.fence(),
             bmc: self.cfg.bmc.clone(),
+            callback_timeout_ms: self.cfg.callback_timeout.as_millis() as u64,
+            remediation: self.policy.subscribe(),
         }));
         self.lease = Some(lease);
         self.cluster
@@ -433,6 +445,12 @@ impl<'a> Session<'a> {
             t.abort();
         }
         let snap = self.cluster.snapshot().await?;
+        match self.cluster.remediation_policy().await {
+            Ok(p) => self.set_policy(p),
+            Err(e) => {
+                tracing::error!(error = %e, "the remediation policy is unreadable; remediation is off")
+            }
+        }
         let lease_id = self.lease.as_ref().map_or(0, |l| l.id);
         self.members = snap
             .conductors
@@ -473,6 +491,11 @@ impl<'a> Session<'a> {
             (Kind::Conductors, self.cluster.keys().conductors()),
             (Kind::Nodes, self.cluster.keys().nodes()),
             (Kind::Reservations, self.cluster.keys().reservations()),
+            (Kind::Heartbeats, self.cluster.heartbeats_prefix()),
+            (
+                Kind::Config,
+                format!("{}config/", self.cluster.keys().prefix()),
+            ),
         ] {
             let watch = self.cluster.watch_prefix(&prefix, from).await?;
             self.watch_tasks.push(tokio::spawn(forward_watch(
@@ -792,6 +815,8 @@ impl<'a> Session<'a> {
                         Kind::Conductors => self.on_conductor(ev)?,
                         Kind::Nodes => self.on_node(ev),
                         Kind::Reservations => self.on_reservation(ev),
+                        Kind::Heartbeats => self.on_heartbeat(ev),
+                        Kind::Config => self.on_config(ev),
                     }
                 }
             }
@@ -878,6 +903,73 @@ impl<'a> Session<'a> {
                 };
                 self.nodes.remove(&id);
                 self.dirty.insert(id);
+            }
+        }
+    }
+
+    /// An agent heartbeat recorded by a gateway: to the node's actor, if it runs here.
+    fn on_heartbeat(&mut self, ev: WatchEvent) {
+        let WatchEvent::Put {
+            key,
+            value,
+            mod_rev,
+            ..
+        } = ev
+        else {
+            return;
+        };
+        let Some(id) = self.cluster.keys().node_id_of(&key) else {
+            return;
+        };
+        if !self
+            .mine
+            .get(&id)
+            .is_some_and(|m| m.phase == Phase::Running)
+        {
+            return;
+        }
+        match decode::<HeartbeatRecord>(&value) {
+            Ok(hb) => {
+                let _ = self.sup.cast(SupervisorMsg::Forward(
+                    id,
+                    NodeMsg::Heartbeat(Box::new(hb), mod_rev),
+                ));
+            }
+            Err(e) => tracing::warn!(node = %id, error = %e, "unreadable heartbeat record ignored"),
+        }
+    }
+
+    fn on_config(&mut self, ev: WatchEvent) {
+        let policy_key = self.cluster.remediation_policy_key();
+        match ev {
+            WatchEvent::Put { key, value, .. } if key == policy_key.as_bytes() => {
+                match decode::<RemediationPolicy>(&value) {
+                    Ok(p) => self.set_policy(p),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the new remediation policy is unreadable; remediation is off");
+                        self.set_policy(RemediationPolicy::default());
+                    }
+                }
+            }
+            WatchEvent::Delete { key, .. } if key == policy_key.as_bytes() => {
+                self.set_policy(RemediationPolicy::default())
+            }
+            _ => {}
+        }
+    }
+
+    /// A new policy: every node actor here looks at remediation again.
+    fn set_policy(&mut self, policy: RemediationPolicy) {
+        if **self.policy.borrow() == policy {
+            return;
+        }
+        tracing::info!(rules = policy.rules.len(), "remediation policy");
+        self.policy.send_replace(Arc::new(policy));
+        for (id, m) in &self.mine {
+            if m.phase == Phase::Running {
+                let _ = self
+                    .sup
+                    .cast(SupervisorMsg::Forward(*id, NodeMsg::Remediate));
             }
         }
     }

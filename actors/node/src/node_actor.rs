@@ -4,15 +4,23 @@
 //! has BMC work), and writes the status with fenced transactions. A fenced write that fails means
 //! someone else owns the node now: the actor stops at once.
 
-use crate::node_state::{
-    begin_provision, boot_finished, next_step, power_finished, power_start, step_done, take_over,
-    takeover_needs_write, work_for, Step, Work,
+use crate::agent::{
+    callback_timeout_ms, on_heartbeat, restart_wait_on_leaving_maintenance, wait_timeout, Heartbeat,
 };
+use crate::node_state::{
+    begin_provision, boot_finished, hardware_done, next_step, power_finished, power_start,
+    step_done, take_over, takeover_needs_write, work_for, Hardware, Step, Work, HARD_TIMEOUT_S,
+};
+use crate::remedy::{fault_vs_maintenance, remedy, FaultAction, Remedy};
+use ferric_cluster::heartbeats::HeartbeatRecord;
+use ferric_cluster::remediation::Slot;
 use ferric_cluster::{Cluster, ClusterError, SelfFence, StatusWriter};
 use ferric_model::{
-    now_ms, CodecError, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus,
-    ProvisionState,
+    now_ms, BootDevice, CodecError, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec,
+    NodeStatus, PowerState, PowerTarget, ProvisionRequest, ProvisionState, Remediation,
+    RemediationPolicy, Verb,
 };
+use ferric_power::op::{Phase, Plan};
 use ferric_power::{BmcSettings, Outcome, PowerActor, PowerArgs, PowerEvent, PowerMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +35,15 @@ pub struct NodeCtx {
     /// The session's self-fencing deadline, checked right before every hardware command.
     pub fence: SelfFence,
     pub bmc: Arc<BmcSettings>,
+    /// How long wait states wait for the agent unless the node says otherwise.
+    pub callback_timeout_ms: u64,
+    /// The cluster's remediation policy, kept current by the conductor's watch.
+    pub remediation: tokio::sync::watch::Receiver<Arc<RemediationPolicy>>,
 }
+
+/// The sequence number of the power actor's work for provisioning (boot device and power of
+/// the deploy interface), apart from the users' requests, which count up from 1.
+const HW_SEQ: u64 = u64::MAX;
 
 /// Records read when the reservation was acquired (None: read them from etcd, e.g. on restart).
 pub struct Initial {
@@ -68,6 +84,13 @@ pub enum NodeMsg {
         state: ProvisionState,
         ok: bool,
     },
+    /// The agent's last heartbeat (from the conductor's watch, or read at start) and the
+    /// revision it was recorded at.
+    Heartbeat(Box<HeartbeatRecord>, i64),
+    /// The deadline of the wait state may have passed.
+    WaitDeadline(u64),
+    /// Look at remediation again (the policy changed, or a rate-limit window ended).
+    Remediate,
     Ping(RpcReplyPort<NodeSnapshot>),
 }
 
@@ -90,6 +113,14 @@ pub struct NodeState {
     boot_in_flight: Option<u64>,
     /// The provisioning state whose timed step is scheduled.
     work_scheduled: Option<ProvisionState>,
+    /// The deploy interface's hardware work the power actor is doing.
+    hw_in_flight: Option<(ProvisionState, Hardware)>,
+    /// The wait-state deadline a timer is armed for.
+    deadline_armed: Option<u64>,
+    /// The newest heartbeat revision looked at (ignored ones too).
+    hb_seen: i64,
+    /// A remediation retry (rate limit, etcd error) is scheduled.
+    remedy_later: bool,
     retry_pending: bool,
 }
 
@@ -120,6 +151,10 @@ impl Actor for NodeActor {
             power_in_flight: None,
             boot_in_flight: None,
             work_scheduled: None,
+            hw_in_flight: None,
+            deadline_armed: None,
+            hb_seen: 0,
+            remedy_later: false,
             retry_pending: false,
         };
         let initial = match args.initial {
@@ -148,6 +183,21 @@ impl Actor for NodeActor {
                 ));
                 state.dirty = true;
             }
+        }
+        if state.status.provision_state.is_wait() && state.status.agent.is_some() {
+            // A heartbeat may have come while nobody owned the node: look at the last one.
+            let (me, cluster, id) = (myself.clone(), state.ctx.cluster.clone(), state.id);
+            tokio::spawn(async move {
+                match cluster.last_heartbeat_rev(&id).await {
+                    Ok(Some((hb, rev))) => {
+                        let _ = me.send_message(NodeMsg::Heartbeat(Box::new(hb), rev));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(node = %id, error = %e, "cannot read the last heartbeat")
+                    }
+                }
+            });
         }
         myself.send_message(NodeMsg::Reconcile)?;
         Ok(state)
@@ -189,6 +239,16 @@ impl Actor for NodeActor {
                         }),
                         _ => None,
                     };
+                    // Maintenance set because of a fault is the conductor's act, not a user's.
+                    let by = if spec.maintenance && state.status.fault.is_some() {
+                        "conductor"
+                    } else if !spec.maintenance
+                        && state.status.remediation.as_ref().is_some_and(|r| r.active)
+                    {
+                        "remediation"
+                    } else {
+                        "api"
+                    };
                     state.spec = Some(spec);
                     state.spec_error = None;
                     if let Some(action) = entry {
@@ -198,8 +258,16 @@ impl Actor for NodeActor {
                         let mut next = state.status.clone();
                         if action.starts_with("maintenance unset") {
                             next.fault = None;
+                            next.fault_at_ms = None;
+                            // The fault episode is over; a new fault may be remediated again.
+                            next.remediation = None;
+                            let timeout = callback_timeout_ms(
+                                &spec_now(state),
+                                state.ctx.callback_timeout_ms,
+                            );
+                            restart_wait_on_leaving_maintenance(&mut next, now_ms(), timeout);
                         }
-                        let h = history(state, "maintenance", &action, "api", None);
+                        let h = history(state, "maintenance", &action, by, None);
                         let extras = Extras {
                             history: Some(h),
                             event: None,
@@ -242,6 +310,29 @@ impl Actor for NodeActor {
                 Box::pin(on_power_event(&myself, state, event)).await;
                 Box::pin(reconcile(&myself, state)).await;
             }
+            NodeMsg::Heartbeat(hb, rev) => {
+                if rev > state.hb_seen {
+                    state.hb_seen = rev;
+                    if Box::pin(on_agent_heartbeat(&myself, state, &hb, rev))
+                        .await
+                        .is_none()
+                    {
+                        Box::pin(reconcile(&myself, state)).await;
+                    }
+                }
+            }
+            NodeMsg::WaitDeadline(deadline) => {
+                if state.deadline_armed == Some(deadline) {
+                    state.deadline_armed = None;
+                }
+                if Box::pin(on_wait_deadline(&myself, state)).await.is_none() {
+                    Box::pin(reconcile(&myself, state)).await;
+                }
+            }
+            NodeMsg::Remediate => {
+                state.remedy_later = false;
+                Box::pin(reconcile(&myself, state)).await;
+            }
             NodeMsg::Ping(reply) => {
                 let _ = reply.send(NodeSnapshot {
                     id: state.id,
@@ -271,8 +362,9 @@ impl Actor for NodeActor {
                 .is_some_and(|p| p.get_id() == cell.get_id())
             {
                 state.power = None;
-                let lost =
-                    state.power_in_flight.take().is_some() | state.boot_in_flight.take().is_some();
+                let lost = state.power_in_flight.take().is_some()
+                    | state.boot_in_flight.take().is_some()
+                    | state.hw_in_flight.take().is_some();
                 if let SupervisionEvent::ActorFailed(_, err) = &evt {
                     tracing::error!(node = %state.id, error = %err, "power actor crashed");
                 }
@@ -356,7 +448,10 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
             }
             return;
         }
-        if state.power_in_flight.is_some() || state.boot_in_flight.is_some() {
+        if state.power_in_flight.is_some()
+            || state.boot_in_flight.is_some()
+            || state.hw_in_flight.is_some()
+        {
             // One operation at a time per node; the power actor's event continues from here.
             return;
         }
@@ -470,7 +565,9 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
             }
             Step::Provision(req) => {
                 let before = state.status.provision_state;
-                let (mut next, mut work) = begin_provision(spec, &state.status, &req, now_ms());
+                let timeout = callback_timeout_ms(spec, state.ctx.callback_timeout_ms);
+                let (mut next, mut work) =
+                    begin_provision(spec, &state.status, &req, now_ms(), timeout);
                 let mut action = format!(
                     "{}: \"{}\" -> \"{}\"",
                     req.verb.as_str(),
@@ -513,16 +610,30 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                 if (st.is_busy() || st == ProvisionState::Verifying)
                     && state.work_scheduled != Some(st)
                 {
-                    match work_for(spec, st, state.status.manual) {
+                    match work_for(spec, &state.status) {
                         Ok(work) => {
                             if let Some(c) = drive(myself, state, work).await {
                                 return c;
+                            }
+                            if state.hw_in_flight.is_some() || state.work_scheduled.is_some() {
+                                return;
                             }
                         }
                         Err(e) => {
                             tracing::warn!(node = %state.id, error = %e, "cannot resume provisioning work")
                         }
                     }
+                }
+                arm_deadline(myself, state);
+                match fault_check(myself, state).await {
+                    Some(Flow::Return) => return,
+                    Some(Flow::Again) => continue,
+                    None => {}
+                }
+                match remediate(myself, state).await {
+                    Some(Flow::Return) => return,
+                    Some(Flow::Again) => continue,
+                    None => {}
                 }
                 return;
             }
@@ -581,6 +692,9 @@ async fn drive(
                 return None;
             }
             Work::Step { state: s, ok, .. } => (s, step_result(s, ok)),
+            Work::Hardware { state: s, hw } => {
+                return start_hardware(myself, state, s, hw).await;
+            }
         };
         let (next, more) = step_done(&spec, &state.status, from, result.clone(), now_ms());
         if next == state.status {
@@ -681,6 +795,24 @@ async fn on_power_event(myself: &ActorRef<NodeMsg>, state: &mut NodeState, event
             if let Some(op) = next.power_op.as_mut().filter(|op| op.seq == seq) {
                 op.soft_sent = true;
                 let _ = after_commit(myself, state, next, Extras::default()).await;
+            }
+        }
+        PowerEvent::BootDone {
+            seq: HW_SEQ,
+            result,
+        } => {
+            hardware_boot_done(myself, state, result).await;
+        }
+        PowerEvent::Finished {
+            seq: HW_SEQ,
+            outcome,
+        } => {
+            if let Some((s, hw)) = state.hw_in_flight.take() {
+                let (result, power) = match outcome {
+                    Outcome::Done { power, .. } => (Ok(()), Some(power)),
+                    Outcome::Failed { error, power, .. } => (Err(error), power),
+                };
+                let _ = finish_hardware(myself, state, s, hw, result, power).await;
             }
         }
         PowerEvent::Finished { seq, outcome } => {
@@ -854,4 +986,614 @@ fn fenced(myself: &ActorRef<NodeMsg>, state: &NodeState) {
     tracing::warn!(node = %state.id, fence = state.token.0, "status write fenced: another conductor owns this node; stopping");
     state.stopping.store(true, Ordering::Release);
     myself.stop(Some(crate::supervisor::REASON_FENCED.to_string()));
+}
+
+fn spec_now(state: &NodeState) -> NodeSpec {
+    state
+        .spec
+        .as_deref()
+        .cloned()
+        .unwrap_or_else(|| NodeSpec::new(state.id, "", 0))
+}
+
+/// What the reconcile loop does after a side decision.
+enum Flow {
+    /// Stop (waiting for a write, a watch event or a timer).
+    Return,
+    /// Something changed: look again.
+    Again,
+}
+
+/// Starts the deploy interface's hardware work `hw` of provisioning state `pstate` on the power
+/// actor; its events finish it. Some(()) when the caller must return.
+async fn start_hardware(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    pstate: ProvisionState,
+    hw: Hardware,
+) -> Option<()> {
+    if !may_command(state) {
+        return Some(());
+    }
+    let power = match power_actor(myself, state).await {
+        Ok(p) => p,
+        Err(e) => return finish_hardware(myself, state, pstate, hw, Err(e), None).await,
+    };
+    state.hw_in_flight = Some((pstate, hw));
+    let _ = match hw {
+        Hardware::BootRamdisk => power.send_message(PowerMsg::Boot {
+            seq: HW_SEQ,
+            device: BootDevice::Pxe,
+            persistent: false,
+        }),
+        Hardware::BootDisk => power.send_message(PowerMsg::Boot {
+            seq: HW_SEQ,
+            device: BootDevice::Disk,
+            persistent: true,
+        }),
+        Hardware::PowerOff => {
+            let plan = hw_plan(state, PowerTarget::Off);
+            power.send_message(PowerMsg::Run(plan, Phase::Begin))
+        }
+    };
+    Some(())
+}
+
+fn hw_plan(state: &NodeState, target: PowerTarget) -> Plan {
+    let spec = state.spec.as_deref();
+    Plan {
+        seq: HW_SEQ,
+        target,
+        deadline_ms: now_ms() + u64::from(HARD_TIMEOUT_S) * 1000,
+        timeout_s: HARD_TIMEOUT_S,
+        policy: spec.map(|s| s.soft_off_policy).unwrap_or_default(),
+        disable_power_off: spec.is_some_and(|s| s.disable_power_off),
+    }
+}
+
+/// The boot device of the hardware work is set: now the power half (a reboot powers on a node
+/// that is off).
+async fn hardware_boot_done(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    result: Result<(), String>,
+) {
+    let Some((pstate, hw)) = state.hw_in_flight else {
+        return;
+    };
+    if let Err(e) = result {
+        state.hw_in_flight = None;
+        let _ = finish_hardware(
+            myself,
+            state,
+            pstate,
+            hw,
+            Err(format!("setting the boot device failed: {e}")),
+            None,
+        )
+        .await;
+        return;
+    }
+    let device = if hw == Hardware::BootRamdisk {
+        BootDevice::Pxe
+    } else {
+        BootDevice::Disk
+    };
+    state.status.boot_device = Some(device);
+    state.status.boot_persistent = hw == Hardware::BootDisk;
+    let plan = hw_plan(state, PowerTarget::Reboot);
+    match state.power.clone() {
+        Some(power) if may_command(state) => {
+            let _ = power.send_message(PowerMsg::Run(plan, Phase::Begin));
+        }
+        _ => {
+            // Stopping, or the power actor is gone (its supervision event schedules a retry).
+            state.hw_in_flight = None;
+        }
+    }
+}
+
+/// Records the end of hardware work: status (with the power state observed and an event if it
+/// changed), history, and the work that follows.
+async fn finish_hardware(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    pstate: ProvisionState,
+    hw: Hardware,
+    result: Result<(), String>,
+    power: Option<PowerState>,
+) -> Option<()> {
+    let spec = state.spec.clone()?;
+    let timeout = callback_timeout_ms(&spec, state.ctx.callback_timeout_ms);
+    let before_power = state.status.power_state;
+    let mut base = state.status.clone();
+    if power.is_some() {
+        base.power_state = power;
+    }
+    let (mut next, more) =
+        hardware_done(&spec, &base, pstate, hw, result.clone(), now_ms(), timeout);
+    if next == state.status {
+        return None;
+    }
+    let action = format!(
+        "{}: \"{}\" -> \"{}\"",
+        hw.as_str(),
+        pstate.as_str(),
+        next.provision_state.as_str()
+    );
+    let entry = history(state, "provision", &action, "conductor", result.err());
+    let event = power_event(state, &mut next, before_power);
+    if let Some(c) = after_commit(
+        myself,
+        state,
+        next,
+        Extras {
+            history: Some(entry),
+            event,
+        },
+    )
+    .await
+    {
+        return Some(c);
+    }
+    Box::pin(drive(myself, state, more)).await
+}
+
+/// An outbox event when the observed power state changed (the status's event_seq advances).
+fn power_event(
+    state: &NodeState,
+    next: &mut NodeStatus,
+    before: Option<PowerState>,
+) -> Option<EventRecord> {
+    if next.power_state == before || next.power_state.is_none() {
+        return None;
+    }
+    next.event_seq += 1;
+    Some(EventRecord {
+        node: state.id,
+        seq: next.event_seq,
+        instance_uuid: state.spec.as_ref().and_then(|s| s.instance_uuid),
+        power_state: next.power_state,
+        previous_power_state: before,
+        at_ms: now_ms(),
+        conductor: state.ctx.me.clone(),
+    })
+}
+
+/// A heartbeat of the node's agent. Some(()) when the caller must return.
+async fn on_agent_heartbeat(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    hb: &HeartbeatRecord,
+    rev: i64,
+) -> Option<()> {
+    let spec = state.spec.clone()?;
+    if state.status.owner.as_deref() != Some(state.ctx.me.as_str())
+        || state.status.fence != state.token.0
+    {
+        // Not taken over yet: the reconcile after the takeover reads the last heartbeat again.
+        return None;
+    }
+    let timeout = callback_timeout_ms(&spec, state.ctx.callback_timeout_ms);
+    match on_heartbeat(&spec, &state.status, hb, rev, now_ms(), timeout) {
+        Heartbeat::Ignored(why) => {
+            tracing::debug!(node = %state.id, why, "heartbeat ignored");
+            None
+        }
+        Heartbeat::InMaintenance => {
+            tracing::info!(node = %state.id, "heartbeat from a node in maintenance: recorded, no action taken");
+            None
+        }
+        Heartbeat::WrongToken => {
+            tracing::warn!(node = %state.id, "heartbeat with an agent token other than the one this boot's agent presented; ignored");
+            None
+        }
+        Heartbeat::Progress {
+            status,
+            action,
+            error,
+            work,
+        } => {
+            let entry = history(state, "provision", &action, "agent", error);
+            if let Some(c) = after_commit(
+                myself,
+                state,
+                *status,
+                Extras {
+                    history: Some(entry),
+                    event: None,
+                },
+            )
+            .await
+            {
+                return Some(c);
+            }
+            drive(myself, state, work).await
+        }
+    }
+}
+
+/// Fails the wait state if its deadline passed. Some(()) when the caller must return.
+async fn on_wait_deadline(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Option<()> {
+    let spec = state.spec.clone()?;
+    let (next, error) = wait_timeout(&spec, &state.status, now_ms())?;
+    let action = format!(
+        "timeout: \"{}\" -> \"{}\"",
+        state.status.provision_state.as_str(),
+        next.provision_state.as_str()
+    );
+    let entry = history(state, "provision", &action, "conductor", Some(error));
+    after_commit(
+        myself,
+        state,
+        next,
+        Extras {
+            history: Some(entry),
+            event: None,
+        },
+    )
+    .await
+}
+
+/// Arms a timer for the wait state's deadline (kept in the status, so it survives a takeover).
+fn arm_deadline(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
+    let Some(deadline) = state.status.deadline_ms else {
+        return;
+    };
+    if !state.status.provision_state.is_wait() || state.deadline_armed == Some(deadline) {
+        return;
+    }
+    state.deadline_armed = Some(deadline);
+    let me = myself.clone();
+    let wait = deadline.saturating_sub(now_ms());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let _ = me.send_message(NodeMsg::WaitDeadline(deadline));
+    });
+}
+
+fn schedule_remedy(myself: &ActorRef<NodeMsg>, state: &mut NodeState, after: Duration) {
+    if !state.remedy_later {
+        state.remedy_later = true;
+        let me = myself.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = me.send_message(NodeMsg::Remediate);
+        });
+    }
+}
+
+/// Puts a node with a fresh fault into maintenance, or clears a fault an operator's leaving
+/// maintenance already ended.
+async fn fault_check(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Option<Flow> {
+    let spec = state.spec.as_deref()?;
+    match fault_vs_maintenance(spec, &state.status) {
+        FaultAction::Nothing => None,
+        FaultAction::ClearFault => {
+            let mut next = state.status.clone();
+            let fault = next.fault.take().unwrap_or_default();
+            next.fault_at_ms = None;
+            next.remediation = None;
+            let entry = history(
+                state,
+                "maintenance",
+                &format!("fault \"{fault}\" cleared (maintenance was left)"),
+                "conductor",
+                None,
+            );
+            Some(to_flow(
+                after_commit(
+                    myself,
+                    state,
+                    next,
+                    Extras {
+                        history: Some(entry),
+                        event: None,
+                    },
+                )
+                .await,
+            ))
+        }
+        FaultAction::SetMaintenance(reason) => {
+            let result = state
+                .ctx
+                .cluster
+                .update_spec_fenced(&state.id, state.token, |view, spec| {
+                    if !view.spec.maintenance {
+                        spec.maintenance = true;
+                        spec.maintenance_reason = Some(reason.clone());
+                    }
+                    Ok(())
+                })
+                .await;
+            match result {
+                // The watch brings the new spec (and the history entry of the transition).
+                Ok(_) => Some(Flow::Return),
+                Err(ClusterError::Fenced(_)) => {
+                    fenced(myself, state);
+                    Some(Flow::Return)
+                }
+                Err(e) => {
+                    tracing::warn!(node = %state.id, error = %e, "cannot put the faulty node into maintenance; will retry");
+                    schedule_retry(myself, state);
+                    Some(Flow::Return)
+                }
+            }
+        }
+    }
+}
+
+fn to_flow(c: Option<()>) -> Flow {
+    match c {
+        Some(()) => Flow::Return,
+        None => Flow::Again,
+    }
+}
+
+/// The remediation policy's next move on this node (see `remedy.rs`).
+async fn remediate(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Option<Flow> {
+    let policy = state.ctx.remediation.borrow().clone();
+    let spec = state.spec.as_deref()?;
+    let decision = remedy(spec, &state.status, &policy);
+    let attempt = |st: &NodeStatus| {
+        let r = st.remediation.as_ref();
+        let fault = r.map(|r| r.fault.clone()).unwrap_or_default();
+        let rule = policy.rule_for(&fault);
+        format!(
+            "{} for fault \"{fault}\", attempt {} of {}",
+            rule.map_or("clean", |r| r.action.as_str()),
+            r.map_or(0, |r| r.attempts),
+            rule.map_or(0, |r| r.attempts)
+        )
+    };
+    match decision {
+        Remedy::Nothing => None,
+        Remedy::Start(rule) => {
+            if state.remedy_later {
+                return None;
+            }
+            match state
+                .ctx
+                .cluster
+                .take_remediation_slot(&policy, now_ms())
+                .await
+            {
+                Ok(Slot::Granted) => {
+                    let mut next = state.status.clone();
+                    let tried = next
+                        .remediation
+                        .as_ref()
+                        .filter(|r| r.fault == rule.fault)
+                        .map_or(0, |r| r.attempts);
+                    next.remediation = Some(Remediation {
+                        fault: rule.fault.clone(),
+                        attempts: tried + 1,
+                        active: true,
+                        cleaning: false,
+                        started_at_ms: now_ms(),
+                    });
+                    let action = format!("remediation started: {}", attempt(&next));
+                    let entry = history(state, "remediation", &action, "remediation", None);
+                    Some(to_flow(
+                        after_commit(
+                            myself,
+                            state,
+                            next,
+                            Extras {
+                                history: Some(entry),
+                                event: None,
+                            },
+                        )
+                        .await,
+                    ))
+                }
+                Ok(Slot::Later(ms)) => {
+                    tracing::info!(node = %state.id, wait_ms = ms, "remediation rate limit reached; waiting for the next window");
+                    // Spread the retries of many nodes over a second.
+                    let jitter = u64::from(state.id.to_string().as_bytes()[0] % 64) * 16;
+                    schedule_remedy(myself, state, Duration::from_millis(ms + jitter));
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(node = %state.id, error = %e, "cannot take a remediation slot");
+                    schedule_remedy(myself, state, Duration::from_secs(5));
+                    None
+                }
+            }
+        }
+        Remedy::Request(verb) => {
+            if verb == Verb::Provide {
+                let mut next = state.status.clone();
+                if let Some(r) = next.remediation.as_mut() {
+                    if !r.cleaning {
+                        // Recorded first: a clean failure after this is the attempt's own.
+                        r.cleaning = true;
+                        return Some(to_flow(
+                            after_commit(myself, state, next, Extras::default()).await,
+                        ));
+                    }
+                }
+            }
+            let result = state
+                .ctx
+                .cluster
+                .update_spec_fenced(&state.id, state.token, |view, spec| {
+                    if view.spec.pending_provision(&view.status).is_some() {
+                        return Ok(());
+                    }
+                    spec.provision_request = Some(ProvisionRequest {
+                        seq: spec.next_provision_seq(),
+                        verb,
+                        maintenance_ok: true,
+                        args: String::new(),
+                        requested_by: "remediation".into(),
+                        requested_at_ms: now_ms(),
+                    });
+                    Ok(())
+                })
+                .await;
+            match result {
+                Ok(view) => {
+                    if view.spec_rev > state.spec_rev {
+                        state.spec_rev = view.spec_rev;
+                        state.spec = Some(Box::new(view.spec));
+                    }
+                    Some(Flow::Again)
+                }
+                Err(ClusterError::Fenced(_)) => {
+                    fenced(myself, state);
+                    Some(Flow::Return)
+                }
+                Err(e) => {
+                    tracing::warn!(node = %state.id, error = %e, "remediation could not ask for {}", verb.as_str());
+                    schedule_remedy(myself, state, Duration::from_secs(5));
+                    Some(Flow::Return)
+                }
+            }
+        }
+        Remedy::PowerCheck => {
+            let result = read_power(myself, state).await;
+            let mut next = state.status.clone();
+            match result {
+                Ok(p) => {
+                    next.power_state = Some(p);
+                    Some(remedy_succeeded(myself, state, next, &attempt).await)
+                }
+                Err(e) => Some(remedy_failed(myself, state, next, &attempt, e).await),
+            }
+        }
+        Remedy::Succeeded => {
+            let next = state.status.clone();
+            Some(remedy_succeeded(myself, state, next, &attempt).await)
+        }
+        Remedy::Failed(error) => {
+            let next = state.status.clone();
+            Some(remedy_failed(myself, state, next, &attempt, error).await)
+        }
+        Remedy::Abandon => {
+            let mut next = state.status.clone();
+            next.remediation = None;
+            let entry = history(
+                state,
+                "remediation",
+                "remediation stopped: the node left maintenance",
+                "remediation",
+                None,
+            );
+            Some(to_flow(
+                after_commit(
+                    myself,
+                    state,
+                    next,
+                    Extras {
+                        history: Some(entry),
+                        event: None,
+                    },
+                )
+                .await,
+            ))
+        }
+    }
+}
+
+/// The attempt worked: maintenance is left (the spec), which clears the fault and ends the
+/// episode when the watch brings the change back (`NodeMsg::Spec`).
+async fn remedy_succeeded(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    mut next: NodeStatus,
+    attempt: &(dyn Fn(&NodeStatus) -> String + Sync),
+) -> Flow {
+    let action = format!("remediation succeeded: {}", attempt(&next));
+    if let Some(r) = next.remediation.as_mut() {
+        r.active = false;
+    }
+    let entry = history(state, "remediation", &action, "remediation", None);
+    // The status first: a clean failure later is not this attempt's.
+    if let Some(c) = after_commit(
+        myself,
+        state,
+        next,
+        Extras {
+            history: Some(entry),
+            event: None,
+        },
+    )
+    .await
+    {
+        let _ = c;
+        return Flow::Return;
+    }
+    let result = state
+        .ctx
+        .cluster
+        .update_spec_fenced(&state.id, state.token, |_, spec| {
+            spec.maintenance = false;
+            spec.maintenance_reason = None;
+            Ok(())
+        })
+        .await;
+    match result {
+        Ok(_) => Flow::Return,
+        Err(ClusterError::Fenced(_)) => {
+            fenced(myself, state);
+            Flow::Return
+        }
+        Err(e) => {
+            tracing::warn!(node = %state.id, error = %e, "remediation succeeded but leaving maintenance failed; the node stays in maintenance");
+            Flow::Return
+        }
+    }
+}
+
+/// The attempt failed: the node stays in maintenance with the reason saying so.
+async fn remedy_failed(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    mut next: NodeStatus,
+    attempt: &(dyn Fn(&NodeStatus) -> String + Sync),
+    error: String,
+) -> Flow {
+    let what = attempt(&next);
+    if let Some(r) = next.remediation.as_mut() {
+        r.active = false;
+    }
+    let entry = history(
+        state,
+        "remediation",
+        &format!("remediation failed: {what}"),
+        "remediation",
+        Some(error.clone()),
+    );
+    if after_commit(
+        myself,
+        state,
+        next,
+        Extras {
+            history: Some(entry),
+            event: None,
+        },
+    )
+    .await
+    .is_some()
+    {
+        return Flow::Return;
+    }
+    let fault = state.status.fault.clone().unwrap_or_default();
+    let reason = format!("{fault}: remediation ({what}) failed: {error}");
+    let result = state
+        .ctx
+        .cluster
+        .update_spec_fenced(&state.id, state.token, |_, spec| {
+            spec.maintenance = true;
+            spec.maintenance_reason = Some(reason.clone());
+            Ok(())
+        })
+        .await;
+    if let Err(ClusterError::Fenced(_)) = result {
+        fenced(myself, state);
+    } else if let Err(e) = result {
+        tracing::warn!(node = %state.id, error = %e, "could not record the failed remediation in the maintenance reason");
+    }
+    Flow::Return
 }

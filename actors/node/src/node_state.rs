@@ -5,8 +5,8 @@ use ferric_model::provision::{
     on_event, on_verb, recovery_on_takeover, target_of, Event, Recovery,
 };
 use ferric_model::{
-    BootDeviceRequest, FenceToken, NodeSpec, NodeStatus, PowerOp, PowerRequest, PowerTarget,
-    ProvisionRequest, ProvisionState, Verb,
+    AgentProgress, BootDeviceRequest, FenceToken, NodeSpec, NodeStatus, PowerOp, PowerRequest,
+    PowerTarget, ProvisionRequest, ProvisionState, Verb,
 };
 use ferric_power::op::{resume_phase, Phase, Plan};
 use ferric_power::Outcome;
@@ -148,7 +148,7 @@ pub fn power_finished(status: &NodeStatus, seq: u64, outcome: &Outcome, now_ms: 
             }
             next.last_error = Some(error.clone());
             if *fault {
-                next.fault = Some(POWER_FAULT.to_string());
+                set_fault(&mut next, POWER_FAULT, now_ms);
             }
         }
     }
@@ -191,9 +191,8 @@ pub enum DeployInterface {
         step_ms: u64,
         fail_in: Vec<ProvisionState>,
     },
-    /// Ironic's `direct` (agent-driven). Until the agent path lands, only what needs no agent
-    /// is done: automated cleaning is off (provide and undeploy pass through cleaning at once),
-    /// adoption; everything else is refused with a clear error.
+    /// Ironic's `direct`: the conductor boots the node into the agent's ramdisk and waits for
+    /// heartbeats (see `agent.rs`); the conductor's own part is boot device and power.
     Direct,
 }
 
@@ -233,6 +232,27 @@ pub fn deploy_interface(spec: &NodeSpec) -> DeployInterface {
     DeployInterface::Fake { step_ms, fail_in }
 }
 
+/// The conductor's own hardware work in a provisioning state (deploy interface `direct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hardware {
+    /// Boot the agent's ramdisk: boot device `pxe` for the next boot, then power on (or
+    /// reboot a running node). Success moves the node to the state's wait state.
+    BootRamdisk,
+    /// Boot the instance: boot device `disk` (persistent), then reboot (or power on).
+    BootDisk,
+    PowerOff,
+}
+
+impl Hardware {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hardware::BootRamdisk => "boot the agent ramdisk (pxe, power on)",
+            Hardware::BootDisk => "boot the instance (disk, reboot)",
+            Hardware::PowerOff => "power off",
+        }
+    }
+}
+
 /// Work the conductor does in a provisioning state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Work {
@@ -244,16 +264,16 @@ pub enum Work {
         after_ms: u64,
         ok: bool,
     },
+    /// Boot device and power work of `state`; its result ends (or, for the ramdisk boot,
+    /// suspends) the state.
+    Hardware { state: ProvisionState, hw: Hardware },
 }
 
-/// The work a node in `state` needs, None when it only waits (stable, failed, wait and hold
-/// states), or why this conductor cannot do it.
-pub fn work_for(
-    spec: &NodeSpec,
-    state: ProvisionState,
-    manual: bool,
-) -> Result<Option<Work>, String> {
+/// The work a node in its current state needs, None when it only waits (stable, failed, wait and
+/// hold states), or why this conductor cannot do it.
+pub fn work_for(spec: &NodeSpec, status: &NodeStatus) -> Result<Option<Work>, String> {
     use ProvisionState as S;
+    let state = status.provision_state;
     if state == S::Verifying {
         return Ok(Some(Work::Verify));
     }
@@ -266,25 +286,50 @@ pub fn work_for(
             after_ms: step_ms,
             ok: !fail_in.contains(&state),
         })),
-        DeployInterface::Direct => match state {
-            S::Cleaning if !manual => Ok(Some(Work::Step { state, after_ms: 0, ok: true })),
-            S::Deleting | S::Adopting => Ok(Some(Work::Step { state, after_ms: 0, ok: true })),
-            other => Err(format!(
-                "\"{}\" needs the agent (deploy interface \"direct\"), which this conductor does not run yet; use deploy_interface \"fake\" or wait for the agent support",
-                other.as_str()
-            )),
-        },
+        DeployInterface::Direct => {
+            // The agent's part of this state is done once its steps are (the node came back
+            // from the wait state); what remains is the conductor's.
+            let agent_done = status
+                .agent
+                .as_ref()
+                .is_some_and(|a| a.state == state && a.finished());
+            let hw = |hw| Ok(Some(Work::Hardware { state, hw }));
+            match state {
+                S::Deploying | S::Servicing if agent_done => hw(Hardware::BootDisk),
+                S::Cleaning | S::Inspecting if agent_done => hw(Hardware::PowerOff),
+                S::Rescuing if agent_done => Ok(Some(Work::Step {
+                    state,
+                    after_ms: 0,
+                    ok: true,
+                })),
+                S::Deploying | S::Servicing | S::Cleaning | S::Inspecting | S::Rescuing => {
+                    hw(Hardware::BootRamdisk)
+                }
+                S::Deleting => hw(Hardware::PowerOff),
+                S::Unrescuing => hw(Hardware::BootDisk),
+                S::Adopting => Ok(Some(Work::Step {
+                    state,
+                    after_ms: 0,
+                    ok: true,
+                })),
+                other => Err(format!(
+                    "no work defined for \"{}\" with the direct deploy interface",
+                    other.as_str()
+                )),
+            }
+        }
     }
 }
 
 /// The status once `req` is taken up, and the first piece of work. A verb the state does not
 /// allow, or that needs work this conductor cannot do, is refused (recorded in `last_error`) and
-/// the node stays where it is.
+/// the node stays where it is. `timeout_ms`: how long a wait state waits for the agent.
 pub fn begin_provision(
     spec: &NodeSpec,
     status: &NodeStatus,
     req: &ProvisionRequest,
     now_ms: u64,
+    timeout_ms: u64,
 ) -> (NodeStatus, Result<Option<Work>, String>) {
     let mut next = status.clone();
     next.provision_seq_done = req.seq;
@@ -295,16 +340,50 @@ pub fn begin_provision(
             return (next, Err(e.to_string()));
         }
     };
-    let manual = req.verb == Verb::Clean;
-    let work = match work_for(spec, entered, manual) {
-        Ok(w) => w,
-        Err(e) => {
-            next.last_error = Some(e.clone());
-            return (next, Err(e));
-        }
+    let manual = match req.verb {
+        Verb::Clean => true,
+        // Unhold and abort keep the operation they belong to.
+        Verb::Unhold | Verb::Abort => status.manual,
+        _ => false,
     };
     next.provision_state = entered;
     next.manual = manual;
+    if entered.is_wait() {
+        // Back to waiting (unhold): the agent gets a whole timeout again.
+        next.deadline_ms = Some(now_ms + timeout_ms);
+    } else {
+        next.deadline_ms = None;
+        if req.verb != Verb::Abort {
+            // A new operation: the agent's progress of an earlier one does not count.
+            next.agent = None;
+        }
+    }
+    let mut work = match work_for(spec, &next) {
+        Ok(w) => w,
+        Err(e) => {
+            let mut refused = status.clone();
+            refused.provision_seq_done = req.seq;
+            refused.last_error = Some(e.clone());
+            return (refused, Err(e));
+        }
+    };
+    if req.verb == Verb::Abort
+        && status.provision_state == ProvisionState::RescueWait
+        && deploy_interface(spec) == DeployInterface::Direct
+    {
+        // Aborting a rescue takes the rescue ramdisk down: power the node off. A failure here
+        // is Ironic's "rescue abort failure" fault.
+        work = Some(Work::Hardware {
+            state: entered,
+            hw: Hardware::PowerOff,
+        });
+    }
+    if !entered.is_busy() && !entered.is_wait() {
+        next.agent = next.agent.filter(|_| req.verb == Verb::Abort);
+    }
+    if let Some(a) = next.agent.as_mut() {
+        a.maintenance_ok |= spec.maintenance && req.maintenance_ok;
+    }
     next.target_provision_state = target_of(entered, manual);
     next.provision_updated_at_ms = Some(now_ms);
     next.last_error = None;
@@ -323,31 +402,130 @@ pub fn step_done(
     if status.provision_state != state {
         return (status.clone(), None);
     }
-    let mut next = status.clone();
     let ev = if result.is_ok() {
         Event::Done
     } else {
         Event::Fail
     };
+    transition(spec, status, ev, result.err(), now_ms)
+}
+
+/// The status after the hardware work `hw` of `state` ended, and the next work. The ramdisk
+/// boot suspends the state in its wait state with a deadline `timeout_ms` from now.
+#[allow(clippy::too_many_arguments)]
+pub fn hardware_done(
+    spec: &NodeSpec,
+    status: &NodeStatus,
+    state: ProvisionState,
+    hw: Hardware,
+    result: Result<(), String>,
+    now_ms: u64,
+    timeout_ms: u64,
+) -> (NodeStatus, Option<Work>) {
+    if status.provision_state != state {
+        return (status.clone(), None);
+    }
+    if state == ProvisionState::RescueFailed {
+        // The power off of an aborted rescue.
+        let mut next = status.clone();
+        if let Err(e) = result {
+            next.last_error = Some(format!("aborting the rescue failed: {e}"));
+            set_fault(
+                &mut next,
+                ferric_model::faults::RESCUE_ABORT_FAILURE,
+                now_ms,
+            );
+        }
+        return (next, None);
+    }
+    match (hw, result) {
+        (Hardware::BootRamdisk, Ok(())) => {
+            let mut next = status.clone();
+            next.provision_state = event(state, Event::Wait, status.manual);
+            next.target_provision_state = target_of(next.provision_state, status.manual);
+            next.provision_updated_at_ms = Some(now_ms);
+            next.deadline_ms = Some(now_ms + timeout_ms);
+            next.last_error = None;
+            let maintenance_ok = spec.maintenance
+                && (status.remediation.as_ref().is_some_and(|r| r.active)
+                    || spec
+                        .provision_request
+                        .as_ref()
+                        .is_some_and(|r| r.maintenance_ok && r.seq == status.provision_seq_done));
+            next.agent = Some(AgentProgress {
+                state,
+                steps: crate::agent::steps_for(spec, state, status.manual),
+                done: 0,
+                booted_at_ms: now_ms,
+                token: None,
+                heartbeat_rev: 0,
+                last_heartbeat_ms: None,
+                maintenance_ok,
+            });
+            (next, None)
+        }
+        (_, Ok(())) => transition(spec, status, Event::Done, None, now_ms),
+        (hw, Err(e)) => transition(
+            spec,
+            status,
+            Event::Fail,
+            Some(format!("{} failed: {e}", hw.as_str())),
+            now_ms,
+        ),
+    }
+}
+
+/// Applies `ev` to the node's current state and finds the next work; a failure of cleaning or
+/// servicing is a fault (Ironic: the node goes into maintenance).
+pub(crate) fn transition(
+    spec: &NodeSpec,
+    status: &NodeStatus,
+    ev: Event,
+    error: Option<String>,
+    now_ms: u64,
+) -> (NodeStatus, Option<Work>) {
+    let state = status.provision_state;
+    let mut next = status.clone();
     let to = event(state, ev, status.manual);
     next.provision_state = to;
     next.provision_updated_at_ms = Some(now_ms);
-    next.last_error = result.err();
-    let work = match work_for(spec, to, status.manual) {
+    next.last_error = error;
+    next.deadline_ms = None;
+    let work = match work_for(spec, &next) {
         Ok(w) => w,
         Err(e) => {
-            // Cannot go on (e.g. undeploy of an agent node reached cleaning): fail the state.
-            let failed = event(to, Event::Fail, status.manual);
-            next.provision_state = failed;
+            // Cannot go on: fail the state.
+            next.provision_state = event(to, Event::Fail, status.manual);
             next.last_error = Some(e);
             None
         }
     };
-    if !next.provision_state.is_busy() && next.provision_state != ProvisionState::Verifying {
-        next.manual = next.manual && next.provision_state.is_wait();
+    let end = next.provision_state;
+    if !end.is_busy() && end != ProvisionState::Verifying {
+        next.manual = next.manual && end.is_wait();
+        if !end.is_wait() {
+            next.agent = None;
+        }
     }
-    next.target_provision_state = target_of(next.provision_state, status.manual);
+    if ev == Event::Fail || end.is_failed() {
+        match end {
+            ProvisionState::CleanFailed => {
+                set_fault(&mut next, ferric_model::faults::CLEAN_FAILURE, now_ms)
+            }
+            ProvisionState::ServiceFailed => {
+                set_fault(&mut next, ferric_model::faults::SERVICE_FAILURE, now_ms)
+            }
+            _ => {}
+        }
+    }
+    next.target_provision_state = target_of(end, status.manual);
     (next, work)
+}
+
+/// Records a fault; the owner then puts the node into maintenance (see `remedy.rs`).
+pub fn set_fault(status: &mut NodeStatus, fault: &str, now_ms: u64) {
+    status.fault = Some(fault.to_string());
+    status.fault_at_ms = Some(now_ms);
 }
 
 fn event(state: ProvisionState, ev: Event, manual: bool) -> ProvisionState {
@@ -363,6 +541,8 @@ fn fmt_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::{on_heartbeat, wait_timeout, Heartbeat};
+    use ferric_cluster::heartbeats::HeartbeatRecord;
     use ferric_model::{NodeId, PowerState, PowerTarget};
 
     fn spec() -> NodeSpec {
@@ -539,7 +719,7 @@ mod tests {
 
     /// Runs provisioning work to its end, as the node actor does, without timing.
     fn drive(spec: &NodeSpec, mut st: NodeStatus, req: &ProvisionRequest) -> NodeStatus {
-        let (next, work) = begin_provision(spec, &st, req, 0);
+        let (next, work) = begin_provision(spec, &st, req, 0, 1000);
         st = next;
         let mut work = work.unwrap_or(None);
         while let Some(w) = work {
@@ -556,6 +736,9 @@ mod tests {
                     },
                     0,
                 ),
+                Work::Hardware { state, hw } => {
+                    hardware_done(spec, &st, state, hw, Ok(()), 0, 1000)
+                }
             };
             st = next;
             work = more;
@@ -610,20 +793,355 @@ mod tests {
         );
     }
 
-    #[test]
-    fn agent_nodes_do_what_needs_no_agent_and_refuse_the_rest() {
+    fn agent_spec() -> NodeSpec {
         let mut s = spec();
         s.driver = "redfish".into();
+        s
+    }
+
+    fn hb(at_ms: u64, token: &str) -> HeartbeatRecord {
+        HeartbeatRecord {
+            at_ms,
+            callback_url: "http://127.0.0.1:9999/".into(),
+            agent_version: None,
+            agent_token: Some(token.into()),
+            agent_verify_ca: None,
+            agent_status: None,
+            agent_status_message: None,
+            recorded_by: "gw".into(),
+        }
+    }
+
+    fn progress(h: Heartbeat) -> (NodeStatus, Option<Work>) {
+        match h {
+            Heartbeat::Progress { status, work, .. } => (*status, work),
+            other => panic!("expected progress, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_agent_drives_a_deploy_through_wait_call_back() {
+        let s = agent_spec();
+        let mut st = owned(1);
+        st.provision_state = ProvisionState::Available;
+        let (st, work) = begin_provision(&s, &st, &vreq(1, Verb::Deploy), 10, 1000);
+        assert_eq!(st.provision_state, ProvisionState::Deploying);
+        let boot = Work::Hardware {
+            state: ProvisionState::Deploying,
+            hw: Hardware::BootRamdisk,
+        };
+        assert_eq!(work, Ok(Some(boot)));
+        let (st, work) = hardware_done(
+            &s,
+            &st,
+            ProvisionState::Deploying,
+            Hardware::BootRamdisk,
+            Ok(()),
+            20,
+            1000,
+        );
+        assert_eq!(work, None);
+        assert_eq!(st.provision_state, ProvisionState::WaitCallBack);
+        assert_eq!(st.target_provision_state, Some(ProvisionState::Active));
+        assert_eq!(st.deadline_ms, Some(1020));
+        let agent = st.agent.clone().unwrap();
+        assert_eq!(agent.steps.len(), 2);
+        assert_eq!(agent.booted_at_ms, 20);
+        // Sent before the ramdisk boot: stale.
+        assert!(matches!(
+            on_heartbeat(&s, &st, &hb(19, "t"), 5, 30, 1000),
+            Heartbeat::Ignored(_)
+        ));
+        let (st, work) = progress(on_heartbeat(&s, &st, &hb(25, "t"), 6, 30, 1000));
+        assert_eq!(work, None);
+        assert_eq!(st.provision_state, ProvisionState::WaitCallBack);
+        assert_eq!(st.deadline_ms, Some(1030), "each step restarts the wait");
+        assert_eq!(st.agent.as_ref().unwrap().token.as_deref(), Some("t"));
+        // The same heartbeat again, and one with another token, do nothing.
+        assert!(matches!(
+            on_heartbeat(&s, &st, &hb(25, "t"), 6, 31, 1000),
+            Heartbeat::Ignored(_)
+        ));
+        assert_eq!(
+            on_heartbeat(&s, &st, &hb(26, "x"), 7, 31, 1000),
+            Heartbeat::WrongToken
+        );
+        let (st, work) = progress(on_heartbeat(&s, &st, &hb(27, "t"), 8, 40, 1000));
+        assert_eq!(st.provision_state, ProvisionState::Deploying);
+        assert_eq!(st.deadline_ms, None);
+        let finish = Work::Hardware {
+            state: ProvisionState::Deploying,
+            hw: Hardware::BootDisk,
+        };
+        assert_eq!(work, Some(finish));
+        let (st, work) = hardware_done(
+            &s,
+            &st,
+            ProvisionState::Deploying,
+            Hardware::BootDisk,
+            Ok(()),
+            50,
+            1000,
+        );
+        assert_eq!((st.provision_state, work), (ProvisionState::Active, None));
+        assert_eq!(st.agent, None);
+        assert_eq!(st.target_provision_state, None);
+    }
+
+    /// Every agent state: boot, one heartbeat per step, the conductor's part; and what it ends in.
+    #[test]
+    fn every_agent_verb_reaches_its_end_state() {
+        let s = agent_spec();
+        for (from, verb, want) in [
+            (
+                ProvisionState::Manageable,
+                Verb::Provide,
+                ProvisionState::Available,
+            ),
+            (
+                ProvisionState::Manageable,
+                Verb::Inspect,
+                ProvisionState::Manageable,
+            ),
+            (
+                ProvisionState::Manageable,
+                Verb::Clean,
+                ProvisionState::Manageable,
+            ),
+            (
+                ProvisionState::Active,
+                Verb::Rebuild,
+                ProvisionState::Active,
+            ),
+            (ProvisionState::Active, Verb::Rescue, ProvisionState::Rescue),
+            (
+                ProvisionState::Rescue,
+                Verb::Unrescue,
+                ProvisionState::Active,
+            ),
+            (
+                ProvisionState::Active,
+                Verb::Service,
+                ProvisionState::Active,
+            ),
+            (
+                ProvisionState::Active,
+                Verb::Undeploy,
+                ProvisionState::Available,
+            ),
+        ] {
+            let mut st = owned(1);
+            st.provision_state = from;
+            let (mut st, work) = begin_provision(&s, &st, &vreq(1, verb), 0, 1000);
+            let mut work = work.unwrap();
+            let mut rev = 0;
+            for _ in 0..20 {
+                match work {
+                    Some(Work::Hardware { state, hw }) => {
+                        (st, work) = hardware_done(&s, &st, state, hw, Ok(()), rev as u64, 1000)
+                    }
+                    Some(Work::Step { state, ok, .. }) => {
+                        (st, work) = step_done(&s, &st, state, step_ok(ok), rev as u64)
+                    }
+                    Some(Work::Verify) => unreachable!(),
+                    None if st.provision_state.is_wait() => {
+                        rev += 1;
+                        (st, work) = progress(on_heartbeat(
+                            &s,
+                            &st,
+                            &hb(rev as u64, "t"),
+                            rev,
+                            rev as u64,
+                            1000,
+                        ));
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(st.provision_state, want, "{verb:?} from {from}: {st:?}");
+            assert_eq!(st.last_error, None);
+            assert_eq!(st.agent, None);
+            assert_eq!(st.fault, None);
+        }
+    }
+
+    fn step_ok(ok: bool) -> Result<(), String> {
+        if ok {
+            Ok(())
+        } else {
+            Err("failed".into())
+        }
+    }
+
+    #[test]
+    fn wait_states_time_out_into_their_failed_states_but_not_in_maintenance() {
+        let mut s = agent_spec();
+        for (busy, wait, failed, fault) in [
+            (
+                ProvisionState::Deploying,
+                ProvisionState::WaitCallBack,
+                ProvisionState::DeployFailed,
+                None,
+            ),
+            (
+                ProvisionState::Cleaning,
+                ProvisionState::CleanWait,
+                ProvisionState::CleanFailed,
+                Some("clean failure"),
+            ),
+            (
+                ProvisionState::Inspecting,
+                ProvisionState::InspectWait,
+                ProvisionState::InspectFailed,
+                None,
+            ),
+            (
+                ProvisionState::Rescuing,
+                ProvisionState::RescueWait,
+                ProvisionState::RescueFailed,
+                None,
+            ),
+            (
+                ProvisionState::Servicing,
+                ProvisionState::ServiceWait,
+                ProvisionState::ServiceFailed,
+                Some("service failure"),
+            ),
+        ] {
+            s.maintenance = false;
+            let mut st = owned(1);
+            st.provision_state = busy;
+            let (st, _) = hardware_done(&s, &st, busy, Hardware::BootRamdisk, Ok(()), 100, 1000);
+            assert_eq!(st.provision_state, wait);
+            assert_eq!(wait_timeout(&s, &st, 1099), None, "not yet");
+            let (failed_st, error) = wait_timeout(&s, &st, 1100).expect("timed out");
+            assert_eq!(failed_st.provision_state, failed, "{wait}");
+            assert!(error.contains("Timeout reached"), "{error}");
+            assert_eq!(failed_st.fault.as_deref(), fault, "{wait}");
+            assert_eq!(failed_st.deadline_ms, None);
+            // In maintenance nothing advances the node: no timeout, heartbeats recorded only.
+            s.maintenance = true;
+            assert_eq!(wait_timeout(&s, &st, 5000), None);
+            assert_eq!(
+                on_heartbeat(&s, &st, &hb(200, "t"), 3, 200, 1000),
+                Heartbeat::InMaintenance
+            );
+            // Leaving maintenance gives the agent a whole timeout again.
+            let mut left = st.clone();
+            crate::agent::restart_wait_on_leaving_maintenance(&mut left, 5000, 1000);
+            s.maintenance = false;
+            assert_eq!(wait_timeout(&s, &left, 5999), None);
+            assert!(wait_timeout(&s, &left, 6000).is_some());
+        }
+    }
+
+    #[test]
+    fn work_asked_for_in_maintenance_hears_its_agent() {
+        let mut s = agent_spec();
+        s.maintenance = true;
+        let mut req = vreq(1, Verb::Clean);
+        req.maintenance_ok = true;
+        s.provision_request = Some(req.clone());
         let mut st = owned(1);
         st.provision_state = ProvisionState::Manageable;
-        let provided = drive(&s, st.clone(), &vreq(1, Verb::Provide));
-        assert_eq!(provided.provision_state, ProvisionState::Available);
-        let (refused, work) = begin_provision(&s, &provided, &vreq(2, Verb::Deploy), 0);
-        assert!(work.is_err());
-        assert_eq!(refused.provision_state, ProvisionState::Available);
-        assert!(refused.last_error.unwrap().contains("agent"));
-        let (_, work) = begin_provision(&s, &st, &vreq(2, Verb::Clean), 0);
-        assert!(work.is_err(), "manual cleaning needs clean steps");
+        let (st, _) = begin_provision(&s, &st, &req, 0, 1000);
+        let (st, _) = hardware_done(
+            &s,
+            &st,
+            ProvisionState::Cleaning,
+            Hardware::BootRamdisk,
+            Ok(()),
+            10,
+            1000,
+        );
+        assert_eq!(st.provision_state, ProvisionState::CleanWait);
+        assert!(st.agent.as_ref().unwrap().maintenance_ok);
+        let (st, work) = progress(on_heartbeat(&s, &st, &hb(20, "t"), 1, 20, 1000));
+        assert_eq!(st.provision_state, ProvisionState::Cleaning);
+        assert_eq!(
+            work,
+            Some(Work::Hardware {
+                state: ProvisionState::Cleaning,
+                hw: Hardware::PowerOff
+            })
+        );
+    }
+
+    #[test]
+    fn an_agent_error_or_failed_hardware_fails_the_state() {
+        let s = agent_spec();
+        let mut st = owned(1);
+        st.provision_state = ProvisionState::Cleaning;
+        let (st, _) = hardware_done(
+            &s,
+            &st,
+            ProvisionState::Cleaning,
+            Hardware::BootRamdisk,
+            Ok(()),
+            10,
+            1000,
+        );
+        let mut bad = hb(20, "t");
+        bad.agent_status = Some("error".into());
+        bad.agent_status_message = Some("disk 3 did not erase".into());
+        let (failed, _) = progress(on_heartbeat(&s, &st, &bad, 1, 20, 1000));
+        assert_eq!(failed.provision_state, ProvisionState::CleanFailed);
+        assert!(failed.last_error.as_deref().unwrap().contains("disk 3"));
+        assert_eq!(failed.fault.as_deref(), Some("clean failure"));
+        assert_eq!(failed.fault_at_ms, Some(20));
+
+        let mut st = owned(1);
+        st.provision_state = ProvisionState::Deploying;
+        let (failed, work) = hardware_done(
+            &s,
+            &st,
+            ProvisionState::Deploying,
+            Hardware::BootRamdisk,
+            Err("BMC unreachable".into()),
+            5,
+            1000,
+        );
+        assert_eq!(
+            (failed.provision_state, work),
+            (ProvisionState::DeployFailed, None)
+        );
+        assert!(failed.last_error.unwrap().contains("BMC unreachable"));
+        assert_eq!(failed.fault, None, "a failed deploy is not a fault");
+    }
+
+    #[test]
+    fn a_rescue_abort_that_cannot_power_off_is_a_fault() {
+        let s = agent_spec();
+        let mut st = owned(1);
+        st.provision_state = ProvisionState::RescueWait;
+        let (st, work) = begin_provision(&s, &st, &vreq(1, Verb::Abort), 0, 1000);
+        assert_eq!(st.provision_state, ProvisionState::RescueFailed);
+        let off = Work::Hardware {
+            state: ProvisionState::RescueFailed,
+            hw: Hardware::PowerOff,
+        };
+        assert_eq!(work, Ok(Some(off)));
+        let (ok, _) = hardware_done(
+            &s,
+            &st,
+            ProvisionState::RescueFailed,
+            Hardware::PowerOff,
+            Ok(()),
+            1,
+            1000,
+        );
+        assert_eq!(ok.fault, None);
+        let (bad, _) = hardware_done(
+            &s,
+            &st,
+            ProvisionState::RescueFailed,
+            Hardware::PowerOff,
+            Err("no answer".into()),
+            1,
+            1000,
+        );
+        assert_eq!(bad.fault.as_deref(), Some("rescue abort failure"));
+        assert_eq!(bad.provision_state, ProvisionState::RescueFailed);
     }
 
     #[test]
@@ -640,7 +1158,7 @@ mod tests {
     fn manage_verifies_through_the_driver() {
         let s = spec();
         let st = owned(1);
-        let (verifying, work) = begin_provision(&s, &st, &vreq(1, Verb::Manage), 0);
+        let (verifying, work) = begin_provision(&s, &st, &vreq(1, Verb::Manage), 0, 1000);
         assert_eq!(work, Ok(Some(Work::Verify)));
         assert_eq!(verifying.provision_state, ProvisionState::Verifying);
         assert_eq!(
@@ -665,7 +1183,7 @@ mod tests {
 
     #[test]
     fn invalid_verbs_are_recorded_and_move_nothing() {
-        let (next, work) = begin_provision(&spec(), &owned(1), &vreq(3, Verb::Provide), 0);
+        let (next, work) = begin_provision(&spec(), &owned(1), &vreq(3, Verb::Provide), 0, 1000);
         assert!(work.is_err());
         assert_eq!(next.provision_state, ProvisionState::Enroll);
         assert_eq!(next.provision_seq_done, 3);
