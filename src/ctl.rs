@@ -70,6 +70,42 @@ enum Cmd {
     /// Conductors.
     #[command(subcommand)]
     Conductor(ConductorCmd),
+    /// The remediation policy: what conductors do by themselves to nodes in maintenance with a
+    /// fault (off unless a rule is set).
+    #[command(subcommand)]
+    Remediation(RemediationCmd),
+}
+
+#[derive(clap::Subcommand)]
+enum RemediationCmd {
+    /// The current policy.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adds or replaces the rule for one fault, and sets the cluster-wide rate limit.
+    Set {
+        /// The fault: "clean failure", "power failure", "service failure", "rescue abort failure".
+        #[arg(long)]
+        fault: String,
+        /// "clean" (manage, provide; back to available if cleaning passes) or "power-check"
+        /// (read the power state; leave maintenance if that works).
+        #[arg(long, default_value = "clean")]
+        action: String,
+        /// Attempts per fault episode (an episode ends when the node leaves maintenance).
+        #[arg(long, default_value_t = 1)]
+        attempts: u32,
+        /// At most this many attempts start per window, across the cluster.
+        #[arg(long, default_value_t = 10)]
+        max_per_window: u32,
+        #[arg(long, default_value_t = 60)]
+        window_secs: u32,
+    },
+    /// Removes the rule for one fault, or every rule (remediation off).
+    Off {
+        #[arg(long)]
+        fault: Option<String>,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -180,6 +216,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.cmd {
         Cmd::Node(cmd) => node(&cluster, cmd).await,
         Cmd::Conductor(ConductorCmd::List { json }) => conductor_list(&cluster, json).await,
+        Cmd::Remediation(cmd) => remediation(&cluster, cmd).await,
         Cmd::Conductor(ConductorCmd::Evict { name, reason }) => {
             let by = format!(
                 "ctl ({})",
@@ -194,6 +231,75 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn remediation(cluster: &Cluster, cmd: RemediationCmd) -> anyhow::Result<()> {
+    use ferric_model::{faults, RemediationAction, RemediationRule};
+    let mut policy = cluster.remediation_policy().await?;
+    match cmd {
+        RemediationCmd::Show { json } => {
+            if json {
+                let rules: Vec<Value> = policy
+                    .rules
+                    .iter()
+                    .map(|r| json!({"fault": r.fault, "action": r.action.as_str(), "attempts": r.attempts}))
+                    .collect();
+                let doc = json!({
+                    "rules": rules,
+                    "max_per_window": policy.max_per_window,
+                    "window_secs": policy.window_secs,
+                });
+                out!("{}", serde_json::to_string_pretty(&doc)?);
+            } else if policy.rules.is_empty() {
+                out!("remediation is off (no rules)");
+            } else {
+                out!(
+                    "at most {} attempts per {} s across the cluster",
+                    policy.max_per_window,
+                    policy.window_secs
+                );
+                for r in &policy.rules {
+                    out!(
+                        "{:<22} {:<12} {} attempt(s)",
+                        r.fault,
+                        r.action.as_str(),
+                        r.attempts
+                    );
+                }
+            }
+            return Ok(());
+        }
+        RemediationCmd::Set {
+            fault,
+            action,
+            attempts,
+            max_per_window,
+            window_secs,
+        } => {
+            if !faults::ALL.contains(&fault.as_str()) {
+                anyhow::bail!(
+                    "unknown fault {fault:?} (expected one of: {})",
+                    faults::ALL.join(", ")
+                );
+            }
+            let Some(action) = RemediationAction::parse(&action) else {
+                anyhow::bail!("unknown action {action:?} (expected clean or power-check)");
+            };
+            policy.rules.retain(|r| r.fault != fault);
+            policy.rules.push(RemediationRule {
+                fault,
+                action,
+                attempts,
+            });
+            policy.max_per_window = max_per_window;
+            policy.window_secs = window_secs;
+        }
+        RemediationCmd::Off { fault: Some(f) } => policy.rules.retain(|r| r.fault != f),
+        RemediationCmd::Off { fault: None } => policy.rules.clear(),
+    }
+    cluster.set_remediation_policy(&policy).await?;
+    out!("remediation policy saved: {} rule(s)", policy.rules.len());
+    Ok(())
 }
 
 async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {

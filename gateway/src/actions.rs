@@ -691,6 +691,18 @@ pub async fn heartbeat(
             "Agent token is required for heartbeat processing.".into(),
         ));
     }
+    let pinned = node
+        .status
+        .as_ref()
+        .filter(|st| st.status.provision_state.is_wait())
+        .and_then(|st| st.status.agent.as_ref())
+        .and_then(|a| a.token.clone());
+    if pinned.is_some_and(|t| Some(&t) != agent_token.as_ref()) {
+        // Not recorded: it must not replace the last heartbeat of the node's real agent.
+        return Err(ApiError::BadRequest(
+            "Invalid or missing agent token received.".into(),
+        ));
+    }
     if let Some(s) = &agent_status {
         if !AGENT_STATES.contains(&s.as_str()) {
             return Err(ApiError::BadRequest(format!(

@@ -255,9 +255,11 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("The resource could not be found.".into())
 }
 
-/// Paths served without authentication: version discovery (as Ironic's public root) and health.
+/// Paths served without authentication: version discovery (as Ironic's public root), health,
+/// and the agent's heartbeat (Ironic's `public_api_routes`: a ramdisk has no credentials; its
+/// agent token, pinned by the first heartbeat of each boot, is what the heartbeat is checked by).
 fn public(path: &str) -> bool {
-    matches!(path, "/" | "/v1" | "/healthz")
+    matches!(path, "/" | "/v1" | "/healthz") || path.starts_with("/v1/heartbeat/")
 }
 
 /// Microversion negotiation and authentication of every API request.

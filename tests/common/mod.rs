@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod sim;
+
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use ferric_model::{decode, CodecError, ConductorRecord, NodeSpec, NodeStatus, ReservationRecord};
 use nix::sys::signal::{kill, Signal};

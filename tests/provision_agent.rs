@@ -1,0 +1,479 @@
+//! Provisioning with the agent (`direct` deploy interface) and recovery, through real processes:
+//! conductors, a gateway (which records the agent's heartbeats), `ferric sim` as the BMCs.
+//!
+//! - A conductor is SIGKILLed while its nodes are in `deploying`, `cleaning`, `inspecting`,
+//!   `deleting` (fake interface, slow steps), `wait call-back` and `clean wait` (agent), each
+//!   in and out of maintenance. The new owner moves the busy ones to their failed states naming
+//!   the dead conductor, keeps the wait states waiting with their original deadline (one of them
+//!   then times out at that deadline: `clean failed`, fault, maintenance), and heartbeats carry
+//!   the waiting ones on to `active`/`available`; heartbeats in maintenance are recorded and
+//!   make no progress. The test plays the agent here, so that every heartbeat is its own act.
+//! - Remediation: a node whose cleaning failed is cleaned again and returned to `available`; a
+//!   node that fails again stays in maintenance with the reason updated; the cluster-wide rate
+//!   limit holds a third back.
+
+mod common;
+mod gateway_support;
+
+use common::sim::Sim;
+use common::Fleet;
+use ferric_model::{NodeSpec, NodeStatus, ProvisionState};
+use gateway_support::{api, http, Gateway};
+use serde_json::json;
+use std::time::Duration;
+
+use ProvisionState as S;
+
+async fn status(fleet: &Fleet, id: &str) -> Result<NodeStatus, String> {
+    match fleet.snapshot().await?.status(id) {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => Err(format!("unreadable status: {e}")),
+        None => Err("no status yet".into()),
+    }
+}
+
+async fn spec(fleet: &Fleet, id: &str) -> NodeSpec {
+    match fleet.snapshot().await.map(|s| s.spec(id)) {
+        Ok(Some(Ok(s))) => s,
+        other => fleet.fail(&format!("spec of {id}: {other:?}")),
+    }
+}
+
+/// Waits until the node rests in `want` (its target cleared).
+async fn reach(fleet: &Fleet, id: &str, want: ProvisionState, within: Duration) -> NodeStatus {
+    fleet
+        .wait_until(
+            within,
+            &format!("{id} reaches {}", want.as_str()),
+            async || {
+                let s = status(fleet, id).await?;
+                let resting = !want.is_busy() && !want.is_wait();
+                if s.provision_state == want && (!resting || s.target_provision_state.is_none()) {
+                    Ok(s)
+                } else {
+                    Err(format!(
+                        "{} -> {:?}, last_error {:?}",
+                        s.provision_state.as_str(),
+                        s.target_provision_state,
+                        s.last_error
+                    ))
+                }
+            },
+        )
+        .await
+}
+
+async fn verb(fleet: &Fleet, id: &str, v: &str, want: ProvisionState) -> NodeStatus {
+    fleet.ctl_ok(&["node", "provision", id, v]).await;
+    reach(fleet, id, want, Duration::from_secs(30)).await
+}
+
+fn patch(gw: &Gateway, id: &str, ops: serde_json::Value) {
+    let r = api(
+        gw.port,
+        "PATCH",
+        &format!("/v1/nodes/{id}"),
+        Some(&ops.to_string()),
+    );
+    assert_eq!(r.status, 200, "PATCH {id}: {}", r.body);
+}
+
+fn maintenance(gw: &Gateway, id: &str, on: bool) {
+    let r = if on {
+        api(
+            gw.port,
+            "PUT",
+            &format!("/v1/nodes/{id}/maintenance"),
+            Some(r#"{"reason": "test: looking at it"}"#),
+        )
+    } else {
+        api(
+            gw.port,
+            "DELETE",
+            &format!("/v1/nodes/{id}/maintenance"),
+            None,
+        )
+    };
+    assert_eq!(r.status, 202, "maintenance {on} {id}: {}", r.body);
+}
+
+/// The agent's heartbeat, as IPA sends it (no credentials: the endpoint is public, the agent
+/// token is what counts). Returns the HTTP status.
+fn heartbeat(gw: &Gateway, id: &str, token: &str) -> u16 {
+    let body = json!({
+        "callback_url": "http://127.0.0.1:9/",
+        "agent_version": "test-agent",
+        "agent_token": token,
+    })
+    .to_string();
+    http(
+        gw.port,
+        "POST",
+        &format!("/v1/heartbeat/{id}"),
+        &[("X-OpenStack-Ironic-API-Version", "1.72")],
+        Some(body.as_bytes()),
+    )
+    .unwrap_or_else(|e| panic!("heartbeat {id}: {e}"))
+    .status
+}
+
+fn steps_done(s: &NodeStatus) -> u32 {
+    s.agent.as_ref().map_or(0, |a| a.done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_busy_state_survives_a_sigkilled_owner() {
+    let mut fleet = Fleet::new("agent-takeover").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = ["--lease-ttl", "2"];
+    // One conductor first: every node is its own when it dies; the second starts at the kill.
+    fleet.start_conductor("c1", &ttl);
+    let gw = Gateway::start(&fleet, dir.path(), "gw", &[]);
+    let sim = Sim::start(dir.path(), 5, &[]).await;
+
+    // Fake nodes: quick steps to get where they must be, then 60 s steps (PATCHed in).
+    let fake = fleet
+        .create_nodes(8, &["--driver-info", r#"{"fake_step_secs": 0}"#])
+        .await;
+    let slow = || json!([{"op": "add", "path": "/driver_info/fake_step_secs", "value": 60}]);
+    let mut busy = Vec::new(); // (node, busy state, failed state, in maintenance)
+    for (i, id) in fake.iter().enumerate() {
+        let maint = i % 2 == 1;
+        verb(&fleet, id, "manage", S::Manageable).await;
+        let (last, state, failed) = match i / 2 {
+            0 => {
+                verb(&fleet, id, "provide", S::Available).await;
+                ("deploy", S::Deploying, S::DeployFailed)
+            }
+            1 => ("provide", S::Cleaning, S::CleanFailed),
+            2 => ("inspect", S::Inspecting, S::InspectFailed),
+            _ => {
+                verb(&fleet, id, "provide", S::Available).await;
+                verb(&fleet, id, "deploy", S::Active).await;
+                ("undeploy", S::Deleting, S::Error)
+            }
+        };
+        patch(&gw, id, slow());
+        verb(&fleet, id, last, state).await;
+        if maint {
+            maintenance(&gw, id, true);
+        }
+        busy.push((id.clone(), state, failed, maint));
+    }
+
+    // Agent nodes on the simulated BMCs. The last one waits only 20 s for its agent.
+    let mut agent = Vec::new();
+    for system in 0..5 {
+        let mut info: serde_json::Value =
+            serde_json::from_str(&sim.driver_info(system, "password")).unwrap();
+        info["agent_callback_timeout"] = json!(if system == 4 { 20 } else { 120 });
+        let info = info.to_string();
+        let id = fleet
+            .create_nodes(1, &["--driver", "redfish", "--driver-info", &info])
+            .await
+            .remove(0);
+        verb(&fleet, &id, "manage", S::Manageable).await;
+        agent.push(id);
+    }
+    let token = |id: &str| format!("token-{id}");
+    // 0, 1: wait call-back after one of the deploy's two steps (1 in maintenance).
+    for id in &agent[0..2] {
+        fleet.ctl_ok(&["node", "provision", id, "provide"]).await;
+        reach(&fleet, id, S::CleanWait, Duration::from_secs(20)).await;
+        assert_eq!(heartbeat(&gw, id, &token(id)), 202);
+        reach(&fleet, id, S::Available, Duration::from_secs(20)).await;
+        fleet.ctl_ok(&["node", "provision", id, "deploy"]).await;
+        reach(&fleet, id, S::WaitCallBack, Duration::from_secs(20)).await;
+        assert_eq!(heartbeat(&gw, id, &token(id)), 202);
+        fleet
+            .wait_until(
+                Duration::from_secs(20),
+                "the first deploy step is done",
+                async || {
+                    let s = status(&fleet, id).await?;
+                    (steps_done(&s) == 1).then_some(()).ok_or(format!("{s:?}"))
+                },
+            )
+            .await;
+    }
+    // 2, 3: clean wait (3 in maintenance); 4: clean wait with the short timeout.
+    for id in &agent[2..5] {
+        fleet.ctl_ok(&["node", "provision", id, "provide"]).await;
+        reach(&fleet, id, S::CleanWait, Duration::from_secs(20)).await;
+    }
+    maintenance(&gw, &agent[1], true);
+    maintenance(&gw, &agent[3], true);
+    // The ramdisk boot is in the BMC's own record: boot from PXE, then power on.
+    let cmds = sim.commands(2);
+    let pxe = cmds
+        .iter()
+        .position(|c| c.to_string().contains("Pxe"))
+        .unwrap_or_else(|| panic!("no PXE boot in the sim's log of sim-2: {cmds:?}"));
+    assert!(
+        cmds[pxe..]
+            .iter()
+            .any(|c| c.to_string().contains("\"On\"") || c.to_string().contains("ForceRestart")),
+        "no power on after the PXE boot device: {cmds:?}"
+    );
+
+    let before: Vec<NodeStatus> = {
+        let mut v = Vec::new();
+        for id in &agent {
+            v.push(status(&fleet, id).await.unwrap());
+        }
+        v
+    };
+    fleet.conductor("c1").kill();
+    fleet.start_conductor("c2", &ttl);
+    fleet.note("c1 killed; c2 started");
+
+    // Busy nodes: their failed state, naming the dead conductor, in maintenance or not.
+    for (id, state, failed, maint) in &busy {
+        let s = reach(&fleet, id, *failed, Duration::from_secs(10)).await;
+        let err = s.last_error.clone().unwrap_or_default();
+        fleet.ensure(
+            err.contains("c1") && err.contains(state.as_str()) && s.owner.as_deref() == Some("c2"),
+            || format!("{id}: last_error {err:?}, owner {:?}", s.owner),
+        );
+        fleet.ensure(spec(&fleet, id).await.maintenance == *maint, || {
+            format!("{id}: maintenance changed")
+        });
+    }
+    // Wait states: still waiting, same deadline, same progress, now owned by c2.
+    for (id, b) in agent.iter().zip(&before).take(4) {
+        let s = fleet
+            .wait_until(
+                Duration::from_secs(10),
+                &format!("c2 owns {id}"),
+                async || {
+                    let snap = fleet.snapshot().await?;
+                    match snap.holder(id) {
+                        Some((h, _)) if h == "c2" => status(&fleet, id).await,
+                        other => Err(format!("holder {other:?}")),
+                    }
+                },
+            )
+            .await;
+        fleet.ensure(
+            s.provision_state == b.provision_state
+                && s.deadline_ms == b.deadline_ms
+                && steps_done(&s) == steps_done(b),
+            || format!("{id} changed on takeover: {b:?} -> {s:?}"),
+        );
+    }
+    let snap = fleet.wait_settled(Duration::from_secs(10), &["c2"]).await;
+    fleet.ensure(!snap.counts().contains_key("c1"), || {
+        "a reservation of the dead conductor remains".into()
+    });
+
+    // The agents go on with the new owner. A foreign token is refused and not recorded.
+    let r = heartbeat(&gw, &agent[0], "someone-else");
+    fleet.ensure(r == 400, || format!("a foreign token got {r}"));
+    assert_eq!(heartbeat(&gw, &agent[0], &token(&agent[0])), 202);
+    assert_eq!(heartbeat(&gw, &agent[2], &token(&agent[2])), 202);
+    reach(&fleet, &agent[0], S::Active, Duration::from_secs(20)).await;
+    reach(&fleet, &agent[2], S::Available, Duration::from_secs(20)).await;
+    // The instance boots from disk: the BMC was told so after the ramdisk.
+    let cmds = sim.commands(0);
+    fleet.ensure(
+        cmds.iter().rev().any(|c| c.to_string().contains("Hdd")),
+        || format!("no disk boot in sim-0's log: {cmds:?}"),
+    );
+
+    // In maintenance, heartbeats are recorded (by the gateway) and move nothing.
+    for id in [&agent[1], &agent[3]] {
+        let before = status(&fleet, id).await.unwrap();
+        let rev0 = fleet.inspect.revision().await.unwrap();
+        assert_eq!(heartbeat(&gw, id, &token(id)), 202);
+        let mark = format!("node={id}");
+        fleet
+            .wait_until(
+                Duration::from_secs(10),
+                "c2 saw the heartbeat",
+                async || {
+                    let log = fleet.conductor("c2").log();
+                    log.lines()
+                        .any(|l| l.contains("in maintenance") && l.contains(&mark))
+                        .then_some(())
+                        .ok_or("not yet".to_string())
+                },
+            )
+            .await;
+        // Recorded: the gateway wrote the heartbeat after rev0.
+        let (_, kvs) = fleet
+            .inspect
+            .get_prefix(&fleet.inspect.key(&format!("heartbeats/{id}")))
+            .await
+            .unwrap();
+        fleet.ensure(kvs.len() == 1 && kvs[0].mod_rev > rev0, || {
+            format!("heartbeat of {id} not recorded after revision {rev0}: {kvs:?}")
+        });
+        let after = status(&fleet, id).await.unwrap();
+        fleet.ensure(
+            after.provision_state == before.provision_state
+                && steps_done(&after) == steps_done(&before),
+            || format!("{id} moved in maintenance: {before:?} -> {after:?}"),
+        );
+        maintenance(&gw, id, false);
+    }
+    // Out of maintenance, the next heartbeat moves them on.
+    assert_eq!(heartbeat(&gw, &agent[1], &token(&agent[1])), 202);
+    assert_eq!(heartbeat(&gw, &agent[3], &token(&agent[3])), 202);
+    reach(&fleet, &agent[1], S::Active, Duration::from_secs(20)).await;
+    reach(&fleet, &agent[3], S::Available, Duration::from_secs(20)).await;
+
+    // The silent agent: clean failed at its original deadline, a fault, maintenance.
+    let deadline = before[4].deadline_ms.expect("clean wait has a deadline");
+    let s = reach(&fleet, &agent[4], S::CleanFailed, Duration::from_secs(40)).await;
+    fleet.ensure(
+        s.provision_updated_at_ms.unwrap_or(0) >= deadline
+            && s.fault.as_deref() == Some("clean failure")
+            && s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("Timeout")),
+        || format!("timeout of {}: {s:?} (deadline {deadline})", agent[4]),
+    );
+    fleet
+        .wait_until(
+            Duration::from_secs(10),
+            "the faulty node is in maintenance",
+            async || {
+                let sp = spec(&fleet, &agent[4]).await;
+                if sp.maintenance
+                    && sp
+                        .maintenance_reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("clean failure"))
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{:?}", sp.maintenance_reason))
+                }
+            },
+        )
+        .await;
+    fleet.check_fencing_history().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediation_cleans_again_and_respects_its_limits() {
+    let mut fleet = Fleet::new("remediation").await;
+    let dir = tempfile::tempdir().unwrap();
+    fleet.start_conductor("c1", &["--lease-ttl", "5"]);
+    fleet.start_conductor("c2", &["--lease-ttl", "5"]);
+    let gw = Gateway::start(&fleet, dir.path(), "gw", &[]);
+    let ids = fleet
+        .create_nodes(
+            3,
+            &[
+                "--driver-info",
+                r#"{"fake_step_secs": 0.2, "fake_fail_states": "cleaning"}"#,
+            ],
+        )
+        .await;
+    async fn fail_cleaning(fleet: &Fleet, id: &str) {
+        verb(fleet, id, "manage", S::Manageable).await;
+        let s = verb(fleet, id, "provide", S::CleanFailed).await;
+        assert_eq!(s.fault.as_deref(), Some("clean failure"), "{s:?}");
+        fleet
+            .wait_until(
+                Duration::from_secs(10),
+                "maintenance on a clean failure",
+                async || {
+                    spec(fleet, id)
+                        .await
+                        .maintenance
+                        .then_some(())
+                        .ok_or("not yet".to_string())
+                },
+            )
+            .await;
+    }
+    fail_cleaning(&fleet, &ids[0]).await;
+    fail_cleaning(&fleet, &ids[1]).await;
+    // The first node's disks are fixed; the second still fails.
+    patch(
+        &gw,
+        &ids[0],
+        json!([{"op": "remove", "path": "/driver_info/fake_fail_states"}]),
+    );
+    // Nothing happens while remediation is off (its default).
+    fleet.ensure(
+        fleet.ctl_ok(&["remediation", "show"]).await.contains("off"),
+        || "remediation is not off by default".into(),
+    );
+    // Two attempts per hour across the cluster.
+    fleet
+        .ctl_ok(&[
+            "remediation",
+            "set",
+            "--fault",
+            "clean failure",
+            "--action",
+            "clean",
+            "--attempts",
+            "1",
+            "--max-per-window",
+            "2",
+            "--window-secs",
+            "3600",
+        ])
+        .await;
+    let fixed = reach(&fleet, &ids[0], S::Available, Duration::from_secs(30)).await;
+    fleet
+        .wait_until(
+            Duration::from_secs(30),
+            "both remediations end",
+            async || {
+                let h0 = fleet.ctl_ok(&["node", "history", &ids[0]]).await;
+                let h1 = fleet.ctl_ok(&["node", "history", &ids[1]]).await;
+                let sp0 = spec(&fleet, &ids[0]).await;
+                let sp1 = spec(&fleet, &ids[1]).await;
+                let done0 = h0.contains("remediation succeeded") && !sp0.maintenance;
+                let done1 = h1.contains("remediation failed")
+                    && sp1
+                        .maintenance_reason
+                        .as_deref()
+                        .is_some_and(|r| r.contains("remediation"));
+                (done0 && done1).then_some(()).ok_or(format!(
+                    "{done0} {done1}: {:?} / {:?}",
+                    sp0.maintenance_reason, sp1.maintenance_reason
+                ))
+            },
+        )
+        .await;
+    fleet.ensure(fixed.fault.is_none(), || format!("fault kept: {fixed:?}"));
+    let s1 = status(&fleet, &ids[1]).await.unwrap();
+    fleet.ensure(
+        s1.provision_state == S::CleanFailed && spec(&fleet, &ids[1]).await.maintenance,
+        || format!("the failing node: {s1:?}"),
+    );
+    // One attempt per episode: the failing node is not cleaned again.
+    let h1 = fleet.ctl_ok(&["node", "history", &ids[1]]).await;
+    fleet.ensure(h1.matches("remediation started").count() == 1, || {
+        h1.clone()
+    });
+    // The window's two slots are used: a third faulty node waits for the next window.
+    fail_cleaning(&fleet, &ids[2]).await;
+    let mark = format!("node={}", ids[2]);
+    fleet
+        .wait_until(
+            Duration::from_secs(20),
+            "the rate limit holds the third back",
+            async || {
+                let logs = fleet.conductor("c1").log() + &fleet.conductor("c2").log();
+                logs.lines()
+                    .any(|l| l.contains("rate limit reached") && l.contains(&mark))
+                    .then_some(())
+                    .ok_or("not yet".to_string())
+            },
+        )
+        .await;
+    let h2 = fleet.ctl_ok(&["node", "history", &ids[2]]).await;
+    fleet.ensure(!h2.contains("remediation started"), || h2.clone());
+    let h1 = fleet.ctl_ok(&["node", "history", &ids[1]]).await;
+    fleet.ensure(h1.matches("remediation started").count() == 1, || {
+        h1.clone()
+    });
+    fleet.check_fencing_history().await;
+}
