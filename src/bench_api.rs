@@ -1,8 +1,10 @@
 //! `ferric bench api`: the gateway under load, as Ironic clients use it. Three conductors and
 //! one `ferric gateway` process on a fresh key prefix; concurrent clients on keep-alive HTTP
 //! connections enroll nodes (`POST /v1/nodes`), then one client pages the detailed node list,
-//! then the clients ask every node to `manage` and then to `provide`, timed until every node
-//! has reached the state (read from etcd, not from the gateway).
+//! then the clients ask every node to `manage`, `provide`, deploy (`active`) and undeploy
+//! (`deleted`), each timed until every node has reached the state (read from etcd, not from the
+//! gateway); last, a deploy wave with 2 s steps during which one conductor is SIGKILLed, timed
+//! until every node is `active` or `deploy failed`.
 
 use crate::procs::{self, Etcd, Proc};
 use ferric_cluster::{Cluster, EtcdConfig};
@@ -138,6 +140,45 @@ where
     Ok(t0.elapsed())
 }
 
+/// `PUT /v1/nodes/{id}/states/provision {"target": verb}` for every node; the time to send them.
+async fn provision_all(
+    port: u16,
+    clients: usize,
+    ids: &Arc<Vec<String>>,
+    verb: &'static str,
+) -> anyhow::Result<Duration> {
+    let ids = ids.clone();
+    fan_out(port, clients, ids.len(), move |i| {
+        let id = ids[i].clone();
+        async move {
+            (
+                "PUT".to_string(),
+                format!("/v1/nodes/{id}/states/provision"),
+                Some(format!(r#"{{"target": "{verb}"}}"#)),
+                202,
+            )
+        }
+    })
+    .await
+}
+
+/// Waits until at least `n` nodes are in `state`.
+async fn until_some(
+    cluster: &Cluster,
+    state: ProvisionState,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while count_in(cluster, state).await? < n {
+        if Instant::now() > deadline {
+            anyhow::bail!("fewer than {n} nodes reached {state} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 async fn count_in(cluster: &Cluster, state: ProvisionState) -> anyhow::Result<usize> {
     let (views, _) = cluster.list_nodes().await?;
     Ok(views
@@ -171,7 +212,7 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
     cfg.prefix = prefix.into();
     cfg.timeout = Duration::from_secs(30);
     let cluster = Cluster::connect(&cfg).await?;
-    let _conductors: Vec<Proc> = (1..=args.conductors)
+    let mut conductors: Vec<Proc> = (1..=args.conductors)
         .map(|i| {
             procs::conductor(
                 dir,
@@ -264,28 +305,78 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
     for (verb, state) in [
         ("manage", ProvisionState::Manageable),
         ("provide", ProvisionState::Available),
+        ("active", ProvisionState::Active),
+        ("deleted", ProvisionState::Available),
     ] {
         let t0 = Instant::now();
-        let ids2 = ids.clone();
-        let sent = fan_out(port, args.clients, n, move |i| {
-            let id = ids2[i].clone();
-            async move {
-                (
-                    "PUT".to_string(),
-                    format!("/v1/nodes/{id}/states/provision"),
-                    Some(format!(r#"{{"target": "{verb}"}}"#)),
-                    202,
-                )
-            }
-        })
-        .await?;
+        let sent = provision_all(port, args.clients, &ids, verb).await?;
         let done = until_all(&cluster, state, n, Duration::from_secs(300)).await?;
         println!(
-            "{verb}: {n} requests accepted in {:.2} s; all {n} nodes {state} after {:.2} s (target <= 5 s)",
+            "{verb}: {n} requests accepted in {:.2} s; all {n} nodes {state} after {:.2} s (target <= 5 s for manage and provide)",
             sent.as_secs_f64(),
             done.duration_since(t0).as_secs_f64()
         );
     }
+
+    // A deploy wave with 2 s steps, and one conductor SIGKILLed in the middle of it.
+    let ids2 = ids.clone();
+    fan_out(port, args.clients, n, move |i| {
+        let id = ids2[i].clone();
+        async move {
+            (
+                "PATCH".to_string(),
+                format!("/v1/nodes/{id}"),
+                Some(
+                    r#"[{"op": "add", "path": "/driver_info/fake_step_secs", "value": 2}]"#
+                        .to_string(),
+                ),
+                200,
+            )
+        }
+    })
+    .await?;
+    let t0 = Instant::now();
+    provision_all(port, args.clients, &ids, "active").await?;
+    until_some(
+        &cluster,
+        ProvisionState::Deploying,
+        n / 10,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let victim = conductors.remove(0);
+    let killed_at = Instant::now();
+    victim.signal(nix::sys::signal::Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (active, failed) = loop {
+        let (views, _) = cluster.list_nodes().await?;
+        let count = |s| {
+            views
+                .iter()
+                .filter(|v| v.status.provision_state == s)
+                .count()
+        };
+        let (active, failed) = (
+            count(ProvisionState::Active),
+            count(ProvisionState::DeployFailed),
+        );
+        if active + failed >= n {
+            break (active, failed);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "after the kill: {active} active, {failed} deploy failed of {n} after 300 s"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "deploy wave with SIGKILL of 1 of {} conductors {:.2} s into it (2 s steps, TTL {} s): every node active or deploy failed {:.2} s after the kill ({active} active, {failed} deploy failed; none stuck)",
+        args.conductors,
+        killed_at.duration_since(t0).as_secs_f64(),
+        args.lease_ttl,
+        killed_at.elapsed().as_secs_f64()
+    );
     drop(gw);
     Ok(())
 }
