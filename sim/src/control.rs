@@ -1,5 +1,6 @@
-//! The control API under `/sim/` (not Redfish, no auth, never logged): read systems, change their
-//! behaviour or power at run time, read the command log, health.
+//! The control API under `/sim/` (not Redfish, no auth, not logged): read systems, change their
+//! behaviour or power at run time, configure their deploy agents, read the command log, health.
+//! The serial console websocket shares the prefix (`console`).
 
 use std::sync::Arc;
 
@@ -12,7 +13,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::agent::{AgentConfig, AgentSpec, FleetAgentSpec};
 use crate::config::BehaviourPatch;
+use crate::console;
 use crate::fleet::SimState;
 use crate::redfish::MAX_BODY_BYTES;
 
@@ -23,11 +26,23 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         .route("/sim/systems/{id}", get(get_system))
         .route("/sim/systems/{id}/behaviour", put(put_system_behaviour))
         .route("/sim/behaviour", put(put_fleet_behaviour))
+        .route(
+            "/sim/systems/{id}/agent",
+            put(put_system_agent).delete(delete_system_agent),
+        )
+        .route(
+            "/sim/agents",
+            put(put_fleet_agents).delete(delete_fleet_agents),
+        )
+        .route(
+            "/sim/systems/{id}/serial",
+            get(console::open).delete(console::deactivate),
+        )
         .route("/sim/log", get(get_log))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-fn control_error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn control_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
@@ -84,6 +99,98 @@ async fn put_fleet_behaviour(State(state): State<Arc<SimState>>, body: Bytes) ->
         state.patch(idx, &patch);
     }
     Json(json!({ "systems": n })).into_response()
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    body: &Bytes,
+) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(control_error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid {what}: {e}"),
+        ))
+    })
+}
+
+fn validate_agent(spec: AgentSpec) -> Result<AgentConfig, Box<Response>> {
+    spec.validate()
+        .map_err(|e| Box::new(control_error(StatusCode::BAD_REQUEST, e.to_string())))
+}
+
+async fn put_system_agent(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(idx) = state.index_of(&id) else {
+        return control_error(StatusCode::NOT_FOUND, format!("no system {id}"));
+    };
+    let config = match parse_json::<AgentSpec>("agent", &body).and_then(validate_agent) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    state.set_agent(idx, Some(config));
+    match state.view(&id) {
+        Some(v) => Json(v).into_response(),
+        None => control_error(StatusCode::NOT_FOUND, format!("no system {id}")),
+    }
+}
+
+async fn delete_system_agent(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(idx) = state.index_of(&id) else {
+        return control_error(StatusCode::NOT_FOUND, format!("no system {id}"));
+    };
+    state.set_agent(idx, None);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Configures the agents of the systems named in `nodes`; all are validated before any is set.
+async fn put_fleet_agents(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+    let spec = match parse_json::<FleetAgentSpec>("agents", &body) {
+        Ok(s) => s,
+        Err(resp) => return *resp,
+    };
+    let unknown: Vec<&str> = spec
+        .nodes
+        .keys()
+        .filter(|id| state.index_of(id).is_none())
+        .map(String::as_str)
+        .take(10)
+        .collect();
+    if !unknown.is_empty() {
+        return control_error(
+            StatusCode::NOT_FOUND,
+            format!("no such systems: {}", unknown.join(", ")),
+        );
+    }
+    let mut configs = Vec::with_capacity(spec.nodes.len());
+    for id in spec.nodes.keys() {
+        let Some(one) = spec.for_system(id) else {
+            continue;
+        };
+        match validate_agent(one) {
+            Ok(c) => configs.push((id, c)),
+            Err(resp) => return *resp,
+        }
+    }
+    let n = configs.len();
+    for (id, config) in configs {
+        if let Some(idx) = state.index_of(id) {
+            state.set_agent(idx, Some(config));
+        }
+    }
+    Json(json!({ "systems": n })).into_response()
+}
+
+async fn delete_fleet_agents(State(state): State<Arc<SimState>>) -> Response {
+    for idx in 0..state.ids().len() {
+        state.set_agent(idx, None);
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[derive(Deserialize)]

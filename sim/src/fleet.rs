@@ -1,18 +1,22 @@
 //! The fleet: every simulated system (one lock each, so requests to different systems never wait
-//! on each other), the id index, the credentials, the command log, and the timers that complete
-//! graceful operations.
+//! on each other), the id index, the credentials, the command log, the timers that complete
+//! graceful operations, and the wiring of each boot to the parts inside the machine (agent task,
+//! serial port).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use base64::Engine as _;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::agent::{self, Agent, AgentConfig, AgentView, Heartbeat, LastStatus};
 use crate::config::{Behaviour, BehaviourPatch, SimConfig, SimError};
-use crate::log::{CommandLog, Record};
-use crate::system::{Boot, Power, ResetType, System, Timer};
+use crate::log::{CommandLog, LogOp, Record};
+use crate::serial::{Busy, OutputSender};
+use crate::system::{Boot, BootTarget, Power, ResetType, Run, System, Timer};
 
 #[derive(Debug)]
 pub struct SimState {
@@ -23,8 +27,13 @@ pub struct SimState {
     password: String,
     log: CommandLog,
     seed: u64,
-    /// Set when the server stops, so that armed timers end instead of outliving it.
+    /// Set when the server stops, so that armed timers, agents and serial sessions end instead of
+    /// outliving it.
     closed: watch::Sender<bool>,
+    /// Numbers agent runs fleet-wide, so a task can tell whether its run is still current.
+    agent_runs: AtomicU64,
+    /// Built on the first heartbeat (most fleets never have an agent).
+    agent_client: OnceLock<Result<reqwest::Client, String>>,
 }
 
 /// A system as the control API shows it (not the Redfish view).
@@ -35,6 +44,20 @@ pub struct SystemView {
     pub boot: Boot,
     pub behaviour: Behaviour,
     pub pending: Option<PendingView>,
+    /// The current boot; `None` while off.
+    pub run: Option<Run>,
+    pub agent: Option<AgentView>,
+    pub serial: SerialView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SerialView {
+    /// The open session's number, if one is open.
+    pub session: Option<u64>,
+    /// Output kept for the next session.
+    pub kept_bytes: usize,
+    /// Output dropped because a session did not read it.
+    pub overrun_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,6 +99,8 @@ impl SimState {
             log,
             seed: cfg.seed,
             closed: watch::Sender::new(false),
+            agent_runs: AtomicU64::new(0),
+            agent_client: OnceLock::new(),
         }))
     }
 
@@ -136,9 +161,150 @@ impl SimState {
         self.log.append(r);
     }
 
+    /// A receiver for [`stopped`].
+    pub(crate) fn closed_signal(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
+    /// Runs a transition of one system, then tells the parts inside the machine about a boot or
+    /// a power off it caused. Every change of power goes through here.
+    fn transition<R>(self: &Arc<Self>, idx: usize, f: impl FnOnce(&mut System) -> R) -> R {
+        let mut s = self.lock(idx);
+        let before = s.run();
+        let out = f(&mut s);
+        let after = s.run();
+        if before != after {
+            self.on_run_change(idx, &mut s, after);
+        }
+        out
+    }
+
+    fn on_run_change(self: &Arc<Self>, idx: usize, s: &mut System, run: Option<Run>) {
+        if let Some(r) = run {
+            s.serial.boot(&self.ids[idx], r.from);
+        }
+        if let Some(agent) = s.agent.as_mut() {
+            agent.halt();
+            if let Some(r) = run.filter(|r| r.from == BootTarget::Pxe) {
+                self.start_agent(idx, agent, r);
+            }
+        }
+    }
+
+    fn start_agent(self: &Arc<Self>, idx: usize, agent: &mut Agent, run: Run) {
+        let run_id = self.agent_runs.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(ticket) = agent.start(run.boot, run_id, self, idx) {
+            tokio::spawn(agent::run(ticket));
+        }
+    }
+
+    pub(crate) fn agent_client(&self) -> Result<reqwest::Client, String> {
+        self.agent_client.get_or_init(agent::client).clone()
+    }
+
+    /// Configures (or with `None` removes) one system's agent. A system running the ramdisk now
+    /// restarts its agent with the new configuration (a new run: count and token start over).
+    pub(crate) fn set_agent(self: &Arc<Self>, idx: usize, config: Option<AgentConfig>) {
+        let mut s = self.lock(idx);
+        if let Some(old) = s.agent.as_mut() {
+            old.halt();
+        }
+        s.agent = config.map(Agent::new);
+        let run = s.run();
+        if let (Some(agent), Some(r)) = (s.agent.as_mut(), run) {
+            if r.from == BootTarget::Pxe {
+                self.start_agent(idx, agent, r);
+            }
+        }
+    }
+
+    /// Records a heartbeat an agent sent (in the log, and in its run's facts if the run is still
+    /// current). Returns whether the run goes on.
+    pub(crate) fn heartbeat_done(&self, idx: usize, hb: Heartbeat, config: &AgentConfig) -> bool {
+        let (status, detail) = match &hb.status {
+            LastStatus::Http(code) => (Some(*code), None),
+            LastStatus::Error(e) => (None, Some(e.clone())),
+        };
+        let record = Record {
+            received: hb.sent_at,
+            action: hb.failing.then(|| "error".to_string()),
+            status,
+            client: Some(agent::USER_AGENT.to_string()),
+            node: Some(config.node.clone()),
+            seq: Some(hb.n),
+            detail,
+            ..Record::new(
+                LogOp::Heartbeat,
+                &self.ids[idx],
+                "POST",
+                config.heartbeat_url().path().to_string(),
+            )
+        };
+        // Under the system's lock, so the facts and the log never disagree for a reader.
+        let mut s = self.lock(idx);
+        self.log.append(record);
+        s.agent
+            .as_mut()
+            .is_some_and(|a| a.heartbeat_done(hb.run_id, hb.n, hb.status))
+    }
+
+    /// Attaches a serial session to one system.
+    pub(crate) fn attach_serial(&self, idx: usize, out: OutputSender) -> Result<u64, Busy> {
+        self.lock(idx).serial.attach(out)
+    }
+
+    /// Input from session `seq`; ignored when that session is no longer the attached one, and
+    /// while the machine is off.
+    pub(crate) fn serial_input(&self, idx: usize, seq: u64, bytes: &[u8]) {
+        let mut s = self.lock(idx);
+        if s.serial.session() == Some(seq) && s.power() == Power::On {
+            s.serial.input(&self.ids[idx], bytes);
+        }
+    }
+
+    /// Session `seq` ended by itself; logs its close unless it was deactivated before.
+    pub(crate) fn end_serial(&self, idx: usize, seq: u64, why: &str) {
+        let mut s = self.lock(idx);
+        if s.serial.detach(seq) {
+            self.log_serial_close(idx, seq, "GET", why, None);
+        }
+    }
+
+    /// Closes the open session, if any (`sol deactivate`), on behalf of `client`. Returns its
+    /// number.
+    pub(crate) fn deactivate_serial(&self, idx: usize, client: Option<String>) -> Option<u64> {
+        let mut s = self.lock(idx);
+        let seq = s.serial.deactivate()?;
+        self.log_serial_close(idx, seq, "DELETE", "deactivated", client);
+        Some(seq)
+    }
+
+    /// `method`: the request that ended the session (`DELETE`), or the session's own (`GET`).
+    fn log_serial_close(
+        &self,
+        idx: usize,
+        seq: u64,
+        method: &str,
+        why: &str,
+        client: Option<String>,
+    ) {
+        let id = &self.ids[idx];
+        self.log.append(Record {
+            seq: Some(seq),
+            detail: Some(why.to_string()),
+            client,
+            ..Record::new(
+                LogOp::SerialClose,
+                id,
+                method,
+                format!("/sim/systems/{id}/serial"),
+            )
+        });
+    }
+
     /// Applies a reset to one system and arms the timer it asks for.
     pub(crate) fn reset(self: &Arc<Self>, idx: usize, reset: ResetType) {
-        let timer = self.lock(idx).reset(reset, Instant::now());
+        let timer = self.transition(idx, |s| s.reset(reset, Instant::now()));
         if let Some(t) = timer {
             self.arm(idx, t);
         }
@@ -152,21 +318,22 @@ impl SimState {
             tokio::select! {
                 _ = tokio::time::sleep_until(timer.due) => {}
                 // Also ends when the state (and its sender) is gone.
-                _ = async { let _ = closed.wait_for(|c| *c).await; } => return,
+                _ = stopped(&mut closed) => return,
             }
             if let Some(state) = state.upgrade() {
-                state.lock(idx).timer_fired(timer.token);
+                state.transition(idx, |s| s.timer_fired(timer.token));
             }
         });
     }
 
     /// Applies a validated behaviour patch (and its `power`, if any) to one system.
-    pub(crate) fn patch(&self, idx: usize, patch: &BehaviourPatch) {
-        let mut s = self.lock(idx);
-        patch.apply_to(&mut s.behaviour);
-        if let Some(p) = patch.power {
-            s.set_power(p);
-        }
+    pub(crate) fn patch(self: &Arc<Self>, idx: usize, patch: &BehaviourPatch) {
+        self.transition(idx, |s| {
+            patch.apply_to(&mut s.behaviour);
+            if let Some(p) = patch.power {
+                s.set_power(p);
+            }
+        });
     }
 
     pub fn view(&self, id: &str) -> Option<SystemView> {
@@ -192,11 +359,25 @@ impl SimState {
                 reset: p.kind.as_str(),
                 due_in_ms: s.pending_due_in(now).map(|d| d.as_millis() as u64),
             }),
+            run: s.run(),
+            agent: s.agent.as_ref().map(Agent::view),
+            serial: SerialView {
+                session: s.serial.session(),
+                kept_bytes: s.serial.kept(),
+                overrun_bytes: s.serial.overrun(),
+            },
         }
     }
 
-    /// Stops the timers of graceful operations still pending (they will never complete).
+    /// Stops the timers of graceful operations still pending (they will never complete), the
+    /// agents and the serial sessions.
     pub fn close(&self) {
         self.closed.send_replace(true);
     }
+}
+
+/// Completes when the simulator stops (or is gone). Drops the watch guard before returning, so
+/// the caller's future stays `Send`.
+pub(crate) async fn stopped(closed: &mut watch::Receiver<bool>) {
+    let _ = closed.wait_for(|c| *c).await;
 }

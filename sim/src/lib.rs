@@ -2,20 +2,27 @@
 //! benchmarks. Each system has its own power state, boot override and behaviour (graceful
 //! shutdown time, latency, failure rate, unreachable), changeable at run time through the control
 //! API under `/sim/`; every Redfish request that reaches a system goes to an append-only command
-//! log naming the conductor that sent it.
+//! log naming the conductor that sent it. Inside each machine: a deploy agent that heartbeats to
+//! an Ironic API while the machine runs a PXE boot, and a single-session serial console served as
+//! a websocket; both are in the command log too.
 //!
-//! Module map: `system` (one machine's state and transitions, pure), `config` (settings and
-//! behaviour), `fleet` (all systems, timers, auth), `log` (the command log), `redfish` and
-//! `control` (the two HTTP faces), `server` (the accept loop).
+//! Module map: `system` (one machine's state and transitions, pure), `serial` (its serial port,
+//! pure), `agent` (its deploy agent: configuration and heartbeat task), `config` (settings and
+//! behaviour), `fleet` (all systems, timers, auth, boots wired to agent and serial port), `log`
+//! (the command log), `redfish`, `control` and `console` (the HTTP faces: Redfish, the control
+//! API, the serial websocket), `server` (the accept loop).
 
 #![forbid(unsafe_code)]
 
+mod agent;
 mod config;
+mod console;
 mod control;
 mod fleet;
 mod log;
 mod redfish;
 mod rng;
+mod serial;
 mod server;
 mod system;
 
@@ -24,14 +31,20 @@ use std::sync::Arc;
 use axum::routing::{any, get};
 use axum::Router;
 
+pub use agent::{
+    AgentConfig, AgentFacts, AgentSpec, AgentView, FleetAgentSpec, LastStatus, API_VERSION,
+    DEFAULT_INTERVAL_MS, HEARTBEAT_TIMEOUT,
+};
 pub use config::{
     Behaviour, BehaviourPatch, SimConfig, SimError, DEFAULT_LOG_MEMORY_ENTRIES, MAX_SYSTEMS,
 };
-pub use fleet::{PendingView, SimState, SystemView};
-pub use log::{rfc3339_ms, CommandLog, LogEntry};
+pub use console::MAX_FRAME_BYTES;
+pub use fleet::{PendingView, SerialView, SimState, SystemView};
+pub use log::{rfc3339_ms, CommandLog, LogEntry, LogOp};
 pub use redfish::MAX_BODY_BYTES;
+pub use serial::RING_BYTES;
 pub use server::{serve, serve_state};
-pub use system::{Boot, BootEnabled, BootMode, BootTarget, Power, ResetType};
+pub use system::{Boot, BootEnabled, BootMode, BootTarget, Power, ResetType, Run};
 
 /// The whole HTTP surface (Redfish and control API) over `state`; no socket needed.
 pub fn app(state: Arc<SimState>) -> Router {

@@ -1,7 +1,8 @@
-//! The command log: an append-only record of every Redfish request that reached a system, kept in
-//! memory for `GET /sim/log` and optionally appended to a JSON-lines file. It is the independent
-//! record that tests check conductors against, so an entry is written (to the file too) before the
-//! request is answered: whatever a client saw answered is in the file even after a SIGKILL.
+//! The command log: an append-only record of every Redfish request that reached a system, every
+//! heartbeat a system's agent sent and every serial console session, kept in memory for
+//! `GET /sim/log` and optionally appended to a JSON-lines file. It is the independent record that
+//! tests check conductors against, so an entry is written (to the file too) before the request is
+//! answered: whatever a client saw answered is in the file even after a SIGKILL.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -15,36 +16,90 @@ use serde::{Deserialize, Serialize};
 /// The prefix of the `User-Agent` Ferric's Redfish driver sends: `ferric-conductor/<name>`.
 const CONDUCTOR_AGENT_PREFIX: &str = "ferric-conductor/";
 
+/// What an entry records. Files written before kinds existed hold Redfish requests only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogOp {
+    /// A Redfish request that reached a system's BMC.
+    #[default]
+    Redfish,
+    /// A heartbeat the system's agent sent to the Ironic API (`POST /v1/heartbeat/<node>`).
+    Heartbeat,
+    /// A serial console session was asked for: opened (`status` 101) or refused (409).
+    SerialOpen,
+    /// A serial console session ended; `detail` says why.
+    SerialClose,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
     /// Position in this process's log, from 0, without gaps.
     pub index: u64,
     /// When the request reached the system (before any injected latency), RFC 3339 UTC with ms.
+    /// For a heartbeat: when the agent sent it; for a serial session: when it opened or closed.
     pub time: String,
     /// The same instant in milliseconds since the Unix epoch.
     pub unix_ms: u64,
+    #[serde(default)]
+    pub op: LogOp,
     pub system: String,
+    /// The HTTP method and path of the request (a heartbeat's are those it sent to the API).
     pub method: String,
     pub path: String,
     /// The `ResetType` of a reset, the `BootSourceOverrideTarget` of a PATCH, as sent (also when
-    /// invalid); `None` when there is none.
+    /// invalid); a heartbeat's `agent_status` when it carried one; `None` when there is none.
     pub action: Option<String>,
-    /// The HTTP status answered; `None` when the system was unreachable and never answered.
+    /// The HTTP status answered; `None` when the system was unreachable and never answered, or
+    /// when a heartbeat got no answer (`detail` has the error).
     pub status: Option<u16>,
-    /// The conductor's name from `User-Agent: ferric-conductor/<name>`, else the header verbatim.
+    /// Who sent the request: the conductor's name from `User-Agent: ferric-conductor/<name>`, else
+    /// the header verbatim; `ferric-sim-agent` for heartbeats.
     pub client: Option<String>,
+    /// A heartbeat's node (the uuid in its path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// A heartbeat's number within its boot (from 1); a serial session's number on its system
+    /// (from 1, the same on its open and close entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Why a heartbeat failed, why a serial session closed or was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// An entry before the log numbers it.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub received: SystemTime,
+    pub op: LogOp,
     pub system: String,
     pub method: String,
     pub path: String,
     pub action: Option<String>,
     pub status: Option<u16>,
     pub client: Option<String>,
+    pub node: Option<String>,
+    pub seq: Option<u64>,
+    pub detail: Option<String>,
+}
+
+impl Record {
+    /// A record of `op` on `system` now, with the other fields empty.
+    pub fn new(op: LogOp, system: &str, method: &str, path: String) -> Self {
+        Record {
+            received: SystemTime::now(),
+            op,
+            system: system.to_string(),
+            method: method.to_string(),
+            path,
+            action: None,
+            status: None,
+            client: None,
+            node: None,
+            seq: None,
+            detail: None,
+        }
+    }
 }
 
 /// Who sent a request, from its `User-Agent`.
@@ -112,12 +167,16 @@ impl CommandLog {
             index,
             time: rfc3339_ms(unix_ms),
             unix_ms,
+            op: r.op,
             system: r.system,
             method: r.method,
             path: r.path,
             action: r.action,
             status: r.status,
             client: r.client,
+            node: r.node,
+            seq: r.seq,
+            detail: r.detail,
         };
         if let Some(file) = inner.file.as_mut() {
             let mut line = serde_json::to_vec(&entry).unwrap_or_default();
@@ -192,13 +251,13 @@ mod tests {
 
     fn record(system: &str) -> Record {
         Record {
-            received: SystemTime::now(),
-            system: system.to_string(),
-            method: "GET".to_string(),
-            path: format!("/redfish/v1/Systems/{system}"),
-            action: None,
             status: Some(200),
-            client: None,
+            ..Record::new(
+                LogOp::Redfish,
+                system,
+                "GET",
+                format!("/redfish/v1/Systems/{system}"),
+            )
         }
     }
 
@@ -215,6 +274,19 @@ mod tests {
         assert_eq!(idx(log.since(5)), Vec::<u64>::new());
         assert_eq!(idx(log.since(u64::MAX)), Vec::<u64>::new());
         assert_eq!(log.since(4)[0].system, "s4");
+    }
+
+    #[test]
+    fn entries_without_a_kind_are_redfish_requests_and_optional_fields_stay_out() {
+        let old = r#"{"index":0,"time":"1970-01-01T00:00:00.000Z","unix_ms":0,"system":"s",
+            "method":"GET","path":"/","action":null,"status":200,"client":null}"#;
+        let e: LogEntry = serde_json::from_str(old).unwrap();
+        assert_eq!(e.op, LogOp::Redfish);
+        let log = CommandLog::open(None, 3).unwrap();
+        log.append(record("s0"));
+        let line = serde_json::to_value(&log.since(0)[0]).unwrap();
+        assert_eq!(line["op"], "redfish");
+        assert!(line.get("node").is_none() && line.get("detail").is_none());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 
 use crate::fleet::SimState;
-use crate::log::{client_of, Record};
+use crate::log::{client_of, LogOp, Record};
 use crate::system::{BootEnabled, BootMode, BootTarget, ResetType};
 
 /// Largest request body accepted; larger ones are answered 413.
@@ -241,12 +241,15 @@ async fn handle(state: Arc<SimState>, id: String, rest: Option<String>, req: Req
     );
     let record = |status: Option<StatusCode>| Record {
         received,
-        system: id.clone(),
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
         action: action.clone(),
         status: status.map(|s| s.as_u16()),
         client: client.clone(),
+        ..Record::new(
+            LogOp::Redfish,
+            &id,
+            parts.method.as_str(),
+            parts.uri.path().to_string(),
+        )
     };
 
     let (behaviour, fail) = {

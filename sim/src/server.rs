@@ -50,9 +50,12 @@ pub async fn serve_state(
                     let service = TowerToHyperService::new(app.clone());
                     let mut stop = stop_rx.clone();
                     conns.spawn(async move {
+                        // Upgrades: the serial console is a websocket. An upgraded connection
+                        // leaves this set; its session ends on the fleet's close.
                         let conn = http1::Builder::new()
                             .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), service);
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades();
                         tokio::pin!(conn);
                         tokio::select! {
                             _ = conn.as_mut() => {}

@@ -1,17 +1,21 @@
-//! One simulated machine behind its BMC: power, boot override, behaviour and the pending graceful
-//! operation, with its transitions as synchronous functions over plain data (no I/O, no clock reads:
-//! the caller passes `now` and arms the timers a transition asks for).
+//! One simulated machine behind its BMC: power, boot override, behaviour, the pending graceful
+//! operation and the current boot ([`Run`]), with its transitions as synchronous functions over
+//! plain data (no I/O, no clock reads: the caller passes `now` and arms the timers a transition
+//! asks for).
 //!
-//! Later hooks (the deploy agent, the serial console) hang off `System` as further fields; the
-//! transitions here are where a power change would tell them.
+//! The parts that live inside the machine (the deploy agent, the serial port) hang off `System` as
+//! further fields. Transitions only change the run; the fleet compares the run before and after
+//! each transition and tells those parts (`SimState::transition`), so no transition can forget to.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::agent::Agent;
 use crate::config::Behaviour;
 use crate::rng::Rng;
+use crate::serial::SerialPort;
 
 /// Redfish `PowerState`. The simulator always knows it: there is no "unknown" here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,8 +116,9 @@ redfish_enum!(
     BootMode { Uefi => "UEFI", Legacy => "Legacy" }
 );
 
-/// The boot override as the BMC reports it. A `Once` override is not cleared by a boot: the
-/// simulator has no firmware that would consume it (the agent hook may change that).
+/// The boot override as the BMC reports it. A `Once` override is consumed by the next boot, as
+/// DMTF Redfish says: `BootSourceOverrideEnabled` goes back to `Disabled` (the target stays as it
+/// was, as on most BMCs). A target with `Disabled` is not an override.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Boot {
     pub target: BootTarget,
@@ -164,9 +169,20 @@ pub struct Timer {
     pub due: Instant,
 }
 
+/// One boot of the machine, from power on (or a restart) until it powers off or restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Run {
+    /// Counts this system's boots, from 1.
+    pub boot: u64,
+    /// What the firmware booted: the override's target, or `Hdd` (the disk) without one.
+    pub from: BootTarget,
+}
+
 #[derive(Debug)]
 pub struct System {
-    power: Power,
+    /// `Some` exactly while the power is on.
+    run: Option<Run>,
+    boots: u64,
     pub boot: Boot,
     pub behaviour: Behaviour,
     pending: Option<Pending>,
@@ -174,22 +190,56 @@ pub struct System {
     /// Per system, so a fixed seed gives each system the same failure sequence however requests
     /// to different systems interleave.
     rng: Rng,
+    /// The deploy agent, when the control API configured one; it runs during PXE boots only.
+    pub agent: Option<Agent>,
+    pub serial: SerialPort,
 }
 
 impl System {
     pub fn new(behaviour: Behaviour, rng_seed: u64) -> Self {
         System {
-            power: Power::Off,
+            run: None,
+            boots: 0,
             boot: Boot::default(),
             behaviour,
             pending: None,
             next_token: 0,
             rng: Rng::new(rng_seed),
+            agent: None,
+            serial: SerialPort::default(),
         }
     }
 
     pub fn power(&self) -> Power {
-        self.power
+        if self.run.is_some() {
+            Power::On
+        } else {
+            Power::Off
+        }
+    }
+
+    /// The current boot; `None` while the power is off.
+    pub fn run(&self) -> Option<Run> {
+        self.run
+    }
+
+    /// Powers on (or restarts): the firmware picks the boot device, consuming a `Once` override.
+    fn boot_up(&mut self) {
+        let overridden =
+            self.boot.enabled != BootEnabled::Disabled && self.boot.target != BootTarget::None;
+        let from = if overridden {
+            self.boot.target
+        } else {
+            BootTarget::Hdd
+        };
+        if overridden && self.boot.enabled == BootEnabled::Once {
+            self.boot.enabled = BootEnabled::Disabled;
+        }
+        self.boots += 1;
+        self.run = Some(Run {
+            boot: self.boots,
+            from,
+        });
     }
 
     pub fn pending(&self) -> Option<Pending> {
@@ -209,8 +259,8 @@ impl System {
         match reset {
             ResetType::On | ResetType::ForceOn => {
                 // Already on: nothing to do, and an OS that is shutting down keeps doing so.
-                if self.power == Power::Off {
-                    self.power = Power::On;
+                if self.run.is_none() {
+                    self.boot_up();
                 }
                 None
             }
@@ -219,15 +269,17 @@ impl System {
                 None
             }
             ResetType::ForceRestart => {
-                self.set_power(Power::On);
+                // A new boot whether it was on or off.
+                self.pending = None;
+                self.boot_up();
                 None
             }
             ResetType::Nmi => None,
             ResetType::GracefulShutdown => self.graceful(PendingKind::Shutdown, now),
             ResetType::GracefulRestart => {
-                if self.power == Power::Off {
+                if self.run.is_none() {
                     // Nothing to shut down: the restart is just a boot.
-                    self.power = Power::On;
+                    self.boot_up();
                     None
                 } else {
                     self.graceful(PendingKind::Restart, now)
@@ -235,9 +287,9 @@ impl System {
             }
             // A short press on a running OS asks it to shut down (ACPI); on an off machine it
             // powers it on.
-            ResetType::PushPowerButton => match self.power {
+            ResetType::PushPowerButton => match self.power() {
                 Power::Off => {
-                    self.power = Power::On;
+                    self.boot_up();
                     None
                 }
                 Power::On => self.graceful(PendingKind::Shutdown, now),
@@ -246,9 +298,8 @@ impl System {
     }
 
     fn graceful(&mut self, kind: PendingKind, now: Instant) -> Option<Timer> {
-        if self.power == Power::Off {
-            return None;
-        }
+        // Nothing runs to shut down.
+        self.run?;
         if self.pending.is_some_and(|p| p.kind == kind) {
             // Asking again does not restart the OS's shutdown clock.
             return None;
@@ -282,11 +333,11 @@ impl System {
     }
 
     fn complete(&mut self, kind: PendingKind) {
-        self.power = match kind {
-            PendingKind::Shutdown => Power::Off,
+        match kind {
+            PendingKind::Shutdown => self.run = None,
             // The short Off of a real restart is not shown: nobody can rely on seeing it.
-            PendingKind::Restart => Power::On,
-        };
+            PendingKind::Restart => self.boot_up(),
+        }
     }
 
     /// A timer armed by [`System::reset`] expired. Returns whether it still applied (it does not
@@ -303,10 +354,15 @@ impl System {
     }
 
     /// Sets the power directly (a hard power action, or the control API simulating something
-    /// that happened inside the machine). Cancels any pending graceful operation.
+    /// that happened inside the machine). Cancels any pending graceful operation. Powering on a
+    /// machine that is on does not boot it again.
     pub fn set_power(&mut self, power: Power) {
         self.pending = None;
-        self.power = power;
+        match power {
+            Power::On if self.run.is_none() => self.boot_up(),
+            Power::On => {}
+            Power::Off => self.run = None,
+        }
     }
 
     /// How long until the pending operation completes, for the control API's view.
@@ -432,6 +488,85 @@ mod tests {
         assert_eq!(s.power(), Power::On);
         assert!(s.timer_fired(timer.token));
         assert_eq!(s.power(), Power::Off);
+    }
+
+    fn pxe(s: &mut System, enabled: BootEnabled) {
+        s.boot.target = BootTarget::Pxe;
+        s.boot.enabled = enabled;
+    }
+
+    #[test]
+    fn every_boot_is_a_new_run_and_off_ends_it() {
+        let now = Instant::now();
+        let mut s = sys(Some(2.0));
+        assert_eq!(s.run(), None);
+        s.reset(ResetType::On, now);
+        let first = s.run().expect("on");
+        assert_eq!(
+            first,
+            Run {
+                boot: 1,
+                from: BootTarget::Hdd
+            }
+        );
+        s.reset(ResetType::On, now);
+        assert_eq!(s.run(), Some(first), "on while on is not a boot");
+        s.set_power(Power::On);
+        assert_eq!(s.run(), Some(first));
+        s.reset(ResetType::ForceRestart, now);
+        assert_eq!(s.run().map(|r| r.boot), Some(2));
+        let t = s.reset(ResetType::GracefulRestart, now).expect("a timer");
+        assert_eq!(
+            s.run().map(|r| r.boot),
+            Some(2),
+            "the OS is still shutting down"
+        );
+        assert!(s.timer_fired(t.token));
+        assert_eq!(s.run().map(|r| r.boot), Some(3));
+        s.reset(ResetType::ForceOff, now);
+        assert_eq!(s.run(), None);
+        s.reset(ResetType::PushPowerButton, now);
+        assert_eq!(s.run().map(|r| r.boot), Some(4));
+        s.set_power(Power::Off);
+        s.set_power(Power::On);
+        assert_eq!(s.run().map(|r| r.boot), Some(5));
+    }
+
+    #[test]
+    fn a_once_override_is_consumed_by_the_boot_it_applies_to() {
+        let now = Instant::now();
+        let mut s = sys(Some(2.0));
+        pxe(&mut s, BootEnabled::Once);
+        s.reset(ResetType::On, now);
+        assert_eq!(s.run().map(|r| r.from), Some(BootTarget::Pxe));
+        assert_eq!(s.boot.enabled, BootEnabled::Disabled);
+        assert_eq!(s.boot.target, BootTarget::Pxe, "the target stays as set");
+        s.reset(ResetType::ForceRestart, now);
+        assert_eq!(s.run().map(|r| r.from), Some(BootTarget::Hdd));
+    }
+
+    #[test]
+    fn a_continuous_override_applies_to_every_boot_and_disabled_to_none() {
+        let now = Instant::now();
+        let mut s = sys(Some(0.0));
+        pxe(&mut s, BootEnabled::Continuous);
+        for _ in 0..3 {
+            s.reset(ResetType::ForceRestart, now);
+            assert_eq!(s.run().map(|r| r.from), Some(BootTarget::Pxe));
+        }
+        assert_eq!(s.boot.enabled, BootEnabled::Continuous);
+        pxe(&mut s, BootEnabled::Disabled);
+        s.reset(ResetType::ForceRestart, now);
+        assert_eq!(s.run().map(|r| r.from), Some(BootTarget::Hdd));
+        s.boot.target = BootTarget::None;
+        s.boot.enabled = BootEnabled::Once;
+        s.reset(ResetType::GracefulRestart, now);
+        assert_eq!(s.run().map(|r| r.from), Some(BootTarget::Hdd));
+        assert_eq!(
+            s.boot.enabled,
+            BootEnabled::Once,
+            "no target: nothing to consume"
+        );
     }
 
     #[test]
