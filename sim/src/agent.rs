@@ -7,7 +7,10 @@
 //! heartbeat numbers from 1. The first heartbeat goes out one interval after the boot (as an agent
 //! needs a moment to start), the next one an interval after the previous one was answered, so a
 //! slow API spreads heartbeats out instead of piling them up. One task per running agent; none for
-//! a configured agent whose system is off or booted from disk.
+//! a configured agent whose system is off or booted from disk. At most [`MAX_IN_FLIGHT`]
+//! heartbeats are in flight fleet-wide (a heartbeat waits for a slot), so a fleet booted at once
+//! holds a bounded number of connections to the API rather than one per machine; with an API
+//! that hangs, heartbeats come less often than the interval says.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -28,6 +31,8 @@ pub const DEFAULT_INTERVAL_MS: u64 = 1_000;
 /// Bounds a whole heartbeat (connect, send, answer): a hung API must not stall the agent.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const USER_AGENT: &str = "ferric-sim-agent";
+/// Heartbeats in flight at once, fleet-wide; also the idle connections kept to the API.
+pub const MAX_IN_FLIGHT: usize = 512;
 /// The microversion heartbeats are sent with: the first one that knows `agent_status`.
 pub const API_VERSION: &str = "1.72";
 pub const AGENT_VERSION: &str = concat!("ferric-sim-", env!("CARGO_PKG_VERSION"));
@@ -358,6 +363,7 @@ pub(crate) fn client() -> Result<reqwest::Client, String> {
         .connect_timeout(HEARTBEAT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
+        .pool_max_idle_per_host(MAX_IN_FLIGHT)
         .build()
         .map_err(|e| describe(&e))
 }
@@ -406,8 +412,8 @@ async fn send(client: &reqwest::Client, url: &Url, body: &Value) -> LastStatus {
 /// The task of one agent run: a heartbeat every interval until the run ends, its system stops
 /// existing, or the simulator stops.
 pub(crate) async fn run(mut t: RunTicket) {
-    let client = match t.state.upgrade() {
-        Some(state) => state.agent_client(),
+    let (client, slots) = match t.state.upgrade() {
+        Some(state) => (state.agent_client(), state.agent_slots()),
         None => return,
     };
     let interval = t.config.interval();
@@ -419,6 +425,14 @@ pub(crate) async fn run(mut t: RunTicket) {
             // Also ends when the state (and its sender) is gone.
             _ = stopped(&mut t.closed) => return,
         }
+        let _slot = tokio::select! {
+            slot = slots.acquire() => match slot {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+            _ = &mut t.stop => return,
+            _ = stopped(&mut t.closed) => return,
+        };
         n += 1;
         let body = t.config.heartbeat_body(&t.system, &t.token, n);
         let sent_at = SystemTime::now();

@@ -22,6 +22,8 @@ pub const MAX_SYSTEMS: usize = 1_000_000;
 pub enum SimError {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    #[error("no such systems: {0}")]
+    UnknownSystems(String),
     #[error("cannot open the command log {path}")]
     OpenLog {
         path: PathBuf,

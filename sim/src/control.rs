@@ -14,10 +14,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::agent::{AgentConfig, AgentSpec, FleetAgentSpec};
-use crate::config::BehaviourPatch;
+use crate::config::{BehaviourPatch, SimError};
 use crate::console;
 use crate::fleet::SimState;
 use crate::redfish::MAX_BODY_BYTES;
+
+/// Largest `PUT /sim/agents` body: room for a million systems.
+const MAX_AGENTS_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 pub(crate) fn routes() -> Router<Arc<SimState>> {
     Router::new()
@@ -30,9 +33,12 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
             "/sim/systems/{id}/agent",
             put(put_system_agent).delete(delete_system_agent),
         )
+        // A node per system: larger than other bodies (about 50 bytes a system).
         .route(
             "/sim/agents",
-            put(put_fleet_agents).delete(delete_fleet_agents),
+            put(put_fleet_agents)
+                .layer(DefaultBodyLimit::max(MAX_AGENTS_BODY_BYTES))
+                .delete(delete_fleet_agents),
         )
         .route(
             "/sim/systems/{id}/serial",
@@ -154,36 +160,11 @@ async fn put_fleet_agents(State(state): State<Arc<SimState>>, body: Bytes) -> Re
         Ok(s) => s,
         Err(resp) => return *resp,
     };
-    let unknown: Vec<&str> = spec
-        .nodes
-        .keys()
-        .filter(|id| state.index_of(id).is_none())
-        .map(String::as_str)
-        .take(10)
-        .collect();
-    if !unknown.is_empty() {
-        return control_error(
-            StatusCode::NOT_FOUND,
-            format!("no such systems: {}", unknown.join(", ")),
-        );
+    match state.configure_agents(&spec) {
+        Ok(n) => Json(json!({ "systems": n })).into_response(),
+        Err(e @ SimError::UnknownSystems(_)) => control_error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, e.to_string()),
     }
-    let mut configs = Vec::with_capacity(spec.nodes.len());
-    for id in spec.nodes.keys() {
-        let Some(one) = spec.for_system(id) else {
-            continue;
-        };
-        match validate_agent(one) {
-            Ok(c) => configs.push((id, c)),
-            Err(resp) => return *resp,
-        }
-    }
-    let n = configs.len();
-    for (id, config) in configs {
-        if let Some(idx) = state.index_of(id) {
-            state.set_agent(idx, Some(config));
-        }
-    }
-    Json(json!({ "systems": n })).into_response()
 }
 
 async fn delete_fleet_agents(State(state): State<Arc<SimState>>) -> Response {

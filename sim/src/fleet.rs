@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use base64::Engine as _;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
-use crate::agent::{self, Agent, AgentConfig, AgentView, Heartbeat, LastStatus};
+use crate::agent::{self, Agent, AgentConfig, AgentView, FleetAgentSpec, Heartbeat, LastStatus};
 use crate::config::{Behaviour, BehaviourPatch, SimConfig, SimError};
 use crate::log::{CommandLog, LogOp, Record};
 use crate::serial::{Busy, OutputSender};
@@ -34,6 +34,8 @@ pub struct SimState {
     agent_runs: AtomicU64,
     /// Built on the first heartbeat (most fleets never have an agent).
     agent_client: OnceLock<Result<reqwest::Client, String>>,
+    /// Bounds the heartbeats in flight fleet-wide.
+    agent_slots: Arc<Semaphore>,
 }
 
 /// A system as the control API shows it (not the Redfish view).
@@ -101,6 +103,7 @@ impl SimState {
             closed: watch::Sender::new(false),
             agent_runs: AtomicU64::new(0),
             agent_client: OnceLock::new(),
+            agent_slots: Arc::new(Semaphore::new(agent::MAX_IN_FLIGHT)),
         }))
     }
 
@@ -202,6 +205,10 @@ impl SimState {
         self.agent_client.get_or_init(agent::client).clone()
     }
 
+    pub(crate) fn agent_slots(&self) -> Arc<Semaphore> {
+        self.agent_slots.clone()
+    }
+
     /// Configures (or with `None` removes) one system's agent. A system running the ramdisk now
     /// restarts its agent with the new configuration (a new run: count and token start over).
     pub(crate) fn set_agent(self: &Arc<Self>, idx: usize, config: Option<AgentConfig>) {
@@ -216,6 +223,39 @@ impl SimState {
                 self.start_agent(idx, agent, r);
             }
         }
+    }
+
+    /// Configures the agents of every system named in `spec.nodes`; all are checked before any
+    /// is set. Returns how many were set.
+    pub fn configure_agents(self: &Arc<Self>, spec: &FleetAgentSpec) -> Result<usize, SimError> {
+        let unknown: Vec<&str> = spec
+            .nodes
+            .keys()
+            .filter(|id| self.index_of(id).is_none())
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            let mut list = unknown[..unknown.len().min(10)].join(", ");
+            if unknown.len() > 10 {
+                list.push_str(&format!(" and {} more", unknown.len() - 10));
+            }
+            return Err(SimError::UnknownSystems(list));
+        }
+        let mut configs = Vec::with_capacity(spec.nodes.len());
+        for (id, idx) in spec
+            .nodes
+            .keys()
+            .filter_map(|id| Some((id, self.index_of(id)?)))
+        {
+            if let Some(one) = spec.for_system(id) {
+                configs.push((idx, one.validate()?));
+            }
+        }
+        let n = configs.len();
+        for (idx, config) in configs {
+            self.set_agent(idx, Some(config));
+        }
+        Ok(n)
     }
 
     /// Records a heartbeat an agent sent (in the log, and in its run's facts if the run is still

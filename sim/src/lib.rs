@@ -10,7 +10,7 @@
 //! pure), `agent` (its deploy agent: configuration and heartbeat task), `config` (settings and
 //! behaviour), `fleet` (all systems, timers, auth, boots wired to agent and serial port), `log`
 //! (the command log), `redfish`, `control` and `console` (the HTTP faces: Redfish, the control
-//! API, the serial websocket), `server` (the accept loop).
+//! API, the serial websocket), `server` (the accept loop), `remote` (a client of the control API).
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +21,7 @@ mod control;
 mod fleet;
 mod log;
 mod redfish;
+mod remote;
 mod rng;
 mod serial;
 mod server;
@@ -42,6 +43,7 @@ pub use console::MAX_FRAME_BYTES;
 pub use fleet::{PendingView, SerialView, SimState, SystemView};
 pub use log::{rfc3339_ms, CommandLog, LogEntry, LogOp};
 pub use redfish::MAX_BODY_BYTES;
+pub use remote::{put_agents, RemoteError};
 pub use serial::RING_BYTES;
 pub use server::{serve, serve_state};
 pub use system::{Boot, BootEnabled, BootMode, BootTarget, Power, ResetType, Run};

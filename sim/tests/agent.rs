@@ -574,3 +574,47 @@ async fn agents_end_when_the_simulator_stops() {
         n
     );
 }
+
+#[tokio::test]
+async fn a_whole_fleet_is_configured_in_one_request_and_from_the_library() {
+    let api = Api::start(StatusCode::ACCEPTED).await;
+    let sim = Sim::start(5_000).await;
+    let spec = ferric_sim::FleetAgentSpec {
+        api_url: api.url.clone(),
+        interval_ms: 1_000,
+        token: None,
+        stop_after: None,
+        fail_after: None,
+        nodes: (0..5_000)
+            .map(|i| {
+                (
+                    format!("sim-{i}"),
+                    format!("00000000-0000-0000-0000-{i:012}"),
+                )
+            })
+            .collect(),
+    };
+    // About 300 KB: over the limit of other control bodies.
+    assert!(serde_json::to_vec(&spec).unwrap().len() > ferric_sim::MAX_BODY_BYTES);
+    let n = ferric_sim::put_agents(&sim.base, &spec)
+        .await
+        .expect("configured");
+    assert_eq!(n, 5_000);
+    let v = sim.view("sim-4999").await;
+    assert_eq!(v["agent"]["node"], "00000000-0000-0000-0000-000000004999");
+    assert_eq!(v["agent"]["running"], false, "off systems run no agent");
+
+    let mut bad = spec.clone();
+    bad.interval_ms = 1;
+    match ferric_sim::put_agents(&sim.base, &bad).await {
+        Err(ferric_sim::RemoteError::Refused { status: 400, .. }) => {}
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    // In-process, as `ferric sim --agents` does.
+    let mut one = spec.clone();
+    one.nodes = [("sim-1".to_string(), "x".to_string())].into();
+    assert_eq!(sim.state.configure_agents(&one).unwrap(), 1);
+    assert_eq!(sim.view("sim-1").await["agent"]["node"], "x");
+    one.nodes = [("sim-5000".to_string(), "x".to_string())].into();
+    assert!(sim.state.configure_agents(&one).is_err());
+}
