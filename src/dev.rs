@@ -73,12 +73,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             s
         })
         .collect();
-    let created = cluster
-        .create_nodes(specs)
-        .await?
-        .into_iter()
-        .filter(|r| r.is_ok())
-        .count();
+    let created = cluster.create_nodes(specs).await?;
+    // Each enrolled node's simulated machine runs a deploy agent that heartbeats to the gateway
+    // while it runs a PXE boot, so `direct` deploys work.
+    let agents = ferric_sim::FleetAgentSpec {
+        api_url: api.clone(),
+        interval_ms: ferric_sim::DEFAULT_INTERVAL_MS,
+        token: None,
+        stop_after: None,
+        fail_after: None,
+        nodes: created
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((format!("sim-{i}"), r.as_ref().ok()?.to_string())))
+            .collect(),
+    };
+    let created = agents.nodes.len();
+    ferric_sim::put_agents(&sim_url, &agents).await?;
 
     let exe = std::env::current_exe()?;
     let exe = exe.display();
@@ -108,6 +119,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sim.pid()
     );
     println!("  nodes       {created} redfish nodes enrolled (node-00000 ... -> sim-0 ...)");
+    println!(
+        "  agents      a PXE boot of a node's machine runs an agent that heartbeats to the gateway every {} ms",
+        ferric_sim::DEFAULT_INTERVAL_MS
+    );
     println!();
     println!("Try it:");
     println!("  {exe} ctl --etcd {} conductor list", etcd.url);

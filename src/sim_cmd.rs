@@ -1,12 +1,14 @@
 //! `ferric sim`: the command-line face of `ferric-sim`, a simulated fleet of Redfish BMCs in one
-//! process. Parses flags, binds, prints where it listens, serves until SIGTERM or SIGINT.
+//! process. Parses flags, binds, prints where it listens, serves until SIGTERM or SIGINT. Each
+//! system also has a deploy agent (configured with `--agents` or `PUT /sim/agents`, it heartbeats
+//! while the system runs a PXE boot) and a serial console websocket.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ferric_sim::{Behaviour, SimConfig, SimState};
+use ferric_sim::{Behaviour, FleetAgentSpec, SimConfig, SimState};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(clap::Args)]
@@ -53,6 +55,12 @@ pub struct Args {
     /// Seed of the failure draws; random (and printed) when not given.
     #[arg(long, env = "FERRIC_SIM_SEED")]
     seed: Option<u64>,
+    /// Configure deploy agents at start from this JSON file, the body of `PUT /sim/agents`:
+    /// {"api_url": "http://127.0.0.1:6385", "interval_ms": 1000, "nodes": {"sim-0": "<node uuid>"}}
+    /// (optional: "token", "stop_after", "fail_after"). An agent heartbeats to
+    /// <api_url>/v1/heartbeat/<node> while its system runs a PXE boot.
+    #[arg(long, env = "FERRIC_SIM_AGENTS")]
+    agents: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -78,6 +86,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cfg.system_id(cfg.systems.saturating_sub(1)),
     );
     let state = SimState::new(cfg).context("cannot start the simulator")?;
+    if let Some(path) = &args.agents {
+        let text =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let spec: FleetAgentSpec = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not an agents body", path.display()))?;
+        state
+            .configure_agents(&spec)
+            .with_context(|| format!("invalid agents in {}", path.display()))?;
+    }
     // Before announcing the address: a signal sent right after the line is read must stop us.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -96,6 +113,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "ferric sim: ids {first} to {last}, seed {seed}, control API at http://{addr}/sim/"
+            )?;
+            writeln!(
+                out,
+                "ferric sim: serial consoles at ws://{addr}/sim/systems/<id>/serial"
             )?;
         }
         out.flush()?;
