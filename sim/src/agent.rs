@@ -223,6 +223,9 @@ pub enum LastStatus {
 pub struct AgentFacts {
     /// Sending heartbeats now.
     pub running: bool,
+    /// A heartbeat of the run was sent and is not answered yet. Once `running` and `in_flight`
+    /// are both false, the run sends nothing more.
+    pub in_flight: bool,
     /// The boot the run belongs to (`None`: no run since the agent was configured).
     pub boot: Option<u64>,
     pub heartbeats_sent: u64,
@@ -281,8 +284,9 @@ impl Agent {
         }
     }
 
-    /// Ends the current run, if any (power off, a restart, a new configuration). A heartbeat in
-    /// flight is still seen through and counted, like a packet already on the wire.
+    /// Ends the current run, if any (power off, a restart, a new configuration): no heartbeat
+    /// starts after this. One in flight is still seen through and counted, like a packet already
+    /// on the wire.
     pub fn halt(&mut self) {
         self.facts.running = false;
         self.stop = None;
@@ -302,6 +306,7 @@ impl Agent {
         self.run_id = run_id;
         self.facts = AgentFacts {
             running: self.config.stop_after != Some(0),
+            in_flight: false,
             boot: Some(boot),
             heartbeats_sent: 0,
             last_status: None,
@@ -324,11 +329,22 @@ impl Agent {
         })
     }
 
+    /// Whether run `run_id` may send a heartbeat now (it is current and running); if so, the
+    /// heartbeat is in flight from here.
+    pub fn heartbeat_may_start(&mut self, run_id: u64) -> bool {
+        let go = run_id == self.run_id && self.facts.running;
+        if go {
+            self.facts.in_flight = true;
+        }
+        go
+    }
+
     /// Heartbeat `n` of run `run_id` was answered (or failed). Returns whether the run goes on.
     pub fn heartbeat_done(&mut self, run_id: u64, n: u64, status: LastStatus) -> bool {
         if run_id != self.run_id {
             return false;
         }
+        self.facts.in_flight = false;
         self.facts.heartbeats_sent = n;
         self.facts.last_status = Some(status);
         if self.config.stop_after == Some(n) {
@@ -433,6 +449,11 @@ pub(crate) async fn run(mut t: RunTicket) {
             _ = &mut t.stop => return,
             _ = stopped(&mut t.closed) => return,
         };
+        // Decided under the system's lock: nothing starts after a power off.
+        match t.state.upgrade() {
+            Some(state) if state.heartbeat_may_start(t.idx, t.run_id) => {}
+            _ => return,
+        }
         n += 1;
         let body = t.config.heartbeat_body(&t.system, &t.token, n);
         let sent_at = SystemTime::now();
@@ -548,11 +569,16 @@ mod tests {
         let mut a = Agent::new(s.validate().unwrap());
         a.run_id = 7;
         a.facts.running = true;
+        assert!(!a.heartbeat_may_start(6));
+        assert!(a.heartbeat_may_start(7));
+        assert!(a.facts.in_flight);
         assert!(a.heartbeat_done(7, 1, LastStatus::Http(202)));
+        assert!(!a.facts.in_flight);
         assert!(!a.heartbeat_done(6, 2, LastStatus::Http(500)));
         assert_eq!(a.facts.heartbeats_sent, 1);
         assert!(!a.heartbeat_done(7, 2, LastStatus::Error("x".into())));
         assert!(!a.facts.running);
+        assert!(!a.heartbeat_may_start(7), "a stopped run sends nothing");
         assert_eq!(a.facts.last_status, Some(LastStatus::Error("x".into())));
     }
 

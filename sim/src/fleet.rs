@@ -258,6 +258,14 @@ impl SimState {
         Ok(n)
     }
 
+    /// Whether an agent run may send a heartbeat now (see `Agent::heartbeat_may_start`).
+    pub(crate) fn heartbeat_may_start(&self, idx: usize, run_id: u64) -> bool {
+        self.lock(idx)
+            .agent
+            .as_mut()
+            .is_some_and(|a| a.heartbeat_may_start(run_id))
+    }
+
     /// Records a heartbeat an agent sent (in the log, and in its run's facts if the run is still
     /// current). Returns whether the run goes on.
     pub(crate) fn heartbeat_done(&self, idx: usize, hb: Heartbeat, config: &AgentConfig) -> bool {

@@ -221,6 +221,22 @@ async fn until<F: Fn() -> bool>(within: Duration, what: &str, check: F) {
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Waits until `id`'s agent neither runs nor has a heartbeat in flight: its counts are final.
+async fn agent_done(sim: &Sim, id: &str) {
+    until(
+        WAIT,
+        "the agent stopped and its last heartbeat was answered",
+        || {
+            sim.state
+                .view(id)
+                .unwrap()
+                .agent
+                .is_some_and(|a| !a.facts.running && !a.facts.in_flight)
+        },
+    )
+    .await;
+}
+
 /// Waits `n` intervals and a margin: long enough that a running agent would have sent.
 async fn quiet_period() {
     tokio::time::sleep(Duration::from_millis(INTERVAL_MS * 6)).await;
@@ -282,16 +298,8 @@ async fn the_agent_heartbeats_only_while_the_system_runs_a_pxe_boot() {
 
     // Power off: heartbeats stop; what was sent is in the log, as the API saw it.
     sim.reset("sim-0", "ForceOff").await;
-    until(WAIT, "the agent stopped", || {
-        sim.state
-            .view("sim-0")
-            .unwrap()
-            .agent
-            .is_some_and(|a| !a.facts.running)
-    })
-    .await;
-    // A heartbeat in flight at the power off may still land; after that, nothing.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A heartbeat in flight at the power off still lands; after that, nothing.
+    agent_done(&sim, "sim-0").await;
     let after_off = api.count("node-0");
     quiet_period().await;
     assert_eq!(api.count("node-0"), after_off, "heartbeats after power off");
@@ -347,15 +355,7 @@ async fn a_restart_into_pxe_starts_a_fresh_agent_and_into_disk_stops_it() {
     // A restart into disk: the agent stops.
     sim.boot_override("sim-0", "Hdd", "Continuous").await;
     sim.reset("sim-0", "ForceRestart").await;
-    until(WAIT, "the agent stopped", || {
-        sim.state
-            .view("sim-0")
-            .unwrap()
-            .agent
-            .is_some_and(|a| !a.facts.running)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    agent_done(&sim, "sim-0").await;
     let n = api.count("n0");
     quiet_period().await;
     assert_eq!(api.count("n0"), n);
@@ -525,10 +525,13 @@ async fn agent_configuration_is_validated_and_can_be_removed() {
         .control(reqwest::Method::DELETE, "/sim/systems/sim-2/agent", None)
         .await;
     assert_eq!(status, 204);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // At most the one heartbeat in flight at the DELETE lands; the agent sends no more.
     let n = api.count("c");
     quiet_period().await;
-    assert_eq!(api.count("c"), n);
+    assert!(
+        api.count("c") <= n + 1,
+        "heartbeats after the agent was removed"
+    );
     assert!(sim.view("sim-2").await["agent"].is_null());
 
     // Configuring an agent on a system already running the ramdisk starts it now.
@@ -560,19 +563,18 @@ async fn agents_end_when_the_simulator_stops() {
 
     let state = sim.state.clone();
     sim.stop().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // At most the one heartbeat in flight at the stop lands.
     let n = api.count("n0");
     quiet_period().await;
-    assert_eq!(api.count("n0"), n, "an agent outlived the simulator");
-    assert_eq!(
-        state
-            .log()
-            .since(0)
-            .iter()
-            .filter(|e| e.op == LogOp::Heartbeat)
-            .count(),
-        n
-    );
+    assert!(api.count("n0") <= n + 1, "an agent outlived the simulator");
+    // A heartbeat cut off by the stop is not in the log; every logged one reached the API.
+    let logged = state
+        .log()
+        .since(0)
+        .iter()
+        .filter(|e| e.op == LogOp::Heartbeat)
+        .count();
+    assert!(logged >= 2 && logged <= api.count("n0"));
 }
 
 #[tokio::test]
