@@ -1,6 +1,20 @@
 //! The control API under `/sim/` (not Redfish, no auth, not logged): read systems, change their
 //! behaviour or power at run time, configure their deploy agents, read the command log, health.
 //! The serial console websocket shares the prefix (`console`).
+//!
+//! | endpoint | body | answer |
+//! |---|---|---|
+//! | `GET /sim/healthz` | | `{"ok": true, "systems": n}` |
+//! | `GET /sim/systems`, `GET /sim/systems/{id}` | | `SystemView`s (power, boot, behaviour, pending, run, agent, serial) |
+//! | `PUT /sim/systems/{id}/behaviour`, `PUT /sim/behaviour` | `BehaviourPatch` | the view / `{"systems": n}` |
+//! | `PUT /sim/systems/{id}/agent` | `AgentSpec` | the view |
+//! | `DELETE /sim/systems/{id}/agent`, `DELETE /sim/agents` | | 204 |
+//! | `PUT /sim/agents` | `FleetAgentSpec` (all validated before any is set) | `{"systems": n}` |
+//! | `GET`/`DELETE /sim/systems/{id}/serial` | | websocket / 204 (see `console`) |
+//! | `GET /sim/log?since=i` | | log entries from index `i` |
+//!
+//! Errors are `{"error": "..."}`: 400 for an invalid body (unknown fields included), 404 for an
+//! unknown system.
 
 use std::sync::Arc;
 

@@ -59,7 +59,8 @@ pub struct LogEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// A heartbeat's number within its boot (from 1); a serial session's number on its system
-    /// (from 1, the same on its open and close entries).
+    /// (from 1, the same on its open and close entries; on a refused open, the number of the
+    /// session that holds the port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// Why a heartbeat failed, why a serial session closed or was refused.
