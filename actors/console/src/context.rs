@@ -16,6 +16,13 @@ pub struct ConsoleSettings {
     pub runtime_dir: PathBuf,
     /// The `ipmitool` program (default: `ipmitool` on PATH).
     pub ipmitool: PathBuf,
+    /// `stdbuf` (coreutils), run as `stdbuf -oL ipmitool ...` so that ipmitool's
+    /// "[SOL Session operational" line reaches us when it is printed: with a pipe for stdout,
+    /// stdio would hold it until the machine's first output. Default: found on PATH. Without
+    /// it, a session counts as active once ipmitool has run `settle` without failing.
+    pub stdbuf: Option<PathBuf>,
+    /// See `stdbuf` (default 3 s).
+    pub settle: Duration,
     /// Output kept per console and replayed to new viewers (default 64 KiB).
     pub replay_bytes: usize,
     /// A viewer that sends no data frame for this long is disconnected (default 10 min).
@@ -42,6 +49,8 @@ impl ConsoleSettings {
             conductor: conductor.to_string(),
             runtime_dir: runtime_dir.into(),
             ipmitool: PathBuf::from("ipmitool"),
+            stdbuf: find_in_path("stdbuf"),
+            settle: Duration::from_secs(3),
             replay_bytes: 64 * 1024,
             idle_timeout: Duration::from_secs(600),
             viewer_queue: 256,
@@ -60,6 +69,16 @@ impl ConsoleSettings {
             max_viewers: self.max_viewers,
         }
     }
+}
+
+/// The first executable `name` in `PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Shared by the console server and every console actor of a conductor.

@@ -343,11 +343,13 @@ async fn serve_viewer(mut socket: WebSocket, hub: Arc<ConsoleHub>, rw: bool, idl
             }
         }
     };
+    let id = viewer.id;
+    // Detach first: the writer slot is free before the viewer hears why it was closed.
+    drop(viewer);
     if let Some(c) = close {
-        tracing::debug!(%node, viewer = viewer.id, code = c.code, reason = %c.reason, "console viewer closed");
+        tracing::debug!(%node, viewer = id, code = c.code, reason = %c.reason, "console viewer closed");
         send_close(&mut socket, c).await;
     }
-    drop(viewer);
 }
 
 fn too_big() -> Close {

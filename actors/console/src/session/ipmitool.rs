@@ -62,8 +62,16 @@ impl Tail {
 }
 
 /// `ipmitool -I lanplus -H .. -p .. [-U ..] [-C ..] [-E]`, password in the environment.
-fn command(t: &IpmitoolTarget, s: &ConsoleSettings) -> Command {
-    let mut cmd = Command::new(&s.ipmitool);
+fn command(t: &IpmitoolTarget, s: &ConsoleSettings, line_buffered: bool) -> Command {
+    let mut cmd = match (&s.stdbuf, line_buffered) {
+        (Some(stdbuf), true) => {
+            // stdbuf execs ipmitool: same pid, same process group, same parent-death signal.
+            let mut cmd = Command::new(stdbuf);
+            cmd.arg("-oL").arg(&s.ipmitool);
+            cmd
+        }
+        _ => Command::new(&s.ipmitool),
+    };
     cmd.args(["-I", "lanplus", "-H", &t.address, "-p", &t.port.to_string()]);
     if !t.username.is_empty() {
         cmd.args(["-U", &t.username]);
@@ -90,7 +98,7 @@ fn scrub(text: String, t: &IpmitoolTarget) -> String {
 
 /// `ipmitool ... sol deactivate`: frees the BMC's SOL payload, whoever holds it.
 pub async fn deactivate(t: &IpmitoolTarget, s: &ConsoleSettings) -> Result<(), String> {
-    let mut cmd = command(t, s);
+    let mut cmd = command(t, s, false);
     cmd.args(["sol", "deactivate"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -236,7 +244,7 @@ pub async fn run(t: &IpmitoolTarget, io: &Io<'_>, cancel: &mut Cancel) -> Ended 
         return Ended::Stopped;
     }
 
-    let mut cmd = command(t, s);
+    let mut cmd = command(t, s, true);
     cmd.arg("-e")
         .arg(OsStr::from_bytes(&[ESCAPE]))
         .args(["sol", "activate"])
@@ -324,8 +332,13 @@ async fn session(
     let mut buf = vec![0u8; 8192];
     let mut pre: Vec<u8> = Vec::new();
     let deadline = tokio::time::Instant::now() + s.open_timeout;
+    // Without stdbuf the operational line may sit in ipmitool's stdio buffer: a child that
+    // is still running after `settle` is taken as active (failures exit quickly).
+    let settle = tokio::time::Instant::now() + s.settle;
+    let settles = s.stdbuf.is_none();
     let leftover = loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(settle), if settles => break std::mem::take(&mut pre),
             r = p.stdout.read(&mut buf) => match r {
                 Ok(n) if n > 0 => {
                     pre.extend_from_slice(&buf[..n]);
@@ -428,7 +441,7 @@ mod tests {
             cipher_suite: Some(3),
         };
         let s = ConsoleSettings::new("c1", "/tmp");
-        let cmd = command(&t, &s);
+        let cmd = command(&t, &s, false);
         let std = cmd.as_std();
         let args: Vec<_> = std
             .get_args()
