@@ -477,3 +477,96 @@ async fn remediation_cleans_again_and_respects_its_limits() {
     });
     fleet.check_fencing_history().await;
 }
+
+/// `ferric sim` plays the agent: it heartbeats while its machine runs a PXE boot, so a deploy
+/// goes through `wait call-back` to `active` with no test code in the loop; an agent that stops
+/// heartbeating fails the deploy at the callback timeout. Counted in the simulator's own log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferric_sim_plays_the_agent() {
+    let mut fleet = Fleet::new("sim-agent").await;
+    let dir = tempfile::tempdir().unwrap();
+    fleet.start_conductor("c1", &["--lease-ttl", "5"]);
+    let gw = Gateway::start(&fleet, dir.path(), "gw", &[]);
+    let sim = Sim::start(dir.path(), 2, &[]).await;
+    let mut ids = Vec::new();
+    for system in 0..2 {
+        let mut info: serde_json::Value =
+            serde_json::from_str(&sim.driver_info(system, "password")).unwrap();
+        info["agent_callback_timeout"] = json!(4);
+        let info = info.to_string();
+        let id = fleet
+            .create_nodes(1, &["--driver", "redfish", "--driver-info", &info])
+            .await
+            .remove(0);
+        let mut agent = json!({"api_url": gw.url, "node": id, "interval_ms": 200});
+        if system == 1 {
+            // A ramdisk that hangs after its first heartbeat of a boot.
+            agent["stop_after"] = json!(1);
+        }
+        let r = sim
+            .http
+            .put(format!("{}/sim/systems/sim-{system}/agent", sim.url))
+            .json(&agent)
+            .send()
+            .await
+            .expect("sim control API");
+        assert!(r.status().is_success(), "sim agent: {}", r.status());
+        ids.push(id);
+    }
+    for id in &ids {
+        verb(&fleet, id, "manage", S::Manageable).await;
+        // Cleaning has one step: one heartbeat of the cleaning boot is enough.
+        verb(&fleet, id, "provide", S::Available).await;
+        fleet.ctl_ok(&["node", "provision", id, "deploy"]).await;
+    }
+    let s = reach(&fleet, &ids[0], S::Active, Duration::from_secs(30)).await;
+    fleet.ensure(s.last_error.is_none(), || format!("{s:?}"));
+    let failed = reach(&fleet, &ids[1], S::DeployFailed, Duration::from_secs(30)).await;
+    fleet.ensure(
+        failed
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Timeout") && e.contains("prepare_instance_boot")),
+        || format!("{failed:?}"),
+    );
+    // The simulator's record: heartbeats accepted (202) by the gateway for the right node, and
+    // the deployed machine told to boot from disk after its last one.
+    let heartbeats = |system: usize, id: &str| -> Vec<serde_json::Value> {
+        sim.commands(system)
+            .into_iter()
+            .filter(|c| c["op"] == "heartbeat" && c["node"] == id && c["status"] == 202)
+            .collect()
+    };
+    let hb0 = heartbeats(0, &ids[0]);
+    fleet.ensure(hb0.len() >= 3, || format!("sim-0 heartbeats: {hb0:?}"));
+    // ... and the machine now runs what it booted from disk (the simulator's own view), after
+    // a boot device change to disk and a reset that followed it.
+    let cmds = sim.commands(0);
+    let hdd = cmds.iter().rposition(|c| c["action"] == "Hdd");
+    let reset_after = hdd.is_some_and(|i| {
+        cmds[i..].iter().any(|c| {
+            c["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("ComputerSystem.Reset"))
+        })
+    });
+    let view: serde_json::Value = sim
+        .http
+        .get(format!("{}/sim/systems/sim-0", sim.url))
+        .send()
+        .await
+        .expect("sim control API")
+        .json()
+        .await
+        .expect("JSON");
+    fleet.ensure(reset_after && view["run"]["from"] == "Hdd", || {
+        format!(
+            "sim-0 did not boot from disk: run {}, commands {cmds:?}",
+            view["run"]
+        )
+    });
+    // The hung agent sent exactly one heartbeat in its deploy boot (and one while cleaning).
+    let hb1 = heartbeats(1, &ids[1]);
+    fleet.ensure(hb1.len() == 2, || format!("sim-1 heartbeats: {hb1:?}"));
+    fleet.check_fencing_history().await;
+}

@@ -114,11 +114,14 @@ pub struct NodeState {
     /// The provisioning state whose timed step is scheduled.
     work_scheduled: Option<ProvisionState>,
     /// The deploy interface's hardware work the power actor is doing.
-    hw_in_flight: Option<(ProvisionState, Hardware)>,
+    hw_in_flight: Option<(ProvisionState, Hardware, u64)>,
     /// The wait-state deadline a timer is armed for.
     deadline_armed: Option<u64>,
     /// The newest heartbeat revision looked at (ignored ones too).
     hb_seen: i64,
+    /// A heartbeat that came before the node entered its wait state (the agent can be faster
+    /// than the read-back that confirms the boot), looked at once it waits.
+    early_hb: Option<(Box<HeartbeatRecord>, i64)>,
     /// A remediation retry (rate limit, etcd error) is scheduled.
     remedy_later: bool,
     retry_pending: bool,
@@ -154,6 +157,7 @@ impl Actor for NodeActor {
             hw_in_flight: None,
             deadline_armed: None,
             hb_seen: 0,
+            early_hb: None,
             remedy_later: false,
             retry_pending: false,
         };
@@ -311,7 +315,11 @@ impl Actor for NodeActor {
                 Box::pin(reconcile(&myself, state)).await;
             }
             NodeMsg::Heartbeat(hb, rev) => {
-                if rev > state.hb_seen {
+                let waiting =
+                    state.status.provision_state.is_wait() && state.hw_in_flight.is_none();
+                if rev > state.hb_seen && !waiting {
+                    state.early_hb = Some((hb, rev));
+                } else if rev > state.hb_seen {
                     state.hb_seen = rev;
                     if Box::pin(on_agent_heartbeat(&myself, state, &hb, rev))
                         .await
@@ -624,6 +632,11 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                         }
                     }
                 }
+                if state.status.provision_state.is_wait() {
+                    if let Some((hb, rev)) = state.early_hb.take() {
+                        let _ = myself.send_message(NodeMsg::Heartbeat(hb, rev));
+                    }
+                }
                 arm_deadline(myself, state);
                 match fault_check(myself, state).await {
                     Some(Flow::Return) => return,
@@ -807,12 +820,12 @@ async fn on_power_event(myself: &ActorRef<NodeMsg>, state: &mut NodeState, event
             seq: HW_SEQ,
             outcome,
         } => {
-            if let Some((s, hw)) = state.hw_in_flight.take() {
+            if let Some((s, hw, started)) = state.hw_in_flight.take() {
                 let (result, power) = match outcome {
                     Outcome::Done { power, .. } => (Ok(()), Some(power)),
                     Outcome::Failed { error, power, .. } => (Err(error), power),
                 };
-                let _ = finish_hardware(myself, state, s, hw, result, power).await;
+                let _ = finish_hardware(myself, state, (s, hw, started), result, power).await;
             }
         }
         PowerEvent::Finished { seq, outcome } => {
@@ -1017,9 +1030,11 @@ async fn start_hardware(
     }
     let power = match power_actor(myself, state).await {
         Ok(p) => p,
-        Err(e) => return finish_hardware(myself, state, pstate, hw, Err(e), None).await,
+        Err(e) => {
+            return finish_hardware(myself, state, (pstate, hw, now_ms()), Err(e), None).await
+        }
     };
-    state.hw_in_flight = Some((pstate, hw));
+    state.hw_in_flight = Some((pstate, hw, now_ms()));
     let _ = match hw {
         Hardware::BootRamdisk => power.send_message(PowerMsg::Boot {
             seq: HW_SEQ,
@@ -1058,7 +1073,7 @@ async fn hardware_boot_done(
     state: &mut NodeState,
     result: Result<(), String>,
 ) {
-    let Some((pstate, hw)) = state.hw_in_flight else {
+    let Some((pstate, hw, started)) = state.hw_in_flight else {
         return;
     };
     if let Err(e) = result {
@@ -1066,8 +1081,7 @@ async fn hardware_boot_done(
         let _ = finish_hardware(
             myself,
             state,
-            pstate,
-            hw,
+            (pstate, hw, started),
             Err(format!("setting the boot device failed: {e}")),
             None,
         )
@@ -1098,8 +1112,7 @@ async fn hardware_boot_done(
 async fn finish_hardware(
     myself: &ActorRef<NodeMsg>,
     state: &mut NodeState,
-    pstate: ProvisionState,
-    hw: Hardware,
+    (pstate, hw, started): (ProvisionState, Hardware, u64),
     result: Result<(), String>,
     power: Option<PowerState>,
 ) -> Option<()> {
@@ -1110,8 +1123,16 @@ async fn finish_hardware(
     if power.is_some() {
         base.power_state = power;
     }
-    let (mut next, more) =
-        hardware_done(&spec, &base, pstate, hw, result.clone(), now_ms(), timeout);
+    let (mut next, more) = hardware_done(
+        &spec,
+        &base,
+        pstate,
+        hw,
+        result.clone(),
+        started,
+        now_ms(),
+        timeout,
+    );
     if next == state.status {
         return None;
     }

@@ -411,7 +411,8 @@ pub fn step_done(
 }
 
 /// The status after the hardware work `hw` of `state` ended, and the next work. The ramdisk
-/// boot suspends the state in its wait state with a deadline `timeout_ms` from now.
+/// boot suspends the state in its wait state with a deadline `timeout_ms` from now; heartbeats
+/// sent after `started_ms` (when the boot device was set) belong to this boot.
 #[allow(clippy::too_many_arguments)]
 pub fn hardware_done(
     spec: &NodeSpec,
@@ -419,6 +420,7 @@ pub fn hardware_done(
     state: ProvisionState,
     hw: Hardware,
     result: Result<(), String>,
+    started_ms: u64,
     now_ms: u64,
     timeout_ms: u64,
 ) -> (NodeStatus, Option<Work>) {
@@ -456,7 +458,7 @@ pub fn hardware_done(
                 state,
                 steps: crate::agent::steps_for(spec, state, status.manual),
                 done: 0,
-                booted_at_ms: now_ms,
+                booted_at_ms: started_ms.min(now_ms),
                 token: None,
                 heartbeat_rev: 0,
                 last_heartbeat_ms: None,
@@ -737,7 +739,7 @@ mod tests {
                     0,
                 ),
                 Work::Hardware { state, hw } => {
-                    hardware_done(spec, &st, state, hw, Ok(()), 0, 1000)
+                    hardware_done(spec, &st, state, hw, Ok(()), 0, 0, 1000)
                 }
             };
             st = next;
@@ -838,6 +840,7 @@ mod tests {
             Hardware::BootRamdisk,
             Ok(()),
             20,
+            20,
             1000,
         );
         assert_eq!(work, None);
@@ -880,6 +883,7 @@ mod tests {
             ProvisionState::Deploying,
             Hardware::BootDisk,
             Ok(()),
+            50,
             50,
             1000,
         );
@@ -938,7 +942,8 @@ mod tests {
             for _ in 0..20 {
                 match work {
                     Some(Work::Hardware { state, hw }) => {
-                        (st, work) = hardware_done(&s, &st, state, hw, Ok(()), rev as u64, 1000)
+                        (st, work) =
+                            hardware_done(&s, &st, state, hw, Ok(()), rev as u64, rev as u64, 1000)
                     }
                     Some(Work::Step { state, ok, .. }) => {
                         (st, work) = step_done(&s, &st, state, step_ok(ok), rev as u64)
@@ -1011,7 +1016,8 @@ mod tests {
             s.maintenance = false;
             let mut st = owned(1);
             st.provision_state = busy;
-            let (st, _) = hardware_done(&s, &st, busy, Hardware::BootRamdisk, Ok(()), 100, 1000);
+            let (st, _) =
+                hardware_done(&s, &st, busy, Hardware::BootRamdisk, Ok(()), 100, 100, 1000);
             assert_eq!(st.provision_state, wait);
             assert_eq!(wait_timeout(&s, &st, 1099), None, "not yet");
             let (failed_st, error) = wait_timeout(&s, &st, 1100).expect("timed out");
@@ -1052,6 +1058,7 @@ mod tests {
             Hardware::BootRamdisk,
             Ok(()),
             10,
+            10,
             1000,
         );
         assert_eq!(st.provision_state, ProvisionState::CleanWait);
@@ -1079,6 +1086,7 @@ mod tests {
             Hardware::BootRamdisk,
             Ok(()),
             10,
+            10,
             1000,
         );
         let mut bad = hb(20, "t");
@@ -1098,6 +1106,7 @@ mod tests {
             ProvisionState::Deploying,
             Hardware::BootRamdisk,
             Err("BMC unreachable".into()),
+            5,
             5,
             1000,
         );
@@ -1128,6 +1137,7 @@ mod tests {
             Hardware::PowerOff,
             Ok(()),
             1,
+            1,
             1000,
         );
         assert_eq!(ok.fault, None);
@@ -1137,6 +1147,7 @@ mod tests {
             ProvisionState::RescueFailed,
             Hardware::PowerOff,
             Err("no answer".into()),
+            1,
             1,
             1000,
         );
