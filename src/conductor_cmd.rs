@@ -45,6 +45,24 @@ pub struct Args {
     /// may set its own in `driver_info.agent_callback_timeout`.
     #[arg(long, default_value_t = 1800.0, env = "FERRIC_CALLBACK_TIMEOUT")]
     pub callback_timeout: f64,
+    /// Where the console server listens (the gateway proxies viewers to it). Loopback unless
+    /// configured; the gateway must be able to reach it.
+    #[arg(long, default_value = "127.0.0.1:0", env = "FERRIC_CONSOLE_LISTEN")]
+    pub console_listen: String,
+    /// This conductor's private runtime directory (console pid files, swept on start). Default:
+    /// `$XDG_RUNTIME_DIR/ferric/<name>`, or `<temp dir>/ferric-<name>`. Two conductors must not
+    /// share one.
+    #[arg(long, env = "FERRIC_RUNTIME_DIR")]
+    pub runtime_dir: Option<std::path::PathBuf>,
+    /// A console viewer that sends nothing for this many seconds is disconnected.
+    #[arg(long, default_value_t = 600.0)]
+    pub console_idle_timeout: f64,
+    /// Output kept per console and replayed to a new viewer, in KiB.
+    #[arg(long, default_value_t = 64)]
+    pub console_replay_kib: usize,
+    /// Serve no consoles at all (enabled consoles stay enabled in the spec, unserved here).
+    #[arg(long)]
+    pub no_consoles: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -88,6 +106,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
+    let consoles = if args.no_consoles {
+        None
+    } else {
+        Some(start_consoles(&args, &cluster).await?)
+    };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let (supervisor, sup_handle) = Actor::spawn(None, NodeSupervisor, events_tx)
         .await
@@ -98,7 +121,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         drivers: args.drivers.clone(),
         conductor_group: args.conductor_group.clone(),
         address: args.address.clone(),
-        console_address: String::new(),
+        console_address: consoles
+            .as_ref()
+            .map(|c| c.local_addr().to_string())
+            .unwrap_or_default(),
         acquire_parallel: args.acquire_parallel,
         bmc: std::sync::Arc::new(ferric_power::BmcSettings::new(
             &args.name,
@@ -106,11 +132,46 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Duration::from_millis(args.bmc_min_gap_ms),
         )),
         callback_timeout: Duration::from_secs_f64(args.callback_timeout.clamp(1.0, 86_400.0)),
+        consoles: consoles.as_ref().map(|c| c.context()),
     };
     tracing::info!(conductor = %args.name, etcd = %cluster.endpoints(), prefix = %cluster.keys().prefix(), ttl_s = args.lease_ttl, "conductor starting");
     let result = ferric_node::run(cluster, config, supervisor.clone(), events_rx, shutdown).await;
     supervisor.stop(None);
     let _ = sup_handle.await;
+    if let Some(c) = consoles {
+        c.shutdown().await;
+    }
     tracing::info!(conductor = %args.name, "conductor stopped");
     result.map_err(Into::into)
+}
+
+/// The console server, after sweeping the console processes a previous run of this conductor
+/// left behind (their BMC sessions are cleared again when the consoles reopen).
+async fn start_consoles(
+    args: &Args,
+    cluster: &ferric_cluster::Cluster,
+) -> anyhow::Result<ferric_console::ConsoleService> {
+    let runtime_dir =
+        args.runtime_dir
+            .clone()
+            .unwrap_or_else(|| match std::env::var_os("XDG_RUNTIME_DIR") {
+                Some(d) => std::path::PathBuf::from(d).join("ferric").join(&args.name),
+                None => std::env::temp_dir().join(format!("ferric-{}", args.name)),
+            });
+    let secret = cluster
+        .console_secret()
+        .await
+        .context("reading the cluster's console secret")?;
+    let mut settings = ferric_console::ConsoleSettings::new(&args.name, runtime_dir);
+    settings.idle_timeout = Duration::from_secs_f64(args.console_idle_timeout.clamp(1.0, 86_400.0));
+    settings.replay_bytes = args.console_replay_kib.clamp(1, 16 * 1024) * 1024;
+    let mut cfg = ferric_console::ConsoleConfig::new(&secret, settings);
+    cfg.listen = args.console_listen.clone();
+    let service = ferric_console::ConsoleService::start(cfg)
+        .await
+        .context("starting the console server")?;
+    for s in service.swept() {
+        tracing::warn!(swept = ?s, "console process left by a previous run of this conductor");
+    }
+    Ok(service)
 }

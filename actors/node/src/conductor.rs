@@ -42,6 +42,8 @@ pub struct ConductorConfig {
     pub bmc: Arc<ferric_power::BmcSettings>,
     /// How long wait states wait for the agent by default.
     pub callback_timeout: Duration,
+    /// The conductor's console service (None: no consoles here).
+    pub consoles: Option<Arc<ferric_console::ConsoleContext>>,
 }
 
 /// Why a session ended.
@@ -425,6 +427,8 @@ impl<'a> Session<'a> {
             bmc: self.cfg.bmc.clone(),
             callback_timeout_ms: self.cfg.callback_timeout.as_millis() as u64,
             remediation: self.policy.subscribe(),
+            consoles: self.cfg.consoles.clone(),
+            lease_id: lease.id,
         }));
         self.lease = Some(lease);
         self.cluster

@@ -15,6 +15,10 @@ use crate::remedy::{fault_vs_maintenance, remedy, FaultAction, Remedy};
 use ferric_cluster::heartbeats::HeartbeatRecord;
 use ferric_cluster::remediation::Slot;
 use ferric_cluster::{Cluster, ClusterError, SelfFence, StatusWriter};
+use ferric_console::{
+    ConsoleActor, ConsoleArgs, ConsoleContext, ConsoleEvent, ConsoleMsg, ConsoleTarget, RecordTo,
+    StopReason,
+};
 use ferric_model::{
     now_ms, BootDevice, CodecError, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec,
     NodeStatus, PowerState, PowerTarget, ProvisionRequest, ProvisionState, Remediation,
@@ -39,6 +43,10 @@ pub struct NodeCtx {
     pub callback_timeout_ms: u64,
     /// The cluster's remediation policy, kept current by the conductor's watch.
     pub remediation: tokio::sync::watch::Receiver<Arc<RemediationPolicy>>,
+    /// The conductor's console service (None: this conductor serves no consoles).
+    pub consoles: Option<Arc<ConsoleContext>>,
+    /// The session's lease, which `consoles/<uuid>` records are put on.
+    pub lease_id: i64,
 }
 
 /// The sequence number of the power actor's work for provisioning (boot device and power of
@@ -124,6 +132,10 @@ pub struct NodeState {
     early_hb: Option<(Box<HeartbeatRecord>, i64)>,
     /// A remediation retry (rate limit, etcd error) is scheduled.
     remedy_later: bool,
+    /// The console actor while the node's console is enabled, with the target it serves.
+    console: Option<(ActorRef<ConsoleMsg>, ConsoleTarget)>,
+    /// Why the enabled console cannot run (logged and recorded once per distinct error).
+    console_error: Option<String>,
     retry_pending: bool,
 }
 
@@ -159,6 +171,8 @@ impl Actor for NodeActor {
             hb_seen: 0,
             early_hb: None,
             remedy_later: false,
+            console: None,
+            console_error: None,
             retry_pending: false,
         };
         let initial = match args.initial {
@@ -353,17 +367,43 @@ impl Actor for NodeActor {
         Ok(())
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<NodeMsg>,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Handed over or shutting down: the console ends before the reservation is released, so
+        // the BMC's one session is free when the new owner opens it.
+        if let Some((console, _)) = state.console.take() {
+            ConsoleActor::stop_and_wait(&console, StopReason::OwnerChanged, CONSOLE_STOP_BOUND)
+                .await;
+        }
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<NodeMsg>,
         evt: SupervisionEvent,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        // The only children are power actors. When one ends (idle, fenced, crashed), forget it;
-        // an operation it was running is still recorded in the status and resumes from there.
+        // Children: the power actor and the console actor. When the power actor ends (idle,
+        // fenced, crashed), forget it; an operation it was running is still recorded in the
+        // status and resumes from there. A console that ended by itself is opened again.
         if let SupervisionEvent::ActorTerminated(cell, _, _)
         | SupervisionEvent::ActorFailed(cell, _) = &evt
         {
+            if state
+                .console
+                .as_ref()
+                .is_some_and(|(c, _)| c.get_id() == cell.get_id())
+            {
+                state.console = None;
+                if let SupervisionEvent::ActorFailed(_, err) = &evt {
+                    tracing::error!(node = %state.id, error = %err, "console actor crashed; reopening");
+                }
+                schedule_retry(&myself, state);
+            }
             if state
                 .power
                 .as_ref()
@@ -467,6 +507,12 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
             return;
         };
         let step = next_step(spec, &state.status, &state.ctx.me, state.token);
+        if step != Step::TakeOver {
+            sync_console(myself, state).await;
+        }
+        let Some(spec) = state.spec.as_deref() else {
+            return;
+        };
         match step {
             Step::TakeOver => {
                 let next = take_over(&state.status, &state.ctx.me, state.token, now_ms());
@@ -1617,4 +1663,77 @@ async fn remedy_failed(
         tracing::warn!(node = %state.id, error = %e, "could not record the failed remediation in the maintenance reason");
     }
     Flow::Return
+}
+
+/// How long a stopping node waits for its console to end (ipmitool's stdin close, SIGINT,
+/// SIGKILL and `sol deactivate` fit well within it).
+const CONSOLE_STOP_BOUND: Duration = Duration::from_secs(30);
+
+/// Starts, restarts or stops the node's console actor to match the spec's `console_enabled`.
+/// The console works in maintenance too (operators diagnose nodes with it).
+async fn sync_console(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
+    let Some(ctx) = state.ctx.consoles.clone() else {
+        return;
+    };
+    let wanted = state
+        .spec
+        .as_deref()
+        .filter(|s| s.console_enabled && may_command(state))
+        .map(ConsoleTarget::from_spec);
+    match (wanted, state.console.take()) {
+        (None, None) => state.console_error = None,
+        (None, Some((console, _))) => {
+            tracing::info!(node = %state.id, "console disabled");
+            // The actor cleans up on its own (close viewers, end the session, free the BMC).
+            let _ = console.send_message(ConsoleMsg::Stop(StopReason::Disabled));
+            state.console_error = None;
+        }
+        (Some(Ok(target)), Some((console, running))) if running == target => {
+            state.console = Some((console, running));
+        }
+        (Some(Ok(target)), previous) => {
+            if let Some((console, _)) = previous {
+                // New credentials or address: end the old session before opening the new one.
+                ConsoleActor::stop_and_wait(&console, StopReason::Disabled, CONSOLE_STOP_BOUND)
+                    .await;
+            }
+            let node = state.id;
+            let args = ConsoleArgs {
+                node,
+                target: target.clone(),
+                ctx,
+                record: Some(RecordTo {
+                    cluster: state.ctx.cluster.clone(),
+                    lease: state.ctx.lease_id,
+                    token: state.token,
+                }),
+                notify: Arc::new(move |ev| match ev {
+                    ConsoleEvent::State { state, .. } => {
+                        tracing::debug!(%node, ?state, "console state")
+                    }
+                }),
+            };
+            match ConsoleActor::spawn_linked(myself.get_cell(), args).await {
+                Ok(console) => {
+                    tracing::info!(node = %state.id, "console enabled");
+                    state.console = Some((console, target));
+                    state.console_error = None;
+                }
+                Err(e) => console_failed(state, e.to_string()),
+            }
+        }
+        (Some(Err(e)), previous) => {
+            if let Some((console, _)) = previous {
+                let _ = console.send_message(ConsoleMsg::Stop(StopReason::Disabled));
+            }
+            console_failed(state, e.to_string());
+        }
+    }
+}
+
+fn console_failed(state: &mut NodeState, error: String) {
+    if state.console_error.as_deref() != Some(error.as_str()) {
+        tracing::warn!(node = %state.id, %error, "cannot open the node's console");
+        state.console_error = Some(error);
+    }
 }
