@@ -93,6 +93,62 @@ async fn bytes_flow_both_ways_between_the_websocket_and_the_serial_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_paste_is_echoed_completely() {
+    const PASTE: usize = 160 * 1024;
+    // More than both pipe buffers (64 KiB each) at once: keystrokes waiting for ipmitool's stdin
+    // must never keep its output from being drained. (ipmi_sim's serial line runs at 115200
+    // baud, so this takes about half a minute.)
+    let bmc = std::sync::Arc::new(SolBmc::start());
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(settings(dir.path())).await;
+    let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
+    c.wait_active().await.unwrap();
+    let (mut ws, _) = viewer(svc.local_addr(), &c.node, "rw").await;
+    let paste: Vec<u8> = (0..PASTE)
+        .map(|i| {
+            if i % 80 == 79 {
+                b'\n'
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
+        .collect();
+    let (mut sink, mut stream) = futures::StreamExt::split(ws);
+    let writer = tokio::spawn(async move {
+        for chunk in paste.chunks(64 * 1024) {
+            futures::SinkExt::send(
+                &mut sink,
+                tokio_tungstenite::tungstenite::Message::binary(chunk.to_vec()),
+            )
+            .await
+            .unwrap();
+        }
+        sink
+    });
+    let mut echoed = 0usize;
+    let t = Instant::now();
+    while echoed < PASTE {
+        match tokio::time::timeout(
+            Duration::from_secs(30),
+            futures::StreamExt::next(&mut stream),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("echo stalled after {echoed} bytes"))
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) => echoed += b.len(),
+            Some(Ok(_)) => {}
+            other => panic!("viewer closed after {echoed} bytes: {other:?}"),
+        }
+    }
+    let sink = writer.await.unwrap();
+    ws = sink.reunite(stream).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(90));
+    assert!(bmc.serial.received().len() >= PASTE);
+    let _ = ws.close(None).await;
+    ConsoleActor::stop_and_wait(&c.actor, StopReason::Disabled, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_payload_is_held_while_active_and_free_at_once_after_stop() {
     let bmc = std::sync::Arc::new(SolBmc::start());
     let dir = tempfile::tempdir().unwrap();

@@ -140,6 +140,8 @@ struct Proc {
     child: Child,
     pid: Option<u32>,
     stdin: Option<ChildStdin>,
+    /// The keystroke writer, owning stdin once the session is active.
+    writer: Option<tokio::task::JoinHandle<()>>,
     stdout: ChildStdout,
     stderr: Arc<Mutex<Tail>>,
 }
@@ -177,6 +179,10 @@ impl Proc {
     async fn stop(&mut self, grace: Duration) -> (Option<ExitStatus>, bool) {
         // Closing stdin: ipmitool reads EOF, deactivates the payload and exits.
         drop(self.stdin.take());
+        if let Some(writer) = self.writer.take() {
+            writer.abort();
+            let _ = writer.await;
+        }
         if let Some(status) = self.wait_for(grace).await {
             return (Some(status), false);
         }
@@ -288,6 +294,7 @@ pub async fn run(t: &IpmitoolTarget, io: &Io<'_>, cancel: &mut Cancel) -> Ended 
         child,
         pid,
         stdin: Some(stdin),
+        writer: None,
         stdout,
         stderr,
     };
@@ -314,6 +321,9 @@ pub async fn run(t: &IpmitoolTarget, io: &Io<'_>, cancel: &mut Cancel) -> Ended 
             Ended::Lost(scrub(exit_text(&why, status, &p.tail(), &[]), t))
         }
     };
+    if let Some(writer) = p.writer.take() {
+        writer.abort();
+    }
     if let Some(pid) = pid {
         pidfile::remove(&s.runtime_dir, &io.node, pid);
     }
@@ -378,16 +388,14 @@ async fn session(
         }
     };
 
-    let mut enc = EscapeEncoder::default();
-    let mut out = Vec::new();
-    // The throwaway keystroke.
-    enc.encode(b"\r", &mut out);
-    if let Some(stdin) = p.stdin.as_mut() {
-        if stdin.write_all(&out).await.is_err() {
-            return Ok(PumpEnd::Lost("ipmitool closed its input".into()));
-        }
-    }
-    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+    // Keystrokes are written by their own task: ipmitool is single-threaded, and while it is
+    // blocked writing output to a full pipe it reads no input; a pump that waited on a full
+    // stdin pipe would stop draining stdout, and both would wait forever (a large paste).
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let Some(stdin) = p.stdin.take() else {
+        return Ok(PumpEnd::Lost("ipmitool has no input".into()));
+    };
+    p.writer = Some(tokio::spawn(write_keys(stdin, rx)));
     io.hub.set_input(Some(tx));
     io.report.active(p.pid);
     if !leftover.is_empty() {
@@ -400,23 +408,28 @@ async fn session(
                 Ok(_) => break PumpEnd::Lost("ipmitool exited".into()),
                 Err(e) => break PumpEnd::Lost(format!("reading from ipmitool: {e}")),
             },
-            keys = rx.recv() => {
-                let Some(keys) = keys else { continue };
-                out.clear();
-                enc.encode(&keys, &mut out);
-                let Some(stdin) = p.stdin.as_mut() else { continue };
-                tokio::select! {
-                    r = stdin.write_all(&out) => if r.is_err() {
-                        break PumpEnd::Lost("ipmitool closed its input".into());
-                    },
-                    _ = cancel.cancelled() => break PumpEnd::Cancelled,
-                }
-            }
             _ = cancel.cancelled() => break PumpEnd::Cancelled,
         }
     };
     io.hub.set_input(None);
     Ok(end)
+}
+
+/// Writes keystrokes to ipmitool's stdin, escaped (see `escape.rs`), starting with the
+/// throwaway CR. Dropping the task (abort) closes stdin.
+async fn write_keys(mut stdin: ChildStdin, mut rx: mpsc::Receiver<Bytes>) {
+    let mut enc = EscapeEncoder::default();
+    let mut out = Vec::new();
+    enc.encode(b"\r", &mut out);
+    loop {
+        if stdin.write_all(&out).await.is_err() {
+            // ipmitool is gone; the pump sees its stdout close.
+            return;
+        }
+        let Some(keys) = rx.recv().await else { return };
+        out.clear();
+        enc.encode(&keys, &mut out);
+    }
 }
 
 #[cfg(test)]

@@ -100,8 +100,7 @@ pub async fn run(t: &SimTarget, http: &reqwest::Client, io: &Io<'_>, cancel: &mu
                 Some(Err(e)) => break Some(format!("serial port connection failed: {e}")),
                 None => break Some("serial port connection closed".into()),
             },
-            keys = rx.recv() => {
-                let Some(keys) = keys else { continue };
+            Some(keys) = rx.recv() => {
                 tokio::select! {
                     r = sink.send(Message::Binary(keys)) => if let Err(e) = r {
                         break Some(format!("serial port connection failed: {e}"));
