@@ -41,11 +41,18 @@ impl AsStdCommand for tokio::process::Command {
 pub fn die_with_parent(cmd: &mut impl AsStdCommand, signal: Signal) {
     let cmd = cmd.as_std_mut();
     cmd.process_group(0);
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which
-    // is async-signal-safe; it allocates nothing and touches no memory of the parent.
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2) and
+    // getppid(2), which are async-signal-safe; it allocates nothing (the error paths build
+    // an io::Error from an errno, no heap) and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Some(signal)).map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(Some(signal)).map_err(std::io::Error::from)?;
+            // The parent may have died between fork and prctl: then nobody would signal us.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
         });
     }
 }
