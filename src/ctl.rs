@@ -168,6 +168,14 @@ enum NodeCmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Enable or disable the node's serial console (the owner opens one session to the BMC;
+    /// viewers connect through the gateway's `/v1/nodes/<id>/console/ws`).
+    Console {
+        /// A node, or a comma-separated list of nodes.
+        node: String,
+        /// on | off
+        state: String,
+    },
     /// The node's history: who asked for what, when, and how it ended.
     History {
         node: String,
@@ -510,6 +518,27 @@ async fn node(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 view.spec.id,
                 if on { "on" } else { "off" }
             );
+            Ok(())
+        }
+        NodeCmd::Console { node, state } => {
+            let on = match state.as_str() {
+                "on" => true,
+                "off" => false,
+                other => anyhow::bail!("unknown console state {other:?} (expected on or off)"),
+            };
+            for n in node.split(',').filter(|n| !n.is_empty()) {
+                let view = cluster
+                    .update_spec(n, |_, spec| {
+                        spec.console_enabled = on;
+                        Ok(())
+                    })
+                    .await?;
+                out!(
+                    "node {} console {}",
+                    view.spec.id,
+                    if on { "on" } else { "off" }
+                );
+            }
             Ok(())
         }
         NodeCmd::History { node, json } => {

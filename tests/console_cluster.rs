@@ -1,0 +1,344 @@
+//! Serial consoles through real conductor processes against OpenIPMI's `ipmi_sim` SOL:
+//!
+//! - SIGKILL a conductor holding 20 consoles: none of its `ipmitool` processes remains (read
+//!   from /proc), every console is active on the new owner within TTL + 5 s (its record in
+//!   etcd), the BMC's one session is the new owner's (an outside `sol activate` is refused), and
+//!   bytes flow both ways through the new owner's console server.
+//! - Restart a conductor on the same host (SIGTERM, and SIGKILL): never two console processes
+//!   for one BMC, and every console comes back.
+
+mod common;
+#[path = "../actors/console/tests/support/ipmi_sol.rs"]
+mod sol;
+
+use common::Fleet;
+use ferric_cluster::consoles::ConsoleRecord;
+use ferric_model::decode;
+use futures::{SinkExt, StreamExt};
+use nix::sys::signal::Signal;
+use sol::SolBmc;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Every `consoles/<uuid>` record.
+async fn consoles(fleet: &Fleet) -> HashMap<String, ConsoleRecord> {
+    let (_, kvs) = fleet
+        .inspect
+        .get_prefix(&fleet.inspect.key("consoles/"))
+        .await
+        .unwrap_or_else(|e| fleet.fail(&e));
+    kvs.into_iter()
+        .filter_map(|kv| {
+            let id = kv.key.rsplit('/').next()?.to_string();
+            Some((id, decode::<ConsoleRecord>(&kv.value).ok()?))
+        })
+        .collect()
+}
+
+/// Live `ipmitool ... sol activate` processes per BMC port, from /proc (zombies excluded).
+fn sol_processes() -> HashMap<u16, Vec<u32>> {
+    let mut by_port: HashMap<u16, Vec<u32>> = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return by_port;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        let is_sol = args.iter().any(|a| a.ends_with("ipmitool"))
+            && args.windows(2).any(|w| w[0] == "sol" && w[1] == "activate");
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if !is_sol || zombie {
+            continue;
+        }
+        if let Some(port) = args
+            .windows(2)
+            .find(|w| w[0] == "-p")
+            .and_then(|w| w[1].parse().ok())
+        {
+            by_port.entry(port).or_default().push(pid);
+        }
+    }
+    by_port
+}
+
+/// Waits until every node's console is active on `conductor`.
+async fn all_active_on(fleet: &Fleet, ids: &[String], conductor: &str, within: Duration) {
+    fleet
+        .wait_until(
+            within,
+            &format!("every console is active on {conductor}"),
+            async || {
+                let recs = consoles(fleet).await;
+                let missing: Vec<String> = ids
+                    .iter()
+                    .filter(|id| {
+                        !recs
+                            .get(*id)
+                            .is_some_and(|r| r.conductor == conductor && r.state == "active")
+                    })
+                    .map(|id| {
+                        format!(
+                            "{id}: {:?}",
+                            recs.get(id)
+                                .map(|r| (&r.conductor, &r.state, &r.last_error))
+                        )
+                    })
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} not yet: {}", missing.len(), missing[0]))
+                }
+            },
+        )
+        .await;
+}
+
+/// A viewer connected straight to a conductor's console server, as the gateway connects.
+async fn viewer(
+    fleet: &Fleet,
+    rec: &ConsoleRecord,
+    id: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let cluster = ferric_cluster::Cluster::connect(&{
+        let mut c = ferric_cluster::EtcdConfig::new(&fleet.url());
+        c.prefix = fleet.prefix.clone();
+        c
+    })
+    .await
+    .expect("etcd");
+    let secret = cluster.console_secret().await.expect("console secret");
+    let mut req = format!("ws://{}/console/{id}/ws?mode=rw", rec.address)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {secret}").parse().unwrap());
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("connect in time")
+    .expect("websocket");
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_conductor_with_20_consoles() {
+    let mut fleet = Fleet::new("console-kill").await;
+    let ttl = ["--lease-ttl", "2", "--drivers", "ipmi"];
+    fleet.start_conductor("c1", &ttl);
+    let bmcs: Vec<SolBmc> = (0..20).map(|_| SolBmc::start()).collect();
+    let mut ids = Vec::new();
+    for b in &bmcs {
+        let info = b.driver_info();
+        ids.push(
+            fleet
+                .create_nodes(1, &["--driver", "ipmi", "--driver-info", &info])
+                .await
+                .remove(0),
+        );
+    }
+    fleet
+        .ctl_ok(&["node", "console", &ids.join(","), "on"])
+        .await;
+    all_active_on(&fleet, &ids, "c1", Duration::from_secs(60)).await;
+    // The BMC's one session is taken: an outside activation is refused.
+    let refused = bmcs[0].outside_activate();
+    fleet.ensure(refused.is_err(), || {
+        "an outside sol activate got the session".into()
+    });
+    let c1_pid = fleet.conductor("c1").pid();
+    let ports: Vec<u16> = bmcs.iter().map(|b| b.port()).collect();
+    let before = sol_processes();
+    for p in &ports {
+        fleet.ensure(before.get(p).map_or(0, Vec::len) == 1, || {
+            format!("BMC port {p}: console processes {:?}", before.get(p))
+        });
+    }
+    let c1_children: Vec<u32> = ports.iter().flat_map(|p| before[p].clone()).collect();
+
+    fleet.conductor("c1").kill();
+    let killed = Instant::now();
+    fleet.start_conductor("c2", &ttl);
+    fleet.note(&format!("c1 (pid {c1_pid}) killed; c2 started"));
+    // None of c1's console processes outlives it.
+    fleet
+        .wait_until(
+            Duration::from_secs(5),
+            "c1's ipmitool processes are gone",
+            async || {
+                let live = sol_processes();
+                let left: Vec<u32> = c1_children
+                    .iter()
+                    .filter(|pid| live.values().any(|v| v.contains(pid)))
+                    .copied()
+                    .collect();
+                left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+            },
+        )
+        .await;
+    // TTL 2 s + 5 s.
+    all_active_on(&fleet, &ids, "c2", Duration::from_secs(7)).await;
+    fleet.note(&format!(
+        "all 20 consoles active on c2 {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    ));
+    let after = sol_processes();
+    for p in &ports {
+        fleet.ensure(after.get(p).map_or(0, Vec::len) == 1, || {
+            format!("BMC port {p} after the takeover: {:?}", after.get(p))
+        });
+    }
+    fleet.ensure(bmcs[3].outside_activate().is_err(), || {
+        "the new owner does not hold the BMC's session".into()
+    });
+    // Bytes both ways through the new owner's console server.
+    let recs = consoles(&fleet).await;
+    let mut ws = viewer(&fleet, &recs[&ids[5]], &ids[5]).await;
+    ws.send(Message::Binary(b"hello-from-viewer\r".to_vec().into()))
+        .await
+        .unwrap();
+    fleet
+        .wait_until(
+            Duration::from_secs(10),
+            "the serial port gets the keystrokes",
+            async || {
+                let got = String::from_utf8_lossy(&bmcs[5].serial.received()).to_string();
+                got.contains("hello-from-viewer").then_some(()).ok_or(got)
+            },
+        )
+        .await;
+    bmcs[5].serial.say(b"\r\nsaid-by-the-machine\r\n");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("said-by-the-machine") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => seen.extend_from_slice(&b),
+            Ok(Some(Ok(_))) => {}
+            other => fleet.fail(&format!(
+                "no machine output on the websocket ({other:?}); got {:?}",
+                String::from_utf8_lossy(&seen)
+            )),
+        }
+    }
+    fleet.check_fencing_history().await;
+}
+
+async fn restart(kill: bool) {
+    let mut fleet = Fleet::new(if kill {
+        "console-restart-kill"
+    } else {
+        "console-restart-term"
+    })
+    .await;
+    let runtime = tempfile::tempdir().unwrap();
+    let rt = runtime.path().display().to_string();
+    let args = [
+        "--lease-ttl",
+        "2",
+        "--drivers",
+        "ipmi",
+        "--runtime-dir",
+        rt.as_str(),
+    ];
+    fleet.start_conductor("c1", &args);
+    let bmcs: Vec<SolBmc> = (0..3).map(|_| SolBmc::start()).collect();
+    let mut ids = Vec::new();
+    for b in &bmcs {
+        let info = b.driver_info();
+        ids.push(
+            fleet
+                .create_nodes(1, &["--driver", "ipmi", "--driver-info", &info])
+                .await
+                .remove(0),
+        );
+    }
+    fleet
+        .ctl_ok(&["node", "console", &ids.join(","), "on"])
+        .await;
+    all_active_on(&fleet, &ids, "c1", Duration::from_secs(30)).await;
+    let ports: Vec<u16> = bmcs.iter().map(|b| b.port()).collect();
+    let first = sol_processes();
+    if kill {
+        fleet.conductor("c1").kill();
+    } else {
+        fleet.conductor("c1").signal(Signal::SIGTERM);
+        let exit = fleet
+            .conductor("c1")
+            .wait_exit(Duration::from_secs(30))
+            .await;
+        fleet.ensure(exit.is_some_and(|s| s.success()), || {
+            format!("SIGTERM exit: {exit:?}")
+        });
+        // A clean stop leaves nothing behind and frees every BMC at once.
+        let live = sol_processes();
+        fleet.ensure(ports.iter().all(|p| !live.contains_key(p)), || {
+            format!("console processes after SIGTERM: {live:?}")
+        });
+        fleet.ensure(bmcs[0].outside_activate().is_ok(), || {
+            "the BMC's session is still taken after a clean stop".into()
+        });
+    }
+    fleet.restart_conductor("c1");
+    // Never two console processes for one BMC while the conductor comes back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = sol_processes();
+        for p in &ports {
+            let n = live.get(p).map_or(0, Vec::len);
+            fleet.ensure(n <= 1, || {
+                format!("BMC port {p} has {n} console processes: {live:?}")
+            });
+        }
+        let recs = consoles(&fleet).await;
+        let back = ids.iter().all(|id| {
+            recs.get(id).is_some_and(|r| {
+                r.conductor == "c1"
+                    && r.state == "active"
+                    && r.pid
+                        .is_some_and(|pid| !first.values().any(|v| v.contains(&pid)))
+            })
+        });
+        if back {
+            break;
+        }
+        if Instant::now() > deadline {
+            fleet.fail(&format!("consoles did not come back: {recs:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live = sol_processes();
+    for p in &ports {
+        fleet.ensure(live.get(p).map_or(0, Vec::len) == 1, || {
+            format!("BMC port {p} after the restart: {live:?}")
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_sigterm_restores_consoles() {
+    restart(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_sigkill_restores_consoles_without_duplicates() {
+    restart(true).await;
+}
