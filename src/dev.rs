@@ -70,6 +70,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let mut s = NodeSpec::new(NodeId::new_random(), "redfish", now);
             s.name = NodeName::parse(&format!("node-{i:05}")).ok();
             s.driver_info = procs::sim_driver_info(&sim_url, i);
+            // The simulated machine's serial port is the node's console.
+            s.interfaces
+                .insert("console_interface".into(), "ferric-sim".into());
             s
         })
         .collect();
@@ -136,6 +139,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  curl -s {sim_url}/sim/log   # what the BMCs received, and from which conductor");
     println!(
         "  {exe} ctl --etcd {} node provision node-00000 manage",
+        etcd.url
+    );
+    println!(
+        "  {exe} ctl --etcd {} node provision node-00000 provide   # cleaning through the simulated agent",
+        etcd.url
+    );
+    println!(
+        "  {exe} ctl --etcd {} node console node-00000 on   # then a websocket client on {api}/v1/nodes/node-00000/console/ws",
         etcd.url
     );
     println!("  OS_ENDPOINT={api} OS_AUTH_TYPE=none baremetal node list");
