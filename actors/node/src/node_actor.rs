@@ -1577,7 +1577,7 @@ async fn remedy_succeeded(
     }
     let entry = history(state, "remediation", &action, "remediation", None);
     // The status first: a clean failure later is not this attempt's.
-    if let Some(c) = after_commit(
+    if after_commit(
         myself,
         state,
         next,
@@ -1587,8 +1587,8 @@ async fn remedy_succeeded(
         },
     )
     .await
+    .is_some()
     {
-        let _ = c;
         return Flow::Return;
     }
     let result = state
