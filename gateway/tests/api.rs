@@ -1436,3 +1436,36 @@ async fn concurrent_deploy_and_clean_caps() {
     .await
     .expect_error(503, "concurrent cleans");
 }
+
+/// The agent's heartbeat is public under auth, as Ironic's `public_api_routes`: a ramdisk has
+/// no credentials; the agent token is what the heartbeat is checked by. Everything else on the
+/// node still needs credentials.
+#[tokio::test]
+async fn heartbeats_need_no_credentials_under_auth() {
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let w =
+        World::with_auth(ferric_gateway::Auth::htpasswd(&format!("ops:{hash}\n"), "t").unwrap())
+            .await;
+    let spec = ferric_model::NodeSpec::new(ferric_model::NodeId::new_random(), "fake-hardware", 0);
+    let id = spec.id.to_string();
+    w.cluster.create_nodes(vec![spec]).await.unwrap();
+    let body = json!({"callback_url": "http://127.0.0.1:9999", "agent_token": "t0k"}).to_string();
+    let r = w
+        .call_with(
+            "POST",
+            &format!("/v1/heartbeat/{id}"),
+            Some(&body),
+            &[("X-OpenStack-Ironic-API-Version", "1.72")],
+        )
+        .await;
+    r.expect(202);
+    assert!(w
+        .cluster
+        .last_heartbeat(&id.parse().unwrap())
+        .await
+        .unwrap()
+        .is_some());
+    w.call_with("GET", &format!("/v1/nodes/{id}"), None, &[])
+        .await
+        .expect_error(401, "Authentication required");
+}
