@@ -34,9 +34,15 @@ impl AsStdCommand for tokio::process::Command {
 /// of the parent's terminal does not reach it) and makes the kernel send it `signal` when the
 /// forking thread dies (see the module docs for the thread pitfall).
 ///
-/// Console children use SIGINT: `ipmitool sol activate` deactivates the SOL payload on SIGINT
-/// (the BMC is free again at once), whereas SIGKILL and SIGTERM leave the payload busy for the
-/// BMC's session timeout (15 to 30 s on ipmi_sim), during which no new owner can open it.
+/// Console children use SIGINT. When the conductor dies, the kernel first closes its end of
+/// ipmitool's stdin (ipmitool reads EOF, deactivates the SOL payload and exits), then sends the
+/// parent-death signal. ipmitool's SIGINT handler closes its RMCP+ session (which frees the
+/// payload too) and exits within about a second even if the BMC does not answer; SIGTERM or
+/// SIGKILL would cut the clean EOF path short and leave the payload busy for the BMC's session
+/// timeout (15 to 30 s on ipmi_sim). The two paths can race inside ipmitool (its handler runs
+/// in the middle of the EOF path's deactivate), and then the payload may stay busy until the
+/// timeout; that costs nothing to Ferric, whose next owner always runs `sol deactivate` before
+/// `sol activate`. Either way the process never outlives the conductor.
 /// Other children (etcd, conductors under `ferric dev`) want SIGTERM.
 pub fn die_with_parent(cmd: &mut impl AsStdCommand, signal: Signal) {
     let cmd = cmd.as_std_mut();

@@ -368,11 +368,24 @@ fn a_console_dies_with_its_conductor_process() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // It went with SIGINT and stdin closing, so the BMC payload is free at once.
-    bmc.outside_activate()
-        .expect("the payload is free right after the conductor died");
     // Its pid file is stale; the next start's sweep removes it without killing anything.
     let swept = ferric_console::sweep_orphans(dir.path()).unwrap();
     assert_eq!(swept.len(), 1);
     assert_eq!(swept[0].outcome, ferric_console::SweepOutcome::Gone);
+    // The next owner gets the console at once: it went with stdin closing and SIGINT (which
+    // usually free the payload themselves), and a payload still held is cleared by the new
+    // owner's `sol deactivate`, not waited out.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let svc = service(settings(dir.path())).await;
+        let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
+        let t = Instant::now();
+        c.wait_active().await.unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "took {:?}",
+            t.elapsed()
+        );
+        ConsoleActor::stop_and_wait(&c.actor, StopReason::Disabled, WAIT).await;
+    });
 }

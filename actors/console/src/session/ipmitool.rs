@@ -9,7 +9,7 @@
 //! - The password goes through `IPMI_PASSWORD` (`-E`), never the command line (anyone can read
 //!   `/proc/*/cmdline`), and is never logged; error texts are scrubbed of it.
 //! - The child leads its own process group, is forked from the spawner thread with parent-death
-//!   signal SIGINT (ipmitool deactivates the payload on SIGINT; see `sys.rs`), and has a pid
+//!   signal SIGINT (ipmitool closes its session on SIGINT; see `sys.rs` for why), and has a pid
 //!   file for the sweep.
 //! - Stop: close stdin (ipmitool deactivates and exits), SIGINT after `stop_grace`, SIGKILL of
 //!   the process group after another `stop_grace` followed by our own `sol deactivate`. The
