@@ -42,10 +42,12 @@
 //!   frame is a keepalive. Any bytes are fine (ipmitool escapes are neutralised, see
 //!   `escape.rs`). More than 64 KiB in one message: that viewer is closed with 1009.
 //! - Close codes: 4001 owner changed (node moved, console restarted, conductor stopping:
-//!   reconnect through the gateway), 4404 console not here (raced with a stop), 4408 idle (no
+//!   reconnect through the gateway), 4408 idle (no
 //!   data frame for `idle_timeout`), 4410 console disabled, 4429 viewer too slow (its queue of
 //!   `viewer_queue` events filled), 4503 too many viewers, 1009 message too big, 1011 internal.
-//!   The close frame's reason says the same in words.
+//!   The close frame's reason says the same in words. A console that stops between the 404
+//!   check and the upgrade closes the new viewer with that stop's code. (4404, "console not
+//!   here", is reserved for the same meaning after an upgrade; the server answers 404 instead.)
 //!
 //! # Records
 //!
