@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod version;
 
 mod actions;
+mod console;
 mod create_batch;
 mod extensions;
 mod nodes;
@@ -62,6 +63,10 @@ pub struct GatewayConfig {
     /// or clean asked for while this many nodes are already deploying or cleaning gets 503.
     pub max_concurrent_deploys: usize,
     pub max_concurrent_cleans: usize,
+    /// How long a console viewer's websocket stays open across a failover (the node's console
+    /// coming back on its new owner: the dead conductor's lease TTL plus the reopening) before
+    /// it is closed with 1011.
+    pub console_reconnect: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -73,6 +78,7 @@ impl Default for GatewayConfig {
             body_limit: BODY_LIMIT,
             max_concurrent_deploys: 1000,
             max_concurrent_cleans: 1000,
+            console_reconnect: console::RECONNECT_DEFAULT,
         }
     }
 }
@@ -94,6 +100,8 @@ pub struct Inner {
     /// Turns true when the server shuts down: long-lived responses (event streams) end, so
     /// that a graceful shutdown does not wait for them forever.
     closing: tokio::sync::watch::Sender<bool>,
+    /// The cluster's console secret, read (or created) once, on the first console opened.
+    console_secret: tokio::sync::OnceCell<String>,
 }
 
 impl Drop for Inner {
@@ -126,6 +134,7 @@ impl AppState {
             creator,
             stop,
             closing: tokio::sync::watch::channel(false).0,
+            console_secret: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -176,6 +185,11 @@ pub fn app(state: AppState) -> Router {
         .route("/nodes/{node}/states", get(actions::states))
         .route("/nodes/{node}/states/power", put(actions::power))
         .route("/nodes/{node}/states/provision", put(actions::provision))
+        .route(
+            "/nodes/{node}/states/console",
+            get(console::states).put(console::set_enabled),
+        )
+        .route("/nodes/{node}/console/ws", get(console::websocket))
         .route(
             "/nodes/{node}/maintenance",
             put(actions::maintenance_on).delete(actions::maintenance_off),
