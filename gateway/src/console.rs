@@ -322,7 +322,7 @@ struct Opened {
 
 /// What opening the node's console came to.
 enum Open {
-    Up(Opened),
+    Up(Box<Opened>),
     /// The console ended for good (disabled, node deleted, a refusal that retrying cannot
     /// change): close the viewer with this.
     Closed(u16, String),
@@ -438,7 +438,7 @@ async fn open(state: &AppState, id: &NodeId, mode: Mode, deadline: Instant) -> O
                 let left = deadline.saturating_duration_since(Instant::now());
                 let limit = DIAL_TIMEOUT.min(left).max(Duration::from_millis(500));
                 match dial(state, id, mode, &conductor, &address, limit).await {
-                    Ok(Ok(opened)) => return Open::Up(opened),
+                    Ok(Ok(opened)) => return Open::Up(Box::new(opened)),
                     Ok(Err((code, reason))) => return Open::Closed(code, reason),
                     Err(e) => last = e,
                 }
@@ -520,7 +520,7 @@ pub async fn websocket(
     })?;
     let bound = state.config.console_reconnect;
     let opened = match open(&state, &id, mode, Instant::now() + bound.min(OPEN_WAIT)).await {
-        Open::Up(o) => o,
+        Open::Up(o) => *o,
         Open::Closed(CLOSE_DISABLED, _) => {
             return Err(ApiError::Conflict(format!(
                 "Console is not enabled for node {id}"
@@ -746,17 +746,17 @@ impl Session {
         let end = self
             .pump(opened, &mut stream, &to_viewer, &mut upstream)
             .await;
+        match end {
+            End::ViewerGone => {}
+            End::Close(c) => to_viewer.close(c),
+            End::TooSlow => to_viewer.too_slow(),
+        }
         if let Some(mut up) = upstream {
             let frame = tungstenite::protocol::CloseFrame {
                 code: tungstenite::protocol::frame::coding::CloseCode::Normal,
                 reason: "viewer left".into(),
             };
             let _ = tokio::time::timeout(CLOSE_GRACE, up.close(Some(frame))).await;
-        }
-        match end {
-            End::ViewerGone => {}
-            End::Close(c) => to_viewer.close(c),
-            End::TooSlow => to_viewer.too_slow(),
         }
         // The writer ends on a close, or when its queue's sender is gone.
         let ToViewer { tx, kill, .. } = to_viewer;

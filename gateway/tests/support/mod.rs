@@ -257,13 +257,18 @@ impl World {
 
     /// A stand-in conductor serving fake-hardware (and ipmi) in the default group.
     pub async fn start_conductor(&mut self, name: &str) {
+        self.start_conductor_at(name, "").await;
+    }
+
+    /// Like [`World::start_conductor`], advertising `console_address` as its console server.
+    pub async fn start_conductor_at(&mut self, name: &str, console_address: &str) {
         let lease = LeaseKeeper::grant(&self.cluster, Duration::from_secs(10))
             .await
             .expect("lease");
         let rec = ConductorRecord {
             name: name.into(),
             address: String::new(),
-            console_address: String::new(),
+            console_address: console_address.into(),
             drivers: vec!["fake-hardware".into(), "ipmi".into()],
             conductor_group: String::new(),
             version: "test".into(),
@@ -329,6 +334,33 @@ impl World {
             .await
             .expect("status write");
         self.wait_for_copy().await;
+    }
+
+    /// The lease of stand-in conductor `name`.
+    pub fn lease_of(&self, name: &str) -> i64 {
+        self.conductors
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("conductor")
+            .1
+            .id
+    }
+
+    /// Serves this world's gateway on a loopback port until the returned sender is dropped.
+    pub async fn serve(&self) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the gateway");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(ferric_gateway::serve(
+            listener,
+            self.state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (addr, stop)
     }
 
     /// Waits until the gateway's copy has everything etcd has now.
