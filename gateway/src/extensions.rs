@@ -361,6 +361,8 @@ mod tests {
         ("/v1/nodes/{node}/states", &["get"]),
         ("/v1/nodes/{node}/states/power", &["put"]),
         ("/v1/nodes/{node}/states/provision", &["put"]),
+        ("/v1/nodes/{node}/states/console", &["get", "put"]),
+        ("/v1/nodes/{node}/console/ws", &["get"]),
         ("/v1/nodes/{node}/maintenance", &["put", "delete"]),
         ("/v1/nodes/{node}/management/boot_device", &["get", "put"]),
         (

@@ -494,6 +494,13 @@ async fn states_console_get_and_put_like_ironic() {
         .await
         .expect(202);
     assert_eq!(w.get(&path).await.json["console_enabled"], true);
+
+    // The OpenAPI document describes both console endpoints.
+    let doc = w.get("/v1/ferric/openapi.json").await.json;
+    assert!(doc["paths"]["/v1/nodes/{node}/states/console"]["put"].is_object());
+    assert!(doc["paths"]["/v1/nodes/{node}/console/ws"]["get"]["responses"]["409"].is_object());
+    let shape = &doc["components"]["schemas"]["ConsoleState"]["properties"];
+    assert!(shape["console_info"]["properties"]["url"].is_object());
 }
 
 #[tokio::test]
