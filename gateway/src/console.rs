@@ -787,74 +787,79 @@ impl Session {
         slot: &mut Option<Upstream>,
     ) -> End {
         let mut closing = self.state.closing();
-        let mut pending_first = Some(opened.first);
-        *slot = Some(opened.upstream);
+        let mut current = opened;
+        // One round per connection to a conductor.
         loop {
-            let Some(upstream) = slot.as_mut() else {
-                return End::Close(Close::new(CLOSE_INTERNAL, "no console connection"));
-            };
-            if let Some(first) = pending_first.take() {
-                if let Err(e) = forward_to_viewer(to_viewer, first) {
-                    return e;
-                }
+            let Opened {
+                upstream,
+                conductor,
+                first,
+            } = current;
+            let upstream = slot.insert(upstream);
+            if let Err(e) = forward_to_viewer(to_viewer, first) {
+                return e;
             }
-            let lost = tokio::select! {
-                _ = shutting_down(&mut closing) => {
-                    return End::Close(Close::new(CLOSE_GOING_AWAY, "gateway shutting down; reconnect"));
-                }
-                m = viewer.next() => {
-                    let msg = match m {
-                        Some(Ok(Message::Binary(b))) => tungstenite::Message::Binary(b),
-                        Some(Ok(Message::Text(t))) => tungstenite::Message::Text(t.as_str().into()),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Close(_))) | None => return End::ViewerGone,
-                        Some(Err(e)) => {
-                            if is_too_big(e) {
-                                return End::Close(too_big());
+            // A conductor that lost the node without a word (frozen, partitioned) is left as
+            // soon as the copy shows it: its TCP connection may never say so.
+            let moved = moved_away(&self.state, &self.id, &conductor);
+            tokio::pin!(moved);
+            let lost = loop {
+                tokio::select! {
+                    _ = shutting_down(&mut closing) => {
+                        return End::Close(Close::new(CLOSE_GOING_AWAY, "gateway shutting down; reconnect"));
+                    }
+                    why = &mut moved => break why,
+                    m = viewer.next() => {
+                        let msg = match m {
+                            Some(Ok(Message::Binary(b))) => tungstenite::Message::Binary(b),
+                            Some(Ok(Message::Text(t))) => tungstenite::Message::Text(t.as_str().into()),
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                            Some(Ok(Message::Close(_))) | None => return End::ViewerGone,
+                            Some(Err(e)) => {
+                                if is_too_big(e) {
+                                    return End::Close(too_big());
+                                }
+                                return End::ViewerGone;
                             }
-                            return End::ViewerGone;
+                        };
+                        if message_len(&msg) > MAX_VIEWER_MESSAGE {
+                            return End::Close(too_big());
                         }
-                    };
-                    if message_len(&msg) > MAX_VIEWER_MESSAGE {
-                        return End::Close(too_big());
+                        match tokio::time::timeout(UPSTREAM_SEND, upstream.send(msg)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => break format!("the connection to conductor {conductor} failed: {e}"),
+                            Err(_) => break format!(
+                                "conductor {conductor} did not take keystrokes for {} s",
+                                UPSTREAM_SEND.as_secs()
+                            ),
+                        }
                     }
-                    match tokio::time::timeout(UPSTREAM_SEND, upstream.send(msg)).await {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(e)) => format!("the connection to the conductor failed: {e}"),
-                        Err(_) => format!(
-                            "the conductor did not take keystrokes for {} s",
-                            UPSTREAM_SEND.as_secs()
-                        ),
-                    }
-                }
-                m = upstream.next() => match m {
-                    Some(Ok(tungstenite::Message::Close(frame))) => {
-                        let (code, reason) = frame
-                            .map(|f| (u16::from(f.code), f.reason.to_string()))
-                            .unwrap_or((1005, String::new()));
-                        match upstream_close(code) {
-                            UpstreamClose::Failover => format!("{code}: {reason}"),
-                            UpstreamClose::RetryOnOpen | UpstreamClose::Pass => {
-                                // Complete the closing handshake with the conductor.
-                                let _ = tokio::time::timeout(CLOSE_GRACE, upstream.close(None)).await;
-                                *slot = None;
-                                return End::Close(Close::new(code, reason));
+                    m = upstream.next() => match m {
+                        Some(Ok(tungstenite::Message::Close(frame))) => {
+                            let (code, reason) = frame
+                                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                .unwrap_or((1005, String::new()));
+                            if upstream_close(code) == UpstreamClose::Failover {
+                                break format!("conductor {conductor} closed the console ({code}: {reason})");
+                            }
+                            // Complete the closing handshake with the conductor.
+                            let _ = tokio::time::timeout(CLOSE_GRACE, upstream.close(None)).await;
+                            *slot = None;
+                            return End::Close(Close::new(code, reason));
+                        }
+                        Some(Ok(msg)) => {
+                            if let Err(e) = forward_to_viewer(to_viewer, msg) {
+                                return e;
                             }
                         }
-                    }
-                    Some(Ok(msg)) => {
-                        if let Err(e) = forward_to_viewer(to_viewer, msg) {
-                            return e;
-                        }
-                        continue;
-                    }
-                    Some(Err(e)) => format!("the connection to the conductor failed: {e}"),
-                    None => "the conductor closed the connection".to_string(),
-                },
+                        Some(Err(e)) => break format!("the connection to conductor {conductor} failed: {e}"),
+                        None => break format!("conductor {conductor} closed the connection"),
+                    },
+                }
             };
             // Failover: the viewer stays; the console is opened again wherever the node is now.
             *slot = None;
-            tracing::info!(reason = %lost, "console connection lost; reconnecting");
+            tracing::info!(%conductor, reason = %lost, "console connection lost; reconnecting");
             if let Err(e) = to_viewer.text(json!({"type": "reconnecting", "reason": lost})) {
                 return push_end(e);
             }
@@ -882,8 +887,7 @@ impl Session {
                     {
                         return push_end(e);
                     }
-                    pending_first = Some(o.first);
-                    *slot = Some(o.upstream);
+                    current = *o;
                 }
                 Open::Closed(code, reason) => return End::Close(Close::new(code, reason)),
                 Open::Failed(why) => {
@@ -898,6 +902,40 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// Resolves (with why) once the copy shows that `conductor` no longer holds the node or serves
+/// consoles. A disabled console or a deleted node is left to the conductor (it closes its
+/// viewers with 4410 after the last output).
+async fn moved_away(state: &AppState, id: &NodeId, conductor: &str) -> String {
+    let gone = |copy: &crate::informer::CacheState| {
+        if !copy.specs.get(id).is_some_and(|s| s.spec.console_enabled) {
+            return false;
+        }
+        let holds = copy.holders.get(id).is_some_and(|h| &**h == conductor);
+        let serves = copy
+            .conductors
+            .get(conductor)
+            .is_some_and(|c| !c.console_address.trim().is_empty());
+        !(holds && serves)
+    };
+    // The copy lives as long as the gateway; a year stands for "until it happens".
+    if !state
+        .informer
+        .wait_until(Duration::from_secs(365 * 24 * 3600), gone)
+        .await
+    {
+        std::future::pending::<()>().await;
+    }
+    match locate(state, id) {
+        Located::At { conductor: now, .. } => {
+            format!("node moved from conductor {conductor} to {now}")
+        }
+        other => format!(
+            "conductor {conductor} no longer holds the node ({})",
+            other.problem(id)
+        ),
     }
 }
 

@@ -61,6 +61,8 @@ enum Cmd {
     Kill,
     /// Send this many 64 KiB binary frames.
     Flood(usize),
+    /// Stop reading and writing, keeping the connection open (SIGSTOP, a partition).
+    Freeze,
 }
 
 #[derive(Clone)]
@@ -252,6 +254,10 @@ async fn fake_session(f: FakeState, mut socket: WebSocket, node: String, mode: S
                         break "dropped while flooding".to_string();
                     }
                 }
+                Ok(Cmd::Freeze) => {
+                    while !matches!(cmds.recv().await, Ok(Cmd::Kill) | Err(_)) {}
+                    break "killed".to_string();
+                }
                 Ok(Cmd::Kill) | Err(_) => break "killed".to_string(),
             },
         }
@@ -354,7 +360,8 @@ struct Rig {
     c1: FakeConsole,
     c2: FakeConsole,
     addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// Dropping it shuts the gateway down.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 async fn rig(reconnect: Duration) -> Rig {
@@ -381,7 +388,7 @@ async fn rig(reconnect: Duration) -> Rig {
         c1,
         c2,
         addr,
-        _stop: stop,
+        stop: Some(stop),
     }
 }
 
@@ -832,6 +839,37 @@ async fn console_ws_reconnects_when_the_conductor_dies() {
 }
 
 #[tokio::test]
+async fn console_ws_leaves_a_frozen_conductor_once_it_lost_the_node() {
+    let mut r = rig(Duration::from_secs(20)).await;
+    let mut ws = viewer(r.addr, &r.id).await;
+    assert_eq!(next_json(&mut ws).await["conductor"], "c1");
+    r.c1.connected().await;
+    // SIGSTOP: the connection stays open and silent; only its lease ending says anything.
+    r.c1.send(Cmd::Freeze);
+    r.w.stop_conductor("c1").await;
+    let m = next_json(&mut ws).await;
+    assert_eq!(m["type"], "reconnecting", "{m}");
+    assert!(
+        m["reason"].as_str().unwrap().contains("no longer holds"),
+        "{m}"
+    );
+    r.w.own("c2", &r.id).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"type": "reconnected", "conductor": "c2"})
+    );
+    assert_eq!(next_json(&mut ws).await["conductor"], "c2");
+    ws.send(Message::Binary(b"thawed".to_vec().into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut ws).await,
+        Message::Binary(b"echo:thawed".to_vec().into())
+    );
+    r.c1.kill();
+}
+
+#[tokio::test]
 async fn console_ws_closes_with_1011_once_the_bound_is_spent() {
     let mut r = rig(Duration::from_millis(1500)).await;
     let mut ws = viewer(r.addr, &r.id).await;
@@ -871,6 +909,19 @@ async fn console_ws_passes_other_close_codes_on() {
         assert_eq!(closed(&mut ws).await, (code, reason.to_string()));
         r.c1.ended().await;
     }
+}
+
+#[tokio::test]
+async fn console_ws_viewers_are_told_when_the_gateway_shuts_down() {
+    let mut r = rig(Duration::from_secs(10)).await;
+    let mut ws = viewer(r.addr, &r.id).await;
+    next_json(&mut ws).await;
+    r.c1.connected().await;
+    r.stop.take();
+    let (code, reason) = closed(&mut ws).await;
+    assert_eq!(code, 1001, "{reason}");
+    let why = r.c1.ended().await;
+    assert!(why.starts_with("closed by the gateway"), "{why}");
 }
 
 #[tokio::test]
