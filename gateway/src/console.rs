@@ -5,7 +5,9 @@
 //! `console_address`, see `ferric_console`'s crate docs for that wire contract).
 //!
 //! The viewer's websocket outlives its conductor: when the upstream closes with 4001 (owner
-//! changed) or 1001, or its connection drops, the viewer gets `{"type":"reconnecting",...}`,
+//! changed) or 1001, its connection drops, or the gateway's copy shows that the conductor lost
+//! the node (a frozen or partitioned owner says nothing on the connection), the viewer gets
+//! `{"type":"reconnecting",...}`,
 //! the gateway dials whichever conductor holds the node then (capped backoff, bounded by
 //! [`crate::GatewayConfig::console_reconnect`]) and, once the new owner said hello,
 //! `{"type":"reconnected","conductor":...}`; past the bound the viewer is closed with 1011.
