@@ -8,6 +8,7 @@
 //!   for one BMC, and every console comes back.
 
 mod common;
+mod gateway_support;
 #[path = "../actors/console/tests/support/ipmi_sol.rs"]
 mod sol;
 
@@ -341,4 +342,116 @@ async fn restart_after_sigterm_restores_consoles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_sigkill_restores_consoles_without_duplicates() {
     restart(true).await;
+}
+
+/// The whole path a browser takes: Ironic's `PUT .../states/console`, the gateway's websocket,
+/// the owner's console server, ipmitool, ipmi_sim, the serial port; then the owner is SIGKILLed
+/// and the same viewer connection is carried over to the new owner and sees output again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_through_the_gateway_survives_the_owners_death() {
+    let mut fleet = Fleet::new("console-gateway").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = ["--lease-ttl", "2", "--drivers", "ipmi"];
+    fleet.start_conductor("c1", &ttl);
+    let gw = gateway_support::Gateway::start(&fleet, dir.path(), "gw", &[]);
+    let bmc = SolBmc::start();
+    let info = bmc.driver_info();
+    let id = fleet
+        .create_nodes(1, &["--driver", "ipmi", "--driver-info", &info])
+        .await
+        .remove(0);
+    let r = gateway_support::api(
+        gw.port,
+        "PUT",
+        &format!("/v1/nodes/{id}/states/console"),
+        Some(r#"{"enabled": true}"#),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    all_active_on(
+        &fleet,
+        std::slice::from_ref(&id),
+        "c1",
+        Duration::from_secs(30),
+    )
+    .await;
+    let r = gateway_support::api(
+        gw.port,
+        "GET",
+        &format!("/v1/nodes/{id}/states/console"),
+        None,
+    );
+    let url = r.json()["console_info"]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    fleet.ensure(url.ends_with(&format!("/v1/nodes/{id}/console/ws")), || {
+        r.body.clone()
+    });
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("connect in time")
+    .expect("websocket through the gateway");
+    ws.send(Message::Binary(b"typed-in-the-browser\r".to_vec().into()))
+        .await
+        .unwrap();
+    fleet
+        .wait_until(
+            Duration::from_secs(10),
+            "the serial port gets the keystrokes",
+            async || {
+                let got = String::from_utf8_lossy(&bmc.serial.received()).to_string();
+                got.contains("typed-in-the-browser")
+                    .then_some(())
+                    .ok_or(got)
+            },
+        )
+        .await;
+    fleet.ensure(bmc.outside_activate().is_err(), || {
+        "a second sol activate got the BMC's session while Ferric holds it".into()
+    });
+
+    fleet.conductor("c1").kill();
+    fleet.start_conductor("c2", &ttl);
+    all_active_on(
+        &fleet,
+        std::slice::from_ref(&id),
+        "c2",
+        Duration::from_secs(7),
+    )
+    .await;
+    // The viewer is told, carried over, and sees the machine again.
+    let mut texts = Vec::new();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if texts.iter().any(|t: &String| t.contains("\"reconnected\""))
+            && String::from_utf8_lossy(&seen).contains("after-the-failover")
+        {
+            break;
+        }
+        if texts.iter().any(|t| t.contains("\"reconnected\"")) {
+            bmc.serial.say(b"\r\nafter-the-failover\r\n");
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left.min(Duration::from_millis(500)), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => texts.push(t.to_string()),
+            Ok(Some(Ok(Message::Binary(b)))) => seen.extend_from_slice(&b),
+            Ok(Some(Ok(_))) | Err(_) => {}
+            other => fleet.fail(&format!(
+                "viewer connection ended: {other:?}; texts {texts:?}"
+            )),
+        }
+        if Instant::now() > deadline {
+            fleet.fail(&format!(
+                "no output after the failover; texts {texts:?}, output {:?}",
+                String::from_utf8_lossy(&seen)
+            ));
+        }
+    }
+    fleet.ensure(texts.iter().any(|t| t.contains("\"reconnecting\"")), || {
+        format!("the viewer was not told of the reconnect: {texts:?}")
+    });
 }
