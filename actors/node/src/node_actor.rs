@@ -508,7 +508,19 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
         };
         let step = next_step(spec, &state.status, &state.ctx.me, state.token);
         if step != Step::TakeOver {
-            sync_console(myself, state).await;
+            if let Some(error) = sync_console(myself, state).await {
+                // Ironic records a console that cannot start; here it goes to the history (not
+                // last_error, which belongs to provisioning), once per distinct error.
+                let entry = history(state, "console", "enable", "conductor", Some(error));
+                let next = state.status.clone();
+                let extras = Extras {
+                    history: Some(entry),
+                    event: None,
+                };
+                if after_commit(myself, state, next, extras).await.is_some() {
+                    return;
+                }
+            }
         }
         let Some(spec) = state.spec.as_deref() else {
             return;
@@ -1670,10 +1682,11 @@ async fn remedy_failed(
 const CONSOLE_STOP_BOUND: Duration = Duration::from_secs(30);
 
 /// Starts, restarts or stops the node's console actor to match the spec's `console_enabled`.
-/// The console works in maintenance too (operators diagnose nodes with it).
-async fn sync_console(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
+/// The console works in maintenance too (operators diagnose nodes with it). Returns a new
+/// error that keeps the console from running.
+async fn sync_console(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Option<String> {
     let Some(ctx) = state.ctx.consoles.clone() else {
-        return;
+        return None;
     };
     let wanted = state
         .spec
@@ -1719,21 +1732,25 @@ async fn sync_console(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                     state.console = Some((console, target));
                     state.console_error = None;
                 }
-                Err(e) => console_failed(state, e.to_string()),
+                Err(e) => return console_failed(state, e.to_string()),
             }
         }
         (Some(Err(e)), previous) => {
             if let Some((console, _)) = previous {
                 let _ = console.send_message(ConsoleMsg::Stop(StopReason::Disabled));
             }
-            console_failed(state, e.to_string());
+            return console_failed(state, e.to_string());
         }
     }
+    None
 }
 
-fn console_failed(state: &mut NodeState, error: String) {
-    if state.console_error.as_deref() != Some(error.as_str()) {
-        tracing::warn!(node = %state.id, %error, "cannot open the node's console");
-        state.console_error = Some(error);
+/// Some(error) the first time this error keeps the console from running.
+fn console_failed(state: &mut NodeState, error: String) -> Option<String> {
+    if state.console_error.as_deref() == Some(error.as_str()) {
+        return None;
     }
+    tracing::warn!(node = %state.id, %error, "cannot open the node's console");
+    state.console_error = Some(error.clone());
+    Some(error)
 }
