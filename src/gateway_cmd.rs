@@ -40,6 +40,16 @@ pub struct Args {
     /// Cluster-wide cap on nodes cleaning at once (provide, clean, undeploy; 503 beyond it).
     #[arg(long, env = "FERRIC_MAX_CONCURRENT_CLEANS", default_value_t = 1000)]
     pub max_concurrent_cleans: usize,
+    /// How long a console viewer's websocket stays open across a failover (the node's console
+    /// reopening on its new owner: the dead conductor's lease TTL plus the reopening), in
+    /// seconds, before it is closed with 1011.
+    #[arg(
+        long,
+        env = "FERRIC_CONSOLE_RECONNECT",
+        value_name = "SECONDS",
+        default_value_t = GatewayConfig::default().console_reconnect.as_secs()
+    )]
+    pub console_reconnect: u64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -85,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         public_url: args.public_url,
         max_concurrent_deploys: args.max_concurrent_deploys,
         max_concurrent_cleans: args.max_concurrent_cleans,
+        console_reconnect: Duration::from_secs(args.console_reconnect),
         ..GatewayConfig::default()
     };
     let mode = auth.mode();

@@ -2,9 +2,16 @@
 //! (an htpasswd file of bcrypt hashes, as Ironic's `auth_strategy = http_basic` reads it, so
 //! `OS_AUTH_TYPE=http_basic` clients work; every user is admin), and bearer tokens with a role
 //! (`admin` may change anything, `reader` may only read). Secrets are masked for everyone.
+//!
+//! Browsers cannot set headers on a websocket (`new WebSocket(url, protocols)`), so a websocket
+//! upgrade may instead offer its credentials as the subprotocol `ferric.auth.<base64url>`
+//! ([`Auth::authenticate_websocket`]): the base64url (RFC 4648 §5, unpadded) of what the header
+//! would carry, the token, or `user:password` under http_basic. Kubernetes' API server does the
+//! same (`base64url.bearer.authorization.k8s.io.<token>`). It never goes in the URL: URLs end up
+//! in access logs and browser histories.
 
 use crate::error::ApiError;
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -70,6 +77,9 @@ impl std::fmt::Debug for Auth {
         f.write_str(self.mode())
     }
 }
+
+/// The websocket subprotocol that carries credentials, followed by their base64url.
+pub const AUTH_SUBPROTOCOL_PREFIX: &str = "ferric.auth.";
 
 const BASIC_CHALLENGE: &str = "Basic realm=\"Baremetal API\"";
 const BEARER_CHALLENGE: &str = "Bearer realm=\"Baremetal API\"";
@@ -198,8 +208,34 @@ impl Auth {
 
     /// Identifies the caller of a request (401 when it cannot be).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        self.identify(Presented::Headers(headers)).await
+    }
+
+    /// Identifies the caller of a websocket upgrade: by its headers, like any request, when it
+    /// has credentials there (`Authorization` or `X-Auth-Token`, which then decide alone), else
+    /// by a `ferric.auth.<base64url>` subprotocol, judged exactly as the header would be (same
+    /// roles, same 401s). The auth subprotocol is removed from `headers` either way, so that
+    /// the secret goes no further than here (and is never selected in the response).
+    pub async fn authenticate_websocket(
+        &self,
+        headers: &mut HeaderMap,
+    ) -> Result<Caller, ApiError> {
+        let offered = take_subprotocol_credentials(headers);
+        let in_headers =
+            headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-auth-token");
+        match offered {
+            Some(secret) if !in_headers => self.identify(Presented::Subprotocol(secret)).await,
+            _ => self.authenticate(headers).await,
+        }
+    }
+
+    async fn identify(&self, presented: Presented<'_>) -> Result<Caller, ApiError> {
+        let headers = match presented {
+            Presented::Headers(h) => Some(h),
+            Presented::Subprotocol(_) => None,
+        };
         let authz = headers
-            .get(header::AUTHORIZATION)
+            .and_then(|h| h.get(header::AUTHORIZATION))
             .and_then(|v| v.to_str().ok())
             .map(str::trim);
         match self {
@@ -212,12 +248,15 @@ impl Auth {
                     msg: msg.into(),
                     challenge: BASIC_CHALLENGE,
                 };
-                let encoded = authz
-                    .and_then(|a| strip_scheme(a, "basic"))
-                    .ok_or_else(|| denied("Authentication required (HTTP Basic)."))?;
-                let decoded = base64_decode(encoded)
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| denied("Malformed HTTP Basic credentials."))?;
+                let decoded = match presented {
+                    Presented::Headers(_) => authz
+                        .and_then(|a| strip_scheme(a, "basic"))
+                        .ok_or_else(|| denied("Authentication required (HTTP Basic)."))
+                        .map(base64_decode)?,
+                    Presented::Subprotocol(secret) => secret,
+                }
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| denied("Malformed HTTP Basic credentials."))?;
                 let (user, password) = decoded
                     .split_once(':')
                     .ok_or_else(|| denied("Malformed HTTP Basic credentials."))?;
@@ -258,17 +297,22 @@ impl Auth {
                 };
                 // Bearer tokens, or OpenStack's X-Auth-Token (what keystoneauth's
                 // token-based plugins send).
-                let token = authz
-                    .and_then(|a| strip_scheme(a, "bearer"))
-                    .or_else(|| {
-                        headers
-                            .get("x-auth-token")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::trim)
-                    })
-                    .ok_or_else(|| denied("Authentication required (bearer token)."))?;
+                let token = match presented {
+                    Presented::Headers(h) => authz
+                        .and_then(|a| strip_scheme(a, "bearer"))
+                        .or_else(|| {
+                            h.get("x-auth-token")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::trim)
+                        })
+                        .ok_or_else(|| denied("Authentication required (bearer token)."))?
+                        .as_bytes()
+                        .to_vec(),
+                    // Malformed is just another token that is not in the file.
+                    Presented::Subprotocol(secret) => secret.unwrap_or_default(),
+                };
                 let role = tokens
-                    .get(&digest(&[token.as_bytes()]))
+                    .get(&digest(&[token.as_slice()]))
                     .copied()
                     .ok_or_else(|| denied("Invalid token."))?;
                 Ok(Caller {
@@ -291,6 +335,50 @@ pub fn authorize(caller: &Caller, method: &Method, path: &str) -> Result<(), Api
     )))
 }
 
+/// Where a request's credentials are read from.
+enum Presented<'a> {
+    Headers(&'a HeaderMap),
+    /// What a `ferric.auth.` subprotocol decoded to; None when malformed.
+    Subprotocol(Option<Vec<u8>>),
+}
+
+/// Removes every `ferric.auth.` subprotocol from the offered ones (dropping the header when
+/// none is left) and returns the credentials: None when none was offered, Some(None) when they
+/// are malformed (not base64url, or more than one offered: which would be meant is a guess).
+fn take_subprotocol_credentials(headers: &mut HeaderMap) -> Option<Option<Vec<u8>>> {
+    let mut offered = Vec::new();
+    let mut others: Vec<&[u8]> = Vec::new();
+    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        for proto in value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+        {
+            match proto.strip_prefix(AUTH_SUBPROTOCOL_PREFIX.as_bytes()) {
+                Some(encoded) => offered.push(encoded),
+                None if proto.is_empty() => {}
+                None => others.push(proto),
+            }
+        }
+    }
+    if offered.is_empty() {
+        return None;
+    }
+    let secret = match offered.as_slice() {
+        [one] => std::str::from_utf8(one).ok().and_then(base64url_decode),
+        _ => None,
+    };
+    // Substrings of header values are valid header values.
+    let kept = (!others.is_empty())
+        .then(|| HeaderValue::from_bytes(&others.join(b", ".as_slice())).ok())
+        .flatten();
+    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    if let Some(kept) = kept {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, kept);
+    }
+    Some(secret)
+}
+
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     let (s, rest) = value.split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then(|| rest.trim())
@@ -298,6 +386,16 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
 
 /// Standard base64 (with or without padding); None when malformed.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    decode_base64(s, *b"+/")
+}
+
+/// base64url (RFC 4648 §5, with or without padding); None when malformed.
+pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    decode_base64(s, *b"-_")
+}
+
+/// Base64 whose last two digits (62 and 63) are `extra`.
+fn decode_base64(s: &str, extra: [u8; 2]) -> Option<Vec<u8>> {
     let s = s.trim_end_matches('=');
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let mut acc = 0u32;
@@ -307,8 +405,8 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
+            _ if c == extra[0] => 62,
+            _ if c == extra[1] => 63,
             _ => return None,
         };
         acc = (acc << 6) | u32::from(v);
@@ -325,7 +423,6 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     fn hdr(k: &'static str, v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -338,6 +435,137 @@ mod tests {
         assert_eq!(base64_decode("YWRtaW46c2VjcmV0").unwrap(), b"admin:secret");
         assert_eq!(base64_decode("YQ==").unwrap(), b"a");
         assert!(base64_decode("a*b").is_none());
+        // The two alphabets differ in digits 62 and 63 only.
+        assert_eq!(base64_decode("+/8").unwrap(), [0xfb, 0xff]);
+        assert_eq!(base64url_decode("-_8").unwrap(), [0xfb, 0xff]);
+        assert!(base64url_decode("+/8").is_none());
+        assert!(base64_decode("-_8").is_none());
+    }
+
+    /// A websocket upgrade's headers offering `protocols`, plus `extra`.
+    fn upgrade(protocols: &str, extra: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = hdr("sec-websocket-protocol", protocols);
+        for (k, v) in extra {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn denied_with(r: Result<Caller, ApiError>) -> String {
+        match r {
+            Err(ApiError::Unauthorized { msg, .. }) => msg,
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn websocket_tokens_may_come_as_a_subprotocol() {
+        let auth = Auth::token_file(
+            "0123456789abcdef0123 admin\nreadonly-token-0000000 reader\n",
+            "f",
+        )
+        .unwrap();
+        // base64url of the admin token; the auth subprotocol is taken out of the request.
+        let mut h = upgrade(
+            "ferric.console, ferric.auth.MDEyMzQ1Njc4OWFiY2RlZjAxMjM",
+            &[],
+        );
+        assert_eq!(
+            auth.authenticate_websocket(&mut h).await.unwrap().role,
+            Role::Admin
+        );
+        assert_eq!(h["sec-websocket-protocol"], "ferric.console");
+        let mut h = upgrade(
+            "ferric.auth.cmVhZG9ubHktdG9rZW4tMDAwMDAwMA,ferric.console",
+            &[],
+        );
+        assert_eq!(
+            auth.authenticate_websocket(&mut h).await.unwrap(),
+            Caller {
+                name: "token:reader".into(),
+                role: Role::Reader
+            }
+        );
+        // Alone, it leaves no subprotocol header behind.
+        let mut h = upgrade("ferric.auth.MDEyMzQ1Njc4OWFiY2RlZjAxMjM", &[]);
+        assert!(auth.authenticate_websocket(&mut h).await.is_ok());
+        assert!(!h.contains_key("sec-websocket-protocol"));
+
+        // The header's 401s: unknown, malformed, ambiguous, missing.
+        for offered in [
+            "ferric.console, ferric.auth.bm9wZS1ub3BlLW5vcGUtbm9wZQ",
+            "ferric.console, ferric.auth.MDEy*zQ1",
+            "ferric.console, ferric.auth.",
+            "ferric.auth.MDEyMzQ1Njc4OWFiY2RlZjAxMjM, ferric.auth.bm9wZS1ub3BlLW5vcGUtbm9wZQ",
+        ] {
+            let mut h = upgrade(offered, &[]);
+            let msg = denied_with(auth.authenticate_websocket(&mut h).await);
+            assert_eq!(msg, "Invalid token.", "{offered}");
+            assert!(!format!("{h:?}").contains("ferric.auth"), "{offered}");
+        }
+        let msg = denied_with(
+            auth.authenticate_websocket(&mut upgrade("ferric.console", &[]))
+                .await,
+        );
+        assert_eq!(msg, "Authentication required (bearer token).");
+
+        // Header credentials decide alone, either way.
+        let mut h = upgrade(
+            "ferric.console, ferric.auth.MDEyMzQ1Njc4OWFiY2RlZjAxMjM",
+            &[("authorization", "Bearer nope-nope-nope-nope")],
+        );
+        assert_eq!(
+            denied_with(auth.authenticate_websocket(&mut h).await),
+            "Invalid token."
+        );
+        let mut h = upgrade(
+            "ferric.console, ferric.auth.bm9wZS1ub3BlLW5vcGUtbm9wZQ",
+            &[("x-auth-token", "readonly-token-0000000")],
+        );
+        assert_eq!(
+            auth.authenticate_websocket(&mut h).await.unwrap().role,
+            Role::Reader
+        );
+        // Other requests never look at subprotocols.
+        let h = upgrade("ferric.auth.MDEyMzQ1Njc4OWFiY2RlZjAxMjM", &[]);
+        assert!(auth.authenticate(&h).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn websocket_basic_credentials_may_come_as_a_subprotocol() {
+        let hash = bcrypt::hash("secret", 4).unwrap();
+        let auth = Auth::htpasswd(&format!("admin:{hash}\n"), "f").unwrap();
+        // base64url of `admin:secret`, as `Authorization: Basic` carries it (base64).
+        let mut h = upgrade("ferric.console, ferric.auth.YWRtaW46c2VjcmV0", &[]);
+        assert_eq!(
+            auth.authenticate_websocket(&mut h).await.unwrap(),
+            Caller {
+                name: "admin".into(),
+                role: Role::Admin
+            }
+        );
+        // admin:wrong; admin (no colon).
+        let mut h = upgrade("ferric.console, ferric.auth.YWRtaW46d3Jvbmc", &[]);
+        assert_eq!(
+            denied_with(auth.authenticate_websocket(&mut h).await),
+            "Invalid user or password."
+        );
+        let mut h = upgrade("ferric.console, ferric.auth.YWRtaW4", &[]);
+        assert_eq!(
+            denied_with(auth.authenticate_websocket(&mut h).await),
+            "Malformed HTTP Basic credentials."
+        );
+        // Under noauth the offer is ignored (and still not passed on).
+        let mut h = upgrade("ferric.console, ferric.auth.YWRtaW46d3Jvbmc", &[]);
+        assert_eq!(
+            Auth::NoAuth
+                .authenticate_websocket(&mut h)
+                .await
+                .unwrap()
+                .name,
+            "noauth"
+        );
+        assert_eq!(h["sec-websocket-protocol"], "ferric.console");
     }
 
     #[tokio::test]

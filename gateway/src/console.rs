@@ -13,6 +13,18 @@
 //! `{"type":"reconnected","conductor":...}`; past the bound the viewer is closed with 1011.
 //! Other close codes pass through unchanged.
 //!
+//! Browsers cannot set `Authorization` on a websocket, so under `token` or `http_basic` auth a
+//! viewer may offer its credentials as a second subprotocol instead, next to [`SUBPROTOCOL`]:
+//! `ferric.auth.` and the base64url (unpadded) of the token, or of `user:password` (see
+//! [`crate::auth`]; never in the URL, which ends up in logs). Header credentials, when present,
+//! decide alone. The upgrade selects `ferric.console` when it was offered, never the auth one:
+//!
+//! ```js
+//! const b64url = (s) => btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+//! const ws = new WebSocket(url, ["ferric.console", "ferric.auth." + b64url(token)]);
+//! ws.binaryType = "arraybuffer"; // console output arrives in binary frames
+//! ```
+//!
 //! Invariants: what the gateway holds for one viewer is bounded ([`QUEUE_BYTES`] of output
 //! waiting for the viewer, one message of input waiting for the conductor; a viewer that does
 //! not keep up is closed with 4429), and a viewer message over [`MAX_VIEWER_MESSAGE`] is never
@@ -46,6 +58,10 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::Instrument;
+
+/// The websocket subprotocol of the console, selected when the viewer offers it (browsers fail
+/// the handshake when they offered subprotocols and the server selects none).
+pub const SUBPROTOCOL: &str = "ferric.console";
 
 /// Default of [`crate::GatewayConfig::console_reconnect`]: a conductor's lease TTL (10 s) plus
 /// the new owner taking the node and reopening its console, with room to spare.
@@ -238,6 +254,14 @@ pub async fn set_enabled(
 
 // ---------------------------------------------------------------------------------------------
 // The console websocket (Ferric)
+
+/// Whether `path` (normalised, no trailing slash) is a node's console websocket, the one path
+/// whose credentials may come in a subprotocol.
+pub(crate) fn is_websocket_path(path: &str) -> bool {
+    path.strip_prefix("/v1/nodes/")
+        .and_then(|rest| rest.strip_suffix("/console/ws"))
+        .is_some_and(|node| !node.is_empty() && !node.contains('/'))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -548,6 +572,7 @@ pub async fn websocket(
         bound,
     };
     Ok(ws
+        .protocols([SUBPROTOCOL])
         .max_message_size(VIEWER_READ_LIMIT)
         .max_frame_size(VIEWER_READ_LIMIT)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "console viewer upgrade failed"))
@@ -1020,6 +1045,24 @@ mod tests {
             mode_for(Role::Admin, Some("write")),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn only_console_websockets_take_subprotocol_credentials() {
+        assert!(is_websocket_path("/v1/nodes/node-1/console/ws"));
+        assert!(is_websocket_path(
+            "/v1/nodes/6f1a0c8e-8f0a-4b7e-9a51-1c2d3e4f5a6b/console/ws"
+        ));
+        for other in [
+            "/v1/nodes//console/ws",
+            "/v1/nodes/a/b/console/ws",
+            "/v1/nodes/node-1/states/console",
+            "/v1/nodes/node-1/console/ws/x",
+            "/v1/nodes/console/ws",
+            "/v2/nodes/node-1/console/ws",
+        ] {
+            assert!(!is_websocket_path(other), "{other}");
+        }
     }
 
     #[test]

@@ -291,7 +291,14 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
         }
     }
     if !public(&path) {
-        let caller = match state.auth.authenticate(req.headers()).await {
+        // Browsers cannot set headers on a websocket: the console's may carry its credentials
+        // in a subprotocol instead (never in the URL, which ends up in logs).
+        let authenticated = if console::is_websocket_path(&path) {
+            state.auth.authenticate_websocket(req.headers_mut()).await
+        } else {
+            state.auth.authenticate(req.headers()).await
+        };
+        let caller = match authenticated {
             Ok(c) => c,
             Err(e) => return with_version_headers(e.into_response(), version),
         };

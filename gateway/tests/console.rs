@@ -4,7 +4,7 @@
 //! what they see: the secret, the mode, every frame) and, end to end, to the conductor's real
 //! console server (`ferric_console`) with its in-process fake console: bytes both ways, the
 //! owner changing (4001) or dying, the bound on reconnecting, close codes passed on, 1009, 4429,
-//! and the refusals before the upgrade.
+//! the refusals before the upgrade, and a browser's credentials offered as a subprotocol.
 
 mod support;
 
@@ -273,16 +273,32 @@ fn ws_url(addr: SocketAddr, id: &str, query: &str) -> String {
 
 /// Opens a viewer; Err((status, Ironic faultstring)) when refused before the upgrade.
 async fn try_viewer(url: &str, token: Option<&str>) -> Result<Ws, (u16, String)> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
+    try_viewer_with(url, &headers).await.map(|(ws, _)| ws)
+}
+
+/// Opens a viewer sending `headers`; also the upgrade's response headers.
+async fn try_viewer_with(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, HeaderMap), (u16, String)> {
     let mut req = url.into_client_request().unwrap();
-    if let Some(t) = token {
-        req.headers_mut()
-            .insert("Authorization", format!("Bearer {t}").parse().unwrap());
+    for (k, v) in headers {
+        req.headers_mut().append(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     match timeout(WAIT, tokio_tungstenite::connect_async(req))
         .await
         .expect("the handshake does not hang")
     {
-        Ok((ws, _)) => Ok(ws),
+        Ok((ws, resp)) => Ok((ws, resp.headers().clone())),
         Err(tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();
             let body: Value = resp
@@ -777,6 +793,164 @@ async fn console_ws_refusals_before_the_upgrade() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// base64url without padding (RFC 4648 §5), as a browser's `btoa` plus two replaces makes it.
+fn b64url(s: &str) -> String {
+    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(DIGITS[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// What a browser's `new WebSocket(url, ["ferric.console", "ferric.auth." + b64url(token)])`
+/// sends.
+fn browser_offer(token: &str) -> String {
+    format!("ferric.console, ferric.auth.{}", b64url(token))
+}
+
+#[tokio::test]
+async fn console_ws_takes_credentials_from_a_subprotocol_like_a_browser() {
+    assert_eq!(b64url("admin:secret"), "YWRtaW46c2VjcmV0");
+    // Digits 62 and 63 are where base64url differs ("fn5+", "Pz8/" in standard base64).
+    assert_eq!(b64url("~~~"), "fn5-");
+    assert_eq!(b64url("???"), "Pz8_");
+    let mut w =
+        World::with_config(tokens(), |c| c.console_reconnect = Duration::from_secs(5)).await;
+    let secret = w.cluster.console_secret().await.unwrap();
+    let mut c1 = FakeConsole::start("c1", &secret).await;
+    w.start_conductor_at("c1", &c1.address()).await;
+    let admin = [
+        ("X-OpenStack-Ironic-API-Version", "1.95"),
+        ("Authorization", "Bearer admin-token-0123456789"),
+    ];
+    let r = w
+        .call_with(
+            "POST",
+            "/v1/nodes",
+            Some(r#"{"driver": "fake-hardware"}"#),
+            &admin,
+        )
+        .await;
+    let id = r.json["uuid"].as_str().unwrap().to_string();
+    w.own("c1", &id).await;
+    w.call_with(
+        "PUT",
+        &format!("/v1/nodes/{id}/states/console"),
+        Some(r#"{"enabled": true}"#),
+        &admin,
+    )
+    .await
+    .expect(202);
+    let (addr, _stop) = w.serve().await;
+    let url = ws_url(addr, &id, "");
+    let protocol = |h: &HeaderMap| {
+        h.get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    // The admin token as a subprotocol: accepted, `ferric.console` selected (never the auth
+    // one), the admin's rw mode, frames both ways.
+    let offer = browser_offer(ADMIN);
+    let (mut ws, resp) = try_viewer_with(&url, &[("Sec-WebSocket-Protocol", &offer)])
+        .await
+        .expect("admin viewer by subprotocol");
+    assert_eq!(protocol(&resp).as_deref(), Some("ferric.console"));
+    assert_eq!(next_json(&mut ws).await["type"], "hello");
+    let (auth, mode, _) = c1.connected().await;
+    assert_eq!(auth, format!("Bearer {secret}"));
+    assert_eq!(mode, "rw");
+    ws.send(Message::Binary(b"id\r".to_vec().into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut ws).await,
+        Message::Binary(b"echo:id\r".to_vec().into())
+    );
+    ws.close(None).await.unwrap();
+
+    // A reader's token: ro by default, 403 for rw (before the upgrade, Ironic's body).
+    let offer = browser_offer(READER);
+    let (mut ws, resp) = try_viewer_with(&url, &[("Sec-WebSocket-Protocol", &offer)])
+        .await
+        .expect("reader viewer by subprotocol");
+    assert_eq!(protocol(&resp).as_deref(), Some("ferric.console"));
+    assert_eq!(next_json(&mut ws).await["mode"], "ro");
+    assert_eq!(c1.connected().await.1, "ro");
+    ws.close(None).await.unwrap();
+    let (status, fault) = try_viewer_with(
+        &ws_url(addr, &id, "?mode=rw"),
+        &[("Sec-WebSocket-Protocol", &offer)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status, 403);
+    assert!(fault.contains("mode rw"), "{fault}");
+
+    // A wrong token, garbage, no credentials at all: 401 in Ironic's format.
+    let wrong = browser_offer("not-a-token-0123456789");
+    for (offer, expected) in [
+        (wrong.as_str(), "Invalid token."),
+        ("ferric.console, ferric.auth.%%%", "Invalid token."),
+        ("ferric.console", "Authentication required (bearer token)."),
+    ] {
+        let (status, fault) = try_viewer_with(&url, &[("Sec-WebSocket-Protocol", offer)])
+            .await
+            .unwrap_err();
+        assert_eq!((status, fault.as_str()), (401, expected), "{offer}");
+    }
+    let (status, _) = try_viewer(&url, None).await.unwrap_err();
+    assert_eq!(status, 401);
+
+    // Headers work as before (selecting `ferric.console` when it is offered), and a request
+    // with both is judged by its header alone.
+    let (mut ws, resp) = try_viewer_with(&url, &[("Authorization", &format!("Bearer {ADMIN}"))])
+        .await
+        .expect("admin viewer by header");
+    assert_eq!(protocol(&resp), None);
+    assert_eq!(next_json(&mut ws).await["mode"], "rw");
+    ws.close(None).await.unwrap();
+    let (mut ws, resp) = try_viewer_with(
+        &url,
+        &[
+            ("Authorization", &format!("Bearer {READER}")),
+            ("Sec-WebSocket-Protocol", &wrong),
+        ],
+    )
+    .await
+    .expect("the header decides");
+    assert_eq!(protocol(&resp).as_deref(), Some("ferric.console"));
+    assert_eq!(next_json(&mut ws).await["mode"], "ro");
+    ws.close(None).await.unwrap();
+    let (status, fault) = try_viewer_with(
+        &url,
+        &[
+            ("Authorization", "Bearer not-a-token-0123456789"),
+            ("Sec-WebSocket-Protocol", &browser_offer(ADMIN)),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!((status, fault.as_str()), (401, "Invalid token."));
+
+    // Only the console websocket takes credentials from a subprotocol.
+    let r = w
+        .call_with(
+            "GET",
+            &format!("/v1/nodes/{id}"),
+            None,
+            &[("Sec-WebSocket-Protocol", &browser_offer(ADMIN))],
+        )
+        .await;
+    r.expect_error(401, "Authentication required");
 }
 
 #[tokio::test]
