@@ -225,12 +225,21 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
     let port = procs::free_port()?;
+    // The caps (1,000 deploys and cleans at once) would turn most of a 5,000-node wave away with
+    // 503; this measures the conductors, so they are lifted.
+    let cap = args.nodes.max(1000).to_string();
     let gw = procs::gateway(
         dir,
         &etcd.url,
         prefix,
         "bench-gateway",
         &format!("127.0.0.1:{port}"),
+        &[
+            "--max-concurrent-deploys",
+            &cap,
+            "--max-concurrent-cleans",
+            &cap,
+        ],
     )?;
     wait_healthy(port, &gw).await?;
     // Let every conductor join before the load starts.

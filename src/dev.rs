@@ -59,6 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         prefix,
         "dev-gateway",
         &format!("127.0.0.1:{api_port}"),
+        &[],
     )?;
     let api = format!("http://127.0.0.1:{api_port}");
     let mut cfg = ferric_cluster::EtcdConfig::new(&etcd.url);

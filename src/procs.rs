@@ -179,11 +179,13 @@ pub fn gateway(
     prefix: &str,
     name: &str,
     listen: &str,
+    extra: &[&str],
 ) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args([
         "gateway", "--etcd", etcd, "--prefix", prefix, "--listen", listen, "--name", name,
-    ]);
+    ])
+    .args(extra);
     spawn(name, cmd, dir.join(format!("{name}.log")))
 }
 
