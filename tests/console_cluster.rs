@@ -455,3 +455,74 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
         format!("the viewer was not told of the reconnect: {texts:?}")
     });
 }
+
+/// A BMC that dies mid-session: its console says so (reconnecting, with the error, in its
+/// record) and retries with backoff; the other consoles of the same conductor keep their session
+/// and their process; when the BMC is back, its console is active again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bmc_dying_mid_session_affects_nothing_else() {
+    let mut fleet = Fleet::new("console-bmc-dies").await;
+    fleet.start_conductor("c1", &["--lease-ttl", "5", "--drivers", "ipmi"]);
+    let mut bmcs: Vec<SolBmc> = (0..3).map(|_| SolBmc::start()).collect();
+    let mut ids = Vec::new();
+    for b in &bmcs {
+        let info = b.driver_info();
+        ids.push(
+            fleet
+                .create_nodes(1, &["--driver", "ipmi", "--driver-info", &info])
+                .await
+                .remove(0),
+        );
+    }
+    fleet
+        .ctl_ok(&["node", "console", &ids.join(","), "on"])
+        .await;
+    all_active_on(&fleet, &ids, "c1", Duration::from_secs(30)).await;
+    let before = consoles(&fleet).await;
+
+    bmcs[0].stop();
+    let rec = fleet
+        .wait_until(
+            Duration::from_secs(120),
+            "the dead BMC's console reports it",
+            async || {
+                let r = consoles(&fleet).await.remove(&ids[0]);
+                match r {
+                    Some(r) if r.state == "reconnecting" && r.last_error.is_some() => Ok(r),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    fleet.note(&format!("dead BMC: {:?}", rec.last_error));
+    // The others did not notice: same session, same process, still passing bytes.
+    let now = consoles(&fleet).await;
+    for id in &ids[1..] {
+        let (b, n) = (&before[id], &now[id]);
+        fleet.ensure(
+            n.state == "active" && n.pid == b.pid && n.active_since_ms == b.active_since_ms,
+            || format!("{id} was disturbed: {b:?} -> {n:?}"),
+        );
+    }
+    let mut ws = viewer(&fleet, &now[&ids[1]], &ids[1]).await;
+    ws.send(Message::Binary(b"still-here\r".to_vec().into()))
+        .await
+        .unwrap();
+    fleet
+        .wait_until(
+            Duration::from_secs(10),
+            "a healthy console still types",
+            async || {
+                let got = String::from_utf8_lossy(&bmcs[1].serial.received()).to_string();
+                got.contains("still-here").then_some(()).ok_or(got)
+            },
+        )
+        .await;
+
+    bmcs[0].restart();
+    // Backoff is capped at 30 s; the console comes back within it.
+    all_active_on(&fleet, &ids[..1], "c1", Duration::from_secs(45)).await;
+    fleet.ensure(bmcs[0].outside_activate().is_err(), || {
+        "the console did not take the BMC's session back".into()
+    });
+}

@@ -144,21 +144,7 @@ impl SolBmc {
         fs::create_dir(path.join("state")).map_err(|e| e.to_string())?;
         fs::write(path.join("lan.conf"), lan_conf(port, serial.port)).map_err(|e| e.to_string())?;
         fs::write(path.join("bmc.emu"), BMC_EMU).map_err(|e| e.to_string())?;
-        let log = fs::File::create(path.join("ipmi_sim.out")).map_err(|e| e.to_string())?;
-        let child = Command::new("ipmi_sim")
-            .arg("-n")
-            .arg("-c")
-            .arg(path.join("lan.conf"))
-            .arg("-f")
-            .arg(path.join("bmc.emu"))
-            .arg("-s")
-            .arg(path.join("state"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot run ipmi_sim (apt-get install openipmi): {e}"))?;
+        let child = spawn_ipmi_sim(path)?;
         let mut bmc = SolBmc {
             dir,
             port,
@@ -233,6 +219,49 @@ impl SolBmc {
     fn path(&self, name: &str) -> std::path::PathBuf {
         self.dir.path().join(name)
     }
+}
+
+impl SolBmc {
+    /// The BMC dies (SIGKILL of ipmi_sim); its serial port stays.
+    pub fn stop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// The BMC comes back on the same port with the same configuration, and waits until it
+    /// answers a ping and has connected its serial port again.
+    pub fn restart(&mut self) {
+        self.stop();
+        let before = *self.serial.connects.lock().unwrap();
+        self.child = spawn_ipmi_sim(self.dir.path()).expect("restart ipmi_sim");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if rmcp_ping(self.port, Duration::from_millis(100))
+                && *self.serial.connects.lock().unwrap() > before
+            {
+                return;
+            }
+        }
+        panic!("ipmi_sim on port {} did not come back", self.port);
+    }
+}
+
+fn spawn_ipmi_sim(path: &Path) -> Result<Child, String> {
+    let log = fs::File::create(path.join("ipmi_sim.out")).map_err(|e| e.to_string())?;
+    Command::new("ipmi_sim")
+        .arg("-n")
+        .arg("-c")
+        .arg(path.join("lan.conf"))
+        .arg("-f")
+        .arg(path.join("bmc.emu"))
+        .arg("-s")
+        .arg(path.join("state"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run ipmi_sim (apt-get install openipmi): {e}"))
 }
 
 impl Drop for SolBmc {
