@@ -613,17 +613,7 @@ async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
                             &req.requested_by,
                             Some(error),
                         );
-                        if let Some(c) = after_commit(
-                            myself,
-                            state,
-                            next,
-                            Extras {
-                                history: Some(entry),
-                                event: None,
-                            },
-                        )
-                        .await
-                        {
+                        if let Some(c) = record(myself, state, next, entry).await {
                             return c;
                         }
                     }
@@ -789,6 +779,20 @@ async fn drive(
     None
 }
 
+/// Commits a status with the history entry that describes it (see `after_commit`).
+async fn record(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    next: NodeStatus,
+    entry: HistoryEntry,
+) -> Option<()> {
+    let extras = Extras {
+        history: Some(entry),
+        event: None,
+    };
+    after_commit(myself, state, next, extras).await
+}
+
 /// Commits and maps the outcome: None to go on, Some(()) when reconcile must return.
 async fn after_commit(
     myself: &ActorRef<NodeMsg>,
@@ -917,16 +921,7 @@ async fn on_power_event(myself: &ActorRef<NodeMsg>, state: &mut NodeState, event
                 &req.requested_by,
                 result.err(),
             );
-            let _ = after_commit(
-                myself,
-                state,
-                next,
-                Extras {
-                    history: Some(entry),
-                    event: None,
-                },
-            )
-            .await;
+            let _ = record(myself, state, next, entry).await;
         }
     }
 }
@@ -1274,17 +1269,7 @@ async fn on_agent_heartbeat(
             work,
         } => {
             let entry = history(state, "provision", &action, "agent", error);
-            if let Some(c) = after_commit(
-                myself,
-                state,
-                *status,
-                Extras {
-                    history: Some(entry),
-                    event: None,
-                },
-            )
-            .await
-            {
+            if let Some(c) = record(myself, state, *status, entry).await {
                 return Some(c);
             }
             drive(myself, state, work).await
@@ -1302,16 +1287,7 @@ async fn on_wait_deadline(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> 
         next.provision_state.as_str()
     );
     let entry = history(state, "provision", &action, "conductor", Some(error));
-    after_commit(
-        myself,
-        state,
-        next,
-        Extras {
-            history: Some(entry),
-            event: None,
-        },
-    )
-    .await
+    record(myself, state, next, entry).await
 }
 
 /// Arms a timer for the wait state's deadline (kept in the status, so it survives a takeover).
@@ -1360,18 +1336,7 @@ async fn fault_check(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Optio
                 "conductor",
                 None,
             );
-            Some(to_flow(
-                after_commit(
-                    myself,
-                    state,
-                    next,
-                    Extras {
-                        history: Some(entry),
-                        event: None,
-                    },
-                )
-                .await,
-            ))
+            Some(to_flow(record(myself, state, next, entry).await))
         }
         FaultAction::SetMaintenance(reason) => {
             let result = state
@@ -1453,18 +1418,7 @@ async fn remediate(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Option<
                     });
                     let action = format!("remediation started: {}", attempt(&next));
                     let entry = history(state, "remediation", &action, "remediation", None);
-                    Some(to_flow(
-                        after_commit(
-                            myself,
-                            state,
-                            next,
-                            Extras {
-                                history: Some(entry),
-                                event: None,
-                            },
-                        )
-                        .await,
-                    ))
+                    Some(to_flow(record(myself, state, next, entry).await))
                 }
                 Ok(Slot::Later(ms)) => {
                     tracing::info!(node = %state.id, wait_ms = ms, "remediation rate limit reached; waiting for the next window");
@@ -1559,18 +1513,7 @@ async fn remediate(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Option<
                 "remediation",
                 None,
             );
-            Some(to_flow(
-                after_commit(
-                    myself,
-                    state,
-                    next,
-                    Extras {
-                        history: Some(entry),
-                        event: None,
-                    },
-                )
-                .await,
-            ))
+            Some(to_flow(record(myself, state, next, entry).await))
         }
     }
 }
@@ -1589,18 +1532,7 @@ async fn remedy_succeeded(
     }
     let entry = history(state, "remediation", &action, "remediation", None);
     // The status first: a clean failure later is not this attempt's.
-    if after_commit(
-        myself,
-        state,
-        next,
-        Extras {
-            history: Some(entry),
-            event: None,
-        },
-    )
-    .await
-    .is_some()
-    {
+    if record(myself, state, next, entry).await.is_some() {
         return Flow::Return;
     }
     let result = state
@@ -1644,18 +1576,7 @@ async fn remedy_failed(
         "remediation",
         Some(error.clone()),
     );
-    if after_commit(
-        myself,
-        state,
-        next,
-        Extras {
-            history: Some(entry),
-            event: None,
-        },
-    )
-    .await
-    .is_some()
-    {
+    if record(myself, state, next, entry).await.is_some() {
         return Flow::Return;
     }
     let fault = state.status.fault.clone().unwrap_or_default();
@@ -1685,9 +1606,7 @@ const CONSOLE_STOP_BOUND: Duration = Duration::from_secs(30);
 /// The console works in maintenance too (operators diagnose nodes with it). Returns a new
 /// error that keeps the console from running.
 async fn sync_console(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Option<String> {
-    let Some(ctx) = state.ctx.consoles.clone() else {
-        return None;
-    };
+    let ctx = state.ctx.consoles.clone()?;
     let wanted = state
         .spec
         .as_deref()
