@@ -111,6 +111,24 @@ async fn all_active_on(fleet: &Fleet, ids: &[String], conductor: &str, within: D
         .await;
 }
 
+/// One `ipmi` node per BMC, consoles enabled; their uuids.
+async fn ipmi_nodes_with_consoles(fleet: &Fleet, bmcs: &[SolBmc]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for b in bmcs {
+        let info = b.driver_info();
+        ids.push(
+            fleet
+                .create_nodes(1, &["--driver", "ipmi", "--driver-info", &info])
+                .await
+                .remove(0),
+        );
+    }
+    fleet
+        .ctl_ok(&["node", "console", &ids.join(","), "on"])
+        .await;
+    ids
+}
+
 /// A viewer connected straight to a conductor's console server, as the gateway connects.
 async fn viewer(
     fleet: &Fleet,
@@ -146,19 +164,7 @@ async fn sigkill_of_a_conductor_with_20_consoles() {
     let ttl = ["--lease-ttl", "2", "--drivers", "ipmi"];
     fleet.start_conductor("c1", &ttl);
     let bmcs: Vec<SolBmc> = (0..20).map(|_| SolBmc::start()).collect();
-    let mut ids = Vec::new();
-    for b in &bmcs {
-        let info = b.driver_info();
-        ids.push(
-            fleet
-                .create_nodes(1, &["--driver", "ipmi", "--driver-info", &info])
-                .await
-                .remove(0),
-        );
-    }
-    fleet
-        .ctl_ok(&["node", "console", &ids.join(","), "on"])
-        .await;
+    let ids = ipmi_nodes_with_consoles(&fleet, &bmcs).await;
     all_active_on(&fleet, &ids, "c1", Duration::from_secs(60)).await;
     // The BMC's one session is taken: an outside activation is refused.
     let refused = bmcs[0].outside_activate();
@@ -262,19 +268,7 @@ async fn restart(kill: bool) {
     ];
     fleet.start_conductor("c1", &args);
     let bmcs: Vec<SolBmc> = (0..3).map(|_| SolBmc::start()).collect();
-    let mut ids = Vec::new();
-    for b in &bmcs {
-        let info = b.driver_info();
-        ids.push(
-            fleet
-                .create_nodes(1, &["--driver", "ipmi", "--driver-info", &info])
-                .await
-                .remove(0),
-        );
-    }
-    fleet
-        .ctl_ok(&["node", "console", &ids.join(","), "on"])
-        .await;
+    let ids = ipmi_nodes_with_consoles(&fleet, &bmcs).await;
     all_active_on(&fleet, &ids, "c1", Duration::from_secs(30)).await;
     let ports: Vec<u16> = bmcs.iter().map(|b| b.port()).collect();
     let first = sol_processes();
@@ -464,19 +458,7 @@ async fn a_bmc_dying_mid_session_affects_nothing_else() {
     let mut fleet = Fleet::new("console-bmc-dies").await;
     fleet.start_conductor("c1", &["--lease-ttl", "5", "--drivers", "ipmi"]);
     let mut bmcs: Vec<SolBmc> = (0..3).map(|_| SolBmc::start()).collect();
-    let mut ids = Vec::new();
-    for b in &bmcs {
-        let info = b.driver_info();
-        ids.push(
-            fleet
-                .create_nodes(1, &["--driver", "ipmi", "--driver-info", &info])
-                .await
-                .remove(0),
-        );
-    }
-    fleet
-        .ctl_ok(&["node", "console", &ids.join(","), "on"])
-        .await;
+    let ids = ipmi_nodes_with_consoles(&fleet, &bmcs).await;
     all_active_on(&fleet, &ids, "c1", Duration::from_secs(30)).await;
     let before = consoles(&fleet).await;
 
