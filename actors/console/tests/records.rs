@@ -5,7 +5,7 @@
 
 #[path = "support/console.rs"]
 mod console;
-#[path = "support/etcd.rs"]
+#[path = "../../../gateway/tests/support/etcd.rs"]
 mod etcd;
 
 use console::*;

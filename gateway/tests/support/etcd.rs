@@ -1,5 +1,5 @@
 //! A throwaway single-member etcd on free loopback ports (never 2379/2380), killed and reaped on
-//! drop. (Adapted from gateway/tests/support/mod.rs.)
+//! drop. Shared by the gateway's router tests and the console crate's record tests (by path).
 
 #![allow(dead_code)]
 
