@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod conductor;
+pub mod fence;
 pub mod node_actor;
 pub mod node_state;
 pub mod remedy;

@@ -834,7 +834,7 @@ async fn power_actor(
         node: state.id,
         bmc,
         settings: state.ctx.bmc.clone(),
-        fence: state.ctx.fence.clone(),
+        fence: Arc::new(crate::fence::LeaseFence(state.ctx.fence.clone())),
         stopping: state.stopping.clone(),
         notify: Arc::new(move |ev| {
             let _ = me.send_message(NodeMsg::Power(ev));

@@ -4,6 +4,7 @@
 
 pub mod bmc;
 pub mod fake;
+pub mod fence;
 pub mod ipmi;
 pub mod ipmi_driver;
 pub mod op;
@@ -11,6 +12,7 @@ pub mod power_actor;
 pub mod redfish;
 
 pub use bmc::{Bmc, BmcError, BmcSettings, PowerAction};
+pub use fence::Fence;
 pub use power_actor::{Outcome, PowerActor, PowerArgs, PowerEvent, PowerMsg};
 
 use ferric_model::PowerState;
