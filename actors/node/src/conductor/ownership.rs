@@ -218,7 +218,13 @@ impl Ownership {
                 Some(m) if m.token.0 == r.create_rev => {
                     seen_mine.insert(r.id);
                 }
-                _ if r.lease == self.lease => self.adopt(r.id, FenceToken(r.create_rev), &mut fx),
+                _ if r.lease == self.lease => {
+                    // Adopted now, so not lost below (which would stop the actor just started).
+                    if !self.mine.contains_key(&r.id) {
+                        seen_mine.insert(r.id);
+                    }
+                    self.adopt(r.id, FenceToken(r.create_rev), &mut fx);
+                }
                 _ => {
                     self.others.insert(r.id, r.create_rev);
                 }

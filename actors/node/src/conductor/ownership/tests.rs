@@ -484,6 +484,28 @@ fn resync_stops_what_was_lost_and_respects_others() {
 }
 
 #[test]
+fn resync_adopts_a_reservation_on_our_lease_and_keeps_its_actor() {
+    let x = id(1);
+    let (mut t, _) = joined(snapshot(5, vec![me()], &[x], vec![]));
+    assert_eq!(t.decide(), [Effect::Acquire(vec![x])]);
+    // The watch is lost while the batch is in flight; the batch fails on our side although
+    // etcd committed it, and the re-read shows the reservation on our lease.
+    assert!(t.acquired(&[x], None).is_empty());
+    let fx = t.resync(snapshot(30, vec![me()], &[x], vec![held(x, MY_LEASE, 25)]));
+    assert_eq!(
+        fx,
+        [Effect::Start {
+            id: x,
+            token: FenceToken(25)
+        }]
+    );
+    assert!(t.runs(&x));
+    t.actor_started(x, FenceToken(25));
+    assert!(t.decide().is_empty());
+    assert!(t.steady());
+}
+
+#[test]
 fn a_reservation_deleted_from_outside_stops_the_actor_without_release() {
     let x = id(1);
     let (mut t, _) = joined(snapshot(5, vec![me()], &[x], vec![]));
