@@ -1,7 +1,8 @@
 //! The per-conductor supervisor of node actors.
 //!
 //! ```text
-//! conductor session (conductor.rs: lease, watches, placement, reservations)
+//! conductor session (conductor/session.rs: lease, watches, reservations;
+//!                    conductor/ownership.rs decides placement and hand-over)
 //!   └── NodeSupervisor (one per conductor process)
 //!         ├── NodeActor <uuid-1>   (one per reserved node)
 //!         ├── NodeActor <uuid-2>
