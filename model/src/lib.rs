@@ -1,6 +1,7 @@
 //! Ferric's vocabulary, with no I/O: ids, the node record (spec and status), power and provision
 //! states, the fencing token, and the versioned encoding of everything persisted in etcd.
 
+pub mod clock;
 pub mod codec;
 pub mod ids;
 pub mod node;
@@ -19,9 +20,4 @@ pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};
 
 /// Milliseconds since the Unix epoch: the one timestamp format of persisted records.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use clock::now_ms;

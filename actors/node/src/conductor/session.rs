@@ -5,7 +5,8 @@
 
 use super::ownership::{join_grace, Acquire, Effect, Ownership, Reservation};
 use super::ConductorConfig;
-use crate::node_actor::{Initial, NodeArgs, NodeCtx, NodeMsg};
+use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg};
+use crate::store::EtcdStore;
 use crate::supervisor::{NodeEvent, SupervisorMsg};
 use ferric_cluster::heartbeats::HeartbeatRecord;
 use ferric_cluster::snapshot::placement_of;
@@ -282,14 +283,19 @@ impl<'a> Session<'a> {
         };
         self.ctx = Some(Arc::new(NodeCtx {
             me: self.cfg.name.clone(),
-            cluster: self.cluster.clone(),
-            writer: self.writer.clone(),
+            store: Arc::new(EtcdStore {
+                cluster: self.cluster.clone(),
+                writer: self.writer.clone(),
+            }),
             fence: lease.fence(),
             bmc: self.cfg.bmc.clone(),
+            connect: real_bmcs(),
             callback_timeout_ms: self.cfg.callback_timeout.as_millis() as u64,
             remediation: self.policy.subscribe(),
-            consoles: self.cfg.consoles.clone(),
-            lease_id: lease.id,
+            consoles: self.cfg.consoles.clone().map(|ctx| Consoles {
+                ctx,
+                records: Some((self.cluster.clone(), lease.id)),
+            }),
         }));
         self.table.set_lease(lease.id);
         self.lease = Some(lease);
