@@ -2,21 +2,27 @@
 //! states, the fencing token, and the versioned encoding of everything persisted in etcd.
 
 pub mod codec;
+pub mod console_record;
+pub mod heartbeat;
 pub mod ids;
 pub mod node;
 pub mod power;
 pub mod provision;
+pub mod reservation;
 
 pub use codec::{decode, encode, CodecError, Record};
+pub use console_record::{ConsoleRecord, ConsoleSecretRecord};
+pub use heartbeat::HeartbeatRecord;
 pub use ids::{ConductorName, FenceToken, NameError, NodeId, NodeName};
 pub use node::{
     faults, AgentProgress, BootDeviceRequest, ConductorRecord, EventRecord, EvictionRecord,
     HistoryEntry, NodeHistory, NodeSpec, NodeStatus, PowerOp, PowerRequest, ProvisionRequest,
-    Remediation, RemediationAction, RemediationPolicy, RemediationRule, ReservationRecord,
+    Remediation, RemediationAction, RemediationBudget, RemediationPolicy, RemediationRule,
     SoftOffPolicy,
 };
 pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};
+pub use reservation::ReservationRecord;
 
 /// Milliseconds since the Unix epoch: the one timestamp format of persisted records.
 pub fn now_ms() -> u64 {

@@ -310,6 +310,19 @@ impl Record for RemediationPolicy {
     const VERSION: u8 = 1;
 }
 
+/// The value of `remediation/budget`: attempts started in the current window of the policy's
+/// rate limit, taken with a compare-and-swap by whichever conductor starts one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemediationBudget {
+    pub window_start_ms: u64,
+    pub used: u32,
+}
+
+impl Record for RemediationBudget {
+    const KIND: &'static str = "remediation budget";
+    const VERSION: u8 = 1;
+}
+
 /// Ironic's fault names.
 pub mod faults {
     pub const POWER_FAILURE: &str = "power failure";
@@ -472,18 +485,6 @@ impl Record for ConductorRecord {
     const VERSION: u8 = 1;
 }
 
-/// The value of `reservations/<uuid>` (on the holder's lease).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReservationRecord {
-    pub conductor: String,
-    pub acquired_at_ms: u64,
-}
-
-impl Record for ReservationRecord {
-    const KIND: &'static str = "reservation";
-    const VERSION: u8 = 1;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +514,18 @@ mod tests {
         assert_eq!(decode::<NodeStatus>(&encode(&status)).unwrap(), status);
         // A spec is not a status: decoding the wrong type is an error, not a panic.
         assert!(decode::<NodeStatus>(&encode(&spec)).is_err());
+    }
+
+    #[test]
+    fn remediation_budget_format_1_bytes_decode_and_encode_unchanged() {
+        // Bytes written by the build before the record moved from `ferric-cluster` to here.
+        const V1: &[u8] = &[1, 128, 208, 149, 255, 188, 49, 3];
+        let b = RemediationBudget {
+            window_start_ms: 1_700_000_000_000,
+            used: 3,
+        };
+        assert_eq!(decode::<RemediationBudget>(V1).unwrap(), b);
+        assert_eq!(encode(&b), V1);
     }
 
     #[test]
