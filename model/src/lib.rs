@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod console_record;
 pub mod heartbeat;
+pub mod history;
 pub mod ids;
 pub mod node;
 pub mod power;
@@ -13,6 +14,7 @@ pub mod reservation;
 pub use codec::{decode, encode, CodecError, Record};
 pub use console_record::{ConsoleRecord, ConsoleSecretRecord};
 pub use heartbeat::HeartbeatRecord;
+pub use history::{HistoryKind, Requester};
 pub use ids::{ConductorName, FenceToken, NameError, NodeId, NodeName};
 pub use node::{
     faults, AgentProgress, BootDeviceRequest, ConductorRecord, EventRecord, EvictionRecord,
