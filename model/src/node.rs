@@ -80,6 +80,7 @@ pub struct NodeSpec {
     pub name: Option<NodeName>,
     pub driver: String,
     /// JSON object text (Ironic's `driver_info`); secrets are masked on the way out, not here.
+    /// Read it with [`NodeSpec::driver_info`].
     pub driver_info: String,
     /// JSON object text.
     pub properties: String,
@@ -130,6 +131,12 @@ impl NodeSpec {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         }
+    }
+
+    /// The parsed `driver_info`. The spec keeps the text a client sent (so the persisted
+    /// format is unchanged); this is the one way to read it.
+    pub fn driver_info(&self) -> Result<crate::DriverInfo, crate::DriverInfoError> {
+        crate::DriverInfo::parse(&self.driver_info)
     }
 
     /// The power request the owner has not yet finished, if any.
