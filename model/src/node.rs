@@ -536,6 +536,18 @@ mod tests {
     }
 
     #[test]
+    fn driver_info_of_a_spec_is_parsed_and_malformed_is_an_error_not_empty() {
+        let mut spec = NodeSpec::new(NodeId::new_random(), "ipmi", 0);
+        assert_eq!(spec.driver_info().unwrap(), crate::DriverInfo::default());
+        spec.driver_info = r#"{"ipmi_address":"h","ipmi_port":"6230"}"#.into();
+        assert_eq!(spec.driver_info().unwrap().ipmi().port, Some(6230));
+        for bad in ["", "{", "[]", r#"{"ipmi_port":"x"}"#] {
+            spec.driver_info = bad.into();
+            assert!(spec.driver_info().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn pending_requests_compare_sequence_numbers() {
         let mut spec = NodeSpec::new(NodeId::new_random(), "fake-hardware", 0);
         let mut status = NodeStatus::default();
