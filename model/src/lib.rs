@@ -2,6 +2,7 @@
 //! `driver_info`, power and provision states, the fencing token, history kinds and requesters,
 //! every record persisted in etcd, and their versioned encoding.
 
+pub mod clock;
 pub mod codec;
 pub mod console_record;
 pub mod driver_info;
@@ -30,9 +31,4 @@ pub use provision::{ProvisionState, Verb};
 pub use reservation::ReservationRecord;
 
 /// Milliseconds since the Unix epoch: the one timestamp format of persisted records.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use clock::now_ms;

@@ -8,7 +8,8 @@
 //! node's actor (after its in-flight operation) and only then deletes the reservation; the new
 //! owner reserves it with "create if absent" and only then starts its actor.
 
-use crate::node_actor::{Initial, NodeArgs, NodeCtx, NodeMsg};
+use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg};
+use crate::store::EtcdStore;
 use crate::supervisor::{NodeEvent, SupervisorMsg, REASON_FENCED};
 use ferric_cluster::heartbeats::HeartbeatRecord;
 use ferric_cluster::placement::owner_of;
@@ -421,14 +422,19 @@ impl<'a> Session<'a> {
         };
         self.ctx = Some(Arc::new(NodeCtx {
             me: self.cfg.name.clone(),
-            cluster: self.cluster.clone(),
-            writer: self.writer.clone(),
+            store: Arc::new(EtcdStore {
+                cluster: self.cluster.clone(),
+                writer: self.writer.clone(),
+            }),
             fence: lease.fence(),
             bmc: self.cfg.bmc.clone(),
+            connect: real_bmcs(),
             callback_timeout_ms: self.cfg.callback_timeout.as_millis() as u64,
             remediation: self.policy.subscribe(),
-            consoles: self.cfg.consoles.clone(),
-            lease_id: lease.id,
+            consoles: self.cfg.consoles.clone().map(|ctx| Consoles {
+                ctx,
+                records: Some((self.cluster.clone(), lease.id)),
+            }),
         }));
         self.lease = Some(lease);
         self.cluster

@@ -282,14 +282,14 @@ fn finish(state: &mut SupervisorState, id: NodeId, token: FenceToken, reason: St
 /// Writes the reason the supervisor gave up into the node's status (fenced, best effort).
 fn record_give_up(ctx: Arc<NodeCtx>, id: NodeId, token: FenceToken, error: String) {
     tokio::spawn(async move {
-        let Ok(view) = ctx.cluster.get_node(&id.to_string()).await else {
+        let Ok(view) = ctx.store.read_node(id).await else {
             return;
         };
         let mut status = view.status;
         status.last_error = Some(error);
         status.owner = Some(ctx.me.clone());
         status.fence = token.0;
-        if let Err(e) = ctx.writer.write(id, token, &status).await {
+        if let Err(e) = ctx.store.write_status(id, token, &status, None, None).await {
             tracing::warn!(node = %id, error = %e, "could not record the give-up in the status");
         }
     });

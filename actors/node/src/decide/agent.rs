@@ -5,7 +5,7 @@
 //! step (and says how the previous one went through `agent_status`). When the last step is done
 //! the node resumes the busy state and the conductor does its own part (`node_state::work_for`).
 
-use crate::node_state::{transition, Work};
+use crate::decide::node_state::{transition, Work};
 use ferric_cluster::heartbeats::HeartbeatRecord;
 use ferric_model::provision::Event;
 use ferric_model::{DriverInfoError, NodeSpec, NodeStatus, ProvisionState};
