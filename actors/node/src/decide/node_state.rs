@@ -5,8 +5,8 @@ use ferric_model::provision::{
     on_event, on_verb, recovery_on_takeover, target_of, Event, Recovery,
 };
 use ferric_model::{
-    AgentProgress, BootDeviceRequest, FenceToken, NodeSpec, NodeStatus, PowerOp, PowerRequest,
-    PowerTarget, ProvisionRequest, ProvisionState, Verb,
+    AgentProgress, BootDeviceRequest, DriverInfoError, FenceToken, NodeSpec, NodeStatus, PowerOp,
+    PowerRequest, PowerTarget, ProvisionRequest, ProvisionState, Verb,
 };
 use ferric_power::op::{resume_phase, Phase, Plan};
 use ferric_power::Outcome;
@@ -197,7 +197,9 @@ pub enum DeployInterface {
 }
 
 /// The node's deploy interface: `deploy_interface` if set, else Ironic's default for its driver.
-pub fn deploy_interface(spec: &NodeSpec) -> DeployInterface {
+/// An unreadable `driver_info` (which the fake interface reads) is an error, for the caller to
+/// report as the node's status error.
+pub fn try_deploy_interface(spec: &NodeSpec) -> Result<DeployInterface, DriverInfoError> {
     let name = spec
         .interfaces
         .get("deploy_interface")
@@ -208,28 +210,26 @@ pub fn deploy_interface(spec: &NodeSpec) -> DeployInterface {
             "direct"
         });
     if name != "fake" {
-        return DeployInterface::Direct;
+        return Ok(DeployInterface::Direct);
     }
-    let info: serde_json::Value = serde_json::from_str(&spec.driver_info).unwrap_or_default();
-    let step_ms = info
-        .get("fake_step_secs")
-        .and_then(|v| {
-            v.as_f64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        .map_or(0, |s| (s.clamp(0.0, 3600.0) * 1000.0) as u64);
-    let fail_in = match info.get("fake_fail_states") {
-        Some(serde_json::Value::String(s)) => s
-            .split(',')
-            .filter_map(|p| ProvisionState::parse(p.trim()))
-            .collect(),
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str().and_then(ProvisionState::parse))
-            .collect(),
-        _ => Vec::new(),
-    };
-    DeployInterface::Fake { step_ms, fail_in }
+    let info = spec.driver_info()?;
+    Ok(DeployInterface::Fake {
+        step_ms: info.fake_step_ms(),
+        fail_in: info.fake_fail_states().to_vec(),
+    })
+}
+
+/// [`try_deploy_interface`] for callers that cannot report an error yet: an unreadable
+/// `driver_info` is logged and the fake interface runs with its defaults.
+// TODO(issue 10, node actor): report the error as a status error and remove this.
+pub fn deploy_interface(spec: &NodeSpec) -> DeployInterface {
+    try_deploy_interface(spec).unwrap_or_else(|e| {
+        tracing::warn!(node = %spec.id, error = %e, "unreadable driver_info; fake deploy defaults");
+        DeployInterface::Fake {
+            step_ms: 0,
+            fail_in: Vec::new(),
+        }
+    })
 }
 
 /// The conductor's own hardware work in a provisioning state (deploy interface `direct`).
