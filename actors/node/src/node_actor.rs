@@ -20,15 +20,16 @@ mod remediation;
 #[cfg(test)]
 mod tests;
 
+use crate::decide::agent::callback_timeout_ms;
 use crate::decide::maintenance::on_maintenance_change;
 use crate::store::NodeStore;
 use effects::{history, record, requeue, settle, Extras, RETRY};
-use ferric_cluster::heartbeats::HeartbeatRecord;
+use ferric_model::HeartbeatRecord;
 use ferric_cluster::{Cluster, SelfFence};
 use ferric_console::{ConsoleActor, ConsoleContext, ConsoleMsg, ConsoleTarget, StopReason};
 use ferric_model::{
-    now_ms, CodecError, FenceToken, NodeId, NodeSpec, NodeStatus, PowerState, ProvisionState,
-    RemediationPolicy,
+    now_ms, CodecError, DriverInfo, FenceToken, NodeId, NodeSpec, NodeStatus, PowerState,
+    ProvisionState, RemediationPolicy,
 };
 use ferric_power::{Bmc, BmcError, BmcSettings, PowerMsg};
 use in_flight::{InFlight, Timers};
@@ -37,18 +38,17 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Opens a node's BMC from its spec (the real drivers by default; tests give scripted ones).
+/// Opens a node's BMC from its driver and parsed `driver_info` (the real drivers by default;
+/// tests give scripted ones).
 pub type BmcConnector = Arc<
-    dyn Fn(&NodeSpec, Option<PowerState>, &BmcSettings) -> Result<Box<dyn Bmc>, BmcError>
+    dyn Fn(&str, &DriverInfo, Option<PowerState>, &BmcSettings) -> Result<Box<dyn Bmc>, BmcError>
         + Send
         + Sync,
 >;
 
 /// The drivers of `ferric-power`, chosen by the node's driver name.
 pub fn real_bmcs() -> BmcConnector {
-    Arc::new(|spec, last_known, settings| {
-        ferric_power::connect(&spec.driver, &spec.driver_info, last_known, settings)
-    })
+    Arc::new(ferric_power::connect_info)
 }
 
 /// The conductor's console service as node actors use it.
@@ -130,7 +130,11 @@ pub struct NodeState {
     ctx: Arc<NodeCtx>,
     stopping: Arc<AtomicBool>,
     spec: Option<Box<NodeSpec>>,
+    /// The spec's `driver_info`, parsed once per spec (the default while it is unreadable).
+    info: DriverInfo,
     spec_rev: i64,
+    /// Why the spec cannot be acted on (an unreadable record or `driver_info`); recorded as
+    /// the node's `last_error`, and nothing moves until a readable spec comes.
     spec_error: Option<String>,
     status: NodeStatus,
     /// Status writes etcd has not taken yet, oldest first, each with its history entry and
@@ -164,6 +168,29 @@ impl NodeState {
         !self.stopping.load(Ordering::Acquire) && self.ctx.fence.check(Default::default()).is_ok()
     }
 
+    /// Takes a spec: its `driver_info` is parsed here, once; an unreadable one stops all work
+    /// on the node with a clear `last_error` until a readable spec comes.
+    fn set_spec(&mut self, spec: NodeSpec) {
+        match spec.driver_info() {
+            Ok(info) => {
+                self.info = info;
+                self.spec_error = None;
+            }
+            Err(e) => {
+                tracing::error!(node = %self.id, error = %e, "unreadable driver_info");
+                self.spec_error = Some(format!(
+                    "driver_info is unreadable ({e}); nothing is done on this node until it is fixed"
+                ));
+            }
+        }
+        self.spec = Some(Box::new(spec));
+    }
+
+    /// How long this node's wait states wait for the agent.
+    fn callback_timeout_ms(&self) -> u64 {
+        callback_timeout_ms(&self.info, self.ctx.callback_timeout_ms)
+    }
+
     /// The spec, or an empty one while the record is unreadable.
     fn spec_now(&self) -> NodeSpec {
         self.spec
@@ -191,6 +218,7 @@ impl Actor for NodeActor {
             ctx: args.ctx,
             stopping: args.stopping,
             spec: None,
+            info: DriverInfo::default(),
             spec_rev: 0,
             spec_error: None,
             status: NodeStatus::default(),
@@ -212,7 +240,7 @@ impl Actor for NodeActor {
         };
         state.spec_rev = initial.spec_rev;
         match initial.spec {
-            Ok(spec) => state.spec = Some(Box::new(spec)),
+            Ok(spec) => state.set_spec(spec),
             Err(e) => state.spec_error = Some(format!("node spec record is unreadable: {e}")),
         }
         match initial.status {
@@ -405,16 +433,12 @@ async fn on_spec(
             None
         }
     };
-    let change = on_maintenance_change(
-        was,
-        &spec,
-        &state.status,
-        author,
-        now_ms(),
-        state.ctx.callback_timeout_ms,
-    );
-    state.spec = Some(spec);
-    state.spec_error = None;
+    let timeout = match spec.driver_info() {
+        Ok(info) => callback_timeout_ms(&info, state.ctx.callback_timeout_ms),
+        Err(_) => state.ctx.callback_timeout_ms,
+    };
+    let change = on_maintenance_change(was, &spec, &state.status, author, now_ms(), timeout);
+    state.set_spec(*spec);
     if let Some(change) = change {
         let entry = history(state, "maintenance", &change.action, change.by, None);
         record(state, change.status, Extras::history(entry)).await?;

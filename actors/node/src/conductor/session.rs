@@ -8,7 +8,7 @@ use super::ConductorConfig;
 use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg};
 use crate::store::EtcdStore;
 use crate::supervisor::{NodeEvent, SupervisorMsg};
-use ferric_cluster::heartbeats::HeartbeatRecord;
+use ferric_model::HeartbeatRecord;
 use ferric_cluster::snapshot::placement_of;
 use ferric_cluster::{
     AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, PrefixWatch, StatusWriter,
@@ -331,11 +331,8 @@ impl<'a> Session<'a> {
             (Kind::Conductors, self.cluster.keys().conductors()),
             (Kind::Nodes, self.cluster.keys().nodes()),
             (Kind::Reservations, self.cluster.keys().reservations()),
-            (Kind::Heartbeats, self.cluster.heartbeats_prefix()),
-            (
-                Kind::Config,
-                format!("{}config/", self.cluster.keys().prefix()),
-            ),
+            (Kind::Heartbeats, self.cluster.keys().heartbeats()),
+            (Kind::Config, self.cluster.keys().config()),
         ] {
             let watch = self.cluster.watch_prefix(&prefix, from).await?;
             self.watch_tasks.push(tokio::spawn(forward_watch(

@@ -2,7 +2,7 @@
 //! maintenance clears `fault` (the status's; the API clears the spec's reason); both directions
 //! go into the node's history.
 
-use crate::decide::agent::{callback_timeout_ms, restart_wait_on_leaving_maintenance};
+use crate::decide::agent::restart_wait_on_leaving_maintenance;
 use ferric_model::{NodeSpec, NodeStatus};
 
 /// The status and history entry that record a maintenance flip.
@@ -24,7 +24,7 @@ pub fn on_maintenance_change(
     status: &NodeStatus,
     author: Option<&'static str>,
     now_ms: u64,
-    default_callback_timeout_ms: u64,
+    callback_timeout_ms: u64,
 ) -> Option<MaintenanceChange> {
     // Maintenance set because of a fault is the conductor's act, not a user's.
     let by = if let Some(author) = author {
@@ -56,8 +56,7 @@ pub fn on_maintenance_change(
             next.fault_at_ms = None;
             // The fault episode is over; a new fault may be remediated again.
             next.remediation = None;
-            let timeout = callback_timeout_ms(spec, default_callback_timeout_ms);
-            restart_wait_on_leaving_maintenance(&mut next, now_ms, timeout);
+            restart_wait_on_leaving_maintenance(&mut next, now_ms, callback_timeout_ms);
             Some(MaintenanceChange {
                 status: next,
                 action,

@@ -197,9 +197,8 @@ pub enum DeployInterface {
 }
 
 /// The node's deploy interface: `deploy_interface` if set, else Ironic's default for its driver.
-/// An unreadable `driver_info` (which the fake interface reads) is an error, for the caller to
-/// report as the node's status error.
-pub fn try_deploy_interface(spec: &NodeSpec) -> Result<DeployInterface, DriverInfoError> {
+/// An unreadable `driver_info` (which the fake interface reads) is an error.
+pub fn deploy_interface(spec: &NodeSpec) -> Result<DeployInterface, DriverInfoError> {
     let name = spec
         .interfaces
         .get("deploy_interface")
@@ -216,19 +215,6 @@ pub fn try_deploy_interface(spec: &NodeSpec) -> Result<DeployInterface, DriverIn
     Ok(DeployInterface::Fake {
         step_ms: info.fake_step_ms(),
         fail_in: info.fake_fail_states().to_vec(),
-    })
-}
-
-/// [`try_deploy_interface`] for callers that cannot report an error yet: an unreadable
-/// `driver_info` is logged and the fake interface runs with its defaults.
-// TODO(issue 10, node actor): report the error as a status error and remove this.
-pub fn deploy_interface(spec: &NodeSpec) -> DeployInterface {
-    try_deploy_interface(spec).unwrap_or_else(|e| {
-        tracing::warn!(node = %spec.id, error = %e, "unreadable driver_info; fake deploy defaults");
-        DeployInterface::Fake {
-            step_ms: 0,
-            fail_in: Vec::new(),
-        }
     })
 }
 
@@ -280,7 +266,9 @@ pub fn work_for(spec: &NodeSpec, status: &NodeStatus) -> Result<Option<Work>, St
     if !state.is_busy() {
         return Ok(None);
     }
-    match deploy_interface(spec) {
+    let interface =
+        deploy_interface(spec).map_err(|e| format!("cannot read the node's driver_info: {e}"))?;
+    match interface {
         DeployInterface::Fake { step_ms, fail_in } => Ok(Some(Work::Step {
             state,
             after_ms: step_ms,
@@ -369,7 +357,7 @@ pub fn begin_provision(
     };
     if req.verb == Verb::Abort
         && status.provision_state == ProvisionState::RescueWait
-        && deploy_interface(spec) == DeployInterface::Direct
+        && deploy_interface(spec).is_ok_and(|d| d == DeployInterface::Direct)
     {
         // Aborting a rescue takes the rescue ramdisk down: power the node off. A failure here
         // is Ironic's "rescue abort failure" fault.

@@ -6,9 +6,9 @@ use super::in_flight::InFlight;
 use super::provision::drive;
 use super::reconcile::{reconcile, Action, Flow, Outcome};
 use super::{NodeMsg, NodeState};
-use crate::decide::agent::{callback_timeout_ms, on_heartbeat, wait_timeout, Heartbeat};
+use crate::decide::agent::{on_heartbeat, wait_timeout, Heartbeat};
 use crate::error::NodeError;
-use ferric_cluster::heartbeats::HeartbeatRecord;
+use ferric_model::HeartbeatRecord;
 use ferric_model::now_ms;
 use ractor::ActorRef;
 
@@ -50,7 +50,7 @@ async fn on_agent_heartbeat(
         // Not taken over yet: the reconcile after the takeover reads the last heartbeat again.
         return Ok(Flow::Go);
     }
-    let timeout = callback_timeout_ms(&spec, state.ctx.callback_timeout_ms);
+    let timeout = state.callback_timeout_ms();
     match on_heartbeat(&spec, &state.status, hb, rev, now_ms(), timeout) {
         Heartbeat::Ignored(why) => {
             tracing::debug!(node = %state.id, why, "heartbeat ignored");

@@ -24,7 +24,10 @@ pub(super) async fn sync_console(
         .spec
         .as_deref()
         .filter(|s| s.console_enabled && state.may_command())
-        .map(ConsoleTarget::from_spec);
+        .map(|s| {
+            let interface = s.interfaces.get("console_interface").map(String::as_str);
+            ConsoleTarget::resolve_info(&s.driver, interface, &state.info)
+        });
     match (wanted, state.console.take()) {
         (None, None) => state.console_error = None,
         (None, Some((console, _))) => {

@@ -6,7 +6,6 @@ use super::in_flight::InFlight;
 use super::provision::drive;
 use super::reconcile::Flow;
 use super::{NodeMsg, NodeState};
-use crate::decide::agent::callback_timeout_ms;
 use crate::decide::node_state::{
     boot_finished, hardware_done, power_finished, power_start, Hardware, HARD_TIMEOUT_S,
 };
@@ -104,8 +103,13 @@ async fn power_actor(
         return Ok(p.clone());
     }
     let spec = state.spec.as_deref().ok_or("no readable spec")?;
-    let bmc = (state.ctx.connect)(spec, state.status.power_state, &state.ctx.bmc)
-        .map_err(|e| e.to_string())?;
+    let bmc = (state.ctx.connect)(
+        &spec.driver,
+        &state.info,
+        state.status.power_state,
+        &state.ctx.bmc,
+    )
+    .map_err(|e| e.to_string())?;
     let me = myself.clone();
     let args = PowerArgs {
         node: state.id,
@@ -352,7 +356,7 @@ async fn finish_hardware(
     let Some(spec) = state.spec.clone() else {
         return Ok(Flow::Go);
     };
-    let timeout = callback_timeout_ms(&spec, state.ctx.callback_timeout_ms);
+    let timeout = state.callback_timeout_ms();
     let before_power = state.status.power_state;
     let mut base = state.status.clone();
     if power.is_some() {

@@ -5,7 +5,6 @@ use super::effects::{history, record, step_after, Extras};
 use super::power::{read_power, start_hardware};
 use super::reconcile::{reconcile, Flow, Outcome};
 use super::{NodeMsg, NodeState};
-use crate::decide::agent::callback_timeout_ms;
 use crate::decide::node_state::{begin_provision, step_done, work_for, Work};
 use crate::error::NodeError;
 use ferric_model::{now_ms, ProvisionRequest, ProvisionState};
@@ -21,7 +20,7 @@ pub(super) async fn start_provision(
 ) -> Result<Flow, NodeError> {
     let spec = state.spec_now();
     let before = state.status.provision_state;
-    let timeout = callback_timeout_ms(&spec, state.ctx.callback_timeout_ms);
+    let timeout = state.callback_timeout_ms();
     let (mut next, mut work) = begin_provision(&spec, &state.status, &req, now_ms(), timeout);
     let mut action = format!(
         "{}: \"{}\" -> \"{}\"",

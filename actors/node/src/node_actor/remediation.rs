@@ -147,7 +147,7 @@ pub(super) async fn remediate(
                     // Acted on at once (no maintenance flip to record from the watch).
                     if view.spec_rev > state.spec_rev {
                         state.spec_rev = view.spec_rev;
-                        state.spec = Some(Box::new(view.spec));
+                        state.set_spec(view.spec);
                     }
                     Ok(Flow::Again)
                 }

@@ -145,7 +145,7 @@ impl Setup {
                 Duration::from_secs(5),
                 Duration::from_millis(50),
             )),
-            connect: Arc::new(move |_, _, _| Ok(Box::new(MachineBmc(machine.clone())))),
+            connect: Arc::new(move |_, _, _, _| Ok(Box::new(MachineBmc(machine.clone())))),
             callback_timeout_ms: 60_000,
             remediation,
             consoles: consoles.clone().map(|ctx| Consoles { ctx, records: None }),
@@ -595,4 +595,33 @@ async fn the_console_follows_the_spec_and_ends_before_the_actor_stops() {
         .unwrap();
     assert!(consoles.registry.get(&node.id).is_none());
     assert!(consoles.registry.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_driver_info_in_etcd_is_a_status_error_until_fixed() {
+    let machine = Machine::new(false);
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine.clone();
+    // Written by an older gateway that did not check it.
+    setup.spec.driver_info = r#"{"fake_step_secs": "soon"}"#.into();
+    let node = setup.start().await;
+    node.power(1, PowerTarget::On, None);
+    let st = node
+        .until("the error recorded", |i| {
+            i.status.clone().filter(|s| s.last_error.is_some())
+        })
+        .await;
+    let error = st.last_error.unwrap();
+    assert!(error.starts_with("driver_info is unreadable"), "{error}");
+    assert!(error.contains("fake_step_secs"), "{error}");
+    assert_eq!(st.power_seq_done, 0);
+    assert!(machine.commands().is_empty());
+    // Fixed: the request that waited is carried out.
+    node.store
+        .user_change(|s| s.driver_info = r#"{"fake_step_secs": 1}"#.into());
+    node.until("power on done", |i| {
+        i.status.clone().filter(|s| s.power_seq_done == 1)
+    })
+    .await;
+    assert_eq!(machine.commands(), ["power on"]);
 }

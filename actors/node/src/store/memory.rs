@@ -4,7 +4,7 @@
 
 use super::{NodeStore, SpecChange};
 use crate::node_actor::NodeMsg;
-use ferric_cluster::heartbeats::HeartbeatRecord;
+use ferric_model::HeartbeatRecord;
 use ferric_cluster::remediation::Slot;
 use ferric_cluster::{ClusterError, NodeView};
 use ferric_model::{

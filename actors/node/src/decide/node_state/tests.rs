@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::decide::agent::{on_heartbeat, wait_timeout, Heartbeat};
-use ferric_cluster::heartbeats::HeartbeatRecord;
+use ferric_model::HeartbeatRecord;
 use ferric_model::{NodeId, PowerState, PowerTarget};
 
 fn spec() -> NodeSpec {
@@ -242,7 +242,7 @@ fn a_failing_fake_step_lands_in_the_failed_state() {
     st = drive(&s, st, &vreq(1, Verb::Provide));
     assert_eq!(st.provision_state, ProvisionState::CleanFailed);
     assert_eq!(
-        deploy_interface(&s),
+        deploy_interface(&s).unwrap(),
         DeployInterface::Fake {
             step_ms: 0,
             fail_in: vec![ProvisionState::Deploying, ProvisionState::Cleaning]
