@@ -2,15 +2,13 @@
 //! has its own etcd and key prefix and checks what an independent observer sees: etcd's keys,
 //! etcd's revision history, `ferric ctl`'s answers and the processes' exit codes.
 
-mod common;
-
-use common::{describe, free_port, Fleet, Snapshot};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use ferric_cluster::{AcquireOutcome, Cluster, ClusterError, EtcdConfig, LeaseKeeper};
 use ferric_model::{
     decode, encode, now_ms, FenceToken, NodeId, NodeSpec, NodeStatus, PowerRequest, PowerState,
     PowerTarget,
 };
+use ferric_testkit::{describe, free_port, Fleet, Snapshot};
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -810,7 +808,7 @@ async fn bad_input_gives_clear_errors() {
     // Nothing listens on this port: ctl gives up in bounded time and says it is about etcd.
     let closed = format!("http://127.0.0.1:{}", free_port());
     let start = Instant::now();
-    let out = common::ctl_with_timeout(
+    let out = ferric_testkit::fleet::ctl_with_timeout(
         &closed,
         &fleet.prefix,
         &["node", "list"],

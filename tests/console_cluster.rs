@@ -7,17 +7,12 @@
 //! - Restart a conductor on the same host (SIGTERM, and SIGKILL): never two console processes
 //!   for one BMC, and every console comes back.
 
-mod common;
-mod gateway_support;
-#[path = "../actors/console/tests/support/ipmi_sol.rs"]
-mod sol;
-
-use common::Fleet;
 use ferric_cluster::consoles::ConsoleRecord;
 use ferric_model::decode;
+use ferric_testkit::Fleet;
+use ferric_testkit::IpmiSim;
 use futures::{SinkExt, StreamExt};
 use nix::sys::signal::Signal;
-use sol::SolBmc;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -112,7 +107,7 @@ async fn all_active_on(fleet: &Fleet, ids: &[String], conductor: &str, within: D
 }
 
 /// One `ipmi` node per BMC, consoles enabled; their uuids.
-async fn ipmi_nodes_with_consoles(fleet: &Fleet, bmcs: &[SolBmc]) -> Vec<String> {
+async fn ipmi_nodes_with_consoles(fleet: &Fleet, bmcs: &[IpmiSim]) -> Vec<String> {
     let mut ids = Vec::new();
     for b in bmcs {
         let info = b.driver_info();
@@ -163,7 +158,7 @@ async fn sigkill_of_a_conductor_with_20_consoles() {
     let mut fleet = Fleet::new("console-kill").await;
     let ttl = ["--lease-ttl", "2", "--drivers", "ipmi"];
     fleet.start_conductor("c1", &ttl);
-    let bmcs: Vec<SolBmc> = (0..20).map(|_| SolBmc::start()).collect();
+    let bmcs: Vec<IpmiSim> = (0..20).map(|_| IpmiSim::with_sol()).collect();
     let ids = ipmi_nodes_with_consoles(&fleet, &bmcs).await;
     all_active_on(&fleet, &ids, "c1", Duration::from_secs(60)).await;
     // The BMC's one session is taken: an outside activation is refused.
@@ -227,12 +222,12 @@ async fn sigkill_of_a_conductor_with_20_consoles() {
             Duration::from_secs(10),
             "the serial port gets the keystrokes",
             async || {
-                let got = String::from_utf8_lossy(&bmcs[5].serial.received()).to_string();
+                let got = String::from_utf8_lossy(&bmcs[5].serial().received()).to_string();
                 got.contains("hello-from-viewer").then_some(()).ok_or(got)
             },
         )
         .await;
-    bmcs[5].serial.say(b"\r\nsaid-by-the-machine\r\n");
+    bmcs[5].serial().say(b"\r\nsaid-by-the-machine\r\n");
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !String::from_utf8_lossy(&seen).contains("said-by-the-machine") {
@@ -267,7 +262,7 @@ async fn restart(kill: bool) {
         rt.as_str(),
     ];
     fleet.start_conductor("c1", &args);
-    let bmcs: Vec<SolBmc> = (0..3).map(|_| SolBmc::start()).collect();
+    let bmcs: Vec<IpmiSim> = (0..3).map(|_| IpmiSim::with_sol()).collect();
     let ids = ipmi_nodes_with_consoles(&fleet, &bmcs).await;
     all_active_on(&fleet, &ids, "c1", Duration::from_secs(30)).await;
     let ports: Vec<u16> = bmcs.iter().map(|b| b.port()).collect();
@@ -347,14 +342,14 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
     let dir = tempfile::tempdir().unwrap();
     let ttl = ["--lease-ttl", "2", "--drivers", "ipmi"];
     fleet.start_conductor("c1", &ttl);
-    let gw = gateway_support::Gateway::start(&fleet, dir.path(), "gw", &[]);
-    let bmc = SolBmc::start();
+    let gw = ferric_testkit::Gateway::start(&fleet, dir.path(), "gw", &[]);
+    let bmc = IpmiSim::with_sol();
     let info = bmc.driver_info();
     let id = fleet
         .create_nodes(1, &["--driver", "ipmi", "--driver-info", &info])
         .await
         .remove(0);
-    let r = gateway_support::api(
+    let r = ferric_testkit::http::api(
         gw.port,
         "PUT",
         &format!("/v1/nodes/{id}/states/console"),
@@ -368,7 +363,7 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
         Duration::from_secs(30),
     )
     .await;
-    let r = gateway_support::api(
+    let r = ferric_testkit::http::api(
         gw.port,
         "GET",
         &format!("/v1/nodes/{id}/states/console"),
@@ -396,7 +391,7 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
             Duration::from_secs(10),
             "the serial port gets the keystrokes",
             async || {
-                let got = String::from_utf8_lossy(&bmc.serial.received()).to_string();
+                let got = String::from_utf8_lossy(&bmc.serial().received()).to_string();
                 got.contains("typed-in-the-browser")
                     .then_some(())
                     .ok_or(got)
@@ -427,7 +422,7 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
             break;
         }
         if texts.iter().any(|t| t.contains("\"reconnected\"")) {
-            bmc.serial.say(b"\r\nafter-the-failover\r\n");
+            bmc.serial().say(b"\r\nafter-the-failover\r\n");
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left.min(Duration::from_millis(500)), ws.next()).await {
@@ -457,7 +452,7 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
 async fn a_bmc_dying_mid_session_affects_nothing_else() {
     let mut fleet = Fleet::new("console-bmc-dies").await;
     fleet.start_conductor("c1", &["--lease-ttl", "5", "--drivers", "ipmi"]);
-    let mut bmcs: Vec<SolBmc> = (0..3).map(|_| SolBmc::start()).collect();
+    let mut bmcs: Vec<IpmiSim> = (0..3).map(|_| IpmiSim::with_sol()).collect();
     let ids = ipmi_nodes_with_consoles(&fleet, &bmcs).await;
     all_active_on(&fleet, &ids, "c1", Duration::from_secs(30)).await;
     let before = consoles(&fleet).await;
@@ -495,7 +490,7 @@ async fn a_bmc_dying_mid_session_affects_nothing_else() {
             Duration::from_secs(10),
             "a healthy console still types",
             async || {
-                let got = String::from_utf8_lossy(&bmcs[1].serial.received()).to_string();
+                let got = String::from_utf8_lossy(&bmcs[1].serial().received()).to_string();
                 got.contains("still-here").then_some(()).ok_or(got)
             },
         )

@@ -5,13 +5,10 @@
 //!
 //! Run: `cargo test --test power_ipmi -- --test-threads=1` (needs etcd, `ipmi_sim`, `ipmitool`).
 
-mod common;
-#[path = "../actors/power/tests/support/ipmi_sim.rs"]
-mod ipmi_sim;
-
-use common::{describe, Fleet};
 use ferric_model::{BootDevice, NodeStatus, PowerState, PowerTarget};
-use ipmi_sim::{free_udp_port, IpmiSim, PASSWORD, USERNAME};
+use ferric_testkit::free_udp_port;
+use ferric_testkit::ipmi_sim::{IpmiSim, PASSWORD, USERNAME};
+use ferric_testkit::{describe, Fleet};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -51,15 +48,6 @@ async fn enroll(fleet: &Fleet, info: &str, extra: &[&str]) -> String {
     fleet.note(&format!("enrolled node {id} ({extra:?})"));
     fleet.wait_settled(Duration::from_secs(30), &["c1"]).await;
     id
-}
-
-async fn status(fleet: &Fleet, id: &str) -> Result<NodeStatus, String> {
-    let snap = fleet.snapshot().await?;
-    match snap.status(id) {
-        Some(Ok(s)) => Ok(s),
-        Some(Err(e)) => Err(format!("unreadable status: {e}")),
-        None => Err("no status yet".into()),
-    }
 }
 
 /// The node's current power request seq and boot device request seq (0: none yet).
@@ -131,7 +119,7 @@ async fn power_quiet(
             limit,
             &format!("power {action} of {id} is done"),
             async || {
-                let s = status(fleet, id).await?;
+                let s = fleet.status(id).await?;
                 if s.power_seq_done >= seq {
                     Ok(s)
                 } else {
@@ -165,7 +153,7 @@ async fn boot_device(fleet: &Fleet, id: &str, device: &str, persistent: bool) ->
             Duration::from_secs(20),
             &format!("boot device {device} (persistent {persistent}) of {id} is done"),
             async || {
-                let s = status(fleet, id).await?;
+                let s = fleet.status(id).await?;
                 if s.boot_seq_done >= seq {
                     Ok(s)
                 } else {
@@ -909,7 +897,7 @@ async fn frozen_bmc_mid_operation_is_unreachable_and_the_node_recovers() {
     let (seq, _) = request_seqs(&fleet, &id).await;
     fleet
         .wait_until(limit, "the soft off is sent and recorded", async || {
-            let s = status(&fleet, &id).await?;
+            let s = fleet.status(&id).await?;
             match &s.power_op {
                 Some(op) if op.seq == seq && op.soft_sent => Ok(()),
                 other => Err(format!(
@@ -934,7 +922,7 @@ async fn frozen_bmc_mid_operation_is_unreachable_and_the_node_recovers() {
             Duration::from_secs(60),
             "the operation on the frozen BMC ends",
             async || {
-                let s = status(&fleet, &id).await?;
+                let s = fleet.status(&id).await?;
                 if s.power_seq_done >= seq {
                     Ok(s)
                 } else {
