@@ -3,14 +3,13 @@
 //! the grace periods, the child is reaped, the pid file removed, and the payload deactivated.
 //! Run: `cargo test -p ferric-console --test escalation`.
 
-#[path = "support/console.rs"]
-mod console;
+mod support;
 
-use console::*;
 use ferric_console::{ConsoleActor, ConsoleTarget, StopReason};
 use ferric_model::NodeId;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
+use support::*;
 
 const STUCK_IPMITOOL: &str = r#"#!/bin/sh
 # Records each call; `sol deactivate` succeeds, `sol activate` reports an operational session

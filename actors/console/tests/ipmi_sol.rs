@@ -3,21 +3,19 @@
 //! console websocket; checked with an independent `ipmitool` and in /proc. Run:
 //! `cargo test -p ferric-console --test ipmi_sol` (needs `ipmi_sim` and `ipmitool`).
 
-#[path = "support/console.rs"]
-mod console;
-#[path = "support/ipmi_sol.rs"]
-mod ipmi_sol;
+mod support;
 
-use console::*;
 use ferric_console::hub::CLOSE_DISABLED;
 use ferric_console::{ConsoleActor, ConsoleTarget, SessionState, StopReason};
 use ferric_model::NodeId;
-use ipmi_sol::{pid_file, process_gone, SolBmc, PASSWORD};
+use ferric_testkit::ipmi_sim::{IpmiSim, PASSWORD};
+use ferric_testkit::process::process_gone;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
+use support::*;
 
-fn target(bmc: &SolBmc) -> ConsoleTarget {
+fn target(bmc: &IpmiSim) -> ConsoleTarget {
     ConsoleTarget::resolve("ipmi", None, &bmc.driver_info()).unwrap()
 }
 
@@ -37,7 +35,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_flow_both_ways_between_the_websocket_and_the_serial_port() {
-    let bmc = std::sync::Arc::new(SolBmc::start());
+    let bmc = std::sync::Arc::new(IpmiSim::with_sol());
     let dir = tempfile::tempdir().unwrap();
     let svc = service(settings(dir.path())).await;
     let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
@@ -56,7 +54,7 @@ async fn bytes_flow_both_ways_between_the_websocket_and_the_serial_port() {
     let (mut ws, hello) = viewer(svc.local_addr(), &c.node, "rw").await;
     assert_eq!(hello["writer"], true);
     // Machine -> viewer.
-    bmc.serial.say(b"\r\nKernel 6.1 booting...\r\n");
+    bmc.serial().say(b"\r\nKernel 6.1 booting...\r\n");
     read_until(&mut ws, b"Kernel 6.1 booting...").await;
     // Viewer -> machine (and the machine's echo back).
     type_keys(&mut ws, b"root\r").await;
@@ -65,7 +63,7 @@ async fn bytes_flow_both_ways_between_the_websocket_and_the_serial_port() {
     eventually(
         Duration::from_secs(10),
         "keystrokes at the serial port",
-        move || String::from_utf8_lossy(&b.serial.received()).contains("root\r"),
+        move || String::from_utf8_lossy(&b.serial().received()).contains("root\r"),
     )
     .await;
 
@@ -77,12 +75,12 @@ async fn bytes_flow_both_ways_between_the_websocket_and_the_serial_port() {
         Duration::from_secs(10),
         "escape bytes at the serial port",
         move || {
-            let got = b.serial.received();
+            let got = b.serial().received();
             got.windows(tricky.len()).any(|w| w == tricky)
         },
     )
     .await;
-    bmc.serial.say(b"still alive\r\n");
+    bmc.serial().say(b"still alive\r\n");
     read_until(&mut ws, b"still alive").await;
     assert!(
         matches!(c.status().await.state, SessionState::Active { pid: Some(p), .. } if p == pid)
@@ -98,7 +96,7 @@ async fn a_large_paste_is_echoed_completely() {
     // More than both pipe buffers (64 KiB each) at once: keystrokes waiting for ipmitool's stdin
     // must never keep its output from being drained. (ipmi_sim's serial line runs at 115200
     // baud, so this takes about half a minute.)
-    let bmc = std::sync::Arc::new(SolBmc::start());
+    let bmc = std::sync::Arc::new(IpmiSim::with_sol());
     let dir = tempfile::tempdir().unwrap();
     let svc = service(settings(dir.path())).await;
     let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
@@ -143,14 +141,14 @@ async fn a_large_paste_is_echoed_completely() {
     let sink = writer.await.unwrap();
     ws = sink.reunite(stream).unwrap();
     assert!(t.elapsed() < Duration::from_secs(90));
-    assert!(bmc.serial.received().len() >= PASTE);
+    assert!(bmc.serial().received().len() >= PASTE);
     let _ = ws.close(None).await;
     ConsoleActor::stop_and_wait(&c.actor, StopReason::Disabled, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_payload_is_held_while_active_and_free_at_once_after_stop() {
-    let bmc = std::sync::Arc::new(SolBmc::start());
+    let bmc = std::sync::Arc::new(IpmiSim::with_sol());
     let dir = tempfile::tempdir().unwrap();
     let svc = service(settings(dir.path())).await;
     let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
@@ -179,7 +177,7 @@ async fn the_payload_is_held_while_active_and_free_at_once_after_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_ipmitool_session_is_reopened_and_viewers_see_it() {
-    let bmc = std::sync::Arc::new(SolBmc::start());
+    let bmc = std::sync::Arc::new(IpmiSim::with_sol());
     let dir = tempfile::tempdir().unwrap();
     let svc = service(settings(dir.path())).await;
     let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
@@ -232,7 +230,7 @@ async fn a_killed_ipmitool_session_is_reopened_and_viewers_see_it() {
 
 #[test]
 fn the_sweep_kills_a_console_a_previous_run_left() {
-    let bmc = SolBmc::start();
+    let bmc = IpmiSim::with_sol();
     let dir = tempfile::tempdir().unwrap();
     let node = NodeId::new_random();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -315,7 +313,7 @@ fn helper_conductor_with_a_console() {
 
 #[test]
 fn a_console_dies_with_its_conductor_process() {
-    let bmc = SolBmc::start();
+    let bmc = IpmiSim::with_sol();
     let dir = tempfile::tempdir().unwrap();
     let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
         .args([

@@ -4,14 +4,13 @@
 //! reopened, and a stop frees the port at once; the simulator's own command log names our
 //! conductor. Run: `cargo test -p ferric-console --test sim_console`.
 
-#[path = "support/console.rs"]
-mod console;
+mod support;
 
-use console::*;
 use ferric_console::{ConsoleActor, ConsoleTarget, SessionState, StopReason};
 use ferric_model::NodeId;
 use ferric_sim::{serve_state, LogOp, SimConfig, SimState};
 use std::sync::Arc;
+use support::*;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite;

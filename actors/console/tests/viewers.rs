@@ -3,10 +3,8 @@
 //! viewers, and the close codes when a console stops. Run: `cargo test -p ferric-console --test
 //! viewers`.
 
-#[path = "support/console.rs"]
-mod console;
+mod support;
 
-use console::*;
 use ferric_console::hub::{
     CLOSE_DISABLED, CLOSE_IDLE, CLOSE_OWNER_CHANGED, CLOSE_TOO_BIG, CLOSE_TOO_SLOW,
 };
@@ -14,6 +12,7 @@ use ferric_console::{ConsoleActor, ConsoleTarget, StopReason};
 use ferric_model::NodeId;
 use futures::SinkExt;
 use std::time::Duration;
+use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const FAKE_PROMPT: &[u8] = b"fake$ ";
