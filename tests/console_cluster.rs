@@ -9,13 +9,13 @@
 
 use ferric_cluster::consoles::ConsoleRecord;
 use ferric_model::decode;
+use ferric_testkit::viewer::{connect, connect_bearer, read_until, Ws};
 use ferric_testkit::Fleet;
 use ferric_testkit::IpmiSim;
 use futures::{SinkExt, StreamExt};
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Every `consoles/<uuid>` record.
@@ -125,11 +125,7 @@ async fn ipmi_nodes_with_consoles(fleet: &Fleet, bmcs: &[IpmiSim]) -> Vec<String
 }
 
 /// A viewer connected straight to a conductor's console server, as the gateway connects.
-async fn viewer(
-    fleet: &Fleet,
-    rec: &ConsoleRecord,
-    id: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+async fn viewer(fleet: &Fleet, rec: &ConsoleRecord, id: &str) -> Ws {
     let cluster = ferric_cluster::Cluster::connect(&{
         let mut c = ferric_cluster::EtcdConfig::new(&fleet.url());
         c.prefix = fleet.prefix.clone();
@@ -138,19 +134,10 @@ async fn viewer(
     .await
     .expect("etcd");
     let secret = cluster.console_secret().await.expect("console secret");
-    let mut req = format!("ws://{}/console/{id}/ws?mode=rw", rec.address)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {secret}").parse().unwrap());
-    let (ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(req),
-    )
-    .await
-    .expect("connect in time")
-    .expect("websocket");
-    ws
+    let url = format!("ws://{}/console/{id}/ws?mode=rw", rec.address);
+    connect_bearer(&url, Some(&secret))
+        .await
+        .unwrap_or_else(|r| panic!("websocket refused: {r:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,19 +215,7 @@ async fn sigkill_of_a_conductor_with_20_consoles() {
         )
         .await;
     bmcs[5].serial().say(b"\r\nsaid-by-the-machine\r\n");
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&seen).contains("said-by-the-machine") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => seen.extend_from_slice(&b),
-            Ok(Some(Ok(_))) => {}
-            other => fleet.fail(&format!(
-                "no machine output on the websocket ({other:?}); got {:?}",
-                String::from_utf8_lossy(&seen)
-            )),
-        }
-    }
+    read_until(&mut ws, b"said-by-the-machine").await;
     fleet.check_fencing_history().await;
 }
 
@@ -376,13 +351,9 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
     fleet.ensure(url.ends_with(&format!("/v1/nodes/{id}/console/ws")), || {
         r.body.clone()
     });
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .expect("connect in time")
-    .expect("websocket through the gateway");
+    let (mut ws, _) = connect(&url, &[])
+        .await
+        .unwrap_or_else(|r| panic!("websocket through the gateway refused: {r:?}"));
     ws.send(Message::Binary(b"typed-in-the-browser\r".to_vec().into()))
         .await
         .unwrap();
