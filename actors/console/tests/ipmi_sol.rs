@@ -260,7 +260,12 @@ fn the_sweep_kills_a_console_a_previous_run_left() {
     let pid = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the console became active");
-    std::thread::sleep(Duration::from_millis(300));
+    // The orphan is alive and in session, not merely not yet dead: the BMC still refuses an
+    // outside activation because its payload is held.
+    assert!(
+        bmc.outside_activate().is_err(),
+        "the frozen conductor's console does not hold the BMC's session"
+    );
     assert!(!process_gone(pid), "ipmitool {pid} should still run");
 
     // The next run of the conductor sweeps it.

@@ -157,11 +157,28 @@ async fn a_console_record_lives_on_the_lease_while_the_console_runs() {
 
     // Without the reservation, no record is written (fenced).
     assert_eq!(c.release(&[(node, token)]).await.unwrap(), 1);
+    let inspect = ferric_testkit::Inspect::connect(&etcd.url(), "")
+        .await
+        .unwrap();
+    let released = inspect.revision().await.unwrap();
     let mut con = start(svc.context(), node, ConsoleTarget::Fake, to).await;
     con.wait_active().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(c.get_console(&node).await.unwrap(), None);
+    // Once the console has stopped, its recorder has tried to write every state the console
+    // went through (connecting, active) and has ended: only then does absence prove anything.
     ConsoleActor::stop_and_wait(&con.actor, StopReason::Disabled, WAIT).await;
+    let key = c.console_key(&node);
+    let history = inspect.history().await.unwrap();
+    let puts: Vec<i64> = history
+        .under(&key)
+        .filter(|e| e.put && e.revision > released)
+        .map(|e| e.revision)
+        .collect();
+    assert!(
+        puts.is_empty(),
+        "console record written without the reservation at {puts:?}"
+    );
+    assert_eq!(c.get_console(&node).await.unwrap(), None);
 }
 
 #[tokio::test]

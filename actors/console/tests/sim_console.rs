@@ -110,9 +110,12 @@ async fn a_ferric_sim_serial_port_through_the_conductor_websocket() {
     // Cleared, not waited out.
     close_frame(&mut stale).await;
 
-    // The machine reboots: its boot lines reach the console before anyone watches.
+    // The machine reboots: its boot lines reach the console before the viewer below watches.
+    // A read-only watcher seeing the prompt is the proof that the console holds it already.
+    let (mut watcher, _) = viewer(svc.local_addr(), &c.node, "ro").await;
     sim.reset("sim-0", "ForceRestart").await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let boot = read_until(&mut watcher, b"sim-0 login: ").await;
+    assert!(boot.text().contains("booting from"), "{:?}", boot.text());
     let (mut ws, hello) = viewer(svc.local_addr(), &c.node, "rw").await;
     assert_eq!(hello["writer"], true);
     // Replayed to the viewer that came later.
