@@ -114,23 +114,7 @@ async fn power_quiet(
     }
     fleet.ctl_ok(&args).await;
     let (seq, _) = request_seqs(fleet, id).await;
-    let status = fleet
-        .wait_until(
-            limit,
-            &format!("power {action} of {id} is done"),
-            async || {
-                let s = fleet.status(id).await?;
-                if s.power_seq_done >= seq {
-                    Ok(s)
-                } else {
-                    Err(format!(
-                        "power_seq_done {} < {seq}; power {:?} op {:?} last_error {:?}",
-                        s.power_seq_done, s.power_state, s.power_op, s.last_error
-                    ))
-                }
-            },
-        )
-        .await;
+    let status = fleet.wait_power_done(id, seq, limit).await;
     let took = started.elapsed();
     let commands = sim.map_or_else(Vec::new, |s| s.commands().into_iter().skip(skip).collect());
     Done {
@@ -148,22 +132,18 @@ async fn boot_device(fleet: &Fleet, id: &str, device: &str, persistent: bool) ->
     }
     fleet.ctl_ok(&args).await;
     let (_, seq) = request_seqs(fleet, id).await;
+    let what = format!("boot device {device} (persistent {persistent}) of {id} is done");
     fleet
-        .wait_until(
-            Duration::from_secs(20),
-            &format!("boot device {device} (persistent {persistent}) of {id} is done"),
-            async || {
-                let s = fleet.status(id).await?;
-                if s.boot_seq_done >= seq {
-                    Ok(s)
-                } else {
-                    Err(format!(
-                        "boot_seq_done {} < {seq}; boot_device {:?} last_error {:?}",
-                        s.boot_seq_done, s.boot_device, s.last_error
-                    ))
-                }
-            },
-        )
+        .wait_status(id, Duration::from_secs(20), &what, |s| {
+            if s.boot_seq_done >= seq {
+                Ok(())
+            } else {
+                Err(format!(
+                    "boot_seq_done {} < {seq}; boot_device {:?} last_error {:?}",
+                    s.boot_seq_done, s.boot_device, s.last_error
+                ))
+            }
+        })
         .await
 }
 
@@ -918,18 +898,7 @@ async fn frozen_bmc_mid_operation_is_unreachable_and_the_node_recovers() {
     fleet.note("ipmi_sim frozen (SIGSTOP)");
 
     let s = fleet
-        .wait_until(
-            Duration::from_secs(60),
-            "the operation on the frozen BMC ends",
-            async || {
-                let s = fleet.status(&id).await?;
-                if s.power_seq_done >= seq {
-                    Ok(s)
-                } else {
-                    Err(format!("power_op {:?}", s.power_op))
-                }
-            },
-        )
+        .wait_power_done(&id, seq, Duration::from_secs(60))
         .await;
     let took = frozen_at.elapsed();
     fleet.note(&format!(

@@ -487,14 +487,7 @@ async fn ferric_sim_plays_the_agent() {
             // A ramdisk that hangs after its first heartbeat of a boot.
             agent["stop_after"] = json!(1);
         }
-        let r = sim
-            .http
-            .put(format!("{}/sim/systems/sim-{system}/agent", sim.url))
-            .json(&agent)
-            .send()
-            .await
-            .expect("sim control API");
-        assert!(r.status().is_success(), "sim agent: {}", r.status());
+        sim.agent(system, &agent).await;
         ids.push(id);
     }
     for id in &ids {
@@ -534,15 +527,7 @@ async fn ferric_sim_plays_the_agent() {
                 .is_some_and(|p| p.ends_with("ComputerSystem.Reset"))
         })
     });
-    let view: serde_json::Value = sim
-        .http
-        .get(format!("{}/sim/systems/sim-0", sim.url))
-        .send()
-        .await
-        .expect("sim control API")
-        .json()
-        .await
-        .expect("JSON");
+    let view = sim.system(0).await;
     fleet.ensure(reset_after && view["run"]["from"] == "Hdd", || {
         format!(
             "sim-0 did not boot from disk: run {}, commands {cmds:?}",

@@ -368,23 +368,35 @@ impl Fleet {
         self.status(id).await.map(|s| s.power_seq_done).unwrap_or(0)
     }
 
+    /// Waits until the node's status passes `check` (Err: what is still missing); its status
+    /// then.
+    pub async fn wait_status(
+        &self,
+        id: &str,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&NodeStatus) -> Result<(), String>,
+    ) -> NodeStatus {
+        self.wait_until(within, what, async || {
+            let s = self.status(id).await?;
+            check(&s).map(|()| s)
+        })
+        .await
+    }
+
     /// Waits until the owner has finished power request `seq` of `id`; its status then.
     pub async fn wait_power_done(&self, id: &str, seq: u64, within: Duration) -> NodeStatus {
-        self.wait_until(
-            within,
-            &format!("power request {seq} of {id} is done"),
-            async || {
-                let s = self.status(id).await?;
-                if s.power_seq_done >= seq {
-                    Ok(s)
-                } else {
-                    Err(format!(
-                        "done {} op {:?} last_error {:?}",
-                        s.power_seq_done, s.power_op, s.last_error
-                    ))
-                }
-            },
-        )
+        let what = format!("power request {seq} of {id} is done");
+        self.wait_status(id, within, &what, |s| {
+            if s.power_seq_done >= seq {
+                Ok(())
+            } else {
+                Err(format!(
+                    "done {} < {seq}; power {:?} op {:?} last_error {:?}",
+                    s.power_seq_done, s.power_state, s.power_op, s.last_error
+                ))
+            }
+        })
         .await
     }
 
@@ -513,22 +525,38 @@ impl Sim {
         assert!(r.status().is_success(), "sim behaviour {b}: {}", r.status());
     }
 
-    /// The machine's power as the simulator holds it.
-    pub async fn power(&self, system: usize) -> String {
-        let v: Value = self
-            .http
+    /// System `system` as the simulator's control API shows it.
+    pub async fn system(&self, system: usize) -> Value {
+        self.http
             .get(format!("{}/sim/systems/sim-{system}", self.url))
             .send()
             .await
             .expect("sim control API")
             .json()
             .await
-            .expect("JSON");
+            .expect("JSON")
+    }
+
+    /// The machine's power as the simulator holds it.
+    pub async fn power(&self, system: usize) -> String {
+        let v = self.system(system).await;
         v["power"]
             .as_str()
             .or(v["PowerState"].as_str())
             .unwrap_or("?")
             .to_string()
+    }
+
+    /// Runs an agent in system `system`'s ramdisk (the simulator's control API).
+    pub async fn agent(&self, system: usize, agent: &Value) {
+        let r = self
+            .http
+            .put(format!("{}/sim/systems/sim-{system}/agent", self.url))
+            .json(agent)
+            .send()
+            .await
+            .expect("sim control API");
+        assert!(r.status().is_success(), "sim agent: {}", r.status());
     }
 
     /// The command log as the simulator wrote it to its file.

@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod ipmi_sim;
 pub mod ports;
 pub mod process;
+pub mod serve;
 pub mod viewer;
 
 pub use etcd::Etcd;

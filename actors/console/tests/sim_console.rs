@@ -9,9 +9,9 @@ mod support;
 use ferric_console::{ConsoleActor, ConsoleTarget, SessionState, StopReason};
 use ferric_model::NodeId;
 use ferric_sim::{serve_state, LogOp, SimConfig, SimState};
+use ferric_testkit::serve::Served;
 use std::sync::Arc;
 use support::*;
-use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite;
 
@@ -19,27 +19,25 @@ struct Sim {
     addr: std::net::SocketAddr,
     state: Arc<SimState>,
     http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _served: Served,
 }
 
 impl Sim {
     async fn start() -> Sim {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = SimState::new(SimConfig {
             systems: 2,
             ..SimConfig::default()
         })
         .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve_state(listener, state.clone(), async {
-            let _ = stopped.await;
-        }));
+        let served = {
+            let state = state.clone();
+            Served::start(|listener, stop| serve_state(listener, state, stop)).await
+        };
         Sim {
-            addr,
+            addr: served.addr,
             state,
             http: reqwest::Client::new(),
-            _stop: stop,
+            _served: served,
         }
     }
 
