@@ -5,9 +5,9 @@
 //!
 //! Run: `cargo test --test power_ipmi -- --test-threads=1` (needs etcd, `ipmi_sim`, `ipmitool`).
 
-use ferric_model::{BootDevice, NodeStatus, PowerState, PowerTarget};
+use ferric_model::{NodeStatus, PowerState, PowerTarget};
 use ferric_testkit::free_udp_port;
-use ferric_testkit::ipmi_sim::{IpmiSim, PASSWORD, USERNAME};
+use ferric_testkit::ipmi_sim::{IpmiSim, BOOT_DEVICES, PASSWORD, USERNAME};
 use ferric_testkit::{describe, Fleet};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -336,16 +336,7 @@ async fn power_operations_and_boot_devices() {
     // Boot devices, one-time then persistent. ipmi_sim hands only the device to its
     // chassis_control program and reports byte 1 of parameter 5 as 0 whatever was set, so the
     // once/persistent flag is checked in Ferric's status and history only.
-    let cases = [
-        (BootDevice::Pxe, "pxe", "Force PXE"),
-        (
-            BootDevice::Disk,
-            "default",
-            "Force Boot from default Hard-Drive",
-        ),
-        (BootDevice::Bios, "bios", "Force Boot into BIOS Setup"),
-        (BootDevice::Cdrom, "cdrom", "Force Boot from CD/DVD"),
-    ];
+    let cases = BOOT_DEVICES;
     for persistent in [false, true] {
         for (device, sim_name, ipmitool_name) in cases {
             let skip = sim.commands().len();

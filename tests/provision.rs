@@ -196,12 +196,9 @@ async fn manual_clean_in_maintenance_needs_maintenance_ok() {
     fleet
         .ctl_ok(&["node", "maintenance", &id, "on", "--reason", "disk errors"])
         .await;
-    let out = fleet.ctl(&["node", "provision", &id, "clean"]).await;
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    fleet.ensure(
-        out.status.code() == Some(1) && err.contains("maintenance"),
-        || format!("clean in maintenance: {err}"),
-    );
+    fleet
+        .ctl_refused(&["node", "provision", &id, "clean"], "maintenance")
+        .await;
     fleet
         .ctl_ok(&["node", "provision", &id, "clean", "--maintenance-ok"])
         .await;

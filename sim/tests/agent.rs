@@ -10,7 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use ferric_sim::{serve_state, LogOp, SimConfig, SimState};
+mod support;
+
+use ferric_sim::{LogOp, SimConfig, SimState};
 use ferric_testkit::serve::Served;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -101,7 +103,7 @@ struct Sim {
 
 impl Sim {
     async fn start(systems: usize) -> Sim {
-        let state = SimState::new(SimConfig {
+        let support::InProcess { state, served, .. } = support::start(SimConfig {
             systems,
             // Restarts complete quickly.
             behaviour: ferric_sim::Behaviour {
@@ -110,11 +112,7 @@ impl Sim {
             },
             ..SimConfig::default()
         })
-        .unwrap();
-        let served = {
-            let state = state.clone();
-            Served::start(|listener, stop| serve_state(listener, state, stop)).await
-        };
+        .await;
         Sim {
             base: served.url(),
             state,

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferric_sim::{serve_state, LogOp, SimConfig, SimState, MAX_FRAME_BYTES};
+mod support;
+
+use ferric_sim::{LogOp, SimState, MAX_FRAME_BYTES};
 use ferric_testkit::serve::Served;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -32,17 +34,13 @@ struct Sim {
 
 impl Sim {
     async fn start() -> Sim {
-        let state = SimState::new(SimConfig {
-            systems: 2,
-            ..SimConfig::default()
-        })
-        .unwrap();
-        let served = {
-            let state = state.clone();
-            Served::start(|listener, stop| serve_state(listener, state, stop)).await
-        };
+        let support::InProcess {
+            addr,
+            state,
+            served,
+        } = support::start_systems(2).await;
         Sim {
-            addr: served.addr,
+            addr,
             state,
             http: reqwest::Client::new(),
             served,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use ferric_sim::{serve_state, SimConfig, SimState};
-use ferric_testkit::serve::Served;
+mod support;
+
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -46,32 +46,9 @@ fn request(method: &str, path: &str, body: &str) -> String {
     )
 }
 
-struct Running {
-    addr: std::net::SocketAddr,
-    state: std::sync::Arc<SimState>,
-    served: Served,
-}
-
-async fn start(systems: usize) -> Running {
-    let state = SimState::new(SimConfig {
-        systems,
-        ..SimConfig::default()
-    })
-    .unwrap();
-    let served = {
-        let state = state.clone();
-        Served::start(|listener, stop| serve_state(listener, state, stop)).await
-    };
-    Running {
-        addr: served.addr,
-        state,
-        served,
-    }
-}
-
 #[tokio::test]
 async fn serves_redfish_over_keep_alive_and_stops_on_request() {
-    let mut sim = start(10).await;
+    let mut sim = support::start_systems(10).await;
     let mut conn = BufReader::new(TcpStream::connect(sim.addr).await.unwrap());
     // Several requests on one connection, as pooling clients send them.
     for i in 0..10 {
@@ -107,7 +84,7 @@ async fn serves_redfish_over_keep_alive_and_stops_on_request() {
 
 #[tokio::test]
 async fn stops_even_while_an_unreachable_system_holds_a_request() {
-    let mut sim = start(2).await;
+    let mut sim = support::start_systems(2).await;
     let id = sim.state.ids()[0].clone();
     let mut control = BufReader::new(TcpStream::connect(sim.addr).await.unwrap());
     control

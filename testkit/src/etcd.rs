@@ -73,31 +73,19 @@ impl Etcd {
         let data = self.dir.path().join("data");
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let args: Vec<String> = [
-            "--name",
-            "t",
-            "--data-dir",
-            data.to_str().expect("utf-8 tempdir path"),
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &format!("t={peer}"),
-            "--initial-cluster-state",
-            "new",
-            "--heartbeat-interval",
-            "10",
-            "--election-timeout",
-            "100",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        // Fast elections: a restarted etcd serves again within a second.
+        let args: Vec<String> = vec![
+            "--name=t".into(),
+            format!("--data-dir={}", data.display()),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=t={peer}"),
+            "--initial-cluster-state=new".into(),
+            "--heartbeat-interval=10".into(),
+            "--election-timeout=100".into(),
+        ];
         self.starts += 1;
         let proc = Proc::spawn(
             &format!("etcd#{}", self.starts),

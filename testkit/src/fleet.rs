@@ -302,6 +302,23 @@ impl Fleet {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs ctl expecting a refusal: exit 1 with `needle` in its stderr, which it returns.
+    pub async fn ctl_refused(&self, args: &[&str], needle: &str) -> String {
+        let out = self.ctl(args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        self.ensure(
+            out.status.code() == Some(1) && stderr.contains(needle),
+            || {
+                format!(
+                    "`ferric ctl {}` was not refused with {needle:?}: {}",
+                    args.join(" "),
+                    describe(&out)
+                )
+            },
+        );
+        stderr
+    }
+
     /// `ctl node create --count N ...`: the uuids it printed.
     pub async fn create_nodes(&self, count: usize, extra: &[&str]) -> Vec<String> {
         let n = count.to_string();

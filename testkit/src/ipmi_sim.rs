@@ -9,6 +9,7 @@
 
 use crate::ports::free_udp_port;
 use crate::process::run_bounded;
+use ferric_model::BootDevice;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::fs;
@@ -26,6 +27,19 @@ pub const USERNAME: &str = "admin";
 pub const PASSWORD: &str = "Ferr1c-BMC-s3cret";
 /// What the machine prints on its serial line when ipmi_sim connects.
 pub const PROMPT: &[u8] = b"\r\nsol-machine login: ";
+
+/// Every boot device with ipmi_sim's name for its selector (what chassis_control records) and
+/// ipmitool's for the flags it reads back (`chassis bootparam get 5`).
+pub const BOOT_DEVICES: [(BootDevice, &str, &str); 4] = [
+    (BootDevice::Pxe, "pxe", "Force PXE"),
+    (
+        BootDevice::Disk,
+        "default",
+        "Force Boot from default Hard-Drive",
+    ),
+    (BootDevice::Bios, "bios", "Force Boot into BIOS Setup"),
+    (BootDevice::Cdrom, "cdrom", "Force Boot from CD/DVD"),
+];
 
 /// The chassis_control program, written into each simulator's directory.
 const CHASSIS_CONTROL: &str = include_str!("ipmi_sim/chassis_control.sh");

@@ -75,14 +75,10 @@ async fn a_stuck_ipmitool_is_killed_with_its_group_reaped_and_the_payload_deacti
         std::fs::metadata(format!("/proc/{pid}")).is_err(),
         "not reaped"
     );
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !gone(child) {
-        assert!(
-            Instant::now() < deadline,
-            "the group's child {child} survived"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        ferric_testkit::wait_until(Duration::from_secs(2), || gone(child)),
+        "the group's child {child} survived"
+    );
     assert!(std::fs::read_dir(dir.path().join("consoles"))
         .unwrap()
         .next()

@@ -10,6 +10,7 @@ use ferric_console::{ConsoleActor, ConsoleTarget, SessionState, StopReason};
 use ferric_model::NodeId;
 use ferric_testkit::ipmi_sim::{IpmiSim, PASSWORD};
 use ferric_testkit::process::process_gone;
+use ferric_testkit::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
@@ -26,6 +27,24 @@ async fn eventually(limit: Duration, what: &str, mut probe: impl FnMut() -> bool
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A new console for `node` on `bmc` (a runtime of its own, as the next conductor run) is
+/// active at once: a payload a killed session left is cleared, not waited out.
+fn activates_at_once(runtime_dir: &std::path::Path, node: NodeId, bmc: &IpmiSim) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let svc = service(settings(runtime_dir)).await;
+        let mut c = Console::start(svc.context(), node, target(bmc)).await;
+        let t = Instant::now();
+        c.wait_active().await.unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "took {:?}",
+            t.elapsed()
+        );
+        ConsoleActor::stop_and_wait(&c.actor, StopReason::Disabled, WAIT).await;
+    });
 }
 
 /// Runs a blocking harness call off the runtime's workers.
@@ -281,19 +300,7 @@ fn the_sweep_kills_a_console_a_previous_run_left() {
         .unwrap()
         .is_empty());
     // The next activation clears the killed session's payload itself.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let svc = service(settings(dir.path())).await;
-        let mut c = Console::start(svc.context(), node, target(&bmc)).await;
-        let t = Instant::now();
-        c.wait_active().await.unwrap();
-        assert!(
-            t.elapsed() < Duration::from_secs(8),
-            "took {:?}",
-            t.elapsed()
-        );
-        ConsoleActor::stop_and_wait(&c.actor, StopReason::Disabled, WAIT).await;
-    });
+    activates_at_once(dir.path(), node, &bmc);
 }
 
 /// Runs as a separate process in `a_console_dies_with_its_conductor_process`: starts a console
@@ -363,14 +370,10 @@ fn a_console_dies_with_its_conductor_process() {
     // SIGKILL the "conductor": no cleanup code of it runs.
     helper.0.kill().unwrap();
     helper.0.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !process_gone(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "ipmitool {pid} outlived its conductor"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || process_gone(pid)),
+        "ipmitool {pid} outlived its conductor"
+    );
     // Its pid file is stale; the next start's sweep removes it without killing anything.
     let swept = ferric_console::sweep_orphans(dir.path()).unwrap();
     assert_eq!(swept.len(), 1);
@@ -378,17 +381,5 @@ fn a_console_dies_with_its_conductor_process() {
     // The next owner gets the console at once: it went with stdin closing and SIGINT (which
     // usually free the payload themselves), and a payload still held is cleared by the new
     // owner's `sol deactivate`, not waited out.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let svc = service(settings(dir.path())).await;
-        let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
-        let t = Instant::now();
-        c.wait_active().await.unwrap();
-        assert!(
-            t.elapsed() < Duration::from_secs(8),
-            "took {:?}",
-            t.elapsed()
-        );
-        ConsoleActor::stop_and_wait(&c.actor, StopReason::Disabled, WAIT).await;
-    });
+    activates_at_once(dir.path(), NodeId::new_random(), &bmc);
 }

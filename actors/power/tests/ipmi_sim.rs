@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ferric_model::BootDevice;
 use ferric_power::ipmi::{ChassisControl, IpmiClient, IpmiConfig, IpmiError, IpmiSession};
-use ferric_testkit::ipmi_sim::{IpmiSim, PASSWORD, USERNAME};
+use ferric_testkit::ipmi_sim::{IpmiSim, BOOT_DEVICES, PASSWORD, USERNAME};
 use ferric_testkit::{free_udp_port, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -186,17 +186,7 @@ fn soft_off_that_never_completes() {
 fn boot_device_recorded_by_the_bmc() {
     let sim = IpmiSim::start();
     let mut c = client(&sim);
-    // ipmi_sim's names for the device selectors, and ipmitool's for the flags it reads back.
-    let cases = [
-        (BootDevice::Pxe, "pxe", "Force PXE"),
-        (
-            BootDevice::Disk,
-            "default",
-            "Force Boot from default Hard-Drive",
-        ),
-        (BootDevice::Bios, "bios", "Force Boot into BIOS Setup"),
-        (BootDevice::Cdrom, "cdrom", "Force Boot from CD/DVD"),
-    ];
+    let cases = BOOT_DEVICES;
     assert_eq!(cases.len(), BootDevice::ALL.len());
     for persistent in [false, true] {
         for (device, sim_name, ipmitool_name) in cases {
