@@ -9,7 +9,7 @@
 
 use ferric_cluster::consoles::ConsoleRecord;
 use ferric_model::decode;
-use ferric_testkit::viewer::{connect, connect_bearer, read_until, Ws};
+use ferric_testkit::viewer::{connect, connect_bearer, read_until, type_keys, Ws};
 use ferric_testkit::Fleet;
 use ferric_testkit::IpmiSim;
 use futures::{SinkExt, StreamExt};
@@ -124,6 +124,21 @@ async fn ipmi_nodes_with_consoles(fleet: &Fleet, bmcs: &[IpmiSim]) -> Vec<String
     ids
 }
 
+/// Types `keys` (and Enter) into the viewer; waits until the machine's serial port got them.
+async fn types_through(fleet: &Fleet, ws: &mut Ws, bmc: &IpmiSim, keys: &str) {
+    type_keys(ws, format!("{keys}\r").as_bytes()).await;
+    fleet
+        .wait_until(
+            Duration::from_secs(10),
+            &format!("the serial port gets the keystrokes {keys:?}"),
+            async || {
+                let got = String::from_utf8_lossy(&bmc.serial().received()).to_string();
+                got.contains(keys).then_some(()).ok_or(got)
+            },
+        )
+        .await;
+}
+
 /// A viewer connected straight to a conductor's console server, as the gateway connects.
 async fn viewer(fleet: &Fleet, rec: &ConsoleRecord, id: &str) -> Ws {
     let cluster = ferric_cluster::Cluster::connect(&{
@@ -201,19 +216,7 @@ async fn sigkill_of_a_conductor_with_20_consoles() {
     // Bytes both ways through the new owner's console server.
     let recs = consoles(&fleet).await;
     let mut ws = viewer(&fleet, &recs[&ids[5]], &ids[5]).await;
-    ws.send(Message::Binary(b"hello-from-viewer\r".to_vec().into()))
-        .await
-        .unwrap();
-    fleet
-        .wait_until(
-            Duration::from_secs(10),
-            "the serial port gets the keystrokes",
-            async || {
-                let got = String::from_utf8_lossy(&bmcs[5].serial().received()).to_string();
-                got.contains("hello-from-viewer").then_some(()).ok_or(got)
-            },
-        )
-        .await;
+    types_through(&fleet, &mut ws, &bmcs[5], "hello-from-viewer").await;
     bmcs[5].serial().say(b"\r\nsaid-by-the-machine\r\n");
     read_until(&mut ws, b"said-by-the-machine").await;
     fleet.check_fencing_history().await;
@@ -453,19 +456,7 @@ async fn a_bmc_dying_mid_session_affects_nothing_else() {
         );
     }
     let mut ws = viewer(&fleet, &now[&ids[1]], &ids[1]).await;
-    ws.send(Message::Binary(b"still-here\r".to_vec().into()))
-        .await
-        .unwrap();
-    fleet
-        .wait_until(
-            Duration::from_secs(10),
-            "a healthy console still types",
-            async || {
-                let got = String::from_utf8_lossy(&bmcs[1].serial().received()).to_string();
-                got.contains("still-here").then_some(()).ok_or(got)
-            },
-        )
-        .await;
+    types_through(&fleet, &mut ws, &bmcs[1], "still-here").await;
 
     bmcs[0].restart();
     // Backoff is capped at 30 s; the console comes back within it.

@@ -40,6 +40,13 @@ fn assert_one_timeout(took: Duration, timeout: Duration) {
     );
 }
 
+/// A client whose first command opened its session and saw the new simulator powered off.
+fn connected(sim: &IpmiSim) -> IpmiClient {
+    let mut c = client(sim);
+    assert!(!c.power_is_on().unwrap(), "a new simulator is off");
+    c
+}
+
 /// Commands chassis_control received after the first `skip`.
 fn commands_since(sim: &IpmiSim, skip: usize) -> Vec<String> {
     sim.commands().into_iter().skip(skip).collect()
@@ -54,8 +61,7 @@ fn assert_names_bmc_not_password(e: &IpmiError, port: u16) {
 #[test]
 fn power_on() {
     let sim = IpmiSim::start();
-    let mut c = client(&sim);
-    assert!(!c.power_is_on().unwrap());
+    let mut c = connected(&sim);
     assert!(!sim.ipmitool_power_is_on());
 
     c.chassis_control(ChassisControl::PowerUp).unwrap();
@@ -306,8 +312,7 @@ fn frozen_bmc_is_unreachable_and_the_client_reconnects_after() {
 #[test]
 fn two_hundred_operations_leak_no_session() {
     let sim = IpmiSim::start();
-    let mut c = client(&sim);
-    assert!(!c.power_is_on().unwrap());
+    let mut c = connected(&sim);
     let session = c.session_id();
     for i in 0..200 {
         match i % 4 {
@@ -360,8 +365,7 @@ fn more_sessions_than_the_bmc_holds_when_each_is_closed() {
 #[test]
 fn refused_command_keeps_the_session() {
     let sim = IpmiSim::start();
-    let mut c = client(&sim);
-    assert!(!c.power_is_on().unwrap());
+    let mut c = connected(&sim);
     let session = c.session_id();
 
     sim.set_failing(true);
