@@ -7,20 +7,15 @@
 //! - Restart a conductor on the same host (SIGTERM, and SIGKILL): never two console processes
 //!   for one BMC, and every console comes back.
 
-mod common;
-mod gateway_support;
-#[path = "../actors/console/tests/support/ipmi_sol.rs"]
-mod sol;
-
-use common::Fleet;
 use ferric_cluster::consoles::ConsoleRecord;
 use ferric_model::decode;
+use ferric_testkit::viewer::{connect, connect_bearer, read_until, type_keys, Ws};
+use ferric_testkit::Fleet;
+use ferric_testkit::IpmiSim;
 use futures::{SinkExt, StreamExt};
 use nix::sys::signal::Signal;
-use sol::SolBmc;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Every `consoles/<uuid>` record.
@@ -112,7 +107,7 @@ async fn all_active_on(fleet: &Fleet, ids: &[String], conductor: &str, within: D
 }
 
 /// One `ipmi` node per BMC, consoles enabled; their uuids.
-async fn ipmi_nodes_with_consoles(fleet: &Fleet, bmcs: &[SolBmc]) -> Vec<String> {
+async fn ipmi_nodes_with_consoles(fleet: &Fleet, bmcs: &[IpmiSim]) -> Vec<String> {
     let mut ids = Vec::new();
     for b in bmcs {
         let info = b.driver_info();
@@ -129,12 +124,23 @@ async fn ipmi_nodes_with_consoles(fleet: &Fleet, bmcs: &[SolBmc]) -> Vec<String>
     ids
 }
 
+/// Types `keys` (and Enter) into the viewer; waits until the machine's serial port got them.
+async fn types_through(fleet: &Fleet, ws: &mut Ws, bmc: &IpmiSim, keys: &str) {
+    type_keys(ws, format!("{keys}\r").as_bytes()).await;
+    fleet
+        .wait_until(
+            Duration::from_secs(10),
+            &format!("the serial port gets the keystrokes {keys:?}"),
+            async || {
+                let got = String::from_utf8_lossy(&bmc.serial().received()).to_string();
+                got.contains(keys).then_some(()).ok_or(got)
+            },
+        )
+        .await;
+}
+
 /// A viewer connected straight to a conductor's console server, as the gateway connects.
-async fn viewer(
-    fleet: &Fleet,
-    rec: &ConsoleRecord,
-    id: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+async fn viewer(fleet: &Fleet, rec: &ConsoleRecord, id: &str) -> Ws {
     let cluster = ferric_cluster::Cluster::connect(&{
         let mut c = ferric_cluster::EtcdConfig::new(&fleet.url());
         c.prefix = fleet.prefix.clone();
@@ -143,19 +149,10 @@ async fn viewer(
     .await
     .expect("etcd");
     let secret = cluster.console_secret().await.expect("console secret");
-    let mut req = format!("ws://{}/console/{id}/ws?mode=rw", rec.address)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {secret}").parse().unwrap());
-    let (ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(req),
-    )
-    .await
-    .expect("connect in time")
-    .expect("websocket");
-    ws
+    let url = format!("ws://{}/console/{id}/ws?mode=rw", rec.address);
+    connect_bearer(&url, Some(&secret))
+        .await
+        .unwrap_or_else(|r| panic!("websocket refused: {r:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +160,7 @@ async fn sigkill_of_a_conductor_with_20_consoles() {
     let mut fleet = Fleet::new("console-kill").await;
     let ttl = ["--lease-ttl", "2", "--drivers", "ipmi"];
     fleet.start_conductor("c1", &ttl);
-    let bmcs: Vec<SolBmc> = (0..20).map(|_| SolBmc::start()).collect();
+    let bmcs: Vec<IpmiSim> = (0..20).map(|_| IpmiSim::with_sol()).collect();
     let ids = ipmi_nodes_with_consoles(&fleet, &bmcs).await;
     all_active_on(&fleet, &ids, "c1", Duration::from_secs(60)).await;
     // The BMC's one session is taken: an outside activation is refused.
@@ -219,33 +216,9 @@ async fn sigkill_of_a_conductor_with_20_consoles() {
     // Bytes both ways through the new owner's console server.
     let recs = consoles(&fleet).await;
     let mut ws = viewer(&fleet, &recs[&ids[5]], &ids[5]).await;
-    ws.send(Message::Binary(b"hello-from-viewer\r".to_vec().into()))
-        .await
-        .unwrap();
-    fleet
-        .wait_until(
-            Duration::from_secs(10),
-            "the serial port gets the keystrokes",
-            async || {
-                let got = String::from_utf8_lossy(&bmcs[5].serial.received()).to_string();
-                got.contains("hello-from-viewer").then_some(()).ok_or(got)
-            },
-        )
-        .await;
-    bmcs[5].serial.say(b"\r\nsaid-by-the-machine\r\n");
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&seen).contains("said-by-the-machine") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => seen.extend_from_slice(&b),
-            Ok(Some(Ok(_))) => {}
-            other => fleet.fail(&format!(
-                "no machine output on the websocket ({other:?}); got {:?}",
-                String::from_utf8_lossy(&seen)
-            )),
-        }
-    }
+    types_through(&fleet, &mut ws, &bmcs[5], "hello-from-viewer").await;
+    bmcs[5].serial().say(b"\r\nsaid-by-the-machine\r\n");
+    read_until(&mut ws, b"said-by-the-machine").await;
     fleet.check_fencing_history().await;
 }
 
@@ -267,7 +240,7 @@ async fn restart(kill: bool) {
         rt.as_str(),
     ];
     fleet.start_conductor("c1", &args);
-    let bmcs: Vec<SolBmc> = (0..3).map(|_| SolBmc::start()).collect();
+    let bmcs: Vec<IpmiSim> = (0..3).map(|_| IpmiSim::with_sol()).collect();
     let ids = ipmi_nodes_with_consoles(&fleet, &bmcs).await;
     all_active_on(&fleet, &ids, "c1", Duration::from_secs(30)).await;
     let ports: Vec<u16> = bmcs.iter().map(|b| b.port()).collect();
@@ -347,14 +320,14 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
     let dir = tempfile::tempdir().unwrap();
     let ttl = ["--lease-ttl", "2", "--drivers", "ipmi"];
     fleet.start_conductor("c1", &ttl);
-    let gw = gateway_support::Gateway::start(&fleet, dir.path(), "gw", &[]);
-    let bmc = SolBmc::start();
+    let gw = ferric_testkit::Gateway::start(&fleet, dir.path(), "gw", &[]);
+    let bmc = IpmiSim::with_sol();
     let info = bmc.driver_info();
     let id = fleet
         .create_nodes(1, &["--driver", "ipmi", "--driver-info", &info])
         .await
         .remove(0);
-    let r = gateway_support::api(
+    let r = ferric_testkit::http::api(
         gw.port,
         "PUT",
         &format!("/v1/nodes/{id}/states/console"),
@@ -368,7 +341,7 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
         Duration::from_secs(30),
     )
     .await;
-    let r = gateway_support::api(
+    let r = ferric_testkit::http::api(
         gw.port,
         "GET",
         &format!("/v1/nodes/{id}/states/console"),
@@ -381,13 +354,9 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
     fleet.ensure(url.ends_with(&format!("/v1/nodes/{id}/console/ws")), || {
         r.body.clone()
     });
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .expect("connect in time")
-    .expect("websocket through the gateway");
+    let (mut ws, _) = connect(&url, &[])
+        .await
+        .unwrap_or_else(|r| panic!("websocket through the gateway refused: {r:?}"));
     ws.send(Message::Binary(b"typed-in-the-browser\r".to_vec().into()))
         .await
         .unwrap();
@@ -396,7 +365,7 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
             Duration::from_secs(10),
             "the serial port gets the keystrokes",
             async || {
-                let got = String::from_utf8_lossy(&bmc.serial.received()).to_string();
+                let got = String::from_utf8_lossy(&bmc.serial().received()).to_string();
                 got.contains("typed-in-the-browser")
                     .then_some(())
                     .ok_or(got)
@@ -427,7 +396,7 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
             break;
         }
         if texts.iter().any(|t| t.contains("\"reconnected\"")) {
-            bmc.serial.say(b"\r\nafter-the-failover\r\n");
+            bmc.serial().say(b"\r\nafter-the-failover\r\n");
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left.min(Duration::from_millis(500)), ws.next()).await {
@@ -457,7 +426,7 @@ async fn a_viewer_through_the_gateway_survives_the_owners_death() {
 async fn a_bmc_dying_mid_session_affects_nothing_else() {
     let mut fleet = Fleet::new("console-bmc-dies").await;
     fleet.start_conductor("c1", &["--lease-ttl", "5", "--drivers", "ipmi"]);
-    let mut bmcs: Vec<SolBmc> = (0..3).map(|_| SolBmc::start()).collect();
+    let mut bmcs: Vec<IpmiSim> = (0..3).map(|_| IpmiSim::with_sol()).collect();
     let ids = ipmi_nodes_with_consoles(&fleet, &bmcs).await;
     all_active_on(&fleet, &ids, "c1", Duration::from_secs(30)).await;
     let before = consoles(&fleet).await;
@@ -487,19 +456,7 @@ async fn a_bmc_dying_mid_session_affects_nothing_else() {
         );
     }
     let mut ws = viewer(&fleet, &now[&ids[1]], &ids[1]).await;
-    ws.send(Message::Binary(b"still-here\r".to_vec().into()))
-        .await
-        .unwrap();
-    fleet
-        .wait_until(
-            Duration::from_secs(10),
-            "a healthy console still types",
-            async || {
-                let got = String::from_utf8_lossy(&bmcs[1].serial.received()).to_string();
-                got.contains("still-here").then_some(()).ok_or(got)
-            },
-        )
-        .await;
+    types_through(&fleet, &mut ws, &bmcs[1], "still-here").await;
 
     bmcs[0].restart();
     // Backoff is capped at 30 s; the console comes back within it.

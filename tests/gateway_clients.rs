@@ -3,11 +3,9 @@
 //! over a real etcd, under `noauth` and under `http_basic`. What the clients print is checked,
 //! and so is what etcd holds.
 
-mod common;
-mod gateway_support;
-
-use common::Fleet;
-use gateway_support::{run_venv, Gateway};
+use ferric_testkit::http::run_venv;
+use ferric_testkit::Fleet;
+use ferric_testkit::Gateway;
 use serde_json::Value;
 use std::process::Output;
 use std::time::{Duration, Instant};

@@ -2,11 +2,9 @@
 //! loses no request it accepted (the conductors carry every one out), and the wire protocol
 //! answers malformed, oversized and racing requests with Ironic's codes and nothing lost.
 
-mod common;
-mod gateway_support;
-
-use common::Fleet;
-use gateway_support::{api, http, Gateway};
+use ferric_testkit::http::{api, http};
+use ferric_testkit::Fleet;
+use ferric_testkit::Gateway;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -301,7 +299,7 @@ async fn wire_errors_have_ironic_codes_and_bodies() {
 async fn noauth_is_refused_off_loopback_unless_forced() {
     let fleet = Fleet::new("gw-noauth").await;
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
+    let port = ferric_testkit::free_port();
     let args: Vec<String> = [
         "gateway",
         "--etcd",
@@ -314,9 +312,9 @@ async fn noauth_is_refused_off_loopback_unless_forced() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let p = common::Proc::spawn(
+    let p = ferric_testkit::Proc::spawn(
         "gw-open",
-        common::FERRIC,
+        env!("CARGO_BIN_EXE_ferric"),
         &args,
         dir.path().join("gw-open.log"),
     );
@@ -344,9 +342,9 @@ async fn noauth_is_refused_off_loopback_unless_forced() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let p = common::Proc::spawn(
+    let p = ferric_testkit::Proc::spawn(
         "gw-basic",
-        common::FERRIC,
+        env!("CARGO_BIN_EXE_ferric"),
         &args,
         dir.path().join("gw-basic.log"),
     );

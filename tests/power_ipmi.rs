@@ -5,13 +5,10 @@
 //!
 //! Run: `cargo test --test power_ipmi -- --test-threads=1` (needs etcd, `ipmi_sim`, `ipmitool`).
 
-mod common;
-#[path = "../actors/power/tests/support/ipmi_sim.rs"]
-mod ipmi_sim;
-
-use common::{describe, Fleet};
-use ferric_model::{BootDevice, NodeStatus, PowerState, PowerTarget};
-use ipmi_sim::{free_udp_port, IpmiSim, PASSWORD, USERNAME};
+use ferric_model::{NodeStatus, PowerState, PowerTarget};
+use ferric_testkit::free_udp_port;
+use ferric_testkit::ipmi_sim::{IpmiSim, BOOT_DEVICES, PASSWORD, USERNAME};
+use ferric_testkit::{describe, Fleet};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -51,15 +48,6 @@ async fn enroll(fleet: &Fleet, info: &str, extra: &[&str]) -> String {
     fleet.note(&format!("enrolled node {id} ({extra:?})"));
     fleet.wait_settled(Duration::from_secs(30), &["c1"]).await;
     id
-}
-
-async fn status(fleet: &Fleet, id: &str) -> Result<NodeStatus, String> {
-    let snap = fleet.snapshot().await?;
-    match snap.status(id) {
-        Some(Ok(s)) => Ok(s),
-        Some(Err(e)) => Err(format!("unreadable status: {e}")),
-        None => Err("no status yet".into()),
-    }
 }
 
 /// The node's current power request seq and boot device request seq (0: none yet).
@@ -126,23 +114,7 @@ async fn power_quiet(
     }
     fleet.ctl_ok(&args).await;
     let (seq, _) = request_seqs(fleet, id).await;
-    let status = fleet
-        .wait_until(
-            limit,
-            &format!("power {action} of {id} is done"),
-            async || {
-                let s = status(fleet, id).await?;
-                if s.power_seq_done >= seq {
-                    Ok(s)
-                } else {
-                    Err(format!(
-                        "power_seq_done {} < {seq}; power {:?} op {:?} last_error {:?}",
-                        s.power_seq_done, s.power_state, s.power_op, s.last_error
-                    ))
-                }
-            },
-        )
-        .await;
+    let status = fleet.wait_power_done(id, seq, limit).await;
     let took = started.elapsed();
     let commands = sim.map_or_else(Vec::new, |s| s.commands().into_iter().skip(skip).collect());
     Done {
@@ -160,22 +132,18 @@ async fn boot_device(fleet: &Fleet, id: &str, device: &str, persistent: bool) ->
     }
     fleet.ctl_ok(&args).await;
     let (_, seq) = request_seqs(fleet, id).await;
+    let what = format!("boot device {device} (persistent {persistent}) of {id} is done");
     fleet
-        .wait_until(
-            Duration::from_secs(20),
-            &format!("boot device {device} (persistent {persistent}) of {id} is done"),
-            async || {
-                let s = status(fleet, id).await?;
-                if s.boot_seq_done >= seq {
-                    Ok(s)
-                } else {
-                    Err(format!(
-                        "boot_seq_done {} < {seq}; boot_device {:?} last_error {:?}",
-                        s.boot_seq_done, s.boot_device, s.last_error
-                    ))
-                }
-            },
-        )
+        .wait_status(id, Duration::from_secs(20), &what, |s| {
+            if s.boot_seq_done >= seq {
+                Ok(())
+            } else {
+                Err(format!(
+                    "boot_seq_done {} < {seq}; boot_device {:?} last_error {:?}",
+                    s.boot_seq_done, s.boot_device, s.last_error
+                ))
+            }
+        })
         .await
 }
 
@@ -368,16 +336,7 @@ async fn power_operations_and_boot_devices() {
     // Boot devices, one-time then persistent. ipmi_sim hands only the device to its
     // chassis_control program and reports byte 1 of parameter 5 as 0 whatever was set, so the
     // once/persistent flag is checked in Ferric's status and history only.
-    let cases = [
-        (BootDevice::Pxe, "pxe", "Force PXE"),
-        (
-            BootDevice::Disk,
-            "default",
-            "Force Boot from default Hard-Drive",
-        ),
-        (BootDevice::Bios, "bios", "Force Boot into BIOS Setup"),
-        (BootDevice::Cdrom, "cdrom", "Force Boot from CD/DVD"),
-    ];
+    let cases = BOOT_DEVICES;
     for persistent in [false, true] {
         for (device, sim_name, ipmitool_name) in cases {
             let skip = sim.commands().len();
@@ -909,7 +868,7 @@ async fn frozen_bmc_mid_operation_is_unreachable_and_the_node_recovers() {
     let (seq, _) = request_seqs(&fleet, &id).await;
     fleet
         .wait_until(limit, "the soft off is sent and recorded", async || {
-            let s = status(&fleet, &id).await?;
+            let s = fleet.status(&id).await?;
             match &s.power_op {
                 Some(op) if op.seq == seq && op.soft_sent => Ok(()),
                 other => Err(format!(
@@ -930,18 +889,7 @@ async fn frozen_bmc_mid_operation_is_unreachable_and_the_node_recovers() {
     fleet.note("ipmi_sim frozen (SIGSTOP)");
 
     let s = fleet
-        .wait_until(
-            Duration::from_secs(60),
-            "the operation on the frozen BMC ends",
-            async || {
-                let s = status(&fleet, &id).await?;
-                if s.power_seq_done >= seq {
-                    Ok(s)
-                } else {
-                    Err(format!("power_op {:?}", s.power_op))
-                }
-            },
-        )
+        .wait_power_done(&id, seq, Duration::from_secs(60))
         .await;
     let took = frozen_at.elapsed();
     fleet.note(&format!(

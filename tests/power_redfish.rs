@@ -3,10 +3,8 @@
 //! each checked against the emulator's own answer, plus the node's history and event outbox in
 //! etcd.
 
-mod common;
-
-use common::{free_port, Fleet, Proc};
 use ferric_model::{decode, EventRecord, NodeHistory, NodeStatus, PowerState};
+use ferric_testkit::{free_port, Fleet, Proc};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -81,41 +79,13 @@ impl Sushy {
     }
 }
 
-async fn status(fleet: &Fleet, id: &str) -> Result<NodeStatus, String> {
-    let snap = fleet.snapshot().await?;
-    match snap.status(id) {
-        Some(Ok(s)) => Ok(s),
-        Some(Err(e)) => Err(format!("unreadable status: {e}")),
-        None => Err("no status yet".into()),
-    }
-}
-
 /// Requests a power action and waits until the owner finished it (its sequence number is done).
 async fn power(fleet: &Fleet, id: &str, action: &str) -> NodeStatus {
-    let before = status(fleet, id)
-        .await
-        .map(|s| s.power_seq_done)
-        .unwrap_or(0);
+    let seq = fleet.power_seq_done(id).await + 1;
     fleet
         .ctl_ok(&["node", "power", id, action, "--timeout", "45"])
         .await;
-    fleet
-        .wait_until(
-            SUSHY_WAIT,
-            &format!("power {action} of {id} is done"),
-            async || {
-                let s = status(fleet, id).await?;
-                if s.power_seq_done > before {
-                    Ok(s)
-                } else {
-                    Err(format!(
-                        "power_seq_done {} target {:?} op {:?}",
-                        s.power_seq_done, s.target_power_state, s.power_op
-                    ))
-                }
-            },
-        )
-        .await
+    fleet.wait_power_done(id, seq, SUSHY_WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +158,7 @@ async fn redfish_operations_against_sushy() {
                 Duration::from_secs(30),
                 &format!("boot device {device} is set"),
                 async || {
-                    let s = status(&fleet, &id).await?;
+                    let s = fleet.status(&id).await?;
                     match s.boot_device.map(|d| d.as_str()) {
                         Some(d) if d == device => Ok(()),
                         other => Err(format!(

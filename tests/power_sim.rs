@@ -3,11 +3,9 @@
 //! 10 s soft power off, BMCs that refuse credentials or stop answering, and `disable_power_off`.
 //! Every claim is checked in the simulator's own command log (which conductor sent what, when).
 
-mod common;
-
-use common::sim::Sim;
-use common::Fleet;
-use ferric_model::{decode, NodeHistory, NodeStatus, PowerState};
+use ferric_model::{decode, PowerState};
+use ferric_testkit::Fleet;
+use ferric_testkit::Sim;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -19,63 +17,13 @@ fn actions(log: &[Value]) -> Vec<String> {
         .collect()
 }
 
-async fn status(fleet: &Fleet, id: &str) -> Result<NodeStatus, String> {
-    match fleet.snapshot().await?.status(id) {
-        Some(Ok(s)) => Ok(s),
-        Some(Err(e)) => Err(format!("unreadable status: {e}")),
-        None => Err("no status yet".into()),
-    }
-}
-
-/// The node's history as etcd holds it (one key per entry).
-async fn history(fleet: &Fleet, id: &str) -> NodeHistory {
-    let mut kv = fleet.inspect.client().kv_client();
-    let r = kv
-        .get(
-            format!("{}history/{id}/", fleet.prefix),
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-        .expect("etcd");
-    NodeHistory {
-        entries: r
-            .kvs()
-            .iter()
-            .map(|kv| decode(kv.value()).expect("history entry"))
-            .collect(),
-    }
-}
-
 async fn request(fleet: &Fleet, id: &str, action: &str, timeout: u32) -> u64 {
-    let before = status(fleet, id)
-        .await
-        .map(|s| s.power_seq_done)
-        .unwrap_or(0);
+    let before = fleet.power_seq_done(id).await;
     let t = timeout.to_string();
     fleet
         .ctl_ok(&["node", "power", id, action, "--timeout", &t])
         .await;
     before + 1
-}
-
-async fn wait_done(fleet: &Fleet, id: &str, seq: u64, within: Duration) -> NodeStatus {
-    fleet
-        .wait_until(
-            within,
-            &format!("power request {seq} of {id} is done"),
-            async || {
-                let s = status(fleet, id).await?;
-                if s.power_seq_done >= seq {
-                    Ok(s)
-                } else {
-                    Err(format!(
-                        "done {} op {:?} last_error {:?}",
-                        s.power_seq_done, s.power_op, s.last_error
-                    ))
-                }
-            },
-        )
-        .await
 }
 
 async fn node(fleet: &Fleet, sim: &Sim, system: usize, extra: &[&str]) -> String {
@@ -96,7 +44,9 @@ async fn graceful_shutdown_timing_and_policies() {
     let forced = node(&fleet, &sim, 2, &["--soft-off-policy", "hard-off"]).await;
     for id in [&quick, &hung, &forced] {
         let seq = request(&fleet, id, "on", 30).await;
-        wait_done(&fleet, id, seq, Duration::from_secs(30)).await;
+        fleet
+            .wait_power_done(id, seq, Duration::from_secs(30))
+            .await;
     }
     sim.behaviour(1, json!({"graceful_shutdown_secs": null}))
         .await;
@@ -107,7 +57,9 @@ async fn graceful_shutdown_timing_and_policies() {
     // but the graceful request was sent.
     let t0 = Instant::now();
     let seq = request(&fleet, &quick, "soft-off", 30).await;
-    let s = wait_done(&fleet, &quick, seq, Duration::from_secs(30)).await;
+    let s = fleet
+        .wait_power_done(&quick, seq, Duration::from_secs(30))
+        .await;
     let took = t0.elapsed();
     fleet.ensure(
         s.power_state == Some(PowerState::Off) && s.last_error.is_none(),
@@ -125,7 +77,9 @@ async fn graceful_shutdown_timing_and_policies() {
     // An OS that never shuts down, policy error (the default): power stays on, the node says
     // why, a fault is recorded, and no one cut the power.
     let seq = request(&fleet, &hung, "soft-off", 3).await;
-    let s = wait_done(&fleet, &hung, seq, Duration::from_secs(40)).await;
+    let s = fleet
+        .wait_power_done(&hung, seq, Duration::from_secs(40))
+        .await;
     fleet.ensure(s.power_state == Some(PowerState::On), || {
         format!("hung: {s:?}")
     });
@@ -144,7 +98,7 @@ async fn graceful_shutdown_timing_and_policies() {
         format!("sim-1 received {acts:?}: power was cut")
     });
     // The failed soft power off is in the history, followed by the maintenance its fault set.
-    let h = history(&fleet, &hung).await;
+    let h = fleet.node_history(&hung).await;
     let soft = h
         .entries
         .iter()
@@ -160,7 +114,9 @@ async fn graceful_shutdown_timing_and_policies() {
 
     // Policy hard-off: forced off after the timeout, and the history says so.
     let seq = request(&fleet, &forced, "soft-off", 3).await;
-    let s = wait_done(&fleet, &forced, seq, Duration::from_secs(40)).await;
+    let s = fleet
+        .wait_power_done(&forced, seq, Duration::from_secs(40))
+        .await;
     fleet.ensure(
         s.power_state == Some(PowerState::Off) && s.last_error.is_none(),
         || format!("forced: {s:?}"),
@@ -170,7 +126,7 @@ async fn graceful_shutdown_timing_and_policies() {
     fleet.ensure(acts == ["On", "GracefulShutdown", "ForceOff"], || {
         format!("sim-2 received {acts:?}")
     });
-    let h = history(&fleet, &forced).await;
+    let h = fleet.node_history(&forced).await;
     fleet.ensure(
         h.entries
             .last()
@@ -180,7 +136,9 @@ async fn graceful_shutdown_timing_and_policies() {
 
     // A later successful power action clears the fault.
     let seq = request(&fleet, &hung, "off", 30).await;
-    let s = wait_done(&fleet, &hung, seq, Duration::from_secs(30)).await;
+    let s = fleet
+        .wait_power_done(&hung, seq, Duration::from_secs(30))
+        .await;
     fleet.ensure(
         s.fault.is_none() && s.power_state == Some(PowerState::Off),
         || format!("after off: {s:?}"),
@@ -208,15 +166,16 @@ async fn disable_power_off_and_bad_bmcs() {
     // disable_power_off: ctl refuses power off; reboot is a reset, never an off.
     let guarded = node(&fleet, &sim, 0, &["--disable-power-off"]).await;
     let seq = request(&fleet, &guarded, "on", 30).await;
-    wait_done(&fleet, &guarded, seq, Duration::from_secs(30)).await;
-    let out = fleet.ctl(&["node", "power", &guarded, "off"]).await;
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    fleet.ensure(
-        out.status.code() == Some(1) && stderr.contains("disable_power_off"),
-        || format!("power off of a guarded node: {stderr}"),
-    );
+    fleet
+        .wait_power_done(&guarded, seq, Duration::from_secs(30))
+        .await;
+    fleet
+        .ctl_refused(&["node", "power", &guarded, "off"], "disable_power_off")
+        .await;
     let seq = request(&fleet, &guarded, "reboot", 30).await;
-    let s = wait_done(&fleet, &guarded, seq, Duration::from_secs(30)).await;
+    let s = fleet
+        .wait_power_done(&guarded, seq, Duration::from_secs(30))
+        .await;
     fleet.ensure(
         s.power_state == Some(PowerState::On) && s.last_error.is_none(),
         || format!("guarded reboot: {s:?}"),
@@ -233,7 +192,9 @@ async fn disable_power_off_and_bad_bmcs() {
         .await
         .remove(0);
     let seq = request(&fleet, &bad, "on", 30).await;
-    let s = wait_done(&fleet, &bad, seq, Duration::from_secs(30)).await;
+    let s = fleet
+        .wait_power_done(&bad, seq, Duration::from_secs(30))
+        .await;
     let err = s.last_error.clone().unwrap_or_default();
     fleet.ensure(err.contains("credentials"), || {
         format!("wrong password: last_error {err:?}")
@@ -249,14 +210,18 @@ async fn disable_power_off_and_bad_bmcs() {
     let mute = node(&fleet, &sim, 2, &[]).await;
     sim.behaviour(2, json!({"unreachable": true})).await;
     let seq = request(&fleet, &mute, "on", 20).await;
-    let s = wait_done(&fleet, &mute, seq, Duration::from_secs(60)).await;
+    let s = fleet
+        .wait_power_done(&mute, seq, Duration::from_secs(60))
+        .await;
     let err = s.last_error.clone().unwrap_or_default();
     fleet.ensure(err.contains("unreachable"), || {
         format!("unreachable BMC: last_error {err:?}")
     });
     sim.behaviour(2, json!({"unreachable": false})).await;
     let seq = request(&fleet, &mute, "on", 20).await;
-    let s = wait_done(&fleet, &mute, seq, Duration::from_secs(30)).await;
+    let s = fleet
+        .wait_power_done(&mute, seq, Duration::from_secs(30))
+        .await;
     fleet.ensure(
         s.power_state == Some(PowerState::On) && s.last_error.is_none(),
         || format!("after the BMC came back: {s:?}"),
@@ -299,7 +264,9 @@ async fn takeover_mid_soft_off(freeze: bool) {
         .map(|(i, id)| (i, id.clone()))
         .expect("c1 owns some of 8 nodes");
     let seq = request(&fleet, &id, "on", 30).await;
-    wait_done(&fleet, &id, seq, Duration::from_secs(30)).await;
+    fleet
+        .wait_power_done(&id, seq, Duration::from_secs(30))
+        .await;
 
     let seq = request(&fleet, &id, "soft-off", 30).await;
     fleet
@@ -311,7 +278,8 @@ async fn takeover_mid_soft_off(freeze: bool) {
                     .commands(index)
                     .iter()
                     .any(|e| e["action"] == "GracefulShutdown" && e["client"] == "c1");
-                let recorded = status(&fleet, &id)
+                let recorded = fleet
+                    .status(&id)
                     .await?
                     .power_op
                     .is_some_and(|op| op.soft_sent);
@@ -329,7 +297,9 @@ async fn takeover_mid_soft_off(freeze: bool) {
     } else {
         fleet.conductor("c1").signal(Signal::SIGKILL);
     }
-    let s = wait_done(&fleet, &id, seq, Duration::from_secs(40)).await;
+    let s = fleet
+        .wait_power_done(&id, seq, Duration::from_secs(40))
+        .await;
     fleet.ensure(
         s.power_state == Some(PowerState::Off)
             && s.last_error.is_none()
@@ -417,7 +387,9 @@ async fn evicted_conductor_sends_nothing_and_exits() {
     // Keep c1 busy polling its BMCs: power on, then a slow soft power off.
     for (_, id) in &mine {
         let seq = request(&fleet, id, "on", 30).await;
-        wait_done(&fleet, id, seq, Duration::from_secs(30)).await;
+        fleet
+            .wait_power_done(id, seq, Duration::from_secs(30))
+            .await;
     }
     let mut seqs = Vec::new();
     for (_, id) in &mine {
@@ -476,7 +448,9 @@ async fn evicted_conductor_sends_nothing_and_exits() {
 
     // The operations in flight complete on c2, without a second graceful request.
     for ((i, id), seq) in mine.iter().zip(seqs) {
-        let s = wait_done(&fleet, id, seq, Duration::from_secs(40)).await;
+        let s = fleet
+            .wait_power_done(id, seq, Duration::from_secs(40))
+            .await;
         fleet.ensure(
             s.power_state == Some(PowerState::Off) && s.owner.as_deref() == Some("c2"),
             || format!("{id}: {s:?}"),

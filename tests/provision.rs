@@ -4,19 +4,9 @@
 //! within 3 x TTL, and nothing stays stuck. (The other busy states go through the same pure
 //! recovery function, tested for every state in `model` and `actors/node`.)
 
-mod common;
-
-use common::Fleet;
 use ferric_model::{NodeStatus, ProvisionState};
+use ferric_testkit::Fleet;
 use std::time::Duration;
-
-async fn status(fleet: &Fleet, id: &str) -> Result<NodeStatus, String> {
-    match fleet.snapshot().await?.status(id) {
-        Some(Ok(s)) => Ok(s),
-        Some(Err(e)) => Err(format!("unreadable status: {e}")),
-        None => Err("no status yet".into()),
-    }
-}
 
 /// Asks for `verb` and waits until the owner has taken this very request up (its sequence
 /// number is done) and the node rests in `want`: a state that merely has not moved yet does
@@ -33,7 +23,7 @@ async fn verb(fleet: &Fleet, id: &str, verb: &str, want: ProvisionState) -> Node
             Duration::from_secs(30),
             &format!("{verb} (request {seq}) brings {id} to {}", want.as_str()),
             async || {
-                let s = status(fleet, id).await?;
+                let s = fleet.status(id).await?;
                 if s.provision_seq_done >= seq
                     && s.provision_state == want
                     && s.target_provision_state.is_none()
@@ -150,7 +140,7 @@ async fn a_dead_conductors_cleaning_nodes_fail_cleanly() {
             "c1's nodes are cleaning",
             async || {
                 for id in &c1 {
-                    let s = status(&fleet, id).await?;
+                    let s = fleet.status(id).await?;
                     if s.provision_state != S::Cleaning {
                         return Err(format!("{id}: {}", s.provision_state.as_str()));
                     }
@@ -166,7 +156,7 @@ async fn a_dead_conductors_cleaning_nodes_fail_cleanly() {
                 Duration::from_secs(6),
                 &format!("{id} leaves cleaning (3 x TTL)"),
                 async || {
-                    let s = status(&fleet, id).await?;
+                    let s = fleet.status(id).await?;
                     if s.provision_state == S::CleanFailed {
                         Ok(s)
                     } else {
@@ -206,12 +196,9 @@ async fn manual_clean_in_maintenance_needs_maintenance_ok() {
     fleet
         .ctl_ok(&["node", "maintenance", &id, "on", "--reason", "disk errors"])
         .await;
-    let out = fleet.ctl(&["node", "provision", &id, "clean"]).await;
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    fleet.ensure(
-        out.status.code() == Some(1) && err.contains("maintenance"),
-        || format!("clean in maintenance: {err}"),
-    );
+    fleet
+        .ctl_refused(&["node", "provision", &id, "clean"], "maintenance")
+        .await;
     fleet
         .ctl_ok(&["node", "provision", &id, "clean", "--maintenance-ok"])
         .await;
@@ -220,7 +207,7 @@ async fn manual_clean_in_maintenance_needs_maintenance_ok() {
             Duration::from_secs(20),
             "manual cleaning ran in maintenance",
             async || {
-                let s = status(&fleet, &id).await?;
+                let s = fleet.status(&id).await?;
                 let h = fleet.ctl_ok(&["node", "history", &id, "--json"]).await;
                 let events: Vec<String> = serde_json::from_str::<serde_json::Value>(&h)
                     .map_err(|e| e.to_string())?

@@ -12,32 +12,15 @@
 //!   node that fails again stays in maintenance with the reason updated; the cluster-wide rate
 //!   limit holds a third back.
 
-mod common;
-mod gateway_support;
-
-use common::sim::Sim;
-use common::Fleet;
-use ferric_model::{NodeSpec, NodeStatus, ProvisionState};
-use gateway_support::{api, http, Gateway};
+use ferric_model::{NodeStatus, ProvisionState};
+use ferric_testkit::http::{api, http};
+use ferric_testkit::Fleet;
+use ferric_testkit::Gateway;
+use ferric_testkit::Sim;
 use serde_json::json;
 use std::time::Duration;
 
 use ProvisionState as S;
-
-async fn status(fleet: &Fleet, id: &str) -> Result<NodeStatus, String> {
-    match fleet.snapshot().await?.status(id) {
-        Some(Ok(s)) => Ok(s),
-        Some(Err(e)) => Err(format!("unreadable status: {e}")),
-        None => Err("no status yet".into()),
-    }
-}
-
-async fn spec(fleet: &Fleet, id: &str) -> NodeSpec {
-    match fleet.snapshot().await.map(|s| s.spec(id)) {
-        Ok(Some(Ok(s))) => s,
-        other => fleet.fail(&format!("spec of {id}: {other:?}")),
-    }
-}
 
 /// Waits until the node rests in `want` (its target cleared).
 async fn reach(fleet: &Fleet, id: &str, want: ProvisionState, within: Duration) -> NodeStatus {
@@ -46,7 +29,7 @@ async fn reach(fleet: &Fleet, id: &str, want: ProvisionState, within: Duration) 
             within,
             &format!("{id} reaches {}", want.as_str()),
             async || {
-                let s = status(fleet, id).await?;
+                let s = fleet.status(id).await?;
                 let resting = !want.is_busy() && !want.is_wait();
                 if s.provision_state == want && (!resting || s.target_provision_state.is_none()) {
                     Ok(s)
@@ -190,7 +173,7 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
                 Duration::from_secs(20),
                 "the first deploy step is done",
                 async || {
-                    let s = status(&fleet, id).await?;
+                    let s = fleet.status(id).await?;
                     (steps_done(&s) == 1).then_some(()).ok_or(format!("{s:?}"))
                 },
             )
@@ -219,7 +202,7 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
     let before: Vec<NodeStatus> = {
         let mut v = Vec::new();
         for id in &agent {
-            v.push(status(&fleet, id).await.unwrap());
+            v.push(fleet.status(id).await.unwrap());
         }
         v
     };
@@ -235,7 +218,7 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
             err.contains("c1") && err.contains(state.as_str()) && s.owner.as_deref() == Some("c2"),
             || format!("{id}: last_error {err:?}, owner {:?}", s.owner),
         );
-        fleet.ensure(spec(&fleet, id).await.maintenance == *maint, || {
+        fleet.ensure(fleet.spec(id).await.maintenance == *maint, || {
             format!("{id}: maintenance changed")
         });
     }
@@ -248,7 +231,7 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
                 async || {
                     let snap = fleet.snapshot().await?;
                     match snap.holder(id) {
-                        Some((h, _)) if h == "c2" => status(&fleet, id).await,
+                        Some((h, _)) if h == "c2" => fleet.status(id).await,
                         other => Err(format!("holder {other:?}")),
                     }
                 },
@@ -282,7 +265,7 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
 
     // In maintenance, heartbeats are recorded (by the gateway) and move nothing.
     for id in [&agent[1], &agent[3]] {
-        let before = status(&fleet, id).await.unwrap();
+        let before = fleet.status(id).await.unwrap();
         let rev0 = fleet.inspect.revision().await.unwrap();
         assert_eq!(heartbeat(&gw, id, &token(id)), 202);
         let mark = format!("node={id}");
@@ -308,7 +291,7 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
         fleet.ensure(kvs.len() == 1 && kvs[0].mod_rev > rev0, || {
             format!("heartbeat of {id} not recorded after revision {rev0}: {kvs:?}")
         });
-        let after = status(&fleet, id).await.unwrap();
+        let after = fleet.status(id).await.unwrap();
         fleet.ensure(
             after.provision_state == before.provision_state
                 && steps_done(&after) == steps_done(&before),
@@ -338,7 +321,7 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
             Duration::from_secs(10),
             "the faulty node is in maintenance",
             async || {
-                let sp = spec(&fleet, &agent[4]).await;
+                let sp = fleet.spec(&agent[4]).await;
                 if sp.maintenance
                     && sp
                         .maintenance_reason
@@ -380,7 +363,8 @@ async fn remediation_cleans_again_and_respects_its_limits() {
                 Duration::from_secs(10),
                 "maintenance on a clean failure",
                 async || {
-                    spec(fleet, id)
+                    fleet
+                        .spec(id)
                         .await
                         .maintenance
                         .then_some(())
@@ -427,8 +411,8 @@ async fn remediation_cleans_again_and_respects_its_limits() {
             async || {
                 let h0 = fleet.ctl_ok(&["node", "history", &ids[0]]).await;
                 let h1 = fleet.ctl_ok(&["node", "history", &ids[1]]).await;
-                let sp0 = spec(&fleet, &ids[0]).await;
-                let sp1 = spec(&fleet, &ids[1]).await;
+                let sp0 = fleet.spec(&ids[0]).await;
+                let sp1 = fleet.spec(&ids[1]).await;
                 let done0 = h0.contains("remediation succeeded") && !sp0.maintenance;
                 let done1 = h1.contains("remediation failed")
                     && sp1
@@ -443,9 +427,9 @@ async fn remediation_cleans_again_and_respects_its_limits() {
         )
         .await;
     fleet.ensure(fixed.fault.is_none(), || format!("fault kept: {fixed:?}"));
-    let s1 = status(&fleet, &ids[1]).await.unwrap();
+    let s1 = fleet.status(&ids[1]).await.unwrap();
     fleet.ensure(
-        s1.provision_state == S::CleanFailed && spec(&fleet, &ids[1]).await.maintenance,
+        s1.provision_state == S::CleanFailed && fleet.spec(&ids[1]).await.maintenance,
         || format!("the failing node: {s1:?}"),
     );
     // One attempt per episode: the failing node is not cleaned again.
@@ -503,14 +487,7 @@ async fn ferric_sim_plays_the_agent() {
             // A ramdisk that hangs after its first heartbeat of a boot.
             agent["stop_after"] = json!(1);
         }
-        let r = sim
-            .http
-            .put(format!("{}/sim/systems/sim-{system}/agent", sim.url))
-            .json(&agent)
-            .send()
-            .await
-            .expect("sim control API");
-        assert!(r.status().is_success(), "sim agent: {}", r.status());
+        sim.agent(system, &agent).await;
         ids.push(id);
     }
     for id in &ids {
@@ -550,15 +527,7 @@ async fn ferric_sim_plays_the_agent() {
                 .is_some_and(|p| p.ends_with("ComputerSystem.Reset"))
         })
     });
-    let view: serde_json::Value = sim
-        .http
-        .get(format!("{}/sim/systems/sim-0", sim.url))
-        .send()
-        .await
-        .expect("sim control API")
-        .json()
-        .await
-        .expect("JSON");
+    let view = sim.system(0).await;
     fleet.ensure(reset_after && view["run"]["from"] == "Hdd", || {
         format!(
             "sim-0 did not boot from disk: run {}, commands {cmds:?}",

@@ -13,24 +13,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ferric_gateway::Auth;
-use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use ferric_testkit::viewer::{self, close_frame, next, next_json, until_type, Ws, WAIT};
+use futures::SinkExt;
+use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::World;
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const WAIT: Duration = Duration::from_secs(20);
 const ADMIN: &str = "admin-token-0123456789";
 const READER: &str = "reader-token-0123456789";
 
@@ -273,13 +268,9 @@ fn ws_url(addr: SocketAddr, id: &str, query: &str) -> String {
 
 /// Opens a viewer; Err((status, Ironic faultstring)) when refused before the upgrade.
 async fn try_viewer(url: &str, token: Option<&str>) -> Result<Ws, (u16, String)> {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth
-        .as_deref()
-        .map(|a| ("Authorization", a))
-        .into_iter()
-        .collect();
-    try_viewer_with(url, &headers).await.map(|(ws, _)| ws)
+    viewer::connect_bearer(url, token)
+        .await
+        .map_err(|r| (r.status, r.fault()))
 }
 
 /// Opens a viewer sending `headers`; also the upgrade's response headers.
@@ -287,84 +278,15 @@ async fn try_viewer_with(
     url: &str,
     headers: &[(&str, &str)],
 ) -> Result<(Ws, HeaderMap), (u16, String)> {
-    let mut req = url.into_client_request().unwrap();
-    for (k, v) in headers {
-        req.headers_mut().append(
-            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    match timeout(WAIT, tokio_tungstenite::connect_async(req))
+    viewer::connect(url, headers)
         .await
-        .expect("the handshake does not hang")
-    {
-        Ok((ws, resp)) => Ok((ws, resp.headers().clone())),
-        Err(tungstenite::Error::Http(resp)) => {
-            let status = resp.status().as_u16();
-            let body: Value = resp
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or(Value::Null);
-            let fault = body["error_message"]
-                .as_str()
-                .and_then(|s| serde_json::from_str::<Value>(s).ok())
-                .and_then(|v| v["faultstring"].as_str().map(String::from))
-                .unwrap_or_else(|| format!("not an Ironic error body: {body}"));
-            Err((status, fault))
-        }
-        Err(e) => panic!("connect {url}: {e}"),
-    }
+        .map_err(|r| (r.status, r.fault()))
 }
 
 async fn viewer(addr: SocketAddr, id: &str) -> Ws {
     try_viewer(&ws_url(addr, id, ""), None)
         .await
         .expect("viewer accepted")
-}
-
-/// The next data or close message.
-async fn next(ws: &mut Ws) -> Message {
-    loop {
-        match timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time (likely deadlocked)")
-        {
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(m)) => return m,
-            Some(Err(e)) => panic!("viewer connection failed: {e}"),
-            None => panic!("viewer connection ended without a close frame"),
-        }
-    }
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    match next(ws).await {
-        Message::Text(t) => serde_json::from_str(t.as_str()).expect("JSON text frame"),
-        other => panic!("expected a JSON text frame, got {other:?}"),
-    }
-}
-
-/// Reads (skipping output and other JSON) until a JSON frame of type `ty`.
-async fn until_type(ws: &mut Ws, ty: &str) -> Value {
-    loop {
-        if let Message::Text(t) = next(ws).await {
-            let v: Value = serde_json::from_str(t.as_str()).expect("JSON text frame");
-            if v["type"] == ty {
-                return v;
-            }
-        }
-    }
-}
-
-/// Reads (skipping data) until the close frame: its code and reason.
-async fn closed(ws: &mut Ws) -> (u16, String) {
-    loop {
-        if let Message::Close(frame) = next(ws).await {
-            let f = frame.expect("a close frame with a code");
-            return (u16::from(f.code), f.reason.to_string());
-        }
-    }
 }
 
 /// One world with stand-in conductors `c1` (and `c2`) serving consoles, a node held by `c1`
@@ -1057,7 +979,7 @@ async fn console_ws_closes_with_1011_once_the_bound_is_spent() {
     ws.send(Message::Binary(b"lost".to_vec().into()))
         .await
         .unwrap();
-    let (code, reason) = closed(&mut ws).await;
+    let (code, reason) = close_frame(&mut ws).await;
     assert_eq!(code, 1011, "{reason}");
     assert!(reason.contains("not back"), "{reason}");
     let took = started.elapsed();
@@ -1080,7 +1002,7 @@ async fn console_ws_passes_other_close_codes_on() {
         next_json(&mut ws).await;
         r.c1.connected().await;
         r.c1.send(Cmd::Close(code, reason.into()));
-        assert_eq!(closed(&mut ws).await, (code, reason.to_string()));
+        assert_eq!(close_frame(&mut ws).await, (code, reason.to_string()));
         r.c1.ended().await;
     }
 }
@@ -1092,7 +1014,7 @@ async fn console_ws_viewers_are_told_when_the_gateway_shuts_down() {
     next_json(&mut ws).await;
     r.c1.connected().await;
     r.stop.take();
-    let (code, reason) = closed(&mut ws).await;
+    let (code, reason) = close_frame(&mut ws).await;
     assert_eq!(code, 1001, "{reason}");
     let why = r.c1.ended().await;
     assert!(why.starts_with("closed by the gateway"), "{why}");
@@ -1107,7 +1029,7 @@ async fn console_ws_closes_1009_on_a_frame_over_64_kib_without_forwarding_it() {
     ws.send(Message::Binary(vec![b'z'; 64 * 1024 + 1].into()))
         .await
         .unwrap();
-    let (code, _) = closed(&mut ws).await;
+    let (code, _) = close_frame(&mut ws).await;
     assert_eq!(code, 1009);
     // The conductor saw no frame: only the gateway leaving.
     match r.c1.next().await {
@@ -1193,25 +1115,9 @@ impl RealConductor {
     }
 }
 
-/// Reads until a binary frame contains `needle` (bounded).
+/// Reads until the output contains `needle` (bounded).
 async fn output_until(ws: &mut Ws, needle: &str) {
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let m = timeout(deadline - tokio::time::Instant::now(), next(ws))
-            .await
-            .unwrap_or_else(|_| panic!("no {needle:?} in the output; saw {seen:?}"));
-        match m {
-            Message::Binary(b) => {
-                seen.push_str(&String::from_utf8_lossy(&b));
-                if seen.contains(needle) {
-                    return;
-                }
-            }
-            Message::Text(_) => {}
-            other => panic!("{other:?} while waiting for {needle:?}; saw {seen:?}"),
-        }
-    }
+    viewer::read_until(ws, needle.as_bytes()).await;
 }
 
 #[tokio::test]
@@ -1287,7 +1193,7 @@ async fn console_ws_through_the_real_console_server_across_a_handover() {
         Duration::from_secs(10),
     )
     .await;
-    let (code, _) = closed(&mut ws).await;
+    let (code, _) = close_frame(&mut ws).await;
     assert_eq!(code, 4410);
     for c in [&mut c1, &mut c2] {
         c.service.take().unwrap().shutdown().await;

@@ -10,11 +10,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use ferric_sim::{serve_state, LogOp, SimConfig, SimState};
+mod support;
+
+use ferric_sim::{LogOp, SimConfig, SimState};
+use ferric_testkit::serve::Served;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 const INTERVAL_MS: u64 = 50;
 const AUTH: &str = "Basic YWRtaW46cGFzc3dvcmQ=";
@@ -95,15 +98,12 @@ struct Sim {
     base: String,
     state: Arc<SimState>,
     http: reqwest::Client,
-    stop: oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
+    served: Served,
 }
 
 impl Sim {
     async fn start(systems: usize) -> Sim {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = SimState::new(SimConfig {
+        let support::InProcess { state, served, .. } = support::start(SimConfig {
             systems,
             // Restarts complete quickly.
             behaviour: ferric_sim::Behaviour {
@@ -112,26 +112,17 @@ impl Sim {
             },
             ..SimConfig::default()
         })
-        .unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve_state(listener, state.clone(), async {
-            let _ = stopped.await;
-        }));
+        .await;
         Sim {
-            base,
+            base: served.url(),
             state,
             http: reqwest::Client::new(),
-            stop,
-            server,
+            served,
         }
     }
 
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        timeout(WAIT, self.server)
-            .await
-            .expect("the simulator stops")
-            .unwrap();
+    async fn stop(mut self) {
+        self.served.stop(WAIT, "the simulator stops").await;
     }
 
     async fn control(

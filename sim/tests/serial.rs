@@ -6,10 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferric_sim::{serve_state, LogOp, SimConfig, SimState, MAX_FRAME_BYTES};
+mod support;
+
+use ferric_sim::{LogOp, SimState, MAX_FRAME_BYTES};
+use ferric_testkit::serve::Served;
 use futures::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -27,29 +29,21 @@ struct Sim {
     addr: std::net::SocketAddr,
     state: Arc<SimState>,
     http: reqwest::Client,
-    stop: oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
+    served: Served,
 }
 
 impl Sim {
     async fn start() -> Sim {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = SimState::new(SimConfig {
-            systems: 2,
-            ..SimConfig::default()
-        })
-        .unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve_state(listener, state.clone(), async {
-            let _ = stopped.await;
-        }));
+        let support::InProcess {
+            addr,
+            state,
+            served,
+        } = support::start_systems(2).await;
         Sim {
             addr,
             state,
             http: reqwest::Client::new(),
-            stop,
-            server,
+            served,
         }
     }
 
@@ -375,16 +369,15 @@ async fn plain_requests_and_unknown_systems_are_refused() {
 
 #[tokio::test]
 async fn sessions_end_when_the_simulator_stops() {
-    let sim = Sim::start().await;
+    let mut sim = Sim::start().await;
     let mut ws = sim.connect("sim-0").await;
     let state = sim.state.clone();
-    sim.stop.send(()).unwrap();
+    sim.served.signal_stop();
     let frame = close_frame(&mut ws).await.expect("a close code");
     assert_eq!(frame.code, CloseCode::Away);
-    timeout(WAIT, sim.server)
-        .await
-        .expect("a session must not keep the server from stopping")
-        .unwrap();
+    sim.served
+        .stopped(WAIT, "a session must not keep the server from stopping")
+        .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while state.view("sim-0").unwrap().serial.session.is_some() {
         assert!(

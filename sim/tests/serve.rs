@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use ferric_sim::{serve_state, SimConfig, SimState};
+mod support;
+
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// Reads one HTTP/1.1 response with a Content-Length (or none, for 204): (status, body).
@@ -46,36 +46,9 @@ fn request(method: &str, path: &str, body: &str) -> String {
     )
 }
 
-struct Running {
-    addr: std::net::SocketAddr,
-    state: std::sync::Arc<SimState>,
-    stop: oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-async fn start(systems: usize) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().unwrap();
-    let state = SimState::new(SimConfig {
-        systems,
-        ..SimConfig::default()
-    })
-    .unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve_state(listener, state.clone(), async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        state,
-        stop,
-        server,
-    }
-}
-
 #[tokio::test]
 async fn serves_redfish_over_keep_alive_and_stops_on_request() {
-    let sim = start(10).await;
+    let mut sim = support::start_systems(10).await;
     let mut conn = BufReader::new(TcpStream::connect(sim.addr).await.unwrap());
     // Several requests on one connection, as pooling clients send them.
     for i in 0..10 {
@@ -100,11 +73,9 @@ async fn serves_redfish_over_keep_alive_and_stops_on_request() {
     assert_eq!(log.len(), 11);
     assert!(log.iter().all(|e| e.client.as_deref() == Some("c7")));
 
-    sim.stop.send(()).unwrap();
-    timeout(Duration::from_secs(10), sim.server)
-        .await
-        .expect("the server stops promptly")
-        .unwrap();
+    sim.served
+        .stop(Duration::from_secs(10), "the server stops promptly")
+        .await;
     assert!(
         TcpStream::connect(sim.addr).await.is_err(),
         "the listener is closed"
@@ -113,7 +84,7 @@ async fn serves_redfish_over_keep_alive_and_stops_on_request() {
 
 #[tokio::test]
 async fn stops_even_while_an_unreachable_system_holds_a_request() {
-    let sim = start(2).await;
+    let mut sim = support::start_systems(2).await;
     let id = sim.state.ids()[0].clone();
     let mut control = BufReader::new(TcpStream::connect(sim.addr).await.unwrap());
     control
@@ -146,11 +117,12 @@ async fn stops_even_while_an_unreachable_system_holds_a_request() {
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].status, None);
 
-    sim.stop.send(()).unwrap();
-    timeout(Duration::from_secs(10), sim.server)
-        .await
-        .expect("a held request must not keep the server from stopping")
-        .unwrap();
+    sim.served
+        .stop(
+            Duration::from_secs(10),
+            "a held request must not keep the server from stopping",
+        )
+        .await;
     // The held connection is closed without an answer.
     let n = timeout(Duration::from_secs(5), held.read(&mut buf))
         .await

@@ -3,14 +3,13 @@
 //! the grace periods, the child is reaped, the pid file removed, and the payload deactivated.
 //! Run: `cargo test -p ferric-console --test escalation`.
 
-#[path = "support/console.rs"]
-mod console;
+mod support;
 
-use console::*;
 use ferric_console::{ConsoleActor, ConsoleTarget, StopReason};
 use ferric_model::NodeId;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
+use support::*;
 
 const STUCK_IPMITOOL: &str = r#"#!/bin/sh
 # Records each call; `sol deactivate` succeeds, `sol activate` reports an operational session
@@ -76,14 +75,10 @@ async fn a_stuck_ipmitool_is_killed_with_its_group_reaped_and_the_payload_deacti
         std::fs::metadata(format!("/proc/{pid}")).is_err(),
         "not reaped"
     );
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !gone(child) {
-        assert!(
-            Instant::now() < deadline,
-            "the group's child {child} survived"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        ferric_testkit::wait_until(Duration::from_secs(2), || gone(child)),
+        "the group's child {child} survived"
+    );
     assert!(std::fs::read_dir(dir.path().join("consoles"))
         .unwrap()
         .next()

@@ -3,21 +3,20 @@
 //! console websocket; checked with an independent `ipmitool` and in /proc. Run:
 //! `cargo test -p ferric-console --test ipmi_sol` (needs `ipmi_sim` and `ipmitool`).
 
-#[path = "support/console.rs"]
-mod console;
-#[path = "support/ipmi_sol.rs"]
-mod ipmi_sol;
+mod support;
 
-use console::*;
 use ferric_console::hub::CLOSE_DISABLED;
 use ferric_console::{ConsoleActor, ConsoleTarget, SessionState, StopReason};
 use ferric_model::NodeId;
-use ipmi_sol::{pid_file, process_gone, SolBmc, PASSWORD};
+use ferric_testkit::ipmi_sim::{IpmiSim, PASSWORD};
+use ferric_testkit::process::process_gone;
+use ferric_testkit::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
+use support::*;
 
-fn target(bmc: &SolBmc) -> ConsoleTarget {
+fn target(bmc: &IpmiSim) -> ConsoleTarget {
     ConsoleTarget::resolve("ipmi", None, &bmc.driver_info()).unwrap()
 }
 
@@ -30,6 +29,24 @@ async fn eventually(limit: Duration, what: &str, mut probe: impl FnMut() -> bool
     }
 }
 
+/// A new console for `node` on `bmc` (a runtime of its own, as the next conductor run) is
+/// active at once: a payload a killed session left is cleared, not waited out.
+fn activates_at_once(runtime_dir: &std::path::Path, node: NodeId, bmc: &IpmiSim) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let svc = service(settings(runtime_dir)).await;
+        let mut c = Console::start(svc.context(), node, target(bmc)).await;
+        let t = Instant::now();
+        c.wait_active().await.unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "took {:?}",
+            t.elapsed()
+        );
+        ConsoleActor::stop_and_wait(&c.actor, StopReason::Disabled, WAIT).await;
+    });
+}
+
 /// Runs a blocking harness call off the runtime's workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
@@ -37,7 +54,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_flow_both_ways_between_the_websocket_and_the_serial_port() {
-    let bmc = std::sync::Arc::new(SolBmc::start());
+    let bmc = std::sync::Arc::new(IpmiSim::with_sol());
     let dir = tempfile::tempdir().unwrap();
     let svc = service(settings(dir.path())).await;
     let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
@@ -56,7 +73,7 @@ async fn bytes_flow_both_ways_between_the_websocket_and_the_serial_port() {
     let (mut ws, hello) = viewer(svc.local_addr(), &c.node, "rw").await;
     assert_eq!(hello["writer"], true);
     // Machine -> viewer.
-    bmc.serial.say(b"\r\nKernel 6.1 booting...\r\n");
+    bmc.serial().say(b"\r\nKernel 6.1 booting...\r\n");
     read_until(&mut ws, b"Kernel 6.1 booting...").await;
     // Viewer -> machine (and the machine's echo back).
     type_keys(&mut ws, b"root\r").await;
@@ -65,7 +82,7 @@ async fn bytes_flow_both_ways_between_the_websocket_and_the_serial_port() {
     eventually(
         Duration::from_secs(10),
         "keystrokes at the serial port",
-        move || String::from_utf8_lossy(&b.serial.received()).contains("root\r"),
+        move || String::from_utf8_lossy(&b.serial().received()).contains("root\r"),
     )
     .await;
 
@@ -77,12 +94,12 @@ async fn bytes_flow_both_ways_between_the_websocket_and_the_serial_port() {
         Duration::from_secs(10),
         "escape bytes at the serial port",
         move || {
-            let got = b.serial.received();
+            let got = b.serial().received();
             got.windows(tricky.len()).any(|w| w == tricky)
         },
     )
     .await;
-    bmc.serial.say(b"still alive\r\n");
+    bmc.serial().say(b"still alive\r\n");
     read_until(&mut ws, b"still alive").await;
     assert!(
         matches!(c.status().await.state, SessionState::Active { pid: Some(p), .. } if p == pid)
@@ -98,7 +115,7 @@ async fn a_large_paste_is_echoed_completely() {
     // More than both pipe buffers (64 KiB each) at once: keystrokes waiting for ipmitool's stdin
     // must never keep its output from being drained. (ipmi_sim's serial line runs at 115200
     // baud, so this takes about half a minute.)
-    let bmc = std::sync::Arc::new(SolBmc::start());
+    let bmc = std::sync::Arc::new(IpmiSim::with_sol());
     let dir = tempfile::tempdir().unwrap();
     let svc = service(settings(dir.path())).await;
     let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
@@ -143,14 +160,14 @@ async fn a_large_paste_is_echoed_completely() {
     let sink = writer.await.unwrap();
     ws = sink.reunite(stream).unwrap();
     assert!(t.elapsed() < Duration::from_secs(90));
-    assert!(bmc.serial.received().len() >= PASTE);
+    assert!(bmc.serial().received().len() >= PASTE);
     let _ = ws.close(None).await;
     ConsoleActor::stop_and_wait(&c.actor, StopReason::Disabled, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_payload_is_held_while_active_and_free_at_once_after_stop() {
-    let bmc = std::sync::Arc::new(SolBmc::start());
+    let bmc = std::sync::Arc::new(IpmiSim::with_sol());
     let dir = tempfile::tempdir().unwrap();
     let svc = service(settings(dir.path())).await;
     let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
@@ -179,7 +196,7 @@ async fn the_payload_is_held_while_active_and_free_at_once_after_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_ipmitool_session_is_reopened_and_viewers_see_it() {
-    let bmc = std::sync::Arc::new(SolBmc::start());
+    let bmc = std::sync::Arc::new(IpmiSim::with_sol());
     let dir = tempfile::tempdir().unwrap();
     let svc = service(settings(dir.path())).await;
     let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
@@ -232,7 +249,7 @@ async fn a_killed_ipmitool_session_is_reopened_and_viewers_see_it() {
 
 #[test]
 fn the_sweep_kills_a_console_a_previous_run_left() {
-    let bmc = SolBmc::start();
+    let bmc = IpmiSim::with_sol();
     let dir = tempfile::tempdir().unwrap();
     let node = NodeId::new_random();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -262,7 +279,12 @@ fn the_sweep_kills_a_console_a_previous_run_left() {
     let pid = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the console became active");
-    std::thread::sleep(Duration::from_millis(300));
+    // The orphan is alive and in session, not merely not yet dead: the BMC still refuses an
+    // outside activation because its payload is held.
+    assert!(
+        bmc.outside_activate().is_err(),
+        "the frozen conductor's console does not hold the BMC's session"
+    );
     assert!(!process_gone(pid), "ipmitool {pid} should still run");
 
     // The next run of the conductor sweeps it.
@@ -278,19 +300,7 @@ fn the_sweep_kills_a_console_a_previous_run_left() {
         .unwrap()
         .is_empty());
     // The next activation clears the killed session's payload itself.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let svc = service(settings(dir.path())).await;
-        let mut c = Console::start(svc.context(), node, target(&bmc)).await;
-        let t = Instant::now();
-        c.wait_active().await.unwrap();
-        assert!(
-            t.elapsed() < Duration::from_secs(8),
-            "took {:?}",
-            t.elapsed()
-        );
-        ConsoleActor::stop_and_wait(&c.actor, StopReason::Disabled, WAIT).await;
-    });
+    activates_at_once(dir.path(), node, &bmc);
 }
 
 /// Runs as a separate process in `a_console_dies_with_its_conductor_process`: starts a console
@@ -315,7 +325,7 @@ fn helper_conductor_with_a_console() {
 
 #[test]
 fn a_console_dies_with_its_conductor_process() {
-    let bmc = SolBmc::start();
+    let bmc = IpmiSim::with_sol();
     let dir = tempfile::tempdir().unwrap();
     let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -360,14 +370,10 @@ fn a_console_dies_with_its_conductor_process() {
     // SIGKILL the "conductor": no cleanup code of it runs.
     helper.0.kill().unwrap();
     helper.0.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !process_gone(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "ipmitool {pid} outlived its conductor"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || process_gone(pid)),
+        "ipmitool {pid} outlived its conductor"
+    );
     // Its pid file is stale; the next start's sweep removes it without killing anything.
     let swept = ferric_console::sweep_orphans(dir.path()).unwrap();
     assert_eq!(swept.len(), 1);
@@ -375,17 +381,5 @@ fn a_console_dies_with_its_conductor_process() {
     // The next owner gets the console at once: it went with stdin closing and SIGINT (which
     // usually free the payload themselves), and a payload still held is cleared by the new
     // owner's `sol deactivate`, not waited out.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let svc = service(settings(dir.path())).await;
-        let mut c = Console::start(svc.context(), NodeId::new_random(), target(&bmc)).await;
-        let t = Instant::now();
-        c.wait_active().await.unwrap();
-        assert!(
-            t.elapsed() < Duration::from_secs(8),
-            "took {:?}",
-            t.elapsed()
-        );
-        ConsoleActor::stop_and_wait(&c.actor, StopReason::Disabled, WAIT).await;
-    });
+    activates_at_once(dir.path(), NodeId::new_random(), &bmc);
 }

@@ -3,12 +3,8 @@
 //! node's reservation; and the cluster-wide console secret, created once. Run:
 //! `cargo test -p ferric-console --test records` (needs `etcd`).
 
-#[path = "support/console.rs"]
-mod console;
-#[path = "../../../gateway/tests/support/etcd.rs"]
-mod etcd;
+mod support;
 
-use console::*;
 use ferric_cluster::{AcquireOutcome, Cluster, EtcdConfig, LeaseKeeper};
 use ferric_console::{
     ConsoleActor, ConsoleArgs, ConsoleEvent, ConsoleTarget, RecordTo, SessionState, StopReason,
@@ -17,9 +13,10 @@ use ferric_model::{now_ms, NodeId, NodeSpec};
 use ractor::Actor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::*;
 
-async fn cluster(etcd: &etcd::Etcd) -> Cluster {
-    let mut cfg = EtcdConfig::new(&etcd.url);
+async fn cluster(etcd: &ferric_testkit::Etcd) -> Cluster {
+    let mut cfg = EtcdConfig::new(&etcd.url());
     cfg.prefix = format!("/console-test-{}/", NodeId::new_random());
     Cluster::connect(&cfg).await.expect("etcd answers")
 }
@@ -81,7 +78,7 @@ async fn record_where(
 
 #[tokio::test]
 async fn a_console_record_lives_on_the_lease_while_the_console_runs() {
-    let etcd = etcd::Etcd::start();
+    let etcd = ferric_testkit::Etcd::start();
     let c = cluster(&etcd).await;
     let lease = LeaseKeeper::grant(&c, Duration::from_secs(5))
         .await
@@ -145,7 +142,7 @@ async fn a_console_record_lives_on_the_lease_while_the_console_runs() {
         rec.session.contains("-H 127.0.0.1 -p 9 -U admin"),
         "{rec:?}"
     );
-    let mut kv = etcd_client::Client::connect([etcd.url.as_str()], None)
+    let mut kv = etcd_client::Client::connect([etcd.url().as_str()], None)
         .await
         .unwrap();
     let raw = kv.get(c.console_key(&node), None).await.unwrap();
@@ -160,16 +157,33 @@ async fn a_console_record_lives_on_the_lease_while_the_console_runs() {
 
     // Without the reservation, no record is written (fenced).
     assert_eq!(c.release(&[(node, token)]).await.unwrap(), 1);
+    let inspect = ferric_testkit::Inspect::connect(&etcd.url(), "")
+        .await
+        .unwrap();
+    let released = inspect.revision().await.unwrap();
     let mut con = start(svc.context(), node, ConsoleTarget::Fake, to).await;
     con.wait_active().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(c.get_console(&node).await.unwrap(), None);
+    // Once the console has stopped, its recorder has tried to write every state the console
+    // went through (connecting, active) and has ended: only then does absence prove anything.
     ConsoleActor::stop_and_wait(&con.actor, StopReason::Disabled, WAIT).await;
+    let key = c.console_key(&node);
+    let history = inspect.history().await.unwrap();
+    let puts: Vec<i64> = history
+        .under(&key)
+        .filter(|e| e.put && e.revision > released)
+        .map(|e| e.revision)
+        .collect();
+    assert!(
+        puts.is_empty(),
+        "console record written without the reservation at {puts:?}"
+    );
+    assert_eq!(c.get_console(&node).await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn the_console_secret_is_created_once_for_everyone() {
-    let etcd = etcd::Etcd::start();
+    let etcd = ferric_testkit::Etcd::start();
     let c = cluster(&etcd).await;
     let (a, b, d) = tokio::join!(c.console_secret(), c.console_secret(), c.console_secret());
     let (a, b, d) = (a.unwrap(), b.unwrap(), d.unwrap());
@@ -178,7 +192,7 @@ async fn the_console_secret_is_created_once_for_everyone() {
     assert!(a.len() >= 32);
     // Another process (a gateway) connecting later reads the same one.
     let other = Cluster::connect(&{
-        let mut cfg = EtcdConfig::new(&etcd.url);
+        let mut cfg = EtcdConfig::new(&etcd.url());
         cfg.prefix = c.keys().prefix().to_string();
         cfg
     })

@@ -4,15 +4,14 @@
 //! reopened, and a stop frees the port at once; the simulator's own command log names our
 //! conductor. Run: `cargo test -p ferric-console --test sim_console`.
 
-#[path = "support/console.rs"]
-mod console;
+mod support;
 
-use console::*;
 use ferric_console::{ConsoleActor, ConsoleTarget, SessionState, StopReason};
 use ferric_model::NodeId;
 use ferric_sim::{serve_state, LogOp, SimConfig, SimState};
+use ferric_testkit::serve::Served;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use support::*;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite;
 
@@ -20,27 +19,25 @@ struct Sim {
     addr: std::net::SocketAddr,
     state: Arc<SimState>,
     http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _served: Served,
 }
 
 impl Sim {
     async fn start() -> Sim {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = SimState::new(SimConfig {
             systems: 2,
             ..SimConfig::default()
         })
         .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve_state(listener, state.clone(), async {
-            let _ = stopped.await;
-        }));
+        let served = {
+            let state = state.clone();
+            Served::start(|listener, stop| serve_state(listener, state, stop)).await
+        };
         Sim {
-            addr,
+            addr: served.addr,
             state,
             http: reqwest::Client::new(),
-            _stop: stop,
+            _served: served,
         }
     }
 
@@ -111,9 +108,12 @@ async fn a_ferric_sim_serial_port_through_the_conductor_websocket() {
     // Cleared, not waited out.
     close_frame(&mut stale).await;
 
-    // The machine reboots: its boot lines reach the console before anyone watches.
+    // The machine reboots: its boot lines reach the console before the viewer below watches.
+    // A read-only watcher seeing the prompt is the proof that the console holds it already.
+    let (mut watcher, _) = viewer(svc.local_addr(), &c.node, "ro").await;
     sim.reset("sim-0", "ForceRestart").await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let boot = read_until(&mut watcher, b"sim-0 login: ").await;
+    assert!(boot.text().contains("booting from"), "{:?}", boot.text());
     let (mut ws, hello) = viewer(svc.local_addr(), &c.node, "rw").await;
     assert_eq!(hello["writer"], true);
     // Replayed to the viewer that came later.

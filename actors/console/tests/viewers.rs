@@ -3,10 +3,8 @@
 //! viewers, and the close codes when a console stops. Run: `cargo test -p ferric-console --test
 //! viewers`.
 
-#[path = "support/console.rs"]
-mod console;
+mod support;
 
-use console::*;
 use ferric_console::hub::{
     CLOSE_DISABLED, CLOSE_IDLE, CLOSE_OWNER_CHANGED, CLOSE_TOO_BIG, CLOSE_TOO_SLOW,
 };
@@ -14,26 +12,28 @@ use ferric_console::{ConsoleActor, ConsoleTarget, StopReason};
 use ferric_model::NodeId;
 use futures::SinkExt;
 use std::time::Duration;
+use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const FAKE_PROMPT: &[u8] = b"fake$ ";
 
+/// A console service (its runtime dir in the returned temporary directory) and an active fake
+/// console, with settings `tweak` adjusted.
 async fn fake_console(
-    dir: &tempfile::TempDir,
     tweak: impl FnOnce(&mut ferric_console::ConsoleSettings),
-) -> (ferric_console::ConsoleService, Console) {
+) -> (tempfile::TempDir, ferric_console::ConsoleService, Console) {
+    let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());
     tweak(&mut s);
     let svc = service(s).await;
     let mut c = Console::start(svc.context(), NodeId::new_random(), ConsoleTarget::Fake).await;
     c.wait_active().await;
-    (svc, c)
+    (dir, svc, c)
 }
 
 #[tokio::test]
 async fn wrong_or_missing_secret_is_refused_before_the_upgrade() {
-    let dir = tempfile::tempdir().unwrap();
-    let (svc, c) = fake_console(&dir, |_| {}).await;
+    let (_dir, svc, c) = fake_console(|_| {}).await;
     let u = url(svc.local_addr(), &c.node, "rw");
     assert_eq!(try_connect(&u, None).await.err(), Some(401));
     assert_eq!(try_connect(&u, Some("Bearer wrong")).await.err(), Some(401));
@@ -54,8 +54,7 @@ async fn wrong_or_missing_secret_is_refused_before_the_upgrade() {
 
 #[tokio::test]
 async fn every_viewer_gets_the_output_new_ones_the_replay_and_one_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (svc, c) = fake_console(&dir, |_| {}).await;
+    let (_dir, svc, c) = fake_console(|_| {}).await;
     let addr = svc.local_addr();
 
     let (mut w, hello) = viewer(addr, &c.node, "rw").await;
@@ -103,8 +102,7 @@ async fn every_viewer_gets_the_output_new_ones_the_replay_and_one_writes() {
 
 #[tokio::test]
 async fn a_viewer_that_never_reads_does_not_stall_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let (svc, c) = fake_console(&dir, |s| s.viewer_queue = 8).await;
+    let (_dir, svc, c) = fake_console(|s| s.viewer_queue = 8).await;
     let addr = svc.local_addr();
     // Connects and then never reads a byte.
     let (mut stuck, _) = viewer(addr, &c.node, "ro").await;
@@ -138,8 +136,7 @@ async fn a_viewer_that_never_reads_does_not_stall_the_others() {
 
 #[tokio::test]
 async fn an_oversized_frame_closes_only_that_viewer_and_garbage_is_just_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (svc, c) = fake_console(&dir, |_| {}).await;
+    let (_dir, svc, c) = fake_console(|_| {}).await;
     let addr = svc.local_addr();
     let (mut big, _) = viewer(addr, &c.node, "rw").await;
     let (mut other, _) = viewer(addr, &c.node, "ro").await;
@@ -176,8 +173,7 @@ async fn an_oversized_frame_closes_only_that_viewer_and_garbage_is_just_bytes() 
 
 #[tokio::test]
 async fn an_idle_viewer_is_closed_and_the_console_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let (svc, c) = fake_console(&dir, |s| s.idle_timeout = Duration::from_secs(1)).await;
+    let (_dir, svc, c) = fake_console(|s| s.idle_timeout = Duration::from_secs(1)).await;
     let addr = svc.local_addr();
     let (mut idle, _) = viewer(addr, &c.node, "ro").await;
     let (mut busy, _) = viewer(addr, &c.node, "rw").await;

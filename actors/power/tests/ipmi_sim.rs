@@ -2,20 +2,49 @@
 //! with `ipmitool` and with the state files of the simulator's chassis_control program.
 //! Run: `cargo test -p ferric-power --test ipmi_sim` (needs `ipmi_sim` and `ipmitool`).
 
-#[path = "support/ipmi_sim.rs"]
-mod ipmi_sim_support;
-
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use ferric_model::BootDevice;
 use ferric_power::ipmi::{ChassisControl, IpmiClient, IpmiConfig, IpmiError, IpmiSession};
-use ipmi_sim_support::{free_udp_port, wait_until, IpmiSim, PASSWORD};
+use ferric_testkit::ipmi_sim::{IpmiSim, BOOT_DEVICES, PASSWORD, USERNAME};
+use ferric_testkit::{free_udp_port, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The per-answer timeout of the tests that time an unreachable BMC: long enough that a busy
+/// machine's scheduling delays stay well inside it.
+const GIVE_UP: Duration = Duration::from_secs(2);
+
+/// A client configuration for `sim` with the given per-answer timeout.
+fn config(sim: &IpmiSim, timeout: Duration) -> IpmiConfig {
+    IpmiConfig {
+        address: "127.0.0.1".into(),
+        port: sim.port(),
+        username: USERNAME.into(),
+        password: PASSWORD.into(),
+        timeout,
+    }
+}
+
 fn client(sim: &IpmiSim) -> IpmiClient {
-    IpmiClient::new(sim.config(TIMEOUT))
+    IpmiClient::new(config(sim, TIMEOUT))
+}
+
+/// The client gave up after waiting out one `timeout`, not two: no hidden retry of the whole
+/// exchange. (Causal rather than tight: a loaded machine may add up to one timeout of delay.)
+fn assert_one_timeout(took: Duration, timeout: Duration) {
+    assert!(
+        took < 2 * timeout,
+        "{took:?} is two timeouts of {timeout:?} or more"
+    );
+}
+
+/// A client whose first command opened its session and saw the new simulator powered off.
+fn connected(sim: &IpmiSim) -> IpmiClient {
+    let mut c = client(sim);
+    assert!(!c.power_is_on().unwrap(), "a new simulator is off");
+    c
 }
 
 /// Commands chassis_control received after the first `skip`.
@@ -32,8 +61,7 @@ fn assert_names_bmc_not_password(e: &IpmiError, port: u16) {
 #[test]
 fn power_on() {
     let sim = IpmiSim::start();
-    let mut c = client(&sim);
-    assert!(!c.power_is_on().unwrap());
+    let mut c = connected(&sim);
     assert!(!sim.ipmitool_power_is_on());
 
     c.chassis_control(ChassisControl::PowerUp).unwrap();
@@ -121,8 +149,9 @@ fn soft_off_that_completes() {
     let asked = Instant::now();
     c.chassis_control(ChassisControl::SoftShutdown).unwrap();
     let answered = asked.elapsed();
-    // The BMC answers at once; the OS takes its time.
-    assert!(answered < Duration::from_millis(500), "{answered:?}");
+    // The BMC answers at once; the OS takes its time (3 s), so an answer well before that was
+    // not held up by the shutdown.
+    assert!(answered < Duration::from_secs(2), "{answered:?}");
     assert!(c.power_is_on().unwrap());
     assert!(sim.commands().contains(&"set shutdown 1".to_string()));
 
@@ -163,17 +192,7 @@ fn soft_off_that_never_completes() {
 fn boot_device_recorded_by_the_bmc() {
     let sim = IpmiSim::start();
     let mut c = client(&sim);
-    // ipmi_sim's names for the device selectors, and ipmitool's for the flags it reads back.
-    let cases = [
-        (BootDevice::Pxe, "pxe", "Force PXE"),
-        (
-            BootDevice::Disk,
-            "default",
-            "Force Boot from default Hard-Drive",
-        ),
-        (BootDevice::Bios, "bios", "Force Boot into BIOS Setup"),
-        (BootDevice::Cdrom, "cdrom", "Force Boot from CD/DVD"),
-    ];
+    let cases = BOOT_DEVICES;
     assert_eq!(cases.len(), BootDevice::ALL.len());
     for persistent in [false, true] {
         for (device, sim_name, ipmitool_name) in cases {
@@ -199,13 +218,14 @@ fn boot_device_recorded_by_the_bmc() {
 #[test]
 fn wrong_password_is_an_auth_error_quickly() {
     let sim = IpmiSim::start();
-    let mut cfg = sim.config(Duration::from_secs(2));
+    let mut cfg = config(&sim, Duration::from_secs(2));
     cfg.password = "Wr0ng-s3cret".into();
     let started = Instant::now();
     let err = IpmiSession::connect(&cfg).unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, IpmiError::Auth { .. }), "{err:?}");
-    assert!(took < Duration::from_millis(500), "{took:?}");
+    // Refused by the BMC, not given up on: well before the 2 s per-answer timeout.
+    assert!(took < cfg.timeout, "{took:?}");
     assert_names_bmc_not_password(&err, sim.port());
     assert!(!err.to_string().contains("Wr0ng-s3cret"), "{err}");
 
@@ -228,13 +248,13 @@ fn closed_port_is_unreachable_within_the_timeout() {
         port: free_udp_port(),
         username: "admin".into(),
         password: PASSWORD.into(),
-        timeout: TIMEOUT,
+        timeout: GIVE_UP,
     };
     let started = Instant::now();
     let err = IpmiClient::new(cfg.clone()).power_is_on().unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, IpmiError::Unreachable { .. }), "{err:?}");
-    assert!(took <= TIMEOUT + Duration::from_millis(500), "{took:?}");
+    assert_one_timeout(took, GIVE_UP);
     assert_names_bmc_not_password(&err, cfg.port);
     println!("closed port: {took:?}: {err}");
 }
@@ -246,20 +266,20 @@ fn silent_port_is_unreachable_after_the_timeout() {
     let port = silent.local_addr().unwrap().port();
     let mut cfg = IpmiConfig::new("127.0.0.1", "admin", PASSWORD);
     cfg.port = port;
-    cfg.timeout = TIMEOUT;
+    cfg.timeout = GIVE_UP;
     let started = Instant::now();
     let err = IpmiSession::connect(&cfg).unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, IpmiError::Unreachable { .. }), "{err:?}");
-    assert!(took >= TIMEOUT, "{took:?}");
-    assert!(took <= TIMEOUT + Duration::from_millis(500), "{took:?}");
+    assert!(took >= GIVE_UP, "{took:?}");
+    assert_one_timeout(took, GIVE_UP);
     assert_names_bmc_not_password(&err, port);
 }
 
 #[test]
 fn frozen_bmc_is_unreachable_and_the_client_reconnects_after() {
     let sim = IpmiSim::start();
-    let mut c = client(&sim);
+    let mut c = IpmiClient::new(config(&sim, GIVE_UP));
     assert!(!c.power_is_on().unwrap());
     let first = c.session_id().expect("session id readable");
 
@@ -268,16 +288,14 @@ fn frozen_bmc_is_unreachable_and_the_client_reconnects_after() {
     let err = c.power_is_on().unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, IpmiError::Unreachable { .. }), "{err:?}");
-    assert!(
-        took >= TIMEOUT && took <= TIMEOUT + Duration::from_millis(500),
-        "{took:?}"
-    );
+    assert!(took >= GIVE_UP, "{took:?}");
+    assert_one_timeout(took, GIVE_UP);
     assert_eq!(c.session_id(), None, "the out-of-step session is dropped");
     // Still frozen: reconnecting fails just as fast.
     let started = Instant::now();
     let err = c.chassis_control(ChassisControl::PowerUp).unwrap_err();
     assert!(matches!(err, IpmiError::Unreachable { .. }), "{err:?}");
-    assert!(started.elapsed() <= TIMEOUT + Duration::from_millis(500));
+    assert_one_timeout(started.elapsed(), GIVE_UP);
     sim.thaw();
 
     // The next command opens a new session and works; the stale one was closed from it.
@@ -294,8 +312,7 @@ fn frozen_bmc_is_unreachable_and_the_client_reconnects_after() {
 #[test]
 fn two_hundred_operations_leak_no_session() {
     let sim = IpmiSim::start();
-    let mut c = client(&sim);
-    assert!(!c.power_is_on().unwrap());
+    let mut c = connected(&sim);
     let session = c.session_id();
     for i in 0..200 {
         match i % 4 {
@@ -321,7 +338,7 @@ fn idle_session_is_replaced_and_closed() {
     // BMCs drop idle sessions (ipmi_sim after 30 s) and ignore commands on them: a session
     // idle past the limit is replaced before the next command, and closed from the new one.
     let sim = IpmiSim::start();
-    let mut c = IpmiClient::with_idle_limit(sim.config(TIMEOUT), Duration::from_millis(300));
+    let mut c = IpmiClient::with_idle_limit(config(&sim, TIMEOUT), Duration::from_millis(300));
     assert!(!c.power_is_on().unwrap());
     let first = c.session_id();
     assert!(!c.power_is_on().unwrap());
@@ -336,7 +353,7 @@ fn idle_session_is_replaced_and_closed() {
 fn more_sessions_than_the_bmc_holds_when_each_is_closed() {
     // ipmi_sim allows 63 sessions at once: 80 only work if every one is closed.
     let sim = IpmiSim::start();
-    let cfg = sim.config(TIMEOUT);
+    let cfg = config(&sim, TIMEOUT);
     for i in 0..80 {
         let mut s = IpmiSession::connect(&cfg).unwrap_or_else(|e| panic!("session {i}: {e}"));
         assert!(!s.power_is_on().unwrap());
@@ -348,8 +365,7 @@ fn more_sessions_than_the_bmc_holds_when_each_is_closed() {
 #[test]
 fn refused_command_keeps_the_session() {
     let sim = IpmiSim::start();
-    let mut c = client(&sim);
-    assert!(!c.power_is_on().unwrap());
+    let mut c = connected(&sim);
     let session = c.session_id();
 
     sim.set_failing(true);
@@ -376,7 +392,7 @@ fn refused_command_keeps_the_session() {
 #[test]
 fn timings() {
     let sim = IpmiSim::start();
-    let cfg = sim.config(TIMEOUT);
+    let cfg = config(&sim, TIMEOUT);
     let n = 20;
     let started = Instant::now();
     for _ in 0..n {

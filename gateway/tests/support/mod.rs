@@ -17,8 +17,7 @@ use tower::ServiceExt;
 
 pub const LATEST: &str = "1.95";
 
-mod etcd;
-pub use etcd::Etcd;
+pub use ferric_testkit::Etcd;
 
 /// What a request got back.
 #[derive(Debug)]
@@ -86,7 +85,7 @@ impl World {
     /// A world whose gateway configuration `tweak` adjusts.
     pub async fn with_config(auth: Auth, tweak: impl FnOnce(&mut GatewayConfig)) -> World {
         let etcd = Etcd::start();
-        let mut cfg = EtcdConfig::new(&etcd.url);
+        let mut cfg = EtcdConfig::new(&etcd.url());
         cfg.prefix = "/gw-test/".into();
         let cluster = Cluster::connect(&cfg).await.expect("connect etcd");
         let mut config = GatewayConfig {

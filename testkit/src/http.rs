@@ -1,62 +1,12 @@
-//! Shared by the gateway's multi-process tests: `ferric gateway` processes on free ports, a
-//! minimal HTTP/1.1 client (so that tests see exactly the bytes on the wire), and the Python
+//! A minimal HTTP/1.1 client (so that tests see exactly the bytes on the wire) and the Python
 //! virtualenv with the real OpenStack clients (`baremetal`, openstacksdk).
 
-#![allow(dead_code)]
-
-use crate::common::{free_port, Fleet, Proc, FERRIC};
+use crate::process::run_bounded;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// A running `ferric gateway`.
-pub struct Gateway {
-    pub proc: Proc,
-    pub port: u16,
-    pub url: String,
-}
-
-impl Gateway {
-    /// Starts a gateway of `fleet` with extra arguments and waits (bounded) for `/healthz`.
-    pub fn start(fleet: &Fleet, dir: &Path, name: &str, extra: &[&str]) -> Gateway {
-        let port = free_port();
-        let mut args: Vec<String> = vec![
-            "gateway".into(),
-            "--etcd".into(),
-            fleet.url(),
-            "--prefix".into(),
-            fleet.prefix.clone(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--name".into(),
-            name.into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::spawn(name, FERRIC, &args, dir.join(format!("{name}.log")));
-        let gw = Gateway {
-            proc,
-            port,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = http(port, "GET", "/healthz", &[], None) {
-                if r.status == 200 {
-                    return gw;
-                }
-            }
-            if !gw.proc.is_running() || Instant::now() > deadline {
-                panic!(
-                    "gateway {name} did not become healthy\n{}",
-                    gw.proc.log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
 
 /// One HTTP response.
 #[derive(Debug)]
@@ -172,7 +122,7 @@ pub fn api(port: u16, method: &str, path: &str, body: Option<&str>) -> Reply {
 /// made (`$FERRIC_PYVENV`, default `target/pyvenv`), or one made here from
 /// `tests/python-requirements.txt` when it is missing (bounded by pip's own time).
 pub fn pyvenv() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::workspace_root();
     let venv = std::env::var_os("FERRIC_PYVENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/pyvenv"));
@@ -208,27 +158,6 @@ pub fn run_venv(program: &str, args: &[&str], env: &[(&str, &str)], timeout: Dur
         .env(
             "XDG_CACHE_HOME",
             std::env::temp_dir().join("ferric-test-cache"),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let pid = child.id();
-    // Output is read by a thread so that a chatty client never blocks on a full pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(out) => out.expect("output"),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("{program} {} did not finish in {timeout:?}", args.join(" "));
-        }
-    }
+        );
+    run_bounded(cmd, timeout)
 }
