@@ -167,6 +167,10 @@ pub fn conductor(
     ])
     .arg("--lease-ttl")
     .arg(ttl.to_string())
+    // Private to this cluster: a conductor sweeps the consoles recorded in its runtime
+    // directory at start, and two local clusters must not sweep each other's.
+    .arg("--runtime-dir")
+    .arg(dir.join(format!("run-{name}")))
     .args(extra);
     spawn(name, cmd, dir.join(format!("{name}.log")))
 }

@@ -70,6 +70,18 @@ impl Ferric {
             self.prefix.clone(),
         ];
         all.extend(args.iter().map(|s| s.to_string()));
+        if !args.contains(&"--runtime-dir") {
+            // Private to this fleet: a conductor sweeps the console processes recorded in its
+            // runtime directory at start, and the default (`/tmp/ferric-<name>`) is shared by
+            // every test's conductor of the same name, in other test binaries too.
+            all.push("--runtime-dir".into());
+            all.push(
+                self.log_dir
+                    .join(format!("run-{name}"))
+                    .display()
+                    .to_string(),
+            );
+        }
         let log = self.log_dir.join(format!("{name}.{n}.log"));
         let mut proc = Proc::spawn(name, ferric_bin(), &all, log);
         // Keep only the extra args, so that a restart can pass them again.

@@ -24,9 +24,9 @@ use crate::decide::agent::callback_timeout_ms;
 use crate::decide::maintenance::on_maintenance_change;
 use crate::store::NodeStore;
 use effects::{history, record, requeue, settle, Extras, RETRY};
-use ferric_model::HeartbeatRecord;
 use ferric_cluster::{Cluster, SelfFence};
 use ferric_console::{ConsoleActor, ConsoleContext, ConsoleMsg, ConsoleTarget, StopReason};
+use ferric_model::HeartbeatRecord;
 use ferric_model::{
     now_ms, CodecError, DriverInfo, FenceToken, NodeId, NodeSpec, NodeStatus, PowerState,
     ProvisionState, RemediationPolicy,

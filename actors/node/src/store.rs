@@ -2,9 +2,9 @@
 //! actors the etcd implementation (`EtcdStore`), and the actor's unit tests an in-memory one.
 //! Every write here is fenced by the node's reservation (its create revision is the token).
 
-use ferric_model::HeartbeatRecord;
 use ferric_cluster::remediation::Slot;
 use ferric_cluster::{Cluster, ClusterError, NodeView, StatusWriter};
+use ferric_model::HeartbeatRecord;
 use ferric_model::{
     now_ms, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus, ProvisionRequest,
     RemediationPolicy, Verb,

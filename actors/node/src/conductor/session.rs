@@ -8,12 +8,12 @@ use super::ConductorConfig;
 use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg};
 use crate::store::EtcdStore;
 use crate::supervisor::{NodeEvent, SupervisorMsg};
-use ferric_model::HeartbeatRecord;
 use ferric_cluster::snapshot::placement_of;
 use ferric_cluster::{
     AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, PrefixWatch, StatusWriter,
     WatchEvent, WatchLost,
 };
+use ferric_model::HeartbeatRecord;
 use ferric_model::{
     decode, now_ms, ConductorRecord, FenceToken, NodeId, NodeSpec, RemediationPolicy,
 };

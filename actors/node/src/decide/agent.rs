@@ -6,8 +6,8 @@
 //! the node resumes the busy state and the conductor does its own part (`node_state::work_for`).
 
 use crate::decide::node_state::{transition, Work};
-use ferric_model::HeartbeatRecord;
 use ferric_model::provision::Event;
+use ferric_model::HeartbeatRecord;
 use ferric_model::{DriverInfo, NodeSpec, NodeStatus, ProvisionState};
 
 /// Ironic's default callback timeouts (`[conductor]deploy_callback_timeout` etc.): 30 minutes.

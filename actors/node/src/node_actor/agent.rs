@@ -8,8 +8,8 @@ use super::reconcile::{reconcile, Action, Flow, Outcome};
 use super::{NodeMsg, NodeState};
 use crate::decide::agent::{on_heartbeat, wait_timeout, Heartbeat};
 use crate::error::NodeError;
-use ferric_model::HeartbeatRecord;
 use ferric_model::now_ms;
+use ferric_model::HeartbeatRecord;
 use ractor::ActorRef;
 
 /// A heartbeat from the watch. One that comes before the node waits for it (the agent can be

@@ -4,9 +4,9 @@
 
 use super::{NodeStore, SpecChange};
 use crate::node_actor::NodeMsg;
-use ferric_model::HeartbeatRecord;
 use ferric_cluster::remediation::Slot;
 use ferric_cluster::{ClusterError, NodeView};
+use ferric_model::HeartbeatRecord;
 use ferric_model::{
     EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus, RemediationPolicy,
 };
