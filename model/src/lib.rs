@@ -2,12 +2,14 @@
 //! states, the fencing token, and the versioned encoding of everything persisted in etcd.
 
 pub mod codec;
+pub mod console_wire;
 pub mod ids;
 pub mod node;
 pub mod power;
 pub mod provision;
 
 pub use codec::{decode, encode, CodecError, Record};
+pub use console_wire::{ControlFrame, ViewerMode};
 pub use ids::{ConductorName, FenceToken, NameError, NodeId, NodeName};
 pub use node::{
     faults, AgentProgress, BootDeviceRequest, ConductorRecord, EventRecord, EvictionRecord,
