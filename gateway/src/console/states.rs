@@ -1,15 +1,17 @@
 //! Ironic's console state API: `GET|PUT /v1/nodes/{node}/states/console` (the intent is
 //! `spec.console_enabled`, compare-and-swap like every other action).
 
+use crate::actions::{apply, Intent};
 use crate::error::ApiError;
+use crate::informer::NodeRef;
 use crate::node_json::iso8601;
 use crate::request;
 use crate::version::ApiVersion;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Extension;
 use ferric_cluster::consoles::ConsoleRecord;
 use ferric_model::NodeId;
@@ -100,6 +102,24 @@ fn enabled_arg(obj: &Map<String, Value>) -> Result<bool, ApiError> {
     })
 }
 
+/// Whether the node takes `enabled`: a node whose console interface is `no-console` cannot
+/// enable it; disabling is always taken. Maintenance does not matter.
+fn check(enabled: bool, node: &NodeRef) -> Result<Intent, ApiError> {
+    let spec = &node.spec.spec;
+    if enabled
+        && spec
+            .interfaces
+            .get("console_interface")
+            .is_some_and(|i| i == "no-console")
+    {
+        return Err(ApiError::BadRequest(format!(
+            "Driver {} does not support console (disabled or not implemented).",
+            spec.driver
+        )));
+    }
+    Ok(Intent::Console { enabled })
+}
+
 /// `PUT /v1/nodes/{node}/states/console {"enabled": bool}`: records the intent; the owner
 /// starts or stops the console. 202 with `Location` to the console state, also when nothing
 /// changes (Ironic logs "already enabled" and accepts). Maintenance does not matter.
@@ -114,52 +134,21 @@ pub async fn set_enabled(
     let obj = request::action_object(body, &["enabled"])?;
     let enabled = enabled_arg(&obj)?;
     let node = request::lookup(&state, &ident, v).await?;
+    let intent = check(enabled, &node)?;
     let spec = &node.spec.spec;
-    let uuid = spec.id.to_string();
-    if enabled {
-        if spec
-            .interfaces
-            .get("console_interface")
-            .is_some_and(|i| i == "no-console")
-        {
-            return Err(ApiError::BadRequest(format!(
-                "Driver {} does not support console (disabled or not implemented).",
-                spec.driver
-            )));
-        }
-        // Ironic's `get_topic_for` (nothing would ever open it, unseen).
-        if !state
+    // Ironic's `get_topic_for` (nothing would ever open it, unseen).
+    if enabled
+        && !state
             .informer
             .read()
             .served(&spec.driver, &spec.conductor_group)
-        {
-            return Err(ApiError::Unavailable(format!(
-                "No conductor is serving driver \"{}\" in conductor group \"{}\"; the console cannot be enabled now. Please retry later.",
-                spec.driver, spec.conductor_group
-            )));
-        }
+    {
+        return Err(ApiError::Unavailable(format!(
+            "No conductor is serving driver \"{}\" in conductor group \"{}\"; the console cannot be enabled now. Please retry later.",
+            spec.driver, spec.conductor_group
+        )));
     }
-    // Read from etcd, not the copy: another gateway may have changed it a moment ago.
-    let current = state.cluster.get_node(&uuid).await?;
-    if current.spec.console_enabled != enabled {
-        let view = state
-            .cluster
-            .update_spec(&uuid, |_, spec| {
-                spec.console_enabled = enabled;
-                Ok(())
-            })
-            .await?;
-        state.settle(view.spec_rev).await;
-    }
-    let base = request::base_url(&state, &headers);
-    let mut resp = StatusCode::ACCEPTED.into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!(
-        "{base}/v1/nodes/{}/states/console",
-        request::url_encode(&ident)
-    )) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
+    apply(&state, &headers, &ident, &node, "", intent).await
 }
 
 #[cfg(test)]
@@ -192,5 +181,25 @@ mod tests {
         assert!(enabled_arg(&obj(json!({}))).is_err());
         assert!(enabled_arg(&obj(Value::Null)).is_err());
         assert!(enabled_arg(&Map::new()).is_err());
+    }
+
+    #[test]
+    fn no_console_refuses_enabling_only() {
+        use crate::actions::tests::{node, with_spec};
+        use ferric_model::ProvisionState;
+        let n = node(ProvisionState::Available);
+        assert_eq!(check(true, &n).unwrap(), Intent::Console { enabled: true });
+        let none = with_spec(&n, |s| {
+            s.interfaces
+                .insert("console_interface".into(), "no-console".into());
+        });
+        assert_eq!(
+            check(true, &none).unwrap_err().to_string(),
+            "Driver fake-hardware does not support console (disabled or not implemented)."
+        );
+        assert_eq!(
+            check(false, &none).unwrap(),
+            Intent::Console { enabled: false }
+        );
     }
 }
