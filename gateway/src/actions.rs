@@ -182,7 +182,8 @@ pub(crate) enum Intent {
 
 /// Writes `intent` into the node's spec (compare-and-swap, in `cluster`), waits until this
 /// gateway's copy shows it, and gives Ironic's answer: 202 with `Location` (204 for the boot
-/// device, as gophercloud insists).
+/// device, as gophercloud insists). `who` is recorded with power, provision and boot device
+/// requests (the node's history names the requester).
 pub(crate) async fn apply(
     state: &AppState,
     headers: &HeaderMap,

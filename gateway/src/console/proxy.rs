@@ -37,6 +37,8 @@ use tracing::Instrument;
 /// What the viewer's websocket reads at most: messages up to this size are read whole and
 /// refused by us (a clean 1009); larger ones are cut off by the websocket layer.
 const VIEWER_READ_LIMIT: usize = 1024 * 1024;
+/// Messages waiting for one viewer; past this, as past [`super::QUEUE_BYTES`], the viewer is too
+/// slow and is closed with 4429.
 const QUEUE_MESSAGES: usize = 1024;
 /// How long the first connection to the conductor may take before the upgrade (the console may
 /// have been enabled a moment ago and not be open yet); capped by the reconnect bound.
