@@ -1,4 +1,4 @@
-//! Console records and the console secret.
+//! The etcd I/O of console records and the console secret (the records are `ferric_model`'s).
 //!
 //! - `consoles/<uuid>`: the live console session of a node, written by the conductor that runs
 //!   it, on that conductor's lease (a dead conductor's records vanish with its lease) and fenced
@@ -9,61 +9,20 @@
 
 use crate::{get_prefix, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
-use ferric_model::{decode, encode, now_ms, FenceToken, NodeId, Record};
-use serde::{Deserialize, Serialize};
+use ferric_model::{decode, encode, now_ms, FenceToken, NodeId};
 
-/// The value of `consoles/<uuid>`: who runs the node's console session and how. Holds no
-/// secrets (no password, no URL credentials).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsoleRecord {
-    /// The conductor running the session.
-    pub conductor: String,
-    /// That conductor's console server (`host:port`), where the gateway opens viewers.
-    pub address: String,
-    /// Console interface (`ipmitool`, `ferric-sim`, `fake`).
-    pub interface: String,
-    /// The session's local process (`ipmitool sol activate`), if it has one.
-    pub pid: Option<u32>,
-    /// When the console was enabled on this conductor.
-    pub started_at_ms: u64,
-    /// When the current session (since the last reconnect) became active; None while
-    /// (re)connecting.
-    pub active_since_ms: Option<u64>,
-    /// `active` or `reconnecting`.
-    pub state: String,
-    /// Why the last session ended or could not be opened.
-    pub last_error: Option<String>,
-    /// Where the session goes, without secrets, e.g.
-    /// `ipmitool -I lanplus -H 10.0.0.5 -p 623 -U admin sol activate`.
-    pub session: String,
-}
-
-impl Record for ConsoleRecord {
-    const KIND: &'static str = "console";
-    const VERSION: u8 = 1;
-}
-
-/// The value of `config/console-secret`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsoleSecretRecord {
-    pub secret: String,
-    pub created_at_ms: u64,
-}
-
-impl Record for ConsoleSecretRecord {
-    const KIND: &'static str = "console secret";
-    const VERSION: u8 = 1;
-}
+// Re-exported for crates not yet moved to `ferric_model::{ConsoleRecord, ConsoleSecretRecord}`.
+pub use ferric_model::{ConsoleRecord, ConsoleSecretRecord};
 
 impl Cluster {
     /// `consoles/<uuid>`.
     pub fn console_key(&self, id: &NodeId) -> String {
-        format!("{}{id}", self.keys().consoles())
+        self.keys().console(id)
     }
 
     /// `config/console-secret`.
     pub fn console_secret_key(&self) -> String {
-        format!("{}config/console-secret", self.keys().prefix())
+        self.keys().console_secret()
     }
 
     /// Writes (creates or replaces) the console record of a node on `lease`, only while this

@@ -1,41 +1,23 @@
 //! Agent heartbeats (`POST /v1/heartbeat/{node}`): the last one of each node, recorded in
 //! `heartbeats/<uuid>` (no lease). Recording is all the API does; the provisioning work that
-//! acts on heartbeats reads them from here.
+//! acts on heartbeats reads them from here. The record itself is `ferric_model`'s.
 
 use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use ferric_model::{decode, encode, NodeId, Record};
-use serde::{Deserialize, Serialize};
+use ferric_model::{decode, encode, NodeId};
 
-/// The last heartbeat of a node's agent, as the agent sent it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeartbeatRecord {
-    pub at_ms: u64,
-    pub callback_url: String,
-    pub agent_version: Option<String>,
-    /// Kept for the provisioning work to check; never returned by the API.
-    pub agent_token: Option<String>,
-    pub agent_verify_ca: Option<String>,
-    pub agent_status: Option<String>,
-    pub agent_status_message: Option<String>,
-    /// The gateway that recorded it.
-    pub recorded_by: String,
-}
-
-impl Record for HeartbeatRecord {
-    const KIND: &'static str = "heartbeat";
-    const VERSION: u8 = 1;
-}
+// Re-exported for crates not yet moved to `ferric_model::HeartbeatRecord`.
+pub use ferric_model::HeartbeatRecord;
 
 impl Cluster {
     /// `heartbeats/<uuid>`.
     pub fn heartbeat_key(&self, id: &NodeId) -> String {
-        format!("{}heartbeats/{id}", self.keys().prefix())
+        self.keys().heartbeat(id)
     }
 
     /// `heartbeats/`, watched by conductors.
     pub fn heartbeats_prefix(&self) -> String {
-        format!("{}heartbeats/", self.keys().prefix())
+        self.keys().heartbeats()
     }
 
     /// Records a heartbeat if the node exists; returns the revision of the write.

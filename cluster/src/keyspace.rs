@@ -58,6 +58,35 @@ impl Keyspace {
     pub fn consoles(&self) -> String {
         format!("{}consoles/", self.prefix)
     }
+    /// A node's live console session, on the running conductor's lease.
+    pub fn console(&self, id: &NodeId) -> String {
+        format!("{}consoles/{id}", self.prefix)
+    }
+    /// Agent heartbeats, watched by conductors.
+    pub fn heartbeats(&self) -> String {
+        format!("{}heartbeats/", self.prefix)
+    }
+    /// The last heartbeat of a node's agent (no lease).
+    pub fn heartbeat(&self, id: &NodeId) -> String {
+        format!("{}heartbeats/{id}", self.prefix)
+    }
+    /// Cluster-wide settings, watched by conductors.
+    pub fn config(&self) -> String {
+        format!("{}config/", self.prefix)
+    }
+    /// The cluster-wide console secret, created once.
+    pub fn console_secret(&self) -> String {
+        format!("{}config/console-secret", self.prefix)
+    }
+    /// The remediation policy.
+    pub fn remediation_policy(&self) -> String {
+        format!("{}config/remediation", self.prefix)
+    }
+    /// The remediation rate limit's current window (not under `config/`: it changes often
+    /// and conductors need not watch it).
+    pub fn remediation_budget(&self) -> String {
+        format!("{}remediation/budget", self.prefix)
+    }
     pub fn events(&self) -> String {
         format!("{}events/", self.prefix)
     }
@@ -74,7 +103,8 @@ impl Keyspace {
         format!("{}history/{id}/{seq:020}", self.prefix)
     }
 
-    /// The node id at the end of a `nodes/`, `status/`, `reservations/` or `consoles/` key.
+    /// The node id at the end of a `nodes/`, `status/`, `reservations/`, `consoles/` or
+    /// `heartbeats/` key.
     pub fn node_id_of(&self, key: &[u8]) -> Option<NodeId> {
         let key = std::str::from_utf8(key).ok()?;
         let rest = key.strip_prefix(&self.prefix)?;
@@ -105,5 +135,40 @@ mod tests {
         assert_eq!(ks.node_id_of(b"/other/nodes/x"), None);
         assert_eq!(ks.leaf_of(ks.conductor("c1").as_bytes()), Some("c1"));
         assert_eq!(Keyspace::new("ferric").prefix(), "ferric/");
+    }
+
+    #[test]
+    fn every_key_kind_has_its_place() {
+        let ks = Keyspace::default();
+        let id: NodeId = "6f1c3a52-8d9e-4b8a-9a77-0e5f4c1d2b3a".parse().unwrap();
+        let node_keys = [
+            (ks.node(&id), ks.nodes(), "/ferric/nodes/"),
+            (ks.status(&id), ks.statuses(), "/ferric/status/"),
+            (
+                ks.reservation(&id),
+                ks.reservations(),
+                "/ferric/reservations/",
+            ),
+            (ks.console(&id), ks.consoles(), "/ferric/consoles/"),
+            (ks.heartbeat(&id), ks.heartbeats(), "/ferric/heartbeats/"),
+        ];
+        for (key, prefix, want) in node_keys {
+            assert_eq!(prefix, want);
+            assert_eq!(key, format!("{want}{id}"));
+            assert_eq!(ks.node_id_of(key.as_bytes()), Some(id), "{key}");
+        }
+        assert_eq!(ks.config(), "/ferric/config/");
+        for key in [ks.console_secret(), ks.remediation_policy()] {
+            assert!(key.starts_with(&ks.config()), "{key}");
+        }
+        assert_eq!(ks.console_secret(), "/ferric/config/console-secret");
+        assert_eq!(ks.remediation_policy(), "/ferric/config/remediation");
+        assert_eq!(ks.remediation_budget(), "/ferric/remediation/budget");
+        assert!(!ks.remediation_budget().starts_with(&ks.config()));
+        assert_eq!(
+            ks.event(&id, 7),
+            format!("/ferric/events/{id}/00000000000000000007")
+        );
+        assert!(ks.history_entry(&id, 1).starts_with(&ks.history(&id)));
     }
 }

@@ -4,20 +4,7 @@
 
 use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use ferric_model::{decode, encode, Record, RemediationPolicy};
-use serde::{Deserialize, Serialize};
-
-/// Attempts started in the current window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Budget {
-    window_start_ms: u64,
-    used: u32,
-}
-
-impl Record for Budget {
-    const KIND: &'static str = "remediation budget";
-    const VERSION: u8 = 1;
-}
+use ferric_model::{decode, encode, RemediationBudget as Budget, RemediationPolicy};
 
 /// The answer to a request for a remediation slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +17,11 @@ pub enum Slot {
 impl Cluster {
     /// `config/remediation`.
     pub fn remediation_policy_key(&self) -> String {
-        format!("{}config/remediation", self.keys().prefix())
+        self.keys().remediation_policy()
     }
 
     fn remediation_budget_key(&self) -> String {
-        format!("{}remediation/budget", self.keys().prefix())
+        self.keys().remediation_budget()
     }
 
     /// The policy; the default (no rules: off) when none was set.

@@ -331,17 +331,22 @@ fn validation(state: &AppState, node: &NodeRef) -> Value {
         .informer
         .read()
         .served(&spec.driver, &spec.conductor_group);
-    let info: Value = serde_json::from_str(&spec.driver_info).unwrap_or(json!({}));
+    let info = spec.driver_info();
     let missing: Vec<&str> = match spec.driver.as_str() {
         "ipmi" => vec!["ipmi_address"],
         "redfish" => vec!["redfish_address", "redfish_system_id"],
         _ => vec![],
     }
     .into_iter()
-    .filter(|k| info.get(*k).is_none_or(|v| v.is_null() || v == ""))
+    .filter(|k| {
+        info.as_ref()
+            .is_ok_and(|i| i.get(k).is_none_or(|v| v.is_null() || v == ""))
+    })
     .collect();
     let power = if !served {
         json!({"result": false, "reason": format!("No conductor is serving driver \"{}\" in conductor group \"{}\".", spec.driver, spec.conductor_group)})
+    } else if let Err(e) = &info {
+        json!({"result": false, "reason": format!("Invalid driver_info: {e}")})
     } else if !missing.is_empty() {
         json!({"result": false, "reason": format!("Missing the following properties in node's driver_info: {}", missing.join(", "))})
     } else {

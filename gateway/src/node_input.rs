@@ -7,7 +7,7 @@ use crate::informer::NodeRef;
 use crate::json_patch::{self, PatchOp};
 use crate::node_json::{self, INTERFACES};
 use crate::version::{self, ApiVersion};
-use ferric_model::{NodeId, NodeName, NodeSpec};
+use ferric_model::{DriverInfo, NodeId, NodeName, NodeSpec};
 use serde_json::{Map, Value};
 
 /// Which drivers a node may use: those a live conductor serves in the node's group, and those
@@ -229,6 +229,18 @@ fn want_object(what: &str, field: &str, v: &Value) -> Result<String, ApiError> {
     }
 }
 
+/// `driver_info`: an object (null: `{}`) whose keys Ferric reads hold values of their types
+/// (`ipmi_port` a port, ...), so that a malformed one is refused here, naming the key, rather
+/// than failing later on the conductor.
+fn want_driver_info(what: &str, v: &Value) -> Result<String, ApiError> {
+    let text = want_object(what, "driver_info", v)?;
+    if v.is_object() {
+        DriverInfo::from_value(v.clone())
+            .map_err(|e| ApiError::BadRequest(format!("Invalid driver_info: {e}")))?;
+    }
+    Ok(text)
+}
+
 /// Ironic's name rules: host names before 1.10, RFC 3986 unreserved characters after; never a
 /// uuid, never a word that is a path under `/v1/nodes/`.
 pub fn check_name(name: &str, version: ApiVersion, invalid: &str) -> Result<NodeName, ApiError> {
@@ -383,7 +395,11 @@ pub fn create(
     }
     for field in ["driver_info", "properties", "extra", "instance_info"] {
         if let Some(v) = obj.get(field) {
-            let text = want_object(WHAT, field, v)?;
+            let text = if field == "driver_info" {
+                want_driver_info(WHAT, v)?
+            } else {
+                want_object(WHAT, field, v)?
+            };
             match field {
                 "driver_info" => spec.driver_info = text,
                 "properties" => spec.properties = text,
@@ -521,7 +537,7 @@ pub fn apply_patch(
                     ))
                 }
             },
-            "driver_info" => spec.driver_info = want_object(WHAT, field, v)?,
+            "driver_info" => spec.driver_info = want_driver_info(WHAT, v)?,
             "properties" => spec.properties = want_object(WHAT, field, v)?,
             "extra" => spec.extra = want_object(WHAT, field, v)?,
             "instance_info" => spec.instance_info = want_object(WHAT, field, v)?,
@@ -649,6 +665,103 @@ mod tests {
         assert!(e.to_string().contains("Expected UUID"), "{e}");
         let e = err(json!([1]), 95);
         assert!(e.to_string().contains("not of type 'object'"), "{e}");
+    }
+
+    #[test]
+    fn malformed_driver_info_is_refused_at_enroll_naming_the_key() {
+        let create_with = |info: Value| {
+            create(
+                &json!({"driver": "ipmi", "driver_info": info}),
+                v(95),
+                &drivers(),
+                0,
+            )
+        };
+        // What the drivers accept is accepted, and stored exactly as sent.
+        let spec = create_with(json!({"ipmi_address": "10.0.0.5", "ipmi_port": "623",
+            "ipmi_password": "pw", "deploy_kernel": "http://x/k"}))
+        .unwrap();
+        assert_eq!(
+            spec.driver_info,
+            r#"{"deploy_kernel":"http://x/k","ipmi_address":"10.0.0.5","ipmi_password":"pw","ipmi_port":"623"}"#
+        );
+        assert_eq!(spec.driver_info().unwrap().ipmi().port, Some(623));
+        // Not yet complete is fine at enroll (Ironic validates a driver's needs later).
+        assert!(create_with(json!({})).is_ok());
+        assert!(create_with(json!(null)).is_ok());
+        for (info, key) in [
+            (json!({"ipmi_port": "abc"}), "ipmi_port"),
+            (json!({"ipmi_port": 70000}), "ipmi_port"),
+            (json!({"ipmi_port": true}), "ipmi_port"),
+            (json!({"ipmi_address": 10}), "ipmi_address"),
+            (json!({"ipmi_password": 1234567}), "ipmi_password"),
+            (json!({"redfish_verify_ca": 3}), "redfish_verify_ca"),
+            (
+                json!({"agent_callback_timeout": "soon"}),
+                "agent_callback_timeout",
+            ),
+            (json!({"fake_step_secs": [1]}), "fake_step_secs"),
+        ] {
+            let e = create_with(info.clone()).unwrap_err();
+            assert!(matches!(e, ApiError::BadRequest(_)), "{info}: {e:?}");
+            let text = e.to_string();
+            assert!(
+                text.contains("Invalid driver_info") && text.contains(key),
+                "{info}: {text}"
+            );
+            assert!(!text.contains("1234567"), "a secret in the error: {text}");
+        }
+        for info in [json!([1]), json!("{}"), json!(5)] {
+            let e = create_with(info.clone()).unwrap_err();
+            assert!(
+                matches!(&e, ApiError::BadRequest(m) if m.contains("'driver_info'")),
+                "{info}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_driver_info_is_refused_at_patch_naming_the_key() {
+        let mut spec = NodeSpec::new(NodeId::new_random(), "ipmi", 0);
+        spec.driver_info = r#"{"ipmi_address":"h"}"#.into();
+        let node = NodeRef {
+            spec: std::sync::Arc::new(crate::informer::SpecEntry::new(spec.clone(), 1)),
+            status: None,
+            holder: None,
+        };
+        let patch = |ops: Value| {
+            let ops = json_patch::parse(&ops).unwrap();
+            let mut next = spec.clone();
+            apply_patch(&node, &ops, v(95), &drivers(), false, &mut next).map(|()| next)
+        };
+        let ok = patch(json!([{"op": "add", "path": "/driver_info/ipmi_port", "value": "6230"}]))
+            .unwrap();
+        assert_eq!(ok.driver_info, r#"{"ipmi_address":"h","ipmi_port":"6230"}"#);
+        for (ops, key) in [
+            (
+                json!([{"op": "add", "path": "/driver_info/ipmi_port", "value": "abc"}]),
+                "ipmi_port",
+            ),
+            (
+                json!([{"op": "replace", "path": "/driver_info", "value": {"ipmi_address": ["h"]}}]),
+                "ipmi_address",
+            ),
+            (
+                json!([{"op": "add", "path": "/driver_info/fake_fail_states", "value": 1}]),
+                "fake_fail_states",
+            ),
+        ] {
+            let e = patch(ops.clone()).unwrap_err();
+            assert!(matches!(e, ApiError::BadRequest(_)), "{ops}: {e:?}");
+            let text = e.to_string();
+            assert!(
+                text.contains("Invalid driver_info") && text.contains(key),
+                "{ops}: {text}"
+            );
+        }
+        let e =
+            patch(json!([{"op": "replace", "path": "/driver_info", "value": [1]}])).unwrap_err();
+        assert!(e.to_string().contains("'driver_info'"), "{e}");
     }
 
     #[test]

@@ -1,29 +1,36 @@
-//! Ferric's vocabulary, with no I/O: ids, the node record (spec and status), power and provision
-//! states, the fencing token, and the versioned encoding of everything persisted in etcd.
+//! Ferric's vocabulary, with no I/O: ids, the node record (spec and status) and its typed
+//! `driver_info`, power and provision states, the fencing token, history kinds and requesters,
+//! every record persisted in etcd and their versioned encoding, and the console wire contract.
 
+pub mod clock;
 pub mod codec;
+pub mod console_record;
 pub mod console_wire;
+pub mod driver_info;
+pub mod heartbeat;
+pub mod history;
 pub mod ids;
 pub mod node;
 pub mod power;
 pub mod provision;
+pub mod reservation;
 
 pub use codec::{decode, encode, CodecError, Record};
+pub use console_record::{ConsoleRecord, ConsoleSecretRecord};
 pub use console_wire::{ControlFrame, ViewerMode};
+pub use driver_info::{DriverInfo, DriverInfoError};
+pub use heartbeat::HeartbeatRecord;
+pub use history::{HistoryKind, Requester};
 pub use ids::{ConductorName, FenceToken, NameError, NodeId, NodeName};
 pub use node::{
     faults, AgentProgress, BootDeviceRequest, ConductorRecord, EventRecord, EvictionRecord,
     HistoryEntry, NodeHistory, NodeSpec, NodeStatus, PowerOp, PowerRequest, ProvisionRequest,
-    Remediation, RemediationAction, RemediationPolicy, RemediationRule, ReservationRecord,
+    Remediation, RemediationAction, RemediationBudget, RemediationPolicy, RemediationRule,
     SoftOffPolicy,
 };
 pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};
+pub use reservation::ReservationRecord;
 
 /// Milliseconds since the Unix epoch: the one timestamp format of persisted records.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use clock::now_ms;

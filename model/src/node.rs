@@ -80,6 +80,7 @@ pub struct NodeSpec {
     pub name: Option<NodeName>,
     pub driver: String,
     /// JSON object text (Ironic's `driver_info`); secrets are masked on the way out, not here.
+    /// Read it with [`NodeSpec::driver_info`].
     pub driver_info: String,
     /// JSON object text.
     pub properties: String,
@@ -130,6 +131,12 @@ impl NodeSpec {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         }
+    }
+
+    /// The parsed `driver_info`. The spec keeps the text a client sent (so the persisted
+    /// format is unchanged); this is the one way to read it.
+    pub fn driver_info(&self) -> Result<crate::DriverInfo, crate::DriverInfoError> {
+        crate::DriverInfo::parse(&self.driver_info)
     }
 
     /// The power request the owner has not yet finished, if any.
@@ -310,6 +317,19 @@ impl Record for RemediationPolicy {
     const VERSION: u8 = 1;
 }
 
+/// The value of `remediation/budget`: attempts started in the current window of the policy's
+/// rate limit, taken with a compare-and-swap by whichever conductor starts one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemediationBudget {
+    pub window_start_ms: u64,
+    pub used: u32,
+}
+
+impl Record for RemediationBudget {
+    const KIND: &'static str = "remediation budget";
+    const VERSION: u8 = 1;
+}
+
 /// Ironic's fault names.
 pub mod faults {
     pub const POWER_FAILURE: &str = "power failure";
@@ -472,18 +492,6 @@ impl Record for ConductorRecord {
     const VERSION: u8 = 1;
 }
 
-/// The value of `reservations/<uuid>` (on the holder's lease).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReservationRecord {
-    pub conductor: String,
-    pub acquired_at_ms: u64,
-}
-
-impl Record for ReservationRecord {
-    const KIND: &'static str = "reservation";
-    const VERSION: u8 = 1;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +521,30 @@ mod tests {
         assert_eq!(decode::<NodeStatus>(&encode(&status)).unwrap(), status);
         // A spec is not a status: decoding the wrong type is an error, not a panic.
         assert!(decode::<NodeStatus>(&encode(&spec)).is_err());
+    }
+
+    #[test]
+    fn remediation_budget_format_1_bytes_decode_and_encode_unchanged() {
+        // Bytes written by the build before the record moved from `ferric-cluster` to here.
+        const V1: &[u8] = &[1, 128, 208, 149, 255, 188, 49, 3];
+        let b = RemediationBudget {
+            window_start_ms: 1_700_000_000_000,
+            used: 3,
+        };
+        assert_eq!(decode::<RemediationBudget>(V1).unwrap(), b);
+        assert_eq!(encode(&b), V1);
+    }
+
+    #[test]
+    fn driver_info_of_a_spec_is_parsed_and_malformed_is_an_error_not_empty() {
+        let mut spec = NodeSpec::new(NodeId::new_random(), "ipmi", 0);
+        assert_eq!(spec.driver_info().unwrap(), crate::DriverInfo::default());
+        spec.driver_info = r#"{"ipmi_address":"h","ipmi_port":"6230"}"#.into();
+        assert_eq!(spec.driver_info().unwrap().ipmi().port, Some(6230));
+        for bad in ["", "{", "[]", r#"{"ipmi_port":"x"}"#] {
+            spec.driver_info = bad.into();
+            assert!(spec.driver_info().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

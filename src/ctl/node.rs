@@ -388,18 +388,12 @@ pub(super) async fn run(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
     }
 }
 
-/// driver_info with every secret replaced by `******` (secrets never leave Ferric).
+/// driver_info with every secret replaced by `******` (secrets never leave Ferric); an
+/// unreadable one shows as why it is unreadable (the error text holds no secret).
 fn masked(driver_info: &str) -> Value {
-    match serde_json::from_str::<Value>(driver_info) {
-        Ok(Value::Object(mut map)) => {
-            for (k, v) in map.iter_mut() {
-                if ferric_power::is_secret_key(k) {
-                    *v = Value::String("******".into());
-                }
-            }
-            Value::Object(map)
-        }
-        _ => Value::Object(Default::default()),
+    match ferric_model::DriverInfo::parse(driver_info) {
+        Ok(info) => Value::Object(info.masked()),
+        Err(e) => Value::String(format!("<invalid driver_info: {e}>")),
     }
 }
 

@@ -9,8 +9,7 @@
 //! | `no-console` | | `redfish` | enabling fails with a clear error |
 
 use crate::error::ConsoleError;
-use ferric_model::NodeSpec;
-use serde_json::{Map, Value};
+use ferric_model::{DriverInfo, DriverInfoError, NodeSpec};
 
 /// Interface names this build serves, as written in `console_interface`.
 pub const INTERFACES: &[&str] = &[
@@ -74,6 +73,24 @@ impl ConsoleTarget {
         console_interface: Option<&str>,
         driver_info: &str,
     ) -> Result<Self, ConsoleError> {
+        // Parsed only for interfaces that read it: a `fake` console never fails on it.
+        Self::resolve_with(driver, console_interface, || DriverInfo::parse(driver_info))
+    }
+
+    /// [`ConsoleTarget::resolve`] with the node's parsed `driver_info`.
+    pub fn resolve_info(
+        driver: &str,
+        console_interface: Option<&str>,
+        info: &DriverInfo,
+    ) -> Result<Self, ConsoleError> {
+        Self::resolve_with(driver, console_interface, || Ok(info.clone()))
+    }
+
+    fn resolve_with(
+        driver: &str,
+        console_interface: Option<&str>,
+        info: impl FnOnce() -> Result<DriverInfo, DriverInfoError>,
+    ) -> Result<Self, ConsoleError> {
         let interface = match console_interface.map(str::trim).filter(|s| !s.is_empty()) {
             Some(i) => i,
             None => match driver {
@@ -82,17 +99,7 @@ impl ConsoleTarget {
                 _ => "no-console",
             },
         };
-        let info = || -> Result<Map<String, Value>, ConsoleError> {
-            match serde_json::from_str::<Value>(driver_info) {
-                Ok(Value::Object(m)) => Ok(m),
-                Ok(_) => Err(ConsoleError::Config(
-                    "driver_info must be a JSON object".into(),
-                )),
-                Err(e) => Err(ConsoleError::Config(format!(
-                    "driver_info is not JSON: {e}"
-                ))),
-            }
-        };
+        let info = || info().map_err(|e| ConsoleError::Config(e.to_string()));
         match interface {
             "ipmitool" | "ipmitool-socat" | "ipmitool-shellinabox" => {
                 Ok(ConsoleTarget::Ipmitool(parse_ipmi(&info()?)?))
@@ -142,50 +149,14 @@ impl IpmitoolTarget {
     }
 }
 
-fn text(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, ConsoleError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(ConsoleError::Config(format!(
-            "{key} must be a string, not {}",
-            kind(other)
-        ))),
-    }
+/// A string key, blank meaning unset.
+fn text(v: &Option<String>) -> Option<String> {
+    v.clone().filter(|s| !s.trim().is_empty())
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn number(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ConsoleError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| ConsoleError::Config(format!("{key} {n} is not a whole number"))),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| ConsoleError::Config(format!("{key} {s:?} is not a whole number"))),
-        Some(other) => Err(ConsoleError::Config(format!(
-            "{key} must be a number, not {}",
-            kind(other)
-        ))),
-    }
-}
-
-fn parse_ipmi(obj: &Map<String, Value>) -> Result<IpmitoolTarget, ConsoleError> {
-    let address = text(obj, "ipmi_address")?
+fn parse_ipmi(info: &DriverInfo) -> Result<IpmitoolTarget, ConsoleError> {
+    let keys = info.ipmi();
+    let address = text(&keys.address)
         .ok_or_else(|| ConsoleError::Config("ipmi_address is required".into()))?;
     // It becomes one argument of ipmitool: refuse anything that is not a host name or address
     // (an option-looking value would be read as one).
@@ -198,47 +169,35 @@ fn parse_ipmi(obj: &Map<String, Value>) -> Result<IpmitoolTarget, ConsoleError> 
             "ipmi_address {address:?} is not a host name or IP address"
         )));
     }
-    let port = match number(obj, "ipmi_port")? {
-        None => 623,
-        Some(p) if (1..=65535).contains(&p) => p as u16,
-        Some(p) => {
-            return Err(ConsoleError::Config(format!(
-                "ipmi_port {p} is not a port number"
-            )))
-        }
-    };
-    let username = text(obj, "ipmi_username")?.unwrap_or_default();
+    let username = text(&keys.username).unwrap_or_default();
     if username.len() > 16 || username.starts_with('-') || username.contains('\0') {
         return Err(ConsoleError::Config(
             "ipmi_username must be at most 16 bytes and not start with '-'".into(),
         ));
     }
-    let password = text(obj, "ipmi_password")?.unwrap_or_default();
+    let password = keys
+        .password
+        .as_ref()
+        .map(|p| p.expose().to_string())
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_default();
     if password.len() > 20 || password.contains('\0') {
         return Err(ConsoleError::Config(
             "ipmi_password is longer than 20 bytes".into(),
         ));
     }
-    let cipher_suite = match number(obj, "ipmi_cipher_suite")? {
-        None => None,
-        Some(c) if c <= 17 => Some(c as u8),
-        Some(c) => {
-            return Err(ConsoleError::Config(format!(
-                "ipmi_cipher_suite {c} is not an IPMI cipher suite (0 to 17)"
-            )))
-        }
-    };
     Ok(IpmitoolTarget {
         address,
-        port,
+        port: keys.port.unwrap_or(623),
         username,
         password,
-        cipher_suite,
+        cipher_suite: keys.cipher_suite,
     })
 }
 
-fn parse_sim(obj: &Map<String, Value>) -> Result<SimTarget, ConsoleError> {
-    let address = text(obj, "redfish_address")?
+fn parse_sim(info: &DriverInfo) -> Result<SimTarget, ConsoleError> {
+    let keys = info.redfish();
+    let address = text(&keys.address)
         .ok_or_else(|| ConsoleError::Config("redfish_address is required".into()))?;
     let address = address.trim().trim_end_matches('/');
     let rest = if let Some(rest) = address.strip_prefix("http://") {
@@ -259,7 +218,7 @@ fn parse_sim(obj: &Map<String, Value>) -> Result<SimTarget, ConsoleError> {
             "redfish_address {address:?} must be an http URL with a host (and no credentials)"
         )));
     }
-    let system = text(obj, "redfish_system_id")?
+    let system = text(&keys.system_id)
         .ok_or_else(|| ConsoleError::Config("redfish_system_id is required".into()))?;
     let id = system
         .trim_end_matches('/')

@@ -1,13 +1,17 @@
 //! Node actors and the conductor that runs them: the membership session (lease, watches,
-//! placement, reservations), the supervisor of node actors, and the node actor itself.
+//! placement, reservations), the supervisor of node actors, the node actor itself, and the pure
+//! decisions it acts on (`decide`).
 
-pub mod agent;
 pub mod conductor;
+pub mod decide;
+pub mod error;
+pub mod fence;
 pub mod node_actor;
-pub mod node_state;
-pub mod remedy;
+pub mod store;
 pub mod supervisor;
 
 pub use conductor::{run, ConductorConfig};
+pub use error::NodeError;
 pub use node_actor::{NodeActor, NodeArgs, NodeCtx, NodeMsg, NodeSnapshot};
+pub use store::{EtcdStore, NodeStore, SpecChange};
 pub use supervisor::{NodeEvent, NodeSupervisor, SupervisorMsg};

@@ -1,7 +1,8 @@
 //! The per-conductor supervisor of node actors.
 //!
 //! ```text
-//! conductor session (conductor.rs: lease, watches, placement, reservations)
+//! conductor session (conductor/session.rs: lease, watches, reservations;
+//!                    conductor/ownership.rs decides placement and hand-over)
 //!   └── NodeSupervisor (one per conductor process)
 //!         ├── NodeActor <uuid-1>   (one per reserved node)
 //!         ├── NodeActor <uuid-2>
@@ -282,14 +283,14 @@ fn finish(state: &mut SupervisorState, id: NodeId, token: FenceToken, reason: St
 /// Writes the reason the supervisor gave up into the node's status (fenced, best effort).
 fn record_give_up(ctx: Arc<NodeCtx>, id: NodeId, token: FenceToken, error: String) {
     tokio::spawn(async move {
-        let Ok(view) = ctx.cluster.get_node(&id.to_string()).await else {
+        let Ok(view) = ctx.store.read_node(id).await else {
             return;
         };
         let mut status = view.status;
         status.last_error = Some(error);
         status.owner = Some(ctx.me.clone());
         status.fence = token.0;
-        if let Err(e) = ctx.writer.write(id, token, &status).await {
+        if let Err(e) = ctx.store.write_status(id, token, &status, None, None).await {
             tracing::warn!(node = %id, error = %e, "could not record the give-up in the status");
         }
     });

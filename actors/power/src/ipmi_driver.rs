@@ -4,24 +4,23 @@
 
 use crate::bmc::{Bmc, BmcError, BmcFuture, PowerAction};
 use crate::ipmi::{ChassisControl, IpmiClient, IpmiConfig, IpmiError};
-use ferric_model::{BootDevice, PowerState};
+use ferric_model::{BootDevice, DriverInfo, PowerState};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Parses and validates `ipmi_address`, `ipmi_port`, `ipmi_username`, `ipmi_password`.
+/// Validates the JSON object of a node's `driver_info` (see [`config`]).
 pub fn parse_info(info: &Value, timeout: Duration) -> Result<IpmiConfig, String> {
-    let obj = info
-        .as_object()
-        .ok_or("driver_info must be a JSON object")?;
-    let text = |key: &str| -> Result<Option<String>, String> {
-        match obj.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!("{key} must be a string, not {other}")),
-        }
-    };
-    let address = text("ipmi_address")?
+    let info = DriverInfo::from_value(info.clone()).map_err(|e| e.to_string())?;
+    config(&info, timeout)
+}
+
+/// The client configuration from `ipmi_address`, `ipmi_port`, `ipmi_username`, `ipmi_password`.
+pub fn config(info: &DriverInfo, timeout: Duration) -> Result<IpmiConfig, String> {
+    let keys = info.ipmi();
+    let address = keys
+        .address
+        .clone()
         .filter(|a| !a.trim().is_empty())
         .ok_or("ipmi_address is required")?;
     if address.contains(char::is_whitespace) || address.contains('/') {
@@ -29,26 +28,15 @@ pub fn parse_info(info: &Value, timeout: Duration) -> Result<IpmiConfig, String>
             "ipmi_address {address:?} is not a host name or IP address"
         ));
     }
-    let port = match obj.get("ipmi_port") {
-        None | Some(Value::Null) => 623,
-        Some(Value::Number(n)) => {
-            n.as_u64()
-                .filter(|p| (1..=65535).contains(p))
-                .ok_or_else(|| format!("ipmi_port {n} is not a port number"))? as u16
-        }
-        Some(Value::String(s)) => s
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("ipmi_port {s:?} is not a port number"))?,
-        Some(other) => return Err(format!("ipmi_port must be a number, not {other}")),
-    };
     let mut cfg = IpmiConfig::new(
         address,
-        text("ipmi_username")?.unwrap_or_default(),
-        text("ipmi_password")?.unwrap_or_default(),
+        keys.username.clone().unwrap_or_default(),
+        keys.password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default(),
     );
-    cfg.port = port;
+    cfg.port = keys.port.unwrap_or(623);
     cfg.timeout = timeout;
     if cfg.username.len() > 16 {
         return Err("ipmi_username is longer than 16 bytes".into());

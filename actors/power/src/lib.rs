@@ -4,6 +4,7 @@
 
 pub mod bmc;
 pub mod fake;
+pub mod fence;
 pub mod ipmi;
 pub mod ipmi_driver;
 pub mod op;
@@ -11,9 +12,10 @@ pub mod power_actor;
 pub mod redfish;
 
 pub use bmc::{Bmc, BmcError, BmcSettings, PowerAction};
+pub use fence::Fence;
 pub use power_actor::{Outcome, PowerActor, PowerArgs, PowerEvent, PowerMsg};
 
-use ferric_model::PowerState;
+use ferric_model::{DriverInfo, PowerState};
 use serde_json::Value;
 
 /// The driver (hardware type) names this build can serve, as Ironic names them.
@@ -22,13 +24,16 @@ pub const DRIVERS: &[&str] = &["fake-hardware", "ipmi", "redfish"];
 /// Checks a node's `driver_info` for its driver at enroll time, so that a missing or malformed
 /// key is an error then, not at the first power action.
 pub fn validate_driver_info(driver: &str, info: &Value) -> Result<(), String> {
+    let info = DriverInfo::from_value(info.clone()).map_err(|e| e.to_string())?;
+    validate(driver, &info)
+}
+
+/// Checks that `info` has what `driver` needs to reach the BMC.
+pub fn validate(driver: &str, info: &DriverInfo) -> Result<(), String> {
     match driver {
-        "fake-hardware" => info
-            .as_object()
-            .map(|_| ())
-            .ok_or_else(|| "driver_info must be a JSON object".to_string()),
-        "redfish" => redfish::RedfishInfo::parse(info).map(|_| ()),
-        "ipmi" => ipmi_driver::parse_info(info, std::time::Duration::from_secs(5)).map(|_| ()),
+        "fake-hardware" => Ok(()),
+        "redfish" => redfish::RedfishInfo::from_driver_info(info).map(|_| ()),
+        "ipmi" => ipmi_driver::config(info, std::time::Duration::from_secs(5)).map(|_| ()),
         other => Err(format!(
             "unknown driver {other:?} (this build serves: {})",
             DRIVERS.join(", ")
@@ -37,24 +42,33 @@ pub fn validate_driver_info(driver: &str, info: &Value) -> Result<(), String> {
 }
 
 /// The BMC of a node, ready for commands (sessions are opened lazily by the drivers).
+/// `driver_info` is the spec's JSON object text.
 pub fn connect(
     driver: &str,
     driver_info: &str,
     last_known: Option<PowerState>,
     settings: &BmcSettings,
 ) -> Result<Box<dyn Bmc>, BmcError> {
-    let info: Value = serde_json::from_str(driver_info)
-        .map_err(|e| BmcError::Config(format!("driver_info is not JSON: {e}")))?;
-    validate_driver_info(driver, &info).map_err(BmcError::Config)?;
+    let info = DriverInfo::parse(driver_info).map_err(|e| BmcError::Config(e.to_string()))?;
+    connect_info(driver, &info, last_known, settings)
+}
+
+/// [`connect`] with the node's parsed `driver_info`.
+pub fn connect_info(
+    driver: &str,
+    info: &DriverInfo,
+    last_known: Option<PowerState>,
+    settings: &BmcSettings,
+) -> Result<Box<dyn Bmc>, BmcError> {
     match driver {
         "fake-hardware" => Ok(Box::new(fake::FakeHardware::new(last_known))),
         "redfish" => {
-            let info = redfish::RedfishInfo::parse(&info).map_err(BmcError::Config)?;
+            let info = redfish::RedfishInfo::from_driver_info(info).map_err(BmcError::Config)?;
             Ok(Box::new(redfish::RedfishBmc::new(info, &settings.redfish)?))
         }
         "ipmi" => {
-            let cfg = ipmi_driver::parse_info(
-                &info,
+            let cfg = ipmi_driver::config(
+                info,
                 settings
                     .command_timeout
                     .min(std::time::Duration::from_secs(5)),
@@ -67,7 +81,4 @@ pub fn connect(
 }
 
 /// Keys of `driver_info` whose values are secrets: never returned by the API, never logged.
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("password") || k.ends_with("_key") || k.contains("secret") || k.contains("token")
-}
+pub use ferric_model::driver_info::is_secret_key;

@@ -6,8 +6,8 @@
 //! shutdown) is handled after the command in flight, not after a ten-minute soft power off.
 
 use crate::bmc::{Bmc, BmcError, BmcSettings, PowerAction};
+use crate::fence::Fence;
 use crate::op::{decide, Decision, Phase, Plan};
-use ferric_cluster::SelfFence;
 use ferric_model::{now_ms, BootDevice, NodeId, PowerState};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,7 +55,8 @@ pub struct PowerArgs {
     pub node: NodeId,
     pub bmc: Box<dyn Bmc>,
     pub settings: Arc<BmcSettings>,
-    pub fence: SelfFence,
+    /// The conductor's self-fencing deadline, asked right before every command.
+    pub fence: Arc<dyn Fence>,
     /// Set by the supervisor when the node actor is being stopped: no new BMC command.
     pub stopping: Arc<AtomicBool>,
     pub notify: Notify,
@@ -87,7 +88,7 @@ pub struct PowerState_ {
     node: NodeId,
     bmc: Box<dyn Bmc>,
     settings: Arc<BmcSettings>,
-    fence: SelfFence,
+    fence: Arc<dyn Fence>,
     stopping: Arc<AtomicBool>,
     notify: Notify,
     op: Option<Op>,
@@ -215,7 +216,7 @@ where
     if state.stopping.load(Ordering::Acquire) {
         return Err(Gate::Fenced("node actor is stopping (node handed over)"));
     }
-    state.fence.check(SEND_BUDGET).map_err(Gate::Fenced)?;
+    state.fence.may_send(SEND_BUDGET).map_err(Gate::Fenced)?;
     state.last_command = Some(Instant::now());
     let timeout = state.settings.command_timeout;
     let node = state.node;
@@ -341,4 +342,140 @@ fn schedule(
         tokio::time::sleep(after).await;
         let _ = me.send_message(msg());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bmc::BmcFuture;
+    use ferric_model::{PowerTarget, SoftOffPolicy};
+    use std::sync::Mutex;
+
+    /// A fence the test opens and closes (the conductor's lease stands behind it in production).
+    struct TestFence(AtomicBool);
+
+    impl Fence for TestFence {
+        fn may_send(&self, _budget: Duration) -> Result<(), &'static str> {
+            if self.0.load(Ordering::Acquire) {
+                Ok(())
+            } else {
+                Err("test fence closed")
+            }
+        }
+    }
+
+    /// A machine that records every command it receives: the independent record of what left.
+    struct Recorder {
+        power: PowerState,
+        log: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    impl Bmc for Recorder {
+        fn power_state(&mut self) -> BmcFuture<'_, PowerState> {
+            self.log.lock().unwrap().push("read");
+            let p = self.power;
+            Box::pin(async move { Ok(p) })
+        }
+
+        fn power(&mut self, action: PowerAction) -> BmcFuture<'_, ()> {
+            self.log.lock().unwrap().push(action.as_str());
+            if action == PowerAction::On {
+                self.power = PowerState::On;
+            }
+            Box::pin(async { Ok(()) })
+        }
+
+        fn set_boot_device(&mut self, _device: BootDevice, _persistent: bool) -> BmcFuture<'_, ()> {
+            self.log.lock().unwrap().push("boot device");
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    async fn spawn(
+        open: bool,
+    ) -> (
+        ActorRef<PowerMsg>,
+        tokio::task::JoinHandle<()>,
+        Arc<TestFence>,
+        Arc<Mutex<Vec<&'static str>>>,
+        tokio::sync::mpsc::UnboundedReceiver<PowerEvent>,
+    ) {
+        let fence = Arc::new(TestFence(AtomicBool::new(open)));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let args = PowerArgs {
+            node: NodeId::new_random(),
+            bmc: Box::new(Recorder {
+                power: PowerState::Off,
+                log: log.clone(),
+            }),
+            settings: Arc::new(BmcSettings::new(
+                "test",
+                Duration::from_secs(1),
+                Duration::from_millis(1),
+            )),
+            fence: fence.clone(),
+            stopping: Arc::new(AtomicBool::new(false)),
+            notify: Arc::new(move |ev| {
+                let _ = tx.send(ev);
+            }),
+        };
+        let (actor, handle) = Actor::spawn(None, PowerActor, args).await.expect("spawn");
+        (actor, handle, fence, log, rx)
+    }
+
+    fn power_on(seq: u64) -> Plan {
+        Plan {
+            seq,
+            target: PowerTarget::On,
+            deadline_ms: now_ms() + 60_000,
+            timeout_s: 60,
+            policy: SoftOffPolicy::Error,
+            disable_power_off: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn open_fence_lets_the_operation_run() {
+        let (actor, handle, _fence, log, mut events) = spawn(true).await;
+        actor
+            .send_message(PowerMsg::Run(power_on(7), Phase::Begin))
+            .unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("an outcome, likely deadlocked otherwise")
+            .expect("event");
+        assert_eq!(
+            ev,
+            PowerEvent::Finished {
+                seq: 7,
+                outcome: Outcome::Done {
+                    power: PowerState::On,
+                    note: None
+                }
+            }
+        );
+        assert_eq!(*log.lock().unwrap(), ["read", "power on", "read"]);
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn closed_fence_sends_nothing_and_stops_the_actor() {
+        let (actor, handle, fence, log, _events) = spawn(true).await;
+        fence.0.store(false, Ordering::Release);
+        let read = ractor::call_t!(actor, PowerMsg::Read, 10_000).expect("an answer");
+        assert_eq!(read, Err("test fence closed".to_string()));
+        actor
+            .send_message(PowerMsg::Run(power_on(1), Phase::Begin))
+            .ok();
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("the power actor stops once fenced, likely deadlocked otherwise")
+            .unwrap();
+        assert!(
+            log.lock().unwrap().is_empty(),
+            "no command may reach the BMC once the fence is closed"
+        );
+    }
 }

@@ -6,7 +6,8 @@
 //! exactly the ones Ironic's sushy sends.
 
 use crate::bmc::{Bmc, BmcError, BmcFuture, PowerAction};
-use ferric_model::{BootDevice, PowerState};
+use ferric_model::driver_info::VerifyCa;
+use ferric_model::{BootDevice, DriverInfo, PowerState};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -47,19 +48,18 @@ pub enum Verify {
 }
 
 impl RedfishInfo {
+    /// Validates the JSON object of a node's `driver_info` (see [`RedfishInfo::from_driver_info`]).
     pub fn parse(info: &Value) -> Result<Self, String> {
-        let obj = info
-            .as_object()
-            .ok_or("driver_info must be a JSON object")?;
-        let text = |key: &str| -> Result<Option<String>, String> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if s.is_empty() => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(format!("{key} must be a string, not {other}")),
-            }
-        };
-        let address = text("redfish_address")?.ok_or("redfish_address is required")?;
+        let info = DriverInfo::from_value(info.clone()).map_err(|e| e.to_string())?;
+        Self::from_driver_info(&info)
+    }
+
+    /// What a redfish node needs from its `driver_info`, checked like Ironic checks it.
+    pub fn from_driver_info(info: &DriverInfo) -> Result<Self, String> {
+        let keys = info.redfish();
+        // Ironic reads an empty string as unset.
+        let text = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let address = text(&keys.address).ok_or("redfish_address is required")?;
         let address = if address.contains("://") {
             address
         } else {
@@ -74,7 +74,7 @@ impl RedfishInfo {
             ));
         }
         let address = address.trim_end_matches('/').to_string();
-        let system = text("redfish_system_id")?.ok_or("redfish_system_id is required")?;
+        let system = text(&keys.system_id).ok_or("redfish_system_id is required")?;
         let system = if system.starts_with('/') {
             system.trim_end_matches('/').to_string()
         } else {
@@ -83,26 +83,20 @@ impl RedfishInfo {
         if system.contains("..") || system.contains(char::is_whitespace) {
             return Err(format!("redfish_system_id {system:?} is not a valid path"));
         }
-        let verify = match obj.get("redfish_verify_ca") {
-            None | Some(Value::Null) => Verify::Yes,
-            Some(Value::Bool(true)) => Verify::Yes,
-            Some(Value::Bool(false)) => Verify::No,
-            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" | "on" => Verify::Yes,
-                "false" | "no" | "0" | "off" => Verify::No,
-                _ => Verify::Ca(PathBuf::from(s)),
-            },
-            Some(other) => {
-                return Err(format!(
-                    "redfish_verify_ca must be a boolean or a CA bundle path, not {other}"
-                ))
-            }
+        let verify = match &keys.verify_ca {
+            None | Some(VerifyCa::Yes) => Verify::Yes,
+            Some(VerifyCa::No) => Verify::No,
+            Some(VerifyCa::Bundle(path)) => Verify::Ca(PathBuf::from(path)),
         };
         Ok(RedfishInfo {
             address,
             system,
-            username: text("redfish_username")?,
-            password: text("redfish_password")?,
+            username: text(&keys.username),
+            password: keys
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_string())
+                .filter(|p| !p.is_empty()),
             verify,
         })
     }

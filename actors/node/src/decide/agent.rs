@@ -5,25 +5,32 @@
 //! step (and says how the previous one went through `agent_status`). When the last step is done
 //! the node resumes the busy state and the conductor does its own part (`node_state::work_for`).
 
-use crate::node_state::{transition, Work};
+use crate::decide::node_state::{transition, Work};
 use ferric_cluster::heartbeats::HeartbeatRecord;
 use ferric_model::provision::Event;
-use ferric_model::{NodeSpec, NodeStatus, ProvisionState};
+use ferric_model::{DriverInfoError, NodeSpec, NodeStatus, ProvisionState};
 
 /// Ironic's default callback timeouts (`[conductor]deploy_callback_timeout` etc.): 30 minutes.
 pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 1_800_000;
 
 /// How long wait states of this node wait for the agent: `driver_info.agent_callback_timeout`
-/// (seconds, a Ferric extension) or the conductor's default.
+/// (seconds, a Ferric extension) or the conductor's default. An unreadable `driver_info` is an
+/// error, for the caller to report as the node's status error.
+pub fn try_callback_timeout_ms(spec: &NodeSpec, default_ms: u64) -> Result<u64, DriverInfoError> {
+    Ok(spec
+        .driver_info()?
+        .agent_callback_timeout_ms()
+        .unwrap_or(default_ms))
+}
+
+/// [`try_callback_timeout_ms`] for callers that cannot report an error yet: an unreadable
+/// `driver_info` is logged and the default applies.
+// TODO(issue 10, node actor): report the error as a status error and remove this.
 pub fn callback_timeout_ms(spec: &NodeSpec, default_ms: u64) -> u64 {
-    let info: serde_json::Value = serde_json::from_str(&spec.driver_info).unwrap_or_default();
-    info.get("agent_callback_timeout")
-        .and_then(|v| {
-            v.as_f64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        .filter(|s| *s > 0.0)
-        .map_or(default_ms, |s| (s.min(86_400.0) * 1000.0) as u64)
+    try_callback_timeout_ms(spec, default_ms).unwrap_or_else(|e| {
+        tracing::warn!(node = %spec.id, error = %e, "unreadable driver_info; default agent callback timeout");
+        default_ms
+    })
 }
 
 /// The agent's steps in `state`, as `interface.step`. Manual cleaning and servicing run the

@@ -1,0 +1,524 @@
+//! The conductor's ownership table, pure (no etcd, no actors, no I/O): which nodes placement
+//! gives this conductor (desired), which it holds (reservation and fencing token), which node
+//! actors run and which are being stopped (observed), and the transitions on every input. Each
+//! transition returns the `Effect`s the session executes; their results come back as inputs.
+//!
+//! Invariant: a node changes hands without ever having two owners. A node lost to placement is
+//! first stopped (`Effect::Stop`), and its reservation is released (`Effect::Release`) only after
+//! its actor reported stopped; a node is reserved only while no one else holds it, and its actor
+//! starts (`Effect::Start`) only after the reservation is ours.
+
+use super::placement_index::PlacementIndex;
+use crate::supervisor::REASON_FENCED;
+use ferric_cluster::snapshot::Snapshot;
+use ferric_model::{ConductorRecord, FenceToken, NodeId};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// After registering, a conductor waits this long (at most, and never more than a quarter of
+/// its TTL) before reserving anything, and restarts the wait when another conductor joins
+/// meanwhile. Conductors started together then see each other before placing, instead of the
+/// first one reserving every node and handing two thirds of them over a moment later.
+const JOIN_GRACE: Duration = Duration::from_millis(400);
+
+/// The join grace of a conductor whose lease lives `ttl`.
+pub fn join_grace(ttl: Duration) -> Duration {
+    JOIN_GRACE.min(ttl / 4)
+}
+
+/// What the session must do for the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Start the node's actor with this fencing token (the reservation is ours).
+    Start { id: NodeId, token: FenceToken },
+    /// Stop these node actors, each after its in-flight operation; every end comes back as
+    /// `actor_stopped`.
+    Stop(Vec<NodeId>),
+    /// Reserve these nodes in one batch on this session's lease; the result comes back as
+    /// `acquired`.
+    Acquire(Vec<NodeId>),
+    /// Delete these reservations: each one's actor has reported stopped. A failure comes back
+    /// as `release_failed`.
+    Release(Vec<(NodeId, FenceToken)>),
+}
+
+/// The outcome of reserving one node, as the table needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquire {
+    Acquired(FenceToken),
+    /// Someone holds it: `lease` is the holder's lease, `seen_at` the revision at which the
+    /// reserving transaction saw it held.
+    Held {
+        lease: i64,
+        create_rev: i64,
+        seen_at: i64,
+    },
+    /// The node no longer exists.
+    Gone,
+}
+
+/// A change of a reservation key, as the watch delivers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    Put { create_rev: i64, lease: i64 },
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Asked to stop; `release` says whether the reservation is deleted afterwards.
+    Stopping {
+        release: bool,
+    },
+}
+
+/// A node whose reservation this conductor holds.
+#[derive(Debug)]
+struct Mine {
+    token: FenceToken,
+    phase: Phase,
+    /// The supervisor reported the actor running.
+    started: bool,
+}
+
+#[derive(Debug)]
+pub struct Ownership {
+    me: String,
+    /// This session's lease: reservations on it are ours.
+    lease: i64,
+    join_grace: Duration,
+    acquire_parallel: usize,
+    batch: usize,
+    members: BTreeMap<String, ConductorRecord>,
+    nodes: PlacementIndex,
+    /// Reservations held by anyone but this session, with the revision they were seen at: a
+    /// delete at a later revision frees them.
+    others: HashMap<NodeId, i64>,
+    /// The newest revision delivered by the reservations watch.
+    reservations_seen: i64,
+    mine: HashMap<NodeId, Mine>,
+    acquiring: HashSet<NodeId>,
+    acquire_queue: VecDeque<Vec<NodeId>>,
+    acquire_in_flight: usize,
+    releasing: Vec<(NodeId, FenceToken)>,
+    dirty_all: bool,
+    dirty: HashSet<NodeId>,
+    /// No reservations before this instant (see `JOIN_GRACE`).
+    hold_until: Option<Instant>,
+    /// Actors reported running.
+    running: u64,
+}
+
+impl Ownership {
+    /// `batch`: nodes per reservation batch; `acquire_parallel`: batches in flight at once.
+    pub fn new(me: &str, join_grace: Duration, acquire_parallel: usize, batch: usize) -> Self {
+        Ownership {
+            me: me.to_string(),
+            lease: 0,
+            join_grace,
+            acquire_parallel: acquire_parallel.max(1),
+            batch: batch.max(1),
+            members: BTreeMap::new(),
+            nodes: PlacementIndex::default(),
+            others: HashMap::new(),
+            reservations_seen: 0,
+            mine: HashMap::new(),
+            acquiring: HashSet::new(),
+            acquire_queue: VecDeque::new(),
+            acquire_in_flight: 0,
+            releasing: Vec::new(),
+            dirty_all: true,
+            dirty: HashSet::new(),
+            hold_until: None,
+            running: 0,
+        }
+    }
+
+    /// The session's lease, once granted.
+    pub fn set_lease(&mut self, lease: i64) {
+        self.lease = lease;
+    }
+
+    /// Holds every reservation for the join grace from `now` (a session's start).
+    pub fn hold(&mut self, now: Instant) {
+        self.hold_until = Some(now + self.join_grace);
+    }
+
+    /// Until when reservations are held back, if they are.
+    pub fn hold_until(&self) -> Option<Instant> {
+        self.hold_until
+    }
+
+    /// The join grace may have ended.
+    pub fn grace_elapsed(&mut self, now: Instant) {
+        if self.hold_until.is_some_and(|t| t <= now) {
+            self.hold_until = None;
+            self.dirty_all = true;
+        }
+    }
+
+    /// Look at every node again on the next pass (the periodic sweep behind the watches).
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty_all = true;
+    }
+
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node actors reported running.
+    pub fn running(&self) -> u64 {
+        self.running
+    }
+
+    /// Every reserved node runs and no reservation is pending: a start-up or failover is done.
+    pub fn steady(&self) -> bool {
+        self.running as usize == self.mine.len()
+            && self.acquire_queue.is_empty()
+            && self.acquire_in_flight == 0
+    }
+
+    /// Whether `id`'s actor runs here and is not being stopped (it gets the node's updates).
+    pub fn runs(&self, id: &NodeId) -> bool {
+        self.mine.get(id).is_some_and(|m| m.phase == Phase::Running)
+    }
+
+    /// The nodes whose actors run here and are not being stopped.
+    pub fn running_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.mine
+            .iter()
+            .filter(|(_, m)| m.phase == Phase::Running)
+            .map(|(id, _)| *id)
+    }
+
+    /// A consistent read of the cluster at one revision replaces members, nodes and other
+    /// conductors' reservations. Reservations on our lease that we did not know are adopted;
+    /// ours that are gone are lost (their actors stop, nothing to release).
+    pub fn resync(&mut self, snap: Snapshot) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        self.members = snap
+            .conductors
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        self.nodes.clear();
+        for n in snap.nodes {
+            self.nodes.insert(n.id, n.placement);
+        }
+        self.others.clear();
+        let mut seen_mine = HashSet::new();
+        for r in snap.reservations {
+            match self.mine.get(&r.id) {
+                Some(m) if m.token.0 == r.create_rev => {
+                    seen_mine.insert(r.id);
+                }
+                _ if r.lease == self.lease => {
+                    // Adopted now, so not lost below (which would stop the actor just started).
+                    if !self.mine.contains_key(&r.id) {
+                        seen_mine.insert(r.id);
+                    }
+                    self.adopt(r.id, FenceToken(r.create_rev), &mut fx);
+                }
+                _ => {
+                    self.others.insert(r.id, r.create_rev);
+                }
+            }
+        }
+        let lost: Vec<NodeId> = self
+            .mine
+            .keys()
+            .filter(|id| !seen_mine.contains(id))
+            .copied()
+            .collect();
+        for id in lost {
+            self.lost(id, &mut fx);
+        }
+        self.reservations_seen = snap.revision;
+        self.dirty_all = true;
+        fx
+    }
+
+    /// A conductor's record was written. A conductor rewrites its record to report its running
+    /// actors; only a new member or a change of what it serves moves nodes.
+    pub fn conductor_put(&mut self, rec: ConductorRecord, now: Instant) {
+        let placement_changed = self.members.get(&rec.name).is_none_or(|old| {
+            old.lease_id != rec.lease_id
+                || old.drivers != rec.drivers
+                || old.conductor_group != rec.conductor_group
+        });
+        if placement_changed {
+            tracing::info!(conductor = %rec.name, "conductor joined");
+            if self.hold_until.is_some() {
+                self.hold_until = Some(now + self.join_grace);
+            }
+            self.dirty_all = true;
+        }
+        self.members.insert(rec.name.clone(), rec);
+    }
+
+    /// Another conductor left (its record expired with its lease, or it was evicted).
+    pub fn conductor_left(&mut self, name: &str) {
+        tracing::info!(conductor = %name, "conductor left");
+        self.members.remove(name);
+        self.dirty_all = true;
+    }
+
+    /// A node was created or its spec changed (`placement`: its driver and group, or why the
+    /// spec cannot be read).
+    pub fn node_put(&mut self, id: NodeId, placement: Result<(String, String), String>) {
+        self.nodes.insert(id, placement);
+        self.dirty.insert(id);
+    }
+
+    pub fn node_deleted(&mut self, id: NodeId) {
+        self.nodes.remove(&id);
+        self.dirty.insert(id);
+    }
+
+    /// A reservation key changed at `mod_rev` (`id` None: a key that names no node, which still
+    /// tells how far the watch has come).
+    pub fn reservation(
+        &mut self,
+        id: Option<NodeId>,
+        mod_rev: i64,
+        change: Reservation,
+    ) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        self.reservations_seen = self.reservations_seen.max(mod_rev);
+        let Some(id) = id else { return fx };
+        match change {
+            Reservation::Put { create_rev, lease } => {
+                if self.mine.get(&id).is_some_and(|m| m.token.0 == create_rev) {
+                    return fx;
+                }
+                if lease == self.lease {
+                    // Our own batch: its reply (with the records read in the same Txn) is on its
+                    // way, or was lost, in which case the retry finds it held by our lease.
+                    if !self.mine.contains_key(&id) && !self.acquiring.contains(&id) {
+                        self.adopt(id, FenceToken(create_rev), &mut fx);
+                    }
+                    return fx;
+                }
+                self.others.insert(id, create_rev);
+            }
+            Reservation::Delete => {
+                if self.mine.get(&id).is_some_and(|m| mod_rev > m.token.0) {
+                    self.lost(id, &mut fx);
+                }
+                if self.others.get(&id).is_some_and(|rev| mod_rev >= *rev) {
+                    self.others.remove(&id);
+                }
+                self.dirty.insert(id);
+            }
+        }
+        fx
+    }
+
+    /// The supervisor reports the actor of `id` (reservation `token`) running.
+    pub fn actor_started(&mut self, id: NodeId, token: FenceToken) {
+        if let Some(m) = self.mine.get_mut(&id) {
+            if m.token == token && !m.started {
+                m.started = true;
+                self.running += 1;
+            }
+        }
+    }
+
+    /// The supervisor reports the actor of `id` (reservation `token`) ended, for `reason`.
+    pub fn actor_stopped(&mut self, id: NodeId, token: FenceToken, reason: &str) {
+        let Some(m) = self.mine.get(&id) else { return };
+        if m.token != token {
+            return;
+        }
+        let was_started = m.started;
+        match m.phase {
+            Phase::Stopping { release: true } => self.releasing.push((id, token)),
+            Phase::Stopping { release: false } => {}
+            Phase::Running if reason == REASON_FENCED => {}
+            Phase::Running => {
+                // Gave up after crashes: keep the reservation so that no other conductor is
+                // dragged into the same crash loop; the status says why.
+                tracing::error!(node = %id, reason, "node actor ended on its own; keeping the reservation");
+                if let Some(m) = self.mine.get_mut(&id) {
+                    if std::mem::take(&mut m.started) {
+                        self.running -= 1;
+                    }
+                }
+                return;
+            }
+        }
+        self.mine.remove(&id);
+        if was_started {
+            self.running -= 1;
+        }
+        self.dirty.insert(id);
+    }
+
+    /// A reservation batch came back: `None` when the whole batch failed (retried on the next
+    /// pass), otherwise one outcome per node.
+    pub fn acquired(
+        &mut self,
+        batch: &[NodeId],
+        outcomes: Option<Vec<(NodeId, Acquire)>>,
+    ) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        self.acquire_in_flight -= 1;
+        if self.acquire_in_flight == 0 && self.acquire_queue.is_empty() {
+            tracing::info!(
+                owned = self.mine.len() + batch.len(),
+                "reservation wave done"
+            );
+        }
+        let Some(outcomes) = outcomes else {
+            for id in batch {
+                self.acquiring.remove(id);
+            }
+            return fx;
+        };
+        for (id, outcome) in outcomes {
+            self.acquiring.remove(&id);
+            match outcome {
+                Acquire::Acquired(token) => {
+                    self.others.remove(&id);
+                    self.start(id, token, &mut fx);
+                }
+                Acquire::Held {
+                    lease,
+                    create_rev,
+                    seen_at,
+                } => {
+                    if lease == self.lease {
+                        if !self.mine.contains_key(&id) {
+                            // An earlier batch committed but its reply was lost.
+                            self.adopt(id, FenceToken(create_rev), &mut fx);
+                        }
+                    } else if self.others.contains_key(&id) {
+                        // The watch already told us; it will tell us of the delete.
+                    } else if self.reservations_seen < seen_at {
+                        // The watch has yet to deliver everything after the Txn, including any
+                        // delete: wait for it.
+                        self.others.insert(id, seen_at);
+                    } else {
+                        // The watch is past the Txn and shows the key gone again: the reply is
+                        // stale, try again.
+                        self.dirty.insert(id);
+                    }
+                }
+                Acquire::Gone => self.nodes.remove(&id),
+            }
+        }
+        fx
+    }
+
+    /// Releasing these reservations failed: they are retried on the next pass.
+    pub fn release_failed(&mut self, batch: Vec<(NodeId, FenceToken)>) {
+        self.releasing.extend(batch);
+    }
+
+    /// One pass: decides which nodes to reserve and which to give up (unless the join grace
+    /// holds), then starts queued reservation batches and releases.
+    pub fn decide(&mut self) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        self.place(&mut fx);
+        self.pump(&mut fx);
+        fx
+    }
+
+    fn wants(&self, id: &NodeId) -> bool {
+        self.nodes.owner(id, self.members.values()) == Some(self.me.as_str())
+    }
+
+    fn place(&mut self, fx: &mut Vec<Effect>) {
+        if self.hold_until.is_some() {
+            return;
+        }
+        let ids: Vec<NodeId> = if std::mem::take(&mut self.dirty_all) {
+            self.dirty.clear();
+            self.nodes.ids().chain(self.mine.keys()).copied().collect()
+        } else {
+            self.dirty.drain().collect()
+        };
+        let mut to_stop = Vec::new();
+        let mut to_acquire = Vec::new();
+        for id in ids {
+            let want = self.wants(&id);
+            match self.mine.get_mut(&id) {
+                Some(m) if m.phase == Phase::Running && !want => {
+                    m.phase = Phase::Stopping { release: true };
+                    to_stop.push(id);
+                }
+                Some(_) => {}
+                None => {
+                    if want && !self.others.contains_key(&id) && self.acquiring.insert(id) {
+                        to_acquire.push(id);
+                    }
+                }
+            }
+        }
+        if !to_stop.is_empty() {
+            tracing::info!(
+                count = to_stop.len(),
+                "handing nodes over to their new owners"
+            );
+            fx.push(Effect::Stop(to_stop));
+        }
+        for chunk in to_acquire.chunks(self.batch) {
+            self.acquire_queue.push_back(chunk.to_vec());
+        }
+    }
+
+    fn pump(&mut self, fx: &mut Vec<Effect>) {
+        while self.acquire_in_flight < self.acquire_parallel {
+            let Some(batch) = self.acquire_queue.pop_front() else {
+                break;
+            };
+            self.acquire_in_flight += 1;
+            fx.push(Effect::Acquire(batch));
+        }
+        if !self.releasing.is_empty() {
+            fx.push(Effect::Release(std::mem::take(&mut self.releasing)));
+        }
+    }
+
+    fn start(&mut self, id: NodeId, token: FenceToken, fx: &mut Vec<Effect>) {
+        self.mine.insert(
+            id,
+            Mine {
+                token,
+                phase: Phase::Running,
+                started: false,
+            },
+        );
+        fx.push(Effect::Start { id, token });
+        // Placement may have moved on while the reservation was in flight.
+        self.dirty.insert(id);
+    }
+
+    /// A reservation on our lease that we did not know about (a batch whose reply was lost).
+    fn adopt(&mut self, id: NodeId, token: FenceToken, fx: &mut Vec<Effect>) {
+        tracing::info!(node = %id, fence = token.0, "adopting a reservation made by this session");
+        self.others.remove(&id);
+        self.start(id, token, fx);
+    }
+
+    /// Our reservation of `id` is gone (deleted from outside, or our lease ended).
+    fn lost(&mut self, id: NodeId, fx: &mut Vec<Effect>) {
+        if let Some(m) = self.mine.get_mut(&id) {
+            if m.phase == Phase::Running {
+                tracing::warn!(node = %id, fence = m.token.0, "reservation lost; stopping the node actor");
+                fx.push(Effect::Stop(vec![id]));
+            }
+            m.phase = Phase::Stopping { release: false };
+        }
+        self.dirty.insert(id);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! The placement inputs (driver, conductor group) of every node this conductor knows, interned:
+//! 100k nodes share a handful of drivers and groups, so a node costs two integers. Rendezvous
+//! placement over the live conductors that serve a node's (driver, group) says who owns it.
+
+use ferric_cluster::placement::owner_of;
+use ferric_model::{ConductorRecord, NodeId};
+use std::collections::HashMap;
+
+/// Placement inputs of one node, as indexes into the interned strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// `UNREADABLE`: the spec is unreadable; placed over all conductors so its owner reports it.
+    driver: u32,
+    group: u32,
+}
+
+pub const UNREADABLE: u32 = u32::MAX;
+
+#[derive(Debug, Default)]
+pub struct PlacementIndex {
+    interned: Vec<String>,
+    intern_ix: HashMap<String, u32>,
+    nodes: HashMap<NodeId, Place>,
+}
+
+impl PlacementIndex {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&ix) = self.intern_ix.get(s) {
+            return ix;
+        }
+        let ix = self.interned.len() as u32;
+        self.interned.push(s.to_string());
+        self.intern_ix.insert(s.to_string(), ix);
+        ix
+    }
+
+    /// `placement`: (driver, conductor group) of a node, or why its spec cannot be read.
+    pub fn place_of(&mut self, placement: Result<(String, String), String>) -> Place {
+        match placement {
+            Ok((driver, group)) => Place {
+                driver: self.intern(&driver),
+                group: self.intern(&group),
+            },
+            Err(_) => Place {
+                driver: UNREADABLE,
+                group: UNREADABLE,
+            },
+        }
+    }
+
+    /// Records (or replaces) a node's placement inputs.
+    pub fn insert(&mut self, id: NodeId, placement: Result<(String, String), String>) {
+        let place = self.place_of(placement);
+        self.nodes.insert(id, place);
+    }
+
+    pub fn remove(&mut self, id: &NodeId) {
+        self.nodes.remove(id);
+    }
+
+    /// Forgets every node (the interned strings stay: they are few and likely to come back).
+    pub fn clear(&mut self) {
+        self.nodes.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &NodeId> {
+        self.nodes.keys()
+    }
+
+    /// Whether conductor `c` may own a node placed at `place`.
+    fn eligible(&self, place: Place, c: &ConductorRecord) -> bool {
+        place.driver == UNREADABLE
+            || c.serves(
+                &self.interned[place.driver as usize],
+                &self.interned[place.group as usize],
+            )
+    }
+
+    /// The conductor among `members` that should own `id`; None for an unknown node or when no
+    /// member serves it.
+    pub fn owner<'a>(
+        &self,
+        id: &NodeId,
+        members: impl Iterator<Item = &'a ConductorRecord>,
+    ) -> Option<&'a str> {
+        let place = *self.nodes.get(id)?;
+        owner_of(
+            id,
+            members
+                .filter(|c| self.eligible(place, c))
+                .map(|c| c.name.as_str()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conductor(name: &str, drivers: &[&str], group: &str) -> ConductorRecord {
+        ConductorRecord {
+            name: name.into(),
+            address: String::new(),
+            console_address: String::new(),
+            drivers: drivers.iter().map(|d| d.to_string()).collect(),
+            conductor_group: group.into(),
+            version: String::new(),
+            started_at_ms: 0,
+            lease_id: 1,
+            running: 0,
+        }
+    }
+
+    #[test]
+    fn strings_are_interned_once() {
+        let mut ix = PlacementIndex::default();
+        let a = ix.place_of(Ok(("ipmi".into(), "".into())));
+        let b = ix.place_of(Ok(("ipmi".into(), "".into())));
+        assert_eq!(a, b);
+        assert_eq!(ix.interned.len(), 2);
+        let u = ix.place_of(Err("garbage".into()));
+        assert_eq!(u.driver, UNREADABLE);
+    }
+
+    #[test]
+    fn only_conductors_serving_the_driver_and_group_own_a_node() {
+        let mut ix = PlacementIndex::default();
+        let members = [
+            conductor("a", &["ipmi"], ""),
+            conductor("b", &["redfish"], ""),
+            conductor("c", &["ipmi"], "rack2"),
+        ];
+        let id = NodeId(uuid::Uuid::from_u128(1));
+        assert_eq!(ix.owner(&id, members.iter()), None, "unknown node");
+        ix.insert(id, Ok(("redfish".into(), "".into())));
+        assert_eq!(ix.owner(&id, members.iter()), Some("b"));
+        ix.insert(id, Ok(("ipmi".into(), "rack2".into())));
+        assert_eq!(ix.owner(&id, members.iter()), Some("c"));
+        ix.insert(id, Ok(("redfish".into(), "rack2".into())));
+        assert_eq!(ix.owner(&id, members.iter()), None, "nobody serves it");
+        // An unreadable spec is placed over everyone, so that its owner reports it.
+        ix.insert(id, Err("bad".into()));
+        let all = owner_of(&id, members.iter().map(|c| c.name.as_str()));
+        assert_eq!(ix.owner(&id, members.iter()), all);
+        ix.remove(&id);
+        assert_eq!(ix.owner(&id, members.iter()), None);
+    }
+}

@@ -1,0 +1,623 @@
+//! One membership session, as long as one lease: registration, the snapshot read and the
+//! watches of `conductors/`, `nodes/`, `reservations/`, `heartbeats/` and `config/`, and the event
+//! loop that turns what etcd and the supervisor say into inputs of the ownership table and
+//! executes the table's effects (reserve, start, stop, release). Decisions live in `ownership`.
+
+use super::ownership::{join_grace, Acquire, Effect, Ownership, Reservation};
+use super::ConductorConfig;
+use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg};
+use crate::store::EtcdStore;
+use crate::supervisor::{NodeEvent, SupervisorMsg};
+use ferric_cluster::heartbeats::HeartbeatRecord;
+use ferric_cluster::snapshot::placement_of;
+use ferric_cluster::{
+    AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, PrefixWatch, StatusWriter,
+    WatchEvent, WatchLost,
+};
+use ferric_model::{
+    decode, now_ms, ConductorRecord, FenceToken, NodeId, NodeSpec, RemediationPolicy,
+};
+use ractor::ActorRef;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// Why a session ended.
+#[derive(Debug)]
+pub(super) enum End {
+    Shutdown,
+    Lost(String),
+    Failed(ClusterError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Conductors,
+    Nodes,
+    Reservations,
+    Heartbeats,
+    Config,
+}
+
+enum Input {
+    Watch(Kind, Result<Vec<WatchEvent>, WatchLost>),
+    Acquired(
+        Vec<NodeId>,
+        Result<Vec<(NodeId, AcquireOutcome)>, ClusterError>,
+    ),
+    Released(Vec<(NodeId, FenceToken)>, Result<usize, ClusterError>),
+    Reported(u64, Result<bool, ClusterError>),
+}
+
+pub(super) struct Session<'a> {
+    cluster: &'a Cluster,
+    cfg: &'a ConductorConfig,
+    sup: &'a ActorRef<SupervisorMsg>,
+    writer: &'a StatusWriter,
+    pub(super) lease: Option<LeaseKeeper>,
+    ctx: Option<Arc<NodeCtx>>,
+    table: Ownership,
+    /// A watch was lost and re-reading failed; retried until it works or the lease fences us.
+    resync_pending: bool,
+    /// This conductor's membership record, for reporting `running`.
+    record: Option<ConductorRecord>,
+    reported: u64,
+    report_in_flight: bool,
+    last_report: Instant,
+    inputs_tx: mpsc::Sender<Input>,
+    inputs: mpsc::Receiver<Input>,
+    watch_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The remediation policy (`config/remediation`), shared with the node actors.
+    policy: watch::Sender<Arc<RemediationPolicy>>,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        for t in &self.watch_tasks {
+            t.abort();
+        }
+    }
+}
+
+impl<'a> Session<'a> {
+    pub(super) fn new(
+        cluster: &'a Cluster,
+        cfg: &'a ConductorConfig,
+        sup: &'a ActorRef<SupervisorMsg>,
+        writer: &'a StatusWriter,
+    ) -> Self {
+        let (inputs_tx, inputs) = mpsc::channel(1024);
+        Session {
+            cluster,
+            cfg,
+            sup,
+            writer,
+            lease: None,
+            ctx: None,
+            table: Ownership::new(
+                &cfg.name,
+                join_grace(cfg.ttl),
+                cfg.acquire_parallel,
+                ferric_cluster::reservations::BATCH,
+            ),
+            resync_pending: false,
+            record: None,
+            reported: 0,
+            report_in_flight: false,
+            last_report: Instant::now(),
+            inputs_tx,
+            inputs,
+            watch_tasks: Vec::new(),
+            policy: watch::Sender::new(Arc::new(RemediationPolicy::default())),
+        }
+    }
+
+    /// Whether the session got as far as granting a lease and building the node actors' context.
+    pub(super) fn started(&self) -> bool {
+        self.ctx.is_some()
+    }
+
+    pub(super) async fn run(
+        &mut self,
+        node_events: &mut mpsc::UnboundedReceiver<NodeEvent>,
+        shutdown: &mut watch::Receiver<bool>,
+        previous_lease: &mut Option<i64>,
+    ) -> End {
+        if let Err(e) = self.start(previous_lease).await {
+            return End::Failed(e);
+        }
+        let lease = self.lease.as_ref().expect("started");
+        let mut lease_rx = lease.subscribe();
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *shutdown.borrow() {
+                return End::Shutdown;
+            }
+            let deadline = match *lease_rx.borrow() {
+                LeaseState::Alive { deadline } => deadline,
+                LeaseState::Fenced => {
+                    return End::Lost(
+                        "self-fenced: lease keepalives not acknowledged in time".into(),
+                    )
+                }
+                LeaseState::Expired => return End::Lost("lease expired or was revoked".into()),
+            };
+            let hold_until = self.table.hold_until();
+            tokio::select! {
+                _ = shutdown.changed() => return End::Shutdown,
+                _ = lease_rx.changed() => continue,
+                _ = tokio::time::sleep_until(deadline) => {
+                    // The keeper may be late to say so; the clock decides.
+                    if matches!(*lease_rx.borrow(), LeaseState::Alive { deadline: d } if d <= Instant::now()) {
+                        return End::Lost("self-fenced: deadline passed without an acknowledged keepalive".into());
+                    }
+                    continue;
+                }
+                Some(ev) = node_events.recv() => self.on_node_event(ev),
+                Some(input) = self.inputs.recv() => {
+                    if let Err(end) = self.on_input(input).await {
+                        return end;
+                    }
+                }
+                _ = tick.tick() => self.table.mark_all_dirty(),
+                _ = tokio::time::sleep(Duration::from_millis(500)), if self.resync_pending => {
+                    self.try_resync().await;
+                }
+                _ = tokio::time::sleep_until(hold_until.unwrap_or_else(Instant::now)), if hold_until.is_some() => {
+                    self.table.grace_elapsed(Instant::now());
+                }
+            }
+            // Take everything else that is already waiting before deciding, so that a burst of
+            // watch events produces one placement pass and full batches.
+            for _ in 0..256 {
+                match node_events.try_recv() {
+                    Ok(ev) => self.on_node_event(ev),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..256 {
+                match self.inputs.try_recv() {
+                    Ok(input) => {
+                        if let Err(end) = self.on_input(input).await {
+                            return end;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let fx = self.table.decide();
+            self.execute(fx, &mut HashMap::new());
+            self.report();
+        }
+    }
+
+    /// Carries out the table's effects. `initials`: what reserving read of freshly acquired
+    /// nodes, handed to their actors so that they need not read it again.
+    fn execute(&mut self, fx: Vec<Effect>, initials: &mut HashMap<NodeId, Initial>) {
+        let lease = self.lease.as_ref().map_or(0, |l| l.id);
+        for effect in fx {
+            match effect {
+                Effect::Start { id, token } => {
+                    let Some(ctx) = self.ctx.clone() else {
+                        continue;
+                    };
+                    let _ = self.sup.cast(SupervisorMsg::Start(Box::new(NodeArgs {
+                        id,
+                        token,
+                        initial: initials.remove(&id),
+                        ctx,
+                        stopping: Arc::new(AtomicBool::new(false)),
+                    })));
+                }
+                Effect::Stop(ids) => {
+                    let _ = self.sup.cast(SupervisorMsg::Stop(ids));
+                }
+                Effect::Acquire(batch) => {
+                    let cluster = self.cluster.clone();
+                    let name = self.cfg.name.clone();
+                    let tx = self.inputs_tx.clone();
+                    tokio::spawn(async move {
+                        let result = cluster.acquire(&batch, lease, &name).await;
+                        let _ = tx.send(Input::Acquired(batch, result)).await;
+                    });
+                }
+                Effect::Release(batch) => {
+                    let cluster = self.cluster.clone();
+                    let tx = self.inputs_tx.clone();
+                    tokio::spawn(async move {
+                        let result = cluster.release(&batch).await;
+                        let _ = tx.send(Input::Released(batch, result)).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Publishes how many node actors run here in the membership record: at once when every
+    /// reserved node runs (the moment a failover or start-up is complete), at most every 250 ms
+    /// while a wave is in progress.
+    fn report(&mut self) {
+        let running = self.table.running();
+        if running == self.reported || self.report_in_flight {
+            return;
+        }
+        if !self.table.steady() && self.last_report.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        let Some(mut rec) = self.record.clone() else {
+            return;
+        };
+        rec.running = running;
+        self.report_in_flight = true;
+        self.last_report = Instant::now();
+        let cluster = self.cluster.clone();
+        let tx = self.inputs_tx.clone();
+        tokio::spawn(async move {
+            let result = cluster.update_conductor(&rec).await;
+            let _ = tx.send(Input::Reported(running, result)).await;
+        });
+    }
+
+    async fn start(&mut self, previous_lease: &mut Option<i64>) -> Result<(), ClusterError> {
+        if let Some(old) = *previous_lease {
+            // After an outage etcd may have restored our old lease; end it so the old
+            // reservations vanish and placement starts from a clean slate.
+            self.cluster.revoke_lease(old).await?;
+            *previous_lease = None;
+        }
+        let lease = LeaseKeeper::grant(self.cluster, self.cfg.ttl).await?;
+        let record = ConductorRecord {
+            name: self.cfg.name.clone(),
+            address: self.cfg.address.clone(),
+            console_address: self.cfg.console_address.clone(),
+            drivers: self.cfg.drivers.clone(),
+            conductor_group: self.cfg.conductor_group.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_ms: now_ms(),
+            lease_id: lease.id,
+            running: 0,
+        };
+        self.ctx = Some(Arc::new(NodeCtx {
+            me: self.cfg.name.clone(),
+            store: Arc::new(EtcdStore {
+                cluster: self.cluster.clone(),
+                writer: self.writer.clone(),
+            }),
+            fence: lease.fence(),
+            bmc: self.cfg.bmc.clone(),
+            connect: real_bmcs(),
+            callback_timeout_ms: self.cfg.callback_timeout.as_millis() as u64,
+            remediation: self.policy.subscribe(),
+            consoles: self.cfg.consoles.clone().map(|ctx| Consoles {
+                ctx,
+                records: Some((self.cluster.clone(), lease.id)),
+            }),
+        }));
+        self.table.set_lease(lease.id);
+        self.lease = Some(lease);
+        self.cluster
+            .register_conductor(&record, self.cfg.ttl * 3 + Duration::from_secs(2))
+            .await?;
+        tracing::info!(conductor = %self.cfg.name, lease = record.lease_id, "registered");
+        self.record = Some(record);
+        self.resync().await?;
+        // The grace runs from the end of the snapshot read (which takes a second or more at
+        // 100k nodes), so that conductors that registered meanwhile are seen before placing.
+        self.table.hold(Instant::now());
+        Ok(())
+    }
+
+    /// Reads the snapshot and (re)starts the watches from just after it.
+    async fn resync(&mut self) -> Result<(), ClusterError> {
+        for t in self.watch_tasks.drain(..) {
+            t.abort();
+        }
+        let snap = self.cluster.snapshot().await?;
+        match self.cluster.remediation_policy().await {
+            Ok(p) => self.set_policy(p),
+            Err(e) => {
+                tracing::error!(error = %e, "the remediation policy is unreadable; remediation is off")
+            }
+        }
+        let revision = snap.revision;
+        let fx = self.table.resync(snap);
+        self.execute(fx, &mut HashMap::new());
+        let from = revision + 1;
+        for (kind, prefix) in [
+            (Kind::Conductors, self.cluster.keys().conductors()),
+            (Kind::Nodes, self.cluster.keys().nodes()),
+            (Kind::Reservations, self.cluster.keys().reservations()),
+            (Kind::Heartbeats, self.cluster.heartbeats_prefix()),
+            (
+                Kind::Config,
+                format!("{}config/", self.cluster.keys().prefix()),
+            ),
+        ] {
+            let watch = self.cluster.watch_prefix(&prefix, from).await?;
+            self.watch_tasks.push(tokio::spawn(forward_watch(
+                kind,
+                watch,
+                self.inputs_tx.clone(),
+            )));
+        }
+        tracing::info!(
+            revision,
+            conductors = self.table.members(),
+            nodes = self.table.nodes(),
+            "cluster snapshot read"
+        );
+        Ok(())
+    }
+
+    /// Re-reads the cluster after a lost watch. While etcd is unreachable the node actors keep
+    /// running until the lease's self-fencing deadline, which ends the session if etcd does not
+    /// come back in time: a short etcd blip does not stop every node.
+    async fn try_resync(&mut self) {
+        for t in self.watch_tasks.drain(..) {
+            t.abort();
+        }
+        match self.resync().await {
+            Ok(()) => self.resync_pending = false,
+            Err(e) => {
+                if !self.resync_pending {
+                    tracing::warn!(error = %e, "cannot re-read the cluster; retrying until the lease deadline");
+                }
+                self.resync_pending = true;
+            }
+        }
+    }
+
+    fn on_node_event(&mut self, ev: NodeEvent) {
+        match ev {
+            NodeEvent::Started { id, token } => self.table.actor_started(id, token),
+            NodeEvent::Stopped { id, token, reason } => {
+                self.table.actor_stopped(id, token, &reason)
+            }
+        }
+    }
+
+    async fn on_input(&mut self, input: Input) -> Result<(), End> {
+        match input {
+            Input::Acquired(batch, result) => {
+                let mut initials = HashMap::new();
+                let outcomes = match result {
+                    Ok(outcomes) => Some(
+                        outcomes
+                            .into_iter()
+                            .map(|(id, outcome)| (id, table_outcome(id, outcome, &mut initials)))
+                            .collect(),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, count = batch.len(), "reservation batch failed; retrying on the next pass");
+                        None
+                    }
+                };
+                let fx = self.table.acquired(&batch, outcomes);
+                self.execute(fx, &mut initials);
+            }
+            Input::Reported(running, result) => {
+                self.report_in_flight = false;
+                match result {
+                    Ok(true) => self.reported = running,
+                    Ok(false) => {
+                        return Err(End::Lost(
+                            "membership record is no longer on this conductor's lease".into(),
+                        ))
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not report running actors"),
+                }
+            }
+            Input::Released(batch, result) => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, count = batch.len(), "releasing reservations failed; retrying");
+                    self.table.release_failed(batch);
+                }
+            }
+            Input::Watch(kind, Err(lost)) => {
+                tracing::warn!(?kind, error = %lost, "watch lost; re-reading the cluster");
+                self.try_resync().await;
+            }
+            Input::Watch(kind, Ok(events)) => {
+                for ev in events {
+                    match kind {
+                        Kind::Conductors => self.on_conductor(ev)?,
+                        Kind::Nodes => self.on_node(ev),
+                        Kind::Reservations => self.on_reservation(ev),
+                        Kind::Heartbeats => self.on_heartbeat(ev),
+                        Kind::Config => self.on_config(ev),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_conductor(&mut self, ev: WatchEvent) -> Result<(), End> {
+        match ev {
+            WatchEvent::Put { key, value, .. } => match decode::<ConductorRecord>(&value) {
+                Ok(rec) => self.table.conductor_put(rec, Instant::now()),
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(&key), error = %e, "unreadable conductor record")
+                }
+            },
+            WatchEvent::Delete { key, .. } => {
+                let Some(name) = self.cluster.keys().leaf_of(&key).map(str::to_string) else {
+                    return Ok(());
+                };
+                if name == self.cfg.name {
+                    // Fence every actor now (each checks before its next BMC command), not
+                    // after the supervisor got round to stopping them.
+                    if let Some(lease) = &self.lease {
+                        lease.stop();
+                    }
+                    return Err(End::Lost(
+                        "this conductor's membership record was deleted (lease revoked or expired)"
+                            .into(),
+                    ));
+                }
+                self.table.conductor_left(&name);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_node(&mut self, ev: WatchEvent) {
+        match ev {
+            WatchEvent::Put {
+                key,
+                value,
+                mod_rev,
+                ..
+            } => {
+                let Some(id) = self.cluster.keys().node_id_of(&key) else {
+                    return;
+                };
+                self.table.node_put(id, placement_of(&value));
+                if self.table.runs(&id) {
+                    let msg = match decode::<NodeSpec>(&value) {
+                        Ok(spec) => NodeMsg::Spec(Box::new(spec), mod_rev),
+                        Err(e) => NodeMsg::SpecUnreadable(e.to_string(), mod_rev),
+                    };
+                    let _ = self.sup.cast(SupervisorMsg::Forward(id, msg));
+                }
+            }
+            WatchEvent::Delete { key, .. } => {
+                let Some(id) = self.cluster.keys().node_id_of(&key) else {
+                    return;
+                };
+                self.table.node_deleted(id);
+            }
+        }
+    }
+
+    /// An agent heartbeat recorded by a gateway: to the node's actor, if it runs here.
+    fn on_heartbeat(&mut self, ev: WatchEvent) {
+        let WatchEvent::Put {
+            key,
+            value,
+            mod_rev,
+            ..
+        } = ev
+        else {
+            return;
+        };
+        let Some(id) = self.cluster.keys().node_id_of(&key) else {
+            return;
+        };
+        if !self.table.runs(&id) {
+            return;
+        }
+        match decode::<HeartbeatRecord>(&value) {
+            Ok(hb) => {
+                let _ = self.sup.cast(SupervisorMsg::Forward(
+                    id,
+                    NodeMsg::Heartbeat(Box::new(hb), mod_rev),
+                ));
+            }
+            Err(e) => tracing::warn!(node = %id, error = %e, "unreadable heartbeat record ignored"),
+        }
+    }
+
+    fn on_config(&mut self, ev: WatchEvent) {
+        let policy_key = self.cluster.remediation_policy_key();
+        match ev {
+            WatchEvent::Put { key, value, .. } if key == policy_key.as_bytes() => {
+                match decode::<RemediationPolicy>(&value) {
+                    Ok(p) => self.set_policy(p),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the new remediation policy is unreadable; remediation is off");
+                        self.set_policy(RemediationPolicy::default());
+                    }
+                }
+            }
+            WatchEvent::Delete { key, .. } if key == policy_key.as_bytes() => {
+                self.set_policy(RemediationPolicy::default())
+            }
+            _ => {}
+        }
+    }
+
+    /// A new policy: every node actor here looks at remediation again.
+    fn set_policy(&mut self, policy: RemediationPolicy) {
+        if **self.policy.borrow() == policy {
+            return;
+        }
+        tracing::info!(rules = policy.rules.len(), "remediation policy");
+        self.policy.send_replace(Arc::new(policy));
+        for id in self.table.running_ids() {
+            let _ = self
+                .sup
+                .cast(SupervisorMsg::Forward(id, NodeMsg::Remediate));
+        }
+    }
+
+    fn on_reservation(&mut self, ev: WatchEvent) {
+        let fx = match ev {
+            WatchEvent::Put {
+                key,
+                create_rev,
+                mod_rev,
+                lease,
+                ..
+            } => self.table.reservation(
+                self.cluster.keys().node_id_of(&key),
+                mod_rev,
+                Reservation::Put { create_rev, lease },
+            ),
+            WatchEvent::Delete { key, mod_rev } => self.table.reservation(
+                self.cluster.keys().node_id_of(&key),
+                mod_rev,
+                Reservation::Delete,
+            ),
+        };
+        self.execute(fx, &mut HashMap::new());
+    }
+}
+
+/// A reservation outcome as the table sees it; what the reserving Txn read of an acquired node
+/// goes to `initials`, for its actor.
+fn table_outcome(
+    id: NodeId,
+    outcome: AcquireOutcome,
+    initials: &mut HashMap<NodeId, Initial>,
+) -> Acquire {
+    match outcome {
+        AcquireOutcome::Acquired(a) => {
+            let a = *a;
+            initials.insert(
+                id,
+                Initial {
+                    spec: a.spec,
+                    spec_rev: a.spec_rev,
+                    status: a.status,
+                },
+            );
+            Acquire::Acquired(a.token)
+        }
+        AcquireOutcome::Held {
+            lease,
+            create_rev,
+            seen_at,
+            ..
+        } => Acquire::Held {
+            lease,
+            create_rev,
+            seen_at,
+        },
+        AcquireOutcome::Gone => Acquire::Gone,
+    }
+}
+
+async fn forward_watch(kind: Kind, mut watch: PrefixWatch, tx: mpsc::Sender<Input>) {
+    loop {
+        let batch = watch.next().await;
+        let stop = batch.is_err();
+        if tx.send(Input::Watch(kind, batch)).await.is_err() || stop {
+            return;
+        }
+    }
+}

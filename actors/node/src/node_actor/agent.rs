@@ -1,0 +1,101 @@
+//! The agent's side of provisioning: heartbeats that advance a waiting node, and the deadline
+//! of each wait state.
+
+use super::effects::{history, record, Extras};
+use super::in_flight::InFlight;
+use super::provision::drive;
+use super::reconcile::{reconcile, Action, Flow, Outcome};
+use super::{NodeMsg, NodeState};
+use crate::decide::agent::{callback_timeout_ms, on_heartbeat, wait_timeout, Heartbeat};
+use crate::error::NodeError;
+use ferric_cluster::heartbeats::HeartbeatRecord;
+use ferric_model::now_ms;
+use ractor::ActorRef;
+
+/// A heartbeat from the watch. One that comes before the node waits for it (the agent can be
+/// faster than the read-back that confirms the ramdisk boot) is kept until the node waits.
+pub(super) async fn on_heartbeat_msg(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    hb: Box<HeartbeatRecord>,
+    rev: i64,
+) -> Outcome {
+    if rev <= state.hb_seen {
+        return Ok(Action::AwaitChange);
+    }
+    let booting = matches!(state.in_flight, InFlight::Hardware { .. });
+    if !state.status.provision_state.is_wait() || booting {
+        state.early_hb = Some((hb, rev));
+        return Ok(Action::AwaitChange);
+    }
+    state.hb_seen = rev;
+    match on_agent_heartbeat(myself, state, &hb, rev).await? {
+        Flow::Wait => Ok(Action::AwaitChange),
+        _ => reconcile(myself, state).await,
+    }
+}
+
+async fn on_agent_heartbeat(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    hb: &HeartbeatRecord,
+    rev: i64,
+) -> Result<Flow, NodeError> {
+    let Some(spec) = state.spec.clone() else {
+        return Ok(Flow::Go);
+    };
+    if state.status.owner.as_deref() != Some(state.ctx.me.as_str())
+        || state.status.fence != state.token.0
+    {
+        // Not taken over yet: the reconcile after the takeover reads the last heartbeat again.
+        return Ok(Flow::Go);
+    }
+    let timeout = callback_timeout_ms(&spec, state.ctx.callback_timeout_ms);
+    match on_heartbeat(&spec, &state.status, hb, rev, now_ms(), timeout) {
+        Heartbeat::Ignored(why) => {
+            tracing::debug!(node = %state.id, why, "heartbeat ignored");
+            Ok(Flow::Go)
+        }
+        Heartbeat::InMaintenance => {
+            tracing::info!(node = %state.id, "heartbeat from a node in maintenance: recorded, no action taken");
+            Ok(Flow::Go)
+        }
+        Heartbeat::WrongToken => {
+            tracing::warn!(node = %state.id, "heartbeat with an agent token other than the one this boot's agent presented; ignored");
+            Ok(Flow::Go)
+        }
+        Heartbeat::Progress {
+            status,
+            action,
+            error,
+            work,
+        } => {
+            let entry = history(state, "provision", &action, "agent", error);
+            record(state, *status, Extras::history(entry)).await?;
+            drive(myself, state, work).await
+        }
+    }
+}
+
+/// The wait state's deadline timer fired: fail the wait state if the deadline passed.
+pub(super) async fn on_deadline_timer(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    deadline: u64,
+) -> Outcome {
+    if state.timers.deadline == Some(deadline) {
+        state.timers.deadline = None;
+    }
+    if let Some(spec) = state.spec.clone() {
+        if let Some((next, error)) = wait_timeout(&spec, &state.status, now_ms()) {
+            let action = format!(
+                "timeout: \"{}\" -> \"{}\"",
+                state.status.provision_state.as_str(),
+                next.provision_state.as_str()
+            );
+            let entry = history(state, "provision", &action, "conductor", Some(error));
+            record(state, next, Extras::history(entry)).await?;
+        }
+    }
+    reconcile(myself, state).await
+}

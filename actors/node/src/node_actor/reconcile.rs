@@ -1,0 +1,141 @@
+//! The reconcile pass: compares the spec with the status and does the next piece of work until
+//! it has to wait. The contract (kube-rs's): a pass ends with an `Action` (wait for the next
+//! message, or look again after a while) or a `NodeError`, which the error policy in `effects`
+//! turns into what happens next (fenced: stop; unavailable: backoff).
+
+use super::effects::{arm_deadline, flush, history, record, Extras};
+use super::{console, power, provision, remediation, NodeMsg, NodeState};
+use crate::decide::node_state::{next_step, take_over, takeover_needs_write, Step};
+use crate::error::NodeError;
+use ferric_model::{now_ms, ProvisionState};
+use ractor::ActorRef;
+use std::time::Duration;
+
+/// What a reconcile pass asks for when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Nothing more until a message arrives (a watch event, a child's event, a timer).
+    AwaitChange,
+    /// Look again after this long.
+    RequeueAfter(Duration),
+}
+
+pub(crate) type Outcome = Result<Action, NodeError>;
+
+/// How a piece of work inside a pass lets the pass go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    /// Nothing here keeps the pass from its next check.
+    Go,
+    /// Something changed: the pass starts over.
+    Again,
+    /// The pass ends here (an operation is in flight, or a timer or message is due).
+    Wait,
+}
+
+/// How many times a pass may start over: each start finishes a request (advancing a sequence
+/// number) or records a transition, so a pass is bounded.
+const MAX_ROUNDS: usize = 16;
+
+pub(super) async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Outcome {
+    if let Some(why) = &state.passive {
+        tracing::debug!(node = %state.id, why, "passive");
+        return Ok(Action::AwaitChange);
+    }
+    for _ in 0..MAX_ROUNDS {
+        if round(myself, state).await? != Flow::Again {
+            break;
+        }
+    }
+    Ok(Action::AwaitChange)
+}
+
+/// One round of the pass: Again when it must start over.
+async fn round(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow, NodeError> {
+    flush(state).await?;
+    if let Some(error) = state.spec_error.clone() {
+        if state.status.last_error.as_deref() != Some(error.as_str())
+            || state.status.fence != state.token.0
+        {
+            tracing::error!(node = %state.id, %error, "cannot act on this node");
+            let mut next = take_over(&state.status, &state.ctx.me, state.token, now_ms());
+            next.last_error = Some(error);
+            record(state, next, Extras::default()).await?;
+            return Ok(Flow::Again);
+        }
+        return Ok(Flow::Wait);
+    }
+    if state.in_flight.is_busy() {
+        // One operation at a time per node; the power actor's event continues from here.
+        return Ok(Flow::Wait);
+    }
+    let Some(spec) = state.spec.as_deref() else {
+        return Ok(Flow::Wait);
+    };
+    let step = next_step(spec, &state.status, &state.ctx.me, state.token);
+    if step != Step::TakeOver {
+        if let Some(error) = console::sync_console(myself, state).await {
+            // Ironic records a console that cannot start; here it goes to the history (not
+            // last_error, which belongs to provisioning), once per distinct error.
+            let entry = history(state, "console", "enable", "conductor", Some(error));
+            let next = state.status.clone();
+            record(state, next, Extras::history(entry)).await?;
+        }
+    }
+    match step {
+        Step::TakeOver => {
+            let next = take_over(&state.status, &state.ctx.me, state.token, now_ms());
+            if !takeover_needs_write(&state.status, &next) {
+                // Ownership itself is recorded by the reservation; writing every node's
+                // status on every hand-over would double etcd's load on a failover.
+                state.status = next;
+                return Ok(Flow::Again);
+            }
+            let action = format!("taken over by {}", state.ctx.me);
+            let entry = history(
+                state,
+                "takeover",
+                &action,
+                "conductor",
+                next.last_error.clone(),
+            );
+            record(state, next, Extras::history(entry)).await?;
+            Ok(Flow::Again)
+        }
+        Step::Power(req) => power::start_power(myself, state, req).await,
+        Step::BootDevice(req) => power::start_boot_device(myself, state, req).await,
+        Step::Provision(req) => provision::start_provision(myself, state, req).await,
+        Step::Idle => idle(myself, state).await,
+    }
+}
+
+/// No request is pending: resume interrupted work, arm the wait deadline, and look at faults
+/// and remediation.
+async fn idle(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow, NodeError> {
+    // A provisioning state with work and nothing scheduled: this actor restarted (same owner,
+    // same fence) while working, or work waited for another operation. Pick it up again.
+    let st = state.status.provision_state;
+    let resumable =
+        (st.is_busy() || st == ProvisionState::Verifying) && state.timers.step != Some(st);
+    if resumable
+        && (provision::resume(myself, state).await? == Flow::Wait
+            || state.in_flight.is_busy()
+            || state.timers.step.is_some())
+    {
+        return Ok(Flow::Wait);
+    }
+    if state.status.provision_state.is_wait() {
+        if let Some((hb, rev)) = state.early_hb.take() {
+            let _ = myself.send_message(NodeMsg::Heartbeat(hb, rev));
+        }
+    }
+    arm_deadline(myself, state);
+    match remediation::fault_check(myself, state).await? {
+        Flow::Go => {}
+        flow => return Ok(flow),
+    }
+    match remediation::remediate(myself, state).await? {
+        Flow::Go => Ok(Flow::Wait),
+        flow => Ok(flow),
+    }
+}

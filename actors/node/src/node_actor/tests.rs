@@ -1,0 +1,598 @@
+//! Unit tests of the node actor: the real actor, power actor and console actor, with an
+//! in-memory store in place of etcd, a scripted machine in place of a BMC, and tokio's paused
+//! clock (persisted deadlines follow it too), so each runs in milliseconds. What they check is
+//! what an independent record would show: the store's records and the machine's command log.
+
+use super::*;
+use crate::store::memory::{Inner, MemStore};
+use ferric_cluster::remediation::Slot;
+use ferric_console::ConsoleSettings;
+use ferric_model::clock::{install_test_source, system_ms};
+use ferric_model::{
+    BootDevice, PowerRequest, PowerTarget, ProvisionRequest, RemediationAction, RemediationRule,
+    SoftOffPolicy, Verb,
+};
+use ferric_power::bmc::BmcFuture;
+use ferric_power::PowerAction;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Wall-clock milliseconds that follow tokio's (paused) clock.
+fn tokio_clock() -> u64 {
+    static BASE: OnceLock<(u64, std::time::Instant)> = OnceLock::new();
+    let (wall, at) = *BASE.get_or_init(|| (system_ms(), std::time::Instant::now()));
+    let now = tokio::time::Instant::now().into_std();
+    wall + now.saturating_duration_since(at).as_millis() as u64
+}
+
+/// A machine behind a scripted BMC: its power survives power-actor restarts (as hardware
+/// does), and every command it gets is logged.
+#[derive(Clone, Default)]
+struct Machine(Arc<Mutex<MachineState>>);
+
+#[derive(Default)]
+struct MachineState {
+    on: bool,
+    /// The OS never acts on a graceful shutdown.
+    ignores_graceful: bool,
+    /// Every command, as "power on", "graceful shutdown", "boot pxe", "read".
+    log: Vec<String>,
+}
+
+impl Machine {
+    fn new(on: bool) -> Self {
+        let m = Machine::default();
+        m.0.lock().unwrap().on = on;
+        m
+    }
+    fn stubborn(on: bool) -> Self {
+        let m = Machine::new(on);
+        m.0.lock().unwrap().ignores_graceful = true;
+        m
+    }
+    fn is_on(&self) -> bool {
+        self.0.lock().unwrap().on
+    }
+    /// The commands that changed something or could have (reads left out).
+    fn commands(&self) -> Vec<String> {
+        let log = self.0.lock().unwrap().log.clone();
+        log.into_iter().filter(|c| c != "read").collect()
+    }
+}
+
+struct MachineBmc(Machine);
+
+impl Bmc for MachineBmc {
+    fn power_state(&mut self) -> BmcFuture<'_, PowerState> {
+        let mut m = self.0 .0.lock().unwrap();
+        m.log.push("read".into());
+        let p = if m.on {
+            PowerState::On
+        } else {
+            PowerState::Off
+        };
+        Box::pin(async move { Ok(p) })
+    }
+
+    fn power(&mut self, action: PowerAction) -> BmcFuture<'_, ()> {
+        let mut m = self.0 .0.lock().unwrap();
+        m.log.push(action.as_str().to_string());
+        match action {
+            PowerAction::On | PowerAction::HardReset => m.on = true,
+            PowerAction::ForceOff => m.on = false,
+            PowerAction::GracefulShutdown if !m.ignores_graceful => m.on = false,
+            PowerAction::GracefulShutdown => {}
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn set_boot_device(&mut self, device: BootDevice, _persistent: bool) -> BmcFuture<'_, ()> {
+        let mut m = self.0 .0.lock().unwrap();
+        m.log.push(format!("boot {}", device.as_str()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+const TOKEN: FenceToken = FenceToken(7);
+
+struct Node {
+    id: NodeId,
+    store: Arc<MemStore>,
+    actor: ActorRef<NodeMsg>,
+    handle: tokio::task::JoinHandle<()>,
+    stopping: Arc<AtomicBool>,
+    policy: watch::Sender<Arc<RemediationPolicy>>,
+    consoles: Option<Arc<ConsoleContext>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+struct Setup {
+    spec: NodeSpec,
+    status: Option<NodeStatus>,
+    machine: Machine,
+    policy: RemediationPolicy,
+    consoles: bool,
+}
+
+impl Setup {
+    fn new(driver: &str) -> Self {
+        Setup {
+            spec: NodeSpec::new(NodeId::new_random(), driver, 0),
+            status: None,
+            machine: Machine::new(false),
+            policy: RemediationPolicy::default(),
+            consoles: false,
+        }
+    }
+
+    async fn start(self) -> Node {
+        install_test_source(tokio_clock);
+        let id = self.spec.id;
+        let store = Arc::new(MemStore::new(self.spec, self.status, TOKEN));
+        let (policy, remediation) = watch::channel(Arc::new(self.policy));
+        let machine = self.machine;
+        let dir = self.consoles.then(|| tempfile::tempdir().unwrap());
+        let consoles = dir
+            .as_ref()
+            .map(|d| Arc::new(ConsoleContext::new(ConsoleSettings::new("c1", d.path()))));
+        let ctx = Arc::new(NodeCtx {
+            me: "c1".into(),
+            store: store.clone(),
+            fence: SelfFence::always_alive(),
+            bmc: Arc::new(BmcSettings::new(
+                "c1",
+                Duration::from_secs(5),
+                Duration::from_millis(50),
+            )),
+            connect: Arc::new(move |_, _, _| Ok(Box::new(MachineBmc(machine.clone())))),
+            callback_timeout_ms: 60_000,
+            remediation,
+            consoles: consoles.clone().map(|ctx| Consoles { ctx, records: None }),
+        });
+        let stopping = Arc::new(AtomicBool::new(false));
+        let args = NodeArgs {
+            id,
+            token: TOKEN,
+            initial: None,
+            ctx,
+            stopping: stopping.clone(),
+        };
+        let (actor, handle) = Actor::spawn(None, NodeActor, args).await.unwrap();
+        store.with(|i| i.watcher = Some(actor.clone()));
+        Node {
+            id,
+            store,
+            actor,
+            handle,
+            stopping,
+            policy,
+            consoles,
+            _dir: dir,
+        }
+    }
+}
+
+impl Node {
+    /// Waits (in virtual time, bounded) until `f` finds what it looks for in the records.
+    async fn until<T>(&self, what: &str, f: impl Fn(&Inner) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4 * 3600);
+        loop {
+            if let Some(t) = self.store.with(|i| f(i)) {
+                return t;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; status: {:?}",
+                self.store.with(|i| i.status.clone())
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// (kind, action, requested_by, result) of every history entry.
+    fn history(&self) -> Vec<(String, String, String, String)> {
+        self.store.with(|i| {
+            i.history
+                .iter()
+                .map(|h| {
+                    (
+                        h.kind.clone(),
+                        h.action.clone(),
+                        h.requested_by.clone(),
+                        h.result.clone(),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn power(&self, seq: u64, target: PowerTarget, timeout_s: Option<u32>) {
+        self.store.user_change(|s| {
+            s.power_request = Some(PowerRequest {
+                seq,
+                target,
+                timeout_s,
+                requested_by: "alice".into(),
+                requested_at_ms: 0,
+            })
+        });
+    }
+
+    fn provision(&self, seq: u64, verb: Verb) {
+        self.store.user_change(|s| {
+            s.provision_request = Some(ProvisionRequest {
+                seq,
+                verb,
+                maintenance_ok: false,
+                args: String::new(),
+                requested_by: "alice".into(),
+                requested_at_ms: 0,
+            })
+        });
+    }
+
+    async fn provision_state(&self, want: ProvisionState) -> NodeStatus {
+        self.until(&format!("provision state {want}"), |i| {
+            i.status.clone().filter(|s| s.provision_state == want)
+        })
+        .await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_power_request_is_carried_out_and_recorded_with_its_event() {
+    let machine = Machine::new(false);
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine.clone();
+    let node = setup.start().await;
+    node.power(1, PowerTarget::On, None);
+    let st = node
+        .until("power on done", |i| {
+            i.status.clone().filter(|s| s.power_seq_done == 1)
+        })
+        .await;
+    assert_eq!(st.power_state, Some(PowerState::On));
+    assert_eq!(st.owner.as_deref(), Some("c1"));
+    assert_eq!(st.fence, TOKEN.0);
+    assert!(machine.is_on());
+    assert_eq!(machine.commands(), ["power on"]);
+    let history = node.history();
+    let last = history.last().unwrap();
+    assert_eq!(
+        (
+            last.0.as_str(),
+            last.1.as_str(),
+            last.2.as_str(),
+            last.3.as_str()
+        ),
+        ("power", "power on", "alice", "ok")
+    );
+    let events = node.store.with(|i| i.events.clone());
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].power_state, Some(PowerState::On));
+    assert_eq!(events[0].previous_power_state, None);
+    assert_eq!(events[0].seq, st.event_seq);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_soft_power_off_that_times_out_never_cuts_power_under_the_error_policy() {
+    let machine = Machine::stubborn(true);
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine.clone();
+    setup.status = Some(NodeStatus {
+        power_state: Some(PowerState::On),
+        ..NodeStatus::default()
+    });
+    let node = setup.start().await;
+    node.power(1, PowerTarget::SoftOff, Some(30));
+    // The graceful operation is recorded (with its deadline) before the BMC hears of it.
+    let op = node
+        .until("soft off recorded", |i| {
+            i.status.as_ref().and_then(|s| s.power_op.clone())
+        })
+        .await;
+    assert_eq!(op.target, PowerTarget::SoftOff);
+    let st = node
+        .until("soft off ended", |i| {
+            i.status.clone().filter(|s| s.power_seq_done == 1)
+        })
+        .await;
+    assert!(machine.is_on(), "power was cut");
+    let cmds = machine.commands();
+    assert!(cmds.contains(&"graceful shutdown".to_string()), "{cmds:?}");
+    assert!(!cmds.contains(&"power off".to_string()), "{cmds:?}");
+    assert_eq!(st.power_state, Some(PowerState::On));
+    assert_eq!(st.fault.as_deref(), Some("power failure"));
+    assert!(st.last_error.is_some());
+    // The fault puts the node into maintenance, as the conductor's act.
+    node.until("maintenance on the fault", |i| {
+        i.spec.maintenance.then_some(())
+    })
+    .await;
+    let entry = node
+        .until("maintenance history", |i| {
+            i.history.iter().find(|h| h.kind == "maintenance").cloned()
+        })
+        .await;
+    assert_eq!(entry.requested_by, "conductor");
+    assert!(node.history().iter().any(|h| h.0 == "power" && h.3 != "ok"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_soft_power_off_that_times_out_is_forced_under_the_hard_off_policy() {
+    let machine = Machine::stubborn(true);
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine.clone();
+    setup.spec.soft_off_policy = SoftOffPolicy::HardOff;
+    let node = setup.start().await;
+    node.power(1, PowerTarget::SoftOff, Some(30));
+    let st = node
+        .until("soft off ended", |i| {
+            i.status.clone().filter(|s| s.power_seq_done == 1)
+        })
+        .await;
+    assert!(!machine.is_on());
+    let cmds = machine.commands();
+    let graceful = cmds.iter().position(|c| c == "graceful shutdown").unwrap();
+    let forced = cmds.iter().position(|c| c == "power off").unwrap();
+    assert!(graceful < forced, "{cmds:?}");
+    assert_eq!(st.power_state, Some(PowerState::Off));
+    assert_eq!(st.fault, None);
+    let last = node.history().last().cloned().unwrap();
+    assert_eq!(last.0, "power");
+    assert!(last.1.starts_with("soft power off: "), "{last:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fake_interface_manages_and_provides_through_timed_steps() {
+    let mut setup = Setup::new("fake-hardware");
+    setup.spec.driver_info = r#"{"fake_step_secs": 5}"#.into();
+    let node = setup.start().await;
+    node.provision(1, Verb::Manage);
+    node.provision_state(ProvisionState::Manageable).await;
+    node.provision(2, Verb::Provide);
+    let st = node.provision_state(ProvisionState::Available).await;
+    assert_eq!(st.provision_seq_done, 2);
+    assert_eq!(st.last_error, None);
+    let actions: Vec<String> = node
+        .history()
+        .into_iter()
+        .filter(|h| h.0 == "provision")
+        .map(|h| h.1)
+        .collect();
+    assert_eq!(actions.len(), 4, "{actions:?}");
+    assert!(actions[0].starts_with("manage: \"enroll\" -> \"verifying\""));
+    assert!(actions[1].starts_with("\"verifying\" -> \"manageable\""));
+    assert!(actions[2].starts_with("provide: \"manageable\" -> \"cleaning\""));
+    assert!(actions[3].starts_with("\"cleaning\" -> \"available\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_step_is_a_fault_and_puts_the_node_into_maintenance() {
+    let mut setup = Setup::new("fake-hardware");
+    setup.spec.driver_info = r#"{"fake_step_secs": 1, "fake_fail_states": ["cleaning"]}"#.into();
+    setup.status = Some(NodeStatus {
+        provision_state: ProvisionState::Manageable,
+        ..NodeStatus::default()
+    });
+    let node = setup.start().await;
+    node.provision(1, Verb::Provide);
+    let st = node.provision_state(ProvisionState::CleanFailed).await;
+    assert_eq!(st.fault.as_deref(), Some("clean failure"));
+    node.until("maintenance", |i| i.spec.maintenance.then_some(()))
+        .await;
+}
+
+fn heartbeat(at_ms: u64) -> HeartbeatRecord {
+    HeartbeatRecord {
+        at_ms,
+        callback_url: "http://127.0.0.1:9/".into(),
+        agent_version: None,
+        agent_token: Some("tok".into()),
+        agent_verify_ca: None,
+        agent_status: None,
+        agent_status_message: None,
+        recorded_by: "gw".into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agent_cleans_a_node_heartbeat_by_heartbeat() {
+    let machine = Machine::new(false);
+    let mut setup = Setup::new("redfish");
+    setup.machine = machine.clone();
+    setup.status = Some(NodeStatus {
+        provision_state: ProvisionState::Manageable,
+        ..NodeStatus::default()
+    });
+    let node = setup.start().await;
+    node.provision(1, Verb::Provide);
+    let st = node.provision_state(ProvisionState::CleanWait).await;
+    assert!(machine.is_on());
+    assert_eq!(
+        machine.commands()[0],
+        "boot pxe",
+        "{:?}",
+        machine.commands()
+    );
+    let steps = st.agent.as_ref().unwrap().steps.len();
+    assert!(steps > 0);
+    for n in 0..steps {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        node.store.heartbeat(heartbeat(ferric_model::now_ms()));
+        if n + 1 < steps {
+            node.until("the step recorded", |i| {
+                i.status
+                    .as_ref()
+                    .and_then(|s| s.agent.as_ref())
+                    .filter(|a| a.done as usize == n + 1)
+                    .map(|_| ())
+            })
+            .await;
+        }
+    }
+    let st = node.provision_state(ProvisionState::Available).await;
+    assert_eq!(st.agent, None);
+    assert!(!machine.is_on(), "cleaning ends with the node off");
+    let agent_steps = node.history().iter().filter(|h| h.2 == "agent").count();
+    assert_eq!(agent_steps, steps);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_agent_fails_the_wait_state_at_its_deadline() {
+    let mut setup = Setup::new("redfish");
+    setup.status = Some(NodeStatus {
+        provision_state: ProvisionState::Manageable,
+        ..NodeStatus::default()
+    });
+    let node = setup.start().await;
+    node.provision(1, Verb::Provide);
+    let waiting = node.provision_state(ProvisionState::CleanWait).await;
+    let deadline = waiting.deadline_ms.unwrap();
+    let st = node.provision_state(ProvisionState::CleanFailed).await;
+    assert!(ferric_model::now_ms() >= deadline);
+    assert!(st
+        .last_error
+        .unwrap()
+        .starts_with("Timeout reached while waiting for callback"));
+    assert_eq!(st.fault.as_deref(), Some("clean failure"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn remediation_checks_power_and_returns_the_node_to_service() {
+    let mut setup = Setup::new("fake-hardware");
+    setup.spec.maintenance = true;
+    setup.spec.maintenance_reason = Some("power failure".into());
+    setup.status = Some(NodeStatus {
+        owner: Some("c1".into()),
+        fence: TOKEN.0,
+        fault: Some("power failure".into()),
+        fault_at_ms: Some(1),
+        ..NodeStatus::default()
+    });
+    setup.policy = RemediationPolicy {
+        rules: vec![RemediationRule {
+            fault: "power failure".into(),
+            action: RemediationAction::PowerCheck,
+            attempts: 1,
+        }],
+        max_per_window: 10,
+        window_secs: 60,
+    };
+    let node = setup.start().await;
+    // The first slot is refused by the rate limit: the attempt waits for the next window.
+    node.store.with(|i| i.slots.push_back(Slot::Later(30_000)));
+    node.until("out of maintenance", |i| {
+        (!i.spec.maintenance).then_some(())
+    })
+    .await;
+    let st = node
+        .until("fault cleared", |i| {
+            i.status.clone().filter(|s| s.fault.is_none())
+        })
+        .await;
+    assert_eq!(st.power_state, Some(PowerState::Off));
+    let remediation: Vec<String> = node
+        .history()
+        .into_iter()
+        .filter(|h| h.0 == "remediation")
+        .map(|h| h.1)
+        .collect();
+    assert_eq!(remediation.len(), 2, "{remediation:?}");
+    assert!(remediation[0].starts_with("remediation started: power-check"));
+    assert!(remediation[1].starts_with("remediation succeeded"));
+    assert!(node
+        .history()
+        .iter()
+        .any(|h| h.0 == "maintenance" && h.2 == "remediation"));
+    drop(node.policy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_write_stops_the_actor_before_any_bmc_command() {
+    let machine = Machine::new(true);
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine.clone();
+    let node = setup.start().await;
+    // Another conductor took the node: its reservation has a newer create revision.
+    node.store.with(|i| i.reservation = Some(FenceToken(8)));
+    node.power(1, PowerTarget::SoftOff, Some(30));
+    tokio::time::timeout(Duration::from_secs(60), node.handle)
+        .await
+        .expect("the fenced actor did not stop")
+        .unwrap();
+    assert!(node.stopping.load(Ordering::Acquire));
+    assert!(machine.commands().is_empty(), "{:?}", machine.commands());
+    assert_eq!(node.store.with(|i| i.status.clone()), None);
+    assert!(machine.is_on());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unavailable_store_is_retried_with_backoff_and_nothing_is_lost() {
+    let machine = Machine::new(false);
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine.clone();
+    let node = setup.start().await;
+    node.store.with(|i| i.unavailable = 3);
+    let sent = tokio::time::Instant::now();
+    node.power(1, PowerTarget::On, None);
+    let st = node
+        .until("power on recorded", |i| {
+            i.status.clone().filter(|s| s.power_seq_done == 1)
+        })
+        .await;
+    // Three refusals: retried after 0.5, 1 and 2 s (plus jitter), not hammered.
+    let waited = sent.elapsed();
+    assert!(waited >= Duration::from_millis(3500), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(node.store.with(|i| i.writes_tried), 4);
+    assert_eq!(st.power_state, Some(PowerState::On));
+    assert_eq!(
+        machine.commands(),
+        ["power on"],
+        "one command, not one per retry"
+    );
+    assert_eq!(node.store.with(|i| i.events.len()), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_console_follows_the_spec_and_ends_before_the_actor_stops() {
+    let mut setup = Setup::new("fake-hardware");
+    setup.consoles = true;
+    let node = setup.start().await;
+    let consoles = node.consoles.clone().unwrap();
+    node.store.user_change(|s| s.console_enabled = true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while consoles.registry.get(&node.id).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "console never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.store.user_change(|s| s.console_enabled = false);
+    while consoles.registry.get(&node.id).is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "console never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.store.user_change(|s| s.console_enabled = true);
+    while consoles.registry.get(&node.id).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "console never reopened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A hand-over stops the node actor; the reservation is released only after that, so the
+    // console must be gone by the time the actor has stopped.
+    node.actor
+        .stop_and_wait(Some(crate::supervisor::REASON_RELEASED.into()), None)
+        .await
+        .unwrap();
+    assert!(consoles.registry.get(&node.id).is_none());
+    assert!(consoles.registry.is_empty());
+}

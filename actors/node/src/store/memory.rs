@@ -1,0 +1,185 @@
+//! An in-memory `NodeStore` for unit tests of node actors: one node's records, fenced like
+//! etcd's (a write with a token other than the reservation's is refused), with the spec
+//! changes the node's owner makes delivered back to it as the conductor's watch would.
+
+use super::{NodeStore, SpecChange};
+use crate::node_actor::NodeMsg;
+use ferric_cluster::heartbeats::HeartbeatRecord;
+use ferric_cluster::remediation::Slot;
+use ferric_cluster::{ClusterError, NodeView};
+use ferric_model::{
+    EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus, RemediationPolicy,
+};
+use futures::future::BoxFuture;
+use ractor::ActorRef;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+pub(crate) struct MemStore {
+    inner: Mutex<Inner>,
+}
+
+/// The records of the one node, as etcd would hold them.
+pub(crate) struct Inner {
+    pub(crate) rev: i64,
+    pub(crate) spec: NodeSpec,
+    pub(crate) spec_rev: i64,
+    pub(crate) status: Option<NodeStatus>,
+    /// The reservation's create revision (the token a write must carry); None: not reserved.
+    pub(crate) reservation: Option<FenceToken>,
+    pub(crate) history: Vec<HistoryEntry>,
+    pub(crate) events: Vec<EventRecord>,
+    pub(crate) heartbeat: Option<(HeartbeatRecord, i64)>,
+    /// The next this many requests fail as if etcd were unreachable.
+    pub(crate) unavailable: u32,
+    /// Status writes attempted (refused ones too).
+    pub(crate) writes_tried: u32,
+    /// Answers to remediation slot requests, in order; granted when empty.
+    pub(crate) slots: VecDeque<Slot>,
+    /// The actor that gets `NodeMsg::Spec` after every spec change (the conductor's watch).
+    pub(crate) watcher: Option<ActorRef<NodeMsg>>,
+}
+
+impl MemStore {
+    pub(crate) fn new(spec: NodeSpec, status: Option<NodeStatus>, token: FenceToken) -> Self {
+        MemStore {
+            inner: Mutex::new(Inner {
+                rev: 10,
+                spec,
+                spec_rev: 10,
+                status,
+                reservation: Some(token),
+                history: Vec::new(),
+                events: Vec::new(),
+                heartbeat: None,
+                unavailable: 0,
+                writes_tried: 0,
+                slots: VecDeque::new(),
+                watcher: None,
+            }),
+        }
+    }
+
+    /// Reads or changes the records under the lock.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap())
+    }
+
+    /// A user's change of the spec (the gateway's compare-and-swap), then the watch event.
+    pub(crate) fn user_change(&self, f: impl FnOnce(&mut NodeSpec)) {
+        let (spec, rev, watcher) = self.with(|i| {
+            f(&mut i.spec);
+            i.rev += 1;
+            i.spec_rev = i.rev;
+            (i.spec.clone(), i.rev, i.watcher.clone())
+        });
+        if let Some(w) = watcher {
+            let _ = w.send_message(NodeMsg::Spec(Box::new(spec), rev));
+        }
+    }
+
+    /// An agent's heartbeat (the gateway's write), then the watch event.
+    pub(crate) fn heartbeat(&self, hb: HeartbeatRecord) {
+        let (rev, watcher) = self.with(|i| {
+            i.rev += 1;
+            i.heartbeat = Some((hb.clone(), i.rev));
+            (i.rev, i.watcher.clone())
+        });
+        if let Some(w) = watcher {
+            let _ = w.send_message(NodeMsg::Heartbeat(Box::new(hb), rev));
+        }
+    }
+
+    fn view(i: &Inner) -> NodeView {
+        NodeView {
+            spec: i.spec.clone(),
+            spec_rev: i.spec_rev,
+            status: i.status.clone().unwrap_or_default(),
+            status_error: None,
+            reservation: i.reservation.map(|_| "holder".to_string()),
+        }
+    }
+
+    fn refuse(i: &mut Inner, id: NodeId, token: FenceToken) -> Result<(), ClusterError> {
+        if i.unavailable > 0 {
+            i.unavailable -= 1;
+            return Err(ClusterError::Unreachable {
+                endpoints: "memory".into(),
+                reason: "told to fail".into(),
+            });
+        }
+        if i.reservation != Some(token) {
+            return Err(ClusterError::Fenced(id.to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl NodeStore for MemStore {
+    fn read_node(&self, _id: NodeId) -> BoxFuture<'_, Result<NodeView, ClusterError>> {
+        let view = self.with(|i| Self::view(i));
+        Box::pin(async move { Ok(view) })
+    }
+
+    fn last_heartbeat(
+        &self,
+        _id: NodeId,
+    ) -> BoxFuture<'_, Result<Option<(HeartbeatRecord, i64)>, ClusterError>> {
+        let hb = self.with(|i| i.heartbeat.clone());
+        Box::pin(async move { Ok(hb) })
+    }
+
+    fn write_status<'a>(
+        &'a self,
+        id: NodeId,
+        token: FenceToken,
+        status: &'a NodeStatus,
+        history: Option<&'a HistoryEntry>,
+        event: Option<&'a EventRecord>,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        let result = self.with(|i| {
+            i.writes_tried += 1;
+            Self::refuse(i, id, token)?;
+            i.rev += 1;
+            i.status = Some(status.clone());
+            i.history.extend(history.cloned());
+            i.events.extend(event.cloned());
+            Ok(())
+        });
+        Box::pin(async move { result })
+    }
+
+    fn update_spec<'a>(
+        &'a self,
+        id: NodeId,
+        token: FenceToken,
+        change: &'a SpecChange,
+    ) -> BoxFuture<'a, Result<NodeView, ClusterError>> {
+        let result = self.with(|i| -> Result<_, ClusterError> {
+            Self::refuse(i, id, token)?;
+            let view = Self::view(i);
+            let mut spec = i.spec.clone();
+            change.apply(&view, &mut spec);
+            i.spec = spec;
+            i.rev += 1;
+            i.spec_rev = i.rev;
+            Ok((Self::view(i), i.watcher.clone()))
+        });
+        Box::pin(async move {
+            let (view, watcher) = result?;
+            if let Some(w) = watcher {
+                let _ = w.send_message(NodeMsg::Spec(Box::new(view.spec.clone()), view.spec_rev));
+            }
+            Ok(view)
+        })
+    }
+
+    fn take_remediation_slot<'a>(
+        &'a self,
+        _policy: &'a RemediationPolicy,
+        _now_ms: u64,
+    ) -> BoxFuture<'a, Result<Slot, ClusterError>> {
+        let slot = self.with(|i| i.slots.pop_front().unwrap_or(Slot::Granted));
+        Box::pin(async move { Ok(slot) })
+    }
+}
