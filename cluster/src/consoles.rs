@@ -120,7 +120,7 @@ impl Cluster {
             _ => None,
         });
         let bytes = existing.ok_or_else(|| {
-            ClusterError::Invalid(format!("{key} vanished while it was being read"))
+            ClusterError::Internal(format!("{key} vanished while it was being read"))
         })?;
         let rec: ConsoleSecretRecord =
             decode(&bytes).map_err(|source| ClusterError::Corrupt { key, source })?;

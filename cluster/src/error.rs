@@ -33,8 +33,22 @@ pub enum ClusterError {
     },
     #[error("fenced: this conductor no longer owns node {0}")]
     Fenced(String),
+    /// The request itself is refused (a rule it breaks, a name that does not exist): the
+    /// caller has to change it. Its message is meant for the caller.
     #[error("{0}")]
     Invalid(String),
+    /// The component that would carry the request out (named here) is stopping; retrying
+    /// against another gateway or later may help.
+    #[error("{0} is shutting down")]
+    ShuttingDown(&'static str),
+    /// Something etcd or a record should never show (a transaction answer of the wrong shape,
+    /// a key that vanished while read under a lease): a bug or an outside writer. The detail is
+    /// for the log, not for a client.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// This process's own configuration cannot be used (a TLS file that cannot be read).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl ClusterError {
@@ -61,7 +75,8 @@ impl ClusterError {
         }
     }
 
-    /// True when retrying later may help (etcd down or slow), as opposed to a refused request.
+    /// True when retrying later may help (etcd down or slow), as opposed to a refused request
+    /// or a stopping component.
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,

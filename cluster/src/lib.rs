@@ -189,7 +189,7 @@ impl Cluster {
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, ClusterError> {
     std::fs::read(path)
-        .map_err(|e| ClusterError::Invalid(format!("cannot read {}: {e}", path.display())))
+        .map_err(|e| ClusterError::Config(format!("cannot read {}: {e}", path.display())))
 }
 
 /// Paged read of a whole prefix at one revision. etcd 3.4 rescans the remainder of the range for

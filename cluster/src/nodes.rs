@@ -93,7 +93,9 @@ impl Cluster {
                             _ => Err(ClusterError::NodeExists(spec.id.to_string())),
                         }
                     }
-                    _ => Err(ClusterError::Invalid("unexpected etcd txn response".into())),
+                    _ => Err(ClusterError::Internal(
+                        "unexpected etcd txn response".into(),
+                    )),
                 };
                 out.push(result);
             }

@@ -90,7 +90,9 @@ impl Cluster {
             let revision = resp.header().map_or(0, |h| h.revision());
             for (id, op) in chunk.iter().zip(resp.op_responses()) {
                 let TxnOpResponse::Txn(t) = op else {
-                    return Err(ClusterError::Invalid("unexpected etcd txn response".into()));
+                    return Err(ClusterError::Internal(
+                        "unexpected etcd txn response".into(),
+                    ));
                 };
                 let ops = t.op_responses();
                 let outcome = if t.succeeded() {

@@ -134,7 +134,7 @@ impl StatusWriter {
             extra: self.cluster.extras(&id, status, history, event),
             reply,
         };
-        let closed = || ClusterError::Invalid("status writer stopped".into());
+        let closed = || ClusterError::ShuttingDown("the status writer");
         self.tx.send(write).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }

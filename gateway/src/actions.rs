@@ -2,6 +2,23 @@
 //! heartbeats. Each action is recorded as intent in the node's spec (compare-and-swap) and
 //! answered 202 once this gateway's copy shows it; whichever conductor owns the node (now or
 //! after a failover) carries it out. Checks and messages follow Ironic's API controller.
+//!
+//! Every action goes parse -> check -> apply: `parse` turns the request body into a typed
+//! request (pure; what Ironic refuses before looking the node up), `check` judges it against
+//! the node's spec and status (pure; an [`Intent`] or Ironic's error), then the fleet checks
+//! that read this gateway's copy (a conductor serves the node, the concurrency caps), and
+//! [`apply`] writes the intent and answers. One module per action: [`power`], [`provision`],
+//! [`boot_device`], [`heartbeat`]; the console's is `crate::console::states`.
+
+mod boot_device;
+mod heartbeat;
+mod power;
+mod provision;
+
+pub use boot_device::set_boot_device;
+pub use heartbeat::heartbeat;
+pub use power::power;
+pub use provision::provision;
 
 use crate::error::ApiError;
 use crate::informer::NodeRef;
@@ -14,17 +31,20 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use ferric_cluster::heartbeats::HeartbeatRecord;
-use ferric_model::provision::on_verb;
-use ferric_model::{now_ms, BootDevice, PowerTarget, ProvisionState, Verb};
+use ferric_model::{BootDevice, PowerTarget, Verb};
 use serde_json::{json, Map, Value};
 
 /// 202 with `Location` pointing at the node's states (Ironic's answer to an action).
 fn accepted(state: &AppState, headers: &HeaderMap, ident: &str) -> Response {
+    accepted_at(state, headers, ident, "states")
+}
+
+/// 202 with `Location` pointing at `/v1/nodes/<ident>/<path>`.
+fn accepted_at(state: &AppState, headers: &HeaderMap, ident: &str, path: &str) -> Response {
     let base = request::base_url(state, headers);
     let mut resp = StatusCode::ACCEPTED.into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!(
-        "{base}/v1/nodes/{}/states",
+        "{base}/v1/nodes/{}/{path}",
         request::url_encode(ident)
     )) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -32,12 +52,10 @@ fn accepted(state: &AppState, headers: &HeaderMap, ident: &str) -> Response {
     resp
 }
 
-/// 503 when no live conductor could carry the action out (it would wait, unseen, until one
-/// starts; a client is better told now).
 /// The cluster-wide caps on concurrent deploys and cleans, counted over the gateway's copy of
 /// the cluster (so several gateways, or requests racing each other, may overshoot a little: the
 /// cap protects the fleet's networks and image servers from stampedes, not an exact quota).
-fn check_concurrency(state: &AppState, verb: Verb) -> Result<(), ApiError> {
+pub(crate) fn check_concurrency(state: &AppState, verb: Verb) -> Result<(), ApiError> {
     use ferric_model::ProvisionState as S;
     let (what, states, cap) = match verb {
         Verb::Deploy | Verb::Rebuild => (
@@ -65,7 +83,9 @@ fn check_concurrency(state: &AppState, verb: Verb) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn require_conductor(state: &AppState, node: &NodeRef) -> Result<(), ApiError> {
+/// 503 when no live conductor could carry the action out (it would wait, unseen, until one
+/// starts; a client is better told now).
+pub(crate) fn require_conductor(state: &AppState, node: &NodeRef) -> Result<(), ApiError> {
     let spec = &node.spec.spec;
     if state
         .informer
@@ -80,7 +100,7 @@ fn require_conductor(state: &AppState, node: &NodeRef) -> Result<(), ApiError> {
     )))
 }
 
-fn who(caller: &Caller) -> String {
+pub(crate) fn who(caller: &Caller) -> String {
     format!("api:{}", caller.name)
 }
 
@@ -132,316 +152,112 @@ pub async fn states(
     Ok(request::json(StatusCode::OK, &Value::Object(out)))
 }
 
-/// Ironic's `args.integer`: integers, and strings of one.
-fn integer(name: &str, v: &Value) -> Result<i64, ApiError> {
-    let bad = || ApiError::BadRequest(format!("Expected an integer for {name}: {v}"));
-    match v {
-        Value::Number(n) => n.as_i64().ok_or_else(bad),
-        Value::String(s) => s.trim().parse().map_err(|_| bad()),
-        _ => Err(bad()),
-    }
+/// What an action records in the node's spec, once checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Intent {
+    Power {
+        target: PowerTarget,
+        timeout_s: Option<u32>,
+    },
+    Provision {
+        verb: Verb,
+        maintenance_ok: bool,
+        /// The verb's arguments as JSON text ("" when none).
+        args: String,
+    },
+    BootDevice {
+        device: BootDevice,
+        persistent: bool,
+    },
+    /// Into maintenance with a reason, or out of it (which clears the reason; the owner clears
+    /// the fault).
+    Maintenance {
+        on: bool,
+        reason: Option<String>,
+    },
+    Console {
+        enabled: bool,
+    },
 }
 
-pub async fn power(
-    State(state): State<AppState>,
-    Extension(v): Extension<ApiVersion>,
-    Extension(caller): Extension<Caller>,
-    Path(ident): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+/// Writes `intent` into the node's spec (compare-and-swap, in `cluster`), waits until this
+/// gateway's copy shows it, and gives Ironic's answer: 202 with `Location` (204 for the boot
+/// device, as gophercloud insists). `who` is recorded with power, provision and boot device
+/// requests (the node's history names the requester).
+pub(crate) async fn apply(
+    state: &AppState,
+    headers: &HeaderMap,
+    ident: &str,
+    node: &NodeRef,
+    who: &str,
+    intent: Intent,
 ) -> Result<Response, ApiError> {
-    let body = request::json_body(body, &headers, state.config.body_limit).await?;
-    let obj = request::action_object(body, &["target", "timeout"])?;
-    let target = request::req_string(&obj, "target")?;
-    let timeout = match obj.get("timeout") {
-        None | Some(Value::Null) => None,
-        Some(t) => Some(integer("timeout", t)?),
-    };
-    let soft = matches!(target.as_str(), "soft power off" | "soft rebooting");
-    if (soft || timeout.is_some()) && !v.at_least(version::V_SOFT_POWER) {
-        return Err(ApiError::not_acceptable());
-    }
-    if timeout.is_some_and(|t| t < 1) {
-        return Err(ApiError::BadRequest(
-            "timeout has to be positive integer".into(),
-        ));
-    }
-    let node = request::lookup(&state, &ident, v).await?;
-    let st = node.status();
-    // Only Ironic's spellings (not `ctl`'s short forms).
-    let target = PowerTarget::ALL
-        .iter()
-        .copied()
-        .find(|t| t.as_str() == target)
-        .ok_or_else(|| {
-            ApiError::invalid_state(
-                &target,
-                &ident,
-                st.power_state.map_or("None", |p| p.as_str()),
-            )
-        })?;
-    if matches!(
-        st.provision_state,
-        ProvisionState::Cleaning | ProvisionState::CleanWait
-    ) {
-        return Err(ApiError::invalid_state(
-            target.as_str(),
-            &ident,
-            st.provision_state.as_str(),
-        ));
-    }
-    if node.spec.spec.disable_power_off && matches!(target, PowerTarget::Off | PowerTarget::SoftOff)
-    {
-        return Err(ApiError::Conflict(format!(
-            "Failed to set node power state to {}.",
-            target.as_str()
-        )));
-    }
-    if let Some(p) = node.spec.spec.pending_power(st) {
-        return Err(ApiError::Conflict(format!(
-            "Node {} is locked by host {}, please retry after the current operation is completed (power action \"{}\" is in progress).",
-            node.id(),
-            node.holder.as_deref().unwrap_or("(no conductor yet)"),
-            p.target.as_str()
-        )));
-    }
-    require_conductor(&state, &node)?;
-    let timeout_s = timeout.map(|t| u32::try_from(t).unwrap_or(u32::MAX));
-    let view = state
-        .cluster
-        .request_power(&node.id().to_string(), target, timeout_s, &who(&caller))
-        .await?;
-    state.settle(view.spec_rev).await;
-    Ok(accepted(&state, &headers, &ident))
-}
-
-const PROVISION_ARGS: &[&str] = &[
-    "target",
-    "configdrive",
-    "clean_steps",
-    "deploy_steps",
-    "rescue_password",
-    "disable_ramdisk",
-    "service_steps",
-    "runbook",
-    // Ferric: run manual cleaning although the node is in maintenance.
-    "maintenance_ok",
-];
-
-/// The minimum version of each verb (Ironic's `MIN_VERB_VERSIONS` and later verb checks).
-fn verb_version(target: &str) -> u32 {
-    match target {
-        "manage" | "provide" => 4,
-        "inspect" => 6,
-        "abort" => 13,
-        "clean" => 15,
-        "adopt" => 17,
-        "rescue" | "unrescue" => 38,
-        "deploy" | "undeploy" => version::V_DEPLOY_VERBS,
-        "unhold" => version::V_UNHOLD,
-        "service" => version::V_SERVICE,
-        _ => 1,
-    }
-}
-
-fn steps(obj: &Map<String, Value>, name: &str) -> Result<Option<Vec<Value>>, ApiError> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => {
-            for (i, step) in items.iter().enumerate() {
-                let ok = step.as_object().is_some_and(|s| {
-                    s.get("interface").is_some_and(Value::is_string)
-                        && s.get("step")
-                            .is_some_and(|v| v.as_str().is_some_and(|t| !t.is_empty()))
-                });
-                if !ok {
-                    return Err(ApiError::BadRequest(format!(
-                        "Invalid {name}: step {i} must be an object with \"interface\" and \"step\""
-                    )));
-                }
+    let uuid = node.id().to_string();
+    let rev = match intent {
+        Intent::Power { target, timeout_s } => {
+            let view = state
+                .cluster
+                .request_power(&uuid, target, timeout_s, who)
+                .await?;
+            Some(view.spec_rev)
+        }
+        Intent::Provision {
+            verb,
+            maintenance_ok,
+            ref args,
+        } => {
+            let view = state
+                .cluster
+                .request_provision(&uuid, verb, maintenance_ok, args, who)
+                .await?;
+            Some(view.spec_rev)
+        }
+        Intent::BootDevice { device, persistent } => {
+            let view = state
+                .cluster
+                .request_boot_device(&uuid, device, persistent, who)
+                .await?;
+            Some(view.spec_rev)
+        }
+        Intent::Maintenance { on, ref reason } => {
+            let view = state
+                .cluster
+                .update_spec(&uuid, |_, spec| {
+                    spec.maintenance = on;
+                    spec.maintenance_reason = if on { reason.clone() } else { None };
+                    Ok(())
+                })
+                .await?;
+            Some(view.spec_rev)
+        }
+        Intent::Console { enabled } => {
+            // Read from etcd, not the copy: another gateway may have changed it a moment ago.
+            // Nothing to write when it already is so (Ironic logs "already enabled" and
+            // accepts).
+            let current = state.cluster.get_node(&uuid).await?;
+            if current.spec.console_enabled != enabled {
+                let view = state
+                    .cluster
+                    .update_spec(&uuid, |_, spec| {
+                        spec.console_enabled = enabled;
+                        Ok(())
+                    })
+                    .await?;
+                Some(view.spec_rev)
+            } else {
+                None
             }
-            Ok(Some(items.clone()))
-        }
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "Expected types <class 'NoneType'>, <class 'list'> for {name}: {other}"
-        ))),
-    }
-}
-
-pub async fn provision(
-    State(state): State<AppState>,
-    Extension(v): Extension<ApiVersion>,
-    Extension(caller): Extension<Caller>,
-    Path(ident): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let body = request::json_body(body, &headers, state.config.body_limit).await?;
-    let obj = request::action_object(body, PROVISION_ARGS)?;
-    let target = request::req_string(&obj, "target")?;
-    let configdrive = match obj.get("configdrive") {
-        None | Some(Value::Null) => None,
-        Some(c @ (Value::String(_) | Value::Object(_))) => Some(c.clone()),
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "Expected types <class 'NoneType'>, <class 'dict'>, <class 'str'> for configdrive: {other}"
-            )))
         }
     };
-    let clean_steps = steps(&obj, "clean_steps")?;
-    let deploy_steps = steps(&obj, "deploy_steps")?;
-    let service_steps = steps(&obj, "service_steps")?;
-    let rescue_password = request::opt_string(&obj, "rescue_password")?;
-    let disable_ramdisk = request::opt_bool(&obj, "disable_ramdisk")?;
-    let runbook = request::opt_string(&obj, "runbook")?;
-    let maintenance_ok = request::opt_bool(&obj, "maintenance_ok")?.unwrap_or(false);
-
-    if !v.at_least(verb_version(&target)) {
-        return Err(ApiError::not_acceptable());
+    if let Some(rev) = rev {
+        state.settle(rev).await;
     }
-    let node = request::lookup(&state, &ident, v).await?;
-    let spec = &node.spec.spec;
-    let st = node.status();
-    let uuid = spec.id.to_string();
-    if matches!(target.as_str(), "active" | "rebuild" | "deploy") && spec.maintenance {
-        return Err(ApiError::in_maintenance("provisioning", &uuid));
-    }
-    // A verb the state machine does not take here: 409 while a conductor holds the node (the
-    // client should retry), 400 otherwise (Ironic's order of checks).
-    let verb = Verb::parse(&target);
-    let refuse = || {
-        if let Some(host) = node_json::reservation(&node) {
-            ApiError::locked(&uuid, host)
-        } else {
-            ApiError::invalid_state(&target, &uuid, st.provision_state.as_str())
-        }
-    };
-    let verb = verb.ok_or_else(refuse)?;
-    if let Some(p) = spec.pending_provision(st) {
-        return Err(ApiError::Conflict(format!(
-            "Node {uuid} is locked by host {}, please retry after the current operation is completed (provision action \"{}\" has not been taken up yet).",
-            node.holder.as_deref().unwrap_or("(no conductor yet)"),
-            p.verb.as_str()
-        )));
-    }
-    on_verb(st.provision_state, verb).map_err(|_| refuse())?;
-    if runbook.is_some() {
-        return Err(ApiError::BadRequest(
-            "Ferric has no runbooks; \"runbook\" is not supported.".into(),
-        ));
-    }
-    if configdrive.is_some() && !matches!(verb, Verb::Deploy | Verb::Rebuild) {
-        return Err(ApiError::BadRequest(
-            "Adding a config drive is only supported when setting provision state to active, rebuild"
-                .into(),
-        ));
-    }
-    if clean_steps.is_some() && verb != Verb::Clean {
-        return Err(ApiError::BadRequest(
-            "\"clean_steps\" is only valid when setting target provision state to clean".into(),
-        ));
-    }
-    if deploy_steps.is_some() {
-        if !v.at_least(version::V_DEPLOY_STEPS) {
-            return Err(ApiError::not_acceptable());
-        }
-        if !matches!(verb, Verb::Deploy | Verb::Rebuild) {
-            return Err(ApiError::BadRequest(
-                "\"deploy_steps\" is only valid when setting target provision state to active or rebuild".into(),
-            ));
-        }
-    }
-    if rescue_password.is_some() && verb != Verb::Rescue {
-        return Err(ApiError::BadRequest(
-            "\"rescue_password\" is only valid when setting target provision state to rescue"
-                .into(),
-        ));
-    }
-    if verb == Verb::Abort {
-        if st.provision_state == ProvisionState::InspectWait
-            && !v.at_least(version::V_INSPECT_ABORT)
-        {
-            return Err(ApiError::not_acceptable());
-        }
-        if st.provision_state == ProvisionState::WaitCallBack
-            && !v.at_least(version::V_DEPLOY_WAIT_ABORT)
-        {
-            return Err(ApiError::not_acceptable());
-        }
-    }
-    if service_steps.is_some() && verb != Verb::Service {
-        return Err(ApiError::BadRequest(
-            "\"service_steps\" is only valid when setting target provision state to service".into(),
-        ));
-    }
-    if let Some(_d) = disable_ramdisk {
-        if !v.at_least(version::V_CLEAN_DISABLE_RAMDISK) {
-            return Err(ApiError::not_acceptable());
-        }
-        if verb != Verb::Clean {
-            return Err(ApiError::BadRequest(
-                "\"disable_ramdisk\" is only valid when setting target provision state to clean"
-                    .into(),
-            ));
-        }
-    }
-    if maintenance_ok && verb != Verb::Clean {
-        return Err(ApiError::BadRequest(
-            "\"maintenance_ok\" is only valid when setting target provision state to clean".into(),
-        ));
-    }
-    match verb {
-        Verb::Clean if clean_steps.as_ref().is_none_or(|s| s.is_empty()) => {
-            return Err(ApiError::BadRequest(
-                "\"clean_steps\" is required when setting target provision state to clean".into(),
-            ))
-        }
-        Verb::Rescue if rescue_password.as_deref().is_none_or(|p| p.trim().is_empty()) => {
-            return Err(ApiError::BadRequest(
-                "A non-empty \"rescue_password\" is required when setting target provision state to rescue".into(),
-            ))
-        }
-        Verb::Service if service_steps.as_ref().is_none_or(|s| s.is_empty()) => {
-            return Err(ApiError::BadRequest(
-                "\"service_steps\" is required when setting target provision state to service"
-                    .into(),
-            ))
-        }
-        _ => {}
-    }
-    // Refused in maintenance (Ironic's conductor refuses these with 400): the operator may
-    // still ask for manual cleaning explicitly, to diagnose the node.
-    if spec.maintenance {
-        let op = match verb {
-            Verb::Clean if !maintenance_ok => Some("cleaning"),
-            Verb::Rescue => Some("rescuing"),
-            Verb::Unrescue => Some("unrescuing"),
-            Verb::Service => Some("servicing"),
-            _ => None,
-        };
-        if let Some(op) = op {
-            return Err(ApiError::in_maintenance(op, &uuid));
-        }
-    }
-    require_conductor(&state, &node)?;
-    check_concurrency(&state, verb)?;
-    let mut args = Map::new();
-    for (k, v) in obj.iter() {
-        if !matches!(k.as_str(), "target" | "maintenance_ok") && !v.is_null() {
-            args.insert(k.clone(), v.clone());
-        }
-    }
-    let args = if args.is_empty() {
-        String::new()
-    } else {
-        Value::Object(args).to_string()
-    };
-    let view = state
-        .cluster
-        .request_provision(&uuid, verb, maintenance_ok, &args, &who(&caller))
-        .await?;
-    state.settle(view.spec_rev).await;
-    Ok(accepted(&state, &headers, &ident))
+    Ok(match intent {
+        // Ironic answers 204 here (gophercloud insists on it), not 202.
+        Intent::BootDevice { .. } => StatusCode::NO_CONTENT.into_response(),
+        Intent::Console { .. } => accepted_at(state, headers, ident, "states/console"),
+        _ => accepted(state, headers, ident),
+    })
 }
 
 pub async fn maintenance_on(
@@ -459,16 +275,8 @@ pub async fn maintenance_on(
     let obj = request::action_object(body, &["reason"])?;
     let reason = request::opt_string(&obj, "reason")?.or(params.get("reason").map(String::from));
     let node = request::lookup(&state, &ident, v).await?;
-    let view = state
-        .cluster
-        .update_spec(&node.id().to_string(), |_, spec| {
-            spec.maintenance = true;
-            spec.maintenance_reason = reason.clone();
-            Ok(())
-        })
-        .await?;
-    state.settle(view.spec_rev).await;
-    Ok(accepted(&state, &headers, &ident))
+    let intent = Intent::Maintenance { on: true, reason };
+    apply(&state, &headers, &ident, &node, "", intent).await
 }
 
 pub async fn maintenance_off(
@@ -480,17 +288,11 @@ pub async fn maintenance_off(
 ) -> Result<Response, ApiError> {
     Params::parse(q.as_deref())?.only(&[])?;
     let node = request::lookup(&state, &ident, v).await?;
-    let view = state
-        .cluster
-        .update_spec(&node.id().to_string(), |_, spec| {
-            // Leaving maintenance clears the reason here; the owner clears `fault` (status).
-            spec.maintenance = false;
-            spec.maintenance_reason = None;
-            Ok(())
-        })
-        .await?;
-    state.settle(view.spec_rev).await;
-    Ok(accepted(&state, &headers, &ident))
+    let intent = Intent::Maintenance {
+        on: false,
+        reason: None,
+    };
+    apply(&state, &headers, &ident, &node, "", intent).await
 }
 
 pub async fn boot_device(
@@ -518,39 +320,6 @@ pub async fn boot_devices_supported(
         StatusCode::OK,
         &json!({ "supported_boot_devices": devices }),
     ))
-}
-
-pub async fn set_boot_device(
-    State(state): State<AppState>,
-    Extension(v): Extension<ApiVersion>,
-    Extension(caller): Extension<Caller>,
-    Path(ident): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let body = request::json_body(body, &headers, state.config.body_limit).await?;
-    let obj = request::action_object(body, &["boot_device", "persistent"])?;
-    let device = request::req_string(&obj, "boot_device")?;
-    let persistent = request::opt_bool(&obj, "persistent")?.unwrap_or(false);
-    let node = request::lookup(&state, &ident, v).await?;
-    let device = BootDevice::parse(&device).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "Invalid boot device {device} specified. Supported boot devices: {}",
-            BootDevice::ALL
-                .iter()
-                .map(|d| d.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
-    require_conductor(&state, &node)?;
-    let view = state
-        .cluster
-        .request_boot_device(&node.id().to_string(), device, persistent, &who(&caller))
-        .await?;
-    state.settle(view.spec_rev).await;
-    // Ironic answers 204 here (gophercloud insists on it), not 202.
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Ferric's answer to Ironic's driver interface validation: power and management depend on a
@@ -633,100 +402,67 @@ pub async fn validate_query(
     Ok(request::json(StatusCode::OK, &validation(&state, &node)))
 }
 
-const AGENT_STATES: &[&str] = &["start", "end", "error"];
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Fixtures for the actions' parse and check tests: request bodies and nodes as plain data.
 
-pub async fn heartbeat(
-    State(state): State<AppState>,
-    Extension(v): Extension<ApiVersion>,
-    Path(ident): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    if !v.at_least(version::V_RAMDISK) {
-        return Err(ApiError::NotFound(
-            "The resource could not be found.".into(),
-        ));
-    }
-    let body = request::json_body(body, &headers, state.config.body_limit).await?;
-    let obj = request::action_object(
-        body,
-        &[
-            "callback_url",
-            "agent_version",
-            "agent_token",
-            "agent_verify_ca",
-            "agent_status",
-            "agent_status_message",
-        ],
-    )?;
-    let callback_url = request::req_string(&obj, "callback_url")?;
-    let agent_version = request::opt_string(&obj, "agent_version")?;
-    let agent_token = request::opt_string(&obj, "agent_token")?;
-    let agent_verify_ca = request::opt_string(&obj, "agent_verify_ca")?;
-    let agent_status = request::opt_string(&obj, "agent_status")?;
-    let agent_status_message = request::opt_string(&obj, "agent_status_message")?;
-    if agent_version.is_some() && !v.at_least(version::V_AGENT_VERSION) {
-        return Err(ApiError::BadRequest(
-            "Field \"agent_version\" not recognised".into(),
-        ));
-    }
-    if (agent_status.is_some() || agent_status_message.is_some())
-        && !v.at_least(version::V_AGENT_STATUS)
-    {
-        return Err(ApiError::BadRequest(
-            "Fields \"agent_status\" and \"agent_status_message\" not recognised.".into(),
-        ));
-    }
-    if agent_verify_ca.is_some() && !v.at_least(version::V_VERIFY_CA) {
-        return Err(ApiError::BadRequest(
-            "Field \"agent_verify_ca\" not recognised in this version".into(),
-        ));
-    }
-    let node = request::lookup(&state, &ident, v).await?;
-    let scheme_ok = callback_url
-        .split_once("://")
-        .is_some_and(|(scheme, rest)| scheme.contains("http") && !rest.is_empty());
-    if !callback_url.is_empty() && !scheme_ok {
-        return Err(ApiError::BadRequest(
-            "An issue with the supplied \"callback_url\" has been detected.".into(),
-        ));
-    }
-    if agent_token.is_none() {
-        return Err(ApiError::BadRequest(
-            "Agent token is required for heartbeat processing.".into(),
-        ));
-    }
-    let pinned = node
-        .status
-        .as_ref()
-        .filter(|st| st.status.provision_state.is_wait())
-        .and_then(|st| st.status.agent.as_ref())
-        .and_then(|a| a.token.clone());
-    if pinned.is_some_and(|t| Some(&t) != agent_token.as_ref()) {
-        // Not recorded: it must not replace the last heartbeat of the node's real agent.
-        return Err(ApiError::BadRequest(
-            "Invalid or missing agent token received.".into(),
-        ));
-    }
-    if let Some(s) = &agent_status {
-        if !AGENT_STATES.contains(&s.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "Agent status is invalid. Valid states are {}.",
-                AGENT_STATES.join(",")
-            )));
+    use super::*;
+    use crate::informer::{SpecEntry, StatusEntry};
+    use ferric_model::{NodeId, NodeSpec, NodeStatus, ProvisionState};
+    use std::sync::Arc;
+
+    pub(crate) const V_OLD: ApiVersion = ApiVersion {
+        minor: 1,
+        new_header: false,
+    };
+    pub(crate) const V_LATEST: ApiVersion = ApiVersion {
+        minor: version::MAX_MINOR,
+        new_header: false,
+    };
+
+    pub(crate) fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
         }
     }
-    let rec = HeartbeatRecord {
-        at_ms: now_ms(),
-        callback_url,
-        agent_version,
-        agent_token,
-        agent_verify_ca,
-        agent_status,
-        agent_status_message,
-        recorded_by: state.config.name.clone(),
-    };
-    let rev = state.cluster.record_heartbeat(&node.id(), &rec).await?;
-    state.wrote(rev);
-    Ok(StatusCode::ACCEPTED.into_response())
+
+    /// A node of the fake driver in `state`, held by no conductor.
+    pub(crate) fn node(state: ProvisionState) -> NodeRef {
+        let id: NodeId = "6f1a0c8e-8f0a-4b7e-9a51-1c2d3e4f5a6b".parse().unwrap();
+        let spec = NodeSpec::new(id, "fake-hardware", 1);
+        let status = NodeStatus {
+            provision_state: state,
+            ..NodeStatus::default()
+        };
+        NodeRef {
+            spec: Arc::new(SpecEntry::new(spec, 1)),
+            status: Some(Arc::new(StatusEntry {
+                status,
+                error: None,
+            })),
+            holder: None,
+        }
+    }
+
+    pub(crate) fn with_spec(n: &NodeRef, f: impl FnOnce(&mut NodeSpec)) -> NodeRef {
+        let mut spec = n.spec.spec.clone();
+        f(&mut spec);
+        NodeRef {
+            spec: Arc::new(SpecEntry::new(spec, n.spec.rev + 1)),
+            ..n.clone()
+        }
+    }
+
+    pub(crate) fn with_status(n: &NodeRef, f: impl FnOnce(&mut NodeStatus)) -> NodeRef {
+        let mut status = n.status().clone();
+        f(&mut status);
+        NodeRef {
+            status: Some(Arc::new(StatusEntry {
+                status,
+                error: None,
+            })),
+            ..n.clone()
+        }
+    }
 }

@@ -79,7 +79,7 @@ impl std::fmt::Debug for Auth {
 }
 
 /// The websocket subprotocol that carries credentials, followed by their base64url.
-pub const AUTH_SUBPROTOCOL_PREFIX: &str = "ferric.auth.";
+pub use ferric_model::console_wire::AUTH_SUBPROTOCOL_PREFIX;
 
 const BASIC_CHALLENGE: &str = "Basic realm=\"Baremetal API\"";
 const BEARER_CHALLENGE: &str = "Bearer realm=\"Baremetal API\"";

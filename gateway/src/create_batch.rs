@@ -27,7 +27,7 @@ impl Creator {
 
     pub async fn create(&self, spec: NodeSpec) -> Result<NodeId, ClusterError> {
         let (reply, rx) = oneshot::channel();
-        let gone = || ClusterError::Invalid("the gateway is shutting down".into());
+        let gone = || ClusterError::ShuttingDown("the gateway");
         self.tx.send((spec, reply)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }

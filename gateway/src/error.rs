@@ -88,18 +88,19 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Cluster(e) => match e {
-                ClusterError::Unreachable { .. } | ClusterError::Etcd { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                ClusterError::Unreachable { .. }
+                | ClusterError::Etcd { .. }
+                | ClusterError::ShuttingDown(_) => StatusCode::SERVICE_UNAVAILABLE,
                 ClusterError::NodeNotFound(_) => StatusCode::NOT_FOUND,
                 ClusterError::NameTaken(_)
                 | ClusterError::NodeExists(_)
                 | ClusterError::Busy { .. }
                 | ClusterError::Conflict(_) => StatusCode::CONFLICT,
                 ClusterError::InvalidState(_) | ClusterError::Invalid(_) => StatusCode::BAD_REQUEST,
-                ClusterError::Corrupt { .. } | ClusterError::Fenced(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                ClusterError::Corrupt { .. }
+                | ClusterError::Fenced(_)
+                | ClusterError::Internal(_)
+                | ClusterError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
     }
@@ -129,7 +130,13 @@ impl ApiError {
                     "Node {n} was changed concurrently too many times; please retry."
                 ),
                 ClusterError::Invalid(msg) => msg.clone(),
-                ClusterError::Corrupt { .. } | ClusterError::Fenced(_) => {
+                ClusterError::ShuttingDown(what) => {
+                    format!("{what} is shutting down; please retry.")
+                }
+                ClusterError::Corrupt { .. }
+                | ClusterError::Fenced(_)
+                | ClusterError::Internal(_)
+                | ClusterError::Config(_) => {
                     "An internal error occurred in the Ferric gateway; see its log.".into()
                 }
             },
@@ -207,5 +214,108 @@ mod tests {
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         // The endpoint is logged, not returned.
         assert!(!e.faultstring().contains("10.0.0.1"));
+    }
+
+    /// The body a client gets: (status, faultcode, faultstring).
+    fn answer(e: ClusterError) -> (StatusCode, String, String) {
+        let resp = ApiError::from(e).into_response();
+        let status = resp.status();
+        let body =
+            futures::executor::block_on(axum::body::to_bytes(resp.into_body(), 1 << 16)).unwrap();
+        let outer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let inner: serde_json::Value =
+            serde_json::from_str(outer["error_message"].as_str().unwrap()).unwrap();
+        (
+            status,
+            inner["faultcode"].as_str().unwrap().to_string(),
+            inner["faultstring"].as_str().unwrap().to_string(),
+        )
+    }
+
+    #[test]
+    fn refused_requests_are_400_with_their_message() {
+        let (status, code, msg) = answer(ClusterError::Invalid(
+            "node n1 has disable_power_off set: power off is refused".into(),
+        ));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(code, "Client");
+        assert_eq!(
+            msg,
+            "node n1 has disable_power_off set: power off is refused"
+        );
+    }
+
+    #[test]
+    fn a_stopping_gateway_is_503_not_400() {
+        let (status, code, msg) = answer(ClusterError::ShuttingDown("the gateway"));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(code, "Server");
+        assert_eq!(msg, "the gateway is shutting down; please retry.");
+    }
+
+    #[test]
+    fn internal_failures_are_500_and_keep_their_detail_in_the_log() {
+        let secret_detail = "consoles/6f1a vanished while it was being read";
+        for e in [
+            ClusterError::Internal("unexpected etcd txn response".into()),
+            ClusterError::Internal(secret_detail.into()),
+            ClusterError::Config("cannot read /etc/ferric/etcd-ca.pem: denied".into()),
+            ClusterError::Fenced("n1".into()),
+        ] {
+            let shown = e.to_string();
+            let (status, code, msg) = answer(e);
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{shown}");
+            assert_eq!(code, "Server", "{shown}");
+            assert_eq!(
+                msg, "An internal error occurred in the Ferric gateway; see its log.",
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_cluster_error_kind_has_its_status() {
+        let unavailable = ClusterError::Unreachable {
+            endpoints: "http://127.0.0.1:2379".into(),
+            reason: "refused".into(),
+        };
+        let cases = [
+            (unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                ClusterError::ShuttingDown("the gateway"),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                ClusterError::NodeNotFound("n".into()),
+                StatusCode::NOT_FOUND,
+            ),
+            (ClusterError::NameTaken("n".into()), StatusCode::CONFLICT),
+            (ClusterError::NodeExists("n".into()), StatusCode::CONFLICT),
+            (
+                ClusterError::Busy {
+                    node: "n".into(),
+                    what: "deploying".into(),
+                },
+                StatusCode::CONFLICT,
+            ),
+            (ClusterError::Conflict("n".into()), StatusCode::CONFLICT),
+            (ClusterError::Invalid("no".into()), StatusCode::BAD_REQUEST),
+            (
+                ClusterError::Internal("x".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                ClusterError::Config("x".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                ClusterError::Fenced("n".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (e, want) in cases {
+            let shown = e.to_string();
+            assert_eq!(ApiError::from(e).status(), want, "{shown}");
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! Ferric's vocabulary, with no I/O: ids, the node record (spec and status) and its typed
 //! `driver_info`, power and provision states, the fencing token, history kinds and requesters,
-//! every record persisted in etcd, and their versioned encoding.
+//! every record persisted in etcd and their versioned encoding, and the console wire contract.
 
 pub mod clock;
 pub mod codec;
 pub mod console_record;
+pub mod console_wire;
 pub mod driver_info;
 pub mod heartbeat;
 pub mod history;
@@ -16,6 +17,7 @@ pub mod reservation;
 
 pub use codec::{decode, encode, CodecError, Record};
 pub use console_record::{ConsoleRecord, ConsoleSecretRecord};
+pub use console_wire::{ControlFrame, ViewerMode};
 pub use driver_info::{DriverInfo, DriverInfoError};
 pub use heartbeat::HeartbeatRecord;
 pub use history::{HistoryKind, Requester};

@@ -12,10 +12,11 @@
 
 use crate::context::ConsoleContext;
 use crate::error::ConsoleError;
-use crate::hub::{Close, ConsoleHub, SessionState, CLOSE_DISABLED, CLOSE_OWNER_CHANGED};
+use crate::hub::{Close, ConsoleHub, SessionState};
 use crate::runner::{RecordTo, Runner};
 use crate::session::Cancel;
 use crate::target::ConsoleTarget;
+use ferric_model::console_wire::{CLOSE_DISABLED, CLOSE_OWNER_CHANGED};
 use ferric_model::{now_ms, NodeId};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;

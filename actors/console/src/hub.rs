@@ -12,23 +12,17 @@
 //! when the console stops.
 
 use bytes::Bytes;
-use ferric_model::NodeId;
-use serde::Serialize;
+use ferric_model::{ControlFrame, NodeId, ViewerMode};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 
-/// Close codes sent to viewers (websocket close frames; 4000-4999 are application codes).
-pub const CLOSE_OWNER_CHANGED: u16 = 4001;
-pub const CLOSE_NOT_FOUND: u16 = 4404;
-pub const CLOSE_IDLE: u16 = 4408;
-pub const CLOSE_DISABLED: u16 = 4410;
-pub const CLOSE_TOO_SLOW: u16 = 4429;
-pub const CLOSE_TOO_MANY_VIEWERS: u16 = 4503;
-/// Standard: message too big.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Standard: internal error.
-pub const CLOSE_INTERNAL: u16 = 1011;
+// The close codes are the console wire contract's; re-exported so that `hub::CLOSE_*` keeps
+// naming them for the crate's users.
+pub use ferric_model::console_wire::{
+    CLOSE_DISABLED, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NOT_HERE, CLOSE_OWNER_CHANGED, CLOSE_TOO_BIG,
+    CLOSE_TOO_MANY_VIEWERS, CLOSE_TOO_SLOW,
+};
 
 /// Why a viewer is (or all viewers are) disconnected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,43 +220,21 @@ pub enum InputOutcome {
     NotActive,
 }
 
-#[derive(Serialize)]
-struct Hello<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    node: String,
-    conductor: &'a str,
-    writer: bool,
-    mode: &'static str,
-    state: &'static str,
-}
-
-#[derive(Serialize)]
-struct StateMsg<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    state: &'static str,
-    error: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retry_in_ms: Option<u64>,
-}
-
 fn state_json(state: &SessionState) -> String {
     let retry_in_ms = match state {
         SessionState::Reconnecting { retry_in_ms, .. } => Some(*retry_in_ms),
         _ => None,
     };
-    serde_json::to_string(&StateMsg {
-        kind: "state",
-        state: state.name(),
-        error: state.error(),
+    ControlFrame::State {
+        state: state.name().to_string(),
+        error: state.error().map(str::to_string),
         retry_in_ms,
-    })
-    .unwrap_or_default()
+    }
+    .to_text()
 }
 
 fn writer_json(writer: bool) -> String {
-    serde_json::json!({"type": "writer", "writer": writer}).to_string()
+    ControlFrame::Writer { writer }.to_text()
 }
 
 impl ConsoleHub {
@@ -322,15 +294,18 @@ impl ConsoleHub {
                 wants_write: rw,
             },
         );
-        let hello = serde_json::to_string(&Hello {
-            kind: "hello",
+        let hello = ControlFrame::Hello {
             node: self.node.to_string(),
-            conductor: &self.conductor,
+            conductor: self.conductor.clone(),
             writer,
-            mode: if rw { "rw" } else { "ro" },
-            state: inner.state.name(),
-        })
-        .unwrap_or_default();
+            mode: if rw {
+                ViewerMode::ReadWrite
+            } else {
+                ViewerMode::ReadOnly
+            },
+            state: inner.state.name().to_string(),
+        }
+        .to_text();
         Ok(Viewer {
             id,
             writer,

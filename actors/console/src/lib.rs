@@ -27,6 +27,9 @@
 //!
 //! # Wire contract (gateway -> conductor)
 //!
+//! The codes, modes and control frames below are `ferric_model::console_wire`'s, shared with the
+//! gateway.
+//!
 //! - `GET ws://<console_address>/console/{uuid}/ws?mode=rw|ro` (default `ro`), header
 //!   `Authorization: Bearer <secret>`, the secret being etcd's `<prefix>config/console-secret`.
 //!   Before the upgrade: 401 (missing or wrong secret; never logged), 400 (bad uuid or mode),

@@ -4,7 +4,8 @@
 //! after a stop waits until the previous session's cleanup, including its `sol deactivate`, is
 //! done, so that cleanup can never close the new session).
 
-use crate::hub::{Close, ConsoleHub, CLOSE_OWNER_CHANGED};
+use crate::hub::{Close, ConsoleHub};
+use ferric_model::console_wire::CLOSE_OWNER_CHANGED;
 use ferric_model::NodeId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -4,9 +4,7 @@
 
 use crate::context::{ConsoleContext, ConsoleSettings};
 use crate::error::ConsoleError;
-use crate::hub::{
-    Close, ConsoleHub, ViewerEvent, CLOSE_INTERNAL, CLOSE_OWNER_CHANGED, CLOSE_TOO_BIG,
-};
+use crate::hub::{Close, ConsoleHub, ViewerEvent};
 use crate::pidfile::{self, Swept};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -16,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use ferric_model::NodeId;
+use ferric_model::console_wire::{CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_OWNER_CHANGED, CLOSE_TOO_BIG};
+use ferric_model::{NodeId, ViewerMode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -222,10 +221,10 @@ async fn viewer(
     let Ok(node) = uuid.parse::<NodeId>() else {
         return refuse(StatusCode::BAD_REQUEST, "not a node uuid");
     };
-    let rw = match query.get("mode").map(String::as_str) {
-        None | Some("ro") => false,
-        Some("rw") => true,
-        Some(_) => return refuse(StatusCode::BAD_REQUEST, "mode must be rw or ro"),
+    let rw = match query.get("mode").map(|m| ViewerMode::parse(m)) {
+        None => false,
+        Some(Some(mode)) => mode == ViewerMode::ReadWrite,
+        Some(None) => return refuse(StatusCode::BAD_REQUEST, "mode must be rw or ro"),
     };
     let Some(hub) = st.ctx.registry.get(&node) else {
         return refuse(
@@ -260,7 +259,7 @@ async fn send(
 
 fn idle_close(idle: Duration) -> Close {
     Close::new(
-        crate::hub::CLOSE_IDLE,
+        CLOSE_IDLE,
         format!("idle for {} s; reconnect to continue", idle.as_secs()),
     )
 }
