@@ -7,8 +7,8 @@
 //! - Restart a conductor on the same host (SIGTERM, and SIGKILL): never two console processes
 //!   for one BMC, and every console comes back.
 
-use ferric_cluster::consoles::ConsoleRecord;
 use ferric_model::decode;
+use ferric_model::ConsoleRecord;
 use ferric_testkit::viewer::{connect, connect_bearer, read_until, type_keys, Ws};
 use ferric_testkit::Fleet;
 use ferric_testkit::IpmiSim;

@@ -9,10 +9,9 @@
 
 use crate::{get_prefix, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
-use ferric_model::{decode, encode, now_ms, FenceToken, NodeId};
-
-// Re-exported for crates not yet moved to `ferric_model::{ConsoleRecord, ConsoleSecretRecord}`.
-pub use ferric_model::{ConsoleRecord, ConsoleSecretRecord};
+use ferric_model::{
+    decode, encode, now_ms, ConsoleRecord, ConsoleSecretRecord, FenceToken, NodeId,
+};
 
 impl Cluster {
     /// `consoles/<uuid>`.

@@ -4,10 +4,7 @@
 
 use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use ferric_model::{decode, encode, NodeId};
-
-// Re-exported for crates not yet moved to `ferric_model::HeartbeatRecord`.
-pub use ferric_model::HeartbeatRecord;
+use ferric_model::{decode, encode, HeartbeatRecord, NodeId};
 
 impl Cluster {
     /// `heartbeats/<uuid>`.

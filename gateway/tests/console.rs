@@ -387,7 +387,7 @@ async fn states_console_get_and_put_like_ironic() {
 
     // The owner's console record shows in Ferric's extras.
     let token = w.own("c1", &id).await;
-    let rec = ferric_cluster::consoles::ConsoleRecord {
+    let rec = ferric_model::ConsoleRecord {
         conductor: "c1".into(),
         address: "127.0.0.1:1".into(),
         interface: "fake".into(),

@@ -54,7 +54,7 @@
 //!
 //! # Records
 //!
-//! `consoles/<uuid>` ([`ferric_cluster::consoles::ConsoleRecord`]) on the conductor's lease,
+//! `consoles/<uuid>` ([`ferric_model::ConsoleRecord`]) on the conductor's lease,
 //! fenced by the reservation: conductor, console address, interface, pid, started/active times,
 //! state, last error, a session description without secrets. Pid files:
 //! `<runtime_dir>/consoles/<uuid>.pid` holding `<pid> <start time>`.

@@ -63,8 +63,8 @@ async fn record_where(
     c: &Cluster,
     node: &NodeId,
     what: &str,
-    pred: impl Fn(&Option<ferric_cluster::consoles::ConsoleRecord>) -> bool,
-) -> Option<ferric_cluster::consoles::ConsoleRecord> {
+    pred: impl Fn(&Option<ferric_model::ConsoleRecord>) -> bool,
+) -> Option<ferric_model::ConsoleRecord> {
     let deadline = Instant::now() + WAIT;
     loop {
         let rec = c.get_console(node).await.unwrap();

@@ -11,8 +11,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use ferric_cluster::heartbeats::HeartbeatRecord;
 use ferric_model::now_ms;
+use ferric_model::HeartbeatRecord;
 use serde_json::{Map, Value};
 
 const AGENT_STATES: &[&str] = &["start", "end", "error"];

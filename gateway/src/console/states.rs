@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Extension;
-use ferric_cluster::consoles::ConsoleRecord;
+use ferric_model::ConsoleRecord;
 use ferric_model::NodeId;
 use serde_json::{json, Map, Value};
 
