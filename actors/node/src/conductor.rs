@@ -16,8 +16,9 @@ mod ownership;
 mod placement_index;
 mod session;
 
+use crate::error::ConductorError;
 use crate::supervisor::{NodeEvent, SupervisorMsg};
-use ferric_cluster::{Cluster, ClusterError, StatusWriter};
+use ferric_cluster::{Cluster, StatusWriter};
 use ractor::ActorRef;
 use session::{End, Session};
 use std::sync::Arc;
@@ -50,7 +51,7 @@ pub async fn run(
     supervisor: ActorRef<SupervisorMsg>,
     mut node_events: mpsc::UnboundedReceiver<NodeEvent>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), ClusterError> {
+) -> Result<(), ConductorError> {
     let writer = StatusWriter::spawn(cluster.clone(), 4);
     let mut previous_lease: Option<i64> = None;
     let mut failures = 0u32;
@@ -92,10 +93,11 @@ pub async fn run(
                             at_ms = ev.at_ms,
                             "evicted: every node actor stopped and no BMC command will be sent; exiting"
                         );
-                        return Err(ClusterError::Invalid(format!(
-                            "conductor {} was evicted by {}: {}",
-                            cfg.name, ev.by, ev.reason
-                        )));
+                        return Err(ConductorError::Evicted {
+                            conductor: cfg.name.clone(),
+                            by: ev.by,
+                            reason: ev.reason,
+                        });
                     }
                 }
                 tracing::error!(

@@ -18,6 +18,20 @@ pub enum NodeError {
     },
 }
 
+/// Why a conductor stopped serving for good.
+#[derive(Debug, thiserror::Error)]
+pub enum ConductorError {
+    /// `ferric ctl conductor evict`: this incarnation must not come back by itself.
+    #[error("conductor {conductor} was evicted by {by}: {reason}")]
+    Evicted {
+        conductor: String,
+        by: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
 impl NodeError {
     /// Sorts a cluster error met while working on `node`.
     pub fn from_cluster(node: NodeId, e: ClusterError) -> Self {

@@ -11,7 +11,7 @@ pub mod store;
 pub mod supervisor;
 
 pub use conductor::{run, ConductorConfig};
-pub use error::NodeError;
+pub use error::{ConductorError, NodeError};
 pub use node_actor::{NodeActor, NodeArgs, NodeCtx, NodeMsg, NodeSnapshot};
 pub use store::{EtcdStore, NodeStore, SpecChange};
 pub use supervisor::{NodeEvent, NodeSupervisor, SupervisorMsg};
