@@ -286,7 +286,13 @@ fn event_uuids(node: &NodeId, entries: &[HistoryEntry]) -> Vec<uuid::Uuid> {
             let mut h = Sha256::new();
             h.update(node.as_bytes());
             h.update(e.at_ms.to_le_bytes());
-            for part in [&e.kind, &e.action, &e.requested_by, &e.conductor, &e.result] {
+            for part in [
+                e.kind.as_str(),
+                &e.action,
+                e.requested_by.as_str(),
+                &e.conductor,
+                &e.result,
+            ] {
                 h.update((part.len() as u64).to_le_bytes());
                 h.update(part.as_bytes());
             }

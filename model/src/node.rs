@@ -8,6 +8,7 @@
 //! spec still says "on".
 
 use crate::codec::Record;
+use crate::history::{HistoryKind, Requester};
 use crate::ids::{NodeId, NodeName};
 use crate::power::{BootDevice, PowerState, PowerTarget};
 use crate::provision::{ProvisionState, Verb};
@@ -384,11 +385,12 @@ impl Record for NodeStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub at_ms: u64,
-    /// "power", "boot device", "provision", "maintenance", "takeover", ...
-    pub kind: String,
+    /// What it was about; persisted as today's strings ("power", "boot device", ...).
+    pub kind: HistoryKind,
     /// What was done ("power on", "soft power off -> hard off after 10 s", "manage", ...).
     pub action: String,
-    pub requested_by: String,
+    /// Who asked; persisted as today's strings ("conductor", "api:alice", ...).
+    pub requested_by: Requester,
     pub conductor: String,
     /// "ok", or the error.
     pub result: String,

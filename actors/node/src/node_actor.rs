@@ -26,10 +26,9 @@ use crate::store::NodeStore;
 use effects::{history, record, requeue, settle, Extras, RETRY};
 use ferric_cluster::{Cluster, SelfFence};
 use ferric_console::{ConsoleActor, ConsoleContext, ConsoleMsg, ConsoleTarget, StopReason};
-use ferric_model::HeartbeatRecord;
 use ferric_model::{
-    now_ms, CodecError, DriverInfo, FenceToken, NodeId, NodeSpec, NodeStatus, PowerState,
-    ProvisionState, RemediationPolicy,
+    now_ms, CodecError, DriverInfo, FenceToken, HeartbeatRecord, HistoryKind, NodeId, NodeSpec,
+    NodeStatus, PowerState, ProvisionState, RemediationPolicy, Requester,
 };
 use ferric_power::{Bmc, BmcError, BmcSettings, PowerMsg};
 use in_flight::{InFlight, Timers};
@@ -142,7 +141,7 @@ pub struct NodeState {
     unsent: VecDeque<(NodeStatus, Extras)>,
     /// The maintenance flip this actor itself wrote into the spec (its revision and who asked),
     /// so the history names the right author when the watch brings it back.
-    own_flip: Option<(i64, &'static str)>,
+    own_flip: Option<(i64, Requester)>,
     /// Set when this build must not touch the node (its status is in a newer format).
     passive: Option<String>,
     power: Option<ActorRef<PowerMsg>>,
@@ -440,7 +439,13 @@ async fn on_spec(
     let change = on_maintenance_change(was, &spec, &state.status, author, now_ms(), timeout);
     state.set_spec(*spec);
     if let Some(change) = change {
-        let entry = history(state, "maintenance", &change.action, change.by, None);
+        let entry = history(
+            state,
+            HistoryKind::Maintenance,
+            &change.action,
+            change.by,
+            None,
+        );
         record(state, change.status, Extras::history(entry)).await?;
     }
     reconcile::reconcile(myself, state).await

@@ -4,10 +4,9 @@
 
 use ferric_cluster::remediation::Slot;
 use ferric_cluster::{Cluster, ClusterError, NodeView, StatusWriter};
-use ferric_model::HeartbeatRecord;
 use ferric_model::{
-    now_ms, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus, ProvisionRequest,
-    RemediationPolicy, Verb,
+    now_ms, EventRecord, FenceToken, HeartbeatRecord, HistoryEntry, NodeId, NodeSpec, NodeStatus,
+    ProvisionRequest, RemediationPolicy, Verb,
 };
 use futures::future::BoxFuture;
 

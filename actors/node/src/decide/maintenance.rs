@@ -3,7 +3,7 @@
 //! go into the node's history.
 
 use crate::decide::agent::restart_wait_on_leaving_maintenance;
-use ferric_model::{NodeSpec, NodeStatus};
+use ferric_model::{NodeSpec, NodeStatus, Requester};
 
 /// The status and history entry that record a maintenance flip.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,8 +11,8 @@ pub struct MaintenanceChange {
     pub status: NodeStatus,
     /// The history entry's action.
     pub action: String,
-    /// Who flipped it: "api", "conductor" (maintenance on a fault) or "remediation".
-    pub by: &'static str,
+    /// Who flipped it: the API, the conductor (maintenance on a fault) or remediation.
+    pub by: Requester,
 }
 
 /// The change when maintenance flips from `was` (None: the first spec this actor sees, which
@@ -22,7 +22,7 @@ pub fn on_maintenance_change(
     was: Option<bool>,
     spec: &NodeSpec,
     status: &NodeStatus,
-    author: Option<&'static str>,
+    author: Option<Requester>,
     now_ms: u64,
     callback_timeout_ms: u64,
 ) -> Option<MaintenanceChange> {
@@ -30,11 +30,11 @@ pub fn on_maintenance_change(
     let by = if let Some(author) = author {
         author
     } else if spec.maintenance && status.fault.is_some() {
-        "conductor"
+        Requester::Conductor
     } else if !spec.maintenance && status.remediation.as_ref().is_some_and(|r| r.active) {
-        "remediation"
+        Requester::Remediation
     } else {
-        "api"
+        Requester::Api
     };
     match (was?, spec.maintenance) {
         (false, true) => Some(MaintenanceChange {
@@ -135,7 +135,7 @@ mod tests {
             Some(true),
             &spec(false),
             &NodeStatus::default(),
-            Some("remediation"),
+            Some(Requester::Remediation),
             0,
             1,
         );

@@ -8,8 +8,7 @@ use super::reconcile::{reconcile, Action, Flow, Outcome};
 use super::{NodeMsg, NodeState};
 use crate::decide::agent::{on_heartbeat, wait_timeout, Heartbeat};
 use crate::error::NodeError;
-use ferric_model::now_ms;
-use ferric_model::HeartbeatRecord;
+use ferric_model::{now_ms, HeartbeatRecord, HistoryKind, Requester};
 use ractor::ActorRef;
 
 /// A heartbeat from the watch. One that comes before the node waits for it (the agent can be
@@ -70,7 +69,13 @@ async fn on_agent_heartbeat(
             error,
             work,
         } => {
-            let entry = history(state, "provision", &action, "agent", error);
+            let entry = history(
+                state,
+                HistoryKind::Provision,
+                &action,
+                Requester::Agent,
+                error,
+            );
             record(state, *status, Extras::history(entry)).await?;
             drive(myself, state, work).await
         }
@@ -93,7 +98,13 @@ pub(super) async fn on_deadline_timer(
                 state.status.provision_state.as_str(),
                 next.provision_state.as_str()
             );
-            let entry = history(state, "provision", &action, "conductor", Some(error));
+            let entry = history(
+                state,
+                HistoryKind::Provision,
+                &action,
+                Requester::Conductor,
+                Some(error),
+            );
             record(state, next, Extras::history(entry)).await?;
         }
     }

@@ -4,7 +4,10 @@
 use super::reconcile::{Action, Outcome};
 use super::{NodeMsg, NodeState};
 use crate::error::NodeError;
-use ferric_model::{now_ms, EventRecord, HistoryEntry, NodeStatus, PowerState, ProvisionState};
+use ferric_model::{
+    now_ms, EventRecord, HistoryEntry, HistoryKind, NodeStatus, PowerState, ProvisionState,
+    Requester,
+};
 use ractor::ActorRef;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -38,16 +41,16 @@ impl Extras {
 
 pub(super) fn history(
     state: &NodeState,
-    kind: &str,
+    kind: HistoryKind,
     action: &str,
-    requested_by: &str,
+    requested_by: impl Into<Requester>,
     error: Option<String>,
 ) -> HistoryEntry {
     HistoryEntry {
         at_ms: now_ms(),
-        kind: kind.to_string(),
+        kind,
         action: action.to_string(),
-        requested_by: requested_by.to_string(),
+        requested_by: requested_by.into(),
         conductor: state.ctx.me.clone(),
         severity: if error.is_some() { "ERROR" } else { "INFO" }.to_string(),
         result: error.unwrap_or_else(|| "ok".to_string()),

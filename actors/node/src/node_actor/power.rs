@@ -11,7 +11,8 @@ use crate::decide::node_state::{
 };
 use crate::error::NodeError;
 use ferric_model::{
-    now_ms, BootDevice, BootDeviceRequest, PowerRequest, PowerState, PowerTarget, ProvisionState,
+    now_ms, BootDevice, BootDeviceRequest, HistoryKind, PowerRequest, PowerState, PowerTarget,
+    ProvisionState, Requester,
 };
 use ferric_power::op::{Phase, Plan};
 use ferric_power::{Outcome, PowerActor, PowerArgs, PowerEvent, PowerMsg};
@@ -83,9 +84,9 @@ pub(super) async fn start_boot_device(
             let next = boot_finished(&state.status, &req, &Err(error.clone()));
             let entry = history(
                 state,
-                "boot device",
+                HistoryKind::BootDevice,
                 req.device.as_str(),
-                &req.requested_by,
+                req.requested_by.as_str(),
                 Some(error),
             );
             record(state, next, Extras::history(entry)).await?;
@@ -206,9 +207,9 @@ pub(super) async fn on_power_event(
             );
             let entry = history(
                 state,
-                "boot device",
+                HistoryKind::BootDevice,
                 &action,
-                &req.requested_by,
+                req.requested_by.as_str(),
                 result.err(),
             );
             record(state, next, Extras::history(entry)).await?;
@@ -243,7 +244,7 @@ async fn finish_power(state: &mut NodeState, seq: u64, outcome: Outcome) -> Resu
     let who = req
         .as_ref()
         .map_or("conductor".to_string(), |r| r.requested_by.clone());
-    let entry = history(state, "power", &action, &who, error);
+    let entry = history(state, HistoryKind::Power, &action, who.as_str(), error);
     let event = power_event(state, &mut next, before);
     record(state, next, Extras::history(entry).with_event(event)).await
 }
@@ -381,7 +382,13 @@ async fn finish_hardware(
         pstate.as_str(),
         next.provision_state.as_str()
     );
-    let entry = history(state, "provision", &action, "conductor", result.err());
+    let entry = history(
+        state,
+        HistoryKind::Provision,
+        &action,
+        Requester::Conductor,
+        result.err(),
+    );
     let event = power_event(state, &mut next, before_power);
     record(state, next, Extras::history(entry).with_event(event)).await?;
     Box::pin(drive(myself, state, more)).await

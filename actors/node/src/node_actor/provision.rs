@@ -7,7 +7,7 @@ use super::reconcile::{reconcile, Flow, Outcome};
 use super::{NodeMsg, NodeState};
 use crate::decide::node_state::{begin_provision, step_done, work_for, Work};
 use crate::error::NodeError;
-use ferric_model::{now_ms, ProvisionRequest, ProvisionState};
+use ferric_model::{now_ms, HistoryKind, ProvisionRequest, ProvisionState, Requester};
 use ractor::ActorRef;
 use std::time::Duration;
 
@@ -45,7 +45,13 @@ pub(super) async fn start_provision(
         next = end;
         work = Ok(more);
     }
-    let entry = history(state, "provision", &action, &req.requested_by, error);
+    let entry = history(
+        state,
+        HistoryKind::Provision,
+        &action,
+        req.requested_by.as_str(),
+        error,
+    );
     record(state, next, Extras::history(entry)).await?;
     match drive(myself, state, work.ok().flatten()).await? {
         Flow::Wait => Ok(Flow::Wait),
@@ -154,7 +160,13 @@ pub(super) async fn drive(
             from.as_str(),
             next.provision_state.as_str()
         );
-        let entry = history(state, "provision", &action, "conductor", result.err());
+        let entry = history(
+            state,
+            HistoryKind::Provision,
+            &action,
+            Requester::Conductor,
+            result.err(),
+        );
         record(state, next, Extras::history(entry)).await?;
         work = more;
     }

@@ -7,7 +7,7 @@ use super::effects::{arm_deadline, flush, history, record, Extras};
 use super::{console, power, provision, remediation, NodeMsg, NodeState};
 use crate::decide::node_state::{next_step, take_over, takeover_needs_write, Step};
 use crate::error::NodeError;
-use ferric_model::{now_ms, ProvisionState};
+use ferric_model::{now_ms, HistoryKind, ProvisionState, Requester};
 use ractor::ActorRef;
 use std::time::Duration;
 
@@ -77,7 +77,13 @@ async fn round(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow
         if let Some(error) = console::sync_console(myself, state).await {
             // Ironic records a console that cannot start; here it goes to the history (not
             // last_error, which belongs to provisioning), once per distinct error.
-            let entry = history(state, "console", "enable", "conductor", Some(error));
+            let entry = history(
+                state,
+                HistoryKind::Console,
+                "enable",
+                Requester::Conductor,
+                Some(error),
+            );
             let next = state.status.clone();
             record(state, next, Extras::history(entry)).await?;
         }
@@ -94,9 +100,9 @@ async fn round(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow
             let action = format!("taken over by {}", state.ctx.me);
             let entry = history(
                 state,
-                "takeover",
+                HistoryKind::Takeover,
                 &action,
-                "conductor",
+                Requester::Conductor,
                 next.last_error.clone(),
             );
             record(state, next, Extras::history(entry)).await?;

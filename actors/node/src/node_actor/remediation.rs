@@ -10,7 +10,9 @@ use crate::decide::remedy::{fault_vs_maintenance, remedy, FaultAction, Remedy};
 use crate::error::NodeError;
 use crate::store::SpecChange;
 use ferric_cluster::remediation::Slot;
-use ferric_model::{now_ms, NodeStatus, Remediation, RemediationPolicy, Verb};
+use ferric_model::{
+    now_ms, HistoryKind, NodeStatus, Remediation, RemediationPolicy, Requester, Verb,
+};
 use ractor::ActorRef;
 use std::time::Duration;
 
@@ -34,7 +36,13 @@ pub(super) async fn fault_check(
             next.fault_at_ms = None;
             next.remediation = None;
             let action = format!("fault \"{fault}\" cleared (maintenance was left)");
-            let entry = history(state, "maintenance", &action, "conductor", None);
+            let entry = history(
+                state,
+                HistoryKind::Maintenance,
+                &action,
+                Requester::Conductor,
+                None,
+            );
             record(state, next, Extras::history(entry)).await?;
             Ok(Flow::Again)
         }
@@ -42,7 +50,7 @@ pub(super) async fn fault_check(
             // The watch brings the new spec (and the history entry of the transition).
             let view = change_spec(state, SpecChange::MaintenanceForFault(reason)).await?;
             if view.spec.maintenance {
-                state.own_flip = Some((view.spec_rev, "conductor"));
+                state.own_flip = Some((view.spec_rev, Requester::Conductor));
             }
             Ok(Flow::Wait)
         }
@@ -112,7 +120,13 @@ pub(super) async fn remediate(
                         started_at_ms: now_ms(),
                     });
                     let action = format!("remediation started: {}", attempt(&policy, &next));
-                    let entry = history(state, "remediation", &action, "remediation", None);
+                    let entry = history(
+                        state,
+                        HistoryKind::Remediation,
+                        &action,
+                        Requester::Remediation,
+                        None,
+                    );
                     record(state, next, Extras::history(entry)).await?;
                     Ok(Flow::Again)
                 }
@@ -183,9 +197,9 @@ pub(super) async fn remediate(
             next.remediation = None;
             let entry = history(
                 state,
-                "remediation",
+                HistoryKind::Remediation,
                 "remediation stopped: the node left maintenance",
-                "remediation",
+                Requester::Remediation,
                 None,
             );
             record(state, next, Extras::history(entry)).await?;
@@ -205,12 +219,18 @@ async fn succeeded(
     if let Some(r) = next.remediation.as_mut() {
         r.active = false;
     }
-    let entry = history(state, "remediation", &action, "remediation", None);
+    let entry = history(
+        state,
+        HistoryKind::Remediation,
+        &action,
+        Requester::Remediation,
+        None,
+    );
     // The status first: a clean failure later is not this attempt's.
     record(state, next, Extras::history(entry)).await?;
     match change_spec(state, SpecChange::LeaveMaintenance).await {
         Ok(view) => {
-            state.own_flip = Some((view.spec_rev, "remediation"));
+            state.own_flip = Some((view.spec_rev, Requester::Remediation));
             Ok(Flow::Wait)
         }
         Err(e @ NodeError::Fenced(_)) => Err(e),
@@ -235,9 +255,9 @@ async fn failed(
     let action = format!("remediation failed: {what}");
     let entry = history(
         state,
-        "remediation",
+        HistoryKind::Remediation,
         &action,
-        "remediation",
+        Requester::Remediation,
         Some(error.clone()),
     );
     record(state, next, Extras::history(entry)).await?;

@@ -197,9 +197,9 @@ impl Node {
                 .iter()
                 .map(|h| {
                     (
-                        h.kind.clone(),
+                        h.kind.to_string(),
                         h.action.clone(),
-                        h.requested_by.clone(),
+                        h.requested_by.to_string(),
                         h.result.clone(),
                     )
                 })
