@@ -50,6 +50,20 @@ async fn enroll(fleet: &Fleet, info: &str, extra: &[&str]) -> String {
     id
 }
 
+/// A machine whose OS never completes an ACPI soft off, and its node enrolled with soft-off
+/// `policy` ("error" or "hard-off").
+async fn stubborn_node(fleet: &Fleet, policy: &str) -> (IpmiSim, String) {
+    let sim = IpmiSim::start();
+    sim.set_soft_off_delay(None);
+    let id = enroll(
+        fleet,
+        &driver_info(sim.port(), PASSWORD),
+        &["--soft-off-policy", policy],
+    )
+    .await;
+    (sim, id)
+}
+
 /// The node's current power request seq and boot device request seq (0: none yet).
 async fn request_seqs(fleet: &Fleet, id: &str) -> (u64, u64) {
     let snap = match fleet.snapshot().await {
@@ -431,22 +445,8 @@ fn check_done(fleet: &Fleet, d: &Done, want: PowerState, what: &str) {
 async fn soft_off_timeout_under_each_policy() {
     let fleet = fleet("ipmi-soft-timeout").await;
     // Two machines whose OS ignores ACPI soft off, one node per policy, run side by side.
-    let sim_err = IpmiSim::start();
-    let sim_hard = IpmiSim::start();
-    sim_err.set_soft_off_delay(None);
-    sim_hard.set_soft_off_delay(None);
-    let id_err = enroll(
-        &fleet,
-        &driver_info(sim_err.port(), PASSWORD),
-        &["--soft-off-policy", "error"],
-    )
-    .await;
-    let id_hard = enroll(
-        &fleet,
-        &driver_info(sim_hard.port(), PASSWORD),
-        &["--soft-off-policy", "hard-off"],
-    )
-    .await;
+    let (sim_err, id_err) = stubborn_node(&fleet, "error").await;
+    let (sim_hard, id_hard) = stubborn_node(&fleet, "hard-off").await;
     let limit = Duration::from_secs(30);
     tokio::join!(
         power(&fleet, Some(&sim_err), &id_err, "on", None, limit),
@@ -583,14 +583,7 @@ async fn soft_off_timeout_under_each_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_reboot_timeout_under_hard_off_says_it_forced() {
     let fleet = fleet("ipmi-soft-reboot-forced").await;
-    let sim = IpmiSim::start();
-    sim.set_soft_off_delay(None);
-    let id = enroll(
-        &fleet,
-        &driver_info(sim.port(), PASSWORD),
-        &["--soft-off-policy", "hard-off"],
-    )
-    .await;
+    let (sim, id) = stubborn_node(&fleet, "hard-off").await;
     let limit = Duration::from_secs(30);
     power(&fleet, Some(&sim), &id, "on", None, limit).await;
     let d = power(&fleet, Some(&sim), &id, "soft-reboot", Some(4), limit).await;

@@ -60,14 +60,8 @@ impl Sushy {
     }
 
     async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .expect("sushy answers")
-            .json()
-            .await
-            .expect("sushy answers JSON")
+        let url = format!("{}{path}", self.url);
+        ferric_testkit::http::get_json(&self.http, &url, "sushy-emulator").await
     }
 
     async fn first_system(&self) -> String {

@@ -556,14 +556,8 @@ impl Sim {
 
     /// System `system` as the simulator's control API shows it.
     pub async fn system(&self, system: usize) -> Value {
-        self.http
-            .get(format!("{}/sim/systems/sim-{system}", self.url))
-            .send()
-            .await
-            .expect("sim control API")
-            .json()
-            .await
-            .expect("JSON")
+        let url = format!("{}/sim/systems/sim-{system}", self.url);
+        crate::http::get_json(&self.http, &url, "the sim control API").await
     }
 
     /// The machine's power as the simulator holds it.

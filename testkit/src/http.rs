@@ -161,3 +161,15 @@ pub fn run_venv(program: &str, args: &[&str], env: &[(&str, &str)], timeout: Dur
         );
     run_bounded(cmd, timeout)
 }
+
+/// GETs `url` with `client` and reads the answer as JSON; `what` names the server in the panic.
+pub async fn get_json(client: &reqwest::Client, url: &str, what: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what} does not answer GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{what} answered GET {url} with no JSON: {e}"))
+}
