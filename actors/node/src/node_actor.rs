@@ -257,6 +257,10 @@ impl Actor for NodeActor {
                 state.status.last_error = Some(format!(
                     "status record was unreadable ({e}); the provision state before it was lost"
                 ));
+                // Written by the first pass, as this owner's (see `effects::record`).
+                state.status.owner = Some(state.ctx.me.clone());
+                state.status.fence = state.token.0;
+                state.status.updated_at_ms = now_ms();
                 state
                     .unsent
                     .push_back((state.status.clone(), Extras::default()));

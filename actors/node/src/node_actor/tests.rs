@@ -127,9 +127,15 @@ impl Setup {
     }
 
     async fn start(self) -> Node {
+        self.start_with(|_| {}).await
+    }
+
+    /// Starts the node after `prepare` changed the records it will read.
+    async fn start_with(self, prepare: impl FnOnce(&mut Inner)) -> Node {
         install_test_source(tokio_clock);
         let id = self.spec.id;
         let store = Arc::new(MemStore::new(self.spec, self.status, TOKEN));
+        store.with(prepare);
         let (policy, remediation) = watch::channel(Arc::new(self.policy));
         let machine = self.machine;
         let dir = self.consoles.then(|| tempfile::tempdir().unwrap());
@@ -624,4 +630,21 @@ async fn an_unreadable_driver_info_in_etcd_is_a_status_error_until_fixed() {
     })
     .await;
     assert_eq!(machine.commands(), ["power on"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_status_record_is_rewritten_as_an_error_by_its_owner() {
+    // The record exists but cannot be decoded (a torn or foreign write).
+    let node = Setup::new("fake-hardware")
+        .start_with(|i| i.status_error = Some("unexpected end of input".into()))
+        .await;
+    let st = node
+        .until("the status rewritten", |i| {
+            i.status.clone().filter(|_| i.status_error.is_none())
+        })
+        .await;
+    assert_eq!(st.provision_state, ProvisionState::Error);
+    assert!(st.last_error.unwrap().contains("unreadable"));
+    assert_eq!(st.owner.as_deref(), Some("c1"));
+    assert_eq!(st.fence, TOKEN.0);
 }

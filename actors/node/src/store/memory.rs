@@ -25,6 +25,8 @@ pub(crate) struct Inner {
     pub(crate) spec: NodeSpec,
     pub(crate) spec_rev: i64,
     pub(crate) status: Option<NodeStatus>,
+    /// Set to make the status record read as corrupt (until a status is written).
+    pub(crate) status_error: Option<String>,
     /// The reservation's create revision (the token a write must carry); None: not reserved.
     pub(crate) reservation: Option<FenceToken>,
     pub(crate) history: Vec<HistoryEntry>,
@@ -48,6 +50,7 @@ impl MemStore {
                 spec,
                 spec_rev: 10,
                 status,
+                status_error: None,
                 reservation: Some(token),
                 history: Vec::new(),
                 events: Vec::new(),
@@ -95,7 +98,7 @@ impl MemStore {
             spec: i.spec.clone(),
             spec_rev: i.spec_rev,
             status: i.status.clone().unwrap_or_default(),
-            status_error: None,
+            status_error: i.status_error.clone(),
             reservation: i.reservation.map(|_| "holder".to_string()),
         }
     }
@@ -142,6 +145,7 @@ impl NodeStore for MemStore {
             Self::refuse(i, id, token)?;
             i.rev += 1;
             i.status = Some(status.clone());
+            i.status_error = None;
             i.history.extend(history.cloned());
             i.events.extend(event.cloned());
             Ok(())
