@@ -2,26 +2,11 @@
 //! whatever its role (Ironic masks them unless a policy says otherwise; Ferric has no such
 //! policy). The stored values are untouched, so a JSON Patch still works on the real ones.
 
+pub use ferric_model::driver_info::is_secret_key;
 use serde_json::Value;
 
 /// What Ironic shows instead of a secret.
 pub const MASK: &str = "******";
-
-/// Whether a key names a secret: passwords, keys (`*_key`, `sslkey`), tokens, secrets.
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "passphrase",
-        "credential",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-        || k.ends_with("key")
-}
 
 /// Replaces the value of every secret key, at any depth, by [`MASK`].
 pub fn mask(v: &mut Value) {

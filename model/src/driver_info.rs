@@ -63,10 +63,22 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Keys of `driver_info` whose values are secrets: never returned by the API, never logged.
+/// Keys whose values are secrets (passwords, keys such as `*_key` and `sslkey`, tokens,
+/// secrets, passphrases, credentials): never returned by the API, never logged. The one rule for
+/// the API's masking, `ctl`'s display and `Debug`.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.contains("password") || k.ends_with("_key") || k.contains("secret") || k.contains("token")
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "passphrase",
+        "credential",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+        || k.ends_with("key")
 }
 
 /// The IPMI keys. Strings are as given (an empty string is not "absent" here; drivers decide).
