@@ -5,6 +5,7 @@
 //! pid (never by name) and reaps it, so a failing or panicking test leaves no processes behind.
 //! Every wait is bounded.
 
+pub mod cli;
 pub mod etcd;
 pub mod fleet;
 pub mod http;
