@@ -24,8 +24,9 @@ pub(super) enum NodeCmd {
         count: usize,
         #[arg(long, default_value = "")]
         conductor_group: String,
-        /// Ironic's driver_info as a JSON object; with --count, `{n}` is replaced by the node's
-        /// index, zero-padded to 5 digits (e.g. a `ferric sim` system id `sim-{n}`).
+        /// Ironic's driver_info as a JSON object; `{n}` is replaced by the node's index from 0,
+        /// as `ferric sim` numbers its systems (`/redfish/v1/Systems/sim-{n}`) and as
+        /// `--name` numbers names.
         #[arg(long, default_value = "{}")]
         driver_info: String,
         /// What a soft power off timeout means: error (default) or hard-off.
@@ -126,7 +127,7 @@ pub(super) async fn run(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 spec.conductor_group = conductor_group.clone();
                 spec.soft_off_policy = policy;
                 spec.disable_power_off = disable_power_off;
-                let info_text = driver_info.replace("{n}", &format!("{i:05}"));
+                let info_text = numbered(&driver_info, i);
                 let info: Value = serde_json::from_str(&info_text)
                     .with_context(|| format!("--driver-info is not JSON: {info_text}"))?;
                 ferric_power::validate_driver_info(&driver, &info).map_err(|e| {
@@ -429,4 +430,29 @@ pub fn node_json(v: &NodeView) -> Value {
         "created_at_ms": s.created_at_ms,
         "updated_at_ms": s.updated_at_ms.max(st.updated_at_ms),
     })
+}
+
+/// A `--driver-info` template for node `i` of a batch: `{n}` becomes `i`, unpadded, as the
+/// simulator's system ids (`sim-0`, `sim-1`, ...) are.
+fn numbered(template: &str, i: usize) -> String {
+    template.replace("{n}", &i.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered;
+
+    #[test]
+    fn numbers_match_the_simulators_system_ids() {
+        let t = r#"{"redfish_system_id": "/redfish/v1/Systems/sim-{n}"}"#;
+        assert_eq!(
+            numbered(t, 0),
+            r#"{"redfish_system_id": "/redfish/v1/Systems/sim-0"}"#
+        );
+        assert_eq!(
+            numbered(t, 12),
+            r#"{"redfish_system_id": "/redfish/v1/Systems/sim-12"}"#
+        );
+        assert_eq!(numbered("{}", 3), "{}");
+    }
 }
