@@ -27,8 +27,8 @@ use effects::{history, record, requeue, settle, Extras, RETRY};
 use ferric_cluster::{Cluster, SelfFence};
 use ferric_console::{ConsoleActor, ConsoleContext, ConsoleMsg, ConsoleTarget, StopReason};
 use ferric_model::{
-    now_ms, CodecError, DriverInfo, FenceToken, HeartbeatRecord, HistoryKind, NodeId, NodeSpec,
-    NodeStatus, PowerState, ProvisionState, RemediationPolicy, Requester,
+    now_ms, CodecError, DriverInfo, DriverInfoError, FenceToken, HeartbeatRecord, HistoryKind,
+    NodeId, NodeSpec, NodeStatus, PowerState, ProvisionState, RemediationPolicy, Requester,
 };
 use ferric_power::{Bmc, BmcError, BmcSettings, PowerMsg};
 use in_flight::{InFlight, Timers};
@@ -170,13 +170,20 @@ impl NodeState {
     /// Takes a spec: its `driver_info` is parsed here, once; an unreadable one stops all work
     /// on the node with a clear `last_error` until a readable spec comes.
     fn set_spec(&mut self, spec: NodeSpec) {
-        match spec.driver_info() {
+        let info = spec.driver_info();
+        self.set_parsed_spec(spec, info);
+    }
+
+    /// `set_spec` with the `driver_info` already parsed (from this same spec).
+    fn set_parsed_spec(&mut self, spec: NodeSpec, info: Result<DriverInfo, DriverInfoError>) {
+        match info {
             Ok(info) => {
                 self.info = info;
                 self.spec_error = None;
             }
             Err(e) => {
                 tracing::error!(node = %self.id, error = %e, "unreadable driver_info");
+                self.info = DriverInfo::default();
                 self.spec_error = Some(format!(
                     "driver_info is unreadable ({e}); nothing is done on this node until it is fixed"
                 ));
@@ -436,12 +443,12 @@ async fn on_spec(
             None
         }
     };
-    let timeout = match spec.driver_info() {
-        Ok(info) => callback_timeout_ms(&info, state.ctx.callback_timeout_ms),
-        Err(_) => state.ctx.callback_timeout_ms,
-    };
+    let info = spec.driver_info();
+    let timeout = info.as_ref().map_or(state.ctx.callback_timeout_ms, |i| {
+        callback_timeout_ms(i, state.ctx.callback_timeout_ms)
+    });
     let change = on_maintenance_change(was, &spec, &state.status, author, now_ms(), timeout);
-    state.set_spec(*spec);
+    state.set_parsed_spec(*spec, info);
     if let Some(change) = change {
         let entry = history(
             state,

@@ -11,7 +11,7 @@ use crate::error::NodeError;
 use crate::store::SpecChange;
 use ferric_cluster::remediation::Slot;
 use ferric_model::{
-    now_ms, HistoryKind, NodeStatus, Remediation, RemediationPolicy, Requester, Verb,
+    now_ms, HistoryEntry, HistoryKind, NodeStatus, Remediation, RemediationPolicy, Requester, Verb,
 };
 use ractor::ActorRef;
 use std::time::Duration;
@@ -71,6 +71,17 @@ async fn change_spec(
         .map_err(|e| NodeError::from_cluster(state.id, e))
 }
 
+/// A history entry of remediation's own.
+fn remedy_entry(state: &NodeState, action: &str, error: Option<String>) -> HistoryEntry {
+    history(
+        state,
+        HistoryKind::Remediation,
+        action,
+        Requester::Remediation,
+        error,
+    )
+}
+
 /// "clean for fault "x", attempt 1 of 3": the attempt as the history names it.
 fn attempt(policy: &RemediationPolicy, status: &NodeStatus) -> String {
     let r = status.remediation.as_ref();
@@ -120,13 +131,7 @@ pub(super) async fn remediate(
                         started_at_ms: now_ms(),
                     });
                     let action = format!("remediation started: {}", attempt(&policy, &next));
-                    let entry = history(
-                        state,
-                        HistoryKind::Remediation,
-                        &action,
-                        Requester::Remediation,
-                        None,
-                    );
+                    let entry = remedy_entry(state, &action, None);
                     record(state, next, Extras::history(entry)).await?;
                     Ok(Flow::Again)
                 }
@@ -195,11 +200,9 @@ pub(super) async fn remediate(
         Remedy::Abandon => {
             let mut next = state.status.clone();
             next.remediation = None;
-            let entry = history(
+            let entry = remedy_entry(
                 state,
-                HistoryKind::Remediation,
                 "remediation stopped: the node left maintenance",
-                Requester::Remediation,
                 None,
             );
             record(state, next, Extras::history(entry)).await?;
@@ -219,13 +222,7 @@ async fn succeeded(
     if let Some(r) = next.remediation.as_mut() {
         r.active = false;
     }
-    let entry = history(
-        state,
-        HistoryKind::Remediation,
-        &action,
-        Requester::Remediation,
-        None,
-    );
+    let entry = remedy_entry(state, &action, None);
     // The status first: a clean failure later is not this attempt's.
     record(state, next, Extras::history(entry)).await?;
     match change_spec(state, SpecChange::LeaveMaintenance).await {
@@ -253,13 +250,7 @@ async fn failed(
         r.active = false;
     }
     let action = format!("remediation failed: {what}");
-    let entry = history(
-        state,
-        HistoryKind::Remediation,
-        &action,
-        Requester::Remediation,
-        Some(error.clone()),
-    );
+    let entry = remedy_entry(state, &action, Some(error.clone()));
     record(state, next, Extras::history(entry)).await?;
     let fault = state.status.fault.clone().unwrap_or_default();
     let reason = format!("{fault}: remediation ({what}) failed: {error}");
