@@ -23,7 +23,7 @@ use axum::response::Response;
 use axum::Extension;
 
 /// Ironic's `max_limit`.
-pub const MAX_LIMIT: i64 = 1000;
+pub const MAX_LIMIT: usize = 1000;
 
 /// The drivers a node may use, from the copy (taken before any `.await`).
 pub(crate) fn drivers(state: &AppState) -> Drivers {

@@ -129,6 +129,23 @@ impl Params {
         }
     }
 
+    /// A list's `limit` (at most `max`; `max` when absent) and `sort_dir` (`asc` or `desc`),
+    /// refused in Ironic's words.
+    pub fn limit_and_dir(&self, max: usize) -> Result<(usize, &str), ApiError> {
+        let limit = match self.int("limit")? {
+            None => max,
+            Some(l) if l <= 0 => return Err(ApiError::BadRequest("Limit must be positive".into())),
+            Some(l) => (l as u64).min(max as u64) as usize,
+        };
+        let sort_dir = self.get("sort_dir").unwrap_or("asc");
+        if sort_dir != "asc" && sort_dir != "desc" {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid sort direction: {sort_dir}. Acceptable values are 'asc' or 'desc'"
+            )));
+        }
+        Ok((limit, sort_dir))
+    }
+
     pub fn uuid(&self, name: &str) -> Result<Option<uuid::Uuid>, ApiError> {
         match self.get(name) {
             None => Ok(None),

@@ -157,17 +157,7 @@ pub async fn conductors(
     let detail = params.bool("detail")?;
     let fields = conductor_fields(&params, detail, v)?;
     let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
-    let limit = match params.int("limit")? {
-        None => 1000,
-        Some(l) if l <= 0 => return Err(ApiError::BadRequest("Limit must be positive".into())),
-        Some(l) => l.min(1000),
-    } as usize;
-    let sort_dir = params.get("sort_dir").unwrap_or("asc");
-    if sort_dir != "asc" && sort_dir != "desc" {
-        return Err(ApiError::BadRequest(format!(
-            "Invalid sort direction: {sort_dir}. Acceptable values are 'asc' or 'desc'"
-        )));
-    }
+    let (limit, sort_dir) = params.limit_and_dir(1000)?;
     let sort_key = params.get("sort_key").unwrap_or("id");
     if !matches!(
         sort_key,
@@ -362,17 +352,7 @@ pub async fn history(
     params.only(&["detail", "marker", "limit", "sort_key", "sort_dir"])?;
     let detail = params.bool("detail")?.unwrap_or(false);
     let marker = params.uuid("marker")?;
-    let limit = match params.int("limit")? {
-        None => 1000,
-        Some(l) if l <= 0 => return Err(ApiError::BadRequest("Limit must be positive".into())),
-        Some(l) => l.min(1000),
-    } as usize;
-    let sort_dir = params.get("sort_dir").unwrap_or("asc");
-    if sort_dir != "asc" && sort_dir != "desc" {
-        return Err(ApiError::BadRequest(format!(
-            "Invalid sort direction: {sort_dir}. Acceptable values are 'asc' or 'desc'"
-        )));
-    }
+    let (limit, sort_dir) = params.limit_and_dir(1000)?;
     if let Some(k) = params.get("sort_key") {
         if k != "created_at" {
             return Err(ApiError::BadRequest(format!(

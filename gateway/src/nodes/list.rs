@@ -377,17 +377,7 @@ async fn list_nodes(
         ));
     }
     let filters = Filters::parse(&params, v)?;
-    let limit = match params.int("limit")? {
-        None => MAX_LIMIT,
-        Some(l) if l <= 0 => return Err(ApiError::BadRequest("Limit must be positive".into())),
-        Some(l) => l.min(MAX_LIMIT),
-    } as usize;
-    let sort_dir = params.get("sort_dir").unwrap_or("asc");
-    if sort_dir != "asc" && sort_dir != "desc" {
-        return Err(ApiError::BadRequest(format!(
-            "Invalid sort direction: {sort_dir}. Acceptable values are 'asc' or 'desc'"
-        )));
-    }
+    let (limit, sort_dir) = params.limit_and_dir(MAX_LIMIT)?;
     let sort_key = params.get("sort_key").unwrap_or("id");
     if let Some(since) = node_json::field_since(sort_key) {
         if !v.at_least(since) {
