@@ -2,7 +2,7 @@
 //! conductor computes the same answer from the same membership, so no coordinator is needed, and
 //! a membership change moves only the nodes whose winner changed (about 1/N of them).
 
-use ferric_model::{ConductorRecord, NodeId};
+use ferric_model::NodeId;
 
 /// A stable 64-bit hash of (node, conductor). It must be identical on every build and machine,
 /// so it is written out here instead of using std's randomly seeded hasher.
@@ -35,24 +35,6 @@ where
     conductors
         .into_iter()
         .max_by(|a, b| weight(node, a).cmp(&weight(node, b)).then_with(|| b.cmp(a)))
-}
-
-/// The owner of a node with a given driver and conductor group. `driver` None means the node's
-/// spec could not be read: it is then placed over every live conductor so that its owner can
-/// report the problem in the node's status.
-pub fn owner_for<'a>(
-    node: &NodeId,
-    driver: Option<&str>,
-    group: &str,
-    conductors: &'a [ConductorRecord],
-) -> Option<&'a str> {
-    owner_of(
-        node,
-        conductors
-            .iter()
-            .filter(|c| driver.is_none_or(|d| c.serves(d, group)))
-            .map(|c| c.name.as_str()),
-    )
 }
 
 #[cfg(test)]
@@ -119,29 +101,7 @@ mod tests {
     }
 
     #[test]
-    fn only_conductors_that_serve_driver_and_group_are_eligible() {
-        let rec = |name: &str, drivers: &[&str], group: &str| ConductorRecord {
-            name: name.into(),
-            address: String::new(),
-            console_address: String::new(),
-            drivers: drivers.iter().map(|d| d.to_string()).collect(),
-            conductor_group: group.into(),
-            version: String::new(),
-            started_at_ms: 0,
-            lease_id: 0,
-            running: 0,
-        };
-        let cs = vec![
-            rec("a", &["ipmi"], ""),
-            rec("b", &["redfish"], ""),
-            rec("c", &["ipmi"], "rack2"),
-        ];
-        for id in ids(200) {
-            assert_eq!(owner_for(&id, Some("ipmi"), "", &cs), Some("a"));
-            assert_eq!(owner_for(&id, Some("ipmi"), "rack2", &cs), Some("c"));
-            assert_eq!(owner_for(&id, Some("fake-hardware"), "", &cs), None);
-            assert!(owner_for(&id, None, "", &cs).is_some());
-        }
+    fn nobody_owns_anything_without_conductors() {
         assert_eq!(owner_of(&NodeId::new_random(), []), None);
     }
 }

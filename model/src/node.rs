@@ -217,6 +217,12 @@ pub struct NodeStatus {
     pub agent: Option<AgentProgress>,
     /// The remediation policy's work on this node, if it ever applied.
     pub remediation: Option<Remediation>,
+    /// Set while the node is held by a *caretaker*: a conductor that does not serve the node's
+    /// driver and conductor group, because no live conductor does. It says so (which driver,
+    /// which group, who holds the node); the caretaker does no hardware work and keeps requests
+    /// queued. Cleared by the first owner that serves the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unserved: Option<String>,
 }
 
 /// What the agent on the node has done in the current provisioning state: the node was booted
@@ -372,6 +378,7 @@ impl Default for NodeStatus {
             fault_at_ms: None,
             agent: None,
             remediation: None,
+            unserved: None,
         }
     }
 }

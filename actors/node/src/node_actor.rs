@@ -22,6 +22,7 @@ mod tests;
 
 use crate::decide::agent::callback_timeout_ms;
 use crate::decide::maintenance::on_maintenance_change;
+use crate::decide::node_state::unserved_condition;
 use crate::store::NodeStore;
 use effects::{history, record, requeue, settle, Extras, RETRY};
 use ferric_cluster::{Cluster, SelfFence};
@@ -61,6 +62,11 @@ pub struct Consoles {
 /// What every node actor of one conductor session shares.
 pub struct NodeCtx {
     pub me: String,
+    /// The drivers and conductor group this conductor serves. Placement gives it a node of
+    /// another driver or group only when no live conductor serves that one: it then holds the
+    /// node as its *caretaker* (see `reconcile::caretaker`).
+    pub drivers: Vec<String>,
+    pub conductor_group: String,
     pub store: Arc<dyn NodeStore>,
     /// The session's self-fencing deadline, checked right before every hardware command.
     pub fence: SelfFence,
@@ -72,6 +78,12 @@ pub struct NodeCtx {
     pub remediation: tokio::sync::watch::Receiver<Arc<RemediationPolicy>>,
     /// The conductor's console service (None: this conductor serves no consoles).
     pub consoles: Option<Consoles>,
+}
+
+impl NodeCtx {
+    fn serves(&self, driver: &str, group: &str) -> bool {
+        self.conductor_group == group && self.drivers.iter().any(|d| d == driver)
+    }
 }
 
 /// Records read when the reservation was acquired (None: read them from etcd, e.g. on restart).
@@ -190,6 +202,20 @@ impl NodeState {
             }
         }
         self.spec = Some(Box::new(spec));
+    }
+
+    /// While this conductor holds the node only as its caretaker (it does not serve the node's
+    /// driver and conductor group, so no live conductor does), the status condition saying so.
+    fn unserved(&self) -> Option<String> {
+        let spec = self.spec.as_deref().filter(|_| self.spec_error.is_none())?;
+        if self.ctx.serves(&spec.driver, &spec.conductor_group) {
+            return None;
+        }
+        Some(unserved_condition(
+            &spec.driver,
+            &spec.conductor_group,
+            &self.ctx.me,
+        ))
     }
 
     /// How long this node's wait states wait for the agent.

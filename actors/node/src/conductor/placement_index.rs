@@ -1,6 +1,8 @@
 //! The placement inputs (driver, conductor group) of every node this conductor knows, interned:
 //! 100k nodes share a handful of drivers and groups, so a node costs two integers. Rendezvous
-//! placement over the live conductors that serve a node's (driver, group) says who owns it.
+//! placement over the live conductors that serve a node's (driver, group) says who owns it; when
+//! none does, rendezvous over all live conductors picks its *caretaker*, which holds the node
+//! (reservation, fence, status) without touching its hardware until a capable conductor joins.
 
 use ferric_cluster::placement::owner_of;
 use ferric_model::{ConductorRecord, NodeId};
@@ -80,20 +82,23 @@ impl PlacementIndex {
             )
     }
 
-    /// The conductor among `members` that should own `id`; None for an unknown node or when no
-    /// member serves it.
+    /// The conductor among `members` that should own `id`: the rendezvous winner among those
+    /// that serve its driver and group or, when none does, among all of them (its caretaker).
+    /// None for an unknown node or when there are no members.
     pub fn owner<'a>(
         &self,
         id: &NodeId,
-        members: impl Iterator<Item = &'a ConductorRecord>,
+        members: impl Iterator<Item = &'a ConductorRecord> + Clone,
     ) -> Option<&'a str> {
         let place = *self.nodes.get(id)?;
         owner_of(
             id,
             members
+                .clone()
                 .filter(|c| self.eligible(place, c))
                 .map(|c| c.name.as_str()),
         )
+        .or_else(|| owner_of(id, members.map(|c| c.name.as_str())))
     }
 }
 
@@ -140,12 +145,17 @@ mod tests {
         assert_eq!(ix.owner(&id, members.iter()), Some("b"));
         ix.insert(id, Ok(("ipmi".into(), "rack2".into())));
         assert_eq!(ix.owner(&id, members.iter()), Some("c"));
-        ix.insert(id, Ok(("redfish".into(), "rack2".into())));
-        assert_eq!(ix.owner(&id, members.iter()), None, "nobody serves it");
-        // An unreadable spec is placed over everyone, so that its owner reports it.
-        ix.insert(id, Err("bad".into()));
+        // Nobody serves it, or its spec is unreadable: placed over everyone (a caretaker, or
+        // the owner that reports the unreadable spec).
         let all = owner_of(&id, members.iter().map(|c| c.name.as_str()));
+        assert!(all.is_some());
+        ix.insert(id, Ok(("redfish".into(), "rack2".into())));
+        assert_eq!(ix.owner(&id, members.iter()), all, "nobody serves it");
+        ix.insert(id, Ok(("ipmi".into(), "rack9".into())));
+        assert_eq!(ix.owner(&id, members.iter()), all, "a group with no member");
+        ix.insert(id, Err("bad".into()));
         assert_eq!(ix.owner(&id, members.iter()), all);
+        assert_eq!(ix.owner(&id, members[..0].iter()), None, "no conductors");
         ix.remove(&id);
         assert_eq!(ix.owner(&id, members.iter()), None);
     }

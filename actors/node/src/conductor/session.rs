@@ -283,6 +283,8 @@ impl<'a> Session<'a> {
         };
         self.ctx = Some(Arc::new(NodeCtx {
             me: self.cfg.name.clone(),
+            drivers: self.cfg.drivers.clone(),
+            conductor_group: self.cfg.conductor_group.clone(),
             store: Arc::new(EtcdStore {
                 cluster: self.cluster.clone(),
                 writer: self.writer.clone(),

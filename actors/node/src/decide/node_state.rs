@@ -41,22 +41,43 @@ pub fn next_step(spec: &NodeSpec, status: &NodeStatus, me: &str, token: FenceTok
     Step::Idle
 }
 
+/// The status condition of a node held by `caretaker` because no live conductor serves its
+/// driver and conductor group.
+pub fn unserved_condition(driver: &str, group: &str, caretaker: &str) -> String {
+    format!(
+        "no live conductor serves driver \"{driver}\" in conductor group \"{group}\"; {caretaker} holds the node as caretaker: no hardware work is done and requests stay queued until such a conductor joins"
+    )
+}
+
 /// The status after this conductor takes the node over from `previous` (None: never owned).
 /// A node found in a state where its previous owner was working is moved to the matching failed
 /// state with a `last_error` that names who died and when; wait states keep waiting.
-pub fn take_over(status: &NodeStatus, me: &str, token: FenceToken, now_ms: u64) -> NodeStatus {
+/// `unserved`: this conductor takes the node only as its caretaker, for this reason (said in
+/// `last_error` too, and kept as the status condition while it lasts).
+pub fn take_over(
+    status: &NodeStatus,
+    me: &str,
+    token: FenceToken,
+    now_ms: u64,
+    unserved: Option<&str>,
+) -> NodeStatus {
     let mut next = status.clone();
     next.owner = Some(me.to_string());
     next.fence = token.0;
     next.updated_at_ms = now_ms;
     if let Recovery::FailTo(failed) = recovery_on_takeover(status.provision_state) {
         let previous = status.owner.as_deref().unwrap_or("an unknown conductor");
-        next.last_error = Some(format!(
+        let mut error = format!(
             "conductor {previous} stopped while the node was in \"{}\" (taken over by {me} at {}); moved to \"{}\"",
             status.provision_state.as_str(),
             fmt_ms(now_ms),
             failed.as_str()
-        ));
+        );
+        if let Some(why) = unserved {
+            error.push_str("; ");
+            error.push_str(why);
+        }
+        next.last_error = Some(error);
         next.target_provision_state = None;
         next.provision_state = failed;
         next.provision_updated_at_ms = Some(now_ms);
@@ -64,7 +85,30 @@ pub fn take_over(status: &NodeStatus, me: &str, token: FenceToken, now_ms: u64) 
     // A power action that was in flight is re-checked against the hardware by the request
     // (still pending, since power_seq_done was not advanced), so only the target is cleared.
     next.target_power_state = None;
+    next.unserved = unserved.map(str::to_string);
     next
+}
+
+/// A caretaker that already holds a node found busy (its driver or group changed while this
+/// conductor worked on it): the work cannot go on here, so the node moves to the matching failed
+/// state, as a takeover would move it. None when the state is not busy.
+pub fn fail_unserved(status: &NodeStatus, now_ms: u64, unserved: &str) -> Option<NodeStatus> {
+    let Recovery::FailTo(failed) = recovery_on_takeover(status.provision_state) else {
+        return None;
+    };
+    let mut next = status.clone();
+    next.last_error = Some(format!(
+        "the work in \"{}\" stopped at {} and the node moved to \"{}\": {unserved}",
+        status.provision_state.as_str(),
+        fmt_ms(now_ms),
+        failed.as_str()
+    ));
+    next.target_provision_state = None;
+    next.provision_state = failed;
+    next.provision_updated_at_ms = Some(now_ms);
+    next.unserved = Some(unserved.to_string());
+    next.updated_at_ms = now_ms;
+    Some(next)
 }
 
 /// Whether a takeover changed anything a reader must see (a recovered state, a cleared power
@@ -74,6 +118,7 @@ pub fn takeover_needs_write(before: &NodeStatus, after: &NodeStatus) -> bool {
         || before.target_provision_state != after.target_provision_state
         || before.target_power_state != after.target_power_state
         || before.last_error != after.last_error
+        || before.unserved != after.unserved
 }
 
 /// Ironic's defaults: hard power actions wait up to 60 s, soft ones up to 600 s.

@@ -23,7 +23,9 @@ pub(super) async fn on_heartbeat_msg(
         return Ok(Action::AwaitChange);
     }
     let booting = matches!(state.in_flight, InFlight::Hardware { .. });
-    if !state.status.provision_state.is_wait() || booting {
+    // A caretaker keeps it too: what a heartbeat starts needs the node's hardware, and the
+    // conductor that takes the node over reads the last heartbeat again.
+    if !state.status.provision_state.is_wait() || booting || state.unserved().is_some() {
         state.early_hb = Some((hb, rev));
         return Ok(Action::AwaitChange);
     }

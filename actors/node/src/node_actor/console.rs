@@ -14,16 +14,18 @@ use std::time::Duration;
 pub(super) const CONSOLE_STOP_BOUND: Duration = Duration::from_secs(30);
 
 /// Starts, restarts or stops the node's console actor to match the spec's `console_enabled`.
-/// Returns a new error that keeps the console from running.
+/// Returns a new error that keeps the console from running. `allowed`: false while the node is
+/// held by a caretaker, which runs no console (the console stops if one runs).
 pub(super) async fn sync_console(
     myself: &ActorRef<NodeMsg>,
     state: &mut NodeState,
+    allowed: bool,
 ) -> Option<String> {
     let consoles = state.ctx.consoles.as_ref()?;
     let wanted = state
         .spec
         .as_deref()
-        .filter(|s| s.console_enabled && state.may_command())
+        .filter(|s| s.console_enabled && allowed && state.may_command())
         .map(|s| {
             let interface = s.interfaces.get("console_interface").map(String::as_str);
             ConsoleTarget::resolve_info(&s.driver, interface, &state.info)

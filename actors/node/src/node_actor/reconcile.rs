@@ -5,7 +5,7 @@
 
 use super::effects::{arm_deadline, flush, history, record, Extras};
 use super::{console, power, provision, remediation, NodeMsg, NodeState};
-use crate::decide::node_state::{next_step, take_over, takeover_needs_write, Step};
+use crate::decide::node_state::{fail_unserved, next_step, take_over, takeover_needs_write, Step};
 use crate::error::NodeError;
 use ferric_model::{now_ms, HistoryKind, ProvisionState, Requester};
 use ractor::ActorRef;
@@ -58,7 +58,7 @@ async fn round(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow
             || state.status.fence != state.token.0
         {
             tracing::error!(node = %state.id, %error, "cannot act on this node");
-            let mut next = take_over(&state.status, &state.ctx.me, state.token, now_ms());
+            let mut next = take_over(&state.status, &state.ctx.me, state.token, now_ms(), None);
             next.last_error = Some(error);
             record(state, next, Extras::default()).await?;
             return Ok(Flow::Again);
@@ -73,8 +73,9 @@ async fn round(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow
         return Ok(Flow::Wait);
     };
     let step = next_step(spec, &state.status, &state.ctx.me, state.token);
+    let unserved = state.unserved();
     if step != Step::TakeOver {
-        if let Some(error) = console::sync_console(myself, state).await {
+        if let Some(error) = console::sync_console(myself, state, unserved.is_none()).await {
             // Ironic records a console that cannot start; here it goes to the history (not
             // last_error, which belongs to provisioning), once per distinct error.
             let entry = history(
@@ -90,28 +91,104 @@ async fn round(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow
     }
     match step {
         Step::TakeOver => {
-            let next = take_over(&state.status, &state.ctx.me, state.token, now_ms());
+            let next = take_over(
+                &state.status,
+                &state.ctx.me,
+                state.token,
+                now_ms(),
+                unserved.as_deref(),
+            );
             if !takeover_needs_write(&state.status, &next) {
                 // Ownership itself is recorded by the reservation; writing every node's
                 // status on every hand-over would double etcd's load on a failover.
                 state.status = next;
                 return Ok(Flow::Again);
             }
-            let action = format!("taken over by {}", state.ctx.me);
+            let action = match unserved {
+                None => format!("taken over by {}", state.ctx.me),
+                Some(_) => format!("taken over by {} as caretaker", state.ctx.me),
+            };
+            let detail = next.last_error.clone().or(next.unserved.clone());
             let entry = history(
                 state,
                 HistoryKind::Takeover,
                 &action,
                 Requester::Conductor,
-                next.last_error.clone(),
+                detail,
             );
             record(state, next, Extras::history(entry)).await?;
             Ok(Flow::Again)
         }
+        _ if unserved.is_some() => caretaker(myself, state, unserved.unwrap_or_default()).await,
         Step::Power(req) => power::start_power(myself, state, req).await,
         Step::BootDevice(req) => power::start_boot_device(myself, state, req).await,
         Step::Provision(req) => provision::start_provision(myself, state, req).await,
-        Step::Idle => idle(myself, state).await,
+        Step::Idle => {
+            if state.status.unserved.is_some() {
+                // This conductor serves the node now (its driver or group changed to one of
+                // ours): the caretaker's condition ends, and queued requests run.
+                let mut next = state.status.clone();
+                next.unserved = None;
+                let entry = history(
+                    state,
+                    HistoryKind::Takeover,
+                    &format!("served by {}", state.ctx.me),
+                    Requester::Conductor,
+                    None,
+                );
+                record(state, next, Extras::history(entry)).await?;
+                return Ok(Flow::Again);
+            }
+            idle(myself, state).await
+        }
+    }
+}
+
+/// The pass of a caretaker: this conductor holds the node only because no live conductor
+/// serves its driver and conductor group. It does what needs no hardware: it keeps the status
+/// condition that says why, fails a busy state (work that cannot go on anywhere), keeps the
+/// wait state's deadline, and leaves every request queued for a conductor that serves the
+/// node, which placement hands the node to as soon as one joins. No BMC session, power or
+/// console child, heartbeat or remediation runs here.
+async fn caretaker(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    unserved: String,
+) -> Result<Flow, NodeError> {
+    if let Some(next) = fail_unserved(&state.status, now_ms(), &unserved) {
+        let action = format!(
+            "\"{}\" -> \"{}\" (held by a caretaker)",
+            state.status.provision_state.as_str(),
+            next.provision_state.as_str()
+        );
+        let entry = history(
+            state,
+            HistoryKind::Provision,
+            &action,
+            Requester::Conductor,
+            next.last_error.clone(),
+        );
+        state.timers.step = None;
+        record(state, next, Extras::history(entry)).await?;
+        return Ok(Flow::Again);
+    }
+    if state.status.unserved.as_deref() != Some(unserved.as_str()) {
+        let mut next = state.status.clone();
+        next.unserved = Some(unserved.clone());
+        let entry = history(
+            state,
+            HistoryKind::Takeover,
+            &format!("held by {} as caretaker", state.ctx.me),
+            Requester::Conductor,
+            Some(unserved),
+        );
+        record(state, next, Extras::history(entry)).await?;
+        return Ok(Flow::Again);
+    }
+    arm_deadline(myself, state);
+    match remediation::fault_check(myself, state).await? {
+        Flow::Go => Ok(Flow::Wait),
+        flow => Ok(flow),
     }
 }
 

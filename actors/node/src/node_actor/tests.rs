@@ -113,6 +113,8 @@ struct Setup {
     machine: Machine,
     policy: RemediationPolicy,
     consoles: bool,
+    /// The drivers the conductor serves (the node's own unless a test says otherwise).
+    serves: Vec<String>,
 }
 
 impl Setup {
@@ -123,6 +125,7 @@ impl Setup {
             machine: Machine::new(false),
             policy: RemediationPolicy::default(),
             consoles: false,
+            serves: vec![driver.to_string()],
         }
     }
 
@@ -144,6 +147,8 @@ impl Setup {
             .map(|d| Arc::new(ConsoleContext::new(ConsoleSettings::new("c1", d.path()))));
         let ctx = Arc::new(NodeCtx {
             me: "c1".into(),
+            drivers: self.serves,
+            conductor_group: String::new(),
             store: store.clone(),
             fence: SelfFence::always_alive(),
             bmc: Arc::new(BmcSettings::new(
@@ -647,4 +652,109 @@ async fn a_corrupt_status_record_is_rewritten_as_an_error_by_its_owner() {
     assert!(st.last_error.unwrap().contains("unreadable"));
     assert_eq!(st.owner.as_deref(), Some("c1"));
     assert_eq!(st.fence, TOKEN.0);
+}
+
+/// A status a dead conductor `c0` left behind in `state`.
+fn left_by_c0(state: ProvisionState, deadline_ms: Option<u64>) -> NodeStatus {
+    NodeStatus {
+        provision_state: state,
+        target_provision_state: Some(ProvisionState::Active),
+        owner: Some("c0".into()),
+        fence: 3,
+        power_state: Some(PowerState::On),
+        deadline_ms,
+        ..NodeStatus::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caretaker_fails_a_busy_state_queues_requests_and_never_touches_the_bmc() {
+    let machine = Machine::new(true);
+    let mut setup = Setup::new("redfish");
+    setup.machine = machine.clone();
+    setup.serves = vec!["ipmi".into(), "fake-hardware".into()];
+    setup.status = Some(left_by_c0(ProvisionState::Deploying, None));
+    setup.spec.console_enabled = true;
+    setup.consoles = true;
+    let node = setup.start().await;
+    let st = node.provision_state(ProvisionState::DeployFailed).await;
+    let error = st.last_error.clone().unwrap();
+    assert!(error.contains("conductor c0 stopped"), "{error}");
+    assert!(
+        error.contains(r#"no live conductor serves driver "redfish" in conductor group """#),
+        "{error}"
+    );
+    assert_eq!(st.owner.as_deref(), Some("c1"));
+    let unserved = st.unserved.clone().unwrap();
+    assert!(
+        unserved.contains("c1 holds the node as caretaker"),
+        "{unserved}"
+    );
+    let history = node.history();
+    assert!(
+        history
+            .iter()
+            .any(|h| h.0 == "takeover" && h.1 == "taken over by c1 as caretaker"),
+        "{history:?}"
+    );
+    // Requests are accepted intent: they stay queued, with nothing done about them.
+    node.power(1, PowerTarget::Off, None);
+    node.provision(1, Verb::Undeploy);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let (st, spec) = node
+        .store
+        .with(|i| (i.status.clone().unwrap(), i.spec.clone()));
+    assert_eq!(st.power_seq_done, 0);
+    assert_eq!(st.provision_seq_done, 0);
+    assert_eq!(st.provision_state, ProvisionState::DeployFailed);
+    assert!(spec.pending_power(&st).is_some() && spec.pending_provision(&st).is_some());
+    assert!(machine.0.lock().unwrap().log.is_empty(), "the BMC was used");
+    let consoles = node.consoles.clone().unwrap();
+    assert!(consoles.registry.get(&node.id).is_none(), "a console runs");
+    // The node's driver becomes one this conductor serves: the condition ends and the queued
+    // requests run, in order.
+    node.store
+        .user_change(|s| s.driver = "fake-hardware".into());
+    let st = node
+        .until("queued power off done", |i| {
+            i.status.clone().filter(|s| s.power_seq_done == 1)
+        })
+        .await;
+    assert_eq!(st.unserved, None);
+    assert_eq!(machine.commands()[0], "power off");
+    node.until("queued undeploy taken up", |i| {
+        i.status.clone().filter(|s| s.provision_seq_done == 1)
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while consoles.registry.get(&node.id).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "console never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caretaker_keeps_a_wait_states_deadline_and_its_timeout() {
+    let machine = Machine::new(true);
+    let mut setup = Setup::new("redfish");
+    setup.machine = machine.clone();
+    setup.serves = vec!["ipmi".into()];
+    let deadline = tokio_clock() + 30_000;
+    setup.status = Some(left_by_c0(ProvisionState::WaitCallBack, Some(deadline)));
+    let node = setup.start().await;
+    let st = node
+        .until("caretaker's condition", |i| {
+            i.status.clone().filter(|s| s.unserved.is_some())
+        })
+        .await;
+    assert_eq!(st.provision_state, ProvisionState::WaitCallBack);
+    assert_eq!(st.deadline_ms, Some(deadline), "the deadline moved");
+    // The deadline still ends the wait, as it would for any owner.
+    let st = node.provision_state(ProvisionState::DeployFailed).await;
+    assert!(tokio_clock() >= deadline);
+    assert!(st.last_error.is_some());
+    assert!(machine.0.lock().unwrap().log.is_empty(), "the BMC was used");
 }

@@ -442,15 +442,72 @@ fn a_driver_or_group_change_moves_the_node() {
     let y = *nodes.iter().find(|n| !tokens.contains_key(n)).unwrap();
     t.node_put(y, Ok(("redfish".into(), String::new())));
     assert_eq!(acquires(&t.decide()), BTreeSet::from([y]));
-    // A group nobody serves: a gives x up (and nobody takes it).
+    // A group nobody serves: the winner over every live conductor holds it as caretaker, and
+    // x's winner over a and b is a (a won it when both served it).
     t.node_put(x, Ok(("ipmi".into(), "rack9".into())));
+    assert!(t.decide().is_empty(), "a keeps x as its caretaker");
+    assert!(t.runs(&x));
+    // A conductor of rack9 joins: x is handed to it (stopped first, then released).
+    let mut rack9 = conductor("c", 300, &["ipmi"]);
+    rack9.conductor_group = "rack9".into();
+    t.conductor_put(rack9, Instant::now());
     assert_eq!(stops(&t.decide()), BTreeSet::from([x]));
     t.actor_stopped(x, tokens[&x], crate::supervisor::REASON_RELEASED);
     assert_eq!(releases(&t.decide()), BTreeSet::from([(x, tokens[&x])]));
     // An unreadable spec is placed over every conductor, so that its owner reports it.
     t.node_put(x, Err("garbage".into()));
-    let mine_now = winner(&x, &["a", "b"]) == ME;
+    let mine_now = winner(&x, &["a", "b", "c"]) == ME;
     assert_eq!(acquires(&t.decide()).contains(&x), mine_now);
+}
+
+#[test]
+fn a_node_nobody_serves_gets_a_caretaker_and_moves_when_a_capable_conductor_joins() {
+    // b serves only redfish; a (ipmi, redfish) and c (ipmi) remain after b leaves.
+    let nodes = ids(1..41);
+    let mut snap = snapshot(
+        5,
+        vec![
+            me(),
+            conductor("b", 200, &["redfish"]),
+            conductor("c", 300, &["ipmi"]),
+        ],
+        &[],
+        vec![],
+    );
+    snap.nodes = nodes
+        .iter()
+        .map(|n| SnapshotNode {
+            id: *n,
+            placement: Ok(("fake-hardware".into(), String::new())),
+        })
+        .collect();
+    let (mut t, _) = joined(snap);
+    // Nobody serves fake-hardware: every node has a caretaker, the winner over a, b and c.
+    let mine: BTreeSet<NodeId> = nodes
+        .iter()
+        .filter(|n| winner(n, &["a", "b", "c"]) == ME)
+        .copied()
+        .collect();
+    assert!(!mine.is_empty() && mine.len() < nodes.len());
+    let mut rev = 5;
+    let tokens = acquire_all(&mut t, &mut rev);
+    assert_eq!(tokens.keys().copied().collect::<BTreeSet<_>>(), mine);
+    // b leaves: the caretakers are recomputed over a and c; a never holds what c should.
+    t.conductor_left("b");
+    let now_mine: BTreeSet<NodeId> = nodes
+        .iter()
+        .filter(|n| winner(n, &["a", "c"]) == ME)
+        .copied()
+        .collect();
+    // (acquire_all asserts that nothing a holds is stopped or released meanwhile)
+    let gained = acquire_all(&mut t, &mut rev);
+    assert_eq!(
+        gained.keys().copied().collect::<BTreeSet<_>>(),
+        &now_mine - &mine
+    );
+    // A conductor that serves fake-hardware joins: every node a holds as caretaker goes to it.
+    t.conductor_put(conductor("d", 400, &["fake-hardware"]), Instant::now());
+    assert_eq!(stops(&t.decide()), now_mine);
 }
 
 #[test]

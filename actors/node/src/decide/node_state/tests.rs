@@ -88,7 +88,7 @@ fn power_comes_before_provision_and_done_requests_are_idle() {
 fn takeover_fails_busy_states_and_keeps_waits() {
     let mut st = owned(3);
     st.provision_state = ProvisionState::Deploying;
-    let t = take_over(&st, "c2", FenceToken(9), 1_000);
+    let t = take_over(&st, "c2", FenceToken(9), 1_000, None);
     assert_eq!(t.provision_state, ProvisionState::DeployFailed);
     assert_eq!(t.owner.as_deref(), Some("c2"));
     assert_eq!(t.fence, 9);
@@ -97,7 +97,7 @@ fn takeover_fails_busy_states_and_keeps_waits() {
 
     st.provision_state = ProvisionState::CleanWait;
     st.deadline_ms = Some(77);
-    let t = take_over(&st, "c2", FenceToken(9), 1_000);
+    let t = take_over(&st, "c2", FenceToken(9), 1_000, None);
     assert_eq!(t.provision_state, ProvisionState::CleanWait);
     assert_eq!(t.deadline_ms, Some(77));
     assert_eq!(t.last_error, None);
@@ -108,19 +108,19 @@ fn only_a_recovering_takeover_is_written() {
     let quiet = owned(3);
     assert!(!takeover_needs_write(
         &quiet,
-        &take_over(&quiet, "c2", FenceToken(9), 1)
+        &take_over(&quiet, "c2", FenceToken(9), 1, None)
     ));
     let mut busy = owned(3);
     busy.provision_state = ProvisionState::Cleaning;
     assert!(takeover_needs_write(
         &busy,
-        &take_over(&busy, "c2", FenceToken(9), 1)
+        &take_over(&busy, "c2", FenceToken(9), 1, None)
     ));
     let mut powering = owned(3);
     powering.target_power_state = Some(PowerTarget::On);
     assert!(takeover_needs_write(
         &powering,
-        &take_over(&powering, "c2", FenceToken(9), 1)
+        &take_over(&powering, "c2", FenceToken(9), 1, None)
     ));
 }
 
