@@ -83,21 +83,41 @@ pub(crate) fn check_concurrency(state: &AppState, verb: Verb) -> Result<(), ApiE
     Ok(())
 }
 
-/// 503 when no live conductor could carry the action out (it would wait, unseen, until one
-/// starts; a client is better told now).
+/// 503 when no conductor at all is alive: nothing holds the node, so a client is better told
+/// now. A node whose driver or conductor group no live conductor serves is held by a caretaker
+/// (another live conductor): its requests are accepted as intent (202) and run once a conductor
+/// that serves it joins; the node's body and `validate` say why it waits.
 pub(crate) fn require_conductor(state: &AppState, node: &NodeRef) -> Result<(), ApiError> {
+    if state.informer.read().any_conductor() {
+        return Ok(());
+    }
+    let spec = &node.spec.spec;
+    Err(ApiError::Unavailable(format!(
+        "No conductor is alive to hold node {} (driver \"{}\", conductor group \"{}\"); the request cannot be accepted now. Please retry later.",
+        spec.id, spec.driver, spec.conductor_group
+    )))
+}
+
+/// Why no live conductor can work on `node` now (None: one serves its driver and group).
+pub(crate) fn unserved_reason(state: &AppState, node: &NodeRef) -> Option<String> {
     let spec = &node.spec.spec;
     if state
         .informer
         .read()
         .served(&spec.driver, &spec.conductor_group)
     {
-        return Ok(());
+        return None;
     }
-    Err(ApiError::Unavailable(format!(
-        "No conductor is serving driver \"{}\" in conductor group \"{}\"; the request cannot be carried out now. Please retry later.",
+    let held = match node.holder.as_deref() {
+        Some(holder) => format!(
+            "; conductor {holder} holds the node as caretaker and requests wait until one joins"
+        ),
+        None => String::new(),
+    };
+    Some(format!(
+        "No live conductor serves driver \"{}\" in conductor group \"{}\"{held}.",
         spec.driver, spec.conductor_group
-    )))
+    ))
 }
 
 pub(crate) fn who(caller: &Caller) -> String {
@@ -327,10 +347,7 @@ pub async fn boot_devices_supported(
 /// driver needs); the other interfaces belong to work Ferric does not do yet.
 fn validation(state: &AppState, node: &NodeRef) -> Value {
     let spec = &node.spec.spec;
-    let served = state
-        .informer
-        .read()
-        .served(&spec.driver, &spec.conductor_group);
+    let unserved = unserved_reason(state, node);
     let info = spec.driver_info();
     let missing: Vec<&str> = match spec.driver.as_str() {
         "ipmi" => vec!["ipmi_address"],
@@ -343,8 +360,8 @@ fn validation(state: &AppState, node: &NodeRef) -> Value {
             .is_ok_and(|i| i.get(k).is_none_or(|v| v.is_null() || v == ""))
     })
     .collect();
-    let power = if !served {
-        json!({"result": false, "reason": format!("No conductor is serving driver \"{}\" in conductor group \"{}\".", spec.driver, spec.conductor_group)})
+    let power = if let Some(reason) = unserved {
+        json!({"result": false, "reason": reason})
     } else if let Err(e) = &info {
         json!({"result": false, "reason": format!("Invalid driver_info: {e}")})
     } else if !missing.is_empty() {

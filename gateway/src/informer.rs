@@ -132,6 +132,11 @@ impl CacheState {
         self.conductors.values().any(|c| c.serves(driver, group))
     }
 
+    /// Whether any conductor is alive (one holds every node, as its owner or caretaker).
+    pub fn any_conductor(&self) -> bool {
+        !self.conductors.is_empty()
+    }
+
     /// Nodes each conductor holds.
     pub fn holder_counts(&self) -> HashMap<&str, usize> {
         let mut counts = HashMap::new();

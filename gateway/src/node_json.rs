@@ -36,6 +36,8 @@ pub enum F {
     DriverInternalInfo,
     Extra,
     Fault,
+    FerricCaretaker,
+    FerricUnserved,
     FirmwareInterface,
     Health,
     InspectInterface,
@@ -104,6 +106,10 @@ pub const FIELDS: &[(F, &str, u32)] = &[
     (F::DriverInternalInfo, "driver_internal_info", 3),
     (F::Extra, "extra", 1),
     (F::Fault, "fault", 42),
+    // Ferric's own: whether `conductor` holds the node only as its caretaker (no live conductor
+    // serves its driver and group), and the caretaker's statement of why.
+    (F::FerricCaretaker, "ferric_caretaker", 1),
+    (F::FerricUnserved, "ferric_unserved", 1),
     (F::FirmwareInterface, "firmware_interface", 86),
     (F::Health, "health", 109),
     (F::InspectInterface, "inspect_interface", 31),
@@ -266,6 +272,13 @@ pub fn reservation(node: &NodeRef) -> Option<&str> {
     } else {
         None
     }
+}
+
+/// Whether the conductor holding the node holds it as its caretaker: the status it wrote says
+/// no live conductor serves the node, and it still holds the reservation.
+pub fn is_caretaker(node: &NodeRef) -> bool {
+    let st = node.status();
+    st.unserved.is_some() && node.holder.is_some() && st.owner.as_deref() == node.holder.as_deref()
 }
 
 /// Ironic's `target_power_state`: the state a pending or running power action ends in (Ironic
@@ -449,6 +462,8 @@ impl Serialize for NodeDoc<'_> {
                 }
                 F::Extra => m.serialize_entry(name, &e.extra)?,
                 F::Fault => m.serialize_entry(name, &st.fault)?,
+                F::FerricCaretaker => m.serialize_entry(name, &is_caretaker(node))?,
+                F::FerricUnserved => m.serialize_entry(name, &st.unserved)?,
                 F::InstanceInfo => {
                     if self.unmasked {
                         m.serialize_entry(name, &e.instance_info)?

@@ -631,6 +631,62 @@ async fn concurrent_patches_lose_nothing() {
     assert_eq!(r.json["extra"], extra, "the gateway shows what etcd holds");
 }
 
+/// A node no live conductor serves (issue 11): requests are accepted as intent while any
+/// conductor lives, and the body and `validate` say why nothing happens; the caretaker is named
+/// in `conductor` and flagged.
+#[tokio::test]
+async fn a_node_no_live_conductor_serves_takes_intent_and_says_why() {
+    let mut w = World::new().await;
+    let id = w
+        .enroll(json!({"driver": "redfish", "driver_info": {
+            "redfish_address": "http://127.0.0.1:9", "redfish_system_id": "/redfish/v1/Systems/x"}}))
+        .await;
+    w.start_conductor("c1").await;
+    let power = format!("/v1/nodes/{id}/states/power");
+    w.call("PUT", &power, Some(json!({"target": "power on"})))
+        .await
+        .expect(202);
+    w.call(
+        "PUT",
+        &format!("/v1/nodes/{id}/states/console"),
+        Some(json!({"enabled": true})),
+    )
+    .await
+    .expect(202);
+    let spec = w.cluster.get_node(&id).await.unwrap().spec;
+    assert_eq!(spec.power_request.unwrap().target, PowerTarget::On);
+    assert!(spec.console_enabled);
+    let r = w.get(&format!("/v1/nodes/{id}/validate")).await;
+    assert_eq!(r.json["power"]["result"], false);
+    let reason = r.json["power"]["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains(r#"No live conductor serves driver "redfish" in conductor group """#),
+        "{reason}"
+    );
+    // c1 holds it as caretaker and says so in the status.
+    let tok = w.own("c1", &id).await;
+    w.set_status(&id, tok, |s| {
+        s.unserved = Some("no live conductor serves driver \"redfish\"; c1 holds the node as caretaker".into())
+    })
+    .await;
+    let r = w.get(&format!("/v1/nodes/{id}")).await;
+    assert_eq!(r.json["conductor"], "c1");
+    assert_eq!(r.json["ferric_caretaker"], true);
+    assert!(r.json["ferric_unserved"]
+        .as_str()
+        .unwrap()
+        .contains("c1 holds the node as caretaker"));
+    let r = w.get(&format!("/v1/nodes/{id}/validate")).await;
+    let reason = r.json["power"]["reason"].as_str().unwrap();
+    assert!(reason.contains("conductor c1 holds the node as caretaker"), "{reason}");
+    // A node its holder serves is not flagged.
+    let other = w.enroll(fake()).await;
+    w.own("c1", &other).await;
+    let r = w.get(&format!("/v1/nodes/{other}")).await;
+    assert_eq!(r.json["ferric_caretaker"], false);
+    assert_eq!(r.json["ferric_unserved"], Value::Null);
+}
+
 #[tokio::test]
 async fn power_provision_and_reservation_semantics() {
     let mut w = World::new().await;
@@ -642,7 +698,7 @@ async fn power_provision_and_reservation_semantics() {
         Some(json!({"target": "power on"})),
     )
     .await
-    .expect_error(503, "No conductor is serving");
+    .expect_error(503, "No conductor is alive");
     assert!(w
         .cluster
         .get_node(&id)

@@ -474,7 +474,7 @@ async fn states_console_refusals_in_ironic_format() {
     // No conductor serves the driver: enabling would wait unseen.
     w.call_with("PUT", &path, Some(r#"{"enabled": true}"#), &admin)
         .await
-        .expect_error(503, "No conductor is serving driver");
+        .expect_error(503, "No conductor is alive");
     w.start_conductor("c1").await;
 
     for (body, needle) in [

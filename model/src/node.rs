@@ -7,7 +7,7 @@
 //! a machine that somebody shut down from inside its OS is never powered back on because an old
 //! spec still says "on".
 
-use crate::codec::Record;
+use crate::codec::{CodecError, Record};
 use crate::history::{HistoryKind, Requester};
 use crate::ids::{NodeId, NodeName};
 use crate::power::{BootDevice, PowerState, PowerTarget};
@@ -220,8 +220,8 @@ pub struct NodeStatus {
     /// Set while the node is held by a *caretaker*: a conductor that does not serve the node's
     /// driver and conductor group, because no live conductor does. It says so (which driver,
     /// which group, who holds the node); the caretaker does no hardware work and keeps requests
-    /// queued. Cleared by the first owner that serves the node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// queued. Cleared by the first owner that serves the node. (Added in format version 2;
+    /// it must stay the last field, see `migrate`.)
     pub unserved: Option<String>,
 }
 
@@ -385,7 +385,26 @@ impl Default for NodeStatus {
 
 impl Record for NodeStatus {
     const KIND: &'static str = "node status";
-    const VERSION: u8 = 1;
+    /// 2: `unserved` appended.
+    const VERSION: u8 = 2;
+
+    fn migrate(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            // Version 1 is version 2 without the last field, `unserved`; postcard writes an
+            // absent Option as the single byte 0.
+            1 => {
+                let mut v2 = Vec::with_capacity(body.len() + 1);
+                v2.extend_from_slice(body);
+                v2.push(0);
+                crate::codec::body_of(version, &v2)
+            }
+            _ => Err(CodecError::UnknownVersion {
+                kind: Self::KIND,
+                version,
+                current: Self::VERSION,
+            }),
+        }
+    }
 }
 
 /// One entry of a node's history: who asked for what, when, and how it ended.
@@ -530,6 +549,31 @@ mod tests {
         assert_eq!(decode::<NodeStatus>(&encode(&status)).unwrap(), status);
         // A spec is not a status: decoding the wrong type is an error, not a panic.
         assert!(decode::<NodeStatus>(&encode(&spec)).is_err());
+    }
+
+    #[test]
+    fn a_version_1_status_reads_as_version_2_without_the_unserved_condition() {
+        let status = NodeStatus {
+            power_state: Some(PowerState::Off),
+            provision_state: ProvisionState::Active,
+            agent: None,
+            remediation: None,
+            ..NodeStatus::default()
+        };
+        let v2 = encode(&status);
+        assert_eq!(v2[0], 2);
+        assert_eq!(*v2.last().unwrap(), 0, "unserved None is one trailing 0");
+        // What a version-1 build wrote: the same fields, without `unserved`.
+        let mut v1 = v2[..v2.len() - 1].to_vec();
+        v1[0] = 1;
+        assert_eq!(decode::<NodeStatus>(&v1).unwrap(), status);
+        let held = NodeStatus {
+            unserved: Some("no live conductor serves driver \"redfish\"".into()),
+            ..status
+        };
+        assert_eq!(decode::<NodeStatus>(&encode(&held)).unwrap(), held);
+        // A version-1 body that is itself cut short stays an error.
+        assert!(decode::<NodeStatus>(&v1[..v1.len() - 2]).is_err());
     }
 
     #[test]

@@ -135,18 +135,11 @@ pub async fn set_enabled(
     let enabled = enabled_arg(&obj)?;
     let node = request::lookup(&state, &ident, v).await?;
     let intent = check(enabled, &node)?;
-    let spec = &node.spec.spec;
-    // Ironic's `get_topic_for` (nothing would ever open it, unseen).
-    if enabled
-        && !state
-            .informer
-            .read()
-            .served(&spec.driver, &spec.conductor_group)
-    {
-        return Err(ApiError::Unavailable(format!(
-            "No conductor is serving driver \"{}\" in conductor group \"{}\"; the console cannot be enabled now. Please retry later.",
-            spec.driver, spec.conductor_group
-        )));
+    // Ironic's `get_topic_for`: with no conductor alive nothing would ever open it, unseen.
+    // A node no live conductor serves is held by a caretaker; its console opens once a
+    // conductor that serves it joins.
+    if enabled {
+        crate::actions::require_conductor(&state, &node)?;
     }
     apply(&state, &headers, &ident, &node, "", intent).await
 }
