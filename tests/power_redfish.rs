@@ -4,74 +4,9 @@
 //! etcd.
 
 use ferric_model::{decode, EventRecord, NodeHistory, NodeStatus, PowerState};
-use ferric_testkit::{free_port, Fleet, Proc};
-use serde_json::Value;
+use ferric_testkit::sushy::{Sushy, SUSHY_WAIT};
+use ferric_testkit::Fleet;
 use std::time::Duration;
-
-/// sushy's fake driver applies power changes after a random 1 to 11 s.
-const SUSHY_WAIT: Duration = Duration::from_secs(60);
-
-struct Sushy {
-    _proc: Proc,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Sushy {
-    async fn start(dir: &std::path::Path) -> Sushy {
-        let venv = std::env::var("FERRIC_PYVENV")
-            .unwrap_or_else(|_| format!("{}/target/pyvenv", env!("CARGO_MANIFEST_DIR")));
-        let exe = format!("{venv}/bin/sushy-emulator");
-        assert!(
-            std::path::Path::new(&exe).exists(),
-            "{exe} is missing: run scripts/install-deps.sh (it installs tests/python-requirements.txt)"
-        );
-        let port = free_port();
-        let proc = Proc::spawn(
-            "sushy",
-            &exe,
-            &[
-                "--fake".into(),
-                "-i".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-            ],
-            dir.join("sushy.log"),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(r) = http.get(format!("{url}/redfish/v1/Systems")).send().await {
-                if r.status().is_success() {
-                    return Sushy {
-                        _proc: proc,
-                        url,
-                        http,
-                    };
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "sushy-emulator did not answer on {url}:\n{}",
-            proc.log_tail(30)
-        );
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let url = format!("{}{path}", self.url);
-        ferric_testkit::http::get_json(&self.http, &url, "sushy-emulator").await
-    }
-
-    async fn first_system(&self) -> String {
-        let v = self.get("/redfish/v1/Systems").await;
-        v["Members"][0]["@odata.id"]
-            .as_str()
-            .expect("a system")
-            .to_string()
-    }
-}
 
 /// Requests a power action and waits until the owner finished it (its sequence number is done).
 async fn power(fleet: &Fleet, id: &str, action: &str) -> NodeStatus {

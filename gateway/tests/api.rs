@@ -666,7 +666,9 @@ async fn a_node_no_live_conductor_serves_takes_intent_and_says_why() {
     // c1 holds it as caretaker and says so in the status.
     let tok = w.own("c1", &id).await;
     w.set_status(&id, tok, |s| {
-        s.unserved = Some("no live conductor serves driver \"redfish\"; c1 holds the node as caretaker".into())
+        s.unserved = Some(
+            "no live conductor serves driver \"redfish\"; c1 holds the node as caretaker".into(),
+        )
     })
     .await;
     let r = w.get(&format!("/v1/nodes/{id}")).await;
@@ -678,7 +680,10 @@ async fn a_node_no_live_conductor_serves_takes_intent_and_says_why() {
         .contains("c1 holds the node as caretaker"));
     let r = w.get(&format!("/v1/nodes/{id}/validate")).await;
     let reason = r.json["power"]["reason"].as_str().unwrap();
-    assert!(reason.contains("conductor c1 holds the node as caretaker"), "{reason}");
+    assert!(
+        reason.contains("conductor c1 holds the node as caretaker"),
+        "{reason}"
+    );
     // A node its holder serves is not flagged.
     let other = w.enroll(fake()).await;
     w.own("c1", &other).await;

@@ -456,7 +456,7 @@ impl Fleet {
         let (violations, checked) = history.fencing_violations(&self.prefix);
         if !violations.is_empty() {
             let mut msg = format!(
-                "{} of {checked} status writes violate fencing (history up to revision {}):",
+                "{} violations of fencing in {checked} status writes and every reservation (history up to revision {}):",
                 violations.len(),
                 history.revision
             );
@@ -467,7 +467,7 @@ impl Fleet {
             self.fail(&msg);
         }
         self.note(&format!(
-            "fencing history: {checked} status writes up to revision {}, all by the holder under its fence",
+            "fencing history: no reservation changed hands without a delete, and {checked} status writes up to revision {} were all by the holder under its fence",
             history.revision
         ));
         history

@@ -197,34 +197,46 @@ impl History {
             .filter(move |e| e.key.starts_with(prefix))
     }
 
-    /// The invariant behind fencing: every status put with (owner X, fence F) happened at a
-    /// revision where the node's reservation key existed with create_revision F and holder X.
-    /// Returns the violations (empty when the invariant holds) and the number of status puts
-    /// checked.
+    /// The invariants behind fencing: a reservation never passes from one holder to another
+    /// without being deleted first (no node ever has two owners), and every status put with
+    /// (owner X, fence F) happened at a revision where the node's reservation key existed with
+    /// create_revision F and holder X. Returns the violations (empty when the invariants hold)
+    /// and the number of status puts checked.
     pub fn fencing_violations(&self, prefix: &str) -> (Vec<String>, usize) {
         let res_prefix = format!("{prefix}reservations/");
         let status_prefix = format!("{prefix}status/");
         let mut held: BTreeMap<&str, Vec<Held>> = BTreeMap::new();
+        let mut violations = Vec::new();
         for e in self.under(&res_prefix) {
             let id = &e.key[res_prefix.len()..];
             let spans = held.entry(id).or_default();
+            let holder = e.put.then(|| {
+                decode::<ReservationRecord>(&e.value)
+                    .map(|r| r.conductor)
+                    .unwrap_or_else(|err| format!("<unreadable reservation: {err}>"))
+            });
             if let Some(last) = spans.last_mut() {
                 if last.until.is_none() {
                     last.until = Some(e.revision);
+                    if holder.as_ref().is_some_and(|h| *h != last.holder) {
+                        violations.push(format!(
+                            "rev {}: reservation of {id} passed from {} to {} without a delete",
+                            e.revision,
+                            last.holder,
+                            holder.as_deref().unwrap_or_default()
+                        ));
+                    }
                 }
             }
-            if e.put {
+            if let Some(holder) = holder {
                 spans.push(Held {
                     create_rev: e.create_rev,
-                    holder: decode::<ReservationRecord>(&e.value)
-                        .map(|r| r.conductor)
-                        .unwrap_or_else(|err| format!("<unreadable reservation: {err}>")),
+                    holder,
                     from: e.revision,
                     until: None,
                 });
             }
         }
-        let mut violations = Vec::new();
         let mut checked = 0;
         for e in self.under(&status_prefix).filter(|e| e.put) {
             checked += 1;

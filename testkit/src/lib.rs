@@ -14,6 +14,7 @@ pub mod ipmi_sim;
 pub mod ports;
 pub mod process;
 pub mod serve;
+pub mod sushy;
 pub mod viewer;
 
 pub use etcd::Etcd;
