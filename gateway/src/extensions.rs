@@ -357,7 +357,7 @@ mod tests {
         ("/v1/nodes", &["get", "post"]),
         ("/v1/nodes/detail", &["get"]),
         ("/v1/nodes/validate", &["get"]),
-        ("/v1/nodes/{node}", &["get", "patch", "delete"]),
+        ("/v1/nodes/{node}", &["get", "patch", "put", "delete"]),
         ("/v1/nodes/{node}/states", &["get"]),
         ("/v1/nodes/{node}/states/power", &["put"]),
         ("/v1/nodes/{node}/states/provision", &["put"]),
