@@ -83,6 +83,31 @@ async fn unreadable_spec_status_and_history_stay_visible_and_repairable() {
         .await
         .unwrap();
     fleet.note("garbage written");
+    // The gateway learns of writes it did not make through its watch: wait (bounded) until
+    // its answers reflect them, so the client below sees the damage, not an earlier copy.
+    fleet
+        .wait_until(
+            Duration::from_secs(10),
+            "the gateway shows the damaged records",
+            async || {
+                let nodes = api_get(&gw, "/v1/nodes?fields=uuid,last_error");
+                let err = |id: &str| {
+                    nodes["nodes"]
+                        .as_array()
+                        .and_then(|l| l.iter().find(|n| n["uuid"] == id))
+                        .and_then(|n| n["last_error"].as_str())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let (ea, eb) = (err(a), err(b));
+                if ea.contains("spec record") && eb.contains("status record") {
+                    Ok(())
+                } else {
+                    Err(format!("a: {ea:?}, b: {eb:?}"))
+                }
+            },
+        )
+        .await;
 
     // Visible, with the error, through the real client and the API.
     let bm = Baremetal::start();

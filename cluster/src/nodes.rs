@@ -472,3 +472,20 @@ pub(crate) fn power_change(
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_history_entry_reads_as_an_error_entry_in_its_place() {
+        let err = decode::<HistoryEntry>(b"garbage").unwrap_err();
+        let e = unreadable_history_entry("/ferric/history/x/00000000000000000003", &err, 42);
+        assert_eq!(e.at_ms, 42);
+        assert_eq!(e.severity, "ERROR");
+        assert!(e.result.contains("/ferric/history/x/00000000000000000003"));
+        assert!(e.result.contains("cannot be decoded"));
+        // It encodes like any entry, so every reader of history can show it.
+        assert_eq!(decode::<HistoryEntry>(&encode(&e)).unwrap(), e);
+    }
+}

@@ -253,7 +253,8 @@ impl Cluster {
         match records.spec() {
             Some(Ok(spec)) => candidates.extend(spec.name.map(|n| n.as_str().to_string())),
             Some(Err(_)) => {
-                let parts = spec_parts(&id, &records.spec.as_ref().map_or(&[][..], |r| &r.value));
+                let bytes = records.spec.as_ref().map_or(&[][..], |r| &r.value);
+                let parts = spec_parts(&id, bytes);
                 candidates.extend(parts.name.map(|n| n.as_str().to_string()));
             }
             None => {}
@@ -457,9 +458,11 @@ mod tests {
 
     #[test]
     fn a_replacement_continues_the_owners_sequences() {
-        let mut status = NodeStatus::default();
-        status.power_seq_done = 7;
-        status.provision_seq_done = 3;
+        let status = NodeStatus {
+            power_seq_done: 7,
+            provision_seq_done: 3,
+            ..Default::default()
+        };
         let mut new = spec();
         continue_sequences(&mut new, None, &status);
         assert_eq!(new.next_power_seq(), 8);

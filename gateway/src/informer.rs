@@ -584,3 +584,98 @@ fn masked(v: &serde_json::Value, instance: bool) -> Box<RawValue> {
     }
     raw(&v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_json::Render;
+    use crate::version::ApiVersion;
+    use ferric_model::{encode, NodeName};
+
+    const P: &str = "/t/";
+
+    fn spec(name: &str) -> NodeSpec {
+        let mut s = NodeSpec::new(NodeId::new_random(), "ipmi", 1_700_000_000_000);
+        s.name = Some(NodeName::parse(name).unwrap());
+        s
+    }
+
+    fn put(c: &mut CacheState, key: String, value: &[u8], rev: i64) {
+        c.apply(P, key.as_bytes(), Some(value), rev);
+    }
+
+    #[test]
+    fn an_unreadable_spec_keeps_the_node_its_name_and_says_why() {
+        let mut c = CacheState::default();
+        let (a, b) = (spec("a"), spec("b"));
+        put(&mut c, format!("{P}nodes/{}", a.id), &encode(&a), 2);
+        put(&mut c, format!("{P}nodes/{}", b.id), &encode(&b), 3);
+        // Garbage over a known spec: the copy keeps the name and driver it knew.
+        put(&mut c, format!("{P}nodes/{}", a.id), b"garbage", 4);
+        let n = c.lookup("a").expect("still found by name");
+        assert_eq!(n.id(), a.id);
+        assert!(n.spec_unreadable());
+        assert_eq!(n.spec.spec.driver, "ipmi");
+        assert!(n.status_error().unwrap().contains("spec record"));
+        assert_eq!(c.specs.len(), 2, "nothing else hidden");
+        assert!(c.lookup("b").is_some_and(|n| !n.spec_unreadable()));
+
+        // Loaded while already unreadable: the name comes from the index, read after nodes/.
+        let mut fresh = CacheState::default();
+        put(&mut fresh, format!("{P}nodes/{}", a.id), b"garbage", 4);
+        assert!(fresh.lookup("a").is_none());
+        put(
+            &mut fresh,
+            format!("{P}names/a"),
+            a.id.to_string().as_bytes(),
+            2,
+        );
+        let n = fresh.lookup("a").expect("named by the index");
+        assert_eq!(n.spec.spec.name.as_ref().map(|n| n.as_str()), Some("a"));
+        assert!(n
+            .status_error()
+            .unwrap()
+            .contains("baremetal node delete a"));
+        // A spec that names another node is not trusted either.
+        put(&mut fresh, format!("{P}nodes/{}", a.id), &encode(&b), 5);
+        assert!(fresh.node(&a.id).unwrap().spec_unreadable());
+        // Repaired: readable again, error gone; deleted: gone, name free.
+        put(&mut fresh, format!("{P}nodes/{}", a.id), &encode(&a), 6);
+        assert!(!fresh.lookup("a").unwrap().spec_unreadable());
+        fresh.apply(P, format!("{P}nodes/{}", a.id).as_bytes(), None, 7);
+        assert!(fresh.lookup("a").is_none() && fresh.names.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_spec_or_status_renders_with_the_error() {
+        let mut c = CacheState::default();
+        let a = spec("a");
+        put(&mut c, format!("{P}nodes/{}", a.id), b"\x01garbage", 2);
+        put(
+            &mut c,
+            format!("{P}names/a"),
+            a.id.to_string().as_bytes(),
+            2,
+        );
+        let b = spec("b");
+        put(&mut c, format!("{P}nodes/{}", b.id), &encode(&b), 3);
+        put(&mut c, format!("{P}status/{}", b.id), b"garbage", 4);
+        let render = Render::full(ApiVersion::latest(), "http://x");
+        let doc = serde_json::to_value(render.node(&c.node(&a.id).unwrap())).unwrap();
+        assert_eq!(doc["uuid"], a.id.to_string());
+        assert_eq!(doc["name"], "a");
+        assert_eq!(doc["created_at"], serde_json::Value::Null);
+        let err = doc["last_error"].as_str().unwrap();
+        assert!(
+            err.contains("spec record") && err.contains("PUT /v1/nodes/"),
+            "{err}"
+        );
+        let doc = serde_json::to_value(render.node(&c.node(&b.id).unwrap())).unwrap();
+        assert!(doc["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("status record"));
+        assert_eq!(doc["name"], "b");
+        assert_eq!(c.provision_counts.values().sum::<usize>(), 1);
+    }
+}
