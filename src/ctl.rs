@@ -12,6 +12,7 @@ macro_rules! out {
 mod conductor;
 mod node;
 mod remediation;
+mod repair;
 
 use ferric_cluster::{Cluster, EtcdConfig};
 use std::path::PathBuf;

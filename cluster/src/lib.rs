@@ -14,6 +14,7 @@ pub mod node_update;
 pub mod nodes;
 pub mod placement;
 pub mod remediation;
+pub mod repair;
 pub mod reservations;
 pub mod snapshot;
 pub mod status;

@@ -384,53 +384,51 @@ impl Cluster {
     }
 
     /// A node's history (oldest first); empty when nothing was recorded yet. An unreadable
-    /// entry is skipped with a log line rather than hiding the rest.
+    /// entry is shown in its place as an entry that says so (severity ERROR), logged, and never
+    /// hides the rest.
     pub async fn node_history(&self, id_or_name: &str) -> Result<NodeHistory, ClusterError> {
         let id = self.resolve(id_or_name).await?;
         let (_, kvs) = get_prefix(self, &self.keys().history(&id), None, false).await?;
-        let entries = kvs
-            .iter()
-            .filter_map(|kv| match decode::<HistoryEntry>(kv.value()) {
-                Ok(e) => Some(e),
+        let mut entries: Vec<HistoryEntry> = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
+            match decode::<HistoryEntry>(kv.value()) {
+                Ok(e) => entries.push(e),
                 Err(e) => {
-                    tracing::error!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable history entry");
-                    None
+                    let key = String::from_utf8_lossy(kv.key());
+                    tracing::error!(%key, error = %e, "unreadable history entry");
+                    // Placed at the time of the entry before it, so that sorting keeps it there.
+                    let at_ms = entries.last().map_or(0, |p| p.at_ms);
+                    entries.push(unreadable_history_entry(&key, &e, at_ms));
                 }
-            })
-            .collect();
+            }
+        }
         Ok(NodeHistory { entries })
     }
 
-    /// Deletes a node's spec, name and status in one transaction, if the spec has not changed
-    /// since `view` was read. `check` may refuse (e.g. a state Ironic does not delete in).
+    /// Deletes a node's spec, name and status (and history) in one transaction, if nothing
+    /// changed since it was read. `check` may refuse (e.g. a state Ironic does not delete in).
+    /// A node whose spec cannot be read is deleted too, its name freed: `check` then sees a
+    /// stand-in spec (see [`crate::repair::NodeRecords::view`]) with the real status.
     pub async fn delete_node<F>(&self, id_or_name: &str, check: F) -> Result<(), ClusterError>
     where
         F: Fn(&NodeView) -> Result<(), ClusterError>,
     {
-        let view = self.get_node(id_or_name).await?;
-        check(&view)?;
-        let id = view.spec.id;
-        let key = self.keys().node(&id);
-        let mut ops = vec![
-            TxnOp::delete(key.clone(), None),
-            TxnOp::delete(self.keys().status(&id), None),
-            TxnOp::delete(
-                self.keys().history(&id),
-                Some(etcd_client::DeleteOptions::new().with_prefix()),
-            ),
-        ];
-        if let Some(name) = &view.spec.name {
-            ops.push(TxnOp::delete(self.keys().name(name.as_str()), None));
-        }
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, view.spec_rev)])
-            .and_then(ops);
-        let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
-        if resp.succeeded() {
-            Ok(())
-        } else {
-            Err(ClusterError::Conflict(id_or_name.to_string()))
-        }
+        self.delete_node_records(id_or_name, |_, view| check(view))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The entry shown in place of a history record that cannot be decoded.
+pub fn unreadable_history_entry(key: &str, error: &CodecError, at_ms: u64) -> HistoryEntry {
+    HistoryEntry {
+        at_ms,
+        kind: ferric_model::HistoryKind::Other("unreadable".into()),
+        action: "unreadable history entry".into(),
+        requested_by: ferric_model::Requester::Other("ferric".into()),
+        conductor: String::new(),
+        result: format!("the record {key} cannot be decoded ({error}); it is kept as it is"),
+        severity: "ERROR".into(),
     }
 }
 
@@ -472,5 +470,22 @@ pub(crate) fn power_change(
             requested_at_ms: now_ms(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_history_entry_reads_as_an_error_entry_in_its_place() {
+        let err = decode::<HistoryEntry>(b"garbage").unwrap_err();
+        let e = unreadable_history_entry("/ferric/history/x/00000000000000000003", &err, 42);
+        assert_eq!(e.at_ms, 42);
+        assert_eq!(e.severity, "ERROR");
+        assert!(e.result.contains("/ferric/history/x/00000000000000000003"));
+        assert!(e.result.contains("cannot be decoded"));
+        // It encodes like any entry, so every reader of history can show it.
+        assert_eq!(decode::<HistoryEntry>(&encode(&e)).unwrap(), e);
     }
 }

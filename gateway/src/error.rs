@@ -95,12 +95,12 @@ impl ApiError {
                 ClusterError::NameTaken(_)
                 | ClusterError::NodeExists(_)
                 | ClusterError::Busy { .. }
-                | ClusterError::Conflict(_) => StatusCode::CONFLICT,
+                | ClusterError::Conflict(_)
+                | ClusterError::Corrupt { .. } => StatusCode::CONFLICT,
                 ClusterError::InvalidState(_) | ClusterError::Invalid(_) => StatusCode::BAD_REQUEST,
-                ClusterError::Corrupt { .. }
-                | ClusterError::Fenced(_)
-                | ClusterError::Internal(_)
-                | ClusterError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ClusterError::Fenced(_) | ClusterError::Internal(_) | ClusterError::Config(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
             },
         }
     }
@@ -133,8 +133,12 @@ impl ApiError {
                 ClusterError::ShuttingDown(what) => {
                     format!("{what} is shutting down; please retry.")
                 }
-                ClusterError::Corrupt { .. }
-                | ClusterError::Fenced(_)
+                // A record an admin has to repair: say which and how (409: the request may
+                // succeed once the record is deleted or replaced).
+                ClusterError::Corrupt { key, source } => format!(
+                    "The record {key} in etcd cannot be read ({source}). Delete the node, or replace its spec with PATCH (with at least the driver) or PUT /v1/nodes/<uuid>; `ferric ctl node repair` shows the raw records."
+                ),
+                ClusterError::Fenced(_)
                 | ClusterError::Internal(_)
                 | ClusterError::Config(_) => {
                     "An internal error occurred in the Ferric gateway; see its log.".into()
@@ -299,6 +303,13 @@ mod tests {
                 StatusCode::CONFLICT,
             ),
             (ClusterError::Conflict("n".into()), StatusCode::CONFLICT),
+            (
+                ClusterError::Corrupt {
+                    key: "/ferric/nodes/x".into(),
+                    source: ferric_model::CodecError::Empty { kind: "node spec" },
+                },
+                StatusCode::CONFLICT,
+            ),
             (ClusterError::Invalid("no".into()), StatusCode::BAD_REQUEST),
             (
                 ClusterError::Internal("x".into()),

@@ -208,7 +208,11 @@ fn describe(prefix: &str, ev: &WatchEvent) -> Option<(i64, Option<NodeId>, Value
     if let Some(v) = value {
         match record {
             "spec" => {
-                if let Ok(s) = decode::<NodeSpec>(v) {
+                let decoded = decode::<NodeSpec>(v);
+                if let Err(e) = &decoded {
+                    doc["error"] = json!(format!("the spec record cannot be read: {e}"));
+                }
+                if let Ok(s) = decoded {
                     doc["name"] = json!(s.name.as_ref().map(|n| n.as_str()));
                     doc["driver"] = json!(s.driver);
                     doc["maintenance"] = json!(s.maintenance);
@@ -220,7 +224,11 @@ fn describe(prefix: &str, ev: &WatchEvent) -> Option<(i64, Option<NodeId>, Value
                 }
             }
             "status" => {
-                if let Ok(s) = decode::<NodeStatus>(v) {
+                let decoded = decode::<NodeStatus>(v);
+                if let Err(e) = &decoded {
+                    doc["error"] = json!(format!("the status record cannot be read: {e}"));
+                }
+                if let Ok(s) = decoded {
                     doc["power_state"] = json!(s.power_state.map(|p| p.as_str()));
                     doc["target_power_state"] =
                         json!(s.target_power_state.map(|p| p.final_state().as_str()));
@@ -357,7 +365,7 @@ mod tests {
         ("/v1/nodes", &["get", "post"]),
         ("/v1/nodes/detail", &["get"]),
         ("/v1/nodes/validate", &["get"]),
-        ("/v1/nodes/{node}", &["get", "patch", "delete"]),
+        ("/v1/nodes/{node}", &["get", "patch", "put", "delete"]),
         ("/v1/nodes/{node}/states", &["get"]),
         ("/v1/nodes/{node}/states/power", &["put"]),
         ("/v1/nodes/{node}/states/provision", &["put"]),

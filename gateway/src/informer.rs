@@ -7,6 +7,7 @@
 //! Reads are served from here; writes go to etcd and then wait until this copy has seen them.
 
 use ferric_cluster::feed::FeedKv;
+use ferric_cluster::repair::{decode_spec, spec_parts, SpecParts};
 use ferric_cluster::{Cluster, NodeView, WatchEvent, WatchLost};
 use ferric_model::{
     decode, ConductorRecord, NodeId, NodeSpec, NodeStatus, ProvisionState, ReservationRecord,
@@ -20,7 +21,14 @@ use tokio::sync::watch;
 /// A node's spec with its JSON fields parsed once (and secrets masked once) per change.
 #[derive(Debug)]
 pub struct SpecEntry {
+    /// The spec; for an unreadable record, a stand-in with what could be read (uuid, and name
+    /// and driver when the record's leading fields or the name index give them).
     pub spec: NodeSpec,
+    /// Why the spec record cannot be decoded, phrased for an admin with what to do; the node
+    /// is still shown, with this in `last_error`, and can be deleted or have its spec replaced.
+    pub unreadable: Option<Arc<str>>,
+    /// The decoder's own error, when the spec record cannot be decoded.
+    pub decode_error: Option<Arc<str>>,
     pub rev: i64,
     pub driver_info: Box<RawValue>,
     pub driver_info_masked: Box<RawValue>,
@@ -42,7 +50,29 @@ impl SpecEntry {
             properties: raw(&json_object(&spec.properties)),
             extra: raw(&json_object(&spec.extra)),
             spec,
+            unreadable: None,
+            decode_error: None,
             rev,
+        }
+    }
+
+    /// The entry of a spec record that cannot be decoded.
+    pub fn unreadable(id: NodeId, parts: SpecParts, error: &str, rev: i64) -> Self {
+        let mut spec = NodeSpec::new(id, parts.driver.as_deref().unwrap_or(""), 0);
+        spec.updated_at_ms = 0;
+        spec.name = parts.name;
+        let message = unreadable_spec_message(&id, spec.name.as_ref().map(|n| n.as_str()), error);
+        let mut entry = SpecEntry::new(spec, rev);
+        entry.unreadable = Some(Arc::from(message));
+        entry.decode_error = Some(Arc::from(error));
+        entry
+    }
+
+    /// What the spec entry's stand-in knows, to rebuild it (with a name found later).
+    fn parts(&self) -> SpecParts {
+        SpecParts {
+            name: self.spec.name.clone(),
+            driver: Some(self.spec.driver.clone()).filter(|d| !d.is_empty()),
         }
     }
 }
@@ -88,9 +118,35 @@ impl NodeRef {
         }
     }
 
+    /// Why a record of the node cannot be read: the spec's first, then the status's (each
+    /// already phrased for an admin, with what to do).
     pub fn status_error(&self) -> Option<&str> {
-        self.status.as_ref().and_then(|s| s.error.as_deref())
+        self.spec
+            .unreadable
+            .as_deref()
+            .or_else(|| self.status.as_ref().and_then(|s| s.error.as_deref()))
     }
+
+    /// Whether the spec record cannot be decoded (the spec here is a stand-in).
+    pub fn spec_unreadable(&self) -> bool {
+        self.spec.unreadable.is_some()
+    }
+}
+
+/// `last_error` of a node whose spec record cannot be decoded.
+pub fn unreadable_spec_message(id: &NodeId, name: Option<&str>, error: &str) -> String {
+    let uuid = id.to_string();
+    let ident = name.unwrap_or(&uuid);
+    format!(
+        "The spec record of node {id} in etcd cannot be read ({error}); no conductor acts on this node and only what is shown could be read. Delete it (`baremetal node delete {ident}`, which frees its name) or replace its spec: PATCH with at least the driver (`baremetal node set {ident} --driver ...`) or PUT /v1/nodes/{id} with a full node body. `ferric ctl node repair {id}` shows the raw records."
+    )
+}
+
+/// `last_error` of a node whose status record cannot be decoded.
+pub fn unreadable_status_message(id: &NodeId, error: &str) -> String {
+    format!(
+        "The status record of node {id} in etcd cannot be read ({error}); its power and provision state are unknown until its conductor writes a new one. `ferric ctl node repair {id}` shows the raw records; the node can be deleted."
+    )
 }
 
 /// The copy itself.
@@ -147,7 +203,12 @@ impl CacheState {
     }
 
     fn put_spec(&mut self, spec: NodeSpec, rev: i64) {
-        let id = spec.id;
+        self.put_entry(SpecEntry::new(spec, rev));
+    }
+
+    fn put_entry(&mut self, entry: SpecEntry) {
+        let id = entry.spec.id;
+        let spec = &entry.spec;
         if let Some(old) = self.specs.get(&id) {
             self.by_created.remove(&(old.spec.created_at_ms, id));
             if let Some(name) = &old.spec.name {
@@ -160,7 +221,23 @@ impl CacheState {
         if let Some(name) = &spec.name {
             self.names.insert(name.as_str().to_string(), id);
         }
-        self.specs.insert(id, Arc::new(SpecEntry::new(spec, rev)));
+        self.specs.insert(id, Arc::new(entry));
+    }
+
+    /// A spec record that cannot be decoded: the node stays, with what can be read. Its name
+    /// comes from the record's leading fields, else from the copy's previous spec, else from
+    /// the name index (`names/` is read after `nodes/`, see [`CacheState::apply`]).
+    fn put_unreadable(&mut self, id: NodeId, bytes: &[u8], error: &str, rev: i64) {
+        let mut parts = spec_parts(&id, bytes);
+        if let Some(old) = self.specs.get(&id) {
+            if parts.name.is_none() {
+                parts.name = old.spec.name.clone();
+            }
+            if parts.driver.is_none() {
+                parts.driver = Some(old.spec.driver.clone()).filter(|d| !d.is_empty());
+            }
+        }
+        self.put_entry(SpecEntry::unreadable(id, parts, error, rev));
     }
 
     fn delete_spec(&mut self, id: &NodeId) {
@@ -189,19 +266,41 @@ impl CacheState {
                 let Ok(id) = leaf.parse::<NodeId>() else {
                     return;
                 };
-                match value.map(decode::<NodeSpec>) {
+                match value {
                     None => self.delete_spec(&id),
-                    Some(Ok(spec)) if spec.id == id => self.put_spec(spec, rev),
-                    Some(Ok(_)) => {
-                        tracing::error!(%key, "node spec names another uuid; left out");
-                        self.delete_spec(&id);
-                    }
-                    Some(Err(e)) => {
-                        // Left out of every answer; `ferric ctl node list` reports it.
-                        tracing::error!(%key, error = %e, "unreadable node spec");
-                        self.delete_spec(&id);
-                    }
+                    Some(bytes) => match decode_spec(&id, bytes) {
+                        Ok(spec) => self.put_spec(spec, rev),
+                        Err(e) => {
+                            // Shown with the error in `last_error`, never left out.
+                            tracing::error!(%key, error = %e, "unreadable node spec");
+                            self.put_unreadable(id, bytes, &e.to_string(), rev);
+                        }
+                    },
                 }
+            }
+            "names" => {
+                // Only a node whose spec cannot be read takes its name from the index (a
+                // readable spec carries its own, and the index moves with it).
+                let Some(id) = value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<NodeId>().ok())
+                else {
+                    return;
+                };
+                let Some(entry) = self.specs.get(&id) else {
+                    return;
+                };
+                if entry.unreadable.is_none() || entry.spec.name.is_some() {
+                    return;
+                }
+                let Ok(name) = ferric_model::NodeName::parse(leaf) else {
+                    return;
+                };
+                let mut parts = entry.parts();
+                parts.name = Some(name);
+                let rev = entry.rev;
+                let error = entry.decode_error.clone().unwrap_or_else(|| Arc::from(""));
+                self.put_entry(SpecEntry::unreadable(id, parts, &error, rev));
             }
             "status" => {
                 let Ok(id) = leaf.parse::<NodeId>() else {
@@ -223,10 +322,13 @@ impl CacheState {
                                 status,
                                 error: None,
                             },
-                            Err(e) => StatusEntry {
-                                status: NodeStatus::default(),
-                                error: Some(e.to_string()),
-                            },
+                            Err(e) => {
+                                tracing::error!(%key, error = %e, "unreadable node status");
+                                StatusEntry {
+                                    status: NodeStatus::default(),
+                                    error: Some(unreadable_status_message(&id, &e.to_string())),
+                                }
+                            }
                         };
                         *self
                             .provision_counts
@@ -391,11 +493,13 @@ impl Informer {
 
 async fn run(cluster: Cluster, informer: Arc<Informer>, mut stop: watch::Receiver<bool>) {
     let keys = cluster.keys().clone();
+    // `names/` after `nodes/`: a spec that cannot be read takes its name from the index.
     let prefixes = [
         keys.nodes(),
         keys.statuses(),
         keys.reservations(),
         keys.conductors(),
+        format!("{}names/", keys.prefix()),
     ];
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -484,4 +588,99 @@ fn masked(v: &serde_json::Value, instance: bool) -> Box<RawValue> {
         crate::secrets::mask_instance_info(&mut v);
     }
     raw(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_json::Render;
+    use crate::version::ApiVersion;
+    use ferric_model::{encode, NodeName};
+
+    const P: &str = "/t/";
+
+    fn spec(name: &str) -> NodeSpec {
+        let mut s = NodeSpec::new(NodeId::new_random(), "ipmi", 1_700_000_000_000);
+        s.name = Some(NodeName::parse(name).unwrap());
+        s
+    }
+
+    fn put(c: &mut CacheState, key: String, value: &[u8], rev: i64) {
+        c.apply(P, key.as_bytes(), Some(value), rev);
+    }
+
+    #[test]
+    fn an_unreadable_spec_keeps_the_node_its_name_and_says_why() {
+        let mut c = CacheState::default();
+        let (a, b) = (spec("a"), spec("b"));
+        put(&mut c, format!("{P}nodes/{}", a.id), &encode(&a), 2);
+        put(&mut c, format!("{P}nodes/{}", b.id), &encode(&b), 3);
+        // Garbage over a known spec: the copy keeps the name and driver it knew.
+        put(&mut c, format!("{P}nodes/{}", a.id), b"garbage", 4);
+        let n = c.lookup("a").expect("still found by name");
+        assert_eq!(n.id(), a.id);
+        assert!(n.spec_unreadable());
+        assert_eq!(n.spec.spec.driver, "ipmi");
+        assert!(n.status_error().unwrap().contains("spec record"));
+        assert_eq!(c.specs.len(), 2, "nothing else hidden");
+        assert!(c.lookup("b").is_some_and(|n| !n.spec_unreadable()));
+
+        // Loaded while already unreadable: the name comes from the index, read after nodes/.
+        let mut fresh = CacheState::default();
+        put(&mut fresh, format!("{P}nodes/{}", a.id), b"garbage", 4);
+        assert!(fresh.lookup("a").is_none());
+        put(
+            &mut fresh,
+            format!("{P}names/a"),
+            a.id.to_string().as_bytes(),
+            2,
+        );
+        let n = fresh.lookup("a").expect("named by the index");
+        assert_eq!(n.spec.spec.name.as_ref().map(|n| n.as_str()), Some("a"));
+        assert!(n
+            .status_error()
+            .unwrap()
+            .contains("baremetal node delete a"));
+        // A spec that names another node is not trusted either.
+        put(&mut fresh, format!("{P}nodes/{}", a.id), &encode(&b), 5);
+        assert!(fresh.node(&a.id).unwrap().spec_unreadable());
+        // Repaired: readable again, error gone; deleted: gone, name free.
+        put(&mut fresh, format!("{P}nodes/{}", a.id), &encode(&a), 6);
+        assert!(!fresh.lookup("a").unwrap().spec_unreadable());
+        fresh.apply(P, format!("{P}nodes/{}", a.id).as_bytes(), None, 7);
+        assert!(fresh.lookup("a").is_none() && fresh.names.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_spec_or_status_renders_with_the_error() {
+        let mut c = CacheState::default();
+        let a = spec("a");
+        put(&mut c, format!("{P}nodes/{}", a.id), b"\x01garbage", 2);
+        put(
+            &mut c,
+            format!("{P}names/a"),
+            a.id.to_string().as_bytes(),
+            2,
+        );
+        let b = spec("b");
+        put(&mut c, format!("{P}nodes/{}", b.id), &encode(&b), 3);
+        put(&mut c, format!("{P}status/{}", b.id), b"garbage", 4);
+        let render = Render::full(ApiVersion::latest(), "http://x");
+        let doc = serde_json::to_value(render.node(&c.node(&a.id).unwrap())).unwrap();
+        assert_eq!(doc["uuid"], a.id.to_string());
+        assert_eq!(doc["name"], "a");
+        assert_eq!(doc["created_at"], serde_json::Value::Null);
+        let err = doc["last_error"].as_str().unwrap();
+        assert!(
+            err.contains("spec record") && err.contains("PUT /v1/nodes/"),
+            "{err}"
+        );
+        let doc = serde_json::to_value(render.node(&c.node(&b.id).unwrap())).unwrap();
+        assert!(doc["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("status record"));
+        assert_eq!(doc["name"], "b");
+        assert_eq!(c.provision_counts.values().sum::<usize>(), 1);
+    }
 }

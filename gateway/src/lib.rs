@@ -180,7 +180,10 @@ pub fn app(state: AppState) -> Router {
         .route("/nodes/validate", get(actions::validate_query))
         .route(
             "/nodes/{node}",
-            get(nodes::show).patch(nodes::patch).delete(nodes::delete),
+            get(nodes::show)
+                .patch(nodes::patch)
+                .put(nodes::replace)
+                .delete(nodes::delete),
         )
         .route("/nodes/{node}/states", get(actions::states))
         .route("/nodes/{node}/states/power", put(actions::power))

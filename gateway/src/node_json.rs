@@ -450,7 +450,11 @@ impl Serialize for NodeDoc<'_> {
                 F::Conductor => m.serialize_entry(name, &node.holder.as_deref())?,
                 F::ConductorGroup => m.serialize_entry(name, &spec.conductor_group)?,
                 F::ConsoleEnabled => m.serialize_entry(name, &spec.console_enabled)?,
-                F::CreatedAt => m.serialize_entry(name, &iso8601(spec.created_at_ms))?,
+                // Unknown for a spec record that cannot be read.
+                F::CreatedAt => m.serialize_entry(
+                    name,
+                    &(!node.spec_unreadable()).then(|| iso8601(spec.created_at_ms)),
+                )?,
                 F::DisablePowerOff => m.serialize_entry(name, &spec.disable_power_off)?,
                 F::Driver => m.serialize_entry(name, &spec.driver)?,
                 F::DriverInfo => {
@@ -475,9 +479,14 @@ impl Serialize for NodeDoc<'_> {
                     name,
                     &spec.instance_uuid.map(|u| u.hyphenated().to_string()),
                 )?,
-                F::LastError => {
-                    m.serialize_entry(name, &st.last_error.as_deref().or(node.status_error()))?
-                }
+                // An unreadable spec says so first: nothing else about the node can be trusted.
+                F::LastError => m.serialize_entry(
+                    name,
+                    &e.unreadable
+                        .as_deref()
+                        .or(st.last_error.as_deref())
+                        .or(node.status_error()),
+                )?,
                 F::Maintenance => m.serialize_entry(name, &spec.maintenance)?,
                 F::MaintenanceReason => m.serialize_entry(name, &spec.maintenance_reason)?,
                 F::Name => m.serialize_entry(name, &spec.name.as_ref().map(|n| n.as_str()))?,

@@ -9,7 +9,7 @@ mod list;
 mod write;
 
 pub use list::{list, list_detail};
-pub use write::{create, delete, patch};
+pub use write::{create, delete, patch, replace};
 
 use crate::error::ApiError;
 use crate::node_input::Drivers;

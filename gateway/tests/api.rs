@@ -1530,3 +1530,206 @@ async fn heartbeats_need_no_credentials_under_auth() {
         .await
         .expect_error(401, "Authentication required");
 }
+
+/// Issue 11: a node whose spec, status or a history entry cannot be decoded stays listed and
+/// shown with the error in `last_error`, hides nothing else, and can be repaired (PATCH with a
+/// driver, PUT with a full body) or deleted (which frees its name) through the API. Checked
+/// against etcd's keys.
+#[tokio::test]
+async fn unreadable_records_stay_visible_and_repairable() {
+    let mut w = World::new().await;
+    // A member serving fake-hardware, so that actions get as far as the record.
+    w.start_conductor("c1").await;
+    let mut ids = Vec::new();
+    for name in ["node-a", "node-b", "node-c", "node-d"] {
+        ids.push(
+            w.enroll(json!({"driver": "fake-hardware", "name": name, "extra": {"n": name}}))
+                .await,
+        );
+    }
+    let (a, b, c, d) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    let inspect = ferric_testkit::inspect::Inspect::connect(&w.etcd.url(), "/gw-test/")
+        .await
+        .unwrap();
+    let mut kv = inspect.client().kv_client();
+    let key = |rest: String| format!("/gw-test/{rest}");
+    kv.put(key(format!("nodes/{a}")), "garbage", None)
+        .await
+        .unwrap();
+    kv.put(key(format!("status/{b}")), "garbage", None)
+        .await
+        .unwrap();
+    let entry = ferric_model::HistoryEntry {
+        at_ms: 1_700_000_000_000,
+        kind: "power".into(),
+        action: "power on".into(),
+        requested_by: "api:noauth".into(),
+        conductor: "c1".into(),
+        result: "ok".into(),
+        severity: "INFO".into(),
+    };
+    kv.put(key(format!("history/{c}/{:020}", 1)), "garbage", None)
+        .await
+        .unwrap();
+    kv.put(
+        key(format!("history/{c}/{:020}", 2)),
+        ferric_model::encode(&entry),
+        None,
+    )
+    .await
+    .unwrap();
+    w.wait_for_copy().await;
+
+    // Visible: every list shape and show, by uuid and by name, with the error.
+    for path in ["/v1/nodes?fields=uuid,name,last_error", "/v1/nodes/detail"] {
+        let r = w.get(path).await;
+        r.expect(200);
+        let nodes = r.json["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 4, "{}", r.text);
+        let by_id = |id: &str| nodes.iter().find(|n| n["uuid"] == id).unwrap().clone();
+        assert_eq!(
+            by_id(a)["name"],
+            "node-a",
+            "name from the index: {}",
+            r.text
+        );
+        let err = by_id(a)["last_error"].as_str().unwrap().to_string();
+        assert!(
+            err.contains("spec record") && err.contains("cannot be read"),
+            "{err}"
+        );
+        let err = by_id(b)["last_error"].as_str().unwrap().to_string();
+        assert!(err.contains("status record"), "{err}");
+        assert_eq!(by_id(d)["last_error"], Value::Null);
+    }
+    let r = w.get("/v1/nodes?fields=last_error").await;
+    assert_eq!(r.json["nodes"].as_array().unwrap().len(), 4);
+    for ident in [a.as_str(), "node-a"] {
+        let r = w.get(&format!("/v1/nodes/{ident}")).await;
+        r.expect(200);
+        assert_eq!(r.json["uuid"], a.as_str());
+        assert_eq!(r.json["created_at"], Value::Null, "unknown, not 1970");
+        assert!(r.json["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("ferric ctl node repair"));
+    }
+    let r = w.get(&format!("/v1/nodes/{b}/states")).await;
+    assert!(r.json["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("status record"));
+    // The name stays taken; an action on the unreadable spec says what to do (not 500).
+    w.call(
+        "POST",
+        "/v1/nodes",
+        Some(json!({"driver": "fake-hardware", "name": "node-a"})),
+    )
+    .await
+    .expect_error(409, "already exists");
+    w.call(
+        "PUT",
+        &format!("/v1/nodes/{a}/states/power"),
+        Some(json!({"target": "power on"})),
+    )
+    .await
+    .expect_error(409, "cannot be read");
+    // History shows the unreadable entry in its place.
+    let r = w.get(&format!("/v1/nodes/{c}/history")).await;
+    r.expect(200);
+    let events = r.json["history"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{}", r.text);
+    assert_eq!(events[0]["severity"], "ERROR");
+    assert!(events[0]["event"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be decoded"));
+    assert_eq!(events[1]["event"], "power on");
+
+    // Recoverable: a PATCH must give the stand-in a driver, and then writes a valid spec.
+    w.call(
+        "PATCH",
+        &format!("/v1/nodes/{a}"),
+        Some(json!([{"op": "add", "path": "/extra/x", "value": "y"}])),
+    )
+    .await
+    .expect_error(400, "must set /driver");
+    let r = w
+        .call(
+            "PATCH",
+            "/v1/nodes/node-a",
+            Some(json!([{"op": "replace", "path": "/driver", "value": "fake-hardware"}])),
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.json["last_error"], Value::Null, "{}", r.text);
+    let snap = inspect.snapshot().await.unwrap();
+    let spec = snap.spec(a).unwrap().expect("a valid spec in etcd");
+    assert_eq!(spec.driver, "fake-hardware");
+    assert_eq!(spec.name.as_ref().map(|n| n.as_str()), Some("node-a"));
+    // PUT replaces a spec wholesale; a new name moves the index.
+    kv.put(key(format!("nodes/{a}")), "garbage", None)
+        .await
+        .unwrap();
+    w.wait_for_copy().await;
+    w.call(
+        "PUT",
+        &format!("/v1/nodes/{a}"),
+        Some(json!({"driver": "fake-hardware", "uuid": d})),
+    )
+    .await
+    .expect_error(400, "cannot change");
+    let r = w
+        .call(
+            "PUT",
+            &format!("/v1/nodes/{a}"),
+            Some(json!({"driver": "fake-hardware", "name": "node-a2", "extra": {"put": true}})),
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.json["extra"], json!({"put": true}));
+    let names = |kvs: Vec<ferric_testkit::inspect::Kv>| -> Vec<String> {
+        kvs.into_iter().map(|kv| kv.key).collect()
+    };
+    let (_, kvs) = inspect.get_prefix("/gw-test/names/").await.unwrap();
+    let names_now = names(kvs);
+    assert!(
+        names_now.contains(&"/gw-test/names/node-a2".to_string()),
+        "{names_now:?}"
+    );
+    assert!(
+        !names_now.contains(&"/gw-test/names/node-a".to_string()),
+        "{names_now:?}"
+    );
+
+    // Delete frees the name, whatever can be read.
+    kv.put(key(format!("nodes/{a}")), "garbage", None)
+        .await
+        .unwrap();
+    w.wait_for_copy().await;
+    w.call("DELETE", "/v1/nodes/node-a2", None)
+        .await
+        .expect(204);
+    w.call("DELETE", &format!("/v1/nodes/{b}"), None)
+        .await
+        .expect(204);
+    let (_, kvs) = inspect.get_prefix("/gw-test/names/").await.unwrap();
+    let names_now = names(kvs);
+    assert_eq!(
+        names_now,
+        vec!["/gw-test/names/node-c", "/gw-test/names/node-d"],
+        "the names of deleted nodes are free"
+    );
+    let snap = inspect.snapshot().await.unwrap();
+    assert!(snap.spec(a).is_none() && snap.spec(b).is_none());
+    assert!(
+        snap.status(b).is_none(),
+        "the unreadable status went with its node"
+    );
+    let new_a = w
+        .enroll(json!({"driver": "fake-hardware", "name": "node-a2"}))
+        .await;
+    assert_ne!(&new_a, a);
+    let r = w.get("/v1/nodes").await;
+    assert_eq!(r.json["nodes"].as_array().unwrap().len(), 3, "{}", r.text);
+}

@@ -87,6 +87,9 @@ pub(super) enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A node's raw records in etcd and which cannot be decoded; with --delete or --spec-file,
+    /// the repair the API offers too (for a node whose spec or status cannot be read).
+    Repair(super::repair::RepairArgs),
     /// Request a provision verb.
     Provision {
         node: String,
@@ -160,6 +163,7 @@ pub(super) async fn run(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        NodeCmd::Repair(args) => super::repair::run(cluster, args).await,
         NodeCmd::List { json } => {
             let (views, corrupt) = cluster.list_nodes().await?;
             if json {
@@ -187,7 +191,9 @@ pub(super) async fn run(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 }
             }
             for (key, e) in corrupt {
-                eprintln!("warning: unreadable node record at {key}: {e}");
+                eprintln!(
+                    "warning: unreadable node record at {key}: {e} (`ferric ctl node repair <uuid>` shows it and repairs it)"
+                );
             }
             Ok(())
         }

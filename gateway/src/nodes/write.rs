@@ -15,6 +15,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Extension;
+use ferric_cluster::repair::{continue_sequences, NodeRecords};
 use ferric_cluster::{ClusterError, NodeView};
 use ferric_model::{now_ms, NodeId, ProvisionState};
 use std::sync::{Arc, Mutex};
@@ -134,12 +135,123 @@ pub async fn patch(
     node_input::check_patch(&ops, v)?;
     let node = request::lookup(&state, &ident, v).await?;
     let drivers = drivers(&state);
+    let id = node.id().to_string();
+    let patch_readable = |view: &NodeView, spec: &mut ferric_model::NodeSpec| {
+        let fresh = NodeRef::from_view(view);
+        check_patch_state(&fresh, &ops, v)?;
+        node_input::apply_patch(&fresh, &ops, v, &drivers, reset == Some(true), spec)
+    };
+    let result = if node.spec_unreadable() {
+        None
+    } else {
+        Some(state.cluster.update_node(&id, patch_readable).await)
+    };
+    let view = match result {
+        Some(Ok(view)) => view,
+        Some(Err(e)) if !matches!(e, ApiError::Cluster(ClusterError::Corrupt { .. })) => {
+            return Err(e)
+        }
+        // The spec cannot be read (as the copy says, or as etcd said just now): the patch
+        // applies to a stand-in built from what can be read, and must make it a valid spec.
+        _ => {
+            state
+                .cluster
+                .replace_spec(&id, |records| {
+                    let view = records
+                        .view()
+                        .ok_or_else(|| ApiError::node_not_found(&id))?;
+                    let mut spec = view.spec.clone();
+                    let readable = matches!(records.spec(), Some(Ok(_)));
+                    if readable {
+                        patch_readable(&view, &mut spec)?;
+                        return Ok(spec);
+                    }
+                    let fresh = NodeRef::from_view(&view);
+                    check_patch_state(&fresh, &ops, v)?;
+                    node_input::apply_patch(
+                        &fresh,
+                        &ops,
+                        v,
+                        &drivers,
+                        reset == Some(true),
+                        &mut spec,
+                    )?;
+                    valid_replacement(&mut spec, records, &drivers)?;
+                    Ok::<_, ApiError>(spec)
+                })
+                .await?
+        }
+    };
+    let node = settled_node(&state, view.spec.id, Some(&view)).await;
+    let base = request::base_url(&state, &headers);
+    Ok(request::json(
+        StatusCode::OK,
+        &Render::full(v, &base).node(&node),
+    ))
+}
+
+/// Completes a spec that replaces an unreadable one: a driver is required (the stand-in
+/// knows one only when the record's leading fields could be read), the creation time is now
+/// (the old one is unknown), and the owner's request sequences continue.
+fn valid_replacement(
+    spec: &mut ferric_model::NodeSpec,
+    records: &NodeRecords,
+    drivers: &crate::node_input::Drivers,
+) -> Result<(), ApiError> {
+    if spec.driver.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "The spec record of node {} cannot be read and its driver is unknown: the patch must set /driver (and whatever else the node needs, e.g. /driver_info), or PUT a full node body.",
+            records.id
+        )));
+    }
+    drivers.check(&spec.driver, &spec.conductor_group)?;
+    spec.created_at_ms = now_ms();
+    let (status, _) = records.status();
+    continue_sequences(spec, None, &status);
+    Ok(())
+}
+
+/// `PUT /v1/nodes/{node}` (Ferric extension; Ironic has none): replaces the node's spec with
+/// a full node body, validated as `POST /v1/nodes` validates it. Meant for a node whose spec
+/// record cannot be read; on a readable one it keeps the creation time and pending requests,
+/// and is refused while a state transition is under way, as PATCH is.
+pub async fn replace(
+    State(state): State<AppState>,
+    Extension(v): Extension<ApiVersion>,
+    Path(ident): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    Params::parse(q.as_deref())?.only(&[])?;
+    let body = request::json_body(body, &headers, state.config.body_limit).await?;
+    let node = request::lookup(&state, &ident, v).await?;
+    let id = node.id();
+    let drivers = drivers(&state);
+    let given = node_input::create(&body, v, &drivers, now_ms())?;
+    if body.get("uuid").is_some_and(|u| !u.is_null()) && given.id != id {
+        return Err(ApiError::BadRequest(format!(
+            "The uuid of a node cannot change (the body names {}, the node is {id}).",
+            given.id
+        )));
+    }
     let view = state
         .cluster
-        .update_node(&node.id().to_string(), |view, spec| {
-            let fresh = NodeRef::from_view(view);
-            check_patch_state(&fresh, &ops, v)?;
-            node_input::apply_patch(&fresh, &ops, v, &drivers, reset == Some(true), spec)
+        .replace_spec(&id.to_string(), |records| {
+            let mut spec = given.clone();
+            spec.id = records.id;
+            match records.spec() {
+                Some(Ok(old)) => {
+                    let view = records
+                        .view()
+                        .ok_or_else(|| ApiError::node_not_found(&ident))?;
+                    check_patch_state(&NodeRef::from_view(&view), &[], v)?;
+                    spec.created_at_ms = old.created_at_ms;
+                    continue_sequences(&mut spec, Some(&old), &view.status);
+                }
+                _ => valid_replacement(&mut spec, records, &drivers)?,
+            }
+            Ok::<_, ApiError>(spec)
         })
         .await?;
     let node = settled_node(&state, view.spec.id, Some(&view)).await;
@@ -168,8 +280,15 @@ fn check_delete(node: &NodeRef) -> Result<(), ApiError> {
         )));
     }
     if !spec.maintenance && !delete_allowed(st.provision_state) {
+        // With an unreadable spec, maintenance is unknown (taken as off): the state rule of
+        // the readable status still holds, and the admin is told how to override it.
+        let hint = if node.spec_unreadable() {
+            format!(" (the spec record of this node cannot be read, so maintenance is unknown; `ferric ctl node repair {} --delete --force` deletes it anyway)", spec.id)
+        } else {
+            String::new()
+        };
         return Err(ApiError::Conflict(format!(
-            "Can not delete node \"{}\" while it is in provision state \"{}\". Valid provision states to perform deletion are: \"manageable\", \"enroll\", \"adopt failed\", or set the node into maintenance mode",
+            "Can not delete node \"{}\" while it is in provision state \"{}\". Valid provision states to perform deletion are: \"manageable\", \"enroll\", \"adopt failed\", or set the node into maintenance mode{hint}",
             spec.id,
             st.provision_state.as_str()
         )));
