@@ -24,8 +24,8 @@ pub(super) enum NodeCmd {
         count: usize,
         #[arg(long, default_value = "")]
         conductor_group: String,
-        /// Ironic's driver_info as a JSON object; `{n}` is replaced by the node's index from 0,
-        /// as `ferric sim` numbers its systems (`/redfish/v1/Systems/sim-{n}`) and as
+        /// Ironic's driver_info as a JSON object; `{index}` is replaced by the node's index from
+        /// 0, as `ferric sim` numbers its systems (`/redfish/v1/Systems/sim-{index}`) and as
         /// `--name` numbers names.
         #[arg(long, default_value = "{}")]
         driver_info: String,
@@ -438,10 +438,12 @@ pub fn node_json(v: &NodeView) -> Value {
     })
 }
 
-/// A `--driver-info` template for node `i` of a batch: `{n}` becomes `i`, unpadded, as the
-/// simulator's system ids (`sim-0`, `sim-1`, ...) are.
+/// A `--driver-info` template for node `i` of a batch: `{index}` becomes `i`, unpadded, as the
+/// simulator's system ids (`sim-0`, `sim-1`, ...) are. (`{n}` too, its first spelling: clap's
+/// help shows `{n}` as a line break, so the help names `{index}`.)
 fn numbered(template: &str, i: usize) -> String {
-    template.replace("{n}", &i.to_string())
+    let i = i.to_string();
+    template.replace("{index}", &i).replace("{n}", &i)
 }
 
 #[cfg(test)]
@@ -450,7 +452,11 @@ mod tests {
 
     #[test]
     fn numbers_match_the_simulators_system_ids() {
-        let t = r#"{"redfish_system_id": "/redfish/v1/Systems/sim-{n}"}"#;
+        let t = r#"{"redfish_system_id": "/redfish/v1/Systems/sim-{index}"}"#;
+        assert_eq!(
+            numbered(&t.replace("{index}", "{n}"), 0),
+            r#"{"redfish_system_id": "/redfish/v1/Systems/sim-0"}"#
+        );
         assert_eq!(
             numbered(t, 0),
             r#"{"redfish_system_id": "/redfish/v1/Systems/sim-0"}"#

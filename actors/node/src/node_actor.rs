@@ -22,7 +22,8 @@ mod tests;
 
 use crate::decide::agent::callback_timeout_ms;
 use crate::decide::maintenance::on_maintenance_change;
-use crate::decide::node_state::unserved_condition;
+use crate::decide::node_state::{rebase_sequences, unserved_condition};
+use crate::error::NodeError;
 use crate::store::NodeStore;
 use effects::{history, record, requeue, settle, Extras, RETRY};
 use ferric_cluster::{Cluster, SelfFence};
@@ -147,6 +148,11 @@ pub struct NodeState {
     /// Why the spec cannot be acted on (an unreadable record or `driver_info`); recorded as
     /// the node's `last_error`, and nothing moves until a readable spec comes.
     spec_error: Option<String>,
+    /// The spec record itself cannot be decoded (not only its `driver_info`): nothing at all
+    /// is written for the node until a readable spec comes (the API shows the record's error).
+    spec_unreadable: bool,
+    /// The status has not been read (the read at start failed on the spec record).
+    status_unread: bool,
     status: NodeStatus,
     /// Status writes etcd has not taken yet, oldest first, each with its history entry and
     /// event (see `effects::record`).
@@ -188,6 +194,7 @@ impl NodeState {
 
     /// `set_spec` with the `driver_info` already parsed (from this same spec).
     fn set_parsed_spec(&mut self, spec: NodeSpec, info: Result<DriverInfo, DriverInfoError>) {
+        self.spec_unreadable = false;
         match info {
             Ok(info) => {
                 self.info = info;
@@ -216,6 +223,35 @@ impl NodeState {
             &spec.conductor_group,
             &self.ctx.me,
         ))
+    }
+
+    /// Takes the status read when the node was reserved (None: there is none yet). One that
+    /// cannot be read is reset to `error` with a `last_error` saying so; one written by a newer
+    /// build leaves the node alone.
+    fn take_status(&mut self, status: Option<Result<NodeStatus, CodecError>>) {
+        match status {
+            None => {}
+            Some(Ok(status)) => self.status = status,
+            Some(Err(e @ CodecError::UnknownVersion { .. })) => {
+                // Written by a newer conductor: rewriting it in our older format would lose
+                // what we cannot read. Leave the node alone; a newer conductor can serve it.
+                tracing::error!(node = %self.id, error = %e, "status written by a newer version; not touching this node");
+                self.passive = Some(e.to_string());
+            }
+            Some(Err(e)) => {
+                tracing::error!(node = %self.id, error = %e, "corrupt status record; resetting it to \"error\"");
+                self.status.provision_state = ProvisionState::Error;
+                self.status.last_error = Some(format!(
+                    "status record was unreadable ({e}); the provision state before it was lost"
+                ));
+                // Written by the first pass, as this owner's (see `effects::record`).
+                self.status.owner = Some(self.ctx.me.clone());
+                self.status.fence = self.token.0;
+                self.status.updated_at_ms = now_ms();
+                self.unsent
+                    .push_back((self.status.clone(), Extras::default()));
+            }
+        }
     }
 
     /// How long this node's wait states wait for the agent.
@@ -253,6 +289,8 @@ impl Actor for NodeActor {
             info: DriverInfo::default(),
             spec_rev: 0,
             spec_error: None,
+            spec_unreadable: false,
+            status_unread: false,
             status: NodeStatus::default(),
             unsent: VecDeque::new(),
             own_flip: None,
@@ -266,6 +304,7 @@ impl Actor for NodeActor {
             console: None,
             console_error: None,
         };
+        let from_store = args.initial.is_none();
         let initial = match args.initial {
             Some(initial) => initial,
             None => Box::pin(read_initial(&*state.ctx.store, state.id)).await?,
@@ -273,32 +312,15 @@ impl Actor for NodeActor {
         state.spec_rev = initial.spec_rev;
         match initial.spec {
             Ok(spec) => state.set_spec(spec),
-            Err(e) => state.spec_error = Some(format!("node spec record is unreadable: {e}")),
-        }
-        match initial.status {
-            None => {}
-            Some(Ok(status)) => state.status = status,
-            Some(Err(e @ CodecError::UnknownVersion { .. })) => {
-                // Written by a newer conductor: rewriting it in our older format would lose
-                // what we cannot read. Leave the node alone; a newer conductor can serve it.
-                tracing::error!(node = %state.id, error = %e, "status written by a newer version; not touching this node");
-                state.passive = Some(e.to_string());
-            }
-            Some(Err(e)) => {
-                tracing::error!(node = %state.id, error = %e, "corrupt status record; resetting it to \"error\"");
-                state.status.provision_state = ProvisionState::Error;
-                state.status.last_error = Some(format!(
-                    "status record was unreadable ({e}); the provision state before it was lost"
-                ));
-                // Written by the first pass, as this owner's (see `effects::record`).
-                state.status.owner = Some(state.ctx.me.clone());
-                state.status.fence = state.token.0;
-                state.status.updated_at_ms = now_ms();
-                state
-                    .unsent
-                    .push_back((state.status.clone(), Extras::default()));
+            Err(e) => {
+                state.spec_error = Some(format!("node spec record is unreadable: {e}"));
+                state.spec_unreadable = true;
             }
         }
+        // Read at start, the status is lost with an unreadable spec (one read fails both): it is
+        // read again once a readable spec comes.
+        state.status_unread = from_store && initial.spec_rev == 0 && state.spec_unreadable;
+        state.take_status(initial.status);
         if state.status.provision_state.is_wait() && state.status.agent.is_some() {
             // A heartbeat may have come while nobody owned the node: look at the last one.
             let (me, store, id) = (myself.clone(), state.ctx.store.clone(), state.id);
@@ -334,6 +356,7 @@ impl Actor for NodeActor {
                 }
                 state.spec_rev = rev;
                 state.spec_error = Some(format!("node spec record is unreadable: {error}"));
+                state.spec_unreadable = true;
                 Box::pin(reconcile::reconcile(&myself, state)).await
             }
             NodeMsg::Reconcile => {
@@ -451,6 +474,23 @@ async fn on_spec(
         return Ok(reconcile::Action::AwaitChange);
     }
     state.spec_rev = rev;
+    if state.status_unread {
+        let view = state
+            .ctx
+            .store
+            .read_node(state.id)
+            .await
+            .map_err(|e| NodeError::from_cluster(state.id, e))?;
+        state.status_unread = false;
+        state.take_status(Some(match view.status_error {
+            None => Ok(view.status),
+            Some(reason) => Err(CodecError::Corrupt {
+                kind: "node status",
+                version: 0,
+                reason,
+            }),
+        }));
+    }
     let bmc_changed = state
         .spec
         .as_ref()
@@ -473,6 +513,23 @@ async fn on_spec(
     let timeout = info.as_ref().map_or(state.ctx.callback_timeout_ms, |i| {
         callback_timeout_ms(i, state.ctx.callback_timeout_ms)
     });
+    let mut rebased_status = state.status.clone();
+    let rebased = rebase_sequences(&spec, &mut rebased_status);
+    if !rebased.is_empty() {
+        tracing::warn!(node = %state.id, kinds = ?rebased, "the spec's request sequence restarted (a replaced spec); its requests are new");
+        let action = format!(
+            "{} request sequence restarted by a replaced spec",
+            rebased.join(", ")
+        );
+        let entry = history(
+            state,
+            HistoryKind::Takeover,
+            &action,
+            Requester::Conductor,
+            None,
+        );
+        record(state, rebased_status, Extras::history(entry)).await?;
+    }
     let change = on_maintenance_change(was, &spec, &state.status, author, now_ms(), timeout);
     state.set_parsed_spec(*spec, info);
     if let Some(change) = change {

@@ -111,6 +111,37 @@ pub fn fail_unserved(status: &NodeStatus, now_ms: u64, unserved: &str) -> Option
     Some(next)
 }
 
+/// Request sequences a replaced spec restarted. In every spec the API advanced, a request's
+/// sequence number is at least what the status has done; one behind it means the spec was
+/// replaced by a repair that could not read the status (`PUT`, `ferric ctl node repair`), and
+/// numbers its requests from 1 again. Such a request is a new one: the done counter goes back to
+/// just before it, so it runs instead of passing for done. Returns the kinds rebased.
+pub fn rebase_sequences(spec: &NodeSpec, status: &mut NodeStatus) -> Vec<&'static str> {
+    let mut rebased = Vec::new();
+    let mut rebase = |seq: Option<u64>, done: &mut u64, kind: &'static str| {
+        if let Some(seq) = seq.filter(|s| *s < *done) {
+            *done = seq - 1;
+            rebased.push(kind);
+        }
+    };
+    rebase(
+        spec.power_request.as_ref().map(|r| r.seq),
+        &mut status.power_seq_done,
+        "power",
+    );
+    rebase(
+        spec.provision_request.as_ref().map(|r| r.seq),
+        &mut status.provision_seq_done,
+        "provision",
+    );
+    rebase(
+        spec.boot_device_request.as_ref().map(|r| r.seq),
+        &mut status.boot_seq_done,
+        "boot device",
+    );
+    rebased
+}
+
 /// Whether a takeover changed anything a reader must see (a recovered state, a cleared power
 /// target); if not, the new owner records itself in the status with its next real write.
 pub fn takeover_needs_write(before: &NodeStatus, after: &NodeStatus) -> bool {

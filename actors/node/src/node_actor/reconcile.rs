@@ -54,6 +54,13 @@ pub(super) async fn reconcile(myself: &ActorRef<NodeMsg>, state: &mut NodeState)
 async fn round(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow, NodeError> {
     flush(state).await?;
     if let Some(error) = state.spec_error.clone() {
+        if state.spec_unreadable {
+            // Nothing is written for a node whose spec record cannot be read: its status (and
+            // the last_error in it) stays as it was, for whoever repairs the record; the API
+            // shows the record's error itself.
+            tracing::error!(node = %state.id, %error, "cannot act on this node; writing nothing for it");
+            return Ok(Flow::Wait);
+        }
         if state.status.last_error.as_deref() != Some(error.as_str())
             || state.status.fence != state.token.0
         {

@@ -758,3 +758,55 @@ async fn a_caretaker_keeps_a_wait_states_deadline_and_its_timeout() {
     assert!(st.last_error.is_some());
     assert!(machine.0.lock().unwrap().log.is_empty(), "the BMC was used");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_of_a_replaced_spec_runs_even_when_its_sequence_restarted() {
+    let machine = Machine::new(false);
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine.clone();
+    setup.status = Some(NodeStatus {
+        power_seq_done: 5,
+        owner: Some("c1".into()),
+        fence: TOKEN.0,
+        ..NodeStatus::default()
+    });
+    let node = setup.start().await;
+    // A repair replaced the spec without knowing the status: requests count from 1 again.
+    node.power(1, PowerTarget::On, None);
+    let st = node
+        .until("the restarted request done", |i| {
+            i.status
+                .clone()
+                .filter(|s| s.power_seq_done == 1 && s.power_state == Some(PowerState::On))
+        })
+        .await;
+    assert_eq!(st.power_seq_done, 1);
+    assert_eq!(machine.commands(), ["power on"]);
+    assert!(node
+        .history()
+        .iter()
+        .any(|h| h.1 == "power request sequence restarted by a replaced spec"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_written_for_a_node_whose_spec_record_is_unreadable() {
+    let machine = Machine::new(true);
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine.clone();
+    // Its dead owner left it deploying: a readable spec would fail it; this one may not.
+    setup.status = Some(left_by_c0(ProvisionState::Deploying, None));
+    let node = setup
+        .start_with(|i| i.spec_error = Some("garbage".into()))
+        .await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let (tried, st) = node
+        .store
+        .with(|i| (i.writes_tried, i.status.clone().unwrap()));
+    assert_eq!(tried, 0, "a status was written: {st:?}");
+    assert_eq!(st.provision_state, ProvisionState::Deploying);
+    assert!(machine.0.lock().unwrap().log.is_empty(), "the BMC was used");
+    // A repaired spec: the node is taken over as usual.
+    node.store.user_change(|s| s.name = None);
+    let st = node.provision_state(ProvisionState::DeployFailed).await;
+    assert!(st.last_error.unwrap().contains("conductor c0 stopped"));
+}

@@ -27,6 +27,8 @@ pub(crate) struct Inner {
     pub(crate) status: Option<NodeStatus>,
     /// Set to make the status record read as corrupt (until a status is written).
     pub(crate) status_error: Option<String>,
+    /// Set to make the spec record read as corrupt (until the spec changes).
+    pub(crate) spec_error: Option<String>,
     /// The reservation's create revision (the token a write must carry); None: not reserved.
     pub(crate) reservation: Option<FenceToken>,
     pub(crate) history: Vec<HistoryEntry>,
@@ -51,6 +53,7 @@ impl MemStore {
                 spec_rev: 10,
                 status,
                 status_error: None,
+                spec_error: None,
                 reservation: Some(token),
                 history: Vec::new(),
                 events: Vec::new(),
@@ -72,6 +75,7 @@ impl MemStore {
     pub(crate) fn user_change(&self, f: impl FnOnce(&mut NodeSpec)) {
         let (spec, rev, watcher) = self.with(|i| {
             f(&mut i.spec);
+            i.spec_error = None;
             i.rev += 1;
             i.spec_rev = i.rev;
             (i.spec.clone(), i.rev, i.watcher.clone())
@@ -119,9 +123,19 @@ impl MemStore {
 }
 
 impl NodeStore for MemStore {
-    fn read_node(&self, _id: NodeId) -> BoxFuture<'_, Result<NodeView, ClusterError>> {
-        let view = self.with(|i| Self::view(i));
-        Box::pin(async move { Ok(view) })
+    fn read_node(&self, id: NodeId) -> BoxFuture<'_, Result<NodeView, ClusterError>> {
+        let view = self.with(|i| match &i.spec_error {
+            Some(reason) => Err(ClusterError::Corrupt {
+                key: format!("nodes/{id}"),
+                source: ferric_model::CodecError::Corrupt {
+                    kind: "node spec",
+                    version: 1,
+                    reason: reason.clone(),
+                },
+            }),
+            None => Ok(Self::view(i)),
+        });
+        Box::pin(async move { view })
     }
 
     fn last_heartbeat(

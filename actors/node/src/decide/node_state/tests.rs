@@ -654,3 +654,30 @@ fn invalid_verbs_are_recorded_and_move_nothing() {
     assert_eq!(next.provision_seq_done, 3);
     assert!(next.last_error.unwrap().contains("enroll"));
 }
+
+#[test]
+fn a_replaced_specs_restarted_sequence_is_new_work() {
+    let mut spec = NodeSpec::new(NodeId::new_random(), "fake-hardware", 0);
+    let mut st = NodeStatus {
+        power_seq_done: 5,
+        provision_seq_done: 3,
+        ..NodeStatus::default()
+    };
+    // No request, or one already done: nothing to rebase.
+    assert!(rebase_sequences(&spec, &mut st).is_empty());
+    spec.power_request = Some(PowerRequest {
+        seq: 5,
+        target: PowerTarget::On,
+        timeout_s: None,
+        requested_by: "alice".into(),
+        requested_at_ms: 0,
+    });
+    assert!(rebase_sequences(&spec, &mut st).is_empty());
+    assert_eq!(spec.pending_power(&st), None);
+    // A repaired spec numbers from 1 again: that request is new and pending.
+    spec.power_request.as_mut().unwrap().seq = 1;
+    assert_eq!(rebase_sequences(&spec, &mut st), ["power"]);
+    assert_eq!(st.power_seq_done, 0);
+    assert_eq!(spec.pending_power(&st).map(|r| r.seq), Some(1));
+    assert_eq!(st.provision_seq_done, 3, "other kinds untouched");
+}
