@@ -19,8 +19,10 @@
 //! | `agent_callback_timeout` | seconds, number or string | agent waits (a Ferric extension) |
 //! | `fake_step_secs` | seconds, number or string | the `fake` deploy interface |
 //! | `fake_fail_states` | comma-separated string or list of state names | the `fake` deploy interface |
+//! | `ferric_power_sync` | `observe` or `enforce` | power sync: this node's policy instead of the cluster's |
 
 use crate::provision::ProvisionState;
+use crate::sync::SyncPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -120,6 +122,7 @@ pub struct DriverInfo {
     agent_callback_timeout_s: Option<f64>,
     fake_step_s: Option<f64>,
     fake_fail_states: Vec<ProvisionState>,
+    power_sync: Option<SyncPolicy>,
     /// The object as given, typed keys included: what is stored and shown, so that round trips
     /// are exact (`"623"` stays a string).
     raw: Map<String, Value>,
@@ -141,6 +144,7 @@ impl fmt::Debug for DriverInfo {
             .field("agent_callback_timeout_s", &self.agent_callback_timeout_s)
             .field("fake_step_s", &self.fake_step_s)
             .field("fake_fail_states", &self.fake_fail_states)
+            .field("power_sync", &self.power_sync)
             .field("raw", &Value::Object(self.masked()))
             .finish()
     }
@@ -182,6 +186,9 @@ impl DriverInfo {
             agent_callback_timeout_s: seconds(&raw, "agent_callback_timeout")?,
             fake_step_s: seconds(&raw, "fake_step_secs")?,
             fake_fail_states: states(&raw, "fake_fail_states")?,
+            power_sync: text(&raw, "ferric_power_sync")?
+                .map(|s| SyncPolicy::parse(&s).map_err(|e| bad("ferric_power_sync", e)))
+                .transpose()?,
             raw,
         })
     }
@@ -212,6 +219,11 @@ impl DriverInfo {
     /// know are left out).
     pub fn fake_fail_states(&self) -> &[ProvisionState] {
         &self.fake_fail_states
+    }
+
+    /// `ferric_power_sync`: this node's power sync policy, when it overrides the cluster's.
+    pub fn power_sync(&self) -> Option<SyncPolicy> {
+        self.power_sync
     }
 
     /// Any key, as given.

@@ -17,6 +17,9 @@ pub enum HistoryKind {
     Takeover,
     Console,
     Remediation,
+    /// Power sync: what a sweep found (an out-of-band change, failed reads, a recovery) and
+    /// what the `enforce` policy pushed.
+    Sync,
     /// A kind this build does not know (written by another build).
     Other(String),
 }
@@ -31,6 +34,7 @@ impl HistoryKind {
             HistoryKind::Takeover => "takeover",
             HistoryKind::Console => "console",
             HistoryKind::Remediation => "remediation",
+            HistoryKind::Sync => "sync",
             HistoryKind::Other(s) => s,
         }
     }
@@ -46,6 +50,7 @@ impl From<&str> for HistoryKind {
             "takeover" => HistoryKind::Takeover,
             "console" => HistoryKind::Console,
             "remediation" => HistoryKind::Remediation,
+            "sync" => HistoryKind::Sync,
             other => HistoryKind::Other(other.to_string()),
         }
     }
@@ -169,6 +174,7 @@ mod tests {
         ("takeover", HistoryKind::Takeover),
         ("console", HistoryKind::Console),
         ("remediation", HistoryKind::Remediation),
+        ("sync", HistoryKind::Sync),
     ];
 
     #[test]

@@ -14,6 +14,7 @@ pub mod node;
 pub mod power;
 pub mod provision;
 pub mod reservation;
+pub mod sync;
 
 pub use codec::{decode, encode, CodecError, Record};
 pub use console_record::{ConsoleRecord, ConsoleSecretRecord};
@@ -31,6 +32,7 @@ pub use node::{
 pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};
 pub use reservation::ReservationRecord;
+pub use sync::{SyncConfig, SyncPolicy};
 
 /// Milliseconds since the Unix epoch: the one timestamp format of persisted records.
 pub use clock::now_ms;

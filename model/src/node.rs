@@ -220,9 +220,20 @@ pub struct NodeStatus {
     /// Set while the node is held by a *caretaker*: a conductor that does not serve the node's
     /// driver and conductor group, because no live conductor does. It says so (which driver,
     /// which group, who holds the node); the caretaker does no hardware work and keeps requests
-    /// queued. Cleared by the first owner that serves the node. (Added in format version 2;
-    /// it must stay the last field, see `migrate`.)
+    /// queued. Cleared by the first owner that serves the node.
     pub unserved: Option<String>,
+    /// Power sync: failed power state reads in a row (kept here so that a failover does not
+    /// reset the count); at the conductor's `--sync-max-failures` the node gets the fault
+    /// `power failure`.
+    pub power_failures: u32,
+    /// The maintenance reason the owner set because of the current fault, so that recovery
+    /// lifts only that maintenance, never one a user set.
+    pub fault_maintenance: Option<String>,
+    /// When the last power operation (a request, or sync's own push) ended: power sync's grace
+    /// period runs from here as well as from the last request.
+    pub power_op_ended_ms: Option<u64>,
+    // Format version 2 appended the fields from `unserved` on; they must stay last, in this
+    // order (see `migrate`).
 }
 
 /// What the agent on the node has done in the current provisioning state: the node was booted
@@ -379,23 +390,26 @@ impl Default for NodeStatus {
             agent: None,
             remediation: None,
             unserved: None,
+            power_failures: 0,
+            fault_maintenance: None,
+            power_op_ended_ms: None,
         }
     }
 }
 
 impl Record for NodeStatus {
     const KIND: &'static str = "node status";
-    /// 2: `unserved` appended.
+    /// 2: `unserved`, `power_failures`, `fault_maintenance`, `power_op_ended_ms` appended.
     const VERSION: u8 = 2;
 
     fn migrate(version: u8, body: &[u8]) -> Result<Self, CodecError> {
         match version {
-            // Version 1 is version 2 without the last field, `unserved`; postcard writes an
-            // absent Option as the single byte 0.
+            // Version 1 is version 2 without its last four fields; postcard writes an absent
+            // Option and a zero integer each as the single byte 0.
             1 => {
-                let mut v2 = Vec::with_capacity(body.len() + 1);
+                let mut v2 = Vec::with_capacity(body.len() + 4);
                 v2.extend_from_slice(body);
-                v2.push(0);
+                v2.extend_from_slice(&[0; 4]);
                 crate::codec::body_of(version, &v2)
             }
             _ => Err(CodecError::UnknownVersion {
@@ -552,7 +566,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_status_reads_as_version_2_without_the_unserved_condition() {
+    fn a_version_1_status_reads_as_version_2_with_the_new_fields_empty() {
         let status = NodeStatus {
             power_state: Some(PowerState::Off),
             provision_state: ProvisionState::Active,
@@ -562,9 +576,13 @@ mod tests {
         };
         let v2 = encode(&status);
         assert_eq!(v2[0], 2);
-        assert_eq!(*v2.last().unwrap(), 0, "unserved None is one trailing 0");
-        // What a version-1 build wrote: the same fields, without `unserved`.
-        let mut v1 = v2[..v2.len() - 1].to_vec();
+        assert_eq!(
+            v2[v2.len() - 4..],
+            [0; 4],
+            "the new fields empty are four 0 bytes"
+        );
+        // What a version-1 build wrote: the same fields, without the new ones.
+        let mut v1 = v2[..v2.len() - 4].to_vec();
         v1[0] = 1;
         assert_eq!(decode::<NodeStatus>(&v1).unwrap(), status);
         let held = NodeStatus {

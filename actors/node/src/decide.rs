@@ -5,3 +5,4 @@ pub mod agent;
 pub mod maintenance;
 pub mod node_state;
 pub mod remedy;
+pub mod sync;

@@ -600,7 +600,7 @@ fn event(state: ProvisionState, ev: Event, manual: bool) -> ProvisionState {
     on_event(state, ev, manual).unwrap_or(ProvisionState::Error)
 }
 
-fn fmt_ms(ms: u64) -> String {
+pub(crate) fn fmt_ms(ms: u64) -> String {
     format!("{}.{:03}s since epoch", ms / 1000, ms % 1000)
 }
 
