@@ -63,6 +63,57 @@ pub struct Args {
     /// Serve no consoles at all (enabled consoles stay enabled in the spec, unserved here).
     #[arg(long)]
     pub no_consoles: bool,
+    /// Power sync: seconds between the starts of two sweeps that read the power state of every
+    /// node this conductor owns, spread evenly over the interval; 0 turns sweeps off.
+    #[arg(long, default_value_t = 60.0, env = "FERRIC_SYNC_INTERVAL")]
+    pub sync_interval: f64,
+    /// Power sync: reads in flight at once on this conductor.
+    #[arg(long, default_value_t = 16, env = "FERRIC_SYNC_WORKERS")]
+    pub sync_workers: usize,
+    /// Power sync: seconds after a power request or operation during which the `enforce`
+    /// policy pushes nothing (default: twice the interval).
+    #[arg(long, env = "FERRIC_SYNC_GRACE")]
+    pub sync_grace: Option<f64>,
+    /// Power sync: failed reads in a row that put a node into maintenance with the fault
+    /// `power failure` (Ironic's `power_state_sync_max_retries`).
+    #[arg(long, default_value_t = 3, env = "FERRIC_SYNC_MAX_FAILURES")]
+    pub sync_max_failures: u32,
+    /// Power sync: seconds between probes of a node in power failure; one that answers leaves
+    /// the fault (and the maintenance the fault set).
+    #[arg(long, default_value_t = 30.0, env = "FERRIC_SYNC_FAILURE_INTERVAL")]
+    pub sync_failure_interval: f64,
+}
+
+/// Power sync's settings from the flags, checked.
+fn sync_options(args: &Args) -> anyhow::Result<ferric_node::SyncOptions> {
+    let secs = |name: &str, v: f64, min: f64| -> anyhow::Result<Duration> {
+        if !(v >= min && v <= 86_400.0) {
+            anyhow::bail!("--{name} must be between {min} and 86400 seconds (got {v})");
+        }
+        Ok(Duration::from_secs_f64(v))
+    };
+    let interval = if args.sync_interval == 0.0 {
+        Duration::ZERO
+    } else {
+        secs("sync-interval", args.sync_interval, 0.001)?
+    };
+    if args.sync_workers == 0 || args.sync_workers > 4096 {
+        anyhow::bail!("--sync-workers must be between 1 and 4096");
+    }
+    if args.sync_max_failures == 0 {
+        anyhow::bail!("--sync-max-failures must be at least 1");
+    }
+    Ok(ferric_node::SyncOptions {
+        interval,
+        workers: args.sync_workers,
+        grace: match args.sync_grace {
+            Some(g) => secs("sync-grace", g, 0.0)?,
+            None => interval * 2,
+        },
+        max_failures: args.sync_max_failures,
+        failure_interval: secs("sync-failure-interval", args.sync_failure_interval, 0.1)?,
+        ..ferric_node::SyncOptions::default()
+    })
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -79,6 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let ttl = Duration::from_secs_f64(args.lease_ttl);
+    let sync = sync_options(&args)?;
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -133,6 +185,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )),
         callback_timeout: Duration::from_secs_f64(args.callback_timeout.clamp(1.0, 86_400.0)),
         consoles: consoles.as_ref().map(|c| c.context()),
+        sync,
     };
     tracing::info!(conductor = %args.name, etcd = %cluster.endpoints(), prefix = %cluster.keys().prefix(), ttl_s = args.lease_ttl, "conductor starting");
     let result = ferric_node::run(cluster, config, supervisor.clone(), events_rx, shutdown).await;

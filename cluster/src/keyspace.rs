@@ -82,6 +82,10 @@ impl Keyspace {
     pub fn remediation_policy(&self) -> String {
         format!("{}config/remediation", self.prefix)
     }
+    /// The power sync settings (`SyncConfig`).
+    pub fn sync_config(&self) -> String {
+        format!("{}config/sync", self.prefix)
+    }
     /// The remediation rate limit's current window (not under `config/`: it changes often
     /// and conductors need not watch it).
     pub fn remediation_budget(&self) -> String {

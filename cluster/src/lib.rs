@@ -18,6 +18,7 @@ pub mod repair;
 pub mod reservations;
 pub mod snapshot;
 pub mod status;
+pub mod sync;
 pub mod watch;
 
 pub use error::ClusterError;

@@ -41,6 +41,39 @@ pub struct ConductorConfig {
     pub callback_timeout: Duration,
     /// The conductor's console service (None: no consoles here).
     pub consoles: Option<Arc<ferric_console::ConsoleContext>>,
+    pub sync: SyncOptions,
+}
+
+/// Power sync's settings of one conductor (`ferric conductor --sync-*`).
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Between the starts of two sweeps; zero turns sweeps off.
+    pub interval: Duration,
+    /// Reads in flight at once.
+    pub workers: usize,
+    /// No `enforce` push within this long after a power request or operation.
+    pub grace: Duration,
+    /// Failed reads in a row that make a power failure.
+    pub max_failures: u32,
+    /// How often a node in power failure is probed.
+    pub failure_interval: Duration,
+    pub stats: Arc<crate::node_actor::SyncStats>,
+    pub sweeps: Arc<ferric_sync::SweepStats>,
+}
+
+impl Default for SyncOptions {
+    /// Ironic's defaults where Ferric has no reason to differ (3 failures), a 60 s interval.
+    fn default() -> Self {
+        SyncOptions {
+            interval: Duration::from_secs(60),
+            workers: 16,
+            grace: Duration::from_secs(120),
+            max_failures: 3,
+            failure_interval: Duration::from_secs(30),
+            stats: Arc::default(),
+            sweeps: Arc::default(),
+        }
+    }
 }
 
 /// Runs a conductor until `shutdown` turns true. On shutdown the node actors are stopped (each

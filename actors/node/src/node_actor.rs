@@ -17,12 +17,14 @@ mod power;
 mod provision;
 mod reconcile;
 mod remediation;
+mod sync;
 #[cfg(test)]
 mod tests;
 
 use crate::decide::agent::callback_timeout_ms;
 use crate::decide::maintenance::on_maintenance_change;
 use crate::decide::node_state::{rebase_sequences, unserved_condition};
+use crate::decide::sync::SyncSettings;
 use crate::error::NodeError;
 use crate::store::NodeStore;
 use effects::{history, record, requeue, settle, Extras, RETRY};
@@ -31,6 +33,7 @@ use ferric_console::{ConsoleActor, ConsoleContext, ConsoleMsg, ConsoleTarget, St
 use ferric_model::{
     now_ms, CodecError, DriverInfo, DriverInfoError, FenceToken, HeartbeatRecord, HistoryKind,
     NodeId, NodeSpec, NodeStatus, PowerState, ProvisionState, RemediationPolicy, Requester,
+    SyncConfig,
 };
 use ferric_power::{Bmc, BmcError, BmcSettings, PowerMsg};
 use in_flight::{InFlight, Timers};
@@ -79,6 +82,36 @@ pub struct NodeCtx {
     pub remediation: tokio::sync::watch::Receiver<Arc<RemediationPolicy>>,
     /// The conductor's console service (None: this conductor serves no consoles).
     pub consoles: Option<Consoles>,
+    /// Power sync: settings, the cluster's policy, counters.
+    pub sync: SyncCtx,
+}
+
+/// Power sync as node actors see it.
+pub struct SyncCtx {
+    pub settings: SyncSettings,
+    /// How often a node in maintenance with the fault `power failure` is probed.
+    pub failure_interval: std::time::Duration,
+    /// The cluster's sync config, kept current by the conductor's watch of `config/`.
+    pub config: tokio::sync::watch::Receiver<Arc<SyncConfig>>,
+    pub stats: Arc<SyncStats>,
+}
+
+impl SyncCtx {
+    fn count(&self, ok: bool) {
+        let c = if ok {
+            &self.stats.reads
+        } else {
+            &self.stats.failed_reads
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Power sync's counters on one conductor (its metrics).
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    pub reads: std::sync::atomic::AtomicU64,
+    pub failed_reads: std::sync::atomic::AtomicU64,
 }
 
 impl NodeCtx {
@@ -133,6 +166,12 @@ pub enum NodeMsg {
     WaitDeadline(u64),
     /// Look at remediation again (the policy changed, or a rate-limit window ended).
     Remediate,
+    /// Power sync: read the power state now (a sweep; `probe`: the power-failure probe).
+    /// `permit` is the sweep's concurrency slot, released when the read is done.
+    Sync {
+        probe: bool,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
     Ping(RpcReplyPort<NodeSnapshot>),
 }
 
@@ -177,6 +216,8 @@ pub struct NodeState {
     console: Option<(ActorRef<ConsoleMsg>, ConsoleTarget)>,
     /// Why the enabled console cannot run (logged and recorded once per distinct error).
     console_error: Option<String>,
+    /// The mismatch with the last requested power state the previous sync read saw.
+    sync_mismatch: Option<PowerState>,
 }
 
 impl NodeState {
@@ -303,6 +344,7 @@ impl Actor for NodeActor {
             early_hb: None,
             console: None,
             console_error: None,
+            sync_mismatch: None,
         };
         let from_store = args.initial.is_none();
         let initial = match args.initial {
@@ -381,6 +423,9 @@ impl Actor for NodeActor {
             NodeMsg::Remediate => {
                 state.timers.remedy = false;
                 Box::pin(reconcile::reconcile(&myself, state)).await
+            }
+            NodeMsg::Sync { probe, permit } => {
+                Box::pin(sync::on_sync(&myself, state, probe, permit)).await
             }
             NodeMsg::Ping(reply) => {
                 let _ = reply.send(NodeSnapshot {

@@ -1,1 +1,188 @@
-//! placeholder
+//! Power sync sweeps: the pacing of one conductor's periodic power state reads.
+//!
+//! Every `interval`, the sweep takes the list of nodes this conductor runs and asks each to read
+//! its power state, spread evenly over the interval (node *i* of *n* at `start + i × interval /
+//! n`, never in bursts), with at most `concurrency` reads in flight: each ask carries a
+//! semaphore permit that the node gives back when its read is done. A sweep that cannot finish
+//! within the interval (slow BMCs, too small a concurrency) simply takes longer; the next one
+//! starts when it is done. What a read finds is the node's business (`ferric-node`'s
+//! `decide::sync`); this crate knows nothing of nodes but their ids.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// How one conductor sweeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepSettings {
+    /// From the start of one sweep to the start of the next (`--sync-interval`).
+    pub interval: Duration,
+    /// Reads in flight at once (`--sync-workers`).
+    pub concurrency: usize,
+}
+
+/// What the sweeps did, for logs, metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct SweepStats {
+    pub sweeps: AtomicU64,
+    /// Nodes asked in the last finished sweep.
+    pub last_nodes: AtomicU64,
+    /// Milliseconds from the first ask to the last read done in the last finished sweep.
+    pub last_duration_ms: AtomicU64,
+}
+
+/// Runs sweeps until `list` answers None (the session ended). `list` gives the nodes to read
+/// now; `ask` hands one node its read with the permit it must drop when done, and answers false
+/// when the node is gone (the permit then comes back at once).
+pub async fn run<Id, L, F, A>(settings: SweepSettings, stats: Arc<SweepStats>, mut list: L, ask: A)
+where
+    L: FnMut() -> F,
+    F: Future<Output = Option<Vec<Id>>>,
+    A: Fn(Id, OwnedSemaphorePermit) -> bool,
+{
+    let concurrency = settings.concurrency.max(1);
+    let sem = Arc::new(Semaphore::new(concurrency));
+    loop {
+        let start = Instant::now();
+        let Some(ids) = list().await else {
+            return;
+        };
+        let n = ids.len();
+        let spacing = settings.interval / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        for (i, id) in ids.into_iter().enumerate() {
+            tokio::time::sleep_until(start + spacing * u32::try_from(i).unwrap_or(u32::MAX)).await;
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                return;
+            };
+            let _ = ask(id, permit);
+        }
+        // The sweep is done when every read has given its permit back.
+        match sem.acquire_many(concurrency as u32).await {
+            Ok(all) => drop(all),
+            Err(_) => return,
+        }
+        let took = start.elapsed();
+        stats.sweeps.fetch_add(1, Ordering::Relaxed);
+        stats.last_nodes.store(n as u64, Ordering::Relaxed);
+        stats
+            .last_duration_ms
+            .store(took.as_millis() as u64, Ordering::Relaxed);
+        if took > settings.interval * 3 && n > 0 {
+            tracing::warn!(nodes = n, took_ms = took.as_millis() as u64, interval_ms = settings.interval.as_millis() as u64, "a power sync sweep took more than three intervals (slow BMCs, or too few --sync-workers)");
+        } else {
+            tracing::debug!(
+                nodes = n,
+                took_ms = took.as_millis() as u64,
+                "power sync sweep done"
+            );
+        }
+        tokio::time::sleep_until(start + settings.interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Asks recorded with the (paused) time they came at; each read holds its permit `hold`.
+    async fn sweep(
+        n: usize,
+        settings: SweepSettings,
+        hold: Duration,
+        sweeps: usize,
+    ) -> (Vec<(usize, Duration)>, Arc<SweepStats>) {
+        let asks: Arc<Mutex<Vec<(usize, Duration)>>> = Arc::default();
+        let stats = Arc::new(SweepStats::default());
+        let t0 = Instant::now();
+        let left = Arc::new(Mutex::new(sweeps));
+        let recorded = asks.clone();
+        run(
+            settings,
+            stats.clone(),
+            || {
+                let left = left.clone();
+                async move {
+                    let mut l = left.lock().unwrap();
+                    if *l == 0 {
+                        return None;
+                    }
+                    *l -= 1;
+                    Some((0..n).collect::<Vec<_>>())
+                }
+            },
+            move |id, permit| {
+                recorded.lock().unwrap().push((id, t0.elapsed()));
+                tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
+                    drop(permit);
+                });
+                true
+            },
+        )
+        .await;
+        let asks = asks.lock().unwrap().clone();
+        (asks, stats)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_are_spread_evenly_over_the_interval() {
+        let settings = SweepSettings {
+            interval: Duration::from_secs(60),
+            concurrency: 8,
+        };
+        let (asks, stats) = sweep(600, settings, Duration::from_millis(50), 2).await;
+        assert_eq!(asks.len(), 1200);
+        // Node i of the first sweep at i × 100 ms; the second sweep one interval later.
+        for (k, (id, at)) in asks.iter().enumerate() {
+            let sweep = (k / 600) as u64;
+            let want = Duration::from_millis(sweep * 60_000 + *id as u64 * 100);
+            assert!(
+                *at >= want && *at < want + Duration::from_millis(5),
+                "ask {k} (node {id}) at {at:?}, want {want:?}"
+            );
+        }
+        // No more than one ask in any 100 ms: no bursts.
+        for w in asks.windows(2) {
+            assert!(w[1].1 - w[0].1 >= Duration::from_millis(99));
+        }
+        assert_eq!(stats.sweeps.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.last_nodes.load(Ordering::Relaxed), 600);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_bounds_reads_in_flight_and_a_slow_sweep_takes_longer() {
+        // 100 reads of 1 s each, 4 at a time, over an interval of 10 s: at least 25 s.
+        let settings = SweepSettings {
+            interval: Duration::from_secs(10),
+            concurrency: 4,
+        };
+        let (asks, stats) = sweep(100, settings, Duration::from_secs(1), 1).await;
+        assert_eq!(asks.len(), 100);
+        for (k, (_, at)) in asks.iter().enumerate() {
+            // Ask k waits for the permit of ask k - 4.
+            assert!(
+                *at >= Duration::from_secs((k / 4) as u64),
+                "ask {k} at {at:?}"
+            );
+        }
+        let took = stats.last_duration_ms.load(Ordering::Relaxed);
+        assert!((25_000..26_500).contains(&took), "{took} ms");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_list_sweeps_nothing_and_waits_an_interval() {
+        let settings = SweepSettings {
+            interval: Duration::from_secs(5),
+            concurrency: 2,
+        };
+        let t0 = Instant::now();
+        let (asks, stats) = sweep(0, settings, Duration::ZERO, 3).await;
+        assert!(asks.is_empty());
+        assert_eq!(stats.sweeps.load(Ordering::Relaxed), 3);
+        assert!(t0.elapsed() >= Duration::from_secs(15));
+    }
+}

@@ -5,7 +5,8 @@
 
 use super::ownership::{join_grace, Acquire, Effect, Ownership, Reservation};
 use super::ConductorConfig;
-use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg};
+use crate::decide::sync::SyncSettings;
+use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg, SyncCtx};
 use crate::store::EtcdStore;
 use crate::supervisor::{NodeEvent, SupervisorMsg};
 use ferric_cluster::snapshot::placement_of;
@@ -15,7 +16,7 @@ use ferric_cluster::{
 };
 use ferric_model::HeartbeatRecord;
 use ferric_model::{
-    decode, now_ms, ConductorRecord, FenceToken, NodeId, NodeSpec, RemediationPolicy,
+    decode, now_ms, ConductorRecord, FenceToken, NodeId, NodeSpec, RemediationPolicy, SyncConfig,
 };
 use ractor::ActorRef;
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ enum Input {
     ),
     Released(Vec<(NodeId, FenceToken)>, Result<usize, ClusterError>),
     Reported(u64, Result<bool, ClusterError>),
+    /// The sweeper asks for the nodes to read in its next sweep.
+    SweepList(tokio::sync::oneshot::Sender<Vec<NodeId>>),
 }
 
 pub(super) struct Session<'a> {
@@ -72,11 +75,18 @@ pub(super) struct Session<'a> {
     watch_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The remediation policy (`config/remediation`), shared with the node actors.
     policy: watch::Sender<Arc<RemediationPolicy>>,
+    /// The power sync settings (`config/sync`), shared with the node actors.
+    sync_config: watch::Sender<Arc<SyncConfig>>,
+    /// This session's power sync sweeps.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
         for t in &self.watch_tasks {
+            t.abort();
+        }
+        if let Some(t) = &self.sweeper {
             t.abort();
         }
     }
@@ -112,6 +122,8 @@ impl<'a> Session<'a> {
             inputs,
             watch_tasks: Vec::new(),
             policy: watch::Sender::new(Arc::new(RemediationPolicy::default())),
+            sync_config: watch::Sender::new(Arc::new(SyncConfig::default())),
+            sweeper: None,
         }
     }
 
@@ -298,9 +310,19 @@ impl<'a> Session<'a> {
                 ctx,
                 records: Some((self.cluster.clone(), lease.id)),
             }),
+            sync: SyncCtx {
+                settings: SyncSettings {
+                    grace_ms: self.cfg.sync.grace.as_millis() as u64,
+                    max_failures: self.cfg.sync.max_failures,
+                },
+                failure_interval: self.cfg.sync.failure_interval,
+                config: self.sync_config.subscribe(),
+                stats: self.cfg.sync.stats.clone(),
+            },
         }));
         self.table.set_lease(lease.id);
         self.lease = Some(lease);
+        self.start_sweeps();
         self.cluster
             .register_conductor(&record, self.cfg.ttl * 3 + Duration::from_secs(2))
             .await?;
@@ -313,6 +335,44 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Starts this session's power sync sweeps (unless `--sync-interval 0`): each sweep asks
+    /// the session for the nodes whose actors run here, and each node reads its power state.
+    fn start_sweeps(&mut self) {
+        let opts = &self.cfg.sync;
+        if opts.interval.is_zero() {
+            return;
+        }
+        let settings = ferric_sync::SweepSettings {
+            interval: opts.interval,
+            concurrency: opts.workers,
+        };
+        let inputs = self.inputs_tx.clone();
+        let sup = self.sup.clone();
+        let stats = opts.sweeps.clone();
+        self.sweeper = Some(tokio::spawn(ferric_sync::run(
+            settings,
+            stats,
+            move || {
+                let inputs = inputs.clone();
+                async move {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    inputs.send(Input::SweepList(tx)).await.ok()?;
+                    rx.await.ok()
+                }
+            },
+            move |id, permit| {
+                sup.cast(SupervisorMsg::Forward(
+                    id,
+                    NodeMsg::Sync {
+                        probe: false,
+                        permit: Some(permit),
+                    },
+                ))
+                .is_ok()
+            },
+        )));
+    }
+
     /// Reads the snapshot and (re)starts the watches from just after it.
     async fn resync(&mut self) -> Result<(), ClusterError> {
         for t in self.watch_tasks.drain(..) {
@@ -323,6 +383,13 @@ impl<'a> Session<'a> {
             Ok(p) => self.set_policy(p),
             Err(e) => {
                 tracing::error!(error = %e, "the remediation policy is unreadable; remediation is off")
+            }
+        }
+        match self.cluster.sync_config().await {
+            Ok(c) => self.set_sync_config(c),
+            Err(e) => {
+                tracing::error!(error = %e, "the power sync config is unreadable; using the defaults (observe)");
+                self.set_sync_config(SyncConfig::default());
             }
         }
         let revision = snap.revision;
@@ -397,6 +464,9 @@ impl<'a> Session<'a> {
                 };
                 let fx = self.table.acquired(&batch, outcomes);
                 self.execute(fx, &mut initials);
+            }
+            Input::SweepList(reply) => {
+                let _ = reply.send(self.table.running_ids().collect());
             }
             Input::Reported(running, result) => {
                 self.report_in_flight = false;
@@ -523,7 +593,20 @@ impl<'a> Session<'a> {
 
     fn on_config(&mut self, ev: WatchEvent) {
         let policy_key = self.cluster.remediation_policy_key();
+        let sync_key = self.cluster.keys().sync_config();
         match ev {
+            WatchEvent::Put { key, value, .. } if key == sync_key.as_bytes() => {
+                match decode::<SyncConfig>(&value) {
+                    Ok(c) => self.set_sync_config(c),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the new power sync config is unreadable; using the defaults (observe)");
+                        self.set_sync_config(SyncConfig::default());
+                    }
+                }
+            }
+            WatchEvent::Delete { key, .. } if key == sync_key.as_bytes() => {
+                self.set_sync_config(SyncConfig::default())
+            }
             WatchEvent::Put { key, value, .. } if key == policy_key.as_bytes() => {
                 match decode::<RemediationPolicy>(&value) {
                     Ok(p) => self.set_policy(p),
@@ -541,6 +624,13 @@ impl<'a> Session<'a> {
     }
 
     /// A new policy: every node actor here looks at remediation again.
+    fn set_sync_config(&mut self, config: SyncConfig) {
+        if **self.sync_config.borrow() != config {
+            tracing::info!(policy = %config.policy, "power sync config");
+            self.sync_config.send_replace(Arc::new(config));
+        }
+    }
+
     fn set_policy(&mut self, policy: RemediationPolicy) {
         if **self.policy.borrow() == policy {
             return;

@@ -206,6 +206,7 @@ pub fn power_finished(status: &NodeStatus, seq: u64, outcome: &Outcome, now_ms: 
     next.power_op = None;
     next.target_power_state = None;
     next.updated_at_ms = now_ms;
+    next.power_op_ended_ms = Some(now_ms);
     match outcome {
         Outcome::Done { power, .. } => {
             next.power_state = Some(*power);

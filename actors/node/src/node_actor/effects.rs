@@ -118,7 +118,9 @@ pub(super) fn power_event(
     next: &mut NodeStatus,
     before: Option<PowerState>,
 ) -> Option<EventRecord> {
-    if next.power_state == before || next.power_state.is_none() {
+    // Every change, to unknown too (a power failure): the compute service hears only of on
+    // and off, other receivers of everything.
+    if next.power_state == before {
         return None;
     }
     next.event_seq += 1;

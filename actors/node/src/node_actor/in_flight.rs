@@ -2,7 +2,7 @@
 //! operation at a time per node, as Ironic's node lock gives) and the timers it has armed.
 
 use crate::decide::node_state::Hardware;
-use ferric_model::ProvisionState;
+use ferric_model::{PowerTarget, ProvisionState};
 
 /// The one BMC operation the node's power actor is running. Neon's storage controller keeps
 /// one reconciler handle per shard for the same reason: a second operation never starts while
@@ -15,6 +15,8 @@ pub(super) enum InFlight {
     Power(u64),
     /// A user's boot-device request (its sequence number).
     BootDevice(u64),
+    /// Power sync's push of the last requested state (`enforce`).
+    Enforce(PowerTarget),
     /// The deploy interface's hardware work for a provisioning state, and when it started.
     Hardware {
         state: ProvisionState,
@@ -30,7 +32,7 @@ impl InFlight {
 
     /// A user's power operation (its session must not be pulled from under it).
     pub(super) fn is_power(self) -> bool {
-        matches!(self, InFlight::Power(_))
+        matches!(self, InFlight::Power(_) | InFlight::Enforce(_))
     }
 
     /// Ends whatever was in flight, returning it.
@@ -50,4 +52,6 @@ pub(super) struct Timers {
     pub(super) step: Option<ProvisionState>,
     /// The wait-state deadline a `WaitDeadline` is due for.
     pub(super) deadline: Option<u64>,
+    /// A power-failure probe is due.
+    pub(super) probe: bool,
 }

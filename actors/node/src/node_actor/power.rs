@@ -96,7 +96,7 @@ pub(super) async fn start_boot_device(
 }
 
 /// The node's power actor, spawned (linked to this node actor) if it is not running.
-async fn power_actor(
+pub(super) async fn power_actor(
     myself: &ActorRef<NodeMsg>,
     state: &mut NodeState,
 ) -> Result<ActorRef<PowerMsg>, String> {
@@ -164,6 +164,10 @@ pub(super) async fn on_power_event(
             seq: HW_SEQ,
             result,
         } => hardware_boot_done(myself, state, result).await?,
+        PowerEvent::Finished {
+            seq: super::sync::SYNC_SEQ,
+            outcome,
+        } => super::sync::finish_push(state, outcome).await?,
         PowerEvent::Finished {
             seq: HW_SEQ,
             outcome,

@@ -220,6 +220,7 @@ async fn idle(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow,
         }
     }
     arm_deadline(myself, state);
+    super::sync::arm_probe(myself, state);
     match remediation::fault_check(myself, state).await? {
         Flow::Go => {}
         flow => return Ok(flow),

@@ -48,9 +48,13 @@ pub(super) async fn fault_check(
         }
         FaultAction::SetMaintenance(reason) => {
             // The watch brings the new spec (and the history entry of the transition).
-            let view = change_spec(state, SpecChange::MaintenanceForFault(reason)).await?;
-            if view.spec.maintenance {
+            let view = change_spec(state, SpecChange::MaintenanceForFault(reason.clone())).await?;
+            if view.spec.maintenance && view.spec.maintenance_reason.as_deref() == Some(&reason) {
                 state.own_flip = Some((view.spec_rev, Requester::Conductor));
+                // Recorded so that the fault's end lifts this maintenance and no other.
+                let mut next = state.status.clone();
+                next.fault_maintenance = Some(reason);
+                record(state, next, Extras::default()).await?;
             }
             Ok(Flow::Wait)
         }

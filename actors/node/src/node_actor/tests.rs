@@ -4,13 +4,14 @@
 //! what an independent record would show: the store's records and the machine's command log.
 
 use super::*;
+use crate::decide::sync::SyncSettings;
 use crate::store::memory::{Inner, MemStore};
 use ferric_cluster::remediation::Slot;
 use ferric_console::ConsoleSettings;
 use ferric_model::clock::{install_test_source, system_ms};
 use ferric_model::{
     BootDevice, PowerRequest, PowerTarget, ProvisionRequest, RemediationAction, RemediationRule,
-    SoftOffPolicy, Verb,
+    SoftOffPolicy, SyncConfig, SyncPolicy, Verb,
 };
 use ferric_power::bmc::BmcFuture;
 use ferric_power::PowerAction;
@@ -36,6 +37,8 @@ struct MachineState {
     on: bool,
     /// The OS never acts on a graceful shutdown.
     ignores_graceful: bool,
+    /// The BMC does not answer.
+    unreachable: bool,
     /// Every command, as "power on", "graceful shutdown", "boot pxe", "read".
     log: Vec<String>,
 }
@@ -54,6 +57,22 @@ impl Machine {
     fn is_on(&self) -> bool {
         self.0.lock().unwrap().on
     }
+    /// The machine changes by itself (its OS, the button).
+    fn set_on(&self, on: bool) {
+        self.0.lock().unwrap().on = on;
+    }
+    fn set_unreachable(&self, u: bool) {
+        self.0.lock().unwrap().unreachable = u;
+    }
+    fn reads(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|c| *c == "read")
+            .count()
+    }
     /// The commands that changed something or could have (reads left out).
     fn commands(&self) -> Vec<String> {
         let log = self.0.lock().unwrap().log.clone();
@@ -67,6 +86,14 @@ impl Bmc for MachineBmc {
     fn power_state(&mut self) -> BmcFuture<'_, PowerState> {
         let mut m = self.0 .0.lock().unwrap();
         m.log.push("read".into());
+        if m.unreachable {
+            return Box::pin(async {
+                Err(BmcError::Unreachable {
+                    bmc: "machine".into(),
+                    reason: "no answer".into(),
+                })
+            });
+        }
         let p = if m.on {
             PowerState::On
         } else {
@@ -103,6 +130,8 @@ struct Node {
     handle: tokio::task::JoinHandle<()>,
     stopping: Arc<AtomicBool>,
     policy: watch::Sender<Arc<RemediationPolicy>>,
+    /// The cluster's sync config as the conductor's watch would change it.
+    sync: watch::Sender<Arc<SyncConfig>>,
     consoles: Option<Arc<ConsoleContext>>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -115,6 +144,7 @@ struct Setup {
     consoles: bool,
     /// The drivers the conductor serves (the node's own unless a test says otherwise).
     serves: Vec<String>,
+    sync: SyncConfig,
 }
 
 impl Setup {
@@ -126,6 +156,7 @@ impl Setup {
             policy: RemediationPolicy::default(),
             consoles: false,
             serves: vec![driver.to_string()],
+            sync: SyncConfig::default(),
         }
     }
 
@@ -140,6 +171,7 @@ impl Setup {
         let store = Arc::new(MemStore::new(self.spec, self.status, TOKEN));
         store.with(prepare);
         let (policy, remediation) = watch::channel(Arc::new(self.policy));
+        let (sync_tx, sync_config) = watch::channel(Arc::new(self.sync));
         let machine = self.machine;
         let dir = self.consoles.then(|| tempfile::tempdir().unwrap());
         let consoles = dir
@@ -160,6 +192,15 @@ impl Setup {
             callback_timeout_ms: 60_000,
             remediation,
             consoles: consoles.clone().map(|ctx| Consoles { ctx, records: None }),
+            sync: SyncCtx {
+                settings: SyncSettings {
+                    grace_ms: 120_000,
+                    max_failures: 3,
+                },
+                failure_interval: Duration::from_secs(30),
+                config: sync_config,
+                stats: Arc::default(),
+            },
         });
         let stopping = Arc::new(AtomicBool::new(false));
         let args = NodeArgs {
@@ -178,6 +219,7 @@ impl Setup {
             handle,
             stopping,
             policy,
+            sync: sync_tx,
             consoles,
             _dir: dir,
         }
@@ -809,4 +851,194 @@ async fn nothing_is_written_for_a_node_whose_spec_record_is_unreadable() {
     node.store.user_change(|s| s.name = None);
     let st = node.provision_state(ProvisionState::DeployFailed).await;
     assert!(st.last_error.unwrap().contains("conductor c0 stopped"));
+}
+
+impl Node {
+    /// A sweep's read (as the conductor's sweeper sends it), answered when the actor has
+    /// handled it.
+    async fn sweep(&self) {
+        self.actor
+            .send_message(NodeMsg::Sync {
+                probe: false,
+                permit: None,
+            })
+            .unwrap();
+        self.settle().await;
+    }
+
+    /// Waits until the actor has handled everything sent before.
+    async fn settle(&self) {
+        ractor::call_t!(self.actor, NodeMsg::Ping, 60_000).unwrap();
+    }
+}
+
+/// A node whose last request (by alice) was `target`, done, with the machine in that state.
+async fn synced(target: PowerTarget, machine: Machine, sync: SyncPolicy) -> Node {
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine;
+    setup.sync = SyncConfig { policy: sync };
+    // Enrolled nodes are not synced (as in Ironic): this one is in service.
+    setup.status = Some(NodeStatus {
+        provision_state: ProvisionState::Active,
+        ..NodeStatus::default()
+    });
+    let node = setup.start().await;
+    node.power(1, target, None);
+    node.until("the request done", |i| {
+        i.status.clone().filter(|s| s.power_seq_done == 1)
+    })
+    .await;
+    node
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_records_an_out_of_band_change_with_its_event_and_observe_never_pushes() {
+    let machine = Machine::new(false);
+    let node = synced(PowerTarget::On, machine.clone(), SyncPolicy::Observe).await;
+    let events = node.store.with(|i| i.events.len());
+    node.sweep().await;
+    assert_eq!(
+        node.store.with(|i| i.events.len()),
+        events,
+        "nothing changed, no event"
+    );
+    machine.set_on(false); // the OS shut down
+    node.sweep().await;
+    let st = node.store.with(|i| i.status.clone().unwrap());
+    assert_eq!(st.power_state, Some(PowerState::Off));
+    let last = node.history().last().cloned().unwrap();
+    assert_eq!(last.0, "sync");
+    assert!(last.1.contains("out-of-band"), "{last:?}");
+    let ev = node.store.with(|i| i.events.last().cloned().unwrap());
+    assert_eq!(
+        (ev.power_state, ev.previous_power_state),
+        (Some(PowerState::Off), Some(PowerState::On))
+    );
+    // Long after the grace, sweep after sweep: observe never pushes.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    node.sweep().await;
+    node.sweep().await;
+    assert!(!machine.is_on());
+    assert_eq!(machine.commands(), ["power on"]);
+    // The cluster switches to enforce (the conductor's watch): two sweeps restore it.
+    node.sync.send_replace(Arc::new(SyncConfig {
+        policy: SyncPolicy::Enforce,
+    }));
+    node.sweep().await;
+    node.sweep().await;
+    node.until("restored on", |i| {
+        i.status
+            .clone()
+            .filter(|s| s.power_state == Some(PowerState::On))
+    })
+    .await;
+    assert_eq!(machine.commands(), ["power on", "power on"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn enforce_restores_the_last_request_on_the_second_sweep_after_the_grace_only() {
+    let machine = Machine::new(false);
+    let node = synced(PowerTarget::On, machine.clone(), SyncPolicy::Enforce).await;
+    machine.set_on(false);
+    // Within the grace (120 s after the request): two sweeps, no push.
+    node.sweep().await;
+    node.sweep().await;
+    assert!(!machine.is_on());
+    tokio::time::sleep(Duration::from_secs(121)).await;
+    node.sweep().await;
+    node.until("restored on", |i| {
+        i.status
+            .clone()
+            .filter(|s| s.power_state == Some(PowerState::On))
+    })
+    .await;
+    assert!(machine.is_on());
+    assert_eq!(machine.commands(), ["power on", "power on"]);
+    let last = node.history().last().cloned().unwrap();
+    assert_eq!(last.0, "sync");
+    assert!(last.1.starts_with("enforce: power on"), "{last:?}");
+    // A node's own policy overrides the cluster's.
+    node.store
+        .user_change(|s| s.driver_info = r#"{"ferric_power_sync": "observe"}"#.into());
+    machine.set_on(false);
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    node.sweep().await;
+    node.sweep().await;
+    assert!(!machine.is_on(), "observe on this node: no push");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bmc_that_stops_answering_is_a_power_failure_until_it_answers_again() {
+    let machine = Machine::new(true);
+    let node = synced(PowerTarget::On, machine.clone(), SyncPolicy::Enforce).await;
+    machine.set_unreachable(true);
+    for n in 1..=3u32 {
+        node.sweep().await;
+        let st = node.store.with(|i| i.status.clone().unwrap());
+        assert_eq!(st.power_failures, n);
+    }
+    let spec = node
+        .until("maintenance for the power failure", |i| {
+            i.spec.maintenance.then(|| i.spec.clone())
+        })
+        .await;
+    let st = node
+        .until("the fault's maintenance recorded", |i| {
+            i.status.clone().filter(|s| s.fault_maintenance.is_some())
+        })
+        .await;
+    assert_eq!(st.fault.as_deref(), Some("power failure"));
+    assert_eq!(st.power_state, None);
+    assert_eq!(st.fault_maintenance, spec.maintenance_reason);
+    // Sweeps leave it alone now; probes every 30 s keep trying, quietly.
+    let reads = machine.reads();
+    node.sweep().await;
+    assert_eq!(machine.reads(), reads, "a sweep read a node in maintenance");
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    assert!(machine.reads() >= reads + 2, "no probes");
+    machine.set_unreachable(false);
+    let st = node
+        .until("recovered", |i| {
+            i.status
+                .clone()
+                .filter(|s| s.fault.is_none() && !i.spec.maintenance)
+        })
+        .await;
+    assert_eq!(
+        (st.power_failures, st.power_state),
+        (0, Some(PowerState::On))
+    );
+    let h = node.history();
+    assert!(
+        h.iter().any(|e| e.1.starts_with("power failure over")),
+        "{h:?}"
+    );
+    // No push happened on the way: the machine was on all along (the request found it on).
+    assert!(machine.commands().is_empty(), "{:?}", machine.commands());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_users_maintenance_survives_the_recovery() {
+    let machine = Machine::new(true);
+    let node = synced(PowerTarget::On, machine.clone(), SyncPolicy::Observe).await;
+    machine.set_unreachable(true);
+    for _ in 0..3 {
+        node.sweep().await;
+    }
+    node.until("fault maintenance", |i| {
+        i.status.clone().filter(|s| s.fault_maintenance.is_some())
+    })
+    .await;
+    // An operator takes the node over for rack work while it is down.
+    node.store
+        .user_change(|s| s.maintenance_reason = Some("rack work".into()));
+    machine.set_unreachable(false);
+    node.until("fault cleared", |i| {
+        i.status.clone().filter(|s| s.fault.is_none())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let spec = node.store.with(|i| i.spec.clone());
+    assert!(spec.maintenance);
+    assert_eq!(spec.maintenance_reason.as_deref(), Some("rack work"));
 }
