@@ -1,5 +1,5 @@
 //! `ferric ctl`: administration through the same `cluster` functions the gateway uses. One
-//! module per subcommand: [`node`], [`conductor`], [`remediation`]; this file holds the shared
+//! module per subcommand: [`node`], [`conductor`], [`remediation`], [`sync`]; this file holds the shared
 //! etcd flags and the dispatch.
 
 /// println! that returns the error instead of panicking (a closed pipe ends `ctl` quietly).
@@ -13,6 +13,7 @@ mod conductor;
 mod node;
 mod remediation;
 mod repair;
+mod sync;
 
 use ferric_cluster::{Cluster, EtcdConfig};
 use std::path::PathBuf;
@@ -82,6 +83,10 @@ enum Cmd {
     /// fault (off unless a rule is set).
     #[command(subcommand)]
     Remediation(remediation::RemediationCmd),
+    /// Power sync: what conductors do when a node's hardware is not in the last requested
+    /// power state.
+    #[command(subcommand)]
+    Sync(sync::SyncCmd),
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -90,5 +95,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Node(cmd) => node::run(&cluster, cmd).await,
         Cmd::Conductor(cmd) => conductor::run(&cluster, cmd).await,
         Cmd::Remediation(cmd) => remediation::run(&cluster, cmd).await,
+        Cmd::Sync(cmd) => sync::run(&cluster, cmd).await,
     }
 }
