@@ -45,6 +45,26 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "0,500")]
         gaps_ms: Vec<u64>,
     },
+    /// Power sync over N `ferric sim` nodes and 3 conductors: sweeps back to back (how long a
+    /// whole sweep takes), then at the given interval (conductor CPU as a share of a core).
+    Sync {
+        #[arg(long, default_value_t = 100_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 3)]
+        conductors: usize,
+        /// Reads in flight per conductor.
+        #[arg(long, default_value_t = 64)]
+        workers: usize,
+        /// Sweeps timed back to back.
+        #[arg(long, default_value_t = 3)]
+        sweeps: u64,
+        /// The interval whose CPU cost is measured, in seconds.
+        #[arg(long, default_value_t = 60.0)]
+        interval: f64,
+        /// How long the CPU is measured at that interval, in seconds.
+        #[arg(long, default_value_t = 120.0)]
+        measure: f64,
+    },
     /// Start N conductors on M enrolled nodes and time until all are owned; report RSS.
     Cold {
         #[arg(long, default_value_t = 100_000)]
@@ -92,6 +112,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             conductors,
             lease_ttl,
         } => cold(&dir, &etcd, nodes, conductors, lease_ttl).await,
+        Cmd::Sync {
+            nodes,
+            conductors,
+            workers,
+            sweeps,
+            interval,
+            measure,
+        } => {
+            let opts = SyncBench {
+                nodes,
+                conductors,
+                workers,
+                sweeps,
+                interval,
+                measure,
+            };
+            sync(&dir, &etcd, &opts).await
+        }
     }
 }
 
@@ -411,6 +449,185 @@ async fn power(
         println!(
             "  {name}: {n} BMC commands, {:.0} commands/s over {span:.2} s",
             n as f64 / span
+        );
+    }
+    drop(procs);
+    drop(sim);
+    Ok(())
+}
+
+struct SyncBench {
+    nodes: usize,
+    conductors: usize,
+    workers: usize,
+    sweeps: u64,
+    interval: f64,
+    measure: f64,
+}
+
+/// Enrolls `nodes` redfish nodes on the simulator, starts conductors with `sync_args`, and
+/// manages every node (enrolled nodes are not synced) once all actors run.
+async fn sync_fleet(
+    dir: &Path,
+    etcd: &Etcd,
+    prefix: &str,
+    o: &SyncBench,
+    sim_url: &str,
+    sync_args: &[String],
+) -> anyhow::Result<(Cluster, Vec<Proc>)> {
+    let cluster = connect(etcd, prefix).await?;
+    let now = now_ms();
+    let specs: Vec<NodeSpec> = (0..o.nodes)
+        .map(|i| {
+            let mut s = NodeSpec::new(NodeId::new_random(), "redfish", now);
+            s.driver_info = procs::sim_driver_info(sim_url, i);
+            s
+        })
+        .collect();
+    let ids: Vec<NodeId> = specs.iter().map(|s| s.id).collect();
+    for chunk in specs.chunks(4096) {
+        for r in cluster.create_nodes(chunk.to_vec()).await? {
+            r?;
+        }
+    }
+    let mut extra = vec!["--bmc-min-gap-ms".to_string(), "0".to_string()];
+    extra.extend_from_slice(sync_args);
+    let procs: Vec<Proc> = (1..=o.conductors)
+        .map(|i| procs::conductor(dir, &etcd.url, prefix, &format!("bench-c{i}"), 5.0, &extra))
+        .collect::<anyhow::Result<_>>()?;
+    until_running(&cluster, o.nodes, None, Duration::from_secs(300)).await?;
+    let t = Instant::now();
+    for chunk in ids.chunks(600) {
+        for r in cluster
+            .update_specs(chunk, |_, spec| {
+                spec.provision_request = Some(ferric_model::ProvisionRequest {
+                    seq: spec.next_provision_seq(),
+                    verb: ferric_model::Verb::Manage,
+                    maintenance_ok: false,
+                    args: String::new(),
+                    requested_by: "bench".into(),
+                    requested_at_ms: now_ms(),
+                });
+                Ok(())
+            })
+            .await?
+        {
+            r?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (views, _) = cluster.list_nodes().await?;
+        let managed = views
+            .iter()
+            .filter(|v| v.status.provision_state == ferric_model::ProvisionState::Manageable)
+            .count();
+        if managed == o.nodes {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("only {managed} of {} nodes managed after 600 s", o.nodes);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!(
+        "{} redfish sim nodes enrolled, owned by {} conductors and managed ({:.1} s)",
+        o.nodes,
+        o.conductors,
+        t.elapsed().as_secs_f64()
+    );
+    Ok((cluster, procs))
+}
+
+/// The conductors' power sync reports (from their membership records).
+async fn sync_reports(
+    cluster: &Cluster,
+) -> anyhow::Result<Vec<(String, ferric_model::SyncReport)>> {
+    let (_, conductors) = cluster.list_conductors().await?;
+    let mut out: Vec<_> = conductors.into_iter().map(|(n, c)| (n, c.sync)).collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+async fn sync(dir: &Path, etcd: &Etcd, o: &SyncBench) -> anyhow::Result<()> {
+    let (sim, sim_url) = procs::sim(dir, o.nodes, &[]).await?;
+    // Back to back: an interval of 1 ms, so each sweep starts as soon as the last one ended.
+    let back_to_back = [
+        "--sync-interval".to_string(),
+        "0.001".to_string(),
+        "--sync-workers".to_string(),
+        o.workers.to_string(),
+    ];
+    let (cluster, procs) =
+        sync_fleet(dir, etcd, "/bench-sync-b2b/", o, &sim_url, &back_to_back).await?;
+    let start = sync_reports(&cluster).await?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let now = sync_reports(&cluster).await?;
+        let done = now
+            .iter()
+            .zip(&start)
+            .all(|((_, n), (_, s))| n.sweeps >= s.sweeps + o.sweeps);
+        if done {
+            for (name, r) in &now {
+                println!(
+                    "  {name}: last sweep {} nodes in {:.2} s ({:.0} reads/s), {} reads, {} failed",
+                    r.last_sweep_nodes,
+                    r.last_sweep_ms as f64 / 1000.0,
+                    r.last_sweep_nodes as f64 / (r.last_sweep_ms.max(1) as f64 / 1000.0),
+                    r.reads,
+                    r.failed_reads
+                );
+            }
+            let worst = now.iter().map(|(_, r)| r.last_sweep_ms).max().unwrap_or(0);
+            println!(
+                "sync back to back: {} nodes over {} conductors, a whole sweep in {:.2} s (the slowest conductor's last sweep; target <= 10 s)",
+                o.nodes,
+                o.conductors,
+                worst as f64 / 1000.0
+            );
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{} sweeps did not finish within 1800 s", o.sweeps);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(procs);
+    // At the interval: CPU of each conductor over `measure` seconds, after one whole interval
+    // so that start-up and managing are not counted.
+    let at_interval = [
+        "--sync-interval".to_string(),
+        o.interval.to_string(),
+        "--sync-workers".to_string(),
+        o.workers.to_string(),
+    ];
+    let (cluster, procs) = sync_fleet(
+        dir,
+        etcd,
+        "/bench-sync-interval/",
+        o,
+        &sim_url,
+        &at_interval,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs_f64(o.interval)).await;
+    let before = sync_reports(&cluster).await?;
+    let cpu0: Vec<f64> = procs.iter().map(|p| cpu_seconds(p.pid())).collect();
+    tokio::time::sleep(Duration::from_secs_f64(o.measure)).await;
+    let after = sync_reports(&cluster).await?;
+    for (i, p) in procs.iter().enumerate() {
+        let cpu = cpu_seconds(p.pid()) - cpu0[i];
+        let reads = after
+            .get(i)
+            .zip(before.get(i))
+            .map_or(0, |((_, a), (_, b))| a.reads - b.reads);
+        println!(
+            "  bench-c{}: {:.1} % of a core at a {} s interval ({cpu:.2} s CPU in {} s, {reads} reads)",
+            i + 1,
+            100.0 * cpu / o.measure,
+            o.interval,
+            o.measure
         );
     }
     drop(procs);

@@ -5,7 +5,8 @@
 //! simulator's own command log or in etcd.
 
 use ferric_model::{decode, EventRecord, NodeStatus, PowerState};
-use ferric_testkit::{Fleet, Sim};
+use ferric_testkit::http::api;
+use ferric_testkit::{Fleet, Gateway, Sim};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -304,6 +305,36 @@ async fn a_bmc_that_stops_answering_is_a_power_failure_until_it_answers_again() 
             .is_some_and(|r| r.starts_with("power failure")),
         || format!("reason {:?}", spec.maintenance_reason),
     );
+
+    // The gateway's metrics say it: nodes in power failure, and the conductors' failed reads.
+    let gw = Gateway::start(&fleet, dir.path(), "gw", &[]);
+    fleet
+        .wait_until(
+            Duration::from_secs(20),
+            "metrics show the failures",
+            async || {
+                let text = api(gw.port, "GET", "/metrics", None).body;
+                let failed: f64 = text
+                    .lines()
+                    .filter(|l| l.starts_with("ferric_sync_failed_reads_total{"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum();
+                if text
+                    .lines()
+                    .any(|l| l.starts_with("ferric_nodes_power_failure ") && !l.ends_with(" 0"))
+                    && failed >= 3.0
+                {
+                    Ok(())
+                } else {
+                    Err(text
+                        .lines()
+                        .filter(|l| l.contains("power_failure") || l.contains("sync_"))
+                        .collect::<Vec<_>>()
+                        .join("\n"))
+                }
+            },
+        )
+        .await;
 
     // The other nodes are unaffected: a power request on the healthy one runs normally.
     let s = power(&fleet, &healthy, "off").await;

@@ -93,6 +93,61 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         vec![],
         maintenance as f64,
     ));
+    let power_failures = {
+        let cache = state.informer.read();
+        cache
+            .statuses
+            .values()
+            .filter(|s| s.status.fault.as_deref() == Some(ferric_model::faults::POWER_FAILURE))
+            .count()
+    };
+    gauges.push((
+        "ferric_nodes_power_failure",
+        "Nodes with the fault \"power failure\" (their BMC stopped answering, or a power operation failed).",
+        vec![],
+        power_failures as f64,
+    ));
+    let conductors_now: Vec<ferric_model::ConductorRecord> =
+        state.informer.read().conductors.values().cloned().collect();
+    // Grouped by metric (the exposition format wants one block per name).
+    type Field = fn(&ferric_model::SyncReport) -> f64;
+    let per_conductor: [(&str, &str, Field); 5] = [
+        (
+            "ferric_sync_reads_total",
+            "Power state reads by power sync, as the conductor last reported.",
+            |s| s.reads as f64,
+        ),
+        (
+            "ferric_sync_failed_reads_total",
+            "Power state reads by power sync that failed.",
+            |s| s.failed_reads as f64,
+        ),
+        (
+            "ferric_sync_sweeps_total",
+            "Power sync sweeps finished.",
+            |s| s.sweeps as f64,
+        ),
+        (
+            "ferric_sync_last_sweep_seconds",
+            "Duration of the conductor's last finished power sync sweep.",
+            |s| s.last_sweep_ms as f64 / 1000.0,
+        ),
+        (
+            "ferric_sync_last_sweep_nodes",
+            "Nodes the conductor's last finished power sync sweep asked.",
+            |s| s.last_sweep_nodes as f64,
+        ),
+    ];
+    for (name, help, field) in per_conductor {
+        for c in &conductors_now {
+            gauges.push((
+                name,
+                help,
+                vec![("conductor", c.name.clone())],
+                field(&c.sync),
+            ));
+        }
+    }
     gauges.push((
         "ferric_conductors_alive",
         "Live conductors (membership records on a lease).",

@@ -27,7 +27,7 @@ pub use node::{
     faults, AgentProgress, BootDeviceRequest, ConductorRecord, EventRecord, EvictionRecord,
     HistoryEntry, NodeHistory, NodeSpec, NodeStatus, PowerOp, PowerRequest, ProvisionRequest,
     Remediation, RemediationAction, RemediationBudget, RemediationPolicy, RemediationRule,
-    SoftOffPolicy,
+    SoftOffPolicy, SyncReport,
 };
 pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};

@@ -519,6 +519,20 @@ pub struct ConductorRecord {
     pub lease_id: i64,
     /// Node actors this conductor reports running (updated as they start and stop).
     pub running: u64,
+    /// Power sync's counters (updated at most every few seconds). Format version 2 appended it;
+    /// it must stay the last field (see `migrate`).
+    pub sync: SyncReport,
+}
+
+/// What a conductor's power sync sweeps did since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub reads: u64,
+    pub failed_reads: u64,
+    pub sweeps: u64,
+    /// Duration of the last finished sweep, in milliseconds, and how many nodes it asked.
+    pub last_sweep_ms: u64,
+    pub last_sweep_nodes: u64,
 }
 
 impl ConductorRecord {
@@ -531,7 +545,24 @@ impl ConductorRecord {
 
 impl Record for ConductorRecord {
     const KIND: &'static str = "conductor";
-    const VERSION: u8 = 1;
+    /// 2: `sync` appended.
+    const VERSION: u8 = 2;
+
+    fn migrate(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            // Version 1 lacks `sync`: five integers, each 0 written as the single byte 0.
+            1 => {
+                let mut v2 = body.to_vec();
+                v2.extend_from_slice(&[0; 5]);
+                crate::codec::body_of(version, &v2)
+            }
+            _ => Err(CodecError::UnknownVersion {
+                kind: Self::KIND,
+                version,
+                current: Self::VERSION,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -649,9 +680,15 @@ mod tests {
             started_at_ms: 0,
             lease_id: 1,
             running: 0,
+            sync: SyncReport::default(),
         };
         assert!(c.serves("ipmi", "rack1"));
         assert!(!c.serves("ipmi", ""));
+        // What a version-1 build wrote reads with the sync counters at zero.
+        let v2 = encode(&c);
+        let mut v1 = v2[..v2.len() - 5].to_vec();
+        v1[0] = 1;
+        assert_eq!(decode::<ConductorRecord>(&v1).unwrap(), c);
         assert!(!c.serves("redfish", "rack1"));
     }
 }

@@ -192,6 +192,7 @@ impl World {
             started_at_ms: now_ms(),
             lease_id: lease.id,
             running: 0,
+            sync: Default::default(),
         };
         self.cluster
             .register_conductor(&rec, Duration::from_secs(5))

@@ -117,6 +117,7 @@ mod tests {
             started_at_ms: 0,
             lease_id: 1,
             running: 0,
+            sync: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ use ferric_cluster::{
 use ferric_model::HeartbeatRecord;
 use ferric_model::{
     decode, now_ms, ConductorRecord, FenceToken, NodeId, NodeSpec, RemediationPolicy, SyncConfig,
+    SyncReport,
 };
 use ractor::ActorRef;
 use std::collections::HashMap;
@@ -50,7 +51,7 @@ enum Input {
         Result<Vec<(NodeId, AcquireOutcome)>, ClusterError>,
     ),
     Released(Vec<(NodeId, FenceToken)>, Result<usize, ClusterError>),
-    Reported(u64, Result<bool, ClusterError>),
+    Reported(u64, SyncReport, Result<bool, ClusterError>),
     /// The sweeper asks for the nodes to read in its next sweep.
     SweepList(tokio::sync::oneshot::Sender<Vec<NodeId>>),
 }
@@ -68,6 +69,7 @@ pub(super) struct Session<'a> {
     /// This conductor's membership record, for reporting `running`.
     record: Option<ConductorRecord>,
     reported: u64,
+    reported_sync: SyncReport,
     report_in_flight: bool,
     last_report: Instant,
     inputs_tx: mpsc::Sender<Input>,
@@ -116,6 +118,7 @@ impl<'a> Session<'a> {
             resync_pending: false,
             record: None,
             reported: 0,
+            reported_sync: SyncReport::default(),
             report_in_flight: false,
             last_report: Instant::now(),
             inputs_tx,
@@ -254,7 +257,10 @@ impl<'a> Session<'a> {
     /// while a wave is in progress.
     fn report(&mut self) {
         let running = self.table.running();
-        if running == self.reported || self.report_in_flight {
+        let sync = self.sync_report();
+        let sync_due =
+            sync != self.reported_sync && self.last_report.elapsed() >= Duration::from_secs(5);
+        if (running == self.reported && !sync_due) || self.report_in_flight {
             return;
         }
         if !self.table.steady() && self.last_report.elapsed() < Duration::from_millis(250) {
@@ -264,14 +270,28 @@ impl<'a> Session<'a> {
             return;
         };
         rec.running = running;
+        rec.sync = sync;
         self.report_in_flight = true;
         self.last_report = Instant::now();
         let cluster = self.cluster.clone();
         let tx = self.inputs_tx.clone();
         tokio::spawn(async move {
             let result = cluster.update_conductor(&rec).await;
-            let _ = tx.send(Input::Reported(running, result)).await;
+            let _ = tx.send(Input::Reported(running, sync, result)).await;
         });
+    }
+
+    /// Power sync's counters as the membership record reports them.
+    fn sync_report(&self) -> SyncReport {
+        use std::sync::atomic::Ordering::Relaxed;
+        let o = &self.cfg.sync;
+        SyncReport {
+            reads: o.stats.reads.load(Relaxed),
+            failed_reads: o.stats.failed_reads.load(Relaxed),
+            sweeps: o.sweeps.sweeps.load(Relaxed),
+            last_sweep_ms: o.sweeps.last_duration_ms.load(Relaxed),
+            last_sweep_nodes: o.sweeps.last_nodes.load(Relaxed),
+        }
     }
 
     async fn start(&mut self, previous_lease: &mut Option<i64>) -> Result<(), ClusterError> {
@@ -292,6 +312,7 @@ impl<'a> Session<'a> {
             started_at_ms: now_ms(),
             lease_id: lease.id,
             running: 0,
+            sync: Default::default(),
         };
         self.ctx = Some(Arc::new(NodeCtx {
             me: self.cfg.name.clone(),
@@ -468,10 +489,13 @@ impl<'a> Session<'a> {
             Input::SweepList(reply) => {
                 let _ = reply.send(self.table.running_ids().collect());
             }
-            Input::Reported(running, result) => {
+            Input::Reported(running, sync, result) => {
                 self.report_in_flight = false;
                 match result {
-                    Ok(true) => self.reported = running,
+                    Ok(true) => {
+                        self.reported = running;
+                        self.reported_sync = sync;
+                    }
                     Ok(false) => {
                         return Err(End::Lost(
                             "membership record is no longer on this conductor's lease".into(),

@@ -31,6 +31,7 @@ fn conductor(name: &str, lease: i64, drivers: &[&str]) -> ConductorRecord {
         started_at_ms: 0,
         lease_id: lease,
         running: 0,
+        sync: Default::default(),
     }
 }
 
