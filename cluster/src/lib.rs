@@ -4,6 +4,7 @@
 
 pub mod bulk;
 pub mod consoles;
+pub mod delivery;
 pub mod error;
 pub mod feed;
 pub mod heartbeats;
@@ -20,6 +21,7 @@ pub mod snapshot;
 pub mod status;
 pub mod watch;
 
+pub use delivery::NodeEvents;
 pub use error::ClusterError;
 pub use keyspace::Keyspace;
 pub use lease::{FenceClock, LeaseKeeper, LeaseState, SelfFence};
