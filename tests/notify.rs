@@ -78,11 +78,7 @@ async fn power(fleet: &Fleet, ids: &[String], target: &str) -> Duration {
     let list = ids.join(",");
     fleet.ctl_ok(&["node", "power", &list, target]).await;
     for id in ids {
-        let seq = fleet
-            .spec(id)
-            .await
-            .power_request
-            .map_or(0, |r| r.seq);
+        let seq = fleet.spec(id).await.power_request.map_or(0, |r| r.seq);
         fleet.wait_power_done(id, seq, WITHIN).await;
     }
     start.elapsed()
@@ -135,7 +131,6 @@ async fn check_delivered(
         let want: Vec<(String, String)> = events
             .iter()
             .filter_map(|e| Some((e.instance_uuid?.to_string(), nova_tag(e)?.to_string())))
-            .filter(|(i, _)| !skip_unknown.contains(i))
             .collect();
         let inst = instances.get(node);
         let got: Vec<(String, String)> = accepted
@@ -144,8 +139,10 @@ async fn check_delivered(
             .cloned()
             .collect();
         // A repeat can only be a re-delivery: the outbox alternates, so collapsing both
-        // sides compares the sequences of distinct events.
-        if dedup(&got) != dedup(&want) {
+        // sides compares the sequences of distinct events. An instance Nova does not know
+        // has its events refused (checked by the caller).
+        let unknown = inst.is_some_and(|i| skip_unknown.contains(i));
+        if !unknown && dedup(&got) != dedup(&want) {
             return Err(format!(
                 "node {node}: Nova got {:?}, the outbox has {:?}",
                 got.iter().map(|g| &g.1).collect::<Vec<_>>(),
@@ -219,31 +216,60 @@ async fn delivery_survives_a_failing_compute_service() {
     let instances = attach_instances(&gw, &ids[..5]);
     let baseline = power(&fleet, &ids, "on").await;
     power(&fleet, &ids, "off").await;
-    wait_delivered(&fleet, &svc, &instances, &[], WITHIN, "the first events reached Nova and the webhook").await;
+    wait_delivered(
+        &fleet,
+        &svc,
+        &instances,
+        &[],
+        WITHIN,
+        "the first events reached Nova and the webhook",
+    )
+    .await;
     let reqs = svc.requests();
-    let batched = reqs.iter().any(|r| r.path == "compute" && r.results.len() > 1);
-    fleet.ensure(batched, || format!("no request carried more than one event: {reqs:?}"));
+    let batched = reqs
+        .iter()
+        .any(|r| r.path == "compute" && r.results.len() > 1);
+    fleet.ensure(batched, || {
+        format!("no request carried more than one event: {reqs:?}")
+    });
     fleet.ensure(svc.tokens_issued() <= 2, || {
-        format!("{} tokens for a few requests: not cached", svc.tokens_issued())
+        format!(
+            "{} tokens for a few requests: not cached",
+            svc.tokens_issued()
+        )
     });
     fleet.note("phase: unknown instance -> 404 per event, recorded and skipped");
     let unknown = instances[&ids[0]].clone();
     svc.set_unknown(&unknown, true);
     power(&fleet, &ids, "on").await;
     let skip = vec![unknown.clone()];
-    wait_delivered(&fleet, &svc, &instances, &skip, WITHIN, "the others' events arrived").await;
+    wait_delivered(
+        &fleet,
+        &svc,
+        &instances,
+        &skip,
+        WITHIN,
+        "the others' events arrived",
+    )
+    .await;
     fleet
-        .wait_until(WITHIN, "Nova answered 404 for the unknown instance", async || {
-            svc.not_found()
-                .iter()
-                .any(|(i, _)| *i == unknown)
-                .then_some(())
-                .ok_or_else(|| format!("{:?}", svc.not_found()))
-        })
+        .wait_until(
+            WITHIN,
+            "Nova answered 404 for the unknown instance",
+            async || {
+                svc.not_found()
+                    .iter()
+                    .any(|(i, _)| *i == unknown)
+                    .then_some(())
+                    .ok_or_else(|| format!("{:?}", svc.not_found()))
+            },
+        )
         .await;
     svc.set_unknown(&unknown, false);
     let out = fleet.ctl_ok(&["node", "events", &ids[0]]).await;
-    fleet.ensure(out.contains("refused 404"), || format!("ctl node events:\n{out}"));
+    fleet.ensure(out.contains("refused 404"), || {
+        format!("ctl node events:\n{out}")
+    });
 
     for mode in [Mode::Fail500, Mode::Garbage, Mode::Hang, Mode::Down] {
         fleet.note(&format!("phase: compute service {mode:?}"));
@@ -252,7 +278,11 @@ async fn delivery_survives_a_failing_compute_service() {
         let start = Instant::now();
         let mut ops = 0;
         let mut slowest = Duration::ZERO;
-        let phase = if mode == Mode::Down { OUTAGE } else { Duration::from_secs(2) };
+        let phase = if mode == Mode::Down {
+            OUTAGE
+        } else {
+            Duration::from_secs(2)
+        };
         while start.elapsed() < phase || ops < 2 {
             let target = if ops % 2 == 0 { "off" } else { "on" };
             slowest = slowest.max(power(&fleet, &ids, target).await);
@@ -262,27 +292,55 @@ async fn delivery_survives_a_failing_compute_service() {
         fleet.ensure(slowest < baseline * 3 + Duration::from_secs(2), || {
             format!("a power operation took {slowest:?} during {mode:?} (baseline {baseline:?})")
         });
-        if mode != Mode::Down {
-            fleet.ensure(svc.requests().len() > before, || format!("no retry during {mode:?}"));
+        if matches!(mode, Mode::Fail500 | Mode::Garbage) {
+            fleet.ensure(svc.requests().len() > before, || {
+                format!("no retry during {mode:?}")
+            });
         }
         let m = metrics(mport);
-        fleet.ensure(m.contains("ferric_notify_failures_total{conductor=\"c1\",sink=\"compute\""), || {
-            format!("metrics show no failure during {mode:?}:\n{m}")
-        });
+        fleet.ensure(
+            m.contains("ferric_notify_failures_total{conductor=\"c1\",sink=\"compute\""),
+            || format!("metrics show no failure during {mode:?}:\n{m}"),
+        );
         svc.set_mode(Mode::Up).await;
-        wait_delivered(&fleet, &svc, &instances, &skip, WITHIN, &format!("everything arrived after {mode:?}")).await;
+        wait_delivered(
+            &fleet,
+            &svc,
+            &instances,
+            &skip,
+            WITHIN,
+            &format!("everything arrived after {mode:?}"),
+        )
+        .await;
     }
     fleet.note("phase: tokens revoked -> 401 -> a new token");
     let issued = svc.tokens_issued();
     svc.revoke_tokens();
     power(&fleet, &ids, "on").await;
-    wait_delivered(&fleet, &svc, &instances, &skip, WITHIN, "everything arrived after the 401").await;
-    fleet.ensure(svc.tokens_issued() > issued && svc.unauthorized() > 0, || {
-        format!("issued {} (was {issued}), 401s {}", svc.tokens_issued(), svc.unauthorized())
-    });
+    wait_delivered(
+        &fleet,
+        &svc,
+        &instances,
+        &skip,
+        WITHIN,
+        "everything arrived after the 401",
+    )
+    .await;
+    fleet.ensure(
+        svc.tokens_issued() > issued && svc.unauthorized() > 0,
+        || {
+            format!(
+                "issued {} (was {issued}), 401s {}",
+                svc.tokens_issued(),
+                svc.unauthorized()
+            )
+        },
+    );
     // Cursors in etcd say what was delivered.
     let out = fleet.ctl_ok(&["node", "events", &ids[1]]).await;
-    fleet.ensure(out.contains("delivered 200"), || format!("ctl node events:\n{out}"));
+    fleet.ensure(out.contains("delivered 200"), || {
+        format!("ctl node events:\n{out}")
+    });
     let m = metrics(mport);
     for needle in [
         "ferric_notify_events_delivered_total{conductor=\"c1\",sink=\"compute\"}",
@@ -293,7 +351,9 @@ async fn delivery_survives_a_failing_compute_service() {
     }
     // No secret in any log.
     let logs = fleet.logs() + &fleet.conductor("c1").log();
-    fleet.ensure(!logs.contains("s3cret-pw"), || "the Keystone password is in a log".into());
+    fleet.ensure(!logs.contains("s3cret-pw"), || {
+        "the Keystone password is in a log".into()
+    });
 }
 
 /// SIGKILL of the delivering conductor mid-stream: nothing is lost, order per node is kept,
@@ -316,17 +376,22 @@ async fn sigkill_of_the_deliverer_loses_nothing() {
     for round in 0..3 {
         power(&fleet, &ids, if round % 2 == 0 { "on" } else { "off" }).await;
     }
-    let before = svc.requests().len();
     fleet.note("SIGKILL c1 while deliveries are in flight");
     fleet.conductor("c1").signal(Signal::SIGKILL);
-    fleet.ensure(svc.requests().len() < 100, || "sanity".into());
-    let _ = before;
     fleet.wait_settled(WITHIN, &["c2"]).await;
     for round in 3..5 {
         power(&fleet, &ids, if round % 2 == 0 { "on" } else { "off" }).await;
     }
     svc.set_delay(Duration::ZERO);
-    wait_delivered(&fleet, &svc, &instances, &[], WITHIN, "every event arrived after the failover").await;
+    wait_delivered(
+        &fleet,
+        &svc,
+        &instances,
+        &[],
+        WITHIN,
+        "every event arrived after the failover",
+    )
+    .await;
 }
 
 /// Wrong credentials and a wrong compute URL: a clear error in the log and in the metrics,
@@ -349,17 +414,23 @@ async fn wrong_credentials_and_url_are_reported() {
     attach_instances(&gw, &ids);
     power(&fleet, &ids, "on").await;
     fleet
-        .wait_until(WITHIN, "c1 logs and counts the refused credentials", async || {
-            let log = fleet.conductor("c1").log();
-            let m = metrics(m1);
-            (log.contains("Keystone refused the credentials")
-                && m.contains("kind=\"auth\"")
-                && m.contains("ferric_notify_failing{conductor=\"c1\",sink=\"compute\"} 1"))
-            .then_some(())
-            .ok_or_else(|| m)
-        })
+        .wait_until(
+            WITHIN,
+            "c1 logs and counts the refused credentials",
+            async || {
+                let log = fleet.conductor("c1").log();
+                let m = metrics(m1);
+                (log.contains("Keystone refused the credentials")
+                    && m.contains("kind=\"auth\"")
+                    && m.contains("ferric_notify_failing{conductor=\"c1\",sink=\"compute\"} 1"))
+                .then_some(())
+                .ok_or_else(|| m)
+            },
+        )
         .await;
-    fleet.ensure(!fleet.conductor("c1").log().contains("wrong-pw"), || "password logged".into());
+    fleet.ensure(!fleet.conductor("c1").log().contains("wrong-pw"), || {
+        "password logged".into()
+    });
     fleet.conductor("c1").signal(Signal::SIGTERM);
     fleet.conductor("c1").wait_exit(WITHIN).await;
     fleet.start_conductor("c2", &refs(&bad_url));
@@ -369,9 +440,10 @@ async fn wrong_credentials_and_url_are_reported() {
         .wait_until(WITHIN, "c2 logs and counts the wrong URL", async || {
             let log = fleet.conductor("c2").log();
             let m = metrics(m2);
-            (log.contains("is the compute URL the compute endpoint") && m.contains("kind=\"not_found\""))
-                .then_some(())
-                .ok_or_else(|| m)
+            (log.contains("is the compute URL the compute endpoint")
+                && m.contains("kind=\"not_found\""))
+            .then_some(())
+            .ok_or_else(|| m)
         })
         .await;
 }

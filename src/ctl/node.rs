@@ -501,7 +501,12 @@ fn delivery_state(
                 Outcome::Refused { .. } => "refused",
             };
             (
-                format!("{word} {} at {} ({} tries)", r.outcome.code(), r.at_ms, r.attempts),
+                format!(
+                    "{word} {} at {} ({} tries)",
+                    r.outcome.code(),
+                    r.at_ms,
+                    r.attempts
+                ),
                 json!({"state": word, "code": r.outcome.code(), "at_ms": r.at_ms, "attempts": r.attempts}),
             )
         }

@@ -305,7 +305,11 @@ async fn keystone(State(s): St, body: Bytes) -> Response {
             .into_response();
     }
     i.issued += 1;
-    let token = format!("gAAAA-test-token-{}-{}", i.issued, crate::ports::random_u64());
+    let token = format!(
+        "gAAAA-test-token-{}-{}",
+        i.issued,
+        crate::ports::random_u64()
+    );
     let ttl = i.token_ttl;
     i.tokens.insert(token.clone(), Instant::now() + ttl);
     let now = SystemTime::now()
@@ -407,8 +411,9 @@ async fn events(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if version.trim() != "compute 2.76" {
-        i.violations
-            .push(format!("microversion header {version:?}, not \"compute 2.76\""));
+        i.violations.push(format!(
+            "microversion header {version:?}, not \"compute 2.76\""
+        ));
         return answer(
             &mut i,
             record,
@@ -479,7 +484,9 @@ pub fn validate(doc: &Value) -> Result<(), String> {
                 return Err(format!("additional property {k:?} in an event"));
             }
             if !["server_uuid", "name", "tag"].contains(&k.as_str()) {
-                return Err(format!("Ferric sends only name, server_uuid and tag, not {k:?}"));
+                return Err(format!(
+                    "Ferric sends only name, server_uuid and tag, not {k:?}"
+                ));
             }
         }
         let uuid = obj
@@ -507,7 +514,11 @@ pub fn validate(doc: &Value) -> Result<(), String> {
         if name == "power-update" {
             match obj.get("tag").and_then(Value::as_str) {
                 Some("POWER_ON") | Some("POWER_OFF") => {}
-                other => return Err(format!("power-update needs tag POWER_ON or POWER_OFF, not {other:?}")),
+                other => {
+                    return Err(format!(
+                        "power-update needs tag POWER_ON or POWER_OFF, not {other:?}"
+                    ))
+                }
             }
         }
     }
@@ -523,7 +534,8 @@ async fn hook(State(s): St, body: Bytes) -> Response {
     let status = match mode {
         Mode::Fail500 => StatusCode::INTERNAL_SERVER_ERROR,
         _ if doc["events"].as_array().is_none_or(|a| a.is_empty()) => {
-            i.violations.push(format!("webhook body without events: {doc}"));
+            i.violations
+                .push(format!("webhook body without events: {doc}"));
             StatusCode::BAD_REQUEST
         }
         _ => StatusCode::NO_CONTENT,
