@@ -424,7 +424,7 @@ async fn wrong_credentials_and_url_are_reported() {
                     && m.contains("kind=\"auth\"")
                     && m.contains("ferric_notify_failing{conductor=\"c1\",sink=\"compute\"} 1"))
                 .then_some(())
-                .ok_or_else(|| m)
+                .ok_or(m)
             },
         )
         .await;
@@ -443,7 +443,7 @@ async fn wrong_credentials_and_url_are_reported() {
             (log.contains("is the compute URL the compute endpoint")
                 && m.contains("kind=\"not_found\""))
             .then_some(())
-            .ok_or_else(|| m)
+            .ok_or(m)
         })
         .await;
 }

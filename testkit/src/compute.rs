@@ -167,7 +167,8 @@ impl ComputeService {
         let was = std::mem::replace(&mut self.lock().mode, mode);
         self.shared.mode_tx.send_replace(mode);
         if mode == Mode::Down && was != Mode::Down {
-            if let Some(s) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(s) = server {
                 s.abort();
                 let _ = s.await;
             }

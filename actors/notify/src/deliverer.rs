@@ -512,7 +512,7 @@ impl Deliverer {
         token: FenceToken,
         result: Result<NodeEvents, ClusterError>,
     ) {
-        if !self.nodes.get(&id).is_some_and(|n| n.token == token) {
+        if self.nodes.get(&id).is_none_or(|n| n.token != token) {
             return;
         }
         let loaded = match result {

@@ -60,6 +60,14 @@ impl LaneStats {
     }
 }
 
+/// A metric of one figure per lane: name, type, help, how to read it.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&LaneStats) -> u64,
+);
+
 #[derive(Default)]
 pub struct Stats {
     lanes: [LaneStats; 2],
@@ -79,7 +87,7 @@ impl Stats {
                 .replace('\n', " ")
         };
         let c = esc(conductor);
-        let simple: [(&str, &str, &str, fn(&LaneStats) -> u64); 6] = [
+        let simple: [Series; 6] = [
             ("ferric_notify_configured", "gauge", "1 when this receiver is configured.", |l| l.configured.load(Ordering::Relaxed)),
             ("ferric_notify_events_pending", "gauge", "Events of nodes held here not yet finished for this receiver.", |l| l.pending.load(Ordering::Relaxed)),
             ("ferric_notify_events_delivered_total", "counter", "Events the receiver accepted.", |l| l.delivered.load(Ordering::Relaxed)),

@@ -127,12 +127,7 @@ async fn race_guard(
     node: &NodeRef,
     target: PowerTarget,
 ) -> Result<(), ApiError> {
-    if !state
-        .config
-        .compute_callers
-        .iter()
-        .any(|c| *c == caller.name)
-    {
+    if !state.config.compute_callers.contains(&caller.name) {
         return Ok(());
     }
     let id = node.id();
