@@ -316,6 +316,8 @@ async fn delivery_survives_a_failing_compute_service() {
     fleet.note("phase: tokens revoked -> 401 -> a new token");
     let issued = svc.tokens_issued();
     svc.revoke_tokens();
+    // Whatever the last phase left, this makes events.
+    power(&fleet, &ids, "off").await;
     power(&fleet, &ids, "on").await;
     wait_delivered(
         &fleet,
@@ -341,14 +343,26 @@ async fn delivery_survives_a_failing_compute_service() {
     fleet.ensure(out.contains("delivered 200"), || {
         format!("ctl node events:\n{out}")
     });
-    let m = metrics(mport);
-    for needle in [
-        "ferric_notify_events_delivered_total{conductor=\"c1\",sink=\"compute\"}",
-        "ferric_notify_delivery_latency_seconds_count{conductor=\"c1\",sink=\"compute\"}",
-        "ferric_notify_events_pending{conductor=\"c1\",sink=\"compute\"} 0",
-    ] {
-        fleet.ensure(m.contains(needle), || format!("{needle} missing:\n{m}"));
-    }
+    // The pending gauge is refreshed every 100 ms.
+    fleet
+        .wait_until(
+            WITHIN,
+            "the metrics show the deliveries and nothing pending",
+            async || {
+                let m = metrics(mport);
+                for needle in [
+                "ferric_notify_events_delivered_total{conductor=\"c1\",sink=\"compute\"}",
+                "ferric_notify_delivery_latency_seconds_count{conductor=\"c1\",sink=\"compute\"}",
+                "ferric_notify_events_pending{conductor=\"c1\",sink=\"compute\"} 0",
+            ] {
+                if !m.contains(needle) {
+                    return Err(format!("{needle} missing:\n{m}"));
+                }
+            }
+                Ok(())
+            },
+        )
+        .await;
     // No secret in any log.
     let logs = fleet.logs() + &fleet.conductor("c1").log();
     fleet.ensure(!logs.contains("s3cret-pw"), || {
