@@ -98,9 +98,10 @@ impl Cluster {
                 "last_event: unexpected transaction answer".into(),
             ));
         };
-        let read = |key: &[u8], v: &[u8], what: &str| {
+        // An unreadable record reads as absent here (the guard then lets the request through);
+        // `ctl node repair` and the deliverer report it.
+        let read = |key: &[u8], what: &str| {
             tracing::error!(key = %String::from_utf8_lossy(key), "unreadable {what}");
-            let _ = v;
         };
         let cursor =
             cursor
@@ -109,7 +110,7 @@ impl Cluster {
                 .and_then(|kv| match decode::<DeliveryCursor>(kv.value()) {
                     Ok(c) => Some(c),
                     Err(_) => {
-                        read(kv.key(), kv.value(), "delivery cursor");
+                        read(kv.key(), "delivery cursor");
                         None
                     }
                 });
@@ -119,7 +120,7 @@ impl Cluster {
             .and_then(|kv| match decode::<EventRecord>(kv.value()) {
                 Ok(e) => Some(e),
                 Err(_) => {
-                    read(kv.key(), kv.value(), "event");
+                    read(kv.key(), "event");
                     None
                 }
             });
