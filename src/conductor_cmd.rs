@@ -82,6 +82,8 @@ pub struct Args {
     /// the fault (and the maintenance the fault set).
     #[arg(long, default_value_t = 30.0, env = "FERRIC_SYNC_FAILURE_INTERVAL")]
     pub sync_failure_interval: f64,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 /// Power sync's settings from the flags, checked.
@@ -116,6 +118,146 @@ fn sync_options(args: &Args) -> anyhow::Result<ferric_node::SyncOptions> {
     })
 }
 
+/// Delivery of power events (see README, "Power notifications").
+#[derive(clap::Args)]
+pub struct NotifyArgs {
+    /// Nova's compute endpoint, e.g. `http://nova:8774/v2.1`: power changes of nodes with an
+    /// instance go to `<url>/os-server-external-events` as `power-update` events.
+    #[arg(long, env = "FERRIC_COMPUTE_URL")]
+    pub compute_url: Option<String>,
+    /// Keystone's URL for password auth towards the compute service (with --keystone-user,
+    /// --keystone-password, --keystone-project).
+    #[arg(long, env = "FERRIC_KEYSTONE_URL")]
+    pub keystone_url: Option<String>,
+    #[arg(long, env = "FERRIC_KEYSTONE_USER")]
+    pub keystone_user: Option<String>,
+    /// The service user's password (prefer the environment variable; never logged).
+    #[arg(long, env = "FERRIC_KEYSTONE_PASSWORD", hide_env_values = true)]
+    pub keystone_password: Option<String>,
+    #[arg(long, env = "FERRIC_KEYSTONE_PROJECT")]
+    pub keystone_project: Option<String>,
+    #[arg(long, default_value = "Default", env = "FERRIC_KEYSTONE_USER_DOMAIN")]
+    pub keystone_user_domain: String,
+    #[arg(
+        long,
+        default_value = "Default",
+        env = "FERRIC_KEYSTONE_PROJECT_DOMAIN"
+    )]
+    pub keystone_project_domain: String,
+    /// A static token for the compute URL instead of Keystone (sent as X-Auth-Token and bearer).
+    #[arg(long, env = "FERRIC_COMPUTE_TOKEN", hide_env_values = true)]
+    pub compute_token: Option<String>,
+    /// Basic auth for the compute URL instead of Keystone: `user:password`.
+    #[arg(long, env = "FERRIC_COMPUTE_BASIC", hide_env_values = true)]
+    pub compute_basic: Option<String>,
+    /// A generic JSON webhook that gets every power event with Ferric's sequence number.
+    #[arg(long, env = "FERRIC_NOTIFY_URL")]
+    pub notify_url: Option<String>,
+    /// A bearer token for the webhook.
+    #[arg(long, env = "FERRIC_NOTIFY_TOKEN", hide_env_values = true)]
+    pub notify_token: Option<String>,
+    /// Basic auth for the webhook: `user:password`.
+    #[arg(long, env = "FERRIC_NOTIFY_BASIC", hide_env_values = true)]
+    pub notify_basic: Option<String>,
+    /// Timeout of one delivery request, in seconds (a hanging receiver costs this per try).
+    #[arg(long, default_value_t = 10.0, env = "FERRIC_NOTIFY_TIMEOUT")]
+    pub notify_timeout: f64,
+    /// Cap of the retry backoff after failed deliveries, in seconds.
+    #[arg(long, default_value_t = 60.0, env = "FERRIC_NOTIFY_BACKOFF_MAX")]
+    pub notify_backoff_max: f64,
+    /// Events per delivery request at most.
+    #[arg(long, default_value_t = 500)]
+    pub notify_batch: usize,
+    /// Delivered events are deleted this many seconds after they were written (never before
+    /// every configured receiver has them).
+    #[arg(long, default_value_t = 86_400.0, env = "FERRIC_EVENT_RETENTION")]
+    pub event_retention: f64,
+    /// Serve this conductor's `/metrics` (event delivery) here, e.g. `127.0.0.1:9185`.
+    #[arg(long, env = "FERRIC_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+}
+
+fn basic(text: &str, flag: &str) -> anyhow::Result<ferric_notify::Credentials> {
+    let (user, password) = text
+        .split_once(':')
+        .with_context(|| format!("{flag} must be user:password"))?;
+    Ok(ferric_notify::Credentials::Basic {
+        user: user.to_string(),
+        password: ferric_notify::Secret::new(password),
+    })
+}
+
+impl NotifyArgs {
+    fn config(&self, conductor: &str) -> anyhow::Result<ferric_notify::NotifyConfig> {
+        use ferric_notify::{Authenticator, Credentials, Endpoint, KeystoneConfig, Secret};
+        let mut cfg = ferric_notify::NotifyConfig::new(conductor);
+        cfg.timeout = Duration::from_secs_f64(self.notify_timeout.clamp(0.1, 600.0));
+        cfg.backoff_max = Duration::from_secs_f64(self.notify_backoff_max.clamp(0.1, 3600.0));
+        cfg.retention = Duration::from_secs_f64(self.event_retention.clamp(1.0, 365.0 * 86_400.0));
+        cfg.batch_max = self.notify_batch.clamp(1, 10_000);
+        if let Some(url) = &self.compute_url {
+            let creds = match (&self.keystone_url, &self.compute_token, &self.compute_basic) {
+                (Some(k), None, None) => {
+                    let need = |v: &Option<String>, flag: &str| {
+                        v.clone()
+                            .with_context(|| format!("--keystone-url needs {flag}"))
+                    };
+                    Credentials::Keystone(KeystoneConfig {
+                        url: k.clone(),
+                        user: need(&self.keystone_user, "--keystone-user")?,
+                        password: Secret::new(need(
+                            &self.keystone_password,
+                            "--keystone-password",
+                        )?),
+                        user_domain: self.keystone_user_domain.clone(),
+                        project: need(&self.keystone_project, "--keystone-project")?,
+                        project_domain: self.keystone_project_domain.clone(),
+                    })
+                }
+                (None, Some(t), None) => Credentials::Token(Secret::new(t.clone())),
+                (None, None, Some(b)) => basic(b, "--compute-basic")?,
+                (None, None, None) => Credentials::None,
+                _ => anyhow::bail!(
+                    "give one of --keystone-url, --compute-token and --compute-basic, not several"
+                ),
+            };
+            cfg.compute = Some(Endpoint {
+                url: url.clone(),
+                auth: Authenticator::new(creds),
+            });
+        }
+        if let Some(url) = &self.notify_url {
+            let creds = match (&self.notify_token, &self.notify_basic) {
+                (Some(t), None) => Credentials::Token(Secret::new(t.clone())),
+                (None, Some(b)) => basic(b, "--notify-basic")?,
+                (None, None) => Credentials::None,
+                _ => anyhow::bail!("give --notify-token or --notify-basic, not both"),
+            };
+            cfg.webhook = Some(Endpoint {
+                url: url.clone(),
+                auth: Authenticator::new(creds),
+            });
+        }
+        Ok(cfg)
+    }
+}
+
+/// The session tells the deliverer which nodes run here.
+#[derive(Debug)]
+struct Deliveries(ferric_notify::Notifier);
+
+impl ferric_node::OwnershipHook for Deliveries {
+    fn owned(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken) {
+        self.0.owned(id, token);
+    }
+    fn released(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken) {
+        self.0.released(id, token);
+    }
+    fn released_all(&self) {
+        self.0.released_all();
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if !(args.lease_ttl >= 1.0 && args.lease_ttl <= 600.0) {
         anyhow::bail!("--lease-ttl must be between 1 and 600 seconds");
@@ -129,6 +271,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    let notify_cfg = args.notify.config(&args.name)?;
     let ttl = Duration::from_secs_f64(args.lease_ttl);
     let sync = sync_options(&args)?;
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
@@ -163,6 +306,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Some(start_consoles(&args, &cluster).await?)
     };
+    let notifier = ferric_notify::spawn(cluster.clone(), notify_cfg, shutdown.clone());
+    let _metrics = match &args.notify.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+            Some(AbortOnDrop(tokio::spawn(ferric_notify::metrics::serve(
+                listener,
+                notifier.stats.clone(),
+                args.name.clone(),
+            ))))
+        }
+        None => None,
+    };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let (supervisor, sup_handle) = Actor::spawn(None, NodeSupervisor, events_tx)
         .await
@@ -186,6 +344,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         callback_timeout: Duration::from_secs_f64(args.callback_timeout.clamp(1.0, 86_400.0)),
         consoles: consoles.as_ref().map(|c| c.context()),
         sync,
+        ownership_hook: Some(std::sync::Arc::new(Deliveries(notifier))),
     };
     tracing::info!(conductor = %args.name, etcd = %cluster.endpoints(), prefix = %cluster.keys().prefix(), ttl_s = args.lease_ttl, "conductor starting");
     let result = ferric_node::run(cluster, config, supervisor.clone(), events_rx, shutdown).await;
@@ -227,4 +386,13 @@ async fn start_consoles(
         tracing::warn!(swept = ?s, "console process left by a previous run of this conductor");
     }
     Ok(service)
+}
+
+/// Ends a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -10,6 +10,7 @@ macro_rules! out {
 }
 
 mod conductor;
+mod events;
 mod node;
 mod remediation;
 mod repair;

@@ -50,6 +50,18 @@ pub struct Args {
         default_value_t = GatewayConfig::default().console_reconnect.as_secs()
     )]
     pub console_reconnect: u64,
+    /// Callers (user names, as authenticated) that are the compute service: their power
+    /// requests are checked by the race guard (see README, "The race guard").
+    #[arg(long, value_delimiter = ',', env = "FERRIC_COMPUTE_CALLERS")]
+    pub compute_callers: Vec<String>,
+    /// How long after the compute service acknowledged a power change its requests that would
+    /// reverse it are still refused, in seconds.
+    #[arg(long, default_value_t = 60.0, env = "FERRIC_COMPUTE_ACK_GRACE")]
+    pub compute_ack_grace: f64,
+    /// Turn the race guard off (the compute service's power requests are never refused for
+    /// unacknowledged changes, as in Ironic).
+    #[arg(long)]
+    pub no_compute_guard: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -96,6 +108,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_concurrent_deploys: args.max_concurrent_deploys,
         max_concurrent_cleans: args.max_concurrent_cleans,
         console_reconnect: Duration::from_secs(args.console_reconnect),
+        compute_callers: if args.no_compute_guard {
+            Vec::new()
+        } else {
+            args.compute_callers.clone()
+        },
+        compute_ack_grace: Duration::from_secs_f64(args.compute_ack_grace.clamp(0.0, 86_400.0)),
         ..GatewayConfig::default()
     };
     let mode = auth.mode();

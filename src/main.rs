@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a conductor: owns a share of the nodes and reconciles them.
-    Conductor(conductor_cmd::Args),
+    Conductor(Box<conductor_cmd::Args>),
     /// Administer a cluster: nodes and conductors.
     Ctl(ctl::Args),
     /// Run a whole local cluster (etcd, conductors, nodes) until Ctrl-C.
@@ -60,7 +60,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Conductor(args) => conductor_cmd::run(args).await,
+            Cmd::Conductor(args) => conductor_cmd::run(*args).await,
             Cmd::Ctl(args) => ctl::run(args).await,
             Cmd::Dev(args) => dev::run(args).await,
             Cmd::Bench(args) => bench::run(args).await,

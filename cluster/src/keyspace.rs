@@ -98,6 +98,24 @@ impl Keyspace {
     pub fn event(&self, id: &NodeId, seq: u64) -> String {
         format!("{}events/{id}/{seq:020}", self.prefix)
     }
+    /// `events/<uuid>/`: all outbox events of a node.
+    pub fn node_events(&self, id: &NodeId) -> String {
+        format!("{}events/{id}/", self.prefix)
+    }
+    pub fn deliveries(&self) -> String {
+        format!("{}delivery/", self.prefix)
+    }
+    /// The delivery cursor of a node's events (no lease; fenced like the status).
+    pub fn delivery(&self, id: &NodeId) -> String {
+        format!("{}delivery/{id}", self.prefix)
+    }
+    pub fn resends(&self) -> String {
+        format!("{}resend/", self.prefix)
+    }
+    /// A gateway's request to re-send a node's pending events now (watched by conductors).
+    pub fn resend(&self, id: &NodeId) -> String {
+        format!("{}resend/{id}", self.prefix)
+    }
     /// All history entries of a node.
     pub fn history(&self, id: &NodeId) -> String {
         format!("{}history/{id}/", self.prefix)
@@ -155,6 +173,8 @@ mod tests {
             ),
             (ks.console(&id), ks.consoles(), "/ferric/consoles/"),
             (ks.heartbeat(&id), ks.heartbeats(), "/ferric/heartbeats/"),
+            (ks.delivery(&id), ks.deliveries(), "/ferric/delivery/"),
+            (ks.resend(&id), ks.resends(), "/ferric/resend/"),
         ];
         for (key, prefix, want) in node_keys {
             assert_eq!(prefix, want);
@@ -174,5 +194,6 @@ mod tests {
             format!("/ferric/events/{id}/00000000000000000007")
         );
         assert!(ks.history_entry(&id, 1).starts_with(&ks.history(&id)));
+        assert!(ks.event(&id, 1).starts_with(&ks.node_events(&id)));
     }
 }

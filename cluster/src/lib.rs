@@ -4,6 +4,7 @@
 
 pub mod bulk;
 pub mod consoles;
+pub mod delivery;
 pub mod error;
 pub mod feed;
 pub mod heartbeats;
@@ -21,6 +22,7 @@ pub mod status;
 pub mod sync;
 pub mod watch;
 
+pub use delivery::NodeEvents;
 pub use error::ClusterError;
 pub use keyspace::Keyspace;
 pub use lease::{FenceClock, LeaseKeeper, LeaseState, SelfFence};

@@ -1,6 +1,7 @@
 //! Ferric's own endpoints, where Ironic clients never look: the node change stream
 //! (`/v1/ferric/events`, server-sent events with resume by `Last-Event-ID`, which is the etcd
-//! revision), conductors with their node counts, the OpenAPI document, `/healthz` and
+//! revision; it carries spec, status, reservation, heartbeat and conductor changes and every
+//! power event of the outbox as `record: "power_event"` with the node's `seq`), conductors with their node counts, the OpenAPI document, `/healthz` and
 //! `/metrics`.
 
 use crate::error::ApiError;
@@ -13,7 +14,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use ferric_cluster::{PrefixWatch, WatchEvent, WatchLost};
 use ferric_model::HeartbeatRecord;
-use ferric_model::{decode, NodeId, NodeSpec, NodeStatus, ProvisionState, ReservationRecord};
+use ferric_model::{
+    decode, EventRecord, NodeId, NodeSpec, NodeStatus, ProvisionState, ReservationRecord,
+};
 use futures::Stream;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -245,6 +248,30 @@ fn describe(prefix: &str, ev: &WatchEvent) -> Option<(i64, Option<NodeId>, Value
             doc["conductor_group"] = json!(c.conductor_group);
         }
         return Some((rev, None, doc));
+    }
+    if kind == "events" {
+        // A power event of the outbox: written once, never changed, so the stream shows each
+        // exactly once. Its deletion (compaction after delivery) is housekeeping, not shown.
+        let value = value?;
+        let (node, seq) = leaf.split_once('/')?;
+        let id: NodeId = node.parse().ok()?;
+        let mut doc = json!({
+            "revision": rev,
+            "node": id.to_string(),
+            "record": "power_event",
+            "seq": seq.parse::<u64>().ok()?,
+        });
+        match decode::<EventRecord>(value) {
+            Ok(ev) => {
+                doc["instance_uuid"] = json!(ev.instance_uuid.map(|u| u.to_string()));
+                doc["power_state"] = json!(ev.power_state.map(|p| p.as_str()));
+                doc["previous_power_state"] = json!(ev.previous_power_state.map(|p| p.as_str()));
+                doc["at"] = json!(iso8601(ev.at_ms));
+                doc["conductor"] = json!(ev.conductor);
+            }
+            Err(e) => doc["error"] = json!(format!("the event record cannot be read: {e}")),
+        }
+        return Some((rev, Some(id), doc));
     }
     let id: NodeId = leaf.parse().ok()?;
     let record = match kind {

@@ -67,6 +67,11 @@ pub struct GatewayConfig {
     /// coming back on its new owner: the dead conductor's lease TTL plus the reopening) before
     /// it is closed with 1011.
     pub console_reconnect: Duration,
+    /// Callers that are the compute service: their power requests go through the race guard
+    /// (`ferric_model::delivery::guard`). Empty: no guard.
+    pub compute_callers: Vec<String>,
+    /// How long an acknowledged power change still protects against the compute service.
+    pub compute_ack_grace: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -79,6 +84,8 @@ impl Default for GatewayConfig {
             max_concurrent_deploys: 1000,
             max_concurrent_cleans: 1000,
             console_reconnect: console::RECONNECT_DEFAULT,
+            compute_callers: Vec::new(),
+            compute_ack_grace: Duration::from_secs(60),
         }
     }
 }

@@ -87,6 +87,14 @@ pub(super) enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The node's power events (the outbox) and how far each was delivered: to the compute
+    /// service (Nova) and to the webhook, with the receiver's code and time, `pending`, or
+    /// `not applicable` (no instance, or a state that is not on or off).
+    Events {
+        node: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// A node's raw records in etcd and which cannot be decoded; with --delete or --spec-file,
     /// the repair the API offers too (for a node whose spec or status cannot be read).
     Repair(super::repair::RepairArgs),
@@ -371,6 +379,7 @@ pub(super) async fn run(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        NodeCmd::Events { node, json } => super::events::run(cluster, &node, json).await,
         NodeCmd::Provision {
             node,
             verb,

@@ -6,6 +6,7 @@
 //! Every wait is bounded.
 
 pub mod cli;
+pub mod compute;
 pub mod etcd;
 pub mod fleet;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod serve;
 pub mod sushy;
 pub mod viewer;
 
+pub use compute::ComputeService;
 pub use etcd::Etcd;
 pub use fleet::{ctl, describe, Fleet, Gateway, Sim};
 pub use inspect::{Event, History, Inspect, Kv, Snapshot};

@@ -42,6 +42,17 @@ pub struct ConductorConfig {
     /// The conductor's console service (None: no consoles here).
     pub consoles: Option<Arc<ferric_console::ConsoleContext>>,
     pub sync: SyncOptions,
+    /// Told which nodes run here and under which fencing token (the event deliverer).
+    pub ownership_hook: Option<Arc<dyn OwnershipHook>>,
+}
+
+/// Told which nodes this conductor holds: `owned` when a node's actor started, `released` when
+/// it stopped, `released_all` when a session ended. Calls must return at once (they run on the
+/// session's event loop).
+pub trait OwnershipHook: Send + Sync + std::fmt::Debug {
+    fn owned(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken);
+    fn released(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken);
+    fn released_all(&self);
 }
 
 /// Power sync's settings of one conductor (`ferric conductor --sync-*`).
@@ -95,6 +106,9 @@ pub async fn run(
             .await;
         // Whatever ended the session, no actor of it may keep running.
         stop_all(&supervisor, &mut node_events).await;
+        if let Some(hook) = &cfg.ownership_hook {
+            hook.released_all();
+        }
         let lease = session.lease.take();
         let session_started = session.started();
         drop(session);

@@ -10,7 +10,7 @@ pub mod node_actor;
 pub mod store;
 pub mod supervisor;
 
-pub use conductor::{run, ConductorConfig, SyncOptions};
+pub use conductor::{run, ConductorConfig, OwnershipHook, SyncOptions};
 pub use error::{ConductorError, NodeError};
 pub use node_actor::{NodeActor, NodeArgs, NodeCtx, NodeMsg, NodeSnapshot};
 pub use store::{EtcdStore, NodeStore, SpecChange};

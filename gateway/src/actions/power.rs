@@ -11,7 +11,8 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
-use ferric_model::{PowerTarget, ProvisionState};
+use ferric_model::delivery::{guard, Ack};
+use ferric_model::{now_ms, PowerTarget, ProvisionState};
 use serde_json::{Map, Value};
 
 /// A power request as the client wrote it (the target is matched against the node's state
@@ -111,7 +112,57 @@ pub async fn power(
     let node = request::lookup(&state, &ident, v).await?;
     let intent = check(&body, &node, &ident)?;
     require_conductor(&state, &node)?;
+    if let Intent::Power { target, .. } = &intent {
+        race_guard(&state, &caller, &node, *target).await?;
+    }
     apply(&state, &headers, &ident, &node, &who(&caller), intent).await
+}
+
+/// The race guard (seed 002): a power request of the compute service that would reverse a
+/// power change the compute service has not acknowledged is refused with 409, and the pending
+/// event is re-sent at once. See `ferric_model::delivery::guard` for the rule.
+async fn race_guard(
+    state: &AppState,
+    caller: &Caller,
+    node: &NodeRef,
+    target: PowerTarget,
+) -> Result<(), ApiError> {
+    if !state.config.compute_callers.contains(&caller.name) {
+        return Ok(());
+    }
+    let id = node.id();
+    let (cursor, last) = state.cluster.last_event(&id).await?;
+    let Some(last) = last else {
+        return Ok(());
+    };
+    let ack = match cursor.as_ref().map(|c| &c.compute) {
+        Some(lane) if lane.done >= last.seq => Ack::At {
+            at_ms: lane
+                .result_of(last.seq)
+                .map(|r| r.at_ms)
+                .or(cursor.as_ref().map(|c| c.updated_at_ms))
+                .unwrap_or(0),
+        },
+        _ => Ack::Pending,
+    };
+    let grace_ms = state.config.compute_ack_grace.as_millis() as u64;
+    let Some(why) = guard(Some(&last), ack, target.final_state(), now_ms(), grace_ms) else {
+        return Ok(());
+    };
+    if ack == Ack::Pending {
+        if let Err(e) = state
+            .cluster
+            .request_resend(&id, last.seq, &who(caller))
+            .await
+        {
+            tracing::warn!(node = %id, error = %e, "could not ask for the pending event to be re-sent");
+        }
+    }
+    tracing::info!(node = %id, caller = %caller.name, target = target.as_str(), why, "power request of the compute service refused by the race guard");
+    Err(ApiError::Conflict(format!(
+        "Refused to set node {id} to {}: {why}. The node stays as last requested; the compute service will learn its state from the event.",
+        target.as_str()
+    )))
 }
 
 #[cfg(test)]

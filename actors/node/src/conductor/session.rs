@@ -460,8 +460,16 @@ impl<'a> Session<'a> {
 
     fn on_node_event(&mut self, ev: NodeEvent) {
         match ev {
-            NodeEvent::Started { id, token } => self.table.actor_started(id, token),
+            NodeEvent::Started { id, token } => {
+                if let Some(hook) = &self.cfg.ownership_hook {
+                    hook.owned(id, token);
+                }
+                self.table.actor_started(id, token)
+            }
             NodeEvent::Stopped { id, token, reason } => {
+                if let Some(hook) = &self.cfg.ownership_hook {
+                    hook.released(id, token);
+                }
                 self.table.actor_stopped(id, token, &reason)
             }
         }
