@@ -20,6 +20,11 @@ pub struct Args {
     /// Keep the cluster's files (etcd data, logs) in this directory instead of a temp dir.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Also run a stand-in compute service (Nova's `os-server-external-events`) and a webhook
+    /// receiver in this process, give their URLs to the conductors, and print every power event
+    /// they receive.
+    #[arg(long)]
+    compute: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -41,6 +46,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // A simulated fleet of Redfish BMCs, so that power requests make real BMC traffic.
     let (sim, sim_url) = procs::sim(&dir, args.nodes.max(1), &[]).await?;
     let prefix = "/ferric/";
+    let receiver = match args.compute {
+        true => Some(crate::dev_compute::start().await?),
+        false => None,
+    };
+    let notify: Vec<String> = match &receiver {
+        Some(r) => vec![
+            "--compute-url".into(),
+            r.compute_url.clone(),
+            "--compute-token".into(),
+            "dev".into(),
+            "--notify-url".into(),
+            r.webhook_url.clone(),
+        ],
+        None => Vec::new(),
+    };
     let mut conductors = Vec::new();
     for i in 1..=args.conductors {
         conductors.push(procs::conductor(
@@ -49,7 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             prefix,
             &format!("dev-c{i}"),
             args.lease_ttl,
-            &[],
+            &notify,
         )?);
     }
     let api_port = procs::free_port()?;
@@ -123,6 +143,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sim.pid()
     );
     println!("  nodes       {created} redfish nodes enrolled (node-00000 ... -> sim-0 ...)");
+    if let Some(r) = &receiver {
+        println!(
+            "  compute     {} and webhook {}: every power event they receive is printed here (Nova hears only of nodes with an instance_uuid)",
+            r.compute_url, r.webhook_url
+        );
+    }
     println!(
         "  agents      a PXE boot of a node's machine runs an agent that heartbeats to the gateway every {} ms",
         ferric_sim::DEFAULT_INTERVAL_MS

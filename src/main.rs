@@ -6,6 +6,7 @@ mod bench_api;
 mod conductor_cmd;
 mod ctl;
 mod dev;
+mod dev_compute;
 mod gateway_cmd;
 mod procs;
 mod sim_cmd;

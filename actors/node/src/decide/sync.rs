@@ -48,6 +48,19 @@ pub fn in_power_failure(spec: &NodeSpec, status: &NodeStatus) -> bool {
     spec.maintenance && status.fault.as_deref() == Some(faults::POWER_FAILURE)
 }
 
+/// The status once the BMC of a node in power failure answered with `power`: the fault, its
+/// count and its maintenance note are cleared. The one recovery of a power failure, whoever
+/// probed (power sync's probe, or a remediation rule's `power-check`).
+pub fn recovered(status: &NodeStatus, power: PowerState) -> NodeStatus {
+    let mut next = status.clone();
+    next.fault = None;
+    next.fault_at_ms = None;
+    next.power_failures = 0;
+    next.fault_maintenance = None;
+    next.power_state = Some(power);
+    next
+}
+
 /// The policy in force for a node: its own `ferric_power_sync`, else the cluster's.
 pub fn policy_for(node: Option<SyncPolicy>, cluster: SyncPolicy) -> SyncPolicy {
     node.unwrap_or(cluster)
@@ -72,13 +85,9 @@ pub fn on_read(
     let mut next = status.clone();
     next.power_failures = 0;
     if in_power_failure(spec, status) {
-        next.fault = None;
-        next.fault_at_ms = None;
-        next.remediation = None;
-        next.power_state = Some(power);
+        next = recovered(status, power);
         let lift = spec.maintenance_reason.is_some()
             && status.fault_maintenance.as_deref() == spec.maintenance_reason.as_deref();
-        next.fault_maintenance = None;
         out.leave_maintenance = lift;
         out.history = Some((
             format!(

@@ -7,6 +7,7 @@ use super::power::read_power;
 use super::reconcile::Flow;
 use super::{NodeMsg, NodeState};
 use crate::decide::remedy::{fault_vs_maintenance, remedy, FaultAction, Remedy};
+use crate::decide::sync::recovered;
 use crate::error::NodeError;
 use crate::store::SpecChange;
 use ferric_cluster::remediation::Slot;
@@ -183,14 +184,19 @@ pub(super) async fn remediate(
             }
         }
         Remedy::PowerCheck => {
+            // The power-failure probe's read and recovery (`decide::sync::recovered`); the
+            // rule, an operator's policy, then returns the node to service whoever set its
+            // maintenance.
             let result = read_power(myself, state).await;
-            let mut next = state.status.clone();
             match result {
                 Ok(p) => {
-                    next.power_state = Some(p);
+                    let next = recovered(&state.status, p);
                     succeeded(state, &policy, next).await
                 }
-                Err(e) => failed(state, &policy, next, e).await,
+                Err(e) => {
+                    let next = state.status.clone();
+                    failed(state, &policy, next, e).await
+                }
             }
         }
         Remedy::Succeeded => {
