@@ -65,6 +65,9 @@ enum Cmd {
         #[arg(long, default_value_t = 120.0)]
         measure: f64,
     },
+    /// Power events to a Nova stand-in and a webhook in this process: latency from the status
+    /// write to receipt, and the drain rate of a backlog.
+    Notify(crate::bench_notify::NotifyArgs),
     /// Start N conductors on M enrolled nodes and time until all are owned; report RSS.
     Cold {
         #[arg(long, default_value_t = 100_000)]
@@ -95,6 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             runs,
         } => failover(&dir, &etcd, nodes, conductors, lease_ttl, runs).await,
         Cmd::Api(a) => crate::bench_api::run(&dir, &etcd, a).await,
+        Cmd::Notify(a) => crate::bench_notify::run(&dir, &etcd, a).await,
         Cmd::Power {
             nodes,
             conductors,
@@ -159,7 +163,7 @@ async fn enroll(cluster: &Cluster, n: usize) -> anyhow::Result<Vec<NodeId>> {
 /// Waits until the live conductors (but `not_by`) report `total` node actors running between
 /// them. A conductor counts an actor only after reserving its node and starting it, so the sum
 /// reaching the number of nodes means every node is owned once and its actor runs.
-async fn until_running(
+pub(crate) async fn until_running(
     cluster: &Cluster,
     total: usize,
     not_by: Option<&str>,

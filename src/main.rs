@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_notify;
 mod conductor_cmd;
 mod ctl;
 mod dev;

@@ -458,3 +458,62 @@ async fn bad_sync_config_and_flags_give_clear_errors() {
         || err.clone(),
     );
 }
+
+/// The real IPMI path: another BMC client (ipmitool) powers the machine off behind Ferric's
+/// back; the sweep records it, and the cluster's `enforce` policy restores the last request
+/// after the grace. ipmitool, an independent client, has the last word on the power state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_out_of_band_power_off_is_recorded_then_enforced() {
+    let mut fleet = Fleet::new("sync-ipmi").await;
+    let sim = ferric_testkit::IpmiSim::start();
+    fleet.ctl_ok(&["sync", "set", "--policy", "enforce"]).await;
+    fleet.start_conductor(
+        "c1",
+        &[
+            "--lease-ttl",
+            "3",
+            "--bmc-min-gap-ms",
+            "100",
+            "--sync-interval",
+            "0.5",
+            "--sync-grace",
+            "2",
+        ],
+    );
+    let id = fleet
+        .create_nodes(
+            1,
+            &["--driver", "ipmi", "--driver-info", &sim.driver_info()],
+        )
+        .await
+        .remove(0);
+    fleet.ctl_ok(&["node", "provision", &id, "manage"]).await;
+    power(&fleet, &id, "on").await;
+    fleet.ensure(
+        tokio::task::block_in_place(|| sim.ipmitool_power_is_on()),
+        || "not on after the request".into(),
+    );
+    let out = tokio::task::block_in_place(|| sim.ipmitool(&["chassis", "power", "off"]));
+    fleet.ensure(out.status.success(), || {
+        format!("ipmitool power off: {out:?}")
+    });
+    wait_power(&fleet, &id, Some(PowerState::Off), Duration::from_secs(10)).await;
+    wait_power(&fleet, &id, Some(PowerState::On), Duration::from_secs(15)).await;
+    fleet.ensure(
+        tokio::task::block_in_place(|| sim.ipmitool_power_is_on()),
+        || "ipmitool does not see the machine on again".into(),
+    );
+    let h = fleet.node_history(&id).await;
+    let sync: Vec<&str> = h
+        .entries
+        .iter()
+        .filter(|e| e.kind == "sync")
+        .map(|e| e.action.as_str())
+        .collect();
+    fleet.ensure(
+        sync.iter().any(|a| a.contains("out-of-band"))
+            && sync.iter().any(|a| a.starts_with("enforce: power on")),
+        || format!("sync history {sync:?}"),
+    );
+    fleet.check_fencing_history().await;
+}
