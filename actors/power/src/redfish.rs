@@ -102,6 +102,9 @@ impl RedfishInfo {
     }
 }
 
+/// Idle connections kept per Redfish service (host and port), shared by all its systems.
+const MAX_IDLE_PER_SERVICE: usize = 256;
+
 /// HTTP clients shared by all redfish nodes of a conductor (connection pools are per client;
 /// one client per node would cost far more memory than the node's actor).
 #[derive(Debug)]
@@ -130,7 +133,11 @@ impl RedfishClients {
             .timeout(self.timeout)
             .connect_timeout(self.timeout)
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(2)
+            // One Redfish service often fronts many systems (a chassis manager, sushy-tools
+            // for VMs, `ferric sim`): the node actors' reads and commands to its systems reuse
+            // idle connections instead of paying a TCP (and TLS) handshake each. A BMC of its
+            // own keeps at most one or two, since each node sends one command at a time.
+            .pool_max_idle_per_host(MAX_IDLE_PER_SERVICE)
     }
 
     pub fn client(&self, verify: &Verify) -> Result<reqwest::Client, BmcError> {
