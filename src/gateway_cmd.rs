@@ -18,8 +18,10 @@ pub struct Args {
     #[arg(long, env = "FERRIC_LISTEN", default_value = "127.0.0.1:6385")]
     pub listen: SocketAddr,
     /// How callers authenticate: noauth (everyone is admin; loopback only unless
-    /// --allow-insecure-noauth), http_basic (bcrypt htpasswd file, like Ironic's), or token
-    /// (file of `<token> <admin|reader>` lines; `Authorization: Bearer` or `X-Auth-Token`).
+    /// --allow-insecure-noauth), http_basic (bcrypt htpasswd file, like Ironic's), token
+    /// (file of `<token> <admin|reader>` lines; `Authorization: Bearer` or `X-Auth-Token`), or
+    /// keystone (`X-Auth-Token` validated with Keystone, roles mapped to Ironic's policies;
+    /// needs --keystone-url, --keystone-user and --keystone-password).
     #[arg(long, env = "FERRIC_AUTH", default_value = "noauth")]
     pub auth: String,
     /// The htpasswd file (http_basic) or token file (token).
@@ -50,8 +52,9 @@ pub struct Args {
         default_value_t = GatewayConfig::default().console_reconnect.as_secs()
     )]
     pub console_reconnect: u64,
-    /// Callers (user names, as authenticated) that are the compute service: their power
-    /// requests are checked by the race guard (see README, "The race guard").
+    /// Callers that are the compute service: user names as authenticated, or `role:<name>`
+    /// for a Keystone role (`role:service`); their power requests are checked by the race
+    /// guard (see README, "The race guard").
     #[arg(long, value_delimiter = ',', env = "FERRIC_COMPUTE_CALLERS")]
     pub compute_callers: Vec<String>,
     /// How long after the compute service acknowledged a power change its requests that would
@@ -62,10 +65,76 @@ pub struct Args {
     /// unacknowledged changes, as in Ironic).
     #[arg(long)]
     pub no_compute_guard: bool,
+    #[command(flatten)]
+    pub keystone: KeystoneArgs,
+}
+
+/// `--auth keystone`: the gateway's own service user, which validates callers' tokens (as
+/// keystonemiddleware's `[keystone_authtoken]` section configures Ironic's).
+#[derive(clap::Args)]
+pub struct KeystoneArgs {
+    /// Keystone's URL (`http://keystone:5000` or `.../v3`).
+    #[arg(long, env = "FERRIC_KEYSTONE_URL")]
+    pub keystone_url: Option<String>,
+    #[arg(long, env = "FERRIC_KEYSTONE_USER")]
+    pub keystone_user: Option<String>,
+    #[arg(long, env = "FERRIC_KEYSTONE_PASSWORD", hide_env_values = true)]
+    pub keystone_password: Option<String>,
+    /// The project the gateway's user is scoped to.
+    #[arg(long, default_value = "service", env = "FERRIC_KEYSTONE_PROJECT")]
+    pub keystone_project: String,
+    #[arg(long, default_value = "Default", env = "FERRIC_KEYSTONE_USER_DOMAIN")]
+    pub keystone_user_domain: String,
+    #[arg(
+        long,
+        default_value = "Default",
+        env = "FERRIC_KEYSTONE_PROJECT_DOMAIN"
+    )]
+    pub keystone_project_domain: String,
+    /// The project whose users with the `service` role act on every node (Nova's user;
+    /// Ironic's `rbac_service_project_name`).
+    #[arg(long, default_value = "service", env = "FERRIC_KEYSTONE_SERVICE_PROJECT")]
+    pub keystone_service_project: String,
+    /// How long a validated token is trusted before Keystone is asked again, in seconds
+    /// (never past its expiry; keystonemiddleware's `token_cache_time`).
+    #[arg(long, default_value_t = 300, env = "FERRIC_KEYSTONE_CACHE_TIME")]
+    pub keystone_cache_time: u64,
+}
+
+impl KeystoneArgs {
+    fn auth(&self) -> anyhow::Result<Auth> {
+        let need = |v: &Option<String>, flag: &str| {
+            v.clone()
+                .with_context(|| format!("--auth keystone needs {flag}"))
+        };
+        let config = ferric_keystone::KeystoneConfig {
+            url: need(&self.keystone_url, "--keystone-url")?,
+            user: need(&self.keystone_user, "--keystone-user")?,
+            password: ferric_keystone::Secret::new(need(
+                &self.keystone_password,
+                "--keystone-password",
+            )?),
+            user_domain: self.keystone_user_domain.clone(),
+            project: self.keystone_project.clone(),
+            project_domain: self.keystone_project_domain.clone(),
+        };
+        Ok(Auth::Keystone {
+            validator: ferric_keystone::TokenValidator::new(
+                ferric_keystone::ServiceToken::new(config),
+                Duration::from_secs(10),
+                Duration::from_secs(self.keystone_cache_time),
+            ),
+            service_project: self.keystone_service_project.clone(),
+        })
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let auth = Auth::load(&args.auth, args.auth_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let auth = if args.auth == "keystone" {
+        args.keystone.auth()?
+    } else {
+        Auth::load(&args.auth, args.auth_file.as_deref()).map_err(anyhow::Error::msg)?
+    };
     if matches!(auth, Auth::NoAuth)
         && !args.listen.ip().is_loopback()
         && !args.allow_insecure_noauth
@@ -117,6 +186,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ..GatewayConfig::default()
     };
     let mode = auth.mode();
+    if let Auth::Keystone { validator, .. } = &auth {
+        tracing::info!(keystone = %validator.describe(), "callers' tokens are validated by Keystone");
+    }
     let state = AppState::new(cluster, config, auth);
     tracing::info!(listen = %local, auth = mode, prefix = %args.etcd.prefix, "gateway serving the Ironic API");
     let shutdown = async move {

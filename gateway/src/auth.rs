@@ -1,7 +1,10 @@
 //! Who is calling: `noauth` (everyone is admin; only on loopback unless forced), `http_basic`
 //! (an htpasswd file of bcrypt hashes, as Ironic's `auth_strategy = http_basic` reads it, so
-//! `OS_AUTH_TYPE=http_basic` clients work; every user is admin), and bearer tokens with a role
-//! (`admin` may change anything, `reader` may only read). Secrets are masked for everyone.
+//! `OS_AUTH_TYPE=http_basic` clients work; every user is admin), bearer tokens with a role
+//! (`admin` may change anything, `reader` may only read), and `keystone`: the `X-Auth-Token`
+//! is validated with Keystone (as keystonemiddleware does) and its scope and roles are mapped
+//! to Ironic's default policies (see [`Caller::from_keystone`] and `policy.rs`). Secrets are
+//! masked for everyone.
 //!
 //! Browsers cannot set headers on a websocket (`new WebSocket(url, protocols)`), so a websocket
 //! upgrade may instead offer its credentials as the subprotocol `ferric.auth.<base64url>`
@@ -17,18 +20,31 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a caller may do, cluster-wide or (for a project-scoped Keystone token) on the nodes
+/// its project owns or leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
-    Admin,
     Reader,
+    /// Changes anything but cannot enroll or delete (Ironic's system member and service).
+    Member,
+    /// Keystone's `manager` role (between member and admin in Ironic's project policies).
+    Manager,
+    Admin,
 }
 
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
+            Role::Manager => "manager",
+            Role::Member => "member",
             Role::Reader => "reader",
         }
+    }
+
+    /// May change things (not only read).
+    pub fn writes(self) -> bool {
+        self >= Role::Member
     }
 }
 
@@ -38,6 +54,81 @@ pub struct Caller {
     /// Recorded as `requested_by` of the actions it asks for.
     pub name: String,
     pub role: Role,
+    /// None: cluster-wide (every auth mode but a project-scoped Keystone token). Some: the
+    /// project the token is scoped to; the caller sees and acts on nodes that project owns or
+    /// leases only, as Ironic's project-scoped policies say.
+    pub project: Option<String>,
+    /// Keystone's role names (lower case, implied roles included); empty for other modes.
+    pub roles: Vec<String>,
+}
+
+impl Caller {
+    /// A cluster-wide caller of the non-Keystone modes.
+    pub fn new(name: impl Into<String>, role: Role) -> Self {
+        Caller {
+            name: name.into(),
+            role,
+            project: None,
+            roles: Vec::new(),
+        }
+    }
+
+    /// Whether the caller is named in `list`: by user name, or by a Keystone role as
+    /// `role:<name>` (`role:service` is how Nova's user is usually recognised).
+    pub fn is_one_of(&self, list: &[String]) -> bool {
+        list.iter().any(|entry| match entry.strip_prefix("role:") {
+            Some(role) => self.roles.iter().any(|r| r.eq_ignore_ascii_case(role)),
+            None => *entry == self.name,
+        })
+    }
+
+    /// Ironic's default policies (`ironic/common/policy.py`, scope enforced, new defaults), by
+    /// persona:
+    /// - system scope: `admin` is [`Role::Admin`], `member` is [`Role::Member`], `reader` is
+    ///   [`Role::Reader`];
+    /// - `service` in the service project (`rule:service_role`, how Nova's user is set up) acts
+    ///   on every node as a system member does; `service` with system scope likewise, plus it
+    ///   may enroll (Ironic's `SYSTEM_SERVICE` may create nodes);
+    /// - any other project scope: the caller's highest of admin, manager, member, reader, on
+    ///   the nodes whose `owner` or `lessee` is the project.
+    ///
+    /// None when the token carries no role Ironic's policies know (every request is then 403).
+    pub fn from_keystone(info: &ferric_keystone::TokenInfo, service_project: &str) -> Option<Self> {
+        let highest = [
+            ("admin", Role::Admin),
+            ("manager", Role::Manager),
+            ("member", Role::Member),
+            ("reader", Role::Reader),
+        ]
+        .into_iter()
+        .find(|(name, _)| info.has_role(name))
+        .map(|(_, r)| r);
+        let service = info.has_role("service");
+        let in_service_project = info
+            .project
+            .as_ref()
+            .is_some_and(|p| p.name == service_project);
+        let (role, project) = if info.system_all {
+            let role = match (highest, service) {
+                (Some(Role::Admin), _) | (_, true) => Role::Admin,
+                (Some(Role::Manager | Role::Member), _) => Role::Member,
+                (Some(Role::Reader), _) => Role::Reader,
+                (None, false) => return None,
+            };
+            (role, None)
+        } else if service && in_service_project {
+            (Role::Member, None)
+        } else {
+            let project = info.project.as_ref()?;
+            (highest?, Some(project.id.clone()))
+        };
+        Some(Caller {
+            name: info.user_name.clone(),
+            role,
+            project,
+            roles: info.roles.clone(),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +161,12 @@ pub enum Auth {
     Token {
         tokens: HashMap<[u8; 32], Role>,
     },
+    /// Tokens validated by Keystone; `service_project` is the project whose `service` users
+    /// act on every node (Ironic's `[DEFAULT] rbac_service_project_name`, default `service`).
+    Keystone {
+        validator: ferric_keystone::TokenValidator,
+        service_project: String,
+    },
 }
 
 impl std::fmt::Debug for Auth {
@@ -101,6 +198,7 @@ impl Auth {
             Auth::NoAuth => "noauth",
             Auth::Basic { .. } => "http_basic",
             Auth::Token { .. } => "token",
+            Auth::Keystone { .. } => "keystone",
         }
     }
 
@@ -201,7 +299,7 @@ impl Auth {
             }
             ("http_basic" | "token", None) => Err(format!("--auth {mode} needs --auth-file")),
             (other, _) => Err(format!(
-                "unknown --auth {other:?} (expected noauth, http_basic or token)"
+                "unknown --auth {other:?} (expected noauth, http_basic, token or keystone)"
             )),
         }
     }
@@ -239,10 +337,7 @@ impl Auth {
             .and_then(|v| v.to_str().ok())
             .map(str::trim);
         match self {
-            Auth::NoAuth => Ok(Caller {
-                name: "noauth".into(),
-                role: Role::Admin,
-            }),
+            Auth::NoAuth => Ok(Caller::new("noauth", Role::Admin)),
             Auth::Basic { users, verified } => {
                 let denied = |msg: &str| ApiError::Unauthorized {
                     msg: msg.into(),
@@ -285,10 +380,7 @@ impl Auth {
                     }
                     set.insert(key);
                 }
-                Ok(Caller {
-                    name: user.to_string(),
-                    role: Role::Admin,
-                })
+                Ok(Caller::new(user, Role::Admin))
             }
             Auth::Token { tokens } => {
                 let denied = |msg: &str| ApiError::Unauthorized {
@@ -315,24 +407,87 @@ impl Auth {
                     .get(&digest(&[token.as_slice()]))
                     .copied()
                     .ok_or_else(|| denied("Invalid token."))?;
-                Ok(Caller {
-                    name: format!("token:{}", role.as_str()),
-                    role,
+                Ok(Caller::new(format!("token:{}", role.as_str()), role))
+            }
+            Auth::Keystone {
+                validator,
+                service_project,
+            } => {
+                let denied = || ApiError::KeystoneUnauthorized {
+                    uri: validator.url().to_string(),
+                };
+                // keystonemiddleware reads X-Auth-Token (and X-Storage-Token, Swift's).
+                let token = match presented {
+                    Presented::Headers(h) => h
+                        .get("x-auth-token")
+                        .and_then(|v| v.to_str().ok())
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty())
+                        .ok_or_else(denied)?,
+                    Presented::Subprotocol(secret) => secret
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .ok_or_else(denied)?,
+                };
+                let info = match validator.validate(&token).await {
+                    Ok(info) => info,
+                    Err(ferric_keystone::Rejected::Invalid) => return Err(denied()),
+                    Err(ferric_keystone::Rejected::Unavailable(e)) => {
+                        tracing::warn!(error = %e, "cannot validate a caller's token with Keystone");
+                        return Err(ApiError::Unavailable(
+                            "The authentication service is unavailable; try again.".into(),
+                        ));
+                    }
+                };
+                Caller::from_keystone(&info, service_project).ok_or_else(|| {
+                    ApiError::Forbidden(format!(
+                        "User {} has no role the Baremetal API's policies know (admin, manager, member, reader or service).",
+                        info.user_name
+                    ))
                 })
             }
         }
     }
 }
 
-/// Whether `role` may make this request: readers only read.
+/// Whether the caller may make this request at all (what depends on the node, for
+/// project-scoped callers, is checked where the node is read):
+/// - readers only read;
+/// - members change anything but enroll or delete nodes, ports and port groups (Ironic's
+///   `baremetal:node:create`/`delete` and `baremetal:port:create`/`delete` are system admin's);
+/// - project-scoped callers reach the node API only: conductors, the cluster's events and
+///   metrics are the system's (Ironic's `baremetal:conductor:get` is `SYSTEM_READER`).
 pub fn authorize(caller: &Caller, method: &Method, path: &str) -> Result<(), ApiError> {
-    if caller.role == Role::Admin || method == Method::GET || method == Method::HEAD {
-        return Ok(());
+    let denied = |why: &str| {
+        Err(ApiError::Forbidden(format!(
+            "Access was denied to the following resource: {method} {path} ({why})"
+        )))
+    };
+    let reads = method == Method::GET || method == Method::HEAD;
+    if caller.project.is_some() {
+        return denied(&format!(
+            "project-scoped tokens are not accepted by this gateway yet; ask for a token scoped to the system or to the service project (project {})",
+            caller.project.as_deref().unwrap_or_default()
+        ));
     }
-    Err(ApiError::Forbidden(format!(
-        "Access was denied to the following resource: {method} {path} (role {} may only read)",
-        caller.role.as_str()
-    )))
+    match caller.role {
+        Role::Admin => Ok(()),
+        _ if reads => Ok(()),
+        Role::Reader => denied("role reader may only read"),
+        Role::Member | Role::Manager if enrolls_or_deletes(method, path) => denied(&format!(
+            "role {} may not enroll or delete; that needs admin",
+            caller.role.as_str()
+        )),
+        Role::Member | Role::Manager => Ok(()),
+    }
+}
+
+/// `POST /v1/{nodes,ports,portgroups}` and `DELETE` of one of them.
+fn enrolls_or_deletes(method: &Method, path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let resource = matches!(parts.get(2), Some(&("nodes" | "ports" | "portgroups")));
+    resource
+        && ((method == Method::POST && parts.len() == 3)
+            || (method == Method::DELETE && parts.len() == 4))
 }
 
 /// Where a request's credentials are read from.

@@ -18,6 +18,10 @@ pub enum ApiError {
         msg: String,
         challenge: &'static str,
     },
+    /// 401 under Keystone: keystonemiddleware's answer (its body, and a challenge naming
+    /// Keystone, where clients get tokens).
+    #[error("The request you have made requires authentication.")]
+    KeystoneUnauthorized { uri: String },
     /// 403: authenticated, but the role may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -78,7 +82,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } | ApiError::KeystoneUnauthorized { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -173,6 +179,19 @@ impl IntoResponse for ApiError {
             tracing::warn!(status = status.as_u16(), error = %self, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        if let ApiError::KeystoneUnauthorized { uri } = &self {
+            let body = serde_json::json!({"error": {
+                "code": 401,
+                "title": "Unauthorized",
+                "message": "The request you have made requires authentication.",
+            }});
+            let challenge = format!("Keystone uri=\"{uri}\"");
+            let mut resp = (status, axum::Json(body)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            return resp;
         }
         let body = error_body(status, &self.faultstring());
         let mut resp = (status, body).into_response();

@@ -127,7 +127,7 @@ async fn race_guard(
     node: &NodeRef,
     target: PowerTarget,
 ) -> Result<(), ApiError> {
-    if !state.config.compute_callers.contains(&caller.name) {
+    if !caller.is_one_of(&state.config.compute_callers) {
         return Ok(());
     }
     let id = node.id();

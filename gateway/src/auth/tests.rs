@@ -59,10 +59,7 @@ async fn websocket_tokens_may_come_as_a_subprotocol() {
     );
     assert_eq!(
         auth.authenticate_websocket(&mut h).await.unwrap(),
-        Caller {
-            name: "token:reader".into(),
-            role: Role::Reader
-        }
+        Caller::new("token:reader", Role::Reader)
     );
     // Alone, it leaves no subprotocol header behind.
     let mut h = upgrade("ferric.auth.MDEyMzQ1Njc4OWFiY2RlZjAxMjM", &[]);
@@ -117,10 +114,7 @@ async fn websocket_basic_credentials_may_come_as_a_subprotocol() {
     let mut h = upgrade("ferric.console, ferric.auth.YWRtaW46c2VjcmV0", &[]);
     assert_eq!(
         auth.authenticate_websocket(&mut h).await.unwrap(),
-        Caller {
-            name: "admin".into(),
-            role: Role::Admin
-        }
+        Caller::new("admin", Role::Admin)
     );
     // admin:wrong; admin (no colon).
     let mut h = upgrade("ferric.console, ferric.auth.YWRtaW46d3Jvbmc", &[]);
@@ -192,4 +186,93 @@ async fn tokens_have_roles() {
         .is_err());
     assert!(Auth::token_file("short admin", "f").is_err());
     assert!(Auth::token_file("0123456789abcdef0123 root", "f").is_err());
+}
+
+fn token(roles: &[&str], project: Option<&str>, system: bool) -> ferric_keystone::TokenInfo {
+    ferric_keystone::TokenInfo {
+        user_id: "u1".into(),
+        user_name: "alice".into(),
+        project: project.map(|name| ferric_keystone::Project {
+            id: format!("id-{name}"),
+            name: name.into(),
+            domain_id: "default".into(),
+        }),
+        system_all: system,
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        expires_at_ms: u64::MAX,
+    }
+}
+
+#[test]
+fn keystone_personas_map_to_ironic_policies() {
+    let c = |roles: &[&str], project: Option<&str>, system: bool| {
+        Caller::from_keystone(&token(roles, project, system), "service")
+            .map(|c| (c.role, c.project))
+    };
+    // System scope (Keystone puts implied roles in the token: admin implies member, reader).
+    assert_eq!(
+        c(&["admin", "member", "reader"], None, true),
+        Some((Role::Admin, None))
+    );
+    assert_eq!(
+        c(&["member", "reader"], None, true),
+        Some((Role::Member, None))
+    );
+    assert_eq!(c(&["reader"], None, true), Some((Role::Reader, None)));
+    assert_eq!(c(&["service"], None, true), Some((Role::Admin, None)));
+    // Nova's user: `service` in the service project acts on every node as a system member.
+    assert_eq!(
+        c(&["service"], Some("service"), false),
+        Some((Role::Member, None))
+    );
+    // `service` elsewhere, and project roles: scoped to the project.
+    assert_eq!(
+        c(&["service", "member"], Some("demo"), false),
+        Some((Role::Member, Some("id-demo".into())))
+    );
+    assert_eq!(
+        c(&["admin", "member", "reader"], Some("admin"), false),
+        Some((Role::Admin, Some("id-admin".into())))
+    );
+    assert_eq!(
+        c(&["manager", "member", "reader"], Some("demo"), false),
+        Some((Role::Manager, Some("id-demo".into())))
+    );
+    // No role Ironic knows, or a token scoped to nothing.
+    assert_eq!(c(&["heat_stack_owner"], Some("demo"), false), None);
+    assert_eq!(c(&["member"], None, false), None);
+    assert_eq!(c(&[], None, true), None);
+}
+
+#[test]
+fn members_change_but_do_not_enroll_or_delete() {
+    let m = Caller::new("nova", Role::Member);
+    let ok = |c: &Caller, method: Method, path: &str| authorize(c, &method, path).is_ok();
+    assert!(ok(&m, Method::PATCH, "/v1/nodes/n1"));
+    assert!(ok(&m, Method::PUT, "/v1/nodes/n1/states/power"));
+    assert!(ok(&m, Method::POST, "/v1/nodes/n1/vifs"));
+    assert!(ok(&m, Method::DELETE, "/v1/nodes/n1/vifs/v1"));
+    assert!(ok(&m, Method::DELETE, "/v1/nodes/n1/maintenance"));
+    assert!(!ok(&m, Method::POST, "/v1/nodes"));
+    assert!(!ok(&m, Method::POST, "/v1/nodes/"));
+    assert!(!ok(&m, Method::DELETE, "/v1/nodes/n1"));
+    assert!(!ok(&m, Method::POST, "/v1/ports"));
+    assert!(!ok(&m, Method::DELETE, "/v1/portgroups/pg"));
+    let r = Caller::new("r", Role::Reader);
+    assert!(ok(&r, Method::GET, "/v1/nodes"));
+    assert!(!ok(&r, Method::PATCH, "/v1/nodes/n1"));
+    let a = Caller::new("a", Role::Admin);
+    assert!(ok(&a, Method::DELETE, "/v1/nodes/n1"));
+}
+
+#[test]
+fn compute_callers_match_by_name_or_role() {
+    let mut nova = Caller::new("nova", Role::Member);
+    nova.roles = vec!["service".into()];
+    let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(nova.is_one_of(&list(&["nova"])));
+    assert!(nova.is_one_of(&list(&["role:service"])));
+    assert!(nova.is_one_of(&list(&["role:Service"])));
+    assert!(!nova.is_one_of(&list(&["role:admin", "ironic"])));
+    assert!(!Caller::new("role:service", Role::Admin).is_one_of(&list(&["role:service"])));
 }

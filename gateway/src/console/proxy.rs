@@ -47,13 +47,14 @@ const OPEN_WAIT: Duration = Duration::from_secs(10);
 /// lost.
 const UPSTREAM_SEND: Duration = Duration::from_secs(10);
 
-/// `?mode=`: admins default to `rw`, readers to `ro` and may not ask for `rw`.
+/// `?mode=`: those who may change things default to `rw`, readers to `ro` and may not ask
+/// for `rw`.
 fn mode_for(role: Role, asked: Option<&str>) -> Result<ViewerMode, ApiError> {
-    match (asked, role) {
-        (None | Some(""), Role::Admin) => Ok(ViewerMode::ReadWrite),
-        (None | Some(""), Role::Reader) | (Some("ro"), _) => Ok(ViewerMode::ReadOnly),
-        (Some("rw"), Role::Admin) => Ok(ViewerMode::ReadWrite),
-        (Some("rw"), Role::Reader) => Err(ApiError::Forbidden(
+    match (asked, role.writes()) {
+        (None | Some(""), true) => Ok(ViewerMode::ReadWrite),
+        (None | Some(""), false) | (Some("ro"), _) => Ok(ViewerMode::ReadOnly),
+        (Some("rw"), true) => Ok(ViewerMode::ReadWrite),
+        (Some("rw"), false) => Err(ApiError::Forbidden(
             "Access was denied to the console in mode rw (role reader may only view it: mode=ro)"
                 .into(),
         )),
