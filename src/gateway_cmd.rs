@@ -93,7 +93,11 @@ pub struct KeystoneArgs {
     pub keystone_project_domain: String,
     /// The project whose users with the `service` role act on every node (Nova's user;
     /// Ironic's `rbac_service_project_name`).
-    #[arg(long, default_value = "service", env = "FERRIC_KEYSTONE_SERVICE_PROJECT")]
+    #[arg(
+        long,
+        default_value = "service",
+        env = "FERRIC_KEYSTONE_SERVICE_PROJECT"
+    )]
     pub keystone_service_project: String,
     /// How long a validated token is trusted before Keystone is asked again, in seconds
     /// (never past its expiry; keystonemiddleware's `token_cache_time`).

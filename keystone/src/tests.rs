@@ -143,7 +143,11 @@ async fn answers_are_cached_and_unknown_tokens_rejected() {
     let a = v.validate("good").await.unwrap();
     assert_eq!(a.user_name, "alice");
     v.validate("good").await.unwrap();
-    assert_eq!(counts.validated.load(Ordering::SeqCst), 1, "second look cached");
+    assert_eq!(
+        counts.validated.load(Ordering::SeqCst),
+        1,
+        "second look cached"
+    );
     assert_eq!(counts.issued.load(Ordering::SeqCst), 1);
     assert_eq!(v.validate("nope").await, Err(Rejected::Invalid));
     assert_eq!(v.validate("old").await, Err(Rejected::Invalid));

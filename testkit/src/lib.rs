@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod http;
 pub mod inspect;
 pub mod ipmi_sim;
+pub mod keystone;
 pub mod ports;
 pub mod process;
 pub mod serve;

@@ -1,0 +1,235 @@
+//! `ferric gateway --auth keystone` against a real Keystone (PyPI `keystone`, sqlite, fernet
+//! tokens) that the test bootstraps and serves: tokens issued by Keystone to an admin, a system
+//! reader, Nova's service user and a project member; the real `baremetal` CLI with Keystone
+//! password auth; invalid, revoked and unvalidatable tokens. What each caller may do is checked
+//! against Ironic's default policies, and what happened against etcd.
+
+use ferric_testkit::cli::Baremetal;
+use ferric_testkit::http::{http, Reply};
+use ferric_testkit::keystone::{Keystone, Scope, ADMIN_PASSWORD};
+use ferric_testkit::{Fleet, Gateway};
+use std::time::{Duration, Instant};
+
+const CLI_TIMEOUT: Duration = Duration::from_secs(180);
+const VERSION: (&str, &str) = ("X-OpenStack-Ironic-API-Version", "1.95");
+
+fn call(gw: &Gateway, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    let mut headers = vec![VERSION, ("Content-Type", "application/json")];
+    if let Some(t) = token {
+        headers.push(("X-Auth-Token", t));
+    }
+    http(gw.port, method, path, &headers, body.map(str::as_bytes)).expect("gateway answers")
+}
+
+/// keystonemiddleware's 401: its JSON body and a challenge naming Keystone.
+fn assert_keystone_401(r: &Reply, ks: &Keystone, what: &str) {
+    assert_eq!(r.status, 401, "{what}: {} {}", r.status, r.body);
+    let body = r.json();
+    assert_eq!(body["error"]["code"], 401, "{what}: {}", r.body);
+    assert_eq!(
+        body["error"]["message"], "The request you have made requires authentication.",
+        "{what}"
+    );
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        Some(format!("Keystone uri=\"{}\"", ks.url).as_str()),
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn keystone_tokens_and_ironic_policies() {
+    let mut fleet = Fleet::new("keystone-auth").await;
+    fleet.start_conductor("c1", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keystone::start(dir.path()).await;
+    // The gateway's own user validates tokens; `service` is the role Keystone's
+    // `identity:validate_token` policy grants that to.
+    ks.user("ironic", "ironic-pw", "service", Scope::Project("service"))
+        .await;
+    ks.user("nova", "nova-pw", "service", Scope::Project("service"))
+        .await;
+    ks.user("auditor", "auditor-pw", "reader", Scope::System)
+        .await;
+    ks.user("alice", "alice-pw", "member", Scope::Project("demo"))
+        .await;
+    let gw = Gateway::start(
+        &fleet,
+        dir.path(),
+        "gw-ks",
+        &[
+            "--auth",
+            "keystone",
+            "--keystone-url",
+            &ks.url,
+            "--keystone-user",
+            "ironic",
+            "--keystone-password",
+            "ironic-pw",
+            "--keystone-cache-time",
+            "2",
+            "--compute-callers",
+            "role:service",
+        ],
+    );
+
+    // No token, and tokens Keystone never issued: keystonemiddleware's 401.
+    assert_keystone_401(&call(&gw, "GET", "/v1/nodes", None, None), &ks, "no token");
+    assert_keystone_401(
+        &call(&gw, "GET", "/v1/nodes", Some("gAAAAABnot-a-token"), None),
+        &ks,
+        "garbage token",
+    );
+    // Version discovery stays public.
+    assert_eq!(call(&gw, "GET", "/v1", None, None).status, 200);
+
+    // The admin, through the real `baremetal` CLI with Keystone password auth and a system
+    // scoped token, finding the gateway in Keystone's catalog.
+    ks.register("baremetal", &gw.url).await;
+    let bm = Baremetal::start();
+    let admin_env = [
+        ("OS_AUTH_TYPE", "password"),
+        ("OS_AUTH_URL", &format!("{}/v3", ks.url)),
+        ("OS_USERNAME", "admin"),
+        ("OS_PASSWORD", ADMIN_PASSWORD),
+        ("OS_USER_DOMAIN_ID", "default"),
+        ("OS_SYSTEM_SCOPE", "all"),
+        ("OS_INTERFACE", "public"),
+    ];
+    let out = bm.run(
+        &[
+            "node",
+            "create",
+            "--driver",
+            "fake-hardware",
+            "--name",
+            "ks-node",
+            "-f",
+            "value",
+            "-c",
+            "uuid",
+        ],
+        &admin_env,
+        CLI_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "admin could not create a node: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uuid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let spec = fleet.spec(&uuid).await;
+    assert_eq!(spec.name.as_ref().map(|n| n.as_str()), Some("ks-node"));
+
+    // A system reader reads and may not change.
+    let reader = ks.token("auditor", "auditor-pw", Scope::System).await;
+    let r = call(&gw, "GET", "/v1/nodes", Some(&reader), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["nodes"][0]["uuid"], uuid.as_str());
+    let patch = r#"[{"op": "add", "path": "/extra/rack", "value": "4"}]"#;
+    let r = call(
+        &gw,
+        "PATCH",
+        &format!("/v1/nodes/{uuid}"),
+        Some(&reader),
+        Some(patch),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.fault().contains("may only read"), "{}", r.fault());
+    assert_eq!(
+        fleet.spec(&uuid).await.extra,
+        "{}",
+        "the reader's PATCH changed nothing"
+    );
+
+    // Nova's user (`service` in the service project) acts on every node but does not enroll or
+    // delete; what it asks for is recorded under its Keystone name.
+    let nova = ks.token("nova", "nova-pw", Scope::Project("service")).await;
+    let r = call(
+        &gw,
+        "PATCH",
+        &format!("/v1/nodes/{uuid}"),
+        Some(&nova),
+        Some(patch),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let extra: serde_json::Value = serde_json::from_str(&fleet.spec(&uuid).await.extra).unwrap();
+    assert_eq!(extra["rack"], "4");
+    let r = call(
+        &gw,
+        "DELETE",
+        &format!("/v1/nodes/{uuid}"),
+        Some(&nova),
+        None,
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/nodes",
+        Some(&nova),
+        Some(r#"{"driver": "fake-hardware"}"#),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = call(
+        &gw,
+        "PUT",
+        &format!("/v1/nodes/{uuid}/states/power"),
+        Some(&nova),
+        Some(r#"{"target": "power on"}"#),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let spec = fleet.spec(&uuid).await;
+    assert_eq!(
+        spec.power_request.as_ref().map(|p| p.requested_by.as_str()),
+        Some("api:nova"),
+        "the power request is recorded as Nova's"
+    );
+
+    // A project member's token is scoped to its project's nodes, which this gateway does not
+    // serve yet: refused, never shown everything.
+    let alice = ks.token("alice", "alice-pw", Scope::Project("demo")).await;
+    let r = call(&gw, "GET", "/v1/nodes", Some(&alice), None);
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // A revoked token: one never used is refused at once; one already validated is trusted
+    // for at most the cache time (2 s here), then refused.
+    let unused = ks.token("auditor", "auditor-pw", Scope::System).await;
+    ks.revoke(&unused).await;
+    assert_keystone_401(
+        &call(&gw, "GET", "/v1/nodes", Some(&unused), None),
+        &ks,
+        "revoked before use",
+    );
+    ks.revoke(&reader).await;
+    let revoked_at = Instant::now();
+    let refused = loop {
+        let r = call(&gw, "GET", "/v1/nodes", Some(&reader), None);
+        if r.status == 401 {
+            break r;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(30),
+            "a revoked token is still accepted after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_keystone_401(&refused, &ks, "revoked after use");
+
+    // Keystone down: a token the gateway has not validated is 503 (retry), not 401, so no
+    // client throws its credentials away.
+    let fresh = ks.token("nova", "nova-pw", Scope::Project("service")).await;
+    drop(ks);
+    let r = call(&gw, "GET", "/v1/nodes", Some(&fresh), None);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.fault().contains("authentication service"),
+        "{}",
+        r.fault()
+    );
+    assert!(
+        !gw.proc.log().contains("nova-pw") && !gw.proc.log().contains("ironic-pw"),
+        "a password reached the gateway's log"
+    );
+}
