@@ -55,10 +55,10 @@ enum Cmd {
         /// Reads in flight per conductor.
         #[arg(long, default_value_t = 64)]
         workers: usize,
-        /// Sweeps timed back to back.
+        /// Sweeps timed back to back (0: skip that phase).
         #[arg(long, default_value_t = 3)]
         sweeps: u64,
-        /// The interval whose CPU cost is measured, in seconds.
+        /// The interval whose CPU cost is measured, in seconds (0: sweeps off, the baseline).
         #[arg(long, default_value_t = 60.0)]
         interval: f64,
         /// How long the CPU is measured at that interval, in seconds.
@@ -553,17 +553,17 @@ async fn sync_reports(
     Ok(out)
 }
 
-async fn sync(dir: &Path, etcd: &Etcd, o: &SyncBench) -> anyhow::Result<()> {
-    let (sim, sim_url) = procs::sim(dir, o.nodes, &[]).await?;
-    // Back to back: an interval of 1 ms, so each sweep starts as soon as the last one ended.
-    let back_to_back = [
-        "--sync-interval".to_string(),
-        "0.001".to_string(),
-        "--sync-workers".to_string(),
-        o.workers.to_string(),
-    ];
+/// Sweeps back to back until each conductor finished `o.sweeps` more; prints the last ones.
+async fn back_to_back_sweeps(
+    dir: &Path,
+    etcd: &Etcd,
+    o: &SyncBench,
+    sim_url: &str,
+    args: &[String],
+) -> anyhow::Result<()> {
+    let back_to_back = args;
     let (cluster, procs) =
-        sync_fleet(dir, etcd, "/bench-sync-b2b/", o, &sim_url, &back_to_back).await?;
+        sync_fleet(dir, etcd, "/bench-sync-b2b/", o, sim_url, back_to_back).await?;
     let start = sync_reports(&cluster).await?;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
@@ -598,6 +598,21 @@ async fn sync(dir: &Path, etcd: &Etcd, o: &SyncBench) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     drop(procs);
+    Ok(())
+}
+
+async fn sync(dir: &Path, etcd: &Etcd, o: &SyncBench) -> anyhow::Result<()> {
+    let (sim, sim_url) = procs::sim(dir, o.nodes, &[]).await?;
+    // Back to back: an interval of 1 ms, so each sweep starts as soon as the last one ended.
+    let back_to_back = [
+        "--sync-interval".to_string(),
+        "0.001".to_string(),
+        "--sync-workers".to_string(),
+        o.workers.to_string(),
+    ];
+    if o.sweeps > 0 {
+        back_to_back_sweeps(dir, etcd, o, &sim_url, &back_to_back).await?;
+    }
     // At the interval: CPU of each conductor over `measure` seconds, after one whole interval
     // so that start-up and managing are not counted.
     let at_interval = [

@@ -23,6 +23,9 @@ pub struct NotifyArgs {
     nodes: usize,
     #[arg(long, default_value_t = 3)]
     conductors: usize,
+    /// Write each event of the latency run as `node seq written_ms received_ms` to this file.
+    #[arg(long)]
+    dump: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -157,6 +160,13 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: NotifyArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(_, _, at, got)| got.saturating_sub(*at))
         .collect();
+    if let Some(path) = &a.dump {
+        let rows: String = r.hooks.lock().unwrap_or_else(|e| e.into_inner())[from..]
+            .iter()
+            .map(|(n, s, at, got)| format!("{n} {s} {at} {got}\n"))
+            .collect();
+        std::fs::write(path, rows)?;
+    }
     lat.sort_unstable();
     println!(
         "notify latency (status write -> webhook receipt), {} events from {} nodes, healthy endpoint: p50 {} ms, p99 {} ms, max {} ms (target p99 <= 1000 ms)",

@@ -165,6 +165,10 @@ pub struct NotifyArgs {
     /// Cap of the retry backoff after failed deliveries, in seconds.
     #[arg(long, default_value_t = 60.0, env = "FERRIC_NOTIFY_BACKOFF_MAX")]
     pub notify_backoff_max: f64,
+    /// From how many nodes taken over at once their events are read in one bulk read of the
+    /// event prefix rather than one read per node (tests set 1 to exercise the bulk path).
+    #[arg(long, default_value_t = 64, hide = true)]
+    pub notify_bulk_load_min: usize,
     /// Events per delivery request at most.
     #[arg(long, default_value_t = 500)]
     pub notify_batch: usize,
@@ -193,6 +197,7 @@ impl NotifyArgs {
         let mut cfg = ferric_notify::NotifyConfig::new(conductor);
         cfg.timeout = Duration::from_secs_f64(self.notify_timeout.clamp(0.1, 600.0));
         cfg.backoff_max = Duration::from_secs_f64(self.notify_backoff_max.clamp(0.1, 3600.0));
+        cfg.bulk_load_min = self.notify_bulk_load_min.max(1);
         cfg.retention = Duration::from_secs_f64(self.event_retention.clamp(1.0, 365.0 * 86_400.0));
         cfg.batch_max = self.notify_batch.clamp(1, 10_000);
         if let Some(url) = &self.compute_url {

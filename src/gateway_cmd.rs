@@ -123,11 +123,11 @@ impl KeystoneArgs {
             project_domain: self.keystone_project_domain.clone(),
         };
         Ok(Auth::Keystone {
-            validator: ferric_keystone::TokenValidator::new(
+            validator: Box::new(ferric_keystone::TokenValidator::new(
                 ferric_keystone::ServiceToken::new(config),
                 Duration::from_secs(10),
                 Duration::from_secs(self.keystone_cache_time),
-            ),
+            )),
             service_project: self.keystone_service_project.clone(),
         })
     }

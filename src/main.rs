@@ -37,7 +37,7 @@ enum Cmd {
     /// Benchmarks against real etcd and conductor processes.
     Bench(bench::Args),
     /// Serve OpenStack Ironic's REST API (and Ferric's extensions) over the cluster.
-    Gateway(gateway_cmd::Args),
+    Gateway(Box<gateway_cmd::Args>),
     /// Serve a simulated fleet of Redfish BMCs (for dev, tests and benchmarks) until Ctrl-C.
     Sim(sim_cmd::Args),
 }
@@ -66,7 +66,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Ctl(args) => ctl::run(args).await,
             Cmd::Dev(args) => dev::run(args).await,
             Cmd::Bench(args) => bench::run(args).await,
-            Cmd::Gateway(args) => gateway_cmd::run(args).await,
+            Cmd::Gateway(args) => gateway_cmd::run(*args).await,
             Cmd::Sim(args) => sim_cmd::run(args).await,
         }
     });

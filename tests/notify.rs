@@ -377,7 +377,10 @@ async fn sigkill_of_the_deliverer_loses_nothing() {
     let mut fleet = Fleet::new("notify-kill").await;
     let svc = ComputeService::start(creds(), Duration::from_secs(60)).await;
     let a1 = notify_args(&svc, "s3cret-pw", free_port());
-    let a2 = notify_args(&svc, "s3cret-pw", free_port());
+    let mut a2 = notify_args(&svc, "s3cret-pw", free_port());
+    // The survivor reads the events of the nodes it takes over in one bulk read (what it does
+    // from 64 nodes on), c1 node by node.
+    a2.extend(["--notify-bulk-load-min".to_string(), "1".to_string()]);
     fleet.start_conductor("c1", &refs(&a1));
     fleet.start_conductor("c2", &refs(&a2));
     let dir = tempfile::tempdir().unwrap();
@@ -406,6 +409,10 @@ async fn sigkill_of_the_deliverer_loses_nothing() {
         "every event arrived after the failover",
     )
     .await;
+    assert!(
+        fleet.conductor("c2").log().contains("in one bulk read"),
+        "the survivor read the events of the nodes it took over in one bulk read"
+    );
 }
 
 /// Wrong credentials and a wrong compute URL: a clear error in the log and in the metrics,

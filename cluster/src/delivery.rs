@@ -2,7 +2,9 @@
 //! fenced cursor writes (batched, one nested Txn per node as status writes are), fenced
 //! compaction of finished events, the race guard's read, and re-send requests.
 
-use crate::{get_prefix, prefix_end, reservations::BATCH, Cluster, ClusterError};
+use crate::{
+    for_each_in_prefix, get_prefix, prefix_end, reservations::BATCH, Cluster, ClusterError,
+};
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
@@ -10,6 +12,7 @@ use ferric_model::{
     decode, encode, now_ms, CodecError, DeliveryCursor, EventRecord, FenceToken, NodeId,
     ResendRecord,
 };
+use std::collections::{HashMap, HashSet};
 
 /// A node's events and cursor, read at one revision.
 #[derive(Debug)]
@@ -68,6 +71,50 @@ impl Cluster {
             events,
             revision,
         })
+    }
+
+    /// The events and cursors of many nodes at one revision, in two paged reads of the whole
+    /// `delivery/` and `events/` prefixes instead of one read per node: what a conductor that
+    /// just took over thousands of nodes (start-up, failover) needs before it can deliver.
+    /// Nodes not in `ids` are skipped as they are read; each asked-for node is in the answer.
+    pub async fn nodes_events(
+        &self,
+        ids: &HashSet<NodeId>,
+    ) -> Result<HashMap<NodeId, NodeEvents>, ClusterError> {
+        let mut out: HashMap<NodeId, NodeEvents> = ids
+            .iter()
+            .map(|id| {
+                let empty = NodeEvents {
+                    cursor: None,
+                    events: Vec::new(),
+                    revision: 0,
+                };
+                (*id, empty)
+            })
+            .collect();
+        let delivery_prefix = format!("{}delivery/", self.keys().prefix());
+        let rev = for_each_in_prefix(self, &delivery_prefix, None, false, |kv| {
+            let Some(id) = self.keys().node_id_of(kv.key()) else {
+                return;
+            };
+            if let Some(n) = out.get_mut(&id) {
+                n.cursor = Some(decode::<DeliveryCursor>(kv.value()));
+            }
+        })
+        .await?;
+        for_each_in_prefix(self, &self.keys().events(), Some(rev), false, |kv| {
+            let Some((id, seq)) = self.event_of(kv.key()) else {
+                return;
+            };
+            if let Some(n) = out.get_mut(&id) {
+                n.events.push((seq, decode::<EventRecord>(kv.value())));
+            }
+        })
+        .await?;
+        for n in out.values_mut() {
+            n.revision = rev;
+        }
+        Ok(out)
     }
 
     /// The race guard's read: a node's cursor and its last event (highest seq), at one revision.

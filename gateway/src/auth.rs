@@ -164,7 +164,7 @@ pub enum Auth {
     /// Tokens validated by Keystone; `service_project` is the project whose `service` users
     /// act on every node (Ironic's `[DEFAULT] rbac_service_project_name`, default `service`).
     Keystone {
-        validator: ferric_keystone::TokenValidator,
+        validator: Box<ferric_keystone::TokenValidator>,
         service_project: String,
     },
 }

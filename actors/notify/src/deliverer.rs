@@ -49,6 +49,9 @@ pub struct NotifyConfig {
     pub batch_max: usize,
     /// Requests in flight per receiver at most.
     pub in_flight: usize,
+    /// From this many nodes to read at once (start-up, a failover), one paged read of the
+    /// whole event and cursor prefixes is cheaper than a read per node.
+    pub bulk_load_min: usize,
 }
 
 impl NotifyConfig {
@@ -62,6 +65,7 @@ impl NotifyConfig {
             retention: Duration::from_secs(24 * 3600),
             batch_max: 500,
             in_flight: 4,
+            bulk_load_min: 64,
         }
     }
 }
@@ -133,6 +137,8 @@ pub fn spawn(cluster: Cluster, cfg: NotifyConfig, shutdown: watch::Receiver<bool
         lanes: [Lane::new(), Lane::new()],
         inputs_tx,
         loads: Arc::new(Semaphore::new(16)),
+        to_load: HashMap::new(),
+        bulk_loading: false,
         writes_in_flight: 0,
         watch_tasks: Vec::new(),
         watch_broken: false,
@@ -165,6 +171,11 @@ struct Part {
 enum Input {
     Watch(WatchKind, Result<Vec<WatchEvent>, WatchLost>),
     Loaded(NodeId, FenceToken, Result<NodeEvents, ClusterError>),
+    /// A bulk load: the nodes asked for, and their events and cursors.
+    LoadedMany(
+        Vec<(NodeId, FenceToken)>,
+        Result<HashMap<NodeId, NodeEvents>, ClusterError>,
+    ),
     Sent(Sink, Vec<Part>, Result<Vec<Option<Outcome>>, SendError>),
     Written(
         Vec<(NodeId, FenceToken, u64)>,
@@ -238,6 +249,9 @@ struct Deliverer {
     lanes: [Lane; 2],
     inputs_tx: mpsc::Sender<Input>,
     loads: Arc<Semaphore>,
+    /// Nodes whose events and cursor are to be read (see [`Deliverer::start_loads`]).
+    to_load: HashMap<NodeId, FenceToken>,
+    bulk_loading: bool,
     writes_in_flight: usize,
     watch_tasks: Vec<tokio::task::JoinHandle<()>>,
     watch_broken: bool,
@@ -328,6 +342,7 @@ impl Deliverer {
                     Err(_) => break,
                 }
             }
+            self.start_loads();
             self.dispatch();
             self.flush_cursors();
         }
@@ -409,6 +424,7 @@ impl Deliverer {
     }
 
     fn forget(&mut self, id: NodeId) {
+        self.to_load.remove(&id);
         if self.nodes.remove(&id).is_some() {
             for lane in &mut self.lanes {
                 lane.pending.remove(&id);
@@ -416,7 +432,42 @@ impl Deliverer {
         }
     }
 
-    fn load(&self, id: NodeId, token: FenceToken) {
+    /// Queues a read of the node's events and cursor; until it is done the node sends nothing
+    /// (its cursor says where to resume).
+    fn load(&mut self, id: NodeId, token: FenceToken) {
+        self.to_load.insert(id, token);
+    }
+
+    /// Starts the queued reads: one bulk read when many are queued, else one per node.
+    fn start_loads(&mut self) {
+        if self.to_load.is_empty() || self.bulk_loading {
+            return;
+        }
+        let queued: Vec<(NodeId, FenceToken)> = self.to_load.drain().collect();
+        if queued.len() < self.shared.cfg.bulk_load_min {
+            for (id, token) in queued {
+                self.load_one(id, token);
+            }
+            return;
+        }
+        self.bulk_loading = true;
+        tracing::info!(
+            nodes = queued.len(),
+            "reading the events of newly held nodes in one bulk read"
+        );
+        let cluster = self.cluster.clone();
+        let tx = self.inputs_tx.clone();
+        tokio::spawn(async move {
+            let ids = queued.iter().map(|(id, _)| *id).collect();
+            let result = cluster.nodes_events(&ids).await;
+            if result.is_err() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let _ = tx.send(Input::LoadedMany(queued, result)).await;
+        });
+    }
+
+    fn load_one(&self, id: NodeId, token: FenceToken) {
         let cluster = self.cluster.clone();
         let tx = self.inputs_tx.clone();
         let slots = self.loads.clone();
@@ -465,6 +516,27 @@ impl Deliverer {
                 }
             }
             Input::Loaded(id, token, result) => self.on_loaded(id, token, result),
+            Input::LoadedMany(asked, result) => {
+                self.bulk_loading = false;
+                match result {
+                    Ok(mut found) => {
+                        for (id, token) in asked {
+                            let events = found.remove(&id).ok_or_else(|| {
+                                ClusterError::Internal("missing from the bulk read".into())
+                            });
+                            self.on_loaded(id, token, events);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(nodes = asked.len(), error = %e, "cannot read the nodes' events; retrying");
+                        for (id, token) in asked {
+                            if self.nodes.get(&id).is_some_and(|n| n.token == token) {
+                                self.load(id, token);
+                            }
+                        }
+                    }
+                }
+            }
             Input::Sent(sink, parts, result) => self.on_sent(sink, parts, result),
             Input::Written(batch, result) => self.on_written(batch, result),
             Input::Compacted(id, token, up_to, result) => {
