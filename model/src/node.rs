@@ -674,7 +674,10 @@ mod tests {
         spec.instance_info = r#"{"image_source":"http://x"}"#.into();
         let v2 = encode(&spec);
         assert_eq!(v2[0], 2);
-        assert!(v2.ends_with(SPEC_V2_TAIL), "the new fields unset are the tail");
+        assert!(
+            v2.ends_with(SPEC_V2_TAIL),
+            "the new fields unset are the tail"
+        );
         // What a version-1 build wrote: the same fields, without the new ones.
         let mut v1 = v2[..v2.len() - SPEC_V2_TAIL.len()].to_vec();
         v1[0] = 1;
