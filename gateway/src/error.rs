@@ -180,6 +180,15 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // python-ironicclient retries 409 and 503 (5 x 2 s) and openstacksdk retries them
+        // too, by status code alone; `Retry-After` tells any other client the same.
+        if matches!(
+            status,
+            StatusCode::CONFLICT | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let ApiError::Unauthorized { challenge, .. } = self {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
