@@ -285,7 +285,9 @@ mod tests {
         assert_eq!(d["default_deploy_interface"], "direct");
         assert_eq!(d["enabled_storage_interfaces"], json!(["noop"]));
         assert!(d.contains_key("default_bios_interface"));
-        assert!(!d.contains_key("default_firmware_interface"));
+        let v85 = driver_doc("http://x", v(85), "ipmi", &["c1".into()], &hw, true);
+        assert!(!v85.contains_key("default_firmware_interface"));
+        assert!(d.contains_key("default_firmware_interface"));
         let old = driver_doc("http://x", v(31), "ipmi", &["c1".into()], &hw, true);
         assert!(!old.contains_key("default_storage_interface"));
         assert!(old.contains_key("default_deploy_interface"));
