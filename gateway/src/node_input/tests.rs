@@ -58,7 +58,10 @@ fn create_validates_like_ironic() {
         e.to_string().contains("'ironic.hardware.interfaces.power' entrypoint: redfish. Valid interfaces are ipmitool."),
         "{e}"
     );
-    let e = err(json!({"driver": "fake-hardware", "retired_reason": "x"}), 95);
+    let e = err(
+        json!({"driver": "fake-hardware", "retired_reason": "x"}),
+        95,
+    );
     assert!(e.to_string().contains("only be set when retired"), "{e}");
     let spec = create(
         &json!({"driver": "fake-hardware", "owner": "p1", "lessee": "p2", "description": "d",
