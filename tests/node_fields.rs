@@ -62,7 +62,15 @@ impl Cli<'_> {
                 text(&out)
             ));
         }
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if err.contains("Unable to establish connection") {
+            self.fleet.fail(&format!(
+                "`baremetal {}` lost its connection: {err}\n{}",
+                args.join(" "),
+                self.gw.proc.log_tail(40)
+            ));
+        }
+        err
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -76,6 +84,14 @@ impl Cli<'_> {
         self.ok(&["node", "show", node, "-f", "value", "-c", field])
             .trim()
             .to_string()
+    }
+}
+
+/// A column of the CLI's JSON output: its label ("Name") or its field name ("name").
+fn col<'a>(row: &'a Value, label: &str) -> &'a Value {
+    match row.get(label) {
+        Some(v) => v,
+        None => &row[label.to_ascii_lowercase()],
     }
 }
 
@@ -123,28 +139,24 @@ async fn baremetal_cli_drivers_fields_traits_and_lifecycle() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|d| d["Supported driver(s)"] == name)
+            .find(|d| d["name"] == name)
             .cloned()
             .unwrap_or_else(|| panic!("no {name} in {drivers}"))
     };
-    assert_eq!(by_name("ipmi")["Active host(s)"], json!(["c1", "c2"]));
-    assert_eq!(by_name("redfish")["Active host(s)"], json!(["c1"]));
+    assert_eq!(by_name("ipmi")["hosts"], "c1, c2");
+    assert_eq!(by_name("redfish")["hosts"], "c1");
     by_name("fake-hardware");
     let ipmi = cli.json(&["driver", "show", "ipmi"]);
     assert_eq!(ipmi["default_power_interface"], "ipmitool", "{ipmi}");
     assert_eq!(ipmi["default_deploy_interface"], "direct", "{ipmi}");
-    assert_eq!(
-        ipmi["enabled_storage_interfaces"],
-        json!(["noop"]),
-        "{ipmi}"
-    );
+    assert_eq!(ipmi["enabled_storage_interfaces"], "noop", "{ipmi}");
     assert_eq!(ipmi["type"], "dynamic");
     let props = cli.json(&["driver", "property", "list", "redfish"]);
     let keys: Vec<&str> = props
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|p| p["Property"].as_str())
+        .filter_map(|p| p["property"].as_str())
         .collect();
     for k in ["redfish_address", "redfish_system_id", "redfish_password"] {
         assert!(keys.contains(&k), "{k} missing from {props}");
@@ -240,10 +252,14 @@ async fn baremetal_cli_drivers_fields_traits_and_lifecycle() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|n| n["Name"] == "nf-0")
+        .find(|n| col(n, "Name") == "nf-0")
         .cloned()
         .unwrap_or_else(|| panic!("{listed}"));
-    assert_eq!(mine["Traits"], json!(["CUSTOM_GOLD"]), "{listed}");
+    let shown_traits = col(&mine, "Traits").to_string();
+    assert!(
+        shown_traits.contains("CUSTOM_GOLD") && !shown_traits.contains("AVX2"),
+        "{listed}"
+    );
 
     // Protected only in active: refused in enroll with Ironic's message.
     let err = cli.refused(&["node", "set", "nf-0", "--protected"]);
@@ -271,7 +287,7 @@ async fn baremetal_cli_drivers_fields_traits_and_lifecycle() {
     ]);
     let validate = cli.json(&["node", "validate", "nf-0"]);
     for row in validate.as_array().unwrap() {
-        assert_eq!(row["Result"], true, "{validate}");
+        assert_eq!(col(row, "Result"), &json!(true), "{validate}");
     }
     assert!(validate.as_array().unwrap().len() >= 10, "{validate}");
 
@@ -537,7 +553,8 @@ async fn metal3_http_openstacksdk_and_bad_input() {
         404,
         "idrac",
     );
-    // 409 answers say when to retry.
+    // 409 answers carry no `Retry-After` (python-ironicclient crashes on one; clients retry
+    // 409 by status code).
     let r = patch(
         json!([{"op": "add", "path": "/instance_uuid", "value": "5b1b0b7e-2f3a-4c2e-9a51-0c2d3e4f5a6b"}]),
         "1.81",
@@ -548,7 +565,7 @@ async fn metal3_http_openstacksdk_and_bad_input() {
         "1.81",
     );
     expect(&r, 409, "is associated with instance");
-    assert_eq!(r.header("retry-after").as_deref(), Some("1"), "{}", r.head);
+    assert_eq!(r.header("retry-after"), None, "{}", r.head);
     patch(json!([{"op": "remove", "path": "/instance_uuid"}]), "1.81");
 
     // Retired: set in active, refused provide, tear down ends in manageable.

@@ -180,15 +180,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        // python-ironicclient retries 409 and 503 (5 x 2 s) and openstacksdk retries them
-        // too, by status code alone; `Retry-After` tells any other client the same.
-        if matches!(
-            status,
-            StatusCode::CONFLICT | StatusCode::SERVICE_UNAVAILABLE
-        ) {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+        // No `Retry-After`, on purpose: python-ironicclient and openstacksdk retry 409 and 503
+        // by status code alone (5 x 2 s), and python-ironicclient's error mapping passes a
+        // `Retry-After` value to the exception class of any status, which only the 413 class
+        // accepts: on a 409 or 503 it crashes the client with a TypeError (seen with
+        // `baremetal --max-retries 0 node undeploy` of a protected node). Ironic sends none.
         if let ApiError::Unauthorized { challenge, .. } = self {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

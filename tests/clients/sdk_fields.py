@@ -51,7 +51,7 @@ def main():
         check(False, "validate passed without image_source")
     except exceptions.ValidationException as e:
         check("image_source" in str(e), f"validate error: {e}")
-    bm.update_node(node, instance_info={"image_source": "http://images/x.qcow2"})
+    node = bm.update_node(node.id, instance_info={"image_source": "http://images/x.qcow2"})
     result = bm.validate_node(node, required=("boot", "deploy", "power"))
     for iface in ("boot", "deploy", "power", "network", "storage", "console", "management"):
         check(result[iface].result is True, f"{iface}: {result[iface]}")
