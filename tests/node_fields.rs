@@ -607,6 +607,65 @@ async fn metal3_http_openstacksdk_and_bad_input() {
     assert!(spec.retired);
     assert_eq!(spec.retired_reason.as_deref(), Some("end of life"));
 
+    // The cluster default of automated_clean (`ferric ctl sync set`): false skips cleaning for
+    // nodes that do not say otherwise (the fake interface would fail it here).
+    fleet
+        .ctl_ok(&["sync", "set", "--automated-clean", "false"])
+        .await;
+    let shown = fleet.ctl_ok(&["sync", "show", "--json"]).await;
+    assert!(shown.contains("\"automated_clean\": false"), "{shown}");
+    let r = call(
+        p,
+        "POST",
+        "/v1/nodes",
+        "1.81",
+        Some(json!({"driver": "fake-hardware", "name": "m3-1",
+                    "driver_info": {"fake_fail_states": "cleaning"}})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id1 = r.json()["uuid"].as_str().unwrap().to_string();
+    let verb1 = |v: &str| {
+        call(
+            p,
+            "PUT",
+            "/v1/nodes/m3-1/states/provision",
+            "1.81",
+            Some(json!({"target": v})),
+        )
+    };
+    assert_eq!(verb1("manage").status, 202);
+    wait_state(&fleet, p, "m3-1", "manageable");
+    assert_eq!(verb1("provide").status, 202);
+    wait_state(&fleet, p, "m3-1", "available");
+    assert_eq!(
+        fleet.spec(&id1).await.automated_clean,
+        None,
+        "the default is not written"
+    );
+
+    // conductor_group is updatable and placement follows it: a conductor of group rack2
+    // takes the node over.
+    fleet.start_conductor("c2", &["--conductor-group", "rack2"]);
+    let r = call(
+        p,
+        "PATCH",
+        "/v1/nodes/m3-1",
+        "1.81",
+        Some(json!([{"op": "replace", "path": "/conductor_group", "value": "rack2"}])),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = call(p, "GET", "/v1/nodes/m3-1", "1.81", None).json();
+        if n["conductor"] == "c2" && n["conductor_group"] == "rack2" {
+            break;
+        }
+        if Instant::now() > deadline {
+            fleet.fail(&format!("m3-1 never moved to c2: {n}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // openstacksdk: traits, validate_node(required=...), reservation after manage.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/sdk_fields.py");
     let out = run_venv("python", &[script, &gw.url, "sdkf"], &[], CLI_TIMEOUT);
