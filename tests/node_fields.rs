@@ -421,6 +421,46 @@ async fn metal3_http_openstacksdk_and_bad_input() {
     assert_eq!(spec.automated_clean, Some(false));
     assert_eq!(spec.network_data, r#"{"links":[]}"#);
 
+    // Metal3 enrolls a Redfish host with firmware, RAID and inspect interfaces `redfish`:
+    // accepted, and validate says Ferric does not implement them (boot and deploy pass).
+    let r = call(
+        p,
+        "POST",
+        "/v1/nodes",
+        "1.95",
+        Some(
+            json!({"driver": "redfish", "name": "m3-rf", "boot_interface": "ipxe",
+                    "deploy_interface": "direct", "firmware_interface": "redfish",
+                    "raid_interface": "redfish", "inspect_interface": "redfish",
+                    "driver_info": {"redfish_address": "https://192.0.2.1",
+                                    "redfish_system_id": "/redfish/v1/Systems/1"},
+                    "instance_info": {"image_source": "http://images/x.qcow2"}}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = call(p, "GET", "/v1/nodes/m3-rf/validate", "1.81", None).json();
+    for ok in [
+        "boot",
+        "deploy",
+        "power",
+        "management",
+        "network",
+        "storage",
+        "console",
+    ] {
+        assert_eq!(v[ok]["result"], true, "{ok}: {v}");
+    }
+    assert_eq!(v["raid"]["result"], false, "{v}");
+    assert!(
+        v["raid"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not implement"),
+        "{v}"
+    );
+    let r = call(p, "DELETE", "/v1/nodes/m3-rf", "1.81", None);
+    assert_eq!(r.status, 204, "{}", r.body);
+
     // Bad input.
     let patch = |ops: Value, version: &str| call(p, "PATCH", "/v1/nodes/m3-0", version, Some(ops));
     expect(

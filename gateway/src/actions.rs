@@ -458,8 +458,12 @@ fn validation(state: &AppState, node: &NodeRef) -> Value {
         "rescue",
         "storage",
     ] {
+        let name = interface_of(spec, kind).unwrap_or("");
         let v = match (&unserved, kind) {
             (Some(reason), _) => failed(reason.clone()),
+            (None, _) if ferric_model::interfaces::unimplemented(kind, name) => failed(format!(
+                "Ferric accepts the {name} {kind} interface for compatibility with Ironic's clients but does not implement it: {kind} operations do nothing on this node."
+            )),
             (None, "power" | "management") => power.clone(),
             (None, "deploy") => deploy.clone(),
             (None, "console") => console.clone(),

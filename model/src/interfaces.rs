@@ -7,7 +7,10 @@
 //! `noop`/`flat` network and `noop` storage (Ferric wires no networks and attaches no volumes),
 //! `ipxe`/`pxe` boot (the conductor sets the boot device; the DHCP/TFTP side is the
 //! deployment's), `agent` inspect and rescue (the agent ramdisk path of `direct`). Interfaces
-//! whose work Ferric does not do at all (BIOS, firmware, RAID) offer only their `no-*`.
+//! whose work Ferric does not do at all (BIOS, firmware, RAID) offer their `no-*`, and for the
+//! `redfish` driver also `redfish` (see [`unimplemented`]): Metal3 enrolls every Redfish host
+//! with `firmware_interface`, `raid_interface` and `inspect_interface` set to `redfish`, and
+//! refusing them would stop its registration; `validate` says they do nothing here.
 
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +55,9 @@ impl HardwareInterfaces {
 /// This build's names for `kind` of `driver`, default first; empty for an unknown driver.
 pub fn enabled(driver: &str, kind: &str) -> &'static [&'static str] {
     match (driver, kind) {
+        ("redfish", "bios") => &["no-bios", "redfish"],
         (_, "bios") => &["no-bios"],
+        ("redfish", "firmware") => &["no-firmware", "redfish"],
         (_, "firmware") => &["no-firmware"],
         (_, "network") => &["noop", "flat"],
         (_, "storage") => &["noop"],
@@ -67,6 +72,7 @@ pub fn enabled(driver: &str, kind: &str) -> &'static [&'static str] {
             "no-console",
         ],
         ("redfish", "console") => &["no-console", "ferric-sim"],
+        ("redfish", "inspect") => &["agent", "no-inspect", "redfish"],
         ("fake-hardware", "deploy") => &["fake", "direct"],
         (_, "deploy") => &["direct", "fake"],
         ("fake-hardware", "inspect") => &["fake", "no-inspect", "agent"],
@@ -78,6 +84,7 @@ pub fn enabled(driver: &str, kind: &str) -> &'static [&'static str] {
         ("ipmi", "power") => &["ipmitool"],
         ("redfish", "power") => &["redfish"],
         ("fake-hardware", "raid") => &["fake", "no-raid"],
+        ("redfish", "raid") => &["no-raid", "redfish"],
         (_, "raid") => &["no-raid"],
         ("fake-hardware", "rescue") => &["fake", "no-rescue", "agent"],
         (_, "rescue") => &["no-rescue", "agent"],
@@ -86,6 +93,15 @@ pub fn enabled(driver: &str, kind: &str) -> &'static [&'static str] {
         (_, "vendor") => &["no-vendor"],
         _ => &[],
     }
+}
+
+/// Names accepted (enabled) for compatibility although Ferric does not do their work: setting
+/// them is allowed, `validate` answers false for them with a reason.
+pub fn unimplemented(kind: &str, name: &str) -> bool {
+    matches!(
+        (kind, name),
+        ("bios" | "firmware" | "inspect" | "raid", "redfish")
+    )
 }
 
 /// Whether this build knows `driver` at all.
@@ -149,5 +165,8 @@ mod tests {
         assert_eq!(default_for("nope", "power"), None);
         assert_eq!(kind_of_field("boot_interface"), Some("boot"));
         assert_eq!(kind_of_field("driver_interface"), None);
+        assert!(enabled("redfish", "raid").contains(&"redfish"));
+        assert!(!enabled("ipmi", "raid").contains(&"redfish"));
+        assert!(unimplemented("raid", "redfish") && !unimplemented("raid", "no-raid"));
     }
 }
