@@ -27,9 +27,13 @@ pub struct ApiArgs {
     pub conductors: usize,
     #[arg(long, default_value_t = 5.0)]
     pub lease_ttl: f64,
-    /// Samples of `GET /v1/nodes?detail=true&limit=1000`.
+    /// Samples of `GET /v1/nodes?detail=true&limit=1000`, and of Nova's
+    /// `GET /v1/nodes?fields=uuid,name,traits&limit=1000`.
     #[arg(long, default_value_t = 50)]
     pub list_samples: usize,
+    /// Stop after the list measurements (no provisioning waves, no failover).
+    #[arg(long)]
+    pub lists_only: bool,
 }
 
 /// A keep-alive HTTP/1.1 connection to the gateway (requests one at a time).
@@ -310,6 +314,50 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
         samples[samples.len() - 1],
         samples.len()
     );
+
+    // Nova's list (`baremetal node list --fields uuid,name,traits --limit 1000`), with traits.
+    let traited = ids.clone();
+    let took = fan_out(port, args.clients, n, move |i| {
+        let id = traited[i].clone();
+        async move {
+            (
+                "PUT".to_string(),
+                format!("/v1/nodes/{id}/traits"),
+                Some(r#"{"traits": ["CUSTOM_BENCH", "HW_CPU_X86_AVX2"]}"#.to_string()),
+                204,
+            )
+        }
+    })
+    .await?;
+    println!(
+        "traits: PUT /v1/nodes/{{id}}/traits on {n} nodes in {:.2} s = {:.0}/s",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+    let mut samples = Vec::with_capacity(args.list_samples);
+    for _ in 0..args.list_samples {
+        let t = Instant::now();
+        let (status, body) = conn
+            .request("GET", "/v1/nodes?fields=uuid,name,traits&limit=1000", None)
+            .await?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(status == 200, "list: {status}");
+        anyhow::ensure!(
+            body.windows(12).any(|w| w == b"CUSTOM_BENCH"),
+            "the list shows no traits"
+        );
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "list: GET /v1/nodes?fields=uuid,name,traits&limit=1000 p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms over {} requests (target p50 <= 15 ms)",
+        samples[samples.len() / 2],
+        samples[samples.len() * 9 / 10],
+        samples[samples.len() - 1],
+        samples.len()
+    );
+    if args.lists_only {
+        return Ok(());
+    }
 
     for (verb, state) in [
         ("manage", ProvisionState::Manageable),

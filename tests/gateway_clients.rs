@@ -245,15 +245,9 @@ async fn baremetal_flow(fleet: &Fleet, cli: &Cli<'_>, tag: &str) {
         text(&out)
     );
 
-    // Delete: refused in available (409), allowed once manageable; the others in enroll.
-    // No retries: the client retries a 409 for 10 s, as it would against Ironic.
-    let out = cli.run(&["--max-retries", "0", "node", "delete", n0]);
-    assert!(
-        !out.status.success(),
-        "delete in available must fail: {}",
-        text(&out)
-    );
-    cli.ok(&["node", "manage", n0, "--wait", "120"]);
+    // Delete: allowed in available (Ironic's default `allow_deleting_available_nodes`); the
+    // others in enroll.
+    assert_eq!(cli.field(n0, "provision_state"), "available");
     for n in &names {
         cli.ok(&["node", "delete", n]);
     }

@@ -340,6 +340,18 @@ impl Cluster {
             }
             on_verb(view.status.provision_state, verb)
                 .map_err(|e: InvalidTransition| ClusterError::InvalidState(e))?;
+            if view.spec.protected && matches!(verb, Verb::Undeploy | Verb::Rebuild) {
+                return Err(ClusterError::Invalid(format!(
+                    "Node {} is protected and cannot be undeployed, rebuilt or deleted",
+                    view.spec.id
+                )));
+            }
+            if verb == Verb::Undeploy {
+                // Tear down ends the instance (Ironic's `do_node_tear_down` empties
+                // `instance_info` and `instance_uuid`); recorded with the request, in one write.
+                spec.instance_info = "{}".into();
+                spec.instance_uuid = None;
+            }
             spec.provision_request = Some(ProvisionRequest {
                 seq: spec.next_provision_seq(),
                 verb,

@@ -43,7 +43,8 @@ pub fn spec_parts(id: &NodeId, bytes: &[u8]) -> SpecParts {
     let Some((&version, body)) = bytes.split_first() else {
         return SpecParts::default();
     };
-    if version != <NodeSpec as ferric_model::Record>::VERSION {
+    // Every format so far (1, and 2 which appended fields) starts with the same fields.
+    if version == 0 || version > <NodeSpec as ferric_model::Record>::VERSION {
         return SpecParts::default();
     }
     if let Ok(((rid, name, driver), _)) =

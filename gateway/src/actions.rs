@@ -18,6 +18,7 @@ mod provision;
 pub use boot_device::set_boot_device;
 pub use heartbeat::heartbeat;
 pub use power::power;
+pub(crate) use provision::protected;
 pub use provision::provision;
 
 use crate::error::ApiError;
@@ -342,35 +343,108 @@ pub async fn boot_devices_supported(
     ))
 }
 
-/// Ferric's answer to Ironic's driver interface validation: power and management depend on a
-/// live conductor serving the node's driver (and, for IPMI and Redfish, on the driver info the
-/// driver needs); the other interfaces belong to work Ferric does not do yet.
+/// A node's `kind` interface: its own, else its driver's default.
+fn interface_of<'a>(spec: &'a ferric_model::NodeSpec, kind: &str) -> Option<&'a str> {
+    spec.interfaces
+        .get(&format!("{kind}_interface"))
+        .map(String::as_str)
+        .or_else(|| ferric_model::interfaces::default_for(&spec.driver, kind))
+}
+
+/// `driver_info` keys among `keys` that are absent or empty.
+fn missing_keys<'a>(info: &ferric_model::DriverInfo, keys: &[&'a str]) -> Vec<&'a str> {
+    keys.iter()
+        .copied()
+        .filter(|k| info.get(k).is_none_or(|v| v.is_null() || v == ""))
+        .collect()
+}
+
+fn ok() -> Value {
+    json!({"result": true, "reason": null})
+}
+
+fn failed(reason: String) -> Value {
+    json!({"result": false, "reason": reason})
+}
+
+/// Ferric's answer to Ironic's driver interface validation (`ConductorManager.validate_driver_
+/// interfaces`): every interface answers true, or false with a reason, never null. When no live
+/// conductor serves the node, every interface is false with that reason (Ironic cannot validate
+/// without a conductor either). Power and management need the driver info the driver reads;
+/// deploy needs what the deploy interface reads (`direct`: `instance_info.image_source`;
+/// `fake`: nothing); console needs its endpoint; boot, network, storage and the `no-*`
+/// interfaces are no-ops here and always pass.
 fn validation(state: &AppState, node: &NodeRef) -> Value {
     let spec = &node.spec.spec;
+    let uuid = spec.id.to_string();
     let unserved = unserved_reason(state, node);
     let info = spec.driver_info();
-    let missing: Vec<&str> = match spec.driver.as_str() {
-        "ipmi" => vec!["ipmi_address"],
-        "redfish" => vec!["redfish_address", "redfish_system_id"],
-        _ => vec![],
-    }
-    .into_iter()
-    .filter(|k| {
-        info.as_ref()
-            .is_ok_and(|i| i.get(k).is_none_or(|v| v.is_null() || v == ""))
-    })
-    .collect();
-    let power = if let Some(reason) = unserved {
-        json!({"result": false, "reason": reason})
-    } else if let Err(e) = &info {
-        json!({"result": false, "reason": format!("Invalid driver_info: {e}")})
-    } else if !missing.is_empty() {
-        json!({"result": false, "reason": format!("Missing the following properties in node's driver_info: {}", missing.join(", "))})
-    } else {
-        json!({"result": true})
+    let power = match &info {
+        Err(e) => failed(format!("Invalid driver_info: {e}")),
+        Ok(info) => {
+            let required: &[&str] = match spec.driver.as_str() {
+                "ipmi" => &["ipmi_address"],
+                "redfish" => &["redfish_address", "redfish_system_id"],
+                _ => &[],
+            };
+            let missing = missing_keys(info, required);
+            if missing.is_empty() {
+                ok()
+            } else {
+                failed(format!(
+                    "Missing the following properties in node's driver_info: {}",
+                    missing.join(", ")
+                ))
+            }
+        }
+    };
+    let deploy = match interface_of(spec, "deploy") {
+        Some("fake") => ok(),
+        _ => {
+            let instance: Value = serde_json::from_str(&spec.instance_info).unwrap_or_default();
+            let has_image = instance
+                .get("image_source")
+                .is_some_and(|v| !v.is_null() && v != "");
+            if has_image {
+                ok()
+            } else {
+                failed(format!(
+                    "Node {uuid} failed to validate deploy image info. Some parameters were missing. Missing are: ['instance_info.image_source']"
+                ))
+            }
+        }
+    };
+    let console = match (interface_of(spec, "console"), &info) {
+        (Some("fake" | "no-console"), _) => ok(),
+        (_, Err(e)) => failed(format!("Invalid driver_info: {e}")),
+        (Some("ipmitool" | "ipmitool-socat" | "ipmitool-shellinabox"), Ok(info)) => {
+            let missing = missing_keys(info, &["ipmi_address"]);
+            if missing.is_empty() {
+                ok()
+            } else {
+                failed(format!(
+                    "Missing the following IPMI credentials in node's driver_info: {missing:?}."
+                ))
+            }
+        }
+        (Some("ferric-sim"), Ok(info)) => {
+            let missing = missing_keys(info, &["redfish_address", "redfish_system_id"]);
+            if missing.is_empty() {
+                ok()
+            } else {
+                failed(format!(
+                    "Missing the following properties in node's driver_info: {}",
+                    missing.join(", ")
+                ))
+            }
+        }
+        (other, _) => failed(format!(
+            "The console interface {} is not served by Ferric.",
+            other.unwrap_or("(none)")
+        )),
     };
     let mut out = Map::new();
-    for iface in [
+    for kind in [
         "bios",
         "boot",
         "console",
@@ -384,11 +458,18 @@ fn validation(state: &AppState, node: &NodeRef) -> Value {
         "rescue",
         "storage",
     ] {
-        let v = match iface {
-            "power" | "management" => power.clone(),
-            _ => json!({"result": null, "reason": "not supported by Ferric"}),
+        let name = interface_of(spec, kind).unwrap_or("");
+        let v = match (&unserved, kind) {
+            (Some(reason), _) => failed(reason.clone()),
+            (None, _) if ferric_model::interfaces::unimplemented(kind, name) => failed(format!(
+                "Ferric accepts the {name} {kind} interface for compatibility with Ironic's clients but does not implement it: {kind} operations do nothing on this node."
+            )),
+            (None, "power" | "management") => power.clone(),
+            (None, "deploy") => deploy.clone(),
+            (None, "console") => console.clone(),
+            (None, _) => ok(),
         };
-        out.insert(iface.into(), v);
+        out.insert(kind.into(), v);
     }
     Value::Object(out)
 }

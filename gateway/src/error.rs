@@ -199,6 +199,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // No `Retry-After`, on purpose: python-ironicclient and openstacksdk retry 409 and 503
+        // by status code alone (5 x 2 s), and python-ironicclient's error mapping passes a
+        // `Retry-After` value to the exception class of any status, which only the 413 class
+        // accepts: on a 409 or 503 it crashes the client with a TypeError (seen with
+        // `baremetal --max-retries 0 node undeploy` of a protected node). Ironic sends none.
         if let ApiError::Unauthorized { challenge, .. } = self {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

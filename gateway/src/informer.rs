@@ -36,6 +36,7 @@ pub struct SpecEntry {
     pub extra: Box<RawValue>,
     pub instance_info: Box<RawValue>,
     pub instance_info_masked: Box<RawValue>,
+    pub network_data: Box<RawValue>,
 }
 
 impl SpecEntry {
@@ -49,6 +50,7 @@ impl SpecEntry {
             instance_info: raw(&instance_info),
             properties: raw(&json_object(&spec.properties)),
             extra: raw(&json_object(&spec.extra)),
+            network_data: raw(&json_object(&spec.network_data)),
             spec,
             unreadable: None,
             decode_error: None,

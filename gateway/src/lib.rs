@@ -21,10 +21,12 @@ pub mod version;
 mod actions;
 mod console;
 mod create_batch;
+mod drivers;
 mod extensions;
 mod nodes;
 mod request;
 mod root;
+mod traits;
 
 pub use auth::{Auth, Caller, Role};
 pub use error::ApiError;
@@ -213,6 +215,21 @@ pub fn app(state: AppState) -> Router {
             get(actions::boot_devices_supported),
         )
         .route("/nodes/{node}/validate", get(actions::validate))
+        .route(
+            "/nodes/{node}/traits",
+            get(traits::list).put(traits::replace).delete(traits::clear),
+        )
+        .route(
+            "/nodes/{node}/traits/{trait}",
+            put(traits::add).delete(traits::remove),
+        )
+        .route("/drivers", get(drivers::list))
+        .route("/drivers/{name}", get(drivers::show))
+        .route("/drivers/{name}/properties", get(drivers::properties))
+        .route(
+            "/drivers/{name}/raid/logical_disk_properties",
+            get(drivers::raid_logical_disk_properties),
+        )
         .route("/nodes/{node}/history", get(root::history))
         .route("/nodes/{node}/history/{event}", get(root::history_event))
         .route("/conductors", get(root::conductors))

@@ -7,6 +7,7 @@ use crate::informer::NodeRef;
 use crate::json_patch::{self, PatchOp};
 use crate::node_json::{self, INTERFACES};
 use crate::version::{self, ApiVersion};
+use ferric_model::interfaces::{self, HardwareInterfaces};
 use ferric_model::{DriverInfo, NodeId, NodeName, NodeSpec};
 use serde_json::{Map, Value};
 
@@ -17,9 +18,54 @@ pub struct Drivers {
     pub known: Vec<String>,
     /// (driver, conductor group) pairs live conductors serve.
     pub served: Vec<(String, String)>,
+    /// What live conductors enable, per driver (from their membership records).
+    pub hardware: Vec<HardwareInterfaces>,
 }
 
 impl Drivers {
+    /// The names of `kind` live conductors enable for `driver` (this build's catalog when no
+    /// live conductor serves the driver: a node may be enrolled before its conductors start).
+    pub fn enabled(&self, driver: &str, kind: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for h in self.hardware.iter().filter(|h| h.driver == driver) {
+            for name in h.get(kind).map(|s| s.enabled.as_slice()).unwrap_or(&[]) {
+                if !out.contains(name) {
+                    out.push(name.clone());
+                }
+            }
+        }
+        if out.is_empty() {
+            out = interfaces::enabled(driver, kind)
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        }
+        out
+    }
+
+    /// Ironic's check of a node's interfaces against what is enabled: every `*_interface`
+    /// the spec names must be enabled for its driver by a live conductor (400, naming it,
+    /// as Ironic's `InterfaceNotFoundInEntrypoint`).
+    pub fn check_interfaces(&self, spec: &NodeSpec) -> Result<(), ApiError> {
+        for (field, name) in &spec.interfaces {
+            let Some(kind) = interfaces::kind_of_field(field) else {
+                continue;
+            };
+            let enabled = self.enabled(&spec.driver, kind);
+            if enabled.is_empty() {
+                // A driver this build does not know: nothing to compare with.
+                continue;
+            }
+            if !enabled.contains(name) {
+                return Err(ApiError::BadRequest(format!(
+                    "Could not find the following interface in the 'ironic.hardware.interfaces.{kind}' entrypoint: {name}. Valid interfaces are {}.",
+                    enabled.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn check(&self, driver: &str, group: &str) -> Result<(), ApiError> {
         if self.known.iter().any(|d| d == driver)
             || self.served.iter().any(|(d, g)| d == driver && g == group)
@@ -118,21 +164,11 @@ pub const PATCH_FIELDS: &[&str] = &[
 
 /// Ironic fields Ferric's node record does not hold: accepted only with Ironic's "unset" value.
 const UNSTORED: &[&str] = &[
-    "automated_clean",
     "boot_mode",
     "chassis_uuid",
-    "description",
     "instance_name",
-    "lessee",
-    "network_data",
-    "owner",
     "parent_node",
-    "protected",
-    "protected_reason",
-    "retired",
-    "retired_reason",
     "secure_boot",
-    "shard",
 ];
 
 /// Words that are paths under `/v1/nodes/` and so cannot be node names.
@@ -150,17 +186,8 @@ fn since(field: &str) -> u32 {
     node_json::field_since(field).unwrap_or(1)
 }
 
-fn unset(field: &str, v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(false) => matches!(field, "protected" | "retired" | "automated_clean"),
-        Value::Object(m) => field == "network_data" && m.is_empty(),
-        Value::String(s) => {
-            matches!(field, "protected" | "retired")
-                && parse_bool(&Value::String(s.clone())) == Some(false)
-        }
-        _ => false,
-    }
+fn unset(_field: &str, v: &Value) -> bool {
+    v.is_null()
 }
 
 fn schema_error(what: &str, msg: String) -> ApiError {
@@ -430,7 +457,78 @@ pub fn create(
             }
         }
     }
+    drivers.check_interfaces(&spec)?;
+    for field in [
+        "description",
+        "owner",
+        "lessee",
+        "automated_clean",
+        "retired",
+        "retired_reason",
+        "network_data",
+        "shard",
+    ] {
+        if let Some(v) = obj.get(field) {
+            set_field(&mut spec, WHAT, field, v)?;
+        }
+    }
+    if spec.retired_reason.is_some() && !spec.retired {
+        return Err(retired_reason_error());
+    }
     Ok(spec)
+}
+
+fn retired_reason_error() -> ApiError {
+    ApiError::BadRequest("The retired_reason field can only be set when retired is True".into())
+}
+
+fn protected_reason_error() -> ApiError {
+    ApiError::BadRequest("The protected_reason field can only be set when protected is True".into())
+}
+
+/// Ironic's length limits of the free-text node fields.
+fn want_text(what: &str, field: &str, v: &Value, max: usize) -> Result<Option<String>, ApiError> {
+    let s = want_str(what, field, v)?;
+    if s.is_some_and(|s| s.chars().count() > max) {
+        return Err(schema_error(
+            what,
+            format!("the value of '{field}' is longer than {max} characters"),
+        ));
+    }
+    Ok(s.map(str::to_string))
+}
+
+/// Writes one of the fields that spec format 2 added.
+fn set_field(spec: &mut NodeSpec, what: &str, field: &str, v: &Value) -> Result<(), ApiError> {
+    match field {
+        "description" => spec.description = want_text(what, field, v, 4096)?,
+        "owner" => spec.owner = want_text(what, field, v, 255)?,
+        "lessee" => spec.lessee = want_text(what, field, v, 255)?,
+        "shard" => spec.shard = want_text(what, field, v, 255)?,
+        "retired_reason" => spec.retired_reason = want_text(what, field, v, 255)?,
+        "protected_reason" => spec.protected_reason = want_text(what, field, v, 255)?,
+        "automated_clean" => {
+            spec.automated_clean = match v {
+                Value::Null => None,
+                v => Some(want_bool(what, field, v)?),
+            }
+        }
+        "retired" => {
+            spec.retired = !v.is_null() && want_bool(what, field, v)?;
+            if !spec.retired {
+                spec.retired_reason = None;
+            }
+        }
+        "protected" => {
+            spec.protected = !v.is_null() && want_bool(what, field, v)?;
+            if !spec.protected {
+                spec.protected_reason = None;
+            }
+        }
+        "network_data" => spec.network_data = want_object(what, field, v)?,
+        other => return Err(ApiError::BadRequest(format!("Cannot patch /{other}."))),
+    }
+    Ok(())
 }
 
 /// Checks a parsed JSON Patch against the fields Ironic lets a patch touch and the request's
@@ -568,6 +666,10 @@ pub fn apply_patch(
                     spec.interfaces.remove(f);
                 }
             },
+            "description" | "owner" | "lessee" | "automated_clean" | "retired"
+            | "retired_reason" | "protected" | "protected_reason" | "network_data" | "shard" => {
+                set_field(spec, WHAT, field, v)?
+            }
             f if UNSTORED.contains(&f) => {
                 if !unset(f, v) {
                     return Err(unstored_error(f));
@@ -592,6 +694,42 @@ pub fn apply_patch(
     }
     if driver_changed || changed.contains(&"conductor_group") {
         drivers.check(&spec.driver, &spec.conductor_group)?;
+    }
+    if driver_changed || changed.iter().any(|f| INTERFACES.contains(f)) {
+        drivers.check_interfaces(spec)?;
+    }
+    check_protected_retired(node, &changed, spec)
+}
+
+/// Ironic's rules for `protected` and `retired` (`ConductorManager._check_update_protected`,
+/// `_check_update_retired`): protected only in `active` or `rescue` (409), retired never in
+/// `available` (409), either reason only with its flag (400). Clearing a flag clears its reason.
+fn check_protected_retired(
+    node: &NodeRef,
+    changed: &[&str],
+    spec: &NodeSpec,
+) -> Result<(), ApiError> {
+    use ferric_model::ProvisionState as S;
+    let state = node.status().provision_state;
+    if changed.contains(&"protected") && spec.protected && !matches!(state, S::Active | S::Rescue) {
+        return Err(ApiError::Conflict(format!(
+            "Node {} can only be made protected in provision states 'active' or 'rescue', the current state is '{}'",
+            spec.id,
+            state.as_str()
+        )));
+    }
+    if changed.contains(&"protected_reason") && spec.protected_reason.is_some() && !spec.protected {
+        return Err(protected_reason_error());
+    }
+    if changed.contains(&"retired") && spec.retired && state == S::Available {
+        return Err(ApiError::Conflict(format!(
+            "Node {} can not have 'retired' set in provision state 'available', the current state is '{}'",
+            spec.id,
+            state.as_str()
+        )));
+    }
+    if changed.contains(&"retired_reason") && spec.retired_reason.is_some() && !spec.retired {
+        return Err(retired_reason_error());
     }
     Ok(())
 }

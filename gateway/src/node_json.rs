@@ -375,13 +375,6 @@ pub fn links(base: &str, path: &str) -> [Link<'static>; 2] {
     ]
 }
 
-struct EmptyList;
-impl Serialize for EmptyList {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_seq(Some(0))?.end()
-    }
-}
-
 struct EmptyObject;
 impl Serialize for EmptyObject {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -404,36 +397,45 @@ impl Serialize for NodeDoc<'_> {
         let spec = &e.spec;
         let st = node.status();
         let v = self.render.version;
-        let iface = |name: &str| spec.interfaces.get(name).map(String::as_str);
+        // A node's interface not set is its driver's default (Ironic stores the default when
+        // a node is enrolled; Ferric resolves it when it is read, so that a node enrolled
+        // before this build shows it too).
+        let iface = |name: &str| {
+            spec.interfaces.get(name).map(String::as_str).or_else(|| {
+                ferric_model::interfaces::kind_of_field(name)
+                    .and_then(|k| ferric_model::interfaces::default_for(&spec.driver, k))
+            })
+        };
         let mut m = s.serialize_map(None)?;
         for f in &self.render.fields {
             let name = field_name(*f);
             match f {
                 F::AllocationUuid
-                | F::AutomatedClean
                 | F::BootMode
                 | F::ChassisUuid
-                | F::Description
                 | F::Health
                 | F::InspectionFinishedAt
                 | F::InspectionStartedAt
                 | F::InstanceName
-                | F::Lessee
-                | F::Owner
                 | F::ParentNode
-                | F::ProtectedReason
-                | F::RetiredReason
-                | F::SecureBoot
-                | F::Shard => m.serialize_entry(name, &None::<()>)?,
-                F::Protected | F::Retired => m.serialize_entry(name, &false)?,
+                | F::SecureBoot => m.serialize_entry(name, &None::<()>)?,
+                F::AutomatedClean => m.serialize_entry(name, &spec.automated_clean)?,
+                F::Description => m.serialize_entry(name, &spec.description)?,
+                F::Lessee => m.serialize_entry(name, &spec.lessee)?,
+                F::Owner => m.serialize_entry(name, &spec.owner)?,
+                F::Protected => m.serialize_entry(name, &spec.protected)?,
+                F::ProtectedReason => m.serialize_entry(name, &spec.protected_reason)?,
+                F::Retired => m.serialize_entry(name, &spec.retired)?,
+                F::RetiredReason => m.serialize_entry(name, &spec.retired_reason)?,
+                F::Shard => m.serialize_entry(name, &spec.shard)?,
+                F::NetworkData => m.serialize_entry(name, &e.network_data)?,
+                F::Traits => m.serialize_entry(name, &spec.traits)?,
                 F::CleanStep
                 | F::DeployStep
                 | F::DriverInternalInfo
-                | F::NetworkData
                 | F::RaidConfig
                 | F::ServiceStep
                 | F::TargetRaidConfig => m.serialize_entry(name, &EmptyObject)?,
-                F::Traits => m.serialize_entry(name, &EmptyList)?,
                 F::BiosInterface
                 | F::BootInterface
                 | F::ConsoleInterface

@@ -29,14 +29,17 @@ pub const MAX_LIMIT: usize = 1000;
 pub(crate) fn drivers(state: &AppState) -> Drivers {
     let cache = state.informer.read();
     let mut served = Vec::new();
+    let mut hardware = Vec::new();
     for c in cache.conductors.values() {
         for d in &c.drivers {
             served.push((d.clone(), c.conductor_group.clone()));
         }
+        hardware.extend(crate::drivers::hardware_of(c));
     }
     Drivers {
         known: state.config.known_drivers.clone(),
         served,
+        hardware,
     }
 }
 

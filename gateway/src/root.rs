@@ -62,6 +62,7 @@ pub async fn v1_index(
     );
     // Only the resources Ferric serves are advertised.
     doc.insert("nodes".into(), resource_links(&base, "nodes"));
+    doc.insert("drivers".into(), resource_links(&base, "drivers"));
     if v.at_least(version::V_RAMDISK) {
         doc.insert("heartbeat".into(), resource_links(&base, "heartbeat"));
     }

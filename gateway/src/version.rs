@@ -7,7 +7,8 @@
 //!
 //! Ironic's versions up to 1.95 change the node API in ways Ferric implements (below), or they
 //! concern resources Ferric does not serve at all at any version (ports, portgroups, chassis,
-//! drivers, volumes, allocations, deploy templates, runbooks, events, shards). 1.95 adds
+//! volumes, allocations, deploy templates, runbooks, events, shards). `/v1/drivers` is served
+//! (see `drivers.rs` for its versions). 1.95 adds
 //! `disable_power_off`, the last node feature Ferric implements. Above it, 1.104 adds the node
 //! field `instance_name` and 1.109 the field `health`, which Ferric's node record cannot hold,
 //! and 1.110 allows `abort` in `wait call-back`; 1.96 to 1.103 only touch inspection rules, ports
@@ -42,7 +43,7 @@
 //! | 1.31 | boot/console/deploy/inspect/management/power/raid/vendor_interface |
 //! | 1.33 | storage_interface |
 //! | 1.36 | heartbeat `agent_version` |
-//! | 1.37 | traits (always `[]`: Ferric has no traits API) |
+//! | 1.37 | traits, `/v1/nodes/{node}/traits` |
 //! | 1.38 | rescue_interface; verbs `rescue`, `unrescue` |
 //! | 1.39 | provision state `inspect wait` (below: `inspecting`) |
 //! | 1.40 | bios_interface |
@@ -51,15 +52,15 @@
 //! | 1.43 | `?detail=` |
 //! | 1.44 | deploy_step |
 //! | 1.46 | conductor_group, `?conductor_group=` |
-//! | 1.47 | automated_clean (always null: not stored) |
-//! | 1.48 | protected, protected_reason (false/null: not stored) |
+//! | 1.47 | automated_clean |
+//! | 1.48 | protected, protected_reason |
 //! | 1.49 | conductor, `?conductor=`, `/v1/conductors` |
-//! | 1.50 | owner (null: not stored) |
-//! | 1.51 | description (null: not stored) |
+//! | 1.50 | owner, `?owner=` |
+//! | 1.51 | description, `?description_contains=` |
 //! | 1.52 | allocation_uuid (null: no allocations) |
-//! | 1.61 | retired, retired_reason (false/null: not stored) |
-//! | 1.65 | lessee (null: not stored) |
-//! | 1.66 | network_data (`{}`: not stored) |
+//! | 1.61 | retired, retired_reason, `?retired=` |
+//! | 1.65 | lessee, `?lessee=` |
+//! | 1.66 | network_data |
 //! | 1.68 | heartbeat `agent_verify_ca` |
 //! | 1.69 | `deploy_steps` in provision requests |
 //! | 1.70 | `disable_ramdisk` for manual cleaning |
@@ -67,7 +68,7 @@
 //! | 1.73 | verbs `deploy`, `undeploy` |
 //! | 1.75 | boot_mode, secure_boot (null: unknown) |
 //! | 1.78 | `/v1/nodes/{node}/history` |
-//! | 1.82 | shard (null: not stored) |
+//! | 1.82 | shard, `?shard=`, `?sharded=` |
 //! | 1.83 | parent_node (null: not stored) |
 //! | 1.85 | verb `unhold` |
 //! | 1.86 | firmware_interface |
@@ -111,6 +112,7 @@ pub const V_RESET_INTERFACES: u32 = 45;
 pub const V_CONDUCTOR_GROUP: u32 = 46;
 pub const V_CONDUCTORS: u32 = 49;
 pub const V_OWNER: u32 = 50;
+pub const V_DESCRIPTION: u32 = 51;
 pub const V_RETIRED: u32 = 61;
 pub const V_LESSEE: u32 = 65;
 pub const V_VERIFY_CA: u32 = 68;

@@ -290,9 +290,19 @@ async fn enroll_refuses_bad_input_naming_the_field() {
     post(r#"{"driver": "no-such-driver"}"#)
         .await
         .expect_error(400, "No valid host was found");
-    post(r#"{"driver": "fake-hardware", "owner": "project-a"}"#)
+    // Fields Ferric does not store are refused naming the field; stored ones are checked.
+    post(r#"{"driver": "fake-hardware", "parent_node": "x"}"#)
         .await
-        .expect_error(400, "\"owner\"");
+        .expect_error(400, "\"parent_node\"");
+    post(r#"{"driver": "fake-hardware", "owner": 5}"#)
+        .await
+        .expect_error(400, "'owner'");
+    post(r#"{"driver": "fake-hardware", "deploy_interface": "ansible"}"#)
+        .await
+        .expect_error(
+            400,
+            "'ironic.hardware.interfaces.deploy' entrypoint: ansible",
+        );
     post(r#"{"driver": "fake-hardware", "conductor_group": "bad group!"}"#)
         .await
         .expect_error(400, "Invalid conductor group");
@@ -545,9 +555,18 @@ async fn patch_set_unset_and_refusals() {
     patch(json!([{"op": "replace", "path": "/driver", "value": "warp-drive"}]))
         .await
         .expect_error(400, "No valid host");
-    patch(json!([{"op": "replace", "path": "/owner", "value": "p"}]))
+    patch(json!([{"op": "replace", "path": "/parent_node", "value": "p"}]))
         .await
-        .expect_error(400, "\"owner\"");
+        .expect_error(400, "\"parent_node\"");
+    patch(json!([{"op": "replace", "path": "/protected", "value": true}]))
+        .await
+        .expect_error(
+            409,
+            "can only be made protected in provision states 'active' or 'rescue'",
+        );
+    patch(json!([{"op": "replace", "path": "/protected_reason", "value": "x"}]))
+        .await
+        .expect_error(400, "only be set when protected is True");
     patch(json!([{"op": "replace", "path": "/name", "value": "p1"}]))
         .await
         .expect_error(409, "A node with name p1 already exists");
@@ -1027,7 +1046,9 @@ async fn maintenance_boot_device_validate_states_and_delete() {
     // Validate: power and management follow the live conductors.
     let r = w.get("/v1/nodes/m1/validate").await;
     assert_eq!(r.json["power"]["result"], true);
-    assert!(r.json["deploy"]["result"].is_null());
+    // The fake deploy interface needs nothing; no interface answers null.
+    assert_eq!(r.json["deploy"]["result"], true);
+    assert_eq!(r.json["storage"]["result"], true);
     w.get("/v1/nodes/validate?node=m1").await.expect(200);
 
     // States.

@@ -11,6 +11,7 @@ pub mod driver_info;
 pub mod heartbeat;
 pub mod history;
 pub mod ids;
+pub mod interfaces;
 pub mod node;
 pub mod power;
 pub mod provision;

@@ -104,9 +104,32 @@ pub struct NodeSpec {
     pub boot_device_request: Option<BootDeviceRequest>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    // Format version 2 appended the fields below; they must stay last, in this order (see
+    // `migrate`).
+    /// Ironic's `description`, `owner`, `lessee` (free text; owner and lessee are project ids).
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub lessee: Option<String>,
+    /// Ironic's `automated_clean`: None follows the cluster's default (`config/sync`
+    /// `automated_clean`, true unless set); false makes `provide` and tear down skip cleaning.
+    pub automated_clean: Option<bool>,
+    /// A retired node is not provided again: tear down ends in `manageable`.
+    pub retired: bool,
+    pub retired_reason: Option<String>,
+    /// A protected node (only while `active` or `rescue`) refuses undeploy, rebuild and delete.
+    pub protected: bool,
+    pub protected_reason: Option<String>,
+    /// JSON object text (Ironic's `network_data`).
+    pub network_data: String,
+    pub shard: Option<String>,
+    /// Ironic's traits, sorted and unique (at most [`NodeSpec::MAX_TRAITS`]).
+    pub traits: Vec<String>,
 }
 
 impl NodeSpec {
+    /// Ironic's `MAX_TRAITS_PER_NODE`.
+    pub const MAX_TRAITS: usize = 50;
+
     /// A freshly enrolled node with empty JSON fields.
     pub fn new(id: NodeId, driver: &str, now_ms: u64) -> Self {
         NodeSpec {
@@ -131,7 +154,24 @@ impl NodeSpec {
             boot_device_request: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
+            description: None,
+            owner: None,
+            lessee: None,
+            automated_clean: None,
+            retired: false,
+            retired_reason: None,
+            protected: false,
+            protected_reason: None,
+            network_data: "{}".into(),
+            shard: None,
+            traits: Vec::new(),
         }
+    }
+
+    /// Whether cleaning runs on `provide` and after tear down: the node's `automated_clean`,
+    /// else the cluster's default.
+    pub fn automated_clean_or(&self, cluster_default: bool) -> bool {
+        self.automated_clean.unwrap_or(cluster_default)
     }
 
     /// The parsed `driver_info`. The spec keeps the text a client sent (so the persisted
@@ -174,9 +214,32 @@ impl NodeSpec {
     }
 }
 
+/// What version 1 of the spec lacks, as postcard writes the new fields unset: eight single 0
+/// bytes (absent Options and false: description .. protected_reason), the string "{}" (its
+/// length 2, then its bytes), an absent shard and an empty list of traits.
+const SPEC_V2_TAIL: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 2, b'{', b'}', 0, 0];
+
 impl Record for NodeSpec {
     const KIND: &'static str = "node spec";
-    const VERSION: u8 = 1;
+    /// 2: description, owner, lessee, automated_clean, retired(_reason), protected(_reason),
+    /// network_data, shard and traits appended.
+    const VERSION: u8 = 2;
+
+    fn migrate(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => {
+                let mut v2 = Vec::with_capacity(body.len() + SPEC_V2_TAIL.len());
+                v2.extend_from_slice(body);
+                v2.extend_from_slice(SPEC_V2_TAIL);
+                crate::codec::body_of(version, &v2)
+            }
+            _ => Err(CodecError::UnknownVersion {
+                kind: Self::KIND,
+                version,
+                current: Self::VERSION,
+            }),
+        }
+    }
 }
 
 /// What the owning conductor observed and did.
@@ -519,9 +582,13 @@ pub struct ConductorRecord {
     pub lease_id: i64,
     /// Node actors this conductor reports running (updated as they start and stop).
     pub running: u64,
-    /// Power sync's counters (updated at most every few seconds). Format version 2 appended it;
-    /// it must stay the last field (see `migrate`).
+    /// Power sync's counters (updated at most every few seconds). Format version 2 appended it
+    /// (see `migrate`).
     pub sync: SyncReport,
+    /// The interfaces it enables for each of its drivers (`/v1/drivers`, and the check of a
+    /// node's `*_interface` fields). Format version 3 appended it; it must stay the last field.
+    /// Empty in a record of an older build: read as this build's catalog of its drivers.
+    pub hardware: Vec<crate::interfaces::HardwareInterfaces>,
 }
 
 /// What a conductor's power sync sweeps did since it started.
@@ -545,16 +612,20 @@ impl ConductorRecord {
 
 impl Record for ConductorRecord {
     const KIND: &'static str = "conductor";
-    /// 2: `sync` appended.
-    const VERSION: u8 = 2;
+    /// 2: `sync` appended; 3: `hardware` appended.
+    const VERSION: u8 = 3;
 
     fn migrate(version: u8, body: &[u8]) -> Result<Self, CodecError> {
         match version {
-            // Version 1 lacks `sync`: five integers, each 0 written as the single byte 0.
-            1 => {
-                let mut v2 = body.to_vec();
-                v2.extend_from_slice(&[0; 5]);
-                crate::codec::body_of(version, &v2)
+            // Version 1 lacks `sync` (five integers, each 0 written as the single byte 0) and
+            // `hardware` (an empty list, the single byte 0); version 2 lacks `hardware`.
+            1 | 2 => {
+                let mut v3 = body.to_vec();
+                if version == 1 {
+                    v3.extend_from_slice(&[0; 5]);
+                }
+                v3.push(0);
+                crate::codec::body_of(version, &v3)
             }
             _ => Err(CodecError::UnknownVersion {
                 kind: Self::KIND,
@@ -594,6 +665,38 @@ mod tests {
         assert_eq!(decode::<NodeStatus>(&encode(&status)).unwrap(), status);
         // A spec is not a status: decoding the wrong type is an error, not a panic.
         assert!(decode::<NodeStatus>(&encode(&spec)).is_err());
+    }
+
+    #[test]
+    fn a_version_1_spec_reads_as_version_2_with_the_new_fields_unset() {
+        let mut spec = NodeSpec::new(NodeId::new_random(), "ipmi", 7);
+        spec.name = Some(NodeName::parse("old").unwrap());
+        spec.instance_info = r#"{"image_source":"http://x"}"#.into();
+        let v2 = encode(&spec);
+        assert_eq!(v2[0], 2);
+        assert!(
+            v2.ends_with(SPEC_V2_TAIL),
+            "the new fields unset are the tail"
+        );
+        // What a version-1 build wrote: the same fields, without the new ones.
+        let mut v1 = v2[..v2.len() - SPEC_V2_TAIL.len()].to_vec();
+        v1[0] = 1;
+        assert_eq!(decode::<NodeSpec>(&v1).unwrap(), spec);
+        assert!(decode::<NodeSpec>(&v1[..v1.len() - 1]).is_err());
+        // The new fields round-trip.
+        spec.description = Some("rack 4".into());
+        spec.owner = Some("p1".into());
+        spec.lessee = Some("p2".into());
+        spec.automated_clean = Some(false);
+        spec.retired = true;
+        spec.retired_reason = Some("eol".into());
+        spec.protected = true;
+        spec.protected_reason = Some("prod".into());
+        spec.network_data = r#"{"links":[]}"#.into();
+        spec.shard = Some("s1".into());
+        spec.traits = vec!["CUSTOM_A".into(), "HW_CPU_X86_AVX2".into()];
+        assert_eq!(decode::<NodeSpec>(&encode(&spec)).unwrap(), spec);
+        assert!(!spec.automated_clean_or(true));
     }
 
     #[test]
@@ -681,14 +784,25 @@ mod tests {
             lease_id: 1,
             running: 0,
             sync: SyncReport::default(),
+            hardware: Vec::new(),
         };
         assert!(c.serves("ipmi", "rack1"));
         assert!(!c.serves("ipmi", ""));
-        // What a version-1 build wrote reads with the sync counters at zero.
-        let v2 = encode(&c);
-        let mut v1 = v2[..v2.len() - 5].to_vec();
+        // What a version-1 build wrote reads with the sync counters at zero, and what a
+        // version-2 build wrote with no hardware interfaces.
+        let v3 = encode(&c);
+        assert_eq!(v3[0], 3);
+        let mut v2 = v3[..v3.len() - 1].to_vec();
+        v2[0] = 2;
+        assert_eq!(decode::<ConductorRecord>(&v2).unwrap(), c);
+        let mut v1 = v3[..v3.len() - 6].to_vec();
         v1[0] = 1;
         assert_eq!(decode::<ConductorRecord>(&v1).unwrap(), c);
+        let full = ConductorRecord {
+            hardware: vec![crate::interfaces::catalog("ipmi").unwrap()],
+            ..c.clone()
+        };
+        assert_eq!(decode::<ConductorRecord>(&encode(&full)).unwrap(), full);
         assert!(!c.serves("redfish", "rack1"));
     }
 }

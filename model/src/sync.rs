@@ -43,15 +43,45 @@ impl fmt::Display for SyncPolicy {
     }
 }
 
-/// The cluster's power sync settings (`config/sync`); the default when none was set.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// The cluster's settings that conductors watch in `config/sync`: the power sync policy and,
+/// beside it, the default of nodes' `automated_clean`; the default when none was set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncConfig {
     pub policy: SyncPolicy,
+    /// Ironic's `[conductor] automated_clean` (default true): whether `provide` and tear down
+    /// clean a node whose own `automated_clean` is unset. Format version 2 appended it.
+    pub automated_clean: bool,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            policy: SyncPolicy::default(),
+            automated_clean: true,
+        }
+    }
 }
 
 impl Record for SyncConfig {
     const KIND: &'static str = "sync config";
-    const VERSION: u8 = 1;
+    /// 2: `automated_clean` appended.
+    const VERSION: u8 = 2;
+
+    fn migrate(version: u8, body: &[u8]) -> Result<Self, crate::codec::CodecError> {
+        match version {
+            // Version 1 had only the policy: automated cleaning was always on.
+            1 => {
+                let mut v2 = body.to_vec();
+                v2.push(1);
+                crate::codec::body_of(version, &v2)
+            }
+            _ => Err(crate::codec::CodecError::UnknownVersion {
+                kind: Self::KIND,
+                version,
+                current: Self::VERSION,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -70,8 +100,19 @@ mod tests {
             .contains("observe or enforce"));
         let c = SyncConfig {
             policy: SyncPolicy::Enforce,
+            automated_clean: false,
         };
         assert_eq!(decode::<SyncConfig>(&encode(&c)).unwrap(), c);
         assert!(decode::<SyncConfig>(&[1, 9]).is_err());
+        // A version-1 record (the policy only) reads with automated cleaning on.
+        let v2 = encode(&c);
+        let v1 = [1, v2[1]];
+        assert_eq!(
+            decode::<SyncConfig>(&v1).unwrap(),
+            SyncConfig {
+                policy: SyncPolicy::Enforce,
+                automated_clean: true
+            }
+        );
     }
 }

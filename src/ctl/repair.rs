@@ -65,6 +65,7 @@ pub(super) async fn run(cluster: &Cluster, args: RepairArgs) -> anyhow::Result<(
         let drivers = Drivers {
             known: ferric_gateway::GatewayConfig::default().known_drivers,
             served: Vec::new(),
+            hardware: Vec::new(),
         };
         let given = node_input::create(&body, ApiVersion::latest(), &drivers, now_ms())
             .map_err(|e| anyhow::anyhow!("invalid node body: {}", e.faultstring()))?;

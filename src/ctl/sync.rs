@@ -1,4 +1,5 @@
-//! `ferric ctl sync`: show and change the cluster's power sync policy (`config/sync`).
+//! `ferric ctl sync`: show and change the cluster's settings in `config/sync`: the power sync
+//! policy, and the default of nodes' `automated_clean` (Ironic's `[conductor] automated_clean`).
 
 use ferric_cluster::{Cluster, ClusterError};
 use ferric_model::{SyncConfig, SyncPolicy};
@@ -17,9 +18,14 @@ pub(super) enum SyncCmd {
     /// pushes; `enforce` restores the last requested power state after two sweeps in a row and
     /// the grace period, never cutting power after a soft power off nor powering off a
     /// `disable_power_off` node.
+    ///
+    /// `--automated-clean false` makes `provide` and tear down skip cleaning for nodes whose
+    /// own `automated_clean` is unset (Ironic's `[conductor] automated_clean`; default true).
     Set {
         #[arg(long)]
-        policy: String,
+        policy: Option<String>,
+        #[arg(long)]
+        automated_clean: Option<bool>,
     },
 }
 
@@ -39,21 +45,37 @@ pub(super) async fn run(cluster: &Cluster, cmd: SyncCmd) -> anyhow::Result<()> {
             if json {
                 out!(
                     "{}",
-                    serde_json::to_string_pretty(
-                        &json!({"policy": config.policy.as_str(), "error": note})
-                    )?
+                    serde_json::to_string_pretty(&json!({
+                        "policy": config.policy.as_str(),
+                        "automated_clean": config.automated_clean,
+                        "error": note
+                    }))?
                 );
             } else {
                 out!("power sync policy: {}", config.policy);
+                out!("automated clean (default): {}", config.automated_clean);
                 if let Some(note) = note {
                     out!("warning: {note}");
                 }
             }
         }
-        SyncCmd::Set { policy } => {
-            let policy = SyncPolicy::parse(&policy).map_err(anyhow::Error::msg)?;
-            cluster.set_sync_config(&SyncConfig { policy }).await?;
-            out!("power sync policy set: {policy}");
+        SyncCmd::Set {
+            policy,
+            automated_clean,
+        } => {
+            if policy.is_none() && automated_clean.is_none() {
+                anyhow::bail!("nothing to set: give --policy and/or --automated-clean");
+            }
+            let mut config = cluster.sync_config().await.unwrap_or_default();
+            if let Some(p) = policy {
+                config.policy = SyncPolicy::parse(&p).map_err(anyhow::Error::msg)?;
+                out!("power sync policy set: {}", config.policy);
+            }
+            if let Some(a) = automated_clean {
+                config.automated_clean = a;
+                out!("automated clean (default) set: {a}");
+            }
+            cluster.set_sync_config(&config).await?;
         }
     }
     Ok(())

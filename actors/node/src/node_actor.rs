@@ -234,8 +234,15 @@ impl NodeState {
     }
 
     /// `set_spec` with the `driver_info` already parsed (from this same spec).
-    fn set_parsed_spec(&mut self, spec: NodeSpec, info: Result<DriverInfo, DriverInfoError>) {
+    fn set_parsed_spec(&mut self, mut spec: NodeSpec, info: Result<DriverInfo, DriverInfoError>) {
         self.spec_unreadable = false;
+        // The cluster's default of `automated_clean` (`config/sync`) is resolved into the copy
+        // the decisions read, when the spec arrives (a change of the default applies to a node
+        // at its next spec change or actor start). Never written back: spec changes by the
+        // owner are applied to the record read from etcd.
+        if spec.automated_clean.is_none() {
+            spec.automated_clean = Some(self.ctx.sync.config.borrow().automated_clean);
+        }
         match info {
             Ok(info) => {
                 self.info = info;

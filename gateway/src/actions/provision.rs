@@ -167,6 +167,15 @@ pub(crate) fn check(
     }
     on_verb(st.provision_state, verb).map_err(|_| refuse())?;
     check_arguments(body, verb, st.provision_state, v)?;
+    // Ironic's `NodeProtected` (403) and `NodeIsRetired` (400).
+    if spec.protected && matches!(verb, Verb::Undeploy | Verb::Rebuild) {
+        return Err(protected(&uuid));
+    }
+    if spec.retired && verb == Verb::Provide {
+        return Err(ApiError::BadRequest(format!(
+            "The providing operation can't be performed on node {uuid} because it is retired."
+        )));
+    }
     // Refused in maintenance (Ironic's conductor refuses these with 400): the operator may
     // still ask for manual cleaning explicitly, to diagnose the node.
     if spec.maintenance {
@@ -186,6 +195,13 @@ pub(crate) fn check(
         maintenance_ok: body.maintenance_ok,
         args: body.args.clone(),
     })
+}
+
+/// Ironic's `NodeProtected` (403).
+pub(crate) fn protected(uuid: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "Node {uuid} is protected and cannot be undeployed, rebuilt or deleted"
+    ))
 }
 
 /// Whether the arguments fit the verb (a verb the node takes in `state`).

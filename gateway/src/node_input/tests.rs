@@ -14,6 +14,7 @@ fn drivers() -> Drivers {
     Drivers {
         known: vec!["fake-hardware".into(), "ipmi".into()],
         served: vec![],
+        hardware: vec![],
     }
 }
 
@@ -48,8 +49,37 @@ fn create_validates_like_ironic() {
     assert!(e.to_string().contains("maintenance"), "{e}");
     let e = err(json!({"driver": "fake-hardware", "properties": []}), 95);
     assert!(e.to_string().contains("properties"), "{e}");
-    let e = err(json!({"driver": "fake-hardware", "owner": "p1"}), 95);
+    let e = err(json!({"driver": "fake-hardware", "owner": 7}), 95);
     assert!(e.to_string().contains("owner"), "{e}");
+    let e = err(json!({"driver": "fake-hardware", "owner": "p1"}), 49);
+    assert!(matches!(e, ApiError::NotAcceptable(_)), "{e}");
+    let e = err(json!({"driver": "ipmi", "power_interface": "redfish"}), 95);
+    assert!(
+        e.to_string().contains("'ironic.hardware.interfaces.power' entrypoint: redfish. Valid interfaces are ipmitool."),
+        "{e}"
+    );
+    let e = err(
+        json!({"driver": "fake-hardware", "retired_reason": "x"}),
+        95,
+    );
+    assert!(e.to_string().contains("only be set when retired"), "{e}");
+    let spec = create(
+        &json!({"driver": "fake-hardware", "owner": "p1", "lessee": "p2", "description": "d",
+                "automated_clean": false, "retired": true, "retired_reason": "eol",
+                "network_data": {"links": []}, "shard": "s1"}),
+        v(95),
+        &drivers(),
+        0,
+    )
+    .unwrap();
+    assert_eq!(spec.owner.as_deref(), Some("p1"));
+    assert_eq!(spec.lessee.as_deref(), Some("p2"));
+    assert_eq!(spec.description.as_deref(), Some("d"));
+    assert_eq!(spec.automated_clean, Some(false));
+    assert!(spec.retired);
+    assert_eq!(spec.retired_reason.as_deref(), Some("eol"));
+    assert_eq!(spec.network_data, r#"{"links":[]}"#);
+    assert_eq!(spec.shard.as_deref(), Some("s1"));
     assert!(matches!(
         err(
             json!({"driver": "fake-hardware", "disable_power_off": true}),

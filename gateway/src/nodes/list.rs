@@ -82,7 +82,15 @@ struct Filters {
     instance_uuid: Option<uuid::Uuid>,
     retired: Option<bool>,
     sharded: Option<bool>,
-    /// A filter on a field Ferric always reports as null (owner, lessee, ...): nothing matches.
+    owner: Option<String>,
+    lessee: Option<String>,
+    /// `project`: nodes whose owner or lessee it is.
+    project: Option<String>,
+    /// Any of these shards (Ironic takes a comma-separated list).
+    shards: Option<Vec<String>>,
+    description_contains: Option<String>,
+    /// A filter on a field Ferric always reports as null (parent node, chassis): nothing
+    /// matches.
     impossible: bool,
 }
 
@@ -139,13 +147,9 @@ impl Filters {
         if p.get("instance_name").is_some() {
             needs(v, version::V_INSTANCE_NAME)?;
         }
-        let impossible = owner.is_some()
-            || lessee.is_some()
-            || shard.is_some()
-            || parent.is_some()
-            || p.get("project").is_some()
-            || p.get("description_contains").is_some()
-            || p.uuid("chassis_uuid")?.is_some();
+        let description_contains = gated("description_contains", version::V_DESCRIPTION)?;
+        let project = gated("project", version::V_OWNER)?;
+        let impossible = parent.is_some() || p.uuid("chassis_uuid")?.is_some();
         Ok(Filters {
             maintenance: p.bool("maintenance")?,
             associated: p.bool("associated")?,
@@ -156,8 +160,19 @@ impl Filters {
             conductor_group: conductor_group.map(|g| g.to_ascii_lowercase()),
             conductor,
             instance_uuid: p.uuid("instance_uuid")?,
-            retired: p.bool("retired")?,
+            retired: match p.bool("retired")? {
+                Some(b) => {
+                    needs(v, version::V_RETIRED)?;
+                    Some(b)
+                }
+                None => None,
+            },
             sharded,
+            owner,
+            lessee,
+            project,
+            shards: shard.map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
+            description_contains,
             impossible,
         })
     }
@@ -170,9 +185,7 @@ impl Filters {
             && self
                 .associated
                 .is_none_or(|a| spec.instance_uuid.is_some() == a)
-            && self
-                .provision_state
-                .is_none_or(|s| st.provision_state == s)
+            && self.provision_state.is_none_or(|s| st.provision_state == s)
             && self.driver.as_deref().is_none_or(|d| spec.driver == d)
             && self
                 .resource_class
@@ -193,9 +206,29 @@ impl Filters {
             && self
                 .instance_uuid
                 .is_none_or(|u| spec.instance_uuid == Some(u))
-            // Ferric nodes are never retired and have no shard.
-            && self.retired != Some(true)
-            && self.sharded != Some(true)
+            && self.retired.is_none_or(|r| spec.retired == r)
+            && self.sharded.is_none_or(|sh| spec.shard.is_some() == sh)
+            && self
+                .owner
+                .as_deref()
+                .is_none_or(|o| spec.owner.as_deref() == Some(o))
+            && self
+                .lessee
+                .as_deref()
+                .is_none_or(|l| spec.lessee.as_deref() == Some(l))
+            && self.project.as_deref().is_none_or(|p| {
+                spec.owner.as_deref() == Some(p) || spec.lessee.as_deref() == Some(p)
+            })
+            && self.shards.as_ref().is_none_or(|shards| {
+                spec.shard
+                    .as_ref()
+                    .is_some_and(|s| shards.iter().any(|x| x == s))
+            })
+            && self.description_contains.as_deref().is_none_or(|d| {
+                spec.description
+                    .as_deref()
+                    .is_some_and(|desc| desc.contains(d))
+            })
     }
 }
 
@@ -236,6 +269,13 @@ fn sort_value(key: &str, n: &NodeRef) -> SortVal {
         "last_error" => s(st.last_error.as_deref()),
         "reservation" => s(node_json::reservation(n)),
         "conductor" => s(n.holder.as_deref()),
+        "description" => s(spec.description.as_deref()),
+        "owner" => s(spec.owner.as_deref()),
+        "lessee" => s(spec.lessee.as_deref()),
+        "shard" => s(spec.shard.as_deref()),
+        "retired" => SortVal::Bool(spec.retired),
+        "protected" => SortVal::Bool(spec.protected),
+        "automated_clean" => spec.automated_clean.map_or(SortVal::Null, SortVal::Bool),
         k if node_json::INTERFACES.contains(&k) => s(spec.interfaces.get(k).map(String::as_str)),
         _ => SortVal::Null,
     }

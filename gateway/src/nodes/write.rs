@@ -262,11 +262,15 @@ pub async fn replace(
     ))
 }
 
-/// Provision states Ironic deletes nodes in (any state in maintenance).
+/// Provision states Ironic deletes nodes in (any state in maintenance): `available` too, as
+/// Ironic's default `[conductor] allow_deleting_available_nodes = True`.
 fn delete_allowed(s: ProvisionState) -> bool {
     matches!(
         s,
-        ProvisionState::Manageable | ProvisionState::Enroll | ProvisionState::AdoptFailed
+        ProvisionState::Manageable
+            | ProvisionState::Enroll
+            | ProvisionState::AdoptFailed
+            | ProvisionState::Available
     )
 }
 
@@ -279,6 +283,9 @@ fn check_delete(node: &NodeRef) -> Result<(), ApiError> {
             spec.id
         )));
     }
+    if spec.protected {
+        return Err(crate::actions::protected(&spec.id.to_string()));
+    }
     if !spec.maintenance && !delete_allowed(st.provision_state) {
         // With an unreadable spec, maintenance is unknown (taken as off): the state rule of
         // the readable status still holds, and the admin is told how to override it.
@@ -288,7 +295,7 @@ fn check_delete(node: &NodeRef) -> Result<(), ApiError> {
             String::new()
         };
         return Err(ApiError::Conflict(format!(
-            "Can not delete node \"{}\" while it is in provision state \"{}\". Valid provision states to perform deletion are: \"manageable\", \"enroll\", \"adopt failed\", or set the node into maintenance mode{hint}",
+            "Can not delete node \"{}\" while it is in provision state \"{}\". Valid provision states to perform deletion are: \"available\", \"manageable\", \"enroll\", \"adopt failed\", or set the node into maintenance mode{hint}",
             spec.id,
             st.provision_state.as_str()
         )));

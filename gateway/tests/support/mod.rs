@@ -193,6 +193,7 @@ impl World {
             lease_id: lease.id,
             running: 0,
             sync: Default::default(),
+            hardware: Vec::new(),
         };
         self.cluster
             .register_conductor(&rec, Duration::from_secs(5))

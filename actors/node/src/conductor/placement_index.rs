@@ -118,6 +118,7 @@ mod tests {
             lease_id: 1,
             running: 0,
             sync: Default::default(),
+            hardware: Vec::new(),
         }
     }
 

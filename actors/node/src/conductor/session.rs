@@ -313,6 +313,12 @@ impl<'a> Session<'a> {
             lease_id: lease.id,
             running: 0,
             sync: Default::default(),
+            hardware: self
+                .cfg
+                .drivers
+                .iter()
+                .filter_map(|d| ferric_model::interfaces::catalog(d))
+                .collect(),
         };
         self.ctx = Some(Arc::new(NodeCtx {
             me: self.cfg.name.clone(),

@@ -343,6 +343,16 @@ pub fn work_for(spec: &NodeSpec, status: &NodeStatus) -> Result<Option<Work>, St
     if !state.is_busy() {
         return Ok(None);
     }
+    if state == S::Cleaning && !status.manual && spec.automated_clean == Some(false) {
+        // Ironic's `automated_clean` false (the node's, or the cluster default the node actor
+        // resolved into it): automated cleaning is one instant step that succeeds. Manual
+        // cleaning is what the user asked for and always runs.
+        return Ok(Some(Work::Step {
+            state,
+            after_ms: 0,
+            ok: true,
+        }));
+    }
     let interface =
         deploy_interface(spec).map_err(|e| format!("cannot read the node's driver_info: {e}"))?;
     match interface {
@@ -553,7 +563,11 @@ pub(crate) fn transition(
 ) -> (NodeStatus, Option<Work>) {
     let state = status.provision_state;
     let mut next = status.clone();
-    let to = event(state, ev, status.manual);
+    // A retired node is not returned to the pool: automated cleaning ends in `manageable`, as
+    // a manual clean does (Ironic's `'manage' if manual_clean or node.retired else 'done'`).
+    let ends_manageable =
+        status.manual || (spec.retired && state == ProvisionState::Cleaning && ev == Event::Done);
+    let to = event(state, ev, ends_manageable);
     next.provision_state = to;
     next.provision_updated_at_ms = Some(now_ms);
     next.last_error = error;

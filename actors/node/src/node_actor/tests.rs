@@ -876,7 +876,10 @@ impl Node {
 async fn synced(target: PowerTarget, machine: Machine, sync: SyncPolicy) -> Node {
     let mut setup = Setup::new("fake-hardware");
     setup.machine = machine;
-    setup.sync = SyncConfig { policy: sync };
+    setup.sync = SyncConfig {
+        policy: sync,
+        ..SyncConfig::default()
+    };
     // Enrolled nodes are not synced (as in Ironic): this one is in service.
     setup.status = Some(NodeStatus {
         provision_state: ProvisionState::Active,
@@ -923,6 +926,7 @@ async fn a_sweep_records_an_out_of_band_change_with_its_event_and_observe_never_
     // The cluster switches to enforce (the conductor's watch): two sweeps restore it.
     node.sync.send_replace(Arc::new(SyncConfig {
         policy: SyncPolicy::Enforce,
+        ..SyncConfig::default()
     }));
     node.sweep().await;
     node.sweep().await;

@@ -32,6 +32,7 @@ fn conductor(name: &str, lease: i64, drivers: &[&str]) -> ConductorRecord {
         lease_id: lease,
         running: 0,
         sync: Default::default(),
+        hardware: Vec::new(),
     }
 }
 

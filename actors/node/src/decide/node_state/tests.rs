@@ -681,3 +681,57 @@ fn a_replaced_specs_restarted_sequence_is_new_work() {
     assert_eq!(spec.pending_power(&st).map(|r| r.seq), Some(1));
     assert_eq!(st.provision_seq_done, 3, "other kinds untouched");
 }
+
+#[test]
+fn automated_clean_false_skips_cleaning_but_not_a_manual_clean() {
+    // The fake interface told to fail in cleaning shows whether cleaning ran.
+    let mut s = fake(0.0, "cleaning");
+    s.automated_clean = Some(false);
+    let mut st = owned(1);
+    st.provision_state = ProvisionState::Manageable;
+    st = drive(&s, st, &vreq(1, Verb::Provide));
+    assert_eq!(st.provision_state, ProvisionState::Available, "{st:?}");
+    st.provision_state = ProvisionState::Active;
+    st = drive(&s, st, &vreq(2, Verb::Undeploy));
+    assert_eq!(st.provision_state, ProvisionState::Available, "{st:?}");
+    st.provision_state = ProvisionState::Manageable;
+    st = drive(&s, st, &vreq(3, Verb::Clean));
+    assert_eq!(st.provision_state, ProvisionState::CleanFailed, "{st:?}");
+    // The direct interface: no ramdisk boot either.
+    let mut d = spec();
+    d.driver = "ipmi".into();
+    d.automated_clean = Some(false);
+    let mut st = owned(1);
+    st.provision_state = ProvisionState::Manageable;
+    let (next, work) = begin_provision(&d, &st, &vreq(1, Verb::Provide), 0, 1000);
+    assert_eq!(next.provision_state, ProvisionState::Cleaning);
+    assert!(
+        matches!(
+            work,
+            Ok(Some(Work::Step {
+                after_ms: 0,
+                ok: true,
+                ..
+            }))
+        ),
+        "{work:?}"
+    );
+    d.automated_clean = Some(true);
+    let (_, work) = begin_provision(&d, &st, &vreq(1, Verb::Provide), 0, 1000);
+    assert!(matches!(work, Ok(Some(Work::Hardware { .. }))), "{work:?}");
+}
+
+#[test]
+fn a_retired_node_torn_down_ends_in_manageable() {
+    let mut s = fake(0.0, "");
+    s.retired = true;
+    let mut st = owned(1);
+    st.provision_state = ProvisionState::Active;
+    st = drive(&s, st, &vreq(1, Verb::Undeploy));
+    assert_eq!(st.provision_state, ProvisionState::Manageable, "{st:?}");
+    assert_eq!(st.target_provision_state, None);
+    s.automated_clean = Some(false);
+    st.provision_state = ProvisionState::Active;
+    st = drive(&s, st, &vreq(2, Verb::Undeploy));
+    assert_eq!(st.provision_state, ProvisionState::Manageable, "{st:?}");
+}
