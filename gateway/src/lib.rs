@@ -24,6 +24,7 @@ mod create_batch;
 mod drivers;
 mod extensions;
 mod nodes;
+mod policy;
 mod request;
 mod root;
 mod traits;
@@ -332,6 +333,9 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
         if let Err(e) = auth::authorize(&caller, req.method(), &path) {
             return with_version_headers(e.into_response(), version);
         }
+        if let Err(e) = scoped_node_request(&state, &caller, req.method(), &path, version).await {
+            return with_version_headers(e.into_response(), version);
+        }
         req.extensions_mut().insert(caller);
     }
     let resp = next.run(req).await;
@@ -340,6 +344,36 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     } else {
         resp
     }
+}
+
+/// A project-scoped caller's request on one node: the node must be its project's (else it is
+/// not found, as in Ironic), and its role must allow the request (`policy.rs`).
+async fn scoped_node_request(
+    state: &AppState,
+    caller: &auth::Caller,
+    method: &axum::http::Method,
+    path: &str,
+    version: Option<version::ApiVersion>,
+) -> Result<(), error::ApiError> {
+    let Some(project) = &caller.project else {
+        return Ok(());
+    };
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let (Some(&"nodes"), Some(ident)) = (parts.get(2), parts.get(3)) else {
+        return Ok(());
+    };
+    if matches!(*ident, "detail" | "validate") {
+        return Ok(());
+    }
+    let node = request::lookup(
+        state,
+        ident,
+        version.unwrap_or_else(version::ApiVersion::latest),
+    )
+    .await?;
+    let rel = policy::relation(project, &node.spec.spec)
+        .ok_or_else(|| error::ApiError::node_not_found(ident))?;
+    policy::check_node_request(caller, rel, method, &parts[4..]).map_err(error::ApiError::Forbidden)
 }
 
 fn with_version_headers(mut resp: Response, version: Option<ApiVersion>) -> Response {

@@ -219,6 +219,9 @@ pub struct Render {
     pub fields: Vec<F>,
     /// No `?fields=`: links to sub-resources are shown too.
     pub all: bool,
+    /// The project of a project-scoped caller: on nodes it only leases, the fields Ironic's
+    /// `baremetal:node:get:<field>` policies keep to owners are redacted.
+    pub viewer: Option<String>,
 }
 
 impl Render {
@@ -228,7 +231,14 @@ impl Render {
             base: base.to_string(),
             fields: visible_fields(version),
             all: true,
+            viewer: None,
         }
+    }
+
+    /// As seen by `caller` (see [`Render::viewer`]).
+    pub fn viewed_by(mut self, caller: &crate::auth::Caller) -> Self {
+        self.viewer = caller.project.clone();
+        self
     }
 
     /// Only `fields` (already validated), plus links, as Ironic does.
@@ -242,6 +252,7 @@ impl Render {
                 .filter(|f| fields.contains(f))
                 .collect(),
             all: false,
+            viewer: None,
         }
     }
 
@@ -382,6 +393,19 @@ impl Serialize for EmptyObject {
     }
 }
 
+/// What Ironic shows instead of a field a lessee may not see (`ironic/api/controllers/v1/node.py`).
+fn redaction(f: F) -> Option<&'static str> {
+    Some(match f {
+        F::DriverInfo => "** Redacted - requires baremetal:node:get:driver_info permission. **",
+        F::LastError => "** Value Redacted - Requires baremetal:node:get:last_error permission. **",
+        F::Reservation => "** Redacted - requires baremetal:node:get:reservation permission. **",
+        F::DriverInternalInfo => {
+            "** Redacted - Requires baremetal:node:get:driver_internal_info permission. **"
+        }
+        _ => return None,
+    })
+}
+
 /// One node, serialized as Ironic's node JSON.
 pub struct NodeDoc<'a> {
     node: &'a NodeRef,
@@ -406,9 +430,25 @@ impl Serialize for NodeDoc<'_> {
                     .and_then(|k| ferric_model::interfaces::default_for(&spec.driver, k))
             })
         };
+        let redacted = self
+            .render
+            .viewer
+            .as_deref()
+            .is_some_and(|p| spec.owner.as_deref() != Some(p));
         let mut m = s.serialize_map(None)?;
         for f in &self.render.fields {
             let name = field_name(*f);
+            if redacted {
+                if let Some(text) = redaction(*f) {
+                    match f {
+                        F::DriverInfo | F::DriverInternalInfo => {
+                            m.serialize_entry(name, &serde_json::json!({ "content": text }))?
+                        }
+                        _ => m.serialize_entry(name, text)?,
+                    }
+                    continue;
+                }
+            }
             match f {
                 F::AllocationUuid
                 | F::BootMode

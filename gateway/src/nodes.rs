@@ -82,6 +82,7 @@ pub(crate) fn requested_fields(
 pub async fn show(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<crate::auth::Caller>,
     Path(ident): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
@@ -94,6 +95,7 @@ pub async fn show(
     let render = match &fields {
         Some(f) => Render::only(v, &base, f),
         None => Render::full(v, &base),
-    };
+    }
+    .viewed_by(&caller);
     Ok(request::json(StatusCode::OK, &render.node(&node)))
 }

@@ -2,6 +2,7 @@
 //! the gateway's copy.
 
 use super::{needs, requested_fields, MAX_LIMIT};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::informer::{CacheState, NodeRef};
 use crate::node_json::{self, NodeList, Render};
@@ -86,6 +87,8 @@ struct Filters {
     lessee: Option<String>,
     /// `project`: nodes whose owner or lessee it is.
     project: Option<String>,
+    /// The caller's project when its token is project-scoped: the same, and not optional.
+    scope: Option<String>,
     /// Any of these shards (Ironic takes a comma-separated list).
     shards: Option<Vec<String>>,
     description_contains: Option<String>,
@@ -171,6 +174,7 @@ impl Filters {
             owner,
             lessee,
             project,
+            scope: None,
             shards: shard.map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
             description_contains,
             impossible,
@@ -216,8 +220,10 @@ impl Filters {
                 .lessee
                 .as_deref()
                 .is_none_or(|l| spec.lessee.as_deref() == Some(l))
-            && self.project.as_deref().is_none_or(|p| {
-                spec.owner.as_deref() == Some(p) || spec.lessee.as_deref() == Some(p)
+            && [&self.project, &self.scope].iter().all(|p| {
+                p.as_deref().is_none_or(|p| {
+                    spec.owner.as_deref() == Some(p) || spec.lessee.as_deref() == Some(p)
+                })
             })
             && self.shards.as_ref().is_none_or(|shards| {
                 spec.shard
@@ -369,24 +375,27 @@ fn select(
 pub async fn list(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list_nodes(state, v, headers, q, false).await
+    list_nodes(state, v, &caller, headers, q, false).await
 }
 
 pub async fn list_detail(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list_nodes(state, v, headers, q, true).await
+    list_nodes(state, v, &caller, headers, q, true).await
 }
 
 async fn list_nodes(
     state: AppState,
     v: ApiVersion,
+    caller: &Caller,
     headers: HeaderMap,
     q: Option<String>,
     detail_route: bool,
@@ -416,7 +425,10 @@ async fn list_nodes(
             "Can not specify ?detail=True and fields in the same request.".into(),
         ));
     }
-    let filters = Filters::parse(&params, v)?;
+    let mut filters = Filters::parse(&params, v)?;
+    // A project-scoped caller lists its project's nodes only (Ironic's `list_all` is the
+    // system's).
+    filters.scope = caller.project.clone();
     let (limit, sort_dir) = params.limit_and_dir(MAX_LIMIT)?;
     let sort_key = params.get("sort_key").unwrap_or("id");
     if let Some(since) = node_json::field_since(sort_key) {
@@ -441,7 +453,8 @@ async fn list_nodes(
             &base,
             fields.as_deref().unwrap_or(node_json::DEFAULT_LIST_FIELDS),
         )
-    };
+    }
+    .viewed_by(caller);
     state.read_barrier().await?;
     let page = {
         let cache = state.informer.read();

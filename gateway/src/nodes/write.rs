@@ -2,6 +2,7 @@
 //! node as read inside its compare-and-swap, and answered once the copy shows the write.
 
 use super::drivers;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::informer::{NodeRef, SpecEntry};
 use crate::json_patch::{Op, PatchOp};
@@ -118,6 +119,7 @@ fn check_patch_state(node: &NodeRef, ops: &[PatchOp], v: ApiVersion) -> Result<(
 pub async fn patch(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     Path(ident): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
@@ -134,6 +136,17 @@ pub async fn patch(
         .map_err(|e| ApiError::BadRequest(format!("Schema error for patch: {e}")))?;
     node_input::check_patch(&ops, v)?;
     let node = request::lookup(&state, &ident, v).await?;
+    if let Some(project) = &caller.project {
+        let rel = crate::policy::relation(project, &node.spec.spec)
+            .ok_or_else(|| ApiError::node_not_found(&ident))?;
+        let fields = ops.iter().flat_map(|op| {
+            ["path", "from"].into_iter().filter_map(|k| {
+                let p = op.raw.get(k)?.as_str()?;
+                p.trim_start_matches('/').split('/').next()
+            })
+        });
+        crate::policy::check_patch_fields(&caller, rel, fields).map_err(ApiError::Forbidden)?;
+    }
     let drivers = drivers(&state);
     let id = node.id().to_string();
     let patch_readable = |view: &NodeView, spec: &mut ferric_model::NodeSpec| {
@@ -186,7 +199,7 @@ pub async fn patch(
     let base = request::base_url(&state, &headers);
     Ok(request::json(
         StatusCode::OK,
-        &Render::full(v, &base).node(&node),
+        &Render::full(v, &base).viewed_by(&caller).node(&node),
     ))
 }
 
