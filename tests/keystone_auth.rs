@@ -186,11 +186,123 @@ async fn keystone_tokens_and_ironic_policies() {
         "the power request is recorded as Nova's"
     );
 
-    // A project member's token is scoped to its project's nodes, which this gateway does not
-    // serve yet: refused, never shown everything.
+    // A project member sees only the nodes its project owns or leases; others do not exist
+    // for it. As the owner's member it changes what Ironic lets owners' members change; as a
+    // lessee it sees the fields Ironic keeps to owners redacted.
+    let demo = ks.project("demo").await;
     let alice = ks.token("alice", "alice-pw", Scope::Project("demo")).await;
     let r = call(&gw, "GET", "/v1/nodes", Some(&alice), None);
-    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["nodes"],
+        serde_json::json!([]),
+        "no node is demo's yet"
+    );
+    let r = call(&gw, "GET", &format!("/v1/nodes/{uuid}"), Some(&alice), None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let admin = ks.token("admin", ADMIN_PASSWORD, Scope::System).await;
+    let leased = {
+        let body = format!(
+            r#"{{"driver": "fake-hardware", "name": "leased", "lessee": "{demo}", "driver_info": {{"x": "y"}}}}"#
+        );
+        let r = call(&gw, "POST", "/v1/nodes", Some(&admin), Some(&body));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["uuid"].as_str().unwrap().to_string()
+    };
+    let set_owner = format!(r#"[{{"op": "add", "path": "/owner", "value": "{demo}"}}]"#);
+    let r = call(
+        &gw,
+        "PATCH",
+        &format!("/v1/nodes/{uuid}"),
+        Some(&admin),
+        Some(&set_owner),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(&gw, "GET", "/v1/nodes?fields=uuid", Some(&alice), None);
+    let mut seen: Vec<String> = r.json()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["uuid"].as_str().unwrap().to_string())
+        .collect();
+    seen.sort();
+    let mut want = vec![uuid.clone(), leased.clone()];
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "demo's member sees the owned and the leased node"
+    );
+    let owned = call(&gw, "GET", &format!("/v1/nodes/{uuid}"), Some(&alice), None).json();
+    assert!(owned["driver_info"].is_object() && owned["driver_info"].get("content").is_none());
+    let lessee_view = call(
+        &gw,
+        "GET",
+        &format!("/v1/nodes/{leased}"),
+        Some(&alice),
+        None,
+    )
+    .json();
+    assert_eq!(
+        lessee_view["driver_info"]["content"],
+        "** Redacted - requires baremetal:node:get:driver_info permission. **"
+    );
+    assert!(lessee_view["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("Redacted")));
+    let extra = r#"[{"op": "add", "path": "/extra/team", "value": "demo"}]"#;
+    let r = call(
+        &gw,
+        "PATCH",
+        &format!("/v1/nodes/{leased}"),
+        Some(&alice),
+        Some(extra),
+    );
+    assert_eq!(r.status, 200, "a lessee's member may set extra: {}", r.body);
+    let info = r#"[{"op": "add", "path": "/driver_info/x", "value": "z"}]"#;
+    let r = call(
+        &gw,
+        "PATCH",
+        &format!("/v1/nodes/{leased}"),
+        Some(&alice),
+        Some(info),
+    );
+    assert_eq!(
+        r.status, 403,
+        "a lessee may not change driver_info: {}",
+        r.body
+    );
+    let r = call(
+        &gw,
+        "PATCH",
+        &format!("/v1/nodes/{uuid}"),
+        Some(&alice),
+        Some(info),
+    );
+    assert_eq!(r.status, 200, "an owner's member may: {}", r.body);
+    let r = call(
+        &gw,
+        "PATCH",
+        &format!("/v1/nodes/{uuid}"),
+        Some(&alice),
+        Some(&set_owner),
+    );
+    assert_eq!(r.status, 403, "only the system changes owner: {}", r.body);
+    let r = call(
+        &gw,
+        "DELETE",
+        &format!("/v1/nodes/{uuid}"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(r.status, 403, "a member does not delete: {}", r.body);
+    let r = call(&gw, "GET", "/v1/conductors", Some(&alice), None);
+    assert_eq!(r.status, 403, "conductors are the system's: {}", r.body);
+    let leased_spec = fleet.spec(&leased).await;
+    assert_eq!(
+        leased_spec.driver_info, r#"{"x":"y"}"#,
+        "the lessee's refused PATCH changed nothing"
+    );
+    assert!(leased_spec.extra.contains("demo"));
 
     // A revoked token: one never used is refused at once; one already validated is trusted
     // for at most the cache time (2 s here), then refused.
