@@ -9,6 +9,7 @@
 //! on a listener until a shutdown future completes.
 
 pub mod auth;
+pub mod child_cache;
 pub mod error;
 pub mod informer;
 pub mod json_patch;
