@@ -95,6 +95,24 @@ pub const V_AVAILABLE_STATE: u32 = 2;
 pub const V_NODE_NAME: u32 = 5;
 pub const V_FIELDS: u32 = 8;
 pub const V_PROVISION_STATE_FILTER: u32 = 9;
+/// Ports: `internal_info` (1.18), `local_link_connection` and `pxe_enabled` (1.19).
+pub const V_PORT_INTERNAL_INFO: u32 = 18;
+pub const V_PORT_NET_FIELDS: u32 = 19;
+/// Port groups (1.23); `/v1/nodes/{id}/portgroups`, `/v1/portgroups/{id}/ports` and the
+/// port's `portgroup_uuid` (1.24); the group's `mode` and `properties` (1.26).
+pub const V_PORTGROUPS: u32 = 23;
+pub const V_PORTGROUPS_SUB: u32 = 24;
+pub const V_PORTGROUP_MODE: u32 = 26;
+/// `/v1/nodes/{id}/vifs`.
+pub const V_VIFS: u32 = 28;
+/// `/v1/volume`, connectors and targets.
+pub const V_VOLUME: u32 = 32;
+/// The port's `physical_network` (1.34), `is_smartnic` (1.53), `name` (1.88); a port created
+/// with `node_ident` (uuid or name) instead of `node_uuid` (1.94).
+pub const V_PORT_PHYSNET: u32 = 34;
+pub const V_PORT_SMARTNIC: u32 = 53;
+pub const V_PORT_NAME: u32 = 88;
+pub const V_PORT_NODE_IDENT: u32 = 94;
 pub const V_UNRESTRICTED_NAME: u32 = 10;
 pub const V_ENROLL_STATE: u32 = 11;
 pub const V_STATES_LINKS: u32 = 14;
