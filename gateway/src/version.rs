@@ -6,8 +6,8 @@
 //! # Why 1.95 is the maximum
 //!
 //! Ironic's versions up to 1.95 change the node API in ways Ferric implements (below), or they
-//! concern resources Ferric does not serve at all at any version (ports, portgroups, chassis,
-//! drivers, volumes, allocations, deploy templates, runbooks, events, shards). 1.95 adds
+//! concern resources Ferric does not serve at all at any version (chassis, drivers,
+//! allocations, deploy templates, runbooks, events, shards). 1.95 adds
 //! `disable_power_off`, the last node feature Ferric implements. Above it, 1.104 adds the node
 //! field `instance_name` and 1.109 the field `health`, which Ferric's node record cannot hold,
 //! and 1.110 allows `abort` in `wait call-back`; 1.96 to 1.103 only touch inspection rules, ports
@@ -76,6 +76,27 @@
 //!
 //! The fields marked "not stored" are served with Ironic's own value for "unset"; setting them
 //! to anything else is refused with 400 naming the field.
+//!
+//! Ports, port groups, VIFs and volume resources (`crate::children`), by version (below it a
+//! field is hidden and setting it is 406; a resource below its version is 404, as Ironic):
+//!
+//! | version | ports, port groups, VIFs, volumes |
+//! |---|---|
+//! | 1.1 | `/v1/ports`, `/v1/nodes/{node}/ports`; port uuid, address, node_uuid, extra, created_at, updated_at, links |
+//! | 1.18 | port internal_info (read-only; holds `tenant_vif_port_id`) |
+//! | 1.19 | port local_link_connection, pxe_enabled |
+//! | 1.23 | `/v1/portgroups`: uuid, name, address, node_uuid, extra, internal_info, standalone_ports_supported, ports link |
+//! | 1.24 | port portgroup_uuid; `/v1/nodes/{node}/portgroups`, `/v1/portgroups/{id}/ports` |
+//! | 1.26 | port group mode, properties |
+//! | 1.28 | `/v1/nodes/{node}/vifs` (noop/flat network semantics) |
+//! | 1.32 | `/v1/volume`, connectors, targets, `/v1/nodes/{node}/volume/...` (noop storage) |
+//! | 1.34 | port physical_network |
+//! | 1.53 | port is_smartnic |
+//! | 1.88 | port name |
+//! | 1.94 | port create with `node_ident` (uuid or name) |
+//!
+//! Later port fields (description 1.97, vendor 1.100, category 1.101, and port group
+//! physical_network and category) are above 1.95 and not served.
 
 use crate::error::ApiError;
 use axum::http::HeaderMap;
