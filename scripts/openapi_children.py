@@ -63,6 +63,7 @@ crud("ports","ports","port","Port","PortCreate","PortList",["NodeFilter",q("node
 crud("portgroups","portgroups","port group","Portgroup","PortgroupCreate","PortgroupList",["NodeFilter","Address"]," (1.23)")
 crud("volume/connectors","volume","volume connector","VolumeConnector","VolumeConnector","VolumeConnectorList",["NodeFilter"]," (1.32)")
 crud("volume/targets","volume","volume target","VolumeTarget","VolumeTarget","VolumeTargetList",["NodeFilter"]," (1.32)")
+paths["/v1/nodes/{node}/volume"]={"get":op("A node's volume resources (1.32)","nodeVolumeIndex","volume",["Node"],"200","Links to the node's connectors and targets.","VolumeIndex")}
 paths["/v1/volume"]={"get":op("Volume resources (1.32)","volumeIndex","volume",[],"200","Links to connectors and targets.","VolumeIndex")}
 paths["/v1/portgroups/{id}/ports"]={"get":op("Ports of a port group (1.24)","listPortgroupPorts","portgroups",["Id"]+LIST,"200","Ports.","PortList")}
 for sub,schema,lst,tag,since in [("ports","Port","PortList","ports",""),("portgroups","Portgroup","PortgroupList","portgroups"," (1.24)"),("volume/connectors","VolumeConnector","VolumeConnectorList","volume"," (1.32)"),("volume/targets","VolumeTarget","VolumeTargetList","volume"," (1.32)")]:

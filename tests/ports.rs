@@ -405,6 +405,39 @@ async fn refusals_vif_rules_races_corrupt_records_and_node_delete() {
     let on_d = api(gw.port, "GET", &format!("/v1/nodes/{d}/vifs"), None).json();
     assert_eq!(on_d["vifs"].as_array().unwrap().len(), 5, "{on_d}");
 
+    // Nova's cleanup after a failed spawn: a list, never a 404.
+    let t = api(
+        gw.port,
+        "GET",
+        &format!("/v1/volume/targets?node={c}&detail=True"),
+        None,
+    );
+    assert_eq!(t.status, 200, "{}", t.body);
+    assert_eq!(t.json(), json!({"targets": []}));
+    let r = http(
+        gw.port,
+        "GET",
+        "/v1/volume",
+        &[("X-OpenStack-Ironic-API-Version", "1.31")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(api(gw.port, "GET", "/v1/volume", None).status, 200);
+    let vol = api(gw.port, "GET", &format!("/v1/nodes/{c}/volume"), None).json();
+    assert!(vol["targets"][0]["href"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/v1/nodes/{c}/volume/targets")));
+    let shown = api(gw.port, "GET", &format!("/v1/nodes/{c}"), None).json();
+    for sub in ["ports", "portgroups", "volume"] {
+        let href = shown[sub][0]["href"].as_str().unwrap_or_default();
+        assert!(
+            href.ends_with(&format!("/v1/nodes/{c}/{sub}")),
+            "{sub}: {shown}"
+        );
+    }
+
     // Pagination with next links over ports.
     let page = api(gw.port, "GET", "/v1/ports?limit=3", None).json();
     assert_eq!(page["ports"].as_array().unwrap().len(), 3, "{page}");

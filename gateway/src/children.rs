@@ -224,6 +224,20 @@ async fn list_impl<R: Resource>(
     p.only(&allowed)?;
     let fields = fields_param::<R>(&p, v)?;
     let detail = p.bool("detail")?;
+    if let Some(d) = detail {
+        // Ports and port groups take `detail` from 1.43 (Ironic's `get_request_return_fields`);
+        // volume lists always did (Nova's cleanup sends it at 1.32).
+        let gated = [
+            ferric_cluster::children::PORTS,
+            ferric_cluster::children::PORTGROUPS,
+        ]
+        .contains(&R::ETCD_KIND);
+        if gated && !v.at_least(crate::version::V_DETAIL) {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid query parameter ?detail={d} received."
+            )));
+        }
+    }
     if fields.is_some() && detail == Some(true) {
         return Err(ApiError::BadRequest(
             "Can not specify ?detail=True and fields in the same request.".into(),
@@ -666,6 +680,33 @@ pub async fn volume_index(
             "links": l("volume/"),
             "connectors": l("volume/connectors"),
             "targets": l("volume/targets"),
+        }),
+    ))
+}
+
+/// `GET /v1/nodes/{node}/volume`: the index of a node's volume resources (1.32).
+pub async fn node_volume_index(
+    State(state): State<AppState>,
+    Extension(v): Extension<ApiVersion>,
+    Path(ident): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    gate::<ferric_model::VolumeConnectorRecord>(v)?;
+    let id = request::lookup(&state, &ident, v).await?.id();
+    let base = request::base_url(&state, &headers);
+    let l = |p: &str| {
+        serde_json::to_value(crate::node_json::links(
+            &base,
+            &format!("nodes/{id}/volume{p}"),
+        ))
+        .unwrap_or(Value::Null)
+    };
+    Ok(request::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "links": l("/"),
+            "connectors": l("/connectors"),
+            "targets": l("/targets"),
         }),
     ))
 }

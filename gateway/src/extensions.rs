@@ -464,6 +464,7 @@ mod tests {
         ("/v1/nodes/{node}/history/{event}", &["get"]),
         ("/v1/nodes/{node}/ports", &["get"]),
         ("/v1/nodes/{node}/portgroups", &["get"]),
+        ("/v1/nodes/{node}/volume", &["get"]),
         ("/v1/nodes/{node}/volume/connectors", &["get"]),
         ("/v1/nodes/{node}/volume/targets", &["get"]),
         ("/v1/nodes/{node}/vifs", &["get", "post"]),

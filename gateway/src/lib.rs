@@ -226,6 +226,7 @@ pub fn app(state: AppState) -> Router {
             "/nodes/{node}/portgroups",
             get(children::list_of_node::<PortgroupRecord>),
         )
+        .route("/nodes/{node}/volume", get(children::node_volume_index))
         .route(
             "/nodes/{node}/volume/connectors",
             get(children::list_of_node::<VolumeConnectorRecord>),
