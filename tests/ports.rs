@@ -513,6 +513,24 @@ async fn refusals_vif_rules_races_corrupt_records_and_node_delete() {
             "{i} points at a deleted record {holder}"
         );
     }
+    // An index entry whose record is gone (as a hand-deleted record would leave) is taken over.
+    kv.put(
+        fleet.inspect.key("index/port-mac/52:54:00:00:09:09"),
+        fleet
+            .inspect
+            .key(&format!("ports/{b}/{}", uuid::Uuid::new_v4())),
+        None,
+    )
+    .await
+    .unwrap();
+    let r = post(&gw, "/v1/ports", &port_body(b, "52:54:00:00:09:09"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let taken_by = r.json()["uuid"].as_str().unwrap().to_string();
+    assert_eq!(
+        etcd_get(&fleet, "index/port-mac/52:54:00:00:09:09").await,
+        Some(fleet.inspect.key(&format!("ports/{b}/{taken_by}")))
+    );
+
     // The MAC is free again.
     let r = post(&gw2, "/v1/ports", &port_body(b, "52:54:00:00:00:01"));
     assert_eq!(r.status, 201, "{}", r.body);

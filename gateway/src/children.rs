@@ -517,6 +517,12 @@ pub async fn create<R: Resource>(
         }
     }
     state.read_barrier().await?;
+    if doc_node(&state.informer.read(), &doc).is_err() {
+        // Perhaps created through another gateway a moment ago: catch up with etcd once
+        // before answering that the node does not exist.
+        let now = state.cluster.revision().await?;
+        state.settle(now).await;
+    }
     let record = {
         let cache = state.informer.read();
         let node = doc_node(&cache, &doc)?;
