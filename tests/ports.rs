@@ -383,7 +383,9 @@ async fn refusals_vif_rules_races_corrupt_records_and_node_delete() {
     .unwrap();
     assert_eq!(r.status, 404);
 
-    // Two VIFs at once on a node with one free port (d), through two gateways: one wins.
+    // Two VIFs at once on a node with one free port (d), through two gateways: one wins, and
+    // the winner's VIF is never overwritten by the loser (found by this test: the loser chose
+    // from an older copy and then wrote over the record it read again).
     for round in 0..5 {
         let mac = format!("52:54:00:00:03:{round:02x}");
         let r = post(&gw, "/v1/ports", &port_body(d, &mac));
@@ -404,6 +406,30 @@ async fn refusals_vif_rules_races_corrupt_records_and_node_delete() {
     }
     let on_d = api(gw.port, "GET", &format!("/v1/nodes/{d}/vifs"), None).json();
     assert_eq!(on_d["vifs"].as_array().unwrap().len(), 5, "{on_d}");
+
+    // 1.67: a VIF onto a named port, even a non-PXE one while a PXE port is free.
+    let r = post(
+        &gw,
+        "/v1/ports",
+        &json!({"node_uuid": b, "address": "52:54:00:00:04:01", "pxe_enabled": false}),
+    );
+    let named = r.json()["uuid"].as_str().unwrap().to_string();
+    let bvifs = format!("/v1/nodes/{b}/vifs");
+    let r = post(&gw, &bvifs, &json!({"id": "vp", "port_uuid": named}));
+    assert_eq!(r.status, 204, "{}", r.body);
+    let shown = api(gw.port, "GET", &format!("/v1/ports/{named}"), None).json();
+    assert_eq!(
+        shown["internal_info"]["tenant_vif_port_id"], "vp",
+        "{shown}"
+    );
+    let r = post(
+        &gw,
+        &bvifs,
+        &json!({"id": "vq", "port_uuid": named, "portgroup_uuid": named}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = post(&gw, &bvifs, &json!({"id": "not a name!"}));
+    assert_eq!(r.status, 400, "{}", r.body);
 
     // Nova's cleanup after a failed spawn: a list, never a 404.
     let t = api(

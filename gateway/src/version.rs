@@ -92,6 +92,7 @@
 //! | 1.32 | `/v1/volume`, connectors, targets, `/v1/nodes/{node}/volume/...` (noop storage) |
 //! | 1.34 | port physical_network |
 //! | 1.53 | port is_smartnic |
+//! | 1.67 | VIF attach to a given `port_uuid` or `portgroup_uuid` |
 //! | 1.88 | port name |
 //! | 1.94 | port create with `node_ident` (uuid or name) |
 //!
@@ -124,8 +125,9 @@ pub const V_PORT_NET_FIELDS: u32 = 19;
 pub const V_PORTGROUPS: u32 = 23;
 pub const V_PORTGROUPS_SUB: u32 = 24;
 pub const V_PORTGROUP_MODE: u32 = 26;
-/// `/v1/nodes/{id}/vifs`.
+/// `/v1/nodes/{id}/vifs`; a VIF attached to a named port or port group (1.67).
 pub const V_VIFS: u32 = 28;
+pub const V_VIF_PORT: u32 = 67;
 /// `/v1/volume`, connectors and targets.
 pub const V_VOLUME: u32 = 32;
 /// The port's `physical_network` (1.34), `is_smartnic` (1.53), `name` (1.88); a port created

@@ -14,7 +14,7 @@
 use super::{commit, taken, Resource};
 use crate::error::ApiError;
 use crate::request::{self, Params};
-use crate::version::{ApiVersion, V_VIFS};
+use crate::version::{ApiVersion, V_VIFS, V_VIF_PORT};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -92,10 +92,13 @@ pub async fn list(
 }
 
 /// Rewrites the VIF of a port or port group with a compare-and-swap; `None` if it changed.
+/// `holds` is the VIF the record held when it was chosen (none for an attach): the record is
+/// read again here, and if it no longer holds that, it changed since the choice.
 async fn set_vif(
     state: &AppState,
     uuid: Uuid,
     is_group: bool,
+    holds: Option<&str>,
     vif: Option<&str>,
 ) -> Result<Option<i64>, ApiError> {
     fn edit(internal_info: &str, extra: &str, vif: Option<&str>) -> (String, String) {
@@ -121,6 +124,9 @@ async fn set_vif(
     let keys = state.cluster.keys();
     let w = if is_group {
         let old = super::lookup::<PortgroupRecord>(state, &uuid.to_string())?;
+        if crate::child_cache::Child::vif(&old.record).as_deref() != holds {
+            return Ok(None);
+        }
         let mut r = old.record.clone();
         (r.internal_info, r.extra) = edit(&r.internal_info, &r.extra, vif);
         r.updated_at_ms = Some(now_ms());
@@ -135,6 +141,9 @@ async fn set_vif(
         }
     } else {
         let old = super::lookup::<PortRecord>(state, &uuid.to_string())?;
+        if crate::child_cache::Child::vif(&old.record).as_deref() != holds {
+            return Ok(None);
+        }
         let mut r = old.record.clone();
         (r.internal_info, r.extra) = edit(&r.internal_info, &r.extra, vif);
         r.updated_at_ms = Some(now_ms());
@@ -169,11 +178,39 @@ pub async fn attach(
     gate(v)?;
     Params::parse(q.as_deref())?.only(&[])?;
     let body = request::json_body(body, &headers, state.config.body_limit).await?;
-    let obj = request::action_object(body, &["id"])?;
+    // Ironic's VIF body: `id` (a uuid or a name), anything else allowed; from 1.67 a
+    // `port_uuid` or a `portgroup_uuid` names the object to attach to.
+    let obj = match body {
+        Value::Object(m) => m,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "Schema error for vif: {other} is not of type 'object'"
+            )))
+        }
+    };
     let vif = request::req_string(&obj, "id")?;
-    if vif.is_empty() || vif.len() > 255 {
-        return Err(ApiError::BadRequest(format!("Invalid VIF id: {vif:?}")));
+    let valid_name = !vif.is_empty()
+        && vif.len() <= 255
+        && vif
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'));
+    if !valid_name {
+        return Err(ApiError::BadRequest(format!(
+            "Expected UUID or name for id: {vif}"
+        )));
     }
+    let (want_port, want_group) = if v.at_least(V_VIF_PORT) {
+        let port = request::opt_string(&obj, "port_uuid")?;
+        let group = request::opt_string(&obj, "portgroup_uuid")?;
+        if port.is_some() && group.is_some() {
+            return Err(ApiError::BadRequest(
+                "Cannot specify both port_uuid and portgroup_uuid".into(),
+            ));
+        }
+        (port, group)
+    } else {
+        (None, None)
+    };
     request::lookup(&state, &ident, v).await?;
     for _ in 0..8 {
         let node = node_id(&state, &ident)?;
@@ -201,8 +238,31 @@ pub async fn attach(
                 )));
             }
         }
-        let objs = port_likes(&state, &node);
-        let (uuid, is_group) = match choose_free(&vif, &objs) {
+        let mut objs = port_likes(&state, &node);
+        if let Some(o) = objs.iter().find(|o| o.vif.as_deref() == Some(vif.as_str())) {
+            tracing::info!(%node, %vif, on = %o.uuid, "VIF already attached");
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        // A named port: only it (a port in a group is then not free, as in Ironic); a named
+        // group: it and its ports, and only the group itself can be chosen.
+        if let Some(p) = &want_port {
+            objs.retain(|o| !o.is_group && o.uuid.to_string() == *p);
+        }
+        if let Some(g) = &want_group {
+            objs.retain(|o| {
+                o.uuid.to_string() == *g || o.group.is_some_and(|x| x.to_string() == *g)
+            });
+        }
+        let choice = match choose_free(&vif, &objs) {
+            VifChoice::Free(u)
+                if want_group.is_some()
+                    && u.to_string() != *want_group.as_deref().unwrap_or("") =>
+            {
+                VifChoice::NoneFree
+            }
+            c => c,
+        };
+        let (uuid, is_group) = match choice {
             VifChoice::Attached(_) => return Ok(StatusCode::NO_CONTENT.into_response()),
             VifChoice::NoneFree => {
                 return Err(ApiError::BadRequest(format!(
@@ -211,8 +271,11 @@ pub async fn attach(
             }
             VifChoice::Free(u) => (u, objs.iter().any(|o| o.uuid == u && o.is_group)),
         };
-        match set_vif(&state, uuid, is_group, Some(&vif)).await {
-            Ok(Some(_)) => return Ok(StatusCode::NO_CONTENT.into_response()),
+        match set_vif(&state, uuid, is_group, None, Some(&vif)).await {
+            Ok(Some(rev)) => {
+                tracing::info!(%node, %vif, on = %uuid, rev, "VIF attached");
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            }
             Ok(None) => catch_up(&state).await?,
             // Taken: attached meanwhile (here or elsewhere); the next round says which.
             Err(ApiError::Conflict(_)) => catch_up(&state).await?,
@@ -239,7 +302,10 @@ pub async fn detach(
                 "Unable to detach VIF {vif} from node {node} because it is not attached to it."
             )));
         };
-        if set_vif(&state, o.uuid, o.is_group, None).await?.is_some() {
+        if set_vif(&state, o.uuid, o.is_group, Some(&vif), None)
+            .await?
+            .is_some()
+        {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         catch_up(&state).await?;
