@@ -431,6 +431,46 @@ async fn refusals_vif_rules_races_corrupt_records_and_node_delete() {
     let r = post(&gw, &bvifs, &json!({"id": "not a name!"}));
     assert_eq!(r.status, 400, "{}", r.body);
 
+    // Volume records change only on a powered-off node; deletion also in deletable states.
+    let r = post(
+        &gw,
+        "/v1/volume/targets",
+        &json!({"node_uuid": b, "volume_type": "iscsi", "boot_index": 0, "volume_id": "vb"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let target = r.json()["uuid"].as_str().unwrap().to_string();
+    let r = api(
+        gw.port,
+        "PUT",
+        &format!("/v1/nodes/{b}/states/power"),
+        Some(r#"{"target": "power on"}"#),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let on = ferric_testkit::process::wait_until(Duration::from_secs(20), || {
+        api(gw.port, "GET", &format!("/v1/nodes/{b}"), None).json()["power_state"] == "power on"
+    });
+    assert!(on, "node b never powered on");
+    let patch = json!([{"op": "add", "path": "/extra/x", "value": "y"}]).to_string();
+    let r = api(
+        gw.port,
+        "PATCH",
+        &format!("/v1/volume/targets/{target}"),
+        Some(&patch),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.fault(),
+        format!("The requested action \"volume target update\" can not be performed on node \"{b}\" while it is in state \"power on\".")
+    );
+    // b is in `enroll`: a state nodes may be deleted in.
+    let r = api(
+        gw.port,
+        "DELETE",
+        &format!("/v1/volume/targets/{target}"),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+
     // Nova's cleanup after a failed spawn: a list, never a 404.
     let t = api(
         gw.port,

@@ -66,6 +66,9 @@ pub trait Resource: Child {
     }
     /// Links to sub-resources (a port group's `ports`).
     fn sub_links(&self, _base: &str, _doc: &mut Map<String, Value>) {}
+    /// Ironic's conductor changes these only on a powered-off node (and deletes them also
+    /// in the states a node may be deleted in): the actions named in its refusal.
+    const POWER_OFF_ACTIONS: Option<(&'static str, &'static str)> = None;
     /// Refuses a delete (a port group with ports).
     fn check_delete(&self, _cache: &CacheState) -> Result<(), ApiError> {
         Ok(())
@@ -453,6 +456,35 @@ pub async fn show<R: Resource>(
     ))
 }
 
+/// Ironic's rule for volume records: an update needs the node powered off; a delete too,
+/// unless the node is in a state it may be deleted in.
+fn check_power_off<R: Resource>(
+    state: &AppState,
+    node: &NodeId,
+    delete: bool,
+) -> Result<(), ApiError> {
+    let Some((update, deletion)) = R::POWER_OFF_ACTIONS else {
+        return Ok(());
+    };
+    let Some(n) = state.informer.read().node(node) else {
+        return Ok(());
+    };
+    let st = n.status();
+    use ferric_model::{PowerState, ProvisionState as P};
+    let deletable = matches!(
+        st.provision_state,
+        P::Manageable | P::Enroll | P::AdoptFailed
+    );
+    if st.power_state == Some(PowerState::Off) || (delete && deletable) {
+        return Ok(());
+    }
+    Err(ApiError::invalid_state(
+        if delete { deletion } else { update },
+        &node.to_string(),
+        st.power_state.map_or("None", |p| p.as_str()),
+    ))
+}
+
 /// A write, answered once the copy has it.
 async fn commit(state: &AppState, w: ChildWrite) -> Result<Option<i64>, ApiError> {
     match state.cluster.write_child(&w).await? {
@@ -608,6 +640,7 @@ pub async fn patch<R: Resource>(
             };
             R::from_doc(&doc, Some(&old.record), &ctx)?
         };
+        check_power_off::<R>(&state, &old.record.node(), false)?;
         let keys = state.cluster.keys();
         let key = keys.child(R::ETCD_KIND, &record.node(), &record.uuid());
         let w = ChildWrite {
@@ -648,6 +681,7 @@ pub async fn delete<R: Resource>(
     for _ in 0..8 {
         let old = lookup::<R>(&state, &ident)?;
         old.record.check_delete(&state.informer.read())?;
+        check_power_off::<R>(&state, &old.record.node(), true)?;
         let keys = state.cluster.keys();
         let w = ChildWrite {
             node: old.record.node(),

@@ -313,6 +313,8 @@ impl Resource for VolumeConnectorRecord {
     const CREATE: &'static [&'static str] = &["uuid", "type", "connector_id", "node_uuid", "extra"];
     const PATCHABLE: &'static [&'static str] = &["type", "connector_id", "node_uuid", "extra"];
     const FILTERS: &'static [&'static str] = &["node"];
+    const POWER_OFF_ACTIONS: Option<(&'static str, &'static str)> =
+        Some(("volume connector update", "volume connector deletion"));
 
     fn index(c: &CacheState) -> &ChildIndex<Self> {
         &c.children.connectors
@@ -399,6 +401,8 @@ impl Resource for VolumeTargetRecord {
         "extra",
     ];
     const FILTERS: &'static [&'static str] = &["node"];
+    const POWER_OFF_ACTIONS: Option<(&'static str, &'static str)> =
+        Some(("volume target update", "volume target deletion"));
 
     fn index(c: &CacheState) -> &ChildIndex<Self> {
         &c.children.targets
