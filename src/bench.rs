@@ -35,6 +35,8 @@ enum Cmd {
     },
     /// The Ironic API through `ferric gateway`: enroll, list, manage and provide.
     Api(crate::bench_api::ApiArgs),
+    /// Ports and VIFs through the gateway: port creates, lookups by MAC, VIF attach/detach.
+    Ports(crate::bench_ports::PortsArgs),
     /// Power on N `ferric sim` nodes with 3 conductors; time, conductor CPU, BMC commands/s.
     Power {
         #[arg(long, default_value_t = 5_000)]
@@ -99,6 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         } => failover(&dir, &etcd, nodes, conductors, lease_ttl, runs).await,
         Cmd::Api(a) => crate::bench_api::run(&dir, &etcd, a).await,
         Cmd::Notify(a) => crate::bench_notify::run(&dir, &etcd, a).await,
+        Cmd::Ports(a) => crate::bench_ports::run(&dir, &etcd, a).await,
         Cmd::Power {
             nodes,
             conductors,
@@ -137,14 +140,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-async fn connect(etcd: &Etcd, prefix: &str) -> anyhow::Result<Cluster> {
+pub(crate) async fn connect(etcd: &Etcd, prefix: &str) -> anyhow::Result<Cluster> {
     let mut cfg = EtcdConfig::new(&etcd.url);
     cfg.prefix = prefix.into();
     cfg.timeout = Duration::from_secs(30);
     Ok(Cluster::connect(&cfg).await?)
 }
 
-async fn enroll(cluster: &Cluster, n: usize) -> anyhow::Result<Vec<NodeId>> {
+pub(crate) async fn enroll(cluster: &Cluster, n: usize) -> anyhow::Result<Vec<NodeId>> {
     let t = Instant::now();
     let now = now_ms();
     let specs: Vec<NodeSpec> = (0..n)

@@ -37,13 +37,13 @@ pub struct ApiArgs {
 }
 
 /// A keep-alive HTTP/1.1 connection to the gateway (requests one at a time).
-struct Conn {
+pub(crate) struct Conn {
     io: BufReader<TcpStream>,
     host: String,
 }
 
 impl Conn {
-    async fn open(port: u16) -> anyhow::Result<Conn> {
+    pub(crate) async fn open(port: u16) -> anyhow::Result<Conn> {
         let s = TcpStream::connect(("127.0.0.1", port)).await?;
         s.set_nodelay(true)?;
         Ok(Conn {
@@ -52,7 +52,7 @@ impl Conn {
         })
     }
 
-    async fn request(
+    pub(crate) async fn request(
         &mut self,
         method: &str,
         path: &str,
@@ -92,7 +92,7 @@ impl Conn {
     }
 }
 
-async fn wait_healthy(port: u16, gw: &Proc) -> anyhow::Result<()> {
+pub(crate) async fn wait_healthy(port: u16, gw: &Proc) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(mut c) = Conn::open(port).await {
@@ -108,7 +108,12 @@ async fn wait_healthy(port: u16, gw: &Proc) -> anyhow::Result<()> {
 }
 
 /// Runs `f(i)` for i in 0..n on `clients` concurrent connections; returns the elapsed time.
-async fn fan_out<F, Fut>(port: u16, clients: usize, n: usize, f: F) -> anyhow::Result<Duration>
+pub(crate) async fn fan_out<F, Fut>(
+    port: u16,
+    clients: usize,
+    n: usize,
+    f: F,
+) -> anyhow::Result<Duration>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = (String, String, Option<String>, u16)> + Send,

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_api;
 mod bench_notify;
+mod bench_ports;
 mod conductor_cmd;
 mod ctl;
 mod dev;

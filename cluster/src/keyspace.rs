@@ -2,6 +2,9 @@
 
 use ferric_model::NodeId;
 
+/// The kinds of records that belong to a node and go with it (see [`Keyspace::child`]).
+pub const CHILD_KINDS: &[&str] = &["ports", "portgroups", "volume-connectors", "volume-targets"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keyspace {
     prefix: String,
@@ -125,6 +128,33 @@ impl Keyspace {
         format!("{}history/{id}/{seq:020}", self.prefix)
     }
 
+    /// A node's ports, port groups, volume connectors or volume targets: `<kind>/<node>/<uuid>`
+    /// (`kind` is one of [`CHILD_KINDS`]), so that a node's delete removes them by prefix.
+    pub fn children(&self, kind: &str) -> String {
+        format!("{}{kind}/", self.prefix)
+    }
+    pub fn node_children(&self, kind: &str, node: &NodeId) -> String {
+        format!("{}{kind}/{node}/", self.prefix)
+    }
+    pub fn child(&self, kind: &str, node: &NodeId, uuid: &uuid::Uuid) -> String {
+        format!("{}{kind}/{node}/{uuid}", self.prefix)
+    }
+    /// A uniqueness index entry (`index/<what>/<value>`, value: the key of the record holding
+    /// it): port and port group MACs and names, attached VIFs, volume connector ids, volume
+    /// targets' boot indexes and volume ids per node. Claimed in the record's own transaction
+    /// with a compare on its create revision, so two gateways cannot both take one value.
+    pub fn index(&self, what: &str, value: &str) -> String {
+        let mut v = String::with_capacity(value.len());
+        for b in value.bytes() {
+            if b == b'/' || b == b'%' {
+                v.push_str(&format!("%{b:02X}"));
+            } else {
+                v.push(b as char);
+            }
+        }
+        format!("{}index/{what}/{v}", self.prefix)
+    }
+
     /// The node id at the end of a `nodes/`, `status/`, `reservations/`, `consoles/` or
     /// `heartbeats/` key.
     pub fn node_id_of(&self, key: &[u8]) -> Option<NodeId> {
@@ -195,5 +225,18 @@ mod tests {
         );
         assert!(ks.history_entry(&id, 1).starts_with(&ks.history(&id)));
         assert!(ks.event(&id, 1).starts_with(&ks.node_events(&id)));
+        let port = uuid::Uuid::from_u128(7);
+        assert_eq!(
+            ks.child("ports", &id, &port),
+            format!("/ferric/ports/{id}/{port}")
+        );
+        assert!(ks
+            .child("ports", &id, &port)
+            .starts_with(&ks.node_children("ports", &id)));
+        assert_eq!(
+            ks.index("port-mac", "52:54:00:12:34:56"),
+            "/ferric/index/port-mac/52:54:00:12:34:56"
+        );
+        assert_eq!(ks.index("vol", "a/b%"), "/ferric/index/vol/a%2Fb%25");
     }
 }

@@ -3,6 +3,7 @@
 //! the node-intent functions shared by `ctl` and the gateway. No other crate holds an etcd client.
 
 pub mod bulk;
+pub mod children;
 pub mod consoles;
 pub mod delivery;
 pub mod error;

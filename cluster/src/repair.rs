@@ -335,6 +335,10 @@ impl Cluster {
             ));
             ops.push(TxnOp::delete(name.key.clone(), None));
         }
+        // Its ports, port groups and volume records go with it, with their index entries (a
+        // child created meanwhile is removed by the prefix delete; its index entry, if left,
+        // is taken over by the next claim, see `children`).
+        ops.extend(self.node_children_ops(&id).await?);
         let resp = self
             .kv()
             .txn(Txn::new().when(when).and_then(ops))

@@ -165,6 +165,8 @@ pub struct CacheState {
     /// Nodes per provision state (of those with a status), kept as statuses change: the
     /// cluster-wide caps on concurrent deploys and cleans read it on every such request.
     pub provision_counts: HashMap<ProvisionState, usize>,
+    /// Ports, port groups, volume connectors and targets, with their lookups.
+    pub children: crate::child_cache::Children,
 }
 
 impl CacheState {
@@ -263,6 +265,9 @@ impl CacheState {
         let Some((kind, leaf)) = rest.split_once('/') else {
             return;
         };
+        if self.children.apply(kind, key, leaf, value, rev) {
+            return;
+        }
         match kind {
             "nodes" => {
                 let Ok(id) = leaf.parse::<NodeId>() else {
@@ -502,6 +507,10 @@ async fn run(cluster: Cluster, informer: Arc<Informer>, mut stop: watch::Receive
         keys.reservations(),
         keys.conductors(),
         format!("{}names/", keys.prefix()),
+        keys.children(ferric_cluster::children::PORTS),
+        keys.children(ferric_cluster::children::PORTGROUPS),
+        keys.children(ferric_cluster::children::CONNECTORS),
+        keys.children(ferric_cluster::children::TARGETS),
     ];
     let mut backoff = Duration::from_millis(100);
     loop {

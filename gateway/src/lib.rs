@@ -9,6 +9,7 @@
 //! on a listener until a shutdown future completes.
 
 pub mod auth;
+pub mod child_cache;
 pub mod error;
 pub mod informer;
 pub mod json_patch;
@@ -19,6 +20,7 @@ pub mod secrets;
 pub mod version;
 
 mod actions;
+mod children;
 mod console;
 mod create_batch;
 mod drivers;
@@ -36,9 +38,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use ferric_cluster::Cluster;
+use ferric_model::{PortRecord, PortgroupRecord, VolumeConnectorRecord, VolumeTargetRecord};
 use informer::Informer;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -233,6 +236,84 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/nodes/{node}/history", get(root::history))
         .route("/nodes/{node}/history/{event}", get(root::history_event))
+        .route(
+            "/nodes/{node}/ports",
+            get(children::list_of_node::<PortRecord>),
+        )
+        .route(
+            "/nodes/{node}/portgroups",
+            get(children::list_of_node::<PortgroupRecord>),
+        )
+        .route("/nodes/{node}/volume", get(children::node_volume_index))
+        .route(
+            "/nodes/{node}/volume/connectors",
+            get(children::list_of_node::<VolumeConnectorRecord>),
+        )
+        .route(
+            "/nodes/{node}/volume/targets",
+            get(children::list_of_node::<VolumeTargetRecord>),
+        )
+        .route(
+            "/nodes/{node}/vifs",
+            get(children::vifs::list).post(children::vifs::attach),
+        )
+        .route("/nodes/{node}/vifs/{vif}", delete(children::vifs::detach))
+        .route(
+            "/ports",
+            get(children::list::<PortRecord>).post(children::create::<PortRecord>),
+        )
+        .route("/ports/detail", get(children::list_detail::<PortRecord>))
+        .route(
+            "/ports/{id}",
+            get(children::show::<PortRecord>)
+                .patch(children::patch::<PortRecord>)
+                .delete(children::delete::<PortRecord>),
+        )
+        .route(
+            "/portgroups",
+            get(children::list::<PortgroupRecord>).post(children::create::<PortgroupRecord>),
+        )
+        .route(
+            "/portgroups/detail",
+            get(children::list_detail::<PortgroupRecord>),
+        )
+        .route(
+            "/portgroups/{id}",
+            get(children::show::<PortgroupRecord>)
+                .patch(children::patch::<PortgroupRecord>)
+                .delete(children::delete::<PortgroupRecord>),
+        )
+        .route("/portgroups/{id}/ports", get(children::list_of_portgroup))
+        .route("/volume", get(children::volume_index))
+        .route(
+            "/volume/connectors",
+            get(children::list::<VolumeConnectorRecord>)
+                .post(children::create::<VolumeConnectorRecord>),
+        )
+        .route(
+            "/volume/connectors/detail",
+            get(children::list_detail::<VolumeConnectorRecord>),
+        )
+        .route(
+            "/volume/connectors/{id}",
+            get(children::show::<VolumeConnectorRecord>)
+                .patch(children::patch::<VolumeConnectorRecord>)
+                .delete(children::delete::<VolumeConnectorRecord>),
+        )
+        .route(
+            "/volume/targets",
+            get(children::list::<VolumeTargetRecord>).post(children::create::<VolumeTargetRecord>),
+        )
+        .route(
+            "/volume/targets/detail",
+            get(children::list_detail::<VolumeTargetRecord>),
+        )
+        .route(
+            "/volume/targets/{id}",
+            get(children::show::<VolumeTargetRecord>)
+                .patch(children::patch::<VolumeTargetRecord>)
+                .delete(children::delete::<VolumeTargetRecord>),
+        )
         .route("/conductors", get(root::conductors))
         .route("/conductors/{name}", get(root::conductor))
         .route("/heartbeat/{node}", post(actions::heartbeat))

@@ -560,6 +560,22 @@ impl Serialize for NodeDoc<'_> {
                     &links(&self.render.base, &format!("{path}/states")),
                 )?;
             }
+            // Sub-resources, as Ironic links them from a full node.
+            if self.render.all {
+                m.serialize_entry("ports", &links(&self.render.base, &format!("{path}/ports")))?;
+                if v.at_least(version::V_PORTGROUPS_SUB) {
+                    m.serialize_entry(
+                        "portgroups",
+                        &links(&self.render.base, &format!("{path}/portgroups")),
+                    )?;
+                }
+                if v.at_least(version::V_VOLUME) {
+                    m.serialize_entry(
+                        "volume",
+                        &links(&self.render.base, &format!("{path}/volume")),
+                    )?;
+                }
+            }
         }
         m.end()
     }

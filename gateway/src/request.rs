@@ -291,6 +291,18 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
+/// Ironic's `next` link of a full page: the same query without `limit` and `marker`, then
+/// the page's limit and its last item as the marker. Shared by every paginated list.
+pub fn next_link(base: &str, path: &str, params: &Params, limit: usize, last: &str) -> String {
+    let mut q = String::new();
+    for (k, val) in params.pairs() {
+        if k != "limit" && k != "marker" {
+            q.push_str(&format!("{}={}&", url_encode(k), url_encode(val)));
+        }
+    }
+    format!("{base}/v1/{path}?{q}limit={limit}&marker={last}")
+}
+
 /// Validates a node identifier from a path (Ironic's `uuid_or_name`).
 pub fn check_ident(ident: &str, version: ApiVersion) -> Result<(), ApiError> {
     if uuid::Uuid::parse_str(ident).is_ok() {

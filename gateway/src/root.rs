@@ -63,6 +63,13 @@ pub async fn v1_index(
     // Only the resources Ferric serves are advertised.
     doc.insert("nodes".into(), resource_links(&base, "nodes"));
     doc.insert("drivers".into(), resource_links(&base, "drivers"));
+    doc.insert("ports".into(), resource_links(&base, "ports"));
+    if v.at_least(version::V_PORTGROUPS) {
+        doc.insert("portgroups".into(), resource_links(&base, "portgroups"));
+    }
+    if v.at_least(version::V_VOLUME) {
+        doc.insert("volume".into(), resource_links(&base, "volume"));
+    }
     if v.at_least(version::V_RAMDISK) {
         doc.insert("heartbeat".into(), resource_links(&base, "heartbeat"));
     }

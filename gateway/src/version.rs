@@ -6,9 +6,9 @@
 //! # Why 1.95 is the maximum
 //!
 //! Ironic's versions up to 1.95 change the node API in ways Ferric implements (below), or they
-//! concern resources Ferric does not serve at all at any version (ports, portgroups, chassis,
-//! volumes, allocations, deploy templates, runbooks, events, shards). `/v1/drivers` is served
-//! (see `drivers.rs` for its versions). 1.95 adds
+//! concern resources Ferric does not serve at all at any version (chassis, allocations, deploy
+//! templates, runbooks, events, shards). `/v1/drivers` is served (see `drivers.rs` for its
+//! versions), and so are ports, port groups, VIFs and volume resources (below). 1.95 adds
 //! `disable_power_off`, the last node feature Ferric implements. Above it, 1.104 adds the node
 //! field `instance_name` and 1.109 the field `health`, which Ferric's node record cannot hold,
 //! and 1.110 allows `abort` in `wait call-back`; 1.96 to 1.103 only touch inspection rules, ports
@@ -77,6 +77,28 @@
 //!
 //! The fields marked "not stored" are served with Ironic's own value for "unset"; setting them
 //! to anything else is refused with 400 naming the field.
+//!
+//! Ports, port groups, VIFs and volume resources (`crate::children`), by version (below it a
+//! field is hidden and setting it is 406; a resource below its version is 404, as Ironic):
+//!
+//! | version | ports, port groups, VIFs, volumes |
+//! |---|---|
+//! | 1.1 | `/v1/ports`, `/v1/nodes/{node}/ports`; port uuid, address, node_uuid, extra, created_at, updated_at, links |
+//! | 1.18 | port internal_info (read-only; holds `tenant_vif_port_id`) |
+//! | 1.19 | port local_link_connection, pxe_enabled |
+//! | 1.23 | `/v1/portgroups`: uuid, name, address, node_uuid, extra, internal_info, standalone_ports_supported, ports link |
+//! | 1.24 | port portgroup_uuid; `/v1/nodes/{node}/portgroups`, `/v1/portgroups/{id}/ports` |
+//! | 1.26 | port group mode, properties |
+//! | 1.28 | `/v1/nodes/{node}/vifs` (noop/flat network semantics) |
+//! | 1.32 | `/v1/volume`, connectors, targets, `/v1/nodes/{node}/volume/...` (noop storage) |
+//! | 1.34 | port physical_network |
+//! | 1.53 | port is_smartnic |
+//! | 1.67 | VIF attach to a given `port_uuid` or `portgroup_uuid` |
+//! | 1.88 | port name |
+//! | 1.94 | port create with `node_ident` (uuid or name) |
+//!
+//! Later port fields (description 1.97, vendor 1.100, category 1.101, and port group
+//! physical_network and category) are above 1.95 and not served.
 
 use crate::error::ApiError;
 use axum::http::HeaderMap;
@@ -96,6 +118,25 @@ pub const V_AVAILABLE_STATE: u32 = 2;
 pub const V_NODE_NAME: u32 = 5;
 pub const V_FIELDS: u32 = 8;
 pub const V_PROVISION_STATE_FILTER: u32 = 9;
+/// Ports: `internal_info` (1.18), `local_link_connection` and `pxe_enabled` (1.19).
+pub const V_PORT_INTERNAL_INFO: u32 = 18;
+pub const V_PORT_NET_FIELDS: u32 = 19;
+/// Port groups (1.23); `/v1/nodes/{id}/portgroups`, `/v1/portgroups/{id}/ports` and the
+/// port's `portgroup_uuid` (1.24); the group's `mode` and `properties` (1.26).
+pub const V_PORTGROUPS: u32 = 23;
+pub const V_PORTGROUPS_SUB: u32 = 24;
+pub const V_PORTGROUP_MODE: u32 = 26;
+/// `/v1/nodes/{id}/vifs`; a VIF attached to a named port or port group (1.67).
+pub const V_VIFS: u32 = 28;
+pub const V_VIF_PORT: u32 = 67;
+/// `/v1/volume`, connectors and targets.
+pub const V_VOLUME: u32 = 32;
+/// The port's `physical_network` (1.34), `is_smartnic` (1.53), `name` (1.88); a port created
+/// with `node_ident` (uuid or name) instead of `node_uuid` (1.94).
+pub const V_PORT_PHYSNET: u32 = 34;
+pub const V_PORT_SMARTNIC: u32 = 53;
+pub const V_PORT_NAME: u32 = 88;
+pub const V_PORT_NODE_IDENT: u32 = 94;
 pub const V_UNRESTRICTED_NAME: u32 = 10;
 pub const V_ENROLL_STATE: u32 = 11;
 pub const V_STATES_LINKS: u32 = 14;

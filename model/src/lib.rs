@@ -13,6 +13,7 @@ pub mod history;
 pub mod ids;
 pub mod interfaces;
 pub mod node;
+pub mod port;
 pub mod power;
 pub mod provision;
 pub mod reservation;
@@ -32,6 +33,7 @@ pub use node::{
     Remediation, RemediationAction, RemediationBudget, RemediationPolicy, RemediationRule,
     SoftOffPolicy, SyncReport,
 };
+pub use port::{PortRecord, PortgroupRecord, VolumeConnectorRecord, VolumeTargetRecord};
 pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};
 pub use reservation::ReservationRecord;

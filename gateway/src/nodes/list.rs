@@ -477,17 +477,7 @@ async fn list_nodes(
             } else {
                 "nodes"
             };
-            let mut q = String::new();
-            for (k, val) in params.pairs() {
-                if k != "limit" && k != "marker" {
-                    q.push_str(&format!(
-                        "{}={}&",
-                        request::url_encode(k),
-                        request::url_encode(val)
-                    ));
-                }
-            }
-            format!("{base}/v1/{path}?{q}limit={}&marker={last}", page.limit)
+            request::next_link(&base, path, &params, page.limit, &last.to_string())
         });
     let body = NodeList {
         nodes: &page.nodes,
