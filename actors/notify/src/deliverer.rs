@@ -139,6 +139,7 @@ pub fn spawn(cluster: Cluster, cfg: NotifyConfig, shutdown: watch::Receiver<bool
         loads: Arc::new(Semaphore::new(16)),
         to_load: HashMap::new(),
         bulk_loading: false,
+        unflushed: BTreeSet::new(),
         writes_in_flight: 0,
         watch_tasks: Vec::new(),
         watch_broken: false,
@@ -249,6 +250,9 @@ struct Deliverer {
     lanes: [Lane; 2],
     inputs_tx: mpsc::Sender<Input>,
     loads: Arc<Semaphore>,
+    /// Nodes whose cursor moved since it was last written (flushed by
+    /// [`Deliverer::flush_cursors`] without a scan of every node).
+    unflushed: BTreeSet<NodeId>,
     /// Nodes whose events and cursor are to be read (see [`Deliverer::start_loads`]).
     to_load: HashMap<NodeId, FenceToken>,
     bulk_loading: bool,
@@ -425,6 +429,7 @@ impl Deliverer {
 
     fn forget(&mut self, id: NodeId) {
         self.to_load.remove(&id);
+        self.unflushed.remove(&id);
         if self.nodes.remove(&id).is_some() {
             for lane in &mut self.lanes {
                 lane.pending.remove(&id);
@@ -661,6 +666,7 @@ impl Deliverer {
             if skip_to != done {
                 n.cursor.lane_mut(sink).done = skip_to;
                 n.dirty += 1;
+                self.unflushed.insert(id);
             }
             let has_work = n.events.range(skip_to + 1..).next().is_some();
             if has_work {
@@ -870,6 +876,7 @@ impl Deliverer {
                             }
                         }
                         n.dirty += 1;
+                        self.unflushed.insert(p.id);
                     }
                     None => {
                         retry = true;
@@ -897,13 +904,24 @@ impl Deliverer {
     }
 
     fn flush_cursors(&mut self) {
-        if self.writes_in_flight >= 2 {
+        if self.writes_in_flight >= 2 || self.unflushed.is_empty() {
             return;
         }
         let mut batch = Vec::new();
         let mut meta = Vec::new();
-        for (id, n) in self.nodes.iter_mut() {
-            if n.dirty > n.written && !n.writing && n.loaded {
+        let mut taken = Vec::new();
+        for id in &self.unflushed {
+            let Some(n) = self.nodes.get_mut(id) else {
+                taken.push(*id);
+                continue;
+            };
+            if n.dirty <= n.written {
+                taken.push(*id);
+                continue;
+            }
+            // Still writing, or not loaded: it stays, for a later flush.
+            if !n.writing && n.loaded {
+                taken.push(*id);
                 n.writing = true;
                 n.cursor.conductor = self.shared.cfg.conductor.clone();
                 n.cursor.fence = n.token.0;
@@ -914,6 +932,9 @@ impl Deliverer {
                     break;
                 }
             }
+        }
+        for id in taken {
+            self.unflushed.remove(&id);
         }
         if batch.is_empty() {
             return;
@@ -942,6 +963,9 @@ impl Deliverer {
                     n.writing = false;
                     if ok {
                         n.written = n.written.max(gen);
+                        if n.dirty > n.written {
+                            self.unflushed.insert(id);
+                        }
                     } else {
                         // fenced: someone else holds the node now; it resumes from the cursor
                         // as last written (re-sending what we sent since: at least once).
@@ -955,6 +979,7 @@ impl Deliverer {
                 for (id, token, _) in batch {
                     if let Some(n) = self.nodes.get_mut(&id).filter(|n| n.token == token) {
                         n.writing = false;
+                        self.unflushed.insert(id);
                     }
                 }
             }

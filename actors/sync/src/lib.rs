@@ -15,6 +15,20 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+/// Reads whose slots fall in the same tick start together (slots are rounded down to a multiple
+/// of it). A conductor's threads then wake once per tick for a handful of reads of different
+/// BMCs instead of once per read: at 33,000 nodes and 60 s, about 28 reads every 50 ms rather
+/// than one every 1.8 ms, which halves the CPU a sweep costs (README, Performance). No BMC sees
+/// more than its one read either way.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// Node `i`'s slot after the sweep's start: `i × spacing`, rounded down to a [`TICK`].
+fn slot(spacing: Duration, i: usize) -> Duration {
+    let at = spacing * u32::try_from(i).unwrap_or(u32::MAX);
+    let ticks = at.as_nanos() / TICK.as_nanos();
+    TICK * u32::try_from(ticks).unwrap_or(u32::MAX)
+}
+
 /// How one conductor sweeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SweepSettings {
@@ -53,7 +67,7 @@ where
         let n = ids.len();
         let spacing = settings.interval / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
         for (i, id) in ids.into_iter().enumerate() {
-            tokio::time::sleep_until(start + spacing * u32::try_from(i).unwrap_or(u32::MAX)).await;
+            tokio::time::sleep_until(start + slot(spacing, i)).await;
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 return;
             };
