@@ -84,7 +84,7 @@ impl Authenticator {
 }
 
 /// Keystone's failures as delivery failures (the same kinds, for the same metrics).
-fn send_error(e: KeystoneError) -> SendError {
+pub(crate) fn send_error(e: KeystoneError) -> SendError {
     match e {
         KeystoneError::Connect { url, detail } => SendError::Connect { url, detail },
         KeystoneError::Timeout { url } => SendError::Timeout { url, timeout_ms: 0 },

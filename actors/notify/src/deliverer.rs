@@ -281,25 +281,7 @@ pub fn backoff(failures: u32, cap: Duration, jitter_seed: u64) -> Duration {
 }
 
 pub(crate) fn transport_error(url: &str, e: reqwest::Error) -> SendError {
-    if e.is_timeout() {
-        SendError::Timeout {
-            url: url.to_string(),
-            timeout_ms: 0,
-        }
-    } else {
-        // reqwest's text names the URL, never credentials (they travel in headers).
-        let mut detail = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            detail.push_str(": ");
-            detail.push_str(&s.to_string());
-            src = s.source();
-        }
-        SendError::Connect {
-            url: url.to_string(),
-            detail,
-        }
-    }
+    crate::auth::send_error(ferric_keystone::transport_error(url, e))
 }
 
 impl Deliverer {

@@ -200,18 +200,7 @@ pub fn webhook_outcomes(
 }
 
 /// The start of a reply body, printable, for error messages.
-pub fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    let text: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if body.len() > 200 {
-        format!("{text}...")
-    } else {
-        text
-    }
-}
+pub use ferric_keystone::snippet;
 
 #[cfg(test)]
 mod tests {
