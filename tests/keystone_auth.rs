@@ -297,6 +297,65 @@ async fn keystone_tokens_and_ironic_policies() {
     assert_eq!(r.status, 403, "a member does not delete: {}", r.body);
     let r = call(&gw, "GET", "/v1/conductors", Some(&alice), None);
     assert_eq!(r.status, 403, "conductors are the system's: {}", r.body);
+    // Ports follow their node: demo's member reads the ports of demo's nodes only.
+    let other = {
+        let r = call(
+            &gw,
+            "POST",
+            "/v1/nodes",
+            Some(&admin),
+            Some(r#"{"driver": "fake-hardware", "name": "other"}"#),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["uuid"].as_str().unwrap().to_string()
+    };
+    let mut port_of = std::collections::HashMap::new();
+    for (node, mac) in [(&uuid, "52:54:00:dd:00:01"), (&other, "52:54:00:dd:00:02")] {
+        let body = format!(r#"{{"node_uuid": "{node}", "address": "{mac}"}}"#);
+        let r = call(&gw, "POST", "/v1/ports", Some(&admin), Some(&body));
+        assert_eq!(r.status, 201, "{}", r.body);
+        port_of.insert(node.clone(), r.json()["uuid"].as_str().unwrap().to_string());
+    }
+    let r = call(&gw, "GET", "/v1/ports", Some(&alice), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ports: Vec<String> = r.json()["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ports,
+        vec!["52:54:00:dd:00:01"],
+        "demo's member sees its node's port only"
+    );
+    let r = call(
+        &gw,
+        "GET",
+        &format!("/v1/ports/{}", port_of[&other]),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = call(
+        &gw,
+        "GET",
+        &format!("/v1/ports/{}", port_of[&uuid]),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(
+        &gw,
+        "GET",
+        &format!("/v1/nodes/{other}/ports"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    let body = format!(r#"{{"node_uuid": "{uuid}", "address": "52:54:00:dd:00:03"}}"#);
+    let r = call(&gw, "POST", "/v1/ports", Some(&alice), Some(&body));
+    assert_eq!(r.status, 403, "{}", r.body);
     let leased_spec = fleet.spec(&leased).await;
     assert_eq!(
         leased_spec.driver_info, r#"{"x":"y"}"#,

@@ -454,8 +454,11 @@ impl Auth {
 /// - readers only read;
 /// - members change anything but enroll or delete nodes, ports and port groups (Ironic's
 ///   `baremetal:node:create`/`delete` and `baremetal:port:create`/`delete` are system admin's);
-/// - project-scoped callers reach the node API only: conductors, the cluster's events and
-///   metrics are the system's (Ironic's `baremetal:conductor:get` is `SYSTEM_READER`).
+/// - project-scoped callers reach the node API, and read ports, port groups and volume records
+///   (of their project's nodes, filtered where they are read); conductors, the cluster's events
+///   and metrics are the system's (Ironic's `baremetal:conductor:get` is `SYSTEM_READER`).
+///   Creating, changing and deleting ports (Ironic: the owner's admin or manager) stays the
+///   system's here.
 pub fn authorize(caller: &Caller, method: &Method, path: &str) -> Result<(), ApiError> {
     let denied = |why: &str| {
         Err(ApiError::Forbidden(format!(
@@ -469,8 +472,10 @@ pub fn authorize(caller: &Caller, method: &Method, path: &str) -> Result<(), Api
         return match (parts.get(2).copied(), parts.get(3).copied()) {
             (Some("nodes"), None | Some("detail")) if reads => Ok(()),
             (Some("nodes"), Some(ident)) if ident != "validate" && ident != "detail" => Ok(()),
-            (Some("drivers"), _) if reads => Ok(()),
-            _ => denied("the system's; a project-scoped token reaches its project's nodes only"),
+            (Some("drivers" | "ports" | "portgroups" | "volume"), _) if reads => Ok(()),
+            _ => denied(
+                "the system's; a project-scoped token reads its project's nodes, ports and volume records, and acts on its nodes",
+            ),
         };
     }
     match caller.role {

@@ -8,6 +8,7 @@
 pub mod resources;
 pub mod vifs;
 
+use crate::auth::Caller;
 use crate::child_cache::{Child, ChildIndex, Entry};
 use crate::error::ApiError;
 use crate::informer::CacheState;
@@ -179,6 +180,18 @@ pub(crate) fn lookup<R: Resource>(
         .ok_or_else(|| not_found::<R>(ident))
 }
 
+/// Whether the caller sees the records of `node`: cluster-wide callers all, a project-scoped
+/// caller those of nodes its project owns or leases (Ironic's port and volume policies follow
+/// the node's owner and lessee).
+fn visible(caller: &Caller, cache: &CacheState, node: &NodeId) -> bool {
+    match &caller.project {
+        None => true,
+        Some(p) => cache
+            .node(node)
+            .is_some_and(|n| crate::policy::relation(p, &n.spec.spec).is_some()),
+    }
+}
+
 /// Which records a list shows.
 #[derive(Debug, Default)]
 pub struct ListFilter {
@@ -204,6 +217,7 @@ const COMMON: &[&str] = &[
 async fn list_impl<R: Resource>(
     state: AppState,
     v: ApiVersion,
+    caller: &Caller,
     headers: HeaderMap,
     q: Option<String>,
     scope: Scope,
@@ -290,6 +304,7 @@ async fn list_impl<R: Resource>(
             filter.node = Some(
                 cache
                     .lookup(n)
+                    .filter(|node| visible(caller, &cache, &node.id()))
                     .ok_or_else(|| ApiError::node_not_found(n))?
                     .id(),
             );
@@ -327,6 +342,7 @@ async fn list_impl<R: Resource>(
         let mut picked: Vec<Arc<Entry<R>>> = candidates
             .filter(|e| filter.node.is_none_or(|n| e.record.node() == n))
             .filter(|e| e.record.matches(&filter))
+            .filter(|e| visible(caller, &cache, &e.record.node()))
             .collect();
         let key_of = |e: &Entry<R>| -> (String, u64, Uuid) {
             let r = &e.record;
@@ -395,35 +411,39 @@ async fn list_impl<R: Resource>(
 pub async fn list<R: Resource>(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list_impl::<R>(state, v, headers, q, Scope::All, false).await
+    list_impl::<R>(state, v, &caller, headers, q, Scope::All, false).await
 }
 
 pub async fn list_detail<R: Resource>(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list_impl::<R>(state, v, headers, q, Scope::All, true).await
+    list_impl::<R>(state, v, &caller, headers, q, Scope::All, true).await
 }
 
 pub async fn list_of_node<R: Resource>(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     Path(node): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     request::check_ident(&node, v)?;
-    list_impl::<R>(state, v, headers, q, Scope::Node(node), false).await
+    list_impl::<R>(state, v, &caller, headers, q, Scope::Node(node), false).await
 }
 
 pub async fn list_of_portgroup(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     Path(pg): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
@@ -433,12 +453,22 @@ pub async fn list_of_portgroup(
             "The resource could not be found.".into(),
         ));
     }
-    list_impl::<ferric_model::PortRecord>(state, v, headers, q, Scope::Portgroup(pg), false).await
+    list_impl::<ferric_model::PortRecord>(
+        state,
+        v,
+        &caller,
+        headers,
+        q,
+        Scope::Portgroup(pg),
+        false,
+    )
+    .await
 }
 
 pub async fn show<R: Resource>(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     Path(ident): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
@@ -449,6 +479,9 @@ pub async fn show<R: Resource>(
     let fields = fields_param::<R>(&p, v)?;
     state.read_barrier().await?;
     let e = lookup::<R>(&state, &ident)?;
+    if !visible(&caller, &state.informer.read(), &e.record.node()) {
+        return Err(not_found::<R>(&ident));
+    }
     let base = request::base_url(&state, &headers);
     Ok(request::json(
         StatusCode::OK,
