@@ -4,88 +4,13 @@
 //! Patch, get by name with `fields`) and openstacksdk. What the clients see is checked, and
 //! what etcd holds (the decoded spec) where it matters.
 
-use ferric_testkit::cli::Baremetal;
+use ferric_testkit::cli::{text, NoauthCli};
 use ferric_testkit::http::{api, http, run_venv, Reply};
 use ferric_testkit::{Fleet, Gateway};
 use serde_json::{json, Value};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-const CLI_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-struct Cli<'a> {
-    fleet: &'a Fleet,
-    gw: &'a Gateway,
-    baremetal: Baremetal,
-}
-
-impl Cli<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        let env = [
-            ("OS_ENDPOINT", self.gw.url.as_str()),
-            ("OS_AUTH_TYPE", "none"),
-        ];
-        self.baremetal.run(args, &env, CLI_TIMEOUT)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        if !out.status.success() {
-            self.fleet.fail(&format!(
-                "`baremetal {}` failed: {}\n{}",
-                args.join(" "),
-                text(&out),
-                self.gw.proc.log_tail(30)
-            ));
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs a command that must fail (without the client's retries), returning its stderr.
-    fn refused(&self, args: &[&str]) -> String {
-        let mut all = vec!["--max-retries", "0"];
-        all.extend(args);
-        let out = self.run(&all);
-        if out.status.success() {
-            self.fleet.fail(&format!(
-                "`baremetal {}` should have failed: {}",
-                args.join(" "),
-                text(&out)
-            ));
-        }
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        if err.contains("Unable to establish connection") {
-            self.fleet.fail(&format!(
-                "`baremetal {}` lost its connection: {err}\n{}",
-                args.join(" "),
-                self.gw.proc.log_tail(40)
-            ));
-        }
-        err
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-f", "json"]);
-        let out = self.ok(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-
-    fn field(&self, node: &str, field: &str) -> String {
-        self.ok(&["node", "show", node, "-f", "value", "-c", field])
-            .trim()
-            .to_string()
-    }
-}
+use ferric_testkit::cli::CLI_TIMEOUT;
 
 /// A column of the CLI's JSON output: its label ("Name") or its field name ("name").
 fn col<'a>(row: &'a Value, label: &str) -> &'a Value {
@@ -116,11 +41,7 @@ async fn baremetal_cli_drivers_fields_traits_and_lifecycle() {
     fleet.start_conductor("c2", &["--drivers", "fake-hardware,ipmi"]);
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start(&fleet, dir.path(), "gw1", &[]);
-    let cli = Cli {
-        fleet: &fleet,
-        gw: &gw,
-        baremetal: Baremetal::start(),
-    };
+    let cli = NoauthCli::new(&fleet, &gw);
     // The gateway sees both conductors before the drivers are listed.
     let deadline = Instant::now() + Duration::from_secs(30);
     while api(gw.port, "GET", "/v1/conductors", None).json()["conductors"]

@@ -3,59 +3,13 @@
 //! a real etcd. What the clients print is checked, and so is what etcd holds: the port records
 //! under their node and the MAC index entries (the independent record).
 
-use ferric_testkit::cli::Baremetal;
+use ferric_testkit::cli::{text, NoauthCli};
 use ferric_testkit::http::{api, http, run_venv, Reply};
 use ferric_testkit::{Fleet, Gateway};
 use serde_json::{json, Value};
-use std::process::Output;
 use std::time::Duration;
 
-const CLI_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-struct Cli<'a> {
-    fleet: &'a Fleet,
-    gw: &'a Gateway,
-    bm: Baremetal,
-}
-
-impl Cli<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        let env = [
-            ("OS_ENDPOINT", self.gw.url.as_str()),
-            ("OS_AUTH_TYPE", "none"),
-        ];
-        self.bm.run(args, &env, CLI_TIMEOUT)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        if !out.status.success() {
-            self.fleet.fail(&format!(
-                "`baremetal {}` failed: {}\n{}",
-                args.join(" "),
-                text(&out),
-                self.gw.proc.log_tail(30)
-            ));
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-f", "json"]);
-        let out = self.ok(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-}
+use ferric_testkit::cli::CLI_TIMEOUT;
 
 /// The value of one etcd key under the fleet's prefix.
 async fn etcd_get(fleet: &Fleet, rest: &str) -> Option<String> {
@@ -101,11 +55,7 @@ async fn ports_vifs_and_volume_targets_with_the_baremetal_cli_and_openstacksdk()
         .create_nodes(2, &["--name", "pc", "--driver", "fake-hardware"])
         .await;
     let (node, other) = (&ids[0], &ids[1]);
-    let cli = Cli {
-        fleet: &fleet,
-        gw: &gw,
-        bm: Baremetal::start(),
-    };
+    let cli = NoauthCli::new(&fleet, &gw);
 
     // Create, list, show by address, set, as the install guide does.
     let p = cli.json(&[

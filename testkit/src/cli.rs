@@ -108,3 +108,94 @@ impl Drop for Baremetal {
             .stop();
     }
 }
+
+/// The exit status and both outputs of a command, for failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The `baremetal` CLI against one gateway under `noauth`, failing the fleet's test (with the
+/// gateway's log) when a command does not end as expected.
+pub struct NoauthCli<'a> {
+    pub fleet: &'a crate::Fleet,
+    pub gw: &'a crate::Gateway,
+    pub baremetal: Baremetal,
+}
+
+/// Bound on one CLI command (the client retries 409 and 503 on its own).
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(180);
+
+impl<'a> NoauthCli<'a> {
+    pub fn new(fleet: &'a crate::Fleet, gw: &'a crate::Gateway) -> Self {
+        NoauthCli {
+            fleet,
+            gw,
+            baremetal: Baremetal::start(),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let env = [
+            ("OS_ENDPOINT", self.gw.url.as_str()),
+            ("OS_AUTH_TYPE", "none"),
+        ];
+        self.baremetal.run(args, &env, CLI_TIMEOUT)
+    }
+
+    /// Runs a command that must succeed, returning its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        if !out.status.success() {
+            self.fleet.fail(&format!(
+                "`baremetal {}` failed: {}\n{}",
+                args.join(" "),
+                text(&out),
+                self.gw.proc.log_tail(30)
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command that must fail (without the client's retries), returning its stderr.
+    pub fn refused(&self, args: &[&str]) -> String {
+        let mut all = vec!["--max-retries", "0"];
+        all.extend(args);
+        let out = self.run(&all);
+        if out.status.success() {
+            self.fleet.fail(&format!(
+                "`baremetal {}` should have failed: {}",
+                args.join(" "),
+                text(&out)
+            ));
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if err.contains("Unable to establish connection") {
+            self.fleet.fail(&format!(
+                "`baremetal {}` lost its connection: {err}\n{}",
+                args.join(" "),
+                self.gw.proc.log_tail(40)
+            ));
+        }
+        err
+    }
+
+    /// A command's `-f json` output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-f", "json"]);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// One field of `node show`.
+    pub fn field(&self, node: &str, field: &str) -> String {
+        self.ok(&["node", "show", node, "-f", "value", "-c", field])
+            .trim()
+            .to_string()
+    }
+}
