@@ -562,9 +562,8 @@ async fn back_to_back_sweeps(
     etcd: &Etcd,
     o: &SyncBench,
     sim_url: &str,
-    args: &[String],
+    back_to_back: &[String],
 ) -> anyhow::Result<()> {
-    let back_to_back = args;
     let (cluster, procs) =
         sync_fleet(dir, etcd, "/bench-sync-b2b/", o, sim_url, back_to_back).await?;
     let start = sync_reports(&cluster).await?;
