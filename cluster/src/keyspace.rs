@@ -119,6 +119,10 @@ impl Keyspace {
     pub fn resend(&self, id: &NodeId) -> String {
         format!("{}resend/{id}", self.prefix)
     }
+    /// A node's cached BIOS settings (no lease; fenced like the status).
+    pub fn bios(&self, id: &NodeId) -> String {
+        format!("{}bios/{id}", self.prefix)
+    }
     /// All history entries of a node.
     pub fn history(&self, id: &NodeId) -> String {
         format!("{}history/{id}/", self.prefix)
@@ -205,6 +209,11 @@ mod tests {
             (ks.heartbeat(&id), ks.heartbeats(), "/ferric/heartbeats/"),
             (ks.delivery(&id), ks.deliveries(), "/ferric/delivery/"),
             (ks.resend(&id), ks.resends(), "/ferric/resend/"),
+            (
+                ks.bios(&id),
+                format!("{}bios/", ks.prefix()),
+                "/ferric/bios/",
+            ),
         ];
         for (key, prefix, want) in node_keys {
             assert_eq!(prefix, want);

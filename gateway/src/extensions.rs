@@ -468,6 +468,8 @@ mod tests {
         ("/v1/drivers/{name}/properties", &["get"]),
         ("/v1/drivers/{name}/raid/logical_disk_properties", &["get"]),
         ("/v1/nodes/{node}/history/{event}", &["get"]),
+        ("/v1/nodes/{node}/bios", &["get"]),
+        ("/v1/nodes/{node}/bios/{name}", &["get"]),
         ("/v1/nodes/{node}/ports", &["get"]),
         ("/v1/nodes/{node}/portgroups", &["get"]),
         ("/v1/nodes/{node}/volume", &["get"]),

@@ -20,6 +20,7 @@ pub mod secrets;
 pub mod version;
 
 mod actions;
+mod bios;
 mod children;
 mod console;
 mod create_batch;
@@ -227,6 +228,8 @@ pub fn app(state: AppState) -> Router {
             "/nodes/{node}/traits/{trait}",
             put(traits::add).delete(traits::remove),
         )
+        .route("/nodes/{node}/bios", get(bios::list))
+        .route("/nodes/{node}/bios/{name}", get(bios::show))
         .route("/drivers", get(drivers::list))
         .route("/drivers/{name}", get(drivers::show))
         .route("/drivers/{name}/properties", get(drivers::properties))

@@ -2,6 +2,7 @@
 //! `driver_info`, power and provision states, the fencing token, history kinds and requesters,
 //! every record persisted in etcd and their versioned encoding, and the console wire contract.
 
+pub mod bios;
 pub mod clock;
 pub mod codec;
 pub mod console_record;
@@ -19,6 +20,7 @@ pub mod provision;
 pub mod reservation;
 pub mod sync;
 
+pub use bios::{BiosRecord, BiosSetting};
 pub use codec::{decode, encode, CodecError, Record};
 pub use console_record::{ConsoleRecord, ConsoleSecretRecord};
 pub use console_wire::{ControlFrame, ViewerMode};

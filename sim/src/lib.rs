@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod bios;
 mod config;
 mod console;
 mod control;
@@ -55,6 +56,8 @@ pub fn app(state: Arc<SimState>) -> Router {
         .route("/redfish/", get(redfish::versions))
         .route("/redfish/v1", get(redfish::service_root))
         .route("/redfish/v1/", get(redfish::service_root))
+        .route("/redfish/v1/Registries", get(redfish::registries))
+        .route("/redfish/v1/Registries/{*rest}", get(redfish::registries))
         .route("/redfish/v1/Systems", get(redfish::systems))
         .route("/redfish/v1/Systems/", get(redfish::systems))
         .route("/redfish/v1/Systems/{id}", any(redfish::system_resource))

@@ -1,5 +1,5 @@
-//! The Redfish face of the fleet: service root, systems collection, system resource, reset action
-//! and boot override PATCH, with Basic auth, the per-system behaviour (unreachable, latency,
+//! The Redfish face of the fleet: service root, systems collection, system resource, reset action,
+//! boot override PATCH, BIOS resource and its attribute registry (`bios`), with Basic auth, the per-system behaviour (unreachable, latency,
 //! failures) and Redfish error bodies. Every request addressed to a known system is logged.
 
 use std::sync::Arc;
@@ -110,8 +110,30 @@ pub(crate) async fn service_root() -> Response {
             "RedfishVersion": "1.6.0",
             "UUID": "00000000-0000-0000-0000-0000000f3e51",
             "Systems": { "@odata.id": "/redfish/v1/Systems" },
+            "Registries": { "@odata.id": "/redfish/v1/Registries" },
         }),
     )
+}
+
+/// The registry collection, the BIOS attribute registry's file and the registry itself
+/// (`which`: the path after `/redfish/v1/Registries`), behind the fleet's credentials.
+pub(crate) async fn registries(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    if !state.authorized(auth_header(&headers)) {
+        return unauthorized();
+    }
+    let path = req.uri().path().trim_end_matches('/');
+    let file = format!("/redfish/v1/Registries/{}", crate::bios::REGISTRY);
+    let body = match path {
+        "/redfish/v1/Registries" => crate::bios::registries(),
+        p if p == file => crate::bios::registry_file(),
+        p if p.strip_prefix(file.as_str()) == Some("/Registry") => crate::bios::registry(),
+        p => return not_found(p),
+    };
+    json_response(StatusCode::OK, &body)
 }
 
 pub(crate) async fn systems(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Response {
@@ -167,6 +189,7 @@ pub(crate) async fn system_subresource(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Get,
+    GetBios,
     Patch,
     Reset,
     NotAllowed(&'static str),
@@ -179,6 +202,10 @@ fn classify(method: &Method, rest: Option<&str>) -> Op {
             Method::GET | Method::HEAD => Op::Get,
             Method::PATCH => Op::Patch,
             _ => Op::NotAllowed("GET, HEAD, PATCH"),
+        },
+        Some("Bios") => match *method {
+            Method::GET | Method::HEAD => Op::GetBios,
+            _ => Op::NotAllowed("GET, HEAD"),
         },
         Some(RESET_SUFFIX) => match *method {
             Method::POST => Op::Reset,
@@ -291,6 +318,7 @@ async fn handle(state: Arc<SimState>, id: String, rest: Option<String>, req: Req
     } else {
         match op {
             Op::Get => get_system(&state, idx),
+            Op::GetBios => json_response(StatusCode::OK, &crate::bios::bios(&id, idx)),
             Op::Patch => match &parsed {
                 Some(Ok(v)) => patch_system(&state, idx, v),
                 Some(Err(e)) => malformed(e),
@@ -354,6 +382,7 @@ fn get_system(state: &SimState, idx: usize) -> Response {
             "SystemType": "Physical",
             "PowerState": power.as_str(),
             "Status": { "State": "Enabled", "Health": "OK" },
+            "Bios": { "@odata.id": format!("{uri}/Bios") },
             "Boot": {
                 "BootSourceOverrideTarget": boot.target.as_str(),
                 "BootSourceOverrideEnabled": boot.enabled.as_str(),

@@ -7,9 +7,10 @@
 //!
 //! This file is the actor itself: its context, messages, state and dispatch. The work lives in
 //! `node_actor/`: `reconcile` (the loop and its contract), `effects` (commit, history, events,
-//! timers, the error policy), `power`, `provision`, `agent`, `remediation` and `console`.
+//! timers, the error policy), `power`, `provision`, `agent`, `remediation`, `console` and `bios`.
 
 mod agent;
+mod bios;
 mod console;
 mod effects;
 mod in_flight;
@@ -218,6 +219,8 @@ pub struct NodeState {
     console_error: Option<String>,
     /// The mismatch with the last requested power state the previous sync read saw.
     sync_mismatch: Option<PowerState>,
+    /// Cleaning ended: the BIOS settings are cached again on the next pass.
+    bios_due: bool,
 }
 
 impl NodeState {
@@ -352,6 +355,7 @@ impl Actor for NodeActor {
             console: None,
             console_error: None,
             sync_mismatch: None,
+            bios_due: false,
         };
         let from_store = args.initial.is_none();
         let initial = match args.initial {

@@ -5,8 +5,8 @@
 use ferric_cluster::remediation::Slot;
 use ferric_cluster::{Cluster, ClusterError, NodeView, StatusWriter};
 use ferric_model::{
-    now_ms, EventRecord, FenceToken, HeartbeatRecord, HistoryEntry, NodeId, NodeSpec, NodeStatus,
-    ProvisionRequest, RemediationPolicy, Verb,
+    now_ms, BiosRecord, EventRecord, FenceToken, HeartbeatRecord, HistoryEntry, NodeId, NodeSpec,
+    NodeStatus, ProvisionRequest, RemediationPolicy, Verb,
 };
 use futures::future::BoxFuture;
 
@@ -93,6 +93,17 @@ pub trait NodeStore: Send + Sync + 'static {
         policy: &'a RemediationPolicy,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Slot, ClusterError>>;
+
+    /// The node's cached BIOS settings.
+    fn read_bios(&self, id: NodeId) -> BoxFuture<'_, Result<Option<BiosRecord>, ClusterError>>;
+
+    /// A fenced write of the node's cached BIOS settings.
+    fn write_bios<'a>(
+        &'a self,
+        id: NodeId,
+        token: FenceToken,
+        record: &'a BiosRecord,
+    ) -> BoxFuture<'a, Result<(), ClusterError>>;
 }
 
 /// The store of a conductor session: etcd, with status writes batched by the session's writer.
@@ -146,6 +157,19 @@ impl NodeStore for EtcdStore {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Slot, ClusterError>> {
         Box::pin(self.cluster.take_remediation_slot(policy, now_ms))
+    }
+
+    fn read_bios(&self, id: NodeId) -> BoxFuture<'_, Result<Option<BiosRecord>, ClusterError>> {
+        Box::pin(async move { self.cluster.node_bios(&id).await })
+    }
+
+    fn write_bios<'a>(
+        &'a self,
+        id: NodeId,
+        token: FenceToken,
+        record: &'a BiosRecord,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        Box::pin(async move { self.cluster.write_bios(&id, token, record).await })
     }
 }
 

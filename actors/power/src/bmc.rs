@@ -1,7 +1,7 @@
 //! The `Bmc` trait every power driver implements, its errors, and the settings a conductor
 //! shares with all its drivers (HTTP clients, timeouts, who it is).
 
-use ferric_model::{BootDevice, PowerState};
+use ferric_model::{BiosSetting, BootDevice, PowerState};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -62,6 +62,11 @@ pub trait Bmc: Send {
     fn power_state(&mut self) -> BmcFuture<'_, PowerState>;
     fn power(&mut self, action: PowerAction) -> BmcFuture<'_, ()>;
     fn set_boot_device(&mut self, device: BootDevice, persistent: bool) -> BmcFuture<'_, ()>;
+    /// The BIOS settings, None when the driver or the machine has none to read (IPMI, the
+    /// fake driver, a Redfish system without a `Bios` resource).
+    fn bios_settings(&mut self) -> BmcFuture<'_, Option<Vec<BiosSetting>>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Ends the session, if any (best effort).
     fn close(&mut self) {}
 }

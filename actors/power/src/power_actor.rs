@@ -8,7 +8,7 @@
 use crate::bmc::{Bmc, BmcError, BmcSettings, PowerAction};
 use crate::fence::Fence;
 use crate::op::{decide, Decision, Phase, Plan};
-use ferric_model::{now_ms, BootDevice, NodeId, PowerState};
+use ferric_model::{now_ms, BiosSetting, BootDevice, NodeId, PowerState};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -73,6 +73,8 @@ pub enum PowerMsg {
         persistent: bool,
     },
     Read(RpcReplyPort<Result<PowerState, String>>),
+    /// Reads the BIOS settings (None: the driver or machine has none).
+    Bios(RpcReplyPort<Result<Option<Vec<BiosSetting>>, String>>),
     IdleCheck,
 }
 
@@ -104,6 +106,9 @@ pub struct PowerActor;
 /// finish before the deadline is impossible with short TTLs and slow BMCs, and not needed: what
 /// must never happen is a command *sent* by a conductor that may have lost the node.)
 const SEND_BUDGET: Duration = Duration::from_millis(50);
+
+/// A BIOS read may take this many command timeouts (it is several requests).
+pub const BIOS_TIMEOUTS: u32 = 4;
 
 /// Consecutive transient BMC errors tolerated within one operation.
 const MAX_TRANSIENT: u32 = 5;
@@ -183,6 +188,20 @@ impl Actor for PowerActor {
                 };
                 let _ = reply.send(result);
             }
+            PowerMsg::Bios(reply) => {
+                // Several requests (the settings, and the attribute registry through the
+                // registry collection): bounded as a whole by a few command timeouts.
+                let within = state.settings.command_timeout * BIOS_TIMEOUTS;
+                let result = match command_within(state, within, |bmc| bmc.bios_settings()).await {
+                    Ok(s) => Ok(s),
+                    Err(Gate::Fenced(why)) => {
+                        let _ = reply.send(Err(why.to_string()));
+                        return stop_fenced(&myself, state, why);
+                    }
+                    Err(Gate::Bmc(e)) => Err(e.to_string()),
+                };
+                let _ = reply.send(result);
+            }
             PowerMsg::IdleCheck => {
                 let idle = state.settings.idle_timeout;
                 if state.op.is_none() && state.last_activity.elapsed() >= idle {
@@ -209,6 +228,19 @@ async fn command<'a, T, F>(state: &'a mut PowerState_, f: F) -> Result<T, Gate>
 where
     F: FnOnce(&'a mut Box<dyn Bmc>) -> crate::bmc::BmcFuture<'a, T>,
 {
+    let timeout = state.settings.command_timeout;
+    command_within(state, timeout, f).await
+}
+
+/// [`command`] bounded by `timeout` instead of the command timeout.
+async fn command_within<'a, T, F>(
+    state: &'a mut PowerState_,
+    timeout: Duration,
+    f: F,
+) -> Result<T, Gate>
+where
+    F: FnOnce(&'a mut Box<dyn Bmc>) -> crate::bmc::BmcFuture<'a, T>,
+{
     if let Some(last) = state.last_command {
         tokio::time::sleep_until(last + state.settings.min_gap).await;
     }
@@ -218,7 +250,6 @@ where
     }
     state.fence.may_send(SEND_BUDGET).map_err(Gate::Fenced)?;
     state.last_command = Some(Instant::now());
-    let timeout = state.settings.command_timeout;
     let node = state.node;
     match tokio::time::timeout(timeout, f(&mut state.bmc)).await {
         Ok(result) => result.map_err(Gate::Bmc),

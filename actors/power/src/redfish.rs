@@ -1,13 +1,16 @@
 //! The `redfish` driver: DMTF Redfish over HTTPS (or HTTP), with Ironic's `driver_info` keys.
 //!
-//! Three calls cover what Ferric needs (`GET` the system for `PowerState`, `POST` its
-//! `ComputerSystem.Reset` action, `PATCH` its boot override), so this talks HTTP directly with
+//! Four calls cover what Ferric needs (`GET` the system for `PowerState`, `POST` its
+//! `ComputerSystem.Reset` action, `PATCH` its boot override, `GET` its `Bios` resource and
+//! attribute registry, see `bios`), so this talks HTTP directly with
 //! reqwest instead of pulling in a Redfish object model: less code to trust, and the requests are
 //! exactly the ones Ironic's sushy sends.
 
+mod bios;
+
 use crate::bmc::{Bmc, BmcError, BmcFuture, PowerAction};
 use ferric_model::driver_info::VerifyCa;
-use ferric_model::{BootDevice, DriverInfo, PowerState};
+use ferric_model::{BiosSetting, BootDevice, DriverInfo, PowerState};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -336,6 +339,10 @@ impl Bmc for RedfishBmc {
                 .map_err(|e| self.transport_error(e))?;
             self.check(resp).await.map(|_| ())
         })
+    }
+
+    fn bios_settings(&mut self) -> BmcFuture<'_, Option<Vec<BiosSetting>>> {
+        Box::pin(self.read_bios())
     }
 }
 

@@ -66,6 +66,13 @@ pub(super) async fn record(
     mut status: NodeStatus,
     extras: Extras,
 ) -> Result<(), NodeError> {
+    use ProvisionState as S;
+    if matches!(state.status.provision_state, S::Cleaning | S::CleanWait)
+        && matches!(status.provision_state, S::Available | S::Manageable)
+    {
+        // Cleaning ended: the settings are cached again (Ironic does it around cleaning).
+        state.bios_due = true;
+    }
     status.updated_at_ms = now_ms();
     status.owner = Some(state.ctx.me.clone());
     status.fence = state.token.0;

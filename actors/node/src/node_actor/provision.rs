@@ -130,6 +130,8 @@ pub(super) async fn drive(
                 match read_power(myself, state).await {
                     Ok(p) => {
                         state.status.power_state = Some(p);
+                        // Before the node is manageable, as Ironic's verify does it.
+                        super::bios::cache_bios(myself, state).await?;
                         (from, Ok(()))
                     }
                     Err(e) => (

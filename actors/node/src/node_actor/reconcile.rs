@@ -76,6 +76,9 @@ async fn round(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow
         // One operation at a time per node; the power actor's event continues from here.
         return Ok(Flow::Wait);
     }
+    if std::mem::take(&mut state.bios_due) {
+        super::bios::cache_bios(myself, state).await?;
+    }
     let Some(spec) = state.spec.as_deref() else {
         return Ok(Flow::Wait);
     };

@@ -39,8 +39,10 @@ struct MachineState {
     ignores_graceful: bool,
     /// The BMC does not answer.
     unreachable: bool,
-    /// Every command, as "power on", "graceful shutdown", "boot pxe", "read".
+    /// Every command, as "power on", "graceful shutdown", "boot pxe", "read", "bios".
     log: Vec<String>,
+    /// The BIOS settings the BMC reports (None: it has none).
+    bios: Option<Vec<(String, String)>>,
 }
 
 impl Machine {
@@ -118,6 +120,21 @@ impl Bmc for MachineBmc {
         let mut m = self.0 .0.lock().unwrap();
         m.log.push(format!("boot {}", device.as_str()));
         Box::pin(async { Ok(()) })
+    }
+
+    fn bios_settings(&mut self) -> BmcFuture<'_, Option<Vec<ferric_model::BiosSetting>>> {
+        let mut m = self.0 .0.lock().unwrap();
+        m.log.push("bios".into());
+        let settings = m.bios.as_ref().map(|b| {
+            b.iter()
+                .map(|(name, value)| ferric_model::BiosSetting {
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                    ..Default::default()
+                })
+                .collect()
+        });
+        Box::pin(async move { Ok(settings) })
     }
 }
 
@@ -419,6 +436,70 @@ async fn the_fake_interface_manages_and_provides_through_timed_steps() {
     assert!(actions[1].starts_with("\"verifying\" -> \"manageable\""));
     assert!(actions[2].starts_with("provide: \"manageable\" -> \"cleaning\""));
     assert!(actions[3].starts_with("\"cleaning\" -> \"available\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bios_settings_are_cached_when_the_node_is_verified_and_when_cleaning_ends() {
+    let mut setup = Setup::new("fake-hardware");
+    setup.spec.driver_info = r#"{"fake_step_secs": 5}"#.into();
+    setup.machine.0.lock().unwrap().bios = Some(vec![
+        ("ProcTurboMode".into(), "Enabled".into()),
+        ("BootMode".into(), "Uefi".into()),
+    ]);
+    let machine = setup.machine.clone();
+    let node = setup.start().await;
+    let bios_reads = || {
+        machine
+            .0
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|c| *c == "bios")
+            .count()
+    };
+    node.provision(1, Verb::Manage);
+    node.provision_state(ProvisionState::Manageable).await;
+    // Cached before the node became manageable: in the store already, read once.
+    let cached = node
+        .store
+        .with(|i| i.bios.clone())
+        .expect("cached by verify");
+    let names: Vec<&str> = cached.settings.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["BootMode", "ProcTurboMode"]);
+    assert_eq!(cached.conductor, "c1");
+    assert_eq!(bios_reads(), 1);
+    let first_read = cached.read_at_ms;
+
+    // The BMC's settings change; cleaning's end reads them again.
+    machine.0.lock().unwrap().bios = Some(vec![("ProcTurboMode".into(), "Disabled".into())]);
+    node.provision(2, Verb::Provide);
+    node.provision_state(ProvisionState::Available).await;
+    let again = node
+        .until("the BIOS cache after cleaning", |i| {
+            i.bios.clone().filter(|b| b.read_at_ms > first_read)
+        })
+        .await;
+    let turbo = again.get("ProcTurboMode").expect("still reported");
+    assert_eq!(turbo.value.as_deref(), Some("Disabled"));
+    assert_eq!(
+        turbo.created_at_ms,
+        cached.get("ProcTurboMode").unwrap().created_at_ms
+    );
+    assert!(turbo.updated_at_ms.is_some());
+    assert!(
+        again.get("BootMode").is_none(),
+        "no longer reported: dropped"
+    );
+    assert_eq!(bios_reads(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_machine_without_bios_settings_is_managed_and_nothing_is_cached() {
+    let node = Setup::new("fake-hardware").start().await;
+    node.provision(1, Verb::Manage);
+    node.provision_state(ProvisionState::Manageable).await;
+    assert_eq!(node.store.with(|i| i.bios.clone()), None);
 }
 
 #[tokio::test(start_paused = true)]

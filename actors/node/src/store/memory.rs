@@ -8,7 +8,8 @@ use ferric_cluster::remediation::Slot;
 use ferric_cluster::{ClusterError, NodeView};
 use ferric_model::HeartbeatRecord;
 use ferric_model::{
-    EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus, RemediationPolicy,
+    BiosRecord, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus,
+    RemediationPolicy,
 };
 use futures::future::BoxFuture;
 use ractor::ActorRef;
@@ -34,6 +35,7 @@ pub(crate) struct Inner {
     pub(crate) history: Vec<HistoryEntry>,
     pub(crate) events: Vec<EventRecord>,
     pub(crate) heartbeat: Option<(HeartbeatRecord, i64)>,
+    pub(crate) bios: Option<BiosRecord>,
     /// The next this many requests fail as if etcd were unreachable.
     pub(crate) unavailable: u32,
     /// Status writes attempted (refused ones too).
@@ -58,6 +60,7 @@ impl MemStore {
                 history: Vec::new(),
                 events: Vec::new(),
                 heartbeat: None,
+                bios: None,
                 unavailable: 0,
                 writes_tried: 0,
                 slots: VecDeque::new(),
@@ -199,5 +202,25 @@ impl NodeStore for MemStore {
     ) -> BoxFuture<'a, Result<Slot, ClusterError>> {
         let slot = self.with(|i| i.slots.pop_front().unwrap_or(Slot::Granted));
         Box::pin(async move { Ok(slot) })
+    }
+
+    fn read_bios(&self, _id: NodeId) -> BoxFuture<'_, Result<Option<BiosRecord>, ClusterError>> {
+        let bios = self.with(|i| i.bios.clone());
+        Box::pin(async move { Ok(bios) })
+    }
+
+    fn write_bios<'a>(
+        &'a self,
+        id: NodeId,
+        token: FenceToken,
+        record: &'a BiosRecord,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        let result = self.with(|i| {
+            Self::refuse(i, id, token)?;
+            i.rev += 1;
+            i.bios = Some(record.clone());
+            Ok(())
+        });
+        Box::pin(async move { result })
     }
 }

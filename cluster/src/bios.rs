@@ -1,0 +1,48 @@
+//! A node's cached BIOS settings (`bios/<uuid>`): written by the node's owner, fenced like its
+//! status, read by the gateway on request, deleted with the node.
+
+use crate::{Cluster, ClusterError};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use ferric_model::{decode, encode, BiosRecord, FenceToken, NodeId};
+
+impl Cluster {
+    /// The node's cached settings, None when none were ever cached. An unreadable record is
+    /// `ClusterError::Corrupt`.
+    pub async fn node_bios(&self, id: &NodeId) -> Result<Option<BiosRecord>, ClusterError> {
+        let key = self.keys().bios(id);
+        let resp = self
+            .kv()
+            .get(key.clone(), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => decode::<BiosRecord>(kv.value())
+                .map(Some)
+                .map_err(|source| ClusterError::Corrupt { key, source }),
+        }
+    }
+
+    /// Writes the node's settings if `token` still holds its reservation and the node exists.
+    /// `ClusterError::Fenced` otherwise.
+    pub async fn write_bios(
+        &self,
+        id: &NodeId,
+        token: FenceToken,
+        record: &BiosRecord,
+    ) -> Result<(), ClusterError> {
+        let txn = Txn::new()
+            .when([
+                // fenced: only the owner of the node writes what it read from the BMC.
+                Compare::create_revision(self.keys().reservation(id), CompareOp::Equal, token.0),
+                Compare::create_revision(self.keys().node(id), CompareOp::NotEqual, 0),
+            ])
+            .and_then([TxnOp::put(self.keys().bios(id), encode(record), None)]);
+        let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(ClusterError::Fenced(id.to_string()))
+        }
+    }
+}
