@@ -345,10 +345,7 @@ pub async fn boot_devices_supported(
 
 /// A node's `kind` interface: its own, else its driver's default.
 fn interface_of<'a>(spec: &'a ferric_model::NodeSpec, kind: &str) -> Option<&'a str> {
-    spec.interfaces
-        .get(&format!("{kind}_interface"))
-        .map(String::as_str)
-        .or_else(|| ferric_model::interfaces::default_for(&spec.driver, kind))
+    spec.interface(kind)
 }
 
 /// `driver_info` keys among `keys` that are absent or empty.
@@ -464,7 +461,10 @@ fn validation(state: &AppState, node: &NodeRef) -> Value {
             (None, _) if ferric_model::interfaces::unimplemented(kind, name) => failed(format!(
                 "Ferric accepts the {name} {kind} interface for compatibility with Ironic's clients but does not implement it: {kind} operations do nothing on this node."
             )),
+            // The redfish BIOS interface reads the settings with the node's Redfish
+            // credentials: valid when power is.
             (None, "power" | "management") => power.clone(),
+            (None, "bios") if name == "redfish" => power.clone(),
             (None, "deploy") => deploy.clone(),
             (None, "console") => console.clone(),
             (None, _) => ok(),

@@ -96,12 +96,10 @@ pub fn enabled(driver: &str, kind: &str) -> &'static [&'static str] {
 }
 
 /// Names accepted (enabled) for compatibility although Ferric does not do their work: setting
-/// them is allowed, `validate` answers false for them with a reason.
+/// them is allowed, `validate` answers false for them with a reason. (The redfish BIOS
+/// interface reads and caches the settings; applying them is not done.)
 pub fn unimplemented(kind: &str, name: &str) -> bool {
-    matches!(
-        (kind, name),
-        ("bios" | "firmware" | "inspect" | "raid", "redfish")
-    )
+    matches!((kind, name), ("firmware" | "inspect" | "raid", "redfish"))
 }
 
 /// Whether this build knows `driver` at all.

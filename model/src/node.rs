@@ -130,6 +130,15 @@ impl NodeSpec {
     /// Ironic's `MAX_TRAITS_PER_NODE`.
     pub const MAX_TRAITS: usize = 50;
 
+    /// The node's `kind` interface (`"bios"`, `"deploy"`, ...): its `<kind>_interface` field,
+    /// else the driver's default (None for a driver this build does not have).
+    pub fn interface(&self, kind: &str) -> Option<&str> {
+        self.interfaces
+            .get(&format!("{kind}_interface"))
+            .map(String::as_str)
+            .or_else(|| crate::interfaces::default_for(&self.driver, kind))
+    }
+
     /// A freshly enrolled node with empty JSON fields.
     pub fn new(id: NodeId, driver: &str, now_ms: u64) -> Self {
         NodeSpec {

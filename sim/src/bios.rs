@@ -28,7 +28,7 @@ fn attributes(idx: usize) -> Value {
     json!({
         "BootMode": "Uefi",
         "ProcTurboMode": "Enabled",
-        "ProcVirtualization": if idx % 2 == 0 { "Enabled" } else { "Disabled" },
+        "ProcVirtualization": if idx.is_multiple_of(2) { "Enabled" } else { "Disabled" },
         "NumCores": 8 << (idx % 3),
         "SerialNumber": format!("FSIM{idx:08}"),
         "SecureBoot": false,

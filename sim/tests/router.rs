@@ -310,7 +310,7 @@ async fn unknown_systems_and_paths_are_404() {
     assert!(s.log(0).await.is_empty(), "nothing reached a system");
 
     let a = s
-        .redfish(Method::GET, "/redfish/v1/Systems/sim-0/Bios", None)
+        .redfish(Method::GET, "/redfish/v1/Systems/sim-0/SecureBoot", None)
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     let a = s.redfish(Method::GET, "/redfish/v1/Chassis", None).await;
@@ -320,8 +320,52 @@ async fn unknown_systems_and_paths_are_404() {
     // The request to a known system's unknown sub-resource did reach it.
     let log = s.log(0).await;
     assert_eq!(log.len(), 1);
-    assert_eq!(log[0].path, "/redfish/v1/Systems/sim-0/Bios");
+    assert_eq!(log[0].path, "/redfish/v1/Systems/sim-0/SecureBoot");
     assert_eq!(log[0].status, Some(404));
+}
+
+#[tokio::test]
+async fn the_bios_resource_names_a_registry_published_under_registries() {
+    let s = sim();
+    let get = |path: String| {
+        let s = &s;
+        async move {
+            let a = s.redfish(Method::GET, &path, None).await;
+            assert_eq!(a.status, StatusCode::OK, "{path}");
+            a.json()
+        }
+    };
+    let system = s.get_system("sim-0").await;
+    let bios_path = system["Bios"]["@odata.id"].as_str().unwrap().to_string();
+    let bios = get(bios_path.clone()).await;
+    assert_eq!(bios["Attributes"]["SerialNumber"], "FSIM00000000");
+    assert_eq!(bios["Attributes"]["NumCores"], 8);
+    let registry = bios["AttributeRegistry"].as_str().unwrap().to_string();
+    // Found as a client finds it: root, Registries, the file named so, its location.
+    let root = get("/redfish/v1/".into()).await;
+    let files = get(root["Registries"]["@odata.id"].as_str().unwrap().into()).await;
+    let file_path = files["Members"][0]["@odata.id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = get(file_path.clone()).await;
+    assert_eq!(file["Id"], registry.as_str());
+    let reg = get(file["Location"][0]["Uri"].as_str().unwrap().into()).await;
+    let attrs = reg["RegistryEntries"]["Attributes"].as_array().unwrap();
+    for name in bios["Attributes"].as_object().unwrap().keys() {
+        assert!(
+            attrs.iter().any(|a| a["AttributeName"] == name.as_str()),
+            "{name} is not described by the registry"
+        );
+    }
+    // The BIOS read reached the system and is in its log.
+    let log = s.log(0).await;
+    assert!(log
+        .iter()
+        .any(|e| e.path == bios_path && e.status == Some(200)));
+    // Without credentials the registries are refused like any Redfish resource.
+    let anon = s.control(Method::GET, &file_path, None).await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Caching the node's BIOS settings in etcd (`bios/<uuid>`), as Ironic caches them: when the
 //! node is verified (`manage`) and when cleaning ends, never on an API read. A driver or
-//! machine without BIOS settings leaves the cache as it is; a failed read is logged and never
+//! machine without BIOS settings, or a node whose `bios_interface` is `no-bios`, leaves the
+//! cache as it is; a failed read is logged and never
 //! fails the operation it follows (Ironic's `node_cache_bios_settings` does not either).
 
 use super::power::power_actor;
@@ -21,6 +22,11 @@ pub(super) async fn cache_bios(
 ) -> Result<(), NodeError> {
     if !state.may_command() || state.unserved().is_some() {
         // A caretaker never talks to the BMC.
+        return Ok(());
+    }
+    // Only a BIOS interface that reads settings caches them (`no-bios`, the default as in
+    // Ironic's default configuration, does nothing).
+    if state.spec.as_deref().and_then(|s| s.interface("bios")) != Some("redfish") {
         return Ok(());
     }
     let node = state.id;

@@ -440,8 +440,11 @@ async fn the_fake_interface_manages_and_provides_through_timed_steps() {
 
 #[tokio::test(start_paused = true)]
 async fn bios_settings_are_cached_when_the_node_is_verified_and_when_cleaning_ends() {
-    let mut setup = Setup::new("fake-hardware");
+    let mut setup = Setup::new("redfish");
     setup.spec.driver_info = r#"{"fake_step_secs": 5}"#.into();
+    for (k, v) in [("bios_interface", "redfish"), ("deploy_interface", "fake")] {
+        setup.spec.interfaces.insert(k.into(), v.into());
+    }
     setup.machine.0.lock().unwrap().bios = Some(vec![
         ("ProcTurboMode".into(), "Enabled".into()),
         ("BootMode".into(), "Uefi".into()),
@@ -495,11 +498,25 @@ async fn bios_settings_are_cached_when_the_node_is_verified_and_when_cleaning_en
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_machine_without_bios_settings_is_managed_and_nothing_is_cached() {
-    let node = Setup::new("fake-hardware").start().await;
-    node.provision(1, Verb::Manage);
-    node.provision_state(ProvisionState::Manageable).await;
-    assert_eq!(node.store.with(|i| i.bios.clone()), None);
+async fn without_a_reading_bios_interface_or_settings_nothing_is_cached() {
+    // A machine without settings, and one with settings behind the default `no-bios`.
+    for (interface, settings) in [(Some("redfish"), None), (None, Some(vec![]))] {
+        let mut setup = Setup::new("redfish");
+        if let Some(i) = interface {
+            setup
+                .spec
+                .interfaces
+                .insert("bios_interface".into(), i.into());
+        }
+        setup.machine.0.lock().unwrap().bios = settings;
+        let machine = setup.machine.clone();
+        let node = setup.start().await;
+        node.provision(1, Verb::Manage);
+        node.provision_state(ProvisionState::Manageable).await;
+        assert_eq!(node.store.with(|i| i.bios.clone()), None);
+        let asked = machine.0.lock().unwrap().log.contains(&"bios".to_string());
+        assert_eq!(asked, interface.is_some(), "{interface:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
