@@ -352,11 +352,15 @@ impl Cluster {
                 spec.instance_info = "{}".into();
                 spec.instance_uuid = None;
             }
+            let mut args = args.to_string();
+            if matches!(verb, Verb::Deploy | Verb::Rebuild) {
+                args = spec.store_configdrive(&args);
+            }
             spec.provision_request = Some(ProvisionRequest {
                 seq: spec.next_provision_seq(),
                 verb,
                 maintenance_ok,
-                args: args.to_string(),
+                args,
                 requested_by: requested_by.to_string(),
                 requested_at_ms: now_ms(),
             });

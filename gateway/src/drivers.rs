@@ -209,6 +209,15 @@ fn properties_of(driver: &str) -> Option<Vec<(&'static str, &'static str)>> {
         ("agent_callback_timeout", "Seconds to wait for the agent ramdisk to heartbeat before the wait state fails (Ferric extension). Optional."),
         ("ferric_power_sync", "Power sync policy of this node, \"observe\" or \"enforce\", instead of the cluster's (Ferric extension). Optional."),
     ];
+    // The boot interfaces' keys (Ironic's pxe/ipxe `COMMON_PROPERTIES`), which the install
+    // guide has users set: stored and shown, though Ferric serves no boot images itself.
+    const BOOT: &[(&str, &str)] = &[
+        ("deploy_kernel", "UUID (from Glance) or URL of the deployment kernel. Stored for the boot infrastructure; Ferric serves no boot images itself. Optional."),
+        ("deploy_ramdisk", "UUID (from Glance) or URL of the ramdisk with the agent that is used at deploy time. Stored for the boot infrastructure; Ferric serves no boot images itself. Optional."),
+        ("kernel_append_params", "Additional kernel parameters to pass down to the instance kernel. Stored for the boot infrastructure. Optional."),
+        ("rescue_kernel", "UUID (from Glance) or URL of the rescue kernel. Stored for the boot infrastructure. Optional."),
+        ("rescue_ramdisk", "UUID (from Glance) or URL of the rescue ramdisk with the agent. Stored for the boot infrastructure. Optional."),
+    ];
     let own: &[(&str, &str)] = match driver {
         "ipmi" => &[
             ("ipmi_address", "IP address or hostname of the node. Required."),
@@ -230,7 +239,7 @@ fn properties_of(driver: &str) -> Option<Vec<(&'static str, &'static str)>> {
         ],
         _ => return None,
     };
-    let mut all: Vec<(&str, &str)> = own.iter().chain(AGENT).copied().collect();
+    let mut all: Vec<(&str, &str)> = own.iter().chain(AGENT).chain(BOOT).copied().collect();
     all.sort();
     Some(all)
 }

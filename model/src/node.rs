@@ -130,6 +130,31 @@ impl NodeSpec {
     /// Ironic's `MAX_TRAITS_PER_NODE`.
     pub const MAX_TRAITS: usize = 50;
 
+    /// Puts a deploy's or rebuild's config drive (in the verb's `args`, JSON text) into
+    /// `instance_info.configdrive`, as Ironic's `_store_configdrive` does (the API shows it
+    /// masked), and returns the arguments without it, so the drive is not stored twice. A dict
+    /// (which Ironic's conductor turns into an ISO image) is stored as given.
+    pub fn store_configdrive(&mut self, args: &str) -> String {
+        use serde_json::{Map, Value};
+        let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(args) else {
+            return args.to_string();
+        };
+        let Some(drive) = obj.remove("configdrive") else {
+            return args.to_string();
+        };
+        let mut info = match serde_json::from_str::<Value>(&self.instance_info) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        info.insert("configdrive".into(), drive);
+        self.instance_info = Value::Object(info).to_string();
+        if obj.is_empty() {
+            String::new()
+        } else {
+            Value::Object(obj).to_string()
+        }
+    }
+
     /// The node's `kind` interface (`"bios"`, `"deploy"`, ...): its `<kind>_interface` field,
     /// else the driver's default (None for a driver this build does not have).
     pub fn interface(&self, kind: &str) -> Option<&str> {
@@ -649,6 +674,24 @@ impl Record for ConductorRecord {
 mod tests {
     use super::*;
     use crate::codec::{decode, encode};
+
+    #[test]
+    fn a_config_drive_moves_into_instance_info_and_out_of_the_arguments() {
+        let mut spec = NodeSpec::new(NodeId::new_random(), "fake-hardware", 0);
+        spec.instance_info = r#"{"image_source":"http://i/x.qcow2"}"#.into();
+        let args = spec
+            .store_configdrive(r#"{"configdrive":{"meta_data":{"uuid":"u"}},"deploy_steps":[]}"#);
+        assert_eq!(args, r#"{"deploy_steps":[]}"#);
+        let info: serde_json::Value = serde_json::from_str(&spec.instance_info).unwrap();
+        assert_eq!(info["image_source"], "http://i/x.qcow2");
+        assert_eq!(info["configdrive"]["meta_data"]["uuid"], "u");
+        assert_eq!(spec.store_configdrive(r#"{"configdrive":"H4sI"}"#), "");
+        assert!(spec.instance_info.contains(r#""configdrive":"H4sI""#));
+        let before = spec.instance_info.clone();
+        assert_eq!(spec.store_configdrive(""), "");
+        assert_eq!(spec.store_configdrive(r#"{"x":1}"#), r#"{"x":1}"#);
+        assert_eq!(spec.instance_info, before);
+    }
 
     #[test]
     fn records_round_trip() {
