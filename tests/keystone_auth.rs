@@ -53,6 +53,8 @@ async fn keystone_tokens_and_ironic_policies() {
         .await;
     ks.user("alice", "alice-pw", "member", Scope::Project("demo"))
         .await;
+    ks.user("bob", "bob-pw", "manager", Scope::Project("demo"))
+        .await;
     let gw = Gateway::start(
         &fleet,
         dir.path(),
@@ -356,6 +358,100 @@ async fn keystone_tokens_and_ironic_policies() {
     let body = format!(r#"{{"node_uuid": "{uuid}", "address": "52:54:00:dd:00:03"}}"#);
     let r = call(&gw, "POST", "/v1/ports", Some(&alice), Some(&body));
     assert_eq!(r.status, 403, "{}", r.body);
+    // The owner's manager creates, changes and deletes its node's ports (Ironic's
+    // SYSTEM_ADMIN_OR_OWNER_ADMIN); not those of a node it only leases, nor of another's node.
+    let bob = ks.token("bob", "bob-pw", Scope::Project("demo")).await;
+    let r = call(&gw, "POST", "/v1/ports", Some(&bob), Some(&body));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bobs = r.json()["uuid"].as_str().unwrap().to_string();
+    let pxe_off = r#"[{"op": "replace", "path": "/pxe_enabled", "value": false}]"#;
+    let r = call(
+        &gw,
+        "PATCH",
+        &format!("/v1/ports/{bobs}"),
+        Some(&bob),
+        Some(pxe_off),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(
+        &gw,
+        "GET",
+        "/v1/ports/detail?address=52:54:00:dd:00:03",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(r.json()["ports"][0]["pxe_enabled"], false, "{}", r.body);
+    let on_leased = format!(r#"{{"node_uuid": "{leased}", "address": "52:54:00:dd:00:04"}}"#);
+    let r = call(&gw, "POST", "/v1/ports", Some(&bob), Some(&on_leased));
+    assert_eq!(r.status, 403, "a lessee's manager: {}", r.body);
+    let on_other = format!(r#"{{"node_uuid": "{other}", "address": "52:54:00:dd:00:05"}}"#);
+    let r = call(&gw, "POST", "/v1/ports", Some(&bob), Some(&on_other));
+    assert_eq!(
+        r.status, 400,
+        "another project's node does not exist: {}",
+        r.body
+    );
+    let r = call(
+        &gw,
+        "DELETE",
+        &format!("/v1/ports/{}", port_of[&other]),
+        Some(&bob),
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = call(
+        &gw,
+        "DELETE",
+        &format!("/v1/ports/{bobs}"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(r.status, 403, "a member does not delete ports: {}", r.body);
+    let r = call(
+        &gw,
+        "DELETE",
+        &format!("/v1/ports/{bobs}"),
+        Some(&bob),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    // Volume targets: the lessee's manager may create them too.
+    let target = format!(
+        r#"{{"node_uuid": "{leased}", "volume_type": "iscsi", "boot_index": 0, "volume_id": "vol-1"}}"#
+    );
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/volume/targets",
+        Some(&alice),
+        Some(&target),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = call(&gw, "POST", "/v1/volume/targets", Some(&bob), Some(&target));
+    assert_eq!(r.status, 201, "{}", r.body);
+    // What etcd holds: the port bob deleted is gone, the one on another node is untouched.
+    let mut kv = fleet.inspect.client().kv_client();
+    let ports = kv
+        .get(
+            fleet.inspect.key("ports/"),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
+        )
+        .await
+        .unwrap();
+    let keys: Vec<String> = ports
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).to_string())
+        .collect();
+    assert!(!keys.iter().any(|k| k.ends_with(&bobs)), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.ends_with(&port_of[&other])),
+        "{keys:?}"
+    );
     let leased_spec = fleet.spec(&leased).await;
     assert_eq!(
         leased_spec.driver_info, r#"{"x":"y"}"#,

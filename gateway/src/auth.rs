@@ -472,9 +472,11 @@ pub fn authorize(caller: &Caller, method: &Method, path: &str) -> Result<(), Api
         return match (parts.get(2).copied(), parts.get(3).copied()) {
             (Some("nodes"), None | Some("detail")) if reads => Ok(()),
             (Some("nodes"), Some(ident)) if ident != "validate" && ident != "detail" => Ok(()),
-            (Some("drivers" | "ports" | "portgroups" | "volume"), _) if reads => Ok(()),
+            (Some("drivers"), _) if reads => Ok(()),
+            // Each record's node is checked where it is read or written (`children`).
+            (Some("ports" | "portgroups" | "volume"), _) => Ok(()),
             _ => denied(
-                "the system's; a project-scoped token reads its project's nodes, ports and volume records, and acts on its nodes",
+                "the system's; a project-scoped token reads its project's nodes, ports and volume records, and acts on its nodes and their records",
             ),
         };
     }

@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::informer::CacheState;
 use crate::json_patch;
 use crate::node_json::iso8601;
+use crate::policy::ChildOp;
 use crate::request::{self, Params};
 use crate::version::ApiVersion;
 use crate::AppState;
@@ -190,6 +191,26 @@ fn visible(caller: &Caller, cache: &CacheState, node: &NodeId) -> bool {
             .node(node)
             .is_some_and(|n| crate::policy::relation(p, &n.spec.spec).is_some()),
     }
+}
+
+/// A project-scoped caller's write of a record of `node`, refused as Ironic's default policies
+/// refuse it (`policy::check_child_write`); a node not of its project is answered `hidden()`,
+/// as if it did not exist.
+fn check_write<R: Resource>(
+    caller: &Caller,
+    cache: &CacheState,
+    node: &NodeId,
+    op: ChildOp,
+    hidden: impl FnOnce() -> ApiError,
+) -> Result<(), ApiError> {
+    let Some(project) = &caller.project else {
+        return Ok(());
+    };
+    let rel = cache
+        .node(node)
+        .and_then(|n| crate::policy::relation(project, &n.spec.spec))
+        .ok_or_else(hidden)?;
+    crate::policy::check_child_write(caller, rel, R::ETCD_KIND, op).map_err(ApiError::Forbidden)
 }
 
 /// Which records a list shows.
@@ -560,6 +581,7 @@ fn doc_node(cache: &CacheState, doc: &Map<String, Value>) -> Result<NodeId, ApiE
 pub async fn create<R: Resource>(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
     body: Body,
@@ -591,6 +613,9 @@ pub async fn create<R: Resource>(
     let record = {
         let cache = state.informer.read();
         let node = doc_node(&cache, &doc)?;
+        check_write::<R>(&caller, &cache, &node, ChildOp::Create, || {
+            ApiError::BadRequest(format!("Node {node} could not be found."))
+        })?;
         let ctx = Ctx {
             cache: &cache,
             node,
@@ -627,6 +652,7 @@ pub async fn create<R: Resource>(
 pub async fn patch<R: Resource>(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     Path(ident): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
@@ -655,6 +681,9 @@ pub async fn patch<R: Resource>(
         let old = lookup::<R>(&state, &ident)?;
         let record = {
             let cache = state.informer.read();
+            check_write::<R>(&caller, &cache, &old.record.node(), ChildOp::Update, || {
+                not_found::<R>(&ident)
+            })?;
             let mut doc = Value::Object(old.record.to_doc());
             for op in &ops {
                 json_patch::apply_one(&mut doc, &op.op).map_err(|e| {
@@ -666,6 +695,12 @@ pub async fn patch<R: Resource>(
             }
             let doc = body_object(R::NOUN, doc)?;
             let node = doc_node(&cache, &doc)?;
+            if node != old.record.node() {
+                // Moved to another node: that one must be the caller's to change too.
+                check_write::<R>(&caller, &cache, &node, ChildOp::Update, || {
+                    ApiError::BadRequest(format!("Node {node} could not be found."))
+                })?;
+            }
             let ctx = Ctx {
                 cache: &cache,
                 node,
@@ -705,6 +740,7 @@ pub async fn patch<R: Resource>(
 pub async fn delete<R: Resource>(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
+    Extension(caller): Extension<Caller>,
     Path(ident): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -713,7 +749,13 @@ pub async fn delete<R: Resource>(
     state.read_barrier().await?;
     for _ in 0..8 {
         let old = lookup::<R>(&state, &ident)?;
-        old.record.check_delete(&state.informer.read())?;
+        {
+            let cache = state.informer.read();
+            check_write::<R>(&caller, &cache, &old.record.node(), ChildOp::Delete, || {
+                not_found::<R>(&ident)
+            })?;
+            old.record.check_delete(&cache)?;
+        }
         check_power_off::<R>(&state, &old.record.node(), true)?;
         let keys = state.cluster.keys();
         let w = ChildWrite {

@@ -12,7 +12,10 @@
 //! | console | member | no |
 //! | boot device, traits, interfaces, driver | manager | no |
 //! | delete | admin | no |
-//! | enroll, ports, conductors, cluster events | no | no |
+//! | create or delete a port or port group; change one | manager | no |
+//! | create or delete a volume connector or target | manager | manager |
+//! | change a volume connector or target | member | manager |
+//! | enroll, conductors, cluster events | no | no |
 //!
 //! PATCH by field: `owner`, `conductor_group`, `shard` and `chassis_uuid` only cluster-wide;
 //! `lessee`, `driver_info`, `properties`, `instance_uuid`, `name`, `network_data`, `retired*` the
@@ -116,6 +119,44 @@ pub fn check_node_request(
     }
 }
 
+/// What is done to a port, port group or volume record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildOp {
+    Create,
+    Update,
+    Delete,
+}
+
+/// A project-scoped caller's write of a record (`kind`: `ports`, `portgroups`,
+/// `volume-connectors`, `volume-targets`) of a node it can see, by Ironic's defaults:
+/// `SYSTEM_ADMIN_OR_OWNER_ADMIN` (port and port group create and delete),
+/// `SYSTEM_MEMBER_OR_OWNER_ADMIN` (their update; both also let the owner's managers),
+/// `SYSTEM_MEMBER_OR_OWNER_LESSEE_ADMIN` (volume create and delete) and
+/// `SYSTEM_OR_OWNER_MEMBER_AND_LESSEE_ADMIN` (volume update).
+pub fn check_child_write(
+    caller: &Caller,
+    rel: Relation,
+    kind: &str,
+    op: ChildOp,
+) -> Result<(), String> {
+    let volume = kind.starts_with("volume");
+    let need: Need = match (volume, op) {
+        (false, _) => OWNER_MANAGER,
+        (true, ChildOp::Update) => OWNER_MEMBER_LESSEE_MANAGER,
+        (true, _) => (Some(Role::Manager), Some(Role::Manager)),
+    };
+    if allowed(need, caller.role, rel) {
+        Ok(())
+    } else {
+        let what = match op {
+            ChildOp::Create => "creating",
+            ChildOp::Update => "changing",
+            ChildOp::Delete => "deleting",
+        };
+        Err(refusal(caller, rel, &format!("{what} {kind} of the node")))
+    }
+}
+
 /// A PATCH's fields (the first element of each operation's path, and of `from`).
 pub fn check_patch_fields<'a>(
     caller: &Caller,
@@ -147,6 +188,24 @@ mod tests {
         let mut c = Caller::new("alice", role);
         c.project = Some("p1".into());
         c
+    }
+
+    #[test]
+    fn child_writes_follow_ironic_defaults() {
+        use ChildOp::{Create, Delete, Update};
+        use Relation::{Lessee, Owner};
+        let ok = |role, rel, kind, op| check_child_write(&caller(role), rel, kind, op).is_ok();
+        for op in [Create, Update, Delete] {
+            assert!(ok(Role::Manager, Owner, "ports", op));
+            assert!(ok(Role::Admin, Owner, "portgroups", op));
+            assert!(!ok(Role::Member, Owner, "ports", op));
+            assert!(!ok(Role::Admin, Lessee, "ports", op));
+            assert!(ok(Role::Manager, Lessee, "volume-targets", op));
+            assert!(!ok(Role::Member, Lessee, "volume-connectors", op));
+        }
+        assert!(ok(Role::Member, Owner, "volume-targets", Update));
+        assert!(!ok(Role::Member, Owner, "volume-targets", Create));
+        assert!(!ok(Role::Reader, Owner, "volume-targets", Update));
     }
 
     #[test]
