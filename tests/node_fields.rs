@@ -307,7 +307,7 @@ async fn metal3_http_openstacksdk_and_bad_input() {
         "1.81",
         Some(
             json!({"driver": "fake-hardware", "name": "m3-0", "boot_interface": "ipxe",
-                    "deploy_interface": "fake", "network_data": {"links": []}}),
+                    "deploy_interface": "fake", "network_data": {"links": [], "networks": [], "services": []}}),
         ),
     );
     assert_eq!(r.status, 201, "{}", r.body);
@@ -337,10 +337,16 @@ async fn metal3_http_openstacksdk_and_bad_input() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["automated_clean"], false);
-    assert_eq!(r.json()["network_data"], json!({"links": []}));
+    assert_eq!(
+        r.json()["network_data"],
+        json!({"links": [], "networks": [], "services": []})
+    );
     let spec = fleet.spec(&id).await;
     assert_eq!(spec.automated_clean, Some(false));
-    assert_eq!(spec.network_data, r#"{"links":[]}"#);
+    assert_eq!(
+        spec.network_data,
+        r#"{"links":[],"networks":[],"services":[]}"#
+    );
 
     // Metal3 enrolls a Redfish host with firmware, RAID and inspect interfaces `redfish`:
     // accepted, and validate says Ferric does not implement them (boot and deploy pass).
@@ -415,6 +421,16 @@ async fn metal3_http_openstacksdk_and_bad_input() {
         ),
         400,
         "only be set when retired is True",
+    );
+    expect(
+        &patch(
+            json!([{"op": "replace", "path": "/network_data", "value":
+                {"links": [{"id": "eth0", "type": "phy", "ethernet_mac_address": "not-a-mac"}],
+                 "networks": [], "services": []}}]),
+            "1.81",
+        ),
+        400,
+        "Invalid network_data: links[0]: ethernet_mac_address",
     );
     // A field of a newer microversion: hidden below it, set below it → 406.
     let old = call(p, "GET", "/v1/nodes/m3-0", "1.49", None).json();

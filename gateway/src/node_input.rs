@@ -525,7 +525,12 @@ fn set_field(spec: &mut NodeSpec, what: &str, field: &str, v: &Value) -> Result<
                 spec.protected_reason = None;
             }
         }
-        "network_data" => spec.network_data = want_object(what, field, v)?,
+        "network_data" => {
+            let text = want_object(what, field, v)?;
+            network_data::validate(v)
+                .map_err(|e| ApiError::BadRequest(format!("Invalid network_data: {e}")))?;
+            spec.network_data = text;
+        }
         other => return Err(ApiError::BadRequest(format!("Cannot patch /{other}."))),
     }
     Ok(())
@@ -733,6 +738,8 @@ fn check_protected_retired(
     }
     Ok(())
 }
+
+mod network_data;
 
 #[cfg(test)]
 mod tests;

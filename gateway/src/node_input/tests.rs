@@ -66,7 +66,7 @@ fn create_validates_like_ironic() {
     let spec = create(
         &json!({"driver": "fake-hardware", "owner": "p1", "lessee": "p2", "description": "d",
                 "automated_clean": false, "retired": true, "retired_reason": "eol",
-                "network_data": {"links": []}, "shard": "s1"}),
+                "network_data": {"links": [], "networks": [], "services": []}, "shard": "s1"}),
         v(95),
         &drivers(),
         0,
@@ -78,7 +78,10 @@ fn create_validates_like_ironic() {
     assert_eq!(spec.automated_clean, Some(false));
     assert!(spec.retired);
     assert_eq!(spec.retired_reason.as_deref(), Some("eol"));
-    assert_eq!(spec.network_data, r#"{"links":[]}"#);
+    assert_eq!(
+        spec.network_data,
+        r#"{"links":[],"networks":[],"services":[]}"#
+    );
     assert_eq!(spec.shard.as_deref(), Some("s1"));
     assert!(matches!(
         err(
