@@ -55,11 +55,6 @@ const FIELDS: &[&str] = &[
     "value",
 ];
 
-fn not_found() -> ApiError {
-    // What Ironic answers below a resource's microversion.
-    ApiError::NotFound("The resource could not be found.".into())
-}
-
 /// `GET /v1/nodes/{node}/bios[?detail=True|fields=...]`.
 pub async fn list(
     State(state): State<AppState>,
@@ -69,7 +64,7 @@ pub async fn list(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     if !v.at_least(V_BIOS) {
-        return Err(not_found());
+        return Err(ApiError::no_such_resource());
     }
     let params = Params::parse(q.as_deref())?;
     let registry = v.at_least(V_BIOS_REGISTRY);
@@ -122,7 +117,7 @@ pub async fn show(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     if !v.at_least(V_BIOS) {
-        return Err(not_found());
+        return Err(ApiError::no_such_resource());
     }
     Params::parse(q.as_deref())?.only(&[])?;
     let node = request::lookup(&state, &ident, v).await?;

@@ -116,9 +116,7 @@ fn gate<R: Resource>(v: ApiVersion) -> Result<(), ApiError> {
     if v.at_least(R::SINCE) {
         Ok(())
     } else {
-        Err(ApiError::NotFound(
-            "The resource could not be found.".into(),
-        ))
+        Err(ApiError::no_such_resource())
     }
 }
 
@@ -249,9 +247,7 @@ async fn list_impl<R: Resource>(
         && R::ETCD_KIND == ferric_cluster::children::PORTGROUPS
         && !v.at_least(crate::version::V_PORTGROUPS_SUB)
     {
-        return Err(ApiError::NotFound(
-            "The resource could not be found.".into(),
-        ));
+        return Err(ApiError::no_such_resource());
     }
     let p = Params::parse(q.as_deref())?;
     let mut allowed: Vec<&str> = COMMON.to_vec();
@@ -470,9 +466,7 @@ pub async fn list_of_portgroup(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     if !v.at_least(crate::version::V_PORTGROUPS_SUB) {
-        return Err(ApiError::NotFound(
-            "The resource could not be found.".into(),
-        ));
+        return Err(ApiError::no_such_resource());
     }
     list_impl::<ferric_model::PortRecord>(
         state,
@@ -607,8 +601,7 @@ pub async fn create<R: Resource>(
     if doc_node(&state.informer.read(), &doc).is_err() {
         // Perhaps created through another gateway a moment ago: catch up with etcd once
         // before answering that the node does not exist.
-        let now = state.cluster.revision().await?;
-        state.settle(now).await;
+        state.catch_up().await?;
     }
     let record = {
         let cache = state.informer.read();
@@ -728,8 +721,7 @@ pub async fn patch<R: Resource>(
             ));
         }
         // Changed meanwhile: wait for the copy to show the change, then again.
-        let now = state.cluster.revision().await?;
-        state.settle(now).await;
+        state.catch_up().await?;
     }
     Err(ApiError::Conflict(format!(
         "{} {ident} was changed concurrently too many times; please retry.",
@@ -770,8 +762,7 @@ pub async fn delete<R: Resource>(
         if commit(&state, w).await?.is_some() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        let now = state.cluster.revision().await?;
-        state.settle(now).await;
+        state.catch_up().await?;
     }
     Err(ApiError::Conflict(format!(
         "{} {ident} was changed concurrently too many times; please retry.",

@@ -53,6 +53,11 @@ impl ApiError {
         ApiError::NotAcceptable("Request not acceptable.".into())
     }
 
+    /// What Ironic answers for a path it does not serve, or not at the request's microversion.
+    pub fn no_such_resource() -> Self {
+        ApiError::NotFound("The resource could not be found.".into())
+    }
+
     /// Ironic's `NodeNotFound`.
     pub fn node_not_found(ident: &str) -> Self {
         ApiError::NotFound(format!("Node {ident} could not be found."))

@@ -177,6 +177,14 @@ impl AppState {
         }
     }
 
+    /// Waits (bounded) until the copy has everything etcd has now (after a lost
+    /// compare-and-swap, or before answering that something does not exist).
+    pub(crate) async fn catch_up(&self) -> Result<(), ApiError> {
+        let now = self.cluster.revision().await?;
+        self.settle(now).await;
+        Ok(())
+    }
+
     /// Waits (bounded) until the copy has a write at `rev`, then notes it.
     pub(crate) async fn settle(&self, rev: i64) {
         self.wrote(rev);
@@ -378,7 +386,7 @@ pub async fn serve(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("The resource could not be found.".into())
+    ApiError::no_such_resource()
 }
 
 /// Paths served without authentication: version discovery (as Ironic's public root), health,

@@ -154,9 +154,7 @@ pub async fn conductors(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     if !v.at_least(version::V_CONDUCTORS) {
-        return Err(ApiError::NotFound(
-            "The resource could not be found.".into(),
-        ));
+        return Err(ApiError::no_such_resource());
     }
     let params = Params::parse(q.as_deref())?;
     params.only(&[
@@ -239,9 +237,7 @@ pub async fn conductor(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     if !v.at_least(version::V_CONDUCTORS) {
-        return Err(ApiError::NotFound(
-            "The resource could not be found.".into(),
-        ));
+        return Err(ApiError::no_such_resource());
     }
     let params = Params::parse(q.as_deref())?;
     params.only(&["fields"])?;
@@ -352,9 +348,7 @@ pub async fn history(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     if !v.at_least(version::V_HISTORY) {
-        return Err(ApiError::NotFound(
-            "The resource could not be found.".into(),
-        ));
+        return Err(ApiError::no_such_resource());
     }
     let params = Params::parse(q.as_deref())?;
     params.only(&["detail", "marker", "limit", "sort_key", "sort_dir"])?;
@@ -407,9 +401,7 @@ pub async fn history_event(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !v.at_least(version::V_HISTORY) {
-        return Err(ApiError::NotFound(
-            "The resource could not be found.".into(),
-        ));
+        return Err(ApiError::no_such_resource());
     }
     let node = request::lookup(&state, &ident, v).await?;
     let id = node.id();

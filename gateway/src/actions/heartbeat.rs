@@ -114,9 +114,7 @@ pub async fn heartbeat(
     body: Body,
 ) -> Result<Response, ApiError> {
     if !v.at_least(version::V_RAMDISK) {
-        return Err(ApiError::NotFound(
-            "The resource could not be found.".into(),
-        ));
+        return Err(ApiError::no_such_resource());
     }
     let body = request::json_body(body, &headers, state.config.body_limit).await?;
     let obj = request::action_object(body, HEARTBEAT_ARGS)?;

@@ -31,9 +31,7 @@ fn gate(v: ApiVersion) -> Result<(), ApiError> {
     if v.at_least(V_VIFS) {
         Ok(())
     } else {
-        Err(ApiError::NotFound(
-            "The resource could not be found.".into(),
-        ))
+        Err(ApiError::no_such_resource())
     }
 }
 
@@ -160,13 +158,6 @@ async fn set_vif(
     commit(state, w).await
 }
 
-/// Waits until the copy has everything etcd has now (after a lost compare-and-swap).
-async fn catch_up(state: &AppState) -> Result<(), ApiError> {
-    let now = state.cluster.revision().await?;
-    state.settle(now).await;
-    Ok(())
-}
-
 pub async fn attach(
     State(state): State<AppState>,
     Extension(v): Extension<ApiVersion>,
@@ -276,9 +267,9 @@ pub async fn attach(
                 tracing::info!(%node, %vif, on = %uuid, rev, "VIF attached");
                 return Ok(StatusCode::NO_CONTENT.into_response());
             }
-            Ok(None) => catch_up(&state).await?,
+            Ok(None) => state.catch_up().await?,
             // Taken: attached meanwhile (here or elsewhere); the next round says which.
-            Err(ApiError::Conflict(_)) => catch_up(&state).await?,
+            Err(ApiError::Conflict(_)) => state.catch_up().await?,
             Err(e) => return Err(e),
         }
     }
@@ -308,7 +299,7 @@ pub async fn detach(
         {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        catch_up(&state).await?;
+        state.catch_up().await?;
     }
     Err(ApiError::Conflict(format!(
         "The ports of node {ident} were changed concurrently too many times; please retry."
