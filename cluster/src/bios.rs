@@ -1,9 +1,10 @@
 //! A node's cached BIOS settings (`bios/<uuid>`): written by the node's owner, fenced like its
-//! status, read by the gateway on request, deleted with the node.
+//! status, read by the gateway on request, deleted with the node. And its inspection data
+//! (`inventory/<uuid>`), written by the gateway that received it.
 
 use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use ferric_model::{decode, encode, BiosRecord, FenceToken, NodeId};
+use ferric_model::{decode, encode, BiosRecord, FenceToken, InventoryRecord, NodeId};
 
 impl Cluster {
     /// The node's cached settings, None when none were ever cached. An unreadable record is
@@ -43,6 +44,47 @@ impl Cluster {
             Ok(())
         } else {
             Err(ClusterError::Fenced(id.to_string()))
+        }
+    }
+
+    /// The node's inspection data, None when none was received.
+    pub async fn node_inventory(
+        &self,
+        id: &NodeId,
+    ) -> Result<Option<InventoryRecord>, ClusterError> {
+        let key = self.keys().inventory(id);
+        let resp = self
+            .kv()
+            .get(key.clone(), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => decode::<InventoryRecord>(kv.value())
+                .map(Some)
+                .map_err(|source| ClusterError::Corrupt { key, source }),
+        }
+    }
+
+    /// Stores a node's inspection data if the node exists (`NodeNotFound` otherwise); the
+    /// revision of the write.
+    pub async fn write_inventory(
+        &self,
+        id: &NodeId,
+        record: &InventoryRecord,
+    ) -> Result<i64, ClusterError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.keys().node(id),
+                CompareOp::NotEqual,
+                0,
+            )])
+            .and_then([TxnOp::put(self.keys().inventory(id), encode(record), None)]);
+        let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+        if resp.succeeded() {
+            Ok(resp.header().map_or(0, |h| h.revision()))
+        } else {
+            Err(ClusterError::NodeNotFound(id.to_string()))
         }
     }
 }

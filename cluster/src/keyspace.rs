@@ -123,6 +123,10 @@ impl Keyspace {
     pub fn bios(&self, id: &NodeId) -> String {
         format!("{}bios/{id}", self.prefix)
     }
+    /// A node's inspection data (no lease; written by the gateway that received it).
+    pub fn inventory(&self, id: &NodeId) -> String {
+        format!("{}inventory/{id}", self.prefix)
+    }
     /// All history entries of a node.
     pub fn history(&self, id: &NodeId) -> String {
         format!("{}history/{id}/", self.prefix)

@@ -597,16 +597,32 @@ pub async fn create<R: Resource>(
             return Err(ApiError::not_acceptable());
         }
     }
+    let record = create_record::<R>(&state, &caller, &doc).await?;
+    let base = request::base_url(&state, &headers);
+    let mut resp = request::json(StatusCode::CREATED, &render(&record, v, &base, None));
+    if let Ok(loc) = HeaderValue::from_str(&format!("{base}/v1/{}/{}", R::PATH, record.uuid())) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+/// Creates a record from a create body already checked against the request's microversion
+/// (the API's `POST`, and what inspection creates for the NICs it finds).
+pub(crate) async fn create_record<R: Resource>(
+    state: &AppState,
+    caller: &Caller,
+    doc: &Map<String, Value>,
+) -> Result<R, ApiError> {
     state.read_barrier().await?;
-    if doc_node(&state.informer.read(), &doc).is_err() {
+    if doc_node(&state.informer.read(), doc).is_err() {
         // Perhaps created through another gateway a moment ago: catch up with etcd once
         // before answering that the node does not exist.
         state.catch_up().await?;
     }
     let record = {
         let cache = state.informer.read();
-        let node = doc_node(&cache, &doc)?;
-        check_write::<R>(&caller, &cache, &node, ChildOp::Create, || {
+        let node = doc_node(&cache, doc)?;
+        check_write::<R>(caller, &cache, &node, ChildOp::Create, || {
             ApiError::BadRequest(format!("Node {node} could not be found."))
         })?;
         let ctx = Ctx {
@@ -614,7 +630,7 @@ pub async fn create<R: Resource>(
             node,
             now: now_ms(),
         };
-        R::from_doc(&doc, None, &ctx)?
+        R::from_doc(doc, None, &ctx)?
     };
     let keys = state.cluster.keys();
     let key = keys.child(R::ETCD_KIND, &record.node(), &record.uuid());
@@ -627,19 +643,14 @@ pub async fn create<R: Resource>(
         after: record.indexes(keys),
         before: Vec::new(),
     };
-    if commit(&state, w).await?.is_none() {
+    if commit(state, w).await?.is_none() {
         return Err(ApiError::Conflict(format!(
             "A {} with UUID {} already exists.",
             R::NOUN,
             record.uuid()
         )));
     }
-    let base = request::base_url(&state, &headers);
-    let mut resp = request::json(StatusCode::CREATED, &render(&record, v, &base, None));
-    if let Ok(loc) = HeaderValue::from_str(&format!("{base}/v1/{}/{}", R::PATH, record.uuid())) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(record)
 }
 
 pub async fn patch<R: Resource>(

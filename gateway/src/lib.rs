@@ -26,6 +26,7 @@ mod console;
 mod create_batch;
 mod drivers;
 mod extensions;
+mod inspection;
 mod nodes;
 mod policy;
 mod request;
@@ -328,6 +329,11 @@ pub fn app(state: AppState) -> Router {
         .route("/conductors", get(root::conductors))
         .route("/conductors/{name}", get(root::conductor))
         .route("/heartbeat/{node}", post(actions::heartbeat))
+        .route(
+            "/continue_inspection",
+            post(inspection::continue_inspection),
+        )
+        .route("/nodes/{node}/inventory", get(inspection::inventory))
         .route("/ferric/events", get(extensions::events))
         .route("/ferric/openapi.json", get(extensions::openapi))
         .route("/ferric/conductors", get(extensions::conductors))
@@ -390,10 +396,12 @@ async fn not_found() -> ApiError {
 }
 
 /// Paths served without authentication: version discovery (as Ironic's public root), health,
-/// and the agent's heartbeat (Ironic's `public_api_routes`: a ramdisk has no credentials; its
-/// agent token, pinned by the first heartbeat of each boot, is what the heartbeat is checked by).
+/// and the ramdisk's heartbeat and inspection data (Ironic's `public_api_routes`: a ramdisk has
+/// no credentials; its agent token, pinned by the first heartbeat of each boot, is what the
+/// heartbeat is checked by, and inspection data is taken only for a node waiting for it).
 fn public(path: &str) -> bool {
-    matches!(path, "/" | "/v1" | "/healthz") || path.starts_with("/v1/heartbeat/")
+    matches!(path, "/" | "/v1" | "/healthz" | "/v1/continue_inspection")
+        || path.starts_with("/v1/heartbeat/")
 }
 
 /// Microversion negotiation and authentication of every API request.

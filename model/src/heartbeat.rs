@@ -18,6 +18,24 @@ pub struct HeartbeatRecord {
     pub recorded_by: String,
 }
 
+/// `agent_status` of the record the gateway writes when a node's ramdisk has sent its
+/// inspection data (`POST /v1/continue_inspection`): it finishes `inspect wait`. The heartbeat
+/// API accepts only `start`, `end` and `error` from agents, so no agent can send these.
+pub const INSPECTION_DATA: &str = "inspection data received";
+/// The same when the inspection data carried an error (its message in `agent_status_message`):
+/// the inspection fails.
+pub const INSPECTION_ERROR: &str = "inspection error";
+
+impl HeartbeatRecord {
+    /// Whether the gateway wrote this for received inspection data (not an agent's heartbeat).
+    pub fn is_inspection_result(&self) -> bool {
+        matches!(
+            self.agent_status.as_deref(),
+            Some(INSPECTION_DATA | INSPECTION_ERROR)
+        )
+    }
+}
+
 impl Record for HeartbeatRecord {
     const KIND: &'static str = "heartbeat";
     const VERSION: u8 = 1;

@@ -13,6 +13,7 @@ pub mod heartbeat;
 pub mod history;
 pub mod ids;
 pub mod interfaces;
+pub mod inventory;
 pub mod node;
 pub mod port;
 pub mod power;
@@ -29,6 +30,7 @@ pub use driver_info::{DriverInfo, DriverInfoError};
 pub use heartbeat::HeartbeatRecord;
 pub use history::{HistoryKind, Requester};
 pub use ids::{ConductorName, FenceToken, NameError, NodeId, NodeName};
+pub use inventory::InventoryRecord;
 pub use node::{
     faults, AgentProgress, BootDeviceRequest, ConductorRecord, EventRecord, EvictionRecord,
     HistoryEntry, NodeHistory, NodeSpec, NodeStatus, PowerOp, PowerRequest, ProvisionRequest,

@@ -121,6 +121,15 @@ pub async fn heartbeat(
     let body = parse(&obj, v)?;
     let node = request::lookup(&state, &ident, v).await?;
     check(&body, &node)?;
+    let inspecting = node
+        .status
+        .as_ref()
+        .is_some_and(|st| st.status.provision_state == ferric_model::ProvisionState::InspectWait);
+    if inspecting {
+        // Accepted, not recorded: `inspect wait` ends with the inspection data, whose record
+        // in the heartbeat's place must not be replaced before the conductor takes it.
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
     let rec = HeartbeatRecord {
         at_ms: now_ms(),
         callback_url: body.callback_url,

@@ -6,6 +6,7 @@
 //! the node resumes the busy state and the conductor does its own part (`node_state::work_for`).
 
 use crate::decide::node_state::{transition, Work};
+use ferric_model::heartbeat::INSPECTION_ERROR;
 use ferric_model::provision::Event;
 use ferric_model::HeartbeatRecord;
 use ferric_model::{DriverInfo, NodeSpec, NodeStatus, ProvisionState};
@@ -114,7 +115,17 @@ pub fn on_heartbeat(
     if !agent_may_progress(spec, status) {
         return Heartbeat::InMaintenance;
     }
-    if let Some(pinned) = &agent.token {
+    let inspection = hb.is_inspection_result();
+    if state == ProvisionState::InspectWait && !inspection {
+        // In-band inspection ends with the ramdisk's inspection data (the gateway records it
+        // as an inspection result), not with a heartbeat.
+        return Heartbeat::Ignored("inspect wait ends with the inspection data");
+    }
+    if inspection && state != ProvisionState::InspectWait {
+        return Heartbeat::Ignored("inspection data for a node not waiting for it");
+    }
+    if let Some(pinned) = agent.token.as_ref().filter(|_| !inspection) {
+        // (An inspection result is the gateway's record, not the agent's.)
         if hb.agent_token.as_ref() != Some(pinned) {
             return Heartbeat::WrongToken;
         }
@@ -128,7 +139,7 @@ pub fn on_heartbeat(
             a.token = hb.agent_token.clone();
         }
     }
-    if hb.agent_status.as_deref() == Some("error") {
+    if matches!(hb.agent_status.as_deref(), Some("error" | INSPECTION_ERROR)) {
         let error = format!(
             "the agent reported an error in \"{}\": {}",
             state.as_str(),

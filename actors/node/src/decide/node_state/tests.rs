@@ -269,6 +269,100 @@ fn hb(at_ms: u64, token: &str) -> HeartbeatRecord {
     }
 }
 
+/// What the gateway records when inspection data arrives (`error`: the data carried one).
+fn inspection_result(at_ms: u64, error: Option<&str>) -> HeartbeatRecord {
+    use ferric_model::heartbeat::{INSPECTION_DATA, INSPECTION_ERROR};
+    HeartbeatRecord {
+        callback_url: String::new(),
+        agent_token: None,
+        agent_status: Some(
+            if error.is_some() {
+                INSPECTION_ERROR
+            } else {
+                INSPECTION_DATA
+            }
+            .into(),
+        ),
+        agent_status_message: error.map(str::to_string),
+        ..hb(at_ms, "")
+    }
+}
+
+#[test]
+fn inspect_wait_ends_with_the_inspection_data_not_a_heartbeat() {
+    let s = agent_spec();
+    let mut st = owned(1);
+    st.provision_state = ProvisionState::Manageable;
+    let (st, _) = begin_provision(&s, &st, &vreq(1, Verb::Inspect), 0, 1000);
+    let (st, _) = hardware_done(
+        &s,
+        &st,
+        ProvisionState::Inspecting,
+        Hardware::BootRamdisk,
+        Ok(()),
+        10,
+        10,
+        1000,
+    );
+    assert_eq!(st.provision_state, ProvisionState::InspectWait);
+    assert!(matches!(
+        on_heartbeat(&s, &st, &hb(20, "t"), 1, 20, 1000),
+        Heartbeat::Ignored(_)
+    ));
+    // The agent's token (pinned or not) does not apply to the gateway's record.
+    let mut pinned = st.clone();
+    pinned.agent.as_mut().unwrap().token = Some("t".into());
+    let (done, work) = progress(on_heartbeat(
+        &s,
+        &pinned,
+        &inspection_result(21, None),
+        2,
+        21,
+        1000,
+    ));
+    assert_eq!(done.provision_state, ProvisionState::Inspecting);
+    assert_eq!(
+        work,
+        Some(Work::Hardware {
+            state: ProvisionState::Inspecting,
+            hw: Hardware::PowerOff
+        })
+    );
+    let (failed, _) = progress(on_heartbeat(
+        &s,
+        &st,
+        &inspection_result(22, Some("no disks found")),
+        3,
+        22,
+        1000,
+    ));
+    assert_eq!(failed.provision_state, ProvisionState::InspectFailed);
+    assert!(failed
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("no disks found"));
+    // Inspection data means nothing to a node that waits for something else.
+    let mut cleaning = owned(1);
+    cleaning.provision_state = ProvisionState::Manageable;
+    let (c, _) = begin_provision(&s, &cleaning, &vreq(1, Verb::Provide), 0, 1000);
+    let (c, _) = hardware_done(
+        &s,
+        &c,
+        ProvisionState::Cleaning,
+        Hardware::BootRamdisk,
+        Ok(()),
+        10,
+        10,
+        1000,
+    );
+    assert_eq!(c.provision_state, ProvisionState::CleanWait);
+    assert!(matches!(
+        on_heartbeat(&s, &c, &inspection_result(23, None), 4, 23, 1000),
+        Heartbeat::Ignored(_)
+    ));
+}
+
 fn progress(h: Heartbeat) -> (NodeStatus, Option<Work>) {
     match h {
         Heartbeat::Progress { status, work, .. } => (*status, work),
@@ -406,14 +500,12 @@ fn every_agent_verb_reaches_its_end_state() {
                 Some(Work::Verify) => unreachable!(),
                 None if st.provision_state.is_wait() => {
                     rev += 1;
-                    (st, work) = progress(on_heartbeat(
-                        &s,
-                        &st,
-                        &hb(rev as u64, "t"),
-                        rev,
-                        rev as u64,
-                        1000,
-                    ));
+                    // Inspection ends with the inspection data, the rest with heartbeats.
+                    let mut beat = hb(rev as u64, "t");
+                    if st.provision_state == ProvisionState::InspectWait {
+                        beat = inspection_result(rev as u64, None);
+                    }
+                    (st, work) = progress(on_heartbeat(&s, &st, &beat, rev, rev as u64, 1000));
                 }
                 None => break,
             }
