@@ -6,7 +6,7 @@
 //! | request | owner's project | lessee's project |
 //! |---|---|---|
 //! | read the node, its states, traits, VIFs, validate | reader | reader |
-//! | history | reader | no |
+//! | history, inventory | reader | no |
 //! | PATCH (field rules below), power | member | member |
 //! | provision, maintenance, VIF attach/detach | member | manager |
 //! | console | member | no |
@@ -61,7 +61,7 @@ const NOBODY: Need = (None, None);
 fn need(method: &Method, rest: &[&str]) -> Need {
     let reads = method == Method::GET || method == Method::HEAD;
     match (rest.first().copied().unwrap_or(""), reads) {
-        ("history", true) => OWNER_READ,
+        ("history" | "inventory", true) => OWNER_READ,
         ("management", _) => OWNER_MANAGER,
         ("console", true) => OWNER_MEMBER,
         ("states", true) if rest.get(1) == Some(&"console") => OWNER_MEMBER,
