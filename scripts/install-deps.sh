@@ -45,6 +45,8 @@ if [ -f tests/python-requirements.txt ]; then
         echo "installing Python test tools into $FERRIC_PYVENV" >&2
         python3 -m venv "$FERRIC_PYVENV"
         "$FERRIC_PYVENV/bin/pip" install -q --disable-pip-version-check -r tests/python-requirements.txt
+        # Ansible collections the file names, taken out of PyPI wheels (see the file).
+        "$FERRIC_PYVENV/bin/python" scripts/install-collections.py tests/python-requirements.txt
         cp tests/python-requirements.txt "$stamp"
     fi
 fi

@@ -118,15 +118,19 @@ pub fn api(port: u16, method: &str, path: &str, body: Option<&str>) -> Reply {
     .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-/// The virtualenv with python-ironicclient and openstacksdk: the one `scripts/install-deps.sh`
-/// made (`$FERRIC_PYVENV`, default `target/pyvenv`), or one made here from
-/// `tests/python-requirements.txt` when it is missing (bounded by pip's own time).
+/// The virtualenv with python-ironicclient, openstacksdk and Ansible: the one
+/// `scripts/install-deps.sh` made (`$FERRIC_PYVENV`, default `target/pyvenv`), or one made (or
+/// brought up to date) here from `tests/python-requirements.txt` when it is missing or was made
+/// from another version of that file (bounded by pip's own time), as that script does.
 pub fn pyvenv() -> PathBuf {
     let root = crate::workspace_root();
     let venv = std::env::var_os("FERRIC_PYVENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/pyvenv"));
-    if venv.join("bin/baremetal").exists() && venv.join("bin/python").exists() {
+    let requirements = root.join("tests/python-requirements.txt");
+    let wanted = std::fs::read(&requirements).expect("tests/python-requirements.txt");
+    let stamp = venv.join(".requirements");
+    if venv.join("bin/python").exists() && std::fs::read(&stamp).ok().as_ref() == Some(&wanted) {
         return venv;
     }
     let status = Command::new("python3")
@@ -137,7 +141,7 @@ pub fn pyvenv() -> PathBuf {
     assert!(status.success(), "cannot create {}", venv.display());
     let out = Command::new(venv.join("bin/pip"))
         .args(["install", "-q", "--disable-pip-version-check", "-r"])
-        .arg(root.join("tests/python-requirements.txt"))
+        .arg(&requirements)
         .output()
         .expect("pip");
     assert!(
@@ -145,6 +149,17 @@ pub fn pyvenv() -> PathBuf {
         "pip install failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = Command::new(venv.join("bin/python"))
+        .arg(root.join("scripts/install-collections.py"))
+        .arg(&requirements)
+        .output()
+        .expect("scripts/install-collections.py");
+    assert!(
+        out.status.success(),
+        "installing Ansible collections failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&stamp, &wanted).expect("write the virtualenv's stamp");
     venv
 }
 
