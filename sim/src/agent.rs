@@ -1,48 +1,66 @@
-//! The deploy agent of a simulated machine (the heartbeat side of Ironic Python Agent): its
-//! configuration from the control API, the facts of its latest run, the heartbeat it sends, and
-//! the task that sends them.
+//! The deploy agent of a simulated machine (the inspection and heartbeat sides of Ironic Python
+//! Agent): its configuration from the control API, the facts of its latest run, the inspection
+//! data and heartbeats it sends, and the task that sends them.
 //!
 //! An agent runs while its system runs a boot from `Pxe` (the ramdisk); booting from anything
 //! else runs no agent. Each such boot starts a fresh run: a new token (unless one is configured),
-//! heartbeat numbers from 1. The first heartbeat goes out one interval after the boot (as an agent
-//! needs a moment to start), the next one an interval after the previous one was answered, so a
-//! slow API spreads heartbeats out instead of piling them up. One task per running agent; none for
-//! a configured agent whose system is off or booted from disk. At most [`MAX_IN_FLIGHT`]
-//! heartbeats are in flight fleet-wide (a heartbeat waits for a slot), so a fleet booted at once
-//! holds a bounded number of connections to the API rather than one per machine; with an API
-//! that hangs, heartbeats come less often than the interval says.
+//! heartbeat numbers from 1. Nothing goes out during the first interval after the boot (an agent
+//! needs a moment to start). Then, unless `inspect` is off, the agent posts the machine's
+//! inspection data (`hardware::inspection_data`) to `/v1/continue_inspection`, once, as IPA does
+//! when it has an inspection callback; whatever the answer, it heartbeats from then on (the first
+//! heartbeat right after the inspection's answer, as IPA starts heartbeating when inspection
+//! returns). Each next heartbeat goes an interval after the previous one was answered, so a slow
+//! API spreads heartbeats out instead of piling them up. The simulator cannot tell why its
+//! machine booted the ramdisk (Ironic puts the callback URL on the kernel command line of
+//! inspection boots only), so it posts at every ramdisk boot; the API answers 404 when no node
+//! waits for inspection data, as for a boot into cleaning or deploying.
+//!
+//! One task per running agent; none for a configured agent whose system is off or booted from
+//! disk. At most [`MAX_IN_FLIGHT`] requests (heartbeats and inspection posts together) are in
+//! flight fleet-wide (a request waits for a slot), so a fleet booted at once holds a bounded
+//! number of connections to the API rather than one per machine; with an API that hangs,
+//! heartbeats come less often than the interval says.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
+use axum::body::Bytes;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore, SemaphorePermit};
 
 use crate::config::SimError;
 use crate::fleet::{stopped, SimState};
+use crate::hardware;
 
 pub const MIN_INTERVAL_MS: u64 = 50;
 pub const MAX_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_INTERVAL_MS: u64 = 1_000;
-/// Bounds a whole heartbeat (connect, send, answer): a hung API must not stall the agent.
+/// Bounds a whole request of the agent (connect, send, answer), heartbeat or inspection post: a
+/// hung API must not stall the agent.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const USER_AGENT: &str = "ferric-sim-agent";
-/// Heartbeats in flight at once, fleet-wide; also the idle connections kept to the API.
+/// Requests in flight at once, fleet-wide; also the idle connections kept to the API.
 pub const MAX_IN_FLIGHT: usize = 512;
 /// The microversion heartbeats are sent with: the first one that knows `agent_status`.
 pub const API_VERSION: &str = "1.72";
+/// The microversion the inspection data is posted with: the first one with
+/// `/v1/continue_inspection`.
+pub const INSPECTION_API_VERSION: &str = "1.84";
 pub const AGENT_VERSION: &str = concat!("ferric-sim-", env!("CARGO_PKG_VERSION"));
 const MAX_FIELD: usize = 255;
+/// Longest error message of a refused inspection post kept for the log.
+const MAX_REFUSAL: usize = 200;
 
 /// The body of `PUT /sim/systems/{id}/agent`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
-    /// Base URL of the Ironic API; heartbeats go to `<api_url>/v1/heartbeat/<node>`.
+    /// Base URL of the Ironic API; heartbeats go to `<api_url>/v1/heartbeat/<node>`, the
+    /// inspection data to `<api_url>/v1/continue_inspection`.
     pub api_url: String,
     /// The node (uuid) this machine is enrolled as.
     pub node: String,
@@ -51,7 +69,8 @@ pub struct AgentSpec {
     /// Sent as `agent_token`; by default a random token per boot.
     #[serde(default)]
     pub token: Option<String>,
-    /// Stop (a hung ramdisk, still powered) after this many heartbeats of a boot.
+    /// Stop (a hung ramdisk, still powered) after this many heartbeats of a boot; `0` hangs
+    /// before sending anything, the inspection data included.
     #[serde(default)]
     pub stop_after: Option<u64>,
     /// Heartbeats after the first `fail_after` of a boot carry `agent_status: error`.
@@ -61,9 +80,15 @@ pub struct AgentSpec {
     /// that never resolves: there is no agent API behind it).
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// Post the inspection data at the start of each ramdisk boot, before heartbeating (IPA with
+    /// an inspection callback). On by default; `false` is an agent that only heartbeats.
+    #[serde(default = "default_inspect")]
+    pub inspect: bool,
 }
 
-/// The body of `PUT /sim/agents`: one configuration for many systems, each with its node.
+/// The body of `PUT /sim/agents`: one configuration for many systems, each with its node. The
+/// agents it configures inspect (`AgentSpec::inspect`'s default); `PUT /sim/systems/{id}/agent`
+/// with `inspect: false` turns that off for one system.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetAgentSpec {
@@ -91,12 +116,17 @@ impl FleetAgentSpec {
             stop_after: self.stop_after,
             fail_after: self.fail_after,
             callback_url: None,
+            inspect: default_inspect(),
         })
     }
 }
 
 fn default_interval() -> u64 {
     DEFAULT_INTERVAL_MS
+}
+
+fn default_inspect() -> bool {
+    true
 }
 
 /// A validated agent configuration, as the control API shows it.
@@ -109,9 +139,13 @@ pub struct AgentConfig {
     pub stop_after: Option<u64>,
     pub fail_after: Option<u64>,
     pub callback_url: Option<String>,
+    pub inspect: bool,
     /// Where heartbeats go; derived from `api_url` and `node` only.
     #[serde(skip)]
     heartbeat_url: Url,
+    /// Where the inspection data goes; derived from `api_url` only.
+    #[serde(skip)]
+    inspection_url: Url,
 }
 
 /// Checks `url` is an absolute http(s) URL with a host and nothing a base URL cannot carry.
@@ -158,12 +192,16 @@ impl AgentSpec {
         if let Some(c) = &self.callback_url {
             base_url("callback_url", c)?;
         }
-        let mut heartbeat_url = api;
-        heartbeat_url
-            .path_segments_mut()
-            .map_err(|()| SimError::InvalidConfig("api_url cannot be a base URL".into()))?
-            .pop_if_empty()
-            .extend(["v1", "heartbeat", &self.node]);
+        let under_api = |segments: &[&str]| -> Result<Url, SimError> {
+            let mut url = api.clone();
+            url.path_segments_mut()
+                .map_err(|()| SimError::InvalidConfig("api_url cannot be a base URL".into()))?
+                .pop_if_empty()
+                .extend(segments);
+            Ok(url)
+        };
+        let heartbeat_url = under_api(&["v1", "heartbeat", &self.node])?;
+        let inspection_url = under_api(&["v1", "continue_inspection"])?;
         Ok(AgentConfig {
             api_url: self.api_url,
             node: self.node,
@@ -172,7 +210,9 @@ impl AgentSpec {
             stop_after: self.stop_after,
             fail_after: self.fail_after,
             callback_url: self.callback_url,
+            inspect: self.inspect,
             heartbeat_url,
+            inspection_url,
         })
     }
 }
@@ -180,6 +220,10 @@ impl AgentSpec {
 impl AgentConfig {
     pub fn heartbeat_url(&self) -> &Url {
         &self.heartbeat_url
+    }
+
+    pub fn inspection_url(&self) -> &Url {
+        &self.inspection_url
     }
 
     pub fn interval(&self) -> Duration {
@@ -210,7 +254,8 @@ impl AgentConfig {
     }
 }
 
-/// The last heartbeat's outcome: the HTTP status answered, or why there was none.
+/// A request's outcome (a heartbeat's, the inspection post's): the HTTP status answered, or why
+/// there was none.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum LastStatus {
@@ -221,10 +266,10 @@ pub enum LastStatus {
 /// The facts of an agent's latest run; they stay after it ends until the next one starts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AgentFacts {
-    /// Sending heartbeats now.
+    /// Sending the inspection data or heartbeats now.
     pub running: bool,
-    /// A heartbeat of the run was sent and is not answered yet. Once `running` and `in_flight`
-    /// are both false, the run sends nothing more.
+    /// A request of the run (the inspection post or a heartbeat) was sent and is not answered
+    /// yet. Once `running` and `in_flight` are both false, the run sends nothing more.
     pub in_flight: bool,
     /// The boot the run belongs to (`None`: no run since the agent was configured).
     pub boot: Option<u64>,
@@ -232,6 +277,11 @@ pub struct AgentFacts {
     pub last_status: Option<LastStatus>,
     /// The `agent_token` of the run.
     pub active_token: Option<String>,
+    /// The answer to the run's inspection post (202: accepted); `None` while not sent, and for
+    /// a run that does not inspect.
+    pub inspection_status: Option<LastStatus>,
+    /// The node uuid the API named in its 2xx answer to the inspection post.
+    pub inspection_uuid: Option<String>,
 }
 
 /// An agent as the control API shows it: its configuration and its latest run.
@@ -254,7 +304,7 @@ pub struct Agent {
     stop: Option<oneshot::Sender<()>>,
 }
 
-/// What a task needs to send the heartbeats of one run.
+/// What a task needs to send the inspection data and heartbeats of one run.
 #[derive(Debug)]
 pub(crate) struct RunTicket {
     pub state: Weak<SimState>,
@@ -311,6 +361,8 @@ impl Agent {
             heartbeats_sent: 0,
             last_status: None,
             active_token: Some(token.clone()),
+            inspection_status: None,
+            inspection_uuid: None,
         };
         if !self.facts.running {
             return None;
@@ -329,9 +381,9 @@ impl Agent {
         })
     }
 
-    /// Whether run `run_id` may send a heartbeat now (it is current and running); if so, the
-    /// heartbeat is in flight from here.
-    pub fn heartbeat_may_start(&mut self, run_id: u64) -> bool {
+    /// Whether run `run_id` may send a request (its inspection data, a heartbeat) now: it is
+    /// current and running. If so, the request is in flight from here.
+    pub fn may_send(&mut self, run_id: u64) -> bool {
         let go = run_id == self.run_id && self.facts.running;
         if go {
             self.facts.in_flight = true;
@@ -352,6 +404,23 @@ impl Agent {
         }
         self.facts.running
     }
+
+    /// The inspection post of run `run_id` was answered (or failed). Returns whether the run
+    /// goes on (to heartbeats: it does whatever the answer, unless the run was ended meanwhile).
+    pub fn inspection_done(
+        &mut self,
+        run_id: u64,
+        status: LastStatus,
+        uuid: Option<String>,
+    ) -> bool {
+        if run_id != self.run_id {
+            return false;
+        }
+        self.facts.in_flight = false;
+        self.facts.inspection_status = Some(status);
+        self.facts.inspection_uuid = uuid;
+        self.facts.running
+    }
 }
 
 /// 128 random bits as hex. Seeded per call from the standard library's per-process random hash
@@ -370,8 +439,8 @@ fn random_token() -> String {
     format!("{:016x}{:016x}", word(), word())
 }
 
-/// The HTTP client every agent shares: bounded timeouts, no redirects and no proxies, so a
-/// heartbeat only ever goes to the configured API.
+/// The HTTP client every agent shares: bounded timeouts, no redirects and no proxies, so the
+/// agent's requests only ever go to the configured API.
 pub(crate) fn client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -406,82 +475,142 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// Sends one heartbeat; the HTTP status or why there is none.
-async fn send(client: &reqwest::Client, url: &Url, body: &Value) -> LastStatus {
-    let sent = client
+/// Posts `body` to the API with microversion `api_version`: the status and body of the answer,
+/// or why there is none.
+async fn post(
+    client: &reqwest::Client,
+    url: &Url,
+    api_version: &str,
+    body: &Value,
+) -> Result<(u16, Bytes), String> {
+    let resp = client
         .post(url.clone())
-        .header("X-OpenStack-Ironic-API-Version", API_VERSION)
+        .header("X-OpenStack-Ironic-API-Version", api_version)
         .json(body)
         .send()
-        .await;
-    match sent {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            // Read the answer so the connection can be reused.
-            let _ = resp.bytes().await;
-            LastStatus::Http(status)
-        }
-        Err(e) => LastStatus::Error(describe(&e)),
+        .await
+        .map_err(|e| describe(&e))?;
+    let status = resp.status().as_u16();
+    // Read the answer (bounded by the client's timeout) so the connection can be reused.
+    let answer = resp.bytes().await.unwrap_or_default();
+    Ok((status, answer))
+}
+
+/// The HTTP client every agent shares, as the fleet built it (or why it could not).
+type SharedClient = Result<reqwest::Client, String>;
+
+/// Sleeps `d`; false when the run is stopped (or the simulator stops) first.
+async fn pause(t: &mut RunTicket, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = &mut t.stop => false,
+        // Also ends when the state (and its sender) is gone.
+        _ = stopped(&mut t.closed) => false,
     }
 }
 
-/// The task of one agent run: a heartbeat every interval until the run ends, its system stops
-/// existing, or the simulator stops.
+/// Waits for a fleet-wide in-flight slot; `None` when the run is stopped first.
+async fn slot<'a>(t: &mut RunTicket, slots: &'a Semaphore) -> Option<SemaphorePermit<'a>> {
+    tokio::select! {
+        slot = slots.acquire() => slot.ok(),
+        _ = &mut t.stop => None,
+        _ = stopped(&mut t.closed) => None,
+    }
+}
+
+/// Whether the run may send now, decided under the system's lock: nothing starts after a power
+/// off. If so, the request is in flight from here.
+fn may_send(t: &RunTicket) -> bool {
+    t.state
+        .upgrade()
+        .is_some_and(|state| state.agent_may_send(t.idx, t.run_id))
+}
+
+/// The task of one agent run: after the agent's start-up time, the inspection data (when
+/// configured), then a heartbeat every interval until the run ends, its system stops existing,
+/// or the simulator stops.
 pub(crate) async fn run(mut t: RunTicket) {
     let (client, slots) = match t.state.upgrade() {
         Some(state) => (state.agent_client(), state.agent_slots()),
         None => return,
     };
     let interval = t.config.interval();
+    if !pause(&mut t, interval).await {
+        return;
+    }
+    if t.config.inspect && !inspect(&mut t, &client, &slots).await {
+        return;
+    }
     let mut n = 0u64;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = &mut t.stop => return,
-            // Also ends when the state (and its sender) is gone.
-            _ = stopped(&mut t.closed) => return,
-        }
-        let _slot = tokio::select! {
-            slot = slots.acquire() => match slot {
-                Ok(s) => s,
-                Err(_) => return,
-            },
-            _ = &mut t.stop => return,
-            _ = stopped(&mut t.closed) => return,
-        };
-        // Decided under the system's lock: nothing starts after a power off.
-        match t.state.upgrade() {
-            Some(state) if state.heartbeat_may_start(t.idx, t.run_id) => {}
-            _ => return,
-        }
         n += 1;
-        let body = t.config.heartbeat_body(&t.system, &t.token, n);
-        let sent_at = SystemTime::now();
-        let status = match &client {
-            Ok(c) => tokio::select! {
-                s = send(c, t.config.heartbeat_url(), &body) => s,
-                _ = stopped(&mut t.closed) => return,
-            },
-            Err(e) => LastStatus::Error(format!("no HTTP client: {e}")),
-        };
-        let Some(state) = t.state.upgrade() else {
-            return;
-        };
-        let goes_on = state.heartbeat_done(
-            t.idx,
-            Heartbeat {
-                run_id: t.run_id,
-                n,
-                sent_at,
-                failing: t.config.fails_at(n),
-                status,
-            },
-            &t.config,
-        );
-        if !goes_on {
+        if !heartbeat(&mut t, n, &client, &slots).await || !pause(&mut t, interval).await {
             return;
         }
     }
+}
+
+/// Posts the run's inspection data, once. Returns whether the run goes on.
+async fn inspect(t: &mut RunTicket, client: &SharedClient, slots: &Semaphore) -> bool {
+    let Some(_slot) = slot(t, slots).await else {
+        return false;
+    };
+    if !may_send(t) {
+        return false;
+    }
+    let body = hardware::inspection_data(&t.system, t.idx);
+    let sent_at = SystemTime::now();
+    let reply = match client {
+        Ok(c) => tokio::select! {
+            r = post(c, t.config.inspection_url(), INSPECTION_API_VERSION, &body) => r,
+            _ = stopped(&mut t.closed) => return false,
+        },
+        Err(e) => Err(format!("no HTTP client: {e}")),
+    };
+    let Some(state) = t.state.upgrade() else {
+        return false;
+    };
+    state.inspection_done(
+        t.idx,
+        Inspection::from_reply(t.run_id, sent_at, reply),
+        &t.config,
+    )
+}
+
+/// Sends heartbeat `n` of the run. Returns whether the run goes on.
+async fn heartbeat(t: &mut RunTicket, n: u64, client: &SharedClient, slots: &Semaphore) -> bool {
+    let Some(_slot) = slot(t, slots).await else {
+        return false;
+    };
+    if !may_send(t) {
+        return false;
+    }
+    let body = t.config.heartbeat_body(&t.system, &t.token, n);
+    let sent_at = SystemTime::now();
+    let status = match client {
+        Ok(c) => tokio::select! {
+            r = post(c, t.config.heartbeat_url(), API_VERSION, &body) => match r {
+                Ok((code, _)) => LastStatus::Http(code),
+                Err(e) => LastStatus::Error(e),
+            },
+            _ = stopped(&mut t.closed) => return false,
+        },
+        Err(e) => LastStatus::Error(format!("no HTTP client: {e}")),
+    };
+    let Some(state) = t.state.upgrade() else {
+        return false;
+    };
+    state.heartbeat_done(
+        t.idx,
+        Heartbeat {
+            run_id: t.run_id,
+            n,
+            sent_at,
+            failing: t.config.fails_at(n),
+            status,
+        },
+        &t.config,
+    )
 }
 
 /// One heartbeat sent, for the fleet to record.
@@ -492,6 +621,71 @@ pub(crate) struct Heartbeat {
     pub sent_at: SystemTime,
     pub failing: bool,
     pub status: LastStatus,
+}
+
+/// One inspection post sent, for the fleet to record.
+#[derive(Debug)]
+pub(crate) struct Inspection {
+    pub run_id: u64,
+    pub sent_at: SystemTime,
+    pub status: LastStatus,
+    /// The node uuid of a 2xx answer (`{"uuid": ...}`).
+    pub uuid: Option<String>,
+    /// Why the API refused it (4xx, 5xx): its error message, shortened.
+    pub refusal: Option<String>,
+}
+
+impl Inspection {
+    fn from_reply(run_id: u64, sent_at: SystemTime, reply: Result<(u16, Bytes), String>) -> Self {
+        let (status, uuid, refusal) = match reply {
+            Ok((code, body)) if (200..300).contains(&code) => {
+                (LastStatus::Http(code), accepted_uuid(&body), None)
+            }
+            Ok((code, body)) => (LastStatus::Http(code), None, refusal(&body)),
+            Err(e) => (LastStatus::Error(e), None, None),
+        };
+        Inspection {
+            run_id,
+            sent_at,
+            status,
+            uuid,
+            refusal,
+        }
+    }
+}
+
+/// The `uuid` of an accepting answer, if it names one sanely.
+fn accepted_uuid(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let uuid = v.get("uuid")?.as_str()?;
+    check_text("uuid", uuid).ok()?;
+    Some(uuid.to_string())
+}
+
+/// The error message of a refusal: Ironic's `faultstring` (inside the JSON string
+/// `error_message`), else `error_message` itself, else the body as text; shortened, without
+/// control characters. `None` for an empty body.
+fn refusal(body: &[u8]) -> Option<String> {
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    let message = v.as_ref().and_then(|v| v.get("error_message"));
+    let text = match message {
+        Some(Value::String(m)) => serde_json::from_str::<Value>(m)
+            .ok()
+            .and_then(|inner| inner.get("faultstring")?.as_str().map(String::from))
+            .unwrap_or_else(|| m.clone()),
+        Some(other) => other
+            .get("faultstring")
+            .and_then(Value::as_str)
+            .map_or_else(|| other.to_string(), String::from),
+        None => String::from_utf8_lossy(body).into_owned(),
+    };
+    let short: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REFUSAL)
+        .collect();
+    (!short.is_empty()).then_some(short)
 }
 
 #[cfg(test)]
@@ -517,6 +711,77 @@ mod tests {
             c.heartbeat_url().as_str(),
             "https://api.example/baremetal/v1/heartbeat/n-1"
         );
+        assert_eq!(
+            c.inspection_url().as_str(),
+            "https://api.example/baremetal/v1/continue_inspection"
+        );
+        assert!(c.inspect, "inspection is on by default");
+    }
+
+    #[test]
+    fn fleet_configured_agents_inspect() {
+        let f: FleetAgentSpec =
+            serde_json::from_value(json!({"api_url": "http://h", "nodes": {"sim-0": "n"}}))
+                .unwrap();
+        assert!(f.for_system("sim-0").unwrap().inspect);
+        let s: AgentSpec =
+            serde_json::from_value(json!({"api_url": "http://h", "node": "n", "inspect": false}))
+                .unwrap();
+        assert!(!s.validate().unwrap().inspect);
+    }
+
+    #[test]
+    fn inspection_answers_are_read_as_ironic_writes_them() {
+        let at = SystemTime::UNIX_EPOCH;
+        let ok = |code: u16, body: &str| {
+            Inspection::from_reply(1, at, Ok((code, Bytes::from(body.to_string()))))
+        };
+        let i = ok(202, r#"{"uuid": "u-1"}"#);
+        assert_eq!(
+            (i.status, i.uuid, i.refusal),
+            (LastStatus::Http(202), Some("u-1".into()), None)
+        );
+        let i = ok(202, "");
+        assert_eq!(i.uuid, None, "an accepting answer without a uuid");
+        let ironic =
+            r#"{"error_message": "{\"faultstring\": \"No such node\", \"debuginfo\": null}"}"#;
+        let i = ok(404, ironic);
+        assert_eq!(
+            (i.status, i.uuid, i.refusal.as_deref()),
+            (LastStatus::Http(404), None, Some("No such node"))
+        );
+        assert_eq!(
+            ok(400, r#"{"error_message": "bad\ninventory"}"#)
+                .refusal
+                .as_deref(),
+            Some("bad inventory")
+        );
+        assert_eq!(ok(413, "too large").refusal.as_deref(), Some("too large"));
+        assert_eq!(ok(500, "").refusal, None);
+        assert_eq!(
+            ok(500, &"x".repeat(1000)).refusal.map(|r| r.len()),
+            Some(MAX_REFUSAL)
+        );
+        let i = Inspection::from_reply(1, at, Err("connect failed".into()));
+        assert_eq!(i.status, LastStatus::Error("connect failed".into()));
+    }
+
+    #[test]
+    fn an_inspection_answer_updates_its_run_only() {
+        let mut a = Agent::new(spec("http://h").validate().unwrap());
+        a.run_id = 3;
+        a.facts.running = true;
+        assert!(a.may_send(3));
+        assert!(!a.inspection_done(2, LastStatus::Http(500), None));
+        assert!(a.facts.in_flight, "a stale answer changes nothing");
+        assert!(a.inspection_done(3, LastStatus::Http(202), Some("u".into())));
+        assert!(!a.facts.in_flight);
+        assert_eq!(a.facts.inspection_status, Some(LastStatus::Http(202)));
+        assert_eq!(a.facts.inspection_uuid.as_deref(), Some("u"));
+        // Answered after a power off: recorded, and the run ends.
+        a.halt();
+        assert!(!a.inspection_done(3, LastStatus::Http(404), None));
+        assert_eq!(a.facts.inspection_status, Some(LastStatus::Http(404)));
     }
 
     #[test]
@@ -569,8 +834,8 @@ mod tests {
         let mut a = Agent::new(s.validate().unwrap());
         a.run_id = 7;
         a.facts.running = true;
-        assert!(!a.heartbeat_may_start(6));
-        assert!(a.heartbeat_may_start(7));
+        assert!(!a.may_send(6));
+        assert!(a.may_send(7));
         assert!(a.facts.in_flight);
         assert!(a.heartbeat_done(7, 1, LastStatus::Http(202)));
         assert!(!a.facts.in_flight);
@@ -578,7 +843,7 @@ mod tests {
         assert_eq!(a.facts.heartbeats_sent, 1);
         assert!(!a.heartbeat_done(7, 2, LastStatus::Error("x".into())));
         assert!(!a.facts.running);
-        assert!(!a.heartbeat_may_start(7), "a stopped run sends nothing");
+        assert!(!a.may_send(7), "a stopped run sends nothing");
         assert_eq!(a.facts.last_status, Some(LastStatus::Error("x".into())));
     }
 

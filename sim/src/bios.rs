@@ -6,6 +6,8 @@
 
 use serde_json::{json, Value};
 
+use crate::hardware;
+
 /// The registry the `Bios` resources name.
 pub(crate) const REGISTRY: &str = "FerricSimBiosRegistry.v1_0_0";
 const REGISTRIES: &str = "/redfish/v1/Registries";
@@ -23,14 +25,14 @@ pub(crate) fn bios(id: &str, idx: usize) -> Value {
 }
 
 /// Current values: the same layout on every system, with a system-unique serial and a core
-/// count that varies across the fleet.
+/// count that varies across the fleet (both from `hardware`, as the agent's inventory).
 fn attributes(idx: usize) -> Value {
     json!({
         "BootMode": "Uefi",
         "ProcTurboMode": "Enabled",
-        "ProcVirtualization": if idx.is_multiple_of(2) { "Enabled" } else { "Disabled" },
-        "NumCores": 8 << (idx % 3),
-        "SerialNumber": format!("FSIM{idx:08}"),
+        "ProcVirtualization": if hardware::virtualization(idx) { "Enabled" } else { "Disabled" },
+        "NumCores": hardware::cores(idx),
+        "SerialNumber": hardware::serial_number(idx),
         "SecureBoot": false,
     })
 }

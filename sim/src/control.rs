@@ -5,13 +5,20 @@
 //! | endpoint | body | answer |
 //! |---|---|---|
 //! | `GET /sim/healthz` | | `{"ok": true, "systems": n}` |
-//! | `GET /sim/systems`, `GET /sim/systems/{id}` | | `SystemView`s (power, boot, behaviour, pending, run, agent, serial) |
+//! | `GET /sim/systems`, `GET /sim/systems/{id}` | | `SystemView`s (power, boot, behaviour, pending, run, agent, serial, nics; one system's also its inventory) |
 //! | `PUT /sim/systems/{id}/behaviour`, `PUT /sim/behaviour` | `BehaviourPatch` | the view / `{"systems": n}` |
 //! | `PUT /sim/systems/{id}/agent` | `AgentSpec` | the view |
 //! | `DELETE /sim/systems/{id}/agent`, `DELETE /sim/agents` | | 204 |
 //! | `PUT /sim/agents` | `FleetAgentSpec` (all validated before any is set) | `{"systems": n}` |
 //! | `GET`/`DELETE /sim/systems/{id}/serial` | | websocket / 204 (see `console`) |
 //! | `GET /sim/log?since=i` | | log entries from index `i` |
+//!
+//! A system's `nics` are `[{"name": "eth0", "mac": "52:54:00:..", "pxe": true}, ...]` and its
+//! `inventory` is what its agent posts as `inventory` when inspecting (IPA's shape; both fixed by
+//! the system's index, see `hardware`). An agent's view has its configuration (`inspect`
+//! included) and the facts of its latest run: `heartbeats_sent`, `last_status`,
+//! `inspection_status` (the HTTP status answered to the inspection post, or the error text) and
+//! `inspection_uuid` (the node a 2xx answer named).
 //!
 //! Errors are `{"error": "..."}`: 400 for an invalid body (unknown fields included), 404 for an
 //! unknown system.

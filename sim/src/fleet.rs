@@ -12,8 +12,11 @@ use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
-use crate::agent::{self, Agent, AgentConfig, AgentView, FleetAgentSpec, Heartbeat, LastStatus};
+use crate::agent::{
+    self, Agent, AgentConfig, AgentView, FleetAgentSpec, Heartbeat, Inspection, LastStatus,
+};
 use crate::config::{Behaviour, BehaviourPatch, SimConfig, SimError};
+use crate::hardware::{self, Nic};
 use crate::log::{CommandLog, LogOp, Record};
 use crate::serial::{Busy, OutputSender};
 use crate::system::{Boot, BootTarget, Power, ResetType, Run, System, Timer};
@@ -32,9 +35,9 @@ pub struct SimState {
     closed: watch::Sender<bool>,
     /// Numbers agent runs fleet-wide, so a task can tell whether its run is still current.
     agent_runs: AtomicU64,
-    /// Built on the first heartbeat (most fleets never have an agent).
+    /// Built on an agent's first request (most fleets never have an agent).
     agent_client: OnceLock<Result<reqwest::Client, String>>,
-    /// Bounds the heartbeats in flight fleet-wide.
+    /// Bounds the agents' requests in flight fleet-wide.
     agent_slots: Arc<Semaphore>,
 }
 
@@ -50,6 +53,12 @@ pub struct SystemView {
     pub run: Option<Run>,
     pub agent: Option<AgentView>,
     pub serial: SerialView,
+    /// The machine's NICs (fixed by its index; see `hardware`).
+    pub nics: Vec<Nic>,
+    /// The inventory its agent sends when inspecting (IPA's shape). Only in the view of one
+    /// system (`GET /sim/systems/{id}`): the fleet's list stays small.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -258,12 +267,12 @@ impl SimState {
         Ok(n)
     }
 
-    /// Whether an agent run may send a heartbeat now (see `Agent::heartbeat_may_start`).
-    pub(crate) fn heartbeat_may_start(&self, idx: usize, run_id: u64) -> bool {
+    /// Whether an agent run may send a request now (see `Agent::may_send`).
+    pub(crate) fn agent_may_send(&self, idx: usize, run_id: u64) -> bool {
         self.lock(idx)
             .agent
             .as_mut()
-            .is_some_and(|a| a.heartbeat_may_start(run_id))
+            .is_some_and(|a| a.may_send(run_id))
     }
 
     /// Records a heartbeat an agent sent (in the log, and in its run's facts if the run is still
@@ -294,6 +303,39 @@ impl SimState {
         s.agent
             .as_mut()
             .is_some_and(|a| a.heartbeat_done(hb.run_id, hb.n, hb.status))
+    }
+
+    /// Records the inspection post an agent sent (in the log, and in its run's facts if the run
+    /// is still current). Returns whether the run goes on.
+    pub(crate) fn inspection_done(
+        &self,
+        idx: usize,
+        insp: Inspection,
+        config: &AgentConfig,
+    ) -> bool {
+        let (status, detail) = match &insp.status {
+            LastStatus::Http(code) => (Some(*code), insp.refusal),
+            LastStatus::Error(e) => (None, Some(e.clone())),
+        };
+        let record = Record {
+            received: insp.sent_at,
+            status,
+            client: Some(agent::USER_AGENT.to_string()),
+            node: Some(config.node.clone()),
+            detail,
+            ..Record::new(
+                LogOp::Inspection,
+                &self.ids[idx],
+                "POST",
+                config.inspection_url().path().to_string(),
+            )
+        };
+        // Under the system's lock, so the facts and the log never disagree for a reader.
+        let mut s = self.lock(idx);
+        self.log.append(record);
+        s.agent
+            .as_mut()
+            .is_some_and(|a| a.inspection_done(insp.run_id, insp.status, insp.uuid))
     }
 
     /// Attaches a serial session to one system.
@@ -384,9 +426,12 @@ impl SimState {
         });
     }
 
+    /// One system's view, with its inventory.
     pub fn view(&self, id: &str) -> Option<SystemView> {
-        self.index_of(id)
-            .map(|idx| self.view_of(idx, Instant::now()))
+        self.index_of(id).map(|idx| SystemView {
+            inventory: Some(hardware::inventory(id, idx)),
+            ..self.view_of(idx, Instant::now())
+        })
     }
 
     pub fn views(&self) -> Vec<SystemView> {
@@ -414,6 +459,8 @@ impl SimState {
                 kept_bytes: s.serial.kept(),
                 overrun_bytes: s.serial.overrun(),
             },
+            nics: hardware::nics(idx),
+            inventory: None,
         }
     }
 

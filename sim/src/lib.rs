@@ -2,15 +2,18 @@
 //! benchmarks. Each system has its own power state, boot override and behaviour (graceful
 //! shutdown time, latency, failure rate, unreachable), changeable at run time through the control
 //! API under `/sim/`; every Redfish request that reaches a system goes to an append-only command
-//! log naming the conductor that sent it. Inside each machine: a deploy agent that heartbeats to
-//! an Ironic API while the machine runs a PXE boot, and a single-session serial console served as
-//! a websocket; both are in the command log too.
+//! log naming the conductor that sent it. Inside each machine: fixed hardware (NICs, CPU, memory,
+//! disks), a deploy agent that posts that hardware as inspection data and then heartbeats to an
+//! Ironic API while the machine runs a PXE boot, and a single-session serial console served as
+//! a websocket; agent and console are in the command log too.
 //!
-//! Module map: `system` (one machine's state and transitions, pure), `serial` (its serial port,
-//! pure), `agent` (its deploy agent: configuration and heartbeat task), `config` (settings and
-//! behaviour), `fleet` (all systems, timers, auth, boots wired to agent and serial port), `log`
-//! (the command log), `redfish`, `control` and `console` (the HTTP faces: Redfish, the control
-//! API, the serial websocket), `server` (the accept loop), `remote` (a client of the control API).
+//! Module map: `system` (one machine's state and transitions, pure), `hardware` (its hardware and
+//! IPA inventory, pure), `serial` (its serial port, pure), `agent` (its deploy agent:
+//! configuration, inspection and heartbeat task), `bios` (its BIOS resource), `config` (settings
+//! and behaviour), `fleet` (all systems, timers, auth, boots wired to agent and serial port),
+//! `log` (the command log), `redfish`, `control` and `console` (the HTTP faces: Redfish, the
+//! control API, the serial websocket), `server` (the accept loop), `remote` (a client of the
+//! control API).
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +23,7 @@ mod config;
 mod console;
 mod control;
 mod fleet;
+mod hardware;
 mod log;
 mod redfish;
 mod remote;
@@ -35,13 +39,14 @@ use axum::Router;
 
 pub use agent::{
     AgentConfig, AgentFacts, AgentSpec, AgentView, FleetAgentSpec, LastStatus, API_VERSION,
-    DEFAULT_INTERVAL_MS, HEARTBEAT_TIMEOUT,
+    DEFAULT_INTERVAL_MS, HEARTBEAT_TIMEOUT, INSPECTION_API_VERSION,
 };
 pub use config::{
     Behaviour, BehaviourPatch, SimConfig, SimError, DEFAULT_LOG_MEMORY_ENTRIES, MAX_SYSTEMS,
 };
 pub use console::MAX_FRAME_BYTES;
 pub use fleet::{PendingView, SerialView, SimState, SystemView};
+pub use hardware::Nic;
 pub use log::{rfc3339_ms, CommandLog, LogEntry, LogOp};
 pub use redfish::MAX_BODY_BYTES;
 pub use remote::{put_agents, RemoteError};

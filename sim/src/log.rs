@@ -1,8 +1,8 @@
 //! The command log: an append-only record of every Redfish request that reached a system, every
-//! heartbeat a system's agent sent and every serial console session, kept in memory for
-//! `GET /sim/log` and optionally appended to a JSON-lines file. It is the independent record that
-//! tests check conductors against, so an entry is written (to the file too) before the request is
-//! answered: whatever a client saw answered is in the file even after a SIGKILL.
+//! heartbeat and inspection post a system's agent sent and every serial console session, kept in
+//! memory for `GET /sim/log` and optionally appended to a JSON-lines file. It is the independent
+//! record that tests check conductors against, so an entry is written (to the file too) before the
+//! request is answered: whatever a client saw answered is in the file even after a SIGKILL.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -25,6 +25,9 @@ pub enum LogOp {
     Redfish,
     /// A heartbeat the system's agent sent to the Ironic API (`POST /v1/heartbeat/<node>`).
     Heartbeat,
+    /// The inspection data the system's agent sent at the start of a ramdisk boot
+    /// (`POST /v1/continue_inspection`).
+    Inspection,
     /// A serial console session was asked for: opened (`status` 101) or refused (409).
     SerialOpen,
     /// A serial console session ended; `detail` says why.
@@ -36,26 +39,28 @@ pub struct LogEntry {
     /// Position in this process's log, from 0, without gaps.
     pub index: u64,
     /// When the request reached the system (before any injected latency), RFC 3339 UTC with ms.
-    /// For a heartbeat: when the agent sent it; for a serial session: when it opened or closed.
+    /// For a heartbeat or an inspection post: when the agent sent it; for a serial session: when
+    /// it opened or closed.
     pub time: String,
     /// The same instant in milliseconds since the Unix epoch.
     pub unix_ms: u64,
     #[serde(default)]
     pub op: LogOp,
     pub system: String,
-    /// The HTTP method and path of the request (a heartbeat's are those it sent to the API).
+    /// The HTTP method and path of the request (an agent's are those it sent to the API).
     pub method: String,
     pub path: String,
     /// The `ResetType` of a reset, the `BootSourceOverrideTarget` of a PATCH, as sent (also when
     /// invalid); a heartbeat's `agent_status` when it carried one; `None` when there is none.
     pub action: Option<String>,
     /// The HTTP status answered; `None` when the system was unreachable and never answered, or
-    /// when a heartbeat got no answer (`detail` has the error).
+    /// when an agent's request got no answer (`detail` has the error).
     pub status: Option<u16>,
     /// Who sent the request: the conductor's name from `User-Agent: ferric-conductor/<name>`, else
-    /// the header verbatim; `ferric-sim-agent` for heartbeats.
+    /// the header verbatim; `ferric-sim-agent` for heartbeats and inspection posts.
     pub client: Option<String>,
-    /// A heartbeat's node (the uuid in its path).
+    /// A heartbeat's node (the uuid in its path); for an inspection post (whose request names no
+    /// node), the node the agent is configured with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// A heartbeat's number within its boot (from 1); a serial session's number on its system
@@ -63,7 +68,8 @@ pub struct LogEntry {
     /// session that holds the port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
-    /// Why a heartbeat failed, why a serial session closed or was refused.
+    /// Why a heartbeat or inspection post got no answer, why the API refused an inspection post
+    /// (its error message), why a serial session closed or was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -288,6 +294,15 @@ mod tests {
         let line = serde_json::to_value(&log.since(0)[0]).unwrap();
         assert_eq!(line["op"], "redfish");
         assert!(line.get("node").is_none() && line.get("detail").is_none());
+        let ops = [LogOp::Heartbeat, LogOp::Inspection, LogOp::SerialClose];
+        let names: Vec<String> = ops
+            .iter()
+            .map(|op| serde_json::to_value(op).unwrap().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [r#""heartbeat""#, r#""inspection""#, r#""serial_close""#]
+        );
     }
 
     #[test]

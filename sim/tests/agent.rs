@@ -1,7 +1,8 @@
-//! The deploy agent of simulated machines, over real sockets: heartbeats reach a tiny Ironic API
-//! stand-in on 127.0.0.1:0 that records what it got, only while a system runs a PXE boot; power
-//! off, restarts, `stop_after` and `fail_after` are checked in what that API received and in the
-//! simulator's command log. Intervals are short and real; every wait is bounded.
+//! The deploy agent of simulated machines, over real sockets: inspection data and heartbeats reach
+//! a tiny Ironic API stand-in on 127.0.0.1:0 that records what it got, only while a system runs a
+//! PXE boot; power off, restarts, `stop_after`, `fail_after` and `inspect` are checked in what
+//! that API received and in the simulator's command log. Intervals are short and real; every wait
+//! is bounded.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,50 +23,97 @@ use tokio::time::Instant;
 const INTERVAL_MS: u64 = 50;
 const AUTH: &str = "Basic YWRtaW46cGFzc3dvcmQ=";
 
-/// One heartbeat as the API received it.
+/// One heartbeat or inspection post as the API received it.
 #[derive(Debug, Clone)]
 struct Got {
+    /// A heartbeat's node; empty for an inspection post (its request names none).
     node: String,
     api_version: Option<String>,
     user_agent: Option<String>,
+    content_type: Option<String>,
     body: Value,
 }
 
-/// The Ironic API stand-in: records every heartbeat, answers `status`.
+impl Got {
+    fn new(node: String, headers: &HeaderMap, body: Value) -> Got {
+        let h = |k: &str| {
+            headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        Got {
+            node,
+            api_version: h("x-openstack-ironic-api-version"),
+            user_agent: h("user-agent"),
+            content_type: h("content-type"),
+            body,
+        }
+    }
+}
+
+type Record = Arc<Mutex<Vec<Got>>>;
+
+/// The node uuid the stand-in names when it accepts inspection data.
+const INSPECTED: &str = "11111111-2222-3333-4444-555555555555";
+
+/// The Ironic API stand-in: records every heartbeat (answers `status`) and every inspection post
+/// (answers the inspection status given, with Ironic's bodies).
 struct Api {
     url: String,
-    got: Arc<Mutex<Vec<Got>>>,
+    got: Record,
+    inspections: Record,
     _stop: oneshot::Sender<()>,
 }
 
+/// Ironic's answer to an inspection post with status `status`.
+fn inspection_answer(status: StatusCode) -> (StatusCode, Json<Value>) {
+    let body = if status == StatusCode::ACCEPTED {
+        json!({ "uuid": INSPECTED })
+    } else {
+        let fault =
+            json!({"faultstring": format!("simulated {}", status.as_u16()), "debuginfo": null});
+        json!({ "error_message": fault.to_string() })
+    };
+    (status, Json(body))
+}
+
 impl Api {
+    /// Heartbeats answered `status`, inspection posts 404 (no node waits for inspection).
     async fn start(status: StatusCode) -> Api {
-        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        Api::with_inspection(status, StatusCode::NOT_FOUND).await
+    }
+
+    async fn with_inspection(status: StatusCode, inspection: StatusCode) -> Api {
+        let got: Record = Arc::default();
+        let inspections: Record = Arc::default();
         let app = Router::new()
             .route(
                 "/v1/heartbeat/{node}",
                 post(
-                    move |State(got): State<Arc<Mutex<Vec<Got>>>>,
+                    move |State(got): State<Record>,
                           Path(node): Path<String>,
                           headers: HeaderMap,
                           Json(body): Json<Value>| async move {
-                        let h = |k: &str| {
-                            headers
-                                .get(k)
-                                .and_then(|v| v.to_str().ok())
-                                .map(String::from)
-                        };
-                        got.lock().unwrap().push(Got {
-                            node,
-                            api_version: h("x-openstack-ironic-api-version"),
-                            user_agent: h("user-agent"),
-                            body,
-                        });
+                        got.lock().unwrap().push(Got::new(node, &headers, body));
                         status
                     },
                 ),
             )
-            .with_state(got.clone());
+            .with_state(got.clone())
+            .route(
+                "/v1/continue_inspection",
+                post({
+                    let inspections = inspections.clone();
+                    move |headers: HeaderMap, Json(body): Json<Value>| async move {
+                        inspections
+                            .lock()
+                            .unwrap()
+                            .push(Got::new(String::new(), &headers, body));
+                        inspection_answer(inspection)
+                    }
+                }),
+            );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -80,12 +128,17 @@ impl Api {
         Api {
             url,
             got,
+            inspections,
             _stop: stop,
         }
     }
 
     fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
+    }
+
+    fn inspections(&self) -> Vec<Got> {
+        self.inspections.lock().unwrap().clone()
     }
 
     fn count(&self, node: &str) -> usize {
@@ -103,8 +156,14 @@ struct Sim {
 
 impl Sim {
     async fn start(systems: usize) -> Sim {
+        Sim::start_logged(systems, None).await
+    }
+
+    /// With the command log also in the file `log`.
+    async fn start_logged(systems: usize, log: Option<std::path::PathBuf>) -> Sim {
         let support::InProcess { state, served, .. } = support::start(SimConfig {
             systems,
+            log_path: log,
             // Restarts complete quickly.
             behaviour: ferric_sim::Behaviour {
                 graceful_shutdown_secs: Some(0.05),
@@ -192,11 +251,20 @@ impl Sim {
 
     /// Heartbeat entries of the command log for `system`.
     fn heartbeats(&self, system: &str) -> Vec<ferric_sim::LogEntry> {
+        self.entries(LogOp::Heartbeat, system)
+    }
+
+    /// Inspection entries of the command log for `system`.
+    fn inspections(&self, system: &str) -> Vec<ferric_sim::LogEntry> {
+        self.entries(LogOp::Inspection, system)
+    }
+
+    fn entries(&self, op: LogOp, system: &str) -> Vec<ferric_sim::LogEntry> {
         self.state
             .log()
             .since(0)
             .into_iter()
-            .filter(|e| e.op == LogOp::Heartbeat && e.system == system)
+            .filter(|e| e.op == op && e.system == system)
             .collect()
     }
 }
@@ -610,4 +678,331 @@ async fn a_whole_fleet_is_configured_in_one_request_and_from_the_library() {
     assert_eq!(sim.view("sim-1").await["agent"]["node"], "x");
     one.nodes = [("sim-5000".to_string(), "x".to_string())].into();
     assert!(sim.state.configure_agents(&one).is_err());
+}
+
+const GIB: u64 = 1 << 30;
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+fn sorted(names: &[&str]) -> Vec<String> {
+    let mut k: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    k.sort();
+    k
+}
+
+/// Checks `data` is IPA's inspection data for the system `view` shows (its NICs, its inventory).
+fn assert_ipa_shape(data: &Value, view: &Value) {
+    assert_eq!(
+        keys(data),
+        sorted(&[
+            "inventory",
+            "root_disk",
+            "boot_interface",
+            "configuration",
+            "error"
+        ])
+    );
+    let inv = &data["inventory"];
+    assert_eq!(
+        keys(inv),
+        sorted(&[
+            "interfaces",
+            "cpu",
+            "disks",
+            "memory",
+            "bmc_address",
+            "bmc_v6address",
+            "system_vendor",
+            "boot",
+            "hostname"
+        ])
+    );
+    assert_eq!(inv, &view["inventory"], "the view shows what is sent");
+    let nics = view["nics"].as_array().expect("the view lists NICs");
+    assert_eq!(nics.len(), 2);
+    let ifaces = inv["interfaces"].as_array().unwrap();
+    let sent: Vec<&Value> = ifaces.iter().map(|i| &i["mac_address"]).collect();
+    let shown: Vec<&Value> = nics.iter().map(|n| &n["mac"]).collect();
+    assert_eq!(sent, shown);
+    for i in ifaces {
+        assert_eq!(
+            keys(i),
+            sorted(&[
+                "name",
+                "mac_address",
+                "ipv4_address",
+                "ipv6_address",
+                "has_carrier",
+                "lldp",
+                "vendor",
+                "product",
+                "client_id",
+                "biosdevname",
+                "speed_mbps",
+                "pci_address",
+                "driver"
+            ])
+        );
+    }
+    let pxe = nics.iter().find(|n| n["pxe"] == true).expect("a PXE NIC");
+    assert_eq!(pxe["name"], "eth0");
+    assert_eq!(inv["boot"]["pxe_interface"], pxe["mac"]);
+    assert_eq!(data["boot_interface"], pxe["mac"]);
+    assert_eq!(inv["boot"]["current_boot_mode"], "uefi");
+    assert_eq!(
+        keys(&inv["cpu"]),
+        sorted(&[
+            "model_name",
+            "frequency",
+            "count",
+            "architecture",
+            "flags",
+            "socket_count"
+        ])
+    );
+    assert_eq!(keys(&inv["memory"]), sorted(&["total", "physical_mb"]));
+    let disks = inv["disks"].as_array().unwrap();
+    for d in disks {
+        assert_eq!(
+            keys(d),
+            sorted(&[
+                "name",
+                "model",
+                "size",
+                "rotational",
+                "wwn",
+                "serial",
+                "vendor",
+                "wwn_with_extension",
+                "wwn_vendor_extension",
+                "hctl",
+                "by_path"
+            ])
+        );
+    }
+    assert_eq!(data["root_disk"], disks[0], "the smallest disk is the root");
+    assert_eq!(
+        data["configuration"],
+        json!({"collectors": ["default"], "managers": []})
+    );
+    assert_eq!(data["error"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_agent_posts_ipas_inspection_data_once_per_pxe_boot_then_heartbeats() {
+    let api = Api::with_inspection(StatusCode::ACCEPTED, StatusCode::ACCEPTED).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sim.log");
+    let sim = Sim::start_logged(3, Some(file.clone())).await;
+    sim.agent("sim-1", agent_body(&api, "n1")).await;
+    // Booting from disk: nothing is sent.
+    sim.reset("sim-1", "On").await;
+    quiet_period().await;
+    assert!(api.inspections().is_empty());
+
+    sim.boot_override("sim-1", "Pxe", "Continuous").await;
+    sim.reset("sim-1", "ForceRestart").await;
+    until(WAIT, "heartbeats after the inspection", || {
+        api.count("n1") >= 3
+    })
+    .await;
+    let got = api.inspections();
+    assert_eq!(got.len(), 1, "one post per boot");
+    let g = &got[0];
+    assert_eq!(g.api_version.as_deref(), Some("1.84"));
+    assert_eq!(g.user_agent.as_deref(), Some("ferric-sim-agent"));
+    assert_eq!(g.content_type.as_deref(), Some("application/json"));
+    let view = sim.view("sim-1").await;
+    assert_ipa_shape(&g.body, &view);
+    // What system index 1 has.
+    let inv = &g.body["inventory"];
+    assert_eq!(inv["interfaces"][0]["mac_address"], "52:54:00:00:00:01");
+    assert_eq!(inv["interfaces"][1]["mac_address"], "52:54:01:00:00:01");
+    assert_eq!(inv["cpu"]["count"], 16);
+    assert_eq!(inv["cpu"]["architecture"], "x86_64");
+    assert_eq!(inv["memory"]["physical_mb"], 65_536);
+    assert_eq!(inv["disks"][0]["size"], 100 * GIB);
+    assert_eq!(inv["disks"][1]["size"], 1024 * GIB);
+    assert_eq!(g.body["root_disk"]["name"], "/dev/sda");
+    assert_eq!(inv["system_vendor"]["serial_number"], "FSIM00000001");
+    assert_eq!(inv["hostname"], "sim-1");
+
+    // The agent's facts and the log.
+    assert_eq!(view["agent"]["inspect"], true);
+    assert_eq!(view["agent"]["inspection_status"], 202);
+    assert_eq!(view["agent"]["inspection_uuid"], INSPECTED);
+    let entries = sim.inspections("sim-1");
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert_eq!(
+        (e.method.as_str(), e.path.as_str()),
+        ("POST", "/v1/continue_inspection")
+    );
+    assert_eq!(e.status, Some(202));
+    assert_eq!(e.client.as_deref(), Some("ferric-sim-agent"));
+    assert_eq!(e.node.as_deref(), Some("n1"));
+    assert_eq!(e.detail, None);
+    let first_heartbeat = &sim.heartbeats("sim-1")[0];
+    assert!(
+        e.index < first_heartbeat.index,
+        "the inspection goes before the first heartbeat"
+    );
+
+    // A second PXE boot posts again, once.
+    let boot_one = api.count("n1");
+    sim.reset("sim-1", "ForceRestart").await;
+    until(WAIT, "heartbeats of the second boot", || {
+        api.inspections().len() == 2 && api.count("n1") >= boot_one + 2
+    })
+    .await;
+    assert_eq!(api.inspections().len(), 2);
+    assert_eq!(
+        api.inspections()[1].body,
+        api.inspections()[0].body,
+        "the same machine"
+    );
+    assert_eq!(sim.view("sim-1").await["run"]["boot"], 3);
+
+    // Power off: the count is final; the log file has one inspection entry per PXE boot.
+    sim.reset("sim-1", "ForceOff").await;
+    agent_done(&sim, "sim-1").await;
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let inspections: Vec<&Value> = lines.iter().filter(|l| l["op"] == "inspection").collect();
+    assert_eq!(inspections.len(), 2);
+    for l in &inspections {
+        assert_eq!(l["system"], "sim-1");
+        assert_eq!(l["status"], 202);
+        assert_eq!(l["node"], "n1");
+        assert_eq!(l["path"], "/v1/continue_inspection");
+    }
+    // The other systems never sent anything.
+    assert!(sim.inspections("sim-0").is_empty() && sim.inspections("sim-2").is_empty());
+}
+
+#[tokio::test]
+async fn refused_and_failed_inspections_are_recorded_and_heartbeats_go_on() {
+    let not_waiting = Api::with_inspection(StatusCode::ACCEPTED, StatusCode::NOT_FOUND).await;
+    let malformed = Api::with_inspection(StatusCode::ACCEPTED, StatusCode::BAD_REQUEST).await;
+    let sim = Sim::start(3).await;
+    sim.agent("sim-0", agent_body(&not_waiting, "n0")).await;
+    sim.agent("sim-1", agent_body(&malformed, "n1")).await;
+    // Nothing listens on this port (bound, then closed).
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    sim.agent(
+        "sim-2",
+        json!({"api_url": dead_url, "node": "n2", "interval_ms": INTERVAL_MS}),
+    )
+    .await;
+    for id in ["sim-0", "sim-1", "sim-2"] {
+        sim.boot_override(id, "Pxe", "Once").await;
+        sim.reset(id, "On").await;
+    }
+    until(WAIT, "heartbeats after each answer", || {
+        not_waiting.count("n0") >= 3
+            && malformed.count("n1") >= 3
+            && sim.heartbeats("sim-2").len() >= 3
+    })
+    .await;
+    assert_eq!(not_waiting.inspections().len(), 1);
+    assert_eq!(malformed.inspections().len(), 1);
+
+    let v = sim.view("sim-0").await;
+    assert_eq!(v["agent"]["inspection_status"], 404);
+    assert_eq!(v["agent"]["inspection_uuid"], Value::Null);
+    assert_eq!(v["agent"]["running"], true);
+    let e = &sim.inspections("sim-0")[0];
+    assert_eq!(e.status, Some(404));
+    assert_eq!(e.detail.as_deref(), Some("simulated 404"));
+
+    let v = sim.view("sim-1").await;
+    assert_eq!(v["agent"]["inspection_status"], 400);
+    let e = &sim.inspections("sim-1")[0];
+    assert_eq!(e.status, Some(400));
+    assert_eq!(
+        e.detail.as_deref(),
+        Some("simulated 400"),
+        "Ironic's faultstring"
+    );
+
+    let v = sim.view("sim-2").await;
+    let err = v["agent"]["inspection_status"]
+        .as_str()
+        .expect("an error text");
+    assert!(err.contains("connect"), "{err}");
+    let entries = sim.inspections("sim-2");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].status, None);
+    assert!(entries[0]
+        .detail
+        .as_deref()
+        .is_some_and(|d| d.contains("connect")));
+    assert_eq!(v["agent"]["running"], true);
+}
+
+#[tokio::test]
+async fn an_agent_without_inspection_only_heartbeats() {
+    let api = Api::with_inspection(StatusCode::ACCEPTED, StatusCode::ACCEPTED).await;
+    let sim = Sim::start(1).await;
+    let mut body = agent_body(&api, "n0");
+    body["inspect"] = json!(false);
+    sim.agent("sim-0", body).await;
+    let v = sim.view("sim-0").await;
+    assert_eq!(v["agent"]["inspect"], false);
+    sim.boot_override("sim-0", "Pxe", "Continuous").await;
+    sim.reset("sim-0", "On").await;
+    until(WAIT, "three heartbeats", || api.count("n0") >= 3).await;
+    sim.reset("sim-0", "ForceRestart").await;
+    until(WAIT, "heartbeats of the second boot", || {
+        sim.heartbeats("sim-0")
+            .iter()
+            .filter(|e| e.seq == Some(1))
+            .count()
+            == 2
+    })
+    .await;
+    assert!(api.inspections().is_empty());
+    assert!(sim.inspections("sim-0").is_empty());
+    let v = sim.view("sim-0").await;
+    assert_eq!(v["agent"]["inspection_status"], Value::Null);
+    assert!(v["agent"]["heartbeats_sent"].as_u64().unwrap() >= 1);
+    // An invalid value is refused like any other.
+    let (status, _) = sim
+        .control(
+            reqwest::Method::PUT,
+            "/sim/systems/sim-0/agent",
+            Some(json!({"api_url": api.url, "node": "n0", "inspect": "no"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn stop_after_zero_sends_no_inspection_either() {
+    let api = Api::with_inspection(StatusCode::ACCEPTED, StatusCode::ACCEPTED).await;
+    let sim = Sim::start(1).await;
+    let mut body = agent_body(&api, "n0");
+    body["stop_after"] = json!(0);
+    sim.agent("sim-0", body).await;
+    sim.boot_override("sim-0", "Pxe", "Once").await;
+    sim.reset("sim-0", "On").await;
+    quiet_period().await;
+    assert!(api.inspections().is_empty());
+    assert_eq!(api.count("n0"), 0);
+    assert_eq!(sim.view("sim-0").await["power"], "On");
 }

@@ -1127,3 +1127,56 @@ async fn ids_follow_the_prefix_and_credentials_are_configurable() {
     })
     .is_err());
 }
+
+#[tokio::test]
+async fn the_control_api_shows_each_machines_nics_and_its_inventory_as_the_bios_does() {
+    let s = sim();
+    let mut macs = std::collections::HashSet::new();
+    for idx in 0..3u64 {
+        let id = format!("sim-{idx}");
+        let v = s
+            .control(Method::GET, &format!("/sim/systems/{id}"), None)
+            .await
+            .json();
+        assert_eq!(
+            v["nics"],
+            json!([
+                {"name": "eth0", "mac": format!("52:54:00:00:00:{idx:02x}"), "pxe": true},
+                {"name": "eth1", "mac": format!("52:54:01:00:00:{idx:02x}"), "pxe": false},
+            ])
+        );
+        for nic in v["nics"].as_array().unwrap() {
+            assert!(macs.insert(nic["mac"].to_string()), "{nic}");
+        }
+        let inv = &v["inventory"];
+        assert_eq!(inv["interfaces"][0]["mac_address"], v["nics"][0]["mac"]);
+        assert_eq!(inv["boot"]["pxe_interface"], v["nics"][0]["mac"]);
+        assert_eq!(inv["cpu"]["count"], 8 << idx);
+        assert_eq!(inv["memory"]["physical_mb"], 4096 * (8 << idx));
+        // The BIOS resource describes the same machine.
+        let bios = s
+            .redfish(Method::GET, &format!("/redfish/v1/Systems/{id}/Bios"), None)
+            .await
+            .json();
+        assert_eq!(bios["Attributes"]["NumCores"], inv["cpu"]["count"]);
+        assert_eq!(
+            bios["Attributes"]["SerialNumber"],
+            inv["system_vendor"]["serial_number"]
+        );
+        let vmx = inv["cpu"]["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("vmx"));
+        assert_eq!(
+            bios["Attributes"]["ProcVirtualization"] == "Enabled",
+            vmx,
+            "{id}"
+        );
+    }
+    // The list shows the NICs but leaves the inventories out.
+    let all = s.control(Method::GET, "/sim/systems", None).await.json();
+    for v in all.as_array().unwrap() {
+        assert_eq!(v["nics"].as_array().map(Vec::len), Some(2));
+        assert!(v.get("inventory").is_none(), "{v}");
+    }
+}
