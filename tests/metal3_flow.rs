@@ -2,14 +2,14 @@
 //! replayed request by request as its Ironic provisioner makes them
 //! (metal3-io/baremetal-operator `pkg/provisioner/ironic/`: `factory.go`'s driver gate,
 //! `register.go`, `ironic.go`'s `findExistingHost`, `createNodePort`, `configureNode`,
-//! `validateNode`, `Provision`, `GetFirmwareSettings`, `Deprovision`, `Delete`), at the
+//! `inspecthardware.go`, `validateNode`, `Provision`, `GetFirmwareSettings`, `Deprovision`,
+//! `Delete`), at the
 //! microversion it picks on Ferric (1.95), with gophercloud's request shapes (JSON Patch `add`
 //! for every change, `remove` for a cleared field). The gateway, a conductor and etcd are real
 //! processes; the host is a `ferric sim` Redfish system whose agent heartbeats.
 //!
-//! The host is registered with inspection disabled (Metal3's `inspect.metal3.io: disabled`,
-//! which needs the boot MAC): in-band inspection needs `/v1/continue_inspection` and the node
-//! inventory, which come with the agent protocol.
+//! Inspection is Metal3's default, in-band: the simulated ramdisk posts its inventory to
+//! `/v1/continue_inspection`, and the operator reads it back (`inspecthardware.go`).
 
 use ferric_testkit::fleet::Sim;
 use ferric_testkit::http::{http, Reply};
@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 /// What the operator negotiates on Ferric (`clients/features.go`).
 const VERSION: &str = "1.95";
-const BOOT_MAC: &str = "52:54:00:4d:33:01";
 
 fn call(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> Reply {
     let body = body.map(|b| b.to_string());
@@ -91,6 +90,12 @@ async fn baremetal_operator_registers_provisions_and_deletes_a_host() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), 1, &[]).await;
     let gw = Gateway::start(&fleet, dir.path(), "gw1", &[]);
+    // The host's boot MAC, as the BareMetalHost names it: the machine's PXE NIC.
+    let nics = sim.system(0).await["nics"].clone();
+    let boot_mac = nics[0]["mac"].as_str().unwrap().to_string();
+    let second_mac = nics[1]["mac"].as_str().unwrap().to_string();
+    assert_eq!(nics[0]["pxe"], true, "{nics}");
+    let boot_mac = boot_mac.as_str();
 
     // factory.go: the provisioner is "not ready" until Ironic lists drivers.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -108,7 +113,7 @@ async fn baremetal_operator_registers_provisions_and_deletes_a_host() {
         let r = call(&gw, "GET", &format!("/v1/nodes/{name}"), None);
         assert_eq!(r.status, 404, "{}", r.body);
     }
-    assert!(ports(&gw, &format!("address={BOOT_MAC}")).is_empty());
+    assert!(ports(&gw, &format!("address={boot_mac}")).is_empty());
 
     // enrollNode: the Redfish host with every interface named.
     let driver_info = json!({
@@ -148,17 +153,17 @@ async fn baremetal_operator_registers_provisions_and_deletes_a_host() {
 
     // createPortsForNode → createNodePort: the boot MAC as a PXE port, once.
     assert!(ports(&gw, &format!("node_uuid={id}")).is_empty());
-    assert!(ports(&gw, &format!("address={BOOT_MAC}")).is_empty());
+    assert!(ports(&gw, &format!("address={boot_mac}")).is_empty());
     ok(
         call(
             &gw,
             "POST",
             "/v1/ports",
-            Some(json!({"node_uuid": id, "address": BOOT_MAC, "pxe_enabled": true})),
+            Some(json!({"node_uuid": id, "address": boot_mac, "pxe_enabled": true})),
         ),
         201,
     );
-    let found = ports(&gw, &format!("address={BOOT_MAC}"));
+    let found = ports(&gw, &format!("address={boot_mac}"));
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["node_uuid"], id.as_str());
 
@@ -192,6 +197,41 @@ async fn baremetal_operator_registers_provisions_and_deletes_a_host() {
     provision(&gw, &id, json!({"target": "manage"}));
     let managed = settle(&gw, &id, "manageable");
     assert_eq!(managed["power_state"], "power off", "{managed}");
+
+    // inspecthardware.go: inspect (the ramdisk posts its inventory), then the inventory.
+    provision(&gw, &id, json!({"target": "inspect"}));
+    let inspected = settle(&gw, &id, "manageable");
+    assert_eq!(inspected["properties"]["cpus"], 8, "{inspected}");
+    assert_eq!(inspected["properties"]["memory_mb"], 32768, "{inspected}");
+    assert_eq!(inspected["properties"]["local_gb"], 99, "{inspected}");
+    assert_eq!(inspected["properties"]["cpu_arch"], "x86_64", "{inspected}");
+    assert_eq!(
+        inspected["properties"]["capabilities"], "boot_mode:uefi",
+        "the operator's properties stay: {inspected}"
+    );
+    let inv = ok(
+        call(&gw, "GET", &format!("/v1/nodes/{id}/inventory"), None),
+        200,
+    );
+    assert_eq!(
+        inv["inventory"]["interfaces"][0]["mac_address"], boot_mac,
+        "{inv}"
+    );
+    assert_eq!(
+        inv["inventory"]["system_vendor"]["serial_number"],
+        "FSIM00000000"
+    );
+    assert_eq!(inv["plugin_data"]["root_disk"]["name"], "/dev/sda", "{inv}");
+    // The second NIC became a port, not for PXE; the simulator logged one accepted post.
+    let found = ports(&gw, &format!("address={second_mac}"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["node_uuid"], id.as_str());
+    let posts: Vec<Value> = sim
+        .commands(0)
+        .into_iter()
+        .filter(|c| c["op"] == "inspection" && c["status"] == 202)
+        .collect();
+    assert_eq!(posts.len(), 1, "{posts:?}");
 
     // HostFirmwareSettings: the BIOS settings with their schema, cached when managed.
     let bios = ok(
@@ -278,7 +318,7 @@ async fn baremetal_operator_registers_provisions_and_deletes_a_host() {
     // Delete: the node and its port go, by uuid, in available.
     let r = call(&gw, "DELETE", &format!("/v1/nodes/{id}"), None);
     assert_eq!(r.status, 204, "{}", r.body);
-    assert!(ports(&gw, &format!("address={BOOT_MAC}")).is_empty());
+    assert!(ports(&gw, &format!("address={boot_mac}")).is_empty());
     let mut kv = fleet.inspect.client().kv_client();
     let left = kv
         .get(

@@ -17,6 +17,7 @@ mod provision;
 
 pub use boot_device::set_boot_device;
 pub use heartbeat::heartbeat;
+pub(crate) use heartbeat::inspecting;
 pub use power::power;
 pub(crate) use provision::protected;
 pub use provision::provision;

@@ -7,7 +7,9 @@
 //! boot or the wait's timeout takes it on):
 //!
 //! 1. the node is found by the inventory's MACs through its ports (or by `node_uuid` from
-//!    1.84) and must be in `inspect wait` (anything else: 404, as Ironic's lookup);
+//!    1.84) and must be inspecting: in `inspect wait`, or in `inspecting` while its conductor
+//!    still confirms the ramdisk boot (a fast ramdisk can be there first; its conductor keeps
+//!    the data until the node waits). Anything else: 404, as Ironic's lookup;
 //! 2. the data is stored in `inventory/<uuid>` (at most [`MAX_INSPECTION_BYTES`]; 413 beyond);
 //! 3. `cpus`, `memory_mb`, `local_gb` and `cpu_arch` go into the node's properties, and every
 //!    NIC with a valid MAC that has no port yet gets one (the PXE NIC `pxe_enabled`, the
@@ -30,7 +32,7 @@ use axum::Extension;
 use ferric_cluster::ClusterError;
 use ferric_model::heartbeat::{INSPECTION_DATA, INSPECTION_ERROR};
 use ferric_model::port::normalize_mac;
-use ferric_model::{now_ms, HeartbeatRecord, InventoryRecord, NodeId, PortRecord, ProvisionState};
+use ferric_model::{now_ms, HeartbeatRecord, InventoryRecord, NodeId, PortRecord};
 use serde_json::{json, Map, Value};
 
 /// Ironic's `MINOR_81_NODE_INVENTORY`.
@@ -194,7 +196,7 @@ fn find_node(
     let waits = cache.node(&id).is_some_and(|n| {
         n.status
             .as_ref()
-            .is_some_and(|s| s.status.provision_state == ProvisionState::InspectWait)
+            .is_some_and(|s| crate::actions::inspecting(s.status.provision_state))
     });
     if waits {
         Ok(id)

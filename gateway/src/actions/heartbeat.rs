@@ -67,6 +67,15 @@ pub(crate) fn parse(obj: &Map<String, Value>, v: ApiVersion) -> Result<Heartbeat
     Ok(body)
 }
 
+/// States in which the ramdisk's inspection data, not heartbeats, moves the node on (the data
+/// may come while the conductor still confirms the ramdisk boot).
+pub(crate) fn inspecting(state: ferric_model::ProvisionState) -> bool {
+    matches!(
+        state,
+        ferric_model::ProvisionState::Inspecting | ferric_model::ProvisionState::InspectWait
+    )
+}
+
 /// Whether the heartbeat may be recorded for this node.
 pub(crate) fn check(body: &HeartbeatBody, node: &NodeRef) -> Result<(), ApiError> {
     let scheme_ok = body
@@ -121,13 +130,13 @@ pub async fn heartbeat(
     let body = parse(&obj, v)?;
     let node = request::lookup(&state, &ident, v).await?;
     check(&body, &node)?;
-    let inspecting = node
+    if node
         .status
         .as_ref()
-        .is_some_and(|st| st.status.provision_state == ferric_model::ProvisionState::InspectWait);
-    if inspecting {
-        // Accepted, not recorded: `inspect wait` ends with the inspection data, whose record
-        // in the heartbeat's place must not be replaced before the conductor takes it.
+        .is_some_and(|st| inspecting(st.status.provision_state))
+    {
+        // Accepted, not recorded: inspection ends with the inspection data, whose record in
+        // the heartbeat's place must not be replaced before the conductor takes it.
         return Ok(StatusCode::ACCEPTED.into_response());
     }
     let rec = HeartbeatRecord {

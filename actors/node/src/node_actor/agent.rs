@@ -26,7 +26,15 @@ pub(super) async fn on_heartbeat_msg(
     // A caretaker keeps it too: what a heartbeat starts needs the node's hardware, and the
     // conductor that takes the node over reads the last heartbeat again.
     if !state.status.provision_state.is_wait() || booting || state.unserved().is_some() {
-        state.early_hb = Some((hb, rev));
+        // Inspection data ends the wait it comes early for: a later plain heartbeat of the
+        // same ramdisk must not take its place.
+        let keep = state
+            .early_hb
+            .as_ref()
+            .is_some_and(|(early, _)| early.is_inspection_result() && !hb.is_inspection_result());
+        if !keep {
+            state.early_hb = Some((hb, rev));
+        }
         return Ok(Action::AwaitChange);
     }
     state.hb_seen = rev;

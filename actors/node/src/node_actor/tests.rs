@@ -591,6 +591,35 @@ async fn the_agent_cleans_a_node_heartbeat_by_heartbeat() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn inspection_data_that_comes_before_the_wait_ends_it_despite_later_heartbeats() {
+    let machine = Machine::new(false);
+    let mut setup = Setup::new("redfish");
+    setup.machine = machine.clone();
+    setup.status = Some(NodeStatus {
+        provision_state: ProvisionState::Manageable,
+        ..NodeStatus::default()
+    });
+    let node = setup.start().await;
+    node.provision(1, Verb::Inspect);
+    node.provision_state(ProvisionState::Inspecting).await;
+    // A fast ramdisk: its data, then a heartbeat, both before the boot is confirmed.
+    let mut data = heartbeat(ferric_model::now_ms());
+    data.agent_status = Some(ferric_model::heartbeat::INSPECTION_DATA.into());
+    data.agent_token = None;
+    node.store.heartbeat(data);
+    node.store.heartbeat(heartbeat(ferric_model::now_ms()));
+    let st = node.provision_state(ProvisionState::Manageable).await;
+    assert_eq!(st.last_error, None);
+    assert!(!machine.is_on(), "inspection ends with the machine off");
+    assert_eq!(
+        machine.commands()[0],
+        "boot pxe",
+        "{:?}",
+        machine.commands()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_silent_agent_fails_the_wait_state_at_its_deadline() {
     let mut setup = Setup::new("redfish");
     setup.status = Some(NodeStatus {
