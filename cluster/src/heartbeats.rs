@@ -4,9 +4,78 @@
 
 use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use ferric_model::{decode, encode, HeartbeatRecord, NodeId};
+use ferric_model::{decode, encode, AgentTokenRecord, FenceToken, HeartbeatRecord, NodeId};
 
 impl Cluster {
+    /// The agent token record of the node's current ramdisk boot, if one was issued.
+    pub async fn agent_token(&self, id: &NodeId) -> Result<Option<AgentTokenRecord>, ClusterError> {
+        let key = self.keys().agent_token(id);
+        let resp = self
+            .kv()
+            .get(key.clone(), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => decode::<AgentTokenRecord>(kv.value())
+                .map(Some)
+                .map_err(|source| ClusterError::Corrupt { key, source }),
+        }
+    }
+
+    /// Stores a freshly issued token's record unless one exists already (one token per boot,
+    /// whichever gateway issues it first): true when this one was stored. `NodeNotFound` for a
+    /// deleted node.
+    pub async fn issue_agent_token(
+        &self,
+        id: &NodeId,
+        rec: &AgentTokenRecord,
+    ) -> Result<bool, ClusterError> {
+        let key = self.keys().agent_token(id);
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(self.keys().node(id), CompareOp::NotEqual, 0),
+            ])
+            .and_then([TxnOp::put(key, encode(rec), None)])
+            .or_else([TxnOp::get(self.keys().node(id), None)]);
+        let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+        if resp.succeeded() {
+            return Ok(true);
+        }
+        let node_exists = resp.op_responses().into_iter().any(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => !g.kvs().is_empty(),
+            _ => false,
+        });
+        if node_exists {
+            Ok(false)
+        } else {
+            Err(ClusterError::NodeNotFound(id.to_string()))
+        }
+    }
+
+    /// Deletes the node's agent token, fenced by its reservation (the node's owner does this
+    /// when it boots the ramdisk again and when the agent's work ends).
+    pub async fn wipe_agent_token(
+        &self,
+        id: &NodeId,
+        token: FenceToken,
+    ) -> Result<(), ClusterError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.keys().reservation(id),
+                CompareOp::Equal,
+                token.0,
+            )])
+            .and_then([TxnOp::delete(self.keys().agent_token(id), None)]);
+        let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(ClusterError::Fenced(id.to_string()))
+        }
+    }
+
     /// `heartbeats/<uuid>`.
     pub fn heartbeat_key(&self, id: &NodeId) -> String {
         self.keys().heartbeat(id)

@@ -123,6 +123,10 @@ impl Keyspace {
     pub fn bios(&self, id: &NodeId) -> String {
         format!("{}bios/{id}", self.prefix)
     }
+    /// The agent token of a node's current ramdisk boot (its hash; see `AgentTokenRecord`).
+    pub fn agent_token(&self, id: &NodeId) -> String {
+        format!("{}agent-tokens/{id}", self.prefix)
+    }
     /// A node's inspection data (no lease; written by the gateway that received it).
     pub fn inventory(&self, id: &NodeId) -> String {
         format!("{}inventory/{id}", self.prefix)

@@ -295,7 +295,7 @@ impl Cluster {
         Ok(records)
     }
 
-    /// Deletes a node whose spec may not be readable: spec, status, history, BIOS cache, inspection data and the name
+    /// Deletes a node whose spec may not be readable: spec, status, history, BIOS cache, inspection data, agent token and the name
     /// index entries pointing at it, in one transaction that compares every revision read, so
     /// a concurrent repair wins or this fails with a conflict. `check` sees the node as
     /// [`NodeRecords::view`] shows it and may refuse.
@@ -324,6 +324,7 @@ impl Cluster {
             TxnOp::delete(self.keys().status(&id), None),
             TxnOp::delete(self.keys().bios(&id), None),
             TxnOp::delete(self.keys().inventory(&id), None),
+            TxnOp::delete(self.keys().agent_token(&id), None),
             TxnOp::delete(
                 self.keys().history(&id),
                 Some(DeleteOptions::new().with_prefix()),

@@ -37,6 +37,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("The request body is larger than {0} bytes.")]
     TooLarge(usize),
+    /// 429: a rate limit (ramdisk lookups per node).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 503: no conductor can act on the node, etcd unreachable, the gateway's copy is behind.
     #[error("{0}")]
     Unavailable(String),
@@ -97,6 +100,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Cluster(e) => match e {
                 ClusterError::Unreachable { .. }

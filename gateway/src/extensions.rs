@@ -495,6 +495,7 @@ mod tests {
         ("/v1/conductors/{name}", &["get"]),
         ("/v1/heartbeat/{node}", &["post"]),
         ("/v1/continue_inspection", &["post"]),
+        ("/v1/lookup", &["get"]),
         ("/v1/nodes/{node}/inventory", &["get"]),
         ("/v1/ferric/events", &["get"]),
         ("/v1/ferric/openapi.json", &["get"]),

@@ -27,6 +27,7 @@ mod create_batch;
 mod drivers;
 mod extensions;
 mod inspection;
+mod lookup;
 mod nodes;
 mod policy;
 mod request;
@@ -117,6 +118,8 @@ pub struct Inner {
     closing: tokio::sync::watch::Sender<bool>,
     /// The cluster's console secret, read (or created) once, on the first console opened.
     console_secret: tokio::sync::OnceCell<String>,
+    /// Recent `/v1/lookup` requests per node (`lookup::Limiter`).
+    pub(crate) lookups: lookup::Limiter,
 }
 
 impl Drop for Inner {
@@ -150,6 +153,7 @@ impl AppState {
             stop,
             closing: tokio::sync::watch::channel(false).0,
             console_secret: tokio::sync::OnceCell::new(),
+            lookups: lookup::Limiter::default(),
         }))
     }
 
@@ -329,6 +333,7 @@ pub fn app(state: AppState) -> Router {
         .route("/conductors", get(root::conductors))
         .route("/conductors/{name}", get(root::conductor))
         .route("/heartbeat/{node}", post(actions::heartbeat))
+        .route("/lookup", get(lookup::lookup))
         .route(
             "/continue_inspection",
             post(inspection::continue_inspection),
@@ -400,8 +405,10 @@ async fn not_found() -> ApiError {
 /// no credentials; its agent token, pinned by the first heartbeat of each boot, is what the
 /// heartbeat is checked by, and inspection data is taken only for a node waiting for it).
 fn public(path: &str) -> bool {
-    matches!(path, "/" | "/v1" | "/healthz" | "/v1/continue_inspection")
-        || path.starts_with("/v1/heartbeat/")
+    matches!(
+        path,
+        "/" | "/v1" | "/healthz" | "/v1/continue_inspection" | "/v1/lookup"
+    ) || path.starts_with("/v1/heartbeat/")
 }
 
 /// Microversion negotiation and authentication of every API request.

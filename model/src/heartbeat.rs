@@ -41,6 +41,24 @@ impl Record for HeartbeatRecord {
     const VERSION: u8 = 1;
 }
 
+/// The agent token of a node's current ramdisk boot (`agent-tokens/<uuid>`), issued by the
+/// first `GET /v1/lookup` of the boot: only its SHA-256 is kept, and a later lookup gets
+/// `******`, as Ironic does. The node's conductor wipes it when it boots the ramdisk again and
+/// when the node leaves the states an agent works in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentTokenRecord {
+    /// SHA-256 of the token, lower-case hex.
+    pub sha256: String,
+    pub issued_at_ms: u64,
+    /// The gateway that issued it.
+    pub issued_by: String,
+}
+
+impl Record for AgentTokenRecord {
+    const KIND: &'static str = "agent token";
+    const VERSION: u8 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

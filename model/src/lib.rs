@@ -27,7 +27,7 @@ pub use console_record::{ConsoleRecord, ConsoleSecretRecord};
 pub use console_wire::{ControlFrame, ViewerMode};
 pub use delivery::{DeliveryCursor, DeliveryResult, LaneCursor, Outcome, ResendRecord, Sink};
 pub use driver_info::{DriverInfo, DriverInfoError};
-pub use heartbeat::HeartbeatRecord;
+pub use heartbeat::{AgentTokenRecord, HeartbeatRecord};
 pub use history::{HistoryKind, Requester};
 pub use ids::{ConductorName, FenceToken, NameError, NodeId, NodeName};
 pub use inventory::InventoryRecord;

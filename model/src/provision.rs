@@ -195,6 +195,24 @@ impl ProvisionState {
         )
     }
 
+    /// States a ramdisk agent works in, where it may look its node up (Ironic's
+    /// `LOOKUP_ALLOWED_STATES`); its token lives as long as the node stays in them.
+    pub fn agent_may_look_up(self) -> bool {
+        matches!(
+            self,
+            S::Deploying
+                | S::WaitCallBack
+                | S::Cleaning
+                | S::CleanWait
+                | S::Inspecting
+                | S::InspectWait
+                | S::Rescuing
+                | S::RescueWait
+                | S::Servicing
+                | S::ServiceWait
+        )
+    }
+
     /// States parked by a `hold` step until an operator says `unhold` or `abort`.
     pub fn is_hold(self) -> bool {
         matches!(self, S::DeployHold | S::CleanHold | S::ServiceHold)

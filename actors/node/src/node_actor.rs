@@ -221,6 +221,8 @@ pub struct NodeState {
     sync_mismatch: Option<PowerState>,
     /// Cleaning ended: the BIOS settings are cached again on the next pass.
     bios_due: bool,
+    /// The agent's work ended: its token is wiped on the next pass.
+    token_wipe_due: bool,
 }
 
 impl NodeState {
@@ -356,6 +358,7 @@ impl Actor for NodeActor {
             console_error: None,
             sync_mismatch: None,
             bios_due: false,
+            token_wipe_due: false,
         };
         let from_store = args.initial.is_none();
         let initial = match args.initial {

@@ -94,6 +94,13 @@ pub trait NodeStore: Send + Sync + 'static {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Slot, ClusterError>>;
 
+    /// Deletes the node's agent token (fenced).
+    fn wipe_agent_token(
+        &self,
+        id: NodeId,
+        token: FenceToken,
+    ) -> BoxFuture<'_, Result<(), ClusterError>>;
+
     /// The node's cached BIOS settings.
     fn read_bios(&self, id: NodeId) -> BoxFuture<'_, Result<Option<BiosRecord>, ClusterError>>;
 
@@ -161,6 +168,14 @@ impl NodeStore for EtcdStore {
 
     fn read_bios(&self, id: NodeId) -> BoxFuture<'_, Result<Option<BiosRecord>, ClusterError>> {
         Box::pin(async move { self.cluster.node_bios(&id).await })
+    }
+
+    fn wipe_agent_token(
+        &self,
+        id: NodeId,
+        token: FenceToken,
+    ) -> BoxFuture<'_, Result<(), ClusterError>> {
+        Box::pin(async move { self.cluster.wipe_agent_token(&id, token).await })
     }
 
     fn write_bios<'a>(

@@ -130,6 +130,20 @@ pub async fn heartbeat(
     let body = parse(&obj, v)?;
     let node = request::lookup(&state, &ident, v).await?;
     check(&body, &node)?;
+    // An agent that looked its node up must heartbeat with the token of this boot.
+    match state.cluster.agent_token(&node.id()).await {
+        Ok(Some(rec)) if !crate::lookup::token_matches(&rec, body.agent_token.as_deref()) => {
+            return Err(ApiError::BadRequest(
+                "Invalid or missing agent token received.".into(),
+            ));
+        }
+        Ok(_) => {}
+        Err(ferric_cluster::ClusterError::Corrupt { key, source }) => {
+            // Unreadable: the next lookup replaces it; until then the pinning rules apply.
+            tracing::warn!(%key, error = %source, "unreadable agent token record");
+        }
+        Err(e) => return Err(e.into()),
+    }
     if node
         .status
         .as_ref()

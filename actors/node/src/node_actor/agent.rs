@@ -120,3 +120,15 @@ pub(super) async fn on_deadline_timer(
     }
     reconcile(myself, state).await
 }
+
+/// Wipes the node's agent token: a new ramdisk boot gets a new one, and ended work none.
+/// Fenced; an unavailable etcd is an error (the caller's work is retried), since an old token
+/// left valid would lock the next ramdisk out.
+pub(super) async fn wipe_agent_token(state: &mut NodeState) -> Result<(), NodeError> {
+    state
+        .ctx
+        .store
+        .wipe_agent_token(state.id, state.token)
+        .await
+        .map_err(|e| NodeError::from_cluster(state.id, e))
+}

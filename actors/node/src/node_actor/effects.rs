@@ -73,6 +73,12 @@ pub(super) async fn record(
         // Cleaning ended: the settings are cached again (Ironic does it around cleaning).
         state.bios_due = true;
     }
+    if state.status.provision_state.agent_may_look_up()
+        && !status.provision_state.agent_may_look_up()
+    {
+        // The agent's work ended: its token goes (Ironic's `wipe_token_and_url`).
+        state.token_wipe_due = true;
+    }
     status.updated_at_ms = now_ms();
     status.owner = Some(state.ctx.me.clone());
     status.fence = state.token.0;

@@ -265,6 +265,10 @@ pub(super) async fn start_hardware(
     if !state.may_command() || state.in_flight.is_busy() {
         return Ok(Flow::Wait);
     }
+    if hw == Hardware::BootRamdisk {
+        // The ramdisk about to boot looks its node up and gets a fresh token.
+        super::agent::wipe_agent_token(state).await?;
+    }
     let power = match power_actor(myself, state).await {
         Ok(p) => p,
         Err(e) => {

@@ -79,6 +79,10 @@ async fn round(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow
     if std::mem::take(&mut state.bios_due) {
         super::bios::cache_bios(myself, state).await?;
     }
+    if state.token_wipe_due {
+        super::agent::wipe_agent_token(state).await?;
+        state.token_wipe_due = false;
+    }
     let Some(spec) = state.spec.as_deref() else {
         return Ok(Flow::Wait);
     };

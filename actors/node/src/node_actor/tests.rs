@@ -569,6 +569,11 @@ async fn the_agent_cleans_a_node_heartbeat_by_heartbeat() {
     );
     let steps = st.agent.as_ref().unwrap().steps.len();
     assert!(steps > 0);
+    assert_eq!(
+        node.store.with(|i| i.token_wipes),
+        1,
+        "the ramdisk's boot starts without a token"
+    );
     for n in 0..steps {
         tokio::time::sleep(Duration::from_secs(10)).await;
         node.store.heartbeat(heartbeat(ferric_model::now_ms()));
@@ -586,6 +591,10 @@ async fn the_agent_cleans_a_node_heartbeat_by_heartbeat() {
     let st = node.provision_state(ProvisionState::Available).await;
     assert_eq!(st.agent, None);
     assert!(!machine.is_on(), "cleaning ends with the node off");
+    node.until("the token wiped as the agent's work ended", |i| {
+        (i.token_wipes == 2).then_some(())
+    })
+    .await;
     let agent_steps = node.history().iter().filter(|h| h.2 == "agent").count();
     assert_eq!(agent_steps, steps);
 }

@@ -36,6 +36,8 @@ pub(crate) struct Inner {
     pub(crate) events: Vec<EventRecord>,
     pub(crate) heartbeat: Option<(HeartbeatRecord, i64)>,
     pub(crate) bios: Option<BiosRecord>,
+    /// Agent token wipes done (the store keeps no token; the gateway issues them).
+    pub(crate) token_wipes: u32,
     /// The next this many requests fail as if etcd were unreachable.
     pub(crate) unavailable: u32,
     /// Status writes attempted (refused ones too).
@@ -61,6 +63,7 @@ impl MemStore {
                 events: Vec::new(),
                 heartbeat: None,
                 bios: None,
+                token_wipes: 0,
                 unavailable: 0,
                 writes_tried: 0,
                 slots: VecDeque::new(),
@@ -202,6 +205,19 @@ impl NodeStore for MemStore {
     ) -> BoxFuture<'a, Result<Slot, ClusterError>> {
         let slot = self.with(|i| i.slots.pop_front().unwrap_or(Slot::Granted));
         Box::pin(async move { Ok(slot) })
+    }
+
+    fn wipe_agent_token(
+        &self,
+        id: NodeId,
+        token: FenceToken,
+    ) -> BoxFuture<'_, Result<(), ClusterError>> {
+        let result = self.with(|i| {
+            Self::refuse(i, id, token)?;
+            i.token_wipes += 1;
+            Ok(())
+        });
+        Box::pin(async move { result })
     }
 
     fn read_bios(&self, _id: NodeId) -> BoxFuture<'_, Result<Option<BiosRecord>, ClusterError>> {

@@ -1,0 +1,202 @@
+//! The ramdisk's lookup and its agent token, through real processes: a conductor boots a
+//! `ferric sim` Redfish machine into the ramdisk for cleaning, and the test plays
+//! ironic-python-agent's API client (`GET /v1/lookup`, then heartbeats with the token). What
+//! the gateway keeps is checked in etcd (`agent-tokens/<uuid>` holds the token's SHA-256 only,
+//! and goes when the agent's work ends), and what the node did in the API's answers.
+
+use ferric_model::{decode, AgentTokenRecord};
+use ferric_testkit::fleet::Sim;
+use ferric_testkit::http::{http, Reply};
+use ferric_testkit::{Fleet, Gateway};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+fn call(gw: &Gateway, method: &str, path: &str, version: &str, body: Option<&Value>) -> Reply {
+    let body = body.map(Value::to_string);
+    http(
+        gw.port,
+        method,
+        path,
+        &[("X-OpenStack-Ironic-API-Version", version)],
+        body.as_deref().map(str::as_bytes),
+    )
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn wait_state(gw: &Gateway, id: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = call(gw, "GET", &format!("/v1/nodes/{id}"), "1.95", None).json();
+        // A wait state has a target; a resting state has none.
+        let waits = want.contains("wait");
+        if n["provision_state"] == want && n["target_provision_state"].is_null() != waits {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "never {want}: {n}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+async fn etcd_token(fleet: &Fleet, id: &str) -> Option<AgentTokenRecord> {
+    let mut kv = fleet.inspect.client().kv_client();
+    let resp = kv
+        .get(fleet.inspect.key(&format!("agent-tokens/{id}")), None)
+        .await
+        .unwrap();
+    resp.kvs()
+        .first()
+        .map(|kv| decode::<AgentTokenRecord>(kv.value()).expect("a readable token record"))
+}
+
+fn heartbeat(gw: &Gateway, id: &str, token: &str) -> Reply {
+    call(
+        gw,
+        "POST",
+        &format!("/v1/heartbeat/{id}"),
+        "1.68",
+        Some(
+            &json!({"callback_url": "http://127.0.0.1:9/", "agent_version": "10.1.0",
+                     "agent_token": token}),
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_issues_one_token_per_boot_and_heartbeats_must_carry_it() {
+    let mut fleet = Fleet::new("agent-lookup").await;
+    fleet.start_conductor("c1", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), 1, &[]).await;
+    let gw = Gateway::start(&fleet, dir.path(), "gw1", &[]);
+    let nics = sim.system(0).await["nics"].clone();
+    let (eth0, eth1) = (
+        nics[0]["mac"].as_str().unwrap().to_string(),
+        nics[1]["mac"].as_str().unwrap().to_string(),
+    );
+    let info: Value = serde_json::from_str(&sim.driver_info(0, "password")).unwrap();
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/nodes",
+        "1.95",
+        Some(&json!({"driver": "redfish", "name": "lk-0", "driver_info": info})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["uuid"].as_str().unwrap().to_string();
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/ports",
+        "1.95",
+        Some(&json!({"node_uuid": id, "address": eth0})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let lookup = |query: &str, version: &str| {
+        call(&gw, "GET", &format!("/v1/lookup?{query}"), version, None)
+    };
+    let by_macs = format!("addresses={},{}", eth0.to_uppercase(), eth1);
+
+    // Not in a state an agent works in: the same 404 as for an unknown node.
+    let r = lookup(&by_macs, "1.68");
+    assert_eq!(r.status, 404, "{}", r.body);
+    for verb in ["manage", "provide"] {
+        let r = call(
+            &gw,
+            "PUT",
+            &format!("/v1/nodes/{id}/states/provision"),
+            "1.95",
+            Some(&json!({ "target": verb })),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+        if verb == "manage" {
+            wait_state(&gw, &id, "manageable");
+        }
+    }
+    wait_state(&gw, &id, "clean wait");
+    assert!(
+        etcd_token(&fleet, &id).await.is_none(),
+        "no token before a lookup"
+    );
+
+    // Bad lookups.
+    for (query, version, status) in [
+        ("", "1.68", 400),
+        ("addresses=zz:zz", "1.68", 400),
+        ("addresses=52:54:00:ff:ff:ff", "1.68", 404),
+        (by_macs.as_str(), "1.21", 404),
+    ] {
+        let r = lookup(query, version);
+        assert_eq!(r.status, status, "{query} at {version}: {}", r.body);
+    }
+
+    // The first lookup of the boot gets the token; etcd keeps its hash only.
+    let first = lookup(&by_macs, "1.68");
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first = first.json();
+    assert_eq!(first["node"]["uuid"], id.as_str(), "{first}");
+    assert_eq!(first["config"]["agent_token_required"], true);
+    assert_eq!(first["config"]["heartbeat_timeout"], 300);
+    assert_eq!(
+        first["config"]["agent_skip_bmc_detect"], true,
+        "a redfish node"
+    );
+    let token = first["config"]["agent_token"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 64, "{first}");
+    let stored = etcd_token(&fleet, &id).await.expect("agent-tokens/<uuid>");
+    let hash: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(stored.sha256, hash);
+    assert!(!stored.sha256.contains(&token));
+    // Later lookups (by uuid too) see it masked, until the per-node limit says 429.
+    let again = lookup(&format!("node_uuid={id}"), "1.68");
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["config"]["agent_token"], "******");
+    let mut limited = None;
+    for n in 2..40 {
+        let r = lookup(&by_macs, "1.68");
+        if r.status == 429 {
+            limited = Some(n);
+            break;
+        }
+        assert_eq!(r.json()["config"]["agent_token"], "******");
+    }
+    assert_eq!(
+        limited,
+        Some(20),
+        "the 21st lookup of the window is refused"
+    );
+
+    // A heartbeat without the token, or with another, is refused and recorded nowhere.
+    for bad in ["", "not-the-token"] {
+        let r = heartbeat(&gw, &id, bad);
+        assert_eq!(r.status, 400, "{}", r.body);
+    }
+    let mut kv = fleet.inspect.client().kv_client();
+    let hb = kv
+        .get(fleet.inspect.key(&format!("heartbeats/{id}")), None)
+        .await
+        .unwrap();
+    assert_eq!(hb.kvs().len(), 0, "a refused heartbeat is not recorded");
+    assert_eq!(
+        call(&gw, "GET", &format!("/v1/nodes/{id}"), "1.95", None).json()["provision_state"],
+        "clean wait"
+    );
+
+    // With the token, cleaning goes on to its end; the token goes with the agent's work.
+    let r = heartbeat(&gw, &id, &token);
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_state(&gw, &id, "available");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while etcd_token(&fleet, &id).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "agent-tokens/<uuid> outlived the cleaning"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = lookup(&by_macs, "1.68");
+    assert_eq!(r.status, 404, "{}", r.body);
+}
