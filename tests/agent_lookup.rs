@@ -6,7 +6,7 @@
 
 use ferric_model::{decode, AgentTokenRecord};
 use ferric_testkit::fleet::Sim;
-use ferric_testkit::http::{http, Reply};
+use ferric_testkit::http::{http, run_venv, Reply};
 use ferric_testkit::{Fleet, Gateway};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -67,7 +67,7 @@ async fn lookup_issues_one_token_per_boot_and_heartbeats_must_carry_it() {
     let mut fleet = Fleet::new("agent-lookup").await;
     fleet.start_conductor("c1", &[]);
     let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::start(dir.path(), 1, &[]).await;
+    let sim = Sim::start(dir.path(), 2, &[]).await;
     let gw = Gateway::start(&fleet, dir.path(), "gw1", &[]);
     let nics = sim.system(0).await["nics"].clone();
     let (eth0, eth1) = (
@@ -199,4 +199,77 @@ async fn lookup_issues_one_token_per_boot_and_heartbeats_must_carry_it() {
     }
     let r = lookup(&by_macs, "1.68");
     assert_eq!(r.status, 404, "{}", r.body);
+
+    // ironic-python-agent's own API client, on a second machine: it looks its node up by
+    // MAC, gets the token once, is refused with a wrong one and accepted with its own.
+    let nics1 = sim.system(1).await["nics"].clone();
+    let macs1: Vec<String> = (0..2)
+        .map(|i| nics1[i]["mac"].as_str().unwrap().to_string())
+        .collect();
+    let info: Value = serde_json::from_str(&sim.driver_info(1, "password")).unwrap();
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/nodes",
+        "1.95",
+        Some(&json!({"driver": "redfish", "name": "lk-1", "driver_info": info})),
+    );
+    let id1 = r.json()["uuid"].as_str().unwrap().to_string();
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/ports",
+        "1.95",
+        Some(&json!({"node_uuid": id1, "address": macs1[0]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    for verb in ["manage", "provide"] {
+        let r = call(
+            &gw,
+            "PUT",
+            &format!("/v1/nodes/{id1}/states/provision"),
+            "1.95",
+            Some(&json!({ "target": verb })),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+        if verb == "manage" {
+            wait_state(&gw, &id1, "manageable");
+        }
+    }
+    wait_state(&gw, &id1, "clean wait");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ipa_client.py");
+    let out = run_venv(
+        "python",
+        &[script, &gw.url, &macs1.join(",")],
+        &[],
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "IPA's client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ipa: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(ipa["node"], id1.as_str(), "{ipa}");
+    assert_eq!(ipa["token_required"], true, "{ipa}");
+    assert_eq!(ipa["second_token"], "******", "{ipa}");
+    assert!(
+        ipa["wrong_token"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("refused") && w.contains("agent token")),
+        "{ipa}"
+    );
+    assert_eq!(ipa["heartbeat"], "accepted", "{ipa}");
+    let issued = etcd_token(&fleet, &id1).await;
+    let hash: String = Sha256::digest(ipa["token"].as_str().unwrap().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // The accepted heartbeat carries cleaning on; the token is wiped when it ends.
+    if let Some(rec) = issued {
+        assert_eq!(rec.sha256, hash);
+    }
+    wait_state(&gw, &id1, "available");
 }
