@@ -6,22 +6,14 @@
 
 use ferric_model::{decode, AgentTokenRecord};
 use ferric_testkit::fleet::Sim;
-use ferric_testkit::http::{http, run_venv, Reply};
+use ferric_testkit::http::{api_at, run_venv, Reply};
 use ferric_testkit::{Fleet, Gateway};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
 fn call(gw: &Gateway, method: &str, path: &str, version: &str, body: Option<&Value>) -> Reply {
-    let body = body.map(Value::to_string);
-    http(
-        gw.port,
-        method,
-        path,
-        &[("X-OpenStack-Ironic-API-Version", version)],
-        body.as_deref().map(str::as_bytes),
-    )
-    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    api_at(gw.port, method, path, version, body)
 }
 
 fn wait_state(gw: &Gateway, id: &str, want: &str) -> Value {

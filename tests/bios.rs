@@ -8,7 +8,7 @@
 use ferric_model::{decode, BiosRecord};
 use ferric_testkit::cli::NoauthCli;
 use ferric_testkit::fleet::Sim;
-use ferric_testkit::http::{http, Reply};
+use ferric_testkit::http::{api_at, Reply};
 use ferric_testkit::sushy::Sushy;
 use ferric_testkit::{Fleet, Gateway};
 use serde_json::Value;
@@ -29,14 +29,7 @@ fn field<'a>(row: &'a Value, name: &str) -> &'a Value {
 }
 
 fn at(gw: &Gateway, version: &str, path: &str) -> Reply {
-    http(
-        gw.port,
-        "GET",
-        path,
-        &[("X-OpenStack-Ironic-API-Version", version)],
-        None,
-    )
-    .expect("gateway answers")
+    api_at(gw.port, "GET", path, version, None)
 }
 
 async fn bios_key(fleet: &Fleet, id: &str) -> Option<BiosRecord> {

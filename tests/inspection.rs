@@ -6,7 +6,7 @@
 
 use ferric_testkit::cli::NoauthCli;
 use ferric_testkit::fleet::Sim;
-use ferric_testkit::http::{http, Reply};
+use ferric_testkit::http::{api_at, Reply};
 use ferric_testkit::{Fleet, Gateway};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -15,15 +15,7 @@ const BOOT_MAC: &str = "52:54:00:1c:00:01";
 const SECOND_MAC: &str = "52:54:01:1c:00:01";
 
 fn call(gw: &Gateway, method: &str, path: &str, version: &str, body: Option<&Value>) -> Reply {
-    let body = body.map(Value::to_string);
-    http(
-        gw.port,
-        method,
-        path,
-        &[("X-OpenStack-Ironic-API-Version", version)],
-        body.as_deref().map(str::as_bytes),
-    )
-    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    api_at(gw.port, method, path, version, body)
 }
 
 /// What IPA sends: its inventory and the plugin data it adds.

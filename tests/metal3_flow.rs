@@ -12,7 +12,7 @@
 //! `/v1/continue_inspection`, and the operator reads it back (`inspecthardware.go`).
 
 use ferric_testkit::fleet::Sim;
-use ferric_testkit::http::{http, Reply};
+use ferric_testkit::http::{api_at, Reply};
 use ferric_testkit::{Fleet, Gateway};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -21,15 +21,7 @@ use std::time::{Duration, Instant};
 const VERSION: &str = "1.95";
 
 fn call(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> Reply {
-    let body = body.map(|b| b.to_string());
-    http(
-        gw.port,
-        method,
-        path,
-        &[("X-OpenStack-Ironic-API-Version", VERSION)],
-        body.as_deref().map(str::as_bytes),
-    )
-    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    api_at(gw.port, method, path, VERSION, body.as_ref())
 }
 
 fn ok(r: Reply, status: u16) -> Value {

@@ -4,24 +4,14 @@
 
 use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use ferric_model::{decode, encode, BiosRecord, FenceToken, InventoryRecord, NodeId};
+use ferric_model::{encode, BiosRecord, FenceToken, InventoryRecord, NodeId};
 
 impl Cluster {
     /// The node's cached settings, None when none were ever cached. An unreadable record is
     /// `ClusterError::Corrupt`.
     pub async fn node_bios(&self, id: &NodeId) -> Result<Option<BiosRecord>, ClusterError> {
         let key = self.keys().bios(id);
-        let resp = self
-            .kv()
-            .get(key.clone(), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        match resp.kvs().first() {
-            None => Ok(None),
-            Some(kv) => decode::<BiosRecord>(kv.value())
-                .map(Some)
-                .map_err(|source| ClusterError::Corrupt { key, source }),
-        }
+        Ok(self.get_record(key).await?.map(|(r, _)| r))
     }
 
     /// Writes the node's settings if `token` still holds its reservation and the node exists.
@@ -53,17 +43,7 @@ impl Cluster {
         id: &NodeId,
     ) -> Result<Option<InventoryRecord>, ClusterError> {
         let key = self.keys().inventory(id);
-        let resp = self
-            .kv()
-            .get(key.clone(), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        match resp.kvs().first() {
-            None => Ok(None),
-            Some(kv) => decode::<InventoryRecord>(kv.value())
-                .map(Some)
-                .map_err(|source| ClusterError::Corrupt { key, source }),
-        }
+        Ok(self.get_record(key).await?.map(|(r, _)| r))
     }
 
     /// Stores a node's inspection data if the node exists (`NodeNotFound` otherwise); the

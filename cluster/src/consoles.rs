@@ -67,18 +67,7 @@ impl Cluster {
 
     /// The console record of a node, if its console runs somewhere.
     pub async fn get_console(&self, id: &NodeId) -> Result<Option<ConsoleRecord>, ClusterError> {
-        let key = self.console_key(id);
-        let resp = self
-            .kv()
-            .get(key.clone(), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        match resp.kvs().first() {
-            None => Ok(None),
-            Some(kv) => decode(kv.value())
-                .map(Some)
-                .map_err(|source| ClusterError::Corrupt { key, source }),
-        }
+        Ok(self.get_record(self.console_key(id)).await?.map(|(r, _)| r))
     }
 
     /// Every console record (unreadable ones are skipped with a warning).

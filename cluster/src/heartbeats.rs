@@ -4,23 +4,13 @@
 
 use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use ferric_model::{decode, encode, AgentTokenRecord, FenceToken, HeartbeatRecord, NodeId};
+use ferric_model::{encode, AgentTokenRecord, FenceToken, HeartbeatRecord, NodeId};
 
 impl Cluster {
     /// The agent token record of the node's current ramdisk boot, if one was issued.
     pub async fn agent_token(&self, id: &NodeId) -> Result<Option<AgentTokenRecord>, ClusterError> {
         let key = self.keys().agent_token(id);
-        let resp = self
-            .kv()
-            .get(key.clone(), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        match resp.kvs().first() {
-            None => Ok(None),
-            Some(kv) => decode::<AgentTokenRecord>(kv.value())
-                .map(Some)
-                .map_err(|source| ClusterError::Corrupt { key, source }),
-        }
+        Ok(self.get_record(key).await?.map(|(r, _)| r))
     }
 
     /// Stores a freshly issued token's record unless one exists already (one token per boot,
@@ -121,18 +111,7 @@ impl Cluster {
         &self,
         id: &NodeId,
     ) -> Result<Option<(HeartbeatRecord, i64)>, ClusterError> {
-        let key = self.heartbeat_key(id);
-        let resp = self
-            .kv()
-            .get(key.clone(), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        match resp.kvs().first() {
-            None => Ok(None),
-            Some(kv) => decode(kv.value())
-                .map(|rec| Some((rec, kv.mod_revision())))
-                .map_err(|source| ClusterError::Corrupt { key, source }),
-        }
+        self.get_record(self.heartbeat_key(id)).await
     }
 
     /// Removes a node's heartbeat record (after the node itself was deleted).

@@ -168,6 +168,25 @@ impl Cluster {
         ClusterError::from_etcd(&self.endpoints, e)
     }
 
+    /// One record and the revision it was written at; None when the key is absent, and
+    /// `ClusterError::Corrupt` (naming the key) when it cannot be decoded.
+    pub(crate) async fn get_record<R: ferric_model::Record>(
+        &self,
+        key: String,
+    ) -> Result<Option<(R, i64)>, ClusterError> {
+        let resp = self
+            .kv()
+            .get(key.clone(), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => ferric_model::decode(kv.value())
+                .map(|r| Some((r, kv.mod_revision())))
+                .map_err(|source| ClusterError::Corrupt { key, source }),
+        }
+    }
+
     /// The current etcd revision (also a cheap liveness probe).
     pub async fn revision(&self) -> Result<i64, ClusterError> {
         let resp = self

@@ -27,15 +27,11 @@ impl Cluster {
     /// The policy; the default (no rules: off) when none was set.
     pub async fn remediation_policy(&self) -> Result<RemediationPolicy, ClusterError> {
         let key = self.remediation_policy_key();
-        let resp = self
-            .kv()
-            .get(key.clone(), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        match resp.kvs().first() {
-            None => Ok(RemediationPolicy::default()),
-            Some(kv) => decode(kv.value()).map_err(|source| ClusterError::Corrupt { key, source }),
-        }
+        Ok(self
+            .get_record(key)
+            .await?
+            .map(|(r, _)| r)
+            .unwrap_or_default())
     }
 
     /// Replaces the policy (an empty rule list turns remediation off).

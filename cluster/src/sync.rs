@@ -1,21 +1,17 @@
 //! The cluster's power sync settings (`config/sync`), which every conductor watches.
 
 use crate::{Cluster, ClusterError};
-use ferric_model::{decode, encode, SyncConfig};
+use ferric_model::{encode, SyncConfig};
 
 impl Cluster {
     /// The settings; the default (`observe`) when none were set.
     pub async fn sync_config(&self) -> Result<SyncConfig, ClusterError> {
         let key = self.keys().sync_config();
-        let resp = self
-            .kv()
-            .get(key.clone(), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        match resp.kvs().first() {
-            None => Ok(SyncConfig::default()),
-            Some(kv) => decode(kv.value()).map_err(|source| ClusterError::Corrupt { key, source }),
-        }
+        Ok(self
+            .get_record(key)
+            .await?
+            .map(|(r, _)| r)
+            .unwrap_or_default())
     }
 
     pub async fn set_sync_config(&self, config: &SyncConfig) -> Result<(), ClusterError> {

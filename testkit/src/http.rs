@@ -118,6 +118,25 @@ pub fn api(port: u16, method: &str, path: &str, body: Option<&str>) -> Reply {
     .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
+/// `http` at microversion `version`, with a JSON body.
+pub fn api_at(
+    port: u16,
+    method: &str,
+    path: &str,
+    version: &str,
+    body: Option<&serde_json::Value>,
+) -> Reply {
+    let body = body.map(serde_json::Value::to_string);
+    http(
+        port,
+        method,
+        path,
+        &[("X-OpenStack-Ironic-API-Version", version)],
+        body.as_deref().map(str::as_bytes),
+    )
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
 /// The virtualenv with python-ironicclient, openstacksdk and Ansible: the one
 /// `scripts/install-deps.sh` made (`$FERRIC_PYVENV`, default `target/pyvenv`), or one made (or
 /// brought up to date) here from `tests/python-requirements.txt` when it is missing or was made
