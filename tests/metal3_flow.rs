@@ -299,6 +299,19 @@ async fn baremetal_operator_registers_provisions_and_deletes_a_host() {
         view["run"]["from"], "Hdd",
         "the host runs its image: {view}"
     );
+    // Each ramdisk boot (inspection, cleaning, deploy) looked its node up and got a token, and
+    // the heartbeats that carried it were taken (the simulator's log).
+    let cmds = sim.commands(0);
+    let lookups = cmds
+        .iter()
+        .filter(|c| c["op"] == "lookup" && c["status"] == 200)
+        .count();
+    assert!(lookups >= 3, "lookups: {cmds:?}");
+    let refused: Vec<&Value> = cmds
+        .iter()
+        .filter(|c| c["op"] == "heartbeat" && c["status"] == 400)
+        .collect();
+    assert!(refused.is_empty(), "heartbeats refused: {refused:?}");
 
     // Deprovision: automated_clean in sync (no change: no PATCH), then deleted → cleaning →
     // available, the instance gone.

@@ -47,6 +47,8 @@ pub const USER_AGENT: &str = "ferric-sim-agent";
 pub const MAX_IN_FLIGHT: usize = 512;
 /// The microversion heartbeats are sent with: the first one that knows `agent_status`.
 pub const API_VERSION: &str = "1.72";
+/// The microversion lookups are sent with: the one IPA uses (the first with agent tokens).
+pub const LOOKUP_API_VERSION: &str = "1.62";
 /// The microversion the inspection data is posted with: the first one with
 /// `/v1/continue_inspection`.
 pub const INSPECTION_API_VERSION: &str = "1.84";
@@ -84,6 +86,11 @@ pub struct AgentSpec {
     /// an inspection callback). On by default; `false` is an agent that only heartbeats.
     #[serde(default = "default_inspect")]
     pub inspect: bool,
+    /// Look the node up (`GET /v1/lookup` with the machine's MACs and the node's uuid) after
+    /// the inspection post and heartbeat with the token the API issues, as IPA does. On by
+    /// default; ignored (no lookup) when `token` is set: an agent with a fixed token uses it.
+    #[serde(default = "default_inspect")]
+    pub lookup: bool,
 }
 
 /// The body of `PUT /sim/agents`: one configuration for many systems, each with its node. The
@@ -117,6 +124,7 @@ impl FleetAgentSpec {
             fail_after: self.fail_after,
             callback_url: None,
             inspect: default_inspect(),
+            lookup: default_inspect(),
         })
     }
 }
@@ -140,12 +148,16 @@ pub struct AgentConfig {
     pub fail_after: Option<u64>,
     pub callback_url: Option<String>,
     pub inspect: bool,
+    pub lookup: bool,
     /// Where heartbeats go; derived from `api_url` and `node` only.
     #[serde(skip)]
     heartbeat_url: Url,
     /// Where the inspection data goes; derived from `api_url` only.
     #[serde(skip)]
     inspection_url: Url,
+    /// Where the lookup goes (without its query); derived from `api_url` only.
+    #[serde(skip)]
+    lookup_url: Url,
 }
 
 /// Checks `url` is an absolute http(s) URL with a host and nothing a base URL cannot carry.
@@ -202,6 +214,7 @@ impl AgentSpec {
         };
         let heartbeat_url = under_api(&["v1", "heartbeat", &self.node])?;
         let inspection_url = under_api(&["v1", "continue_inspection"])?;
+        let lookup_url = under_api(&["v1", "lookup"])?;
         Ok(AgentConfig {
             api_url: self.api_url,
             node: self.node,
@@ -211,8 +224,10 @@ impl AgentSpec {
             fail_after: self.fail_after,
             callback_url: self.callback_url,
             inspect: self.inspect,
+            lookup: self.lookup,
             heartbeat_url,
             inspection_url,
+            lookup_url,
         })
     }
 }
@@ -224,6 +239,16 @@ impl AgentConfig {
 
     pub fn inspection_url(&self) -> &Url {
         &self.inspection_url
+    }
+
+    /// The lookup of system `idx`'s machine: its MACs and the node's uuid.
+    pub fn lookup_url(&self, idx: usize) -> Url {
+        let macs: Vec<String> = hardware::nics(idx).into_iter().map(|n| n.mac).collect();
+        let mut url = self.lookup_url.clone();
+        url.query_pairs_mut()
+            .append_pair("addresses", &macs.join(","))
+            .append_pair("node_uuid", &self.node);
+        url
     }
 
     pub fn interval(&self) -> Duration {
@@ -282,6 +307,9 @@ pub struct AgentFacts {
     pub inspection_status: Option<LastStatus>,
     /// The node uuid the API named in its 2xx answer to the inspection post.
     pub inspection_uuid: Option<String>,
+    /// The answer to the run's lookup; `None` while not sent, and for a run that does not look
+    /// up.
+    pub lookup_status: Option<LastStatus>,
 }
 
 /// An agent as the control API shows it: its configuration and its latest run.
@@ -363,6 +391,7 @@ impl Agent {
             active_token: Some(token.clone()),
             inspection_status: None,
             inspection_uuid: None,
+            lookup_status: None,
         };
         if !self.facts.running {
             return None;
@@ -401,6 +430,20 @@ impl Agent {
         self.facts.last_status = Some(status);
         if self.config.stop_after == Some(n) {
             self.halt();
+        }
+        self.facts.running
+    }
+
+    /// The lookup of run `run_id` was answered (or failed), with the token it issued, if any.
+    /// Returns whether the run goes on (to heartbeats, with that token when there is one).
+    pub fn lookup_done(&mut self, run_id: u64, status: LastStatus, token: Option<&str>) -> bool {
+        if run_id != self.run_id {
+            return false;
+        }
+        self.facts.in_flight = false;
+        self.facts.lookup_status = Some(status);
+        if let Some(t) = token {
+            self.facts.active_token = Some(t.to_string());
         }
         self.facts.running
     }
@@ -541,6 +584,9 @@ pub(crate) async fn run(mut t: RunTicket) {
     if t.config.inspect && !inspect(&mut t, &client, &slots).await {
         return;
     }
+    if t.config.lookup && t.config.token.is_none() && !lookup(&mut t, &client, &slots).await {
+        return;
+    }
     let mut n = 0u64;
     loop {
         n += 1;
@@ -575,6 +621,88 @@ async fn inspect(t: &mut RunTicket, client: &SharedClient, slots: &Semaphore) ->
         Inspection::from_reply(t.run_id, sent_at, reply),
         &t.config,
     )
+}
+
+/// Looks the node up, once; a token the API issues replaces the run's own. Returns whether the
+/// run goes on (whatever the answer: without a token the agent heartbeats with its own, and
+/// the API's first-heartbeat pinning applies).
+async fn lookup(t: &mut RunTicket, client: &SharedClient, slots: &Semaphore) -> bool {
+    let Some(_slot) = slot(t, slots).await else {
+        return false;
+    };
+    if !may_send(t) {
+        return false;
+    }
+    let url = t.config.lookup_url(t.idx);
+    let sent_at = SystemTime::now();
+    let reply = match client {
+        Ok(c) => tokio::select! {
+            r = get(c, &url, LOOKUP_API_VERSION) => r,
+            _ = stopped(&mut t.closed) => return false,
+        },
+        Err(e) => Err(format!("no HTTP client: {e}")),
+    };
+    let found = Lookup::from_reply(t.run_id, sent_at, reply);
+    if let Some(token) = &found.token {
+        t.token = token.clone();
+    }
+    let Some(state) = t.state.upgrade() else {
+        return false;
+    };
+    state.lookup_done(t.idx, found, &t.config, url.path())
+}
+
+/// GETs `url` with microversion `api_version`: the status and body of the answer, or why
+/// there is none.
+async fn get(
+    client: &reqwest::Client,
+    url: &Url,
+    api_version: &str,
+) -> Result<(u16, Bytes), String> {
+    let resp = client
+        .get(url.clone())
+        .header("X-OpenStack-Ironic-API-Version", api_version)
+        .send()
+        .await
+        .map_err(|e| describe(&e))?;
+    let status = resp.status().as_u16();
+    let answer = resp.bytes().await.unwrap_or_default();
+    Ok((status, answer))
+}
+
+/// One lookup sent, for the fleet to record.
+#[derive(Debug)]
+pub(crate) struct Lookup {
+    pub run_id: u64,
+    pub sent_at: SystemTime,
+    pub status: LastStatus,
+    /// The token a 200 answer issued (not `******`, the answer to a later lookup of the boot).
+    pub token: Option<String>,
+    pub refusal: Option<String>,
+}
+
+impl Lookup {
+    fn from_reply(run_id: u64, sent_at: SystemTime, reply: Result<(u16, Bytes), String>) -> Self {
+        let (status, token, refusal) = match reply {
+            Ok((200, body)) => (LastStatus::Http(200), issued_token(&body), None),
+            Ok((code, body)) => (LastStatus::Http(code), None, refusal(&body)),
+            Err(e) => (LastStatus::Error(e), None, None),
+        };
+        Lookup {
+            run_id,
+            sent_at,
+            status,
+            token,
+            refusal,
+        }
+    }
+}
+
+/// `config.agent_token` of a lookup answer, when it is a token (not `******`) an agent can send.
+fn issued_token(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let token = v.get("config")?.get("agent_token")?.as_str()?;
+    (token != "******" && check_text("agent_token", token).is_ok()).then(|| token.to_string())
 }
 
 /// Sends heartbeat `n` of the run. Returns whether the run goes on.

@@ -338,6 +338,33 @@ impl SimState {
             .is_some_and(|a| a.inspection_done(insp.run_id, insp.status, insp.uuid))
     }
 
+    /// Records a lookup of system `idx`'s agent; whether its run goes on.
+    pub(crate) fn lookup_done(
+        &self,
+        idx: usize,
+        found: agent::Lookup,
+        config: &AgentConfig,
+        path: &str,
+    ) -> bool {
+        let (status, detail) = match &found.status {
+            LastStatus::Http(code) => (Some(*code), found.refusal),
+            LastStatus::Error(e) => (None, Some(e.clone())),
+        };
+        let record = Record {
+            received: found.sent_at,
+            status,
+            client: Some(agent::USER_AGENT.to_string()),
+            node: Some(config.node.clone()),
+            detail,
+            ..Record::new(LogOp::Lookup, &self.ids[idx], "GET", path.to_string())
+        };
+        let mut s = self.lock(idx);
+        self.log.append(record);
+        s.agent
+            .as_mut()
+            .is_some_and(|a| a.lookup_done(found.run_id, found.status, found.token.as_deref()))
+    }
+
     /// Attaches a serial session to one system.
     pub(crate) fn attach_serial(&self, idx: usize, out: OutputSender) -> Result<u64, Busy> {
         self.lock(idx).serial.attach(out)

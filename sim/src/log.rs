@@ -28,6 +28,8 @@ pub enum LogOp {
     /// The inspection data the system's agent sent at the start of a ramdisk boot
     /// (`POST /v1/continue_inspection`).
     Inspection,
+    /// The lookup the system's agent sent after its inspection post (`GET /v1/lookup`).
+    Lookup,
     /// A serial console session was asked for: opened (`status` 101) or refused (409).
     SerialOpen,
     /// A serial console session ended; `detail` says why.

@@ -63,8 +63,13 @@ struct Api {
     url: String,
     got: Record,
     inspections: Record,
+    /// Lookups: the query string as `node`, no body.
+    lookups: Record,
     _stop: oneshot::Sender<()>,
 }
+
+/// The token the stand-in issues to the first lookup (later ones get `******`, as Ironic).
+const ISSUED: &str = "issued-by-the-stand-in";
 
 /// Ironic's answer to an inspection post with status `status`.
 fn inspection_answer(status: StatusCode) -> (StatusCode, Json<Value>) {
@@ -87,6 +92,7 @@ impl Api {
     async fn with_inspection(status: StatusCode, inspection: StatusCode) -> Api {
         let got: Record = Arc::default();
         let inspections: Record = Arc::default();
+        let lookups: Record = Arc::default();
         let app = Router::new()
             .route(
                 "/v1/heartbeat/{node}",
@@ -113,6 +119,19 @@ impl Api {
                         inspection_answer(inspection)
                     }
                 }),
+            )
+            .route(
+                "/v1/lookup",
+                axum::routing::get({
+                    let lookups = lookups.clone();
+                    move |headers: HeaderMap, uri: axum::http::Uri| async move {
+                        let mut l = lookups.lock().unwrap();
+                        let token = if l.is_empty() { ISSUED } else { "******" };
+                        let query = uri.query().unwrap_or("").to_string();
+                        l.push(Got::new(query, &headers, Value::Null));
+                        Json(json!({"node": {"uuid": "n"}, "config": {"agent_token": token}}))
+                    }
+                }),
             );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -129,6 +148,7 @@ impl Api {
             url,
             got,
             inspections,
+            lookups,
             _stop: stop,
         }
     }
@@ -139,6 +159,10 @@ impl Api {
 
     fn inspections(&self) -> Vec<Got> {
         self.inspections.lock().unwrap().clone()
+    }
+
+    fn lookups(&self) -> Vec<Got> {
+        self.lookups.lock().unwrap().clone()
     }
 
     fn count(&self, node: &str) -> usize {
@@ -338,7 +362,7 @@ async fn the_agent_heartbeats_only_while_the_system_runs_a_pxe_boot() {
         .as_str()
         .expect("a token")
         .to_string();
-    assert_eq!(token.len(), 32);
+    assert_eq!(token, ISSUED, "the token its lookup was issued");
     let got = api.got();
     for g in &got {
         assert_eq!(g.api_version.as_deref(), Some("1.72"));
@@ -1005,4 +1029,66 @@ async fn stop_after_zero_sends_no_inspection_either() {
     assert!(api.inspections().is_empty());
     assert_eq!(api.count("n0"), 0);
     assert_eq!(sim.view("sim-0").await["power"], "On");
+}
+
+#[tokio::test]
+async fn the_agent_looks_its_node_up_and_heartbeats_with_the_issued_token() {
+    let api = Api::start(StatusCode::ACCEPTED).await;
+    let sim = Sim::start(3).await;
+    sim.agent("sim-2", agent_body(&api, "n2")).await;
+    sim.boot_override("sim-2", "Pxe", "Continuous").await;
+    sim.reset("sim-2", "On").await;
+    until(WAIT, "heartbeats after the lookup", || api.count("n2") >= 2).await;
+    let lookups = api.lookups();
+    assert_eq!(lookups.len(), 1, "one lookup per boot");
+    assert_eq!(lookups[0].api_version.as_deref(), Some("1.62"));
+    assert_eq!(
+        lookups[0].node,
+        "addresses=52%3A54%3A00%3A00%3A00%3A02%2C52%3A54%3A01%3A00%3A00%3A02&node_uuid=n2"
+    );
+    for g in api.got().iter().filter(|g| g.node == "n2") {
+        assert_eq!(g.body["agent_token"], ISSUED, "{:?}", g.body);
+    }
+    let view = sim.view("sim-2").await;
+    assert_eq!(view["agent"]["lookup_status"], 200);
+    assert_eq!(view["agent"]["active_token"], ISSUED);
+    let logged = sim.entries(LogOp::Lookup, "sim-2");
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].status, Some(200));
+    assert_eq!(logged[0].path, "/v1/lookup");
+
+    // The next boot's lookup gets `******`: the agent heartbeats with its own token.
+    let before = api.count("n2");
+    sim.reset("sim-2", "ForceRestart").await;
+    until(WAIT, "heartbeats of the second boot", || {
+        api.lookups().len() == 2 && api.count("n2") >= before + 2
+    })
+    .await;
+    let last = api
+        .got()
+        .into_iter()
+        .rev()
+        .find(|g| g.node == "n2")
+        .unwrap();
+    assert_ne!(last.body["agent_token"], ISSUED);
+    assert_ne!(last.body["agent_token"], "******");
+
+    // A fixed token, or `lookup: false`: no lookup at all.
+    for (system, node, extra) in [
+        ("sim-0", "n0", json!({"token": "fixed-token"})),
+        ("sim-1", "n1", json!({"lookup": false})),
+    ] {
+        let mut body = agent_body(&api, node);
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        sim.agent(system, body).await;
+        sim.boot_override(system, "Pxe", "Continuous").await;
+        sim.reset(system, "On").await;
+    }
+    until(WAIT, "heartbeats of both", || {
+        api.count("n0") >= 2 && api.count("n1") >= 2
+    })
+    .await;
+    assert_eq!(api.lookups().len(), 2, "no lookups from sim-0 and sim-1");
 }
