@@ -37,6 +37,9 @@ enum Cmd {
     Api(crate::bench_api::ApiArgs),
     /// Ports and VIFs through the gateway: port creates, lookups by MAC, VIF attach/detach.
     Ports(crate::bench_ports::PortsArgs),
+    /// `ferric sim` agents with real conductors: N nodes inspected at once, then deployed at
+    /// once; time to all done and conductor CPU.
+    Agent(crate::bench_agent::AgentArgs),
     /// Power on N `ferric sim` nodes with 3 conductors; time, conductor CPU, BMC commands/s.
     Power {
         #[arg(long, default_value_t = 5_000)]
@@ -102,6 +105,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Api(a) => crate::bench_api::run(&dir, &etcd, a).await,
         Cmd::Notify(a) => crate::bench_notify::run(&dir, &etcd, a).await,
         Cmd::Ports(a) => crate::bench_ports::run(&dir, &etcd, a).await,
+        Cmd::Agent(a) => crate::bench_agent::run(&dir, &etcd, a).await,
         Cmd::Power {
             nodes,
             conductors,
@@ -334,7 +338,7 @@ fn mem_total() -> String {
 }
 
 /// CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };

@@ -2,6 +2,7 @@
 //! up logging, hand over to the role.
 
 mod bench;
+mod bench_agent;
 mod bench_api;
 mod bench_notify;
 mod bench_ports;
