@@ -61,7 +61,10 @@ async fn until_all(
 }
 
 fn cpu(procs: &[Proc]) -> f64 {
-    procs.iter().map(|p| crate::bench::cpu_seconds(p.pid())).sum()
+    procs
+        .iter()
+        .map(|p| crate::bench::cpu_seconds(p.pid()))
+        .sum()
 }
 
 /// Sends `verb` to every node through the API.
@@ -139,11 +142,20 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: AgentArgs) -> anyhow::Result<()> {
     })
     .await?;
     let (views, _) = cluster.list_nodes().await?;
-    anyhow::ensure!(views.len() == n, "etcd holds {} nodes, not {n}", views.len());
+    anyhow::ensure!(
+        views.len() == n,
+        "etcd holds {} nodes, not {n}",
+        views.len()
+    );
     let mut by_name: Vec<(String, String)> = views
         .iter()
         .map(|v| {
-            let name = v.spec.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+            let name = v
+                .spec
+                .name
+                .as_ref()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
             (name, v.spec.id.to_string())
         })
         .collect();
@@ -185,7 +197,10 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: AgentArgs) -> anyhow::Result<()> {
         |v| v.spec.properties.contains("\"cpus\""),
     )
     .await?;
-    let (secs, cpu_s) = (done.duration_since(t0).as_secs_f64(), cpu(&conductors) - cpu0);
+    let (secs, cpu_s) = (
+        done.duration_since(t0).as_secs_f64(),
+        cpu(&conductors) - cpu0,
+    );
     println!(
         "inspect: {n} nodes to manageable with properties in {secs:.2} s ({:.0} nodes/s); conductor CPU {cpu_s:.1} s = {:.0} % of a core over the phase (agent start-up {} ms included)",
         n as f64 / secs,
@@ -229,7 +244,10 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: AgentArgs) -> anyhow::Result<()> {
         |_| true,
     )
     .await?;
-    let (secs, cpu_s) = (done.duration_since(t0).as_secs_f64(), cpu(&conductors) - cpu0);
+    let (secs, cpu_s) = (
+        done.duration_since(t0).as_secs_f64(),
+        cpu(&conductors) - cpu0,
+    );
     println!(
         "deploy: {n} nodes to active in {secs:.2} s ({:.0} nodes/s); conductor CPU {cpu_s:.1} s = {:.0} % of a core over the phase",
         n as f64 / secs,
