@@ -4,9 +4,9 @@
 //! deployed at once (automated cleaning off); the time until all are `active`. Conductor CPU
 //! for each phase, as seconds and as a share of a core.
 
-use crate::bench_api::{fan_out, wait_healthy};
+use crate::bench_api::{fan_out, ApiCluster};
 use crate::procs::{self, Etcd, Proc};
-use ferric_cluster::{Cluster, EtcdConfig};
+use ferric_cluster::Cluster;
 use ferric_model::ProvisionState;
 use std::path::Path;
 use std::sync::Arc;
@@ -90,30 +90,12 @@ async fn verb_all(
 }
 
 pub async fn run(dir: &Path, etcd: &Etcd, a: AgentArgs) -> anyhow::Result<()> {
-    let prefix = "/bench-agent/";
-    let mut cfg = EtcdConfig::new(&etcd.url);
-    cfg.prefix = prefix.into();
-    cfg.timeout = Duration::from_secs(30);
-    let cluster = Cluster::connect(&cfg).await?;
-    let conductors: Vec<Proc> = (1..=a.conductors)
-        .map(|i| procs::conductor(dir, &etcd.url, prefix, &format!("bench-c{i}"), 5.0, &[]))
-        .collect::<anyhow::Result<_>>()?;
-    let port = procs::free_port()?;
-    let cap = a.nodes.max(1000).to_string();
-    let gw = procs::gateway(
-        dir,
-        &etcd.url,
-        prefix,
-        "bench-gateway",
-        &format!("127.0.0.1:{port}"),
-        &[
-            "--max-concurrent-deploys",
-            &cap,
-            "--max-concurrent-cleans",
-            &cap,
-        ],
-    )?;
-    wait_healthy(port, &gw).await?;
+    let ApiCluster {
+        cluster,
+        conductors,
+        gateway: gw,
+        port,
+    } = ApiCluster::start(dir, etcd, "/bench-agent/", a.conductors, 5.0, a.nodes).await?;
     let (_sim, sim_url) = procs::sim(dir, a.nodes, &[]).await?;
     let n = a.nodes;
     println!(

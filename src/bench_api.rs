@@ -215,50 +215,90 @@ async fn until_all(
     }
 }
 
-pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
-    let prefix = "/bench-api/";
-    let mut cfg = EtcdConfig::new(&etcd.url);
-    cfg.prefix = prefix.into();
-    cfg.timeout = Duration::from_secs(30);
-    let cluster = Cluster::connect(&cfg).await?;
-    let mut conductors: Vec<Proc> = (1..=args.conductors)
-        .map(|i| {
-            procs::conductor(
-                dir,
-                &etcd.url,
-                prefix,
-                &format!("bench-c{i}"),
-                args.lease_ttl,
-                &[],
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let port = procs::free_port()?;
-    // The caps (1,000 deploys and cleans at once) would turn most of a 5,000-node wave away with
-    // 503; this measures the conductors, so they are lifted.
-    let cap = args.nodes.max(1000).to_string();
-    let gw = procs::gateway(
-        dir,
-        &etcd.url,
-        prefix,
-        "bench-gateway",
-        &format!("127.0.0.1:{port}"),
-        &[
-            "--max-concurrent-deploys",
-            &cap,
-            "--max-concurrent-cleans",
-            &cap,
-        ],
-    )?;
-    wait_healthy(port, &gw).await?;
-    // Let every conductor join before the load starts.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cluster.list_conductors().await?.1.len() < args.conductors {
-        if Instant::now() > deadline {
-            anyhow::bail!("conductors did not join");
+/// A benchmark's cluster: etcd under `prefix`, conductors and one gateway on a free port.
+pub(crate) struct ApiCluster {
+    pub cluster: Cluster,
+    pub conductors: Vec<Proc>,
+    pub gateway: Proc,
+    pub port: u16,
+}
+
+impl ApiCluster {
+    /// Starts `conductors` conductors and a gateway whose concurrency caps let `nodes` deploys
+    /// and cleans run at once (the default caps, 1,000, would turn most of a bigger wave away
+    /// with 503; benchmarks measure the conductors), and waits until all have joined.
+    pub(crate) async fn start(
+        dir: &Path,
+        etcd: &Etcd,
+        prefix: &str,
+        conductors: usize,
+        lease_ttl: f64,
+        nodes: usize,
+    ) -> anyhow::Result<ApiCluster> {
+        let mut cfg = EtcdConfig::new(&etcd.url);
+        cfg.prefix = prefix.into();
+        cfg.timeout = Duration::from_secs(30);
+        let cluster = Cluster::connect(&cfg).await?;
+        let procs: Vec<Proc> = (1..=conductors)
+            .map(|i| {
+                procs::conductor(
+                    dir,
+                    &etcd.url,
+                    prefix,
+                    &format!("bench-c{i}"),
+                    lease_ttl,
+                    &[],
+                )
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let port = procs::free_port()?;
+        let cap = nodes.max(1000).to_string();
+        let gateway = procs::gateway(
+            dir,
+            &etcd.url,
+            prefix,
+            "bench-gateway",
+            &format!("127.0.0.1:{port}"),
+            &[
+                "--max-concurrent-deploys",
+                &cap,
+                "--max-concurrent-cleans",
+                &cap,
+            ],
+        )?;
+        wait_healthy(port, &gateway).await?;
+        // Let every conductor join before the load starts.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cluster.list_conductors().await?.1.len() < conductors {
+            if Instant::now() > deadline {
+                anyhow::bail!("conductors did not join");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(ApiCluster {
+            cluster,
+            conductors: procs,
+            gateway,
+            port,
+        })
     }
+}
+
+pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
+    let ApiCluster {
+        cluster,
+        mut conductors,
+        gateway: gw,
+        port,
+    } = ApiCluster::start(
+        dir,
+        etcd,
+        "/bench-api/",
+        args.conductors,
+        args.lease_ttl,
+        args.nodes,
+    )
+    .await?;
     let n = args.nodes;
     println!(
         "api: {} conductors, 1 gateway, {n} fake-hardware nodes, {} clients",

@@ -4,8 +4,8 @@
 //! then `GET /v1/ports?address=<mac>` latency (one keep-alive client, random MACs: served from
 //! the gateway copy's MAC index), and a VIF attach then detach on M nodes.
 
-use crate::bench_api::{fan_out, wait_healthy, Conn};
-use crate::procs::{self, Etcd, Proc};
+use crate::bench_api::{fan_out, Conn};
+use crate::procs::Etcd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,21 +40,20 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 }
 
 pub async fn run(dir: &Path, etcd: &Etcd, args: PortsArgs) -> anyhow::Result<()> {
-    let prefix = "/bench-ports/";
-    let cluster = crate::bench::connect(etcd, prefix).await?;
-    let _conductors: Vec<Proc> = (1..=args.conductors)
-        .map(|i| procs::conductor(dir, &etcd.url, prefix, &format!("bench-c{i}"), 5.0, &[]))
-        .collect::<anyhow::Result<_>>()?;
-    let port = procs::free_port()?;
-    let gw = procs::gateway(
+    let crate::bench_api::ApiCluster {
+        cluster,
+        conductors: _conductors,
+        gateway: _gw,
+        port,
+    } = crate::bench_api::ApiCluster::start(
         dir,
-        &etcd.url,
-        prefix,
-        "bench-gateway",
-        &format!("127.0.0.1:{port}"),
-        &[],
-    )?;
-    wait_healthy(port, &gw).await?;
+        etcd,
+        "/bench-ports/",
+        args.conductors,
+        5.0,
+        args.nodes,
+    )
+    .await?;
     let ids = crate::bench::enroll(&cluster, args.nodes).await?;
     let ids: Arc<Vec<String>> = Arc::new(ids.iter().map(|i| i.to_string()).collect());
     let n_ports = args.nodes * args.ports_per_node;

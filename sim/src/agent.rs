@@ -518,18 +518,11 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// Posts `body` to the API with microversion `api_version`: the status and body of the answer,
+/// Sends `req` to the API with microversion `api_version`: the status and body of the answer,
 /// or why there is none.
-async fn post(
-    client: &reqwest::Client,
-    url: &Url,
-    api_version: &str,
-    body: &Value,
-) -> Result<(u16, Bytes), String> {
-    let resp = client
-        .post(url.clone())
+async fn send(req: reqwest::RequestBuilder, api_version: &str) -> Result<(u16, Bytes), String> {
+    let resp = req
         .header("X-OpenStack-Ironic-API-Version", api_version)
-        .json(body)
         .send()
         .await
         .map_err(|e| describe(&e))?;
@@ -537,6 +530,16 @@ async fn post(
     // Read the answer (bounded by the client's timeout) so the connection can be reused.
     let answer = resp.bytes().await.unwrap_or_default();
     Ok((status, answer))
+}
+
+/// Posts `body` to the API.
+async fn post(
+    client: &reqwest::Client,
+    url: &Url,
+    api_version: &str,
+    body: &Value,
+) -> Result<(u16, Bytes), String> {
+    send(client.post(url.clone()).json(body), api_version).await
 }
 
 /// The HTTP client every agent shares, as the fleet built it (or why it could not).
@@ -652,22 +655,13 @@ async fn lookup(t: &mut RunTicket, client: &SharedClient, slots: &Semaphore) -> 
     state.lookup_done(t.idx, found, &t.config, url.path())
 }
 
-/// GETs `url` with microversion `api_version`: the status and body of the answer, or why
-/// there is none.
+/// GETs `url` from the API.
 async fn get(
     client: &reqwest::Client,
     url: &Url,
     api_version: &str,
 ) -> Result<(u16, Bytes), String> {
-    let resp = client
-        .get(url.clone())
-        .header("X-OpenStack-Ironic-API-Version", api_version)
-        .send()
-        .await
-        .map_err(|e| describe(&e))?;
-    let status = resp.status().as_u16();
-    let answer = resp.bytes().await.unwrap_or_default();
-    Ok((status, answer))
+    send(client.get(url.clone()), api_version).await
 }
 
 /// One lookup sent, for the fleet to record.
