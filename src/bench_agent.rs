@@ -4,7 +4,7 @@
 //! deployed at once (automated cleaning off); the time until all are `active`. Conductor CPU
 //! for each phase, as seconds and as a share of a core.
 
-use crate::bench_api::{fan_out, ApiCluster};
+use crate::bench_api::{fan_out, provision_all, ApiCluster};
 use crate::procs::{self, Etcd, Proc};
 use ferric_cluster::Cluster;
 use ferric_model::ProvisionState;
@@ -65,28 +65,6 @@ fn cpu(procs: &[Proc]) -> f64 {
         .iter()
         .map(|p| crate::bench::cpu_seconds(p.pid()))
         .sum()
-}
-
-/// Sends `verb` to every node through the API.
-async fn verb_all(
-    port: u16,
-    clients: usize,
-    ids: &Arc<Vec<String>>,
-    body: &'static str,
-) -> anyhow::Result<Duration> {
-    let ids = ids.clone();
-    fan_out(port, clients, ids.len(), move |i| {
-        let id = ids[i].clone();
-        async move {
-            (
-                "PUT".to_string(),
-                format!("/v1/nodes/{id}/states/provision"),
-                Some(body.to_string()),
-                202,
-            )
-        }
-    })
-    .await
 }
 
 pub async fn run(dir: &Path, etcd: &Etcd, a: AgentArgs) -> anyhow::Result<()> {
@@ -158,7 +136,7 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: AgentArgs) -> anyhow::Result<()> {
     };
     ferric_sim::put_agents(&sim_url, &agents).await?;
 
-    verb_all(port, a.clients, &ids, r#"{"target": "manage"}"#).await?;
+    provision_all(port, a.clients, &ids, "manage").await?;
     until_all(
         &cluster,
         ProvisionState::Manageable,
@@ -170,7 +148,7 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: AgentArgs) -> anyhow::Result<()> {
 
     // Inspection.
     let (cpu0, t0) = (cpu(&conductors), Instant::now());
-    verb_all(port, a.clients, &ids, r#"{"target": "inspect"}"#).await?;
+    provision_all(port, a.clients, &ids, "inspect").await?;
     let done = until_all(
         &cluster,
         ProvisionState::Manageable,
@@ -191,7 +169,7 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: AgentArgs) -> anyhow::Result<()> {
     );
 
     // Deploy (provide skips cleaning: automated_clean is off).
-    verb_all(port, a.clients, &ids, r#"{"target": "provide"}"#).await?;
+    provision_all(port, a.clients, &ids, "provide").await?;
     until_all(
         &cluster,
         ProvisionState::Available,
@@ -217,7 +195,7 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: AgentArgs) -> anyhow::Result<()> {
     })
     .await?;
     let (cpu0, t0) = (cpu(&conductors), Instant::now());
-    verb_all(port, a.clients, &ids, r#"{"target": "active"}"#).await?;
+    provision_all(port, a.clients, &ids, "active").await?;
     let done = until_all(
         &cluster,
         ProvisionState::Active,

@@ -150,7 +150,7 @@ where
 }
 
 /// `PUT /v1/nodes/{id}/states/provision {"target": verb}` for every node; the time to send them.
-async fn provision_all(
+pub(crate) async fn provision_all(
     port: u16,
     clients: usize,
     ids: &Arc<Vec<String>>,

@@ -430,23 +430,12 @@ async fn keystone_tokens_and_ironic_policies() {
     let r = call(&gw, "POST", "/v1/volume/targets", Some(&bob), Some(&target));
     assert_eq!(r.status, 201, "{}", r.body);
     // What etcd holds: the port bob deleted is gone, the one on another node is untouched.
-    let mut kv = fleet.inspect.client().kv_client();
-    let ports = kv
-        .get(
-            fleet.inspect.key("ports/"),
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_keys_only(),
-            ),
-        )
+    let (_, ports) = fleet
+        .inspect
+        .get_prefix(&fleet.inspect.key("ports/"))
         .await
         .unwrap();
-    let keys: Vec<String> = ports
-        .kvs()
-        .iter()
-        .map(|kv| String::from_utf8_lossy(kv.key()).to_string())
-        .collect();
+    let keys: Vec<String> = ports.into_iter().map(|kv| kv.key).collect();
     assert!(!keys.iter().any(|k| k.ends_with(&bobs)), "{keys:?}");
     assert!(
         keys.iter().any(|k| k.ends_with(&port_of[&other])),

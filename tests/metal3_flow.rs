@@ -324,19 +324,12 @@ async fn baremetal_operator_registers_provisions_and_deletes_a_host() {
     let r = call(&gw, "DELETE", &format!("/v1/nodes/{id}"), None);
     assert_eq!(r.status, 204, "{}", r.body);
     assert!(ports(&gw, &format!("address={boot_mac}")).is_empty());
-    let mut kv = fleet.inspect.client().kv_client();
-    let left = kv
-        .get(
-            fleet.inspect.key("ports/"),
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_keys_only(),
-            ),
-        )
+    let (_, left) = fleet
+        .inspect
+        .get_prefix(&fleet.inspect.key("ports/"))
         .await
         .unwrap();
-    assert_eq!(left.kvs().len(), 0, "ports left in etcd");
+    assert_eq!(left.len(), 0, "ports left in etcd");
     let r = call(&gw, "GET", "/v1/nodes/metal3~host-0", None);
     assert_eq!(r.status, 404, "{}", r.body);
 }

@@ -442,20 +442,11 @@ fn validation(state: &AppState, node: &NodeRef) -> Value {
         )),
     };
     let mut out = Map::new();
-    for kind in [
-        "bios",
-        "boot",
-        "console",
-        "deploy",
-        "firmware",
-        "inspect",
-        "management",
-        "network",
-        "power",
-        "raid",
-        "rescue",
-        "storage",
-    ] {
+    // Every interface kind but `vendor`, which validate does not report.
+    for &kind in ferric_model::interfaces::KINDS
+        .iter()
+        .filter(|k| **k != "vendor")
+    {
         let name = interface_of(spec, kind).unwrap_or("");
         let v = match (&unserved, kind) {
             (Some(reason), _) => failed(reason.clone()),
