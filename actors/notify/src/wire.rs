@@ -253,7 +253,9 @@ mod tests {
                 Some(Outcome::Refused { code: 404 })
             ]
         );
-        let retry = ok.replace("404", "500");
+        // Only the code: a random UUID may contain "404" too.
+        let retry = ok.replace(r#""code":404"#, r#""code":500"#);
+        assert_ne!(retry, ok);
         assert_eq!(
             nova_outcomes("u", 207, retry.as_bytes(), &sent).unwrap()[1],
             None
