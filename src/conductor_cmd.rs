@@ -45,6 +45,18 @@ pub struct Args {
     /// may set its own in `driver_info.agent_callback_timeout`.
     #[arg(long, default_value_t = 1800.0, env = "FERRIC_CALLBACK_TIMEOUT")]
     pub callback_timeout: f64,
+    /// Timeout of one request to an agent's command API, in seconds (Ironic's
+    /// `[agent]command_timeout`).
+    #[arg(long, default_value_t = 60.0, env = "FERRIC_AGENT_COMMAND_TIMEOUT")]
+    pub agent_command_timeout: f64,
+    /// How often a command the agent runs is polled between its heartbeats, in seconds; also
+    /// the wait before calling an agent that did not answer again.
+    #[arg(long, default_value_t = 2.0, env = "FERRIC_AGENT_POLL_INTERVAL")]
+    pub agent_poll_interval: f64,
+    /// Calls in a row an agent may leave unanswered before its node's wait state fails (Ironic's
+    /// `[agent]max_command_attempts`).
+    #[arg(long, default_value_t = 3, env = "FERRIC_AGENT_MAX_ATTEMPTS")]
+    pub agent_max_attempts: u32,
     /// Where the console server listens (the gateway proxies viewers to it). Loopback unless
     /// configured; the gateway must be able to reach it.
     #[arg(long, default_value = "127.0.0.1:0", env = "FERRIC_CONSOLE_LISTEN")]
@@ -347,6 +359,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Duration::from_millis(args.bmc_min_gap_ms),
         )),
         callback_timeout: Duration::from_secs_f64(args.callback_timeout.clamp(1.0, 86_400.0)),
+        agents: ferric_node::node_actor::AgentCtx::http(
+            &args.name,
+            ferric_node::conductor::AgentSettings {
+                command_timeout: Duration::from_secs_f64(
+                    args.agent_command_timeout.clamp(0.1, 3_600.0),
+                ),
+                poll_interval: Duration::from_secs_f64(args.agent_poll_interval.clamp(0.05, 600.0)),
+                max_attempts: args.agent_max_attempts.clamp(1, 100),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("cannot build the agents' HTTP client: {e}"))?,
         consoles: consoles.as_ref().map(|c| c.context()),
         sync,
         ownership_hook: Some(std::sync::Arc::new(Deliveries(notifier))),

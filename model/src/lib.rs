@@ -32,10 +32,10 @@ pub use history::{HistoryKind, Requester};
 pub use ids::{ConductorName, FenceToken, NameError, NodeId, NodeName};
 pub use inventory::InventoryRecord;
 pub use node::{
-    faults, AgentProgress, BootDeviceRequest, ConductorRecord, EventRecord, EvictionRecord,
-    HistoryEntry, NodeHistory, NodeSpec, NodeStatus, PowerOp, PowerRequest, ProvisionRequest,
-    Remediation, RemediationAction, RemediationBudget, RemediationPolicy, RemediationRule,
-    SoftOffPolicy, SyncReport,
+    faults, AgentCommand, AgentLink, AgentProgress, BootDeviceRequest, ConductorRecord,
+    EventRecord, EvictionRecord, HistoryEntry, NodeHistory, NodeSpec, NodeStatus, PowerOp,
+    PowerRequest, ProvisionRequest, Remediation, RemediationAction, RemediationBudget,
+    RemediationPolicy, RemediationRule, SoftOffPolicy, SyncReport,
 };
 pub use port::{PortRecord, PortgroupRecord, VolumeConnectorRecord, VolumeTargetRecord};
 pub use power::{BootDevice, PowerState, PowerTarget};

@@ -331,6 +331,9 @@ pub struct NodeStatus {
     pub power_op_ended_ms: Option<u64>,
     // Format version 2 appended the fields from `unserved` on; they must stay last, in this
     // order (see `migrate`).
+    /// The conductor's link to the agent's command API in the current wait state (set by the
+    /// first heartbeat of the ramdisk boot in `agent`). Format version 3.
+    pub agent_link: Option<AgentLink>,
 }
 
 /// What the agent on the node has done in the current provisioning state: the node was booted
@@ -359,6 +362,47 @@ impl AgentProgress {
     pub fn finished(&self) -> bool {
         self.done as usize >= self.steps.len()
     }
+}
+
+/// How the conductor talks to the agent of the current ramdisk boot through its command API
+/// (IPA's `POST /v1/commands/`, `GET /v1/commands/{id}`), kept in the status so that a new
+/// owner after a failover goes on with the same agent and the same command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentLink {
+    /// The boot it belongs to (`AgentProgress::booted_at_ms`); a link of another boot is stale.
+    pub booted_at_ms: u64,
+    /// The agent's API, as its heartbeat's `callback_url` gave it.
+    pub url: String,
+    pub agent_version: Option<String>,
+    /// The CA certificate (PEM) the agent sent as `agent_verify_ca`, to verify its TLS.
+    pub verify_ca: Option<String>,
+    /// The agent's steps are known: it answered `get_*_steps`, and they are merged into
+    /// `AgentProgress::steps`.
+    pub steps_known: bool,
+    /// The agent's `hardware_manager_version` (JSON), sent back with each step it runs.
+    pub hardware_version: Option<String>,
+    /// Commands of the current step that are done (a step may take more than one command).
+    pub step_commands_done: u32,
+    /// The partition the image's root is on, as `standby.get_partition_uuids` answered it.
+    pub root_uuid: Option<String>,
+    pub efi_uuid: Option<String>,
+    /// The command under way.
+    pub command: Option<AgentCommand>,
+    /// Calls to the agent in a row that got no answer.
+    pub failures: u32,
+}
+
+/// A command the conductor gave the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCommand {
+    /// The full command name (`deploy.execute_deploy_step`).
+    pub name: String,
+    /// The step it runs (`interface.step`), for `execute_*_step`.
+    pub step: Option<String>,
+    /// The agent's id of the command. None: it was (about to be) posted and the answer was not
+    /// recorded; the agent's command list tells whether it runs.
+    pub id: Option<String>,
+    pub issued_at_ms: u64,
 }
 
 /// The remediation policy's work on a node (one fault episode).
@@ -490,6 +534,7 @@ impl Default for NodeStatus {
             power_failures: 0,
             fault_maintenance: None,
             power_op_ended_ms: None,
+            agent_link: None,
         }
     }
 }
@@ -497,24 +542,27 @@ impl Default for NodeStatus {
 impl Record for NodeStatus {
     const KIND: &'static str = "node status";
     /// 2: `unserved`, `power_failures`, `fault_maintenance`, `power_op_ended_ms` appended.
-    const VERSION: u8 = 2;
+    /// 3: `agent_link` appended.
+    const VERSION: u8 = 3;
 
     fn migrate(version: u8, body: &[u8]) -> Result<Self, CodecError> {
-        match version {
-            // Version 1 is version 2 without its last four fields; postcard writes an absent
-            // Option and a zero integer each as the single byte 0.
-            1 => {
-                let mut v2 = Vec::with_capacity(body.len() + 4);
-                v2.extend_from_slice(body);
-                v2.extend_from_slice(&[0; 4]);
-                crate::codec::body_of(version, &v2)
+        // Each older version is the current one without the fields appended since; postcard
+        // writes an absent Option and a zero integer each as the single byte 0.
+        let missing = match version {
+            1 => 5,
+            2 => 1,
+            _ => {
+                return Err(CodecError::UnknownVersion {
+                    kind: Self::KIND,
+                    version,
+                    current: Self::VERSION,
+                })
             }
-            _ => Err(CodecError::UnknownVersion {
-                kind: Self::KIND,
-                version,
-                current: Self::VERSION,
-            }),
-        }
+        };
+        let mut now = Vec::with_capacity(body.len() + missing);
+        now.extend_from_slice(body);
+        now.extend(std::iter::repeat_n(0u8, missing));
+        crate::codec::body_of(version, &now)
     }
 }
 
@@ -752,7 +800,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_status_reads_as_version_2_with_the_new_fields_empty() {
+    fn older_statuses_read_as_version_3_with_the_new_fields_empty() {
         let status = NodeStatus {
             power_state: Some(PowerState::Off),
             provision_state: ProvisionState::Active,
@@ -760,15 +808,19 @@ mod tests {
             remediation: None,
             ..NodeStatus::default()
         };
-        let v2 = encode(&status);
-        assert_eq!(v2[0], 2);
+        let v3 = encode(&status);
+        assert_eq!(v3[0], 3);
         assert_eq!(
-            v2[v2.len() - 4..],
-            [0; 4],
-            "the new fields empty are four 0 bytes"
+            v3[v3.len() - 5..],
+            [0; 5],
+            "the fields of versions 2 and 3 empty are five 0 bytes"
         );
-        // What a version-1 build wrote: the same fields, without the new ones.
-        let mut v1 = v2[..v2.len() - 4].to_vec();
+        // What a version-2 build wrote: the same fields, without the link.
+        let mut v2 = v3[..v3.len() - 1].to_vec();
+        v2[0] = 2;
+        assert_eq!(decode::<NodeStatus>(&v2).unwrap(), status);
+        // And a version-1 build: without the fields of version 2 either.
+        let mut v1 = v3[..v3.len() - 5].to_vec();
         v1[0] = 1;
         assert_eq!(decode::<NodeStatus>(&v1).unwrap(), status);
         let held = NodeStatus {

@@ -39,6 +39,8 @@ pub struct ConductorConfig {
     pub bmc: Arc<ferric_power::BmcSettings>,
     /// How long wait states wait for the agent by default.
     pub callback_timeout: Duration,
+    /// The agents' command API.
+    pub agents: crate::node_actor::AgentCtx,
     /// The conductor's console service (None: no consoles here).
     pub consoles: Option<Arc<ferric_console::ConsoleContext>>,
     pub sync: SyncOptions,
@@ -189,4 +191,25 @@ async fn stop_all(
     }
     // Their stop reports belong to the old session.
     while node_events.try_recv().is_ok() {}
+}
+/// How conductors call the agents' command API.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentSettings {
+    /// One request, answer included (Ironic's `[agent]command_timeout`).
+    pub command_timeout: Duration,
+    /// How often a running command is polled between heartbeats; also the wait before trying
+    /// again after a call got no answer.
+    pub poll_interval: Duration,
+    /// Calls in a row without an answer after which the wait state fails.
+    pub max_attempts: u32,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            command_timeout: crate::agent_client::DEFAULT_COMMAND_TIMEOUT,
+            poll_interval: Duration::from_secs(2),
+            max_attempts: 3,
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! placement, reservations), the supervisor of node actors, the node actor itself, and the pure
 //! decisions it acts on (`decide`).
 
+pub mod agent_client;
 pub mod conductor;
 pub mod decide;
 pub mod error;

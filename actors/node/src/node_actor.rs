@@ -79,12 +79,52 @@ pub struct NodeCtx {
     pub connect: BmcConnector,
     /// How long wait states wait for the agent unless the node says otherwise.
     pub callback_timeout_ms: u64,
+    /// The agents' command API.
+    pub agents: AgentCtx,
     /// The cluster's remediation policy, kept current by the conductor's watch.
     pub remediation: tokio::sync::watch::Receiver<Arc<RemediationPolicy>>,
     /// The conductor's console service (None: this conductor serves no consoles).
     pub consoles: Option<Consoles>,
     /// Power sync: settings, the cluster's policy, counters.
     pub sync: SyncCtx,
+}
+
+/// The agents' command API as node actors use it.
+#[derive(Clone)]
+pub struct AgentCtx {
+    pub api: Arc<dyn crate::agent_client::AgentApi>,
+    /// How often a running command is polled (a heartbeat polls it too).
+    pub poll_interval: std::time::Duration,
+    /// How long after a call that got no answer the next try goes out.
+    pub retry_interval: std::time::Duration,
+    /// Calls in a row without an answer after which the state fails (Ironic's
+    /// `[agent]max_command_attempts`).
+    pub max_attempts: u32,
+}
+
+impl std::fmt::Debug for AgentCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCtx")
+            .field("poll_interval", &self.poll_interval)
+            .field("retry_interval", &self.retry_interval)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentCtx {
+    /// The HTTP client with `settings`.
+    pub fn http(me: &str, settings: crate::conductor::AgentSettings) -> Result<Self, String> {
+        Ok(AgentCtx {
+            api: Arc::new(crate::agent_client::HttpAgents::new(
+                me,
+                settings.command_timeout,
+            )?),
+            poll_interval: settings.poll_interval,
+            retry_interval: settings.poll_interval,
+            max_attempts: settings.max_attempts,
+        })
+    }
 }
 
 /// Power sync as node actors see it.
@@ -165,6 +205,15 @@ pub enum NodeMsg {
     Heartbeat(Box<HeartbeatRecord>, i64),
     /// The deadline of the wait state may have passed.
     WaitDeadline(u64),
+    /// The agent answered a call (or did not).
+    AgentAnswer(
+        Box<(
+            crate::decide::agent::AgentCall,
+            crate::decide::agent::CallResult,
+        )>,
+    ),
+    /// Talk to the agent again (a running command's poll, a retry).
+    AgentTimer,
     /// Look at remediation again (the policy changed, or a rate-limit window ended).
     Remediate,
     /// Power sync: read the power state now (a sweep; `probe`: the power-failure probe).
@@ -434,6 +483,14 @@ impl Actor for NodeActor {
             NodeMsg::WaitDeadline(deadline) => {
                 Box::pin(agent::on_deadline_timer(&myself, state, deadline)).await
             }
+            NodeMsg::AgentAnswer(answer) => {
+                let (call, result) = *answer;
+                Box::pin(agent::on_agent_answer(&myself, state, call, result)).await
+            }
+            NodeMsg::AgentTimer => {
+                state.timers.agent = false;
+                Box::pin(agent::on_agent_timer(&myself, state)).await
+            }
             NodeMsg::Remediate => {
                 state.timers.remedy = false;
                 Box::pin(reconcile::reconcile(&myself, state)).await
@@ -508,7 +565,9 @@ impl Actor for NodeActor {
             .is_some_and(|p| p.get_id() == cell.get_id())
         {
             state.power = None;
-            let lost = state.in_flight.take().is_busy();
+            // (An agent call in flight is not the power actor's.)
+            let lost =
+                !matches!(state.in_flight, InFlight::Agent(_)) && state.in_flight.take().is_busy();
             if let Some(err) = &crashed {
                 tracing::error!(node = %state.id, error = %err, "power actor crashed");
             }

@@ -332,6 +332,7 @@ impl<'a> Session<'a> {
             bmc: self.cfg.bmc.clone(),
             connect: real_bmcs(),
             callback_timeout_ms: self.cfg.callback_timeout.as_millis() as u64,
+            agents: self.cfg.agents.clone(),
             remediation: self.policy.subscribe(),
             consoles: self.cfg.consoles.clone().map(|ctx| Consoles {
                 ctx,

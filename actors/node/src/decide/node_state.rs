@@ -431,6 +431,7 @@ pub fn begin_provision(
         if req.verb != Verb::Abort {
             // A new operation: the agent's progress of an earlier one does not count.
             next.agent = None;
+            next.agent_link = None;
         }
     }
     let mut work = match work_for(spec, &next) {
@@ -455,6 +456,7 @@ pub fn begin_provision(
     }
     if !entered.is_busy() && !entered.is_wait() {
         next.agent = next.agent.filter(|_| req.verb == Verb::Abort);
+        next.agent_link = next.agent_link.filter(|_| req.verb == Verb::Abort);
     }
     if let Some(a) = next.agent.as_mut() {
         a.maintenance_ok |= spec.maintenance && req.maintenance_ok;
@@ -531,7 +533,7 @@ pub fn hardware_done(
                         .is_some_and(|r| r.maintenance_ok && r.seq == status.provision_seq_done));
             next.agent = Some(AgentProgress {
                 state,
-                steps: crate::decide::agent::steps_for(spec, state, status.manual),
+                steps: crate::decide::agent::steps_at_boot(state),
                 done: 0,
                 booted_at_ms: started_ms.min(now_ms),
                 token: None,
@@ -539,6 +541,8 @@ pub fn hardware_done(
                 last_heartbeat_ms: None,
                 maintenance_ok,
             });
+            // The new ramdisk's agent links itself with its first heartbeat.
+            next.agent_link = None;
             (next, None)
         }
         (_, Ok(())) => transition(spec, status, Event::Done, None, now_ms),
@@ -586,6 +590,7 @@ pub(crate) fn transition(
         next.manual = next.manual && end.is_wait();
         if !end.is_wait() {
             next.agent = None;
+            next.agent_link = None;
         }
     }
     if ev == Event::Fail || end.is_failed() {

@@ -1,12 +1,17 @@
-//! The agent's side of provisioning: heartbeats that advance a waiting node, and the deadline
-//! of each wait state.
+//! The agent's side of provisioning: heartbeats, the calls to the agent's command API that
+//! drive a waiting node (one at a time, in flight like a BMC operation), and the deadline of
+//! each wait state.
 
 use super::effects::{history, record, Extras};
 use super::in_flight::InFlight;
 use super::provision::drive;
 use super::reconcile::{reconcile, Action, Flow, Outcome};
 use super::{NodeMsg, NodeState};
-use crate::decide::agent::{on_heartbeat, wait_timeout, Heartbeat};
+use crate::agent_client::{AgentTarget, Verify};
+use crate::decide::agent::{
+    current_link, next_call, on_answer, on_heartbeat, record_posting, records_before_posting,
+    wait_timeout, AgentCall, CallResult, Heartbeat, Then,
+};
 use crate::error::NodeError;
 use ferric_model::{now_ms, HeartbeatRecord, HistoryKind, Requester};
 use ractor::ActorRef;
@@ -61,6 +66,13 @@ async fn on_agent_heartbeat(
     }
     let timeout = state.callback_timeout_ms();
     match on_heartbeat(&spec, &state.status, hb, rev, now_ms(), timeout) {
+        Heartbeat::Drive(changed) => {
+            if let Some(next) = changed {
+                record(state, *next, Extras::default()).await?;
+            }
+            // Whatever runs is polled now (IPA heartbeats at once when a command ends).
+            drive_agent(myself, state).await
+        }
         Heartbeat::Ignored(why) => {
             tracing::debug!(node = %state.id, why, "heartbeat ignored");
             Ok(Flow::Go)
@@ -90,6 +102,131 @@ async fn on_agent_heartbeat(
             drive(myself, state, work).await
         }
     }
+}
+
+/// The next call to the agent, if one is due and none is in flight: written into the status
+/// first when it must not run twice, then sent from a task whose answer comes back as
+/// `AgentAnswer`.
+pub(super) async fn drive_agent(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+) -> Result<Flow, NodeError> {
+    if state.in_flight.is_busy() || !state.may_command() || state.unserved().is_some() {
+        return Ok(Flow::Wait);
+    }
+    let Some(spec) = state.spec.clone() else {
+        return Ok(Flow::Go);
+    };
+    let Some(call) = next_call(&spec, &state.status) else {
+        return Ok(Flow::Go);
+    };
+    if records_before_posting(&call) {
+        let next = record_posting(&state.status, &call, now_ms());
+        if next != state.status {
+            record(state, next, Extras::default()).await?;
+        }
+    }
+    let Some(link) = current_link(&state.status) else {
+        return Ok(Flow::Go);
+    };
+    let target = AgentTarget {
+        url: link.url.clone(),
+        token: state.status.agent.as_ref().and_then(|a| a.token.clone()),
+        verify: Verify::for_node(link.verify_ca.as_deref(), state.info.get("agent_verify_ca")),
+    };
+    tracing::debug!(node = %state.id, call = %call.describe(&state.status), url = %target.url, "calling the agent");
+    state.in_flight = InFlight::Agent(state.status.provision_state);
+    let api = state.ctx.agents.api.clone();
+    let me = myself.clone();
+    tokio::spawn(async move {
+        let result = api.call(&target, &call).await;
+        let _ = me.send_message(NodeMsg::AgentAnswer(Box::new((call, result))));
+    });
+    Ok(Flow::Wait)
+}
+
+/// The agent answered (or did not): the status, history and work that follow, and when the
+/// agent is called next.
+pub(super) async fn on_agent_answer(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    call: AgentCall,
+    result: CallResult,
+) -> Outcome {
+    if matches!(state.in_flight, InFlight::Agent(_)) {
+        state.in_flight = InFlight::Idle;
+    }
+    let Some(spec) = state.spec.clone() else {
+        return reconcile(myself, state).await;
+    };
+    if let CallResult::Unreachable(e) = &result {
+        tracing::warn!(node = %state.id, call = %call.describe(&state.status), error = %e, "the agent did not answer");
+    }
+    let answer = on_answer(
+        &spec,
+        &state.status,
+        &call,
+        result,
+        now_ms(),
+        state.ctx.agents.max_attempts,
+    );
+    if let Some(next) = answer.status {
+        if *next != state.status {
+            let extras = match answer.action {
+                Some(action) => Extras::history(history(
+                    state,
+                    HistoryKind::Provision,
+                    &action,
+                    Requester::Agent,
+                    answer.error,
+                )),
+                None => Extras::default(),
+            };
+            record(state, *next, extras).await?;
+        }
+    }
+    if drive(myself, state, answer.work).await? == Flow::Wait {
+        return Ok(Action::AwaitChange);
+    }
+    match answer.then {
+        Then::CallNow => {
+            if drive_agent(myself, state).await? == Flow::Wait {
+                return Ok(Action::AwaitChange);
+            }
+        }
+        Then::PollLater => agent_after(myself, state, state.ctx.agents.poll_interval),
+        Then::RetryLater => agent_after(myself, state, state.ctx.agents.retry_interval),
+        Then::Stop => {}
+    }
+    reconcile(myself, state).await
+}
+
+/// The agent's timer fired: call it if a call is still due.
+pub(super) async fn on_agent_timer(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Outcome {
+    if drive_agent(myself, state).await? == Flow::Wait {
+        return Ok(Action::AwaitChange);
+    }
+    reconcile(myself, state).await
+}
+
+/// Arms the agent's timer unless it is armed.
+fn agent_after(myself: &ActorRef<NodeMsg>, state: &mut NodeState, after: std::time::Duration) {
+    if !state.timers.agent {
+        state.timers.agent = true;
+        myself.send_after(after, || NodeMsg::AgentTimer);
+    }
+}
+
+/// A pass found the node waiting for its agent with nothing scheduled (a new owner, a
+/// restarted actor): the conversation goes on where the status says it is.
+pub(super) async fn resume_agent(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+) -> Result<Flow, NodeError> {
+    if state.timers.agent {
+        return Ok(Flow::Go);
+    }
+    drive_agent(myself, state).await
 }
 
 /// The wait state's deadline timer fired: fail the wait state if the deadline passed.

@@ -1,5 +1,6 @@
-//! What a node actor has going on besides its mailbox: the one BMC operation in flight (one
-//! operation at a time per node, as Ironic's node lock gives) and the timers it has armed.
+//! What a node actor has going on besides its mailbox: the one BMC operation or agent call in
+//! flight (one operation at a time per node, as Ironic's node lock gives) and the timers it has
+//! armed.
 
 use crate::decide::node_state::Hardware;
 use ferric_model::{PowerTarget, ProvisionState};
@@ -23,6 +24,8 @@ pub(super) enum InFlight {
         hw: Hardware,
         started_ms: u64,
     },
+    /// A call to the node's agent (its command API) in the given wait state.
+    Agent(ProvisionState),
 }
 
 impl InFlight {
@@ -54,4 +57,6 @@ pub(super) struct Timers {
     pub(super) deadline: Option<u64>,
     /// A power-failure probe is due.
     pub(super) probe: bool,
+    /// An `AgentTimer` is due (a poll of a running command, or a retry).
+    pub(super) agent: bool,
 }

@@ -299,6 +299,10 @@ pub(super) async fn start_hardware(
     Ok(Flow::Wait)
 }
 
+/// How long the machine gets to power itself off after the agent was told to (Ironic's
+/// `post_deploy_get_power_state_retries` times `..._retry_interval`: 6 × 5 s).
+const AGENT_POWER_OFF_GRACE_S: u64 = 30;
+
 fn hw_plan(state: &NodeState, target: PowerTarget) -> Plan {
     let spec = state.spec.as_deref();
     Plan {
@@ -340,7 +344,25 @@ async fn hardware_boot_done(
     };
     state.status.boot_device = Some(device);
     state.status.boot_persistent = hw == Hardware::BootDisk;
-    let plan = hw_plan(state, PowerTarget::Reboot);
+    let agent_off = hw == Hardware::BootDisk
+        && state
+            .spec
+            .as_deref()
+            .is_some_and(|spec| crate::decide::agent::agent_powers_off(spec, &state.status));
+    let plan = if agent_off {
+        // The agent was told to power the machine off (`standby.power_off`) and may still be
+        // shutting down: wait for off, force it after the grace (Ironic's tear_down_agent),
+        // then power on.
+        Plan {
+            target: PowerTarget::SoftReboot,
+            deadline_ms: now_ms() + AGENT_POWER_OFF_GRACE_S * 1000,
+            timeout_s: AGENT_POWER_OFF_GRACE_S as u32,
+            policy: ferric_model::SoftOffPolicy::HardOff,
+            ..hw_plan(state, PowerTarget::Reboot)
+        }
+    } else {
+        hw_plan(state, PowerTarget::Reboot)
+    };
     match state.power.clone() {
         Some(power) if state.may_command() => {
             let _ = power.send_message(PowerMsg::Run(plan, Phase::Begin));

@@ -225,6 +225,9 @@ async fn idle(myself: &ActorRef<NodeMsg>, state: &mut NodeState) -> Result<Flow,
         if let Some((hb, rev)) = state.early_hb.take() {
             let _ = myself.send_message(NodeMsg::Heartbeat(hb, rev));
         }
+        if super::agent::resume_agent(myself, state).await? == Flow::Wait {
+            return Ok(Flow::Wait);
+        }
     }
     arm_deadline(myself, state);
     super::sync::arm_probe(myself, state);

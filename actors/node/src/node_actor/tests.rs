@@ -4,6 +4,7 @@
 //! what an independent record would show: the store's records and the machine's command log.
 
 use super::*;
+use crate::decide::agent::{AgentCall, CallResult, CommandResult, CommandState};
 use crate::decide::sync::SyncSettings;
 use crate::store::memory::{Inner, MemStore};
 use ferric_cluster::remediation::Slot;
@@ -157,6 +158,7 @@ struct Setup {
     spec: NodeSpec,
     status: Option<NodeStatus>,
     machine: Machine,
+    agent: ScriptedAgent,
     policy: RemediationPolicy,
     consoles: bool,
     /// The drivers the conductor serves (the node's own unless a test says otherwise).
@@ -170,6 +172,7 @@ impl Setup {
             spec: NodeSpec::new(NodeId::new_random(), driver, 0),
             status: None,
             machine: Machine::new(false),
+            agent: ScriptedAgent::default(),
             policy: RemediationPolicy::default(),
             consoles: false,
             serves: vec![driver.to_string()],
@@ -207,6 +210,12 @@ impl Setup {
             )),
             connect: Arc::new(move |_, _, _, _| Ok(Box::new(MachineBmc(machine.clone())))),
             callback_timeout_ms: 60_000,
+            agents: AgentCtx {
+                api: Arc::new(self.agent.clone()),
+                poll_interval: Duration::from_secs(2),
+                retry_interval: Duration::from_secs(2),
+                max_attempts: 3,
+            },
             remediation,
             consoles: consoles.clone().map(|ctx| Consoles { ctx, records: None }),
             sync: SyncCtx {
@@ -548,55 +557,332 @@ fn heartbeat(at_ms: u64) -> HeartbeatRecord {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_agent_cleans_a_node_heartbeat_by_heartbeat() {
-    let machine = Machine::new(false);
+/// An agent's command API, scripted: IPA's answers, a command list, and faults to inject.
+/// What it was asked is its log, the independent record the tests check.
+#[derive(Clone, Default)]
+struct ScriptedAgent(Arc<Mutex<AgentScript>>);
+
+#[derive(Default)]
+struct AgentScript {
+    /// Every call as `POST name [step]`, `GET id` or `LIST`.
+    calls: Vec<String>,
+    /// Commands of this boot: (id, short name, step, state, polls left while running).
+    commands: Vec<(String, String, Option<String>, CommandState, u32)>,
+    /// A command (short name or step) that ends FAILED.
+    fail: Option<String>,
+    /// Every call gets no answer.
+    dead: bool,
+    /// Every call is answered with this instead.
+    answer: Option<CallResult>,
+    /// Polls a command stays RUNNING.
+    polls: u32,
+}
+
+impl ScriptedAgent {
+    fn calls(&self) -> Vec<String> {
+        self.0.lock().unwrap().calls.clone()
+    }
+
+    fn posts(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("POST"))
+            .collect()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut AgentScript) -> T) -> T {
+        f(&mut self.0.lock().unwrap())
+    }
+}
+
+fn result_of(c: &(String, String, Option<String>, CommandState, u32)) -> CommandResult {
+    let result = match &c.2 {
+        Some(step) => {
+            let (interface, name) = step.split_once('.').unwrap();
+            serde_json::json!({ "clean_step": { "interface": interface, "step": name } })
+        }
+        None if c.1 == "get_clean_steps" => serde_json::json!({
+            "clean_steps": { "GenericHardwareManager": [
+                { "step": "erase_devices", "priority": 10, "interface": "deploy" },
+                { "step": "erase_devices_metadata", "priority": 99, "interface": "deploy" },
+                { "step": "burnin_cpu", "priority": 0, "interface": "deploy" },
+            ]},
+            "hardware_manager_version": { "generic_hardware_manager": "1.2" },
+        }),
+        None => serde_json::Value::Null,
+    };
+    CommandResult {
+        id: c.0.clone(),
+        name: c.1.clone(),
+        state: c.3.clone(),
+        result,
+    }
+}
+
+impl crate::agent_client::AgentApi for ScriptedAgent {
+    fn call<'a>(
+        &'a self,
+        _target: &'a crate::agent_client::AgentTarget,
+        call: &'a AgentCall,
+    ) -> futures::future::BoxFuture<'a, CallResult> {
+        Box::pin(async move {
+            let mut s = self.0.lock().unwrap();
+            s.calls.push(match call {
+                AgentCall::Run { name, step, .. } => {
+                    format!(
+                        "POST {name}{}",
+                        step.as_ref().map(|s| format!(" {s}")).unwrap_or_default()
+                    )
+                }
+                AgentCall::Poll { id } => format!("GET {id}"),
+                AgentCall::Find { .. } => "LIST".into(),
+            });
+            if s.dead {
+                return CallResult::Unreachable("connect failed".into());
+            }
+            if let Some(a) = &s.answer {
+                return a.clone();
+            }
+            match call {
+                AgentCall::Run { name, step, .. } => {
+                    if s.commands
+                        .last()
+                        .is_some_and(|c| c.3 == CommandState::Running)
+                    {
+                        return CallResult::Busy("Agent is busy".into());
+                    }
+                    let short = name.split_once('.').unwrap().1.to_string();
+                    let fails = s.fail.as_ref().is_some_and(|f| {
+                        *f == short || step.as_deref().is_some_and(|st| st.ends_with(f.as_str()))
+                    });
+                    let sync = short.starts_with("get_");
+                    let state = if fails && sync {
+                        CommandState::Failed("simulated".into())
+                    } else if sync {
+                        CommandState::Succeeded
+                    } else {
+                        CommandState::Running
+                    };
+                    let polls = s.polls;
+                    let id = format!("cmd-{}", s.commands.len() + 1);
+                    s.commands.push((id, short, step.clone(), state, polls));
+                    CallResult::Command(result_of(s.commands.last().unwrap()))
+                }
+                AgentCall::Poll { id } => {
+                    let fail = s.fail.clone();
+                    let Some(c) = s.commands.iter_mut().find(|c| c.0 == *id) else {
+                        return CallResult::Refused("the agent answered HTTP 404".into());
+                    };
+                    if c.3 == CommandState::Running {
+                        if c.4 > 0 {
+                            c.4 -= 1;
+                        } else if fail.is_some_and(|f| {
+                            c.1 == f || c.2.as_deref().is_some_and(|st| st.ends_with(f.as_str()))
+                        }) {
+                            c.3 = CommandState::Failed("simulated failure".into());
+                        } else {
+                            c.3 = CommandState::Succeeded;
+                        }
+                    }
+                    CallResult::Command(result_of(c))
+                }
+                AgentCall::Find { .. } => {
+                    CallResult::Listed(s.commands.iter().map(result_of).collect())
+                }
+            }
+        })
+    }
+}
+
+/// A provided node in `clean wait` whose agent heartbeated once.
+async fn cleaning(agent: ScriptedAgent, machine: Machine) -> Node {
     let mut setup = Setup::new("redfish");
-    setup.machine = machine.clone();
+    setup.machine = machine;
+    setup.agent = agent;
     setup.status = Some(NodeStatus {
         provision_state: ProvisionState::Manageable,
         ..NodeStatus::default()
     });
     let node = setup.start().await;
     node.provision(1, Verb::Provide);
-    let st = node.provision_state(ProvisionState::CleanWait).await;
-    assert!(machine.is_on());
+    node.provision_state(ProvisionState::CleanWait).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    node.store.heartbeat(heartbeat(ferric_model::now_ms()));
+    node
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_conductor_cleans_through_the_agents_command_api() {
+    let machine = Machine::new(false);
+    let agent = ScriptedAgent::default();
+    agent.with(|a| a.polls = 2);
+    let node = cleaning(agent.clone(), machine.clone()).await;
     assert_eq!(
         machine.commands()[0],
         "boot pxe",
         "{:?}",
         machine.commands()
     );
-    let steps = st.agent.as_ref().unwrap().steps.len();
-    assert!(steps > 0);
-    assert_eq!(
-        node.store.with(|i| i.token_wipes),
-        1,
-        "the ramdisk's boot starts without a token"
-    );
-    for n in 0..steps {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        node.store.heartbeat(heartbeat(ferric_model::now_ms()));
-        if n + 1 < steps {
-            node.until("the step recorded", |i| {
-                i.status
-                    .as_ref()
-                    .and_then(|s| s.agent.as_ref())
-                    .filter(|a| a.done as usize == n + 1)
-                    .map(|_| ())
-            })
-            .await;
-        }
-    }
     let st = node.provision_state(ProvisionState::Available).await;
     assert_eq!(st.agent, None);
+    assert_eq!(st.agent_link, None);
     assert!(!machine.is_on(), "cleaning ends with the node off");
+    // IPA's steps with a priority, highest first; each polled until it ended.
+    assert_eq!(
+        agent.posts(),
+        [
+            "POST clean.get_clean_steps",
+            "POST clean.execute_clean_step deploy.erase_devices_metadata",
+            "POST clean.execute_clean_step deploy.erase_devices",
+        ]
+    );
+    let polls = agent
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("GET"))
+        .count();
+    assert_eq!(polls, 6, "{:?}", agent.calls());
     node.until("the token wiped as the agent's work ended", |i| {
         (i.token_wipes == 2).then_some(())
     })
     .await;
-    let agent_steps = node.history().iter().filter(|h| h.2 == "agent").count();
-    assert_eq!(agent_steps, steps);
+    let steps: Vec<String> = node
+        .history()
+        .into_iter()
+        .filter(|h| h.2 == "agent")
+        .map(|h| h.1)
+        .collect();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert!(steps[2].starts_with("agent step deploy.erase_devices done (2 of 2)"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_command_fails_cleaning_with_the_agents_error() {
+    let agent = ScriptedAgent::default();
+    agent.with(|a| a.fail = Some("erase_devices".into()));
+    let node = cleaning(agent.clone(), Machine::new(false)).await;
+    let st = node.provision_state(ProvisionState::CleanFailed).await;
+    let error = st.last_error.unwrap();
+    assert!(
+        error.contains("clean.execute_clean_step (deploy.erase_devices) failed on the agent: simulated failure"),
+        "{error}"
+    );
+    assert_eq!(st.fault.as_deref(), Some("clean failure"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_from_the_agent_fails_the_state_at_once() {
+    let agent = ScriptedAgent::default();
+    agent.with(|a| {
+        a.answer = Some(CallResult::Refused(
+            "the agent's answer is not JSON: <html>".into(),
+        ))
+    });
+    let node = cleaning(agent.clone(), Machine::new(false)).await;
+    let st = node.provision_state(ProvisionState::CleanFailed).await;
+    assert!(st.last_error.unwrap().contains("not JSON"));
+    assert_eq!(agent.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_stops_answering_fails_the_state_after_the_attempts() {
+    let agent = ScriptedAgent::default();
+    agent.with(|a| a.polls = 100);
+    let node = cleaning(agent.clone(), Machine::new(false)).await;
+    node.until("a step running", |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.agent_link.as_ref())
+            .and_then(|l| l.command.as_ref())
+            .and_then(|c| c.id.clone())
+    })
+    .await;
+    agent.with(|a| a.dead = true);
+    let before = agent.calls().len();
+    let st = node.provision_state(ProvisionState::CleanFailed).await;
+    let error = st.last_error.unwrap();
+    assert!(
+        error.contains("stopped answering (3 calls in a row"),
+        "{error}"
+    );
+    assert_eq!(agent.calls().len() - before, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_owner_polls_the_command_in_the_status_and_finds_an_unrecorded_one() {
+    // The previous owner posted a step and died before recording the agent's answer: the new
+    // owner finds the command in the agent's list instead of running the step again.
+    let agent = ScriptedAgent::default();
+    agent.with(|a| {
+        a.commands.push((
+            "cmd-1".into(),
+            "get_clean_steps".into(),
+            None,
+            CommandState::Succeeded,
+            0,
+        ));
+        a.commands.push((
+            "cmd-2".into(),
+            "execute_clean_step".into(),
+            Some("deploy.erase_devices_metadata".into()),
+            CommandState::Running,
+            1,
+        ));
+    });
+    let mut setup = Setup::new("redfish");
+    setup.agent = agent.clone();
+    let booted = 1_000;
+    setup.status = Some(NodeStatus {
+        provision_state: ProvisionState::CleanWait,
+        target_provision_state: Some(ProvisionState::Available),
+        owner: Some("c0".into()),
+        fence: 1,
+        power_state: Some(PowerState::On),
+        deadline_ms: Some(system_ms() + 3_600_000),
+        agent: Some(ferric_model::AgentProgress {
+            state: ProvisionState::Cleaning,
+            steps: vec![
+                "deploy.erase_devices_metadata".into(),
+                "deploy.erase_devices".into(),
+            ],
+            done: 0,
+            booted_at_ms: booted,
+            token: Some("tok".into()),
+            heartbeat_rev: 1,
+            last_heartbeat_ms: Some(booted + 1),
+            maintenance_ok: false,
+        }),
+        agent_link: Some(ferric_model::AgentLink {
+            booted_at_ms: booted,
+            url: "http://127.0.0.1:9/".into(),
+            agent_version: None,
+            verify_ca: None,
+            steps_known: true,
+            hardware_version: None,
+            step_commands_done: 0,
+            root_uuid: None,
+            efi_uuid: None,
+            command: Some(ferric_model::AgentCommand {
+                name: "clean.execute_clean_step".into(),
+                step: Some("deploy.erase_devices_metadata".into()),
+                id: None,
+                issued_at_ms: booted + 2,
+            }),
+            failures: 0,
+        }),
+        ..NodeStatus::default()
+    });
+    let node = setup.start().await;
+    let st = node.provision_state(ProvisionState::Available).await;
+    assert_eq!(st.last_error, None);
+    let calls = agent.calls();
+    assert_eq!(calls[0], "LIST", "{calls:?}");
+    assert_eq!(
+        agent.posts(),
+        ["POST clean.execute_clean_step deploy.erase_devices"],
+        "the step under way is not posted again"
+    );
+    assert!(calls.contains(&"GET cmd-2".to_string()), "{calls:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,7 +1,10 @@
 //! Unit tests of the node decisions: every verb, outcome and takeover on plain data.
 
 use super::*;
-use crate::decide::agent::{on_heartbeat, wait_timeout, Heartbeat};
+use crate::decide::agent::{
+    next_call, on_answer, on_heartbeat, wait_timeout, AgentCall, CallResult, CommandResult,
+    CommandState, Heartbeat, Then,
+};
 use ferric_model::HeartbeatRecord;
 use ferric_model::{NodeId, PowerState, PowerTarget};
 
@@ -370,6 +373,88 @@ fn progress(h: Heartbeat) -> (NodeStatus, Option<Work>) {
     }
 }
 
+/// IPA as a pure function: every command succeeds at once; `get_*_steps` reports IPA's
+/// generic steps. Returns the answer and the call as `name [step]`.
+fn ipa(call: &AgentCall) -> (CallResult, String) {
+    let AgentCall::Run { name, step, params } = call else {
+        panic!("only posts expected here: {call:?}");
+    };
+    let short = name.split_once('.').unwrap().1;
+    let steps = |kind: &str| {
+        let list = if kind == "deploy" {
+            serde_json::json!([
+                { "step": "write_image", "priority": 0, "interface": "deploy" },
+                { "step": "apply_configuration", "priority": 0, "interface": "raid" },
+            ])
+        } else {
+            serde_json::json!([
+                { "step": "erase_devices", "priority": 10, "interface": "deploy" },
+                { "step": "erase_devices_metadata", "priority": 99, "interface": "deploy" },
+            ])
+        };
+        serde_json::json!({
+            format!("{kind}_steps"): { "GenericHardwareManager": list },
+            "hardware_manager_version": { "generic_hardware_manager": "1.2" },
+        })
+    };
+    let result = match short {
+        "get_clean_steps" => steps("clean"),
+        "get_deploy_steps" => steps("deploy"),
+        "get_service_steps" => steps("service"),
+        "get_partition_uuids" => serde_json::json!({ "root uuid": "0x1234" }),
+        _ => serde_json::json!({ "step": params.get("step") }),
+    };
+    let shown = match step {
+        Some(st) => format!("{name} {st}"),
+        None => name.clone(),
+    };
+    (
+        CallResult::Command(CommandResult {
+            id: "c".into(),
+            name: short.into(),
+            state: CommandState::Succeeded,
+            result,
+        }),
+        shown,
+    )
+}
+
+/// A heartbeat, then the conductor's calls answered by `ipa` until the agent's part ends.
+fn heartbeat_and_commands(
+    s: &NodeSpec,
+    st: &NodeStatus,
+    beat: &HeartbeatRecord,
+    rev: i64,
+    now: u64,
+) -> (NodeStatus, Option<Work>, Vec<String>) {
+    let mut st = match on_heartbeat(s, st, beat, rev, now, 1000) {
+        Heartbeat::Drive(Some(next)) => *next,
+        Heartbeat::Drive(None) => st.clone(),
+        other => {
+            return {
+                let (st, work) = progress(other);
+                (st, work, vec![])
+            }
+        }
+    };
+    let mut calls = Vec::new();
+    for _ in 0..50 {
+        let Some(call) = next_call(s, &st) else {
+            return (st, None, calls);
+        };
+        let (result, shown) = ipa(&call);
+        calls.push(shown);
+        let answer = on_answer(s, &st, &call, result, now, 3);
+        if let Some(next) = answer.status {
+            st = *next;
+        }
+        if answer.then == Then::Stop {
+            return (st, answer.work, calls);
+        }
+    }
+    panic!("the agent's part did not end: {st:?}");
+}
+
 #[test]
 fn the_agent_drives_a_deploy_through_wait_call_back() {
     let s = agent_spec();
@@ -397,28 +482,49 @@ fn the_agent_drives_a_deploy_through_wait_call_back() {
     assert_eq!(st.target_provision_state, Some(ProvisionState::Active));
     assert_eq!(st.deadline_ms, Some(1020));
     let agent = st.agent.clone().unwrap();
-    assert_eq!(agent.steps.len(), 2);
+    assert!(agent.steps.is_empty(), "the agent reports its steps");
     assert_eq!(agent.booted_at_ms, 20);
     // Sent before the ramdisk boot: stale.
     assert!(matches!(
         on_heartbeat(&s, &st, &hb(19, "t"), 5, 30, 1000),
         Heartbeat::Ignored(_)
     ));
-    let (st, work) = progress(on_heartbeat(&s, &st, &hb(25, "t"), 6, 30, 1000));
-    assert_eq!(work, None);
-    assert_eq!(st.provision_state, ProvisionState::WaitCallBack);
-    assert_eq!(st.deadline_ms, Some(1030), "each step restarts the wait");
-    assert_eq!(st.agent.as_ref().unwrap().token.as_deref(), Some("t"));
-    // The same heartbeat again, and one with another token, do nothing.
-    assert!(matches!(
-        on_heartbeat(&s, &st, &hb(25, "t"), 6, 31, 1000),
-        Heartbeat::Ignored(_)
-    ));
+    let Heartbeat::Drive(Some(linked)) = on_heartbeat(&s, &st, &hb(25, "t"), 6, 30, 1000) else {
+        panic!("the first heartbeat links the agent");
+    };
+    assert_eq!(linked.agent.as_ref().unwrap().token.as_deref(), Some("t"));
     assert_eq!(
-        on_heartbeat(&s, &st, &hb(26, "x"), 7, 31, 1000),
+        linked.agent_link.as_ref().unwrap().url,
+        "http://127.0.0.1:9999/"
+    );
+    // The same agent again, with half the timeout left, changes nothing; with less, the
+    // deadline moves (Ironic's heartbeat touches the node).
+    assert_eq!(
+        on_heartbeat(&s, &linked, &hb(26, "t"), 7, 400, 1000),
+        Heartbeat::Drive(None)
+    );
+    let Heartbeat::Drive(Some(touched)) = on_heartbeat(&s, &linked, &hb(26, "t"), 7, 600, 1000)
+    else {
+        panic!("the deadline moves");
+    };
+    assert_eq!(touched.deadline_ms, Some(1600));
+    // Another token does nothing.
+    assert_eq!(
+        on_heartbeat(&s, &linked, &hb(26, "x"), 7, 31, 1000),
         Heartbeat::WrongToken
     );
-    let (st, work) = progress(on_heartbeat(&s, &st, &hb(27, "t"), 8, 40, 1000));
+    let (st, work, calls) = heartbeat_and_commands(&s, &st, &hb(27, "t"), 8, 40);
+    // Ironic's order for a whole-disk image booting in UEFI.
+    assert_eq!(
+        calls,
+        [
+            "deploy.get_deploy_steps",
+            "deploy.execute_deploy_step deploy.write_image",
+            "standby.get_partition_uuids",
+            "image.install_bootloader",
+            "standby.power_off",
+        ]
+    );
     assert_eq!(st.provision_state, ProvisionState::Deploying);
     assert_eq!(st.deadline_ms, None);
     let finish = Work::Hardware {
@@ -505,7 +611,7 @@ fn every_agent_verb_reaches_its_end_state() {
                     if st.provision_state == ProvisionState::InspectWait {
                         beat = inspection_result(rev as u64, None);
                     }
-                    (st, work) = progress(on_heartbeat(&s, &st, &beat, rev, rev as u64, 1000));
+                    (st, work, _) = heartbeat_and_commands(&s, &st, &beat, rev, rev as u64);
                 }
                 None => break,
             }
@@ -609,7 +715,7 @@ fn work_asked_for_in_maintenance_hears_its_agent() {
     );
     assert_eq!(st.provision_state, ProvisionState::CleanWait);
     assert!(st.agent.as_ref().unwrap().maintenance_ok);
-    let (st, work) = progress(on_heartbeat(&s, &st, &hb(20, "t"), 1, 20, 1000));
+    let (st, work, _) = heartbeat_and_commands(&s, &st, &hb(20, "t"), 1, 20);
     assert_eq!(st.provision_state, ProvisionState::Cleaning);
     assert_eq!(
         work,
