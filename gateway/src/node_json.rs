@@ -406,6 +406,59 @@ fn redaction(f: F) -> Option<&'static str> {
     })
 }
 
+/// Ironic's `clean_step`/`deploy_step`/`service_step`: the step the agent runs now in that
+/// busy state (`{}` when none).
+fn current_step(st: &NodeStatus, state: ProvisionState) -> Value {
+    let step = st
+        .agent
+        .as_ref()
+        .filter(|a| {
+            a.state == state && (st.provision_state.is_wait() || st.provision_state == state)
+        })
+        .and_then(|a| a.steps.get(a.done as usize));
+    match step.and_then(|s| s.split_once('.')) {
+        Some((interface, step)) => serde_json::json!({ "interface": interface, "step": step }),
+        None => serde_json::json!({}),
+    }
+}
+
+/// Ironic's `driver_internal_info`, as far as Ferric keeps its facts: the agent's address,
+/// version and last heartbeat, and the steps of the current operation. Never its token.
+fn internal_info(st: &NodeStatus) -> Value {
+    let mut m = serde_json::Map::new();
+    if let Some(a) = &st.agent {
+        if let Some(at) = a.last_heartbeat_ms {
+            m.insert("agent_last_heartbeat".into(), iso8601(at).into());
+        }
+        let kind = match a.state {
+            ProvisionState::Deploying => Some("deploy_steps"),
+            ProvisionState::Cleaning => Some("clean_steps"),
+            ProvisionState::Servicing => Some("service_steps"),
+            _ => None,
+        };
+        if let Some(kind) = kind.filter(|_| !a.steps.is_empty()) {
+            let steps: Vec<Value> = a
+                .steps
+                .iter()
+                .filter_map(|s| s.split_once('.'))
+                .map(|(i, s)| serde_json::json!({ "interface": i, "step": s }))
+                .collect();
+            m.insert(kind.into(), steps.into());
+        }
+        if let Some(l) = st
+            .agent_link
+            .as_ref()
+            .filter(|l| l.booted_at_ms == a.booted_at_ms)
+        {
+            m.insert("agent_url".into(), l.url.clone().into());
+            if let Some(v) = &l.agent_version {
+                m.insert("agent_version".into(), v.clone().into());
+            }
+        }
+    }
+    Value::Object(m)
+}
+
 /// One node, serialized as Ironic's node JSON.
 pub struct NodeDoc<'a> {
     node: &'a NodeRef,
@@ -470,12 +523,17 @@ impl Serialize for NodeDoc<'_> {
                 F::Shard => m.serialize_entry(name, &spec.shard)?,
                 F::NetworkData => m.serialize_entry(name, &e.network_data)?,
                 F::Traits => m.serialize_entry(name, &spec.traits)?,
-                F::CleanStep
-                | F::DeployStep
-                | F::DriverInternalInfo
-                | F::RaidConfig
-                | F::ServiceStep
-                | F::TargetRaidConfig => m.serialize_entry(name, &EmptyObject)?,
+                F::CleanStep => {
+                    m.serialize_entry(name, &current_step(st, ProvisionState::Cleaning))?
+                }
+                F::DeployStep => {
+                    m.serialize_entry(name, &current_step(st, ProvisionState::Deploying))?
+                }
+                F::ServiceStep => {
+                    m.serialize_entry(name, &current_step(st, ProvisionState::Servicing))?
+                }
+                F::DriverInternalInfo => m.serialize_entry(name, &internal_info(st))?,
+                F::RaidConfig | F::TargetRaidConfig => m.serialize_entry(name, &EmptyObject)?,
                 F::BiosInterface
                 | F::BootInterface
                 | F::ConsoleInterface
