@@ -18,7 +18,9 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod agent_api;
 mod bios;
+mod commands;
 mod config;
 mod console;
 mod control;
@@ -38,9 +40,12 @@ use axum::routing::{any, get};
 use axum::Router;
 
 pub use agent::{
-    AgentConfig, AgentFacts, AgentSpec, AgentView, FleetAgentSpec, LastStatus, API_VERSION,
-    DEFAULT_INTERVAL_MS, HEARTBEAT_TIMEOUT, INSPECTION_API_VERSION,
+    default_callback_url, AgentConfig, AgentFacts, AgentSpec, AgentView, FleetAgentSpec,
+    LastStatus, API_VERSION, DEFAULT_COMMAND_MS, DEFAULT_INTERVAL_MS, HEARTBEAT_TIMEOUT,
+    INSPECTION_API_VERSION,
 };
+pub use agent_api::MAX_COMMAND_BODY_BYTES;
+pub use commands::{CommandFact, Status as CommandStatus};
 pub use config::{
     Behaviour, BehaviourPatch, SimConfig, SimError, DEFAULT_LOG_MEMORY_ENTRIES, MAX_SYSTEMS,
 };
@@ -54,7 +59,8 @@ pub use serial::RING_BYTES;
 pub use server::{serve, serve_state};
 pub use system::{Boot, BootEnabled, BootMode, BootTarget, Power, ResetType, Run};
 
-/// The whole HTTP surface (Redfish and control API) over `state`; no socket needed.
+/// The whole HTTP surface (Redfish, control API, agents' command APIs) over `state`; no socket
+/// needed.
 pub fn app(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/redfish", get(redfish::versions))
@@ -72,6 +78,7 @@ pub fn app(state: Arc<SimState>) -> Router {
             any(redfish::system_subresource),
         )
         .merge(control::routes())
+        .merge(agent_api::routes())
         .fallback(redfish::fallback)
         .with_state(state)
 }

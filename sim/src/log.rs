@@ -34,6 +34,14 @@ pub enum LogOp {
     SerialOpen,
     /// A serial console session ended; `detail` says why.
     SerialClose,
+    /// A request to a system's agent command API (`/agent/<system>/v1/commands/...`): `action`
+    /// is the full command name of a POST (`deploy.execute_deploy_step`), `list` or `poll` for
+    /// a GET; `detail` the step of an `execute_*_step` (`deploy.write_image`); `status` `None`
+    /// for a request held unanswered (no agent running), logged when its client gave up.
+    AgentCommand,
+    /// A finished agent command powered the machine off or rebooted it: `action` is the
+    /// equivalent Redfish reset (`ForceOff`, `ForceRestart`), `detail` the command's id.
+    AgentPower,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
