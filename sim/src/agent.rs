@@ -1,6 +1,7 @@
-//! The deploy agent of a simulated machine (the inspection and heartbeat sides of Ironic Python
-//! Agent): its configuration from the control API, the facts of its latest run, the inspection
-//! data and heartbeats it sends, and the task that sends them.
+//! The deploy agent of a simulated machine (Ironic Python Agent): its configuration from the
+//! control API, the facts of its latest run, the inspection data and heartbeats it sends, the task
+//! that sends them, and the state of its command API (the commands of the run; `commands` has
+//! their semantics, `agent_api` serves them).
 //!
 //! An agent runs while its system runs a boot from `Pxe` (the ramdisk); booting from anything
 //! else runs no agent. Each such boot starts a fresh run: a new token (unless one is configured),
@@ -14,6 +15,18 @@
 //! machine booted the ramdisk (Ironic puts the callback URL on the kernel command line of
 //! inspection boots only), so it posts at every ramdisk boot; the API answers 404 when no node
 //! waits for inspection data, as for a boot into cleaning or deploying.
+//!
+//! Heartbeats carry a `callback_url`: the configured one, else the simulator's own command API of
+//! the system, `http://<listen address>/agent/<system>` (see [`default_callback_url`]), where
+//! Ironic drives the agent as it drives IPA: with the run's active token (the one the lookup
+//! issued, else the run's own) it POSTs commands and polls them. The command API answers while
+//! the run goes on, and holds every request unanswered once it ended (a power off, a restart,
+//! `stop_after`, `die_after_commands`, `finalize_rescue` or `lockdown`: IPA has exited). A new run
+//! starts with no commands. An asynchronous command takes `command_ms`; when it finishes the
+//! agent heartbeats at once (IPA's `force_heartbeat`), then every interval again;
+//! `standby.power_off` and `standby.run_image` instead power the machine off or reboot it, as the
+//! BMC's `ForceOff` and `ForceRestart` would. `fail_command`, `garbage_commands` and
+//! `die_after_commands` inject failures.
 //!
 //! One task per running agent; none for a configured agent whose system is off or booted from
 //! disk. At most [`MAX_IN_FLIGHT`] requests (heartbeats and inspection posts together) are in
@@ -1193,9 +1206,136 @@ mod tests {
     }
 
     #[test]
+    fn the_default_callback_url_is_the_simulators_own_agent_api() {
+        let c = spec("http://h").validate().unwrap();
+        let at = |a: &str| c.callback_for("sim-7", Some(a.parse().unwrap()));
+        assert_eq!(at("0.0.0.0:6000"), "http://127.0.0.1:6000/agent/sim-7");
+        assert_eq!(at("[::]:6000"), "http://[::1]:6000/agent/sim-7");
+        assert_eq!(at("10.1.2.3:80"), "http://10.1.2.3:80/agent/sim-7");
+        assert_eq!(
+            c.callback_for("sim-7", None),
+            "http://sim-7.ferric-sim.invalid:9999/",
+            "no listener known: nothing behind it"
+        );
+        let mut s = spec("http://h");
+        s.callback_url = Some("http://elsewhere:9999/".into());
+        let c = s.validate().unwrap();
+        assert_eq!(
+            c.callback_for("sim-7", Some("0.0.0.0:1".parse().unwrap())),
+            "http://elsewhere:9999/",
+            "a configured callback_url wins"
+        );
+    }
+
+    #[test]
+    fn command_settings_are_validated() {
+        let c = spec("http://h").validate().unwrap();
+        assert_eq!(
+            (c.command_ms, c.garbage_commands, c.die_after_commands),
+            (DEFAULT_COMMAND_MS, false, None)
+        );
+        for body in [
+            json!({"api_url": "http://h", "node": "n", "command_ms": 60_001}),
+            json!({"api_url": "http://h", "node": "n", "fail_command": ""}),
+            json!({"api_url": "http://h", "node": "n", "die_after_commands": 0}),
+        ] {
+            let s: AgentSpec = serde_json::from_value(body.clone()).unwrap();
+            assert!(s.validate().is_err(), "{body}");
+        }
+        let s: AgentSpec = serde_json::from_value(json!({"api_url": "http://h", "node": "n",
+            "command_ms": 0, "fail_command": "write_image", "garbage_commands": true,
+            "die_after_commands": 2}))
+        .unwrap();
+        let c = s.validate().unwrap();
+        assert_eq!(c.fail_command.as_deref(), Some("write_image"));
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(shown["die_after_commands"], 2);
+        assert_eq!(shown["garbage_commands"], true);
+    }
+
+    /// An agent in run 5 with token `tok`, as `start` leaves it.
+    fn running_agent(s: AgentSpec) -> Agent {
+        let mut a = Agent::new(s.validate().unwrap());
+        a.run_id = 5;
+        a.facts.running = true;
+        a.facts.active_token = Some("tok".into());
+        a
+    }
+
+    #[test]
+    fn only_the_active_token_is_accepted() {
+        let a = running_agent(spec("http://h"));
+        assert!(a.token_ok(Some("tok")));
+        assert!(!a.token_ok(Some("tok2")));
+        assert!(!a.token_ok(Some("")));
+        assert!(!a.token_ok(None));
+    }
+
+    #[test]
+    fn the_agent_dies_with_its_nth_command_which_never_finishes() {
+        let mut s = spec("http://h");
+        s.die_after_commands = Some(2);
+        let mut a = running_agent(s);
+        let none = Map::new();
+        let p = a.post_command("standby.sync", &none, "sim-0", 0).unwrap();
+        assert!(!p.died && a.serving());
+        let p = a
+            .post_command("standby.power_off", &none, "sim-0", 0)
+            .unwrap();
+        assert!(p.died && p.accepted.is_async);
+        assert!(!a.serving() && a.facts.died);
+        assert_eq!(
+            a.finish_command(5, &p.accepted.id),
+            None,
+            "a dead agent finishes nothing"
+        );
+        assert_eq!(
+            a.view().commands[1].status,
+            crate::commands::Status::Running
+        );
+    }
+
+    #[test]
+    fn finished_commands_wake_waiters_and_ask_for_a_heartbeat() {
+        let mut a = running_agent(spec("http://h"));
+        let changes = a.subscribe();
+        let p = a
+            .post_command("standby.run_image", &Map::new(), "sim-0", 0)
+            .unwrap();
+        assert_eq!(a.finish_command(4, &p.accepted.id), None, "a stale run");
+        assert_eq!(a.finish_command(5, &p.accepted.id), Some(Effect::Reboot));
+        assert!(changes.has_changed().unwrap());
+        let p = a
+            .post_command(
+                "image.install_bootloader",
+                &json!({"root_uuid": "0x1"}).as_object().unwrap().clone(),
+                "sim-0",
+                0,
+            )
+            .unwrap();
+        assert_eq!(a.finish_command(5, &p.accepted.id), Some(Effect::None));
+        // The permit is stored for the heartbeat task's next pause.
+        let forced = a.force.clone();
+        let notified = forced.notified();
+        tokio::pin!(notified);
+        assert!(notified.as_mut().enable(), "a heartbeat was asked for");
+        // An exiting agent ends its run as it answers.
+        let p = a
+            .post_command("system.lockdown", &Map::new(), "sim-0", 0)
+            .unwrap();
+        assert!(p.accepted.ends_run && !a.serving());
+    }
+
+    #[test]
     fn random_tokens_differ() {
         let a = random_token();
         assert_eq!(a.len(), 32);
+        let u = random_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(
+            u.split('-').map(str::len).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
         assert_ne!(a, random_token());
     }
 }

@@ -4,15 +4,17 @@
 //! API under `/sim/`; every Redfish request that reaches a system goes to an append-only command
 //! log naming the conductor that sent it. Inside each machine: fixed hardware (NICs, CPU, memory,
 //! disks), a deploy agent that posts that hardware as inspection data and then heartbeats to an
-//! Ironic API while the machine runs a PXE boot, and a single-session serial console served as
-//! a websocket; agent and console are in the command log too.
+//! Ironic API while the machine runs a PXE boot, serving IPA's command API under
+//! `/agent/<system>/v1/commands/` meanwhile, and a single-session serial console served as a
+//! websocket; agent and console are in the command log too.
 //!
 //! Module map: `system` (one machine's state and transitions, pure), `hardware` (its hardware and
 //! IPA inventory, pure), `serial` (its serial port, pure), `agent` (its deploy agent:
-//! configuration, inspection and heartbeat task), `bios` (its BIOS resource), `config` (settings
+//! configuration, inspection and heartbeat task), `commands` (the agent's commands as IPA runs
+//! them, pure), `bios` (its BIOS resource), `config` (settings
 //! and behaviour), `fleet` (all systems, timers, auth, boots wired to agent and serial port),
-//! `log` (the command log), `redfish`, `control` and `console` (the HTTP faces: Redfish, the
-//! control API, the serial websocket), `server` (the accept loop), `remote` (a client of the
+//! `log` (the command log), `redfish`, `control`, `agent_api` and `console` (the HTTP faces:
+//! Redfish, the control API, the agents' command APIs, the serial websocket), `server` (the accept loop), `remote` (a client of the
 //! control API).
 
 #![forbid(unsafe_code)]
