@@ -1,6 +1,7 @@
-//! The deploy agent of a simulated machine (the inspection and heartbeat sides of Ironic Python
-//! Agent): its configuration from the control API, the facts of its latest run, the inspection
-//! data and heartbeats it sends, and the task that sends them.
+//! The deploy agent of a simulated machine (Ironic Python Agent): its configuration from the
+//! control API, the facts of its latest run, the inspection data and heartbeats it sends, the task
+//! that sends them, and the state of its command API (the commands of the run; `commands` has
+//! their semantics, `agent_api` serves them).
 //!
 //! An agent runs while its system runs a boot from `Pxe` (the ramdisk); booting from anything
 //! else runs no agent. Each such boot starts a fresh run: a new token (unless one is configured),
@@ -15,6 +16,18 @@
 //! inspection boots only), so it posts at every ramdisk boot; the API answers 404 when no node
 //! waits for inspection data, as for a boot into cleaning or deploying.
 //!
+//! Heartbeats carry a `callback_url`: the configured one, else the simulator's own command API of
+//! the system, `http://<listen address>/agent/<system>` (see [`default_callback_url`]), where
+//! Ironic drives the agent as it drives IPA: with the run's active token (the one the lookup
+//! issued, else the run's own) it POSTs commands and polls them. The command API answers while
+//! the run goes on, and holds every request unanswered once it ended (a power off, a restart,
+//! `stop_after`, `die_after_commands`, `finalize_rescue` or `lockdown`: IPA has exited). A new run
+//! starts with no commands. An asynchronous command takes `command_ms`; when it finishes the
+//! agent heartbeats at once (IPA's `force_heartbeat`), then every interval again;
+//! `standby.power_off` and `standby.run_image` instead power the machine off or reboot it, as the
+//! BMC's `ForceOff` and `ForceRestart` would. `fail_command`, `garbage_commands` and
+//! `die_after_commands` inject failures.
+//!
 //! One task per running agent; none for a configured agent whose system is off or booted from
 //! disk. At most [`MAX_IN_FLIGHT`] requests (heartbeats and inspection posts together) are in
 //! flight fleet-wide (a request waits for a slot), so a fleet booted at once holds a bounded
@@ -23,15 +36,17 @@
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use tokio::sync::{oneshot, watch, Semaphore, SemaphorePermit};
+use serde_json::{json, Map, Value};
+use tokio::sync::{oneshot, watch, Notify, Semaphore, SemaphorePermit};
 
+use crate::commands::{Accepted, CommandFact, Commands, Context, Effect, Fault};
 use crate::config::SimError;
 use crate::fleet::{stopped, SimState};
 use crate::hardware;
@@ -39,6 +54,9 @@ use crate::hardware;
 pub const MIN_INTERVAL_MS: u64 = 50;
 pub const MAX_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_INTERVAL_MS: u64 = 1_000;
+/// How long an asynchronous command runs by default, and at most.
+pub const DEFAULT_COMMAND_MS: u64 = 200;
+pub const MAX_COMMAND_MS: u64 = 60_000;
 /// Bounds a whole request of the agent (connect, send, answer), heartbeat or inspection post: a
 /// hung API must not stall the agent.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -91,6 +109,21 @@ pub struct AgentSpec {
     /// default; ignored (no lookup) when `token` is set: an agent with a fixed token uses it.
     #[serde(default = "default_inspect")]
     pub lookup: bool,
+    /// How long an asynchronous command of the agent's command API runs, in milliseconds.
+    #[serde(default = "default_command_ms")]
+    pub command_ms: u64,
+    /// A command whose short name (`power_off`), or for `execute_*_step` whose step
+    /// (`write_image`), is this ends `FAILED` with details `simulated failure of <it>`.
+    #[serde(default)]
+    pub fail_command: Option<String>,
+    /// Something that is not an agent answers at the callback URL: every command API request
+    /// is answered 200 with an HTML body, and runs nothing.
+    #[serde(default)]
+    pub garbage_commands: bool,
+    /// The agent dies once the run accepted this many commands (from 1): no more heartbeats,
+    /// that command never finishes, the command API answers nothing from then on.
+    #[serde(default)]
+    pub die_after_commands: Option<u64>,
 }
 
 /// The body of `PUT /sim/agents`: one configuration for many systems, each with its node. The
@@ -125,6 +158,10 @@ impl FleetAgentSpec {
             callback_url: None,
             inspect: default_inspect(),
             lookup: default_inspect(),
+            command_ms: default_command_ms(),
+            fail_command: None,
+            garbage_commands: false,
+            die_after_commands: None,
         })
     }
 }
@@ -135,6 +172,10 @@ fn default_interval() -> u64 {
 
 fn default_inspect() -> bool {
     true
+}
+
+fn default_command_ms() -> u64 {
+    DEFAULT_COMMAND_MS
 }
 
 /// A validated agent configuration, as the control API shows it.
@@ -149,6 +190,10 @@ pub struct AgentConfig {
     pub callback_url: Option<String>,
     pub inspect: bool,
     pub lookup: bool,
+    pub command_ms: u64,
+    pub fail_command: Option<String>,
+    pub garbage_commands: bool,
+    pub die_after_commands: Option<u64>,
     /// Where heartbeats go; derived from `api_url` and `node` only.
     #[serde(skip)]
     heartbeat_url: Url,
@@ -204,6 +249,21 @@ impl AgentSpec {
         if let Some(c) = &self.callback_url {
             base_url("callback_url", c)?;
         }
+        if self.command_ms > MAX_COMMAND_MS {
+            return Err(SimError::InvalidConfig(format!(
+                "command_ms must be at most {MAX_COMMAND_MS} (got {})",
+                self.command_ms
+            )));
+        }
+        if let Some(f) = &self.fail_command {
+            check_text("fail_command", f)?;
+        }
+        if self.die_after_commands == Some(0) {
+            return Err(SimError::InvalidConfig(
+                "die_after_commands must be at least 1 (the agent dies after that many commands)"
+                    .into(),
+            ));
+        }
         let under_api = |segments: &[&str]| -> Result<Url, SimError> {
             let mut url = api.clone();
             url.path_segments_mut()
@@ -225,6 +285,10 @@ impl AgentSpec {
             callback_url: self.callback_url,
             inspect: self.inspect,
             lookup: self.lookup,
+            command_ms: self.command_ms,
+            fail_command: self.fail_command,
+            garbage_commands: self.garbage_commands,
+            die_after_commands: self.die_after_commands,
             heartbeat_url,
             inspection_url,
             lookup_url,
@@ -255,12 +319,21 @@ impl AgentConfig {
         Duration::from_millis(self.interval_ms)
     }
 
-    /// The body of heartbeat `n` (from 1) of a run with `token` on system `system`.
-    pub fn heartbeat_body(&self, system: &str, token: &str, n: u64) -> Value {
-        let callback = self
-            .callback_url
+    /// The `callback_url` system `system`'s agent heartbeats with: the configured one, else the
+    /// simulator's own command API of that system (see [`default_callback_url`]).
+    pub fn callback_for(&self, system: &str, listen: Option<SocketAddr>) -> String {
+        self.callback_url
             .clone()
-            .unwrap_or_else(|| format!("http://{system}.ferric-sim.invalid:9999/"));
+            .unwrap_or_else(|| default_callback_url(system, listen))
+    }
+
+    pub fn command_time(&self) -> Duration {
+        Duration::from_millis(self.command_ms)
+    }
+
+    /// The body of heartbeat `n` (from 1) of a run with `token` whose agent API is at
+    /// `callback`.
+    pub fn heartbeat_body(&self, callback: &str, token: &str, n: u64) -> Value {
         let mut body = json!({
             "callback_url": callback,
             "agent_version": AGENT_VERSION,
@@ -277,6 +350,28 @@ impl AgentConfig {
     pub fn fails_at(&self, n: u64) -> bool {
         self.fail_after.is_some_and(|f| n > f)
     }
+}
+
+/// The agent API of system `system` on the simulator listening at `listen`:
+/// `http://<listen>/agent/<system>` (Ironic appends `/v1/commands/`). Without a known listen
+/// address (a router driven without a socket) a name that never resolves,
+/// `http://<system>.ferric-sim.invalid:9999/`.
+pub fn default_callback_url(system: &str, listen: Option<SocketAddr>) -> String {
+    match listen {
+        Some(addr) => format!("http://{}/agent/{system}", reachable(addr)),
+        None => format!("http://{system}.ferric-sim.invalid:9999/"),
+    }
+}
+
+/// An address a client can connect to for a listener bound to `addr`: the wildcard address
+/// (`0.0.0.0`, `[::]`) becomes the loopback address of its family.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
 }
 
 /// A request's outcome (a heartbeat's, the inspection post's): the HTTP status answered, or why
@@ -310,6 +405,10 @@ pub struct AgentFacts {
     /// The answer to the run's lookup; `None` while not sent, and for a run that does not look
     /// up.
     pub lookup_status: Option<LastStatus>,
+    /// The `callback_url` the run heartbeats with (where its command API is).
+    pub callback_url: Option<String>,
+    /// The run ended by `die_after_commands`.
+    pub died: bool,
 }
 
 /// An agent as the control API shows it: its configuration and its latest run.
@@ -319,6 +418,8 @@ pub struct AgentView {
     pub config: AgentConfig,
     #[serde(flatten)]
     pub facts: AgentFacts,
+    /// The run's commands, in issue order.
+    pub commands: Vec<CommandFact>,
 }
 
 /// One system's agent: configuration, facts, and the handle of the running task.
@@ -330,6 +431,12 @@ pub struct Agent {
     run_id: u64,
     /// Dropping it stops the current run's task at once.
     stop: Option<oneshot::Sender<()>>,
+    /// The commands of the current run (of the latest one once it ended).
+    commands: Commands,
+    /// Bumped when a command finishes or the run ends, for requests that wait on a command.
+    changes: watch::Sender<u64>,
+    /// Asks the current run's task for a heartbeat now (IPA's `force_heartbeat`).
+    force: Arc<Notify>,
 }
 
 /// What a task needs to send the inspection data and heartbeats of one run.
@@ -341,8 +448,12 @@ pub(crate) struct RunTicket {
     pub run_id: u64,
     pub config: AgentConfig,
     pub token: String,
+    /// The `callback_url` of its heartbeats.
+    pub callback: String,
     pub stop: oneshot::Receiver<()>,
     pub closed: watch::Receiver<bool>,
+    /// A finished command asks for a heartbeat now.
+    pub force: Arc<Notify>,
 }
 
 impl Agent {
@@ -352,6 +463,9 @@ impl Agent {
             facts: AgentFacts::default(),
             run_id: 0,
             stop: None,
+            commands: Commands::default(),
+            changes: watch::Sender::new(0),
+            force: Arc::new(Notify::new()),
         }
     }
 
@@ -359,6 +473,7 @@ impl Agent {
         AgentView {
             config: self.config.clone(),
             facts: self.facts.clone(),
+            commands: self.commands.facts(),
         }
     }
 
@@ -368,6 +483,12 @@ impl Agent {
     pub fn halt(&mut self) {
         self.facts.running = false;
         self.stop = None;
+        self.changed();
+    }
+
+    /// Wakes the requests waiting on a command of this agent.
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Starts a run for boot `boot`: fresh facts, and the ticket for its task (`None` when the
@@ -381,7 +502,10 @@ impl Agent {
     ) -> Option<RunTicket> {
         self.halt();
         let token = self.config.token.clone().unwrap_or_else(random_token);
+        let callback = self.config.callback_for(state.id(idx), state.listen_addr());
         self.run_id = run_id;
+        self.commands = Commands::default();
+        self.force = Arc::new(Notify::new());
         self.facts = AgentFacts {
             running: self.config.stop_after != Some(0),
             in_flight: false,
@@ -392,6 +516,8 @@ impl Agent {
             inspection_status: None,
             inspection_uuid: None,
             lookup_status: None,
+            callback_url: Some(callback.clone()),
+            died: false,
         };
         if !self.facts.running {
             return None;
@@ -405,9 +531,83 @@ impl Agent {
             run_id,
             config: self.config.clone(),
             token,
+            callback,
             stop: stop_rx,
             closed: state.closed_signal(),
+            force: self.force.clone(),
         })
+    }
+
+    /// The current run (0: none yet).
+    pub fn run_id(&self) -> u64 {
+        self.run_id
+    }
+
+    /// Whether the command API answers: the run is going (not ended by a power off, a restart,
+    /// `stop_after`, death or the agent's exit).
+    pub fn serving(&self) -> bool {
+        self.facts.running
+    }
+
+    /// Whether `token` is the run's active token (the one its lookup was issued, else its own).
+    pub fn token_ok(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| !t.is_empty() && self.facts.active_token.as_deref() == Some(t))
+    }
+
+    pub fn commands(&self) -> &Commands {
+        &self.commands
+    }
+
+    /// A receiver woken when a command finishes or the run ends (subscribe under the system's
+    /// lock, then check, then wait: no wake-up is lost).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Runs command `name` with `params` in the current run (see `Commands::post`), on system
+    /// `system` (index `idx`). A command that ends the agent (`finalize_rescue`, `lockdown`)
+    /// ends the run; so does the `die_after_commands`-th command (then `died` is set and the
+    /// command never finishes).
+    pub fn post_command(
+        &mut self,
+        name: &str,
+        params: &Map<String, Value>,
+        system: &str,
+        idx: usize,
+    ) -> Result<Posted, Fault> {
+        let ctx = Context {
+            system,
+            idx,
+            fail_command: self.config.fail_command.as_deref(),
+        };
+        let accepted = self.commands.post(name, params, random_uuid(), ctx)?;
+        let died = self
+            .config
+            .die_after_commands
+            .is_some_and(|n| self.commands.accepted() as u64 >= n);
+        if died {
+            self.facts.died = true;
+            self.halt();
+        } else if accepted.ends_run {
+            self.halt();
+        }
+        Ok(Posted { accepted, died })
+    }
+
+    /// Asynchronous command `id` of run `run_id` is done: what it does to the machine, or
+    /// `None` when the run is no longer going (a dead or hung agent finishes nothing) or there
+    /// is no such running command. A command that leaves the machine running asks for a
+    /// heartbeat now.
+    pub fn finish_command(&mut self, run_id: u64, id: &str) -> Option<Effect> {
+        if run_id != self.run_id || !self.facts.running {
+            return None;
+        }
+        let effect = self.commands.finish(id)?;
+        if effect == Effect::None {
+            self.force.notify_one();
+        }
+        self.changed();
+        Some(effect)
     }
 
     /// Whether run `run_id` may send a request (its inspection data, a heartbeat) now: it is
@@ -464,6 +664,26 @@ impl Agent {
         self.facts.inspection_uuid = uuid;
         self.facts.running
     }
+}
+
+/// A command the agent accepted, and whether the agent died of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub accepted: Accepted,
+    pub died: bool,
+}
+
+/// A random (version 4 style) uuid, for command ids.
+fn random_uuid() -> String {
+    let h = random_token();
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 /// 128 random bits as hex. Seeded per call from the standard library's per-process random hash
@@ -555,6 +775,18 @@ async fn pause(t: &mut RunTicket, d: Duration) -> bool {
     }
 }
 
+/// Sleeps `d` between heartbeats, or less when a finished command asks for a heartbeat now;
+/// false when the run is stopped (or the simulator stops) first.
+async fn between_heartbeats(t: &mut RunTicket, d: Duration) -> bool {
+    let force = t.force.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = force.notified() => true,
+        _ = &mut t.stop => false,
+        _ = stopped(&mut t.closed) => false,
+    }
+}
+
 /// Waits for a fleet-wide in-flight slot; `None` when the run is stopped first.
 async fn slot<'a>(t: &mut RunTicket, slots: &'a Semaphore) -> Option<SemaphorePermit<'a>> {
     tokio::select! {
@@ -593,7 +825,9 @@ pub(crate) async fn run(mut t: RunTicket) {
     let mut n = 0u64;
     loop {
         n += 1;
-        if !heartbeat(&mut t, n, &client, &slots).await || !pause(&mut t, interval).await {
+        if !heartbeat(&mut t, n, &client, &slots).await
+            || !between_heartbeats(&mut t, interval).await
+        {
             return;
         }
     }
@@ -707,7 +941,7 @@ async fn heartbeat(t: &mut RunTicket, n: u64, client: &SharedClient, slots: &Sem
     if !may_send(t) {
         return false;
     }
-    let body = t.config.heartbeat_body(&t.system, &t.token, n);
+    let body = t.config.heartbeat_body(&t.callback, &t.token, n);
     let sent_at = SystemTime::now();
     let status = match client {
         Ok(c) => tokio::select! {
@@ -940,11 +1174,13 @@ mod tests {
         let mut s = spec("http://h");
         s.fail_after = Some(2);
         let c = s.validate().unwrap();
-        let b = c.heartbeat_body("sim-3", "tok", 2);
+        let listen: SocketAddr = "0.0.0.0:7000".parse().unwrap();
+        let callback = c.callback_for("sim-3", Some(listen));
+        let b = c.heartbeat_body(&callback, "tok", 2);
         assert_eq!(b["agent_token"], "tok");
-        assert_eq!(b["callback_url"], "http://sim-3.ferric-sim.invalid:9999/");
+        assert_eq!(b["callback_url"], "http://127.0.0.1:7000/agent/sim-3");
         assert!(b.get("agent_status").is_none());
-        let b = c.heartbeat_body("sim-3", "tok", 3);
+        let b = c.heartbeat_body(&callback, "tok", 3);
         assert_eq!(b["agent_status"], "error");
         assert_eq!(b["agent_status_message"], "simulated agent failure");
     }
@@ -970,9 +1206,136 @@ mod tests {
     }
 
     #[test]
+    fn the_default_callback_url_is_the_simulators_own_agent_api() {
+        let c = spec("http://h").validate().unwrap();
+        let at = |a: &str| c.callback_for("sim-7", Some(a.parse().unwrap()));
+        assert_eq!(at("0.0.0.0:6000"), "http://127.0.0.1:6000/agent/sim-7");
+        assert_eq!(at("[::]:6000"), "http://[::1]:6000/agent/sim-7");
+        assert_eq!(at("10.1.2.3:80"), "http://10.1.2.3:80/agent/sim-7");
+        assert_eq!(
+            c.callback_for("sim-7", None),
+            "http://sim-7.ferric-sim.invalid:9999/",
+            "no listener known: nothing behind it"
+        );
+        let mut s = spec("http://h");
+        s.callback_url = Some("http://elsewhere:9999/".into());
+        let c = s.validate().unwrap();
+        assert_eq!(
+            c.callback_for("sim-7", Some("0.0.0.0:1".parse().unwrap())),
+            "http://elsewhere:9999/",
+            "a configured callback_url wins"
+        );
+    }
+
+    #[test]
+    fn command_settings_are_validated() {
+        let c = spec("http://h").validate().unwrap();
+        assert_eq!(
+            (c.command_ms, c.garbage_commands, c.die_after_commands),
+            (DEFAULT_COMMAND_MS, false, None)
+        );
+        for body in [
+            json!({"api_url": "http://h", "node": "n", "command_ms": 60_001}),
+            json!({"api_url": "http://h", "node": "n", "fail_command": ""}),
+            json!({"api_url": "http://h", "node": "n", "die_after_commands": 0}),
+        ] {
+            let s: AgentSpec = serde_json::from_value(body.clone()).unwrap();
+            assert!(s.validate().is_err(), "{body}");
+        }
+        let s: AgentSpec = serde_json::from_value(json!({"api_url": "http://h", "node": "n",
+            "command_ms": 0, "fail_command": "write_image", "garbage_commands": true,
+            "die_after_commands": 2}))
+        .unwrap();
+        let c = s.validate().unwrap();
+        assert_eq!(c.fail_command.as_deref(), Some("write_image"));
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(shown["die_after_commands"], 2);
+        assert_eq!(shown["garbage_commands"], true);
+    }
+
+    /// An agent in run 5 with token `tok`, as `start` leaves it.
+    fn running_agent(s: AgentSpec) -> Agent {
+        let mut a = Agent::new(s.validate().unwrap());
+        a.run_id = 5;
+        a.facts.running = true;
+        a.facts.active_token = Some("tok".into());
+        a
+    }
+
+    #[test]
+    fn only_the_active_token_is_accepted() {
+        let a = running_agent(spec("http://h"));
+        assert!(a.token_ok(Some("tok")));
+        assert!(!a.token_ok(Some("tok2")));
+        assert!(!a.token_ok(Some("")));
+        assert!(!a.token_ok(None));
+    }
+
+    #[test]
+    fn the_agent_dies_with_its_nth_command_which_never_finishes() {
+        let mut s = spec("http://h");
+        s.die_after_commands = Some(2);
+        let mut a = running_agent(s);
+        let none = Map::new();
+        let p = a.post_command("standby.sync", &none, "sim-0", 0).unwrap();
+        assert!(!p.died && a.serving());
+        let p = a
+            .post_command("standby.power_off", &none, "sim-0", 0)
+            .unwrap();
+        assert!(p.died && p.accepted.is_async);
+        assert!(!a.serving() && a.facts.died);
+        assert_eq!(
+            a.finish_command(5, &p.accepted.id),
+            None,
+            "a dead agent finishes nothing"
+        );
+        assert_eq!(
+            a.view().commands[1].status,
+            crate::commands::Status::Running
+        );
+    }
+
+    #[test]
+    fn finished_commands_wake_waiters_and_ask_for_a_heartbeat() {
+        let mut a = running_agent(spec("http://h"));
+        let changes = a.subscribe();
+        let p = a
+            .post_command("standby.run_image", &Map::new(), "sim-0", 0)
+            .unwrap();
+        assert_eq!(a.finish_command(4, &p.accepted.id), None, "a stale run");
+        assert_eq!(a.finish_command(5, &p.accepted.id), Some(Effect::Reboot));
+        assert!(changes.has_changed().unwrap());
+        let p = a
+            .post_command(
+                "image.install_bootloader",
+                &json!({"root_uuid": "0x1"}).as_object().unwrap().clone(),
+                "sim-0",
+                0,
+            )
+            .unwrap();
+        assert_eq!(a.finish_command(5, &p.accepted.id), Some(Effect::None));
+        // The permit is stored for the heartbeat task's next pause.
+        let forced = a.force.clone();
+        let notified = forced.notified();
+        tokio::pin!(notified);
+        assert!(notified.as_mut().enable(), "a heartbeat was asked for");
+        // An exiting agent ends its run as it answers.
+        let p = a
+            .post_command("system.lockdown", &Map::new(), "sim-0", 0)
+            .unwrap();
+        assert!(p.accepted.ends_run && !a.serving());
+    }
+
+    #[test]
     fn random_tokens_differ() {
         let a = random_token();
         assert_eq!(a.len(), 32);
+        let u = random_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(
+            u.split('-').map(str::len).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
         assert_ne!(a, random_token());
     }
 }

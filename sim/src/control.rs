@@ -17,8 +17,10 @@
 //! `inventory` is what its agent posts as `inventory` when inspecting (IPA's shape; both fixed by
 //! the system's index, see `hardware`). An agent's view has its configuration (`inspect`
 //! included) and the facts of its latest run: `heartbeats_sent`, `last_status`,
-//! `inspection_status` (the HTTP status answered to the inspection post, or the error text) and
-//! `inspection_uuid` (the node a 2xx answer named).
+//! `inspection_status` (the HTTP status answered to the inspection post, or the error text),
+//! `inspection_uuid` (the node a 2xx answer named), `callback_url` (where its command API is),
+//! `died` (`die_after_commands` ended it) and `commands` (`[{"id", "name", "step", "status"}]` in
+//! issue order: what Ironic asked of it).
 //!
 //! Errors are `{"error": "..."}`: 400 for an invalid body (unknown fields included), 404 for an
 //! unknown system.

@@ -4,8 +4,10 @@
 //! serial port).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -15,6 +17,7 @@ use tokio::time::Instant;
 use crate::agent::{
     self, Agent, AgentConfig, AgentView, FleetAgentSpec, Heartbeat, Inspection, LastStatus,
 };
+use crate::commands::Effect;
 use crate::config::{Behaviour, BehaviourPatch, SimConfig, SimError};
 use crate::hardware::{self, Nic};
 use crate::log::{CommandLog, LogOp, Record};
@@ -39,6 +42,9 @@ pub struct SimState {
     agent_client: OnceLock<Result<reqwest::Client, String>>,
     /// Bounds the agents' requests in flight fleet-wide.
     agent_slots: Arc<Semaphore>,
+    /// Where the server listens (reachable form), once it serves: agents' default
+    /// `callback_url`s point at it.
+    listen: Mutex<Option<SocketAddr>>,
 }
 
 /// A system as the control API shows it (not the Redfish view).
@@ -113,6 +119,7 @@ impl SimState {
             agent_runs: AtomicU64::new(0),
             agent_client: OnceLock::new(),
             agent_slots: Arc::new(Semaphore::new(agent::MAX_IN_FLIGHT)),
+            listen: Mutex::new(None),
         }))
     }
 
@@ -207,6 +214,74 @@ impl SimState {
         let run_id = self.agent_runs.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(ticket) = agent.start(run.boot, run_id, self, idx) {
             tokio::spawn(agent::run(ticket));
+        }
+    }
+
+    /// The address the server listens at, as a client reaches it; `None` until it serves.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        *self.listen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the address the server listens at (a wildcard address becomes loopback). Runs
+    /// started after this heartbeat with a `callback_url` pointing at it.
+    pub fn set_listen_addr(&self, addr: SocketAddr) {
+        *self.listen.lock().unwrap_or_else(|e| e.into_inner()) = Some(agent::reachable(addr));
+    }
+
+    /// Finishes asynchronous command `id` of system `idx`'s run `run_id` after `after` (the
+    /// agent's `command_ms`), unless the simulator stops first.
+    pub(crate) fn finish_command_after(
+        self: &Arc<Self>,
+        idx: usize,
+        run_id: u64,
+        id: String,
+        after: Duration,
+    ) {
+        // Weak: a command must not keep a stopped simulator alive.
+        let state: Weak<Self> = Arc::downgrade(self);
+        let mut closed = self.closed.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(after) => {}
+                _ = stopped(&mut closed) => return,
+            }
+            if let Some(state) = state.upgrade() {
+                state.finish_command(idx, run_id, &id);
+            }
+        });
+    }
+
+    /// Command `id` of run `run_id` is done; `standby.power_off` and `standby.run_image` then
+    /// power the machine off or reboot it the way a BMC's `ForceOff` and `ForceRestart` do (the
+    /// log records that as an `agent_power` entry).
+    fn finish_command(self: &Arc<Self>, idx: usize, run_id: u64, id: &str) {
+        let now = Instant::now();
+        let done = self.transition(idx, |s| {
+            let agent = s.agent.as_mut()?;
+            let node = agent.config.node.clone();
+            let reset = match agent.finish_command(run_id, id)? {
+                Effect::PowerOff => ResetType::ForceOff,
+                Effect::Reboot => ResetType::ForceRestart,
+                Effect::None | Effect::Wrote(_) => return None,
+            };
+            // Both are immediate: no timer to arm.
+            let _ = s.reset(reset, now);
+            Some((reset, node))
+        });
+        if let Some((reset, node)) = done {
+            let system = &self.ids[idx];
+            self.log.append(Record {
+                action: Some(reset.as_str().to_string()),
+                client: Some(agent::USER_AGENT.to_string()),
+                node: Some(node),
+                detail: Some(id.to_string()),
+                ..Record::new(
+                    LogOp::AgentPower,
+                    system,
+                    "POST",
+                    format!("/agent/{system}/v1/commands/"),
+                )
+            });
         }
     }
 

@@ -1,5 +1,6 @@
 //! The command log: an append-only record of every Redfish request that reached a system, every
-//! heartbeat and inspection post a system's agent sent and every serial console session, kept in
+//! heartbeat, inspection post and lookup a system's agent sent, every request to an agent's
+//! command API (and the power changes its commands caused) and every serial console session, kept in
 //! memory for `GET /sim/log` and optionally appended to a JSON-lines file. It is the independent
 //! record that tests check conductors against, so an entry is written (to the file too) before the
 //! request is answered: whatever a client saw answered is in the file even after a SIGKILL.
@@ -34,6 +35,14 @@ pub enum LogOp {
     SerialOpen,
     /// A serial console session ended; `detail` says why.
     SerialClose,
+    /// A request to a system's agent command API (`/agent/<system>/v1/commands/...`): `action`
+    /// is the full command name of a POST (`deploy.execute_deploy_step`), `list` or `poll` for
+    /// a GET; `detail` the step of an `execute_*_step` (`deploy.write_image`); `status` `None`
+    /// for a request held unanswered (no agent running), logged when its client gave up.
+    AgentCommand,
+    /// A finished agent command powered the machine off or rebooted it: `action` is the
+    /// equivalent Redfish reset (`ForceOff`, `ForceRestart`), `detail` the command's id.
+    AgentPower,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,7 +62,9 @@ pub struct LogEntry {
     pub method: String,
     pub path: String,
     /// The `ResetType` of a reset, the `BootSourceOverrideTarget` of a PATCH, as sent (also when
-    /// invalid); a heartbeat's `agent_status` when it carried one; `None` when there is none.
+    /// invalid); a heartbeat's `agent_status` when it carried one; the full command name of a
+    /// POST to an agent's command API (`deploy.execute_deploy_step`), `list` or `poll` for its
+    /// GETs; the reset an agent's command caused; `None` when there is none.
     pub action: Option<String>,
     /// The HTTP status answered; `None` when the system was unreachable and never answered, or
     /// when an agent's request got no answer (`detail` has the error).
@@ -62,7 +73,7 @@ pub struct LogEntry {
     /// the header verbatim; `ferric-sim-agent` for heartbeats and inspection posts.
     pub client: Option<String>,
     /// A heartbeat's node (the uuid in its path); for an inspection post (whose request names no
-    /// node), the node the agent is configured with.
+    /// node) and a command API request, the node the agent is configured with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// A heartbeat's number within its boot (from 1); a serial session's number on its system
@@ -71,7 +82,9 @@ pub struct LogEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// Why a heartbeat or inspection post got no answer, why the API refused an inspection post
-    /// (its error message), why a serial session closed or was refused.
+    /// (its error message), why a serial session closed or was refused; the step of an
+    /// `execute_*_step` command (`deploy.write_image`); the id of the command behind an
+    /// `agent_power` entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }

@@ -36,6 +36,10 @@ pub async fn serve_state(
     state: Arc<SimState>,
     shutdown: impl Future<Output = ()>,
 ) {
+    if let Ok(addr) = listener.local_addr() {
+        // Agents' default callback URLs point here.
+        state.set_listen_addr(addr);
+    }
     let app = crate::app(state.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();

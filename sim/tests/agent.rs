@@ -368,10 +368,8 @@ async fn the_agent_heartbeats_only_while_the_system_runs_a_pxe_boot() {
         assert_eq!(g.api_version.as_deref(), Some("1.72"));
         assert_eq!(g.user_agent.as_deref(), Some("ferric-sim-agent"));
         assert_eq!(g.body["agent_token"], token.as_str());
-        assert_eq!(
-            g.body["callback_url"],
-            "http://sim-0.ferric-sim.invalid:9999/"
-        );
+        // The simulator's own command API of the system.
+        assert_eq!(g.body["callback_url"], format!("{}/agent/sim-0", sim.base));
         assert!(g.body["agent_version"]
             .as_str()
             .is_some_and(|s| s.starts_with("ferric-sim")));
