@@ -1,12 +1,15 @@
 //! The ramdisk's lookup and its agent token, through real processes: a conductor boots a
 //! `ferric sim` Redfish machine into the ramdisk for cleaning, and the test plays
-//! ironic-python-agent's API client (`GET /v1/lookup`, then heartbeats with the token). What
-//! the gateway keeps is checked in etcd (`agent-tokens/<uuid>` holds the token's SHA-256 only,
-//! and goes when the agent's work ends), and what the node did in the API's answers.
+//! ironic-python-agent's API client (`GET /v1/lookup`, then heartbeats with the token), with
+//! IPA's own command API (its application and command machinery; commands that touch no
+//! hardware) as the agent the conductor drives. What the gateway keeps is checked in etcd
+//! (`agent-tokens/<uuid>` holds the token's SHA-256 only, and goes when the agent's work ends),
+//! what the node did in the API's answers, and what the conductor asked in the agent's record.
 
 use ferric_model::{decode, AgentTokenRecord};
 use ferric_testkit::fleet::Sim;
 use ferric_testkit::http::{api_at, run_venv, Reply};
+use ferric_testkit::ipa::IpaAgent;
 use ferric_testkit::{Fleet, Gateway};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -41,18 +44,25 @@ async fn etcd_token(fleet: &Fleet, id: &str) -> Option<AgentTokenRecord> {
         .map(|kv| decode::<AgentTokenRecord>(kv.value()).expect("a readable token record"))
 }
 
-fn heartbeat(gw: &Gateway, id: &str, token: &str) -> Reply {
+fn heartbeat(gw: &Gateway, id: &str, token: &str, agent: &IpaAgent) -> Reply {
     call(
         gw,
         "POST",
         &format!("/v1/heartbeat/{id}"),
         "1.68",
         Some(
-            &json!({"callback_url": "http://127.0.0.1:9/", "agent_version": "10.1.0",
+            &json!({"callback_url": agent.url(), "agent_version": "10.1.0",
                      "agent_token": token}),
         ),
     )
 }
+
+/// What IPA's automated cleaning runs: its steps with a priority, highest first.
+const CLEANING: [&str; 3] = [
+    "clean.get_clean_steps",
+    "clean.execute_clean_step deploy.erase_devices_metadata",
+    "clean.execute_clean_step deploy.erase_devices",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_issues_one_token_per_boot_and_heartbeats_must_carry_it() {
@@ -162,8 +172,10 @@ async fn lookup_issues_one_token_per_boot_and_heartbeats_must_carry_it() {
     );
 
     // A heartbeat without the token, or with another, is refused and recorded nowhere.
+    let agent0 = IpaAgent::start(dir.path(), "ipa-0");
+    agent0.set_token(&token);
     for bad in ["", "not-the-token"] {
-        let r = heartbeat(&gw, &id, bad);
+        let r = heartbeat(&gw, &id, bad, &agent0);
         assert_eq!(r.status, 400, "{}", r.body);
     }
     let mut kv = fleet.inspect.client().kv_client();
@@ -177,10 +189,14 @@ async fn lookup_issues_one_token_per_boot_and_heartbeats_must_carry_it() {
         "clean wait"
     );
 
-    // With the token, cleaning goes on to its end; the token goes with the agent's work.
-    let r = heartbeat(&gw, &id, &token);
+    // With the token, the conductor drives the agent through IPA's command API (with the
+    // token: IPA refuses commands without it) and cleaning goes on to its end; the token goes
+    // with the agent's work.
+    assert!(agent0.calls().is_empty());
+    let r = heartbeat(&gw, &id, &token, &agent0);
     assert_eq!(r.status, 202, "{}", r.body);
     wait_state(&gw, &id, "available");
+    assert_eq!(agent0.calls(), CLEANING);
     let deadline = Instant::now() + Duration::from_secs(30);
     while etcd_token(&fleet, &id).await.is_some() {
         assert!(
@@ -230,9 +246,12 @@ async fn lookup_issues_one_token_per_boot_and_heartbeats_must_carry_it() {
     }
     wait_state(&gw, &id1, "clean wait");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ipa_client.py");
+    let agent1 = IpaAgent::start(dir.path(), "ipa-1");
+    let port = agent1.port.to_string();
+    let token_file = agent1.token_file.display().to_string();
     let out = run_venv(
         "python",
-        &[script, &gw.url, &macs1.join(",")],
+        &[script, &gw.url, &macs1.join(","), &port, &token_file],
         &[],
         Duration::from_secs(120),
     );
@@ -259,9 +278,11 @@ async fn lookup_issues_one_token_per_boot_and_heartbeats_must_carry_it() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    // The accepted heartbeat carries cleaning on; the token is wiped when it ends.
+    // The accepted heartbeat carries cleaning on through the agent's API; the token is wiped
+    // when it ends.
     if let Some(rec) = issued {
         assert_eq!(rec.sha256, hash);
     }
     wait_state(&gw, &id1, "available");
+    assert_eq!(agent1.calls(), CLEANING);
 }

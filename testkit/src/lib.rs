@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod fleet;
 pub mod http;
 pub mod inspect;
+pub mod ipa;
 pub mod ipmi_sim;
 pub mod keystone;
 pub mod ports;

@@ -3,7 +3,10 @@ look the node up by the machine's MACs (the first lookup of a boot gives the age
 up again (the token is not given twice), heartbeat with a wrong token (refused), then with the
 right one (accepted). Prints what happened as one JSON object.
 
-Usage: ipa_client.py <api url> <mac,mac,...>
+Usage: ipa_client.py <api url> <mac,mac,...> [<agent api port> <token file>]
+With an agent API (`ipa_agent_api.py`, serving IPA's command API with the token in the token
+file), the token is written to the file before the heartbeats, which advertise that port as
+the agent's: the conductor then drives the agent through it.
 """
 
 import json
@@ -36,9 +39,14 @@ def main():
     out["node"] = node
     out["token"] = token
     out["token_required"] = content["config"].get("agent_token_required")
+    port = 9999
+    if len(sys.argv) > 4:
+        port = int(sys.argv[3])
+        with open(sys.argv[4], "w") as f:
+            f.write(token)
     again = client._do_lookup(hw, None)
     out["second_token"] = again["config"]["agent_token"] if again else None
-    me = agent.Host("127.0.0.1", 9999)
+    me = agent.Host("127.0.0.1", port)
     client.agent_token = "0" * len(token)
     try:
         client.heartbeat(node, me)

@@ -779,7 +779,15 @@ pub fn on_answer(
     max_attempts: u32,
 ) -> Answer {
     let state = status.provision_state;
-    if !next_call(spec, status).is_some_and(|c| same_call(&c, call)) {
+    // A post recorded before it went out is the recorded command (whose next call would be to
+    // look for it): its answer is that command's.
+    let recorded = match (call, current_link(status).and_then(|l| l.command.as_ref())) {
+        (AgentCall::Run { name, step, .. }, Some(c)) => {
+            c.id.is_none() && c.name == *name && c.step == *step
+        }
+        _ => false,
+    };
+    if !recorded && !next_call(spec, status).is_some_and(|c| same_call(&c, call)) {
         // The node moved on while the call was out (an abort, a timeout, a newer heartbeat).
         return Answer::unchanged(Then::Stop);
     }

@@ -742,6 +742,11 @@ async fn the_conductor_cleans_through_the_agents_command_api() {
         .filter(|c| c.starts_with("GET"))
         .count();
     assert_eq!(polls, 6, "{:?}", agent.calls());
+    assert!(
+        !agent.calls().contains(&"LIST".to_string()),
+        "an answered post is never looked for: {:?}",
+        agent.calls()
+    );
     node.until("the token wiped as the agent's work ended", |i| {
         (i.token_wipes == 2).then_some(())
     })
