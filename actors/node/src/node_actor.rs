@@ -205,8 +205,9 @@ pub enum NodeMsg {
     Heartbeat(Box<HeartbeatRecord>, i64),
     /// The deadline of the wait state may have passed.
     WaitDeadline(u64),
-    /// The agent answered a call (or did not).
+    /// The agent answered call number `u64` (or did not).
     AgentAnswer(
+        u64,
         Box<(
             crate::decide::agent::AgentCall,
             crate::decide::agent::CallResult,
@@ -272,6 +273,10 @@ pub struct NodeState {
     bios_due: bool,
     /// The agent's work ended: its token is wiped on the next pass.
     token_wipe_due: bool,
+    /// The task of the agent call in flight, if any.
+    agent_call: Option<tokio::task::AbortHandle>,
+    /// Numbers the agent calls: an answer of a call no longer in flight is ignored.
+    agent_call_seq: u64,
 }
 
 impl NodeState {
@@ -408,6 +413,8 @@ impl Actor for NodeActor {
             sync_mismatch: None,
             bios_due: false,
             token_wipe_due: false,
+            agent_call: None,
+            agent_call_seq: 0,
         };
         let from_store = args.initial.is_none();
         let initial = match args.initial {
@@ -483,7 +490,11 @@ impl Actor for NodeActor {
             NodeMsg::WaitDeadline(deadline) => {
                 Box::pin(agent::on_deadline_timer(&myself, state, deadline)).await
             }
-            NodeMsg::AgentAnswer(answer) => {
+            NodeMsg::AgentAnswer(seq, answer) => {
+                if seq != state.agent_call_seq || !matches!(state.in_flight, InFlight::Agent(_)) {
+                    // A call that was given up (its wait ended meanwhile).
+                    return Ok(());
+                }
                 let (call, result) = *answer;
                 Box::pin(agent::on_agent_answer(&myself, state, call, result)).await
             }
@@ -517,6 +528,9 @@ impl Actor for NodeActor {
         _myself: ActorRef<NodeMsg>,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(call) = state.agent_call.take() {
+            call.abort();
+        }
         // Handed over or shutting down: the console ends before the reservation is released, so
         // the BMC's one session is free when the new owner opens it.
         if let Some((console, _)) = state.console.take() {

@@ -138,10 +138,13 @@ pub(super) async fn drive_agent(
     state.in_flight = InFlight::Agent(state.status.provision_state);
     let api = state.ctx.agents.api.clone();
     let me = myself.clone();
-    tokio::spawn(async move {
+    state.agent_call_seq += 1;
+    let seq = state.agent_call_seq;
+    let task = tokio::spawn(async move {
         let result = api.call(&target, &call).await;
-        let _ = me.send_message(NodeMsg::AgentAnswer(Box::new((call, result))));
+        let _ = me.send_message(NodeMsg::AgentAnswer(seq, Box::new((call, result))));
     });
+    state.agent_call = Some(task.abort_handle());
     Ok(Flow::Wait)
 }
 
@@ -155,6 +158,7 @@ pub(super) async fn on_agent_answer(
 ) -> Outcome {
     if matches!(state.in_flight, InFlight::Agent(_)) {
         state.in_flight = InFlight::Idle;
+        state.agent_call = None;
     }
     let Some(spec) = state.spec.clone() else {
         return reconcile(myself, state).await;

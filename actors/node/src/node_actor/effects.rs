@@ -79,6 +79,16 @@ pub(super) async fn record(
         // The agent's work ended: its token goes (Ironic's `wipe_token_and_url`).
         state.token_wipe_due = true;
     }
+    if let super::in_flight::InFlight::Agent(waiting) = state.in_flight {
+        if status.provision_state != waiting {
+            // The wait ended (a timeout, an abort, the agent's own error): a call still out to
+            // the agent is of no use, and must not hold the node's next operation up.
+            if let Some(call) = state.agent_call.take() {
+                call.abort();
+            }
+            state.in_flight = super::in_flight::InFlight::Idle;
+        }
+    }
     status.updated_at_ms = now_ms();
     status.owner = Some(state.ctx.me.clone());
     status.fence = state.token.0;
