@@ -2,12 +2,15 @@
 //! conductors, a gateway (which records the agent's heartbeats), `ferric sim` as the BMCs.
 //!
 //! - A conductor is SIGKILLed while its nodes are in `deploying`, `cleaning`, `inspecting`,
-//!   `deleting` (fake interface, slow steps), `wait call-back` and `clean wait` (agent), each
-//!   in and out of maintenance. The new owner moves the busy ones to their failed states naming
-//!   the dead conductor, keeps the wait states waiting with their original deadline (one of them
-//!   then times out at that deadline: `clean failed`, fault, maintenance), and heartbeats carry
-//!   the waiting ones on to `active`/`available`; heartbeats in maintenance are recorded and
-//!   make no progress. The test plays the agent here, so that every heartbeat is its own act.
+//!   `deleting` (fake interface, slow steps), and in `wait call-back` and `clean wait` with a
+//!   command running on the agent (`ferric sim`'s, IPA's command API), each in and out of
+//!   maintenance. The new owner moves the busy ones to their failed states naming the dead
+//!   conductor, keeps the wait states waiting with their original deadline and command (one of
+//!   them then times out at that deadline: `clean failed`, fault, maintenance), polls the
+//!   commands the dead conductor posted (the simulator's log shows the same command id, polled
+//!   by the new owner, and no step posted twice) and carries the waiting ones on to
+//!   `active`/`available`; in maintenance the agent's heartbeats are recorded and no command
+//!   goes to the agent until maintenance ends.
 //! - Remediation: a node whose cleaning failed is cleaned again and returned to `available`; a
 //!   node that fails again stays in maintenance with the reason updated; the cluster-wide rate
 //!   limit holds a third back.
@@ -104,6 +107,19 @@ fn steps_done(s: &NodeStatus) -> u32 {
     s.agent.as_ref().map_or(0, |a| a.done)
 }
 
+/// The id of the agent command under way, as the node's status records it.
+fn command_id(s: &NodeStatus) -> Option<String> {
+    s.agent_link.as_ref()?.command.as_ref()?.id.clone()
+}
+
+/// The simulator's record of agent command requests of `system` (`op: agent_command`).
+fn agent_requests(sim: &Sim, system: usize) -> Vec<serde_json::Value> {
+    sim.commands(system)
+        .into_iter()
+        .filter(|c| c["op"] == "agent_command")
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_busy_state_survives_a_sigkilled_owner() {
     let mut fleet = Fleet::new("agent-takeover").await;
@@ -144,7 +160,17 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
         busy.push((id.clone(), state, failed, maint));
     }
 
-    // Agent nodes on the simulated BMCs. The last one waits only 20 s for its agent.
+    // Agent nodes on the simulated BMCs, each with `ferric sim`'s agent. Commands are quick,
+    // except one step long enough that the kill comes while it runs: write_image on 0 and 1,
+    // erase_devices_metadata on 2 and 3. The last node waits only 20 s for an agent that never
+    // says anything.
+    let slow = |system: usize| {
+        if system < 2 {
+            "write_image"
+        } else {
+            "erase_devices_metadata"
+        }
+    };
     let mut agent = Vec::new();
     for system in 0..5 {
         let mut info: serde_json::Value =
@@ -155,34 +181,53 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
             .create_nodes(1, &["--driver", "redfish", "--driver-info", &info])
             .await
             .remove(0);
+        let mut a = json!({"api_url": gw.url, "node": id, "interval_ms": 300,
+                           "command_ms": 100, "inspect": false,
+                           "slow_command": slow(system), "slow_ms": 12_000});
+        if system == 4 {
+            a["stop_after"] = json!(0);
+        }
+        sim.agent(system, &a).await;
         verb(&fleet, &id, "manage", S::Manageable).await;
         agent.push(id);
     }
-    let token = |id: &str| format!("token-{id}");
-    // 0, 1: wait call-back after one of the deploy's two steps (1 in maintenance).
-    for id in &agent[0..2] {
-        fleet.ctl_ok(&["node", "provision", id, "provide"]).await;
-        reach(&fleet, id, S::CleanWait, Duration::from_secs(20)).await;
-        assert_eq!(heartbeat(&gw, id, &token(id)), 202);
-        reach(&fleet, id, S::Available, Duration::from_secs(20)).await;
-        fleet.ctl_ok(&["node", "provision", id, "deploy"]).await;
-        reach(&fleet, id, S::WaitCallBack, Duration::from_secs(20)).await;
-        assert_eq!(heartbeat(&gw, id, &token(id)), 202);
+    let running = async |id: &str, step: &str| {
         fleet
             .wait_until(
-                Duration::from_secs(20),
-                "the first deploy step is done",
+                Duration::from_secs(40),
+                &format!("{step} runs on {id}'s agent"),
                 async || {
                     let s = fleet.status(id).await?;
-                    (steps_done(&s) == 1).then_some(()).ok_or(format!("{s:?}"))
+                    let now = s.agent.as_ref().and_then(|a| a.steps.get(a.done as usize));
+                    match (now, command_id(&s)) {
+                        (Some(n), Some(c)) if n == step => Ok(c),
+                        other => Err(format!("{other:?}")),
+                    }
                 },
             )
-            .await;
+            .await
+    };
+    // 0, 1: wait call-back with write_image running (1 in maintenance), after a cleaning.
+    for id in &agent[0..2] {
+        verb(&fleet, id, "provide", S::Available).await;
+        patch(
+            &gw,
+            id,
+            json!([{"op": "add", "path": "/instance_info/image_source",
+                    "value": "http://images/os.qcow2"}]),
+        );
     }
-    // 2, 3: clean wait (3 in maintenance); 4: clean wait with the short timeout.
+    for id in &agent[0..2] {
+        fleet.ctl_ok(&["node", "provision", id, "deploy"]).await;
+    }
+    // 2, 3: clean wait with erase_devices_metadata running (3 in maintenance); 4: clean wait.
     for id in &agent[2..5] {
         fleet.ctl_ok(&["node", "provision", id, "provide"]).await;
-        reach(&fleet, id, S::CleanWait, Duration::from_secs(20)).await;
+    }
+    reach(&fleet, &agent[4], S::CleanWait, Duration::from_secs(20)).await;
+    let mut posted = Vec::new();
+    for (system, id) in agent[0..4].iter().enumerate() {
+        posted.push(running(id, &format!("deploy.{}", slow(system))).await);
     }
     maintenance(&gw, &agent[1], true);
     maintenance(&gw, &agent[3], true);
@@ -240,7 +285,8 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
         fleet.ensure(
             s.provision_state == b.provision_state
                 && s.deadline_ms == b.deadline_ms
-                && steps_done(&s) == steps_done(b),
+                && steps_done(&s) == steps_done(b)
+                && command_id(&s) == command_id(b),
             || format!("{id} changed on takeover: {b:?} -> {s:?}"),
         );
     }
@@ -249,13 +295,58 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
         "a reservation of the dead conductor remains".into()
     });
 
-    // The agents go on with the new owner. A foreign token is refused and not recorded.
+    // The agents go on with the new owner, which polls the very commands c1 posted (the
+    // simulator's record), so no step runs twice. A foreign token is refused.
     let r = heartbeat(&gw, &agent[0], "someone-else");
     fleet.ensure(r == 400, || format!("a foreign token got {r}"));
-    assert_eq!(heartbeat(&gw, &agent[0], &token(&agent[0])), 202);
-    assert_eq!(heartbeat(&gw, &agent[2], &token(&agent[2])), 202);
-    reach(&fleet, &agent[0], S::Active, Duration::from_secs(20)).await;
-    reach(&fleet, &agent[2], S::Available, Duration::from_secs(20)).await;
+    reach(&fleet, &agent[0], S::Active, Duration::from_secs(40)).await;
+    reach(&fleet, &agent[2], S::Available, Duration::from_secs(40)).await;
+    for (system, cid) in [(0usize, &posted[0]), (2, &posted[2])] {
+        let reqs = agent_requests(&sim, system);
+        fleet.ensure(
+            reqs.iter().any(|c| {
+                c["client"] == "c2"
+                    && c["action"] == "poll"
+                    && c["path"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with(cid.as_str()))
+            }),
+            || format!("c2 never polled {cid} on sim-{system}: {reqs:?}"),
+        );
+        let step = format!("deploy.{}", slow(system));
+        let posts = reqs
+            .iter()
+            .filter(|c| c["method"] == "POST" && c["detail"] == step.as_str())
+            .count();
+        // sim-0's cleaning before its deploy ran erase_devices_metadata too, quickly.
+        fleet.ensure(posts == 1, || {
+            format!("{step} posted {posts} times to sim-{system}: {reqs:?}")
+        });
+    }
+    // The whole deploy in Ironic's order, across both conductors.
+    let deploy: Vec<String> = agent_requests(&sim, 0)
+        .iter()
+        .filter(|c| c["method"] == "POST")
+        .map(|c| {
+            let action = c["action"].as_str().unwrap_or("?");
+            match c["detail"].as_str() {
+                Some(step) => format!("{action} {step}"),
+                None => action.to_string(),
+            }
+        })
+        .skip_while(|c| c != "deploy.get_deploy_steps")
+        .collect();
+    fleet.ensure(
+        deploy
+            == [
+                "deploy.get_deploy_steps",
+                "deploy.execute_deploy_step deploy.write_image",
+                "standby.get_partition_uuids",
+                "image.install_bootloader",
+                "standby.power_off",
+            ],
+        || format!("sim-0's deploy commands: {deploy:?}"),
+    );
     // The instance boots from disk: the BMC was told so after the ramdisk.
     let cmds = sim.commands(0);
     fleet.ensure(
@@ -263,16 +354,16 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
         || format!("no disk boot in sim-0's log: {cmds:?}"),
     );
 
-    // In maintenance, heartbeats are recorded (by the gateway) and move nothing.
-    for id in [&agent[1], &agent[3]] {
+    // In maintenance, the agents' heartbeats are recorded (by the gateway) and no command
+    // goes to them.
+    for (system, id) in [(1usize, &agent[1]), (3, &agent[3])] {
         let before = fleet.status(id).await.unwrap();
         let rev0 = fleet.inspect.revision().await.unwrap();
-        assert_eq!(heartbeat(&gw, id, &token(id)), 202);
         let mark = format!("node={id}");
         fleet
             .wait_until(
                 Duration::from_secs(10),
-                "c2 saw the heartbeat",
+                "c2 saw a heartbeat in maintenance",
                 async || {
                     let log = fleet.conductor("c2").log();
                     log.lines()
@@ -282,14 +373,28 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
                 },
             )
             .await;
-        // Recorded: the gateway wrote the heartbeat after rev0.
-        let (_, kvs) = fleet
-            .inspect
-            .get_prefix(&fleet.inspect.key(&format!("heartbeats/{id}")))
-            .await
-            .unwrap();
-        fleet.ensure(kvs.len() == 1 && kvs[0].mod_rev > rev0, || {
-            format!("heartbeat of {id} not recorded after revision {rev0}: {kvs:?}")
+        fleet
+            .wait_until(
+                Duration::from_secs(10),
+                "a heartbeat recorded in maintenance",
+                async || {
+                    let (_, kvs) = fleet
+                        .inspect
+                        .get_prefix(&fleet.inspect.key(&format!("heartbeats/{id}")))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    (kvs.len() == 1 && kvs[0].mod_rev > rev0)
+                        .then_some(())
+                        .ok_or(format!("{kvs:?}"))
+                },
+            )
+            .await;
+        let from_c2 = agent_requests(&sim, system)
+            .into_iter()
+            .filter(|c| c["client"] == "c2")
+            .count();
+        fleet.ensure(from_c2 == 0, || {
+            format!("c2 called sim-{system}'s agent while its node was in maintenance")
         });
         let after = fleet.status(id).await.unwrap();
         fleet.ensure(
@@ -299,11 +404,21 @@ async fn every_busy_state_survives_a_sigkilled_owner() {
         );
         maintenance(&gw, id, false);
     }
-    // Out of maintenance, the next heartbeat moves them on.
-    assert_eq!(heartbeat(&gw, &agent[1], &token(&agent[1])), 202);
-    assert_eq!(heartbeat(&gw, &agent[3], &token(&agent[3])), 202);
-    reach(&fleet, &agent[1], S::Active, Duration::from_secs(20)).await;
-    reach(&fleet, &agent[3], S::Available, Duration::from_secs(20)).await;
+    // Out of maintenance, c2 goes on with the command c1 posted.
+    reach(&fleet, &agent[1], S::Active, Duration::from_secs(40)).await;
+    reach(&fleet, &agent[3], S::Available, Duration::from_secs(40)).await;
+    for (system, cid) in [(1usize, &posted[1]), (3, &posted[3])] {
+        let reqs = agent_requests(&sim, system);
+        fleet.ensure(
+            reqs.iter().any(|c| {
+                c["client"] == "c2"
+                    && c["path"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with(cid.as_str()))
+            }),
+            || format!("c2 never polled {cid} on sim-{system}: {reqs:?}"),
+        );
+    }
 
     // The silent agent: clean failed at its original deadline, a fault, maintenance.
     let deadline = before[4].deadline_ms.expect("clean wait has a deadline");
@@ -482,18 +597,25 @@ async fn ferric_sim_plays_the_agent() {
             .create_nodes(1, &["--driver", "redfish", "--driver-info", &info])
             .await
             .remove(0);
-        let mut agent = json!({"api_url": gw.url, "node": id, "interval_ms": 200});
-        if system == 1 {
-            // A ramdisk that hangs after its first heartbeat of a boot.
-            agent["stop_after"] = json!(1);
-        }
+        let agent = json!({"api_url": gw.url, "node": id, "interval_ms": 200});
         sim.agent(system, &agent).await;
         ids.push(id);
     }
-    for id in &ids {
+    for (system, id) in ids.iter().enumerate() {
         verb(&fleet, id, "manage", S::Manageable).await;
-        // Cleaning has one step: one heartbeat of the cleaning boot is enough.
+        // Cleaning through the agent's command API, with no test code in the loop.
         verb(&fleet, id, "provide", S::Available).await;
+        if system == 1 {
+            // A ramdisk that hangs after its first heartbeat of a boot.
+            let agent = json!({"api_url": gw.url, "node": id, "interval_ms": 200, "stop_after": 1});
+            sim.agent(system, &agent).await;
+        }
+        patch(
+            &gw,
+            id,
+            json!([{"op": "add", "path": "/instance_info/image_source",
+                    "value": "http://images/os.qcow2"}]),
+        );
         fleet.ctl_ok(&["node", "provision", id, "deploy"]).await;
     }
     let s = reach(&fleet, &ids[0], S::Active, Duration::from_secs(30)).await;
@@ -503,7 +625,7 @@ async fn ferric_sim_plays_the_agent() {
         failed
             .last_error
             .as_deref()
-            .is_some_and(|e| e.contains("Timeout") && e.contains("prepare_instance_boot")),
+            .is_some_and(|e| e.contains("Timeout reached while waiting for callback")),
         || format!("{failed:?}"),
     );
     // The simulator's record: heartbeats accepted (202) by the gateway for the right node, and
@@ -534,8 +656,10 @@ async fn ferric_sim_plays_the_agent() {
             view["run"]
         )
     });
-    // The hung agent sent exactly one heartbeat in its deploy boot (and one while cleaning).
+    // The hung agent sent exactly one heartbeat in its deploy boot (the last it sent).
     let hb1 = heartbeats(1, &ids[1]);
-    fleet.ensure(hb1.len() == 2, || format!("sim-1 heartbeats: {hb1:?}"));
+    fleet.ensure(hb1.last().is_some_and(|h| h["seq"] == 1), || {
+        format!("sim-1 heartbeats: {hb1:?}")
+    });
     fleet.check_fencing_history().await;
 }

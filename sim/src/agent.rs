@@ -124,6 +124,12 @@ pub struct AgentSpec {
     /// that command never finishes, the command API answers nothing from then on.
     #[serde(default)]
     pub die_after_commands: Option<u64>,
+    /// A command whose short name, or for `execute_*_step` whose step, is this runs for
+    /// `slow_ms` instead of `command_ms` (a long step, with the rest quick).
+    #[serde(default)]
+    pub slow_command: Option<String>,
+    #[serde(default)]
+    pub slow_ms: u64,
 }
 
 /// The body of `PUT /sim/agents`: one configuration for many systems, each with its node. The
@@ -162,6 +168,8 @@ impl FleetAgentSpec {
             fail_command: None,
             garbage_commands: false,
             die_after_commands: None,
+            slow_command: None,
+            slow_ms: 0,
         })
     }
 }
@@ -194,6 +202,8 @@ pub struct AgentConfig {
     pub fail_command: Option<String>,
     pub garbage_commands: bool,
     pub die_after_commands: Option<u64>,
+    pub slow_command: Option<String>,
+    pub slow_ms: u64,
     /// Where heartbeats go; derived from `api_url` and `node` only.
     #[serde(skip)]
     heartbeat_url: Url,
@@ -258,6 +268,15 @@ impl AgentSpec {
         if let Some(f) = &self.fail_command {
             check_text("fail_command", f)?;
         }
+        if let Some(f) = &self.slow_command {
+            check_text("slow_command", f)?;
+        }
+        if self.slow_ms > MAX_COMMAND_MS {
+            return Err(SimError::InvalidConfig(format!(
+                "slow_ms must be at most {MAX_COMMAND_MS} (got {})",
+                self.slow_ms
+            )));
+        }
         if self.die_after_commands == Some(0) {
             return Err(SimError::InvalidConfig(
                 "die_after_commands must be at least 1 (the agent dies after that many commands)"
@@ -289,6 +308,8 @@ impl AgentSpec {
             fail_command: self.fail_command,
             garbage_commands: self.garbage_commands,
             die_after_commands: self.die_after_commands,
+            slow_command: self.slow_command,
+            slow_ms: self.slow_ms,
             heartbeat_url,
             inspection_url,
             lookup_url,
@@ -329,6 +350,25 @@ impl AgentConfig {
 
     pub fn command_time(&self) -> Duration {
         Duration::from_millis(self.command_ms)
+    }
+
+    /// How long command `name` (`ext.cmd`) with `params` runs: `slow_ms` for the slow command
+    /// (by short name, or by the step of an `execute_*_step`), else `command_ms`.
+    pub fn time_of(&self, name: &str, params: &serde_json::Map<String, Value>) -> Duration {
+        let short = name.split_once('.').map_or(name, |(_, s)| s);
+        let step = params
+            .get("step")
+            .and_then(|s| s.get("step"))
+            .and_then(Value::as_str);
+        let slow = self
+            .slow_command
+            .as_deref()
+            .is_some_and(|s| s == short || Some(s) == step);
+        if slow {
+            Duration::from_millis(self.slow_ms)
+        } else {
+            self.command_time()
+        }
     }
 
     /// The body of heartbeat `n` (from 1) of a run with `token` whose agent API is at

@@ -11,7 +11,7 @@
 //! `status: None`).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -151,7 +151,7 @@ fn decide(
     ask: &Ask,
     query: &Query,
     run: Option<RunBody>,
-) -> (Decision, Option<(u64, String)>, Option<String>) {
+) -> (Decision, Option<(u64, String, Duration)>, Option<String>) {
     let mut s = state.lock(idx);
     let Some(agent) = s.agent.as_mut().filter(|a| a.serving()) else {
         let node = s.agent.as_ref().map(|a| a.config.node.clone());
@@ -179,9 +179,13 @@ fn decide(
             Some(c) => ok(c.to_json()),
         },
         Ask::Run => {
+            let mut time = agent.config.command_time();
             let posted = run
                 .unwrap_or_else(|| Err(Fault::bad_request("Missing or invalid name or params")))
-                .and_then(|(name, params)| agent.post_command(&name, &params, state.id(idx), idx));
+                .and_then(|(name, params)| {
+                    time = agent.config.time_of(&name, &params);
+                    agent.post_command(&name, &params, state.id(idx), idx)
+                });
             let p = match posted {
                 Ok(p) => p,
                 Err(f) => return (fault(f), None, node),
@@ -196,7 +200,10 @@ fn decide(
                     _ => (Decision::Hold, None, node),
                 };
             }
-            let later = p.accepted.is_async.then(|| (agent.run_id(), id.clone()));
+            let later = p
+                .accepted
+                .is_async
+                .then(|| (agent.run_id(), id.clone(), time));
             let decision = if p.accepted.is_async && query.wait {
                 Decision::Wait {
                     run_id: agent.run_id(),
@@ -336,13 +343,7 @@ async fn handle(
             parts.uri.path().to_string(),
         )
     };
-    if let Some((run_id, id)) = later {
-        let after = state
-            .lock(idx)
-            .agent
-            .as_ref()
-            .map(|a| a.config.command_time())
-            .unwrap_or_default();
+    if let Some((run_id, id, after)) = later {
         state.finish_command_after(idx, run_id, id, after);
     }
     let (status, body) = match decision {
