@@ -174,6 +174,22 @@ async fn every_agent_flow_runs_ipas_commands_in_ironics_order() {
     assert_eq!(view["run"]["from"], "Hdd", "{view}");
     assert_eq!(view["power"], "On", "{view}");
 
+    // A heartbeat for a node that expects no agent is accepted (Ironic's API takes it; its
+    // conductor ignores it) and nothing is asked of the agent it names.
+    let m = mark(&sim);
+    let callback = view["agent"]["callback_url"].as_str().unwrap_or("http://127.0.0.1:9/");
+    let r = call(
+        &gw,
+        "POST",
+        &format!("/v1/heartbeat/{id}"),
+        Some(&json!({"callback_url": callback, "agent_token": "stray", "agent_version": "1"})),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    std::thread::sleep(Duration::from_secs(2));
+    let n = rest_in(&gw, &id, "active");
+    assert_eq!(n["last_error"], Value::Null, "{n}");
+    assert_eq!(posted(&sim, 0, m), Vec::<String>::new());
+
     // Rescue: the rescue ramdisk gets the password; unrescue boots the instance again.
     let m = mark(&sim);
     provision(
