@@ -177,7 +177,9 @@ async fn every_agent_flow_runs_ipas_commands_in_ironics_order() {
     // A heartbeat for a node that expects no agent is accepted (Ironic's API takes it; its
     // conductor ignores it) and nothing is asked of the agent it names.
     let m = mark(&sim);
-    let callback = view["agent"]["callback_url"].as_str().unwrap_or("http://127.0.0.1:9/");
+    let callback = view["agent"]["callback_url"]
+        .as_str()
+        .unwrap_or("http://127.0.0.1:9/");
     let r = call(
         &gw,
         "POST",
