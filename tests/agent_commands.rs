@@ -275,3 +275,73 @@ async fn failed_commands_garbage_and_dead_agents_fail_the_state_with_the_error()
     assert_eq!(posts, 2, "{reqs:?}");
     fleet.check_fencing_history().await;
 }
+
+/// The agent's TLS is verified against the certificate it sent with its heartbeat
+/// (`agent_verify_ca`, as IPA's automatic TLS sends it); without one, against the system's
+/// roots, which do not know the agent's self-signed certificate: the calls fail and so does
+/// the state, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_tls_is_verified_against_the_certificate_it_sent() {
+    let mut fleet = Fleet::new("agent-tls").await;
+    fleet.start_conductor(
+        "c1",
+        &[
+            "--agent-poll-interval",
+            "0.3",
+            "--agent-command-timeout",
+            "2",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), 2, &[]).await;
+    let gw = Gateway::start(&fleet, dir.path(), "gw", &[]);
+    let mut ids = Vec::new();
+    for system in 0..2 {
+        let info: Value = serde_json::from_str(&sim.driver_info(system, "password")).unwrap();
+        let r = call(
+            &gw,
+            "POST",
+            "/v1/nodes",
+            Some(
+                &json!({"driver": "redfish", "name": format!("tls-{system}"),
+                         "driver_info": info}),
+            ),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.json()["uuid"].as_str().unwrap().to_string();
+        provision(&gw, &id, json!({"target": "manage"}));
+        rest_in(&gw, &id, "manageable");
+        provision(&gw, &id, json!({"target": "provide"}));
+        ids.push(id);
+    }
+    // The test plays the ramdisk: IPA's command API over HTTPS, and its heartbeat.
+    let mut agents = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while call(&gw, "GET", &format!("/v1/nodes/{id}"), None).json()["provision_state"]
+            != "clean wait"
+        {
+            assert!(Instant::now() < deadline, "{id} never waits for its agent");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let agent = ferric_testkit::ipa::IpaAgent::start_tls(dir.path(), &format!("ipa-{i}"));
+        agent.set_token("tls-token");
+        let mut hb = json!({"callback_url": agent.url(), "agent_token": "tls-token",
+                            "agent_version": "13.0.0"});
+        if i == 0 {
+            hb["agent_verify_ca"] = json!(agent.cert_pem().expect("the agent's certificate"));
+        }
+        let r = call(&gw, "POST", &format!("/v1/heartbeat/{id}"), Some(&hb));
+        assert_eq!(r.status, 202, "{}", r.body);
+        agents.push(agent);
+    }
+    rest_in(&gw, &ids[0], "available");
+    assert_eq!(agents[0].calls().len(), 3, "{:?}", agents[0].calls());
+    let n = rest_in(&gw, &ids[1], "clean failed");
+    let error = n["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("stopped answering") && error.to_lowercase().contains("certificate"),
+        "{error}"
+    );
+    assert!(agents[1].calls().is_empty(), "{:?}", agents[1].calls());
+}

@@ -17,16 +17,29 @@ pub struct IpaAgent {
     /// is refused).
     pub token_file: PathBuf,
     calls: PathBuf,
+    /// Where its certificate is, when it serves HTTPS.
+    tls: Option<PathBuf>,
 }
 
 impl IpaAgent {
     /// Starts the agent's API on a free loopback port and waits (bounded) until it listens.
     pub fn start(dir: &Path, name: &str) -> IpaAgent {
+        Self::start_with(dir, name, false)
+    }
+
+    /// The same over HTTPS, with the self-signed certificate IPA's automatic TLS makes
+    /// (`cert_pem` is what the agent sends as `agent_verify_ca`).
+    pub fn start_tls(dir: &Path, name: &str) -> IpaAgent {
+        Self::start_with(dir, name, true)
+    }
+
+    fn start_with(dir: &Path, name: &str, tls: bool) -> IpaAgent {
         let port = free_port();
         let token_file = dir.join(format!("{name}.token"));
         let calls = dir.join(format!("{name}.calls.jsonl"));
         let script = crate::workspace_root().join("tests/clients/ipa_agent_api.py");
-        let args = vec![
+        let tls_dir = dir.join(format!("{name}.tls"));
+        let mut args = vec![
             script.display().to_string(),
             "--port".into(),
             port.to_string(),
@@ -35,6 +48,11 @@ impl IpaAgent {
             "--calls".into(),
             calls.display().to_string(),
         ];
+        if tls {
+            std::fs::create_dir_all(&tls_dir).expect("the agent's TLS directory");
+            args.push("--tls-dir".into());
+            args.push(tls_dir.display().to_string());
+        }
         let proc = Proc::spawn(
             name,
             pyvenv().join("bin/python"),
@@ -55,12 +73,20 @@ impl IpaAgent {
             port,
             token_file,
             calls,
+            tls: tls.then_some(tls_dir),
         }
     }
 
     /// The URL the agent advertises as its `callback_url`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The agent's TLS certificate (PEM), when it serves HTTPS.
+    pub fn cert_pem(&self) -> Option<String> {
+        let dir = self.tls.as_ref()?;
+        std::fs::read_to_string(dir.join("agent.crt")).ok()
     }
 
     /// Sets the token the agent's API accepts.

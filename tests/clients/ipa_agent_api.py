@@ -6,11 +6,13 @@ results and their JSON. Only the extensions are stand-ins: each command records 
 answers what IPA's generic hardware manager would, without running anything on this machine
 (IPA's real clean and deploy steps would erase its disks).
 
-Usage: ipa_agent_api.py --port P --token-file F --calls FILE
+Usage: ipa_agent_api.py --port P --token-file F --calls FILE [--tls-dir D]
 The agent token is read from F at each request (the ramdisk's lookup writes it there; until
 then every request is refused, as IPA refuses requests without its token). Each command
 accepted is appended to FILE as one JSON line: {"name": "clean.execute_clean_step", "step":
-"deploy.erase_devices_metadata"}. The server runs until killed.
+"deploy.erase_devices_metadata"}. With --tls-dir it serves HTTPS with the certificate IPA's
+automatic TLS makes (`tls_utils`: self-signed, for 127.0.0.1), written to D/agent.crt for the
+heartbeat's `agent_verify_ca`. The server runs until killed.
 """
 
 import argparse
@@ -157,6 +159,7 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--token-file", required=True)
     p.add_argument("--calls", required=True)
+    p.add_argument("--tls-dir")
     args = p.parse_args()
     CALLS = args.calls
     open(CALLS, "w").close()
@@ -166,7 +169,16 @@ def main():
     cfg.CONF(args=[], project="ironic-python-agent", default_config_files=[])
     application = ipa_app.Application(Agent(args.token_file), None)
     from werkzeug.serving import make_server
-    server = make_server("127.0.0.1", args.port, application, threaded=True)
+    ssl_context = None
+    if args.tls_dir:
+        import os
+        from ironic_python_agent import tls_utils
+        cert = os.path.join(args.tls_dir, "agent.crt")
+        key = os.path.join(args.tls_dir, "agent.key")
+        tls_utils._generate_tls_certificate(cert, key, "ipa-test", "127.0.0.1")
+        ssl_context = (cert, key)
+    server = make_server("127.0.0.1", args.port, application, threaded=True,
+                         ssl_context=ssl_context)
     print("serving", flush=True)
     server.serve_forever()
 
