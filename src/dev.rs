@@ -6,6 +6,14 @@ use ferric_model::{now_ms, NodeId, NodeName, NodeSpec};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// The node of each simulated system, in system order (`sim-0`, `sim-1`, ...).
+fn cluster_ids(agents: &ferric_sim::FleetAgentSpec) -> Vec<Option<String>> {
+    let n = agents.nodes.len();
+    (0..n)
+        .map(|i| agents.nodes.get(&format!("sim-{i}")).cloned())
+        .collect()
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Number of conductor processes.
@@ -114,6 +122,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let created = agents.nodes.len();
     ferric_sim::put_agents(&sim_url, &agents).await?;
+    // Each node's PXE NIC is its port, as operators enroll machines (Bifrost, Metal3): the
+    // ramdisk's lookup and inspection data find the node by it.
+    let uuids: Vec<Option<String>> = cluster_ids(&agents);
+    crate::bench_api::fan_out(api_port, 8, uuids.len(), move |i| {
+        let uuid = uuids[i].clone().unwrap_or_default();
+        async move {
+            let [_, x, y, z] = (i as u32).to_be_bytes();
+            let body = format!(
+                r#"{{"node_uuid": "{uuid}", "address": "52:54:00:{x:02x}:{y:02x}:{z:02x}", "pxe_enabled": true}}"#
+            );
+            ("POST".to_string(), "/v1/ports".to_string(), Some(body), 201)
+        }
+    })
+    .await?;
 
     let exe = std::env::current_exe()?;
     let exe = exe.display();
@@ -150,7 +172,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  agents      a PXE boot of a node's machine runs an agent that heartbeats to the gateway every {} ms",
+        "  agents      a PXE boot of a node's machine runs an agent: it posts its inspection data, looks its node up by its port's MAC, heartbeats every {} ms and serves IPA's command API at {sim_url}/agent/<system>",
         ferric_sim::DEFAULT_INTERVAL_MS
     );
     println!();
@@ -171,6 +193,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "  {exe} ctl --etcd {} node provision node-00000 provide   # cleaning through the simulated agent",
         etcd.url
+    );
+    println!(
+        "  OS_ENDPOINT={api} OS_AUTH_TYPE=none baremetal node inspect node-00000 --wait 60   # from manageable"
+    );
+    println!(
+        "  OS_ENDPOINT={api} OS_AUTH_TYPE=none baremetal node deploy node-00000 --wait 60   # from available, after: baremetal node set node-00000 --instance-info image_source=http://images/os.qcow2"
     );
     println!(
         "  {exe} ctl --etcd {} node console node-00000 on   # then a websocket client on {api}/v1/nodes/node-00000/console/ws",

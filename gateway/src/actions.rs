@@ -148,7 +148,10 @@ pub async fn states(
     );
     out.insert(
         "provision_state".into(),
-        json!(node_json::provision_state_str(st.provision_state, v)),
+        json!(node_json::provision_state_str(
+            node_json::provision_state(&node),
+            v
+        )),
     );
     out.insert(
         "target_power_state".into(),
@@ -554,5 +557,40 @@ pub(crate) mod tests {
             })),
             ..n.clone()
         }
+    }
+
+    #[test]
+    fn an_accepted_verb_shows_the_state_it_enters_as_ironic_answers_it() {
+        use ferric_model::{ProvisionRequest, Verb};
+        let n = node(ProvisionState::Manageable);
+        let pending = with_spec(&n, |s| {
+            s.provision_request = Some(ProvisionRequest {
+                seq: 1,
+                verb: Verb::Inspect,
+                maintenance_ok: false,
+                args: String::new(),
+                requested_by: "t".into(),
+                requested_at_ms: 0,
+            })
+        });
+        // The CLI's `inspect --wait` must not see `manageable` before the conductor took it.
+        assert_eq!(
+            node_json::provision_state(&pending),
+            ProvisionState::Inspecting
+        );
+        assert_eq!(
+            node_json::target_provision_state(&pending),
+            Some(ProvisionState::Manageable)
+        );
+        // Taken up (the status's sequence caught up): the status speaks.
+        let taken = with_status(&pending, |st| {
+            st.provision_seq_done = 1;
+            st.provision_state = ProvisionState::InspectWait;
+        });
+        assert_eq!(
+            node_json::provision_state(&taken),
+            ProvisionState::InspectWait
+        );
+        assert_eq!(node_json::provision_state(&n), ProvisionState::Manageable);
     }
 }

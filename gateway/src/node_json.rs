@@ -302,6 +302,18 @@ pub fn target_power_state(node: &NodeRef) -> Option<&'static str> {
     status.target_power_state.map(|t| t.final_state().as_str())
 }
 
+/// Ironic's `provision_state`, including a verb accepted but not yet taken up: the state the
+/// verb enters (Ironic's conductor enters it before the API answers 202, and clients rely on
+/// it: `baremetal node inspect --wait` would see `manageable` and stop at once).
+pub fn provision_state(node: &NodeRef) -> ProvisionState {
+    let status = node.status();
+    node.spec
+        .spec
+        .pending_provision(status)
+        .and_then(|req| on_verb(status.provision_state, req.verb).ok())
+        .unwrap_or(status.provision_state)
+}
+
 /// Ironic's `target_provision_state`, including a verb accepted but not yet taken up (Ironic
 /// sets the target before it answers 202).
 pub fn target_provision_state(node: &NodeRef) -> Option<ProvisionState> {
@@ -593,7 +605,7 @@ impl Serialize for NodeDoc<'_> {
                 F::PowerState => m.serialize_entry(name, &st.power_state.map(|p| p.as_str()))?,
                 F::Properties => m.serialize_entry(name, &e.properties)?,
                 F::ProvisionState => {
-                    m.serialize_entry(name, &provision_state_str(st.provision_state, v))?
+                    m.serialize_entry(name, &provision_state_str(provision_state(node), v))?
                 }
                 F::ProvisionUpdatedAt => {
                     m.serialize_entry(name, &st.provision_updated_at_ms.map(iso8601))?

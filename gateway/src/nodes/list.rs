@@ -189,7 +189,9 @@ impl Filters {
             && self
                 .associated
                 .is_none_or(|a| spec.instance_uuid.is_some() == a)
-            && self.provision_state.is_none_or(|s| st.provision_state == s)
+            && self
+                .provision_state
+                .is_none_or(|s| crate::node_json::provision_state(n) == s)
             && self.driver.as_deref().is_none_or(|d| spec.driver == d)
             && self
                 .resource_class
