@@ -188,7 +188,9 @@ pub struct NotifyArgs {
     /// every configured receiver has them).
     #[arg(long, default_value_t = 86_400.0, env = "FERRIC_EVENT_RETENTION")]
     pub event_retention: f64,
-    /// Serve this conductor's `/metrics` (event delivery) here, e.g. `127.0.0.1:9185`.
+    /// Serve this conductor's `/metrics` here (OpenMetrics: node actors, reservations, the
+    /// lease and its self-fencing deadline, status writes, BMC commands, event delivery), e.g.
+    /// `127.0.0.1:9185`.
     #[arg(long, env = "FERRIC_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
 }
@@ -330,10 +332,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding --metrics-listen {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
-            Some(AbortOnDrop(tokio::spawn(ferric_notify::metrics::serve(
+            let registry = crate::metrics_server::registry(&args.name, notifier.stats.clone());
+            Some(AbortOnDrop(tokio::spawn(crate::metrics_server::serve(
                 listener,
-                notifier.stats.clone(),
-                args.name.clone(),
+                std::sync::Arc::new(registry),
             ))))
         }
         None => None,

@@ -11,6 +11,7 @@ mod ctl;
 mod dev;
 mod dev_compute;
 mod gateway_cmd;
+mod metrics_server;
 mod procs;
 mod sim_cmd;
 mod sys;

@@ -121,6 +121,7 @@ impl LeaseKeeper {
         let (tx, _) = watch::channel(LeaseState::Alive {
             deadline: clock.deadline(),
         });
+        crate::metrics::CLUSTER.deadline.set(Some(clock.deadline()));
         let task = tokio::spawn(keep_alive(cluster.clone(), id, ttl, clock, tx.clone()));
         tracing::info!(
             lease = id,
@@ -145,6 +146,7 @@ impl LeaseKeeper {
     pub fn stop(&self) {
         self.task.abort();
         let _ = self.tx.send(LeaseState::Fenced);
+        crate::metrics::CLUSTER.deadline.set(None);
     }
 }
 
@@ -174,6 +176,7 @@ async fn keep_alive(
                 "no keepalive acknowledged before the self-fencing deadline: fencing"
             );
             let _ = tx.send(LeaseState::Fenced);
+            crate::metrics::CLUSTER.self_fences.inc();
             return;
         }
         if Instant::now() < next {
@@ -197,6 +200,9 @@ async fn keep_alive(
         match attempt {
             Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
                 clock.on_ack(sent, Duration::from_secs(resp.ttl() as u64));
+                let m = &crate::metrics::CLUSTER;
+                m.keepalive_seconds.observe(sent.elapsed().as_secs_f64());
+                m.deadline.set(Some(clock.deadline()));
                 let _ = tx.send(LeaseState::Alive {
                     deadline: clock.deadline(),
                 });
@@ -207,6 +213,7 @@ async fn keep_alive(
                     "etcd says the lease is gone (expired or revoked)"
                 );
                 let _ = tx.send(LeaseState::Expired);
+                crate::metrics::CLUSTER.self_fences.inc();
                 return;
             }
             Ok(Ok(None)) => {

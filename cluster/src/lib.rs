@@ -13,6 +13,7 @@ pub mod heartbeats;
 pub mod keyspace;
 pub mod lease;
 pub mod membership;
+pub mod metrics;
 pub mod node_update;
 pub mod nodes;
 pub mod placement;

@@ -166,10 +166,18 @@ async fn flush(cluster: &Cluster, batch: Vec<Write>) {
         .iter()
         .map(|w| TxnOp::txn(cluster.fenced_put(&w.id, w.token, w.value.clone(), w.extra.clone())))
         .collect();
-    match cluster.kv().txn(Txn::new().and_then(ops)).await {
+    let m = &crate::metrics::CLUSTER;
+    m.write_batch_size.observe(batch.len() as f64);
+    let sent = std::time::Instant::now();
+    let result = cluster.kv().txn(Txn::new().and_then(ops)).await;
+    m.write_batch_seconds.observe(sent.elapsed().as_secs_f64());
+    match result {
         Ok(resp) => {
             for (w, op) in batch.into_iter().zip(resp.op_responses()) {
                 let ok = matches!(op, TxnOpResponse::Txn(t) if t.succeeded());
+                if !ok {
+                    m.writes_fenced.inc();
+                }
                 let _ = w.reply.send(if ok {
                     Ok(())
                 } else {
@@ -178,6 +186,7 @@ async fn flush(cluster: &Cluster, batch: Vec<Write>) {
             }
         }
         Err(e) => {
+            m.write_batch_failures.inc();
             let msg = e.to_string();
             for w in batch {
                 let _ = w.reply.send(Err(ClusterError::Unreachable {

@@ -108,6 +108,8 @@ pub async fn run(
             .await;
         // Whatever ended the session, no actor of it may keep running.
         stop_all(&supervisor, &mut node_events).await;
+        crate::metrics::NODES.actors.set(0);
+        crate::metrics::NODES.reservations.set(0);
         if let Some(hook) = &cfg.ownership_hook {
             hook.released_all();
         }

@@ -7,6 +7,7 @@ pub mod conductor;
 pub mod decide;
 pub mod error;
 pub mod fence;
+pub mod metrics;
 pub mod node_actor;
 pub mod store;
 pub mod supervisor;

@@ -139,6 +139,12 @@ pub struct SyncCtx {
 
 impl SyncCtx {
     fn count(&self, ok: bool) {
+        crate::metrics::NODES
+            .sync_reads
+            .get_or_create(&crate::metrics::ResultLabel {
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
         let c = if ok {
             &self.stats.reads
         } else {

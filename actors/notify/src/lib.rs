@@ -7,7 +7,6 @@
 
 pub mod auth;
 pub mod deliverer;
-pub mod metrics;
 pub mod stats;
 pub mod wire;
 

@@ -3,10 +3,14 @@
 //! and the latency from the status write to the receiver's answer.
 
 use ferric_model::Sink;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Upper bounds of the latency histogram, in seconds.
 pub const BUCKETS: [f64; 12] = [
@@ -63,7 +67,7 @@ impl LaneStats {
 /// A metric of one figure per lane: name, type, help, how to read it.
 type Series = (
     &'static str,
-    &'static str,
+    MetricType,
     &'static str,
     fn(&LaneStats) -> u64,
 );
@@ -77,72 +81,106 @@ impl Stats {
     pub fn lane(&self, sink: Sink) -> &LaneStats {
         &self.lanes[sink.index()]
     }
+}
 
-    /// Prometheus text of these figures, labelled with the conductor's name.
-    pub fn render(&self, conductor: &str) -> String {
-        let mut out = String::new();
-        let esc = |s: &str| {
-            s.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', " ")
-        };
-        let c = esc(conductor);
+/// The labels of a lane's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabels {
+    sink: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    sink: &'static str,
+    kind: &'static str,
+}
+
+/// The delivery figures as the conductor's metrics registry reads them at each scrape.
+#[derive(Clone)]
+pub struct StatsCollector(pub Arc<Stats>);
+
+impl std::fmt::Debug for StatsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatsCollector")
+    }
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let simple: [Series; 6] = [
-            ("ferric_notify_configured", "gauge", "1 when this receiver is configured.", |l| l.configured.load(Ordering::Relaxed)),
-            ("ferric_notify_events_pending", "gauge", "Events of nodes held here not yet finished for this receiver.", |l| l.pending.load(Ordering::Relaxed)),
-            ("ferric_notify_events_delivered_total", "counter", "Events the receiver accepted.", |l| l.delivered.load(Ordering::Relaxed)),
-            ("ferric_notify_events_refused_total", "counter", "Events the receiver refused for good (Nova's 404 for an unknown instance), recorded and skipped.", |l| l.refused.load(Ordering::Relaxed)),
-            ("ferric_notify_requests_total", "counter", "Requests sent to the receiver.", |l| l.requests.load(Ordering::Relaxed)),
-            ("ferric_notify_failing", "gauge", "1 while the last request to the receiver failed as a whole (see the log and ferric_notify_failures_total).", |l| l.failing.load(Ordering::Relaxed)),
+            ("ferric_notify_configured", MetricType::Gauge, "1 when this receiver is configured", |l| l.configured.load(Ordering::Relaxed)),
+            ("ferric_notify_events_pending", MetricType::Gauge, "Events of nodes held here not yet finished for this receiver", |l| l.pending.load(Ordering::Relaxed)),
+            ("ferric_notify_events_delivered", MetricType::Counter, "Events the receiver accepted", |l| l.delivered.load(Ordering::Relaxed)),
+            ("ferric_notify_events_refused", MetricType::Counter, "Events the receiver refused for good (Nova's 404 for an unknown instance), recorded and skipped", |l| l.refused.load(Ordering::Relaxed)),
+            ("ferric_notify_requests", MetricType::Counter, "Requests sent to the receiver", |l| l.requests.load(Ordering::Relaxed)),
+            ("ferric_notify_failing", MetricType::Gauge, "1 while the last request to the receiver failed as a whole (see the log and ferric_notify_failures)", |l| l.failing.load(Ordering::Relaxed)),
         ];
         for (name, kind, help, get) in simple {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for sink in Sink::ALL {
-                let _ = writeln!(
-                    out,
-                    "{name}{{conductor=\"{c}\",sink=\"{}\"}} {}",
-                    sink.as_str(),
-                    get(self.lane(sink))
-                );
+                let labels = LaneLabels {
+                    sink: sink.as_str(),
+                };
+                let v = get(self.0.lane(sink));
+                let series = family.encode_family(&labels)?;
+                if matches!(kind, MetricType::Counter) {
+                    ConstCounter::new(v).encode(series)?;
+                } else {
+                    ConstGauge::new(v as i64).encode(series)?;
+                }
             }
         }
-        let name = "ferric_notify_failures_total";
-        let _ = writeln!(out, "# HELP {name} Requests that failed as a whole, by kind (connect, timeout, auth, not_found, server_error, client_error, garbage).\n# TYPE {name} counter");
+        let mut family = encoder.encode_descriptor(
+            "ferric_notify_failures",
+            "Requests that failed as a whole, by kind (connect, timeout, auth, not_found, server_error, client_error, garbage)",
+            None,
+            MetricType::Counter,
+        )?;
         for sink in Sink::ALL {
             let failures = self
+                .0
                 .lane(sink)
                 .failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             for (kind, n) in failures {
-                let _ = writeln!(
-                    out,
-                    "{name}{{conductor=\"{c}\",sink=\"{}\",kind=\"{kind}\"}} {n}",
-                    sink.as_str()
-                );
+                let labels = FailureLabels {
+                    sink: sink.as_str(),
+                    kind,
+                };
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
-        let name = "ferric_notify_delivery_latency_seconds";
-        let _ = writeln!(out, "# HELP {name} From the status write that recorded a power change to the receiver's answer.\n# TYPE {name} histogram");
+        let mut family = encoder.encode_descriptor(
+            "ferric_notify_delivery_latency_seconds",
+            "From the status write that recorded a power change to the receiver's answer",
+            None,
+            MetricType::Histogram,
+        )?;
         for sink in Sink::ALL {
-            let l = self.lane(sink);
-            let s = sink.as_str();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{conductor=\"{c}\",sink=\"{s}\",le=\"{b}\"}} {}",
-                    l.buckets[i].load(Ordering::Relaxed)
-                );
-            }
+            let l = self.0.lane(sink);
+            let labels = LaneLabels {
+                sink: sink.as_str(),
+            };
             let count = l.latency_count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{conductor=\"{c}\",sink=\"{s}\",le=\"+Inf\"}} {count}\n{name}_sum{{conductor=\"{c}\",sink=\"{s}\"}} {}\n{name}_count{{conductor=\"{c}\",sink=\"{s}\"}} {count}",
-                l.latency_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
-            );
+            // Cumulative per bucket already; the encoder wants each bucket's own count.
+            let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(BUCKETS.len() + 1);
+            let mut below = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let cum = l.buckets[i].load(Ordering::Relaxed);
+                buckets.push((*b, cum.saturating_sub(below)));
+                below = cum;
+            }
+            buckets.push((f64::MAX, count.saturating_sub(below)));
+            let sum = l.latency_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    sum, count, &buckets, None,
+                )?;
         }
-        out
+        Ok(())
     }
 }
 
@@ -152,20 +190,27 @@ mod tests {
 
     #[test]
     fn renders_every_series_with_fixed_labels() {
-        let s = Stats::default();
+        let s = Arc::new(Stats::default());
         s.lane(Sink::Compute).observe_latency_ms(30);
         s.lane(Sink::Compute).failure("auth", "refused".into());
-        let text = s.render("c1");
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(StatsCollector(s.clone())));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(
+                "ferric_notify_delivery_latency_seconds_bucket{le=\"0.05\",sink=\"compute\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.contains(
-            "ferric_notify_delivery_latency_seconds_bucket{conductor=\"c1\",sink=\"compute\",le=\"0.05\"} 1"
+            "ferric_notify_delivery_latency_seconds_bucket{le=\"0.025\",sink=\"compute\"} 0"
         ));
-        assert!(text.contains(
-            "ferric_notify_delivery_latency_seconds_bucket{conductor=\"c1\",sink=\"compute\",le=\"0.025\"} 0"
-        ));
-        assert!(text.contains(
-            "ferric_notify_failures_total{conductor=\"c1\",sink=\"compute\",kind=\"auth\"} 1"
-        ));
-        assert!(text.contains("ferric_notify_failing{conductor=\"c1\",sink=\"compute\"} 1"));
+        assert!(
+            text.contains("ferric_notify_failures_total{sink=\"compute\",kind=\"auth\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("ferric_notify_failing{sink=\"compute\"} 1"));
         assert_eq!(
             s.lane(Sink::Compute).last_error().as_deref(),
             Some("refused")

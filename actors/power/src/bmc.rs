@@ -69,6 +69,10 @@ pub trait Bmc: Send {
     }
     /// Ends the session, if any (best effort).
     fn close(&mut self) {}
+    /// The driver's name, for metrics.
+    fn driver(&self) -> &'static str {
+        "other"
+    }
 }
 
 /// Per-conductor settings shared by every driver instance.

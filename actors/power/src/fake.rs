@@ -22,6 +22,10 @@ impl FakeHardware {
 }
 
 impl Bmc for FakeHardware {
+    fn driver(&self) -> &'static str {
+        "fake-hardware"
+    }
+
     fn power_state(&mut self) -> BmcFuture<'_, PowerState> {
         let p = self.power;
         Box::pin(async move { Ok(p) })

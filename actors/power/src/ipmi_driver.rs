@@ -100,6 +100,10 @@ fn map_error(e: IpmiError) -> BmcError {
 }
 
 impl Bmc for IpmiBmc {
+    fn driver(&self) -> &'static str {
+        "ipmi"
+    }
+
     fn power_state(&mut self) -> BmcFuture<'_, PowerState> {
         let fut = self.run(|c| c.power_is_on());
         Box::pin(async move {

@@ -7,6 +7,7 @@ pub mod fake;
 pub mod fence;
 pub mod ipmi;
 pub mod ipmi_driver;
+pub mod metrics;
 pub mod op;
 pub mod power_actor;
 pub mod redfish;

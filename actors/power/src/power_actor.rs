@@ -169,16 +169,19 @@ impl Actor for PowerActor {
                 device,
                 persistent,
             } => {
-                let result =
-                    match command(state, |bmc| bmc.set_boot_device(device, persistent)).await {
-                        Ok(()) => Ok(()),
-                        Err(Gate::Fenced(why)) => return stop_fenced(&myself, state, why),
-                        Err(Gate::Bmc(e)) => Err(e.to_string()),
-                    };
+                let result = match command(state, "set boot device", |bmc| {
+                    bmc.set_boot_device(device, persistent)
+                })
+                .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(Gate::Fenced(why)) => return stop_fenced(&myself, state, why),
+                    Err(Gate::Bmc(e)) => Err(e.to_string()),
+                };
                 (state.notify)(PowerEvent::BootDone { seq, result });
             }
             PowerMsg::Read(reply) => {
-                let result = match command(state, |bmc| bmc.power_state()).await {
+                let result = match command(state, "power state", |bmc| bmc.power_state()).await {
                     Ok(p) => Ok(p),
                     Err(Gate::Fenced(why)) => {
                         let _ = reply.send(Err(why.to_string()));
@@ -192,14 +195,17 @@ impl Actor for PowerActor {
                 // Several requests (the settings, and the attribute registry through the
                 // registry collection): bounded as a whole by a few command timeouts.
                 let within = state.settings.command_timeout * BIOS_TIMEOUTS;
-                let result = match command_within(state, within, |bmc| bmc.bios_settings()).await {
-                    Ok(s) => Ok(s),
-                    Err(Gate::Fenced(why)) => {
-                        let _ = reply.send(Err(why.to_string()));
-                        return stop_fenced(&myself, state, why);
-                    }
-                    Err(Gate::Bmc(e)) => Err(e.to_string()),
-                };
+                let result =
+                    match command_within(state, within, "bios settings", |bmc| bmc.bios_settings())
+                        .await
+                    {
+                        Ok(s) => Ok(s),
+                        Err(Gate::Fenced(why)) => {
+                            let _ = reply.send(Err(why.to_string()));
+                            return stop_fenced(&myself, state, why);
+                        }
+                        Err(Gate::Bmc(e)) => Err(e.to_string()),
+                    };
                 let _ = reply.send(result);
             }
             PowerMsg::IdleCheck => {
@@ -224,18 +230,19 @@ enum Gate {
 
 /// Runs one BMC command after the fence checks and the per-BMC gap, bounded by the command
 /// timeout.
-async fn command<'a, T, F>(state: &'a mut PowerState_, f: F) -> Result<T, Gate>
+async fn command<'a, T, F>(state: &'a mut PowerState_, what: &str, f: F) -> Result<T, Gate>
 where
     F: FnOnce(&'a mut Box<dyn Bmc>) -> crate::bmc::BmcFuture<'a, T>,
 {
     let timeout = state.settings.command_timeout;
-    command_within(state, timeout, f).await
+    command_within(state, timeout, what, f).await
 }
 
 /// [`command`] bounded by `timeout` instead of the command timeout.
 async fn command_within<'a, T, F>(
     state: &'a mut PowerState_,
     timeout: Duration,
+    what: &str,
     f: F,
 ) -> Result<T, Gate>
 where
@@ -249,9 +256,18 @@ where
         return Err(Gate::Fenced("node actor is stopping (node handed over)"));
     }
     state.fence.may_send(SEND_BUDGET).map_err(Gate::Fenced)?;
-    state.last_command = Some(Instant::now());
+    let sent = Instant::now();
+    state.last_command = Some(sent);
     let node = state.node;
-    match tokio::time::timeout(timeout, f(&mut state.bmc)).await {
+    let driver = state.bmc.driver();
+    let result = tokio::time::timeout(timeout, f(&mut state.bmc)).await;
+    let outcome = match &result {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "error",
+        Err(_) => "timeout",
+    };
+    crate::metrics::BMC.observe(driver, what, outcome, sent.elapsed());
+    match result {
         Ok(result) => result.map_err(Gate::Bmc),
         Err(_) => {
             tracing::warn!(%node, timeout_ms = timeout.as_millis() as u64, "BMC command timed out");
@@ -277,7 +293,7 @@ fn stop_fenced(
 async fn step(myself: &ActorRef<PowerMsg>, state: &mut PowerState_) {
     let Some(op) = state.op.as_ref() else { return };
     let plan = op.plan;
-    let observed = match command(state, |bmc| bmc.power_state()).await {
+    let observed = match command(state, "power state", |bmc| bmc.power_state()).await {
         Ok(p) => p,
         Err(Gate::Fenced(why)) => {
             let _ = stop_fenced(myself, state, why);
@@ -290,7 +306,7 @@ async fn step(myself: &ActorRef<PowerMsg>, state: &mut PowerState_) {
     op.errors = 0;
     match decide(&plan, op.phase, observed, now_ms()) {
         Decision::Send(action, next) => {
-            match command(state, |bmc| bmc.power(action)).await {
+            match command(state, action.as_str(), |bmc| bmc.power(action)).await {
                 Ok(()) => {}
                 Err(Gate::Fenced(why)) => {
                     let _ = stop_fenced(myself, state, why);

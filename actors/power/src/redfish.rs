@@ -284,6 +284,10 @@ pub fn boot_target(device: BootDevice) -> &'static str {
 }
 
 impl Bmc for RedfishBmc {
+    fn driver(&self) -> &'static str {
+        "redfish"
+    }
+
     fn power_state(&mut self) -> BmcFuture<'_, PowerState> {
         Box::pin(async move {
             let resp = self

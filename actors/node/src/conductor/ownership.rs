@@ -177,6 +177,11 @@ impl Ownership {
         self.running
     }
 
+    /// Reservations this session holds.
+    pub fn held(&self) -> usize {
+        self.mine.len()
+    }
+
     /// Every reserved node runs and no reservation is pending: a start-up or failover is done.
     pub fn steady(&self) -> bool {
         self.running as usize == self.mine.len()

@@ -257,6 +257,9 @@ impl<'a> Session<'a> {
     /// while a wave is in progress.
     fn report(&mut self) {
         let running = self.table.running();
+        let m = &crate::metrics::NODES;
+        m.actors.set(running as i64);
+        m.reservations.set(self.table.held() as i64);
         let sync = self.sync_report();
         let sync_due =
             sync != self.reported_sync && self.last_report.elapsed() >= Duration::from_secs(5);

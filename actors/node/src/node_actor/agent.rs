@@ -163,6 +163,16 @@ pub(super) async fn on_agent_answer(
     let Some(spec) = state.spec.clone() else {
         return reconcile(myself, state).await;
     };
+    let label = match &result {
+        CallResult::Command(_) | CallResult::Listed(_) => "answered",
+        CallResult::Busy(_) => "busy",
+        CallResult::Unreachable(_) => "unreachable",
+        CallResult::Refused(_) => "refused",
+    };
+    crate::metrics::NODES
+        .agent_calls
+        .get_or_create(&crate::metrics::ResultLabel { result: label })
+        .inc();
     if let CallResult::Unreachable(e) = &result {
         tracing::warn!(node = %state.id, call = %call.describe(&state.status), error = %e, "the agent did not answer");
     }

@@ -1,0 +1,54 @@
+//! This process's node figures (a conductor's): node actors running, reservations held, and
+//! power sync's state reads. Process-wide, as one conductor process runs one session at a time;
+//! the conductor registers them for `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::LazyLock;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+pub struct NodeMetrics {
+    pub actors: Gauge,
+    pub reservations: Gauge,
+    pub sync_reads: Family<ResultLabel, Counter>,
+    pub agent_calls: Family<ResultLabel, Counter>,
+}
+
+pub static NODES: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
+    actors: Gauge::default(),
+    reservations: Gauge::default(),
+    sync_reads: Family::default(),
+    agent_calls: Family::default(),
+});
+
+/// Registers this process's node figures.
+pub fn register(registry: &mut Registry) {
+    let m = &*NODES;
+    registry.register(
+        "ferric_node_actors",
+        "Node actors running on this conductor",
+        m.actors.clone(),
+    );
+    registry.register(
+        "ferric_reservations_held",
+        "Node reservations this conductor holds on its lease",
+        m.reservations.clone(),
+    );
+    registry.register(
+        "ferric_sync_reads",
+        "Power state reads of power sync, by result",
+        m.sync_reads.clone(),
+    );
+    registry.register(
+        "ferric_agent_calls",
+        "Calls to agents' command APIs, by result (answered, busy, unreachable, refused)",
+        m.agent_calls.clone(),
+    );
+}
