@@ -176,7 +176,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut resp = state.metrics.render(&gauges).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     resp
 }

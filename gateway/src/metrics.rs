@@ -1,31 +1,57 @@
-//! Prometheus metrics of one gateway, in the text exposition format: requests by route (the
-//! route pattern, so the label set stays fixed), method and status, request latency histograms
-//! by route, and gauges computed from the cached copy at scrape time.
+//! Metrics of one gateway through prometheus-client, in the OpenMetrics text format: requests
+//! by route (the route pattern, so the label set stays fixed), method and status, request
+//! latency histograms by route, and gauges computed from the cached copy at scrape time.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use std::time::Duration;
+
+/// The content type of the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Latency bucket bounds in seconds.
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// A gauge line: (name, help, labels, value).
+/// A figure computed at scrape time: (name, help, labels, value). A name ending in `_total`
+/// is a counter (as the conductors report it), any other a gauge.
 pub type Gauge<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, f64);
 
-#[derive(Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+fn latency() -> Histogram {
+    Histogram::new(BUCKETS.iter().copied())
+}
+
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -36,105 +62,109 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     pub fn record(&self, route: &str, method: &str, status: u16, took: Duration) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((route.to_string(), method.to_string(), status))
-            .or_insert(0) += 1;
-        let secs = took.as_secs_f64();
-        let mut lat = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let h = lat.entry(route.to_string()).or_default();
-        if h.counts.is_empty() {
-            h.counts = vec![0; BUCKETS.len()];
-        }
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
-    /// The exposition text; `gauges` are (name, help, labels, value) lines computed by the caller.
+    /// The exposition text; `gauges` are computed by the caller.
     pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
-        let mut out = String::new();
-        out.push_str(
-            "# HELP ferric_gateway_requests_total API requests by route, method and status.\n",
+        let mut registry = Registry::default();
+        registry.register(
+            "ferric_gateway_requests",
+            "API requests by route, method and status",
+            self.requests.clone(),
         );
-        out.push_str("# TYPE ferric_gateway_requests_total counter\n");
-        for ((route, method, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "ferric_gateway_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
-                escape(route),
-                escape(method)
-            );
-        }
-        out.push_str(
-            "# HELP ferric_gateway_request_duration_seconds API request latency by route.\n",
+        registry.register(
+            "ferric_gateway_request_duration_seconds",
+            "API request latency by route",
+            self.latency.clone(),
         );
-        out.push_str("# TYPE ferric_gateway_request_duration_seconds histogram\n");
-        for (route, h) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let owned: Vec<OwnedGauge> = gauges
             .iter()
-        {
-            let route = escape(route);
-            for (b, c) in BUCKETS.iter().zip(&h.counts) {
-                let _ = writeln!(
-                    out,
-                    "ferric_gateway_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {c}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "ferric_gateway_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "ferric_gateway_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "ferric_gateway_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
-            );
-        }
-        let mut last = "";
-        for (name, help, labels, value) in gauges {
-            if *name != last {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} gauge");
-                last = name;
-            }
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {value}");
-            } else {
-                let l: Vec<String> = labels
+            .map(|(name, help, labels, value)| OwnedGauge {
+                name: name.to_string(),
+                help: help.to_string(),
+                labels: labels
                     .iter()
-                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                    .collect();
-                let _ = writeln!(out, "{name}{{{}}} {value}", l.join(","));
-            }
-        }
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                value: *value,
+            })
+            .collect();
+        registry.register_collector(Box::new(ScrapeFigures(owned)));
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+#[derive(Debug)]
+struct OwnedGauge {
+    name: String,
+    help: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// The scrape-time figures, one family per name, in the order given.
+#[derive(Debug)]
+struct ScrapeFigures(Vec<OwnedGauge>);
+
+impl Collector for ScrapeFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut i = 0;
+        while i < self.0.len() {
+            let first = &self.0[i];
+            let counter = first.name.strip_suffix("_total");
+            let (name, kind) = match counter {
+                Some(base) => (base, MetricType::Counter),
+                None => (first.name.as_str(), MetricType::Gauge),
+            };
+            let help = first.help.trim_end_matches('.');
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            if first.labels.is_empty() {
+                // One series without labels.
+                encode_value(kind, first.value, family)?;
+                i += 1;
+                while i < self.0.len() && self.0[i].name == first.name {
+                    i += 1;
+                }
+                continue;
+            }
+            while i < self.0.len() && self.0[i].name == first.name {
+                let g = &self.0[i];
+                encode_value(kind, g.value, family.encode_family(&g.labels)?)?;
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A whole number as an integer (`3`, not `3.0`), any other as a float.
+fn encode_value(
+    kind: MetricType,
+    v: f64,
+    series: prometheus_client::encoding::MetricEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    let whole = v.fract() == 0.0 && v.abs() < 9.0e15;
+    match (kind, whole) {
+        (MetricType::Counter, true) if v >= 0.0 => ConstCounter::new(v as u64).encode(series),
+        (MetricType::Counter, _) => ConstCounter::new(v).encode(series),
+        (_, true) => ConstGauge::new(v as i64).encode(series),
+        (_, false) => ConstGauge::new(v).encode(series),
+    }
 }
 
 #[cfg(test)]
@@ -146,21 +176,32 @@ mod tests {
         let m = Metrics::default();
         m.record("/v1/nodes", "GET", 200, Duration::from_millis(3));
         m.record("/v1/nodes", "GET", 200, Duration::from_millis(30));
-        let text = m.render(&[(
-            "ferric_nodes",
-            "Nodes by provision state.",
-            vec![("provision_state", "enroll".to_string())],
-            2.0,
-        )]);
-        assert!(text.contains(
-            "ferric_gateway_requests_total{route=\"/v1/nodes\",method=\"GET\",status=\"200\"} 2"
-        ));
-        assert!(text.contains(
-            "ferric_gateway_request_duration_seconds_bucket{route=\"/v1/nodes\",le=\"0.005\"} 1"
-        ));
-        assert!(
-            text.contains("ferric_gateway_request_duration_seconds_count{route=\"/v1/nodes\"} 2")
-        );
-        assert!(text.contains("ferric_nodes{provision_state=\"enroll\"} 2"));
+        let text = m.render(&[
+            (
+                "ferric_nodes",
+                "Nodes by provision state.",
+                vec![("provision_state", "enroll".to_string())],
+                2.0,
+            ),
+            (
+                "ferric_sync_reads_total",
+                "Reads.",
+                vec![("conductor", "c1".to_string())],
+                7.0,
+            ),
+            ("ferric_conductors_alive", "Live conductors.", vec![], 3.0),
+        ]);
+        for want in [
+            "ferric_gateway_requests_total{route=\"/v1/nodes\",method=\"GET\",status=\"200\"} 2",
+            "ferric_gateway_request_duration_seconds_bucket{le=\"0.005\",route=\"/v1/nodes\"} 1",
+            "ferric_gateway_request_duration_seconds_count{route=\"/v1/nodes\"} 2",
+            "ferric_nodes{provision_state=\"enroll\"} 2",
+            "# TYPE ferric_sync_reads counter",
+            "ferric_sync_reads_total{conductor=\"c1\"} 7",
+            "ferric_conductors_alive 3",
+            "# EOF",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
     }
 }
