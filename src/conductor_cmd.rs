@@ -332,7 +332,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding --metrics-listen {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
-            let registry = crate::metrics_server::registry(&args.name, notifier.stats.clone());
+            let registry = crate::metrics_server::registry(
+                &args.name,
+                notifier.stats.clone(),
+                consoles.as_ref().map(|c| c.registry().clone()),
+            );
             Some(AbortOnDrop(tokio::spawn(crate::metrics_server::serve(
                 listener,
                 std::sync::Arc::new(registry),

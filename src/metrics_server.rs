@@ -15,8 +15,13 @@ use std::sync::Arc;
 /// The content type of the OpenMetrics text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The registry of a conductor named `conductor`.
-pub fn registry(conductor: &str, delivery: Arc<ferric_notify::Stats>) -> Registry {
+/// The registry of a conductor named `conductor` (`consoles`: its console service's
+/// registry, if it serves consoles).
+pub fn registry(
+    conductor: &str,
+    delivery: Arc<ferric_notify::Stats>,
+    consoles: Option<ferric_console::registry::ConsoleRegistry>,
+) -> Registry {
     let mut r = Registry::with_labels(
         [(
             Cow::Borrowed("conductor"),
@@ -27,8 +32,38 @@ pub fn registry(conductor: &str, delivery: Arc<ferric_notify::Stats>) -> Registr
     ferric_node::metrics::register(&mut r);
     ferric_cluster::metrics::register(&mut r);
     ferric_power::metrics::register(&mut r);
+    ferric_sync::metrics::register(&mut r);
     r.register_collector(Box::new(ferric_notify::stats::StatsCollector(delivery)));
+    if let Some(consoles) = consoles {
+        r.register_collector(Box::new(ConsoleSessions(consoles)));
+    }
     r
+}
+
+/// The consoles this conductor runs, counted at the scrape.
+struct ConsoleSessions(ferric_console::registry::ConsoleRegistry);
+
+impl std::fmt::Debug for ConsoleSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConsoleSessions")
+    }
+}
+
+impl prometheus_client::collector::Collector for ConsoleSessions {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let gauge = prometheus_client::metrics::gauge::ConstGauge::new(self.0.len() as i64);
+        let series = encoder.encode_descriptor(
+            "ferric_console_sessions",
+            "Serial console sessions this conductor runs",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(series)
+    }
 }
 
 /// Serves `GET /metrics` on `listener` until the task is aborted.
@@ -71,13 +106,15 @@ mod tests {
             "ok",
             std::time::Duration::from_millis(12),
         );
-        let registry = registry("c1", stats);
+        let registry = registry("c1", stats, Some(Default::default()));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for want in [
             "ferric_node_actors{conductor=\"c1\"} ",
             "ferric_reservations_held{conductor=\"c1\"} ",
             "# TYPE ferric_lease_keepalive_seconds histogram",
+            "ferric_console_sessions{conductor=\"c1\"} 0",
+            "ferric_sync_sweeps_total{conductor=\"c1\"} ",
             "ferric_bmc_commands_total{conductor=\"c1\",driver=\"redfish\",command=\"power on\",outcome=\"ok\"} 1",
             "ferric_bmc_command_seconds_bucket{conductor=\"c1\",le=\"0.02\",driver=\"redfish\",command=\"power on\"} 1",
             "ferric_notify_delivery_latency_seconds_bucket{conductor=\"c1\",le=\"0.05\",sink=\"compute\"} 1",

@@ -79,6 +79,7 @@ where
             Err(_) => return,
         }
         let took = start.elapsed();
+        metrics::SWEEPS.done(n, took);
         stats.sweeps.fetch_add(1, Ordering::Relaxed);
         stats.last_nodes.store(n as u64, Ordering::Relaxed);
         stats
@@ -94,6 +95,56 @@ where
             );
         }
         tokio::time::sleep_until(start + settings.interval).await;
+    }
+}
+
+pub mod metrics {
+    //! This process's sweep figures (a conductor's), registered for its `/metrics`.
+
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::LazyLock;
+    use std::time::Duration;
+
+    pub struct SweepMetrics {
+        pub sweeps: Counter,
+        pub last_seconds: Gauge<f64, AtomicU64>,
+        pub last_nodes: Gauge,
+    }
+
+    pub static SWEEPS: LazyLock<SweepMetrics> = LazyLock::new(|| SweepMetrics {
+        sweeps: Counter::default(),
+        last_seconds: Gauge::default(),
+        last_nodes: Gauge::default(),
+    });
+
+    impl SweepMetrics {
+        pub fn done(&self, nodes: usize, took: Duration) {
+            self.sweeps.inc();
+            self.last_seconds.set(took.as_secs_f64());
+            self.last_nodes.set(nodes as i64);
+        }
+    }
+
+    pub fn register(registry: &mut Registry) {
+        let m = &*SWEEPS;
+        registry.register(
+            "ferric_sync_sweeps",
+            "Power sync sweeps finished on this conductor",
+            m.sweeps.clone(),
+        );
+        registry.register(
+            "ferric_sync_last_sweep_seconds",
+            "Duration of this conductor's last finished power sync sweep",
+            m.last_seconds.clone(),
+        );
+        registry.register(
+            "ferric_sync_last_sweep_nodes",
+            "Nodes asked in this conductor's last finished power sync sweep",
+            m.last_nodes.clone(),
+        );
     }
 }
 
