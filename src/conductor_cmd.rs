@@ -11,6 +11,11 @@ use tokio::signal::unix::{signal, SignalKind};
 pub struct Args {
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    /// A TOML file with this role's options (`[etcd]` and `[conductor]`/`[gateway]` tables,
+    /// keys named as the long options); the command line and `FERRIC_*` variables win over it.
+    /// `ferric check --config F` checks it.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// Unique name of this conductor (its membership key).
     #[arg(long, env = "FERRIC_CONDUCTOR_NAME")]
     pub name: String,

@@ -14,6 +14,11 @@ use tokio::signal::unix::{signal, SignalKind};
 pub struct Args {
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    /// A TOML file with this role's options (`[etcd]` and `[conductor]`/`[gateway]` tables,
+    /// keys named as the long options); the command line and `FERRIC_*` variables win over it.
+    /// `ferric check --config F` checks it.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// Address to serve the API on (Ironic's port is 6385).
     #[arg(long, env = "FERRIC_LISTEN", default_value = "127.0.0.1:6385")]
     pub listen: SocketAddr,

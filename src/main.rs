@@ -6,7 +6,9 @@ mod bench_agent;
 mod bench_api;
 mod bench_notify;
 mod bench_ports;
+mod check;
 mod conductor_cmd;
+mod config_file;
 mod ctl;
 mod dev;
 mod dev_compute;
@@ -24,13 +26,13 @@ use clap::{Parser, Subcommand};
     version,
     about = "A conductor cluster for bare-metal fleets"
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    pub(crate) cmd: Cmd,
 }
 
 #[derive(Subcommand)]
-enum Cmd {
+pub(crate) enum Cmd {
     /// Run a conductor: owns a share of the nodes and reconciles them.
     Conductor(Box<conductor_cmd::Args>),
     /// Administer a cluster: nodes and conductors.
@@ -43,10 +45,22 @@ enum Cmd {
     Gateway(Box<gateway_cmd::Args>),
     /// Serve a simulated fleet of Redfish BMCs (for dev, tests and benchmarks) until Ctrl-C.
     Sim(sim_cmd::Args),
+    /// Check a config file: both roles' options, and the etcd cluster it names (version,
+    /// members, leader, access to the prefix).
+    Check(check::Args),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    use clap::CommandFactory;
+    // `--config FILE` of a conductor or gateway: its options join the command line's.
+    let argv = match config_file::expand(std::env::args_os().collect(), &Cli::command()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRIC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -71,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Gateway(args) => gateway_cmd::run(*args).await,
             Cmd::Sim(args) => sim_cmd::run(args).await,
+            Cmd::Check(args) => check::run(args).await,
         }
     });
     match result {

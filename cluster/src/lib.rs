@@ -9,6 +9,7 @@ pub mod consoles;
 pub mod delivery;
 pub mod error;
 pub mod feed;
+pub mod health;
 pub mod heartbeats;
 pub mod keyspace;
 pub mod lease;

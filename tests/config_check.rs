@@ -1,0 +1,115 @@
+//! `--config` and `ferric check` through the real binary and a real etcd: a conductor started
+//! with nothing but a config file joins the cluster under the file's name (etcd's membership
+//! record is the witness), `ferric check` reports the etcd cluster the file names, and a typo,
+//! a wrong value or an unreachable etcd each stop with a message saying what is wrong.
+
+use ferric_testkit::fleet::ferric_bin;
+use ferric_testkit::{run_bounded, Fleet, Proc};
+use std::process::Command;
+use std::time::Duration;
+
+fn check(config: &std::path::Path) -> (bool, String) {
+    let mut cmd = Command::new(ferric_bin());
+    cmd.args(["check", "--config"]).arg(config);
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conductor_runs_from_its_config_file_and_check_reports_etcd() {
+    let fleet = Fleet::new("config").await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("ferric.toml");
+    std::fs::write(
+        &good,
+        format!(
+            r#"
+[etcd]
+etcd = "{}"
+prefix = "{}"
+etcd-timeout = 3
+
+[conductor]
+name = "from-file"
+lease-ttl = 2
+runtime-dir = "{}"
+
+[gateway]
+listen = "127.0.0.1:0"
+"#,
+            fleet.url(),
+            fleet.prefix,
+            dir.path().join("run").display()
+        ),
+    )
+    .unwrap();
+
+    let (ok, text) = check(&good);
+    assert!(ok, "{text}");
+    for want in [
+        "config: [conductor] ok",
+        "config: [gateway] ok",
+        "etcd: version 3.",
+        "1 members",
+        "(leader)",
+        "readable",
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
+
+    // Only the file: the conductor takes its name, etcd and prefix from it.
+    let _c = Proc::spawn(
+        "from-file",
+        ferric_bin(),
+        &[
+            "conductor".to_string(),
+            "--config".to_string(),
+            good.display().to_string(),
+        ],
+        dir.path().join("from-file.log"),
+    );
+    fleet
+        .wait_until(
+            Duration::from_secs(20),
+            "from-file has its membership record",
+            async || {
+                let snap = fleet.snapshot().await?;
+                let names: Vec<&String> = snap.conductors.keys().collect();
+                snap.conductors
+                    .contains_key("from-file")
+                    .then_some(())
+                    .ok_or(format!("{names:?}"))
+            },
+        )
+        .await;
+
+    // What is wrong, said clearly.
+    for (name, text_of_file, want) in [
+        (
+            "typo.toml",
+            "[conductor]\nleas-ttl = 3\n",
+            "has \"leas-ttl\"",
+        ),
+        (
+            "value.toml",
+            "[conductor]\nlease-ttl = \"soon\"\n",
+            "invalid value 'soon' for '--lease-ttl",
+        ),
+        (
+            "unreachable.toml",
+            "[etcd]\netcd = \"http://127.0.0.1:1\"\netcd-timeout = 1\n[conductor]\nname = \"x\"\n",
+            "cannot reach etcd at http://127.0.0.1:1",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text_of_file).unwrap();
+        let (ok, text) = check(&path);
+        assert!(!ok, "{name} passed: {text}");
+        assert!(text.contains(want), "{name}: {want} not in:\n{text}");
+    }
+}
