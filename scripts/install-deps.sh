@@ -13,6 +13,8 @@ have ipmitool || need_apt+=(ipmitool)
 have ipmi_sim || need_apt+=(openipmi)
 have ip || need_apt+=(iproute2)
 have ps || need_apt+=(procps)
+# `systemd-analyze verify` checks the units in deploy/ (the package, not a running systemd).
+have systemd-analyze || need_apt+=(systemd)
 have cc || need_apt+=(gcc)
 have python3 || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)

@@ -12,13 +12,21 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// The config file to check.
+    #[arg(long, required_unless_present = "example")]
+    pub config: Option<PathBuf>,
+    /// Print an example config file with every option at its default, and stop.
     #[arg(long)]
-    pub config: PathBuf,
+    pub example: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let path = args.config.display().to_string();
-    let text = std::fs::read_to_string(&args.config)
+    if args.example {
+        print!("{}", config_file::example(&crate::Cli::command()));
+        return Ok(());
+    }
+    let config = args.config.context("--config is required")?;
+    let path = config.display().to_string();
+    let text = std::fs::read_to_string(&config)
         .with_context(|| format!("cannot read the config file {path}"))?;
     let doc: toml::Table = text
         .parse()

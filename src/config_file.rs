@@ -157,6 +157,86 @@ fn push_value(
     Ok(())
 }
 
+/// An example config file with every option of both roles, commented out at its default, each
+/// with its help, its environment variable and its default: `deploy/ferric.example.toml` is
+/// this text (a test keeps them equal).
+pub fn example(command: &clap::Command) -> String {
+    let mut out = String::from(
+        "# Ferric's configuration: `ferric conductor --config F`, `ferric gateway --config F`,\n\
+         # checked by `ferric check --config F`. Keys are the long options; an option given on the\n\
+         # command line, or through its environment variable, wins over this file. Every option\n\
+         # is listed at its default, commented out. Generated from `--help` (see src/config_file.rs).\n",
+    );
+    let etcd: Vec<String> = [
+        "etcd",
+        "prefix",
+        "etcd-user",
+        "etcd-password",
+        "etcd-ca",
+        "etcd-cert",
+        "etcd-key",
+        "etcd-timeout",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (table, role) in [
+        ("etcd", "conductor"),
+        ("conductor", "conductor"),
+        ("gateway", "gateway"),
+    ] {
+        let Some(sub) = command.find_subcommand(role) else {
+            continue;
+        };
+        out.push_str(&format!("\n[{table}]\n"));
+        for arg in sub.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                continue;
+            };
+            let is_etcd = etcd.iter().any(|e| e == long);
+            if long == "config" || long == "help" || (table == "etcd") != is_etcd {
+                continue;
+            }
+            if table == "gateway" && is_etcd {
+                continue;
+            }
+            let help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            for line in help.lines() {
+                out.push_str(&format!("# {}\n", line).replace("# \n", "#\n"));
+            }
+            if let Some(env) = arg.get_env() {
+                out.push_str(&format!("# Environment: {}\n", env.to_string_lossy()));
+            }
+            let flag = matches!(
+                arg.get_action(),
+                clap::ArgAction::SetTrue | clap::ArgAction::SetFalse
+            );
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|d| d.to_string_lossy().into_owned())
+                .collect();
+            let value = if flag {
+                "false".to_string()
+            } else if defaults.is_empty() {
+                "\"\"   # no default".to_string()
+            } else if defaults.len() == 1 && defaults[0].parse::<f64>().is_ok() {
+                defaults[0].clone()
+            } else if defaults.len() == 1 {
+                format!("{:?}", defaults[0])
+            } else {
+                format!("{defaults:?}")
+            };
+            out.push_str(&format!("#{long} = {value}\n"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +286,33 @@ mod tests {
         // And clap takes the result as typed.
         use clap::Parser;
         crate::Cli::try_parse_from(&out).unwrap();
+    }
+
+    #[test]
+    fn the_example_in_deploy_is_every_option_at_its_default() {
+        let text = example(&crate::Cli::command());
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ferric.example.toml");
+        if std::env::var_os("FERRIC_WRITE_EXAMPLE").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let file = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            file == text,
+            "deploy/ferric.example.toml is out of date: FERRIC_WRITE_EXAMPLE=1 cargo test -p ferric --bin ferric the_example"
+        );
+        // Uncommented, it is a valid config of both roles (defaults only).
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("all.toml");
+        let uncommented: String = text
+            .lines()
+            .filter(|l| !l.starts_with("# ") && *l != "#")
+            .filter(|l| !l.contains("# no default"))
+            .map(|l| l.strip_prefix('#').unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&p, uncommented).unwrap();
+        let out = expanded(&["gateway", "--config", &p.display().to_string()], "");
+        assert!(out.is_ok(), "{out:?}");
     }
 
     #[test]

@@ -113,3 +113,32 @@ listen = "127.0.0.1:0"
         assert!(text.contains(want), "{name}: {want} not in:\n{text}");
     }
 }
+
+/// The systemd units in `deploy/` are valid as systemd reads them (`systemd-analyze verify`,
+/// with the unit's binary pointed at this build), and the conductor's stops its console
+/// children with it.
+#[test]
+fn the_systemd_units_verify() {
+    let root = ferric_testkit::workspace_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for name in ["ferric-conductor.service", "ferric-gateway.service"] {
+        let text = std::fs::read_to_string(root.join("deploy/systemd").join(name)).unwrap();
+        assert!(text.contains("ExecStart=/usr/bin/ferric "), "{name}");
+        let text = text.replace("/usr/bin/ferric", &ferric_bin().display().to_string());
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        units.push(path);
+    }
+    let conductor = std::fs::read_to_string(&units[0]).unwrap();
+    assert!(conductor.contains("KillMode=mixed"));
+    assert!(conductor.contains("--config /etc/ferric/ferric.toml"));
+    let mut cmd = Command::new("systemd-analyze");
+    cmd.arg("verify").args(&units);
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}
