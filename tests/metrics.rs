@@ -3,7 +3,7 @@
 //! log of what each conductor sent, the lease's keepalives and self-fencing deadline against
 //! the TTL it was started with.
 
-use ferric_testkit::{free_port, Fleet, Sim};
+use ferric_testkit::{free_port, Fleet, Gateway, Sim};
 use std::time::Duration;
 
 fn scrape(port: u16) -> String {
@@ -126,5 +126,44 @@ async fn a_conductors_metrics_match_etcd_and_the_bmcs_log() {
     let batches = value(&text, &format!("ferric_etcd_write_batch_size_count{{{c}}}"));
     assert!(batches.is_some_and(|b| b >= 1.0), "{text}");
     assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+
+    // The alert rules and the dashboard in deploy/ use only series that conductors and
+    // gateways expose.
+    let gw = Gateway::start(&fleet, dir.path(), "gw", &[]);
+    let r = ferric_testkit::http::api(gw.port, "GET", "/v1/nodes", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let gateway = ferric_testkit::http::api(gw.port, "GET", "/metrics", None).body;
+    assert_eq!(
+        value(&gateway, "ferric_nodes_unowned"),
+        Some(0.0),
+        "every node has its conductor: {gateway}"
+    );
+    let exposed = format!("{}\n{gateway}", scrape(port));
+    let root = ferric_testkit::workspace_root();
+    for file in [
+        "deploy/prometheus/ferric-alerts.yml",
+        "deploy/grafana/ferric.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut names: Vec<&str> = text
+            .match_indices("ferric_")
+            .map(|(i, _)| {
+                let rest = &text[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() >= 8, "{file}: {names:?}");
+        for name in names {
+            let shown = exposed
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
+            assert!(shown, "{file} uses {name}, which nothing exposes");
+        }
+    }
     fleet.check_fencing_history().await;
 }

@@ -51,8 +51,13 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let (by_state, maintenance, conductors, nodes) = {
+    let (by_state, maintenance, conductors, nodes, unowned) = {
         let cache = state.informer.read();
+        let unowned = cache
+            .specs
+            .keys()
+            .filter(|id| !cache.holders.contains_key(*id))
+            .count();
         let mut by_state: BTreeMap<&'static str, u64> = BTreeMap::new();
         for s in ProvisionState::ALL {
             by_state.insert(s.as_str(), 0);
@@ -73,6 +78,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             maintenance,
             cache.conductors.len(),
             cache.specs.len(),
+            unowned,
         )
     };
     let mut gauges: Vec<crate::metrics::Gauge<'_>> = Vec::new();
@@ -89,6 +95,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "Enrolled nodes.",
         vec![],
         nodes as f64,
+    ));
+    gauges.push((
+        "ferric_nodes_unowned",
+        "Nodes no conductor holds a reservation for (none live, or a failover in progress).",
+        vec![],
+        unowned as f64,
     ));
     gauges.push((
         "ferric_nodes_maintenance",
