@@ -142,3 +142,150 @@ fn the_systemd_units_verify() {
         "systemd-analyze verify: {stderr}"
     );
 }
+
+/// `etcdctl` against `url` (as `user`, when given); panics with its output on failure.
+fn etcdctl(url: &str, user: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3").arg("--endpoints").arg(url);
+    if let Some(u) = user {
+        cmd.arg("--user").arg(u);
+    }
+    cmd.args(args);
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "etcdctl {args:?}: {text}");
+    text
+}
+
+/// The deployment guide's etcd authentication: a user whose role may touch only Ferric's
+/// prefix runs a conductor and `ferric check`, and is refused everywhere else (etcd's own
+/// answer, through `ferric ctl`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_limited_to_the_prefix_runs_a_conductor_and_nothing_else() {
+    let etcd = ferric_testkit::Etcd::start();
+    let url = etcd.url();
+    let prefix = "/ferric/prod/";
+    etcdctl(&url, None, &["user", "add", "root:root-pw"]);
+    etcdctl(&url, None, &["user", "grant-role", "root", "root"]);
+    etcdctl(&url, None, &["role", "add", "ferric"]);
+    etcdctl(
+        &url,
+        None,
+        &[
+            "role",
+            "grant-permission",
+            "ferric",
+            "--prefix=true",
+            "readwrite",
+            prefix,
+        ],
+    );
+    etcdctl(&url, None, &["user", "add", "ferric:ferric-pw"]);
+    etcdctl(&url, None, &["user", "grant-role", "ferric", "ferric"]);
+    etcdctl(&url, None, &["auth", "enable"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferric.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[etcd]
+etcd = "{url}"
+prefix = "{prefix}"
+etcd-user = "ferric"
+etcd-password = "ferric-pw"
+
+[conductor]
+name = "limited"
+lease-ttl = 2
+runtime-dir = "{}"
+"#,
+            dir.path().join("run").display()
+        ),
+    )
+    .unwrap();
+    let (ok, text) = check(&config);
+    assert!(ok, "{text}");
+    assert!(text.contains("user ferric"), "{text}");
+
+    let _c = Proc::spawn(
+        "limited",
+        ferric_bin(),
+        &[
+            "conductor".to_string(),
+            "--config".to_string(),
+            config.display().to_string(),
+        ],
+        dir.path().join("limited.log"),
+    );
+    let ctl = |prefix: &str, args: &[&str]| {
+        let mut cmd = Command::new(ferric_bin());
+        cmd.args([
+            "ctl",
+            "--etcd",
+            &url,
+            "--prefix",
+            prefix,
+            "--etcd-user",
+            "ferric",
+            "--etcd-password",
+            "ferric-pw",
+        ])
+        .args(args);
+        run_bounded(cmd, Duration::from_secs(30))
+    };
+    // The conductor joined: its membership record, read as root.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let keys = etcdctl(
+            &url,
+            Some("root:root-pw"),
+            &[
+                "get",
+                "--prefix",
+                "--keys-only",
+                &format!("{prefix}conductors/"),
+            ],
+        );
+        if keys.contains("limited") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no membership record: {keys}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = ctl(
+        prefix,
+        &[
+            "node",
+            "create",
+            "--driver",
+            "fake-hardware",
+            "--name",
+            "n1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl(prefix, &["node", "power", "n1", "on"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Anywhere else: etcd refuses.
+    let out = ctl("/ferric/other/", &["node", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(!out.status.success(), "another prefix was readable");
+    assert!(err.contains("permission denied"), "{err}");
+}
