@@ -316,6 +316,21 @@ mod tests {
     }
 
     #[test]
+    fn the_guides_config_is_read_by_both_roles() {
+        let guide = include_str!("../deploy/GUIDE.md");
+        let start = guide.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let text = &guide[start..start + guide[start..].find("```").unwrap()];
+        use clap::Parser;
+        for role in ROLES {
+            let out = expanded(&[role, "--config", "FILE"], text).unwrap();
+            assert!(out.iter().any(|a| a.starts_with("--etcd-ca=")), "{out:?}");
+            if let Err(e) = crate::Cli::try_parse_from(&out) {
+                panic!("{role}: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn typos_and_wrong_types_are_errors_that_say_where() {
         let e = expanded(
             &["conductor", "--config=FILE"],
