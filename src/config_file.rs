@@ -311,8 +311,22 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         std::fs::write(&p, uncommented).unwrap();
-        let out = expanded(&["gateway", "--config", &p.display().to_string()], "");
-        assert!(out.is_ok(), "{out:?}");
+        use clap::Parser;
+        for role in ROLES {
+            // The conductor's name has no default: given on the command line.
+            let out = expanded(
+                &[role, "--config", &p.display().to_string(), "--name", "x"],
+                "",
+            );
+            let out = match out {
+                Ok(o) => o,
+                Err(e) => panic!("{role}: {e:#}"),
+            };
+            assert!(out.iter().any(|a| a.starts_with("--etcd=")), "{out:?}");
+            if let Err(e) = crate::Cli::try_parse_from(&out) {
+                panic!("{role}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -109,7 +109,7 @@ class Image(base.BaseAgentExtension):
     @base.async_command("install_bootloader")
     def install_bootloader(self, root_uuid, efi_system_part_uuid=None,
                            prep_boot_part_uuid=None, target_boot_mode="bios",
-                           ignore_bootloader_failure=None, software_raid=False):
+                           ignore_bootloader_failure=None):
         record("image.install_bootloader")
         work()
 

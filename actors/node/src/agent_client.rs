@@ -336,7 +336,8 @@ fn origin(url: &reqwest::Url) -> String {
     url.origin().ascii_serialization()
 }
 
-/// A transport error with its causes (no URL: the caller names the agent).
+/// A transport error with its causes, never with the URL (it carries the agent token; the
+/// caller names the agent).
 fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("no answer within {} s", timeout.as_secs_f64());
@@ -347,7 +348,10 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
         let part = match err.downcast_ref::<reqwest::Error>() {
             Some(r) if r.is_connect() => "connect failed".to_string(),
             Some(r) if r.is_request() => "request failed".to_string(),
-            _ => err.to_string(),
+            Some(r) if r.is_body() || r.is_decode() => "reading the answer failed".to_string(),
+            Some(r) if r.is_builder() => "the request could not be built".to_string(),
+            Some(_) => "HTTP error".to_string(),
+            None => err.to_string(),
         };
         if !text.is_empty() {
             text.push_str(": ");

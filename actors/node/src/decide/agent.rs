@@ -505,7 +505,6 @@ fn step_command(
                         "efi_system_part_uuid": link.efi_uuid,
                         "prep_boot_part_uuid": null,
                         "target_boot_mode": boot_mode,
-                        "software_raid": false,
                     }),
                 ));
             }
@@ -642,21 +641,30 @@ fn image_info(spec: &NodeSpec, instance: &Map<String, Value>) -> Value {
         info["os_hash_value"] = json!(value);
     }
     if is_partition_image(instance) {
-        for key in [
-            "kernel",
-            "ramdisk",
-            "root_gb",
-            "root_mb",
-            "swap_mb",
-            "ephemeral_mb",
-            "ephemeral_format",
-            "preserve_ephemeral",
-        ] {
-            if let Some(v) = instance.get(key) {
-                info[key] = v.clone();
-            }
+        // Every label IPA reads for a partition image (Ironic's `PARTITION_IMAGE_LABELS`), with
+        // the values Ironic's `build_instance_info_for_deploy` gives those not set: IPA reads
+        // `root_mb`, `swap_mb`, `ephemeral_mb` unconditionally, and `image_type` decides how the
+        // image is written.
+        for key in ["kernel", "ramdisk", "root_gb", "ephemeral_format"] {
+            info[key] = instance.get(key).cloned().unwrap_or(Value::Null);
         }
+        let number = |k: &str| {
+            instance.get(k).and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+        };
+        let root_mb = number("root_mb").or_else(|| number("root_gb").map(|gb| gb * 1024));
+        info["root_mb"] = json!(root_mb.unwrap_or(0));
+        info["swap_mb"] = json!(number("swap_mb").unwrap_or(0));
+        info["ephemeral_mb"] = json!(number("ephemeral_mb").unwrap_or(0));
+        info["preserve_ephemeral"] = instance
+            .get("preserve_ephemeral")
+            .cloned()
+            .unwrap_or(json!(false));
+        info["image_type"] = json!("partition");
         info["deploy_boot_mode"] = json!(boot_mode(spec, instance));
+        info["boot_option"] = json!("local");
     }
     if let Some(c) = instance.get("configdrive") {
         info["configdrive"] = c.clone();
@@ -807,6 +815,21 @@ pub fn on_answer(
     };
     let mut next = status.clone();
     match result {
+        CallResult::Unreachable(_) if leaves_agent(call, status) => {
+            // The agent was told to power the machine off or lock itself down, and the answer
+            // was lost (or a new owner looks for it): it is gone as asked. The conductor checks
+            // the power itself (`agent_powers_off`), as Ironic's tear_down_agent does.
+            let cmd = CommandResult {
+                id: String::new(),
+                name: command_name(call, status)
+                    .split_once('.')
+                    .map_or("", |(_, s)| s)
+                    .to_string(),
+                state: CommandState::Succeeded,
+                result: Value::Null,
+            };
+            on_command(spec, &next, call, cmd, &what, now_ms)
+        }
         CallResult::Unreachable(e) => {
             let link = link_mut(&mut next).expect("next_call found it");
             link.failures += 1;
@@ -840,9 +863,10 @@ pub fn on_answer(
             match find_command(&list, name, step.as_deref()) {
                 Some(cmd) => on_command(spec, &next, call, cmd, &what, now_ms),
                 None => {
-                    // The agent does not have it: it never got there. Post it again.
+                    // The agent does not have it: it never got there. Post it again (the calls
+                    // without an answer still count: a post that never gets through must end
+                    // the state, not be tried forever).
                     let link = link_mut(&mut next).expect("next_call found it");
-                    link.failures = 0;
                     link.command = None;
                     Answer::changed(next, Then::CallNow)
                 }
@@ -874,6 +898,25 @@ pub fn find_command(
         }
     }
     Some(found.clone())
+}
+
+/// The command a call is about (for a poll, the recorded command's).
+fn command_name<'a>(call: &'a AgentCall, status: &'a NodeStatus) -> &'a str {
+    match call {
+        AgentCall::Run { name, .. } | AgentCall::Find { name, .. } => name,
+        AgentCall::Poll { .. } => current_link(status)
+            .and_then(|l| l.command.as_ref())
+            .map_or("", |c| c.name.as_str()),
+    }
+}
+
+/// Whether the call is about a command after which the agent is gone by design
+/// (`standby.power_off`, `system.lockdown`).
+fn leaves_agent(call: &AgentCall, status: &NodeStatus) -> bool {
+    matches!(
+        command_name(call, status),
+        "standby.power_off" | "system.lockdown"
+    )
 }
 
 /// Whether two calls are the same call (the params aside: they are rebuilt from the spec,
@@ -1218,6 +1261,115 @@ mod tests {
             state,
             result,
         }
+    }
+
+    /// A deploy waiting on its agent with `done` steps done and `command` recorded.
+    fn deploying(done: u32, command: Option<(&str, Option<&str>)>, failures: u32) -> NodeStatus {
+        let steps = [
+            "deploy.write_image",
+            "deploy.prepare_instance_boot",
+            "deploy.tear_down_agent",
+        ];
+        NodeStatus {
+            provision_state: ProvisionState::WaitCallBack,
+            target_provision_state: Some(ProvisionState::Active),
+            deadline_ms: Some(1_000_000),
+            agent: Some(ferric_model::AgentProgress {
+                state: ProvisionState::Deploying,
+                steps: steps.iter().map(|s| s.to_string()).collect(),
+                done,
+                booted_at_ms: 10,
+                token: Some("t".into()),
+                heartbeat_rev: 1,
+                last_heartbeat_ms: Some(11),
+                maintenance_ok: false,
+            }),
+            agent_link: Some(AgentLink {
+                booted_at_ms: 10,
+                url: "http://127.0.0.1:9".into(),
+                agent_version: None,
+                verify_ca: None,
+                steps_known: true,
+                hardware_version: None,
+                step_commands_done: 0,
+                root_uuid: None,
+                efi_uuid: None,
+                command: command.map(|(name, step)| AgentCommand {
+                    name: name.into(),
+                    step: step.map(str::to_string),
+                    id: None,
+                    issued_at_ms: 12,
+                }),
+                failures,
+            }),
+            ..NodeStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_lost_answer_to_power_off_is_the_agent_gone_as_asked() {
+        let spec = NodeSpec::new(NodeId::new_random(), "redfish", 0);
+        let st = deploying(2, Some(("standby.power_off", None)), 0);
+        let call = next_call(&spec, &st).unwrap();
+        assert!(matches!(call, AgentCall::Find { .. }), "{call:?}");
+        let a = on_answer(
+            &spec,
+            &st,
+            &call,
+            CallResult::Unreachable("connect failed".into()),
+            100,
+            3,
+        );
+        let next = a.status.expect("the deploy goes on");
+        assert_eq!(next.provision_state, ProvisionState::Deploying);
+        assert!(a.work.is_some(), "the conductor boots the instance");
+        assert!(agent_powers_off(&spec, &next));
+    }
+
+    #[test]
+    fn a_post_that_never_gets_through_ends_the_state() {
+        let spec = NodeSpec::new(NodeId::new_random(), "redfish", 0);
+        let st = deploying(
+            0,
+            Some(("deploy.execute_deploy_step", Some("deploy.write_image"))),
+            2,
+        );
+        // Looked for: not there. The failures in a row still count.
+        let find = next_call(&spec, &st).unwrap();
+        let a = on_answer(&spec, &st, &find, CallResult::Listed(vec![]), 100, 3);
+        let st = *a.status.unwrap();
+        assert_eq!(current_link(&st).unwrap().failures, 2);
+        let run = next_call(&spec, &st).unwrap();
+        assert!(matches!(run, AgentCall::Run { .. }), "{run:?}");
+        let a = on_answer(
+            &spec,
+            &st,
+            &run,
+            CallResult::Unreachable("timeout".into()),
+            101,
+            3,
+        );
+        let failed = a.status.unwrap();
+        assert_eq!(failed.provision_state, ProvisionState::DeployFailed);
+        assert!(a.error.unwrap().contains("stopped answering"));
+    }
+
+    #[test]
+    fn partition_images_carry_what_ipa_reads() {
+        let mut spec = NodeSpec::new(NodeId::new_random(), "redfish", 0);
+        spec.instance_info = json!({"image_source": "http://i/p.img", "kernel": "k",
+                                    "ramdisk": "r", "root_gb": 10})
+        .to_string();
+        let instance = json_map(&spec.instance_info);
+        let info = image_info(&spec, &instance);
+        assert_eq!(info["image_type"], "partition");
+        assert_eq!(info["root_mb"], 10240);
+        assert_eq!(info["swap_mb"], 0);
+        assert_eq!(info["ephemeral_mb"], 0);
+        assert_eq!(info["preserve_ephemeral"], false);
+        spec.instance_info = json!({"image_source": "http://i/w.qcow2"}).to_string();
+        let whole = image_info(&spec, &json_map(&spec.instance_info));
+        assert!(whole.get("image_type").is_none(), "{whole}");
     }
 
     #[test]
