@@ -683,6 +683,27 @@ impl Commands {
         if let Some(e) = missing_arguments(short, params, required) {
             return Outcome::failed(CommandError::execution(e));
         }
+        // IPA 13's signatures without `**kwargs`: any other argument is Python's TypeError.
+        let accepted: Option<&[&str]> = match cmd {
+            Cmd::GetSteps(_) => Some(&["node", "ports"]),
+            Cmd::InstallBootloader => Some(&[
+                "root_uuid",
+                "efi_system_part_uuid",
+                "prep_boot_part_uuid",
+                "target_boot_mode",
+                "ignore_bootloader_failure",
+            ]),
+            Cmd::PowerOff | Cmd::Sync | Cmd::GetPartitionUuids | Cmd::Lockdown => Some(&[]),
+            Cmd::FinalizeRescue => Some(&["rescue_password", "hashed"]),
+            _ => None,
+        };
+        if let Some(unexpected) =
+            accepted.and_then(|a| params.keys().find(|k| !a.contains(&k.as_str())))
+        {
+            return Outcome::failed(CommandError::execution(format!(
+                "{short}() got an unexpected keyword argument '{unexpected}'"
+            )));
+        }
         if ctx.fail_command == Some(short) {
             return Outcome::failed(CommandError::execution(format!(
                 "simulated failure of {short}"

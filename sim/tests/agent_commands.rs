@@ -295,8 +295,20 @@ async fn commands_run_one_at_a_time_and_power_off_powers_the_system_off() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(v["command_result"]["root uuid"], "0xfe000000");
-    let params = json!({"root_uuid": "0xfe000000", "efi_system_part_uuid": null,
+    // IPA 13's install_bootloader takes no other argument: Python's TypeError.
+    let mut params = json!({"root_uuid": "0xfe000000", "efi_system_part_uuid": null,
         "prep_boot_part_uuid": null, "target_boot_mode": "uefi", "software_raid": false});
+    let (status, v) = agent
+        .post("image.install_bootloader", params.clone(), "&wait=true")
+        .await;
+    assert_eq!((status, &v["command_status"]), (200, &json!("FAILED")));
+    assert!(
+        v["command_error"]["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("unexpected keyword argument 'software_raid'")),
+        "{v}"
+    );
+    params.as_object_mut().unwrap().remove("software_raid");
     let (status, v) = agent
         .post("image.install_bootloader", params, "&wait=true")
         .await;
@@ -315,6 +327,7 @@ async fn commands_run_one_at_a_time_and_power_off_powers_the_system_off() {
         [
             "execute_deploy_step",
             "get_partition_uuids",
+            "install_bootloader",
             "install_bootloader"
         ]
     );
@@ -354,6 +367,7 @@ async fn commands_run_one_at_a_time_and_power_off_powers_the_system_off() {
             ),
             ("standby.sync", None, Some(409)),
             ("standby.get_partition_uuids", None, Some(200)),
+            ("image.install_bootloader", None, Some(200)),
             ("image.install_bootloader", None, Some(200)),
             ("standby.power_off", None, Some(200)),
         ]
