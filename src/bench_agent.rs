@@ -4,9 +4,8 @@
 //! deployed at once (automated cleaning off); the time until all are `active`. Conductor CPU
 //! for each phase, as seconds and as a share of a core.
 
-use crate::bench_api::{fan_out, provision_all, ApiCluster};
+use crate::bench_api::{fan_out, provision_all, until_all, ApiCluster};
 use crate::procs::{self, Etcd, Proc};
-use ferric_cluster::Cluster;
 use ferric_model::ProvisionState;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,40 +23,6 @@ pub struct AgentArgs {
     /// The simulated agents' heartbeat interval (and start-up time), in ms.
     #[arg(long, default_value_t = 1_000)]
     agent_interval_ms: u64,
-}
-
-/// Nodes in `state` for which `done` holds (a whole-cluster read).
-async fn count(
-    cluster: &Cluster,
-    state: ProvisionState,
-    done: impl Fn(&ferric_cluster::NodeView) -> bool,
-) -> anyhow::Result<usize> {
-    let (views, _) = cluster.list_nodes().await?;
-    Ok(views
-        .iter()
-        .filter(|v| v.status.provision_state == state && v.status.target_provision_state.is_none())
-        .filter(|v| done(v))
-        .count())
-}
-
-async fn until_all(
-    cluster: &Cluster,
-    state: ProvisionState,
-    n: usize,
-    timeout: Duration,
-    done: impl Fn(&ferric_cluster::NodeView) -> bool + Copy,
-) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got = count(cluster, state, done).await?;
-        if got >= n {
-            return Ok(Instant::now());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("only {got} of {n} nodes reached {state} after {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn cpu(procs: &[Proc]) -> f64 {

@@ -196,15 +196,24 @@ async fn count_in(cluster: &Cluster, state: ProvisionState) -> anyhow::Result<us
         .count())
 }
 
-async fn until_all(
+/// Waits (bounded) until `n` nodes rest in `state` (no target) and satisfy `done`; when.
+pub(crate) async fn until_all(
     cluster: &Cluster,
     state: ProvisionState,
     n: usize,
     timeout: Duration,
+    done: impl Fn(&ferric_cluster::NodeView) -> bool + Copy,
 ) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + timeout;
     loop {
-        let got = count_in(cluster, state).await?;
+        let (views, _) = cluster.list_nodes().await?;
+        let got = views
+            .iter()
+            .filter(|v| {
+                v.status.provision_state == state && v.status.target_provision_state.is_none()
+            })
+            .filter(|v| done(v))
+            .count();
         if got >= n {
             return Ok(Instant::now());
         }
@@ -412,7 +421,7 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
     ] {
         let t0 = Instant::now();
         let sent = provision_all(port, args.clients, &ids, verb).await?;
-        let done = until_all(&cluster, state, n, Duration::from_secs(300)).await?;
+        let done = until_all(&cluster, state, n, Duration::from_secs(300), |_| true).await?;
         println!(
             "{verb}: {n} requests accepted in {:.2} s; all {n} nodes {state} after {:.2} s (target <= 5 s for manage and provide)",
             sent.as_secs_f64(),
