@@ -6,6 +6,7 @@ mod bench_agent;
 mod bench_api;
 mod bench_notify;
 mod bench_ports;
+mod chaos;
 mod check;
 mod conductor_cmd;
 mod config_file;
