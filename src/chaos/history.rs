@@ -162,8 +162,9 @@ const STALL: Duration = Duration::from_secs(3);
 /// Bound on one unary request (reads, lease lists): a request to a dead member fails over.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The system's wall clock, the one the sim stamps its log with (never a test clock).
 fn now_ms() -> u64 {
-    ferric_model::now_ms()
+    ferric_model::clock::system_ms()
 }
 
 impl History {
@@ -304,7 +305,6 @@ async fn watch_from(
     let opts = WatchOptions::new()
         .with_prefix()
         .with_prev_key()
-        .with_progress_notify()
         .with_start_revision(from);
     let mut wc = client.watch_client();
     let mut stream = match tokio::time::timeout(
@@ -387,13 +387,8 @@ async fn watch_from(
                     }
                 }
                 r.revision = top;
-                // A progress notification (no events) carries the current revision: all before
-                // it under the prefix has been delivered.
-                if resp.events().is_empty() {
-                    if let Some(h) = resp.header() {
-                        r.revision = r.revision.max(h.revision());
-                    }
-                }
+                // No progress notifications: the created response's header revision is etcd's
+                // current one, not how far this watch has delivered, and is not taken as such.
             }
             _ = stall.tick() => {
                 if last_news.elapsed() < STALL {

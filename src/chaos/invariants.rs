@@ -360,10 +360,13 @@ impl FinalNode {
     }
 }
 
-/// Whether a history entry was asked for through the API (not by the conductor on its own, an
-/// agent or remediation).
+/// Whether a history entry was asked for by someone (the gateway records the caller's name
+/// verbatim), not by the conductor on its own, an agent or remediation.
 fn from_api(r: &Requester) -> bool {
-    matches!(r, Requester::Api | Requester::ApiCaller(_) | Requester::Ctl)
+    !matches!(
+        r,
+        Requester::Conductor | Requester::Agent | Requester::Remediation
+    )
 }
 
 /// (b) Every accepted request was applied or failed with a recorded error; none was lost.
@@ -420,7 +423,10 @@ pub fn check_requests(
         let hist = entries.get(&(node.clone(), kind)).unwrap_or(&empty);
         let mut it = hist.values();
         for r in reqs {
-            if !it.any(|h| h.action.starts_with(&r.what)) {
+            let of_request = |h: &HistoryEntry| {
+                h.action == r.what || h.action.starts_with(&format!("{}:", r.what))
+            };
+            if !it.any(of_request) {
                 out.push(violation(
                     'b',
                     Some(&node),
@@ -508,10 +514,14 @@ pub fn check_consoles(
         .map(|(n, s)| (s.as_str(), n.as_str()))
         .collect();
     let start = first_seen(changes);
-    let mut closes: HashMap<(&str, u64), u64> = HashMap::new();
+    // Session numbers restart with the sim: a session's close is the first one at or after it.
+    let mut closes: HashMap<(&str, u64), Vec<u64>> = HashMap::new();
     for e in log.iter().filter(|e| e.op == LogOp::SerialClose) {
         if let Some(seq) = e.seq {
-            closes.entry((e.system.as_str(), seq)).or_insert(e.unix_ms);
+            closes
+                .entry((e.system.as_str(), seq))
+                .or_default()
+                .push(e.unix_ms);
         }
     }
     let mut out = Vec::new();
@@ -528,7 +538,9 @@ pub fn check_consoles(
         if !conductors.contains(x) {
             continue;
         }
-        let closed = closes.get(&(e.system.as_str(), seq)).copied();
+        let closed = closes
+            .get(&(e.system.as_str(), seq))
+            .and_then(|ts| ts.iter().copied().filter(|&t| t >= e.unix_ms).min());
         let list = epochs.get(node).map(Vec::as_slice).unwrap_or(&[]);
         let Some(epoch) = list
             .iter()

@@ -260,9 +260,19 @@ fn asked(kind: RequestKind, what: &str, at: u64, status: u16) -> AcceptedRequest
 fn accepted_requests_are_applied_or_failed_with_an_error() {
     let ch = vec![
         history(1, HistoryKind::Takeover, "takeover", "conductor", "ok", 900),
-        history(2, HistoryKind::Power, "power on", "api:chaos", "ok", 1100),
+        // The gateway records the caller's name as it is.
+        history(
+            2,
+            HistoryKind::Power,
+            "power on: was already on",
+            "chaos",
+            "ok",
+            1100,
+        ),
         // The conductor's own sync entry does not count for a request.
         history(3, HistoryKind::Power, "power off", "conductor", "ok", 1500),
+        // Another kind of request whose name starts like one asked: no match.
+        history(6, HistoryKind::Power, "power offx", "chaos", "ok", 1600),
         history(
             4,
             HistoryKind::Provision,
