@@ -12,6 +12,9 @@ have protoc || need_apt+=(protobuf-compiler)
 have ipmitool || need_apt+=(ipmitool)
 have ipmi_sim || need_apt+=(openipmi)
 have ip || need_apt+=(iproute2)
+have tc || need_apt+=(iproute2)
+# ferric chaos: delayed fsyncs of an etcd member (strace's fault injection).
+have strace || need_apt+=(strace)
 have ps || need_apt+=(procps)
 # `systemd-analyze verify` checks the units in deploy/ (the package, not a running systemd).
 have systemd-analyze || need_apt+=(systemd)

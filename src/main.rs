@@ -49,6 +49,9 @@ pub(crate) enum Cmd {
     /// Check a config file: both roles' options, and the etcd cluster it names (version,
     /// members, leader, access to the prefix).
     Check(check::Args),
+    /// Chaos: a multi-host cluster in network namespaces under a seeded fault schedule, with
+    /// every invariant checked from independent records (root only).
+    Chaos(chaos::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -87,6 +90,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Gateway(args) => gateway_cmd::run(*args).await,
             Cmd::Sim(args) => sim_cmd::run(args).await,
             Cmd::Check(args) => check::run(args).await,
+            Cmd::Chaos(args) => chaos::run(args).await,
         }
     });
     match result {

@@ -76,7 +76,7 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Proc> {
+pub(crate) fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Proc> {
     let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     cmd.stdin(Stdio::null())
         .stdout(out.try_clone()?)

@@ -12,7 +12,6 @@
 //! silently.
 
 // The runner (`run`) is the user; until it lands only the tests call some of this.
-#![allow(dead_code)]
 
 use anyhow::Context as _;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, KeyValue, WatchOptions};

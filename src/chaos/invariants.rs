@@ -11,7 +11,6 @@
 //! uses order instead (revisions in etcd, the sim's own order per system).
 
 // The runner (`run`) is the user; until it lands only the tests call some of this.
-#![allow(dead_code)]
 
 use super::history::{kept, Change, ChangeKind, LeaseSnapshot};
 use ferric_cluster::Keyspace;
@@ -30,6 +29,22 @@ pub struct Violation {
     pub invariant: char,
     pub node: Option<String>,
     pub detail: String,
+}
+
+impl Violation {
+    pub fn new(invariant: char, node: Option<&str>, detail: String) -> Violation {
+        violation(invariant, node, detail)
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({})", self.invariant)?;
+        if let Some(n) = &self.node {
+            write!(f, " node {n}")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
 }
 
 fn violation(invariant: char, node: Option<&str>, detail: String) -> Violation {
@@ -671,40 +686,74 @@ pub struct ComputeItem {
 /// The order rule shared by the stream and the compute receiver, over one node's deliveries in
 /// the order received, `known` being the seqs of the node's events this receiver must get.
 ///
-/// "In order per node, at least once" permits exactly one kind of repeat: the event with the
-/// highest seq delivered so far, again (the sender may not have recorded its acknowledgement:
-/// a lost answer, or a new owner resuming from the fenced cursor). Anything below that is a
-/// regression: once seq 6 was acknowledged, receiving 5 means the receiver is shown an older
-/// power state after a newer one (Nova would apply it), so a redelivery of 5 after 6 is a
-/// reorder, while 6 right after 6 is a duplicate. Going up, the next delivery must be the next
-/// known seq: skipping one is a gap (a later delivery of the skipped one would be a regression
-/// anyway). At the end, every known seq after the first delivered must have been delivered.
-/// Without known events for the node, seqs are taken as consecutive.
+/// "In order per node, at least once": the deliveries are runs of consecutive known seqs, each
+/// in increasing order. A run may continue the previous one, or start again at a seq already
+/// delivered: that is a resend, which at least once permits (a lost answer, or a new owner
+/// resuming from the fenced cursor, which is written after the answers it records); it must
+/// then go on from there without a hole. So a receiver that drops any seq at or below the
+/// highest it has seen gets every event exactly once, in order. What is not permitted: a seq
+/// above everything delivered that skips a known one (a gap), a resend that skips a known one
+/// (a reorder: the receiver is shown something older after something newer, with events
+/// missing in between), and a seq that is neither known nor next (when `known` is empty, seqs
+/// are taken as consecutive). At the end, every known seq after the first delivered must have
+/// been delivered.
 fn order_violations(seqs: &[u64], known: &BTreeSet<u64>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut hi: Option<u64> = None;
-    for &s in seqs {
-        match hi {
-            None => hi = Some(s),
-            Some(h) if s == h => {}
-            Some(h) if s < h => out.push(format!("reorder: seq {s} after seq {h} was delivered")),
-            Some(h) => {
-                let skipped: Vec<u64> = if known.is_empty() {
-                    (h + 1..s).collect()
-                } else {
-                    known.range(h + 1..s).copied().collect()
-                };
-                if !skipped.is_empty() {
-                    out.push(format!("gap: seq {s} after seq {h}, skipping {skipped:?}"));
-                }
-                hi = Some(s);
-            }
+    let next_after = |s: u64| -> u64 {
+        if known.is_empty() {
+            s + 1
+        } else {
+            known.range(s + 1..).next().copied().unwrap_or(s + 1)
         }
+    };
+    let mut out = Vec::new();
+    let mut first: Option<u64> = None;
+    let mut prev: u64 = 0;
+    let mut hi: u64 = 0;
+    for &s in seqs {
+        let Some(f) = first else {
+            first = Some(s);
+            prev = s;
+            hi = s;
+            continue;
+        };
+        if s == prev || s == next_after(prev) {
+            // A duplicate of the last, or the next in order.
+        } else if s >= f && s <= hi {
+            // A resend of something already delivered: allowed as the start of a run, which
+            // must then proceed without a hole.
+            if s > prev {
+                let skipped: Vec<u64> = known.range(prev + 1..s).copied().collect();
+                out.push(format!(
+                    "reorder: seq {s} after seq {prev} in a resend (skipping {skipped:?})"
+                ));
+            }
+        } else if s > hi {
+            let skipped: Vec<u64> = if known.is_empty() {
+                (prev + 1..s).collect()
+            } else {
+                known.range(prev + 1..s).copied().collect()
+            };
+            if prev < hi {
+                out.push(format!(
+                    "reorder: seq {s} after seq {prev} in a resend that had reached only {prev} of {hi} (skipping {skipped:?})"
+                ));
+            } else {
+                out.push(format!(
+                    "gap: seq {s} after seq {prev}, skipping {skipped:?}"
+                ));
+            }
+        } else {
+            out.push(format!(
+                "reorder: seq {s}, older than the first delivered ({f}), after seq {prev}"
+            ));
+        }
+        prev = s;
+        hi = hi.max(s);
     }
-    if let Some(h) = hi {
-        let missing: Vec<u64> = known.range(h + 1..).copied().collect();
+    if first.is_some() {
+        let missing: Vec<u64> = known.range(hi + 1..).copied().collect();
         if !missing.is_empty() {
-            out.push(format!("never delivered after seq {h}: {missing:?}"));
+            out.push(format!("never delivered after seq {hi}: {missing:?}"));
         }
     }
     out
@@ -720,6 +769,7 @@ fn order_violations(seqs: &[u64], known: &BTreeSet<u64>) -> Vec<String> {
 pub fn check_events(
     stream: &[StreamItem],
     compute: &[ComputeItem],
+    sink: Sink,
     changes: &[Change],
 ) -> Vec<Violation> {
     let prefix = kept(&Keyspace::default()).events;
@@ -743,7 +793,7 @@ pub fn check_events(
             .entry(node.to_string())
             .or_default()
             .entry(seq)
-            .or_insert((Sink::Compute.applies_to(&ev), !c.initial));
+            .or_insert((sink.applies_to(&ev), !c.initial));
     }
     let all = |node: &str| -> BTreeSet<u64> {
         outbox

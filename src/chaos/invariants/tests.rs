@@ -511,26 +511,56 @@ fn events_arrive_in_order_at_least_once() {
             ..got(&[4])[0].clone()
         },
     );
-    assert_eq!(check_events(&stream, &compute, &ch), vec![]);
+    assert_eq!(check_events(&stream, &compute, Sink::Compute, &ch), vec![]);
+
+    // A new owner resending from its cursor (1, 2, 4 again after 4): a resend, in order from
+    // where it starts, is at least once; so is a resend cut short by another one.
+    assert_eq!(
+        check_events(&[], &got(&[1, 2, 4, 1, 2, 4]), Sink::Compute, &ch),
+        vec![]
+    );
+    assert_eq!(
+        check_events(&[], &got(&[1, 2, 4, 2, 1, 2, 4]), Sink::Compute, &ch),
+        vec![]
+    );
+
+    // A reader that joined at 2 and then got 1: older than anything it had.
+    let v = check_events(
+        &read("r1", &[2, 1, 2, 3, 4]),
+        &got(&[1, 2, 4]),
+        Sink::Compute,
+        &ch,
+    );
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].detail.contains("older than the first delivered"),
+        "{v:?}"
+    );
 
     let cases: [(&[u64], &str); 4] = [
-        // 2 after 4 was acknowledged: Nova would see an older state after a newer one.
-        (&[1, 2, 4, 2, 4], "reorder: seq 2 after seq 4"),
+        // 1 after 4, then 4: a resend with a hole shows an older state after a newer one with
+        // the events between missing.
+        (&[1, 2, 4, 1, 4], "reorder: seq 4 after seq 1 in a resend"),
         (&[1, 4], "gap: seq 4 after seq 1, skipping [2]"),
         (&[1, 2], "never delivered after seq 2: [4]"),
         (&[2, 4], "events from seq 1 were lost"),
     ];
     for (seqs, want) in cases {
-        let v = check_events(&[], &got(seqs), &ch);
+        let v = check_events(&[], &got(seqs), Sink::Compute, &ch);
         assert_eq!(v.len(), 1, "{seqs:?}: {v:?}");
         assert_eq!(v[0].invariant, 'e');
         assert!(v[0].detail.contains(want), "{seqs:?}: {}", v[0].detail);
     }
     // Events from before the run may have been delivered before it: no head loss then.
     let old = vec![event(1, true, true), event(2, true, false)];
-    assert_eq!(check_events(&[], &got(&[2]), &old), vec![]);
+    assert_eq!(check_events(&[], &got(&[2]), Sink::Compute, &old), vec![]);
 
-    let v = check_events(&read("r1", &[1, 3, 2, 4]), &got(&[1, 2, 4]), &ch);
+    let v = check_events(
+        &read("r1", &[1, 3, 2, 4, 4]),
+        &got(&[1, 2, 4]),
+        Sink::Compute,
+        &ch,
+    );
     assert_eq!(v.len(), 2, "{v:?}");
     assert!(
         v[0].detail.starts_with("event stream reader r1: gap"),

@@ -1,0 +1,862 @@
+//! The inner run of `ferric chaos`, inside the driver host's namespace: starts etcd, the
+//! simulated fleet, conductors and gateways on their lab hosts, enrolls the nodes, runs the
+//! workload, injects the scheduled faults one after another, checks the invariants after each
+//! and at the end, and writes the report.
+
+use super::etcd3::Etcd3;
+use super::history::{History, HistoryRecorder};
+use super::invariants::{self, Violation};
+use super::lab::Lab;
+use super::report::{FaultRecord, Report};
+use super::schedule::{self, Fault, Step};
+use super::workload::{self, Api, Plan, Records, Shared};
+use super::Args;
+use crate::procs::Proc;
+use anyhow::Context;
+use ferric_model::{decode, now_ms, NodeId, NodeName, NodeSpec, ReservationRecord};
+use nix::sys::signal::Signal;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const PREFIX: &str = "/chaos/";
+pub const ETCD_HOSTS: [&str; 3] = ["e1", "e2", "e3"];
+pub const CONDUCTOR_HOSTS: [&str; 3] = ["c1", "c2", "c3"];
+pub const GATEWAY_HOSTS: [&str; 2] = ["g1", "g2"];
+pub const SIM_HOST: &str = "bmc";
+pub const DRIVER_HOST: &str = "drv";
+const SIM_PORT: u16 = 8000;
+const API_PORT: u16 = 6385;
+
+/// Every lab host, in the order the lab creates them.
+pub fn hosts() -> Vec<String> {
+    ETCD_HOSTS
+        .iter()
+        .chain(CONDUCTOR_HOSTS.iter())
+        .chain(GATEWAY_HOSTS.iter())
+        .chain([SIM_HOST, DRIVER_HOST].iter())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// A Ferric process on a lab host, which can be killed, frozen and started again with the same
+/// arguments.
+struct Service {
+    name: String,
+    host: String,
+    args: Vec<String>,
+    dir: PathBuf,
+    proc: Option<Proc>,
+    starts: usize,
+}
+
+impl Service {
+    fn new(name: &str, host: &str, args: Vec<String>, dir: &Path) -> Service {
+        Service {
+            name: name.to_string(),
+            host: host.to_string(),
+            args,
+            dir: dir.to_path_buf(),
+            proc: None,
+            starts: 0,
+        }
+    }
+
+    fn start(&mut self, lab: &Lab) -> anyhow::Result<()> {
+        let exe = std::env::current_exe()?;
+        let mut cmd: Command = lab.command(&self.host, &exe);
+        cmd.args(&self.args);
+        self.starts += 1;
+        let log = self.dir.join(format!("{}.{}.log", self.name, self.starts));
+        self.proc = Some(crate::procs::spawn(&self.name, cmd, log)?);
+        Ok(())
+    }
+
+    fn signal(&self, sig: Signal) {
+        if let Some(p) = &self.proc {
+            p.signal(sig);
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.signal(Signal::SIGKILL);
+            p.wait_for_exit(Duration::from_secs(10));
+        }
+    }
+
+    /// Still running (not exited)?
+    fn running(&mut self) -> bool {
+        match &mut self.proc {
+            Some(p) => matches!(p.child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+/// The cluster under test.
+struct Cluster {
+    lab: Lab,
+    etcd: Etcd3,
+    kv: etcd_client::Client,
+    sim: Service,
+    conductors: Vec<Service>,
+    gateways: Vec<Service>,
+    ttl: Duration,
+}
+
+impl Cluster {
+    /// Reservations now: node -> conductor.
+    async fn owners(&mut self) -> anyhow::Result<HashMap<String, String>> {
+        let prefix = ferric_cluster::Keyspace::new(PREFIX).reservations();
+        let resp = self
+            .kv
+            .get(
+                prefix.as_str(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await?;
+        let mut out = HashMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            let node = key.trim_start_matches(&prefix).to_string();
+            if let Ok(r) = decode::<ReservationRecord>(kv.value()) {
+                out.insert(node, r.conductor);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until every node is reserved by a live conductor (`live`: conductor names);
+    /// returns how long that took, or None at the bound.
+    async fn wait_owned(
+        &mut self,
+        nodes: &[String],
+        avoid: Option<&str>,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(owners) = self.owners().await {
+                let all = nodes.iter().all(|n| {
+                    owners
+                        .get(n)
+                        .is_some_and(|c| avoid.is_none_or(|a| a != c.as_str()))
+                });
+                if all {
+                    return Some(start.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Waits until the cluster is settled: every node owned, every running conductor owning
+    /// some (when there are enough nodes), and no owner changing for a second. Returns how long
+    /// that took, or None at the bound.
+    async fn settle(&mut self, nodes: &[String], limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let mut last: Option<HashMap<String, String>> = None;
+        let mut stable_since = Instant::now();
+        while start.elapsed() < limit {
+            let running: Vec<String> = self
+                .conductors
+                .iter_mut()
+                .filter_map(|c| c.running().then(|| c.name.clone()))
+                .collect();
+            if let Ok(owners) = self.owners().await {
+                let all = nodes.iter().all(|n| owners.contains_key(n));
+                let spread = nodes.len() < 4 * running.len()
+                    || running.iter().all(|c| owners.values().any(|o| o == c));
+                if all && spread {
+                    if last.as_ref() == Some(&owners) {
+                        if stable_since.elapsed() >= Duration::from_secs(1) {
+                            return Some(start.elapsed());
+                        }
+                    } else {
+                        stable_since = Instant::now();
+                        last = Some(owners);
+                    }
+                } else {
+                    last = None;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    fn etcd_hosts(&self) -> Vec<&str> {
+        ETCD_HOSTS.to_vec()
+    }
+}
+
+/// Starts everything, runs the schedule, checks, and writes the report. Returns the report.
+pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
+    let lab = Lab::load(&dir.join("lab.json")).context("reading the lab description")?;
+    let seed = args.seed.unwrap_or(0);
+    let ttl = Duration::from_secs_f64(args.lease_ttl);
+    println!("ferric chaos: seed {seed} (replay with --seed {seed})");
+    let etcd = Etcd3::start(&lab, &ETCD_HOSTS, dir)
+        .await
+        .context("starting the 3-member etcd cluster")?;
+    let endpoints = etcd.endpoints();
+    let kv = etcd_client::Client::connect(endpoints.clone(), None).await?;
+    let etcd_arg = endpoints.join(",");
+    println!("  etcd        {etcd_arg}");
+
+    // The simulated fleet on its own host: every command it gets is logged with its sender.
+    let sim_ip = lab.ip(SIM_HOST);
+    let sim_url = format!("http://{sim_ip}:{SIM_PORT}");
+    let sim_log = dir.join("sim-commands.jsonl");
+    let mut sim = Service::new(
+        "sim",
+        SIM_HOST,
+        vec![
+            "sim".into(),
+            "--listen".into(),
+            format!("{sim_ip}:{SIM_PORT}"),
+            "--systems".into(),
+            args.nodes.to_string(),
+            "--log".into(),
+            sim_log.display().to_string(),
+            "--graceful-shutdown-secs".into(),
+            "1".into(),
+        ],
+        dir,
+    );
+    sim.start(&lab)?;
+    wait_tcp(&format!("{sim_ip}:{SIM_PORT}"), Duration::from_secs(20))
+        .await
+        .context("ferric sim did not start")?;
+
+    let records: Shared = Arc::new(Mutex::new(Records::default()));
+    let drv_ip = lab.ip(DRIVER_HOST);
+    let webhook =
+        workload::webhook(std::net::SocketAddr::new(drv_ip.into(), 0), records.clone()).await?;
+
+    let mut conductors = Vec::new();
+    for (i, host) in CONDUCTOR_HOSTS.iter().enumerate() {
+        let ip = lab.ip(host);
+        let name = format!("c{}", i + 1);
+        let a = vec![
+            "conductor".into(),
+            "--etcd".into(),
+            etcd_arg.clone(),
+            "--prefix".into(),
+            PREFIX.into(),
+            "--name".into(),
+            name.clone(),
+            "--lease-ttl".into(),
+            args.lease_ttl.to_string(),
+            "--address".into(),
+            format!("{ip}:0"),
+            "--console-listen".into(),
+            format!("{ip}:0"),
+            "--runtime-dir".into(),
+            dir.join(format!("run-{name}")).display().to_string(),
+            "--notify-url".into(),
+            webhook.clone(),
+            "--notify-backoff-max".into(),
+            "2".into(),
+        ];
+        let mut s = Service::new(&name, host, a, dir);
+        s.start(&lab)?;
+        conductors.push(s);
+    }
+    let mut gateways = Vec::new();
+    let mut urls = Vec::new();
+    for (i, host) in GATEWAY_HOSTS.iter().enumerate() {
+        let ip = lab.ip(host);
+        let name = format!("g{}", i + 1);
+        let a = vec![
+            "gateway".into(),
+            "--etcd".into(),
+            etcd_arg.clone(),
+            "--prefix".into(),
+            PREFIX.into(),
+            "--name".into(),
+            name.clone(),
+            "--listen".into(),
+            format!("{ip}:{API_PORT}"),
+            "--allow-insecure-noauth".into(),
+        ];
+        let mut s = Service::new(&name, host, a, dir);
+        s.start(&lab)?;
+        gateways.push(s);
+        urls.push(format!("http://{ip}:{API_PORT}"));
+    }
+    for u in &urls {
+        wait_tcp(u.trim_start_matches("http://"), Duration::from_secs(30))
+            .await
+            .with_context(|| format!("the gateway at {u} did not start"))?;
+    }
+    println!("  gateways    {}", urls.join(" "));
+    println!("  sim         {sim_url} (log {})", sim_log.display());
+
+    let mut cl = Cluster {
+        lab,
+        etcd,
+        kv,
+        sim,
+        conductors,
+        gateways,
+        ttl,
+    };
+    let mut recorder = History::start(endpoints.clone(), PREFIX).await?;
+
+    // Enroll: redfish nodes on the simulated fleet, fake deploy, no automated cleaning (the
+    // workload's provision cycle needs no agent), the sim's serial port as console.
+    let ids = enroll(&endpoints, &sim_url, args.nodes).await?;
+    let system_of: HashMap<String, String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("sim-{i}")))
+        .collect();
+    cl.wait_owned(&ids, None, Duration::from_secs(60))
+        .await
+        .context("the enrolled nodes were not all owned within 60 s")?;
+    println!("  nodes       {} enrolled and owned", ids.len());
+
+    let api = Api::new(urls.clone());
+    let n = ids.len();
+    let n_console = args.consoles.min(n / 4);
+    let busy = args.busy_nodes.min(n - n_console);
+    let n_power = (busy * 2 / 3).max(1);
+    let n_prov = busy.saturating_sub(n_power).max(1);
+    let console: Vec<String> = ids[..n_console].to_vec();
+    let power: Vec<String> = ids[n_console..(n_console + n_power).min(n)].to_vec();
+    let provision: Vec<String> =
+        ids[(n_console + n_power).min(n)..(n_console + n_power + n_prov).min(n)].to_vec();
+    prepare_consoles(&api, &console).await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let plan = Plan {
+        power,
+        provision,
+        console: console.clone(),
+        readers: 2,
+        finish_wait: Duration::from_secs(60),
+    };
+    let tasks = workload::start(api.clone(), plan, seed, records.clone(), stop_rx);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let steps = schedule::plan(
+        seed,
+        args.steps,
+        &args.fault_kinds(),
+        CONDUCTOR_HOSTS.len(),
+        GATEWAY_HOSTS.len(),
+        ttl,
+    );
+    let mut faults = Vec::new();
+    let mut violations: Vec<(Option<usize>, Violation)> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        println!("[{i:>3}] {}", step.fault);
+        let rec = inject(&mut cl, step, &ids).await;
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                println!("      the fault could not be injected or healed: {e:#}");
+                return Err(e);
+            }
+        };
+        println!("      {}", rec.summary());
+        faults.push(rec);
+        // Between faults: every node owned again by a live conductor, then the checks that
+        // hold at any time.
+        if cl.settle(&ids, Duration::from_secs(45)).await.is_none() {
+            violations.push((
+                Some(i),
+                Violation::new(
+                    'd',
+                    None,
+                    "the cluster did not settle (every node owned, owners steady) within 45 s after the fault was healed".into(),
+                ),
+            ));
+        }
+        let found = interim_checks(&recorder, &sim_log, &system_of).await;
+        for v in found {
+            println!("      VIOLATION {v}");
+            violations.push((Some(i), v));
+        }
+    }
+
+    // Let the workload's last requests finish, then stop it and let the cluster quiesce.
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(70), t).await;
+    }
+    let quiet = quiesce(&api, &ids, Duration::from_secs(90)).await;
+    let found = final_checks(
+        &mut cl, &recorder, &sim_log, &system_of, &records, &faults, &ids,
+    )
+    .await;
+    for v in found {
+        println!("  VIOLATION {v}");
+        violations.push((None, v));
+    }
+    if let Some(stuck) = quiet {
+        violations.push((
+            None,
+            Violation::new('f', None, format!("the cluster did not quiesce: {stuck}")),
+        ));
+    }
+    let gaps = recorder.gaps();
+    let rewatches = recorder.rewatches();
+    recorder.stop().await;
+    let mut report = Report::new(
+        args,
+        seed,
+        &steps,
+        faults,
+        violations,
+        &records.lock().unwrap(),
+        ttl,
+    );
+    report.set_recorder(gaps, rewatches);
+    for mut s in cl.conductors.drain(..).chain(cl.gateways.drain(..)) {
+        s.signal(Signal::SIGTERM);
+        if let Some(p) = s.proc.as_mut() {
+            p.wait_for_exit(Duration::from_secs(10));
+        }
+        s.kill();
+    }
+    cl.sim.kill();
+    cl.etcd.shutdown();
+    Ok(report)
+}
+
+/// Enrolls `count` redfish nodes on the simulated fleet; returns their uuids in system order.
+async fn enroll(endpoints: &[String], sim_url: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    let mut cfg = ferric_cluster::EtcdConfig::new(&endpoints.join(","));
+    cfg.endpoints = endpoints.to_vec();
+    cfg.prefix = PREFIX.into();
+    let cluster = ferric_cluster::Cluster::connect(&cfg).await?;
+    let now = now_ms();
+    let specs: Vec<NodeSpec> = (0..count)
+        .map(|i| {
+            let mut s = NodeSpec::new(NodeId::new_random(), "redfish", now);
+            s.name = NodeName::parse(&format!("chaos-{i:05}")).ok();
+            s.driver_info = crate::procs::sim_driver_info(sim_url, i);
+            s.interfaces
+                .insert("console_interface".into(), "ferric-sim".into());
+            s.interfaces
+                .insert("deploy_interface".into(), "fake".into());
+            s.automated_clean = Some(false);
+            s
+        })
+        .collect();
+    let created = cluster.create_nodes(specs).await?;
+    created
+        .into_iter()
+        .map(|r| {
+            r.map(|id| id.to_string())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect()
+}
+
+/// Powers the console nodes on and enables their consoles.
+async fn prepare_consoles(api: &Api, nodes: &[String]) -> anyhow::Result<()> {
+    use serde_json::json;
+    for id in nodes {
+        let put = |path: String, body: serde_json::Value| {
+            let api = api.clone();
+            async move {
+                for _ in 0..50 {
+                    if let workload::Answer::Got { status: 202, .. } =
+                        api.send(reqwest::Method::PUT, &path, Some(&body)).await
+                    {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                anyhow::bail!("{path} was not accepted")
+            }
+        };
+        put(
+            format!("/v1/nodes/{id}/states/power"),
+            json!({"target": "power on"}),
+        )
+        .await?;
+        put(
+            format!("/v1/nodes/{id}/states/console"),
+            json!({"enabled": true}),
+        )
+        .await?;
+    }
+    for id in nodes {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(doc) = api.node(id).await {
+                if doc["power_state"] == "power on" && doc["console_enabled"] == true {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("console node {id} was not on with its console enabled in 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Injects one fault, holds it, heals it, and measures what the cluster did.
+async fn inject(cl: &mut Cluster, step: &Step, ids: &[String]) -> anyhow::Result<FaultRecord> {
+    let started_ms = now_ms();
+    let t0 = Instant::now();
+    let mut rec = FaultRecord::new(step, started_ms);
+    let victim_nodes = |owners: &HashMap<String, String>, name: &str| -> Vec<String> {
+        owners
+            .iter()
+            .filter(|(_, c)| c.as_str() == name)
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    match step.fault {
+        Fault::KillConductor { conductor }
+        | Fault::FreezeConductor { conductor }
+        | Fault::CutConductorEtcd { conductor } => {
+            let name = cl.conductors[conductor].name.clone();
+            let owners = cl.owners().await.unwrap_or_default();
+            let moved = victim_nodes(&owners, &name);
+            rec.nodes = moved.len();
+            match step.fault {
+                Fault::KillConductor { .. } => cl.conductors[conductor].kill(),
+                Fault::FreezeConductor { .. } => cl.conductors[conductor].signal(Signal::SIGSTOP),
+                _ => {
+                    let host = cl.conductors[conductor].host.clone();
+                    cl.lab.cut(&host, &cl.etcd_hosts())?;
+                }
+            }
+            let limit = step.hold.max(cl.ttl * 3) + Duration::from_secs(20);
+            rec.failover = cl.wait_owned(&moved, Some(&name), limit).await;
+            let left = step.hold.saturating_sub(t0.elapsed());
+            tokio::time::sleep(left).await;
+            match step.fault {
+                Fault::KillConductor { .. } => {}
+                Fault::FreezeConductor { .. } => cl.conductors[conductor].signal(Signal::SIGCONT),
+                _ => {
+                    let host = cl.conductors[conductor].host.clone();
+                    cl.lab.heal(&host, &cl.etcd_hosts())?;
+                }
+            }
+            rec.healed_ms = Some(now_ms());
+            // A conductor that fenced itself may have exited; a killed one is started again.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if !cl.conductors[conductor].running() {
+                rec.restarted = true;
+                let lab = &cl.lab;
+                cl.conductors[conductor].start(lab)?;
+            }
+        }
+        Fault::CutGateway { gateway } => {
+            let host = cl.gateways[gateway].host.clone();
+            cl.lab.link_down(&host)?;
+            tokio::time::sleep(step.hold).await;
+            cl.lab.link_up(&host)?;
+            rec.healed_ms = Some(now_ms());
+        }
+        Fault::KillGateway { gateway } => {
+            cl.gateways[gateway].kill();
+            tokio::time::sleep(step.hold).await;
+            let lab = &cl.lab;
+            cl.gateways[gateway].start(lab)?;
+            rec.healed_ms = Some(now_ms());
+            rec.restarted = true;
+        }
+        Fault::KillEtcdLeader => {
+            let before = cl.owners().await.unwrap_or_default();
+            let leader = cl
+                .etcd
+                .leader()
+                .await
+                .context("no etcd leader before the kill")?;
+            rec.member = Some(leader);
+            cl.etcd.kill(leader);
+            rec.writes_resumed = cl.etcd.wait_leader(Duration::from_secs(30)).await;
+            let left = step.hold.saturating_sub(t0.elapsed());
+            tokio::time::sleep(left).await;
+            rec.nodes_lost = lost_nodes(cl, &before).await;
+            cl.etcd.restart(leader).await?;
+            rec.healed_ms = Some(now_ms());
+        }
+        Fault::StopEtcdMember { member } => {
+            let before = cl.owners().await.unwrap_or_default();
+            rec.member = Some(member);
+            cl.etcd.stop(member);
+            rec.writes_resumed = cl.etcd.wait_leader(Duration::from_secs(30)).await;
+            let left = step.hold.saturating_sub(t0.elapsed());
+            tokio::time::sleep(left).await;
+            rec.nodes_lost = lost_nodes(cl, &before).await;
+            cl.etcd.restart(member).await?;
+            rec.healed_ms = Some(now_ms());
+        }
+        Fault::SlowEtcdDisk { member } => {
+            let before = cl.owners().await.unwrap_or_default();
+            rec.member = Some(member);
+            cl.etcd
+                .slow_disk(member, Duration::from_millis(200), step.hold)
+                .await?;
+            rec.nodes_lost = lost_nodes(cl, &before).await;
+            rec.healed_ms = Some(now_ms());
+        }
+    }
+    let _ = ids;
+    rec.ended_ms = now_ms();
+    Ok(rec)
+}
+
+/// Nodes whose owner changed since `before` (a conductor lost them) while no conductor was
+/// faulted: the etcd fault alone moved them.
+async fn lost_nodes(cl: &mut Cluster, before: &HashMap<String, String>) -> Option<usize> {
+    let now = cl.owners().await.ok()?;
+    Some(
+        before
+            .iter()
+            .filter(|(n, c)| now.get(*n) != Some(*c))
+            .count(),
+    )
+}
+
+/// Checks that hold at any time: (a) so far, and (d).
+async fn interim_checks(
+    recorder: &HistoryRecorder,
+    sim_log: &Path,
+    system_of: &HashMap<String, String>,
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let log = read_sim_log(sim_log);
+    let changes = recorder.changes();
+    out.extend(invariants::check_bmc_ownership(&log, &changes, system_of));
+    match recorder.lease_snapshot().await {
+        Ok(snap) => out.extend(invariants::check_reservation_leases(&snap)),
+        Err(e) => out.push(Violation::new(
+            'd',
+            None,
+            format!("could not read the leases: {e:#}"),
+        )),
+    }
+    out
+}
+
+/// The final checks, once the workload stopped and the cluster is quiet: every invariant over
+/// the whole run.
+#[allow(clippy::too_many_arguments)]
+async fn final_checks(
+    cl: &mut Cluster,
+    recorder: &HistoryRecorder,
+    sim_log: &Path,
+    system_of: &HashMap<String, String>,
+    records: &Shared,
+    faults: &[FaultRecord],
+    ids: &[String],
+) -> Vec<Violation> {
+    let mut out = interim_checks(recorder, sim_log, system_of).await;
+    let log = read_sim_log(sim_log);
+    let changes = recorder.changes();
+    let end_ms = now_ms();
+    let ttl_ms = cl.ttl.as_millis() as u64;
+    let finals = match final_nodes(cl, ids).await {
+        Ok(f) => f,
+        Err(e) => {
+            out.push(Violation::new(
+                'b',
+                None,
+                format!("could not read the final records: {e:#}"),
+            ));
+            Vec::new()
+        }
+    };
+    let r = records.lock().unwrap();
+    let accepted: Vec<invariants::AcceptedRequest> = r
+        .requests
+        .iter()
+        .filter_map(|q| {
+            Some(invariants::AcceptedRequest {
+                node: q.node.clone(),
+                kind: match q.kind {
+                    "power" => invariants::RequestKind::Power,
+                    _ => invariants::RequestKind::Provision,
+                },
+                what: match q.target.as_str() {
+                    "active" => "deploy".to_string(),
+                    "deleted" => "undeploy".to_string(),
+                    t => t.to_string(),
+                },
+                accepted_unix_ms: q.sent_ms,
+                status: q.status?,
+            })
+        })
+        .collect();
+    out.extend(invariants::check_requests(&accepted, &changes, &finals));
+    let stream: Vec<invariants::StreamItem> = r
+        .stream
+        .iter()
+        .map(|e| invariants::StreamItem {
+            reader: format!("r{}", e.reader),
+            node: e.node.clone(),
+            seq: e.seq,
+            received_unix_ms: e.at_ms,
+        })
+        .collect();
+    let webhook: Vec<invariants::ComputeItem> = r
+        .webhook
+        .iter()
+        .map(|e| invariants::ComputeItem {
+            node: e.node.clone(),
+            seq: e.seq,
+            received_unix_ms: e.at_ms,
+            acked: true,
+        })
+        .collect();
+    out.extend(invariants::check_events(
+        &stream,
+        &webhook,
+        ferric_model::Sink::Webhook,
+        &changes,
+    ));
+    // A fault holds for at most 2 × TTL; a failover adds TTL and the takeover.
+    let slack_ms = 3 * ttl_ms + 10_000;
+    out.extend(invariants::check_transient_states(
+        &changes,
+        &invariants::TransientLimits {
+            provision_ms: 60_000,
+            per_state: Vec::new(),
+            power_op_ms: 30_000,
+            slack_ms,
+            end_unix_ms: end_ms,
+        },
+    ));
+    let gaps = console_gaps(&r.echoes, end_ms);
+    out.extend(invariants::check_consoles(
+        &log,
+        &changes,
+        system_of,
+        &gaps,
+        invariants::ConsoleLimits {
+            close_grace_ms: ttl_ms + 5_000,
+            serve_within_ms: ttl_ms + 8_000,
+            end_unix_ms: end_ms,
+        },
+    ));
+    let _ = faults;
+    out
+}
+
+/// The console outages the viewers saw: every interval longer than 3 s (viewers type once a
+/// second) between two echoes of a node, and the time since a node's last echo at the end.
+fn console_gaps(echoes: &[workload::Echo], end_ms: u64) -> Vec<invariants::ConsoleGap> {
+    let mut per_node: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for e in echoes {
+        per_node.entry(e.node.as_str()).or_default().push(e.at_ms);
+    }
+    let mut out = Vec::new();
+    for (node, mut times) in per_node {
+        times.sort_unstable();
+        for w in times.windows(2) {
+            if w[1] - w[0] > 3_000 {
+                out.push(invariants::ConsoleGap {
+                    node: node.to_string(),
+                    fault_unix_ms: w[0],
+                    first_output_after_ms: Some(w[1]),
+                });
+            }
+        }
+        if let Some(&last) = times.last() {
+            if end_ms.saturating_sub(last) > 3_000 {
+                out.push(invariants::ConsoleGap {
+                    node: node.to_string(),
+                    fault_unix_ms: last,
+                    first_output_after_ms: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Every node's final spec and status, read from etcd.
+async fn final_nodes(
+    cl: &mut Cluster,
+    ids: &[String],
+) -> anyhow::Result<Vec<invariants::FinalNode>> {
+    let mut out = Vec::new();
+    for id in ids {
+        let keys = ferric_cluster::Keyspace::new(PREFIX);
+        let spec = cl.kv.get(format!("{}{id}", keys.nodes()), None).await?;
+        let status = cl.kv.get(format!("{}{id}", keys.statuses()), None).await?;
+        let (Some(spec), Some(status)) = (spec.kvs().first(), status.kvs().first()) else {
+            anyhow::bail!("node {id} has no spec or no status in etcd");
+        };
+        let spec: NodeSpec = decode(spec.value())?;
+        let status: ferric_model::NodeStatus = decode(status.value())?;
+        out.push(invariants::FinalNode::of(&spec, &status));
+    }
+    Ok(out)
+}
+
+/// Waits until no node has a target state left; None when quiet, else which are not.
+async fn quiesce(api: &Api, ids: &[String], limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut busy = BTreeMap::new();
+        for id in ids {
+            match api.node(id).await {
+                Some(doc) => {
+                    if !doc["target_power_state"].is_null()
+                        || !doc["target_provision_state"].is_null()
+                    {
+                        busy.insert(
+                            id.clone(),
+                            format!(
+                                "{} -> {} / {} -> {}",
+                                doc["power_state"],
+                                doc["target_power_state"],
+                                doc["provision_state"],
+                                doc["target_provision_state"]
+                            ),
+                        );
+                    }
+                }
+                None => {
+                    busy.insert(id.clone(), "not readable through the API".into());
+                }
+            }
+        }
+        if busy.is_empty() {
+            return None;
+        }
+        if Instant::now() > deadline {
+            return Some(format!("{busy:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The simulated fleet's log file, every entry (a torn last line is skipped).
+pub fn read_sim_log(path: &Path) -> Vec<ferric_sim::LogEntry> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+async fn wait_tcp(addr: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("nothing listens on {addr} after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
