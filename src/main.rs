@@ -49,6 +49,9 @@ pub(crate) enum Cmd {
     /// Check a config file: both roles' options, and the etcd cluster it names (version,
     /// members, leader, access to the prefix).
     Check(check::Args),
+    /// Build a chaos lab (network namespaces, a 3-member etcd), exercise its faults, remove it.
+    #[command(hide = true)]
+    ChaosLabSelftest(chaos::lab_selftest::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -87,6 +90,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Gateway(args) => gateway_cmd::run(*args).await,
             Cmd::Sim(args) => sim_cmd::run(args).await,
             Cmd::Check(args) => check::run(args).await,
+            Cmd::ChaosLabSelftest(args) => chaos::lab_selftest::run(args).await,
         }
     });
     match result {

@@ -15,6 +15,8 @@
 //! - `etcd3`: the 3-member etcd cluster on three lab hosts: leader, kill, stop and restart, slow disk.
 //! - `history`: the recorder of etcd's revision history (every change under the prefix with the
 //!   time it was seen) and of leases.
+//! - `lab_selftest`: the hidden `ferric chaos-lab-selftest`, which proves `lab` and `etcd3` on
+//!   this machine (tests/chaos_lab.rs).
 //! - `invariants`: the checks (a) to (f) over the records, pure functions with unit tests.
 //! - `workload`, `schedule`, `run`, `report`: the workload through the API, the seeded fault
 //!   schedule, the inner run, and the report.
@@ -23,3 +25,4 @@ pub mod etcd3;
 pub mod history;
 pub mod invariants;
 pub mod lab;
+pub mod lab_selftest;
