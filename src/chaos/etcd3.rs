@@ -365,7 +365,7 @@ impl Etcd3 {
             .stderr(Stdio::piped());
         // SIGTERM when this process dies: strace then detaches cleanly.
         crate::sys::die_with_parent(&mut cmd);
-        let mut strace = cmd.spawn().context("starting strace")?;
+        let mut strace = super::lab::spawn_lasting(cmd).context("starting strace")?;
         tokio::time::sleep(duration).await;
         let spid = Pid::from_raw(strace.id() as i32);
         let _ = kill(spid, Signal::SIGINT);

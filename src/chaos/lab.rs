@@ -631,6 +631,37 @@ impl Drop for Lab {
     }
 }
 
+/// Spawns `cmd` on a thread that lives as long as the process. The parent-death signal of
+/// `die_with_parent` fires when the spawning *thread* exits, and tokio's blocking-pool threads
+/// (where a task may find itself after `block_in_place`) exit when idle: a member spawned there
+/// would get SIGTERM in the middle of a run.
+pub(crate) fn spawn_lasting(cmd: Command) -> std::io::Result<std::process::Child> {
+    use std::sync::mpsc;
+    type Job = (Command, mpsc::Sender<std::io::Result<std::process::Child>>);
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        // Never exits: the sender lives in this static.
+        let _ = std::thread::Builder::new()
+            .name("lab-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+        std::sync::Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    tx.lock()
+        .map_err(|_| std::io::Error::other("lab spawner poisoned"))?
+        .send((cmd, reply))
+        .map_err(|_| std::io::Error::other("lab spawner gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("lab spawner gone"))?
+}
+
 /// A process started in a lab host: remembers its host, program and arguments so it can be
 /// restarted the same way (arguments may be changed in between), logs to a file (appended
 /// across restarts), is signalled by pid and stopped when dropped.
@@ -665,8 +696,7 @@ impl LabProc {
             .stdout(out.try_clone()?)
             .stderr(out);
         crate::sys::die_with_parent(&mut cmd);
-        let child = cmd
-            .spawn()
+        let child = spawn_lasting(cmd)
             .with_context(|| format!("starting {} in {}", self.name, self.host))?;
         self.proc = Some(Proc {
             name: self.name.clone(),
