@@ -52,6 +52,9 @@ pub(crate) enum Cmd {
     /// Chaos: a multi-host cluster in network namespaces under a seeded fault schedule, with
     /// every invariant checked from independent records (root only).
     Chaos(chaos::Args),
+    /// Build a chaos lab (network namespaces, a 3-member etcd), exercise its faults, remove it.
+    #[command(hide = true)]
+    ChaosLabSelftest(chaos::lab_selftest::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -91,6 +94,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Sim(args) => sim_cmd::run(args).await,
             Cmd::Check(args) => check::run(args).await,
             Cmd::Chaos(args) => chaos::run(args).await,
+            Cmd::ChaosLabSelftest(args) => chaos::lab_selftest::run(args).await,
         }
     });
     match result {

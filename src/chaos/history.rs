@@ -440,11 +440,6 @@ impl HistoryRecorder {
         lock(&self.shared).rewatches.clone()
     }
 
-    /// The last revision the recorder has seen everything up to.
-    pub fn revision(&self) -> i64 {
-        lock(&self.shared).revision
-    }
-
     /// Live leases, then every reservation and conductor key with its lease (one revision), then
     /// live leases again (invariant (d)).
     pub async fn lease_snapshot(&self) -> anyhow::Result<LeaseSnapshot> {

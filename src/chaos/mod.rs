@@ -15,6 +15,8 @@
 //! - `etcd3`: the 3-member etcd cluster on three lab hosts: leader, kill, stop and restart, slow disk.
 //! - `history`: the recorder of etcd's revision history (every change under the prefix with the
 //!   time it was seen) and of leases.
+//! - `lab_selftest`: the hidden `ferric chaos-lab-selftest`, which proves `lab` and `etcd3` on
+//!   this machine (tests/chaos_lab.rs).
 //! - `invariants`: the checks (a) to (f) over the records, pure functions with unit tests.
 //! - `workload`, `schedule`, `run`, `report`: the workload through the API, the seeded fault
 //!   schedule, the inner run, and the report.
@@ -23,6 +25,7 @@ pub mod etcd3;
 pub mod history;
 pub mod invariants;
 pub mod lab;
+pub mod lab_selftest;
 pub mod report;
 pub mod run;
 pub mod schedule;
@@ -168,7 +171,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     println!("ferric chaos: seed {seed}; files in {}", dir.display());
-    let lab = lab::Lab::create(
+    let mut lab = lab::Lab::create(
         &lab::LabSpec {
             hosts: run::hosts(),
         },
@@ -176,7 +179,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .context("building the lab's network namespaces")?;
     let outcome = outer(&args, seed, &dir, &lab).await;
-    lab.destroy();
+    for e in lab.destroy() {
+        eprintln!("ferric chaos: clean-up: {e}");
+    }
     if let (Some(to), Ok(text)) = (
         &args.report,
         std::fs::read_to_string(dir.join("report.json")),

@@ -6,18 +6,16 @@
 use super::etcd3::Etcd3;
 use super::history::{History, HistoryRecorder};
 use super::invariants::{self, Violation};
-use super::lab::Lab;
+use super::lab::{Lab, LabProc};
 use super::report::{FaultRecord, Report};
 use super::schedule::{self, Fault, Step};
 use super::workload::{self, Api, Plan, Records, Shared};
 use super::Args;
-use crate::procs::Proc;
 use anyhow::Context;
 use ferric_model::{decode, now_ms, NodeId, NodeName, NodeSpec, ReservationRecord};
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,15 +39,14 @@ pub fn hosts() -> Vec<String> {
         .collect()
 }
 
-/// A Ferric process on a lab host, which can be killed, frozen and started again with the same
-/// arguments.
+/// A Ferric process on a lab host (the same executable), which can be killed, frozen and
+/// started again with the same arguments.
 struct Service {
     name: String,
     host: String,
     args: Vec<String>,
     dir: PathBuf,
-    proc: Option<Proc>,
-    starts: usize,
+    proc: Option<LabProc>,
 }
 
 impl Service {
@@ -60,38 +57,47 @@ impl Service {
             args,
             dir: dir.to_path_buf(),
             proc: None,
-            starts: 0,
         }
     }
 
     fn start(&mut self, lab: &Lab) -> anyhow::Result<()> {
-        let exe = std::env::current_exe()?;
-        let mut cmd: Command = lab.command(&self.host, &exe);
-        cmd.args(&self.args);
-        self.starts += 1;
-        let log = self.dir.join(format!("{}.{}.log", self.name, self.starts));
-        self.proc = Some(crate::procs::spawn(&self.name, cmd, log)?);
-        Ok(())
+        match &mut self.proc {
+            Some(p) => p.restart(),
+            None => {
+                let log = self.dir.join(format!("{}.log", self.name));
+                let p = lab.spawn(
+                    &self.host,
+                    &self.name,
+                    std::env::current_exe()?,
+                    self.args.clone(),
+                    log,
+                )?;
+                self.proc = Some(p);
+                Ok(())
+            }
+        }
     }
 
-    fn signal(&self, sig: Signal) {
-        if let Some(p) = &self.proc {
+    fn signal(&mut self, sig: Signal) {
+        if let Some(p) = &mut self.proc {
             p.signal(sig);
         }
     }
 
     fn kill(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.signal(Signal::SIGKILL);
-            p.wait_for_exit(Duration::from_secs(10));
+        if let Some(p) = &mut self.proc {
+            p.kill();
         }
     }
 
-    /// Still running (not exited)?
+    /// Still running (not exited; a frozen process runs)?
     fn running(&mut self) -> bool {
-        match &mut self.proc {
-            Some(p) => matches!(p.child.try_wait(), Ok(None)),
-            None => false,
+        self.proc.as_mut().is_some_and(|p| p.is_running())
+    }
+
+    fn stop(&mut self) {
+        if let Some(p) = &mut self.proc {
+            p.stop(Duration::from_secs(10));
         }
     }
 }
@@ -200,7 +206,7 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
     let seed = args.seed.unwrap_or(0);
     let ttl = Duration::from_secs_f64(args.lease_ttl);
     println!("ferric chaos: seed {seed} (replay with --seed {seed})");
-    let etcd = Etcd3::start(&lab, &ETCD_HOSTS, dir)
+    let etcd = Etcd3::start(&lab, &ETCD_HOSTS, dir, super::etcd3::EtcdTiming::default())
         .await
         .context("starting the 3-member etcd cluster")?;
     let endpoints = etcd.endpoints();
@@ -418,15 +424,13 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
         ttl,
     );
     report.set_recorder(gaps, rewatches);
-    for mut s in cl.conductors.drain(..).chain(cl.gateways.drain(..)) {
-        s.signal(Signal::SIGTERM);
-        if let Some(p) = s.proc.as_mut() {
-            p.wait_for_exit(Duration::from_secs(10));
-        }
-        s.kill();
+    for s in cl.conductors.iter_mut().chain(cl.gateways.iter_mut()) {
+        s.stop();
     }
-    cl.sim.kill();
-    cl.etcd.shutdown();
+    cl.sim.stop();
+    for i in 0..cl.etcd.len() {
+        cl.etcd.stop(i);
+    }
     Ok(report)
 }
 
@@ -583,7 +587,7 @@ async fn inject(cl: &mut Cluster, step: &Step, ids: &[String]) -> anyhow::Result
             let left = step.hold.saturating_sub(t0.elapsed());
             tokio::time::sleep(left).await;
             rec.nodes_lost = lost_nodes(cl, &before).await;
-            cl.etcd.restart(leader).await?;
+            cl.etcd.restart(leader)?;
             rec.healed_ms = Some(now_ms());
         }
         Fault::StopEtcdMember { member } => {
@@ -594,7 +598,7 @@ async fn inject(cl: &mut Cluster, step: &Step, ids: &[String]) -> anyhow::Result
             let left = step.hold.saturating_sub(t0.elapsed());
             tokio::time::sleep(left).await;
             rec.nodes_lost = lost_nodes(cl, &before).await;
-            cl.etcd.restart(member).await?;
+            cl.etcd.restart(member)?;
             rec.healed_ms = Some(now_ms());
         }
         Fault::SlowEtcdDisk { member } => {

@@ -373,11 +373,11 @@ impl Worker {
                 Some(&body),
             )
             .await;
-        let (status, gateway) = match &answer {
+        let (status, gateway, lost) = match &answer {
             Answer::Got {
                 status, gateway, ..
-            } => (Some(*status), *gateway),
-            Answer::Lost { gateway, .. } => (None, *gateway),
+            } => (Some(*status), *gateway, None),
+            Answer::Lost { gateway, error } => (None, *gateway, Some(error.clone())),
         };
         let mut req = Request {
             node: self.node.clone(),
@@ -387,7 +387,7 @@ impl Worker {
             status,
             gateway,
             finished_ms: None,
-            outcome: None,
+            outcome: lost.map(|e| format!("unanswered: {e}")),
         };
         if status == Some(202) || status.is_none() {
             let deadline = tokio::time::Instant::now() + self.finish_wait;
