@@ -212,8 +212,27 @@ async fn baremetal_cli_drivers_fields_traits_and_lifecycle() {
     }
     assert!(validate.as_array().unwrap().len() >= 10, "{validate}");
 
-    cli.ok(&["node", "deploy", "nf-0", "--wait", "120"]);
+    // 409 while a transition is under way, and the client's own retries (409 and 503, 2 s
+    // apart) carry a change through once it ends: each fake step takes 3 s here.
+    cli.ok(&["node", "set", "nf-0", "--driver-info", "fake_step_secs=3"]);
+    cli.ok(&["node", "deploy", "nf-0"]);
+    let err = cli.refused(&["node", "set", "nf-0", "--extra", "rack=4"]);
+    assert!(
+        err.contains("can not be updated while a state transition is in progress")
+            && err.contains("HTTP 409"),
+        "{err}"
+    );
+    let started = Instant::now();
+    cli.ok(&["node", "set", "nf-0", "--extra", "rack=4"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the change went through at once, not after a retry"
+    );
     assert_eq!(cli.field("nf-0", "provision_state"), "active");
+    let extra: Value = serde_json::from_str(&fleet.spec(&id).await.extra).unwrap();
+    // The client sends `4` as JSON (python-ironicclient deserializes values).
+    assert_eq!(extra, json!({"rack": 4}));
+    cli.ok(&["node", "unset", "nf-0", "--driver-info", "fake_step_secs"]);
     cli.ok(&[
         "node",
         "set",
@@ -569,6 +588,27 @@ async fn metal3_http_openstacksdk_and_bad_input() {
     );
     assert_eq!(verb("active").status, 202);
     wait_state(&fleet, p, "m3-0", "active");
+    // Protected: undeploy, rebuild and delete are Ironic's `NodeProtected`, a 403.
+    let r = patch(
+        json!([{"op": "replace", "path": "/protected", "value": true},
+               {"op": "replace", "path": "/protected_reason", "value": "prod"}]),
+        "1.81",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    const PROTECTED: &str = "is protected and cannot be undeployed, rebuilt or deleted";
+    expect(&verb("deleted"), 403, PROTECTED);
+    expect(&verb("rebuild"), 403, PROTECTED);
+    expect(
+        &call(p, "DELETE", "/v1/nodes/m3-0", "1.81", None),
+        403,
+        PROTECTED,
+    );
+    let r = patch(
+        json!([{"op": "replace", "path": "/protected", "value": false}]),
+        "1.81",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["protected_reason"], Value::Null, "{}", r.body);
     let r = patch(
         json!([{"op": "replace", "path": "/retired", "value": true},
                {"op": "replace", "path": "/retired_reason", "value": "end of life"}]),

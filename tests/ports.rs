@@ -227,6 +227,15 @@ async fn refusals_vif_rules_races_corrupt_records_and_node_delete() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.fault().contains("'colour' was unexpected"), "{}", r.body);
+    // `fields` naming a field ports do not have: Ironic's 400 and message.
+    let r = api(gw.port, "GET", "/v1/ports?fields=uuid,colour", None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.fault(),
+        r#"Field(s) "colour" are not valid"#,
+        "{}",
+        r.body
+    );
     let big = "x".repeat(2 * 1024 * 1024);
     let r = post(
         &gw,

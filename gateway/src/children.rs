@@ -156,16 +156,21 @@ fn fields_param<R: Resource>(p: &Params, v: ApiVersion) -> Result<Option<Vec<Str
     if !v.at_least(crate::version::V_FIELDS) {
         return Err(ApiError::not_acceptable());
     }
+    let mut invalid = Vec::new();
     for n in &names {
         match since::<R>(n) {
             Some(s) if !v.at_least(s) => return Err(ApiError::not_acceptable()),
             Some(_) => {}
-            None => {
-                return Err(ApiError::BadRequest(format!(
-                    "Field {n} is not a valid field."
-                )))
-            }
+            None => invalid.push(n.as_str()),
         }
+    }
+    // Ironic's `check_for_invalid_fields` (ports, port groups, volume resources; nodes have
+    // their own message).
+    if !invalid.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "Field(s) \"{}\" are not valid",
+            invalid.join(", ")
+        )));
     }
     Ok(Some(names))
 }

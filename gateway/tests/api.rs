@@ -1093,6 +1093,20 @@ async fn maintenance_boot_device_validate_states_and_delete() {
     w.call("DELETE", "/v1/nodes/m1", None).await.expect(404);
     w.enroll(json!({"driver": "fake-hardware", "name": "m1"}))
         .await;
+    // In maintenance, a node with an instance may be deleted, as Ironic's `destroy_node`
+    // allows (its way out for a broken node).
+    w.call("PATCH", "/v1/nodes/m1", Some(json!([{"op": "add", "path": "/instance_uuid", "value": "6d85703a-565d-469a-96ce-30b6de53079d"}])))
+        .await
+        .expect(200);
+    w.call(
+        "PUT",
+        "/v1/nodes/m1/maintenance",
+        Some(json!({"reason": "BMC gone"})),
+    )
+    .await
+    .expect(202);
+    w.call("DELETE", "/v1/nodes/m1", None).await.expect(204);
+    w.get("/v1/nodes/m1").await.expect(404);
 }
 
 #[tokio::test]

@@ -290,7 +290,9 @@ fn delete_allowed(s: ProvisionState) -> bool {
 fn check_delete(node: &NodeRef) -> Result<(), ApiError> {
     let spec = &node.spec.spec;
     let st = node.status();
-    if let Some(instance) = spec.instance_uuid {
+    // Ironic's `destroy_node`: in maintenance a node with an instance may still be deleted
+    // (its way out for a hopelessly broken node), as any state may.
+    if let Some(instance) = spec.instance_uuid.filter(|_| !spec.maintenance) {
         return Err(ApiError::Conflict(format!(
             "Node {} is associated with instance {instance}.",
             spec.id
