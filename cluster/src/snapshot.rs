@@ -9,6 +9,10 @@ pub struct SnapshotNode {
     pub id: NodeId,
     /// (driver, conductor group), or why the spec cannot be read.
     pub placement: Result<(String, String), String>,
+    /// The spec's `mod_revision` at the snapshot: after a lost watch, a running node actor that
+    /// has an older spec re-reads it (the watch restarts after the snapshot, so a change made
+    /// while it was down reaches the actor only this way).
+    pub mod_rev: i64,
 }
 
 pub struct SnapshotReservation {
@@ -36,6 +40,7 @@ impl Cluster {
                 nodes.push(SnapshotNode {
                     id,
                     placement: placement_of(kv.value()),
+                    mod_rev: kv.mod_revision(),
                 });
             }
         })

@@ -197,6 +197,9 @@ pub enum NodeMsg {
     Spec(Box<NodeSpec>, i64),
     /// The spec at this revision could not be decoded.
     SpecUnreadable(String, i64),
+    /// The spec's revision is this (a snapshot after a lost watch): read it if it is newer
+    /// than the one this actor has.
+    SpecAt(i64),
     /// Look at the spec and status and do the next piece of work.
     Reconcile,
     /// From this node's power actor.
@@ -476,6 +479,31 @@ impl Actor for NodeActor {
                 state.spec_error = Some(format!("node spec record is unreadable: {error}"));
                 state.spec_unreadable = true;
                 Box::pin(reconcile::reconcile(&myself, state)).await
+            }
+            NodeMsg::SpecAt(rev) => {
+                if rev <= state.spec_rev {
+                    return Ok(());
+                }
+                match state.ctx.store.read_node(state.id).await {
+                    Ok(view) => {
+                        Box::pin(on_spec(&myself, state, Box::new(view.spec), view.spec_rev)).await
+                    }
+                    Err(ferric_cluster::ClusterError::Corrupt { source, .. }) => {
+                        state.spec_rev = rev;
+                        state.spec_error =
+                            Some(format!("node spec record is unreadable: {source}"));
+                        state.spec_unreadable = true;
+                        Box::pin(reconcile::reconcile(&myself, state)).await
+                    }
+                    Err(e) => {
+                        // Look again later; the snapshot's revision still says what to catch up to.
+                        state.failures = state.failures.saturating_add(1);
+                        let after = effects::retry_delay(state.failures, state.id.as_bytes()[0]);
+                        tracing::warn!(node = %state.id, error = %e, "cannot read the spec after a lost watch; retrying");
+                        myself.send_after(after, move || NodeMsg::SpecAt(rev));
+                        return Ok(());
+                    }
+                }
             }
             NodeMsg::Reconcile => {
                 state.timers.retry = false;

@@ -424,8 +424,18 @@ impl<'a> Session<'a> {
             }
         }
         let revision = snap.revision;
+        let specs: Vec<(NodeId, i64)> = snap.nodes.iter().map(|n| (n.id, n.mod_rev)).collect();
         let fx = self.table.resync(snap);
         self.execute(fx, &mut HashMap::new());
+        // The watches restart after the snapshot: a spec changed while they were down (an
+        // intent the gateway accepted) reaches a running actor only if it looks again.
+        for (id, rev) in specs {
+            if self.table.runs(&id) {
+                let _ = self
+                    .sup
+                    .cast(SupervisorMsg::Forward(id, NodeMsg::SpecAt(rev)));
+            }
+        }
         let from = revision + 1;
         for (kind, prefix) in [
             (Kind::Conductors, self.cluster.keys().conductors()),

@@ -355,6 +355,37 @@ async fn a_power_request_is_carried_out_and_recorded_with_its_event() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_spec_change_whose_watch_event_was_lost_is_read_after_the_snapshot() {
+    let machine = Machine::new(false);
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine.clone();
+    let node = setup.start().await;
+    // The gateway accepts a power request while the conductor's watch is down: the record
+    // changes, no watch event comes.
+    let watcher = node.store.with(|i| i.watcher.take());
+    node.power(1, PowerTarget::On, None);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(machine.commands().is_empty(), "{:?}", machine.commands());
+    // The conductor re-reads the cluster and tells each running actor its spec's revision.
+    let rev = node.store.with(|i| {
+        i.watcher = watcher;
+        i.spec_rev
+    });
+    node.actor.send_message(NodeMsg::SpecAt(rev)).unwrap();
+    let st = node
+        .until("power on done", |i| {
+            i.status.clone().filter(|s| s.power_seq_done == 1)
+        })
+        .await;
+    assert_eq!(st.power_state, Some(PowerState::On));
+    assert_eq!(machine.commands(), ["power on"]);
+    // An older or equal revision (a snapshot that raced the watch) reads nothing again.
+    node.actor.send_message(NodeMsg::SpecAt(rev)).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(machine.commands(), ["power on"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_soft_power_off_that_times_out_never_cuts_power_under_the_error_policy() {
     let machine = Machine::stubborn(true);
     let mut setup = Setup::new("fake-hardware");

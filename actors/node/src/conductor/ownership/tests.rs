@@ -44,6 +44,7 @@ fn ipmi(n: &NodeId) -> SnapshotNode {
     SnapshotNode {
         id: *n,
         placement: Ok(("ipmi".into(), String::new())),
+        mod_rev: 1,
     }
 }
 
@@ -481,6 +482,7 @@ fn a_node_nobody_serves_gets_a_caretaker_and_moves_when_a_capable_conductor_join
         .map(|n| SnapshotNode {
             id: *n,
             placement: Ok(("fake-hardware".into(), String::new())),
+            mod_rev: 1,
         })
         .collect();
     let (mut t, _) = joined(snap);
