@@ -347,7 +347,15 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
         readers: 2,
         finish_wait: Duration::from_secs(60),
     };
-    let tasks = workload::start(api.clone(), plan, seed, records.clone(), stop_rx);
+    let (stop_watching_tx, stop_watching_rx) = tokio::sync::watch::channel(false);
+    let running = workload::start(
+        api.clone(),
+        plan,
+        seed,
+        records.clone(),
+        stop_rx,
+        stop_watching_rx,
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let steps = schedule::plan(
@@ -393,12 +401,25 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
 
     // Let the workload's last requests finish, then stop it and let the cluster quiesce.
     let _ = stop_tx.send(true);
-    for t in tasks {
+    for t in running.workers {
         let _ = tokio::time::timeout(Duration::from_secs(70), t).await;
     }
     let quiet = quiesce(&api, &ids, Duration::from_secs(90)).await;
+    // The last events reach the readers and the webhook; the viewers stop with them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let watched_until = now_ms();
+    let _ = stop_watching_tx.send(true);
+    for t in running.watchers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
     let found = final_checks(
-        &mut cl, &recorder, &sim_log, &system_of, &records, &faults, &ids,
+        &mut cl,
+        &recorder,
+        &sim_log,
+        &system_of,
+        &records,
+        watched_until,
+        &ids,
     )
     .await;
     for v in found {
@@ -658,7 +679,7 @@ async fn final_checks(
     sim_log: &Path,
     system_of: &HashMap<String, String>,
     records: &Shared,
-    faults: &[FaultRecord],
+    watched_until: u64,
     ids: &[String],
 ) -> Vec<Violation> {
     let mut out = interim_checks(recorder, sim_log, system_of).await;
@@ -737,7 +758,7 @@ async fn final_checks(
             end_unix_ms: end_ms,
         },
     ));
-    let gaps = console_gaps(&r.echoes, end_ms);
+    let gaps = console_gaps(&r.echoes, watched_until);
     out.extend(invariants::check_consoles(
         &log,
         &changes,
@@ -746,10 +767,9 @@ async fn final_checks(
         invariants::ConsoleLimits {
             close_grace_ms: ttl_ms + 5_000,
             serve_within_ms: ttl_ms + 8_000,
-            end_unix_ms: end_ms,
+            end_unix_ms: watched_until,
         },
     ));
-    let _ = faults;
     out
 }
 

@@ -205,14 +205,23 @@ pub struct Plan {
     pub finish_wait: Duration,
 }
 
-/// Starts every worker; they run until `stop` turns true.
+/// The running workload: the workers that change nodes, and the watchers (console viewers,
+/// stream readers) that are stopped after the cluster has quiesced, so that they see the last
+/// changes too.
+pub struct Running {
+    pub workers: Vec<tokio::task::JoinHandle<()>>,
+    pub watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts every worker (until `stop` turns true) and watcher (until `stop_watching` does).
 pub fn start(
     api: Api,
     plan: Plan,
     seed: u64,
     records: Shared,
     stop: watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+    stop_watching: watch::Receiver<bool>,
+) -> Running {
     let mut tasks = Vec::new();
     for (i, node) in plan.power.iter().enumerate() {
         let w = Worker::new(
@@ -236,6 +245,8 @@ pub fn start(
         );
         tasks.push(tokio::spawn(w.provision()));
     }
+    let workers = std::mem::take(&mut tasks);
+    let stop = stop_watching;
     for node in &plan.console {
         tasks.push(tokio::spawn(viewer(
             api.clone(),
@@ -252,7 +263,10 @@ pub fn start(
             stop.clone(),
         )));
     }
-    tasks
+    Running {
+        workers,
+        watchers: tasks,
+    }
 }
 
 struct Worker {
@@ -482,7 +496,10 @@ async fn viewer(api: Api, node: String, records: Shared, stop: watch::Receiver<b
                             seen = rest[digits.len()..].to_string();
                         }
                         if seen.len() > 4096 {
-                            let cut = seen.len() - 64;
+                            let mut cut = seen.len() - 64;
+                            while !seen.is_char_boundary(cut) {
+                                cut += 1;
+                            }
                             seen = seen[cut..].to_string();
                         }
                     }
