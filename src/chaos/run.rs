@@ -117,13 +117,27 @@ impl Cluster {
     /// Reservations now: node -> conductor.
     async fn owners(&mut self) -> anyhow::Result<HashMap<String, String>> {
         let prefix = ferric_cluster::Keyspace::new(PREFIX).reservations();
-        let resp = self
-            .kv
-            .get(
-                prefix.as_str(),
-                Some(etcd_client::GetOptions::new().with_prefix()),
+        // etcd may be electing a leader or have lost the member this client used: try again.
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let got = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.kv.get(
+                    prefix.as_str(),
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                ),
             )
-            .await?;
+            .await;
+            match got {
+                Ok(Ok(r)) => break r,
+                Ok(Err(e)) if attempt >= 10 => return Err(e.into()),
+                Err(_) if attempt >= 10 => {
+                    anyhow::bail!("etcd did not answer a read in 2 s, 10 times")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
         let mut out = HashMap::new();
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).to_string();

@@ -64,8 +64,11 @@ pub(super) struct Session<'a> {
     pub(super) lease: Option<LeaseKeeper>,
     ctx: Option<Arc<NodeCtx>>,
     table: Ownership,
-    /// A watch was lost and re-reading failed; retried until it works or the lease fences us.
-    resync_pending: bool,
+    /// A watch was lost and re-reading failed: when to try again (until it works or the lease
+    /// fences us). An instant, not a fresh sleep per loop: the loop wakes for every input, and
+    /// a 500 ms sleep created anew each time never fired on a busy conductor, which then stayed
+    /// blind to membership and specs for good (found by `ferric chaos`).
+    resync_at: Option<Instant>,
     /// This conductor's membership record, for reporting `running`.
     record: Option<ConductorRecord>,
     reported: u64,
@@ -115,7 +118,7 @@ impl<'a> Session<'a> {
                 cfg.acquire_parallel,
                 ferric_cluster::reservations::BATCH,
             ),
-            resync_pending: false,
+            resync_at: None,
             record: None,
             reported: 0,
             reported_sync: SyncReport::default(),
@@ -179,7 +182,7 @@ impl<'a> Session<'a> {
                     }
                 }
                 _ = tick.tick() => self.table.mark_all_dirty(),
-                _ = tokio::time::sleep(Duration::from_millis(500)), if self.resync_pending => {
+                _ = tokio::time::sleep_until(self.resync_at.unwrap_or_else(Instant::now)), if self.resync_at.is_some() => {
                     self.try_resync().await;
                 }
                 _ = tokio::time::sleep_until(hold_until.unwrap_or_else(Instant::now)), if hold_until.is_some() => {
@@ -468,12 +471,12 @@ impl<'a> Session<'a> {
             t.abort();
         }
         match self.resync().await {
-            Ok(()) => self.resync_pending = false,
+            Ok(()) => self.resync_at = None,
             Err(e) => {
-                if !self.resync_pending {
+                if self.resync_at.is_none() {
                     tracing::warn!(error = %e, "cannot re-read the cluster; retrying until the lease deadline");
                 }
-                self.resync_pending = true;
+                self.resync_at = Some(Instant::now() + Duration::from_millis(500));
             }
         }
     }
