@@ -829,11 +829,15 @@ async fn final_nodes(
         let keys = ferric_cluster::Keyspace::new(PREFIX);
         let spec = cl.kv.get(format!("{}{id}", keys.nodes()), None).await?;
         let status = cl.kv.get(format!("{}{id}", keys.statuses()), None).await?;
-        let (Some(spec), Some(status)) = (spec.kvs().first(), status.kvs().first()) else {
-            anyhow::bail!("node {id} has no spec or no status in etcd");
+        let Some(spec) = spec.kvs().first() else {
+            anyhow::bail!("node {id} has no spec in etcd");
         };
         let spec: NodeSpec = decode(spec.value())?;
-        let status: ferric_model::NodeStatus = decode(status.value())?;
+        // A node no owner had reason to write yet has no status: enroll, power unknown.
+        let status: ferric_model::NodeStatus = match status.kvs().first() {
+            Some(kv) => decode(kv.value())?,
+            None => ferric_model::NodeStatus::default(),
+        };
         out.push(invariants::FinalNode::of(&spec, &status));
     }
     Ok(out)
