@@ -174,6 +174,23 @@ fn every_invariant_holds_under_the_ci_fault_schedule() {
             assert!(f["writes_resumed"].is_number(), "etcd took no writes: {f}");
         }
     }
+    // The checks read real records: commands the BMCs got, ownership epochs, history entries,
+    // outbox events and console sessions (an empty record would pass every check).
+    let c = &report["checked"];
+    for (field, min) in [
+        ("bmc_commands", 50),
+        ("reservations_created", 60),
+        ("history_entries", 20),
+        ("outbox_events", 10),
+        ("console_sessions", 3),
+    ] {
+        assert!(
+            c[field].as_u64().unwrap_or(0) >= min,
+            "checked {field} below {min}: {}",
+            ctx()
+        );
+    }
+    assert_eq!(report["checks"]["ok"], true, "{}", ctx());
     // The workload really ran through the faults: requests accepted, events read (and the
     // stream resumed), deliveries received, consoles echoing (and viewers reconnected).
     let w = &report["workload"];

@@ -144,6 +144,23 @@ pub struct WorkloadFigures {
     pub viewer_told_reconnecting: usize,
 }
 
+/// The size of the independent records the final checks read.
+#[derive(Debug, Serialize, Default, Clone)]
+pub struct Checked {
+    /// Redfish requests conductors sent to the simulated BMCs.
+    pub bmc_commands: usize,
+    /// Reservations created (ownership epochs) in etcd's history.
+    pub reservations_created: usize,
+    /// Node history entries written during the run.
+    pub history_entries: usize,
+    /// Power events written to the outbox during the run.
+    pub outbox_events: usize,
+    /// Serial console sessions the BMCs opened for conductors.
+    pub console_sessions: usize,
+    /// Changes the history recorder saw in all.
+    pub changes: usize,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub seed: u64,
@@ -162,6 +179,8 @@ pub struct Report {
     pub checks: Summary,
     /// Why the history recorder had to watch again (etcd member lost, a stalled watch).
     pub recorder_rewatches: Vec<String>,
+    /// How much the checks looked at (so a run whose records were empty cannot pass unseen).
+    pub checked: Checked,
     pub workload: WorkloadFigures,
 }
 
@@ -205,6 +224,7 @@ impl Report {
         Report {
             checks,
             recorder_rewatches: Vec::new(),
+            checked: Checked::default(),
             seed,
             nodes: args.nodes,
             lease_ttl_s: ttl.as_secs_f64(),
@@ -276,6 +296,11 @@ impl Report {
         println!(
             "  workload: {} requests ({} accepted, {} unanswered, refused {:?}); {} stream events ({} resumes); {} webhook events; {} console echoes ({} viewer reconnects)",
             w.requests_sent, w.accepted, w.unanswered, w.refused, w.stream_events, w.stream_resumes, w.webhook_events, w.console_echoes, w.viewer_reconnects
+        );
+        let c = &self.checked;
+        println!(
+            "  checked: {} BMC commands against {} reservations, {} history entries, {} outbox events, {} console sessions ({} etcd changes)",
+            c.bmc_commands, c.reservations_created, c.history_entries, c.outbox_events, c.console_sessions, c.changes
         );
         println!(
             "  invariant violations: {} {:?}; history recorder: {} gaps, {} re-watches",

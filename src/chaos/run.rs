@@ -448,6 +448,7 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
     }
     let gaps = recorder.gaps();
     let rewatches = recorder.rewatches();
+    let recorder_changes = recorder.changes();
     recorder.stop().await;
     let mut report = Report::new(
         args,
@@ -459,6 +460,7 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
         ttl,
     );
     report.set_recorder(gaps, rewatches);
+    report.checked = checked(&read_sim_log(&sim_log), &recorder_changes);
     for s in cl.conductors.iter_mut().chain(cl.gateways.iter_mut()) {
         s.stop();
     }
@@ -785,6 +787,43 @@ async fn final_checks(
         },
     ));
     out
+}
+
+/// How much the final checks looked at.
+fn checked(log: &[ferric_sim::LogEntry], changes: &[super::history::Change]) -> super::report::Checked {
+    use super::history::ChangeKind;
+    let keys = super::history::kept(&ferric_cluster::Keyspace::new(PREFIX));
+    let conductors: std::collections::HashSet<&str> = CONDUCTOR_HOSTS.to_vec().into_iter().collect();
+    let by_conductor = |e: &&ferric_sim::LogEntry| e.client.as_deref().is_some_and(|c| conductors.contains(c));
+    let puts = |prefix: &str| {
+        changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Put && !c.initial && c.key.starts_with(prefix))
+            .count()
+    };
+    super::report::Checked {
+        bmc_commands: log
+            .iter()
+            .filter(|e| e.op == ferric_sim::LogOp::Redfish)
+            .filter(by_conductor)
+            .count(),
+        reservations_created: changes
+            .iter()
+            .filter(|c| {
+                c.kind == ChangeKind::Put
+                    && c.key.starts_with(&keys.reservations)
+                    && c.revision == c.create_revision
+            })
+            .count(),
+        history_entries: puts(&keys.history.split('/').next().map(|k| format!("{k}/")).unwrap_or_default()),
+        outbox_events: puts(&keys.events),
+        console_sessions: log
+            .iter()
+            .filter(|e| e.op == ferric_sim::LogOp::SerialOpen && e.status == Some(101))
+            .filter(by_conductor)
+            .count(),
+        changes: changes.len(),
+    }
 }
 
 /// The console outages the viewers saw: every interval longer than 3 s (viewers type once a
