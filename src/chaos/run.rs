@@ -790,11 +790,16 @@ async fn final_checks(
 }
 
 /// How much the final checks looked at.
-fn checked(log: &[ferric_sim::LogEntry], changes: &[super::history::Change]) -> super::report::Checked {
+fn checked(
+    log: &[ferric_sim::LogEntry],
+    changes: &[super::history::Change],
+) -> super::report::Checked {
     use super::history::ChangeKind;
     let keys = super::history::kept(&ferric_cluster::Keyspace::new(PREFIX));
-    let conductors: std::collections::HashSet<&str> = CONDUCTOR_HOSTS.to_vec().into_iter().collect();
-    let by_conductor = |e: &&ferric_sim::LogEntry| e.client.as_deref().is_some_and(|c| conductors.contains(c));
+    let conductors: std::collections::HashSet<&str> =
+        CONDUCTOR_HOSTS.to_vec().into_iter().collect();
+    let by_conductor =
+        |e: &&ferric_sim::LogEntry| e.client.as_deref().is_some_and(|c| conductors.contains(c));
     let puts = |prefix: &str| {
         changes
             .iter()
@@ -815,7 +820,14 @@ fn checked(log: &[ferric_sim::LogEntry], changes: &[super::history::Change]) -> 
                     && c.revision == c.create_revision
             })
             .count(),
-        history_entries: puts(&keys.history.split('/').next().map(|k| format!("{k}/")).unwrap_or_default()),
+        history_entries: puts(
+            &keys
+                .history
+                .split('/')
+                .next()
+                .map(|k| format!("{k}/"))
+                .unwrap_or_default(),
+        ),
         outbox_events: puts(&keys.events),
         console_sessions: log
             .iter()
