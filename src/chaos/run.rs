@@ -675,7 +675,17 @@ async fn interim_checks(
     let log = read_sim_log(sim_log);
     let changes = recorder.changes();
     out.extend(invariants::check_bmc_ownership(&log, &changes, system_of));
-    match recorder.lease_snapshot().await {
+    // The checker's own read may meet a member that was just killed: that is not the
+    // cluster's fault, so it tries again (bounded) before saying it could not look.
+    let mut snap = recorder.lease_snapshot().await;
+    for _ in 0..10 {
+        if snap.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        snap = recorder.lease_snapshot().await;
+    }
+    match snap {
         Ok(snap) => out.extend(invariants::check_reservation_leases(&snap)),
         Err(e) => out.push(Violation::new(
             'd',
