@@ -35,7 +35,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         };
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) && !ferric_testkit::process_gone(pid) {
+            if cmd.contains(needle) && !ferric_testkit::process::process_gone(pid) {
                 found.push(format!("{pid}: {cmd}"));
             }
         }

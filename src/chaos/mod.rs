@@ -43,6 +43,9 @@ pub struct Args {
     /// Faults to inject, one after another (the first ones cover every kind asked for).
     #[arg(long, default_value_t = 8)]
     pub steps: usize,
+    /// Run faults one after another for this many seconds (a soak) instead of --steps.
+    #[arg(long)]
+    pub duration: Option<f64>,
     /// Nodes in the simulated fleet.
     #[arg(long, default_value_t = 60)]
     pub nodes: usize,
@@ -109,6 +112,10 @@ impl Args {
             "--dir".into(),
             dir.display().to_string(),
         ];
+        if let Some(d) = self.duration {
+            a.push("--duration".into());
+            a.push(d.to_string());
+        }
         if !self.faults.is_empty() {
             a.push("--faults".into());
             a.push(self.faults.join(","));

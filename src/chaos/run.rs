@@ -336,9 +336,10 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
         .enumerate()
         .map(|(i, id)| (id.clone(), format!("sim-{i}")))
         .collect();
-    cl.wait_owned(&ids, None, Duration::from_secs(60))
+    let limit = Duration::from_secs(60 + args.nodes as u64 / 500);
+    cl.wait_owned(&ids, None, limit)
         .await
-        .context("the enrolled nodes were not all owned within 60 s")?;
+        .with_context(|| format!("the enrolled nodes were not all owned within {limit:?}"))?;
     println!("  nodes       {} enrolled and owned", ids.len());
 
     let api = Api::new(urls.clone());
@@ -372,9 +373,16 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    let soak_until = args
+        .duration
+        .map(|d| Instant::now() + Duration::from_secs_f64(d));
     let steps = schedule::plan(
         seed,
-        args.steps,
+        if soak_until.is_some() {
+            100_000
+        } else {
+            args.steps
+        },
         &args.fault_kinds(),
         CONDUCTOR_HOSTS.len(),
         GATEWAY_HOSTS.len(),
@@ -382,7 +390,12 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
     );
     let mut faults = Vec::new();
     let mut violations: Vec<(Option<usize>, Violation)> = Vec::new();
+    let mut done_steps = 0;
     for (i, step) in steps.iter().enumerate() {
+        if soak_until.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
+        done_steps = i + 1;
         println!("[{i:>3}] {}", step.fault);
         let rec = inject(&mut cl, step, &ids).await;
         let rec = match rec {
@@ -453,7 +466,7 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
     let mut report = Report::new(
         args,
         seed,
-        &steps,
+        &steps[..done_steps],
         faults,
         violations,
         &records.lock().unwrap(),
