@@ -57,6 +57,7 @@ pub use hardware::Nic;
 pub use log::{rfc3339_ms, CommandLog, LogEntry, LogOp};
 pub use redfish::MAX_BODY_BYTES;
 pub use remote::{put_agents, RemoteError};
+pub use rng::Rng;
 pub use serial::RING_BYTES;
 pub use server::{serve, serve_state};
 pub use system::{Boot, BootEnabled, BootMode, BootTarget, Power, ResetType, Run};

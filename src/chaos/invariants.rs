@@ -110,6 +110,22 @@ fn node_seq_in<'a>(key: &'a str, kind: &str) -> Option<(&'a str, u64)> {
     Some((node, seq.parse().ok()?))
 }
 
+/// The puts of `<kind><node>/<seq>` keys whose value decodes as `R`, with the node, the seq and
+/// the change itself (history entries, outbox events).
+fn puts_of<'a, R: ferric_model::Record>(
+    changes: &'a [Change],
+    kind: &'a str,
+) -> impl Iterator<Item = (&'a str, u64, R, &'a Change)> + 'a {
+    changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Put)
+        .filter_map(move |c| {
+            let (node, seq) = node_seq_in(&c.key, kind)?;
+            let r = decode::<R>(c.value.as_deref()?).ok()?;
+            Some((node, seq, r, c))
+        })
+}
+
 fn history_kind() -> String {
     // `history/<uuid>/` of the keyspace, without the uuid.
     let k = kept(&Keyspace::default()).history;
@@ -400,20 +416,7 @@ pub fn check_requests(
 ) -> Vec<Violation> {
     let hk = history_kind();
     let mut entries: BTreeMap<(String, RequestKind), BTreeMap<u64, HistoryEntry>> = BTreeMap::new();
-    for c in changes {
-        if c.kind != ChangeKind::Put || c.initial {
-            continue;
-        }
-        let Some((node, seq)) = node_seq_in(&c.key, &hk) else {
-            continue;
-        };
-        let Some(h) = c
-            .value
-            .as_deref()
-            .and_then(|v| decode::<HistoryEntry>(v).ok())
-        else {
-            continue;
-        };
+    for (node, seq, h, _) in puts_of::<HistoryEntry>(changes, &hk).filter(|(.., c)| !c.initial) {
         let kind = match h.kind {
             HistoryKind::Power => RequestKind::Power,
             HistoryKind::Provision => RequestKind::Provision,
@@ -775,20 +778,7 @@ pub fn check_events(
     let prefix = kept(&Keyspace::default()).events;
     // node -> seq -> (applies to compute, created during the run)
     let mut outbox: BTreeMap<String, BTreeMap<u64, (bool, bool)>> = BTreeMap::new();
-    for c in changes {
-        if c.kind != ChangeKind::Put {
-            continue;
-        }
-        let Some((node, seq)) = node_seq_in(&c.key, &prefix) else {
-            continue;
-        };
-        let Some(ev) = c
-            .value
-            .as_deref()
-            .and_then(|v| decode::<EventRecord>(v).ok())
-        else {
-            continue;
-        };
+    for (node, seq, ev, c) in puts_of::<EventRecord>(changes, &prefix) {
         outbox
             .entry(node.to_string())
             .or_default()

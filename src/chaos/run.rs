@@ -262,14 +262,8 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
     for (i, host) in CONDUCTOR_HOSTS.iter().enumerate() {
         let ip = lab.ip(host);
         let name = format!("c{}", i + 1);
-        let a = vec![
-            "conductor".into(),
-            "--etcd".into(),
-            etcd_arg.clone(),
-            "--prefix".into(),
-            PREFIX.into(),
-            "--name".into(),
-            name.clone(),
+        let mut a = role_args("conductor", &etcd_arg, &name);
+        a.extend([
             "--lease-ttl".into(),
             args.lease_ttl.to_string(),
             "--address".into(),
@@ -282,7 +276,7 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
             webhook.clone(),
             "--notify-backoff-max".into(),
             "2".into(),
-        ];
+        ]);
         let mut s = Service::new(&name, host, a, dir);
         s.start(&lab)?;
         conductors.push(s);
@@ -292,18 +286,12 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
     for (i, host) in GATEWAY_HOSTS.iter().enumerate() {
         let ip = lab.ip(host);
         let name = format!("g{}", i + 1);
-        let a = vec![
-            "gateway".into(),
-            "--etcd".into(),
-            etcd_arg.clone(),
-            "--prefix".into(),
-            PREFIX.into(),
-            "--name".into(),
-            name.clone(),
+        let mut a = role_args("gateway", &etcd_arg, &name);
+        a.extend([
             "--listen".into(),
             format!("{ip}:{API_PORT}"),
             "--allow-insecure-noauth".into(),
-        ];
+        ]);
         let mut s = Service::new(&name, host, a, dir);
         s.start(&lab)?;
         gateways.push(s);
@@ -482,6 +470,13 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
         cl.etcd.stop(i);
     }
     Ok(report)
+}
+
+/// The arguments every conductor and gateway of the run starts with.
+fn role_args(role: &str, etcd: &str, name: &str) -> Vec<String> {
+    [role, "--etcd", etcd, "--prefix", PREFIX, "--name", name]
+        .map(String::from)
+        .to_vec()
 }
 
 /// Enrolls `count` redfish nodes on the simulated fleet; returns their uuids in system order.

@@ -7,28 +7,13 @@ use serde::Serialize;
 use std::fmt;
 use std::time::Duration;
 
-/// SplitMix64: a small, well-known generator whose output for a seed never changes with a
+/// The seeded generator: ferric sim's SplitMix64, whose output for a seed never changes with a
 /// dependency's version (a replay must pick the same faults years later).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub use ferric_sim::Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
+/// A number in `0..n` (n > 0) from `rng`.
+pub fn below(rng: &mut Rng, n: u64) -> u64 {
+    rng.next_u64() % n.max(1)
 }
 
 /// One fault. Conductors, gateways and etcd members are numbered from 0.
@@ -142,18 +127,18 @@ pub fn plan(
     let mut rng = Rng::new(seed);
     let mut order: Vec<&str> = kinds.to_vec();
     for i in (1..order.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
+        let j = below(&mut rng, i as u64 + 1) as usize;
         order.swap(i, j);
     }
     let mut out = Vec::with_capacity(steps);
     for i in 0..steps {
         let kind = match order.get(i) {
             Some(k) => *k,
-            None => kinds[rng.below(kinds.len() as u64) as usize],
+            None => kinds[below(&mut rng, kinds.len() as u64) as usize],
         };
-        let c = rng.below(conductors as u64) as usize;
-        let g = rng.below(gateways as u64) as usize;
-        let m = rng.below(3) as usize;
+        let c = below(&mut rng, conductors as u64) as usize;
+        let g = below(&mut rng, gateways as u64) as usize;
+        let m = below(&mut rng, 3) as usize;
         let two_ttl = ttl * 2;
         let (fault, hold) = match kind {
             "kill_conductor" => (Fault::KillConductor { conductor: c }, Duration::ZERO),

@@ -6,7 +6,7 @@
 //! answered and what each reader saw; the invariants are checked from these records and etcd's,
 //! never from the conductors' view of themselves.
 
-use super::schedule::Rng;
+use super::schedule::{below, Rng};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -317,7 +317,7 @@ impl Worker {
                 continue;
             };
             let on = doc["power_state"] == "power on";
-            let target = match (on, self.rng.below(3)) {
+            let target = match (on, below(&mut self.rng, 3)) {
                 (true, 0) => "soft power off",
                 (true, _) => "power off",
                 (false, _) => "power on",
@@ -327,7 +327,7 @@ impl Worker {
                 d["target_power_state"].is_null()
             })
             .await;
-            let ms = 200 + self.rng.below(1500);
+            let ms = 200 + below(&mut self.rng, 1500);
             self.pause(ms).await;
         }
     }
@@ -363,7 +363,7 @@ impl Worker {
                         .is_some_and(|s| s.ends_with("ing") || s.ends_with(" wait"))
             })
             .await;
-            let ms = 200 + self.rng.below(1000);
+            let ms = 200 + below(&mut self.rng, 1000);
             self.pause(ms).await;
         }
     }
