@@ -431,7 +431,14 @@ async fn records_of_the_previous_release_are_served_by_this_build() {
         version,
         Some(&json!({"target": "power off"})),
     );
+    // The gateway may refuse it (it cannot read the status either) or queue it; never a 5xx.
     fleet.note(&format!("power off of upg-maint: {} {}", r.status, r.body));
+    assert!(
+        r.status < 500,
+        "power off of upg-maint: {} {}",
+        r.status,
+        r.body
+    );
     // A request to a served node made after it is done first; then upg-maint's must still be
     // untouched (its owner's mailbox is past it).
     let r = api_at(
