@@ -22,6 +22,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// The largest answer the recorder takes (a watch response carries a whole transaction: an
+/// enrollment of thousands of nodes is one; tonic's default of 4 MiB made the recorder re-watch
+/// the same revision for ever at 30,000 nodes).
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
 /// A put or a delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -157,7 +162,11 @@ pub struct HistoryRecorder {
 
 /// Without news from the watch for this long while etcd's newest revision under the prefix is
 /// past what the watch delivered, the watch is taken as stalled and re-opened.
-const STALL: Duration = Duration::from_secs(3);
+// Long: a watch that catches up from an old revision under a loaded etcd is quiet for seconds
+// (etcd syncs unsynced watchers in batches); at 3 s the recorder re-watched the same revision
+// for ever at 30,000 nodes. A dead connection is found by the HTTP/2 pings, a member without a
+// leader cancels the watch: this only catches what those miss.
+const STALL: Duration = Duration::from_secs(30);
 /// Bound on one unary request (reads, lease lists): a request to a dead member fails over.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -215,7 +224,7 @@ async fn initial_read(
     kept: &Kept,
     shared: &Mutex<Recorded>,
 ) -> anyhow::Result<i64> {
-    let mut kv = client.kv_client();
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
     let mut at: Option<i64> = None;
     let mut out = Vec::new();
     for rel in kept.prefixes() {
@@ -305,7 +314,7 @@ async fn watch_from(
         .with_prefix()
         .with_prev_key()
         .with_start_revision(from);
-    let mut wc = client.watch_client();
+    let mut wc = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
     let mut stream = match tokio::time::timeout(
         REQUEST_TIMEOUT,
         wc.watch(ks.prefix().to_string(), Some(opts)),
@@ -409,7 +418,7 @@ async fn watch_from(
 /// The highest mod revision of a key under the prefix (deletes are not counted: a stall that
 /// only hides deletes is found by the next put).
 async fn newest_revision(client: &Client, ks: &Keyspace) -> anyhow::Result<i64> {
-    let mut kv = client.kv_client();
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
     let opts = GetOptions::new()
         .with_prefix()
         .with_keys_only()
@@ -440,6 +449,24 @@ impl HistoryRecorder {
         lock(&self.shared).rewatches.clone()
     }
 
+    /// Waits (up to `limit`) until the recorder has seen every change under the prefix that
+    /// etcd has now, so that a check compares the BMC log read before this call with a history
+    /// that is not behind it (a lagging recorder made commands look ownerless). False when it
+    /// did not catch up in time or etcd could not be asked.
+    pub async fn catch_up(&self, limit: Duration) -> bool {
+        let Ok(newest) = newest_revision(&self.client, &self.ks).await else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while lock(&self.shared).revision < newest {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     /// Live leases, then every reservation and conductor key with its lease (one revision), then
     /// live leases again (invariant (d)).
     pub async fn lease_snapshot(&self) -> anyhow::Result<LeaseSnapshot> {
@@ -454,9 +481,13 @@ impl HistoryRecorder {
             .context("listing leases: timed out")?
             .context("listing leases")?;
         let at_unix_ms = now_ms();
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE);
         let resv = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            client.get(
+            kv.get(
                 self.ks.reservations(),
                 Some(GetOptions::new().with_prefix()),
             ),
@@ -467,7 +498,7 @@ impl HistoryRecorder {
         let revision = resv.header().map_or(0, |h| h.revision());
         let cond = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            client.get(
+            kv.get(
                 self.ks.conductors(),
                 Some(GetOptions::new().with_prefix().with_revision(revision)),
             ),

@@ -123,10 +123,13 @@ impl Cluster {
             attempt += 1;
             let got = tokio::time::timeout(
                 Duration::from_secs(2),
-                self.kv.get(
-                    prefix.as_str(),
-                    Some(etcd_client::GetOptions::new().with_prefix()),
-                ),
+                self.kv
+                    .kv_client()
+                    .max_decoding_message_size(256 << 20)
+                    .get(
+                        prefix.as_str(),
+                        Some(etcd_client::GetOptions::new().with_prefix()),
+                    ),
             )
             .await;
             match got {
@@ -157,15 +160,18 @@ impl Cluster {
         avoid: Option<&str>,
         limit: Duration,
     ) -> Option<Duration> {
+        // Each node counts once it was seen with another owner: a recovered victim that takes
+        // some back later does not undo that they failed over.
         let start = Instant::now();
+        let mut pending: std::collections::HashSet<&String> = nodes.iter().collect();
         while start.elapsed() < limit {
             if let Ok(owners) = self.owners().await {
-                let all = nodes.iter().all(|n| {
-                    owners
-                        .get(n)
+                pending.retain(|n| {
+                    !owners
+                        .get(*n)
                         .is_some_and(|c| avoid.is_none_or(|a| a != c.as_str()))
                 });
-                if all {
+                if pending.is_empty() {
                     return Some(start.elapsed());
                 }
             }
@@ -680,7 +686,17 @@ async fn interim_checks(
     system_of: &HashMap<String, String>,
 ) -> Vec<Violation> {
     let mut out = Vec::new();
+    // The BMC log first, then the history once it has caught up with etcd: every reservation a
+    // logged command depends on was committed before the log was read.
     let log = read_sim_log(sim_log);
+    if !recorder.catch_up(Duration::from_secs(120)).await {
+        out.push(Violation::new(
+            'a',
+            None,
+            "the history recorder did not catch up with etcd within 120 s: the check would be unfounded".into(),
+        ));
+        return out;
+    }
     let changes = recorder.changes();
     out.extend(invariants::check_bmc_ownership(&log, &changes, system_of));
     // The checker's own read may meet a member that was just killed: that is not the

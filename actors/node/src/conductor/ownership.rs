@@ -90,6 +90,9 @@ pub struct Ownership {
     lease: i64,
     join_grace: Duration,
     acquire_parallel: usize,
+    /// Batches allowed in flight now: `acquire_parallel`, or one while the conductor's own
+    /// keepalives are slow to be acknowledged (see [`Ownership::set_etcd_strained`]).
+    acquire_limit: usize,
     batch: usize,
     members: BTreeMap<String, ConductorRecord>,
     nodes: PlacementIndex,
@@ -119,6 +122,7 @@ impl Ownership {
             lease: 0,
             join_grace,
             acquire_parallel: acquire_parallel.max(1),
+            acquire_limit: acquire_parallel.max(1),
             batch: batch.max(1),
             members: BTreeMap::new(),
             nodes: PlacementIndex::default(),
@@ -478,8 +482,20 @@ impl Ownership {
         }
     }
 
+    /// etcd is slow to acknowledge this conductor's keepalives: acquire one batch at a time
+    /// until it is not. A failover of thousands of nodes is a burst of large transactions on
+    /// etcd; at full speed it delayed the survivors' own keepalives past their self-fencing
+    /// deadline, so they fenced themselves too and the nodes moved for a minute instead of
+    /// seconds (found by `ferric chaos` at 30,000 nodes). Acquiring goes on, slower.
+    pub fn set_etcd_strained(&mut self, strained: bool) -> Vec<Effect> {
+        self.acquire_limit = if strained { 1 } else { self.acquire_parallel };
+        let mut fx = Vec::new();
+        self.pump(&mut fx);
+        fx
+    }
+
     fn pump(&mut self, fx: &mut Vec<Effect>) {
-        while self.acquire_in_flight < self.acquire_parallel {
+        while self.acquire_in_flight < self.acquire_limit {
             let Some(batch) = self.acquire_queue.pop_front() else {
                 break;
             };

@@ -69,6 +69,9 @@ pub(super) struct Session<'a> {
     /// a 500 ms sleep created anew each time never fired on a busy conductor, which then stayed
     /// blind to membership and specs for good (found by `ferric chaos`).
     resync_at: Option<Instant>,
+    /// The last keepalive acknowledged is older than a few keepalive intervals: etcd is
+    /// loaded, and this conductor's reservations go one batch at a time.
+    strained: bool,
     /// This conductor's membership record, for reporting `running`.
     record: Option<ConductorRecord>,
     reported: u64,
@@ -119,6 +122,7 @@ impl<'a> Session<'a> {
                 ferric_cluster::reservations::BATCH,
             ),
             resync_at: None,
+            strained: false,
             record: None,
             reported: 0,
             reported_sync: SyncReport::default(),
@@ -206,6 +210,17 @@ impl<'a> Session<'a> {
                     }
                     Err(_) => break,
                 }
+            }
+            let strained = etcd_strained(&lease_rx.borrow(), self.cfg.ttl, Instant::now());
+            if strained != self.strained {
+                self.strained = strained;
+                if strained {
+                    tracing::warn!(
+                        "keepalives are slow to be acknowledged: acquiring one batch at a time"
+                    );
+                }
+                let fx = self.table.set_etcd_strained(strained);
+                self.execute(fx, &mut HashMap::new());
             }
             let fx = self.table.decide();
             self.execute(fx, &mut HashMap::new());
@@ -763,5 +778,42 @@ async fn forward_watch(kind: Kind, mut watch: PrefixWatch, tx: mpsc::Sender<Inpu
         if tx.send(Input::Watch(kind, batch)).await.is_err() || stop {
             return;
         }
+    }
+}
+
+/// Whether the lease's last acknowledged keepalive is older than three keepalive intervals
+/// (TTL/10 each): the time left before the self-fencing deadline is below what a fresh
+/// acknowledgement gives minus that.
+fn etcd_strained(lease: &LeaseState, ttl: Duration, now: Instant) -> bool {
+    let LeaseState::Alive { deadline } = lease else {
+        return false;
+    };
+    let fresh = ttl.saturating_sub(ferric_cluster::FenceClock::default_margin(ttl));
+    let left = deadline.saturating_duration_since(now);
+    left + ttl * 3 / 10 < fresh
+}
+
+#[cfg(test)]
+mod strain_tests {
+    use super::*;
+
+    #[test]
+    fn strained_when_the_last_acknowledgement_is_three_intervals_old() {
+        let ttl = Duration::from_secs(10);
+        let now = Instant::now();
+        // A fresh acknowledgement leaves TTL - margin (10 s - 2.5 s) before the deadline.
+        let fresh = LeaseState::Alive {
+            deadline: now + Duration::from_millis(7_500),
+        };
+        assert!(!etcd_strained(&fresh, ttl, now));
+        let two_intervals = LeaseState::Alive {
+            deadline: now + Duration::from_millis(5_600),
+        };
+        assert!(!etcd_strained(&two_intervals, ttl, now));
+        let late = LeaseState::Alive {
+            deadline: now + Duration::from_millis(4_400),
+        };
+        assert!(etcd_strained(&late, ttl, now));
+        assert!(!etcd_strained(&LeaseState::Fenced, ttl, now));
     }
 }

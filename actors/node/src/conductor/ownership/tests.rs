@@ -161,6 +161,19 @@ fn acquire_all(t: &mut Ownership, rev: &mut i64) -> BTreeMap<NodeId, FenceToken>
 }
 
 #[test]
+fn while_etcd_is_strained_one_batch_at_a_time_is_in_flight() {
+    let nodes = ids(1..21);
+    let (mut t, _) = joined(snapshot(5, vec![me()], &nodes, vec![]));
+    assert!(t.set_etcd_strained(true).is_empty(), "nothing queued yet");
+    let fx = t.decide();
+    assert_eq!(acquires(&fx).len(), 4, "one batch of 4: {fx:?}");
+    // Healthy again: the second slot is filled at once, and no more.
+    let fx = t.set_etcd_strained(false);
+    assert_eq!(acquires(&fx).len(), 4, "{fx:?}");
+    assert!(acquires(&t.decide()).is_empty());
+}
+
+#[test]
 fn a_lone_conductor_reserves_every_node_in_batches_then_starts_them() {
     let nodes = ids(1..11);
     let (mut t, fx) = joined(snapshot(5, vec![me()], &nodes, vec![]));
