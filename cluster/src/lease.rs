@@ -188,10 +188,13 @@ async fn keep_alive(
         }
         next = Instant::now() + interval;
         let sent = Instant::now();
+        // An answer is waited for up to TTL/3 (not just one interval): under load etcd takes
+        // longer than TTL/10 to acknowledge, and giving up on every slow answer to ask again
+        // would never see one (the survivors of a 30,000-node failover fenced themselves so).
         let budget = clock
             .deadline()
             .saturating_duration_since(sent)
-            .min(interval);
+            .min((ttl / 3).max(interval));
         let attempt = tokio::time::timeout(budget, async {
             if stream.is_none() {
                 stream = Some(cluster.lease_client().keep_alive(id).await?);
