@@ -560,10 +560,15 @@ pub fn check_consoles(
             .get(&(e.system.as_str(), seq))
             .and_then(|ts| ts.iter().copied().filter(|&t| t >= e.unix_ms).min());
         let list = epochs.get(node).map(Vec::as_slice).unwrap_or(&[]);
-        let Some(epoch) = list
-            .iter()
-            .find(|ep| ep.conductor == x && ep.deleted_seen_ms.is_none_or(|d| d >= e.unix_ms))
-        else {
+        // The session belongs to the last of X's epochs that overlaps it in seen times (created
+        // before it closed, not ended before it opened). Seen times lag: an earlier epoch's end
+        // may be seen after a later epoch's session opened, and must not be taken for its end.
+        let until_ms = closed.unwrap_or(limits.end_unix_ms);
+        let Some(epoch) = list.iter().rev().find(|ep| {
+            ep.conductor == x
+                && ep.created_seen_ms <= until_ms
+                && ep.deleted_seen_ms.is_none_or(|d| d >= e.unix_ms)
+        }) else {
             out.push(violation(
                 'c',
                 Some(node),

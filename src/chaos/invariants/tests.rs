@@ -397,6 +397,20 @@ fn consoles_of_dead_owners_close_and_consoles_serve_again() {
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].detail.contains("without holding"), "{}", v[0].detail);
 
+    // The recorder lags: c1 lost the node and got it back, and opened its console, before the
+    // recorder saw the old epoch end. The session belongs to the new epoch, which holds on.
+    let mut lagged = three_conductors();
+    lagged.extend([
+        reserve("c1", 10, 1, 1000),
+        release("c1", 10, 15, 1, 7010),
+        reserve("c1", 30, 1, 7020),
+    ]);
+    let held = [open(0, 7000, "c1", 1, 101)];
+    assert_eq!(
+        check_consoles(&held, &lagged, &systems(), &[], LIMITS),
+        vec![]
+    );
+
     let gaps = [
         ConsoleGap {
             node: N.into(),
