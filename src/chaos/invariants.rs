@@ -563,12 +563,20 @@ pub fn check_consoles(
         // The session belongs to the last of X's epochs that overlaps it in seen times (created
         // before it closed, not ended before it opened). Seen times lag: an earlier epoch's end
         // may be seen after a later epoch's session opened, and must not be taken for its end.
+        // Its creation may be seen only after the session closed: then the first epoch not
+        // ended before the open is taken, as without lag.
         let until_ms = closed.unwrap_or(limits.end_unix_ms);
-        let Some(epoch) = list.iter().rev().find(|ep| {
-            ep.conductor == x
-                && ep.created_seen_ms <= until_ms
-                && ep.deleted_seen_ms.is_none_or(|d| d >= e.unix_ms)
-        }) else {
+        let candidates: Vec<&Epoch> = list
+            .iter()
+            .filter(|ep| ep.conductor == x && ep.deleted_seen_ms.is_none_or(|d| d >= e.unix_ms))
+            .collect();
+        let Some(epoch) = candidates
+            .iter()
+            .rev()
+            .find(|ep| ep.created_seen_ms <= until_ms)
+            .or(candidates.first())
+            .copied()
+        else {
             out.push(violation(
                 'c',
                 Some(node),
