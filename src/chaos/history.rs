@@ -454,10 +454,17 @@ impl HistoryRecorder {
     /// that is not behind it (a lagging recorder made commands look ownerless). False when it
     /// did not catch up in time or etcd could not be asked.
     pub async fn catch_up(&self, limit: Duration) -> bool {
-        let Ok(newest) = newest_revision(&self.client, &self.ks).await else {
-            return false;
-        };
         let deadline = tokio::time::Instant::now() + limit;
+        // The member this client asks may be the one just stopped: ask again, bounded.
+        let newest = loop {
+            match newest_revision(&self.client, &self.ks).await {
+                Ok(n) => break n,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(_) => return false,
+            }
+        };
         while lock(&self.shared).revision < newest {
             if tokio::time::Instant::now() >= deadline {
                 return false;
