@@ -289,23 +289,7 @@ pub fn check_bmc_ownership(
             );
             let current = at.filter(|&i| list[i].conductor == x);
             let epoch = match current {
-                Some(i) => match list[i].deleted_seen_ms {
-                    Some(del) if c.unix_ms > del => match next_of(x, i + 1) {
-                        Some(q) => q,
-                        None => {
-                            out.push(violation(
-                                'a',
-                                Some(node),
-                                format!(
-                                    "{what}: sent after its reservation (revision {}) was deleted (seen at {del}) and it never held the node again",
-                                    list[i].create_revision
-                                ),
-                            ));
-                            continue;
-                        }
-                    },
-                    _ => i,
-                },
+                Some(i) => i,
                 None => match next_of(x, at.map_or(0, |i| i + 1)) {
                     Some(q) => q,
                     None => {
@@ -326,6 +310,29 @@ pub fn check_bmc_ownership(
                     }
                 },
             };
+            // An epoch whose end was seen before the command cannot be the command's: X must
+            // hold a later one (it may have held and lost several in between, each on a new
+            // lease, with no other owner's command to move the pointer).
+            let mut epoch = epoch;
+            while let Some(del) = list[epoch].deleted_seen_ms.filter(|&d| c.unix_ms > d) {
+                match next_of(x, epoch + 1) {
+                    Some(q) => epoch = q,
+                    None => {
+                        out.push(violation(
+                            'a',
+                            Some(node),
+                            format!(
+                                "{what}: sent after its reservation (revision {}) was deleted (seen at {del}) and it never held the node again",
+                                list[epoch].create_revision
+                            ),
+                        ));
+                        break;
+                    }
+                }
+            }
+            if list[epoch].deleted_seen_ms.is_some_and(|d| c.unix_ms > d) {
+                continue;
+            }
             at = Some(epoch);
             let e = &list[epoch];
             if let Some(inc) = leases.get(&e.lease) {

@@ -391,7 +391,7 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
         }
         done_steps = i + 1;
         println!("[{i:>3}] {}", step.fault);
-        let rec = inject(&mut cl, step, &ids).await;
+        let rec = inject(&mut cl, step).await;
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
@@ -562,7 +562,7 @@ async fn prepare_consoles(api: &Api, nodes: &[String]) -> anyhow::Result<()> {
 }
 
 /// Injects one fault, holds it, heals it, and measures what the cluster did.
-async fn inject(cl: &mut Cluster, step: &Step, ids: &[String]) -> anyhow::Result<FaultRecord> {
+async fn inject(cl: &mut Cluster, step: &Step) -> anyhow::Result<FaultRecord> {
     let started_ms = now_ms();
     let t0 = Instant::now();
     let mut rec = FaultRecord::new(step, started_ms);
@@ -662,7 +662,6 @@ async fn inject(cl: &mut Cluster, step: &Step, ids: &[String]) -> anyhow::Result
             rec.healed_ms = Some(now_ms());
         }
     }
-    let _ = ids;
     rec.ended_ms = now_ms();
     Ok(rec)
 }
