@@ -97,6 +97,10 @@ struct Epoch {
     deleted_seen_ms: Option<u64>,
 }
 
+/// How far behind etcd the history recorder's seen times may be: an epoch seen created more
+/// than this after a command did not hold the node when the command was sent.
+const RECORDER_LAG_BOUND_MS: u64 = 10_000;
+
 /// The node uuid of `<kind>/<uuid>` or `<kind>/<uuid>/<seq>` for a relative kind prefix.
 fn node_in<'a>(key: &'a str, kind: &str) -> Option<&'a str> {
     let rest = key.strip_prefix(kind)?;
@@ -315,14 +319,18 @@ pub fn check_bmc_ownership(
             // lease, with no other owner's command to move the pointer).
             let mut epoch = epoch;
             while let Some(del) = list[epoch].deleted_seen_ms.filter(|&d| c.unix_ms > d) {
-                match next_of(x, epoch + 1) {
+                // A later epoch seen created long after the command cannot have held it: the
+                // command fell between two holdings (seen times lag, by less than the bound).
+                match next_of(x, epoch + 1)
+                    .filter(|&q| list[q].created_seen_ms <= c.unix_ms + RECORDER_LAG_BOUND_MS)
+                {
                     Some(q) => epoch = q,
                     None => {
                         out.push(violation(
                             'a',
                             Some(node),
                             format!(
-                                "{what}: sent after its reservation (revision {}) was deleted (seen at {del}) and it never held the node again",
+                                "{what}: sent after its reservation (revision {}) was deleted (seen at {del}), when no later reservation of its own held the node",
                                 list[epoch].create_revision
                             ),
                         ));

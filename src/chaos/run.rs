@@ -167,9 +167,9 @@ impl Cluster {
         while start.elapsed() < limit {
             if let Ok(owners) = self.owners().await {
                 pending.retain(|n| {
-                    !owners
+                    owners
                         .get(*n)
-                        .is_some_and(|c| avoid.is_none_or(|a| a != c.as_str()))
+                        .is_none_or(|c| avoid.is_some_and(|a| a == c.as_str()))
                 });
                 if pending.is_empty() {
                     return Some(start.elapsed());
@@ -439,6 +439,7 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
         &sim_log,
         &system_of,
         &records,
+        &faults,
         watched_until,
         &ids,
     )
@@ -728,6 +729,7 @@ async fn final_checks(
     sim_log: &Path,
     system_of: &HashMap<String, String>,
     records: &Shared,
+    faults: &[FaultRecord],
     watched_until: u64,
     ids: &[String],
 ) -> Vec<Violation> {
@@ -807,7 +809,8 @@ async fn final_checks(
             end_unix_ms: end_ms,
         },
     ));
-    let gaps = console_gaps(&r.echoes, watched_until);
+    let fault_starts: Vec<u64> = faults.iter().map(|f| f.started_ms).collect();
+    let gaps = console_gaps(&r.echoes, &fault_starts, watched_until);
     out.extend(invariants::check_consoles(
         &log,
         &changes,
@@ -872,8 +875,23 @@ fn checked(
 }
 
 /// The console outages the viewers saw: every interval longer than 3 s (viewers type once a
-/// second) between two echoes of a node, and the time since a node's last echo at the end.
-fn console_gaps(echoes: &[workload::Echo], end_ms: u64) -> Vec<invariants::ConsoleGap> {
+/// second) between two echoes of a node, and the time since a node's last echo at the end. An
+/// outage is timed from its start, or from the last fault that began during it (a second fault
+/// restarts the clock: two etcd leader kills 8 s apart made one outage of 12 s, each fault's
+/// part well within the limit).
+fn console_gaps(
+    echoes: &[workload::Echo],
+    fault_starts: &[u64],
+    end_ms: u64,
+) -> Vec<invariants::ConsoleGap> {
+    let since = |a: u64, b: u64| -> u64 {
+        fault_starts
+            .iter()
+            .copied()
+            .filter(|&f| f > a && f < b)
+            .max()
+            .unwrap_or(a)
+    };
     let mut per_node: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for e in echoes {
         per_node.entry(e.node.as_str()).or_default().push(e.at_ms);
@@ -885,7 +903,7 @@ fn console_gaps(echoes: &[workload::Echo], end_ms: u64) -> Vec<invariants::Conso
             if w[1] - w[0] > 3_000 {
                 out.push(invariants::ConsoleGap {
                     node: node.to_string(),
-                    fault_unix_ms: w[0],
+                    fault_unix_ms: since(w[0], w[1]),
                     first_output_after_ms: Some(w[1]),
                 });
             }
@@ -894,7 +912,7 @@ fn console_gaps(echoes: &[workload::Echo], end_ms: u64) -> Vec<invariants::Conso
             if end_ms.saturating_sub(last) > 3_000 {
                 out.push(invariants::ConsoleGap {
                     node: node.to_string(),
-                    fault_unix_ms: last,
+                    fault_unix_ms: since(last, end_ms),
                     first_output_after_ms: None,
                 });
             }
@@ -984,5 +1002,35 @@ async fn wait_tcp(addr: &str, limit: Duration) -> anyhow::Result<()> {
             anyhow::bail!("nothing listens on {addr} after {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo(at_ms: u64) -> workload::Echo {
+        workload::Echo {
+            node: "n".into(),
+            marker: at_ms,
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn an_outage_is_timed_from_the_last_fault_that_began_in_it() {
+        let echoes: Vec<_> = [1_000, 2_000, 14_000, 15_000].map(echo).into();
+        // One fault inside: the outage counts from its last echo.
+        let g = console_gaps(&echoes, &[1_500], 15_500);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].fault_unix_ms, 2_000);
+        assert_eq!(g[0].first_output_after_ms, Some(14_000));
+        // A second fault during the outage restarts the clock.
+        let g = console_gaps(&echoes, &[1_500, 9_000], 15_500);
+        assert_eq!(g[0].fault_unix_ms, 9_000);
+        // A console that never echoes again is an outage until the end.
+        let g = console_gaps(&echoes, &[], 30_000);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[1].first_output_after_ms, None);
     }
 }

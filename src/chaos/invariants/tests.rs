@@ -183,6 +183,20 @@ fn a_conductor_that_lost_and_regained_the_node_several_times_is_clean() {
     ]);
     let log = [cmd(0, 1100, "c1"), cmd(1, 3500, "c1"), cmd(2, 9000, "c1")];
     assert_eq!(check_bmc_ownership(&log, &ch, &systems()), vec![]);
+
+    // But a command sent between two holdings, long before the next one, is caught.
+    let mut gap = three_conductors();
+    gap.extend([
+        reserve("c1", 10, 1, 1000),
+        leave("c1", 1, 15, 2000),
+        release("c1", 10, 15, 1, 2000),
+        join("c1", 4, 16, 30_000),
+        reserve("c1", 20, 4, 30_100),
+    ]);
+    let log = [cmd(0, 1100, "c1"), cmd(1, 5000, "c1"), cmd(2, 30_200, "c1")];
+    let v = check_bmc_ownership(&log, &gap, &systems());
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].detail.contains("was deleted"), "{}", v[0].detail);
 }
 
 #[test]
