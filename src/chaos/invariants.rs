@@ -220,6 +220,34 @@ fn incarnations(changes: &[Change]) -> (HashMap<i64, Incarnation>, HashSet<Strin
     (by_lease, names)
 }
 
+/// What checks (a) and (c) read from the history: each node's epochs, each lease's incarnation,
+/// every conductor name, node by BMC system, and when the records begin.
+struct Owners<'a> {
+    epochs: HashMap<String, Vec<Epoch>>,
+    leases: HashMap<i64, Incarnation>,
+    conductors: HashSet<String>,
+    node_of: HashMap<&'a str, &'a str>,
+    start: u64,
+}
+
+impl<'a> Owners<'a> {
+    fn of(changes: &[Change], system_of: &'a HashMap<String, String>) -> Owners<'a> {
+        let epochs = epochs(changes);
+        let (leases, mut conductors) = incarnations(changes);
+        conductors.extend(epochs.values().flatten().map(|e| e.conductor.clone()));
+        Owners {
+            epochs,
+            leases,
+            conductors,
+            node_of: system_of
+                .iter()
+                .map(|(n, s)| (s.as_str(), n.as_str()))
+                .collect(),
+            start: first_seen(changes),
+        }
+    }
+}
+
 fn first_seen(changes: &[Change]) -> u64 {
     changes.iter().map(|c| c.seen_unix_ms).min().unwrap_or(0)
 }
@@ -251,14 +279,13 @@ pub fn check_bmc_ownership(
     changes: &[Change],
     system_of: &HashMap<String, String>,
 ) -> Vec<Violation> {
-    let epochs = epochs(changes);
-    let (leases, mut conductors) = incarnations(changes);
-    conductors.extend(epochs.values().flatten().map(|e| e.conductor.clone()));
-    let node_of: HashMap<&str, &str> = system_of
-        .iter()
-        .map(|(n, s)| (s.as_str(), n.as_str()))
-        .collect();
-    let start = first_seen(changes);
+    let Owners {
+        epochs,
+        leases,
+        conductors,
+        node_of,
+        start,
+    } = Owners::of(changes, system_of);
     let mut per_node: BTreeMap<&str, Vec<&LogEntry>> = BTreeMap::new();
     for e in log {
         if e.op != LogOp::Redfish || e.unix_ms < start {
@@ -539,14 +566,13 @@ pub fn check_consoles(
     gaps: &[ConsoleGap],
     limits: ConsoleLimits,
 ) -> Vec<Violation> {
-    let epochs = epochs(changes);
-    let (leases, mut conductors) = incarnations(changes);
-    conductors.extend(epochs.values().flatten().map(|e| e.conductor.clone()));
-    let node_of: HashMap<&str, &str> = system_of
-        .iter()
-        .map(|(n, s)| (s.as_str(), n.as_str()))
-        .collect();
-    let start = first_seen(changes);
+    let Owners {
+        epochs,
+        leases,
+        conductors,
+        node_of,
+        start,
+    } = Owners::of(changes, system_of);
     // Session numbers restart with the sim: a session's close is the first one at or after it.
     let mut closes: HashMap<(&str, u64), Vec<u64>> = HashMap::new();
     for e in log.iter().filter(|e| e.op == LogOp::SerialClose) {
