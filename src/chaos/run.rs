@@ -413,7 +413,7 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
                 ),
             ));
         }
-        let found = interim_checks(&recorder, &sim_log, &system_of).await;
+        let found = interim_checks(&recorder, &read_sim_log(&sim_log), &system_of).await;
         for v in found {
             println!("      VIOLATION {v}");
             violations.push((Some(i), v));
@@ -433,7 +433,7 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
     for t in running.watchers {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
-    let found = final_checks(
+    let (found, read) = final_checks(
         &mut cl,
         &recorder,
         &sim_log,
@@ -456,7 +456,6 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
     }
     let gaps = recorder.gaps();
     let rewatches = recorder.rewatches();
-    let recorder_changes = recorder.changes();
     recorder.stop().await;
     let mut report = Report::new(
         args,
@@ -468,7 +467,7 @@ pub async fn inner(args: &Args, dir: &Path) -> anyhow::Result<Report> {
         ttl,
     );
     report.set_recorder(gaps, rewatches);
-    report.checked = checked(&read_sim_log(&sim_log), &recorder_changes);
+    report.checked = read;
     for s in cl.conductors.iter_mut().chain(cl.gateways.iter_mut()) {
         s.stop();
     }
@@ -626,26 +625,22 @@ async fn inject(cl: &mut Cluster, step: &Step) -> anyhow::Result<FaultRecord> {
             rec.healed_ms = Some(now_ms());
             rec.restarted = true;
         }
-        Fault::KillEtcdLeader => {
+        Fault::KillEtcdLeader | Fault::StopEtcdMember { .. } => {
             let before = cl.owners().await.unwrap_or_default();
-            let leader = cl
-                .etcd
-                .leader()
-                .await
-                .context("no etcd leader before the kill")?;
-            rec.member = Some(leader);
-            cl.etcd.kill(leader);
-            rec.writes_resumed = cl.etcd.wait_leader(Duration::from_secs(30)).await;
-            let left = step.hold.saturating_sub(t0.elapsed());
-            tokio::time::sleep(left).await;
-            rec.nodes_lost = lost_nodes(cl, &before).await;
-            cl.etcd.restart(leader)?;
-            rec.healed_ms = Some(now_ms());
-        }
-        Fault::StopEtcdMember { member } => {
-            let before = cl.owners().await.unwrap_or_default();
+            let member = match step.fault {
+                Fault::StopEtcdMember { member } => member,
+                _ => cl
+                    .etcd
+                    .leader()
+                    .await
+                    .context("no etcd leader before the kill")?,
+            };
             rec.member = Some(member);
-            cl.etcd.stop(member);
+            if step.fault == Fault::KillEtcdLeader {
+                cl.etcd.kill(member);
+            } else {
+                cl.etcd.stop(member);
+            }
             rec.writes_resumed = cl.etcd.wait_leader(Duration::from_secs(30)).await;
             let left = step.hold.saturating_sub(t0.elapsed());
             tokio::time::sleep(left).await;
@@ -680,15 +675,14 @@ async fn lost_nodes(cl: &mut Cluster, before: &HashMap<String, String>) -> Optio
 }
 
 /// Checks that hold at any time: (a) so far, and (d).
+/// `log`: the BMC log, read just before. The history is taken once it has caught up with
+/// etcd, so every reservation a logged command depends on is in it.
 async fn interim_checks(
     recorder: &HistoryRecorder,
-    sim_log: &Path,
+    log: &[ferric_sim::LogEntry],
     system_of: &HashMap<String, String>,
 ) -> Vec<Violation> {
     let mut out = Vec::new();
-    // The BMC log first, then the history once it has caught up with etcd: every reservation a
-    // logged command depends on was committed before the log was read.
-    let log = read_sim_log(sim_log);
     if !recorder.catch_up(Duration::from_secs(120)).await {
         out.push(Violation::new(
             'a',
@@ -698,7 +692,7 @@ async fn interim_checks(
         return out;
     }
     let changes = recorder.changes();
-    out.extend(invariants::check_bmc_ownership(&log, &changes, system_of));
+    out.extend(invariants::check_bmc_ownership(log, &changes, system_of));
     // The checker's own read may meet a member that was just killed: that is not the
     // cluster's fault, so it tries again (bounded) before saying it could not look.
     let mut snap = recorder.lease_snapshot().await;
@@ -721,7 +715,7 @@ async fn interim_checks(
 }
 
 /// The final checks, once the workload stopped and the cluster is quiet: every invariant over
-/// the whole run.
+/// the whole run, and how much they read.
 #[allow(clippy::too_many_arguments)]
 async fn final_checks(
     cl: &mut Cluster,
@@ -732,9 +726,9 @@ async fn final_checks(
     faults: &[FaultRecord],
     watched_until: u64,
     ids: &[String],
-) -> Vec<Violation> {
-    let mut out = interim_checks(recorder, sim_log, system_of).await;
+) -> (Vec<Violation>, super::report::Checked) {
     let log = read_sim_log(sim_log);
+    let mut out = interim_checks(recorder, &log, system_of).await;
     let changes = recorder.changes();
     let end_ms = now_ms();
     let ttl_ms = cl.ttl.as_millis() as u64;
@@ -822,7 +816,8 @@ async fn final_checks(
             end_unix_ms: watched_until,
         },
     ));
-    out
+    let read = checked(&log, &changes);
+    (out, read)
 }
 
 /// How much the final checks looked at.
