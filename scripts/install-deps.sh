@@ -20,6 +20,10 @@ have ps || need_apt+=(procps)
 have systemd-analyze || need_apt+=(systemd)
 have cc || need_apt+=(gcc)
 have python3 || need_apt+=(python3)
+# The dashboard's browser tests: Debian's Chromium, driven by playwright-core under Node.
+have chromium || need_apt+=(chromium)
+have node || need_apt+=(nodejs)
+have npm || need_apt+=(npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -53,5 +57,21 @@ if [ -f tests/python-requirements.txt ]; then
         # Ansible collections the file names, taken out of PyPI wheels (see the file).
         "$FERRIC_PYVENV/bin/python" scripts/install-collections.py tests/python-requirements.txt
         cp tests/python-requirements.txt "$stamp"
+    fi
+fi
+
+# playwright-core for the dashboard's browser tests (tests/dashboard/package.json), in the
+# target directory (never global); it drives the Chromium installed above, it downloads none.
+FERRIC_NODE_MODULES="${FERRIC_NODE_MODULES:-$(pwd)/target/node/node_modules}"
+export FERRIC_NODE_MODULES
+if [ -f tests/dashboard/package.json ]; then
+    stamp="$FERRIC_NODE_MODULES/.package.json"
+    if ! cmp -s tests/dashboard/package.json "$stamp" 2>/dev/null; then
+        echo "installing the dashboard tests' Node packages into $FERRIC_NODE_MODULES" >&2
+        prefix="$(dirname "$FERRIC_NODE_MODULES")"
+        mkdir -p "$prefix"
+        cp tests/dashboard/package.json "$prefix/package.json"
+        PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$prefix" --no-audit --no-fund --silent
+        cp tests/dashboard/package.json "$stamp"
     fi
 fi

@@ -35,6 +35,9 @@ enum Cmd {
     },
     /// The Ironic API through `ferric gateway`: enroll, list, manage and provide.
     Api(crate::bench_api::ApiArgs),
+    /// The dashboard: first meaningful paint of the overview at N nodes (Chromium), and the
+    /// gateway's CPU while 50 dashboards follow 5,000 power changes.
+    Dashboard(crate::bench_dashboard::DashboardArgs),
     /// Ports and VIFs through the gateway: port creates, lookups by MAC, VIF attach/detach.
     Ports(crate::bench_ports::PortsArgs),
     /// `ferric sim` agents with real conductors: N nodes inspected at once, then deployed at
@@ -103,6 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             runs,
         } => failover(&dir, &etcd, nodes, conductors, lease_ttl, runs).await,
         Cmd::Api(a) => crate::bench_api::run(&dir, &etcd, a).await,
+        Cmd::Dashboard(a) => crate::bench_dashboard::run(&dir, &etcd, a).await,
         Cmd::Notify(a) => crate::bench_notify::run(&dir, &etcd, a).await,
         Cmd::Ports(a) => crate::bench_ports::run(&dir, &etcd, a).await,
         Cmd::Agent(a) => crate::bench_agent::run(&dir, &etcd, a).await,

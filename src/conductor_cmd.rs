@@ -99,6 +99,11 @@ pub struct Args {
     /// the fault (and the maintenance the fault set).
     #[arg(long, default_value_t = 30.0, env = "FERRIC_SYNC_FAILURE_INTERVAL")]
     pub sync_failure_interval: f64,
+    /// Export traces to this OpenTelemetry collector (OTLP over gRPC, e.g.
+    /// `http://127.0.0.1:4317`): API requests, their etcd writes, the conductors' work and BMC
+    /// commands, linked into one trace per request. Off by default.
+    #[arg(long, env = "FERRIC_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(flatten)]
     pub notify: NotifyArgs,
 }

@@ -139,6 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let exe = std::env::current_exe()?;
     let exe = exe.display();
+    println!("Dashboard: {api}/dashboard/");
     println!("ferric dev: a local cluster is running");
     println!(
         "  etcd        {}  (data and logs in {})",

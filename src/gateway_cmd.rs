@@ -70,6 +70,11 @@ pub struct Args {
     /// unacknowledged changes, as in Ironic).
     #[arg(long)]
     pub no_compute_guard: bool,
+    /// Export traces to this OpenTelemetry collector (OTLP over gRPC, e.g.
+    /// `http://127.0.0.1:4317`): API requests, their etcd writes, the conductors' work and BMC
+    /// commands, linked into one trace per request. Off by default.
+    #[arg(long, env = "FERRIC_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(flatten)]
     pub keystone: KeystoneArgs,
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_agent;
 mod bench_api;
+mod bench_dashboard;
 mod bench_notify;
 mod bench_ports;
 mod chaos;
@@ -68,12 +69,22 @@ fn main() -> std::process::ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let export = match &cli.cmd {
+        Cmd::Conductor(a) => a.otlp_endpoint.as_ref().map(|e| ferric_telemetry::Export {
+            endpoint: e.clone(),
+            service: "ferric-conductor",
+            instance: a.name.clone(),
+        }),
+        Cmd::Gateway(a) => a.otlp_endpoint.as_ref().map(|e| ferric_telemetry::Export {
+            endpoint: e.clone(),
+            service: "ferric-gateway",
+            instance: a
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("gateway@{}", a.listen)),
+        }),
+        _ => None,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -81,6 +92,14 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Inside the runtime: the trace exporter's gRPC channel lives on it.
+    let telemetry = match rt.block_on(async { ferric_telemetry::init(export) }) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -97,6 +116,8 @@ fn main() -> std::process::ExitCode {
             Cmd::ChaosLabSelftest(args) => chaos::lab_selftest::run(args).await,
         }
     });
+    // Flushes the queued spans while the runtime still runs.
+    drop(telemetry);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

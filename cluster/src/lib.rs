@@ -21,6 +21,7 @@ pub mod placement;
 pub mod remediation;
 pub mod repair;
 pub mod reservations;
+pub mod sessions;
 pub mod snapshot;
 pub mod status;
 pub mod sync;

@@ -11,6 +11,7 @@ use ferric_model::{
     ReservationRecord, Verb,
 };
 use std::collections::HashMap;
+use tracing::Instrument;
 
 /// A node as readers see it: spec, status and who holds it.
 #[derive(Debug, Clone)]
@@ -217,9 +218,8 @@ impl Cluster {
     {
         for _ in 0..16 {
             let mut view = self.get_node(id_or_name).await?;
-            let mut spec = view.spec.clone();
-            change(&view, &mut spec)?;
-            spec.updated_at_ms = now_ms();
+            let span = spec_write_span(&view.spec.id);
+            let spec = span.in_scope(|| changed(&view, &mut change))?;
             let key = self.keys().node(&spec.id);
             let txn = Txn::new()
                 .when([Compare::mod_revision(
@@ -228,7 +228,12 @@ impl Cluster {
                     view.spec_rev,
                 )])
                 .and_then([TxnOp::put(key, encode(&spec), None)]);
-            let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+            let resp = self
+                .kv()
+                .txn(txn)
+                .instrument(span)
+                .await
+                .map_err(|e| self.err(e))?;
             if resp.succeeded() {
                 view.spec_rev = resp.header().map_or(0, |h| h.revision());
                 view.spec = spec;
@@ -252,9 +257,8 @@ impl Cluster {
     {
         for _ in 0..16 {
             let mut view = self.get_node(&id.to_string()).await?;
-            let mut spec = view.spec.clone();
-            change(&view, &mut spec)?;
-            spec.updated_at_ms = now_ms();
+            let span = spec_write_span(id);
+            let spec = span.in_scope(|| changed(&view, &mut change))?;
             let key = self.keys().node(id);
             let txn = Txn::new()
                 .when([
@@ -266,7 +270,12 @@ impl Cluster {
                     ),
                 ])
                 .and_then([TxnOp::put(key, encode(&spec), None)]);
-            let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
+            let resp = self
+                .kv()
+                .txn(txn)
+                .instrument(span)
+                .await
+                .map_err(|e| self.err(e))?;
             if resp.succeeded() {
                 view.spec_rev = resp.header().map_or(0, |h| h.revision());
                 view.spec = spec;
@@ -312,40 +321,7 @@ impl Cluster {
         requested_by: &str,
     ) -> Result<NodeView, ClusterError> {
         self.update_spec(id_or_name, |view, spec| {
-            if let Some(p) = view.spec.pending_provision(&view.status) {
-                return Err(ClusterError::Busy {
-                    node: view.spec.id.to_string(),
-                    what: format!(
-                        "provision action \"{}\" has not been taken up yet",
-                        p.verb.as_str()
-                    ),
-                });
-            }
-            if view.spec.maintenance {
-                // Ironic refuses these in maintenance (400); manual cleaning may be asked for
-                // explicitly, to diagnose a faulty node without returning it to the pool.
-                let refused = match verb {
-                    Verb::Deploy | Verb::Rebuild => Some("deploying"),
-                    Verb::Clean if !maintenance_ok => Some("cleaning (without maintenance_ok)"),
-                    Verb::Rescue | Verb::Unrescue => Some("rescue operations"),
-                    Verb::Service => Some("servicing"),
-                    _ => None,
-                };
-                if let Some(what) = refused {
-                    return Err(ClusterError::Invalid(format!(
-                        "node {} is in maintenance: {what} is refused",
-                        view.spec.id
-                    )));
-                }
-            }
-            on_verb(view.status.provision_state, verb)
-                .map_err(|e: InvalidTransition| ClusterError::InvalidState(e))?;
-            if view.spec.protected && matches!(verb, Verb::Undeploy | Verb::Rebuild) {
-                return Err(ClusterError::Invalid(format!(
-                    "Node {} is protected and cannot be undeployed, rebuilt or deleted",
-                    view.spec.id
-                )));
-            }
+            provision_refusal(&view.spec, &view.status, verb, maintenance_ok)?;
             if verb == Verb::Undeploy {
                 // Tear down ends the instance (Ironic's `do_node_tear_down` empties
                 // `instance_info` and `instance_uuid`); recorded with the request, in one write.
@@ -457,27 +433,108 @@ fn status_of(bytes: Option<&[u8]>) -> (NodeStatus, Option<String>) {
 }
 
 /// The spec change of a power request, shared by the single and the bulk path.
+/// The span of one spec write (compare-and-swap) when traces are exported, else a disabled one.
+fn spec_write_span(id: &NodeId) -> tracing::Span {
+    if ferric_telemetry::enabled() {
+        tracing::info_span!("etcd spec write", node = %id, otel.kind = "client")
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// The spec `change` makes of the view's, stamped, with the requests it added traced to the
+/// current span (the write's).
+fn changed<F>(view: &NodeView, change: &mut F) -> Result<NodeSpec, ClusterError>
+where
+    F: FnMut(&NodeView, &mut NodeSpec) -> Result<(), ClusterError>,
+{
+    let mut spec = view.spec.clone();
+    change(view, &mut spec)?;
+    spec.updated_at_ms = now_ms();
+    spec.trace_requests(
+        &view.spec,
+        ferric_telemetry::current_traceparent().as_deref(),
+    );
+    Ok(spec)
+}
+
+/// Why `verb` cannot be asked of a node with this spec and status now, as the API refuses it
+/// (the same checks the request itself makes; the dashboard shows them on disabled actions).
+pub fn provision_refusal(
+    spec: &NodeSpec,
+    status: &NodeStatus,
+    verb: Verb,
+    maintenance_ok: bool,
+) -> Result<(), ClusterError> {
+    if let Some(p) = spec.pending_provision(status) {
+        return Err(ClusterError::Busy {
+            node: spec.id.to_string(),
+            what: format!(
+                "provision action \"{}\" has not been taken up yet",
+                p.verb.as_str()
+            ),
+        });
+    }
+    if spec.maintenance {
+        // Ironic refuses these in maintenance (400); manual cleaning may be asked for
+        // explicitly, to diagnose a faulty node without returning it to the pool.
+        let refused = match verb {
+            Verb::Deploy | Verb::Rebuild => Some("deploying"),
+            Verb::Clean if !maintenance_ok => Some("cleaning (without maintenance_ok)"),
+            Verb::Rescue | Verb::Unrescue => Some("rescue operations"),
+            Verb::Service => Some("servicing"),
+            _ => None,
+        };
+        if let Some(what) = refused {
+            return Err(ClusterError::Invalid(format!(
+                "node {} is in maintenance: {what} is refused",
+                spec.id
+            )));
+        }
+    }
+    on_verb(status.provision_state, verb)
+        .map_err(|e: InvalidTransition| ClusterError::InvalidState(e))?;
+    if spec.protected && matches!(verb, Verb::Undeploy | Verb::Rebuild) {
+        return Err(ClusterError::Invalid(format!(
+            "Node {} is protected and cannot be undeployed, rebuilt or deleted",
+            spec.id
+        )));
+    }
+    Ok(())
+}
+
+/// Why a power action to `target` cannot be asked of a node with this spec and status now, as
+/// the API refuses it.
+pub fn power_refusal(
+    spec: &NodeSpec,
+    status: &NodeStatus,
+    target: PowerTarget,
+) -> Result<(), ClusterError> {
+    if let Some(p) = spec.pending_power(status) {
+        return Err(ClusterError::Busy {
+            node: spec.id.to_string(),
+            what: format!(
+                "power action \"{}\" is still in progress",
+                p.target.as_str()
+            ),
+        });
+    }
+    if spec.disable_power_off && matches!(target, PowerTarget::Off | PowerTarget::SoftOff) {
+        return Err(ClusterError::Invalid(format!(
+            "node {} has disable_power_off set: power off is refused",
+            spec.id
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn power_change(
     target: PowerTarget,
     timeout_s: Option<u32>,
     requested_by: &str,
 ) -> impl Fn(&NodeView, &mut NodeSpec) -> Result<(), ClusterError> + '_ {
     move |view, spec| {
-        if let Some(p) = view.spec.pending_power(&view.status) {
-            return Err(ClusterError::Busy {
-                node: view.spec.id.to_string(),
-                what: format!(
-                    "power action \"{}\" is still in progress",
-                    p.target.as_str()
-                ),
-            });
-        }
-        if spec.disable_power_off && matches!(target, PowerTarget::Off | PowerTarget::SoftOff) {
-            return Err(ClusterError::Invalid(format!(
-                "node {} has disable_power_off set: power off is refused",
-                spec.id
-            )));
-        }
+        power_refusal(&view.spec, &view.status, target)?;
         spec.power_request = Some(PowerRequest {
             seq: spec.next_power_seq(),
             target,

@@ -513,6 +513,12 @@ mod tests {
         ("/v1/ferric/openapi.json", &["get"]),
         ("/v1/ferric/conductors", &["get"]),
         ("/v1/ferric/conductors/{name}", &["get"]),
+        ("/v1/ferric/summary", &["get"]),
+        ("/v1/ferric/nodes", &["get"]),
+        ("/v1/ferric/nodes/{node}/actions", &["get"]),
+        ("/v1/ferric/deliveries", &["get"]),
+        ("/dashboard/api/config", &["get"]),
+        ("/dashboard/api/session", &["get", "post", "delete"]),
         ("/healthz", &["get"]),
         ("/metrics", &["get"]),
     ];

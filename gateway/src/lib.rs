@@ -24,8 +24,10 @@ mod bios;
 mod children;
 mod console;
 mod create_batch;
+mod dashboard;
 mod drivers;
 mod extensions;
+mod fleet;
 mod inspection;
 mod lookup;
 mod nodes;
@@ -51,6 +53,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 use version::ApiVersion;
 
 /// Largest request body accepted (413 above it). A node with large `properties` is a few KB;
@@ -120,6 +123,12 @@ pub struct Inner {
     console_secret: tokio::sync::OnceCell<String>,
     /// Recent `/v1/lookup` requests per node (`lookup::Limiter`).
     pub(crate) lookups: lookup::Limiter,
+    /// Dashboard sessions this gateway read lately.
+    pub(crate) sessions: dashboard::SessionCache,
+    /// The last fleet summary (`/v1/ferric/summary`).
+    pub(crate) summaries: fleet::SummaryCache,
+    /// The last delivery figures (`/v1/ferric/deliveries`).
+    pub(crate) deliveries: fleet::DeliveriesCache,
 }
 
 impl Drop for Inner {
@@ -154,6 +163,9 @@ impl AppState {
             closing: tokio::sync::watch::channel(false).0,
             console_secret: tokio::sync::OnceCell::new(),
             lookups: lookup::Limiter::default(),
+            sessions: dashboard::SessionCache::default(),
+            summaries: fleet::SummaryCache::default(),
+            deliveries: fleet::DeliveriesCache::default(),
         }))
     }
 
@@ -342,13 +354,26 @@ pub fn app(state: AppState) -> Router {
         .route("/ferric/events", get(extensions::events))
         .route("/ferric/openapi.json", get(extensions::openapi))
         .route("/ferric/conductors", get(extensions::conductors))
-        .route("/ferric/conductors/{name}", get(extensions::conductor));
+        .route("/ferric/conductors/{name}", get(extensions::conductor))
+        .route("/ferric/summary", get(fleet::summary))
+        .route("/ferric/nodes", get(fleet::nodes))
+        .route("/ferric/nodes/{node}/actions", get(fleet::actions))
+        .route("/ferric/deliveries", get(fleet::deliveries));
     let inner = Router::new()
         .route("/", get(root::root))
         .route("/v1", get(root::v1_index))
         .nest("/v1", v1)
         .route("/healthz", get(extensions::healthz))
         .route("/metrics", get(extensions::metrics))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/api/config", get(dashboard::config))
+        .route(
+            "/dashboard/api/session",
+            get(dashboard::session)
+                .post(dashboard::sign_in)
+                .delete(dashboard::sign_out),
+        )
+        .route("/dashboard/{*path}", get(dashboard::asset))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), gate))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -407,8 +432,10 @@ async fn not_found() -> ApiError {
 fn public(path: &str) -> bool {
     matches!(
         path,
-        "/" | "/v1" | "/healthz" | "/v1/continue_inspection" | "/v1/lookup"
+        "/" | "/v1" | "/healthz" | "/v1/continue_inspection" | "/v1/lookup" | "/dashboard"
     ) || path.starts_with("/v1/heartbeat/")
+        // The dashboard's files hold no data; its session API checks the cookie itself.
+        || path.starts_with("/dashboard/")
 }
 
 /// Microversion negotiation and authentication of every API request.
@@ -428,14 +455,29 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     if !public(&path) {
         // Browsers cannot set headers on a websocket: the console's may carry its credentials
         // in a subprotocol instead (never in the URL, which ends up in logs).
-        let authenticated = if console::is_websocket_path(&path) {
+        let websocket = console::is_websocket_path(&path);
+        let method = req.method().clone();
+        let session =
+            dashboard::session_caller(&state, &method, req.headers_mut(), websocket).await;
+        let authenticated = if let Some(from_session) = session {
+            from_session
+        } else if websocket {
             state.auth.authenticate_websocket(req.headers_mut()).await
         } else {
             state.auth.authenticate(req.headers()).await
         };
         let caller = match authenticated {
             Ok(c) => c,
-            Err(e) => return with_version_headers(e.into_response(), version),
+            Err(e) => {
+                let mut resp = e.into_response();
+                if from_page(req.headers()) {
+                    // A page's own request: no challenge, or the browser would put up its
+                    // login prompt over the dashboard's sign-in.
+                    resp.headers_mut()
+                        .remove(axum::http::header::WWW_AUTHENTICATE);
+                }
+                return with_version_headers(resp, version);
+            }
         };
         if let Err(e) = auth::authorize(&caller, req.method(), &path) {
             return with_version_headers(e.into_response(), version);
@@ -451,6 +493,13 @@ async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     } else {
         resp
     }
+}
+
+/// Whether a browser page's script sent the request (`fetch`, `EventSource`), not a
+/// navigation or a non-browser client (Fetch Metadata headers, which scripts cannot forge).
+fn from_page(headers: &axum::http::HeaderMap) -> bool {
+    let is = |name: &str, value: &str| headers.get(name).is_some_and(|v| v == value);
+    is("sec-fetch-site", "same-origin") && !is("sec-fetch-mode", "navigate")
 }
 
 /// A project-scoped caller's request on one node: the node must be its project's (else it is
@@ -512,7 +561,31 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let method = req.method().clone();
-    let mut resp = next.run(req).await;
+    let mut resp = if ferric_telemetry::enabled() {
+        // A server span per request, a child of the client's `traceparent` when it sends one.
+        let span = tracing::info_span!(
+            "http request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let parent = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        ferric_telemetry::set_parent(&span, parent);
+        let resp = next.run(req).instrument(span.clone()).await;
+        span.record("http.response.status_code", resp.status().as_u16());
+        if resp.status().is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        resp
+    } else {
+        next.run(req).await
+    };
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
         && !resp
             .headers()

@@ -32,6 +32,13 @@ pub trait Record: Serialize + DeserializeOwned {
     /// The format version this build writes.
     const VERSION: u8;
 
+    /// The format version to write this record in, and its body, given the body in the current
+    /// version. The default is the current version; a record whose newest fields are unset
+    /// may write the older format those fields were added after, which older builds read.
+    fn encode_body(&self, body: Vec<u8>) -> (u8, Vec<u8>) {
+        (Self::VERSION, body)
+    }
+
     /// Reads a body written in an older format version. The default knows no older formats.
     fn migrate(version: u8, body: &[u8]) -> Result<Self, CodecError> {
         let _ = body;
@@ -44,9 +51,12 @@ pub trait Record: Serialize + DeserializeOwned {
 }
 
 pub fn encode<R: Record>(record: &R) -> Vec<u8> {
-    let mut out = vec![R::VERSION];
     // Serializing plain structs of owned data into a Vec cannot fail.
-    out.extend(postcard::to_allocvec(record).expect("postcard encoding into a Vec"));
+    let body = postcard::to_allocvec(record).expect("postcard encoding into a Vec");
+    let (version, body) = record.encode_body(body);
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(version);
+    out.extend(body);
     out
 }
 

@@ -19,6 +19,7 @@ pub mod port;
 pub mod power;
 pub mod provision;
 pub mod reservation;
+pub mod session;
 pub mod sync;
 
 pub use bios::{BiosRecord, BiosSetting};
@@ -35,12 +36,14 @@ pub use node::{
     faults, AgentCommand, AgentLink, AgentProgress, BootDeviceRequest, ConductorRecord,
     EventRecord, EvictionRecord, HistoryEntry, NodeHistory, NodeSpec, NodeStatus, PowerOp,
     PowerRequest, ProvisionRequest, Remediation, RemediationAction, RemediationBudget,
-    RemediationPolicy, RemediationRule, SoftOffPolicy, SyncReport,
+    RemediationPolicy, RemediationRule, RequestKind, RequestTrace, RequestTraces, SoftOffPolicy,
+    SyncReport,
 };
 pub use port::{PortRecord, PortgroupRecord, VolumeConnectorRecord, VolumeTargetRecord};
 pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};
 pub use reservation::ReservationRecord;
+pub use session::SessionRecord;
 pub use sync::{SyncConfig, SyncPolicy};
 
 /// Milliseconds since the Unix epoch: the one timestamp format of persisted records.

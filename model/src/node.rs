@@ -124,6 +124,37 @@ pub struct NodeSpec {
     pub shard: Option<String>,
     /// Ironic's traits, sorted and unique (at most [`NodeSpec::MAX_TRAITS`]).
     pub traits: Vec<String>,
+    // Format version 3 appended the field below; it must stay last. A spec without it is
+    // written in format 2 (see `Record::encode_body`), so records stay readable by the previous
+    // release unless trace export is on.
+    /// The trace context of the requests above, when the process that wrote them exported
+    /// traces: the owner carries a request out in a span that is a child of its writer's.
+    pub traces: Option<RequestTraces>,
+}
+
+/// The W3C `traceparent` of the span that wrote a request (the gateway's etcd write), and
+/// which request (by seq) it belongs to: a request written without trace context by another
+/// writer never inherits an older request's trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestTrace {
+    pub seq: u64,
+    pub traceparent: String,
+}
+
+/// The trace context of each kind of request in a spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestTraces {
+    pub power: Option<RequestTrace>,
+    pub provision: Option<RequestTrace>,
+    pub boot_device: Option<RequestTrace>,
+}
+
+/// The kinds of request a spec carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Power,
+    Provision,
+    BootDevice,
 }
 
 impl NodeSpec {
@@ -199,7 +230,61 @@ impl NodeSpec {
             network_data: "{}".into(),
             shard: None,
             traits: Vec::new(),
+            traces: None,
         }
+    }
+
+    fn request_seq(&self, kind: RequestKind) -> Option<u64> {
+        match kind {
+            RequestKind::Power => self.power_request.as_ref().map(|r| r.seq),
+            RequestKind::Provision => self.provision_request.as_ref().map(|r| r.seq),
+            RequestKind::BootDevice => self.boot_device_request.as_ref().map(|r| r.seq),
+        }
+    }
+
+    fn trace_slot(traces: &mut RequestTraces, kind: RequestKind) -> &mut Option<RequestTrace> {
+        match kind {
+            RequestKind::Power => &mut traces.power,
+            RequestKind::Provision => &mut traces.provision,
+            RequestKind::BootDevice => &mut traces.boot_device,
+        }
+    }
+
+    /// After a change made from `before`: every request the change added (a request whose seq
+    /// differs from `before`'s) gets `traceparent` as its trace context, or loses the previous
+    /// request's when there is none. Empty traces leave the field unset.
+    pub fn trace_requests(&mut self, before: &NodeSpec, traceparent: Option<&str>) {
+        let mut traces = self.traces.take().unwrap_or_default();
+        for kind in [
+            RequestKind::Power,
+            RequestKind::Provision,
+            RequestKind::BootDevice,
+        ] {
+            let seq = self.request_seq(kind);
+            let slot = Self::trace_slot(&mut traces, kind);
+            if seq != before.request_seq(kind) {
+                *slot = seq.zip(traceparent).map(|(seq, tp)| RequestTrace {
+                    seq,
+                    traceparent: tp.to_string(),
+                });
+            } else if slot.as_ref().is_some_and(|t| Some(t.seq) != seq) {
+                *slot = None;
+            }
+        }
+        if traces != RequestTraces::default() {
+            self.traces = Some(traces);
+        }
+    }
+
+    /// The trace context the request `seq` of `kind` was written with, if any.
+    pub fn traceparent(&self, kind: RequestKind, seq: u64) -> Option<&str> {
+        let traces = self.traces.as_ref()?;
+        let t = match kind {
+            RequestKind::Power => traces.power.as_ref(),
+            RequestKind::Provision => traces.provision.as_ref(),
+            RequestKind::BootDevice => traces.boot_device.as_ref(),
+        }?;
+        (t.seq == seq).then_some(t.traceparent.as_str())
     }
 
     /// Whether cleaning runs on `provide` and after tear down: the node's `automated_clean`,
@@ -256,16 +341,31 @@ const SPEC_V2_TAIL: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 2, b'{', b'}', 0, 0];
 impl Record for NodeSpec {
     const KIND: &'static str = "node spec";
     /// 2: description, owner, lessee, automated_clean, retired(_reason), protected(_reason),
-    /// network_data, shard and traits appended.
-    const VERSION: u8 = 2;
+    /// network_data, shard and traits appended. 3: traces appended.
+    const VERSION: u8 = 3;
+
+    /// Without traces, format 2: the same bytes less the unset `traces` (postcard's one 0 byte
+    /// of an absent Option, the body's last byte), which the previous release reads.
+    fn encode_body(&self, mut body: Vec<u8>) -> (u8, Vec<u8>) {
+        if self.traces.is_none() && body.last() == Some(&0) {
+            body.pop();
+            (2, body)
+        } else {
+            (Self::VERSION, body)
+        }
+    }
 
     fn migrate(version: u8, body: &[u8]) -> Result<Self, CodecError> {
         match version {
-            1 => {
-                let mut v2 = Vec::with_capacity(body.len() + SPEC_V2_TAIL.len());
-                v2.extend_from_slice(body);
-                v2.extend_from_slice(SPEC_V2_TAIL);
-                crate::codec::body_of(version, &v2)
+            1 | 2 => {
+                let mut v3 = Vec::with_capacity(body.len() + SPEC_V2_TAIL.len() + 1);
+                v3.extend_from_slice(body);
+                if version == 1 {
+                    v3.extend_from_slice(SPEC_V2_TAIL);
+                }
+                // traces: absent.
+                v3.push(0);
+                crate::codec::body_of(version, &v3)
             }
             _ => Err(CodecError::UnknownVersion {
                 kind: Self::KIND,
@@ -773,7 +873,7 @@ mod tests {
         spec.name = Some(NodeName::parse("old").unwrap());
         spec.instance_info = r#"{"image_source":"http://x"}"#.into();
         let v2 = encode(&spec);
-        assert_eq!(v2[0], 2);
+        assert_eq!(v2[0], 2, "a spec without traces is written in format 2");
         assert!(
             v2.ends_with(SPEC_V2_TAIL),
             "the new fields unset are the tail"
@@ -797,6 +897,56 @@ mod tests {
         spec.traits = vec!["CUSTOM_A".into(), "HW_CPU_X86_AVX2".into()];
         assert_eq!(decode::<NodeSpec>(&encode(&spec)).unwrap(), spec);
         assert!(!spec.automated_clean_or(true));
+    }
+
+    #[test]
+    fn a_spec_with_traces_is_format_3_and_one_without_stays_readable_by_format_2_builds() {
+        let mut spec = NodeSpec::new(NodeId::new_random(), "redfish", 7);
+        spec.traits = vec!["CUSTOM_A".into()];
+        let v2 = encode(&spec);
+        assert_eq!(v2[0], 2);
+        // The body ends as format 2's did: network_data "{}", no shard, one trait.
+        assert!(
+            v2.ends_with(&[2, b'{', b'}', 0, 1, 8, b'C', b'U', b'S', b'T', b'O', b'M', b'_', b'A'])
+        );
+        let before = spec.clone();
+        spec.power_request = Some(PowerRequest {
+            seq: 4,
+            target: PowerTarget::On,
+            timeout_s: None,
+            requested_by: "api".into(),
+            requested_at_ms: 8,
+        });
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        spec.trace_requests(&before, Some(tp));
+        assert_eq!(spec.traceparent(RequestKind::Power, 4), Some(tp));
+        assert_eq!(spec.traceparent(RequestKind::Power, 3), None);
+        assert_eq!(spec.traceparent(RequestKind::Provision, 4), None);
+        let v3 = encode(&spec);
+        assert_eq!(v3[0], 3);
+        assert_eq!(decode::<NodeSpec>(&v3).unwrap(), spec);
+        // An edit that adds no request keeps the trace; a new request without trace context
+        // drops the old one (it is not this request's), and the spec goes back to format 2.
+        let before = spec.clone();
+        spec.maintenance = true;
+        spec.trace_requests(&before, None);
+        assert_eq!(spec.traceparent(RequestKind::Power, 4), Some(tp));
+        let before = spec.clone();
+        spec.power_request.as_mut().unwrap().seq = 5;
+        spec.trace_requests(&before, None);
+        assert_eq!(spec.traces, None);
+        assert_eq!(encode(&spec)[0], 2);
+        // A writer that replaced the request without calling trace_requests (an owner's own
+        // request): the stale trace is not this request's.
+        spec.traces = Some(RequestTraces {
+            power: Some(RequestTrace {
+                seq: 5,
+                traceparent: tp.into(),
+            }),
+            ..RequestTraces::default()
+        });
+        spec.power_request.as_mut().unwrap().seq = 6;
+        assert_eq!(spec.traceparent(RequestKind::Power, 6), None);
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct LogEntry {
     /// `agent_power` entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The W3C `traceparent` header of a Redfish request, when the client sent one (a conductor
+    /// that exports traces sends its BMC command span's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// An entry before the log numbers it.
@@ -103,6 +107,7 @@ pub struct Record {
     pub node: Option<String>,
     pub seq: Option<u64>,
     pub detail: Option<String>,
+    pub traceparent: Option<String>,
 }
 
 impl Record {
@@ -120,6 +125,7 @@ impl Record {
             node: None,
             seq: None,
             detail: None,
+            traceparent: None,
         }
     }
 }
@@ -199,6 +205,7 @@ impl CommandLog {
             node: r.node,
             seq: r.seq,
             detail: r.detail,
+            traceparent: r.traceparent,
         };
         if let Some(file) = inner.file.as_mut() {
             let mut line = serde_json::to_vec(&entry).unwrap_or_default();

@@ -266,11 +266,17 @@ async fn handle(state: Arc<SimState>, id: String, rest: Option<String>, req: Req
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok()),
     );
+    let traceparent = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let record = |status: Option<StatusCode>| Record {
         received,
         action: action.clone(),
         status: status.map(|s| s.as_u16()),
         client: client.clone(),
+        traceparent: traceparent.clone(),
         ..Record::new(
             LogOp::Redfish,
             &id,

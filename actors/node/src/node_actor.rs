@@ -264,6 +264,9 @@ pub struct NodeState {
     power: Option<ActorRef<PowerMsg>>,
     /// The one BMC operation the power actor is running for this node.
     in_flight: InFlight,
+    /// The span of the user's power request in flight, when traces are exported; it ends when
+    /// the request's outcome is recorded.
+    op_span: tracing::Span,
     timers: Timers,
     /// Failed etcd requests in a row (the retry backoff grows with it).
     failures: u32,
@@ -413,6 +416,7 @@ impl Actor for NodeActor {
             passive: None,
             power: None,
             in_flight: InFlight::Idle,
+            op_span: tracing::Span::none(),
             timers: Timers::default(),
             failures: 0,
             hb_seen: 0,

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// What the power actor tells its node actor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,9 +74,24 @@ pub enum PowerMsg {
         persistent: bool,
     },
     Read(RpcReplyPort<Result<PowerState, String>>),
+    /// A message whose BMC commands are traced as children of `span` (the node's request;
+    /// with `Run`, until the operation ends). Sent only when traces are exported
+    /// ([`PowerMsg::traced`]).
+    Traced(Box<PowerMsg>, tracing::Span),
     /// Reads the BIOS settings (None: the driver or machine has none).
     Bios(RpcReplyPort<Result<Option<Vec<BiosSetting>>, String>>),
     IdleCheck,
+}
+
+impl PowerMsg {
+    /// `msg`, traced under `span` when that is a recorded span.
+    pub fn traced(msg: PowerMsg, span: &tracing::Span) -> PowerMsg {
+        if span.is_disabled() {
+            msg
+        } else {
+            PowerMsg::Traced(Box::new(msg), span.clone())
+        }
+    }
 }
 
 struct Op {
@@ -96,6 +112,8 @@ pub struct PowerState_ {
     op: Option<Op>,
     last_command: Option<Instant>,
     last_activity: Instant,
+    /// The span the BMC commands of the current message or operation are children of.
+    span: tracing::Span,
 }
 
 pub struct PowerActor;
@@ -134,6 +152,7 @@ impl Actor for PowerActor {
             op: None,
             last_command: None,
             last_activity: Instant::now(),
+            span: tracing::Span::none(),
         })
     }
 
@@ -153,7 +172,41 @@ impl Actor for PowerActor {
         state: &mut PowerState_,
     ) -> Result<(), ActorProcessingErr> {
         state.last_activity = Instant::now();
+        // An operation's span lasts until it ends; any other message's only while it is handled.
+        let mut restore = None;
+        let msg = match msg {
+            PowerMsg::Traced(msg, span) if matches!(*msg, PowerMsg::Run(..)) => {
+                state.span = span;
+                *msg
+            }
+            PowerMsg::Traced(msg, span) => {
+                restore = Some(std::mem::replace(&mut state.span, span));
+                *msg
+            }
+            // A new operation that is not traced is not part of the last one.
+            msg @ PowerMsg::Run(..) => {
+                state.span = tracing::Span::none();
+                msg
+            }
+            msg => msg,
+        };
+        let result = self.handle_msg(myself, msg, state).await;
+        if let Some(span) = restore {
+            state.span = span;
+        }
+        result
+    }
+}
+
+impl PowerActor {
+    async fn handle_msg(
+        &self,
+        myself: ActorRef<PowerMsg>,
+        msg: PowerMsg,
+        state: &mut PowerState_,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
+            PowerMsg::Traced(..) => unreachable!("unwrapped above"),
             PowerMsg::Run(plan, phase) => {
                 state.op = Some(Op {
                     plan,
@@ -260,12 +313,33 @@ where
     state.last_command = Some(sent);
     let node = state.node;
     let driver = state.bmc.driver();
-    let result = tokio::time::timeout(timeout, f(&mut state.bmc)).await;
+    let span = if state.span.is_disabled() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+            parent: &state.span,
+            "bmc command",
+            otel.name = %format_args!("bmc {what}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            node = %node,
+            driver,
+            command = what,
+            outcome = tracing::field::Empty,
+        )
+    };
+    let result = tokio::time::timeout(timeout, f(&mut state.bmc))
+        .instrument(span.clone())
+        .await;
     let outcome = match &result {
         Ok(Ok(_)) => "ok",
         Ok(Err(_)) => "error",
         Err(_) => "timeout",
     };
+    span.record("outcome", outcome);
+    if outcome != "ok" {
+        span.record("otel.status_code", "ERROR");
+    }
     crate::metrics::BMC.observe(driver, what, outcome, sent.elapsed());
     match result {
         Ok(result) => result.map_err(Gate::Bmc),
@@ -286,6 +360,7 @@ fn stop_fenced(
 ) -> Result<(), ActorProcessingErr> {
     tracing::warn!(node = %state.node, why, "no further BMC commands");
     state.op = None;
+    state.span = tracing::Span::none();
     myself.stop(Some(why.into()));
     Ok(())
 }
@@ -376,6 +451,7 @@ fn transient_or_fail(myself: &ActorRef<PowerMsg>, state: &mut PowerState_, e: Bm
 
 fn finish(state: &mut PowerState_, seq: u64, outcome: Outcome) {
     state.op = None;
+    state.span = tracing::Span::none();
     (state.notify)(PowerEvent::Finished { seq, outcome });
 }
 

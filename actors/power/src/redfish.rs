@@ -203,7 +203,12 @@ impl RedfishBmc {
         Ok(RedfishBmc { http, info, url })
     }
 
-    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    /// Adds the credentials, and the `traceparent` of the BMC command's span when traces are
+    /// exported (what a BMC or a proxy in front of it can log).
+    fn auth(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if let Some(tp) = ferric_telemetry::current_traceparent() {
+            req = req.header("traceparent", tp);
+        }
         match &self.info.username {
             Some(user) => req.basic_auth(user, self.info.password.as_deref()),
             None => req,

@@ -104,6 +104,7 @@ fn entry(index: u64, t: u64, op: LogOp, client: &str) -> LogEntry {
         node: None,
         seq: None,
         detail: None,
+        traceparent: None,
     }
 }
 

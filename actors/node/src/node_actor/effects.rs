@@ -11,6 +11,7 @@ use ferric_model::{
 use ractor::ActorRef;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How soon a node looks again after a child ended or could not start.
 pub(super) const RETRY: Duration = Duration::from_secs(1);
@@ -111,6 +112,12 @@ pub(super) async fn record(
 /// Writes what etcd has not taken yet, oldest first.
 pub(super) async fn flush(state: &mut NodeState) -> Result<(), NodeError> {
     while let Some((status, extras)) = state.unsent.front() {
+        // Part of the traced request being recorded, if any.
+        let span = if tracing::Span::current().is_disabled() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("etcd status write", node = %state.id, otel.kind = "client")
+        };
         let result = state
             .ctx
             .store
@@ -121,6 +128,7 @@ pub(super) async fn flush(state: &mut NodeState) -> Result<(), NodeError> {
                 extras.history.as_ref(),
                 extras.event.as_ref(),
             )
+            .instrument(span)
             .await;
         if let Err(e) = result {
             let e = NodeError::from_cluster(state.id, e);

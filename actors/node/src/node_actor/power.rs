@@ -12,13 +12,14 @@ use crate::decide::node_state::{
 use crate::error::NodeError;
 use ferric_model::{
     now_ms, BootDevice, BootDeviceRequest, HistoryKind, PowerRequest, PowerState, PowerTarget,
-    ProvisionState, Requester,
+    ProvisionState, RequestKind, Requester,
 };
 use ferric_power::op::{Phase, Plan};
 use ferric_power::{Outcome, PowerActor, PowerArgs, PowerEvent, PowerMsg};
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The sequence number of the power actor's work for provisioning (boot device and power of
 /// the deploy interface), apart from the users' requests, which count up from 1.
@@ -34,19 +35,23 @@ pub(super) async fn start_power(
         return Ok(Flow::Wait);
     }
     let spec = state.spec_now();
+    let span = request_span(state, RequestKind::Power, req.seq, req.target.as_str());
+    state.op_span = span.clone();
     let (next, plan, phase) = power_start(&spec, &state.status, &req, now_ms());
     if next.power_op != state.status.power_op && plan.target.is_soft() {
         // Record a graceful operation before the first BMC command: its deadline must survive
         // a takeover. A hard operation needs no record: a new owner finds the request pending
         // in the spec and re-checks the hardware.
-        record(state, next, Extras::default()).await?;
+        record(state, next, Extras::default())
+            .instrument(span.clone())
+            .await?;
     } else {
         state.status = next;
     }
     match power_actor(myself, state).await {
         Ok(power) => {
             state.in_flight = InFlight::Power(req.seq);
-            let _ = power.send_message(PowerMsg::Run(plan, phase));
+            let _ = power.send_message(PowerMsg::traced(PowerMsg::Run(plan, phase), &span));
             Ok(Flow::Wait)
         }
         Err(error) => {
@@ -61,6 +66,35 @@ pub(super) async fn start_power(
     }
 }
 
+/// The span of a user's request of `kind` when traces are exported (else a disabled one): a
+/// child of the span that wrote the request into the spec (the gateway's etcd write), when the
+/// spec recorded it.
+pub(super) fn request_span(
+    state: &NodeState,
+    kind: RequestKind,
+    seq: u64,
+    what: &str,
+) -> tracing::Span {
+    if !ferric_telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let name = match kind {
+        RequestKind::Power => "power",
+        RequestKind::Provision => "provision",
+        RequestKind::BootDevice => "boot device",
+    };
+    let span = tracing::info_span!(
+        "node request",
+        otel.name = %format_args!("{name} {what}"),
+        node = %state.id,
+        seq,
+        conductor = %state.ctx.me,
+    );
+    let parent = state.spec.as_deref().and_then(|s| s.traceparent(kind, seq));
+    ferric_telemetry::set_parent(&span, parent);
+    span
+}
+
 /// Starts a user's boot-device request; its `BootDone` event ends it.
 pub(super) async fn start_boot_device(
     myself: &ActorRef<NodeMsg>,
@@ -70,14 +104,16 @@ pub(super) async fn start_boot_device(
     if !state.may_command() {
         return Ok(Flow::Wait);
     }
+    let span = request_span(state, RequestKind::BootDevice, req.seq, req.device.as_str());
     match power_actor(myself, state).await {
         Ok(power) => {
             state.in_flight = InFlight::BootDevice(req.seq);
-            let _ = power.send_message(PowerMsg::Boot {
+            let boot = PowerMsg::Boot {
                 seq: req.seq,
                 device: req.device,
                 persistent: req.persistent,
-            });
+            };
+            let _ = power.send_message(PowerMsg::traced(boot, &span));
             Ok(Flow::Wait)
         }
         Err(error) => {
@@ -140,7 +176,9 @@ pub(super) async fn read_power(
     }
     let power = power_actor(myself, state).await?;
     let timeout = state.ctx.bmc.command_timeout + state.ctx.bmc.min_gap + Duration::from_secs(1);
-    match ractor::call_t!(power, PowerMsg::Read, timeout.as_millis() as u64) {
+    let span = tracing::Span::current();
+    let read = |reply| PowerMsg::traced(PowerMsg::Read(reply), &span);
+    match ractor::call_t!(power, read, timeout.as_millis() as u64) {
         Ok(result) => result,
         Err(e) => Err(format!("no answer from the power actor: {e}")),
     }
@@ -250,7 +288,11 @@ async fn finish_power(state: &mut NodeState, seq: u64, outcome: Outcome) -> Resu
         .map_or("conductor".to_string(), |r| r.requested_by.clone());
     let entry = history(state, HistoryKind::Power, &action, who.as_str(), error);
     let event = power_event(state, &mut next, before);
-    record(state, next, Extras::history(entry).with_event(event)).await
+    // The request's span ends with the write of its outcome.
+    let span = std::mem::replace(&mut state.op_span, tracing::Span::none());
+    record(state, next, Extras::history(entry).with_event(event))
+        .instrument(span)
+        .await
 }
 
 /// Starts the deploy interface's hardware work `hw` of provisioning state `pstate` on the power
@@ -280,20 +322,28 @@ pub(super) async fn start_hardware(
         hw,
         started_ms: now_ms(),
     };
+    // Traced under the provision request that started it, if any.
+    let span = tracing::Span::current();
     let _ = match hw {
-        Hardware::BootRamdisk => power.send_message(PowerMsg::Boot {
-            seq: HW_SEQ,
-            device: BootDevice::Pxe,
-            persistent: false,
-        }),
-        Hardware::BootDisk => power.send_message(PowerMsg::Boot {
-            seq: HW_SEQ,
-            device: BootDevice::Disk,
-            persistent: true,
-        }),
+        Hardware::BootRamdisk => power.send_message(PowerMsg::traced(
+            PowerMsg::Boot {
+                seq: HW_SEQ,
+                device: BootDevice::Pxe,
+                persistent: false,
+            },
+            &span,
+        )),
+        Hardware::BootDisk => power.send_message(PowerMsg::traced(
+            PowerMsg::Boot {
+                seq: HW_SEQ,
+                device: BootDevice::Disk,
+                persistent: true,
+            },
+            &span,
+        )),
         Hardware::PowerOff => {
             let plan = hw_plan(state, PowerTarget::Off);
-            power.send_message(PowerMsg::Run(plan, Phase::Begin))
+            power.send_message(PowerMsg::traced(PowerMsg::Run(plan, Phase::Begin), &span))
         }
     };
     Ok(Flow::Wait)

@@ -2,18 +2,30 @@
 //! the fake interface, the deploy interface's hardware work) until the node has to wait.
 
 use super::effects::{history, record, step_after, Extras};
-use super::power::{read_power, start_hardware};
+use super::power::{read_power, request_span, start_hardware};
 use super::reconcile::{reconcile, Flow, Outcome};
 use super::{NodeMsg, NodeState};
 use crate::decide::node_state::{begin_provision, step_done, work_for, Work};
 use crate::error::NodeError;
-use ferric_model::{now_ms, HistoryKind, ProvisionRequest, ProvisionState, Requester};
+use ferric_model::{now_ms, HistoryKind, ProvisionRequest, ProvisionState, RequestKind, Requester};
 use ractor::ActorRef;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// A user's (or remediation's) provision request: the verb's transition and its first work,
 /// written with its history entry.
 pub(super) async fn start_provision(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+    req: ProvisionRequest,
+) -> Result<Flow, NodeError> {
+    // Traced (when traces are exported): the transition and the work it starts, up to the
+    // first wait, with the BMC commands of that work.
+    let span = request_span(state, RequestKind::Provision, req.seq, req.verb.as_str());
+    take_up(myself, state, req).instrument(span).await
+}
+
+async fn take_up(
     myself: &ActorRef<NodeMsg>,
     state: &mut NodeState,
     req: ProvisionRequest,
