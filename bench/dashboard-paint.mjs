@@ -2,7 +2,10 @@
 // Debian's Chromium (playwright-core, NODE_PATH set by the bench) loads /dashboard/ under noauth,
 // and the time is taken inside the page (performance.now(), from navigation start) at the first
 // animation frame where the overview shows the fleet's total. Prints one JSON object.
-import { chromium } from "playwright-core";
+import { createRequire } from "node:module";
+// ES module resolution ignores NODE_PATH, require() honours it: playwright-core lives in the
+// target directory (scripts/install-deps.sh), not next to this file.
+const { chromium } = createRequire(import.meta.url)("playwright-core");
 
 const url = process.env.FERRIC_URL;
 const nodes = Number(process.env.NODES);

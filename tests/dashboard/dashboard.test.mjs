@@ -8,7 +8,7 @@
 //   CONDUCTOR_PIDS "c1=<pid>,c2=<pid>": the conductors (the test SIGKILLs CONSOLE_NODE's owner)
 //   XSS_NODE       uuid of a node whose description is <img src=x onerror=window.__xss=1> and
 //                  whose maintenance reason is <script>window.__xss=2</script>
-//   HISTORY_NODE   uuid of a node with more than 200 history entries
+//   HISTORY_NODE   uuid of a node with at least 60 history entries
 //   SCREENSHOTS    directory for full-page PNGs (optional)
 //   CHROMIUM       browser executable (default /usr/bin/chromium)
 // Run by tests/dashboard.rs (NODE_PATH points at the playwright-core scripts/install-deps.sh
@@ -19,7 +19,10 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, mkdirSync } from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { createRequire } from "node:module";
+// ES module resolution ignores NODE_PATH, require() honours it: playwright-core lives in the
+// target directory (scripts/install-deps.sh), not next to this file.
+const { chromium } = createRequire(import.meta.url)("playwright-core");
 
 function env(name) {
   const v = process.env[name];
