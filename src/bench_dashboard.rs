@@ -152,7 +152,7 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: DashboardArgs) -> anyhow::Result
             .await?
             .json()
             .await?;
-        if s["nodes"] == n && s["unowned"] == 0 && s["power_state"]["unknown"] == 0 {
+        if s["nodes"] == n && s["unowned"] == 0 {
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "the fleet did not settle: {s}");

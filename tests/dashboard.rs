@@ -8,7 +8,9 @@
 //! 1,000 nodes (10 on the simulated BMCs with serial consoles, the rest fake hardware); one
 //! with its console enabled; one whose description and maintenance reason are HTML and script
 //! (they must render as text); one with a long history (it must page, 25 entries at a time). Screenshots of
-//! every page are kept in `target/dashboard-screenshots/`.
+//! every page are kept in `target/dashboard-screenshots/`. The gateway is restarted on its port
+//! whenever it dies: the browser tests SIGKILL it to see the page resume its event stream where
+//! it stopped and its console reconnect.
 
 use ferric_cluster::{Cluster, EtcdConfig};
 use ferric_model::{now_ms, NodeId, NodeName, NodeSpec};
@@ -17,6 +19,8 @@ use ferric_testkit::{Fleet, Gateway, Sim};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const ADMIN: &str = "dashboard-admin-token";
@@ -25,7 +29,7 @@ const V: (&str, &str) = ("X-OpenStack-Ironic-API-Version", "1.95");
 const NODES: usize = 1000;
 const SIM_NODES: usize = 10;
 
-fn call(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+fn call(gw: &Gw, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let auth = format!("Bearer {ADMIN}");
     let body = body.map(|b| b.to_string());
     let r = http(
@@ -42,13 +46,69 @@ fn call(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u16, Va
     )
 }
 
-fn ok(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> Value {
+fn ok(gw: &Gw, method: &str, path: &str, body: Option<Value>) -> Value {
     let (status, doc) = call(gw, method, path, body);
     assert!(
         (200..300).contains(&status),
         "{method} {path}: {status} {doc}"
     );
     doc
+}
+
+/// The gateway's address (the process behind it may be restarted).
+struct Gw {
+    port: u16,
+}
+
+/// Keeps a gateway running on one port: when its process dies (the browser tests SIGKILL it),
+/// starts another on the same port and writes its pid to `pid_file`.
+struct Restarter {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Gateway>>,
+}
+
+impl Restarter {
+    fn start(
+        first: Gateway,
+        etcd: String,
+        prefix: String,
+        dir: PathBuf,
+        args: Vec<String>,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let pid_file = dir.join("gateway.pid");
+        std::fs::write(&pid_file, first.proc.pid().to_string()).unwrap();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut gw = first;
+            let mut n = 0;
+            while !flag.load(Ordering::Relaxed) {
+                if !gw.proc.is_running() {
+                    n += 1;
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let name = format!("g1-restart{n}");
+                    gw = Gateway::start_at(&etcd, &prefix, &dir, &name, gw.port, &args);
+                    std::fs::write(&pid_file, gw.proc.pid().to_string()).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            gw
+        });
+        Restarter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Restarter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            // The gateway it returns is dropped here: killed by pid and reaped.
+            let _ = t.join();
+        }
+    }
 }
 
 /// Where playwright-core is installed (`scripts/install-deps.sh`).
@@ -81,11 +141,26 @@ async fn the_dashboard_in_a_browser() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("{ADMIN} admin\n{READER} reader\n")).unwrap();
     let tokens = tokens.display().to_string();
-    let gw = Gateway::start(
+    let gw_args = vec![
+        "--auth".to_string(),
+        "token".to_string(),
+        "--auth-file".to_string(),
+        tokens,
+    ];
+    let first = Gateway::start(
         &fleet,
         dir.path(),
         "g1",
-        &["--auth", "token", "--auth-file", &tokens],
+        &gw_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let gw = Gw { port: first.port };
+    let url = first.url.clone();
+    let _restarter = Restarter::start(
+        first,
+        fleet.url(),
+        fleet.prefix.clone(),
+        dir.path().to_path_buf(),
+        gw_args,
     );
 
     // The fleet: SIM_NODES redfish nodes with the sim's serial consoles, the rest fake.
@@ -247,7 +322,11 @@ async fn the_dashboard_in_a_browser() {
         .arg(&script)
         .env("NODE_PATH", &modules)
         .env("CHROMIUM", &chromium)
-        .env("FERRIC_URL", &gw.url)
+        .env("FERRIC_URL", &url)
+        .env("FERRIC_BIN", ferric_testkit::fleet::ferric_bin())
+        .env("ETCD_URL", fleet.url())
+        .env("FERRIC_PREFIX", &fleet.prefix)
+        .env("GATEWAY_PID_FILE", dir.path().join("gateway.pid"))
         .env("FERRIC_ADMIN_TOKEN", ADMIN)
         .env("FERRIC_READER_TOKEN", READER)
         .env("SIM_URL", &sim.url)

@@ -111,14 +111,17 @@ export async function signOut() {
 
 /**
  * Follow a server-sent event stream. The browser's EventSource reconnects by itself with
- * Last-Event-ID; when it gives up (an error status: readyState CLOSED) a new one is made with
- * backoff (1 s doubling to 30 s, reset on open) and onReset is called, since events may have
- * been missed. A `reset` event (resume point gone) also starts over with onReset.
+ * Last-Event-ID; when it gives up (an error status: readyState CLOSED, e.g. a gateway still
+ * starting) a new one is made with backoff (1 s doubling to 30 s, reset on open) that resumes
+ * from the last event id seen (`?last_event_id=`, since a new EventSource cannot send the
+ * header), so no change is missed across a gateway restart. Only when there is no id to resume
+ * from, or the server says the resume point is gone (`reset`), is onReset called to re-read.
  * Returns stop().
  */
 export function follow(url, { onEvent, onReset, onStatus }) {
-  let es = null, timer = null, backoff = 1000, stopped = false;
+  let es = null, timer = null, backoff = 1000, stopped = false, lastId = null;
   const handle = (m) => {
+    if (m.lastEventId) lastId = m.lastEventId;
     let doc;
     try { doc = JSON.parse(m.data); } catch { return; }
     if (doc && typeof doc === "object") onEvent(doc);
@@ -126,7 +129,12 @@ export function follow(url, { onEvent, onReset, onStatus }) {
   function open(fresh) {
     if (stopped) return;
     onStatus("reconnecting…");
-    es = new EventSource(url);
+    let target = url;
+    if (lastId !== null) {
+      target += (url.includes("?") ? "&" : "?") + "last_event_id=" + encodeURIComponent(lastId);
+      fresh = false;
+    }
+    es = new EventSource(target);
     es.onopen = () => {
       backoff = 1000;
       onStatus("live");
@@ -134,8 +142,11 @@ export function follow(url, { onEvent, onReset, onStatus }) {
     };
     es.onmessage = handle;
     es.addEventListener("node", handle);
+    // The stream's starting point: a resume point before any change arrives.
+    es.addEventListener("ready", (m) => { if (m.lastEventId) lastId = m.lastEventId; });
     es.addEventListener("reset", () => {
       es.close();
+      lastId = null;
       onReset();
       open(false); // a new EventSource starts from now (no Last-Event-ID)
     });

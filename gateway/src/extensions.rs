@@ -360,8 +360,9 @@ struct Feed {
 }
 
 /// Server-sent events of node changes. `id` is the etcd revision; it is sent on the last event
-/// of each revision only, so a client that reconnects with `Last-Event-ID` gets every change
-/// after it, never a partial revision. A resume point older than etcd's compaction ends the
+/// of each revision only, so a client that reconnects with `Last-Event-ID` (or, from a new
+/// EventSource, `?last_event_id=`) gets every change after it, never a partial revision. The
+/// stream opens with a `ready` event whose id is the revision it starts after. A resume point older than etcd's compaction ends the
 /// stream with a `reset` event: the client then reads the nodes again and follows from now.
 pub async fn events(
     State(state): State<AppState>,
@@ -369,7 +370,7 @@ pub async fn events(
     RawQuery(q): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let params = Params::parse(q.as_deref())?;
-    params.only(&["node"])?;
+    params.only(&["node", "last_event_id"])?;
     let node = match params.get("node") {
         None => None,
         Some(ident) => {
@@ -377,9 +378,14 @@ pub async fn events(
             Some(request::lookup(&state, ident, v).await?.id())
         }
     };
-    let from = match headers.get("last-event-id") {
-        Some(v) => {
-            let text = v.to_str().unwrap_or("");
+    // The header a reconnecting EventSource sends; or the same as a parameter, for a client
+    // that had to make a new EventSource (which cannot set headers) and still resumes.
+    let resume = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .or_else(|| params.get("last_event_id").map(str::to_string));
+    let from = match resume {
+        Some(text) => {
             let rev: i64 = text.trim().parse().map_err(|_| {
                 ApiError::BadRequest(format!(
                     "Last-Event-ID must be an etcd revision (an integer), not {text:?}"
@@ -391,12 +397,19 @@ pub async fn events(
     };
     let prefix = state.cluster.keys().prefix().to_string();
     let watch = state.cluster.watch_prefix(&prefix, from).await?;
+    // First, where the stream starts: a client has a resume point before any change comes
+    // (a quiet fleet may send nothing for hours, and a gateway restart in between must not
+    // cost the changes made while it was down).
+    let ready = Event::default()
+        .event("ready")
+        .id((from - 1).to_string())
+        .data(json!({"record": "ready", "revision": from - 1}).to_string());
     let feed = Feed {
         watch,
         closing: state.closing(),
         prefix,
         node,
-        queue: VecDeque::new(),
+        queue: VecDeque::from([ready]),
         done: false,
     };
     let stream = futures::stream::unfold(feed, |mut feed| async move {

@@ -603,13 +603,25 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway of `fleet` with extra arguments and waits (bounded) for `/healthz`.
     pub fn start(fleet: &Fleet, dir: &Path, name: &str, extra: &[&str]) -> Gateway {
-        let port = free_port();
+        Gateway::start_at(&fleet.url(), &fleet.prefix, dir, name, free_port(), extra)
+    }
+
+    /// Starts a gateway on `port` (a restart on the port of one that died) for the cluster at
+    /// `etcd` under `prefix`, and waits (bounded) for `/healthz`.
+    pub fn start_at(
+        etcd: &str,
+        prefix: &str,
+        dir: &Path,
+        name: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Gateway {
         let mut args: Vec<String> = vec![
             "gateway".into(),
             "--etcd".into(),
-            fleet.url(),
+            etcd.into(),
             "--prefix".into(),
-            fleet.prefix.clone(),
+            prefix.into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--name".into(),

@@ -436,3 +436,39 @@ test("conductors and notifications pages", { timeout: 60000 }, async () => {
     await shot(page, "notifications");
   });
 });
+
+test("gateway restart: the feed resumes where it stopped and the console reconnects", { timeout: 180000 }, async () => {
+  const { execFileSync } = await import("node:child_process");
+  const node = FAKE[2] || FAKE[0];
+  await withPage(ADMIN, async (page) => {
+    await page.getByTestId("overview").waitFor();
+    await page.getByTestId("stream-status").filter({ hasText: "live" }).waitFor();
+    await page.evaluate(() => { window.__marker = "kept"; });
+    const consolePage = await page.context().newPage();
+    await consolePage.goto(`${BASE}/dashboard/#/node/${CONSOLE_NODE}`);
+    await waitFor("console connected", async () => (await text(consolePage, "console-status")).startsWith("connected"), { timeout: 30000 });
+
+    // SIGKILL the gateway (the test's harness starts another on the same port).
+    const pid = Number(readFileSync(env("GATEWAY_PID_FILE"), "utf8").trim());
+    process.kill(pid, "SIGKILL");
+    await waitFor("the feed to notice", async () => (await text(page, "stream-status")) !== "live", { timeout: 15000, interval: 100 });
+    // A change while no gateway serves: written to etcd directly, carried out by its conductor.
+    execFileSync(env("FERRIC_BIN"), ["ctl", "--etcd", env("ETCD_URL"), "--prefix", env("FERRIC_PREFIX"),
+      "node", "power", node.uuid, "on"], { stdio: ["ignore", "ignore", "inherit"], timeout: 30000 });
+
+    // The feed reconnects by itself, from the last event it had: the change made during the
+    // outage shows (a stream started afresh would have missed it), with no reload.
+    await waitFor("the feed live again", async () => (await text(page, "stream-status")) === "live", { timeout: 60000, interval: 200 });
+    const short = node.uuid.slice(0, 8);
+    await waitFor(`the activity feed to show ${short}'s power event from the outage`, async () =>
+      (await page.getByTestId("activity-feed").locator("li").allTextContents()).some((l) => l.includes(short) && /power/.test(l)),
+      { timeout: 30000 });
+    await expectSameLocation(page);
+    // The session outlived the gateway (it is in etcd): nothing asked to sign in again.
+    assert.equal(await page.getByTestId("signin-form").count(), 0);
+
+    // The console's websocket died with the gateway; it is retried and serves again.
+    await waitFor("console connected again", async () => (await text(consolePage, "console-status")).startsWith("connected"), { timeout: 60000, interval: 200 });
+    await typeAndSee(consolePage, `ferric-test-c${process.pid}`, 30000);
+  });
+});
