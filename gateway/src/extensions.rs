@@ -21,6 +21,7 @@ use futures::Stream;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 
 /// The OpenAPI 3.0 document of the whole API (hand-written, checked by tests).
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -241,7 +242,7 @@ pub async fn conductor(
 }
 
 /// One change as the stream shows it; None for keys the stream does not report.
-fn describe(prefix: &str, ev: &WatchEvent) -> Option<(i64, Option<NodeId>, Value)> {
+pub(crate) fn describe(prefix: &str, ev: &WatchEvent) -> Option<(i64, Option<NodeId>, Value)> {
     let (key, value, rev) = match ev {
         WatchEvent::Put {
             key,
@@ -364,11 +365,103 @@ struct Feed {
 /// EventSource, `?last_event_id=`) gets every change after it, never a partial revision. The
 /// stream opens with a `ready` event whose id is the revision it starts after. A resume point older than etcd's compaction ends the
 /// stream with a `reset` event: the client then reads the nodes again and follows from now.
+/// An event stream as the handler returns it (the shared and the private kind).
+type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
+
+/// A stream fed by the gateway's event hub: the ring's backlog after the start, then the
+/// live changes; ends (the client resumes with its last id) when it falls behind.
+fn shared(
+    sub: crate::event_hub::Subscription,
+    node: Option<NodeId>,
+    closing: tokio::sync::watch::Receiver<bool>,
+) -> EventStream {
+    use crate::event_hub::{Item, Rendered};
+    use tokio::sync::broadcast::error::RecvError;
+    struct Shared {
+        backlog: VecDeque<Arc<Vec<Rendered>>>,
+        live: tokio::sync::broadcast::Receiver<Item>,
+        after: i64,
+        node: Option<NodeId>,
+        closing: tokio::sync::watch::Receiver<bool>,
+        queue: VecDeque<Event>,
+        done: bool,
+    }
+    impl Shared {
+        fn render(&mut self, batch: &[Rendered]) {
+            let seen: Vec<&Rendered> = batch
+                .iter()
+                .filter(|r| r.rev > self.after && (self.node.is_none() || r.node == self.node))
+                .collect();
+            for (i, r) in seen.iter().enumerate() {
+                let mut ev = Event::default().event("node").data(&*r.data);
+                // The revision's id goes on its last change this stream shows.
+                let last = if self.node.is_none() {
+                    r.last_of_rev
+                } else {
+                    seen.get(i + 1).is_none_or(|next| next.rev != r.rev)
+                };
+                if last {
+                    ev = ev.id(r.rev.to_string());
+                }
+                self.queue.push_back(ev);
+            }
+            if let Some(last) = batch.last() {
+                self.after = self.after.max(last.rev);
+            }
+        }
+    }
+    let ready = Event::default()
+        .event("ready")
+        .id(sub.after.to_string())
+        .data(json!({"record": "ready", "revision": sub.after}).to_string());
+    let start = Shared {
+        backlog: sub.backlog.into(),
+        live: sub.live,
+        after: sub.after,
+        node,
+        closing,
+        queue: VecDeque::from([ready]),
+        done: false,
+    };
+    Box::pin(futures::stream::unfold(start, |mut s| async move {
+        loop {
+            if let Some(ev) = s.queue.pop_front() {
+                return Some((Ok(ev), s));
+            }
+            if s.done {
+                return None;
+            }
+            if let Some(batch) = s.backlog.pop_front() {
+                s.render(&batch);
+                continue;
+            }
+            let item = tokio::select! {
+                i = s.live.recv() => i,
+                _ = s.closing.wait_for(|c| *c) => return None,
+            };
+            match item {
+                Ok(Item::Changes(batch)) => s.render(&batch),
+                Ok(Item::Reset(why)) => {
+                    s.queue.push_back(
+                        Event::default()
+                            .event("reset")
+                            .data(json!({"reason": &*why}).to_string()),
+                    );
+                    s.done = true;
+                }
+                // Behind the broadcast: end; the client resumes from its last id (the ring or
+                // a watch of its own).
+                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => s.done = true,
+            }
+        }
+    }))
+}
+
 pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Sse<axum::response::sse::KeepAliveStream<EventStream>>, ApiError> {
     let params = Params::parse(q.as_deref())?;
     params.only(&["node", "last_event_id"])?;
     let node = match params.get("node") {
@@ -384,15 +477,22 @@ pub async fn events(
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("").to_string())
         .or_else(|| params.get("last_event_id").map(str::to_string));
-    let from = match resume {
-        Some(text) => {
-            let rev: i64 = text.trim().parse().map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "Last-Event-ID must be an etcd revision (an integer), not {text:?}"
-                ))
-            })?;
-            rev.max(0) + 1
-        }
+    let after = match resume {
+        Some(text) => Some(text.trim().parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "Last-Event-ID must be an etcd revision (an integer), not {text:?}"
+            ))
+        })?),
+        None => None,
+    }
+    .map(|rev| rev.max(0));
+    // Through this gateway's one shared watch when its ring reaches back far enough (or the
+    // stream starts now); an older resume point gets a watch of its own.
+    if let Some(sub) = state.event_hub.subscribe(&state.cluster, after).await? {
+        return Ok(Sse::new(shared(sub, node, state.closing())).keep_alive(KeepAlive::default()));
+    }
+    let from = match after {
+        Some(rev) => rev + 1,
         None => state.cluster.revision().await? + 1,
     };
     let prefix = state.cluster.keys().prefix().to_string();
@@ -458,7 +558,7 @@ pub async fn events(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(Box::pin(stream) as EventStream).keep_alive(KeepAlive::default()))
 }
 
 #[cfg(test)]

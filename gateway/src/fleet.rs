@@ -360,32 +360,41 @@ pub async fn actions(
         }
         list.push(doc);
     }
-    let maint = |on: bool| {
-        general.clone().or_else(|| {
-            (spec.maintenance == on).then(|| {
-                if on {
-                    "the node is in maintenance already".to_string()
-                } else {
-                    "the node is not in maintenance".to_string()
-                }
-            })
-        })
+    // A switch's two actions: turning it to the state it is in is refused, saying so.
+    let switch = |now: bool, on: bool, already: &str, not: &str| {
+        general
+            .clone()
+            .or_else(|| (now == on).then(|| if on { already } else { not }.to_string()))
     };
-    list.push(action("maintenance set", "maintenance", maint(true)));
-    list.push(action("maintenance unset", "maintenance", maint(false)));
-    let console = |on: bool| {
-        general.clone().or_else(|| {
-            (spec.console_enabled == on).then(|| {
-                if on {
-                    "the console is enabled already".to_string()
-                } else {
-                    "the console is not enabled".to_string()
-                }
-            })
-        })
-    };
-    list.push(action("console enable", "console", console(true)));
-    list.push(action("console disable", "console", console(false)));
+    let (m, c) = (spec.maintenance, spec.console_enabled);
+    let (in_m, not_m) = (
+        "the node is in maintenance already",
+        "the node is not in maintenance",
+    );
+    let (on_c, off_c) = (
+        "the console is enabled already",
+        "the console is not enabled",
+    );
+    list.push(action(
+        "maintenance set",
+        "maintenance",
+        switch(m, true, in_m, not_m),
+    ));
+    list.push(action(
+        "maintenance unset",
+        "maintenance",
+        switch(m, false, in_m, not_m),
+    ));
+    list.push(action(
+        "console enable",
+        "console",
+        switch(c, true, on_c, off_c),
+    ));
+    list.push(action(
+        "console disable",
+        "console",
+        switch(c, false, on_c, off_c),
+    ));
     let mut body = Map::new();
     body.insert("node".into(), json!(spec.id.to_string()));
     body.insert("actions".into(), Value::Array(list));

@@ -26,6 +26,7 @@ mod console;
 mod create_batch;
 mod dashboard;
 mod drivers;
+mod event_hub;
 mod extensions;
 mod fleet;
 mod inspection;
@@ -129,6 +130,8 @@ pub struct Inner {
     pub(crate) summaries: fleet::SummaryCache,
     /// The last delivery figures (`/v1/ferric/deliveries`).
     pub(crate) deliveries: fleet::DeliveriesCache,
+    /// The one watch every event stream of this gateway reads (`/v1/ferric/events`).
+    pub(crate) event_hub: Arc<event_hub::Hub>,
 }
 
 impl Drop for Inner {
@@ -166,6 +169,7 @@ impl AppState {
             sessions: dashboard::SessionCache::default(),
             summaries: fleet::SummaryCache::default(),
             deliveries: fleet::DeliveriesCache::default(),
+            event_hub: Arc::default(),
         }))
     }
 
