@@ -11,6 +11,7 @@
 //! subscriber that falls behind the broadcast is ended; its client reconnects with its last id.
 
 use crate::extensions::describe;
+use axum::body::Bytes;
 use ferric_cluster::{Cluster, WatchEvent, WatchLost};
 use ferric_model::NodeId;
 use std::collections::VecDeque;
@@ -34,10 +35,47 @@ pub struct Rendered {
     pub last_of_rev: bool,
 }
 
+/// The changes of one watch answer, and their server-sent-events text as a stream of every
+/// node sends it (rendered once; each such stream writes the same bytes).
+#[derive(Debug)]
+pub struct Batch {
+    pub events: Vec<Rendered>,
+    pub frames: Bytes,
+}
+
+impl Batch {
+    fn new(events: Vec<Rendered>) -> Batch {
+        let mut text = String::new();
+        for r in &events {
+            frame(&mut text, r, r.last_of_rev);
+        }
+        Batch {
+            events,
+            frames: Bytes::from(text),
+        }
+    }
+
+    pub fn last_rev(&self) -> Option<i64> {
+        self.events.last().map(|r| r.rev)
+    }
+}
+
+/// Appends one change's server-sent event (`event: node`, its JSON, and the revision as `id`
+/// when `with_id`).
+pub fn frame(out: &mut String, r: &Rendered, with_id: bool) {
+    out.push_str("event: node\ndata: ");
+    out.push_str(&r.data);
+    if with_id {
+        out.push_str("\nid: ");
+        out.push_str(&r.rev.to_string());
+    }
+    out.push_str("\n\n");
+}
+
 /// What the hub hands out.
 #[derive(Debug, Clone)]
 pub enum Item {
-    Changes(Arc<Vec<Rendered>>),
+    Changes(Arc<Batch>),
     /// The hub lost its place (etcd compacted past it): every stream ends with `reset`.
     Reset(Arc<str>),
 }
@@ -49,7 +87,7 @@ struct State {
     position: i64,
     /// The ring holds every change after this revision.
     ring_from: i64,
-    ring: VecDeque<Arc<Vec<Rendered>>>,
+    ring: VecDeque<Arc<Batch>>,
     ring_len: usize,
 }
 
@@ -60,7 +98,7 @@ pub struct Hub {
 
 /// A stream's start: the changes from the ring, then the live ones.
 pub struct Subscription {
-    pub backlog: Vec<Arc<Vec<Rendered>>>,
+    pub backlog: Vec<Arc<Batch>>,
     pub live: broadcast::Receiver<Item>,
     /// The revision the stream starts after.
     pub after: i64,
@@ -111,7 +149,7 @@ impl Hub {
         let backlog = s
             .ring
             .iter()
-            .filter(|b| b.last().is_some_and(|r| r.rev > after))
+            .filter(|b| b.last_rev().is_some_and(|rev| rev > after))
             .cloned()
             .collect();
         Ok(Some(Subscription {
@@ -127,14 +165,14 @@ impl Hub {
         if batch.is_empty() {
             return;
         }
-        let batch = Arc::new(batch);
-        s.ring_len += batch.len();
+        let batch = Arc::new(Batch::new(batch));
+        s.ring_len += batch.events.len();
         s.ring.push_back(batch.clone());
         while s.ring_len > RING_EVENTS {
             let Some(old) = s.ring.pop_front() else { break };
-            s.ring_len -= old.len();
-            if let Some(last) = old.last() {
-                s.ring_from = s.ring_from.max(last.rev);
+            s.ring_len -= old.events.len();
+            if let Some(last) = old.last_rev() {
+                s.ring_from = s.ring_from.max(last);
             }
         }
         // No receiver is not an error: streams come and go.

@@ -17,7 +17,6 @@ use ferric_model::HeartbeatRecord;
 use ferric_model::{
     decode, EventRecord, NodeId, NodeSpec, NodeStatus, ProvisionState, ReservationRecord,
 };
-use futures::Stream;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -360,108 +359,129 @@ struct Feed {
     done: bool,
 }
 
-/// Server-sent events of node changes. `id` is the etcd revision; it is sent on the last event
-/// of each revision only, so a client that reconnects with `Last-Event-ID` (or, from a new
-/// EventSource, `?last_event_id=`) gets every change after it, never a partial revision. The
-/// stream opens with a `ready` event whose id is the revision it starts after. A resume point older than etcd's compaction ends the
-/// stream with a `reset` event: the client then reads the nodes again and follows from now.
-/// An event stream as the handler returns it (the shared and the private kind).
-type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
-
-/// A stream fed by the gateway's event hub: the ring's backlog after the start, then the
-/// live changes; ends (the client resumes with its last id) when it falls behind.
+/// A stream fed by the gateway's event hub, written as bytes: the ring's backlog after the
+/// start, then the live changes; a stream of every node writes each batch's text as the hub
+/// rendered it (no work per stream but the write). Ends (the client resumes with its last id)
+/// when it falls behind; a comment every 15 s keeps idle connections open.
 fn shared(
     sub: crate::event_hub::Subscription,
     node: Option<NodeId>,
     closing: tokio::sync::watch::Receiver<bool>,
-) -> EventStream {
-    use crate::event_hub::{Item, Rendered};
+) -> Response {
+    use crate::event_hub::{frame, Batch, Item, Rendered};
+    use axum::body::{Body, Bytes};
     use tokio::sync::broadcast::error::RecvError;
     struct Shared {
-        backlog: VecDeque<Arc<Vec<Rendered>>>,
+        backlog: VecDeque<Arc<Batch>>,
         live: tokio::sync::broadcast::Receiver<Item>,
         after: i64,
         node: Option<NodeId>,
         closing: tokio::sync::watch::Receiver<bool>,
-        queue: VecDeque<Event>,
+        first: Option<Bytes>,
         done: bool,
     }
     impl Shared {
-        fn render(&mut self, batch: &[Rendered]) {
+        /// The text of the batch's changes this stream sends (None: none).
+        fn render(&mut self, batch: &Batch) -> Option<Bytes> {
+            let from = self.after;
+            if let Some(last) = batch.last_rev() {
+                self.after = self.after.max(last);
+            }
+            let whole = batch.events.first().is_some_and(|r| r.rev > from);
+            if self.node.is_none() && whole {
+                return Some(batch.frames.clone());
+            }
             let seen: Vec<&Rendered> = batch
+                .events
                 .iter()
-                .filter(|r| r.rev > self.after && (self.node.is_none() || r.node == self.node))
+                .filter(|r| r.rev > from && (self.node.is_none() || r.node == self.node))
                 .collect();
+            let mut text = String::new();
             for (i, r) in seen.iter().enumerate() {
-                let mut ev = Event::default().event("node").data(&*r.data);
                 // The revision's id goes on its last change this stream shows.
                 let last = if self.node.is_none() {
                     r.last_of_rev
                 } else {
                     seen.get(i + 1).is_none_or(|next| next.rev != r.rev)
                 };
-                if last {
-                    ev = ev.id(r.rev.to_string());
-                }
-                self.queue.push_back(ev);
+                frame(&mut text, r, last);
             }
-            if let Some(last) = batch.last() {
-                self.after = self.after.max(last.rev);
-            }
+            (!text.is_empty()).then(|| Bytes::from(text))
         }
     }
-    let ready = Event::default()
-        .event("ready")
-        .id(sub.after.to_string())
-        .data(json!({"record": "ready", "revision": sub.after}).to_string());
+    let ready = format!(
+        "event: ready\ndata: {}\nid: {}\n\n",
+        json!({"record": "ready", "revision": sub.after}),
+        sub.after
+    );
     let start = Shared {
         backlog: sub.backlog.into(),
         live: sub.live,
         after: sub.after,
         node,
         closing,
-        queue: VecDeque::from([ready]),
+        first: Some(Bytes::from(ready)),
         done: false,
     };
-    Box::pin(futures::stream::unfold(start, |mut s| async move {
+    let stream = futures::stream::unfold(start, |mut s| async move {
+        if let Some(first) = s.first.take() {
+            return Some((Ok::<_, Infallible>(first), s));
+        }
         loop {
-            if let Some(ev) = s.queue.pop_front() {
-                return Some((Ok(ev), s));
-            }
             if s.done {
                 return None;
             }
             if let Some(batch) = s.backlog.pop_front() {
-                s.render(&batch);
+                if let Some(text) = s.render(&batch) {
+                    return Some((Ok(text), s));
+                }
                 continue;
             }
             let item = tokio::select! {
-                i = s.live.recv() => i,
+                i = s.live.recv() => Some(i),
                 _ = s.closing.wait_for(|c| *c) => return None,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(15)) => None,
+            };
+            let Some(item) = item else {
+                return Some((Ok(Bytes::from_static(b":\n\n")), s));
             };
             match item {
-                Ok(Item::Changes(batch)) => s.render(&batch),
+                Ok(Item::Changes(batch)) => {
+                    if let Some(text) = s.render(&batch) {
+                        return Some((Ok(text), s));
+                    }
+                }
                 Ok(Item::Reset(why)) => {
-                    s.queue.push_back(
-                        Event::default()
-                            .event("reset")
-                            .data(json!({"reason": &*why}).to_string()),
-                    );
                     s.done = true;
+                    let text = format!("event: reset\ndata: {}\n\n", json!({"reason": &*why}));
+                    return Some((Ok(Bytes::from(text)), s));
                 }
                 // Behind the broadcast: end; the client resumes from its last id (the ring or
                 // a watch of its own).
                 Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => s.done = true,
             }
         }
-    }))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
 }
 
+/// Server-sent events of node changes. `id` is the etcd revision; it is sent on the last event
+/// of each revision only, so a client that reconnects with `Last-Event-ID` (or, from a new
+/// EventSource, `?last_event_id=`) gets every change after it, never a partial revision. The
+/// stream opens with a `ready` event whose id is the revision it starts after. A resume point older than etcd's compaction ends the
+/// stream with a `reset` event: the client then reads the nodes again and follows from now.
 pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-) -> Result<Sse<axum::response::sse::KeepAliveStream<EventStream>>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref())?;
     params.only(&["node", "last_event_id"])?;
     let node = match params.get("node") {
@@ -489,7 +509,7 @@ pub async fn events(
     // Through this gateway's one shared watch when its ring reaches back far enough (or the
     // stream starts now); an older resume point gets a watch of its own.
     if let Some(sub) = state.event_hub.subscribe(&state.cluster, after).await? {
-        return Ok(Sse::new(shared(sub, node, state.closing())).keep_alive(KeepAlive::default()));
+        return Ok(shared(sub, node, state.closing()));
     }
     let from = match after {
         Some(rev) => rev + 1,
@@ -515,7 +535,7 @@ pub async fn events(
     let stream = futures::stream::unfold(feed, |mut feed| async move {
         loop {
             if let Some(ev) = feed.queue.pop_front() {
-                return Some((Ok(ev), feed));
+                return Some((Ok::<_, Infallible>(ev), feed));
             }
             if feed.done {
                 return None;
@@ -558,7 +578,9 @@ pub async fn events(
             }
         }
     });
-    Ok(Sse::new(Box::pin(stream) as EventStream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 #[cfg(test)]
