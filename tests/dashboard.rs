@@ -296,6 +296,31 @@ async fn the_dashboard_in_a_browser() {
         )
         .await;
 
+    // The node list's search finds a node by a port's MAC (any case) and by a name's part.
+    let with_port = ids[SIM_NODES + 2].clone();
+    ok(
+        &gw,
+        "POST",
+        "/v1/ports",
+        Some(json!({"node_uuid": with_port, "address": "52:54:00:aa:bb:cc"})),
+    );
+    fleet
+        .wait_until(
+            Duration::from_secs(10),
+            "the MAC search finds the node",
+            async || {
+                let (_, found) = call(&gw, "GET", "/v1/ferric/nodes?q=52:54:00:AA:BB:CC", None);
+                (found["total"] == 1 && found["nodes"][0]["uuid"] == with_port.as_str())
+                    .then_some(())
+                    .ok_or_else(|| found.to_string())
+            },
+        )
+        .await;
+    let (_, found) = call(&gw, "GET", "/v1/ferric/nodes?q=DASH-099&limit=5", None);
+    assert_eq!(found["total"], 10, "{found}");
+    assert_eq!(found["nodes"].as_array().map(Vec::len), Some(5), "{found}");
+    assert!(found["next"].is_string(), "{found}");
+
     let nodes: Vec<Value> = ids
         .iter()
         .enumerate()

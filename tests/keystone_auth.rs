@@ -473,6 +473,83 @@ async fn keystone_tokens_and_ironic_policies() {
     };
     assert_keystone_401(&refused, &ks, "revoked after use");
 
+    // The dashboard's sign-in with user, password and project: the gateway gets the user a
+    // project-scoped token from Keystone, as Horizon does; the session cookie then stands for
+    // that caller with the project's policies (what alice's own token sees, no more).
+    let json = [("Content-Type", "application/json")];
+    let r = http(
+        gw.port,
+        "POST",
+        "/dashboard/api/session",
+        &json,
+        Some(br#"{"username": "alice", "password": "alice-pw", "project": "demo"}"#),
+    )
+    .expect("gateway answers");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let session = r.json();
+    assert_eq!(session["user"], "alice", "{session}");
+    assert_eq!(session["role"], "member", "{session}");
+    assert!(session["project"].is_string(), "{session}");
+    let set_cookie = r.header("set-cookie").unwrap_or_default();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap_or_default().to_string();
+    let with_cookie = |method: &str, path: &str, csrf: Option<&str>, body: Option<&str>| {
+        let mut h = vec![
+            VERSION,
+            ("Content-Type", "application/json"),
+            ("Cookie", cookie.as_str()),
+        ];
+        if let Some(t) = csrf {
+            h.push(("X-CSRF-Token", t));
+        }
+        http(gw.port, method, path, &h, body.map(str::as_bytes)).expect("gateway answers")
+    };
+    let by_cookie = with_cookie("GET", "/v1/ferric/summary", None, None);
+    let by_token = call(&gw, "GET", "/v1/ferric/summary", Some(&alice), None);
+    assert_eq!(by_cookie.status, 200, "{}", by_cookie.body);
+    assert_eq!(
+        by_cookie.json()["nodes"],
+        by_token.json()["nodes"],
+        "{}",
+        by_cookie.body
+    );
+    assert_eq!(
+        with_cookie("GET", "/v1/nodes", None, None).json()["nodes"],
+        call(&gw, "GET", "/v1/nodes", Some(&alice), None).json()["nodes"]
+    );
+    // A write with the cookie needs the session's CSRF token; a member's write is then judged
+    // by the project's policies like her token's.
+    let maint = format!("/v1/nodes/{uuid}/maintenance");
+    let r = with_cookie("PUT", &maint, None, Some(r#"{"reason": "x"}"#));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.fault().contains("CSRF"), "{}", r.fault());
+    let csrf = session["csrf"].as_str().unwrap_or_default();
+    let by_cookie = with_cookie("PUT", &maint, Some(csrf), Some(r#"{"reason": "x"}"#));
+    let by_token = call(&gw, "PUT", &maint, Some(&alice), Some(r#"{"reason": "x"}"#));
+    assert_eq!(
+        by_cookie.status, by_token.status,
+        "{} / {}",
+        by_cookie.body, by_token.body
+    );
+    // Wrong credentials: 401, and no session.
+    let r = http(
+        gw.port,
+        "POST",
+        "/dashboard/api/session",
+        &json,
+        Some(br#"{"username": "alice", "password": "wrong", "project": "demo"}"#),
+    )
+    .expect("gateway answers");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        r.header("set-cookie").is_none(),
+        "{:?}",
+        r.header("set-cookie")
+    );
+
     // Keystone down: a token the gateway has not validated is 503 (retry), not 401, so no
     // client throws its credentials away.
     let fresh = ks.token("nova", "nova-pw", Scope::Project("service")).await;
@@ -485,7 +562,9 @@ async fn keystone_tokens_and_ironic_policies() {
         r.fault()
     );
     assert!(
-        !gw.proc.log().contains("nova-pw") && !gw.proc.log().contains("ironic-pw"),
+        !gw.proc.log().contains("nova-pw")
+            && !gw.proc.log().contains("ironic-pw")
+            && !gw.proc.log().contains("alice-pw"),
         "a password reached the gateway's log"
     );
 }

@@ -304,6 +304,68 @@ impl Auth {
         }
     }
 
+    /// What a dashboard session keeps to re-check its sign-in on every use (see
+    /// [`Auth::recheck`]), from the headers the sign-in was checked with.
+    pub fn proof_of(&self, presented: &HeaderMap) -> ferric_model::SessionProof {
+        use ferric_model::SessionProof;
+        let header = |name: &str| {
+            presented
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .unwrap_or("")
+                .to_string()
+        };
+        match self {
+            Auth::Token { .. } => {
+                let authz = header("authorization");
+                let token = strip_scheme(&authz, "bearer").unwrap_or("");
+                SessionProof::TokenDigest(digest(&[token.as_bytes()]).to_vec())
+            }
+            Auth::Keystone { .. } => SessionProof::KeystoneToken(header("x-auth-token")),
+            Auth::NoAuth | Auth::Basic { .. } => SessionProof::User,
+        }
+    }
+
+    /// A dashboard session's caller as its sign-in would be judged now: the user still in the
+    /// password file, the token still in the token file (with the role it has there now), the
+    /// Keystone token still valid (its roles and scope as Keystone says now). 401 otherwise.
+    pub async fn recheck(
+        &self,
+        user: &str,
+        role: Role,
+        proof: &ferric_model::SessionProof,
+    ) -> Result<Caller, ApiError> {
+        use ferric_model::SessionProof;
+        let gone = || ApiError::Unauthorized {
+            msg: "The dashboard session's sign-in no longer holds; sign in again.".into(),
+            challenge: "Cookie",
+        };
+        match (self, proof) {
+            (Auth::NoAuth, _) => Ok(Caller::new("noauth", Role::Admin)),
+            (Auth::Basic { users, .. }, SessionProof::User) if users.contains_key(user) => {
+                Ok(Caller::new(user, role))
+            }
+            (Auth::Token { tokens }, SessionProof::TokenDigest(d)) => {
+                let key: [u8; 32] = d.as_slice().try_into().map_err(|_| gone())?;
+                let now = tokens.get(&key).copied().ok_or_else(gone)?;
+                Ok(Caller::new(format!("token:{}", now.as_str()), now))
+            }
+            (Auth::Keystone { .. }, SessionProof::KeystoneToken(t)) => {
+                let mut h = HeaderMap::new();
+                h.insert(
+                    "x-auth-token",
+                    HeaderValue::from_str(t).map_err(|_| gone())?,
+                );
+                self.authenticate(&h).await.map_err(|e| match e {
+                    ApiError::KeystoneUnauthorized { .. } => gone(),
+                    other => other,
+                })
+            }
+            _ => Err(gone()),
+        }
+    }
+
     /// Identifies the caller of a request (401 when it cannot be).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         self.identify(Presented::Headers(headers)).await
@@ -473,6 +535,8 @@ pub fn authorize(caller: &Caller, method: &Method, path: &str) -> Result<(), Api
             (Some("nodes"), None | Some("detail")) if reads => Ok(()),
             (Some("nodes"), Some(ident)) if ident != "validate" && ident != "detail" => Ok(()),
             (Some("drivers"), _) if reads => Ok(()),
+            // The dashboard's views, which count and list the project's nodes only (`fleet`).
+            (Some("ferric"), Some("summary" | "nodes")) if reads => Ok(()),
             // Each record's node is checked where it is read or written (`children`).
             (Some("ports" | "portgroups" | "volume"), _) => Ok(()),
             _ => denied(

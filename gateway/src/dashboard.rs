@@ -10,7 +10,10 @@
 //! and never sees the credentials again; the page keeps only the session's CSRF token in memory.
 //!
 //! A request with the cookie and no credentials of its own is the session's caller
-//! ([`session_caller`]): the same roles and policies as any request. Every mutating request
+//! ([`session_caller`]): the same roles and policies as any request, and the sign-in is
+//! re-checked on every use as the credentials would be judged now (`Auth::recheck`: a user
+//! removed from the password file, a token from the token file, an expired or revoked Keystone
+//! token ends the session; the session keeps a token's digest, or the Keystone token). Every mutating request
 //! must also carry `X-CSRF-Token` (403 without it), and a console websocket the subprotocol
 //! `ferric.csrf.<token>` (cross-site websocket hijacking is a CSRF too: browsers send cookies
 //! with any page's websocket).
@@ -262,12 +265,12 @@ async fn caller_of_session(
             "The dashboard session's CSRF token is missing or wrong.".into(),
         ));
     }
-    Ok(Caller {
-        name: rec.user,
-        role: role_of(&rec.role),
-        project: rec.project,
-        roles: rec.roles,
-    })
+    // The sign-in must still hold as the credentials would be judged now (a user taken out of
+    // the file, an expired or revoked Keystone token end the session).
+    state
+        .auth
+        .recheck(&rec.user, role_of(&rec.role), &rec.proof)
+        .await
 }
 
 /// Removes `ferric.csrf.<token>` from the offered subprotocols and returns the token.
@@ -441,6 +444,7 @@ pub async fn sign_in(
         csrf: uuid::Uuid::new_v4().simple().to_string(),
         created_at_ms: now,
         expires_at_ms: now + LIFETIME.as_millis() as u64,
+        proof: state.auth.proof_of(&presented),
     };
     state
         .cluster
@@ -468,7 +472,13 @@ pub async fn session(
         return Ok(request::json(StatusCode::OK, &noauth_doc()));
     }
     let rec = current(&state, &headers).await?.ok_or_else(signed_out)?;
-    Ok(request::json(StatusCode::OK, &session_doc(&rec)))
+    let now = state
+        .auth
+        .recheck(&rec.user, role_of(&rec.role), &rec.proof)
+        .await?;
+    let mut doc = session_doc(&rec);
+    doc["role"] = json!(now.role.as_str());
+    Ok(request::json(StatusCode::OK, &doc))
 }
 
 /// `DELETE /dashboard/api/session`: signs out (with the CSRF token, like every change).

@@ -43,7 +43,7 @@ pub use port::{PortRecord, PortgroupRecord, VolumeConnectorRecord, VolumeTargetR
 pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};
 pub use reservation::ReservationRecord;
-pub use session::SessionRecord;
+pub use session::{SessionProof, SessionRecord};
 pub use sync::{SyncConfig, SyncPolicy};
 
 /// Milliseconds since the Unix epoch: the one timestamp format of persisted records.

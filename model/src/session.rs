@@ -20,6 +20,20 @@ pub struct SessionRecord {
     pub csrf: String,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
+    /// What re-checks the sign-in on every use, as the credentials would be checked now: the
+    /// digest of a `token`-mode token (never the token), or the Keystone token itself (which
+    /// the gateway validates again, so an expired or revoked token ends the session).
+    pub proof: SessionProof,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionProof {
+    /// `http_basic`: the user must still be in the password file.
+    User,
+    /// `token`: the token's digest must still be in the token file.
+    TokenDigest(Vec<u8>),
+    /// `keystone`: the token, validated again on use (cached as any token's validation).
+    KeystoneToken(String),
 }
 
 impl Record for SessionRecord {

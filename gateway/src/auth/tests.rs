@@ -276,3 +276,45 @@ fn compute_callers_match_by_name_or_role() {
     assert!(!nova.is_one_of(&list(&["role:admin", "ironic"])));
     assert!(!Caller::new("role:service", Role::Admin).is_one_of(&list(&["role:service"])));
 }
+
+#[tokio::test]
+async fn a_dashboard_session_is_rechecked_against_the_credentials_as_they_are_now() {
+    use ferric_model::SessionProof;
+    // A token in the file: its digest is kept (never the token), and its role is read again.
+    let auth = Auth::token_file("0123456789abcdef0123 reader\n", "f").unwrap();
+    let proof = auth.proof_of(&hdr("authorization", "Bearer 0123456789abcdef0123"));
+    assert!(matches!(&proof, SessionProof::TokenDigest(d) if d.len() == 32));
+    let c = auth
+        .recheck("token:reader", Role::Admin, &proof)
+        .await
+        .unwrap();
+    assert_eq!(c.role, Role::Reader, "the file's role, not the session's");
+    // The same proof against a token file without that token (a restarted gateway whose
+    // file no longer lists it): the session ends.
+    let other = Auth::token_file("ffffffffffffffffffff admin\n", "f").unwrap();
+    assert!(matches!(
+        other.recheck("token:reader", Role::Reader, &proof).await,
+        Err(ApiError::Unauthorized { .. })
+    ));
+    // A proof of another mode never passes.
+    assert!(auth
+        .recheck("x", Role::Admin, &SessionProof::KeystoneToken("t".into()))
+        .await
+        .is_err());
+    // http_basic: the user must still be in the file.
+    let hash = bcrypt::hash("secret", 4).unwrap();
+    let basic = Auth::htpasswd(&format!("admin:{hash}\n"), "f").unwrap();
+    assert_eq!(basic.proof_of(&HeaderMap::new()), SessionProof::User);
+    assert_eq!(
+        basic
+            .recheck("admin", Role::Admin, &SessionProof::User)
+            .await
+            .unwrap()
+            .name,
+        "admin"
+    );
+    assert!(basic
+        .recheck("mallory", Role::Admin, &SessionProof::User)
+        .await
+        .is_err());
+}
