@@ -458,6 +458,14 @@ where
     Ok(spec)
 }
 
+/// The node is busy with an earlier request.
+fn busy(spec: &NodeSpec, what: String) -> ClusterError {
+    ClusterError::Busy {
+        node: spec.id.to_string(),
+        what,
+    }
+}
+
 /// Why `verb` cannot be asked of a node with this spec and status now, as the API refuses it
 /// (the same checks the request itself makes; the dashboard shows them on disabled actions).
 pub fn provision_refusal(
@@ -467,13 +475,11 @@ pub fn provision_refusal(
     maintenance_ok: bool,
 ) -> Result<(), ClusterError> {
     if let Some(p) = spec.pending_provision(status) {
-        return Err(ClusterError::Busy {
-            node: spec.id.to_string(),
-            what: format!(
-                "provision action \"{}\" has not been taken up yet",
-                p.verb.as_str()
-            ),
-        });
+        let what = format!(
+            "provision action \"{}\" has not been taken up yet",
+            p.verb.as_str()
+        );
+        return Err(busy(spec, what));
     }
     if spec.maintenance {
         // Ironic refuses these in maintenance (400); manual cleaning may be asked for
@@ -511,13 +517,11 @@ pub fn power_refusal(
     target: PowerTarget,
 ) -> Result<(), ClusterError> {
     if let Some(p) = spec.pending_power(status) {
-        return Err(ClusterError::Busy {
-            node: spec.id.to_string(),
-            what: format!(
-                "power action \"{}\" is still in progress",
-                p.target.as_str()
-            ),
-        });
+        let what = format!(
+            "power action \"{}\" is still in progress",
+            p.target.as_str()
+        );
+        return Err(busy(spec, what));
     }
     if spec.disable_power_off && matches!(target, PowerTarget::Off | PowerTarget::SoftOff) {
         return Err(ClusterError::Invalid(format!(
