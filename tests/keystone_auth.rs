@@ -37,6 +37,44 @@ fn assert_keystone_401(r: &Reply, ks: &Keystone, what: &str) {
     );
 }
 
+/// Reads `/v1/ferric/events` with `token` (resuming after `after`) until `until` appears
+/// (bounded); says on `ready` when the stream has opened.
+fn read_events(
+    port: u16,
+    token: &str,
+    after: Option<i64>,
+    until: &str,
+    ready: std::sync::mpsc::Sender<()>,
+) -> String {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let resume = after.map_or(String::new(), |r| format!("Last-Event-ID: {r}\r\n"));
+    let req = format!(
+        "GET /v1/ferric/events HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n{resume}\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut text = String::new();
+    let mut said = false;
+    while !text.contains(until) && start.elapsed() < Duration::from_secs(30) {
+        let n = match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            // Quiet for a while (read timeout): go on waiting, within the bound.
+            Err(_) => continue,
+        };
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if !said && text.contains("event: ready") {
+            said = true;
+            let _ = ready.send(());
+        }
+    }
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
 #[tokio::test]
 async fn keystone_tokens_and_ironic_policies() {
     let mut fleet = Fleet::new("keystone-auth").await;
@@ -534,6 +572,67 @@ async fn keystone_tokens_and_ironic_policies() {
         "{} / {}",
         by_cookie.body, by_token.body
     );
+    // The change stream shows a project-scoped caller its project's nodes only: through the
+    // gateway's shared watch (from now) and through a watch of its own (resumed from long ago),
+    // never another project's node or the conductors.
+    let foreign = {
+        let r = call(
+            &gw,
+            "POST",
+            "/v1/nodes",
+            Some(&admin),
+            Some(r#"{"driver": "fake-hardware", "name": "foreign"}"#),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["uuid"].as_str().unwrap().to_string()
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let live = std::thread::spawn({
+        let (port, alice) = (gw.port, alice.clone());
+        move || read_events(port, &alice, None, "stream-mark", ready_tx)
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("alice's stream opens");
+    // What a stream shows comes in revision order: once demo's node shows the change made
+    // after the foreign node's, the foreign node's would have come before it.
+    for (node, reason) in [(&foreign, "foreign-mark"), (&uuid, "stream-mark")] {
+        let r = call(
+            &gw,
+            "PUT",
+            &format!("/v1/nodes/{node}/maintenance"),
+            Some(&admin),
+            Some(&format!(r#"{{"reason": "{reason}"}}"#)),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let (tx, _) = std::sync::mpsc::channel();
+    let resumed = read_events(gw.port, &alice, Some(1), "stream-mark", tx);
+    let live = live.join().expect("the stream reader");
+    for (how, text) in [("live", &live), ("resumed", &resumed)] {
+        assert!(text.contains("stream-mark"), "{how}: {text}");
+        assert!(
+            !text.contains(&foreign) && !text.contains("foreign-mark"),
+            "{how}: alice's stream shows another project's node: {text}"
+        );
+        assert!(
+            !text.contains(r#""record":"conductor""#),
+            "{how}: alice's stream shows conductors: {text}"
+        );
+    }
+    assert!(
+        resumed.contains(&leased),
+        "the resumed stream shows the leased node's enrollment: {resumed}"
+    );
+    let r = call(
+        &gw,
+        "GET",
+        &format!("/v1/ferric/events?node={foreign}"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+
     // Wrong credentials: 401, and no session.
     let r = http(
         gw.port,

@@ -517,8 +517,8 @@ impl Auth {
 /// - members change anything but enroll or delete nodes, ports and port groups (Ironic's
 ///   `baremetal:node:create`/`delete` and `baremetal:port:create`/`delete` are system admin's);
 /// - project-scoped callers reach the node API, and read ports, port groups and volume records
-///   (of their project's nodes, filtered where they are read); conductors, the cluster's events
-///   and metrics are the system's (Ironic's `baremetal:conductor:get` is `SYSTEM_READER`).
+///   (of their project's nodes, filtered where they are read) and the change stream of those
+///   nodes; conductors, the cluster's other events and metrics are the system's (Ironic's `baremetal:conductor:get` is `SYSTEM_READER`).
 ///   Creating, changing and deleting ports (Ironic: the owner's admin or manager) stays the
 ///   system's here.
 pub fn authorize(caller: &Caller, method: &Method, path: &str) -> Result<(), ApiError> {
@@ -535,8 +535,9 @@ pub fn authorize(caller: &Caller, method: &Method, path: &str) -> Result<(), Api
             (Some("nodes"), None | Some("detail")) if reads => Ok(()),
             (Some("nodes"), Some(ident)) if ident != "validate" && ident != "detail" => Ok(()),
             (Some("drivers"), _) if reads => Ok(()),
-            // The dashboard's views, which count and list the project's nodes only (`fleet`).
-            (Some("ferric"), Some("summary" | "nodes")) if reads => Ok(()),
+            // The dashboard's views, which count and list the project's nodes only (`fleet`),
+            // and the change stream, which shows their changes only (`extensions::events`).
+            (Some("ferric"), Some("summary" | "nodes" | "events")) if reads => Ok(()),
             // Each record's node is checked where it is read or written (`children`).
             (Some("ports" | "portgroups" | "volume"), _) => Ok(()),
             _ => denied(

@@ -4,11 +4,12 @@
 //! power event of the outbox as `record: "power_event"` with the node's `seq`), conductors with their node counts, the OpenAPI document, `/healthz` and
 //! `/metrics`.
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::node_json::iso8601;
 use crate::request::{self, Params};
 use crate::AppState;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +19,7 @@ use ferric_model::{
     decode, EventRecord, NodeId, NodeSpec, NodeStatus, ProvisionState, ReservationRecord,
 };
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -350,11 +351,49 @@ pub(crate) fn describe(prefix: &str, ev: &WatchEvent) -> Option<(i64, Option<Nod
     Some((rev, Some(id), doc))
 }
 
+/// The nodes a project-scoped caller's stream shows: those its project owns or leases, as
+/// the gateway's copy of the cluster has them once it has caught up with the change (so a node
+/// given to the project shows its changes from that spec change on). Conductor changes are
+/// the system's and not shown; a node's deletion is not either (the node is no longer there to
+/// be the project's).
+#[derive(Clone)]
+struct ProjectScope {
+    project: String,
+    informer: Arc<crate::informer::Informer>,
+}
+
+impl ProjectScope {
+    /// Which of `nodes` the project may see, read once the copy has reached `rev`; None when
+    /// it has not in time (the stream ends and the client resumes from its last id).
+    async fn visible(
+        &self,
+        rev: i64,
+        nodes: impl Iterator<Item = Option<NodeId>>,
+    ) -> Option<HashSet<NodeId>> {
+        if !self.informer.wait_for(rev, crate::informer::CATCH_UP).await {
+            return None;
+        }
+        let cache = self.informer.read();
+        Some(
+            nodes
+                .flatten()
+                .filter(|id| {
+                    cache
+                        .specs
+                        .get(id)
+                        .is_some_and(|s| crate::policy::relation(&self.project, &s.spec).is_some())
+                })
+                .collect(),
+        )
+    }
+}
+
 struct Feed {
     watch: PrefixWatch,
     closing: tokio::sync::watch::Receiver<bool>,
     prefix: String,
     node: Option<NodeId>,
+    project: Option<ProjectScope>,
     queue: VecDeque<Event>,
     done: bool,
 }
@@ -366,6 +405,7 @@ struct Feed {
 fn shared(
     sub: crate::event_hub::Subscription,
     node: Option<NodeId>,
+    project: Option<ProjectScope>,
     closing: tokio::sync::watch::Receiver<bool>,
 ) -> Response {
     use crate::event_hub::{frame, Batch, Item, Rendered};
@@ -376,30 +416,36 @@ fn shared(
         live: tokio::sync::broadcast::Receiver<Item>,
         after: i64,
         node: Option<NodeId>,
+        project: Option<ProjectScope>,
         closing: tokio::sync::watch::Receiver<bool>,
         first: Option<Bytes>,
         done: bool,
     }
     impl Shared {
-        /// The text of the batch's changes this stream sends (None: none).
-        fn render(&mut self, batch: &Batch) -> Option<Bytes> {
+        /// The text of the batch's changes this stream sends (None: none); `visible`: the
+        /// nodes a project-scoped stream may show.
+        fn render(&mut self, batch: &Batch, visible: Option<&HashSet<NodeId>>) -> Option<Bytes> {
             let from = self.after;
             if let Some(last) = batch.last_rev() {
                 self.after = self.after.max(last);
             }
-            let whole = batch.events.first().is_some_and(|r| r.rev > from);
-            if self.node.is_none() && whole {
+            let every = self.node.is_none() && visible.is_none();
+            if every && batch.events.first().is_some_and(|r| r.rev > from) {
                 return Some(batch.frames.clone());
             }
+            let shown = |r: &Rendered| {
+                (self.node.is_none() || r.node == self.node)
+                    && visible.is_none_or(|v| r.node.is_some_and(|n| v.contains(&n)))
+            };
             let seen: Vec<&Rendered> = batch
                 .events
                 .iter()
-                .filter(|r| r.rev > from && (self.node.is_none() || r.node == self.node))
+                .filter(|r| r.rev > from && shown(r))
                 .collect();
             let mut text = String::new();
             for (i, r) in seen.iter().enumerate() {
                 // The revision's id goes on its last change this stream shows.
-                let last = if self.node.is_none() {
+                let last = if every {
                     r.last_of_rev
                 } else {
                     seen.get(i + 1).is_none_or(|next| next.rev != r.rev)
@@ -407,6 +453,19 @@ fn shared(
                 frame(&mut text, r, last);
             }
             (!text.is_empty()).then(|| Bytes::from(text))
+        }
+
+        /// Renders the batch for this stream; false when a project-scoped stream cannot tell
+        /// what its project may see (the stream ends; the client resumes).
+        async fn send(&mut self, batch: &Batch) -> Result<Option<Bytes>, ()> {
+            let visible = match (&self.project, batch.last_rev()) {
+                (Some(scope), Some(rev)) => {
+                    let nodes = batch.events.iter().map(|r| r.node);
+                    Some(scope.visible(rev, nodes).await.ok_or(())?)
+                }
+                _ => None,
+            };
+            Ok(self.render(batch, visible.as_ref()))
         }
     }
     let ready = format!(
@@ -419,6 +478,7 @@ fn shared(
         live: sub.live,
         after: sub.after,
         node,
+        project,
         closing,
         first: Some(Bytes::from(ready)),
         done: false,
@@ -432,8 +492,10 @@ fn shared(
                 return None;
             }
             if let Some(batch) = s.backlog.pop_front() {
-                if let Some(text) = s.render(&batch) {
-                    return Some((Ok(text), s));
+                match s.send(&batch).await {
+                    Ok(Some(text)) => return Some((Ok(text), s)),
+                    Ok(None) => {}
+                    Err(()) => s.done = true,
                 }
                 continue;
             }
@@ -446,11 +508,11 @@ fn shared(
                 return Some((Ok(Bytes::from_static(b":\n\n")), s));
             };
             match item {
-                Ok(Item::Changes(batch)) => {
-                    if let Some(text) = s.render(&batch) {
-                        return Some((Ok(text), s));
-                    }
-                }
+                Ok(Item::Changes(batch)) => match s.send(&batch).await {
+                    Ok(Some(text)) => return Some((Ok(text), s)),
+                    Ok(None) => {}
+                    Err(()) => s.done = true,
+                },
                 Ok(Item::Reset(why)) => {
                     s.done = true;
                     let text = format!("event: reset\ndata: {}\n\n", json!({"reason": &*why}));
@@ -477,18 +539,38 @@ fn shared(
 /// EventSource, `?last_event_id=`) gets every change after it, never a partial revision. The
 /// stream opens with a `ready` event whose id is the revision it starts after. A resume point older than etcd's compaction ends the
 /// stream with a `reset` event: the client then reads the nodes again and follows from now.
+///
+/// A project-scoped caller's stream shows the changes of its project's nodes only
+/// ([`ProjectScope`]); `?node=` of a node that is not its project's is 404, as in the node API.
 pub async fn events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref())?;
     params.only(&["node", "last_event_id"])?;
+    let project = caller
+        .project
+        .clone()
+        .filter(|_| false)
+        .map(|project| ProjectScope {
+            project,
+            informer: state.informer.clone(),
+        });
     let node = match params.get("node") {
         None => None,
         Some(ident) => {
             let v = crate::version::ApiVersion::latest();
-            Some(request::lookup(&state, ident, v).await?.id())
+            let found = request::lookup(&state, ident, v).await?;
+            if let Some(p) = &caller.project {
+                if crate::policy::relation(p, &found.spec.spec).is_none() {
+                    return Err(ApiError::NotFound(format!(
+                        "Node {ident} could not be found."
+                    )));
+                }
+            }
+            Some(found.id())
         }
     };
     // The header a reconnecting EventSource sends; or the same as a parameter, for a client
@@ -509,7 +591,7 @@ pub async fn events(
     // Through this gateway's one shared watch when its ring reaches back far enough (or the
     // stream starts now); an older resume point gets a watch of its own.
     if let Some(sub) = state.event_hub.subscribe(&state.cluster, after).await? {
-        return Ok(shared(sub, node, state.closing()));
+        return Ok(shared(sub, node, project, state.closing()));
     }
     let from = match after {
         Some(rev) => rev + 1,
@@ -529,6 +611,7 @@ pub async fn events(
         closing: state.closing(),
         prefix,
         node,
+        project,
         queue: VecDeque::from([ready]),
         done: false,
     };
@@ -546,10 +629,28 @@ pub async fn events(
             };
             match next {
                 Ok(events) => {
-                    let described: Vec<(i64, Value)> = events
+                    let described: Vec<(i64, Option<NodeId>, Value)> = events
                         .iter()
                         .filter_map(|e| describe(&feed.prefix, e))
                         .filter(|(_, id, _)| feed.node.is_none() || *id == feed.node)
+                        .collect();
+                    let visible = match (&feed.project, described.last()) {
+                        (Some(scope), Some((rev, _, _))) => {
+                            let nodes = described.iter().map(|(_, id, _)| *id);
+                            match scope.visible(*rev, nodes).await {
+                                Some(v) => Some(v),
+                                None => return None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    let described: Vec<(i64, Value)> = described
+                        .into_iter()
+                        .filter(|(_, id, _)| {
+                            visible
+                                .as_ref()
+                                .is_none_or(|v| id.is_some_and(|n| v.contains(&n)))
+                        })
                         .map(|(rev, _, doc)| (rev, doc))
                         .collect();
                     for (i, (rev, doc)) in described.iter().enumerate() {
