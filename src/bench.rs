@@ -33,8 +33,12 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
-    /// The Ironic API through `ferric gateway`: enroll, list, manage and provide.
+    /// The Ironic API through `ferric gateway`: enroll, list, manage and provide. With
+    /// `--target URL`: the same client against any Ironic-compatible endpoint.
     Api(crate::bench_api::ApiArgs),
+    /// The suite of `api --target` against a given Ironic (`--ironic URL`), then against a
+    /// Ferric cluster it starts; the ratios as JSON, a table and an SVG chart.
+    Compare(crate::bench_compare::CompareArgs),
     /// The dashboard: first meaningful paint of the overview at N nodes (Chromium), and the
     /// gateway's CPU while 50 dashboards follow 5,000 power changes.
     Dashboard(crate::bench_dashboard::DashboardArgs),
@@ -96,9 +100,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => tmp.path().to_path_buf(),
     };
+    // Against an endpoint given: no etcd of its own (compare starts one for Ferric's turn).
+    let cmd = match args.cmd {
+        Cmd::Api(a) if a.target.target.is_some() => {
+            let opts = a.target.options(a.nodes, a.clients, a.list_samples);
+            return crate::bench_target::run(&a.target, opts).await;
+        }
+        Cmd::Compare(a) => return crate::bench_compare::run(&dir, a).await,
+        cmd => cmd,
+    };
     let etcd = Etcd::start(&dir).await?;
-    println!("machine: {} cores, {}", num_cpus(), mem_total());
-    match args.cmd {
+    println!("machine: {}", machine());
+    match cmd {
+        Cmd::Compare(_) => unreachable!("run above"),
         Cmd::Failover {
             nodes,
             conductors,
@@ -324,6 +338,20 @@ async fn cold(
         );
     }
     Ok(())
+}
+
+/// The machine a figure was measured on: cores, memory and the CPU's model.
+pub(crate) fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{} cores ({model}), {}", num_cpus(), mem_total())
 }
 
 fn num_cpus() -> usize {

@@ -34,6 +34,9 @@ pub struct ApiArgs {
     /// Stop after the list measurements (no provisioning waves, no failover).
     #[arg(long)]
     pub lists_only: bool,
+    /// `--target URL` and its credentials: drive that endpoint instead (`bench_target`).
+    #[command(flatten)]
+    pub target: crate::bench_target::TargetArgs,
 }
 
 /// A keep-alive HTTP/1.1 connection to the gateway (requests one at a time).

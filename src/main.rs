@@ -4,9 +4,11 @@
 mod bench;
 mod bench_agent;
 mod bench_api;
+mod bench_compare;
 mod bench_dashboard;
 mod bench_notify;
 mod bench_ports;
+mod bench_target;
 mod chaos;
 mod check;
 mod conductor_cmd;
