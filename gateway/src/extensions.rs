@@ -398,6 +398,11 @@ struct Feed {
     done: bool,
 }
 
+/// How often, at most, a busy stream writes (what it has then goes in one write).
+const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// A comment on a quiet stream this often keeps proxies from closing it.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A stream fed by the gateway's event hub, written as bytes: the ring's backlog after the
 /// start, then the live changes; a stream of every node writes each batch's text as the hub
 /// rendered it (no work per stream but the write). Ends (the client resumes with its last id)
@@ -420,6 +425,7 @@ fn shared(
         closing: tokio::sync::watch::Receiver<bool>,
         first: Option<Bytes>,
         done: bool,
+        last_write: Option<tokio::time::Instant>,
     }
     impl Shared {
         /// The text of the batch's changes this stream sends (None: none); `visible`: the
@@ -482,41 +488,64 @@ fn shared(
         closing,
         first: Some(Bytes::from(ready)),
         done: false,
+        last_write: None,
     };
     let stream = futures::stream::unfold(start, |mut s| async move {
         if let Some(first) = s.first.take() {
             return Some((Ok::<_, Infallible>(first), s));
         }
+        // Text to send, held until WRITE_EVERY after the last write: a stream of a busy fleet
+        // writes a few times a second, not once per etcd revision (what it costs the gateway
+        // is mostly the writes); a quiet one writes a change at once.
+        let mut pending: Vec<Bytes> = Vec::new();
         loop {
+            let due = s.last_write.map(|at| at + WRITE_EVERY);
+            let now = tokio::time::Instant::now();
+            if !pending.is_empty() && (s.done || due.is_none_or(|d| d <= now)) {
+                s.last_write = Some(now);
+                let text = match pending.len() {
+                    1 => pending.pop().unwrap_or_default(),
+                    _ => Bytes::from(pending.concat()),
+                };
+                return Some((Ok(text), s));
+            }
             if s.done {
                 return None;
             }
             if let Some(batch) = s.backlog.pop_front() {
                 match s.send(&batch).await {
-                    Ok(Some(text)) => return Some((Ok(text), s)),
+                    Ok(Some(text)) => pending.push(text),
                     Ok(None) => {}
                     Err(()) => s.done = true,
                 }
                 continue;
             }
+            let wake = match due {
+                Some(d) if !pending.is_empty() => d,
+                _ => now + KEEP_ALIVE,
+            };
             let item = tokio::select! {
                 i = s.live.recv() => Some(i),
                 _ = s.closing.wait_for(|c| *c) => return None,
-                _ = tokio::time::sleep(std::time::Duration::from_secs(15)) => None,
+                _ = tokio::time::sleep_until(wake) => None,
             };
             let Some(item) = item else {
-                return Some((Ok(Bytes::from_static(b":\n\n")), s));
+                if pending.is_empty() {
+                    s.last_write = Some(tokio::time::Instant::now());
+                    return Some((Ok(Bytes::from_static(b":\n\n")), s));
+                }
+                continue;
             };
             match item {
                 Ok(Item::Changes(batch)) => match s.send(&batch).await {
-                    Ok(Some(text)) => return Some((Ok(text), s)),
+                    Ok(Some(text)) => pending.push(text),
                     Ok(None) => {}
                     Err(()) => s.done = true,
                 },
                 Ok(Item::Reset(why)) => {
                     s.done = true;
                     let text = format!("event: reset\ndata: {}\n\n", json!({"reason": &*why}));
-                    return Some((Ok(Bytes::from(text)), s));
+                    pending.push(Bytes::from(text));
                 }
                 // Behind the broadcast: end; the client resumes from its last id (the ring or
                 // a watch of its own).
