@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
+# A real OpenStack Ironic (PyPI, pinned) in a venv of its own for tests/bench_compare.rs
+# (`ferric bench compare` against it); bench/ironic/README.md.
+bench/ironic/start-ironic.sh --install-only
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -287,6 +287,18 @@ impl ApiCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // And until the gateway's copy has them too (it serves the drivers of live
+        // conductors only: a client asking right away would be told there is no driver).
+        let mut conn = Conn::open(port).await?;
+        loop {
+            if let Ok((200, _)) = conn.request("GET", "/v1/drivers/fake-hardware", None).await {
+                break;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("the gateway does not list the conductors' drivers");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(ApiCluster {
             cluster,
             conductors: procs,

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 const WANT_VERSION: (u32, u32) = (1, 95);
 /// How long a transition may take before the suite gives up on it.
 const REACH_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long a request answered 409 or 503 is retried.
+const RETRY_FOR: Duration = Duration::from_secs(30);
 /// The shortest pause between two polls.
 const POLL_MIN: Duration = Duration::from_millis(250);
 
@@ -690,10 +692,12 @@ async fn drive(
     let next = Arc::new(AtomicUsize::new(0));
     let make = Arc::new(make);
     let out: Arc<Mutex<Vec<(f64, Value)>>> = Arc::new(Mutex::new(vec![(f64::NAN, Value::Null); n]));
+    let retries = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients.min(n.max(1)) {
         let (ep, next, make, out) = (ep.clone(), next.clone(), make.clone(), out.clone());
+        let retries = retries.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
@@ -702,7 +706,19 @@ async fn drive(
                 }
                 let (method, path, body, want) = make(start + k);
                 let t = Instant::now();
-                let (status, bytes) = ep.call(method.clone(), &path, body.as_ref()).await?;
+                // 409 (Ironic: the node is locked by a task, e.g. its power sync) and 503 are
+                // retried as Ironic's clients do; the latency is the whole wait.
+                let mut backoff = Duration::from_millis(50);
+                let (status, bytes) = loop {
+                    let (status, bytes) = ep.call(method.clone(), &path, body.as_ref()).await?;
+                    let busy = status == 409 || status == 503;
+                    if !busy || want.contains(&status) || t.elapsed() > RETRY_FOR {
+                        break (status, bytes);
+                    }
+                    retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                };
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 if !want.contains(&status) {
                     bail!("{method} {path}: {status} {}", fault(&bytes));
@@ -716,6 +732,10 @@ async fn drive(
         t.await??;
     }
     let took = t0.elapsed();
+    let retried = retries.load(Ordering::Relaxed);
+    if retried > 0 {
+        println!("  ({retried} answers of 409 or 503 retried)");
+    }
     let (lat, docs) = std::mem::take(&mut *out.lock().unwrap())
         .into_iter()
         .unzip();
