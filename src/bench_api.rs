@@ -1,10 +1,10 @@
 //! `ferric bench api`: the gateway under load, as Ironic clients use it. Three conductors and
-//! one `ferric gateway` process on a fresh key prefix; concurrent clients on keep-alive HTTP
-//! connections enroll nodes (`POST /v1/nodes`), then one client pages the detailed node list,
-//! then the clients ask every node to `manage`, `provide`, deploy (`active`) and undeploy
-//! (`deleted`), each timed until every node has reached the state (read from etcd, not from the
-//! gateway); last, a deploy wave with 2 s steps during which one conductor is SIGKILLed, timed
-//! until every node is `active` or `deploy failed`.
+//! one `ferric gateway` process on a fresh key prefix. First the suite every endpoint gets
+//! (`bench_target`, the same client `--target` and `compare` use). Then Ferric's own: nodes
+//! enrolled with traits and Nova's list; every node managed and provided (each timed until all
+//! have reached the state, read from etcd, not from the gateway); last, a deploy wave with 2 s
+//! steps during which one conductor is SIGKILLed, timed until every node is `active` or
+//! `deploy failed`.
 
 use crate::procs::{self, Etcd, Proc};
 use ferric_cluster::{Cluster, EtcdConfig};
@@ -31,9 +31,12 @@ pub struct ApiArgs {
     /// `GET /v1/nodes?fields=uuid,name,traits&limit=1000`.
     #[arg(long, default_value_t = 50)]
     pub list_samples: usize,
-    /// Stop after the list measurements (no provisioning waves, no failover).
+    /// Stop after the suite and Nova's list (no deploy wave with a conductor's death).
     #[arg(long)]
     pub lists_only: bool,
+    /// Stop after the suite (the workloads every endpoint gets).
+    #[arg(long)]
+    pub suite_only: bool,
     /// `--target URL` and its credentials: drive that endpoint instead (`bench_target`).
     #[command(flatten)]
     pub target: crate::bench_target::TargetArgs,
@@ -329,16 +332,34 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
         args.conductors, args.clients
     );
 
+    // The suite every endpoint gets (`--target`), with the same client: its nodes are its
+    // own and gone when it ends.
+    let ep = crate::bench_target::Endpoint::connect(
+        &format!("http://127.0.0.1:{port}"),
+        crate::bench_target::Auth::None,
+        args.clients,
+    )
+    .await?;
+    let opts = args.target.options(n, args.clients, args.list_samples);
+    let suite = crate::bench_target::run_suite(std::sync::Arc::new(ep), &opts).await?;
+    if let Some(path) = &args.target.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&suite)?)?;
+        println!("result: {}", path.display());
+    }
+    if args.suite_only {
+        return Ok(());
+    }
+
+    // Ferric's own: Nova's list with traits, and a deploy wave through a conductor's death.
     let took = fan_out(port, args.clients, n, |i| async move {
         let body = format!(r#"{{"driver": "fake-hardware", "name": "bench-{i:06}"}}"#);
         ("POST".to_string(), "/v1/nodes".to_string(), Some(body), 201)
     })
     .await?;
     println!(
-        "enroll: {n} nodes in {:.2} s = {:.0} nodes/s (POST /v1/nodes, {} clients; target >= 3000/s)",
+        "enrolled {n} nodes again for Ferric's own phases in {:.2} s ({:.0}/s)",
         took.as_secs_f64(),
-        n as f64 / took.as_secs_f64(),
-        args.clients
+        n as f64 / took.as_secs_f64()
     );
     let (views, _) = cluster.list_nodes().await?;
     let ids: Arc<Vec<String>> = Arc::new(views.iter().map(|v| v.spec.id.to_string()).collect());
@@ -365,25 +386,6 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
     }
 
     let mut conn = Conn::open(port).await?;
-    let mut samples = Vec::with_capacity(args.list_samples);
-    for _ in 0..args.list_samples {
-        let t = Instant::now();
-        let (status, body) = conn
-            .request("GET", "/v1/nodes?detail=true&limit=1000", None)
-            .await?;
-        samples.push(t.elapsed().as_secs_f64() * 1000.0);
-        anyhow::ensure!(status == 200, "list: {status}");
-        anyhow::ensure!(body.len() > 100_000, "list body only {} bytes", body.len());
-    }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "list: GET /v1/nodes?detail=true&limit=1000 p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms over {} requests (target p50 <= 15 ms)",
-        samples[samples.len() / 2],
-        samples[samples.len() * 9 / 10],
-        samples[samples.len() - 1],
-        samples.len()
-    );
-
     // Nova's list (`baremetal node list --fields uuid,name,traits --limit 1000`), with traits.
     let traited = ids.clone();
     let took = fan_out(port, args.clients, n, move |i| {
@@ -431,8 +433,6 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
     for (verb, state) in [
         ("manage", ProvisionState::Manageable),
         ("provide", ProvisionState::Available),
-        ("active", ProvisionState::Active),
-        ("deleted", ProvisionState::Available),
     ] {
         let t0 = Instant::now();
         let sent = provision_all(port, args.clients, &ids, verb).await?;

@@ -26,6 +26,9 @@ pub struct CompareArgs {
     /// Where compare.json, compare.md and compare.svg go.
     #[arg(long, default_value = "target/bench-compare")]
     pub out: PathBuf,
+    /// Only redraw compare.md and compare.svg from the compare.json in --out (no run).
+    #[arg(long)]
+    pub replot: bool,
     /// The Ironic endpoint (`--ironic URL`) and its credentials.
     #[command(flatten)]
     pub target: TargetArgs,
@@ -130,34 +133,39 @@ pub fn chart(c: &Comparison, path: &Path) -> anyhow::Result<()> {
     root.fill(&WHITE)?;
     let hi = c.ratios.iter().map(|r| r.times).fold(10.0f64, f64::max) * 2.0;
     let lo = c.ratios.iter().map(|r| r.times).fold(0.5f64, f64::min) * 0.8;
+    // The suite's order from the top: segment i (from the bottom) is ratio n-1-i.
+    let row = |i: usize| n - 1 - i;
     let names: Vec<String> = c
         .ratios
         .iter()
+        .rev()
         .map(|r| format!("{} ({})", r.workload, r.measure))
         .collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
-                "Ferric vs Ironic, {} nodes: times faster (log scale)",
-                c.nodes
+                "Ferric vs Ironic, {} nodes, {} clients: times faster (log scale)",
+                c.nodes, c.clients
             ),
             ("sans-serif", 20),
         )
         .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(230)
-        .build_cartesian_2d((lo..hi).log_scale(), (0..n).into_segmented())?;
+        .x_label_area_size(36)
+        .y_label_area_size(250)
+        .build_cartesian_2d((lo..hi).log_scale(), (0..n - 1).into_segmented())?;
     chart
         .configure_mesh()
         .disable_y_mesh()
         .y_labels(n)
+        .label_style(("sans-serif", 14))
         .y_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
             _ => String::new(),
         })
         .x_label_formatter(&|v| format!("×{v}"))
         .draw()?;
-    chart.draw_series(c.ratios.iter().enumerate().map(|(i, r)| {
+    chart.draw_series(c.ratios.iter().enumerate().map(|(k, r)| {
+        let i = row(k);
         let color = if r.times >= 1.0 {
             RGBColor(0x2b, 0x6c, 0xb0)
         } else {
@@ -173,10 +181,10 @@ pub fn chart(c: &Comparison, path: &Path) -> anyhow::Result<()> {
         bar.set_margin(5, 5, 0, 0);
         bar
     }))?;
-    chart.draw_series(c.ratios.iter().enumerate().map(|(i, r)| {
+    chart.draw_series(c.ratios.iter().enumerate().map(|(k, r)| {
         Text::new(
             format!("×{:.1}", r.times),
-            (r.times * 1.08, SegmentValue::CenterOf(i)),
+            (r.times * 1.08, SegmentValue::CenterOf(row(k))),
             ("sans-serif", 14),
         )
     }))?;
@@ -194,6 +202,15 @@ pub fn write(c: &Comparison, out: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn run(dir: &Path, args: CompareArgs) -> anyhow::Result<()> {
+    if args.replot {
+        let path = args.out.join("compare.json");
+        let c: Comparison = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )?;
+        write(&c, &args.out)?;
+        println!("{}", table(&c));
+        return Ok(());
+    }
     let url = args
         .target
         .target
