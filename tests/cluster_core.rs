@@ -6,7 +6,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use ferric_cluster::{AcquireOutcome, Cluster, ClusterError, EtcdConfig, LeaseKeeper};
 use ferric_model::{
     decode, encode, now_ms, FenceToken, NodeId, NodeSpec, NodeStatus, PowerRequest, PowerState,
-    PowerTarget,
+    PowerTarget, ProvisionState, Verb,
 };
 use ferric_testkit::{describe, free_port, Fleet, Snapshot};
 use nix::sys::signal::Signal;
@@ -849,5 +849,74 @@ async fn bad_input_gives_clear_errors() {
 
     fleet.ensure(fleet.conductor("c1").is_running(), || {
         "conductor c1 exited".into()
+    });
+}
+
+/// A gateway's write starts from its watch-fed copy of the node instead of reading etcd first;
+/// a copy that is behind must change nothing about the outcome: a request the copy would
+/// refuse is judged on what etcd holds, and a spec changed since the copy loses nothing (the
+/// compare-and-swap fails and the change is made on etcd's spec).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_a_stale_copy_are_judged_on_etcd() {
+    let fleet = Fleet::new("stale-copy").await;
+    let mut cfg = EtcdConfig::new(&fleet.url());
+    cfg.prefix = fleet.prefix.clone();
+    let cluster = Cluster::connect(&cfg)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("connect: {e}")));
+    let id = NodeId::new_random();
+    cluster
+        .create_nodes(vec![NodeSpec::new(id, "fake-hardware", now_ms())])
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("create node: {e}")));
+    let uuid = id.to_string();
+    let copy = cluster
+        .get_node(&uuid)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("get: {e}")));
+
+    // The copy says `active` (manage refused there); etcd has no status yet (`enroll`).
+    let mut behind = copy.clone();
+    behind.status.provision_state = ProvisionState::Active;
+    let view = cluster
+        .request_provision(Some(behind), &uuid, Verb::Manage, false, "", "test")
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("manage from a stale copy: {e}")));
+    fleet.ensure(
+        view.spec.provision_request.as_ref().map(|r| r.verb) == Some(Verb::Manage),
+        || format!("the request is not in the answer: {view:?}"),
+    );
+
+    // The spec changed since the copy (the manage request above, then maintenance): a power
+    // request from the old copy keeps both.
+    cluster
+        .update_spec(&uuid, |_, spec| {
+            spec.maintenance = true;
+            spec.maintenance_reason = Some("kept".into());
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("maintenance: {e}")));
+    cluster
+        .request_power(Some(copy), &uuid, PowerTarget::On, None, "test")
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("power from a stale copy: {e}")));
+    let now = cluster
+        .get_node(&uuid)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("get: {e}")));
+    fleet.ensure(
+        now.spec.maintenance_reason.as_deref() == Some("kept")
+            && now.spec.provision_request.as_ref().map(|r| r.verb) == Some(Verb::Manage)
+            && now.spec.power_request.as_ref().map(|r| r.target) == Some(PowerTarget::On),
+        || format!("etcd's spec lost a change: {:?}", now.spec),
+    );
+
+    // A request etcd's state refuses is still refused: provide from `enroll`.
+    let refused = cluster
+        .request_provision(Some(now.clone()), &uuid, Verb::Provide, false, "", "test")
+        .await;
+    fleet.ensure(refused.is_err(), || {
+        format!("provide from enroll was accepted: {refused:?}")
     });
 }

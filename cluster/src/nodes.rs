@@ -211,15 +211,42 @@ impl Cluster {
     pub async fn update_spec<F>(
         &self,
         id_or_name: &str,
+        change: F,
+    ) -> Result<NodeView, ClusterError>
+    where
+        F: FnMut(&NodeView, &mut NodeSpec) -> Result<(), ClusterError>,
+    {
+        self.update_spec_from(None, id_or_name, change).await
+    }
+
+    /// Like [`Cluster::update_spec`], first from `cached`, a copy of the node the caller holds
+    /// (the gateway's watch-fed one) instead of a read: one etcd request instead of two when
+    /// the copy is current, which it nearly always is. When the compare-and-swap fails (the
+    /// spec changed since) or `change` refuses on the copy (which may be a moment behind, say
+    /// a status that has just moved on), it goes on from what etcd holds, so the answer is the
+    /// one `update_spec` would give.
+    pub async fn update_spec_from<F>(
+        &self,
+        cached: Option<NodeView>,
+        id_or_name: &str,
         mut change: F,
     ) -> Result<NodeView, ClusterError>
     where
         F: FnMut(&NodeView, &mut NodeSpec) -> Result<(), ClusterError>,
     {
+        let mut cached = cached;
         for _ in 0..16 {
-            let mut view = self.get_node(id_or_name).await?;
+            let from_copy = cached.is_some();
+            let mut view = match cached.take() {
+                Some(v) => v,
+                None => self.get_node(id_or_name).await?,
+            };
             let span = spec_write_span(&view.spec.id);
-            let spec = span.in_scope(|| changed(&view, &mut change))?;
+            let spec = match span.in_scope(|| changed(&view, &mut change)) {
+                Ok(spec) => spec,
+                Err(_) if from_copy => continue,
+                Err(e) => return Err(e),
+            };
             let key = self.keys().node(&spec.id);
             let txn = Txn::new()
                 .when([Compare::mod_revision(
@@ -301,26 +328,32 @@ impl Cluster {
     /// 409 while a node is locked by a power operation).
     pub async fn request_power(
         &self,
+        cached: Option<NodeView>,
         id_or_name: &str,
         target: PowerTarget,
         timeout_s: Option<u32>,
         requested_by: &str,
     ) -> Result<NodeView, ClusterError> {
-        self.update_spec(id_or_name, power_change(target, timeout_s, requested_by))
-            .await
+        self.update_spec_from(
+            cached,
+            id_or_name,
+            power_change(target, timeout_s, requested_by),
+        )
+        .await
     }
 
     /// Asks for a provision verb. The verb is checked against the node's current state here so
     /// the caller gets Ironic's error at once; the owner checks again when it takes it up.
     pub async fn request_provision(
         &self,
+        cached: Option<NodeView>,
         id_or_name: &str,
         verb: Verb,
         maintenance_ok: bool,
         args: &str,
         requested_by: &str,
     ) -> Result<NodeView, ClusterError> {
-        self.update_spec(id_or_name, |view, spec| {
+        self.update_spec_from(cached, id_or_name, |view, spec| {
             provision_refusal(&view.spec, &view.status, verb, maintenance_ok)?;
             if verb == Verb::Undeploy {
                 // Tear down ends the instance (Ironic's `do_node_tear_down` empties
@@ -348,12 +381,13 @@ impl Cluster {
     /// Asks for a boot device change (Ironic's `PUT .../management/boot_device`).
     pub async fn request_boot_device(
         &self,
+        cached: Option<NodeView>,
         id_or_name: &str,
         device: BootDevice,
         persistent: bool,
         requested_by: &str,
     ) -> Result<NodeView, ClusterError> {
-        self.update_spec(id_or_name, |view, spec| {
+        self.update_spec_from(cached, id_or_name, |view, spec| {
             if let Some(p) = view.spec.pending_boot_device(&view.status) {
                 return Err(ClusterError::Busy {
                     node: view.spec.id.to_string(),

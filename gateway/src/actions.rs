@@ -218,11 +218,14 @@ pub(crate) async fn apply(
     intent: Intent,
 ) -> Result<Response, ApiError> {
     let uuid = node.id().to_string();
+    // The write starts from this gateway's copy (no read first); `cluster` reads etcd when
+    // the copy turns out to be behind.
+    let cached = || node.view();
     let rev = match intent {
         Intent::Power { target, timeout_s } => {
             let view = state
                 .cluster
-                .request_power(&uuid, target, timeout_s, who)
+                .request_power(cached(), &uuid, target, timeout_s, who)
                 .await?;
             Some(view.spec_rev)
         }
@@ -233,21 +236,21 @@ pub(crate) async fn apply(
         } => {
             let view = state
                 .cluster
-                .request_provision(&uuid, verb, maintenance_ok, args, who)
+                .request_provision(cached(), &uuid, verb, maintenance_ok, args, who)
                 .await?;
             Some(view.spec_rev)
         }
         Intent::BootDevice { device, persistent } => {
             let view = state
                 .cluster
-                .request_boot_device(&uuid, device, persistent, who)
+                .request_boot_device(cached(), &uuid, device, persistent, who)
                 .await?;
             Some(view.spec_rev)
         }
         Intent::Maintenance { on, ref reason } => {
             let view = state
                 .cluster
-                .update_spec(&uuid, |_, spec| {
+                .update_spec_from(cached(), &uuid, |_, spec| {
                     spec.maintenance = on;
                     spec.maintenance_reason = if on { reason.clone() } else { None };
                     Ok(())

@@ -129,6 +129,21 @@ impl NodeRef {
             .or_else(|| self.status.as_ref().and_then(|s| s.error.as_deref()))
     }
 
+    /// The node as `cluster` views it, for a write that starts from this copy (None when the
+    /// spec record cannot be read: such a write reads etcd).
+    pub fn view(&self) -> Option<ferric_cluster::NodeView> {
+        if self.spec_unreadable() {
+            return None;
+        }
+        Some(ferric_cluster::NodeView {
+            spec: self.spec.spec.clone(),
+            spec_rev: self.spec.rev,
+            status: self.status().clone(),
+            status_error: self.status.as_ref().and_then(|s| s.error.clone()),
+            reservation: self.holder.as_deref().map(str::to_string),
+        })
+    }
+
     /// Whether the spec record cannot be decoded (the spec here is a stand-in).
     pub fn spec_unreadable(&self) -> bool {
         self.spec.unreadable.is_some()

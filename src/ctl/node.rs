@@ -277,7 +277,9 @@ pub(super) async fn run(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            let view = cluster.request_power(&node, target, timeout, WHO).await?;
+            let view = cluster
+                .request_power(None, &node, target, timeout, WHO)
+                .await?;
             out!("requested {} for node {}", target.as_str(), view.spec.id);
             Ok(())
         }
@@ -290,7 +292,7 @@ pub(super) async fn run(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 format!("unknown boot device {device:?} (expected pxe, disk, bios or cdrom)")
             })?;
             let view = cluster
-                .request_boot_device(&node, dev, persistent, WHO)
+                .request_boot_device(None, &node, dev, persistent, WHO)
                 .await?;
             out!(
                 "requested boot device {} for node {}",
@@ -396,7 +398,7 @@ pub(super) async fn run(cluster: &Cluster, cmd: NodeCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--maintenance-ok is only valid with the clean verb");
             }
             let view = cluster
-                .request_provision(&node, verb, maintenance_ok, "", WHO)
+                .request_provision(None, &node, verb, maintenance_ok, "", WHO)
                 .await?;
             out!("requested {} for node {}", verb.as_str(), view.spec.id);
             Ok(())
