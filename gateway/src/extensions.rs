@@ -579,14 +579,10 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(q.as_deref())?;
     params.only(&["node", "last_event_id"])?;
-    let project = caller
-        .project
-        .clone()
-        .filter(|_| false)
-        .map(|project| ProjectScope {
-            project,
-            informer: state.informer.clone(),
-        });
+    let project = caller.project.clone().map(|project| ProjectScope {
+        project,
+        informer: state.informer.clone(),
+    });
     let node = match params.get("node") {
         None => None,
         Some(ident) => {
