@@ -502,15 +502,13 @@ async fn acquire_one(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_fence_write_is_rejected() {
-    let fleet = Fleet::new("stale-fence").await;
+/// A client of the fleet's etcd and one fake-hardware node enrolled in it.
+async fn connect_with_one_node(fleet: &Fleet) -> (Cluster, NodeId) {
     let mut cfg = EtcdConfig::new(&fleet.url());
     cfg.prefix = fleet.prefix.clone();
     let cluster = Cluster::connect(&cfg)
         .await
         .unwrap_or_else(|e| fleet.fail(&format!("connect: {e}")));
-
     let id = NodeId::new_random();
     let created = cluster
         .create_nodes(vec![NodeSpec::new(id, "fake-hardware", now_ms())])
@@ -520,6 +518,13 @@ async fn stale_fence_write_is_rejected() {
         matches!(created.as_slice(), [Ok(got)] if *got == id),
         || format!("create_nodes answered {created:?}"),
     );
+    (cluster, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_fence_write_is_rejected() {
+    let fleet = Fleet::new("stale-fence").await;
+    let (cluster, id) = connect_with_one_node(&fleet).await;
 
     let ttl = Duration::from_secs(5);
     let lease_a = LeaseKeeper::grant(&cluster, ttl)
@@ -859,16 +864,7 @@ async fn bad_input_gives_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_from_a_stale_copy_are_judged_on_etcd() {
     let fleet = Fleet::new("stale-copy").await;
-    let mut cfg = EtcdConfig::new(&fleet.url());
-    cfg.prefix = fleet.prefix.clone();
-    let cluster = Cluster::connect(&cfg)
-        .await
-        .unwrap_or_else(|e| fleet.fail(&format!("connect: {e}")));
-    let id = NodeId::new_random();
-    cluster
-        .create_nodes(vec![NodeSpec::new(id, "fake-hardware", now_ms())])
-        .await
-        .unwrap_or_else(|e| fleet.fail(&format!("create node: {e}")));
+    let (cluster, id) = connect_with_one_node(&fleet).await;
     let uuid = id.to_string();
     let copy = cluster
         .get_node(&uuid)
