@@ -314,8 +314,17 @@ async fn cold(
     let cluster = connect(etcd, prefix).await?;
     enroll(&cluster, nodes).await?;
     let t0 = Instant::now();
+    let ports: Vec<u16> = (0..n_conductors)
+        .map(|_| procs::free_port())
+        .collect::<anyhow::Result<_>>()?;
     let procs: Vec<Proc> = (1..=n_conductors)
-        .map(|i| procs::conductor(dir, &etcd.url, prefix, &format!("bench-c{i}"), ttl, &[]))
+        .map(|i| {
+            let extra = [
+                "--metrics-listen".to_string(),
+                format!("127.0.0.1:{}", ports[i - 1]),
+            ];
+            procs::conductor(dir, &etcd.url, prefix, &format!("bench-c{i}"), ttl, &extra)
+        })
         .collect::<anyhow::Result<_>>()?;
     let done = until_running(&cluster, nodes, None, Duration::from_secs(300)).await?;
     println!(
@@ -325,7 +334,16 @@ async fn cold(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = idle.rss_bytes().unwrap_or(0);
     let counts = cluster.reservation_counts().await?;
-    for p in &procs {
+    for (p, port) in procs.iter().zip(&ports) {
+        let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await?
+            .text()
+            .await?;
+        for l in body.lines().filter(|l| {
+            l.starts_with("ferric_node_actors") || l.starts_with("ferric_reservations_held")
+        }) {
+            println!("  {}: {l}", p.name);
+        }
         let rss = p.rss_bytes().unwrap_or(0);
         let owned = counts.get(&p.name).copied().unwrap_or(0).max(1);
         println!(

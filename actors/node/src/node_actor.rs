@@ -473,92 +473,7 @@ impl Actor for NodeActor {
         msg: NodeMsg,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        let outcome = match msg {
-            NodeMsg::Spec(spec, rev) => Box::pin(on_spec(&myself, state, spec, rev)).await,
-            NodeMsg::SpecUnreadable(error, rev) => {
-                if rev <= state.spec_rev {
-                    return Ok(());
-                }
-                state.spec_rev = rev;
-                state.spec_error = Some(format!("node spec record is unreadable: {error}"));
-                state.spec_unreadable = true;
-                Box::pin(reconcile::reconcile(&myself, state)).await
-            }
-            NodeMsg::SpecAt(rev) => {
-                if rev <= state.spec_rev {
-                    return Ok(());
-                }
-                match state.ctx.store.read_node(state.id).await {
-                    Ok(view) => {
-                        Box::pin(on_spec(&myself, state, Box::new(view.spec), view.spec_rev)).await
-                    }
-                    Err(ferric_cluster::ClusterError::Corrupt { source, .. }) => {
-                        state.spec_rev = rev;
-                        state.spec_error =
-                            Some(format!("node spec record is unreadable: {source}"));
-                        state.spec_unreadable = true;
-                        Box::pin(reconcile::reconcile(&myself, state)).await
-                    }
-                    Err(e) => {
-                        // Look again later; the snapshot's revision still says what to catch up to.
-                        state.failures = state.failures.saturating_add(1);
-                        let after = effects::retry_delay(state.failures, state.id.as_bytes()[0]);
-                        tracing::warn!(node = %state.id, error = %e, "cannot read the spec after a lost watch; retrying");
-                        myself.send_after(after, move || NodeMsg::SpecAt(rev));
-                        return Ok(());
-                    }
-                }
-            }
-            NodeMsg::Reconcile => {
-                state.timers.retry = false;
-                Box::pin(reconcile::reconcile(&myself, state)).await
-            }
-            NodeMsg::ProvisionStep { state: step, ok } => {
-                Box::pin(provision::on_step_timer(&myself, state, step, ok)).await
-            }
-            NodeMsg::Power(event) => {
-                match Box::pin(power::on_power_event(&myself, state, event)).await {
-                    Ok(()) => Box::pin(reconcile::reconcile(&myself, state)).await,
-                    Err(e) => Err(e),
-                }
-            }
-            NodeMsg::Heartbeat(hb, rev) => {
-                Box::pin(agent::on_heartbeat_msg(&myself, state, hb, rev)).await
-            }
-            NodeMsg::WaitDeadline(deadline) => {
-                Box::pin(agent::on_deadline_timer(&myself, state, deadline)).await
-            }
-            NodeMsg::AgentAnswer(seq, answer) => {
-                if seq != state.agent_call_seq || !matches!(state.in_flight, InFlight::Agent(_)) {
-                    // A call that was given up (its wait ended meanwhile).
-                    return Ok(());
-                }
-                let (call, result) = *answer;
-                Box::pin(agent::on_agent_answer(&myself, state, call, result)).await
-            }
-            NodeMsg::AgentTimer => {
-                state.timers.agent = false;
-                Box::pin(agent::on_agent_timer(&myself, state)).await
-            }
-            NodeMsg::Remediate => {
-                state.timers.remedy = false;
-                Box::pin(reconcile::reconcile(&myself, state)).await
-            }
-            NodeMsg::Sync { probe, permit } => {
-                Box::pin(sync::on_sync(&myself, state, probe, permit)).await
-            }
-            NodeMsg::Ping(reply) => {
-                let _ = reply.send(NodeSnapshot {
-                    id: state.id,
-                    token: state.token,
-                    provision_state: state.status.provision_state,
-                    power_seq_done: state.status.power_seq_done,
-                });
-                return Ok(());
-            }
-        };
-        settle(&myself, state, outcome);
-        Ok(())
+        Box::pin(handle(myself, msg, state)).await
     }
 
     async fn post_stop(
@@ -629,6 +544,99 @@ impl Actor for NodeActor {
         }
         Ok(())
     }
+}
+
+/// One message's work (see [`NodeActor::handle`]).
+async fn handle(
+    myself: ActorRef<NodeMsg>,
+    msg: NodeMsg,
+    state: &mut NodeState,
+) -> Result<(), ActorProcessingErr> {
+    let outcome = match msg {
+        NodeMsg::Spec(spec, rev) => Box::pin(on_spec(&myself, state, spec, rev)).await,
+        NodeMsg::SpecUnreadable(error, rev) => {
+            if rev <= state.spec_rev {
+                return Ok(());
+            }
+            state.spec_rev = rev;
+            state.spec_error = Some(format!("node spec record is unreadable: {error}"));
+            state.spec_unreadable = true;
+            Box::pin(reconcile::reconcile(&myself, state)).await
+        }
+        NodeMsg::SpecAt(rev) => {
+            if rev <= state.spec_rev {
+                return Ok(());
+            }
+            match Box::pin(state.ctx.store.read_node(state.id)).await {
+                Ok(view) => {
+                    Box::pin(on_spec(&myself, state, Box::new(view.spec), view.spec_rev)).await
+                }
+                Err(ferric_cluster::ClusterError::Corrupt { source, .. }) => {
+                    state.spec_rev = rev;
+                    state.spec_error = Some(format!("node spec record is unreadable: {source}"));
+                    state.spec_unreadable = true;
+                    Box::pin(reconcile::reconcile(&myself, state)).await
+                }
+                Err(e) => {
+                    // Look again later; the snapshot's revision still says what to catch up to.
+                    state.failures = state.failures.saturating_add(1);
+                    let after = effects::retry_delay(state.failures, state.id.as_bytes()[0]);
+                    tracing::warn!(node = %state.id, error = %e, "cannot read the spec after a lost watch; retrying");
+                    myself.send_after(after, move || NodeMsg::SpecAt(rev));
+                    return Ok(());
+                }
+            }
+        }
+        NodeMsg::Reconcile => {
+            state.timers.retry = false;
+            Box::pin(reconcile::reconcile(&myself, state)).await
+        }
+        NodeMsg::ProvisionStep { state: step, ok } => {
+            Box::pin(provision::on_step_timer(&myself, state, step, ok)).await
+        }
+        NodeMsg::Power(event) => {
+            match Box::pin(power::on_power_event(&myself, state, event)).await {
+                Ok(()) => Box::pin(reconcile::reconcile(&myself, state)).await,
+                Err(e) => Err(e),
+            }
+        }
+        NodeMsg::Heartbeat(hb, rev) => {
+            Box::pin(agent::on_heartbeat_msg(&myself, state, hb, rev)).await
+        }
+        NodeMsg::WaitDeadline(deadline) => {
+            Box::pin(agent::on_deadline_timer(&myself, state, deadline)).await
+        }
+        NodeMsg::AgentAnswer(seq, answer) => {
+            if seq != state.agent_call_seq || !matches!(state.in_flight, InFlight::Agent(_)) {
+                // A call that was given up (its wait ended meanwhile).
+                return Ok(());
+            }
+            let (call, result) = *answer;
+            Box::pin(agent::on_agent_answer(&myself, state, call, result)).await
+        }
+        NodeMsg::AgentTimer => {
+            state.timers.agent = false;
+            Box::pin(agent::on_agent_timer(&myself, state)).await
+        }
+        NodeMsg::Remediate => {
+            state.timers.remedy = false;
+            Box::pin(reconcile::reconcile(&myself, state)).await
+        }
+        NodeMsg::Sync { probe, permit } => {
+            Box::pin(sync::on_sync(&myself, state, probe, permit)).await
+        }
+        NodeMsg::Ping(reply) => {
+            let _ = reply.send(NodeSnapshot {
+                id: state.id,
+                token: state.token,
+                provision_state: state.status.provision_state,
+                power_seq_done: state.status.power_seq_done,
+            });
+            return Ok(());
+        }
+    };
+    settle(&myself, state, outcome);
+    Ok(())
 }
 
 /// A newer spec from the watch: a maintenance flip is recorded first, then the node is
