@@ -80,15 +80,9 @@ enum Cmd {
     /// Power events to a Nova stand-in and a webhook in this process: latency from the status
     /// write to receipt, and the drain rate of a backlog.
     Notify(crate::bench_notify::NotifyArgs),
-    /// Start N conductors on M enrolled nodes and time until all are owned; report RSS.
-    Cold {
-        #[arg(long, default_value_t = 100_000)]
-        nodes: usize,
-        #[arg(long, default_value_t = 3)]
-        conductors: usize,
-        #[arg(long, default_value_t = 5.0)]
-        lease_ttl: f64,
-    },
+    /// An existing fleet of M nodes and N conductors started on it: cold start, RSS per node,
+    /// etcd's size, failover of one conductor, and a power sync sweep.
+    Cold(crate::bench_cold::ColdArgs),
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -109,7 +103,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Compare(a) => return crate::bench_compare::run(&dir, a).await,
         cmd => cmd,
     };
-    let etcd = Etcd::start(&dir).await?;
+    let etcd = match &cmd {
+        Cmd::Cold(_) => Etcd::start_with(&dir, &crate::bench_cold::ETCD_TUNED).await?,
+        _ => Etcd::start(&dir).await?,
+    };
     println!("machine: {}", machine());
     match cmd {
         Cmd::Compare(_) => unreachable!("run above"),
@@ -136,11 +133,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Cold {
-            nodes,
-            conductors,
-            lease_ttl,
-        } => cold(&dir, &etcd, nodes, conductors, lease_ttl).await,
+        Cmd::Cold(a) => crate::bench_cold::run(&dir, &etcd, &a).await,
         Cmd::Sync {
             nodes,
             conductors,
@@ -299,63 +292,6 @@ async fn wait_share(cluster: &Cluster, name: &str, at_least: usize) -> anyhow::R
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn cold(
-    dir: &Path,
-    etcd: &Etcd,
-    nodes: usize,
-    n_conductors: usize,
-    ttl: f64,
-) -> anyhow::Result<()> {
-    // An idle conductor on an empty prefix gives the baseline RSS.
-    let idle = procs::conductor(dir, &etcd.url, "/bench-idle/", "bench-idle", ttl, &[])?;
-    let prefix = "/bench-cold/";
-    let cluster = connect(etcd, prefix).await?;
-    enroll(&cluster, nodes).await?;
-    let t0 = Instant::now();
-    let ports: Vec<u16> = (0..n_conductors)
-        .map(|_| procs::free_port())
-        .collect::<anyhow::Result<_>>()?;
-    let procs: Vec<Proc> = (1..=n_conductors)
-        .map(|i| {
-            let extra = [
-                "--metrics-listen".to_string(),
-                format!("127.0.0.1:{}", ports[i - 1]),
-            ];
-            procs::conductor(dir, &etcd.url, prefix, &format!("bench-c{i}"), ttl, &extra)
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let done = until_running(&cluster, nodes, None, Duration::from_secs(300)).await?;
-    println!(
-        "cold start: {n_conductors} conductors own {nodes} nodes with actors running after {:.2} s (target <= 10 s for 100k)",
-        done.duration_since(t0).as_secs_f64()
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let baseline = idle.rss_bytes().unwrap_or(0);
-    let counts = cluster.reservation_counts().await?;
-    for (p, port) in procs.iter().zip(&ports) {
-        let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await?
-            .text()
-            .await?;
-        for l in body.lines().filter(|l| {
-            l.starts_with("ferric_node_actors") || l.starts_with("ferric_reservations_held")
-        }) {
-            println!("  {}: {l}", p.name);
-        }
-        let rss = p.rss_bytes().unwrap_or(0);
-        let owned = counts.get(&p.name).copied().unwrap_or(0).max(1);
-        println!(
-            "{}: owns {owned} nodes, RSS {:.1} MiB: {:.2} KiB per node ({:.2} KiB per node above an idle conductor's {:.1} MiB)",
-            p.name,
-            rss as f64 / 1048576.0,
-            rss as f64 / 1024.0 / owned as f64,
-            rss.saturating_sub(baseline) as f64 / 1024.0 / owned as f64,
-            baseline as f64 / 1048576.0
-        );
-    }
-    Ok(())
 }
 
 /// The machine a figure was measured on: cores, memory and the CPU's model.

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_agent;
 mod bench_api;
+mod bench_cold;
 mod bench_compare;
 mod bench_dashboard;
 mod bench_notify;
