@@ -8,7 +8,7 @@
 //! its actor reported stopped; a node is reserved only while no one else holds it, and its actor
 //! starts (`Effect::Start`) only after the reservation is ours.
 
-use super::placement_index::PlacementIndex;
+use super::placement_index::{Eligible, PlacementIndex};
 use crate::supervisor::REASON_FENCED;
 use ferric_cluster::snapshot::Snapshot;
 use ferric_model::{ConductorRecord, FenceToken, NodeId};
@@ -21,6 +21,9 @@ use tokio::time::Instant;
 /// meanwhile. Conductors started together then see each other before placing, instead of the
 /// first one reserving every node and handing two thirds of them over a moment later.
 const JOIN_GRACE: Duration = Duration::from_millis(400);
+
+/// Nodes looked at per periodic tick at most (see [`Ownership::sweep_tick`]).
+pub const SWEEP_SLICE: usize = 50_000;
 
 /// The join grace of a conductor whose lease lives `ttl`.
 pub fn join_grace(ttl: Duration) -> Duration {
@@ -163,9 +166,33 @@ impl Ownership {
         }
     }
 
-    /// Look at every node again on the next pass (the periodic sweep behind the watches).
+    /// Look at every node again on the next pass.
+    #[cfg(test)]
     pub fn mark_all_dirty(&mut self) {
         self.dirty_all = true;
+    }
+
+    /// The periodic look behind the watches, tick number `tick`: every node when the fleet is
+    /// at most [`SWEEP_SLICE`] nodes, else one slice of about that many (by the id's last
+    /// byte), so that a whole pass spreads over several ticks. A pass costs a rendezvous
+    /// weight per node and member: at a million nodes and ten conductors, every node at every
+    /// 5 s tick took all of each conductor's CPU and cold start never ended (issue 17).
+    pub fn sweep_tick(&mut self, tick: u64) {
+        let slices = self.nodes.len().div_ceil(SWEEP_SLICE).clamp(1, 256);
+        if slices == 1 {
+            self.dirty_all = true;
+            return;
+        }
+        let slice = (tick % slices as u64) as usize;
+        let in_slice = |id: &NodeId| usize::from(id.as_bytes()[15]) % slices == slice;
+        let ids: Vec<NodeId> = self
+            .nodes
+            .ids()
+            .chain(self.mine.keys())
+            .filter(|id| in_slice(id))
+            .copied()
+            .collect();
+        self.dirty.extend(ids);
     }
 
     pub fn members(&self) -> usize {
@@ -439,8 +466,8 @@ impl Ownership {
         fx
     }
 
-    fn wants(&self, id: &NodeId) -> bool {
-        self.nodes.owner(id, self.members.values()) == Some(self.me.as_str())
+    fn wants(&self, id: &NodeId, eligible: &mut Eligible) -> bool {
+        self.nodes.owner_cached(id, &self.members, eligible) == Some(self.me.as_str())
     }
 
     fn place(&mut self, fx: &mut Vec<Effect>) {
@@ -455,8 +482,9 @@ impl Ownership {
         };
         let mut to_stop = Vec::new();
         let mut to_acquire = Vec::new();
+        let mut eligible = Eligible::default();
         for id in ids {
-            let want = self.wants(&id);
+            let want = self.wants(&id, &mut eligible);
             match self.mine.get_mut(&id) {
                 Some(m) if m.phase == Phase::Running && !want => {
                     m.phase = Phase::Stopping { release: true };

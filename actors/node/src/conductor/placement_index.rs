@@ -6,10 +6,10 @@
 
 use ferric_cluster::placement::owner_of;
 use ferric_model::{ConductorRecord, NodeId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Placement inputs of one node, as indexes into the interned strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Place {
     /// `UNREADABLE`: the spec is unreadable; placed over all conductors so its owner reports it.
     driver: u32,
@@ -17,6 +17,11 @@ pub struct Place {
 }
 
 pub const UNREADABLE: u32 = u32::MAX;
+
+/// The members that may own each placement, filled in during one placement pass (membership
+/// does not change within a pass).
+#[derive(Debug, Default)]
+pub struct Eligible(HashMap<Place, Vec<String>>);
 
 #[derive(Debug, Default)]
 pub struct PlacementIndex {
@@ -84,21 +89,27 @@ impl PlacementIndex {
 
     /// The conductor among `members` that should own `id`: the rendezvous winner among those
     /// that serve its driver and group or, when none does, among all of them (its caretaker).
-    /// None for an unknown node or when there are no members.
-    pub fn owner<'a>(
+    /// None for an unknown node or when there are no members. Which members may own each
+    /// placement is worked out once per placement pass (a handful: drivers × groups) in
+    /// `eligible`, not once per node and member.
+    pub fn owner_cached<'a>(
         &self,
         id: &NodeId,
-        members: impl Iterator<Item = &'a ConductorRecord> + Clone,
+        members: &'a BTreeMap<String, ConductorRecord>,
+        eligible: &mut Eligible,
     ) -> Option<&'a str> {
         let place = *self.nodes.get(id)?;
-        owner_of(
-            id,
+        let names = eligible.0.entry(place).or_insert_with(|| {
             members
-                .clone()
+                .values()
                 .filter(|c| self.eligible(place, c))
-                .map(|c| c.name.as_str()),
-        )
-        .or_else(|| owner_of(id, members.map(|c| c.name.as_str())))
+                .map(|c| c.name.clone())
+                .collect()
+        });
+        let pick = owner_of(id, names.iter().map(String::as_str))
+            .or_else(|| owner_of(id, members.keys().map(String::as_str)))?;
+        // The name borrowed from `members`, which outlives the cache.
+        members.get_key_value(pick).map(|(k, _)| k.as_str())
     }
 }
 
@@ -136,29 +147,37 @@ mod tests {
     #[test]
     fn only_conductors_serving_the_driver_and_group_own_a_node() {
         let mut ix = PlacementIndex::default();
+        let owner = |ix: &PlacementIndex, id: &NodeId, members: &[ConductorRecord]| {
+            let members: BTreeMap<String, ConductorRecord> = members
+                .iter()
+                .map(|c| (c.name.clone(), c.clone()))
+                .collect();
+            ix.owner_cached(id, &members, &mut Eligible::default())
+                .map(str::to_string)
+        };
         let members = [
             conductor("a", &["ipmi"], ""),
             conductor("b", &["redfish"], ""),
             conductor("c", &["ipmi"], "rack2"),
         ];
         let id = NodeId(uuid::Uuid::from_u128(1));
-        assert_eq!(ix.owner(&id, members.iter()), None, "unknown node");
+        assert_eq!(owner(&ix, &id, &members), None, "unknown node");
         ix.insert(id, Ok(("redfish".into(), "".into())));
-        assert_eq!(ix.owner(&id, members.iter()), Some("b"));
+        assert_eq!(owner(&ix, &id, &members), Some("b".to_string()));
         ix.insert(id, Ok(("ipmi".into(), "rack2".into())));
-        assert_eq!(ix.owner(&id, members.iter()), Some("c"));
+        assert_eq!(owner(&ix, &id, &members), Some("c".to_string()));
         // Nobody serves it, or its spec is unreadable: placed over everyone (a caretaker, or
         // the owner that reports the unreadable spec).
-        let all = owner_of(&id, members.iter().map(|c| c.name.as_str()));
+        let all = owner_of(&id, members.iter().map(|c| c.name.as_str())).map(str::to_string);
         assert!(all.is_some());
         ix.insert(id, Ok(("redfish".into(), "rack2".into())));
-        assert_eq!(ix.owner(&id, members.iter()), all, "nobody serves it");
+        assert_eq!(owner(&ix, &id, &members), all, "nobody serves it");
         ix.insert(id, Ok(("ipmi".into(), "rack9".into())));
-        assert_eq!(ix.owner(&id, members.iter()), all, "a group with no member");
+        assert_eq!(owner(&ix, &id, &members), all, "a group with no member");
         ix.insert(id, Err("bad".into()));
-        assert_eq!(ix.owner(&id, members.iter()), all);
-        assert_eq!(ix.owner(&id, members[..0].iter()), None, "no conductors");
+        assert_eq!(owner(&ix, &id, &members), all);
+        assert_eq!(owner(&ix, &id, &members[..0]), None, "no conductors");
         ix.remove(&id);
-        assert_eq!(ix.owner(&id, members.iter()), None);
+        assert_eq!(owner(&ix, &id, &members), None);
     }
 }

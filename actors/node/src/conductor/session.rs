@@ -155,6 +155,7 @@ impl<'a> Session<'a> {
         let mut lease_rx = lease.subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
         loop {
             if *shutdown.borrow() {
                 return End::Shutdown;
@@ -185,7 +186,10 @@ impl<'a> Session<'a> {
                         return end;
                     }
                 }
-                _ = tick.tick() => self.table.mark_all_dirty(),
+                _ = tick.tick() => {
+                    ticks += 1;
+                    self.table.sweep_tick(ticks);
+                }
                 _ = tokio::time::sleep_until(self.resync_at.unwrap_or_else(Instant::now)), if self.resync_at.is_some() => {
                     self.try_resync().await;
                 }

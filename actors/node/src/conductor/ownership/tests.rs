@@ -793,3 +793,32 @@ fn release_never_precedes_the_actor_stop_report() {
         );
     }
 }
+
+#[test]
+fn the_periodic_look_covers_a_large_fleet_in_slices() {
+    let mut t = Ownership::new("c1", Duration::from_millis(0), 2, 120);
+    let all = ids(0..120_000);
+    for id in &all {
+        t.node_put(*id, Ok(("fake-hardware".into(), String::new())));
+    }
+    t.dirty.clear();
+    t.dirty_all = false;
+    let slices = 120_000usize.div_ceil(super::SWEEP_SLICE);
+    let mut seen = HashSet::new();
+    for tick in 0..slices as u64 {
+        t.sweep_tick(tick);
+        assert!(!t.dirty_all, "a large fleet is never looked at whole");
+        assert!(
+            t.dirty.len() < 2 * super::SWEEP_SLICE,
+            "{} in one slice",
+            t.dirty.len()
+        );
+        seen.extend(t.dirty.drain());
+    }
+    assert_eq!(seen.len(), all.len(), "every node once per round of ticks");
+    // A small fleet is looked at whole at every tick.
+    let mut small = Ownership::new("c1", Duration::from_millis(0), 2, 120);
+    small.node_put(all[0], Ok(("fake-hardware".into(), String::new())));
+    small.sweep_tick(7);
+    assert!(small.dirty_all);
+}
