@@ -203,6 +203,7 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: &ColdArgs) -> anyhow::Result<()> {
             slowest as f64 / 1000.0,
             100.0 * cpu / secs
         );
+        memory(&cluster, &procs, &ports, idle.rss_bytes().unwrap_or(0)).await?;
         etcd_figures(&cluster, etcd, "after the sweeps").await?;
     }
     drop(idle);

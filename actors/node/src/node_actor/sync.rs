@@ -81,7 +81,18 @@ pub(super) async fn on_sync(
     if !state.may_command() {
         return Ok(Action::AwaitChange);
     }
+    // A BMC session opened for this read ends with it. A sweep reads each node once per
+    // interval, longer than the power actor's idle timeout, so keeping the session only kept
+    // an actor per node alive for 30 s after every read: at 300,000 nodes and the default 60 s
+    // interval that was half the fleet's nodes with a second actor, and 22 KiB per node
+    // instead of 12 (issue 17). A power request or an operation keeps its session as before.
+    let opened_here = state.power.is_none();
     let read = read_power(myself, state).await;
+    if opened_here && !state.in_flight.is_busy() {
+        if let Some(power) = state.power.take() {
+            power.stop(Some("idle".into()));
+        }
+    }
     state.ctx.sync.count(read.is_ok());
     drop(permit);
     let Some(spec) = state.spec.clone() else {
