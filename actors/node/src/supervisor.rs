@@ -64,6 +64,27 @@ struct Child {
     stop_flag: Arc<AtomicBool>,
     crashes: Vec<Instant>,
     stopping: bool,
+    /// `NodeEvent::Started` was sent (the actor has run at least once).
+    announced: bool,
+    /// Starts in a row that failed (see [`start_again`]).
+    failed_starts: u32,
+}
+
+/// A start that failed (the actor could not read the node's records: etcd slow or
+/// unreachable) is tried again after a capped backoff for as long as the node is held here. It
+/// used to end the node's actor for good while its reservation stayed: the node was held and
+/// served by nobody until the conductor restarted (found at a million nodes, issue 17). A
+/// stop of the node while it waits ends it at once (`stop_child`).
+fn start_again(myself: &ActorRef<SupervisorMsg>, child: &mut Child, id: NodeId, error: &str) {
+    child.actor = None;
+    child.failed_starts = child.failed_starts.saturating_add(1);
+    let wait = backoff(child.failed_starts as usize);
+    tracing::warn!(node = %id, attempts = child.failed_starts, retry_ms = wait.as_millis() as u64, error, "node actor failed to start; starting it again");
+    let me = myself.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        let _ = me.send_message(SupervisorMsg::Respawn(id));
+    });
 }
 
 pub struct SupervisorState {
@@ -110,31 +131,27 @@ impl Actor for NodeSupervisor {
                     tracing::error!(node = %id, old = old.token.0, new = token.0, "start of a node that still has an actor; refusing");
                     return Ok(());
                 }
-                match Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await {
+                let started = Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await;
+                let mut child = Child {
+                    actor: None,
+                    token,
+                    ctx,
+                    stop_flag,
+                    crashes: Vec::new(),
+                    stopping: false,
+                    announced: false,
+                    failed_starts: 0,
+                };
+                match started {
                     Ok((actor, _)) => {
                         state.by_actor.insert(actor.get_id(), id);
                         let _ = state.events.send(NodeEvent::Started { id, token });
-                        state.children.insert(
-                            id,
-                            Child {
-                                actor: Some(actor),
-                                token,
-                                ctx,
-                                stop_flag,
-                                crashes: Vec::new(),
-                                stopping: false,
-                            },
-                        );
+                        child.actor = Some(actor);
+                        child.announced = true;
                     }
-                    Err(e) => {
-                        tracing::error!(node = %id, error = %e, "node actor failed to start");
-                        let _ = state.events.send(NodeEvent::Stopped {
-                            id,
-                            token,
-                            reason: format!("failed to start: {e}"),
-                        });
-                    }
+                    Err(e) => start_again(&myself, &mut child, id, &e.to_string()),
                 }
+                state.children.insert(id, child);
             }
             SupervisorMsg::Stop(ids) => {
                 for id in ids {
@@ -175,12 +192,13 @@ impl Actor for NodeSupervisor {
                     Ok((actor, _)) => {
                         state.by_actor.insert(actor.get_id(), id);
                         child.actor = Some(actor);
+                        child.failed_starts = 0;
+                        if !std::mem::replace(&mut child.announced, true) {
+                            let token = child.token;
+                            let _ = state.events.send(NodeEvent::Started { id, token });
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(node = %id, error = %e, "node actor failed to restart");
-                        let token = child.token;
-                        finish(state, id, token, format!("failed to restart: {e}"));
-                    }
+                    Err(e) => start_again(&myself, child, id, &e.to_string()),
                 }
             }
         }

@@ -186,6 +186,25 @@ impl Setup {
 
     /// Starts the node after `prepare` changed the records it will read.
     async fn start_with(self, prepare: impl FnOnce(&mut Inner)) -> Node {
+        let (args, parts) = self.args_with(prepare);
+        let (actor, handle) = Actor::spawn(None, NodeActor, args).await.unwrap();
+        parts.store.with(|i| i.watcher = Some(actor.clone()));
+        Node {
+            id: parts.id,
+            store: parts.store,
+            actor,
+            handle,
+            stopping: parts.stopping,
+            policy: parts.policy,
+            sync: parts.sync,
+            consoles: parts.consoles,
+            _dir: parts.dir,
+        }
+    }
+
+    /// The node actor's arguments after `prepare` changed the records it will read, and what
+    /// the test keeps of them.
+    fn args_with(self, prepare: impl FnOnce(&mut Inner)) -> (NodeArgs, Parts) {
         install_test_source(tokio_clock);
         let id = self.spec.id;
         let store = Arc::new(MemStore::new(self.spec, self.status, TOKEN));
@@ -236,20 +255,28 @@ impl Setup {
             ctx,
             stopping: stopping.clone(),
         };
-        let (actor, handle) = Actor::spawn(None, NodeActor, args).await.unwrap();
-        store.with(|i| i.watcher = Some(actor.clone()));
-        Node {
+        let parts = Parts {
             id,
             store,
-            actor,
-            handle,
             stopping,
             policy,
             sync: sync_tx,
             consoles,
-            _dir: dir,
-        }
+            dir,
+        };
+        (args, parts)
     }
+}
+
+/// What a test keeps of a node's arguments.
+struct Parts {
+    id: NodeId,
+    store: Arc<MemStore>,
+    stopping: Arc<AtomicBool>,
+    policy: watch::Sender<Arc<RemediationPolicy>>,
+    sync: watch::Sender<Arc<SyncConfig>>,
+    consoles: Option<Arc<ConsoleContext>>,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Node {
@@ -1503,4 +1530,38 @@ async fn a_users_maintenance_survives_the_recovery() {
     let spec = node.store.with(|i| i.spec.clone());
     assert!(spec.maintenance);
     assert_eq!(spec.maintenance_reason.as_deref(), Some("rack work"));
+}
+
+/// A node actor that cannot read its records at start (etcd slow or unreachable) is started
+/// again until it can: the node is never left held with no actor.
+#[tokio::test(start_paused = true)]
+async fn a_node_actor_that_cannot_start_is_started_again() {
+    use crate::supervisor::{NodeEvent, NodeSupervisor, SupervisorMsg};
+    let (args, parts) = Setup::new("fake-hardware").args_with(|i| i.reads_failing = 4);
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let (sup, _handle) = Actor::spawn(None, NodeSupervisor, tx).await.unwrap();
+    sup.send_message(SupervisorMsg::Start(Box::new(args)))
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(120), events.recv())
+        .await
+        .expect("an event within two minutes");
+    assert!(
+        matches!(first, Some(NodeEvent::Started { id, token }) if id == parts.id && token == TOKEN),
+        "the first event is the start, not a stop: {first:?}"
+    );
+    assert_eq!(
+        parts.store.with(|i| i.unavailable),
+        0,
+        "every refusal was met"
+    );
+    // It runs: it answers through the supervisor, for the node and reservation it was given.
+    let (tx, rx) = ractor::concurrency::oneshot();
+    sup.send_message(SupervisorMsg::Forward(parts.id, NodeMsg::Ping(tx.into())))
+        .unwrap();
+    let snap = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("an answer")
+        .expect("the actor answers");
+    assert_eq!((snap.id, snap.token), (parts.id, TOKEN));
+    sup.stop(None);
 }

@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) token_wipes: u32,
     /// The next this many requests fail as if etcd were unreachable.
     pub(crate) unavailable: u32,
+    /// The next this many reads of the node fail as if etcd were unreachable.
+    pub(crate) reads_failing: u32,
     /// Status writes attempted (refused ones too).
     pub(crate) writes_tried: u32,
     /// Answers to remediation slot requests, in order; granted when empty.
@@ -65,6 +67,7 @@ impl MemStore {
                 bios: None,
                 token_wipes: 0,
                 unavailable: 0,
+                reads_failing: 0,
                 writes_tried: 0,
                 slots: VecDeque::new(),
                 watcher: None,
@@ -113,6 +116,20 @@ impl MemStore {
         }
     }
 
+    fn read(i: &Inner, id: NodeId) -> Result<NodeView, ClusterError> {
+        match &i.spec_error {
+            Some(reason) => Err(ClusterError::Corrupt {
+                key: format!("nodes/{id}"),
+                source: ferric_model::CodecError::Corrupt {
+                    kind: "node spec",
+                    version: 1,
+                    reason: reason.clone(),
+                },
+            }),
+            None => Ok(Self::view(i)),
+        }
+    }
+
     fn refuse(i: &mut Inner, id: NodeId, token: FenceToken) -> Result<(), ClusterError> {
         if i.unavailable > 0 {
             i.unavailable -= 1;
@@ -130,16 +147,15 @@ impl MemStore {
 
 impl NodeStore for MemStore {
     fn read_node(&self, id: NodeId) -> BoxFuture<'_, Result<NodeView, ClusterError>> {
-        let view = self.with(|i| match &i.spec_error {
-            Some(reason) => Err(ClusterError::Corrupt {
-                key: format!("nodes/{id}"),
-                source: ferric_model::CodecError::Corrupt {
-                    kind: "node spec",
-                    version: 1,
-                    reason: reason.clone(),
-                },
-            }),
-            None => Ok(Self::view(i)),
+        let view = self.with(|i| {
+            if i.reads_failing > 0 {
+                i.reads_failing -= 1;
+                return Err(ClusterError::Unreachable {
+                    endpoints: "memory".into(),
+                    reason: "told to fail".into(),
+                });
+            }
+            Self::read(i, id)
         });
         Box::pin(async move { view })
     }
