@@ -37,6 +37,21 @@ pub struct SpecEntry {
     pub instance_info: Box<RawValue>,
     pub instance_info_masked: Box<RawValue>,
     pub network_data: Box<RawValue>,
+    /// The node's last full rendering (see [`crate::node_json::NodeList`]), with what it was
+    /// rendered from: a list of details serves most nodes as these bytes, rendered once per
+    /// change of the node instead of once per request.
+    pub rendered: std::sync::Mutex<Option<Rendered>>,
+}
+
+/// One cached rendering of a node: valid while the request renders the same way (`render`)
+/// and the node has the same status entry (the same `Arc`, kept alive here so that its address
+/// cannot be reused) and holder.
+#[derive(Debug)]
+pub struct Rendered {
+    pub render: u64,
+    pub status: Option<Arc<StatusEntry>>,
+    pub holder: Option<Arc<str>>,
+    pub json: Arc<Box<RawValue>>,
 }
 
 impl SpecEntry {
@@ -55,6 +70,7 @@ impl SpecEntry {
             unreadable: None,
             decode_error: None,
             rev,
+            rendered: std::sync::Mutex::new(None),
         }
     }
 

@@ -4,13 +4,15 @@
 //! from the cached records, without an intermediate `Value`, because a page of 1,000 detailed
 //! nodes is the hottest path of the API.
 
-use crate::informer::NodeRef;
+use crate::informer::{NodeRef, Rendered, StatusEntry};
 use crate::version::{self, ApiVersion};
 use ferric_model::provision::{ironic_target_of, on_verb};
 use ferric_model::{NodeSpec, NodeStatus, ProvisionState, Verb};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Every node field Ferric knows, with the minor version that introduced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -663,6 +665,47 @@ pub fn patch_document(node: &NodeRef) -> Value {
     serde_json::to_value(&doc).unwrap_or(Value::Null)
 }
 
+impl Render {
+    /// A fingerprint of how this request renders a whole node, for the cached rendering; None
+    /// for a render that is not cached (a field selection, or a project-scoped viewer).
+    pub fn cache_key(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        if !self.all || self.viewer.is_some() {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.version.hash(&mut h);
+        self.base.hash(&mut h);
+        self.fields.len().hash(&mut h);
+        Some(h.finish())
+    }
+
+    /// `node` rendered as JSON: the cached bytes when they were rendered the same way from
+    /// the same status and holder, else rendered now (and kept when `key` is Some).
+    fn cached(&self, key: u64, node: &NodeRef) -> Option<Arc<Box<RawValue>>> {
+        let same_status = |a: &Option<Arc<StatusEntry>>| match (a, &node.status) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let mut slot = node.spec.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = slot.as_ref() {
+            if r.render == key && same_status(&r.status) && r.holder == node.holder {
+                return Some(r.json.clone());
+            }
+        }
+        let text = serde_json::to_string(&self.node(node)).ok()?;
+        let json = Arc::new(RawValue::from_string(text).ok()?);
+        *slot = Some(Rendered {
+            render: key,
+            status: node.status.clone(),
+            holder: node.holder.clone(),
+            json: json.clone(),
+        });
+        Some(json)
+    }
+}
+
 /// A list of nodes, `{"nodes": [...], "next": "..."}`.
 pub struct NodeList<'a> {
     pub nodes: &'a [NodeRef],
@@ -676,8 +719,12 @@ impl Serialize for NodeList<'_> {
         impl Serialize for Items<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                let key = self.1.cache_key();
                 for n in self.0 {
-                    seq.serialize_element(&self.1.node(n))?;
+                    match key.and_then(|k| self.1.cached(k, n)) {
+                        Some(json) => seq.serialize_element(&**json)?,
+                        None => seq.serialize_element(&self.1.node(n))?,
+                    }
                 }
                 seq.end()
             }
@@ -737,5 +784,87 @@ mod tests {
             provision_state_str(ProvisionState::InspectWait, v(39)),
             Some("inspect wait")
         );
+    }
+
+    /// A list renders each node once per change: the same bytes while its spec entry, status
+    /// entry and holder stay, new ones for a new status, a new holder or another rendering.
+    #[test]
+    fn lists_reuse_a_nodes_rendering_until_it_changes() {
+        use crate::informer::SpecEntry;
+        let id = ferric_model::NodeId::new_random();
+        let mut spec = NodeSpec::new(id, "fake-hardware", 1_000);
+        spec.driver_info = r#"{"ipmi_password": "s3cret"}"#.to_string();
+        let status = |state: ProvisionState| {
+            let status = NodeStatus {
+                provision_state: state,
+                ..NodeStatus::default()
+            };
+            Arc::new(StatusEntry {
+                status,
+                error: None,
+            })
+        };
+        let node = NodeRef {
+            spec: Arc::new(SpecEntry::new(spec, 7)),
+            status: Some(status(ProvisionState::Available)),
+            holder: Some(Arc::from("c1")),
+        };
+        let list = |render: &Render, node: &NodeRef| {
+            let nodes = [node.clone()];
+            let body = NodeList {
+                nodes: &nodes,
+                render,
+                next: None,
+            };
+            serde_json::to_value(&body).expect("renders")["nodes"][0].clone()
+        };
+        let full = Render::full(ApiVersion::latest(), "http://a");
+        let first = list(&full, &node);
+        assert_eq!(first["provision_state"], "available");
+        assert_eq!(first["driver_info"]["ipmi_password"], "******");
+        assert_eq!(
+            first,
+            serde_json::to_value(full.node(&node)).expect("renders")
+        );
+        let cached = node
+            .spec
+            .rendered
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|r| r.json.clone());
+        assert_eq!(list(&full, &node), first);
+        let again = node
+            .spec
+            .rendered
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|r| r.json.clone());
+        assert!(
+            matches!((&cached, &again), (Some(a), Some(b)) if Arc::ptr_eq(a, b)),
+            "the second list reused the bytes"
+        );
+        // A new status, a new holder, another base URL: rendered anew.
+        let moved = NodeRef {
+            status: Some(status(ProvisionState::Manageable)),
+            ..node.clone()
+        };
+        assert_eq!(list(&full, &moved)["provision_state"], "manageable");
+        let held = NodeRef {
+            holder: Some(Arc::from("c2")),
+            ..moved.clone()
+        };
+        assert_eq!(list(&full, &held)["conductor"], "c2");
+        let other = Render::full(ApiVersion::latest(), "http://b");
+        let links = list(&other, &held)["links"][0]["href"].clone();
+        assert!(
+            links.as_str().is_some_and(|l| l.starts_with("http://b/")),
+            "{links}"
+        );
+        // A field selection is never cached, nor rendered from the cache.
+        let some = Render::only(ApiVersion::latest(), "http://b", &[F::Uuid]);
+        assert_eq!(some.cache_key(), None);
+        assert!(list(&some, &held).get("provision_state").is_none());
     }
 }

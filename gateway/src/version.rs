@@ -173,7 +173,7 @@ pub const V_DEPLOY_WAIT_ABORT: u32 = 110;
 pub const V_INSTANCE_NAME: u32 = 104;
 
 /// The microversion of one request (major is always 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ApiVersion {
     pub minor: u32,
     /// The request named it with `OpenStack-API-Version` (answered in the same header).
