@@ -23,6 +23,7 @@ pub mod repair;
 pub mod reservations;
 pub mod sessions;
 pub mod snapshot;
+pub mod spec_writer;
 pub mod status;
 pub mod sync;
 pub mod watch;
@@ -80,6 +81,9 @@ pub struct Cluster {
     client: Client,
     keys: Keyspace,
     endpoints: String,
+    /// Spec compare-and-swaps go through this group commit when set
+    /// ([`Cluster::with_spec_batching`]).
+    spec_writer: Option<spec_writer::SpecWriter>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -137,6 +141,7 @@ impl Cluster {
             client,
             keys: Keyspace::new(&cfg.prefix),
             endpoints,
+            spec_writer: None,
         };
         // The client connects lazily; ask once so that a wrong address fails here, clearly.
         cluster.revision().await?;
@@ -145,6 +150,18 @@ impl Cluster {
 
     pub fn keys(&self) -> &Keyspace {
         &self.keys
+    }
+
+    /// This handle, with its spec compare-and-swaps ([`Cluster::update_spec_from`]) sharing
+    /// etcd transactions with concurrent ones (see [`spec_writer`]). For a process that writes
+    /// many nodes' specs at once: the gateway.
+    pub fn with_spec_batching(mut self) -> Cluster {
+        self.spec_writer = Some(spec_writer::SpecWriter::spawn(self.clone()));
+        self
+    }
+
+    pub(crate) fn spec_writer(&self) -> Option<&spec_writer::SpecWriter> {
+        self.spec_writer.as_ref()
     }
 
     pub fn endpoints(&self) -> &str {

@@ -248,21 +248,33 @@ impl Cluster {
                 Err(e) => return Err(e),
             };
             let key = self.keys().node(&spec.id);
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    key.clone(),
-                    CompareOp::Equal,
-                    view.spec_rev,
-                )])
-                .and_then([TxnOp::put(key, encode(&spec), None)]);
-            let resp = self
-                .kv()
-                .txn(txn)
-                .instrument(span)
-                .await
-                .map_err(|e| self.err(e))?;
-            if resp.succeeded() {
-                view.spec_rev = resp.header().map_or(0, |h| h.revision());
+            let written = match self.spec_writer() {
+                Some(writer) => {
+                    writer
+                        .cas(key, view.spec_rev, encode(&spec))
+                        .instrument(span)
+                        .await?
+                }
+                None => {
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(
+                            key.clone(),
+                            CompareOp::Equal,
+                            view.spec_rev,
+                        )])
+                        .and_then([TxnOp::put(key, encode(&spec), None)]);
+                    let resp = self
+                        .kv()
+                        .txn(txn)
+                        .instrument(span)
+                        .await
+                        .map_err(|e| self.err(e))?;
+                    resp.succeeded()
+                        .then(|| resp.header().map_or(0, |h| h.revision()))
+                }
+            };
+            if let Some(rev) = written {
+                view.spec_rev = rev;
                 view.spec = spec;
                 return Ok(view);
             }

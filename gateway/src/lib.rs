@@ -151,6 +151,8 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Starts following the cluster (must run inside a tokio runtime).
     pub fn new(cluster: Cluster, config: GatewayConfig, auth: Auth) -> AppState {
+        // Many clients' power and provision requests at once share etcd transactions.
+        let cluster = cluster.with_spec_batching();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let informer = Informer::start(cluster.clone(), stop_rx);
         let creator = create_batch::Creator::spawn(cluster.clone());
