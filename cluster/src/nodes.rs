@@ -263,14 +263,7 @@ impl Cluster {
                             view.spec_rev,
                         )])
                         .and_then([TxnOp::put(key, encode(&spec), None)]);
-                    let resp = self
-                        .kv()
-                        .txn(txn)
-                        .instrument(span)
-                        .await
-                        .map_err(|e| self.err(e))?;
-                    resp.succeeded()
-                        .then(|| resp.header().map_or(0, |h| h.revision()))
+                    self.send_spec_txn(txn, span).await?
                 }
             };
             if let Some(rev) = written {
@@ -309,14 +302,8 @@ impl Cluster {
                     ),
                 ])
                 .and_then([TxnOp::put(key, encode(&spec), None)]);
-            let resp = self
-                .kv()
-                .txn(txn)
-                .instrument(span)
-                .await
-                .map_err(|e| self.err(e))?;
-            if resp.succeeded() {
-                view.spec_rev = resp.header().map_or(0, |h| h.revision());
+            if let Some(rev) = self.send_spec_txn(txn, span).await? {
+                view.spec_rev = rev;
                 view.spec = spec;
                 return Ok(view);
             }
@@ -325,6 +312,23 @@ impl Cluster {
             }
         }
         Err(ClusterError::Conflict(id.to_string()))
+    }
+
+    /// Sends a spec write's transaction: the new revision when its compare held.
+    async fn send_spec_txn(
+        &self,
+        txn: Txn,
+        span: tracing::Span,
+    ) -> Result<Option<i64>, ClusterError> {
+        let resp = self
+            .kv()
+            .txn(txn)
+            .instrument(span)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map_or(0, |h| h.revision())))
     }
 
     async fn reservation_rev(&self, id: &NodeId) -> Result<Option<i64>, ClusterError> {

@@ -826,21 +826,13 @@ mod tests {
             first,
             serde_json::to_value(full.node(&node)).expect("renders")
         );
-        let cached = node
-            .spec
-            .rendered
-            .lock()
-            .expect("lock")
-            .as_ref()
-            .map(|r| r.json.clone());
+        let kept = |node: &NodeRef| {
+            let slot = node.spec.rendered.lock().expect("lock");
+            slot.as_ref().map(|r| r.json.clone())
+        };
+        let cached = kept(&node);
         assert_eq!(list(&full, &node), first);
-        let again = node
-            .spec
-            .rendered
-            .lock()
-            .expect("lock")
-            .as_ref()
-            .map(|r| r.json.clone());
+        let again = kept(&node);
         assert!(
             matches!((&cached, &again), (Some(a), Some(b)) if Arc::ptr_eq(a, b)),
             "the second list reused the bytes"
