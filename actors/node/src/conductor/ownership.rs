@@ -312,6 +312,11 @@ impl Ownership {
         self.dirty.insert(id);
     }
 
+    /// A reservation of `id` is in flight.
+    pub fn is_acquiring(&self, id: &NodeId) -> bool {
+        self.acquiring.contains(id)
+    }
+
     pub fn node_deleted(&mut self, id: NodeId) {
         self.nodes.remove(&id);
         self.dirty.insert(id);

@@ -64,6 +64,8 @@ pub(super) struct Session<'a> {
     pub(super) lease: Option<LeaseKeeper>,
     ctx: Option<Arc<NodeCtx>>,
     table: Ownership,
+    /// Spec changes of nodes whose reservation is in flight (see [`LateSpecs`]).
+    late_specs: LateSpecs,
     /// A watch was lost and re-reading failed: when to try again (until it works or the lease
     /// fences us). An instant, not a fresh sleep per loop: the loop wakes for every input, and
     /// a 500 ms sleep created anew each time never fired on a busy conductor, which then stayed
@@ -121,6 +123,7 @@ impl<'a> Session<'a> {
                 cfg.acquire_parallel,
                 ferric_cluster::reservations::BATCH,
             ),
+            late_specs: LateSpecs::default(),
             resync_at: None,
             strained: false,
             record: None,
@@ -242,13 +245,23 @@ impl<'a> Session<'a> {
                     let Some(ctx) = self.ctx.clone() else {
                         continue;
                     };
+                    let initial = initials.remove(&id);
+                    let late = self
+                        .late_specs
+                        .at_start(id, initial.as_ref().map(|i| i.spec_rev));
                     let _ = self.sup.cast(SupervisorMsg::Start(Box::new(NodeArgs {
                         id,
                         token,
-                        initial: initials.remove(&id),
+                        initial,
                         ctx,
                         stopping: Arc::new(AtomicBool::new(false)),
                     })));
+                    if let Some(rev) = late {
+                        // After the Start in the supervisor's mailbox: the new actor reads it.
+                        let _ = self
+                            .sup
+                            .cast(SupervisorMsg::Forward(id, NodeMsg::SpecAt(rev)));
+                    }
                 }
                 Effect::Stop(ids) => {
                     let _ = self.sup.cast(SupervisorMsg::Stop(ids));
@@ -535,6 +548,7 @@ impl<'a> Session<'a> {
                 };
                 let fx = self.table.acquired(&batch, outcomes);
                 self.execute(fx, &mut initials);
+                self.late_specs.forget(&batch);
             }
             Input::SweepList(reply) => {
                 let _ = reply.send(self.table.running_ids().collect());
@@ -620,6 +634,9 @@ impl<'a> Session<'a> {
                     return;
                 };
                 self.table.node_put(id, placement_of(&value));
+                if self.table.is_acquiring(&id) {
+                    self.late_specs.seen(id, mod_rev);
+                }
                 if self.table.runs(&id) {
                     let msg = match decode::<NodeSpec>(&value) {
                         Ok(spec) => NodeMsg::Spec(Box::new(spec), mod_rev),
@@ -795,6 +812,65 @@ fn etcd_strained(lease: &LeaseState, ttl: Duration, now: Instant) -> bool {
     let fresh = ttl.saturating_sub(ferric_cluster::FenceClock::default_margin(ttl));
     let left = deadline.saturating_duration_since(now);
     left + ttl * 3 / 10 < fresh
+}
+
+/// Spec changes the watch delivered while a node's reservation was in flight. Its actor starts
+/// with the spec the reserving Txn read, and a change committed after that Txn can reach this
+/// conductor before the Txn's answer does: while the node is not running here the change is
+/// not forwarded, and the actor would start with the older spec and never see it (a `manage`
+/// accepted right after enrollment stayed in `verifying` for good). Such an actor is told to
+/// look at the newer revision at once.
+#[derive(Debug, Default)]
+struct LateSpecs(HashMap<NodeId, i64>);
+
+impl LateSpecs {
+    fn seen(&mut self, id: NodeId, mod_rev: i64) {
+        let rev = self.0.entry(id).or_insert(mod_rev);
+        *rev = (*rev).max(mod_rev);
+    }
+
+    /// At the start of `id`'s actor with the spec of `started_with` (None: the actor reads it
+    /// itself, after this): the revision it must look at, when the watch saw a newer one.
+    fn at_start(&mut self, id: NodeId, started_with: Option<i64>) -> Option<i64> {
+        let rev = self.0.remove(&id)?;
+        started_with.is_some_and(|r| r < rev).then_some(rev)
+    }
+
+    /// A reservation batch is answered: whatever was not started is no longer in flight.
+    fn forget(&mut self, batch: &[NodeId]) {
+        for id in batch {
+            self.0.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod late_spec_tests {
+    use super::*;
+
+    #[test]
+    fn an_actor_started_with_an_older_spec_is_told_of_the_newer_one() {
+        let (a, b, c) = (
+            NodeId::new_random(),
+            NodeId::new_random(),
+            NodeId::new_random(),
+        );
+        let mut late = LateSpecs::default();
+        late.seen(a, 47);
+        late.seen(a, 45);
+        late.seen(b, 30);
+        late.seen(c, 50);
+        // The reserving Txn read `a` at 14 and `b` at 30 (the change it saw is the one read).
+        assert_eq!(late.at_start(a, Some(14)), Some(47));
+        assert_eq!(late.at_start(b, Some(30)), None);
+        // An actor that reads its own spec at start reads the newest.
+        assert_eq!(late.at_start(c, None), None);
+        assert_eq!(late.at_start(a, Some(14)), None, "told once");
+        // A batch that was refused leaves nothing behind.
+        late.seen(a, 60);
+        late.forget(&[a]);
+        assert!(late.0.is_empty());
+    }
 }
 
 #[cfg(test)]
