@@ -73,6 +73,12 @@ pub trait Bmc: Send {
     fn driver(&self) -> &'static str {
         "other"
     }
+    /// Whether commands keep [`BmcSettings::min_gap`] between them: a real BMC falls over
+    /// when hammered; `fake-hardware` has no machine behind it and, as in Ironic, answers at
+    /// once.
+    fn paced(&self) -> bool {
+        true
+    }
 }
 
 /// Per-conductor settings shared by every driver instance.

@@ -26,6 +26,10 @@ impl Bmc for FakeHardware {
         "fake-hardware"
     }
 
+    fn paced(&self) -> bool {
+        false
+    }
+
     fn power_state(&mut self) -> BmcFuture<'_, PowerState> {
         let p = self.power;
         Box::pin(async move { Ok(p) })

@@ -291,6 +291,15 @@ where
     command_within(state, timeout, what, f).await
 }
 
+/// The least time between two commands to this node's BMC (none for `fake-hardware`).
+fn gap(state: &PowerState_) -> Duration {
+    if state.bmc.paced() {
+        state.settings.min_gap
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// [`command`] bounded by `timeout` instead of the command timeout.
 async fn command_within<'a, T, F>(
     state: &'a mut PowerState_,
@@ -302,7 +311,7 @@ where
     F: FnOnce(&'a mut Box<dyn Bmc>) -> crate::bmc::BmcFuture<'a, T>,
 {
     if let Some(last) = state.last_command {
-        tokio::time::sleep_until(last + state.settings.min_gap).await;
+        tokio::time::sleep_until(last + gap(state)).await;
     }
     // fenced: checked after the gap, right before the command leaves.
     if state.stopping.load(Ordering::Acquire) {
@@ -404,7 +413,7 @@ async fn step(myself: &ActorRef<PowerMsg>, state: &mut PowerState_) {
             } else {
                 Duration::from_millis(250)
             };
-            schedule(myself, every.max(state.settings.min_gap), || PowerMsg::Step);
+            schedule(myself, every.max(gap(state)), || PowerMsg::Step);
         }
         Decision::Done { note } => finish(
             state,
@@ -523,20 +532,31 @@ mod tests {
         Arc<Mutex<Vec<&'static str>>>,
         tokio::sync::mpsc::UnboundedReceiver<PowerEvent>,
     ) {
-        let fence = Arc::new(TestFence(AtomicBool::new(open)));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let bmc = Box::new(Recorder {
+            power: PowerState::Off,
+            log: log.clone(),
+        });
+        let (actor, handle, fence, rx) = spawn_with(open, bmc, Duration::from_millis(1)).await;
+        (actor, handle, fence, log, rx)
+    }
+
+    async fn spawn_with(
+        open: bool,
+        bmc: Box<dyn Bmc>,
+        min_gap: Duration,
+    ) -> (
+        ActorRef<PowerMsg>,
+        tokio::task::JoinHandle<()>,
+        Arc<TestFence>,
+        tokio::sync::mpsc::UnboundedReceiver<PowerEvent>,
+    ) {
+        let fence = Arc::new(TestFence(AtomicBool::new(open)));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let args = PowerArgs {
             node: NodeId::new_random(),
-            bmc: Box::new(Recorder {
-                power: PowerState::Off,
-                log: log.clone(),
-            }),
-            settings: Arc::new(BmcSettings::new(
-                "test",
-                Duration::from_secs(1),
-                Duration::from_millis(1),
-            )),
+            bmc,
+            settings: Arc::new(BmcSettings::new("test", Duration::from_secs(1), min_gap)),
             fence: fence.clone(),
             stopping: Arc::new(AtomicBool::new(false)),
             notify: Arc::new(move |ev| {
@@ -544,7 +564,7 @@ mod tests {
             }),
         };
         let (actor, handle) = Actor::spawn(None, PowerActor, args).await.expect("spawn");
-        (actor, handle, fence, log, rx)
+        (actor, handle, fence, rx)
     }
 
     fn power_on(seq: u64) -> Plan {
@@ -600,5 +620,48 @@ mod tests {
             log.lock().unwrap().is_empty(),
             "no command may reach the BMC once the fence is closed"
         );
+    }
+
+    /// How long a power-on takes on the test clock (paused: only timers move it).
+    async fn power_on_time(bmc: Box<dyn Bmc>, min_gap: Duration) -> Duration {
+        let (actor, handle, _fence, mut events) = spawn_with(true, bmc, min_gap).await;
+        let t0 = tokio::time::Instant::now();
+        actor
+            .send_message(PowerMsg::Run(power_on(3), Phase::Begin))
+            .unwrap();
+        let ev = events.recv().await.expect("an outcome");
+        let took = t0.elapsed();
+        assert!(
+            matches!(
+                ev,
+                PowerEvent::Finished {
+                    outcome: Outcome::Done {
+                        power: PowerState::On,
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+        actor.stop(None);
+        handle.await.unwrap();
+        took
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_real_bmc_keeps_the_gap_and_fake_hardware_answers_at_once() {
+        let gap = Duration::from_millis(500);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Box::new(Recorder {
+            power: PowerState::Off,
+            log: log.clone(),
+        });
+        // read, power on, read back: two gaps.
+        let paced = power_on_time(recorder, gap).await;
+        assert_eq!(*log.lock().unwrap(), ["read", "power on", "read"]);
+        assert!(paced >= 2 * gap, "{paced:?}");
+        let fake = Box::new(crate::fake::FakeHardware::new(Some(PowerState::Off)));
+        assert_eq!(power_on_time(fake, gap).await, Duration::ZERO);
     }
 }
