@@ -23,8 +23,12 @@ use ferric_model::{
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+/// Grouped reads of a few newly held nodes' events in flight at once; nodes queued while they
+/// run join the next read.
+const FEW_LOADS: usize = 4;
 
 /// A receiver: where to send, and how to authenticate.
 pub struct Endpoint {
@@ -50,7 +54,7 @@ pub struct NotifyConfig {
     /// Requests in flight per receiver at most.
     pub in_flight: usize,
     /// From this many nodes to read at once (start-up, a failover), one paged read of the
-    /// whole event and cursor prefixes is cheaper than a read per node.
+    /// whole event and cursor prefixes is cheaper than grouped reads of those nodes.
     pub bulk_load_min: usize,
 }
 
@@ -136,7 +140,7 @@ pub fn spawn(cluster: Cluster, cfg: NotifyConfig, shutdown: watch::Receiver<bool
         nodes: HashMap::new(),
         lanes: [Lane::new(), Lane::new()],
         inputs_tx,
-        loads: Arc::new(Semaphore::new(16)),
+        few_loading: 0,
         to_load: HashMap::new(),
         bulk_loading: false,
         unflushed: BTreeSet::new(),
@@ -171,7 +175,12 @@ struct Part {
 
 enum Input {
     Watch(WatchKind, Result<Vec<WatchEvent>, WatchLost>),
-    Loaded(NodeId, FenceToken, Result<NodeEvents, ClusterError>),
+    /// A grouped read of a few nodes: the nodes asked for, and their events and cursors in
+    /// the same order.
+    LoadedFew(
+        Vec<(NodeId, FenceToken)>,
+        Result<Vec<(NodeId, NodeEvents)>, ClusterError>,
+    ),
     /// A bulk load: the nodes asked for, and their events and cursors.
     LoadedMany(
         Vec<(NodeId, FenceToken)>,
@@ -249,7 +258,8 @@ struct Deliverer {
     nodes: HashMap<NodeId, NodeQ>,
     lanes: [Lane; 2],
     inputs_tx: mpsc::Sender<Input>,
-    loads: Arc<Semaphore>,
+    /// Grouped reads of a few nodes' events in flight (see [`Deliverer::start_loads`]).
+    few_loading: usize,
     /// Nodes whose cursor moved since it was last written (flushed by
     /// [`Deliverer::flush_cursors`] without a scan of every node).
     unflushed: BTreeSet<NodeId>,
@@ -425,16 +435,31 @@ impl Deliverer {
         self.to_load.insert(id, token);
     }
 
-    /// Starts the queued reads: one bulk read when many are queued, else one per node.
+    /// Starts the queued reads: one bulk read of the whole prefixes when many are queued, else
+    /// one grouped read of the queued nodes while fewer than [`FEW_LOADS`] are in flight (nodes
+    /// queued meanwhile join the next one, so a conductor taking new nodes a few at a time
+    /// does not read them one round trip each).
     fn start_loads(&mut self) {
         if self.to_load.is_empty() || self.bulk_loading {
             return;
         }
+        let bulk = self.to_load.len() >= self.shared.cfg.bulk_load_min;
+        if !bulk && self.few_loading >= FEW_LOADS {
+            return;
+        }
         let queued: Vec<(NodeId, FenceToken)> = self.to_load.drain().collect();
-        if queued.len() < self.shared.cfg.bulk_load_min {
-            for (id, token) in queued {
-                self.load_one(id, token);
-            }
+        let cluster = self.cluster.clone();
+        let tx = self.inputs_tx.clone();
+        if !bulk {
+            self.few_loading += 1;
+            tokio::spawn(async move {
+                let ids: Vec<NodeId> = queued.iter().map(|(id, _)| *id).collect();
+                let result = cluster.few_nodes_events(&ids).await;
+                if result.is_err() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                let _ = tx.send(Input::LoadedFew(queued, result)).await;
+            });
             return;
         }
         self.bulk_loading = true;
@@ -442,8 +467,6 @@ impl Deliverer {
             nodes = queued.len(),
             "reading the events of newly held nodes in one bulk read"
         );
-        let cluster = self.cluster.clone();
-        let tx = self.inputs_tx.clone();
         tokio::spawn(async move {
             let ids = queued.iter().map(|(id, _)| *id).collect();
             let result = cluster.nodes_events(&ids).await;
@@ -454,20 +477,14 @@ impl Deliverer {
         });
     }
 
-    fn load_one(&self, id: NodeId, token: FenceToken) {
-        let cluster = self.cluster.clone();
-        let tx = self.inputs_tx.clone();
-        let slots = self.loads.clone();
-        tokio::spawn(async move {
-            let Ok(_permit) = slots.acquire_owned().await else {
-                return;
-            };
-            let result = cluster.node_events(&id).await;
-            if result.is_err() {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+    /// A read that failed: the nodes still held here are read again.
+    fn load_again(&mut self, asked: Vec<(NodeId, FenceToken)>, e: ClusterError) {
+        tracing::warn!(nodes = asked.len(), error = %e, "cannot read the nodes' events; retrying");
+        for (id, token) in asked {
+            if self.nodes.get(&id).is_some_and(|n| n.token == token) {
+                self.load(id, token);
             }
-            let _ = tx.send(Input::Loaded(id, token, result)).await;
-        });
+        }
     }
 
     fn on_input(&mut self, input: Input) {
@@ -502,7 +519,21 @@ impl Deliverer {
                     self.resend(id, decode::<ResendRecord>(&value).ok());
                 }
             }
-            Input::Loaded(id, token, result) => self.on_loaded(id, token, result),
+            Input::LoadedFew(asked, result) => {
+                self.few_loading -= 1;
+                match result {
+                    Ok(found) if found.len() == asked.len() => {
+                        for ((id, token), (_, events)) in asked.into_iter().zip(found) {
+                            self.on_loaded(id, token, Ok(events));
+                        }
+                    }
+                    Ok(_) => self.load_again(
+                        asked,
+                        ClusterError::Internal("a node missing from the grouped read".into()),
+                    ),
+                    Err(e) => self.load_again(asked, e),
+                }
+            }
             Input::LoadedMany(asked, result) => {
                 self.bulk_loading = false;
                 match result {
@@ -514,14 +545,7 @@ impl Deliverer {
                             self.on_loaded(id, token, events);
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(nodes = asked.len(), error = %e, "cannot read the nodes' events; retrying");
-                        for (id, token) in asked {
-                            if self.nodes.get(&id).is_some_and(|n| n.token == token) {
-                                self.load(id, token);
-                            }
-                        }
-                    }
+                    Err(e) => self.load_again(asked, e),
                 }
             }
             Input::Sent(sink, parts, result) => self.on_sent(sink, parts, result),
