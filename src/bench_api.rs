@@ -340,7 +340,18 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
         args.clients,
     )
     .await?;
-    let opts = args.target.options(n, args.clients, args.list_samples);
+    let mut opts = args.target.options(n, args.clients, args.list_samples);
+    opts.profiler = Some(Arc::new(crate::bench_profile::Profiler::new(
+        &etcd.url,
+        vec![
+            ("etcd".into(), vec![etcd.proc.pid()]),
+            ("gateway".into(), vec![gw.pid()]),
+            (
+                "conductors".into(),
+                conductors.iter().map(|c| c.pid()).collect(),
+            ),
+        ],
+    )));
     let suite = crate::bench_target::run_suite(std::sync::Arc::new(ep), &opts).await?;
     if let Some(path) = &args.target.json {
         std::fs::write(path, serde_json::to_vec_pretty(&suite)?)?;

@@ -284,6 +284,7 @@ mod tests {
             p99_ms: p50 * 2.0,
             max_ms: p50 * 3.0,
             reached_s: reached,
+            profile: None,
         }
     }
 

@@ -79,6 +79,8 @@ pub struct Options {
     pub list_samples: usize,
     pub warmup: usize,
     pub skip: Vec<String>,
+    /// A cluster the bench started itself: each workload's profile.
+    pub profiler: Option<Arc<crate::bench_profile::Profiler>>,
 }
 
 /// How requests are authenticated.
@@ -127,6 +129,7 @@ impl TargetArgs {
             list_samples,
             warmup: self.warmup,
             skip: self.skip.clone(),
+            profiler: None,
         }
     }
 }
@@ -345,6 +348,10 @@ pub struct Workload {
     /// reached the state.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reached_s: Option<f64>,
+    /// Per request, on a cluster the bench started: CPU of each process group and etcd's
+    /// counters, over the timed part (for transitions, until all reached).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub profile: Option<crate::bench_profile::Profile>,
 }
 
 impl Workload {
@@ -366,6 +373,7 @@ impl Workload {
             p99_ms: pick(0.99),
             max_ms: lat_ms.last().copied().unwrap_or(f64::NAN),
             reached_s: None,
+            profile: None,
         }
     }
 
@@ -880,6 +888,9 @@ async fn workloads(
     );
     let report = |result: &mut SuiteResult, wl: Workload| {
         println!("{}", wl.line());
+        if let Some(p) = &wl.profile {
+            println!("{}", p.line());
+        }
         result.workloads.push(wl);
     };
 
@@ -902,8 +913,9 @@ async fn workloads(
     let e2 = enroll.clone();
     let (_, warm_docs, _) = drive(ep, c, 0..w, move |i| e2(i)).await?;
     let e3 = enroll.clone();
+    let s0 = mark(opts).await;
     let (lat, docs, took) = drive(ep, c, w..n, move |i| e3(i)).await?;
-    report(result, Workload::new("enroll", c, lat, took));
+    let enrolled = Workload::new("enroll", c, lat, took);
     let ids: Vec<String> = warm_docs
         .iter()
         .chain(docs.iter())
@@ -923,6 +935,7 @@ async fn workloads(
 
     // Ferric: lists are measured once every new node is owned by a conductor (a cluster
     // still placing 5,000 new nodes is measuring that too). Ironic has no such step.
+    let mut owned_after = None;
     if ep.server == Server::Ferric {
         let t = Instant::now();
         loop {
@@ -939,9 +952,14 @@ async fn workloads(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        owned_after = Some(t.elapsed());
+    }
+    // The profile of enrollment includes the conductors' reservations of the new nodes.
+    report(result, profiled(opts, enrolled, s0, n - w).await);
+    if let Some(t) = owned_after {
         println!(
             "  (every node owned by a conductor {:.2} s after the last enroll)",
-            t.elapsed().as_secs_f64()
+            t.as_secs_f64()
         );
     }
 
@@ -969,16 +987,18 @@ async fn workloads(
             (Method::GET, warm.clone(), None, &[200])
         })
         .await?;
+        let s0 = mark(opts).await;
         let (lat, docs, took) = drive(ep, lc, 0..samples, move |_| {
             (Method::GET, path.clone(), None, &[200])
         })
         .await?;
+        let wl = profiled(opts, Workload::new(name, lc, lat, took), s0, samples).await;
         anyhow::ensure!(
             docs.iter()
                 .all(|d| d["nodes"].as_array().is_some_and(|a| !a.is_empty())),
             "{name}: a list came back empty"
         );
-        report(result, Workload::new(name, lc, lat, took));
+        report(result, wl);
     }
 
     // Transitions, each timed until every node has reached its state.
@@ -1077,11 +1097,12 @@ async fn workloads(
         let m = make.clone();
         drive(ep, c, 0..w, move |i| m(i)).await?;
         watcher.until(ep, tag, &ids[..w], goal).await?;
+        let s0 = mark(opts).await;
         let t0 = Instant::now();
         let m = make.clone();
         let (lat, _, took) = drive(ep, c, w..n, move |i| m(i)).await?;
         let at = watcher.until(ep, tag, &ids[w..], goal).await?;
-        let mut wl = Workload::new(name, c, lat, took);
+        let mut wl = profiled(opts, Workload::new(name, c, lat, took), s0, n - w).await;
         wl.reached_s = Some(at.duration_since(t0).as_secs_f64());
         if !(skip(name) && needed) {
             report(result, wl);
@@ -1115,8 +1136,10 @@ async fn workloads(
         let c1 = create.clone();
         drive(ep, c, 0..w, move |i| c1(i)).await?;
         let c2 = create.clone();
+        let s0 = mark(opts).await;
         let (lat, _, took) = drive(ep, c, w..n, move |i| c2(i)).await?;
-        report(result, Workload::new("port create", c, lat, took));
+        let wl = Workload::new("port create", c, lat, took);
+        report(result, profiled(opts, wl, s0, n - w).await);
         if !skip("port lookup") {
             let lookup = move |i: usize| -> Req {
                 (
@@ -1130,19 +1153,22 @@ async fn workloads(
             let l1 = lookup.clone();
             drive(ep, c, 0..w, move |i| l1(i)).await?;
             let l2 = lookup.clone();
+            let s0 = mark(opts).await;
             let (lat, docs, took) = drive(ep, c, w..n, move |i| l2(i)).await?;
+            let wl = profiled(opts, Workload::new("port lookup", c, lat, took), s0, n - w).await;
             anyhow::ensure!(
                 docs.iter()
                     .all(|d| d["ports"].as_array().is_some_and(|a| a.len() == 1)),
                 "port lookup: an address did not find exactly one port"
             );
-            report(result, Workload::new("port lookup", c, lat, took));
+            report(result, wl);
         }
     }
 
     // Delete every node (its ports go with it).
     if !skip("delete") {
         let ids_d = ids.clone();
+        let s0 = mark(opts).await;
         let (lat, _, took) = drive(ep, c, 0..n, move |i| {
             (
                 Method::DELETE,
@@ -1152,9 +1178,31 @@ async fn workloads(
             )
         })
         .await?;
-        report(result, Workload::new("delete", c, lat, took));
+        let wl = Workload::new("delete", c, lat, took);
+        report(result, profiled(opts, wl, s0, n).await);
     }
     Ok(())
+}
+
+/// A reading before a workload, when the suite profiles (see [`crate::bench_profile`]).
+async fn mark(opts: &Options) -> Option<crate::bench_profile::Sample> {
+    match &opts.profiler {
+        Some(p) => Some(p.sample().await),
+        None => None,
+    }
+}
+
+/// `wl` with its profile since `from`, per one of `requests`, when the suite profiles.
+async fn profiled(
+    opts: &Options,
+    mut wl: Workload,
+    from: Option<crate::bench_profile::Sample>,
+    requests: usize,
+) -> Workload {
+    if let (Some(p), Some(from)) = (&opts.profiler, from) {
+        wl.profile = Some(p.since(&from, requests).await);
+    }
+    wl
 }
 
 /// Deletes every node the suite made (tagged `tag`) that is still there, undeploying the

@@ -9,6 +9,7 @@ mod bench_compare;
 mod bench_dashboard;
 mod bench_notify;
 mod bench_ports;
+mod bench_profile;
 mod bench_target;
 mod chaos;
 mod check;
