@@ -2,6 +2,7 @@
 //! self-fencing deadline, membership, placement, batched reservations, fenced status writes, and
 //! the node-intent functions shared by `ctl` and the gateway. No other crate holds an etcd client.
 
+pub mod batch_gate;
 pub mod bios;
 pub mod bulk;
 pub mod children;

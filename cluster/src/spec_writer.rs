@@ -7,11 +7,11 @@
 //! etcd refuses a transaction that writes one key twice, so two writes of the same node never
 //! share a batch: the later one waits for the next.
 
+use crate::batch_gate::BatchGate;
 use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 /// Writes per transaction at most (etcd's `--max-txn-ops` is 128 by default).
 const BATCH: usize = 120;
@@ -64,7 +64,7 @@ impl SpecWriter {
 }
 
 async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Cas>) {
-    let slots = Arc::new(Semaphore::new(PARALLEL));
+    let gate = BatchGate::new(PARALLEL);
     // Writes of a node that already had one in the batch being gathered.
     let mut later: VecDeque<Cas> = VecDeque::new();
     loop {
@@ -75,8 +75,9 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Cas>) {
                 None => return,
             },
         };
-        // Take a slot first, so that writes arriving while all are busy join this batch.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        // Wait for leave first, so that writes arriving meanwhile join this batch.
+        let waiting = later.len() + rx.len() + 1;
+        let Some(mut pass) = gate.enter(|| waiting >= BATCH).await else {
             return;
         };
         let mut keys = HashSet::from([first.key.clone()]);
@@ -98,10 +99,13 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Cas>) {
         }
         held.extend(later.drain(..));
         later = held;
+        if batch.len() == BATCH {
+            pass.full();
+        }
         let cluster = cluster.clone();
         tokio::spawn(async move {
             flush(&cluster, batch).await;
-            drop(permit);
+            drop(pass);
         });
     }
 }

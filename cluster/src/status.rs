@@ -7,13 +7,13 @@
 //! 10,000. Callers must not have two writes for the same node in flight (a node actor awaits each
 //! write), otherwise two batches could reorder them.
 
+use crate::batch_gate::BatchGate;
 use crate::{reservations::BATCH, Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ferric_model::{
     encode, EventRecord, FenceToken, HistoryEntry, NodeHistory, NodeId, NodeStatus,
 };
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 impl Cluster {
     fn fenced_put(&self, id: &NodeId, token: FenceToken, value: Vec<u8>, extra: Vec<TxnOp>) -> Txn {
@@ -99,11 +99,7 @@ impl StatusWriter {
     /// `parallel`: how many batches may be in flight at once.
     pub fn spawn(cluster: Cluster, parallel: usize) -> Self {
         let (tx, rx) = mpsc::channel(4 * BATCH);
-        tokio::spawn(run(
-            cluster.clone(),
-            rx,
-            Arc::new(Semaphore::new(parallel.max(1))),
-        ));
+        tokio::spawn(run(cluster.clone(), rx, BatchGate::new(parallel)));
         StatusWriter { tx, cluster }
     }
 
@@ -140,10 +136,10 @@ impl StatusWriter {
     }
 }
 
-async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Write>, slots: Arc<Semaphore>) {
+async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Write>, gate: BatchGate) {
     while let Some(first) = rx.recv().await {
-        // Take a slot first, so that writes arriving while all slots are busy join this batch.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        // Wait for leave first, so that writes arriving meanwhile join this batch.
+        let Some(mut pass) = gate.enter(|| rx.len() + 1 >= BATCH).await else {
             return;
         };
         let mut batch = vec![first];
@@ -153,10 +149,13 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Write>, slots: Arc<Semapho
                 Err(_) => break,
             }
         }
+        if batch.len() == BATCH {
+            pass.full();
+        }
         let cluster = cluster.clone();
         tokio::spawn(async move {
             flush(&cluster, batch).await;
-            drop(permit);
+            drop(pass);
         });
     }
 }

@@ -2,10 +2,10 @@
 //! transactions (up to 120 nodes each, each node still created only if its uuid and name are
 //! free), so that many clients enrolling at once cost a few etcd round trips, not one each.
 
+use ferric_cluster::batch_gate::BatchGate;
 use ferric_cluster::{Cluster, ClusterError};
 use ferric_model::{NodeId, NodeSpec};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 type Reply = oneshot::Sender<Result<NodeId, ClusterError>>;
 
@@ -34,10 +34,10 @@ impl Creator {
 }
 
 async fn run(cluster: Cluster, mut rx: mpsc::Receiver<(NodeSpec, Reply)>) {
-    let slots = Arc::new(Semaphore::new(PARALLEL));
+    let gate = BatchGate::new(PARALLEL);
     while let Some(first) = rx.recv().await {
-        // Wait for a slot first, so that requests arriving meanwhile join this batch.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        // Wait for leave first, so that requests arriving meanwhile join this batch.
+        let Some(mut pass) = gate.enter(|| rx.len() + 1 >= BATCH).await else {
             return;
         };
         let mut batch = vec![first];
@@ -46,6 +46,9 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<(NodeSpec, Reply)>) {
                 Ok(item) => batch.push(item),
                 Err(_) => break,
             }
+        }
+        if batch.len() == BATCH {
+            pass.full();
         }
         let cluster = cluster.clone();
         tokio::spawn(async move {
@@ -66,7 +69,7 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<(NodeSpec, Reply)>) {
                     }
                 }
             }
-            drop(permit);
+            drop(pass);
         });
     }
 }

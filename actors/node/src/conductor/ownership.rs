@@ -108,6 +108,8 @@ pub struct Ownership {
     acquiring: HashSet<NodeId>,
     acquire_queue: VecDeque<Vec<NodeId>>,
     acquire_in_flight: usize,
+    /// A batch smaller than `batch` is in flight (see [`Ownership::pump`]).
+    partial_in_flight: bool,
     releasing: Vec<(NodeId, FenceToken)>,
     dirty_all: bool,
     dirty: HashSet<NodeId>,
@@ -135,6 +137,7 @@ impl Ownership {
             acquiring: HashSet::new(),
             acquire_queue: VecDeque::new(),
             acquire_in_flight: 0,
+            partial_in_flight: false,
             releasing: Vec::new(),
             dirty_all: true,
             dirty: HashSet::new(),
@@ -410,6 +413,9 @@ impl Ownership {
     ) -> Vec<Effect> {
         let mut fx = Vec::new();
         self.acquire_in_flight -= 1;
+        if batch.len() < self.batch {
+            self.partial_in_flight = false;
+        }
         if self.acquire_in_flight == 0 && self.acquire_queue.is_empty() {
             tracing::info!(
                 owned = self.mine.len() + batch.len(),
@@ -527,11 +533,34 @@ impl Ownership {
         fx
     }
 
+    /// Starts queued reservation batches while fewer than the limit are in flight. Queued
+    /// batches merge up to the batch size, and a batch that is not full waits while another
+    /// is in flight: nodes that come a few at a time (enrollment) gather into a few
+    /// transactions instead of one each, while a backlog (start-up, a failover) still goes
+    /// out in full batches side by side.
     fn pump(&mut self, fx: &mut Vec<Effect>) {
         while self.acquire_in_flight < self.acquire_limit {
-            let Some(batch) = self.acquire_queue.pop_front() else {
+            let Some(mut batch) = self.acquire_queue.pop_front() else {
                 break;
             };
+            while batch.len() < self.batch {
+                let Some(next) = self.acquire_queue.front_mut() else {
+                    break;
+                };
+                let room = self.batch - batch.len();
+                if next.len() <= room {
+                    batch.append(next);
+                    self.acquire_queue.pop_front();
+                } else {
+                    batch.extend(next.drain(..room));
+                }
+            }
+            let partial = batch.len() < self.batch;
+            if partial && self.partial_in_flight {
+                self.acquire_queue.push_front(batch);
+                break;
+            }
+            self.partial_in_flight |= partial;
             self.acquire_in_flight += 1;
             fx.push(Effect::Acquire(batch));
         }

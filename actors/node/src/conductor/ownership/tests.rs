@@ -458,6 +458,11 @@ fn a_driver_or_group_change_moves_the_node() {
     let y = *nodes.iter().find(|n| !tokens.contains_key(n)).unwrap();
     t.node_put(y, Ok(("redfish".into(), String::new())));
     assert_eq!(acquires(&t.decide()), BTreeSet::from([y]));
+    rev += 1;
+    let reserved = Some(vec![(y, Acquire::Acquired(FenceToken(rev)))]);
+    for (n, token) in starts(&t.acquired(&[y], reserved)) {
+        t.actor_started(n, token);
+    }
     // A group nobody serves: the winner over every live conductor holds it as caretaker, and
     // x's winner over a and b is a (a won it when both served it).
     t.node_put(x, Ok(("ipmi".into(), "rack9".into())));
@@ -821,4 +826,51 @@ fn the_periodic_look_covers_a_large_fleet_in_slices() {
     small.node_put(all[0], Ok(("fake-hardware".into(), String::new())));
     small.sweep_tick(7);
     assert!(small.dirty_all);
+}
+
+#[test]
+fn small_reservation_batches_gather_while_one_is_in_flight_full_ones_go_side_by_side() {
+    // Only this conductor: it wants every node. Batches of 4, 2 in flight.
+    let (mut t, _) = joined(snapshot(5, vec![me()], &[], vec![]));
+    let put = |t: &mut Ownership, range| {
+        for n in ids(range) {
+            t.node_put(n, Ok(("ipmi".into(), String::new())));
+        }
+    };
+    // Nodes come one at a time: the first goes alone, the next two wait for it.
+    put(&mut t, 1..2);
+    let first = t.decide();
+    assert_eq!(acquires(&first), BTreeSet::from([id(1)]));
+    put(&mut t, 2..3);
+    assert!(
+        acquires(&t.decide()).is_empty(),
+        "a second small batch went"
+    );
+    put(&mut t, 3..4);
+    assert!(acquires(&t.decide()).is_empty(), "a third small batch went");
+    // The first is answered: the two waiting go together, in one transaction.
+    let fx = t.acquired(
+        &[id(1)],
+        Some(vec![(id(1), Acquire::Acquired(FenceToken(6)))]),
+    );
+    let fx: Vec<Effect> = fx.into_iter().chain(t.decide()).collect();
+    let batches: Vec<Vec<NodeId>> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Acquire(b) => Some(b.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches, [vec![id(2), id(3)]]);
+    // A backlog: full batches go side by side although a small one is in flight.
+    put(&mut t, 10..18);
+    let batches: Vec<usize> = t
+        .decide()
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Acquire(b) => Some(b.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches, [4], "one slot left of two: one full batch");
 }
