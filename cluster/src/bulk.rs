@@ -32,11 +32,7 @@ impl Cluster {
                     ]
                 })
                 .collect();
-            let resp = self
-                .kv()
-                .txn(Txn::new().and_then(reads))
-                .await
-                .map_err(|e| self.err(e))?;
+            let resp = self.txn_all(reads).await?;
             let ops = resp.op_responses();
             let mut results: Vec<Option<Result<(), ClusterError>>> =
                 Vec::with_capacity(chunk.len());
@@ -95,11 +91,7 @@ impl Cluster {
                 }
             }
             if !writes.is_empty() {
-                let resp = self
-                    .kv()
-                    .txn(Txn::new().and_then(writes))
-                    .await
-                    .map_err(|e| self.err(e))?;
+                let resp = self.txn_all(writes).await?;
                 for (slot, op) in slots.into_iter().zip(resp.op_responses()) {
                     let ok = matches!(op, TxnOpResponse::Txn(t) if t.succeeded());
                     results[slot] = Some(if ok {

@@ -67,11 +67,7 @@ impl Cluster {
                     ]
                 })
                 .collect();
-            let resp = self
-                .kv()
-                .txn(Txn::new().and_then(ops))
-                .await
-                .map_err(|e| self.err(e))?;
+            let resp = self.txn_all(ops).await?;
             let revision = resp.header().map_or(0, |h| h.revision());
             let mut ranges = resp.op_responses().into_iter().filter_map(|op| match op {
                 TxnOpResponse::Get(g) => Some(g),
@@ -245,11 +241,7 @@ impl Cluster {
                     )
                 })
                 .collect();
-            let resp = self
-                .kv()
-                .txn(Txn::new().and_then(ops))
-                .await
-                .map_err(|e| self.err(e))?;
+            let resp = self.txn_all(ops).await?;
             out.extend(
                 resp.op_responses()
                     .iter()

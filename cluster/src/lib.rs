@@ -175,6 +175,17 @@ impl Cluster {
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
+    /// One transaction applying all of `ops` (nested transactions carry their own compares).
+    pub(crate) async fn txn_all(
+        &self,
+        ops: Vec<etcd_client::TxnOp>,
+    ) -> Result<etcd_client::TxnResponse, ClusterError> {
+        self.kv()
+            .txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     pub(crate) fn lease_client(&self) -> etcd_client::LeaseClient {
         self.client.lease_client()
     }

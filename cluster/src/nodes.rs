@@ -71,11 +71,7 @@ impl Cluster {
                 ));
                 slots.push(Ok(spec));
             }
-            let resp = self
-                .kv()
-                .txn(Txn::new().and_then(ops))
-                .await
-                .map_err(|e| self.err(e))?;
+            let resp = self.txn_all(ops).await?;
             let mut responses = resp.op_responses().into_iter();
             for slot in slots {
                 let spec = match slot {

@@ -81,11 +81,7 @@ impl Cluster {
                     )
                 })
                 .collect();
-            let resp = self
-                .kv()
-                .txn(Txn::new().and_then(inner))
-                .await
-                .map_err(|e| self.err(e))?;
+            let resp = self.txn_all(inner).await?;
             // All puts of one Txn share its revision, which is each new key's create_revision.
             let revision = resp.header().map_or(0, |h| h.revision());
             for (id, op) in chunk.iter().zip(resp.op_responses()) {
@@ -158,11 +154,7 @@ impl Cluster {
                     )
                 })
                 .collect();
-            let resp = self
-                .kv()
-                .txn(Txn::new().and_then(inner))
-                .await
-                .map_err(|e| self.err(e))?;
+            let resp = self.txn_all(inner).await?;
             released += resp
                 .op_responses()
                 .iter()
