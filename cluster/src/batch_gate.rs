@@ -7,7 +7,7 @@
 //! side. A request waits for at most one partial batch ahead of it.
 
 use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 pub struct BatchGate {
     slots: Arc<Semaphore>,
@@ -50,6 +50,25 @@ impl BatchGate {
             partial,
         })
     }
+
+    /// The next batch of up to `max` requests from `rx` and the leave to send it: waits for
+    /// the first request, then for leave (requests arriving meanwhile join), then takes what
+    /// is queued. None once `rx` or the gate is closed.
+    pub async fn next<T>(&self, rx: &mut mpsc::Receiver<T>, max: usize) -> Option<(Vec<T>, Pass)> {
+        let first = rx.recv().await?;
+        let mut pass = self.enter(|| rx.len() + 1 >= max).await?;
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        if batch.len() >= max {
+            pass.full();
+        }
+        Some((batch, pass))
+    }
 }
 
 #[cfg(test)]
@@ -87,5 +106,33 @@ mod tests {
         let d = tokio::time::timeout(Duration::from_secs(1), gate.enter(|| false)).await;
         assert!(d.is_ok());
         drop((b, c, d));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_takes_what_is_queued_up_to_the_batch_size() {
+        let gate = BatchGate::new(4);
+        let (tx, mut rx) = mpsc::channel(16);
+        for i in 0..7 {
+            tx.send(i).await.unwrap();
+        }
+        let (full, _a) = gate.next(&mut rx, 4).await.expect("a batch");
+        assert_eq!(full, [0, 1, 2, 3]);
+        let (rest, b) = gate.next(&mut rx, 4).await.expect("a batch");
+        assert_eq!(rest, [4, 5, 6]);
+        // Requests that come while the partial batch is in flight wait for it, and go together.
+        tx.send(7).await.unwrap();
+        let answered = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tx.send(8).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            drop(b);
+        };
+        let ((last, _c), ()) = tokio::join!(
+            async { gate.next(&mut rx, 4).await.expect("a batch") },
+            answered
+        );
+        assert_eq!(last, [7, 8]);
+        drop(tx);
+        assert!(gate.next(&mut rx, 4).await.is_none(), "closed");
     }
 }

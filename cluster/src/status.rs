@@ -137,21 +137,7 @@ impl StatusWriter {
 }
 
 async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Write>, gate: BatchGate) {
-    while let Some(first) = rx.recv().await {
-        // Wait for leave first, so that writes arriving meanwhile join this batch.
-        let Some(mut pass) = gate.enter(|| rx.len() + 1 >= BATCH).await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        if batch.len() == BATCH {
-            pass.full();
-        }
+    while let Some((batch, pass)) = gate.next(&mut rx, BATCH).await {
         let cluster = cluster.clone();
         tokio::spawn(async move {
             flush(&cluster, batch).await;

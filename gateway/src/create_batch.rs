@@ -35,21 +35,7 @@ impl Creator {
 
 async fn run(cluster: Cluster, mut rx: mpsc::Receiver<(NodeSpec, Reply)>) {
     let gate = BatchGate::new(PARALLEL);
-    while let Some(first) = rx.recv().await {
-        // Wait for leave first, so that requests arriving meanwhile join this batch.
-        let Some(mut pass) = gate.enter(|| rx.len() + 1 >= BATCH).await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
-        if batch.len() == BATCH {
-            pass.full();
-        }
+    while let Some((batch, pass)) = gate.next(&mut rx, BATCH).await {
         let cluster = cluster.clone();
         tokio::spawn(async move {
             let (specs, replies): (Vec<NodeSpec>, Vec<Reply>) = batch.into_iter().unzip();
