@@ -3,7 +3,7 @@
 //! (a lease expiring with 10,000 reservations) it makes etcd's watch replies late and huge.
 
 use crate::{Cluster, ClusterError};
-use etcd_client::{EventType, WatchOptions, WatchStream};
+use etcd_client::{EventType, WatchFilterType, WatchOptions, WatchStream};
 
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
@@ -38,12 +38,35 @@ pub struct PrefixWatch {
 impl Cluster {
     /// Watches every key under `prefix` from revision `from` on.
     pub async fn watch_prefix(&self, prefix: &str, from: i64) -> Result<PrefixWatch, ClusterError> {
+        self.watch_with(prefix, WatchOptions::new().with_start_revision(from), from)
+            .await
+    }
+
+    /// Watches only the deletes under `prefix` from revision `from` on. etcd drops the puts
+    /// before they are encoded or sent (the filter runs where the watch is notified), so a
+    /// watcher that needs to know only when keys go away costs etcd nothing for every key
+    /// written: conductors follow `reservations/` so, and at a million nodes and ten
+    /// conductors that is ten million watch events fewer in a cold start.
+    pub async fn watch_prefix_deletes(
+        &self,
+        prefix: &str,
+        from: i64,
+    ) -> Result<PrefixWatch, ClusterError> {
+        let opts = WatchOptions::new()
+            .with_start_revision(from)
+            .with_filters([WatchFilterType::NoPut]);
+        self.watch_with(prefix, opts, from).await
+    }
+
+    async fn watch_with(
+        &self,
+        prefix: &str,
+        opts: WatchOptions,
+        from: i64,
+    ) -> Result<PrefixWatch, ClusterError> {
         let stream = self
             .watch_client()
-            .watch(
-                prefix,
-                Some(WatchOptions::new().with_prefix().with_start_revision(from)),
-            )
+            .watch(prefix, Some(opts.with_prefix()))
             .await
             .map_err(|e| self.err(e))?;
         Ok(PrefixWatch {

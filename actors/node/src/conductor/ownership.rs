@@ -102,8 +102,10 @@ pub struct Ownership {
     /// Reservations held by anyone but this session, with the revision they were seen at: a
     /// delete at a later revision frees them.
     others: HashMap<NodeId, i64>,
-    /// The newest revision delivered by the reservations watch.
-    reservations_seen: i64,
+    /// Deletes the watch delivered for nodes whose reservation was in flight, newest revision
+    /// each: the reservation's reply may have seen the key held before that delete (the watch
+    /// can overtake the reply), and then it is free again.
+    deleted_while_acquiring: HashMap<NodeId, i64>,
     mine: HashMap<NodeId, Mine>,
     acquiring: HashSet<NodeId>,
     acquire_queue: VecDeque<Vec<NodeId>>,
@@ -132,7 +134,7 @@ impl Ownership {
             members: BTreeMap::new(),
             nodes: PlacementIndex::default(),
             others: HashMap::new(),
-            reservations_seen: 0,
+            deleted_while_acquiring: HashMap::new(),
             mine: HashMap::new(),
             acquiring: HashSet::new(),
             acquire_queue: VecDeque::new(),
@@ -278,7 +280,7 @@ impl Ownership {
         for id in lost {
             self.lost(id, &mut fx);
         }
-        self.reservations_seen = snap.revision;
+        self.deleted_while_acquiring.clear();
         self.dirty_all = true;
         fx
     }
@@ -325,8 +327,8 @@ impl Ownership {
         self.dirty.insert(id);
     }
 
-    /// A reservation key changed at `mod_rev` (`id` None: a key that names no node, which still
-    /// tells how far the watch has come).
+    /// A reservation key changed at `mod_rev` (`id` None: a key that names no node). The
+    /// session's watch delivers deletes only; a put, where one is delivered, is understood too.
     pub fn reservation(
         &mut self,
         id: Option<NodeId>,
@@ -334,7 +336,6 @@ impl Ownership {
         change: Reservation,
     ) -> Vec<Effect> {
         let mut fx = Vec::new();
-        self.reservations_seen = self.reservations_seen.max(mod_rev);
         let Some(id) = id else { return fx };
         match change {
             Reservation::Put { create_rev, lease } => {
@@ -352,6 +353,10 @@ impl Ownership {
                 self.others.insert(id, create_rev);
             }
             Reservation::Delete => {
+                if self.acquiring.contains(&id) {
+                    let rev = self.deleted_while_acquiring.entry(id).or_insert(mod_rev);
+                    *rev = (*rev).max(mod_rev);
+                }
                 if self.mine.get(&id).is_some_and(|m| mod_rev > m.token.0) {
                     self.lost(id, &mut fx);
                 }
@@ -425,11 +430,13 @@ impl Ownership {
         let Some(outcomes) = outcomes else {
             for id in batch {
                 self.acquiring.remove(id);
+                self.deleted_while_acquiring.remove(id);
             }
             return fx;
         };
         for (id, outcome) in outcomes {
             self.acquiring.remove(&id);
+            let deleted_at = self.deleted_while_acquiring.remove(&id);
             match outcome {
                 Acquire::Acquired(token) => {
                     self.others.remove(&id);
@@ -445,22 +452,30 @@ impl Ownership {
                             // An earlier batch committed but its reply was lost.
                             self.adopt(id, FenceToken(create_rev), &mut fx);
                         }
-                    } else if self.others.contains_key(&id) {
-                        // The watch already told us; it will tell us of the delete.
-                    } else if self.reservations_seen < seen_at {
-                        // The watch has yet to deliver everything after the Txn, including any
-                        // delete: wait for it.
-                        self.others.insert(id, seen_at);
-                    } else {
-                        // The watch is past the Txn and shows the key gone again: the reply is
-                        // stale, try again.
+                    } else if deleted_at.is_some_and(|rev| rev > seen_at) {
+                        // The watch delivered the key's delete, after the Txn saw it held,
+                        // before the reply came: it is free again, try again.
                         self.dirty.insert(id);
+                    } else if self.others.contains_key(&id) {
+                        // Known held; the watch will tell of the delete.
+                    } else {
+                        // Held since (at the latest) the Txn's revision: the delete, which comes
+                        // after it, is still to come through the watch.
+                        self.others.insert(id, seen_at);
                     }
                 }
                 Acquire::Gone => self.nodes.remove(&id),
             }
         }
         fx
+    }
+
+    /// Nodes of a reservation batch that failed as a whole, to try again now (the session waits
+    /// a moment first, so that an unreachable etcd is not asked in a tight loop). The batch
+    /// may have committed with its reply lost: the retry then finds the nodes held by this
+    /// session's lease and adopts them.
+    pub fn retry(&mut self, ids: Vec<NodeId>) {
+        self.dirty.extend(ids);
     }
 
     /// Releasing these reservations failed: they are retried on the next pass.

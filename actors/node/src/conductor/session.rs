@@ -27,6 +27,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+/// How long the nodes of a failed reservation batch wait before they are tried again.
+const RETRY_FAILED_BATCH: Duration = Duration::from_secs(1);
+
 /// Why a session ended.
 #[derive(Debug)]
 pub(super) enum End {
@@ -51,6 +54,8 @@ enum Input {
         Result<Vec<(NodeId, AcquireOutcome)>, ClusterError>,
     ),
     Released(Vec<(NodeId, FenceToken)>, Result<usize, ClusterError>),
+    /// The nodes of a failed reservation batch, a moment later: try them again.
+    Retry(Vec<NodeId>),
     Reported(u64, SyncReport, Result<bool, ClusterError>),
     /// The sweeper asks for the nodes to read in its next sweep.
     SweepList(tokio::sync::oneshot::Sender<Vec<NodeId>>),
@@ -479,7 +484,13 @@ impl<'a> Session<'a> {
             (Kind::Heartbeats, self.cluster.keys().heartbeats()),
             (Kind::Config, self.cluster.keys().config()),
         ] {
-            let watch = self.cluster.watch_prefix(&prefix, from).await?;
+            // Reservations: deletes only. Who reserved a node matters here only when this
+            // conductor wants it, and its own reservation Txn says so (`Acquire::Held`).
+            let watch = if kind == Kind::Reservations {
+                self.cluster.watch_prefix_deletes(&prefix, from).await?
+            } else {
+                self.cluster.watch_prefix(&prefix, from).await?
+            };
             self.watch_tasks.push(tokio::spawn(forward_watch(
                 kind,
                 watch,
@@ -542,7 +553,12 @@ impl<'a> Session<'a> {
                             .collect(),
                     ),
                     Err(e) => {
-                        tracing::warn!(error = %e, count = batch.len(), "reservation batch failed; retrying on the next pass");
+                        tracing::warn!(error = %e, count = batch.len(), "reservation batch failed; retrying in a moment");
+                        let (tx, ids) = (self.inputs_tx.clone(), batch.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(RETRY_FAILED_BATCH).await;
+                            let _ = tx.send(Input::Retry(ids)).await;
+                        });
                         None
                     }
                 };
@@ -550,6 +566,7 @@ impl<'a> Session<'a> {
                 self.execute(fx, &mut initials);
                 self.late_specs.forget(&batch);
             }
+            Input::Retry(ids) => self.table.retry(ids),
             Input::SweepList(reply) => {
                 let _ = reply.send(self.table.running_ids().collect());
             }

@@ -343,32 +343,49 @@ fn a_node_is_taken_over_only_after_the_old_owners_reservation_is_gone() {
     );
 }
 
+/// The session watches reservation deletes only: a node held by someone else is learnt from
+/// the reservation's own reply, and freed by the delete that follows it.
 #[test]
-fn a_held_reply_waits_for_the_watch_and_a_stale_one_is_retried() {
+fn a_held_reply_waits_for_the_delete_and_one_the_watch_delivered_first_is_retried() {
     let x = id(1);
     let (mut t, _) = joined(snapshot(10, vec![me()], &[x], vec![]));
     assert_eq!(acquires(&t.decide()), BTreeSet::from([x]));
-    // Someone else got it at revision 12, which the watch has not delivered yet: wait for it.
-    let held_at_12 = Acquire::Held {
+    // Someone else holds it at the Txn's revision 12: wait for its delete.
+    let held = |seen_at| Acquire::Held {
         lease: 300,
         create_rev: 11,
-        seen_at: 12,
+        seen_at,
     };
-    assert!(t.acquired(&[x], Some(vec![(x, held_at_12)])).is_empty());
+    assert!(t.acquired(&[x], Some(vec![(x, held(12))])).is_empty());
     assert!(
         t.decide().is_empty(),
         "no retry until the watch says it is gone"
     );
     t.reservation(Some(x), 13, Reservation::Delete);
     assert_eq!(acquires(&t.decide()), BTreeSet::from([x]));
-    // The watch is already past the Txn and showed the key gone: the reply is stale, retry.
-    let held_at_12 = Acquire::Held {
-        lease: 300,
-        create_rev: 11,
-        seen_at: 12,
-    };
-    assert!(t.acquired(&[x], Some(vec![(x, held_at_12)])).is_empty());
+    // Taken again by someone else (seen held at 14), and deleted at 15, the delete delivered
+    // by the watch before the reply: free, retried at once.
+    t.reservation(Some(x), 15, Reservation::Delete);
+    assert!(t.acquired(&[x], Some(vec![(x, held(14))])).is_empty());
     assert_eq!(acquires(&t.decide()), BTreeSet::from([x]));
+    // A delete the watch delivered during the Txn but of an older incarnation (before the
+    // revision the Txn saw it held at) frees nothing.
+    t.reservation(Some(x), 16, Reservation::Delete);
+    assert!(t.acquired(&[x], Some(vec![(x, held(17))])).is_empty());
+    assert!(t.decide().is_empty(), "held since 17: wait");
+    t.reservation(Some(x), 18, Reservation::Delete);
+    assert_eq!(acquires(&t.decide()), BTreeSet::from([x]));
+}
+
+#[test]
+fn a_failed_batch_is_tried_again_when_the_session_says_so() {
+    let (x, y) = (id(1), id(2));
+    let (mut t, _) = joined(snapshot(10, vec![me()], &[x, y], vec![]));
+    let batch: Vec<NodeId> = acquires(&t.decide()).into_iter().collect();
+    assert!(t.acquired(&batch, None).is_empty());
+    assert!(t.decide().is_empty(), "not in a tight loop");
+    t.retry(batch.clone());
+    assert_eq!(acquires(&t.decide()), batch.into_iter().collect());
 }
 
 #[test]
@@ -601,9 +618,8 @@ fn a_reservation_deleted_from_outside_stops_the_actor_without_release() {
     );
     t.actor_stopped(x, token, crate::supervisor::REASON_RELEASED);
     assert!(releases(&t.decide()).is_empty());
-    // A key that names no node still tells how far the watch has come.
-    t.reservation(None, 50, Reservation::Delete);
-    assert_eq!(t.reservations_seen, 50);
+    // A key that names no node changes nothing.
+    assert!(t.reservation(None, 50, Reservation::Delete).is_empty());
 }
 
 #[test]
