@@ -103,6 +103,8 @@ pub struct LeaseKeeper {
     pub id: i64,
     pub ttl: Duration,
     tx: watch::Sender<LeaseState>,
+    /// The last keepalive was refused or not answered in time (see [`LeaseKeeper::behind`]).
+    behind: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -122,14 +124,37 @@ impl LeaseKeeper {
             deadline: clock.deadline(),
         });
         crate::metrics::CLUSTER.deadline.set(Some(clock.deadline()));
-        let task = tokio::spawn(keep_alive(cluster.clone(), id, ttl, clock, tx.clone()));
+        let behind = watch::Sender::new(false);
+        let task = tokio::spawn(keep_alive(
+            cluster.clone(),
+            id,
+            ttl,
+            clock,
+            tx.clone(),
+            behind.clone(),
+        ));
         tracing::info!(
             lease = id,
             ttl_ms = ttl.as_millis() as u64,
             margin_ms = margin.as_millis() as u64,
             "lease granted"
         );
-        Ok(LeaseKeeper { id, ttl, tx, task })
+        Ok(LeaseKeeper {
+            id,
+            ttl,
+            tx,
+            behind,
+            task,
+        })
+    }
+
+    /// True while the last keepalive was refused or not answered in time, until one is
+    /// acknowledged. etcd 3.4 refuses a renewal when its apply loop is more than a second
+    /// behind (`waiting for the applied index took too long`), so this is the earliest sign
+    /// that the writes of everyone sharing etcd have put the leases at risk: a conductor then
+    /// sends no new reservation batches until etcd has caught up.
+    pub fn behind(&self) -> watch::Receiver<bool> {
+        self.behind.subscribe()
     }
 
     pub fn fence(&self) -> SelfFence {
@@ -162,6 +187,7 @@ async fn keep_alive(
     ttl: Duration,
     mut clock: FenceClock,
     tx: watch::Sender<LeaseState>,
+    behind: watch::Sender<bool>,
 ) {
     // Often: the last acknowledged keepalive is at most one interval old when etcd becomes
     // unreachable, so an outage (a leader election, a lost member) of up to
@@ -206,6 +232,7 @@ async fn keep_alive(
         .await;
         match attempt {
             Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+                behind.send_if_modified(|b| std::mem::replace(b, false));
                 clock.on_ack(sent, Duration::from_secs(resp.ttl() as u64));
                 let m = &crate::metrics::CLUSTER;
                 m.keepalive_seconds.observe(sent.elapsed().as_secs_f64());
@@ -228,11 +255,13 @@ async fn keep_alive(
                 stream = None;
             }
             Ok(Err(e)) => {
+                behind.send_if_modified(|b| !std::mem::replace(b, true));
                 tracing::warn!(lease = id, error = %e, "keepalive failed; retrying");
                 stream = None;
                 next = Instant::now() + interval.min(Duration::from_millis(100));
             }
             Err(_) => {
+                behind.send_if_modified(|b| !std::mem::replace(b, true));
                 tracing::warn!(lease = id, "keepalive not acknowledged in time; retrying");
                 stream = None;
                 next = Instant::now();

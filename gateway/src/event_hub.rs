@@ -1,8 +1,11 @@
-//! One etcd watch for every event stream of this gateway (`/v1/ferric/events`): the hub reads
-//! each change once, describes it once (the JSON a stream sends), keeps the newest
-//! [`RING_EVENTS`] in a ring and hands them to every stream. Fifty dashboards following a busy
-//! fleet then cost fifty writes of ready text per change, not fifty watches each decoding and
-//! rendering every change.
+//! Every event stream of this gateway (`/v1/ferric/events`) is fed from the watch the gateway
+//! already has: the one that keeps its copy of the cluster (`informer`). The hub takes each
+//! change from it once the first stream opened, describes it once (the JSON a stream sends),
+//! keeps the newest [`RING_EVENTS`] in a ring and hands them to every stream. Fifty dashboards
+//! following a busy fleet then cost fifty writes of ready text per change, not fifty watches
+//! each decoding and rendering every change; and the first one costs etcd no second watch of
+//! the whole prefix (which had etcd encode and send every change of the fleet twice to each
+//! gateway while a stream was open).
 //!
 //! A stream starts at a revision: from the hub's ring when the ring reaches back that far (a
 //! reconnect with `Last-Event-ID` after a short outage), live from the broadcast otherwise;
@@ -12,11 +15,10 @@
 
 use crate::extensions::describe;
 use axum::body::Bytes;
-use ferric_cluster::{Cluster, WatchEvent, WatchLost};
+use ferric_cluster::WatchEvent;
 use ferric_model::NodeId;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// Changes kept for streams that resume.
@@ -81,7 +83,7 @@ pub enum Item {
 }
 
 struct State {
-    /// The watch runs.
+    /// A stream opened: changes are taken from the copy's watch.
     started: bool,
     /// Every change up to this revision has been handed out (0: not known yet).
     position: i64,
@@ -121,30 +123,22 @@ impl Default for Hub {
 
 impl Hub {
     /// A subscription to the changes after revision `after` (None: from now), or None when the
-    /// ring does not reach back that far (the caller watches on its own).
-    pub async fn subscribe(
-        self: &Arc<Self>,
-        cluster: &Cluster,
-        after: Option<i64>,
-    ) -> Result<Option<Subscription>, ferric_cluster::ClusterError> {
-        let start = {
-            let s = self.state.lock().unwrap();
-            (!s.started).then_some(())
-        };
-        if start.is_some() {
-            let rev = cluster.revision().await?;
-            let mut s = self.state.lock().unwrap();
-            if !s.started {
-                s.started = true;
-                s.position = rev;
-                s.ring_from = rev;
-                tokio::spawn(run(self.clone(), cluster.clone(), rev + 1));
+    /// ring does not reach back that far, or the gateway's copy is not loaded yet (`copy_at`
+    /// 0): the caller then watches on its own. `copy_at`: the revision the copy has reached,
+    /// which is where the hub starts when this is its first stream.
+    pub fn subscribe(&self, after: Option<i64>, copy_at: i64) -> Option<Subscription> {
+        let mut s = self.state.lock().unwrap();
+        if !s.started {
+            if copy_at == 0 {
+                return None;
             }
+            s.started = true;
+            s.position = copy_at;
+            s.ring_from = copy_at;
         }
-        let s = self.state.lock().unwrap();
         let after = after.unwrap_or(s.position);
         if after < s.ring_from {
-            return Ok(None);
+            return None;
         }
         let backlog = s
             .ring
@@ -152,11 +146,61 @@ impl Hub {
             .filter(|b| b.last_rev().is_some_and(|rev| rev > after))
             .cloned()
             .collect();
-        Ok(Some(Subscription {
+        Some(Subscription {
             backlog,
             live: self.tx.subscribe(),
             after,
-        }))
+        })
+    }
+
+    /// One answer of the copy's watch (`upto`: the revision it reached), after the copy applied
+    /// it. Nothing is done until a stream opened; changes at or before the hub's position (the
+    /// copy's revision when the first stream opened) are not news.
+    pub fn feed(&self, prefix: &str, events: &[WatchEvent], upto: i64) {
+        let position = {
+            let s = self.state.lock().unwrap();
+            if !s.started {
+                return;
+            }
+            s.position
+        };
+        let described: Vec<(i64, Option<NodeId>, String)> = events
+            .iter()
+            .filter_map(|e| describe(prefix, e))
+            .filter(|(rev, _, _)| *rev > position)
+            .map(|(rev, id, doc)| (rev, id, doc.to_string()))
+            .collect();
+        let n = described.len();
+        let batch = described
+            .iter()
+            .enumerate()
+            .map(|(i, (rev, node, data))| Rendered {
+                rev: *rev,
+                node: *node,
+                data: Arc::from(data.as_str()),
+                last_of_rev: i + 1 == n || described[i + 1].0 != *rev,
+            })
+            .collect();
+        self.publish(batch, upto);
+    }
+
+    /// The copy was read anew at `revision` (its watch fell behind compaction, or etcd went
+    /// back in time, as after a restore from a backup). The changes between the hub's position
+    /// and that revision were never seen: every stream ends with `reset` (its client reads the
+    /// nodes again and follows from then).
+    pub fn reloaded(&self, revision: i64, why: &str) {
+        let started_behind = {
+            let s = self.state.lock().unwrap();
+            s.started && s.position != revision
+        };
+        if started_behind {
+            tracing::warn!(
+                revision,
+                why,
+                "event streams reset: the gateway's copy was read anew"
+            );
+            self.reset(why, revision);
+        }
     }
 
     fn publish(&self, batch: Vec<Rendered>, upto: i64) {
@@ -186,68 +230,5 @@ impl Hub {
         s.position = rev;
         s.ring_from = rev;
         let _ = self.tx.send(Item::Reset(Arc::from(why)));
-    }
-}
-
-/// The hub's watch: renders every change once and publishes it; re-watches from where it was
-/// after a lost watch, and resets everyone when etcd compacted past that point.
-async fn run(hub: Arc<Hub>, cluster: Cluster, mut from: i64) {
-    let prefix = cluster.keys().prefix().to_string();
-    loop {
-        let mut watch = match cluster.watch_prefix(&prefix, from).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "event hub cannot watch; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        loop {
-            match watch.next().await {
-                Ok(events) => {
-                    let upto = events
-                        .iter()
-                        .map(|e| match e {
-                            WatchEvent::Put { mod_rev, .. }
-                            | WatchEvent::Delete { mod_rev, .. } => *mod_rev,
-                        })
-                        .max()
-                        .unwrap_or(from - 1);
-                    let described: Vec<(i64, Option<NodeId>, String)> = events
-                        .iter()
-                        .filter_map(|e| describe(&prefix, e))
-                        .map(|(rev, id, doc)| (rev, id, doc.to_string()))
-                        .collect();
-                    let n = described.len();
-                    let batch = described
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (rev, node, data))| Rendered {
-                            rev: *rev,
-                            node: *node,
-                            data: Arc::from(data.as_str()),
-                            last_of_rev: i + 1 == n || described[i + 1].0 != *rev,
-                        })
-                        .collect();
-                    hub.publish(batch, upto);
-                    from = upto + 1;
-                }
-                Err(WatchLost::Compacted(rev)) => {
-                    tracing::warn!(
-                        compacted = rev,
-                        "event hub fell behind compaction; streams reset"
-                    );
-                    let now = cluster.revision().await.unwrap_or(rev);
-                    hub.reset("compacted", now);
-                    from = now + 1;
-                    break;
-                }
-                Err(WatchLost::Ended(why)) => {
-                    tracing::warn!(%why, "event hub watch ended; re-watching");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    break;
-                }
-            }
-        }
     }
 }

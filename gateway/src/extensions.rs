@@ -615,7 +615,7 @@ pub async fn events(
     .map(|rev| rev.max(0));
     // Through this gateway's one shared watch when its ring reaches back far enough (or the
     // stream starts now); an older resume point gets a watch of its own.
-    if let Some(sub) = state.event_hub.subscribe(&state.cluster, after).await? {
+    if let Some(sub) = state.event_hub.subscribe(after, state.informer.revision()) {
         return Ok(shared(sub, node, project, state.closing()));
     }
     let from = match after {

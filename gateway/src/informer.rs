@@ -432,7 +432,12 @@ pub const CATCH_UP: Duration = Duration::from_secs(10);
 
 impl Informer {
     /// Starts following the cluster; the task ends when `stop` turns true.
-    pub fn start(cluster: Cluster, stop: watch::Receiver<bool>) -> Arc<Informer> {
+    /// `hub`: the event streams' hub, fed from this watch.
+    pub fn start(
+        cluster: Cluster,
+        stop: watch::Receiver<bool>,
+        hub: Arc<crate::event_hub::Hub>,
+    ) -> Arc<Informer> {
         let (rev_tx, _) = watch::channel(0);
         let informer = Arc::new(Informer {
             state: RwLock::new(CacheState::default()),
@@ -440,7 +445,7 @@ impl Informer {
             problem: Mutex::new(Some("not loaded yet".into())),
             prefix: cluster.keys().prefix().to_string(),
         });
-        tokio::spawn(run(cluster, informer.clone(), stop));
+        tokio::spawn(run(cluster, informer.clone(), hub, stop));
         informer
     }
 
@@ -529,7 +534,12 @@ impl Informer {
     }
 }
 
-async fn run(cluster: Cluster, informer: Arc<Informer>, mut stop: watch::Receiver<bool>) {
+async fn run(
+    cluster: Cluster,
+    informer: Arc<Informer>,
+    hub: Arc<crate::event_hub::Hub>,
+    mut stop: watch::Receiver<bool>,
+) {
     let keys = cluster.keys().clone();
     // `names/` after `nodes/`: a spec that cannot be read takes its name from the index.
     let prefixes = [
@@ -544,37 +554,80 @@ async fn run(cluster: Cluster, informer: Arc<Informer>, mut stop: watch::Receive
         keys.children(ferric_cluster::children::TARGETS),
     ];
     let mut backoff = Duration::from_millis(100);
+    // Where the watch goes on from; None: read the copy anew first (at start, after the watch
+    // fell behind compaction, and when etcd is behind the copy, as after a restore).
+    let mut from: Option<i64> = None;
+    let mut why = "loaded";
+    // The watch ended: before watching again from `from`, check that etcd is not behind it.
+    let mut check_behind = false;
     loop {
         if *stop.borrow() {
             return;
         }
-        let listed = tokio::select! {
-            r = cluster.read_prefixes(&prefixes) => r,
-            _ = stop.changed() => return,
-        };
-        let revision = match listed {
-            Ok((revision, kvs)) => {
-                let n = kvs.len();
-                informer.install(revision, kvs);
-                tracing::info!(revision, records = n, "gateway copy loaded");
-                revision
+        let start = match from {
+            Some(rev) => rev,
+            None => {
+                let listed = tokio::select! {
+                    r = cluster.read_prefixes(&prefixes) => r,
+                    _ = stop.changed() => return,
+                };
+                match listed {
+                    Ok((revision, kvs)) => {
+                        let n = kvs.len();
+                        informer.install(revision, kvs);
+                        hub.reloaded(revision, why);
+                        tracing::info!(revision, records = n, "gateway copy loaded");
+                        revision + 1
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the cluster; retrying");
+                        informer.set_problem(Some(format!("cannot read the cluster: {e}")));
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = stop.changed() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
             }
+        };
+        from = Some(start);
+        if check_behind {
+            // A watch from a revision etcd has not reached (it was restored from a backup)
+            // would wait for it and miss everything until then: read the copy anew instead.
+            match cluster.revision().await {
+                Ok(now) if now < start - 1 => {
+                    tracing::warn!(
+                        revision = now,
+                        copy = start - 1,
+                        "etcd is behind the gateway's copy (restored?); reloading"
+                    );
+                    from = None;
+                    why = "etcd went back in time";
+                    check_behind = false;
+                    continue;
+                }
+                Ok(_) => check_behind = false,
+                Err(e) => {
+                    informer.set_problem(Some(format!("cannot watch the cluster: {e}")));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        let mut watch = match cluster.watch_prefix(keys.prefix(), start).await {
+            Ok(w) => w,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the cluster; retrying");
-                informer.set_problem(Some(format!("cannot read the cluster: {e}")));
+                informer.set_problem(Some(format!("cannot watch the cluster: {e}")));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        let mut watch = match cluster.watch_prefix(keys.prefix(), revision + 1).await {
-            Ok(w) => w,
-            Err(e) => {
-                informer.set_problem(Some(format!("cannot watch the cluster: {e}")));
-                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
@@ -587,22 +640,35 @@ async fn run(cluster: Cluster, informer: Arc<Informer>, mut stop: watch::Receive
                 _ = stop.changed() => return,
             };
             match next {
-                Ok(events) => informer.apply_batch(&events, watch.revision),
+                Ok(events) => {
+                    informer.apply_batch(&events, watch.revision);
+                    hub.feed(&informer.prefix, &events, watch.revision);
+                }
                 Err(lost) => break lost,
             }
         };
+        informer.set_problem(Some(format!("watching again: {lost}")));
         match &lost {
             WatchLost::Compacted(rev) => {
                 tracing::warn!(
                     compacted = rev,
                     "gateway watch fell behind compaction; reloading"
-                )
+                );
+                from = None;
+                why = "compacted";
             }
-            WatchLost::Ended(why) => {
-                tracing::warn!(reason = %why, "gateway watch ended; reloading")
+            WatchLost::Ended(reason) => {
+                // Go on from where the copy is: it stays served meanwhile, and the event
+                // streams fed from this watch lose nothing.
+                tracing::warn!(%reason, "gateway watch ended; watching again from where it was");
+                from = Some(watch.revision + 1);
+                check_behind = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.changed() => return,
+                }
             }
         }
-        informer.set_problem(Some(format!("reloading: {lost}")));
     }
 }
 

@@ -154,7 +154,8 @@ impl AppState {
         // Many clients' power and provision requests at once share etcd transactions.
         let cluster = cluster.with_spec_batching();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let informer = Informer::start(cluster.clone(), stop_rx);
+        let event_hub = Arc::<event_hub::Hub>::default();
+        let informer = Informer::start(cluster.clone(), stop_rx, event_hub.clone());
         let creator = create_batch::Creator::spawn(cluster.clone());
         AppState(Arc::new(Inner {
             cluster,
@@ -171,7 +172,7 @@ impl AppState {
             sessions: dashboard::SessionCache::default(),
             summaries: fleet::SummaryCache::default(),
             deliveries: fleet::DeliveriesCache::default(),
-            event_hub: Arc::default(),
+            event_hub,
         }))
     }
 

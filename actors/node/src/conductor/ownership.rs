@@ -93,9 +93,15 @@ pub struct Ownership {
     lease: i64,
     join_grace: Duration,
     acquire_parallel: usize,
-    /// Batches allowed in flight now: `acquire_parallel`, or one while the conductor's own
-    /// keepalives are slow to be acknowledged (see [`Ownership::set_etcd_strained`]).
-    acquire_limit: usize,
+    /// The conductor's own keepalives are slow to be acknowledged: one batch at a time (see
+    /// [`Ownership::set_etcd_strained`]).
+    strained: bool,
+    /// etcd refused or did not answer the last keepalive: no new batch (see
+    /// [`Ownership::set_etcd_behind`]).
+    behind: bool,
+    /// Batches allowed in flight otherwise: `acquire_parallel`, or fewer while it grows back
+    /// (by one per answered batch) after etcd was behind.
+    window: usize,
     batch: usize,
     members: BTreeMap<String, ConductorRecord>,
     nodes: PlacementIndex,
@@ -129,7 +135,9 @@ impl Ownership {
             lease: 0,
             join_grace,
             acquire_parallel: acquire_parallel.max(1),
-            acquire_limit: acquire_parallel.max(1),
+            strained: false,
+            behind: false,
+            window: acquire_parallel.max(1),
             batch: batch.max(1),
             members: BTreeMap::new(),
             nodes: PlacementIndex::default(),
@@ -434,6 +442,7 @@ impl Ownership {
             }
             return fx;
         };
+        self.window = (self.window + 1).min(self.acquire_parallel);
         for (id, outcome) in outcomes {
             self.acquiring.remove(&id);
             let deleted_at = self.deleted_while_acquiring.remove(&id);
@@ -542,10 +551,42 @@ impl Ownership {
     /// deadline, so they fenced themselves too and the nodes moved for a minute instead of
     /// seconds (found by `ferric chaos` at 30,000 nodes). Acquiring goes on, slower.
     pub fn set_etcd_strained(&mut self, strained: bool) -> Vec<Effect> {
-        self.acquire_limit = if strained { 1 } else { self.acquire_parallel };
+        self.strained = strained;
         let mut fx = Vec::new();
         self.pump(&mut fx);
         fx
+    }
+
+    /// etcd refused or did not answer this conductor's last keepalive (`behind`), or has
+    /// acknowledged one again. While behind, no new reservation batch goes out (those in
+    /// flight finish); afterwards one, growing by one per answered batch.
+    ///
+    /// etcd 3.4 refuses renewals while its apply loop is more than a second behind. At a
+    /// million nodes the survivors of a failover kept it behind with their reservation
+    /// batches (each of 120 nodes took 100 to 300 ms to apply on two cores, and nine
+    /// conductors sent one each at a time): keepalives failed for the 11 s a 15 s lease
+    /// allows, every survivor fenced itself, and the failover took seven minutes. Every
+    /// conductor sharing etcd sees its keepalives fail at the same moment, so they all hold
+    /// back together and etcd catches up.
+    pub fn set_etcd_behind(&mut self, behind: bool) -> Vec<Effect> {
+        if behind && !self.behind {
+            self.window = 1;
+        }
+        self.behind = behind;
+        let mut fx = Vec::new();
+        self.pump(&mut fx);
+        fx
+    }
+
+    /// Reservation batches allowed in flight now.
+    fn acquire_limit(&self) -> usize {
+        if self.behind {
+            0
+        } else if self.strained {
+            1
+        } else {
+            self.window
+        }
     }
 
     /// Starts queued reservation batches while fewer than the limit are in flight. Queued
@@ -554,7 +595,7 @@ impl Ownership {
     /// transactions instead of one each, while a backlog (start-up, a failover) still goes
     /// out in full batches side by side.
     fn pump(&mut self, fx: &mut Vec<Effect>) {
-        while self.acquire_in_flight < self.acquire_limit {
+        while self.acquire_in_flight < self.acquire_limit() {
             let Some(mut batch) = self.acquire_queue.pop_front() else {
                 break;
             };

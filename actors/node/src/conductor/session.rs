@@ -79,6 +79,8 @@ pub(super) struct Session<'a> {
     /// The last keepalive acknowledged is older than a few keepalive intervals: etcd is
     /// loaded, and this conductor's reservations go one batch at a time.
     strained: bool,
+    /// etcd refused or did not answer the last keepalive: no new reservation batches.
+    behind: bool,
     /// This conductor's membership record, for reporting `running`.
     record: Option<ConductorRecord>,
     reported: u64,
@@ -131,6 +133,7 @@ impl<'a> Session<'a> {
             late_specs: LateSpecs::default(),
             resync_at: None,
             strained: false,
+            behind: false,
             record: None,
             reported: 0,
             reported_sync: SyncReport::default(),
@@ -161,6 +164,7 @@ impl<'a> Session<'a> {
         }
         let lease = self.lease.as_ref().expect("started");
         let mut lease_rx = lease.subscribe();
+        let mut behind_rx = lease.behind();
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
@@ -181,6 +185,8 @@ impl<'a> Session<'a> {
             tokio::select! {
                 _ = shutdown.changed() => return End::Shutdown,
                 _ = lease_rx.changed() => continue,
+                // Read below, before every decision (a busy loop may not come here for a while).
+                Ok(()) = behind_rx.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     // The keeper may be late to say so; the clock decides.
                     if matches!(*lease_rx.borrow(), LeaseState::Alive { deadline: d } if d <= Instant::now()) {
@@ -222,6 +228,15 @@ impl<'a> Session<'a> {
                     }
                     Err(_) => break,
                 }
+            }
+            let behind = *behind_rx.borrow_and_update();
+            if behind != self.behind {
+                self.behind = behind;
+                if behind {
+                    tracing::warn!("etcd refused or did not answer a keepalive: no new reservation batches until it answers one");
+                }
+                let fx = self.table.set_etcd_behind(behind);
+                self.execute(fx, &mut HashMap::new());
             }
             let strained = etcd_strained(&lease_rx.borrow(), self.cfg.ttl, Instant::now());
             if strained != self.strained {

@@ -174,6 +174,52 @@ fn while_etcd_is_strained_one_batch_at_a_time_is_in_flight() {
 }
 
 #[test]
+fn while_etcd_is_behind_no_batch_goes_out_then_the_window_grows_back() {
+    let nodes = ids(1..41);
+    let mut t = Ownership::new(ME, GRACE, 3, 4);
+    t.set_lease(MY_LEASE);
+    t.resync(snapshot(5, vec![me()], &nodes, vec![]));
+    let now = Instant::now();
+    t.hold(now);
+    t.grace_elapsed(now + GRACE);
+    assert!(t.set_etcd_behind(true).is_empty());
+    assert!(acquires(&t.decide()).is_empty(), "nothing while behind");
+    // Caught up: one batch, then one more per answered batch, up to three.
+    let fx = t.set_etcd_behind(false);
+    let batches = |fx: &[Effect]| -> Vec<Vec<NodeId>> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Acquire(b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = batches(&fx);
+    assert_eq!(first.len(), 1, "{fx:?}");
+    let mut rev = 5;
+    let mut answer = |t: &mut Ownership, b: &[NodeId]| {
+        let outcomes = b
+            .iter()
+            .map(|n| {
+                rev += 1;
+                (*n, Acquire::Acquired(FenceToken(rev)))
+            })
+            .collect();
+        t.acquired(b, Some(outcomes));
+    };
+    answer(&mut t, &first[0]);
+    let second = batches(&t.decide());
+    assert_eq!(second.len(), 2, "window 2 after one answer");
+    answer(&mut t, &second[0]);
+    let third = batches(&t.decide());
+    assert_eq!(third.len(), 2, "window 3: one still in flight, two more");
+    // Behind again while batches are in flight: they finish, nothing new goes out.
+    assert!(t.set_etcd_behind(true).is_empty());
+    answer(&mut t, &second[1]);
+    assert!(acquires(&t.decide()).is_empty());
+}
+
+#[test]
 fn a_lone_conductor_reserves_every_node_in_batches_then_starts_them() {
     let nodes = ids(1..11);
     let (mut t, fx) = joined(snapshot(5, vec![me()], &nodes, vec![]));
