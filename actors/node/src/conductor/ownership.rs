@@ -465,12 +465,11 @@ impl Ownership {
                         // The watch delivered the key's delete, after the Txn saw it held,
                         // before the reply came: it is free again, try again.
                         self.dirty.insert(id);
-                    } else if self.others.contains_key(&id) {
-                        // Known held; the watch will tell of the delete.
                     } else {
                         // Held since (at the latest) the Txn's revision: the delete, which comes
-                        // after it, is still to come through the watch.
-                        self.others.insert(id, seen_at);
+                        // after it, is still to come through the watch. Known held already: the
+                        // revision it was seen at stays.
+                        self.others.entry(id).or_insert(seen_at);
                     }
                 }
                 Acquire::Gone => self.nodes.remove(&id),
