@@ -19,6 +19,8 @@ have ps || need_apt+=(procps)
 # `systemd-analyze verify` checks the units in deploy/ (the package, not a running systemd).
 have systemd-analyze || need_apt+=(systemd)
 have cc || need_apt+=(gcc)
+# jemalloc (the binary's allocator) is built from source by its crate with make.
+have make || need_apt+=(make)
 have python3 || need_apt+=(python3)
 # The dashboard's browser tests: Debian's Chromium, driven by playwright-core under Node.
 have chromium || need_apt+=(chromium)

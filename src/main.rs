@@ -1,6 +1,14 @@
 //! The `ferric` binary: one executable for every role. A thin main: parse the command line, set
 //! up logging, hand over to the role.
 
+/// jemalloc instead of glibc's malloc. In a profile of 20,000 enrollments (`perf record` of every
+/// process on the machine) glibc's malloc, free and `malloc_consolidate` were about a quarter of
+/// the gateway's and conductors' CPU; with jemalloc their CPU per request fell by about a fifth
+/// (against etcd's, as a measure of the machine's speed of the moment), and memory per node stayed
+/// within 5 %. mimalloc saved a little less CPU and cost 35 % more memory per node.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod bench;
 mod bench_agent;
 mod bench_api;
