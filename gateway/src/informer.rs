@@ -581,12 +581,10 @@ async fn run(
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the cluster; retrying");
-                        informer.set_problem(Some(format!("cannot read the cluster: {e}")));
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = stop.changed() => return,
+                        let problem = format!("cannot read the cluster: {e}");
+                        if !wait_to_retry(&informer, problem, &mut backoff, &mut stop).await {
+                            return;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
                     }
                 }
@@ -610,12 +608,10 @@ async fn run(
                 }
                 Ok(_) => check_behind = false,
                 Err(e) => {
-                    informer.set_problem(Some(format!("cannot watch the cluster: {e}")));
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => return,
+                    let problem = format!("cannot watch the cluster: {e}");
+                    if !wait_to_retry(&informer, problem, &mut backoff, &mut stop).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             }
@@ -623,12 +619,10 @@ async fn run(
         let mut watch = match cluster.watch_prefix(keys.prefix(), start).await {
             Ok(w) => w,
             Err(e) => {
-                informer.set_problem(Some(format!("cannot watch the cluster: {e}")));
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return,
+                let problem = format!("cannot watch the cluster: {e}");
+                if !wait_to_retry(&informer, problem, &mut backoff, &mut stop).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
@@ -670,6 +664,23 @@ async fn run(
             }
         }
     }
+}
+
+/// Says what is wrong (the copy's `problem`), waits `backoff` and doubles it (at most 5 s).
+/// False: the gateway is stopping.
+async fn wait_to_retry(
+    informer: &Informer,
+    problem: String,
+    backoff: &mut Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    informer.set_problem(Some(problem));
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = stop.changed() => return false,
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    true
 }
 
 /// The JSON object stored in a spec field; anything that is not an object reads as `{}` (the
