@@ -78,7 +78,12 @@ fn winner(n: &NodeId, names: &[&'static str]) -> &'static str {
 
 /// A table of conductor "a" that has read `snap` and whose join grace is over.
 fn joined(snap: Snapshot) -> (Ownership, Vec<Effect>) {
-    let mut t = Ownership::new(ME, GRACE, 2, 4);
+    joined_with(2, snap)
+}
+
+/// [`joined`], with `parallel` reservation batches (of 4) in flight at once.
+fn joined_with(parallel: usize, snap: Snapshot) -> (Ownership, Vec<Effect>) {
+    let mut t = Ownership::new(ME, GRACE, parallel, 4);
     t.set_lease(MY_LEASE);
     let fx = t.resync(snap);
     let now = Instant::now();
@@ -95,6 +100,28 @@ fn stops(fx: &[Effect]) -> BTreeSet<NodeId> {
         })
         .flatten()
         .collect()
+}
+
+/// The reservation batches asked for, in order.
+fn batches(fx: &[Effect]) -> Vec<Vec<NodeId>> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Acquire(b) => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Answers a reservation batch with success, tokens from `rev` on.
+fn reserve(t: &mut Ownership, batch: &[NodeId], rev: &mut i64) -> Vec<Effect> {
+    let outcomes = batch
+        .iter()
+        .map(|n| {
+            *rev += 1;
+            (*n, Acquire::Acquired(FenceToken(*rev)))
+        })
+        .collect();
+    t.acquired(batch, Some(outcomes))
 }
 
 fn acquires(fx: &[Effect]) -> BTreeSet<NodeId> {
@@ -134,25 +161,12 @@ fn acquire_all(t: &mut Ownership, rev: &mut i64) -> BTreeMap<NodeId, FenceToken>
     loop {
         let fx = t.decide();
         assert!(releases(&fx).is_empty() && stops(&fx).is_empty(), "{fx:?}");
-        let batches: Vec<Vec<NodeId>> = fx
-            .into_iter()
-            .filter_map(|e| match e {
-                Effect::Acquire(b) => Some(b),
-                _ => None,
-            })
-            .collect();
-        if batches.is_empty() {
+        let asked = batches(&fx);
+        if asked.is_empty() {
             return started;
         }
-        for batch in batches {
-            let outcomes = batch
-                .iter()
-                .map(|n| {
-                    *rev += 1;
-                    (*n, Acquire::Acquired(FenceToken(*rev)))
-                })
-                .collect();
-            for (n, token) in starts(&t.acquired(&batch, Some(outcomes))) {
+        for batch in asked {
+            for (n, token) in starts(&reserve(t, &batch, rev)) {
                 t.actor_started(n, token);
                 started.insert(n, token);
             }
@@ -176,46 +190,23 @@ fn while_etcd_is_strained_one_batch_at_a_time_is_in_flight() {
 #[test]
 fn while_etcd_is_behind_no_batch_goes_out_then_the_window_grows_back() {
     let nodes = ids(1..41);
-    let mut t = Ownership::new(ME, GRACE, 3, 4);
-    t.set_lease(MY_LEASE);
-    t.resync(snapshot(5, vec![me()], &nodes, vec![]));
-    let now = Instant::now();
-    t.hold(now);
-    t.grace_elapsed(now + GRACE);
+    let (mut t, _) = joined_with(3, snapshot(5, vec![me()], &nodes, vec![]));
     assert!(t.set_etcd_behind(true).is_empty());
     assert!(acquires(&t.decide()).is_empty(), "nothing while behind");
     // Caught up: one batch, then one more per answered batch, up to three.
     let fx = t.set_etcd_behind(false);
-    let batches = |fx: &[Effect]| -> Vec<Vec<NodeId>> {
-        fx.iter()
-            .filter_map(|e| match e {
-                Effect::Acquire(b) => Some(b.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     let first = batches(&fx);
     assert_eq!(first.len(), 1, "{fx:?}");
     let mut rev = 5;
-    let mut answer = |t: &mut Ownership, b: &[NodeId]| {
-        let outcomes = b
-            .iter()
-            .map(|n| {
-                rev += 1;
-                (*n, Acquire::Acquired(FenceToken(rev)))
-            })
-            .collect();
-        t.acquired(b, Some(outcomes));
-    };
-    answer(&mut t, &first[0]);
+    reserve(&mut t, &first[0], &mut rev);
     let second = batches(&t.decide());
     assert_eq!(second.len(), 2, "window 2 after one answer");
-    answer(&mut t, &second[0]);
+    reserve(&mut t, &second[0], &mut rev);
     let third = batches(&t.decide());
     assert_eq!(third.len(), 2, "window 3: one still in flight, two more");
     // Behind again while batches are in flight: they finish, nothing new goes out.
     assert!(t.set_etcd_behind(true).is_empty());
-    answer(&mut t, &second[1]);
+    reserve(&mut t, &second[1], &mut rev);
     assert!(acquires(&t.decide()).is_empty());
 }
 
@@ -226,28 +217,18 @@ fn a_lone_conductor_reserves_every_node_in_batches_then_starts_them() {
     assert!(fx.is_empty());
     let fx = t.decide();
     // Batches of 4, two in flight at once.
-    let batches: Vec<usize> = fx
+    let sizes: Vec<usize> = fx
         .iter()
         .map(|e| match e {
             Effect::Acquire(b) => b.len(),
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(batches, [4, 4]);
+    assert_eq!(sizes, [4, 4]);
     assert!(!t.steady());
     let mut rev = 5;
-    let first = match &fx[0] {
-        Effect::Acquire(b) => b.clone(),
-        _ => unreachable!(),
-    };
-    let outcomes = first
-        .iter()
-        .map(|n| {
-            rev += 1;
-            (*n, Acquire::Acquired(FenceToken(rev)))
-        })
-        .collect();
-    let fx1 = t.acquired(&first, Some(outcomes));
+    let first = batches(&fx).remove(0);
+    let fx1 = reserve(&mut t, &first, &mut rev);
     assert_eq!(starts(&fx1).len(), 4, "an actor starts only once reserved");
     // The third batch goes out as soon as a slot is free.
     assert_eq!(acquires(&t.decide()).len(), 2);
@@ -916,23 +897,9 @@ fn small_reservation_batches_gather_while_one_is_in_flight_full_ones_go_side_by_
         Some(vec![(id(1), Acquire::Acquired(FenceToken(6)))]),
     );
     let fx: Vec<Effect> = fx.into_iter().chain(t.decide()).collect();
-    let batches: Vec<Vec<NodeId>> = fx
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Acquire(b) => Some(b.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(batches, [vec![id(2), id(3)]]);
+    assert_eq!(batches(&fx), [vec![id(2), id(3)]]);
     // A backlog: full batches go side by side although a small one is in flight.
     put(&mut t, 10..18);
-    let batches: Vec<usize> = t
-        .decide()
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Acquire(b) => Some(b.len()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(batches, [4], "one slot left of two: one full batch");
+    let sizes: Vec<usize> = batches(&t.decide()).iter().map(Vec::len).collect();
+    assert_eq!(sizes, [4], "one slot left of two: one full batch");
 }
