@@ -14,6 +14,13 @@ use ferric_power::PowerMsg;
 use ractor::ActorRef;
 use std::time::Duration;
 
+/// Whether the node's BIOS interface reads settings: only then does verification or the end of
+/// cleaning cache them (`no-bios`, the default as in Ironic's default configuration, does
+/// nothing).
+pub(super) fn reads_bios(state: &NodeState) -> bool {
+    state.spec.as_deref().and_then(|s| s.interface("bios")) == Some("redfish")
+}
+
 /// Reads the settings through the power actor and writes them, fenced. Only a fenced write is
 /// an error (someone else owns the node).
 pub(super) async fn cache_bios(
@@ -24,9 +31,7 @@ pub(super) async fn cache_bios(
         // A caretaker never talks to the BMC.
         return Ok(());
     }
-    // Only a BIOS interface that reads settings caches them (`no-bios`, the default as in
-    // Ironic's default configuration, does nothing).
-    if state.spec.as_deref().and_then(|s| s.interface("bios")) != Some("redfish") {
+    if !reads_bios(state) {
         return Ok(());
     }
     let node = state.id;

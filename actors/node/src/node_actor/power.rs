@@ -171,17 +171,60 @@ pub(super) async fn read_power(
     myself: &ActorRef<NodeMsg>,
     state: &mut NodeState,
 ) -> Result<PowerState, String> {
+    send_read(myself, state).await?.answer().await
+}
+
+/// A power read sent to the node's power actor, its answer still to come.
+pub(super) struct PendingRead {
+    answer: ractor::concurrency::OneshotReceiver<Result<PowerState, String>>,
+    deadline: tokio::time::Instant,
+}
+
+impl PendingRead {
+    /// The answer, waiting at most until the read's deadline (the BMC's command timeout and
+    /// gap, and a second more).
+    pub(super) async fn answer(mut self) -> Result<PowerState, String> {
+        match tokio::time::timeout_at(self.deadline, &mut self.answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("no answer from the power actor: it stopped".into()),
+            Err(_) => Err("no answer from the power actor: timed out".into()),
+        }
+    }
+
+    /// The answer if it comes within `wait`; otherwise the read is still pending.
+    pub(super) async fn within(
+        mut self,
+        wait: Duration,
+    ) -> Result<Result<PowerState, String>, PendingRead> {
+        let until = self.deadline.min(tokio::time::Instant::now() + wait);
+        match tokio::time::timeout_at(until, &mut self.answer).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Ok(Err("no answer from the power actor: it stopped".into())),
+            Err(_) => Err(self),
+        }
+    }
+}
+
+/// Sends a power read to the node's power actor (spawning it if need be) without waiting for
+/// the answer.
+pub(super) async fn send_read(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut NodeState,
+) -> Result<PendingRead, String> {
     if !state.may_command() {
         return Err("conductor is fenced or stopping".into());
     }
     let power = power_actor(myself, state).await?;
     let timeout = state.ctx.bmc.command_timeout + state.ctx.bmc.min_gap + Duration::from_secs(1);
     let span = tracing::Span::current();
-    let read = |reply| PowerMsg::traced(PowerMsg::Read(reply), &span);
-    match ractor::call_t!(power, read, timeout.as_millis() as u64) {
-        Ok(result) => result,
-        Err(e) => Err(format!("no answer from the power actor: {e}")),
-    }
+    let (tx, answer) = ractor::concurrency::oneshot();
+    power
+        .cast(PowerMsg::traced(PowerMsg::Read(tx.into()), &span))
+        .map_err(|e| format!("no answer from the power actor: {e}"))?;
+    Ok(PendingRead {
+        answer,
+        deadline: tokio::time::Instant::now() + timeout,
+    })
 }
 
 /// An event of the power actor: records what ended.

@@ -44,6 +44,8 @@ struct MachineState {
     log: Vec<String>,
     /// The BIOS settings the BMC reports (None: it has none).
     bios: Option<Vec<(String, String)>>,
+    /// How long a power read takes to answer.
+    read_delay: Duration,
 }
 
 impl Machine {
@@ -102,7 +104,11 @@ impl Bmc for MachineBmc {
         } else {
             PowerState::Off
         };
-        Box::pin(async move { Ok(p) })
+        let delay = m.read_delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(p)
+        })
     }
 
     fn power(&mut self, action: PowerAction) -> BmcFuture<'_, ()> {
@@ -498,11 +504,75 @@ async fn the_fake_interface_manages_and_provides_through_timed_steps() {
         .filter(|h| h.0 == "provision")
         .map(|h| h.1)
         .collect();
-    assert_eq!(actions.len(), 4, "{actions:?}");
-    assert!(actions[0].starts_with("manage: \"enroll\" -> \"verifying\""));
-    assert!(actions[1].starts_with("\"verifying\" -> \"manageable\""));
-    assert!(actions[2].starts_with("provide: \"manageable\" -> \"cleaning\""));
-    assert!(actions[3].starts_with("\"cleaning\" -> \"available\""));
+    // Verification answered at once: the verb and its result are one transition.
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    assert_eq!(
+        actions[0],
+        "manage: \"enroll\" -> \"verifying\" -> \"manageable\""
+    );
+    assert!(actions[1].starts_with("provide: \"manageable\" -> \"cleaning\""));
+    assert!(actions[2].starts_with("\"cleaning\" -> \"available\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quick_verification_is_one_write_and_a_slow_one_shows_verifying_first() {
+    // Answered at once: one status write, no `verifying` in the store ever.
+    let node = Setup::new("fake-hardware").start().await;
+    let writes = node.store.with(|i| i.writes_tried);
+    node.provision(1, Verb::Manage);
+    let st = node.provision_state(ProvisionState::Manageable).await;
+    assert_eq!(node.store.with(|i| i.writes_tried), writes + 1);
+    assert_eq!(st.provision_seq_done, 1);
+    assert_eq!(st.power_state, Some(PowerState::Off), "the read's answer");
+
+    // A BMC that takes 2 s to answer: `verifying` is written while the read is out, and the
+    // same read (one, not a second one) ends the verification.
+    let setup = Setup::new("fake-hardware");
+    setup.machine.0.lock().unwrap().read_delay = Duration::from_secs(2);
+    let machine = setup.machine.clone();
+    let node = setup.start().await;
+    let reads = machine.reads();
+    let writes = node.store.with(|i| i.writes_tried);
+    node.provision(1, Verb::Manage);
+    node.provision_state(ProvisionState::Verifying).await;
+    let st = node.provision_state(ProvisionState::Manageable).await;
+    assert_eq!(st.provision_seq_done, 1);
+    assert_eq!(
+        machine.reads(),
+        reads + 1,
+        "one power read verified the node"
+    );
+    assert_eq!(node.store.with(|i| i.writes_tried), writes + 2);
+    let actions: Vec<String> = node
+        .history()
+        .into_iter()
+        .filter(|h| h.0 == "provision")
+        .map(|h| h.1)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "manage: \"enroll\" -> \"verifying\"",
+            "\"verifying\" -> \"manageable\""
+        ]
+    );
+
+    // A read that fails at once: back to `enroll` with the error, in one write.
+    let setup = Setup::new("fake-hardware");
+    setup.machine.set_unreachable(true);
+    let node = setup.start().await;
+    node.provision(1, Verb::Manage);
+    let st = node
+        .until("the failed verification", |i| {
+            i.status.clone().filter(|s| s.provision_seq_done == 1)
+        })
+        .await;
+    assert_eq!(st.provision_state, ProvisionState::Enroll);
+    let error = st.last_error.unwrap_or_default();
+    assert!(
+        error.contains("failed to verify the node's driver"),
+        "{error}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
