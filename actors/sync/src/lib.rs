@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Reads whose slots fall in the same tick start together (slots are rounded down to a multiple
@@ -51,8 +51,18 @@ pub struct SweepStats {
 /// Runs sweeps until `list` answers None (the session ended). `list` gives the nodes to read
 /// now; `ask` hands one node its read with the permit it must drop when done, and answers false
 /// when the node is gone (the permit then comes back at once).
-pub async fn run<Id, L, F, A>(settings: SweepSettings, stats: Arc<SweepStats>, mut list: L, ask: A)
-where
+///
+/// While `pause` is true (the conductor's keepalives go unanswered: etcd is behind), no read
+/// starts; the rest of the sweep's schedule moves by the time paused, so reads do not come in a
+/// burst afterwards. Reads write only what changed, but each one costs the conductor and the
+/// BMC, and a conductor whose etcd is drowning should leave it the machine (`bench/MILLION.md`).
+pub async fn run<Id, L, F, A>(
+    settings: SweepSettings,
+    stats: Arc<SweepStats>,
+    mut pause: watch::Receiver<bool>,
+    mut list: L,
+    ask: A,
+) where
     L: FnMut() -> F,
     F: Future<Output = Option<Vec<Id>>>,
     A: Fn(Id, OwnedSemaphorePermit) -> bool,
@@ -61,13 +71,22 @@ where
     let sem = Arc::new(Semaphore::new(concurrency));
     loop {
         let start = Instant::now();
+        // Time paused so far in this sweep: the schedule's offset.
+        let mut shift = Duration::ZERO;
         let Some(ids) = list().await else {
             return;
         };
         let n = ids.len();
         let spacing = settings.interval / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
         for (i, id) in ids.into_iter().enumerate() {
-            tokio::time::sleep_until(start + slot(spacing, i)).await;
+            tokio::time::sleep_until(start + shift + slot(spacing, i)).await;
+            if *pause.borrow_and_update() {
+                let paused = Instant::now();
+                // A closed sender (the session's lease keeper is gone) pauses nothing.
+                let _ = pause.wait_for(|p| !*p).await;
+                shift += paused.elapsed();
+                metrics::SWEEPS.paused(paused.elapsed());
+            }
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 return;
             };
@@ -85,7 +104,7 @@ where
         stats
             .last_duration_ms
             .store(took.as_millis() as u64, Ordering::Relaxed);
-        if took > settings.interval * 3 && n > 0 {
+        if took.saturating_sub(shift) > settings.interval * 3 && n > 0 {
             tracing::warn!(nodes = n, took_ms = took.as_millis() as u64, interval_ms = settings.interval.as_millis() as u64, "a power sync sweep took more than three intervals (slow BMCs, or too few --sync-workers)");
         } else {
             tracing::debug!(
@@ -112,12 +131,14 @@ pub mod metrics {
         pub sweeps: Counter,
         pub last_seconds: Gauge<f64, AtomicU64>,
         pub last_nodes: Gauge,
+        pub paused_seconds: Counter<f64, AtomicU64>,
     }
 
     pub static SWEEPS: LazyLock<SweepMetrics> = LazyLock::new(|| SweepMetrics {
         sweeps: Counter::default(),
         last_seconds: Gauge::default(),
         last_nodes: Gauge::default(),
+        paused_seconds: Counter::default(),
     });
 
     impl SweepMetrics {
@@ -125,6 +146,10 @@ pub mod metrics {
             self.sweeps.inc();
             self.last_seconds.set(took.as_secs_f64());
             self.last_nodes.set(nodes as i64);
+        }
+
+        pub fn paused(&self, took: Duration) {
+            self.paused_seconds.inc_by(took.as_secs_f64());
         }
     }
 
@@ -145,6 +170,11 @@ pub mod metrics {
             "Nodes asked in this conductor's last finished power sync sweep",
             m.last_nodes.clone(),
         );
+        registry.register(
+            "ferric_sync_paused_seconds",
+            "Time this conductor's sweeps waited because etcd did not answer its keepalives",
+            m.paused_seconds.clone(),
+        );
     }
 }
 
@@ -160,6 +190,17 @@ mod tests {
         hold: Duration,
         sweeps: usize,
     ) -> (Vec<(usize, Duration)>, Arc<SweepStats>) {
+        let (_never, pause) = watch::channel(false);
+        sweep_with(n, settings, hold, sweeps, pause).await
+    }
+
+    async fn sweep_with(
+        n: usize,
+        settings: SweepSettings,
+        hold: Duration,
+        sweeps: usize,
+        pause: watch::Receiver<bool>,
+    ) -> (Vec<(usize, Duration)>, Arc<SweepStats>) {
         let asks: Arc<Mutex<Vec<(usize, Duration)>>> = Arc::default();
         let stats = Arc::new(SweepStats::default());
         let t0 = Instant::now();
@@ -168,6 +209,7 @@ mod tests {
         run(
             settings,
             stats.clone(),
+            pause,
             || {
                 let left = left.clone();
                 async move {
@@ -236,6 +278,41 @@ mod tests {
         }
         let took = stats.last_duration_ms.load(Ordering::Relaxed);
         assert!((25_000..26_500).contains(&took), "{took} ms");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_wait_while_etcd_is_behind_and_the_schedule_moves_by_the_pause() {
+        let settings = SweepSettings {
+            interval: Duration::from_secs(60),
+            concurrency: 8,
+        };
+        let (tx, pause) = watch::channel(false);
+        // Behind from 10.05 s to 20.05 s: after node 100's read (10.0 s), before node 101's.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10_050)).await;
+            tx.send_replace(true);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            tx.send_replace(false);
+            // Held until the sweep ends: a closed sender pauses nothing either way.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        });
+        let (asks, stats) = sweep_with(600, settings, Duration::from_millis(50), 1, pause).await;
+        assert_eq!(asks.len(), 600);
+        for (id, at) in &asks {
+            let mut want = Duration::from_millis(*id as u64 * 100);
+            if *id > 100 {
+                // Node 101 was due at 10.1 s and waited until 20.05 s; the rest follow at the
+                // same spacing from there.
+                want += Duration::from_millis(9_950);
+            }
+            assert!(
+                *at >= want && *at < want + Duration::from_millis(5),
+                "node {id} at {at:?}, want {want:?}"
+            );
+        }
+        let took = stats.last_duration_ms.load(Ordering::Relaxed);
+        // The sweep's duration counts the pause: nodes went unread that long.
+        assert!((69_900..70_100).contains(&took), "{took} ms");
     }
 
     #[tokio::test(start_paused = true)]

@@ -435,9 +435,15 @@ impl<'a> Session<'a> {
         let inputs = self.inputs_tx.clone();
         let sup = self.sup.clone();
         let stats = opts.sweeps.clone();
+        // Reads wait while etcd does not answer this session's keepalives, as reservations do.
+        let pause = match &self.lease {
+            Some(lease) => lease.behind(),
+            None => tokio::sync::watch::channel(false).1,
+        };
         self.sweeper = Some(tokio::spawn(ferric_sync::run(
             settings,
             stats,
+            pause,
             move || {
                 let inputs = inputs.clone();
                 async move {
