@@ -285,6 +285,14 @@ impl ferric_node::OwnershipHook for Deliveries {
     fn released_all(&self) {
         self.0.released_all();
     }
+    fn event_written(
+        &self,
+        id: ferric_model::NodeId,
+        token: ferric_model::FenceToken,
+        event: &ferric_model::EventRecord,
+    ) {
+        self.0.written(id, token, event.clone());
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -49,12 +49,20 @@ pub struct ConductorConfig {
 }
 
 /// Told which nodes this conductor holds: `owned` when a node's actor started, `released` when
-/// it stopped, `released_all` when a session ended. Calls must return at once (they run on the
-/// session's event loop).
+/// it stopped, `released_all` when a session ended; and `event_written` when a node actor's
+/// status write with an outbox event succeeded (the event deliverer takes it from here instead
+/// of every conductor watching `events/`). Calls must return at once (they run on the session's
+/// event loop and in node actors).
 pub trait OwnershipHook: Send + Sync + std::fmt::Debug {
     fn owned(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken);
     fn released(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken);
     fn released_all(&self);
+    fn event_written(
+        &self,
+        id: ferric_model::NodeId,
+        token: ferric_model::FenceToken,
+        event: &ferric_model::EventRecord,
+    );
 }
 
 /// Power sync's settings of one conductor (`ferric conductor --sync-*`).

@@ -9,6 +9,7 @@ use ferric_model::{
     NodeStatus, ProvisionRequest, RemediationPolicy, Verb,
 };
 use futures::future::BoxFuture;
+use std::sync::Arc;
 
 /// A change the owning conductor makes to a node's spec (the only spec writes a conductor
 /// makes; see DESIGN.md's keyspace). Pure: `apply` is what every store runs.
@@ -117,6 +118,8 @@ pub trait NodeStore: Send + Sync + 'static {
 pub struct EtcdStore {
     pub cluster: Cluster,
     pub writer: StatusWriter,
+    /// Told of every outbox event written (the conductor's event deliverer).
+    pub events: Option<Arc<dyn crate::conductor::OwnershipHook>>,
 }
 
 impl NodeStore for EtcdStore {
@@ -139,7 +142,18 @@ impl NodeStore for EtcdStore {
         history: Option<&'a HistoryEntry>,
         event: Option<&'a EventRecord>,
     ) -> BoxFuture<'a, Result<(), ClusterError>> {
-        Box::pin(self.writer.write_with(id, token, status, history, event))
+        Box::pin(async move {
+            self.writer
+                .write_with(id, token, status, history, event)
+                .await?;
+            // Only a write etcd confirmed: an unconfirmed one stays with the actor, which
+            // writes the same event again until etcd confirms it (`effects::flush`), or is
+            // fenced, and then the next owner reads the node's events from etcd.
+            if let (Some(event), Some(hook)) = (event, &self.events) {
+                hook.event_written(id, token, event);
+            }
+            Ok(())
+        })
     }
 
     fn update_spec<'a>(

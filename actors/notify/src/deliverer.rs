@@ -2,8 +2,12 @@
 //! conductor holds to each configured receiver, in order per node, at least once.
 //!
 //! It learns what it holds from the session ([`Notifier::owned`] / [`Notifier::released`], never
-//! blocking), reads each held node's events and cursor once, then follows `events/` with one
-//! watch. Per receiver ("lane"), requests carry many events across nodes (a node's events in
+//! blocking) and reads each held node's events and cursor once. New events come from the node
+//! actors of the same process ([`Notifier::written`], after etcd confirmed the status write that
+//! carried the event), not from a watch of `events/`: only the owner delivers a node's events,
+//! so no other conductor needs to receive them. A write etcd did not confirm is written again
+//! by its actor until it is (the same event, same sequence number), or the actor is fenced and
+//! the next owner reads the node's events from etcd. Per receiver ("lane"), requests carry many events across nodes (a node's events in
 //! order, a node in at most one request at a time); results move the node's cursor in memory
 //! and the cursor is written fenced, batched. A request that fails as a whole backs the lane
 //! off (capped, jittered); an event the receiver refuses for good (Nova's 404) is recorded and
@@ -78,6 +82,7 @@ enum Ctl {
     Owned(NodeId, FenceToken),
     Released(NodeId, FenceToken),
     ReleasedAll,
+    Written(NodeId, FenceToken, EventRecord),
 }
 
 /// The session's handle on the deliverer. Calls never block.
@@ -105,6 +110,10 @@ impl Notifier {
     /// The session ended: nothing is held any more.
     pub fn released_all(&self) {
         let _ = self.tx.send(Ctl::ReleasedAll);
+    }
+    /// The node's actor wrote `event` under `token`, and etcd confirmed it.
+    pub fn written(&self, id: NodeId, token: FenceToken, event: EventRecord) {
+        let _ = self.tx.send(Ctl::Written(id, token, event));
     }
 }
 
@@ -196,7 +205,6 @@ enum Input {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WatchKind {
-    Events,
     Resend,
 }
 
@@ -356,10 +364,7 @@ impl Deliverer {
                 return;
             }
         };
-        for (kind, prefix) in [
-            (WatchKind::Events, self.cluster.keys().events()),
-            (WatchKind::Resend, self.cluster.keys().resends()),
-        ] {
+        for (kind, prefix) in [(WatchKind::Resend, self.cluster.keys().resends())] {
             match self.cluster.watch_prefix(&prefix, from).await {
                 Ok(w) => {
                     self.watch_tasks
@@ -415,6 +420,15 @@ impl Deliverer {
                 for id in all {
                     self.forget(id);
                 }
+            }
+            Ctl::Written(id, token, event) => {
+                // A node not (or no longer, or not yet) held under this token: whoever holds
+                // it next reads its events from etcd, this one included.
+                let Some(n) = self.nodes.get_mut(&id).filter(|n| n.token == token) else {
+                    return;
+                };
+                n.events.entry(event.seq).or_insert_with(|| Arc::new(event));
+                self.refresh(id);
             }
         }
     }
@@ -493,21 +507,6 @@ impl Deliverer {
                 tracing::warn!(error = %lost, "event watch lost; following again");
                 self.watch_broken = true;
             }
-            Input::Watch(WatchKind::Events, Ok(batch)) => {
-                for ev in batch {
-                    let WatchEvent::Put { key, value, .. } = ev else {
-                        continue;
-                    };
-                    let Some((id, seq)) = self.cluster.event_of(&key) else {
-                        continue;
-                    };
-                    if !self.nodes.contains_key(&id) {
-                        continue;
-                    }
-                    self.add_event(id, seq, &value);
-                    self.refresh(id);
-                }
-            }
             Input::Watch(WatchKind::Resend, Ok(batch)) => {
                 for ev in batch {
                     let WatchEvent::Put { key, value, .. } = ev else {
@@ -569,22 +568,6 @@ impl Deliverer {
                         tracing::warn!(node = %id, error = %e, "compacting events failed; retrying later")
                     }
                 }
-            }
-        }
-    }
-
-    fn add_event(&mut self, id: NodeId, seq: u64, value: &[u8]) {
-        let Some(n) = self.nodes.get_mut(&id) else {
-            return;
-        };
-        match decode::<EventRecord>(value) {
-            Ok(ev) => {
-                n.events.entry(seq).or_insert_with(|| Arc::new(ev));
-            }
-            Err(e) => {
-                // Skipped by every receiver (nothing to send), compacted with the others.
-                tracing::error!(node = %id, seq, error = %e, "unreadable event skipped");
-                n.finished.push_back((seq, 0));
             }
         }
     }

@@ -385,6 +385,7 @@ impl<'a> Session<'a> {
             store: Arc::new(EtcdStore {
                 cluster: self.cluster.clone(),
                 writer: self.writer.clone(),
+                events: self.cfg.ownership_hook.clone(),
             }),
             fence: lease.fence(),
             bmc: self.cfg.bmc.clone(),
