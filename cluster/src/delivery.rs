@@ -112,6 +112,16 @@ impl Cluster {
         &self,
         ids: &HashSet<NodeId>,
     ) -> Result<HashMap<NodeId, NodeEvents>, ClusterError> {
+        Ok(self.nodes_events_scanned(ids).await?.0)
+    }
+
+    /// [`Cluster::nodes_events`], and how many keys the two reads went through (the whole
+    /// prefixes, whatever `ids` holds): what the deliverer weighs a bulk read by.
+    pub async fn nodes_events_scanned(
+        &self,
+        ids: &HashSet<NodeId>,
+    ) -> Result<(HashMap<NodeId, NodeEvents>, usize), ClusterError> {
+        let mut scanned = 0usize;
         let mut out: HashMap<NodeId, NodeEvents> = ids
             .iter()
             .map(|id| {
@@ -125,6 +135,7 @@ impl Cluster {
             .collect();
         let delivery_prefix = format!("{}delivery/", self.keys().prefix());
         let rev = for_each_in_prefix(self, &delivery_prefix, None, false, |kv| {
+            scanned += 1;
             let Some(id) = self.keys().node_id_of(kv.key()) else {
                 return;
             };
@@ -134,6 +145,7 @@ impl Cluster {
         })
         .await?;
         for_each_in_prefix(self, &self.keys().events(), Some(rev), false, |kv| {
+            scanned += 1;
             let Some((id, seq)) = self.event_of(kv.key()) else {
                 return;
             };
@@ -145,7 +157,7 @@ impl Cluster {
         for n in out.values_mut() {
             n.revision = rev;
         }
-        Ok(out)
+        Ok((out, scanned))
     }
 
     /// The race guard's read: a node's cursor and its last event (highest seq), at one revision.

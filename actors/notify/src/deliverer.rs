@@ -152,6 +152,7 @@ pub fn spawn(cluster: Cluster, cfg: NotifyConfig, shutdown: watch::Receiver<bool
         few_loading: 0,
         to_load: HashMap::new(),
         bulk_loading: false,
+        bulk_scanned: None,
         unflushed: BTreeSet::new(),
         writes_in_flight: 0,
         watch_tasks: Vec::new(),
@@ -190,10 +191,11 @@ enum Input {
         Vec<(NodeId, FenceToken)>,
         Result<Vec<(NodeId, NodeEvents)>, ClusterError>,
     ),
-    /// A bulk load: the nodes asked for, and their events and cursors.
+    /// A bulk load: the nodes asked for, and their events and cursors, and the keys the read
+    /// went through.
     LoadedMany(
         Vec<(NodeId, FenceToken)>,
-        Result<HashMap<NodeId, NodeEvents>, ClusterError>,
+        Result<(HashMap<NodeId, NodeEvents>, usize), ClusterError>,
     ),
     Sent(Sink, Vec<Part>, Result<Vec<Option<Outcome>>, SendError>),
     Written(
@@ -274,6 +276,8 @@ struct Deliverer {
     /// Nodes whose events and cursor are to be read (see [`Deliverer::start_loads`]).
     to_load: HashMap<NodeId, FenceToken>,
     bulk_loading: bool,
+    /// Keys the last bulk read went through (None: no bulk read yet).
+    bulk_scanned: Option<usize>,
     writes_in_flight: usize,
     watch_tasks: Vec<tokio::task::JoinHandle<()>>,
     watch_broken: bool,
@@ -285,6 +289,17 @@ impl Drop for Deliverer {
             t.abort();
         }
     }
+}
+
+/// Whether one bulk read (the whole `delivery/` and `events/` prefixes) is the cheaper way to
+/// read `queued` nodes' events: from `min` nodes on, unless the last bulk read went through more
+/// than eight keys per queued node. A bulk read costs what the whole fleet's cursors and events
+/// weigh, grouped reads what the queued nodes' do: at a million nodes with notifications on, a
+/// survivor of a failover taking its share a few thousand at a time would otherwise read every
+/// node's cursor and retained events again for each few thousand. Grouped reads cost etcd more
+/// per key (a range per node), hence eight and not two keys per node.
+fn bulk_pays(queued: usize, min: usize, last_scanned: Option<usize>) -> bool {
+    queued >= min && last_scanned.is_none_or(|scanned| queued.saturating_mul(8) >= scanned)
 }
 
 /// The retry delay after `failures` failed attempts: doubling from 100 ms, capped, with up to
@@ -457,7 +472,11 @@ impl Deliverer {
         if self.to_load.is_empty() || self.bulk_loading {
             return;
         }
-        let bulk = self.to_load.len() >= self.shared.cfg.bulk_load_min;
+        let bulk = bulk_pays(
+            self.to_load.len(),
+            self.shared.cfg.bulk_load_min,
+            self.bulk_scanned,
+        );
         if !bulk && self.few_loading >= FEW_LOADS {
             return;
         }
@@ -483,7 +502,7 @@ impl Deliverer {
         );
         tokio::spawn(async move {
             let ids = queued.iter().map(|(id, _)| *id).collect();
-            let result = cluster.nodes_events(&ids).await;
+            let result = cluster.nodes_events_scanned(&ids).await;
             if result.is_err() {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -536,7 +555,8 @@ impl Deliverer {
             Input::LoadedMany(asked, result) => {
                 self.bulk_loading = false;
                 match result {
-                    Ok(mut found) => {
+                    Ok((mut found, scanned)) => {
+                        self.bulk_scanned = Some(scanned);
                         for (id, token) in asked {
                             let events = found.remove(&id).ok_or_else(|| {
                                 ClusterError::Internal("missing from the bulk read".into())
@@ -1100,6 +1120,20 @@ async fn forward(kind: WatchKind, mut watch: PrefixWatch, tx: mpsc::Sender<Input
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bulk_read_is_chosen_only_while_it_reads_little_more_than_asked() {
+        // Too few nodes: grouped reads, whatever the fleet.
+        assert!(!bulk_pays(63, 64, None));
+        // The first time many are queued (a start-up): bulk.
+        assert!(bulk_pays(64, 64, None));
+        // An empty outbox (the last bulk read found nothing): bulk stays cheap.
+        assert!(bulk_pays(64, 64, Some(0)));
+        // 3,840 nodes queued after a bulk read of a million keys: grouped reads.
+        assert!(!bulk_pays(3_840, 64, Some(1_000_000)));
+        // 200,000 queued against a million keys: bulk again.
+        assert!(bulk_pays(200_000, 64, Some(1_000_000)));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
