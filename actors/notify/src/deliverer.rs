@@ -265,7 +265,10 @@ struct Deliverer {
     cluster: Cluster,
     shared: Arc<Shared>,
     stats: Arc<Stats>,
-    nodes: HashMap<NodeId, NodeQ>,
+    /// Boxed: a held node's queue is about 300 bytes, and the table keeps up to twice as many
+    /// slots as nodes (heaptrack at 30,000 nodes: 0.95 KB per node at its peak with the queues
+    /// inline; a conductor's RSS per node 10.84 KiB before, 10.59 to 10.78 after).
+    nodes: HashMap<NodeId, Box<NodeQ>>,
     lanes: [Lane; 2],
     inputs_tx: mpsc::Sender<Input>,
     /// Grouped reads of a few nodes' events in flight (see [`Deliverer::start_loads`]).
@@ -410,7 +413,7 @@ impl Deliverer {
                 self.forget(id);
                 self.nodes.insert(
                     id,
-                    NodeQ {
+                    Box::new(NodeQ {
                         token,
                         loaded: false,
                         events: BTreeMap::new(),
@@ -421,7 +424,7 @@ impl Deliverer {
                         written: 0,
                         writing: false,
                         compacting: false,
-                    },
+                    }),
                 );
                 self.load(id, token);
             }
