@@ -303,6 +303,15 @@ impl Node {
     }
 
     /// (kind, action, requested_by, result) of every history entry.
+    /// The actions of the node's provisioning history entries, oldest first.
+    fn provision_actions(&self) -> Vec<String> {
+        self.history()
+            .into_iter()
+            .filter(|h| h.0 == "provision")
+            .map(|h| h.1)
+            .collect()
+    }
+
     fn history(&self) -> Vec<(String, String, String, String)> {
         self.store.with(|i| {
             i.history
@@ -498,12 +507,7 @@ async fn the_fake_interface_manages_and_provides_through_timed_steps() {
     let st = node.provision_state(ProvisionState::Available).await;
     assert_eq!(st.provision_seq_done, 2);
     assert_eq!(st.last_error, None);
-    let actions: Vec<String> = node
-        .history()
-        .into_iter()
-        .filter(|h| h.0 == "provision")
-        .map(|h| h.1)
-        .collect();
+    let actions = node.provision_actions();
     // Verification answered at once: the verb and its result are one transition.
     assert_eq!(actions.len(), 3, "{actions:?}");
     assert_eq!(
@@ -543,12 +547,7 @@ async fn a_quick_verification_is_one_write_and_a_slow_one_shows_verifying_first(
         "one power read verified the node"
     );
     assert_eq!(node.store.with(|i| i.writes_tried), writes + 2);
-    let actions: Vec<String> = node
-        .history()
-        .into_iter()
-        .filter(|h| h.0 == "provision")
-        .map(|h| h.1)
-        .collect();
+    let actions = node.provision_actions();
     assert_eq!(
         actions,
         [
