@@ -7,7 +7,9 @@
 //! carried the event), not from a watch of `events/`: only the owner delivers a node's events,
 //! so no other conductor needs to receive them. A write etcd did not confirm is written again
 //! by its actor until it is (the same event, same sequence number), or the actor is fenced and
-//! the next owner reads the node's events from etcd. Per receiver ("lane"), requests carry many events across nodes (a node's events in
+//! the next owner reads the node's events from etcd.
+//!
+//! Per receiver ("lane"), requests carry many events across nodes (a node's events in
 //! order, a node in at most one request at a time); results move the node's cursor in memory
 //! and the cursor is written fenced, batched. A request that fails as a whole backs the lane
 //! off (capped, jittered); an event the receiver refuses for good (Nova's 404) is recorded and
