@@ -84,8 +84,9 @@ pub async fn run<Id, L, F, A>(
                 let paused = Instant::now();
                 // A closed sender (the session's lease keeper is gone) pauses nothing.
                 let _ = pause.wait_for(|p| !*p).await;
-                shift += paused.elapsed();
-                metrics::SWEEPS.paused(paused.elapsed());
+                let waited = paused.elapsed();
+                shift += waited;
+                metrics::SWEEPS.paused(waited);
             }
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 return;

@@ -183,12 +183,11 @@ pub(super) struct PendingRead {
 impl PendingRead {
     /// The answer, waiting at most until the read's deadline (the BMC's command timeout and
     /// gap, and a second more).
-    pub(super) async fn answer(mut self) -> Result<PowerState, String> {
-        match tokio::time::timeout_at(self.deadline, &mut self.answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("no answer from the power actor: it stopped".into()),
-            Err(_) => Err("no answer from the power actor: timed out".into()),
-        }
+    pub(super) async fn answer(self) -> Result<PowerState, String> {
+        // `within` stops at the read's deadline at the latest.
+        self.within(Duration::MAX)
+            .await
+            .unwrap_or_else(|_| Err("no answer from the power actor: timed out".into()))
     }
 
     /// The answer if it comes within `wait`; otherwise the read is still pending.
@@ -196,7 +195,9 @@ impl PendingRead {
         mut self,
         wait: Duration,
     ) -> Result<Result<PowerState, String>, PendingRead> {
-        let until = self.deadline.min(tokio::time::Instant::now() + wait);
+        let until = tokio::time::Instant::now()
+            .checked_add(wait)
+            .map_or(self.deadline, |at| at.min(self.deadline));
         match tokio::time::timeout_at(until, &mut self.answer).await {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(_)) => Ok(Err("no answer from the power actor: it stopped".into())),
