@@ -171,7 +171,11 @@ impl Actor for PowerActor {
         msg: PowerMsg,
         state: &mut PowerState_,
     ) -> Result<(), ActorProcessingErr> {
-        state.last_activity = Instant::now();
+        if !matches!(msg, PowerMsg::IdleCheck) {
+            // The idle check itself is not activity: counting it kept every session open for
+            // good once it had been used (found when parking idle nodes, issue 17).
+            state.last_activity = Instant::now();
+        }
         // An operation's span lasts until it ends; any other message's only while it is handled.
         let mut restore = None;
         let msg = match msg {
@@ -601,6 +605,28 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), ["read", "power on", "read"]);
         actor.stop(None);
         handle.await.unwrap();
+    }
+
+    /// A session closes once nothing has used it for the idle timeout (30 s), also after it
+    /// was used; one in use is kept.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_session_closes_after_its_timeout() {
+        let (actor, handle, _fence, log, mut events) = spawn(true).await;
+        actor
+            .send_message(PowerMsg::Run(power_on(1), Phase::Begin))
+            .unwrap();
+        events.recv().await.expect("the outcome");
+        // Used again 20 s later: 30 s from then it is still open at 45 s.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let read = ractor::call_t!(actor, PowerMsg::Read, 10_000).expect("an answer");
+        assert_eq!(read, Ok(PowerState::On));
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        assert!(!handle.is_finished(), "closed while in use");
+        tokio::time::timeout(Duration::from_secs(60), handle)
+            .await
+            .expect("the idle session closes")
+            .unwrap();
+        assert_eq!(*log.lock().unwrap(), ["read", "power on", "read", "read"]);
     }
 
     #[tokio::test]
