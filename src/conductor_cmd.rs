@@ -38,6 +38,11 @@ pub struct Args {
     /// Reservation batches (of up to 120 nodes) in flight at once.
     #[arg(long, default_value_t = 8)]
     pub acquire_parallel: usize,
+    /// Keep an actor for every held node, also while it is at rest. By default a node with
+    /// nothing going on is parked: its actor ends and its records stay in memory until a
+    /// message for it (a spec change, a heartbeat, a sweep's read) starts one again.
+    #[arg(long)]
+    pub keep_idle_actors: bool,
     /// Minimum time between two commands to the same BMC, in milliseconds (BMCs fall over when
     /// hammered; Ironic keeps 5 s for IPMI).
     #[arg(long, default_value_t = 500, env = "FERRIC_BMC_MIN_GAP_MS")]
@@ -363,7 +368,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (supervisor, sup_handle) = Actor::spawn(None, NodeSupervisor, events_tx)
+    let sup_args = ferric_node::SupervisorArgs {
+        events: events_tx,
+        park: !args.keep_idle_actors,
+    };
+    let (supervisor, sup_handle) = Actor::spawn(None, NodeSupervisor, sup_args)
         .await
         .context("starting the node supervisor")?;
     let config = ConductorConfig {

@@ -16,4 +16,4 @@ pub use conductor::{run, ConductorConfig, OwnershipHook, SyncOptions};
 pub use error::{ConductorError, NodeError};
 pub use node_actor::{NodeActor, NodeArgs, NodeCtx, NodeMsg, NodeSnapshot};
 pub use store::{EtcdStore, NodeStore, SpecChange};
-pub use supervisor::{NodeEvent, NodeSupervisor, SupervisorMsg};
+pub use supervisor::{NodeEvent, NodeSupervisor, SupervisorArgs, SupervisorMsg};

@@ -16,6 +16,7 @@ pub struct ResultLabel {
 
 pub struct NodeMetrics {
     pub actors: Gauge,
+    pub parked: Gauge,
     pub reservations: Gauge,
     pub sync_reads: Family<ResultLabel, Counter>,
     pub agent_calls: Family<ResultLabel, Counter>,
@@ -23,6 +24,7 @@ pub struct NodeMetrics {
 
 pub static NODES: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
     actors: Gauge::default(),
+    parked: Gauge::default(),
     reservations: Gauge::default(),
     sync_reads: Family::default(),
     agent_calls: Family::default(),
@@ -33,8 +35,13 @@ pub fn register(registry: &mut Registry) {
     let m = &*NODES;
     registry.register(
         "ferric_node_actors",
-        "Node actors running on this conductor",
+        "Nodes this conductor runs: with an actor of their own, or parked at rest (ferric_node_parked of them)",
         m.actors.clone(),
+    );
+    registry.register(
+        "ferric_node_parked",
+        "Nodes at rest kept as records by the supervisor instead of an actor each",
+        m.parked.clone(),
     );
     registry.register(
         "ferric_reservations_held",

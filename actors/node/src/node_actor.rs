@@ -28,6 +28,7 @@ use crate::decide::node_state::{rebase_sequences, unserved_condition};
 use crate::decide::sync::SyncSettings;
 use crate::error::NodeError;
 use crate::store::NodeStore;
+use crate::supervisor::SupervisorMsg;
 use effects::{history, record, requeue, settle, Extras, RETRY};
 use ferric_cluster::{Cluster, SelfFence};
 use ferric_console::{ConsoleActor, ConsoleContext, ConsoleMsg, ConsoleTarget, StopReason};
@@ -172,6 +173,34 @@ pub struct Initial {
     pub spec: Result<NodeSpec, CodecError>,
     pub spec_rev: i64,
     pub status: Option<Result<NodeStatus, CodecError>>,
+    /// The newest heartbeat revision already looked at (0 on a first start).
+    pub hb_seen: i64,
+}
+
+/// A node at rest as its supervisor keeps it instead of an actor: what the actor needs to start
+/// again exactly where it stopped, without reading etcd. See `supervisor`, "Parking".
+pub struct Parked {
+    spec: Box<NodeSpec>,
+    spec_rev: i64,
+    status: NodeStatus,
+    hb_seen: i64,
+}
+
+impl Parked {
+    /// The spec revision the node was at.
+    pub fn spec_rev(&self) -> i64 {
+        self.spec_rev
+    }
+
+    /// What the actor that takes the node up again starts from.
+    pub fn into_initial(self) -> Initial {
+        Initial {
+            spec: Ok(*self.spec),
+            spec_rev: self.spec_rev,
+            status: Some(Ok(self.status)),
+            hb_seen: self.hb_seen,
+        }
+    }
 }
 
 pub struct NodeArgs {
@@ -233,6 +262,9 @@ pub enum NodeMsg {
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     Ping(RpcReplyPort<NodeSnapshot>),
+    /// From the supervisor after this actor said it is at rest: the node's records if it still
+    /// is (the actor is then stopped and the supervisor keeps them), None if it is not.
+    Park(RpcReplyPort<Option<Box<Parked>>>),
 }
 
 pub struct NodeState {
@@ -289,6 +321,14 @@ pub struct NodeState {
     agent_call: Option<tokio::task::AbortHandle>,
     /// Numbers the agent calls: an answer of a call no longer in flight is ignored.
     agent_call_seq: u64,
+    /// The spec's `automated_clean` was empty and took the cluster's default (see
+    /// `set_parsed_spec`): a parked copy gives it back empty.
+    clean_defaulted: bool,
+    /// The supervisor was told this node is at rest (and nothing happened since).
+    rest_told: bool,
+    /// This actor handed its records to the supervisor to be parked: anything that still
+    /// reaches it goes back to the supervisor, which holds it for the next actor.
+    parked: bool,
 }
 
 impl NodeState {
@@ -311,7 +351,8 @@ impl NodeState {
         // the decisions read, when the spec arrives (a change of the default applies to a node
         // at its next spec change or actor start). Never written back: spec changes by the
         // owner are applied to the record read from etcd.
-        if spec.automated_clean.is_none() {
+        self.clean_defaulted = spec.automated_clean.is_none();
+        if self.clean_defaulted {
             spec.automated_clean = Some(self.ctx.sync.config.borrow().automated_clean);
         }
         match info {
@@ -373,6 +414,57 @@ impl NodeState {
         }
     }
 
+    /// Whether nothing is going on for this node and nothing will until a message comes from
+    /// outside (a spec change, a heartbeat, a sweep's read, a policy change): no operation,
+    /// session, console, agent call or timer, nothing unwritten, a settled provision state, no
+    /// pending request, and the status already this owner's. Such a node is parked by its
+    /// supervisor (its actor ends; the next message starts one from the parked records).
+    fn at_rest(&self) -> bool {
+        use ProvisionState as S;
+        let Some(spec) = self.spec.as_deref() else {
+            return false;
+        };
+        let st = &self.status;
+        let quiet = self.passive.is_none()
+            && !self.spec_unreadable
+            && !self.status_unread
+            && self.unsent.is_empty()
+            && self.own_flip.is_none()
+            && self.power.is_none()
+            && !self.in_flight.is_busy()
+            && self.console.is_none()
+            && self.agent_call.is_none()
+            && self.early_hb.is_none()
+            && self.sync_mismatch.is_none()
+            && !self.bios_due
+            && !self.token_wipe_due
+            && !self.timers.any();
+        let settled = !st.provision_state.is_busy()
+            && !st.provision_state.is_wait()
+            && st.provision_state != S::Verifying
+            && st.power_op.is_none()
+            && spec.pending_power(st).is_none()
+            && spec.pending_boot_device(st).is_none()
+            && spec.pending_provision(st).is_none()
+            && !spec.console_enabled;
+        let taken = st.owner.as_deref() == Some(self.ctx.me.as_str()) && st.fence == self.token.0;
+        quiet && settled && taken
+    }
+
+    /// The records a parked node starts again from (`at_rest` holds).
+    fn parked_copy(&self) -> Option<Box<Parked>> {
+        let mut spec = self.spec.clone()?;
+        if self.clean_defaulted {
+            spec.automated_clean = None;
+        }
+        Some(Box::new(Parked {
+            spec,
+            spec_rev: self.spec_rev,
+            status: self.status.clone(),
+            hb_seen: self.hb_seen,
+        }))
+    }
+
     /// How long this node's wait states wait for the agent.
     fn callback_timeout_ms(&self) -> u64 {
         callback_timeout_ms(&self.info, self.ctx.callback_timeout_ms)
@@ -428,6 +520,9 @@ impl Actor for NodeActor {
             token_wipe_due: false,
             agent_call: None,
             agent_call_seq: 0,
+            clean_defaulted: false,
+            rest_told: false,
+            parked: false,
         };
         let from_store = args.initial.is_none();
         let initial = match args.initial {
@@ -435,6 +530,7 @@ impl Actor for NodeActor {
             None => Box::pin(read_initial(&*state.ctx.store, state.id)).await?,
         };
         state.spec_rev = initial.spec_rev;
+        state.hb_seen = initial.hb_seen;
         match initial.spec {
             Ok(spec) => state.set_spec(spec),
             Err(e) => {
@@ -473,7 +569,23 @@ impl Actor for NodeActor {
         msg: NodeMsg,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        Box::pin(handle(myself, msg, state)).await
+        if state.parked {
+            // Handed to the supervisor already: it holds this for the node's next actor.
+            if let Some(sup) = myself.try_get_supervisor() {
+                let _ = sup.send_message(SupervisorMsg::Forward(state.id, msg));
+            }
+            return Ok(());
+        }
+        if let NodeMsg::Park(reply) = msg {
+            let copy = state.at_rest().then(|| state.parked_copy()).flatten();
+            state.parked = copy.is_some();
+            state.rest_told = false;
+            let _ = reply.send(copy);
+            return Ok(());
+        }
+        Box::pin(handle(myself.clone(), msg, state)).await?;
+        tell_rest(&myself, state);
+        Ok(())
     }
 
     async fn post_stop(
@@ -542,8 +654,23 @@ impl Actor for NodeActor {
                 requeue(&myself, state, RETRY);
             }
         }
+        if !state.parked {
+            tell_rest(&myself, state);
+        }
         Ok(())
     }
+}
+
+/// Tells the supervisor when this node comes to rest (once per rest), so that it can park it.
+fn tell_rest(myself: &ActorRef<NodeMsg>, state: &mut NodeState) {
+    let rest = state.at_rest();
+    if rest && !state.rest_told {
+        if let Some(sup) = myself.try_get_supervisor() {
+            // Another kind of parent (a test's) does not take it: nothing to tell.
+            let _ = sup.send_message(SupervisorMsg::AtRest(state.id, myself.get_id()));
+        }
+    }
+    state.rest_told = rest;
 }
 
 /// One message's work (see [`NodeActor::handle`]).
@@ -564,6 +691,7 @@ async fn handle(
             Box::pin(reconcile::reconcile(&myself, state)).await
         }
         NodeMsg::SpecAt(rev) => {
+            state.timers.spec_at = false;
             if rev <= state.spec_rev {
                 return Ok(());
             }
@@ -582,6 +710,7 @@ async fn handle(
                     state.failures = state.failures.saturating_add(1);
                     let after = effects::retry_delay(state.failures, state.id.as_bytes()[0]);
                     tracing::warn!(node = %state.id, error = %e, "cannot read the spec after a lost watch; retrying");
+                    state.timers.spec_at = true;
                     myself.send_after(after, move || NodeMsg::SpecAt(rev));
                     return Ok(());
                 }
@@ -624,6 +753,11 @@ async fn handle(
         }
         NodeMsg::Sync { probe, permit } => {
             Box::pin(sync::on_sync(&myself, state, probe, permit)).await
+        }
+        NodeMsg::Park(reply) => {
+            // Taken in `NodeActor::handle`.
+            let _ = reply.send(None);
+            return Ok(());
         }
         NodeMsg::Ping(reply) => {
             let _ = reply.send(NodeSnapshot {
@@ -736,11 +870,13 @@ async fn read_initial(store: &dyn NodeStore, id: NodeId) -> Result<Initial, Acto
                     reason: e,
                 }),
             }),
+            hb_seen: 0,
         }),
         Err(ferric_cluster::ClusterError::Corrupt { source, .. }) => Ok(Initial {
             spec: Err(source),
             spec_rev: 0,
             status: None,
+            hb_seen: 0,
         }),
         Err(e) => Err(Box::new(e)),
     }

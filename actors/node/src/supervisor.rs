@@ -15,8 +15,29 @@
 //! respawned with the same fencing token after a capped exponential backoff; after
 //! `RESTART_BUDGET` crashes within `RESTART_WINDOW` the supervisor gives up on that node and
 //! records the failure in its status.
+//!
+//! # Parking
+//!
+//! Most of a large fleet sits idle: `available` or `active`, powered as asked, nothing
+//! pending. An actor costs about 9 KB whatever its node does (ractor's two channels and the
+//! actor's task; `bench/MILLION.md`), so an idle node is *parked*: its actor ends and the
+//! supervisor keeps the node's records (`Parked`, about 1.5 KB). The node stays held under
+//! the same reservation and fencing token; the session sees no change (no `Stopped`).
+//!
+//! 1. An actor whose node comes to rest (`NodeState::at_rest`: no operation, session, console,
+//!    agent call, timer or unwritten status, a settled provision state, nothing pending) says
+//!    so (`AtRest`).
+//! 2. The supervisor sends it `Park` through its mailbox, so after everything forwarded before,
+//!    and holds whatever comes for the node from then on.
+//! 3. The actor answers with its records if it is still at rest (then it forwards anything that
+//!    still reaches it back here), or None. With records the supervisor stops the actor and
+//!    keeps them; either way the held messages go on, to a new actor if the node is parked.
+//! 4. Any message for a parked node starts its actor again from the parked records (no etcd
+//!    read) and is delivered to it; a `SpecAt` the parked spec is already at is dropped.
+//!
+//! A sweep's read wakes a parked node and it parks again once the read is done.
 
-use crate::node_actor::{NodeActor, NodeArgs, NodeCtx, NodeMsg};
+use crate::node_actor::{NodeActor, NodeArgs, NodeCtx, NodeMsg, Parked};
 use ferric_model::{FenceToken, NodeId};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
@@ -27,6 +48,8 @@ use tokio::sync::mpsc;
 
 pub const REASON_FENCED: &str = "fenced";
 pub const REASON_RELEASED: &str = "released";
+/// An actor ended because its node was parked (see "Parking").
+pub const REASON_PARKED: &str = "parked";
 pub const RESTART_BUDGET: usize = 5;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -45,6 +68,13 @@ pub enum NodeEvent {
     },
 }
 
+/// How the supervisor is set up.
+pub struct SupervisorArgs {
+    pub events: mpsc::UnboundedSender<NodeEvent>,
+    /// Park nodes at rest (see "Parking"); false keeps an actor per held node at all times.
+    pub park: bool,
+}
+
 pub enum SupervisorMsg {
     Start(Box<NodeArgs>),
     Stop(Vec<NodeId>),
@@ -53,6 +83,12 @@ pub enum SupervisorMsg {
     Forward(NodeId, NodeMsg),
     Count(RpcReplyPort<usize>),
     Respawn(NodeId),
+    /// The node's actor (this one) came to rest.
+    AtRest(NodeId, ActorId),
+    /// The actor's answer to `Park`.
+    Parked(NodeId, ActorId, Option<Box<Parked>>),
+    /// How many held nodes are parked.
+    CountParked(RpcReplyPort<usize>),
 }
 
 struct Child {
@@ -68,6 +104,11 @@ struct Child {
     announced: bool,
     /// Starts in a row that failed (see [`start_again`]).
     failed_starts: u32,
+    /// The node's records while it is parked (no actor runs).
+    parked: Option<Box<Parked>>,
+    /// `Park` was sent to the actor and not answered yet: messages for the node wait in `held`.
+    parking: bool,
+    held: Vec<NodeMsg>,
 }
 
 /// A start that failed (the actor could not read the node's records: etcd slow or
@@ -92,6 +133,15 @@ pub struct SupervisorState {
     by_actor: HashMap<ActorId, NodeId>,
     waiting_all: Vec<RpcReplyPort<()>>,
     events: mpsc::UnboundedSender<NodeEvent>,
+    park: bool,
+    parked: usize,
+}
+
+impl SupervisorState {
+    fn set_parked(&mut self, delta: isize) {
+        self.parked = self.parked.saturating_add_signed(delta);
+        crate::metrics::NODES.parked.set(self.parked as i64);
+    }
 }
 
 pub struct NodeSupervisor;
@@ -99,18 +149,21 @@ pub struct NodeSupervisor;
 impl Actor for NodeSupervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = mpsc::UnboundedSender<NodeEvent>;
+    type Arguments = SupervisorArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SupervisorMsg>,
-        events: Self::Arguments,
+        args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
+        crate::metrics::NODES.parked.set(0);
         Ok(SupervisorState {
             children: HashMap::new(),
             by_actor: HashMap::new(),
             waiting_all: Vec::new(),
-            events,
+            events: args.events,
+            park: args.park,
+            parked: 0,
         })
     }
 
@@ -141,6 +194,9 @@ impl Actor for NodeSupervisor {
                     stopping: false,
                     announced: false,
                     failed_starts: 0,
+                    parked: None,
+                    parking: false,
+                    held: Vec::new(),
                 };
                 match started {
                     Ok((actor, _)) => {
@@ -169,13 +225,38 @@ impl Actor for NodeSupervisor {
                     state.waiting_all.push(reply);
                 }
             }
-            SupervisorMsg::Forward(id, msg) => {
-                if let Some(actor) = state.children.get(&id).and_then(|c| c.actor.as_ref()) {
-                    let _ = actor.send_message(msg);
-                }
-            }
+            SupervisorMsg::Forward(id, msg) => forward(&myself, state, id, msg).await,
             SupervisorMsg::Count(reply) => {
                 let _ = reply.send(state.children.len());
+            }
+            SupervisorMsg::CountParked(reply) => {
+                let _ = reply.send(state.parked);
+            }
+            SupervisorMsg::AtRest(id, actor_id) => {
+                let park = state.park;
+                let Some(child) = state.children.get_mut(&id) else {
+                    return Ok(());
+                };
+                let Some(actor) = child.actor.as_ref().filter(|a| a.get_id() == actor_id) else {
+                    return Ok(());
+                };
+                if !park || child.stopping || child.parking {
+                    return Ok(());
+                }
+                let (tx, rx) = ractor::concurrency::oneshot();
+                if actor.send_message(NodeMsg::Park(tx.into())).is_err() {
+                    return Ok(());
+                }
+                child.parking = true;
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    // An actor that ends before it answers drops the port: None.
+                    let parked = rx.await.ok().flatten();
+                    let _ = me.send_message(SupervisorMsg::Parked(id, actor_id, parked));
+                });
+            }
+            SupervisorMsg::Parked(id, actor_id, parked) => {
+                on_parked(&myself, state, id, actor_id, parked).await
             }
             SupervisorMsg::Respawn(id) => {
                 let Some(child) = state.children.get_mut(&id) else {
@@ -193,6 +274,7 @@ impl Actor for NodeSupervisor {
                         state.by_actor.insert(actor.get_id(), id);
                         child.actor = Some(actor);
                         child.failed_starts = 0;
+                        child.parking = false;
                         if !std::mem::replace(&mut child.announced, true) {
                             let token = child.token;
                             let _ = state.events.send(NodeEvent::Started { id, token });
@@ -226,6 +308,11 @@ impl Actor for NodeSupervisor {
                     return Ok(());
                 };
                 child.actor = None;
+                // Messages held for a park that will not come are dropped, as any message for
+                // a node whose actor waits to be started again is: its next actor reads the
+                // node's records from etcd.
+                child.parking = false;
+                child.held.clear();
                 if child.stopping {
                     let token = child.token;
                     finish(state, id, token, format!("crashed while stopping: {err}"));
@@ -265,16 +352,126 @@ pub fn backoff(crashes: usize) -> Duration {
     (BACKOFF_BASE * 2u32.pow(exp)).min(BACKOFF_CAP)
 }
 
+/// A message for a node: to its actor, held while it parks, or to a new actor started from
+/// the parked records.
+async fn forward(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    id: NodeId,
+    msg: NodeMsg,
+) {
+    let Some(child) = state.children.get_mut(&id) else {
+        return;
+    };
+    if child.parking {
+        child.held.push(msg);
+        return;
+    }
+    if let Some(actor) = &child.actor {
+        let _ = actor.send_message(msg);
+        return;
+    }
+    match (&child.parked, &msg) {
+        // Waiting to be started again after a crash or a failed start: the next actor reads
+        // the node's records from etcd.
+        (None, _) => return,
+        // A snapshot's revision this node's spec is already at: nothing to catch up on.
+        (Some(parked), NodeMsg::SpecAt(rev)) if *rev <= parked.spec_rev() => return,
+        _ => {}
+    }
+    child.held.push(msg);
+    wake(myself, state, id).await;
+}
+
+/// Starts the actor of a parked node from its parked records and hands it what was held.
+async fn wake(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, id: NodeId) {
+    let Some(child) = state.children.get_mut(&id) else {
+        return;
+    };
+    let Some(parked) = child.parked.take() else {
+        return;
+    };
+    let args = NodeArgs {
+        id,
+        token: child.token,
+        initial: Some(parked.into_initial()),
+        ctx: child.ctx.clone(),
+        stopping: child.stop_flag.clone(),
+    };
+    let held = std::mem::take(&mut child.held);
+    match Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await {
+        Ok((actor, _)) => {
+            state.by_actor.insert(actor.get_id(), id);
+            for msg in held {
+                let _ = actor.send_message(msg);
+            }
+            child.actor = Some(actor);
+        }
+        Err(e) => start_again(myself, child, id, &e.to_string()),
+    }
+    state.set_parked(-1);
+}
+
+/// The actor's answer to `Park`: with the node's records it is stopped and the node parked
+/// (woken at once if messages came meanwhile); without, the held messages go to it.
+async fn on_parked(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    id: NodeId,
+    actor_id: ActorId,
+    parked: Option<Box<Parked>>,
+) {
+    let Some(child) = state.children.get_mut(&id) else {
+        return;
+    };
+    let Some(actor) = child.actor.clone().filter(|a| a.get_id() == actor_id) else {
+        return;
+    };
+    if !child.parking {
+        return;
+    }
+    child.parking = false;
+    match parked {
+        // Being stopped meanwhile: the stop ends the actor and the node as usual.
+        Some(_) if child.stopping => child.held.clear(),
+        Some(parked) => {
+            state.by_actor.remove(&actor_id);
+            // Its mailbox is empty (everything since `Park` was held here), and at rest it
+            // has no timer or child that could send it anything.
+            actor.stop(Some(REASON_PARKED.to_string()));
+            child.actor = None;
+            child.parked = Some(parked);
+            let woken = !child.held.is_empty();
+            state.set_parked(1);
+            if woken {
+                wake(myself, state, id).await;
+            }
+        }
+        None => {
+            for msg in child.held.drain(..) {
+                let _ = actor.send_message(msg);
+            }
+        }
+    }
+}
+
 fn stop_child(state: &mut SupervisorState, id: NodeId) {
     let Some(child) = state.children.get_mut(&id) else {
         return;
     };
     child.stopping = true;
     child.stopping_flag();
+    let was_parked = child.parked.take().is_some();
+    if was_parked {
+        state.set_parked(-1);
+    }
+    let Some(child) = state.children.get_mut(&id) else {
+        return;
+    };
     match &child.actor {
         // Stop is handled after the message in progress: an in-flight operation completes.
         Some(actor) => actor.stop(Some(REASON_RELEASED.to_string())),
-        // Waiting for a respawn: nothing runs, end it now.
+        // Parked, or waiting for a respawn: nothing runs, end it now.
         None => {
             let token = child.token;
             finish(state, id, token, REASON_RELEASED.into());

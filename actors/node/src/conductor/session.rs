@@ -813,6 +813,7 @@ fn table_outcome(
                     spec: a.spec,
                     spec_rev: a.spec_rev,
                     status: a.status,
+                    hb_seen: 0,
                 },
             );
             Acquire::Acquired(a.token)

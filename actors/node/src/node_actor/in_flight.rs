@@ -59,4 +59,22 @@ pub(super) struct Timers {
     pub(super) probe: bool,
     /// An `AgentTimer` is due (a poll of a running command, or a retry).
     pub(super) agent: bool,
+    /// A `SpecAt` is due (the spec could not be read after a lost watch).
+    pub(super) spec_at: bool,
+}
+
+impl Timers {
+    /// Whether any timer is armed.
+    pub(super) fn any(&self) -> bool {
+        let Timers {
+            retry,
+            remedy,
+            step,
+            deadline,
+            probe,
+            agent,
+            spec_at,
+        } = self;
+        *retry || *remedy || step.is_some() || deadline.is_some() || *probe || *agent || *spec_at
+    }
 }

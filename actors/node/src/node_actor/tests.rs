@@ -1608,7 +1608,11 @@ async fn a_node_actor_that_cannot_start_is_started_again() {
     use crate::supervisor::{NodeEvent, NodeSupervisor, SupervisorMsg};
     let (args, parts) = Setup::new("fake-hardware").args_with(|i| i.reads_failing = 4);
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let (sup, _handle) = Actor::spawn(None, NodeSupervisor, tx).await.unwrap();
+    let args_sup = crate::supervisor::SupervisorArgs {
+        events: tx,
+        park: false,
+    };
+    let (sup, _handle) = Actor::spawn(None, NodeSupervisor, args_sup).await.unwrap();
     sup.send_message(SupervisorMsg::Start(Box::new(args)))
         .unwrap();
     let first = tokio::time::timeout(Duration::from_secs(120), events.recv())
@@ -1632,5 +1636,175 @@ async fn a_node_actor_that_cannot_start_is_started_again() {
         .expect("an answer")
         .expect("the actor answers");
     assert_eq!((snap.id, snap.token), (parts.id, TOKEN));
+    sup.stop(None);
+}
+
+/// How many nodes the supervisor keeps parked.
+async fn parked_count(sup: &ActorRef<crate::supervisor::SupervisorMsg>) -> usize {
+    let (tx, rx) = ractor::concurrency::oneshot();
+    sup.send_message(crate::supervisor::SupervisorMsg::CountParked(tx.into()))
+        .unwrap();
+    rx.await.unwrap()
+}
+
+/// A node at rest is parked (its actor ends; the supervisor keeps its records), and what comes
+/// for it starts an actor again from those records: a user's power request is carried out, a
+/// sweep's read is made, the sequence numbers go on from where they were, and it parks again
+/// once its BMC session closed. Stopping a parked node ends it at once. The machine's log and
+/// the store's records are the independent account.
+#[tokio::test(start_paused = true)]
+async fn a_node_at_rest_is_parked_and_woken_by_what_comes_for_it() {
+    use crate::supervisor::{NodeEvent, NodeSupervisor, SupervisorArgs, SupervisorMsg};
+    let machine = Machine::new(false);
+    let mut setup = Setup::new("fake-hardware");
+    setup.machine = machine.clone();
+    setup.status = Some(NodeStatus {
+        provision_state: ProvisionState::Available,
+        power_state: Some(PowerState::Off),
+        ..NodeStatus::default()
+    });
+    let (args, parts) = setup.args_with(|_| {});
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let sup_args = SupervisorArgs {
+        events: tx,
+        park: true,
+    };
+    let (sup, _handle) = Actor::spawn(None, NodeSupervisor, sup_args).await.unwrap();
+    sup.send_message(SupervisorMsg::Start(Box::new(args)))
+        .unwrap();
+    let started = events.recv().await;
+    assert!(
+        matches!(started, Some(NodeEvent::Started { .. })),
+        "{started:?}"
+    );
+    let until_parked = |want: usize, what: &'static str| {
+        let sup = sup.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+            while parked_count(&sup).await != want {
+                assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // Nothing is going on after the first pass.
+    until_parked(1, "parked after the first pass").await;
+    let history_before = parts.store.with(|i| i.history.len());
+
+    // A user's power request, as the conductor's watch forwards it.
+    let forward_spec = || {
+        let (spec, rev) = parts.store.with(|i| (i.spec.clone(), i.spec_rev));
+        sup.send_message(SupervisorMsg::Forward(
+            parts.id,
+            NodeMsg::Spec(Box::new(spec), rev),
+        ))
+        .unwrap();
+    };
+    parts.store.user_change(|s| {
+        s.power_request = Some(PowerRequest {
+            seq: 1,
+            target: PowerTarget::On,
+            timeout_s: None,
+            requested_by: "alice".into(),
+            requested_at_ms: 0,
+        })
+    });
+    forward_spec();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        if let Some(st) = parts
+            .store
+            .with(|i| i.status.clone().filter(|s| s.power_seq_done == 1))
+        {
+            break st;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "power on not done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(st.power_state, Some(PowerState::On));
+    assert_eq!(machine.commands(), ["power on"]);
+    // Woken: the BMC session stays open for its idle timeout, so the node is not at rest.
+    assert_eq!(parked_count(&sup).await, 0);
+    // The history and events go on from the parked status's sequence numbers.
+    let (history, events_written) = parts.store.with(|i| (i.history.clone(), i.events.clone()));
+    assert_eq!(history.len(), history_before + 1);
+    assert_eq!(history.last().unwrap().action, "power on");
+    assert_eq!(
+        events_written.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1]
+    );
+    assert_eq!(st.history_seq as usize, history.len());
+    // Once the session has closed, it parks again.
+    until_parked(1, "parked again after the session closed").await;
+
+    // A sweep's read wakes it, is made, and it parks again.
+    sup.send_message(SupervisorMsg::Forward(
+        parts.id,
+        NodeMsg::Sync {
+            probe: false,
+            permit: None,
+        },
+    ))
+    .unwrap();
+    let reads = || {
+        machine
+            .0
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|c| *c == "read")
+            .count()
+    };
+    let reads_before = reads();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while reads() == reads_before {
+        assert!(tokio::time::Instant::now() < deadline, "no read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(machine.commands(), ["power on"]);
+    until_parked(1, "parked again after the read").await;
+    // A snapshot's revision the node is already at does not wake it.
+    let rev = parts.store.with(|i| i.spec_rev);
+    sup.send_message(SupervisorMsg::Forward(parts.id, NodeMsg::SpecAt(rev)))
+        .unwrap();
+    assert_eq!(parked_count(&sup).await, 1);
+
+    // Off again through a parked node: the second request sees the first's outcome.
+    parts.store.user_change(|s| {
+        s.power_request = Some(PowerRequest {
+            seq: 2,
+            target: PowerTarget::Off,
+            timeout_s: None,
+            requested_by: "alice".into(),
+            requested_at_ms: 0,
+        })
+    });
+    forward_spec();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while parts
+        .store
+        .with(|i| i.status.as_ref().map(|s| s.power_seq_done))
+        != Some(2)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "power off not done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!machine.is_on());
+    let seqs: Vec<u64> = parts
+        .store
+        .with(|i| i.events.iter().map(|e| e.seq).collect());
+    assert_eq!(seqs, [1, 2]);
+    until_parked(1, "parked after the power off").await;
+
+    // Stopping a parked node ends it at once.
+    sup.send_message(SupervisorMsg::Stop(vec![parts.id]))
+        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+    assert!(
+        matches!(&stopped, Ok(Some(NodeEvent::Stopped { id, reason, .. })) if *id == parts.id && reason == "released"),
+        "{stopped:?}"
+    );
+    assert_eq!(parked_count(&sup).await, 0);
     sup.stop(None);
 }
