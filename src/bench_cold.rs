@@ -55,6 +55,10 @@ pub struct ColdArgs {
     /// Power sync reads in flight per conductor (`--sync-workers`).
     #[arg(long, default_value_t = 16)]
     pub sync_workers: usize,
+    /// Run the conductors with `--keep-idle-actors` (an actor per node at all times; by
+    /// default nodes at rest are parked), to compare.
+    #[arg(long)]
+    pub keep_idle_actors: bool,
 }
 
 /// A bound that grows with the fleet: at least two minutes, plus a millisecond per node.
@@ -84,12 +88,15 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: &ColdArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     // Sweeps run all along, as in production: the first sweep of a session lists the nodes it
     // runs then (few, at a cold start), so reads begin in earnest one interval later.
-    let conductor_args = [
+    let mut conductor_args = vec![
         "--sync-interval".to_string(),
         a.sync_interval.to_string(),
         "--sync-workers".to_string(),
         a.sync_workers.to_string(),
     ];
+    if a.keep_idle_actors {
+        conductor_args.push("--keep-idle-actors".to_string());
+    }
     let start = |i: usize, extra: &[String]| -> anyhow::Result<Proc> {
         let mut args = vec![
             "--metrics-listen".to_string(),
@@ -285,12 +292,13 @@ async fn memory(
             .text()
             .await?;
         let actors = metric(&body, "ferric_node_actors").unwrap_or(-1.0);
+        let parked = metric(&body, "ferric_node_parked").unwrap_or(-1.0);
         let rss = p.rss_bytes().unwrap_or(0);
         let n = owned.get(&p.name).copied().unwrap_or(0);
         rss_all += rss;
         nodes_all += n;
         println!(
-            "{}: owns {n} nodes ({actors} actors in its /metrics), RSS {:.1} MiB: {:.2} KiB per node ({:.2} KiB above an idle conductor's {:.1} MiB)",
+            "{}: owns {n} nodes ({actors} served in its /metrics, {parked} of them parked), RSS {:.1} MiB: {:.2} KiB per node ({:.2} KiB above an idle conductor's {:.1} MiB)",
             p.name,
             rss as f64 / 1048576.0,
             rss as f64 / 1024.0 / n.max(1) as f64,
