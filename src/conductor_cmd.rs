@@ -41,7 +41,7 @@ pub struct Args {
     /// Keep an actor for every held node, also while it is at rest. By default a node with
     /// nothing going on is parked: its actor ends and its records stay in memory until a
     /// message for it (a spec change, a heartbeat, a sweep's read) starts one again.
-    #[arg(long)]
+    #[arg(long, env = "FERRIC_KEEP_IDLE_ACTORS")]
     pub keep_idle_actors: bool,
     /// Minimum time between two commands to the same BMC, in milliseconds (BMCs fall over when
     /// hammered; Ironic keeps 5 s for IPMI).
