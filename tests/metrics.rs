@@ -44,6 +44,16 @@ async fn a_conductors_metrics_match_etcd_and_the_bmcs_log() {
                 .remove(0),
         );
     }
+    // Enrolled and with nothing going on, the nodes are parked: served with no actor each.
+    let c = "conductor=\"c1\"";
+    fleet
+        .wait_until(Duration::from_secs(20), "nodes parked", async || {
+            let t = scrape(port);
+            (value(&t, &format!("ferric_node_parked{{{c}}}")) == Some(3.0))
+                .then_some(())
+                .ok_or(t)
+        })
+        .await;
     for id in &ids {
         let seq = fleet.power_seq_done(id).await;
         fleet.ctl_ok(&["node", "power", id, "on"]).await;
@@ -55,7 +65,6 @@ async fn a_conductors_metrics_match_etcd_and_the_bmcs_log() {
     let snap = fleet.wait_settled(Duration::from_secs(10), &["c1"]).await;
     let held = snap.counts().get("c1").copied().unwrap_or(0) as f64;
     assert_eq!(held, 3.0);
-    let c = "conductor=\"c1\"";
     let text = fleet
         .wait_until(Duration::from_secs(10), "actors reported", async || {
             let t = scrape(port);
@@ -69,6 +78,9 @@ async fn a_conductors_metrics_match_etcd_and_the_bmcs_log() {
         Some(held),
         "{text}"
     );
+    // Each power request woke its parked node (the simulator's log below has the commands).
+    let wakes = value(&text, &format!("ferric_node_wakes_total{{{c}}}"));
+    assert!(wakes.is_some_and(|w| w >= 3.0), "{text}");
     // BMC commands: every power on c1 sent, as the simulator logged them.
     let ons: usize = (0..3)
         .map(|s| {

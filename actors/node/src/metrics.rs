@@ -17,6 +17,7 @@ pub struct ResultLabel {
 pub struct NodeMetrics {
     pub actors: Gauge,
     pub parked: Gauge,
+    pub wakes: Counter,
     pub reservations: Gauge,
     pub sync_reads: Family<ResultLabel, Counter>,
     pub agent_calls: Family<ResultLabel, Counter>,
@@ -25,6 +26,7 @@ pub struct NodeMetrics {
 pub static NODES: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
     actors: Gauge::default(),
     parked: Gauge::default(),
+    wakes: Counter::default(),
     reservations: Gauge::default(),
     sync_reads: Family::default(),
     agent_calls: Family::default(),
@@ -42,6 +44,11 @@ pub fn register(registry: &mut Registry) {
         "ferric_node_parked",
         "Nodes at rest kept as records by the supervisor instead of an actor each",
         m.parked.clone(),
+    );
+    registry.register(
+        "ferric_node_wakes",
+        "Parked nodes whose actor was started again for a message (a spec change, a heartbeat, a sweep's read)",
+        m.wakes.clone(),
     );
     registry.register(
         "ferric_reservations_held",

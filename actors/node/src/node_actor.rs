@@ -192,6 +192,16 @@ impl Parked {
         self.spec_rev
     }
 
+    /// Whether the cluster's remediation policy, as `ctx` has it now, has something to do on
+    /// this node (a changed policy wakes only the nodes it concerns).
+    pub fn needs_remediation(&self, ctx: &NodeCtx) -> bool {
+        let policy = ctx.remediation.borrow().clone();
+        !matches!(
+            crate::decide::remedy::remedy(&self.spec, &self.status, &policy),
+            crate::decide::remedy::Remedy::Nothing
+        )
+    }
+
     /// What the actor that takes the node up again starts from.
     pub fn into_initial(self) -> Initial {
         Initial {

@@ -87,8 +87,15 @@ pub enum SupervisorMsg {
     AtRest(NodeId, ActorId),
     /// The actor's answer to `Park`.
     Parked(NodeId, ActorId, Option<Box<Parked>>),
-    /// How many held nodes are parked.
-    CountParked(RpcReplyPort<usize>),
+    /// How many held nodes are parked, and how many times a parked node was woken.
+    Parking(RpcReplyPort<ParkStats>),
+}
+
+/// Parking's figures on one supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParkStats {
+    pub parked: usize,
+    pub wakes: u64,
 }
 
 struct Child {
@@ -135,6 +142,7 @@ pub struct SupervisorState {
     events: mpsc::UnboundedSender<NodeEvent>,
     park: bool,
     parked: usize,
+    wakes: u64,
 }
 
 impl SupervisorState {
@@ -164,6 +172,7 @@ impl Actor for NodeSupervisor {
             events: args.events,
             park: args.park,
             parked: 0,
+            wakes: 0,
         })
     }
 
@@ -229,8 +238,11 @@ impl Actor for NodeSupervisor {
             SupervisorMsg::Count(reply) => {
                 let _ = reply.send(state.children.len());
             }
-            SupervisorMsg::CountParked(reply) => {
-                let _ = reply.send(state.parked);
+            SupervisorMsg::Parking(reply) => {
+                let _ = reply.send(ParkStats {
+                    parked: state.parked,
+                    wakes: state.wakes,
+                });
             }
             SupervisorMsg::AtRest(id, actor_id) => {
                 let park = state.park;
@@ -377,6 +389,9 @@ async fn forward(
         (None, _) => return,
         // A snapshot's revision this node's spec is already at: nothing to catch up on.
         (Some(parked), NodeMsg::SpecAt(rev)) if *rev <= parked.spec_rev() => return,
+        // A changed remediation policy that has nothing to do on this node (at a million
+        // nodes, waking every node for it would start 100,000 actors per conductor at once).
+        (Some(parked), NodeMsg::Remediate) if !parked.needs_remediation(&child.ctx) => return,
         _ => {}
     }
     child.held.push(msg);
@@ -399,6 +414,8 @@ async fn wake(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, id:
         stopping: child.stop_flag.clone(),
     };
     let held = std::mem::take(&mut child.held);
+    state.wakes += 1;
+    crate::metrics::NODES.wakes.inc();
     match Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await {
         Ok((actor, _)) => {
             state.by_actor.insert(actor.get_id(), id);

@@ -1639,12 +1639,19 @@ async fn a_node_actor_that_cannot_start_is_started_again() {
     sup.stop(None);
 }
 
-/// How many nodes the supervisor keeps parked.
-async fn parked_count(sup: &ActorRef<crate::supervisor::SupervisorMsg>) -> usize {
+/// Parking's figures of the supervisor.
+async fn park_stats(
+    sup: &ActorRef<crate::supervisor::SupervisorMsg>,
+) -> crate::supervisor::ParkStats {
     let (tx, rx) = ractor::concurrency::oneshot();
-    sup.send_message(crate::supervisor::SupervisorMsg::CountParked(tx.into()))
+    sup.send_message(crate::supervisor::SupervisorMsg::Parking(tx.into()))
         .unwrap();
     rx.await.unwrap()
+}
+
+/// How many nodes the supervisor keeps parked.
+async fn parked_count(sup: &ActorRef<crate::supervisor::SupervisorMsg>) -> usize {
+    park_stats(sup).await.parked
 }
 
 /// A node at rest is parked (its actor ends; the supervisor keeps its records), and what comes
@@ -1764,11 +1771,20 @@ async fn a_node_at_rest_is_parked_and_woken_by_what_comes_for_it() {
     }
     assert_eq!(machine.commands(), ["power on"]);
     until_parked(1, "parked again after the read").await;
-    // A snapshot's revision the node is already at does not wake it.
+    // A snapshot's revision the node is already at does not wake it, nor does a remediation
+    // policy with nothing to do on it.
+    let before = park_stats(&sup).await;
     let rev = parts.store.with(|i| i.spec_rev);
     sup.send_message(SupervisorMsg::Forward(parts.id, NodeMsg::SpecAt(rev)))
         .unwrap();
-    assert_eq!(parked_count(&sup).await, 1);
+    sup.send_message(SupervisorMsg::Forward(parts.id, NodeMsg::Remediate))
+        .unwrap();
+    assert_eq!(park_stats(&sup).await, before);
+    // A newer one does (the spec changed while the watch was down): it reads the spec.
+    sup.send_message(SupervisorMsg::Forward(parts.id, NodeMsg::SpecAt(rev + 1)))
+        .unwrap();
+    assert_eq!(park_stats(&sup).await.wakes, before.wakes + 1);
+    until_parked(1, "parked again after the spec read").await;
 
     // Off again through a parked node: the second request sees the first's outcome.
     parts.store.user_change(|s| {
