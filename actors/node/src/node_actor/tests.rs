@@ -285,21 +285,39 @@ struct Parts {
     dir: Option<tempfile::TempDir>,
 }
 
+/// Waits (in virtual time, bounded) until `f` finds what it looks for in the records.
+async fn until_in<T>(store: &MemStore, what: &str, f: impl Fn(&Inner) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4 * 3600);
+    loop {
+        if let Some(t) = store.with(|i| f(i)) {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; status: {:?}",
+            store.with(|i| i.status.clone())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Alice's power request number `seq`, as the gateway writes it.
+fn request_power(store: &MemStore, seq: u64, target: PowerTarget, timeout_s: Option<u32>) {
+    store.user_change(|s| {
+        s.power_request = Some(PowerRequest {
+            seq,
+            target,
+            timeout_s,
+            requested_by: "alice".into(),
+            requested_at_ms: 0,
+        })
+    });
+}
+
 impl Node {
     /// Waits (in virtual time, bounded) until `f` finds what it looks for in the records.
     async fn until<T>(&self, what: &str, f: impl Fn(&Inner) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(4 * 3600);
-        loop {
-            if let Some(t) = self.store.with(|i| f(i)) {
-                return t;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}; status: {:?}",
-                self.store.with(|i| i.status.clone())
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_in(&self.store, what, f).await
     }
 
     /// (kind, action, requested_by, result) of every history entry.
@@ -329,15 +347,7 @@ impl Node {
     }
 
     fn power(&self, seq: u64, target: PowerTarget, timeout_s: Option<u32>) {
-        self.store.user_change(|s| {
-            s.power_request = Some(PowerRequest {
-                seq,
-                target,
-                timeout_s,
-                requested_by: "alice".into(),
-                requested_at_ms: 0,
-            })
-        });
+        request_power(&self.store, seq, target, timeout_s);
     }
 
     fn provision(&self, seq: u64, verb: Verb) {
@@ -1707,27 +1717,12 @@ async fn a_node_at_rest_is_parked_and_woken_by_what_comes_for_it() {
         ))
         .unwrap();
     };
-    parts.store.user_change(|s| {
-        s.power_request = Some(PowerRequest {
-            seq: 1,
-            target: PowerTarget::On,
-            timeout_s: None,
-            requested_by: "alice".into(),
-            requested_at_ms: 0,
-        })
-    });
+    request_power(&parts.store, 1, PowerTarget::On, None);
     forward_spec();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let st = loop {
-        if let Some(st) = parts
-            .store
-            .with(|i| i.status.clone().filter(|s| s.power_seq_done == 1))
-        {
-            break st;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "power on not done");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let st = until_in(&parts.store, "power on done", |i| {
+        i.status.clone().filter(|s| s.power_seq_done == 1)
+    })
+    .await;
     assert_eq!(st.power_state, Some(PowerState::On));
     assert_eq!(machine.commands(), ["power on"]);
     // Woken: the BMC session stays open for its idle timeout, so the node is not at rest.
@@ -1787,25 +1782,12 @@ async fn a_node_at_rest_is_parked_and_woken_by_what_comes_for_it() {
     until_parked(1, "parked again after the spec read").await;
 
     // Off again through a parked node: the second request sees the first's outcome.
-    parts.store.user_change(|s| {
-        s.power_request = Some(PowerRequest {
-            seq: 2,
-            target: PowerTarget::Off,
-            timeout_s: None,
-            requested_by: "alice".into(),
-            requested_at_ms: 0,
-        })
-    });
+    request_power(&parts.store, 2, PowerTarget::Off, None);
     forward_spec();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    while parts
-        .store
-        .with(|i| i.status.as_ref().map(|s| s.power_seq_done))
-        != Some(2)
-    {
-        assert!(tokio::time::Instant::now() < deadline, "power off not done");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_in(&parts.store, "power off done", |i| {
+        i.status.clone().filter(|s| s.power_seq_done == 2)
+    })
+    .await;
     assert!(!machine.is_on());
     let seqs: Vec<u64> = parts
         .store
