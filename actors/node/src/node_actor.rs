@@ -184,6 +184,8 @@ pub struct Parked {
     spec_rev: i64,
     status: NodeStatus,
     hb_seen: i64,
+    /// The spec's `driver_info` cannot be read (nothing is done on the node until it changes).
+    spec_error: bool,
 }
 
 impl Parked {
@@ -200,6 +202,19 @@ impl Parked {
             crate::decide::remedy::remedy(&self.spec, &self.status, &policy),
             crate::decide::remedy::Remedy::Nothing
         )
+    }
+
+    /// Whether a sweep's read would be skipped on this node (in maintenance, in a provision
+    /// state sync leaves alone, held by a caretaker): the read is then not worth waking it.
+    pub fn sweep_skips(&self, ctx: &NodeCtx) -> bool {
+        let node = sync::SweepView {
+            acting: !self.spec_error,
+            served: ctx.serves(&self.spec.driver, &self.spec.conductor_group),
+            busy: false,
+            // Parked only once its status is this owner's.
+            taken: true,
+        };
+        node.skip_reason(&self.spec, &self.status, false).is_some()
     }
 
     /// What the actor that takes the node up again starts from.
@@ -472,6 +487,7 @@ impl NodeState {
             spec_rev: self.spec_rev,
             status: self.status.clone(),
             hb_seen: self.hb_seen,
+            spec_error: self.spec_error.is_some(),
         }))
     }
 

@@ -392,6 +392,10 @@ async fn forward(
         // A changed remediation policy that has nothing to do on this node (at a million
         // nodes, waking every node for it would start 100,000 actors per conductor at once).
         (Some(parked), NodeMsg::Remediate) if !parked.needs_remediation(&child.ctx) => return,
+        // A sweep's read it would skip (in maintenance, say): the sweep's slot is freed.
+        (Some(parked), NodeMsg::Sync { probe: false, .. }) if parked.sweep_skips(&child.ctx) => {
+            return
+        }
         _ => {}
     }
     child.held.push(msg);

@@ -13,7 +13,9 @@ use crate::decide::node_state::HARD_TIMEOUT_S;
 use crate::decide::sync::{in_power_failure, on_read, policy_for};
 use crate::error::NodeError;
 use crate::store::SpecChange;
-use ferric_model::{now_ms, HistoryKind, NodeStatus, PowerTarget, ProvisionState, Requester};
+use ferric_model::{
+    now_ms, HistoryKind, NodeSpec, NodeStatus, PowerTarget, ProvisionState, Requester,
+};
 use ferric_power::op::{Phase, Plan};
 use ferric_power::{Outcome as PowerOutcome, PowerMsg};
 use ractor::ActorRef;
@@ -25,16 +27,55 @@ pub(super) const SYNC_SEQ: u64 = u64::MAX - 1;
 
 /// Why this node is not read now, or None when it is.
 fn skip_reason(state: &NodeState, probe: bool) -> Option<&'static str> {
-    use ProvisionState as S;
     let spec = state.spec.as_deref()?;
     let st = &state.status;
-    if state.passive.is_some() || state.spec_error.is_some() {
+    let node = SweepView {
+        acting: state.passive.is_none() && state.spec_error.is_none(),
+        served: state.unserved().is_none(),
+        busy: state.in_flight.is_busy(),
+        taken: st.owner.as_deref() == Some(state.ctx.me.as_str()) && st.fence == state.token.0,
+    };
+    node.skip_reason(spec, st, probe)
+}
+
+/// What a sweep needs to know of a node besides its records, to tell whether it reads it
+/// (a parked node's supervisor asks too, before waking it for nothing).
+pub(crate) struct SweepView {
+    /// The conductor acts on the node (its records are readable and of this version).
+    pub(crate) acting: bool,
+    /// The conductor serves the node's driver and group (it is not only its caretaker).
+    pub(crate) served: bool,
+    /// An operation of the node's is in flight.
+    pub(crate) busy: bool,
+    /// The status is this owner's (taken over).
+    pub(crate) taken: bool,
+}
+
+impl SweepView {
+    pub(crate) fn skip_reason(
+        &self,
+        spec: &NodeSpec,
+        st: &NodeStatus,
+        probe: bool,
+    ) -> Option<&'static str> {
+        skip_reason_of(self, spec, st, probe)
+    }
+}
+
+fn skip_reason_of(
+    node: &SweepView,
+    spec: &NodeSpec,
+    st: &NodeStatus,
+    probe: bool,
+) -> Option<&'static str> {
+    use ProvisionState as S;
+    if !node.acting {
         return Some("not acting on this node");
     }
-    if state.unserved().is_some() {
+    if !node.served {
         return Some("held by a caretaker");
     }
-    if state.in_flight.is_busy()
+    if node.busy
         || st.power_op.is_some()
         || spec.pending_power(st).is_some()
         || spec.pending_boot_device(st).is_some()
@@ -42,7 +83,7 @@ fn skip_reason(state: &NodeState, probe: bool) -> Option<&'static str> {
     {
         return Some("an operation is in flight or pending");
     }
-    if st.owner.as_deref() != Some(state.ctx.me.as_str()) || st.fence != state.token.0 {
+    if !node.taken {
         return Some("not taken over yet");
     }
     let state_excluded = matches!(

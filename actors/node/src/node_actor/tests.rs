@@ -1795,6 +1795,27 @@ async fn a_node_at_rest_is_parked_and_woken_by_what_comes_for_it() {
     assert_eq!(seqs, [1, 2]);
     until_parked(1, "parked after the power off").await;
 
+    // In maintenance, a sweep's read is skipped without waking the node.
+    parts.store.user_change(|s| {
+        s.maintenance = true;
+        s.maintenance_reason = Some("rack work".into());
+    });
+    forward_spec();
+    until_parked(1, "parked in maintenance").await;
+    let before = park_stats(&sup).await;
+    let reads_before = reads();
+    sup.send_message(SupervisorMsg::Forward(
+        parts.id,
+        NodeMsg::Sync {
+            probe: false,
+            permit: None,
+        },
+    ))
+    .unwrap();
+    assert_eq!(park_stats(&sup).await, before);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(reads(), reads_before);
+
     // Stopping a parked node ends it at once.
     sup.send_message(SupervisorMsg::Stop(vec![parts.id]))
         .unwrap();
