@@ -32,10 +32,12 @@
 //! 3. The actor answers with its records if it is still at rest (then it forwards anything that
 //!    still reaches it back here), or None. With records the supervisor stops the actor and
 //!    keeps them; either way the held messages go on, to a new actor if the node is parked.
-//! 4. Any message for a parked node starts its actor again from the parked records (no etcd
-//!    read) and is delivered to it; a `SpecAt` the parked spec is already at is dropped.
+//! 4. Any other message for a parked node starts its actor again from the parked records (no
+//!    etcd read) and is delivered to it.
 //!
-//! A sweep's read wakes a parked node and it parks again once the read is done.
+//! A sweep's read wakes a parked node and it parks again once the read is done; a read the node
+//! would skip (in maintenance, say), a `SpecAt` the parked spec is at and a remediation policy
+//! with nothing to do on the node do not wake it.
 
 use crate::node_actor::{NodeActor, NodeArgs, NodeCtx, NodeMsg, Parked};
 use ferric_model::{FenceToken, NodeId};
