@@ -197,9 +197,8 @@ impl Parked {
     /// Whether the cluster's remediation policy, as `ctx` has it now, has something to do on
     /// this node (a changed policy wakes only the nodes it concerns).
     pub fn needs_remediation(&self, ctx: &NodeCtx) -> bool {
-        let policy = ctx.remediation.borrow().clone();
         !matches!(
-            crate::decide::remedy::remedy(&self.spec, &self.status, &policy),
+            crate::decide::remedy::remedy(&self.spec, &self.status, &ctx.remediation.borrow()),
             crate::decide::remedy::Remedy::Nothing
         )
     }
@@ -287,9 +286,10 @@ pub enum NodeMsg {
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     Ping(RpcReplyPort<NodeSnapshot>),
-    /// From the supervisor after this actor said it is at rest: the node's records if it still
-    /// is (the actor is then stopped and the supervisor keeps them), None if it is not.
-    Park(RpcReplyPort<Option<Box<Parked>>>),
+    /// From the supervisor after this actor said it is at rest: answered with
+    /// `SupervisorMsg::Parked`, carrying the node's records if it still is (the actor is then
+    /// stopped and the supervisor keeps them), None if it is not.
+    Park,
 }
 
 pub struct NodeState {
@@ -472,8 +472,13 @@ impl NodeState {
             && spec.pending_boot_device(st).is_none()
             && spec.pending_provision(st).is_none()
             && !spec.console_enabled;
-        let taken = st.owner.as_deref() == Some(self.ctx.me.as_str()) && st.fence == self.token.0;
-        quiet && settled && taken
+        quiet && settled && self.taken()
+    }
+
+    /// Whether the status is this owner's (written, or taken over in memory, with its fence).
+    fn taken(&self) -> bool {
+        self.status.owner.as_deref() == Some(self.ctx.me.as_str())
+            && self.status.fence == self.token.0
     }
 
     /// The records a parked node starts again from (`at_rest` holds).
@@ -602,11 +607,15 @@ impl Actor for NodeActor {
             }
             return Ok(());
         }
-        if let NodeMsg::Park(reply) = msg {
+        if let NodeMsg::Park = msg {
             let copy = state.at_rest().then(|| state.parked_copy()).flatten();
-            state.parked = copy.is_some();
+            let handed = copy.is_some();
             state.rest_told = false;
-            let _ = reply.send(copy);
+            if let Some(sup) = myself.try_get_supervisor() {
+                let answer = SupervisorMsg::Parked(state.id, myself.get_id(), copy);
+                let sent = sup.send_message(answer).is_ok();
+                state.parked = handed && sent;
+            }
             return Ok(());
         }
         Box::pin(handle(myself.clone(), msg, state)).await?;
@@ -780,11 +789,8 @@ async fn handle(
         NodeMsg::Sync { probe, permit } => {
             Box::pin(sync::on_sync(&myself, state, probe, permit)).await
         }
-        NodeMsg::Park(reply) => {
-            // Taken in `NodeActor::handle`.
-            let _ = reply.send(None);
-            return Ok(());
-        }
+        // Taken in `NodeActor::handle`.
+        NodeMsg::Park => return Ok(()),
         NodeMsg::Ping(reply) => {
             let _ = reply.send(NodeSnapshot {
                 id: state.id,

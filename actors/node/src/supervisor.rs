@@ -21,7 +21,7 @@
 //! Most of a large fleet sits idle: `available` or `active`, powered as asked, nothing
 //! pending. An actor costs about 9 KB whatever its node does (ractor's two channels and the
 //! actor's task; `bench/MILLION.md`), so an idle node is *parked*: its actor ends and the
-//! supervisor keeps the node's records (`Parked`, about 1.5 KB). The node stays held under
+//! supervisor keeps the node's records (`Parked`, about 2 KB). The node stays held under
 //! the same reservation and fencing token; the session sees no change (no `Stopped`).
 //!
 //! 1. An actor whose node comes to rest (`NodeState::at_rest`: no operation, session, console,
@@ -87,7 +87,7 @@ pub enum SupervisorMsg {
     Respawn(NodeId),
     /// The node's actor (this one) came to rest.
     AtRest(NodeId, ActorId),
-    /// The actor's answer to `Park`.
+    /// The actor's answer to `Park`: its node's records if it is still at rest.
     Parked(NodeId, ActorId, Option<Box<Parked>>),
     /// How many held nodes are parked, and how many times a parked node was woken.
     Parking(RpcReplyPort<ParkStats>),
@@ -147,11 +147,11 @@ pub struct SupervisorState {
     wakes: u64,
 }
 
-impl SupervisorState {
-    fn set_parked(&mut self, delta: isize) {
-        self.parked = self.parked.saturating_add_signed(delta);
-        crate::metrics::NODES.parked.set(self.parked as i64);
-    }
+/// Moves the count of parked nodes (`SupervisorState::parked`) and its gauge. A function of the
+/// field alone, so that it can be called while a child of the same state is borrowed.
+fn count_parked(parked: &mut usize, delta: isize) {
+    *parked = parked.saturating_add_signed(delta);
+    crate::metrics::NODES.parked.set(*parked as i64);
 }
 
 pub struct NodeSupervisor;
@@ -257,17 +257,9 @@ impl Actor for NodeSupervisor {
                 if !park || child.stopping || child.parking {
                     return Ok(());
                 }
-                let (tx, rx) = ractor::concurrency::oneshot();
-                if actor.send_message(NodeMsg::Park(tx.into())).is_err() {
-                    return Ok(());
-                }
-                child.parking = true;
-                let me = myself.clone();
-                tokio::spawn(async move {
-                    // An actor that ends before it answers drops the port: None.
-                    let parked = rx.await.ok().flatten();
-                    let _ = me.send_message(SupervisorMsg::Parked(id, actor_id, parked));
-                });
+                // An actor that ends before it answers ends `parking` with it (a crash, or a
+                // stop that finishes the node).
+                child.parking = actor.send_message(NodeMsg::Park).is_ok();
             }
             SupervisorMsg::Parked(id, actor_id, parked) => {
                 on_parked(&myself, state, id, actor_id, parked).await
@@ -432,7 +424,7 @@ async fn wake(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, id:
         }
         Err(e) => start_again(myself, child, id, &e.to_string()),
     }
-    state.set_parked(-1);
+    count_parked(&mut state.parked, -1);
 }
 
 /// The actor's answer to `Park`: with the node's records it is stopped and the node parked
@@ -465,7 +457,7 @@ async fn on_parked(
             child.actor = None;
             child.parked = Some(parked);
             let woken = !child.held.is_empty();
-            state.set_parked(1);
+            count_parked(&mut state.parked, 1);
             if woken {
                 wake(myself, state, id).await;
             }
@@ -484,13 +476,9 @@ fn stop_child(state: &mut SupervisorState, id: NodeId) {
     };
     child.stopping = true;
     child.stopping_flag();
-    let was_parked = child.parked.take().is_some();
-    if was_parked {
-        state.set_parked(-1);
+    if child.parked.take().is_some() {
+        count_parked(&mut state.parked, -1);
     }
-    let Some(child) = state.children.get_mut(&id) else {
-        return;
-    };
     match &child.actor {
         // Stop is handled after the message in progress: an in-flight operation completes.
         Some(actor) => actor.stop(Some(REASON_RELEASED.to_string())),

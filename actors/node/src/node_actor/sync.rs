@@ -33,7 +33,7 @@ fn skip_reason(state: &NodeState, probe: bool) -> Option<&'static str> {
         acting: state.passive.is_none() && state.spec_error.is_none(),
         served: state.unserved().is_none(),
         busy: state.in_flight.is_busy(),
-        taken: st.owner.as_deref() == Some(state.ctx.me.as_str()) && st.fence == state.token.0,
+        taken: state.taken(),
     };
     node.skip_reason(spec, st, probe)
 }
@@ -58,46 +58,37 @@ impl SweepView {
         st: &NodeStatus,
         probe: bool,
     ) -> Option<&'static str> {
-        skip_reason_of(self, spec, st, probe)
-    }
-}
-
-fn skip_reason_of(
-    node: &SweepView,
-    spec: &NodeSpec,
-    st: &NodeStatus,
-    probe: bool,
-) -> Option<&'static str> {
-    use ProvisionState as S;
-    if !node.acting {
-        return Some("not acting on this node");
-    }
-    if !node.served {
-        return Some("held by a caretaker");
-    }
-    if node.busy
-        || st.power_op.is_some()
-        || spec.pending_power(st).is_some()
-        || spec.pending_boot_device(st).is_some()
-        || spec.pending_provision(st).is_some()
-    {
-        return Some("an operation is in flight or pending");
-    }
-    if !node.taken {
-        return Some("not taken over yet");
-    }
-    let state_excluded = matches!(
-        st.provision_state,
-        S::Enroll | S::AdoptFailed | S::Verifying
-    ) || st.provision_state.is_busy()
-        || st.provision_state.is_wait();
-    if state_excluded {
-        return Some("its provision state is not synced");
-    }
-    match (probe, in_power_failure(spec, st)) {
-        (true, false) => Some("no power failure to probe"),
-        (false, _) if spec.maintenance => Some("in maintenance"),
-        _ => None,
+        use ProvisionState as S;
+        if !self.acting {
+            return Some("not acting on this node");
+        }
+        if !self.served {
+            return Some("held by a caretaker");
+        }
+        if self.busy
+            || st.power_op.is_some()
+            || spec.pending_power(st).is_some()
+            || spec.pending_boot_device(st).is_some()
+            || spec.pending_provision(st).is_some()
+        {
+            return Some("an operation is in flight or pending");
+        }
+        if !self.taken {
+            return Some("not taken over yet");
+        }
+        let state_excluded = matches!(
+            st.provision_state,
+            S::Enroll | S::AdoptFailed | S::Verifying
+        ) || st.provision_state.is_busy()
+            || st.provision_state.is_wait();
+        if state_excluded {
+            return Some("its provision state is not synced");
+        }
+        match (probe, in_power_failure(spec, st)) {
+            (true, false) => Some("no power failure to probe"),
+            (false, _) if spec.maintenance => Some("in maintenance"),
+            _ => None,
+        }
     }
 }
 
