@@ -598,6 +598,190 @@ async fn stale_fence_write_is_rejected() {
     }
 }
 
+/// The two ways of owning a node (DESIGN.md, "Placement"), against a real etcd: through its
+/// bucket's key, and through a reservation of its own once the bucket's holder handed it on.
+/// At every step exactly one of the parties gets a status write through, whatever tokens the
+/// others still have, and what etcd keeps says who wrote last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_and_delegation_fences_admit_one_writer() {
+    use ferric_cluster::buckets::{BucketOutcome, Delegate};
+    use ferric_model::Bucket;
+    let fleet = Fleet::new("bucket-fence").await;
+    let (cluster, id) = connect_with_one_node(&fleet).await;
+    let bucket = Bucket::of(&id);
+    let ttl = Duration::from_secs(5);
+    let grant = async |who: &str| {
+        LeaseKeeper::grant(&cluster, ttl)
+            .await
+            .unwrap_or_else(|e| fleet.fail(&format!("grant lease for {who}: {e}")))
+    };
+    let (lease_a, lease_b, lease_w) = (grant("a").await, grant("b").await, grant("w").await);
+    let status_of = |owner: &str, token: FenceToken| NodeStatus {
+        owner: Some(owner.to_string()),
+        fence: token.0,
+        last_error: Some(format!("written by {owner}")),
+        updated_at_ms: now_ms(),
+        ..NodeStatus::default()
+    };
+    // Who of (name, token) gets a status write through; each is tried.
+    let writers = async |tries: &[(&str, FenceToken)]| -> Vec<String> {
+        let mut through = Vec::new();
+        for (who, token) in tries {
+            match cluster
+                .write_status(&id, *token, &status_of(who, *token))
+                .await
+            {
+                Ok(_) => through.push(who.to_string()),
+                Err(ClusterError::Fenced(_)) => {}
+                Err(e) => fleet.fail(&format!("{who}'s status write: {e}")),
+            }
+        }
+        through
+    };
+    let take_bucket = async |who: &str, lease: i64| -> BucketOutcome {
+        let out = cluster
+            .acquire_buckets(&[bucket], lease, who)
+            .await
+            .unwrap_or_else(|e| fleet.fail(&format!("{who} acquiring bucket {bucket}: {e}")));
+        out.into_iter()
+            .next()
+            .map(|(_, o)| o)
+            .unwrap_or_else(|| fleet.fail("no outcome"))
+    };
+    let delegate = async |token: FenceToken, to: Option<&str>| -> bool {
+        let change = Delegate {
+            id,
+            token,
+            to: to.map(str::to_string),
+        };
+        let out = cluster
+            .delegate(&[change])
+            .await
+            .unwrap_or_else(|e| fleet.fail(&format!("delegate to {to:?}: {e}")));
+        out == [true]
+    };
+
+    // a takes the bucket: the node is a's, b cannot take the bucket, w cannot reserve the node.
+    let BucketOutcome::Acquired(token_a) = take_bucket("a", lease_a.id).await else {
+        fleet.fail("a could not take a free bucket");
+    };
+    fleet.ensure(token_a.is_bucket(), || {
+        format!("a's token {token_a} is not a bucket token")
+    });
+    match take_bucket("b", lease_b.id).await {
+        BucketOutcome::Held {
+            holder: Some(h),
+            create_rev,
+            ..
+        } if h == "a" && create_rev == token_a.revision() => {}
+        other => fleet.fail(&format!("b's take of a's bucket answered {other:?}")),
+    }
+    match cluster.acquire(&[id], lease_w.id, "w").await {
+        Ok(out) => fleet.ensure(
+            matches!(out.as_slice(), [(_, AcquireOutcome::NotDelegated)]),
+            || format!("w's reservation of a node nobody handed on answered {out:?}"),
+        ),
+        Err(e) => fleet.fail(&format!("w's reservation: {e}")),
+    }
+    let w_none = FenceToken(i64::MAX / 2);
+    assert_eq!(writers(&[("a", token_a), ("w", w_none)]).await, ["a"]);
+
+    // a hands the node on to w; w reserves it; from then on only w writes.
+    fleet.ensure(delegate(token_a, Some("w")).await, || {
+        "a's delegation to w was refused".into()
+    });
+    let token_w = acquire_one(&fleet, &cluster, id, lease_w.id, "w").await;
+    fleet.ensure(!token_w.is_bucket(), || {
+        format!("w's token {token_w} is a bucket token")
+    });
+    assert_eq!(writers(&[("a", token_a), ("w", token_w)]).await, ["w"]);
+    // a cannot take it back while w holds it.
+    fleet.ensure(!delegate(token_a, None).await, || {
+        "a took the node back while w held it".into()
+    });
+
+    // w lets it go; a takes it back; w's token is stale and w cannot reserve it again.
+    match cluster.release(&[(id, token_w)]).await {
+        Ok(1) => {}
+        other => fleet.fail(&format!("w's release answered {other:?}")),
+    }
+    fleet.ensure(delegate(token_a, None).await, || {
+        "a could not take the node back".into()
+    });
+    assert_eq!(writers(&[("w", token_w), ("a", token_a)]).await, ["a"]);
+    match cluster.acquire(&[id], lease_w.id, "w").await {
+        Ok(out) => fleet.ensure(
+            matches!(out.as_slice(), [(_, AcquireOutcome::NotDelegated)]),
+            || format!("w's reservation after a took the node back answered {out:?}"),
+        ),
+        Err(e) => fleet.fail(&format!("w's second reservation: {e}")),
+    }
+
+    // a dies: its bucket goes with its lease; b takes the bucket with a newer token, and a's
+    // token (and a's delegations) are refused.
+    if let Err(e) = cluster.revoke_lease(lease_a.id).await {
+        fleet.fail(&format!("revoke a's lease: {e}"));
+    }
+    lease_a.stop();
+    let BucketOutcome::Acquired(token_b) = take_bucket("b", lease_b.id).await else {
+        fleet.fail("b could not take the bucket after a's lease ended");
+    };
+    fleet.ensure(token_b.revision() > token_a.revision(), || {
+        format!("b's token {token_b} is not newer than a's {token_a}")
+    });
+    assert_eq!(
+        writers(&[("a", token_a), ("w", token_w), ("b", token_b)]).await,
+        ["b"]
+    );
+    fleet.ensure(!delegate(token_a, Some("w")).await, || {
+        "a delegated with a stale bucket token".into()
+    });
+    fleet.ensure(delegate(token_b, Some("w")).await, || {
+        "b's delegation was refused".into()
+    });
+
+    // What b reads of its bucket: the node, b's status, the delegation to w, no reservation.
+    let records = cluster
+        .read_bucket(bucket)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("read bucket: {e}")));
+    let node = records.nodes.iter().find(|n| n.id == id);
+    let status_owner = node
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.as_ref().ok())
+        .map(|s| (s.owner.clone(), s.fence));
+    fleet.ensure(
+        records.nodes.len() == 1 && status_owner == Some((Some("b".into()), token_b.0)),
+        || {
+            format!(
+                "bucket read: {} nodes, status (owner, fence) {status_owner:?}",
+                records.nodes.len()
+            )
+        },
+    );
+    fleet.ensure(
+        records.delegations == [(id, Ok("w".to_string()))] && records.reservations.is_empty(),
+        || {
+            format!(
+                "bucket read: delegations {:?}, reservations {:?}",
+                records.delegations, records.reservations
+            )
+        },
+    );
+    // The raw keys, as etcd has them.
+    let snap = fleet.snapshot().await.unwrap_or_else(|e| fleet.fail(&e));
+    match snap.status(&id.to_string()) {
+        Some(Ok(s)) if s.owner.as_deref() == Some("b") && s.fence == token_b.0 => {}
+        other => fleet.fail(&format!(
+            "status in etcd is {other:?}, want b's with fence {token_b}"
+        )),
+    }
+    for lease in [lease_b, lease_w] {
+        let _ = cluster.revoke_lease(lease.id).await;
+        lease.stop();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_fence_write_is_rejected_by_live_conductor() {
     let mut fleet = Fleet::new("lost-reservation").await;

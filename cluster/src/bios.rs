@@ -22,13 +22,18 @@ impl Cluster {
         token: FenceToken,
         record: &BiosRecord,
     ) -> Result<(), ClusterError> {
-        let txn = Txn::new()
-            .when([
-                // fenced: only the owner of the node writes what it read from the BMC.
-                Compare::create_revision(self.keys().reservation(id), CompareOp::Equal, token.0),
-                Compare::create_revision(self.keys().node(id), CompareOp::NotEqual, 0),
-            ])
-            .and_then([TxnOp::put(self.keys().bios(id), encode(record), None)]);
+        // fenced: only the owner of the node writes what it read from the BMC.
+        let mut when = self.fence_compares(id, token);
+        when.push(Compare::create_revision(
+            self.keys().node(id),
+            CompareOp::NotEqual,
+            0,
+        ));
+        let txn = Txn::new().when(when).and_then([TxnOp::put(
+            self.keys().bios(id),
+            encode(record),
+            None,
+        )]);
         let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
         if resp.succeeded() {
             Ok(())

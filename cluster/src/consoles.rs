@@ -36,11 +36,7 @@ impl Cluster {
         // fenced: a conductor that lost the node must not advertise a console for it.
         // Leased keys are written inside a Txn (etcd #15993, see membership.rs).
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.keys().reservation(id),
-                CompareOp::Equal,
-                token.0,
-            )])
+            .when(self.fence_compares(id, token))
             .and_then([TxnOp::put(
                 self.console_key(id),
                 encode(rec),

@@ -229,28 +229,19 @@ impl Cluster {
                 .iter()
                 .map(|(token, cursor)| {
                     let id = cursor.node;
-                    TxnOp::txn(
-                        Txn::new()
-                            .when([
-                                // fenced: a stale owner must never move the cursor (the new
-                                // owner resumes from it; moving it would skip events).
-                                Compare::create_revision(
-                                    self.keys().reservation(&id),
-                                    CompareOp::Equal,
-                                    token.0,
-                                ),
-                                Compare::create_revision(
-                                    self.keys().node(&id),
-                                    CompareOp::NotEqual,
-                                    0,
-                                ),
-                            ])
-                            .and_then([TxnOp::put(
-                                self.keys().delivery(&id),
-                                encode(cursor),
-                                None,
-                            )]),
-                    )
+                    // fenced: a stale owner must never move the cursor (the new owner
+                    // resumes from it; moving it would skip events).
+                    let mut when = self.fence_compares(&id, *token);
+                    when.push(Compare::create_revision(
+                        self.keys().node(&id),
+                        CompareOp::NotEqual,
+                        0,
+                    ));
+                    TxnOp::txn(Txn::new().when(when).and_then([TxnOp::put(
+                        self.keys().delivery(&id),
+                        encode(cursor),
+                        None,
+                    )]))
                 })
                 .collect();
             let resp = self.txn_all(ops).await?;
@@ -274,11 +265,7 @@ impl Cluster {
         let from = self.keys().event(id, 0);
         let to = self.keys().event(id, up_to.saturating_add(1));
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.keys().reservation(id),
-                CompareOp::Equal,
-                token.0,
-            )])
+            .when(self.fence_compares(id, token))
             .and_then([TxnOp::delete(
                 from,
                 Some(DeleteOptions::new().with_range(to)),

@@ -52,11 +52,7 @@ impl Cluster {
         token: FenceToken,
     ) -> Result<(), ClusterError> {
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.keys().reservation(id),
-                CompareOp::Equal,
-                token.0,
-            )])
+            .when(self.fence_compares(id, token))
             .and_then([TxnOp::delete(self.keys().agent_token(id), None)]);
         let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
         if resp.succeeded() {

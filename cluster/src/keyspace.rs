@@ -1,6 +1,6 @@
 //! The etcd keyspace: every key Ferric writes lives under one prefix (default `/ferric/`).
 
-use ferric_model::NodeId;
+use ferric_model::{Bucket, NodeId};
 
 /// The kinds of records that belong to a node and go with it (see [`Keyspace::child`]).
 pub const CHILD_KINDS: &[&str] = &["ports", "portgroups", "volume-connectors", "volume-targets"];
@@ -48,6 +48,27 @@ impl Keyspace {
     }
     pub fn reservation(&self, id: &NodeId) -> String {
         format!("{}reservations/{id}", self.prefix)
+    }
+    /// Bucket keys: `buckets/<bucket>` names the conductor that owns the bucket's nodes (all
+    /// but those it hands on), on that conductor's lease.
+    pub fn buckets(&self) -> String {
+        format!("{}buckets/", self.prefix)
+    }
+    pub fn bucket(&self, b: Bucket) -> String {
+        format!("{}buckets/{b}", self.prefix)
+    }
+    /// Hand-overs: `delegations/<uuid>` names the conductor a bucket's holder hands the node
+    /// on to (it does not serve the node's driver or group). No lease: the holder's death must
+    /// not disturb the delegate.
+    pub fn delegations(&self) -> String {
+        format!("{}delegations/", self.prefix)
+    }
+    pub fn delegation(&self, id: &NodeId) -> String {
+        format!("{}delegations/{id}", self.prefix)
+    }
+    /// The range of one bucket's keys under a per-node prefix (`nodes()`, `statuses()`, ...).
+    pub fn bucket_range(&self, per_node_prefix: &str, b: Bucket) -> String {
+        format!("{per_node_prefix}{b}")
     }
     pub fn conductors(&self) -> String {
         format!("{}conductors/", self.prefix)
@@ -214,6 +235,7 @@ mod tests {
                 "/ferric/reservations/",
             ),
             (ks.console(&id), ks.consoles(), "/ferric/consoles/"),
+            (ks.delegation(&id), ks.delegations(), "/ferric/delegations/"),
             (ks.heartbeat(&id), ks.heartbeats(), "/ferric/heartbeats/"),
             (ks.delivery(&id), ks.deliveries(), "/ferric/delivery/"),
             (ks.resend(&id), ks.resends(), "/ferric/resend/"),
@@ -227,6 +249,20 @@ mod tests {
             assert_eq!(prefix, want);
             assert_eq!(key, format!("{want}{id}"));
             assert_eq!(ks.node_id_of(key.as_bytes()), Some(id), "{key}");
+        }
+        let b = ferric_model::Bucket::of(&id);
+        assert_eq!(ks.bucket(b), "/ferric/buckets/6f1");
+        assert!(ks.bucket(b).starts_with(&ks.buckets()));
+        assert_eq!(ks.leaf_of(ks.bucket(b).as_bytes()), Some("6f1"));
+        for prefix in [
+            ks.nodes(),
+            ks.statuses(),
+            ks.delegations(),
+            ks.reservations(),
+        ] {
+            let range = ks.bucket_range(&prefix, b);
+            assert_eq!(range, format!("{prefix}6f1"));
+            assert!(format!("{prefix}{id}").starts_with(&range));
         }
         assert_eq!(ks.config(), "/ferric/config/");
         for key in [ks.console_secret(), ks.remediation_policy()] {

@@ -4,12 +4,14 @@
 
 pub mod batch_gate;
 pub mod bios;
+pub mod buckets;
 pub mod bulk;
 pub mod children;
 pub mod consoles;
 pub mod delivery;
 pub mod error;
 pub mod feed;
+pub mod fence;
 pub mod health;
 pub mod heartbeats;
 pub mod keyspace;

@@ -288,22 +288,21 @@ impl Cluster {
             let span = spec_write_span(id);
             let spec = span.in_scope(|| changed(&view, &mut change))?;
             let key = self.keys().node(id);
+            let mut when = self.fence_compares(id, token);
+            when.push(Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                view.spec_rev,
+            ));
             let txn = Txn::new()
-                .when([
-                    Compare::mod_revision(key.clone(), CompareOp::Equal, view.spec_rev),
-                    Compare::create_revision(
-                        self.keys().reservation(id),
-                        CompareOp::Equal,
-                        token.0,
-                    ),
-                ])
+                .when(when)
                 .and_then([TxnOp::put(key, encode(&spec), None)]);
             if let Some(rev) = self.send_spec_txn(txn, span).await? {
                 view.spec_rev = rev;
                 view.spec = spec;
                 return Ok(view);
             }
-            if self.reservation_rev(id).await? != Some(token.0) {
+            if !self.owns(id, token).await? {
                 return Err(ClusterError::Fenced(id.to_string()));
             }
         }
@@ -325,15 +324,6 @@ impl Cluster {
         Ok(resp
             .succeeded()
             .then(|| resp.header().map_or(0, |h| h.revision())))
-    }
-
-    async fn reservation_rev(&self, id: &NodeId) -> Result<Option<i64>, ClusterError> {
-        let resp = self
-            .kv()
-            .get(self.keys().reservation(id), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(resp.kvs().first().map(|kv| kv.create_revision()))
     }
 
     /// Asks for a power action. Refused while another power action is pending (Ironic answers

@@ -1,5 +1,5 @@
-//! Reservations: `reservations/<uuid>` on the holder's lease, acquired and released in batched
-//! transactions. Each batch is one etcd Txn holding one nested Txn per node (etcd allows 128 ops
+//! Reservations: `reservations/<uuid>` on the holder's lease, the ownership of a node its
+//! bucket's holder handed on (`buckets`), acquired and released in batched transactions. Each batch is one etcd Txn holding one nested Txn per node (etcd allows 128 ops
 //! per Txn, counting nested ones), so one round trip reserves up to 120 nodes and reads their spec and status.
 
 use crate::{get_prefix, Cluster, ClusterError};
@@ -41,10 +41,13 @@ pub enum AcquireOutcome {
     },
     /// The node no longer exists.
     Gone,
+    /// The node's delegation does not name this conductor (any more).
+    NotDelegated,
 }
 
 impl Cluster {
-    /// Tries to reserve `ids` on `lease` for `conductor`. Outcomes come back in input order.
+    /// Tries to reserve `ids` on `lease` for `conductor`, each only while its delegation names
+    /// `conductor`. Outcomes come back in input order.
     pub async fn acquire(
         &self,
         ids: &[NodeId],
@@ -54,6 +57,9 @@ impl Cluster {
         let value = encode(&ReservationRecord {
             conductor: conductor.to_string(),
             acquired_at_ms: now_ms(),
+        });
+        let delegated = encode(&ferric_model::DelegationRecord {
+            conductor: conductor.to_string(),
         });
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH) {
@@ -67,6 +73,11 @@ impl Cluster {
                             .when([
                                 Compare::create_revision(res.clone(), CompareOp::Equal, 0),
                                 Compare::create_revision(node.clone(), CompareOp::NotEqual, 0),
+                                Compare::value(
+                                    self.keys().delegation(id),
+                                    CompareOp::Equal,
+                                    delegated.clone(),
+                                ),
                             ])
                             .and_then([
                                 TxnOp::put(
@@ -77,7 +88,10 @@ impl Cluster {
                                 TxnOp::get(node, None),
                                 TxnOp::get(self.keys().status(id), None),
                             ])
-                            .or_else([TxnOp::get(res, None)]),
+                            .or_else([
+                                TxnOp::get(res, None),
+                                TxnOp::get(self.keys().node(id), None),
+                            ]),
                     )
                 })
                 .collect();
@@ -113,7 +127,10 @@ impl Cluster {
                         status,
                     }))
                 } else {
+                    let node_exists =
+                        matches!(ops.get(1), Some(TxnOpResponse::Get(g)) if !g.kvs().is_empty());
                     match ops.first() {
+                        _ if !node_exists => AcquireOutcome::Gone,
                         Some(TxnOpResponse::Get(g)) if !g.kvs().is_empty() => {
                             let kv = &g.kvs()[0];
                             AcquireOutcome::Held {
@@ -125,7 +142,7 @@ impl Cluster {
                                 seen_at: revision,
                             }
                         }
-                        _ => AcquireOutcome::Gone,
+                        _ => AcquireOutcome::NotDelegated,
                     }
                 };
                 out.push((*id, outcome));

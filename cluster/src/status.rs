@@ -19,14 +19,15 @@ impl Cluster {
     fn fenced_put(&self, id: &NodeId, token: FenceToken, value: Vec<u8>, extra: Vec<TxnOp>) -> Txn {
         let mut ops = vec![TxnOp::put(self.keys().status(id), value, None)];
         ops.extend(extra);
-        Txn::new()
-            .when([
-                // fenced: only the current holder of the reservation may write the status.
-                Compare::create_revision(self.keys().reservation(id), CompareOp::Equal, token.0),
-                // A deleted node gets no status back from a late write.
-                Compare::create_revision(self.keys().node(id), CompareOp::NotEqual, 0),
-            ])
-            .and_then(ops)
+        // fenced: only the node's current owner may write the status.
+        let mut when = self.fence_compares(id, token);
+        // A deleted node gets no status back from a late write.
+        when.push(Compare::create_revision(
+            self.keys().node(id),
+            CompareOp::NotEqual,
+            0,
+        ));
+        Txn::new().when(when).and_then(ops)
     }
 
     /// The operations that go with a status write: a history entry (and the deletion of the

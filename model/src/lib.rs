@@ -30,7 +30,7 @@ pub use delivery::{DeliveryCursor, DeliveryResult, LaneCursor, Outcome, ResendRe
 pub use driver_info::{DriverInfo, DriverInfoError};
 pub use heartbeat::{AgentTokenRecord, HeartbeatRecord};
 pub use history::{HistoryKind, Requester};
-pub use ids::{ConductorName, FenceToken, NameError, NodeId, NodeName};
+pub use ids::{Bucket, ConductorName, FenceToken, NameError, NodeId, NodeName};
 pub use inventory::InventoryRecord;
 pub use node::{
     faults, AgentCommand, AgentLink, AgentProgress, BootDeviceRequest, ConductorRecord,
@@ -42,7 +42,7 @@ pub use node::{
 pub use port::{PortRecord, PortgroupRecord, VolumeConnectorRecord, VolumeTargetRecord};
 pub use power::{BootDevice, PowerState, PowerTarget};
 pub use provision::{ProvisionState, Verb};
-pub use reservation::ReservationRecord;
+pub use reservation::{DelegationRecord, ReservationRecord};
 pub use session::{SessionProof, SessionRecord};
 pub use sync::{SyncConfig, SyncPolicy};
 

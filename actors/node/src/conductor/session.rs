@@ -828,7 +828,9 @@ fn table_outcome(
             create_rev,
             seen_at,
         },
-        AcquireOutcome::Gone => Acquire::Gone,
+        // Work in progress on this branch: the table does not follow delegations yet, and a
+        // node not handed to this conductor is not its to take.
+        AcquireOutcome::Gone | AcquireOutcome::NotDelegated => Acquire::Gone,
     }
 }
 

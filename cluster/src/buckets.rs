@@ -1,0 +1,340 @@
+//! Buckets and delegations (DESIGN.md, "Placement"): the keys through which most nodes are
+//! owned.
+//!
+//! - `buckets/<bucket>` (on the holder's lease, value a [`ReservationRecord`]): its holder owns
+//!   every node of the bucket that it has not handed on. Its `create_revision` is those nodes'
+//!   fencing token ([`FenceToken::bucket`]). A failover moves about 4,096 / conductors keys,
+//!   whatever the fleet's size.
+//! - `delegations/<uuid>` (no lease, value a [`DelegationRecord`]): the bucket's holder hands
+//!   the node on to the named conductor (it does not serve the node's driver or group). Written
+//!   and deleted only by the bucket's holder, fenced by its bucket key. The delegate then owns
+//!   the node through a reservation of its own, created only while the delegation names it
+//!   ([`Cluster::acquire`]).
+//!
+//! A bucket is acquired with a create-if-absent, like a reservation; its records are read after
+//! (`read_bucket`): whatever the previous holder delegated was written before it let the bucket
+//! go, so a read after the acquisition sees it, and from then on only this holder writes the
+//! bucket's delegations.
+
+use crate::reservations::BATCH;
+use crate::{Cluster, ClusterError};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use ferric_model::{
+    decode, encode, now_ms, Bucket, CodecError, DelegationRecord, FenceToken, NodeId, NodeSpec,
+    NodeStatus, ReservationRecord,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketOutcome {
+    /// Ours, with this token (the key's create revision, as a bucket token).
+    Acquired(FenceToken),
+    /// Someone holds it (possibly a previous session of ours whose lease has not expired yet,
+    /// or this very lease when an earlier reply was lost: compare `lease`).
+    Held {
+        holder: Option<String>,
+        lease: i64,
+        create_rev: i64,
+        /// The revision at which the Txn saw it held.
+        seen_at: i64,
+    },
+}
+
+/// One node of a bucket as read with it.
+#[derive(Debug)]
+pub struct BucketNode {
+    pub id: NodeId,
+    pub spec: Result<NodeSpec, CodecError>,
+    pub spec_rev: i64,
+    /// None: no status written yet.
+    pub status: Option<Result<NodeStatus, CodecError>>,
+}
+
+/// A per-node reservation of a delegated node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldReservation {
+    pub id: NodeId,
+    pub holder: Option<String>,
+    pub create_rev: i64,
+    pub lease: i64,
+}
+
+/// Everything of one bucket, read at one revision.
+#[derive(Debug)]
+pub struct BucketRecords {
+    pub bucket: Bucket,
+    pub revision: i64,
+    pub nodes: Vec<BucketNode>,
+    /// (node, delegate): the delegate's name, or the record's decode error as text.
+    pub delegations: Vec<(NodeId, Result<String, String>)>,
+    pub reservations: Vec<HeldReservation>,
+}
+
+/// A change of one node's delegation by its bucket's holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegate {
+    pub id: NodeId,
+    /// The holder's bucket token.
+    pub token: FenceToken,
+    /// Some: hand the node on to this conductor. None: take it back (refused while a delegate
+    /// still holds the node's reservation).
+    pub to: Option<String>,
+}
+
+impl Cluster {
+    /// Tries to take `buckets` on `lease` for `conductor`. Outcomes come back in input order.
+    pub async fn acquire_buckets(
+        &self,
+        buckets: &[Bucket],
+        lease: i64,
+        conductor: &str,
+    ) -> Result<Vec<(Bucket, BucketOutcome)>, ClusterError> {
+        let value = encode(&ReservationRecord {
+            conductor: conductor.to_string(),
+            acquired_at_ms: now_ms(),
+        });
+        let mut out = Vec::with_capacity(buckets.len());
+        for chunk in buckets.chunks(BATCH) {
+            let ops = chunk
+                .iter()
+                .map(|b| {
+                    let key = self.keys().bucket(*b);
+                    TxnOp::txn(
+                        Txn::new()
+                            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                            .and_then([TxnOp::put(
+                                key.clone(),
+                                value.clone(),
+                                Some(PutOptions::new().with_lease(lease)),
+                            )])
+                            .or_else([TxnOp::get(key, None)]),
+                    )
+                })
+                .collect();
+            let resp = self.txn_all(ops).await?;
+            // All puts of one Txn share its revision, which is each new key's create_revision.
+            let revision = resp.header().map_or(0, |h| h.revision());
+            for (b, op) in chunk.iter().zip(resp.op_responses()) {
+                let TxnOpResponse::Txn(t) = op else {
+                    return Err(ClusterError::Internal(
+                        "unexpected etcd txn response".into(),
+                    ));
+                };
+                let outcome = if t.succeeded() {
+                    BucketOutcome::Acquired(FenceToken::bucket(revision))
+                } else {
+                    match t.op_responses().first() {
+                        Some(TxnOpResponse::Get(g)) if !g.kvs().is_empty() => {
+                            let kv = &g.kvs()[0];
+                            BucketOutcome::Held {
+                                holder: decode::<ReservationRecord>(kv.value())
+                                    .ok()
+                                    .map(|r| r.conductor),
+                                lease: kv.lease(),
+                                create_rev: kv.create_revision(),
+                                seen_at: revision,
+                            }
+                        }
+                        // Deleted between the compare and the get cannot happen in one Txn;
+                        // treat it as held by nobody known, seen now: the watch frees it.
+                        _ => BucketOutcome::Held {
+                            holder: None,
+                            lease: 0,
+                            create_rev: 0,
+                            seen_at: revision,
+                        },
+                    }
+                };
+                out.push((*b, outcome));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lets buckets go (each one's nodes have stopped here). A bucket whose token no longer
+    /// matches (its lease expired and someone else took it) is left alone. Returns how many
+    /// were released.
+    pub async fn release_buckets(
+        &self,
+        held: &[(Bucket, FenceToken)],
+    ) -> Result<usize, ClusterError> {
+        let mut released = 0;
+        for chunk in held.chunks(BATCH) {
+            let ops = chunk
+                .iter()
+                .map(|(b, token)| {
+                    let key = self.keys().bucket(*b);
+                    TxnOp::txn(
+                        Txn::new()
+                            .when([Compare::create_revision(
+                                key.clone(),
+                                CompareOp::Equal,
+                                token.revision(),
+                            )])
+                            .and_then([TxnOp::delete(key, None)]),
+                    )
+                })
+                .collect();
+            let resp = self.txn_all(ops).await?;
+            released += resp
+                .op_responses()
+                .iter()
+                .filter(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()))
+                .count();
+        }
+        Ok(released)
+    }
+
+    /// Reads one bucket's specs, statuses, delegations and reservations at one revision.
+    pub async fn read_bucket(&self, bucket: Bucket) -> Result<BucketRecords, ClusterError> {
+        let k = self.keys();
+        let range = |prefix: String| {
+            let start = k.bucket_range(&prefix, bucket);
+            let end = crate::prefix_end(start.as_bytes());
+            TxnOp::get(start, Some(GetOptions::new().with_range(end)))
+        };
+        let resp = self
+            .kv()
+            .txn(Txn::new().and_then([
+                range(k.nodes()),
+                range(k.statuses()),
+                range(k.delegations()),
+                range(k.reservations()),
+            ]))
+            .await
+            .map_err(|e| self.err(e))?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut kvs = resp.op_responses().into_iter().map(|op| match op {
+            TxnOpResponse::Get(g) => Ok(g),
+            _ => Err(ClusterError::Internal(
+                "unexpected etcd txn response".into(),
+            )),
+        });
+        let mut next = || {
+            kvs.next()
+                .unwrap_or_else(|| Err(ClusterError::Internal("short etcd txn response".into())))
+        };
+        let (specs, statuses, delegations, reservations) = (next()?, next()?, next()?, next()?);
+        let mut status_of: std::collections::HashMap<NodeId, Result<NodeStatus, CodecError>> =
+            statuses
+                .kvs()
+                .iter()
+                .filter_map(|kv| Some((k.node_id_of(kv.key())?, decode::<NodeStatus>(kv.value()))))
+                .collect();
+        let nodes = specs
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let id = k.node_id_of(kv.key())?;
+                Some(BucketNode {
+                    id,
+                    spec: decode::<NodeSpec>(kv.value()),
+                    spec_rev: kv.mod_revision(),
+                    status: status_of.remove(&id),
+                })
+            })
+            .collect();
+        let delegations = delegations
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let id = k.node_id_of(kv.key())?;
+                Some((
+                    id,
+                    decode::<DelegationRecord>(kv.value())
+                        .map(|d| d.conductor)
+                        .map_err(|e| e.to_string()),
+                ))
+            })
+            .collect();
+        let reservations = reservations
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                Some(HeldReservation {
+                    id: k.node_id_of(kv.key())?,
+                    holder: decode::<ReservationRecord>(kv.value())
+                        .ok()
+                        .map(|r| r.conductor),
+                    create_rev: kv.create_revision(),
+                    lease: kv.lease(),
+                })
+            })
+            .collect();
+        Ok(BucketRecords {
+            bucket,
+            revision,
+            nodes,
+            delegations,
+            reservations,
+        })
+    }
+
+    /// Hands nodes on, or takes them back, as their buckets' holder. Each change is fenced by
+    /// its bucket token; taking a node back also needs its reservation gone (the delegate has
+    /// stopped it). One bool per change, in input order: whether it was made.
+    pub async fn delegate(&self, changes: &[Delegate]) -> Result<Vec<bool>, ClusterError> {
+        let mut out = Vec::with_capacity(changes.len());
+        for chunk in changes.chunks(BATCH) {
+            let ops = chunk
+                .iter()
+                .map(|c| {
+                    let key = self.keys().delegation(&c.id);
+                    let mut when = vec![Compare::create_revision(
+                        self.keys().bucket(Bucket::of(&c.id)),
+                        CompareOp::Equal,
+                        c.token.revision(),
+                    )];
+                    let then = match &c.to {
+                        Some(to) => TxnOp::put(
+                            key,
+                            encode(&DelegationRecord {
+                                conductor: to.clone(),
+                            }),
+                            None,
+                        ),
+                        None => {
+                            when.push(Compare::create_revision(
+                                self.keys().reservation(&c.id),
+                                CompareOp::Equal,
+                                0,
+                            ));
+                            TxnOp::delete(key, None)
+                        }
+                    };
+                    TxnOp::txn(Txn::new().when(when).and_then([then]))
+                })
+                .collect();
+            let resp = self.txn_all(ops).await?;
+            out.extend(
+                resp.op_responses()
+                    .iter()
+                    .map(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded())),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every bucket key: (bucket, holder, token, lease), and the revision of the read.
+    #[allow(clippy::type_complexity)]
+    pub async fn list_buckets(
+        &self,
+    ) -> Result<(i64, Vec<(Bucket, Option<String>, FenceToken, i64)>), ClusterError> {
+        let (rev, kvs) = crate::get_prefix(self, &self.keys().buckets(), None, false).await?;
+        let out = kvs
+            .iter()
+            .filter_map(|kv| {
+                let b = Bucket::parse(self.keys().leaf_of(kv.key())?)?;
+                let holder = decode::<ReservationRecord>(kv.value())
+                    .ok()
+                    .map(|r| r.conductor);
+                Some((
+                    b,
+                    holder,
+                    FenceToken::bucket(kv.create_revision()),
+                    kv.lease(),
+                ))
+            })
+            .collect();
+        Ok((rev, out))
+    }
+}
