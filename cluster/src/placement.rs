@@ -1,17 +1,27 @@
-//! Rendezvous (highest-random-weight) placement of nodes on live conductors. Pure: every
-//! conductor computes the same answer from the same membership, so no coordinator is needed, and
-//! a membership change moves only the nodes whose winner changed (about 1/N of them).
+//! Rendezvous (highest-random-weight) placement of buckets and nodes on live conductors. Pure:
+//! every conductor computes the same answer from the same membership, so no coordinator is
+//! needed, and a membership change moves only what its winner changed for (about 1/N).
 
-use ferric_model::NodeId;
+use ferric_model::{Bucket, NodeId};
 
 /// A stable 64-bit hash of (node, conductor). It must be identical on every build and machine,
 /// so it is written out here instead of using std's randomly seeded hasher.
 pub fn weight(node: &NodeId, conductor: &str) -> u64 {
+    weight_of(node.as_bytes(), conductor)
+}
+
+/// [`weight`] of (bucket, conductor). The bucket's two bytes with a tag, so that a bucket and
+/// a node never hash alike by accident.
+pub fn bucket_weight(bucket: Bucket, conductor: &str) -> u64 {
+    let [hi, lo] = bucket.0.to_be_bytes();
+    weight_of(&[b'b', b'k', b't', hi, lo], conductor)
+}
+
+fn weight_of(key: &[u8], conductor: &str) -> u64 {
     // FNV-1a over both inputs, then a splitmix64 finaliser for avalanche: FNV alone leaves
     // correlated high bits for inputs that differ only in their last byte (c1, c2, c3).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in node
-        .as_bytes()
+    for b in key
         .iter()
         .chain([0xffu8].iter())
         .chain(conductor.as_bytes())
@@ -35,6 +45,18 @@ where
     conductors
         .into_iter()
         .max_by(|a, b| weight(node, a).cmp(&weight(node, b)).then_with(|| b.cmp(a)))
+}
+
+/// The conductor that should hold `bucket`: rendezvous over all of `conductors`, ties by name.
+pub fn bucket_owner<'a, I>(bucket: Bucket, conductors: I) -> Option<&'a str>
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    conductors.into_iter().max_by(|a, b| {
+        bucket_weight(bucket, a)
+            .cmp(&bucket_weight(bucket, b))
+            .then_with(|| b.cmp(a))
+    })
 }
 
 #[cfg(test)]
@@ -98,6 +120,32 @@ mod tests {
                 assert_eq!(a, b);
             }
         }
+    }
+
+    #[test]
+    fn buckets_spread_evenly_and_a_joiner_takes_only_its_share() {
+        let ten: Vec<String> = (1..=10).map(|i| format!("c{i}")).collect();
+        let names = |n: usize| ten[..n].iter().map(String::as_str);
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        let mut moved = 0;
+        for b in Bucket::all() {
+            let owner = bucket_owner(b, names(10)).unwrap();
+            *count.entry(owner).or_default() += 1;
+            let before = bucket_owner(b, names(9)).unwrap();
+            if before != owner {
+                assert_eq!(owner, "c10", "a bucket moved between old members");
+                moved += 1;
+            }
+        }
+        // 409.6 each on average; a binomial spread of about 19.
+        for (name, n) in &count {
+            assert!(
+                (*n as f64 - 409.6).abs() < 80.0,
+                "{name} holds {n}: {count:?}"
+            );
+        }
+        assert!((moved as f64 - 409.6).abs() < 80.0, "moved {moved}");
+        assert_eq!(bucket_owner(Bucket(0), []), None);
     }
 
     #[test]

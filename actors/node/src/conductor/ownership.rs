@@ -1,20 +1,120 @@
-//! The conductor's ownership table, pure (no etcd, no actors, no I/O): which nodes placement
-//! gives this conductor (desired), which it holds (reservation and fencing token), which node
-//! actors run and which are being stopped (observed), and the transitions on every input. Each
-//! transition returns the `Effect`s the session executes; their results come back as inputs.
+//! The conductor's ownership table, pure (no etcd, no actors, no I/O): which units (buckets, or
+//! nodes handed on to this conductor) placement gives this conductor (desired), which it holds
+//! (key and fencing token), which run and which are being stopped (observed), and the
+//! transitions on every input. Each transition returns the `Effect`s the session executes;
+//! their results come back as inputs.
 //!
-//! Invariant: a node changes hands without ever having two owners. A node lost to placement is
-//! first stopped (`Effect::Stop`), and its reservation is released (`Effect::Release`) only after
-//! its actor reported stopped; a node is reserved only while no one else holds it, and its actor
-//! starts (`Effect::Start`) only after the reservation is ours.
+//! Invariant: a unit changes hands without ever having two owners. A unit lost to placement is
+//! first stopped (`Effect::Stop`), and its key is released (`Effect::Release`) only after it
+//! reported stopped; a unit is acquired only while no one else holds it, and it starts
+//! (`Effect::Start`) only after the key is ours.
 
 use super::placement_index::{Eligible, PlacementIndex};
 use crate::supervisor::REASON_FENCED;
-use ferric_cluster::snapshot::Snapshot;
-use ferric_model::{ConductorRecord, FenceToken, NodeId};
+use ferric_model::{Bucket, ConductorRecord, FenceToken, NodeId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt::{Debug, Display};
+use std::hash::Hash;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// What a table owns through keys of its own: buckets (`buckets/<bucket>`), or nodes
+/// (`reservations/<uuid>`, a delegate's).
+pub trait Unit: Copy + Eq + Hash + Ord + Debug + Display {
+    /// The fencing token of this kind's key created at `create_rev`.
+    fn token(create_rev: i64) -> FenceToken;
+    /// A byte that spreads units over the periodic look's slices.
+    fn slice_byte(&self) -> u8;
+}
+
+impl Unit for NodeId {
+    fn token(create_rev: i64) -> FenceToken {
+        FenceToken(create_rev)
+    }
+    fn slice_byte(&self) -> u8 {
+        self.as_bytes()[15]
+    }
+}
+
+impl Unit for Bucket {
+    fn token(create_rev: i64) -> FenceToken {
+        FenceToken::bucket(create_rev)
+    }
+    fn slice_byte(&self) -> u8 {
+        (self.0 & 0xff) as u8
+    }
+}
+
+/// The units a table knows and which of them placement gives this conductor.
+pub trait Units<K>: Default + Debug {
+    /// What one placement pass may compute once and reuse.
+    type Cache: Default;
+    fn ids(&self) -> Vec<K>;
+    fn len(&self) -> usize;
+    fn wants(
+        &self,
+        k: &K,
+        me: &str,
+        members: &BTreeMap<String, ConductorRecord>,
+        cache: &mut Self::Cache,
+    ) -> bool;
+    /// The unit no longer exists (an acquisition found it gone).
+    fn gone(&mut self, k: &K);
+}
+
+impl Units<NodeId> for PlacementIndex {
+    type Cache = Eligible;
+    fn ids(&self) -> Vec<NodeId> {
+        PlacementIndex::ids(self).copied().collect()
+    }
+    fn len(&self) -> usize {
+        PlacementIndex::len(self)
+    }
+    fn wants(
+        &self,
+        k: &NodeId,
+        me: &str,
+        members: &BTreeMap<String, ConductorRecord>,
+        cache: &mut Eligible,
+    ) -> bool {
+        self.owner_cached(k, members, cache) == Some(me)
+    }
+    fn gone(&mut self, k: &NodeId) {
+        self.remove(k);
+    }
+}
+
+/// Every bucket; this conductor wants those that rendezvous over all live members gives it.
+#[derive(Debug, Default)]
+pub struct AllBuckets;
+
+impl Units<Bucket> for AllBuckets {
+    type Cache = ();
+    fn ids(&self) -> Vec<Bucket> {
+        Bucket::all().collect()
+    }
+    fn len(&self) -> usize {
+        Bucket::COUNT as usize
+    }
+    fn wants(
+        &self,
+        k: &Bucket,
+        me: &str,
+        members: &BTreeMap<String, ConductorRecord>,
+        _: &mut (),
+    ) -> bool {
+        ferric_cluster::placement::bucket_owner(*k, members.keys().map(String::as_str)) == Some(me)
+    }
+    fn gone(&mut self, _: &Bucket) {}
+}
+
+/// A key held by a conductor, as a snapshot lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldKey<K> {
+    pub id: K,
+    pub create_rev: i64,
+    pub lease: i64,
+}
 
 /// After registering, a conductor waits this long (at most, and never more than a quarter of
 /// its TTL) before reserving anything, and restarts the wait when another conductor joins
@@ -32,18 +132,18 @@ pub fn join_grace(ttl: Duration) -> Duration {
 
 /// What the session must do for the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// Start the node's actor with this fencing token (the reservation is ours).
-    Start { id: NodeId, token: FenceToken },
-    /// Stop these node actors, each after its in-flight operation; every end comes back as
+pub enum Effect<K = NodeId> {
+    /// Start the unit with this fencing token (the key is ours).
+    Start { id: K, token: FenceToken },
+    /// Stop these units, each node after its in-flight operation; every end comes back as
     /// `actor_stopped`.
-    Stop(Vec<NodeId>),
-    /// Reserve these nodes in one batch on this session's lease; the result comes back as
+    Stop(Vec<K>),
+    /// Acquire these units in one batch on this session's lease; the result comes back as
     /// `acquired`.
-    Acquire(Vec<NodeId>),
-    /// Delete these reservations: each one's actor has reported stopped. A failure comes back
-    /// as `release_failed`.
-    Release(Vec<(NodeId, FenceToken)>),
+    Acquire(Vec<K>),
+    /// Delete these keys: each unit has reported stopped. A failure comes back as
+    /// `release_failed`.
+    Release(Vec<(K, FenceToken)>),
 }
 
 /// The outcome of reserving one node, as the table needs it.
@@ -59,6 +159,9 @@ pub enum Acquire {
     },
     /// The node no longer exists.
     Gone,
+    /// Not this conductor's to take now (a node whose delegation does not name it): looked at
+    /// again on the next pass.
+    Refused,
 }
 
 /// A change of a reservation key, as the watch delivers it.
@@ -87,7 +190,7 @@ struct Mine {
 }
 
 #[derive(Debug)]
-pub struct Ownership {
+pub struct Ownership<K: Unit = NodeId, U: Units<K> = PlacementIndex> {
     me: String,
     /// This session's lease: reservations on it are ours.
     lease: i64,
@@ -104,30 +207,30 @@ pub struct Ownership {
     window: usize,
     batch: usize,
     members: BTreeMap<String, ConductorRecord>,
-    nodes: PlacementIndex,
+    nodes: U,
     /// Reservations held by anyone but this session, with the revision they were seen at: a
     /// delete at a later revision frees them.
-    others: HashMap<NodeId, i64>,
+    others: HashMap<K, i64>,
     /// Deletes the watch delivered for nodes whose reservation was in flight, newest revision
     /// each: the reservation's reply may have seen the key held before that delete (the watch
     /// can overtake the reply), and then it is free again.
-    deleted_while_acquiring: HashMap<NodeId, i64>,
-    mine: HashMap<NodeId, Mine>,
-    acquiring: HashSet<NodeId>,
-    acquire_queue: VecDeque<Vec<NodeId>>,
+    deleted_while_acquiring: HashMap<K, i64>,
+    mine: HashMap<K, Mine>,
+    acquiring: HashSet<K>,
+    acquire_queue: VecDeque<Vec<K>>,
     acquire_in_flight: usize,
     /// A batch smaller than `batch` is in flight (see [`Ownership::pump`]).
     partial_in_flight: bool,
-    releasing: Vec<(NodeId, FenceToken)>,
+    releasing: Vec<(K, FenceToken)>,
     dirty_all: bool,
-    dirty: HashSet<NodeId>,
+    dirty: HashSet<K>,
     /// No reservations before this instant (see `JOIN_GRACE`).
     hold_until: Option<Instant>,
     /// Actors reported running.
     running: u64,
 }
 
-impl Ownership {
+impl<K: Unit, U: Units<K>> Ownership<K, U> {
     /// `batch`: nodes per reservation batch; `acquire_parallel`: batches in flight at once.
     pub fn new(me: &str, join_grace: Duration, acquire_parallel: usize, batch: usize) -> Self {
         Ownership {
@@ -140,7 +243,7 @@ impl Ownership {
             window: acquire_parallel.max(1),
             batch: batch.max(1),
             members: BTreeMap::new(),
-            nodes: PlacementIndex::default(),
+            nodes: U::default(),
             others: HashMap::new(),
             deleted_while_acquiring: HashMap::new(),
             mine: HashMap::new(),
@@ -197,13 +300,13 @@ impl Ownership {
             return;
         }
         let slice = (tick % slices as u64) as usize;
-        let in_slice = |id: &NodeId| usize::from(id.as_bytes()[15]) % slices == slice;
-        let ids: Vec<NodeId> = self
+        let in_slice = |id: &K| usize::from(id.slice_byte()) % slices == slice;
+        let ids: Vec<K> = self
             .nodes
             .ids()
-            .chain(self.mine.keys())
+            .into_iter()
+            .chain(self.mine.keys().copied())
             .filter(|id| in_slice(id))
-            .copied()
             .collect();
         self.dirty.extend(ids);
     }
@@ -234,37 +337,38 @@ impl Ownership {
     }
 
     /// Whether `id`'s actor runs here and is not being stopped (it gets the node's updates).
-    pub fn runs(&self, id: &NodeId) -> bool {
+    pub fn runs(&self, id: &K) -> bool {
         self.mine.get(id).is_some_and(|m| m.phase == Phase::Running)
     }
 
     /// The nodes whose actors run here and are not being stopped.
-    pub fn running_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+    pub fn running_ids(&self) -> impl Iterator<Item = K> + '_ {
         self.mine
             .iter()
             .filter(|(_, m)| m.phase == Phase::Running)
             .map(|(id, _)| *id)
     }
 
-    /// A consistent read of the cluster at one revision replaces members, nodes and other
-    /// conductors' reservations. Reservations on our lease that we did not know are adopted;
-    /// ours that are gone are lost (their actors stop, nothing to release).
-    pub fn resync(&mut self, snap: Snapshot) -> Vec<Effect> {
+    /// A consistent read of the cluster at one revision replaces members, units and other
+    /// conductors' keys. Keys on our lease that we did not know are adopted; ours that are
+    /// gone are lost (they stop, nothing to release).
+    pub fn resync(
+        &mut self,
+        conductors: Vec<ConductorRecord>,
+        units: U,
+        held: Vec<HeldKey<K>>,
+    ) -> Vec<Effect<K>> {
         let mut fx = Vec::new();
-        self.members = snap
-            .conductors
+        self.members = conductors
             .into_iter()
             .map(|c| (c.name.clone(), c))
             .collect();
-        self.nodes.clear();
-        for n in snap.nodes {
-            self.nodes.insert(n.id, n.placement);
-        }
+        self.nodes = units;
         self.others.clear();
         let mut seen_mine = HashSet::new();
-        for r in snap.reservations {
+        for r in held {
             match self.mine.get(&r.id) {
-                Some(m) if m.token.0 == r.create_rev => {
+                Some(m) if m.token.revision() == r.create_rev => {
                     seen_mine.insert(r.id);
                 }
                 _ if r.lease == self.lease => {
@@ -272,14 +376,14 @@ impl Ownership {
                     if !self.mine.contains_key(&r.id) {
                         seen_mine.insert(r.id);
                     }
-                    self.adopt(r.id, FenceToken(r.create_rev), &mut fx);
+                    self.adopt(r.id, K::token(r.create_rev), &mut fx);
                 }
                 _ => {
                     self.others.insert(r.id, r.create_rev);
                 }
             }
         }
-        let lost: Vec<NodeId> = self
+        let lost: Vec<K> = self
             .mine
             .keys()
             .filter(|id| !seen_mine.contains(id))
@@ -318,43 +422,45 @@ impl Ownership {
         self.dirty_all = true;
     }
 
-    /// A node was created or its spec changed (`placement`: its driver and group, or why the
-    /// spec cannot be read).
-    pub fn node_put(&mut self, id: NodeId, placement: Result<(String, String), String>) {
-        self.nodes.insert(id, placement);
+    /// The known units, to change; every unit changed must be [`Ownership::touch`]ed.
+    pub fn units_mut(&mut self) -> &mut U {
+        &mut self.nodes
+    }
+
+    /// Look at `id` again on the next pass (its placement inputs changed).
+    pub fn touch(&mut self, id: K) {
         self.dirty.insert(id);
     }
 
-    /// A reservation of `id` is in flight.
-    pub fn is_acquiring(&self, id: &NodeId) -> bool {
+    /// An acquisition of `id` is in flight.
+    pub fn is_acquiring(&self, id: &K) -> bool {
         self.acquiring.contains(id)
-    }
-
-    pub fn node_deleted(&mut self, id: NodeId) {
-        self.nodes.remove(&id);
-        self.dirty.insert(id);
     }
 
     /// A reservation key changed at `mod_rev` (`id` None: a key that names no node). The
     /// session's watch delivers deletes only; a put, where one is delivered, is understood too.
     pub fn reservation(
         &mut self,
-        id: Option<NodeId>,
+        id: Option<K>,
         mod_rev: i64,
         change: Reservation,
-    ) -> Vec<Effect> {
+    ) -> Vec<Effect<K>> {
         let mut fx = Vec::new();
         let Some(id) = id else { return fx };
         match change {
             Reservation::Put { create_rev, lease } => {
-                if self.mine.get(&id).is_some_and(|m| m.token.0 == create_rev) {
+                if self
+                    .mine
+                    .get(&id)
+                    .is_some_and(|m| m.token.revision() == create_rev)
+                {
                     return fx;
                 }
                 if lease == self.lease {
                     // Our own batch: its reply (with the records read in the same Txn) is on its
                     // way, or was lost, in which case the retry finds it held by our lease.
                     if !self.mine.contains_key(&id) && !self.acquiring.contains(&id) {
-                        self.adopt(id, FenceToken(create_rev), &mut fx);
+                        self.adopt(id, K::token(create_rev), &mut fx);
                     }
                     return fx;
                 }
@@ -365,7 +471,11 @@ impl Ownership {
                     let rev = self.deleted_while_acquiring.entry(id).or_insert(mod_rev);
                     *rev = (*rev).max(mod_rev);
                 }
-                if self.mine.get(&id).is_some_and(|m| mod_rev > m.token.0) {
+                if self
+                    .mine
+                    .get(&id)
+                    .is_some_and(|m| mod_rev > m.token.revision())
+                {
                     self.lost(id, &mut fx);
                 }
                 if self.others.get(&id).is_some_and(|rev| mod_rev >= *rev) {
@@ -378,7 +488,7 @@ impl Ownership {
     }
 
     /// The supervisor reports the actor of `id` (reservation `token`) running.
-    pub fn actor_started(&mut self, id: NodeId, token: FenceToken) {
+    pub fn actor_started(&mut self, id: K, token: FenceToken) {
         if let Some(m) = self.mine.get_mut(&id) {
             if m.token == token && !m.started {
                 m.started = true;
@@ -388,7 +498,7 @@ impl Ownership {
     }
 
     /// The supervisor reports the actor of `id` (reservation `token`) ended, for `reason`.
-    pub fn actor_stopped(&mut self, id: NodeId, token: FenceToken, reason: &str) {
+    pub fn actor_stopped(&mut self, id: K, token: FenceToken, reason: &str) {
         let Some(m) = self.mine.get(&id) else { return };
         if m.token != token {
             return;
@@ -419,11 +529,7 @@ impl Ownership {
 
     /// A reservation batch came back: `None` when the whole batch failed (retried on the next
     /// pass), otherwise one outcome per node.
-    pub fn acquired(
-        &mut self,
-        batch: &[NodeId],
-        outcomes: Option<Vec<(NodeId, Acquire)>>,
-    ) -> Vec<Effect> {
+    pub fn acquired(&mut self, batch: &[K], outcomes: Option<Vec<(K, Acquire)>>) -> Vec<Effect<K>> {
         let mut fx = Vec::new();
         self.acquire_in_flight -= 1;
         if batch.len() < self.batch {
@@ -459,7 +565,7 @@ impl Ownership {
                     if lease == self.lease {
                         if !self.mine.contains_key(&id) {
                             // An earlier batch committed but its reply was lost.
-                            self.adopt(id, FenceToken(create_rev), &mut fx);
+                            self.adopt(id, K::token(create_rev), &mut fx);
                         }
                     } else if deleted_at.is_some_and(|rev| rev > seen_at) {
                         // The watch delivered the key's delete, after the Txn saw it held,
@@ -472,7 +578,10 @@ impl Ownership {
                         self.others.entry(id).or_insert(seen_at);
                     }
                 }
-                Acquire::Gone => self.nodes.remove(&id),
+                Acquire::Gone => self.nodes.gone(&id),
+                Acquire::Refused => {
+                    self.dirty.insert(id);
+                }
             }
         }
         fx
@@ -482,43 +591,41 @@ impl Ownership {
     /// a moment first, so that an unreachable etcd is not asked in a tight loop). The batch
     /// may have committed with its reply lost: the retry then finds the nodes held by this
     /// session's lease and adopts them.
-    pub fn retry(&mut self, ids: Vec<NodeId>) {
+    pub fn retry(&mut self, ids: Vec<K>) {
         self.dirty.extend(ids);
     }
 
     /// Releasing these reservations failed: they are retried on the next pass.
-    pub fn release_failed(&mut self, batch: Vec<(NodeId, FenceToken)>) {
+    pub fn release_failed(&mut self, batch: Vec<(K, FenceToken)>) {
         self.releasing.extend(batch);
     }
 
     /// One pass: decides which nodes to reserve and which to give up (unless the join grace
     /// holds), then starts queued reservation batches and releases.
-    pub fn decide(&mut self) -> Vec<Effect> {
+    pub fn decide(&mut self) -> Vec<Effect<K>> {
         let mut fx = Vec::new();
         self.place(&mut fx);
         self.pump(&mut fx);
         fx
     }
 
-    fn wants(&self, id: &NodeId, eligible: &mut Eligible) -> bool {
-        self.nodes.owner_cached(id, &self.members, eligible) == Some(self.me.as_str())
-    }
-
-    fn place(&mut self, fx: &mut Vec<Effect>) {
+    fn place(&mut self, fx: &mut Vec<Effect<K>>) {
         if self.hold_until.is_some() {
             return;
         }
-        let ids: Vec<NodeId> = if std::mem::take(&mut self.dirty_all) {
+        let ids: Vec<K> = if std::mem::take(&mut self.dirty_all) {
             self.dirty.clear();
-            self.nodes.ids().chain(self.mine.keys()).copied().collect()
+            let mut ids = self.nodes.ids();
+            ids.extend(self.mine.keys().copied());
+            ids
         } else {
             self.dirty.drain().collect()
         };
         let mut to_stop = Vec::new();
         let mut to_acquire = Vec::new();
-        let mut eligible = Eligible::default();
+        let mut cache = U::Cache::default();
         for id in ids {
-            let want = self.wants(&id, &mut eligible);
+            let want = self.nodes.wants(&id, &self.me, &self.members, &mut cache);
             match self.mine.get_mut(&id) {
                 Some(m) if m.phase == Phase::Running && !want => {
                     m.phase = Phase::Stopping { release: true };
@@ -549,7 +656,7 @@ impl Ownership {
     /// etcd; at full speed it delayed the survivors' own keepalives past their self-fencing
     /// deadline, so they fenced themselves too and the nodes moved for a minute instead of
     /// seconds (found by `ferric chaos` at 30,000 nodes). Acquiring goes on, slower.
-    pub fn set_etcd_strained(&mut self, strained: bool) -> Vec<Effect> {
+    pub fn set_etcd_strained(&mut self, strained: bool) -> Vec<Effect<K>> {
         self.strained = strained;
         let mut fx = Vec::new();
         self.pump(&mut fx);
@@ -567,7 +674,7 @@ impl Ownership {
     /// allows, every survivor fenced itself, and the failover took seven minutes. Every
     /// conductor sharing etcd sees its keepalives fail at the same moment, so they all hold
     /// back together and etcd catches up.
-    pub fn set_etcd_behind(&mut self, behind: bool) -> Vec<Effect> {
+    pub fn set_etcd_behind(&mut self, behind: bool) -> Vec<Effect<K>> {
         if behind && !self.behind {
             self.window = 1;
         }
@@ -593,7 +700,7 @@ impl Ownership {
     /// is in flight: nodes that come a few at a time (enrollment) gather into a few
     /// transactions instead of one each, while a backlog (start-up, a failover) still goes
     /// out in full batches side by side.
-    fn pump(&mut self, fx: &mut Vec<Effect>) {
+    fn pump(&mut self, fx: &mut Vec<Effect<K>>) {
         while self.acquire_in_flight < self.acquire_limit() {
             let Some(mut batch) = self.acquire_queue.pop_front() else {
                 break;
@@ -624,7 +731,7 @@ impl Ownership {
         }
     }
 
-    fn start(&mut self, id: NodeId, token: FenceToken, fx: &mut Vec<Effect>) {
+    fn start(&mut self, id: K, token: FenceToken, fx: &mut Vec<Effect<K>>) {
         self.mine.insert(
             id,
             Mine {
@@ -639,21 +746,54 @@ impl Ownership {
     }
 
     /// A reservation on our lease that we did not know about (a batch whose reply was lost).
-    fn adopt(&mut self, id: NodeId, token: FenceToken, fx: &mut Vec<Effect>) {
-        tracing::info!(node = %id, fence = token.0, "adopting a reservation made by this session");
+    fn adopt(&mut self, id: K, token: FenceToken, fx: &mut Vec<Effect<K>>) {
+        tracing::info!(unit = %id, fence = %token, "adopting a key made by this session");
         self.others.remove(&id);
         self.start(id, token, fx);
     }
 
     /// Our reservation of `id` is gone (deleted from outside, or our lease ended).
-    fn lost(&mut self, id: NodeId, fx: &mut Vec<Effect>) {
+    fn lost(&mut self, id: K, fx: &mut Vec<Effect<K>>) {
         if let Some(m) = self.mine.get_mut(&id) {
             if m.phase == Phase::Running {
-                tracing::warn!(node = %id, fence = m.token.0, "reservation lost; stopping the node actor");
+                tracing::warn!(unit = %id, fence = %m.token, "key lost; stopping");
                 fx.push(Effect::Stop(vec![id]));
             }
             m.phase = Phase::Stopping { release: false };
         }
+        self.dirty.insert(id);
+    }
+}
+
+/// The per-node table, fed by the nodes' placement inputs.
+impl Ownership<NodeId, PlacementIndex> {
+    /// [`Ownership::resync`] from a snapshot of the cluster.
+    pub fn resync_snapshot(&mut self, snap: ferric_cluster::Snapshot) -> Vec<Effect> {
+        let mut index = PlacementIndex::default();
+        for n in snap.nodes {
+            index.insert(n.id, n.placement);
+        }
+        let held = snap
+            .reservations
+            .into_iter()
+            .map(|r| HeldKey {
+                id: r.id,
+                create_rev: r.create_rev,
+                lease: r.lease,
+            })
+            .collect();
+        self.resync(snap.conductors, index, held)
+    }
+
+    /// A node was created or its spec changed (`placement`: its driver and group, or why the
+    /// spec cannot be read).
+    pub fn node_put(&mut self, id: NodeId, placement: Result<(String, String), String>) {
+        self.nodes.insert(id, placement);
+        self.dirty.insert(id);
+    }
+
+    pub fn node_deleted(&mut self, id: NodeId) {
+        self.nodes.remove(&id);
         self.dirty.insert(id);
     }
 }

@@ -487,7 +487,7 @@ impl<'a> Session<'a> {
         }
         let revision = snap.revision;
         let specs: Vec<(NodeId, i64)> = snap.nodes.iter().map(|n| (n.id, n.mod_rev)).collect();
-        let fx = self.table.resync(snap);
+        let fx = self.table.resync_snapshot(snap);
         self.execute(fx, &mut HashMap::new());
         // The watches restart after the snapshot: a spec changed while they were down (an
         // intent the gateway accepted) reaches a running actor only if it looks again.

@@ -5,7 +5,7 @@
 use super::*;
 use crate::supervisor::NodeEvent;
 use ferric_cluster::placement::owner_of;
-use ferric_cluster::snapshot::{SnapshotNode, SnapshotReservation};
+use ferric_cluster::snapshot::{Snapshot, SnapshotNode, SnapshotReservation};
 use std::collections::BTreeSet;
 
 const ME: &str = "a";
@@ -85,7 +85,7 @@ fn joined(snap: Snapshot) -> (Ownership, Vec<Effect>) {
 fn joined_with(parallel: usize, snap: Snapshot) -> (Ownership, Vec<Effect>) {
     let mut t = Ownership::new(ME, GRACE, parallel, 4);
     t.set_lease(MY_LEASE);
-    let fx = t.resync(snap);
+    let fx = t.resync_snapshot(snap);
     let now = Instant::now();
     t.hold(now);
     t.grace_elapsed(now + GRACE);
@@ -249,7 +249,9 @@ async fn nothing_is_reserved_during_the_join_grace_and_a_joiner_restarts_it() {
     let nodes = ids(1..21);
     let mut t = Ownership::new(ME, GRACE, 2, 100);
     t.set_lease(MY_LEASE);
-    assert!(t.resync(snapshot(5, vec![me()], &nodes, vec![])).is_empty());
+    assert!(t
+        .resync_snapshot(snapshot(5, vec![me()], &nodes, vec![]))
+        .is_empty());
     t.hold(Instant::now());
     assert!(t.decide().is_empty(), "held right after the snapshot");
 
@@ -585,7 +587,7 @@ fn resync_stops_what_was_lost_and_respects_others() {
     assert_eq!(tokens.len(), 2);
     // A watch was lost; the new read shows x still ours, y's reservation gone (deleted from
     // outside), and a new node w held by another conductor.
-    let fx = t.resync(snapshot(
+    let fx = t.resync_snapshot(snapshot(
         30,
         vec![me()],
         &[x, y, w],
@@ -614,7 +616,7 @@ fn resync_adopts_a_reservation_on_our_lease_and_keeps_its_actor() {
     // The watch is lost while the batch is in flight; the batch fails on our side although
     // etcd committed it, and the re-read shows the reservation on our lease.
     assert!(t.acquired(&[x], None).is_empty());
-    let fx = t.resync(snapshot(30, vec![me()], &[x], vec![held(x, MY_LEASE, 25)]));
+    let fx = t.resync_snapshot(snapshot(30, vec![me()], &[x], vec![held(x, MY_LEASE, 25)]));
     assert_eq!(
         fx,
         [Effect::Start {
