@@ -12,6 +12,7 @@
 //! node's actor (after its in-flight operation) and only then deletes the reservation; the new
 //! owner reserves it with "create if absent" and only then starts its actor.
 
+mod bucket_nodes;
 mod ownership;
 mod placement_index;
 mod session;

@@ -111,6 +111,35 @@ impl PlacementIndex {
         // The name borrowed from `members`, which outlives the cache.
         members.get_key_value(pick).map(|(k, _)| k.as_str())
     }
+
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.nodes.contains_key(id)
+    }
+
+    /// For a node of a bucket `me` holds: `Some(None)` when it belongs to `me` (it serves the
+    /// node's driver and group, or nobody among `members` does, or its spec is unreadable),
+    /// `Some(Some(delegate))` when it goes to the rendezvous winner among those that serve it;
+    /// None for an unknown node.
+    pub fn owner_where_not(
+        &self,
+        id: &NodeId,
+        me: &str,
+        members: &BTreeMap<String, ConductorRecord>,
+        eligible: &mut Eligible,
+    ) -> Option<Option<String>> {
+        let place = *self.nodes.get(id)?;
+        let names = eligible.0.entry(place).or_insert_with(|| {
+            members
+                .values()
+                .filter(|c| self.eligible(place, c))
+                .map(|c| c.name.clone())
+                .collect()
+        });
+        if names.is_empty() || names.iter().any(|n| n == me) {
+            return Some(None);
+        }
+        Some(owner_of(id, names.iter().map(String::as_str)).map(str::to_string))
+    }
 }
 
 #[cfg(test)]
