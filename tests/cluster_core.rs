@@ -658,7 +658,7 @@ async fn bucket_and_delegation_fences_admit_one_writer() {
             .delegate(&[change])
             .await
             .unwrap_or_else(|e| fleet.fail(&format!("delegate to {to:?}: {e}")));
-        out == [true]
+        out.1 == [true]
     };
 
     // a takes the bucket: the node is a's, b cannot take the bucket, w cannot reserve the node.

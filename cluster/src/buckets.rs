@@ -271,9 +271,11 @@ impl Cluster {
 
     /// Hands nodes on, or takes them back, as their buckets' holder. Each change is fenced by
     /// its bucket token; taking a node back also needs its reservation gone (the delegate has
-    /// stopped it). One bool per change, in input order: whether it was made.
-    pub async fn delegate(&self, changes: &[Delegate]) -> Result<Vec<bool>, ClusterError> {
+    /// stopped it). One bool per change, in input order: whether it was made; and the revision
+    /// of the last transaction (each refusal was true at or before it).
+    pub async fn delegate(&self, changes: &[Delegate]) -> Result<(i64, Vec<bool>), ClusterError> {
         let mut out = Vec::with_capacity(changes.len());
+        let mut revision = 0;
         for chunk in changes.chunks(BATCH) {
             let ops = chunk
                 .iter()
@@ -305,13 +307,36 @@ impl Cluster {
                 })
                 .collect();
             let resp = self.txn_all(ops).await?;
+            revision = resp.header().map_or(revision, |h| h.revision());
             out.extend(
                 resp.op_responses()
                     .iter()
                     .map(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded())),
             );
         }
-        Ok(out)
+        Ok((revision, out))
+    }
+
+    /// Every delegation: (node, delegate or the record's error), and the revision of the read.
+    #[allow(clippy::type_complexity)]
+    pub async fn list_delegations(
+        &self,
+        revision: Option<i64>,
+    ) -> Result<(i64, Vec<(NodeId, Result<String, String>)>), ClusterError> {
+        let (rev, kvs) =
+            crate::get_prefix(self, &self.keys().delegations(), revision, false).await?;
+        let out = kvs
+            .iter()
+            .filter_map(|kv| {
+                Some((
+                    self.keys().node_id_of(kv.key())?,
+                    decode::<DelegationRecord>(kv.value())
+                        .map(|d| d.conductor)
+                        .map_err(|e| e.to_string()),
+                ))
+            })
+            .collect();
+        Ok((rev, out))
     }
 
     /// Every bucket key: (bucket, holder, token, lease), and the revision of the read.

@@ -3,7 +3,7 @@
 //! once per session (and after a watch is lost), then follows the watches from `revision + 1`.
 
 use crate::{for_each_in_prefix, get_prefix, Cluster, ClusterError};
-use ferric_model::{decode, ConductorRecord, NodeId, NodeSpec, ReservationRecord};
+use ferric_model::{decode, Bucket, ConductorRecord, NodeId, NodeSpec, ReservationRecord};
 
 pub struct SnapshotNode {
     pub id: NodeId,
@@ -29,7 +29,57 @@ pub struct Snapshot {
     pub reservations: Vec<SnapshotReservation>,
 }
 
+/// What a conductor reads at the start of a session (and after a watch is lost), at one
+/// revision: live conductors, every bucket key, every delegation and every reservation. Not
+/// the nodes: each conductor reads only the nodes of the buckets it acquires
+/// (`Cluster::read_bucket`), so the fleet is read once in all, not once per conductor.
+pub struct OwnershipSnapshot {
+    pub revision: i64,
+    pub conductors: Vec<ConductorRecord>,
+    /// (bucket, create revision, lease)
+    pub buckets: Vec<(Bucket, i64, i64)>,
+    /// (node, delegate or the record's decode error)
+    pub delegations: Vec<(NodeId, Result<String, String>)>,
+    pub reservations: Vec<SnapshotReservation>,
+}
+
 impl Cluster {
+    pub async fn ownership_snapshot(&self) -> Result<OwnershipSnapshot, ClusterError> {
+        let (revision, conductor_kvs) =
+            get_prefix(self, &self.keys().conductors(), None, false).await?;
+        let keys = self.keys();
+        let (_, bucket_kvs) = get_prefix(self, &keys.buckets(), Some(revision), false).await?;
+        let buckets = bucket_kvs
+            .iter()
+            .filter_map(|kv| {
+                let b = Bucket::parse(keys.leaf_of(kv.key())?)?;
+                Some((b, kv.create_revision(), kv.lease()))
+            })
+            .collect();
+        let (_, delegations) = self.list_delegations(Some(revision)).await?;
+        let mut reservations = Vec::new();
+        for_each_in_prefix(self, &keys.reservations(), Some(revision), false, |kv| {
+            if let Some(id) = keys.node_id_of(kv.key()) {
+                reservations.push(SnapshotReservation {
+                    id,
+                    holder: decode::<ReservationRecord>(kv.value())
+                        .ok()
+                        .map(|r| r.conductor),
+                    create_rev: kv.create_revision(),
+                    lease: kv.lease(),
+                });
+            }
+        })
+        .await?;
+        Ok(OwnershipSnapshot {
+            revision,
+            conductors: conductors_of(&conductor_kvs),
+            buckets,
+            delegations,
+            reservations,
+        })
+    }
+
     pub async fn snapshot(&self) -> Result<Snapshot, ClusterError> {
         let (revision, conductor_kvs) =
             get_prefix(self, &self.keys().conductors(), None, false).await?;
@@ -59,23 +109,26 @@ impl Cluster {
             }
         })
         .await?;
-        let conductors = conductor_kvs
-            .iter()
-            .filter_map(|kv| match decode::<ConductorRecord>(kv.value()) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::error!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable conductor record");
-                    None
-                }
-            })
-            .collect();
         Ok(Snapshot {
             revision,
-            conductors,
+            conductors: conductors_of(&conductor_kvs),
             nodes,
             reservations,
         })
     }
+}
+
+/// The readable conductor records (an unreadable one is logged and left out).
+fn conductors_of(kvs: &[etcd_client::KeyValue]) -> Vec<ConductorRecord> {
+    kvs.iter()
+        .filter_map(|kv| match decode::<ConductorRecord>(kv.value()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(key = %String::from_utf8_lossy(kv.key()), error = %e, "unreadable conductor record");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The placement inputs of a spec record, or the decode error as text.

@@ -52,6 +52,8 @@ enum BucketPhase {
 struct Held {
     token: FenceToken,
     phase: BucketPhase,
+    /// The revision its records were read at: the watch's older news of its nodes is stale.
+    read_rev: i64,
 }
 
 /// Where one node of a held bucket stands.
@@ -166,6 +168,7 @@ impl BucketNodes {
             Held {
                 token,
                 phase: BucketPhase::Reading,
+                read_rev: 0,
             },
         );
         vec![NodeEffect::Read(b, token)]
@@ -181,18 +184,21 @@ impl BucketNodes {
         }
     }
 
-    /// `b`'s records, read after it was acquired with `token`: `nodes` with their placement
-    /// inputs, and the delegations the previous holders left (delegate, or the record's error).
+    /// `b`'s records, read at `read_rev` after it was acquired with `token`: `nodes` with their
+    /// placement inputs, and the delegations the previous holders left (delegate, or the
+    /// record's error).
     pub fn bucket_read(
         &mut self,
         b: Bucket,
         token: FenceToken,
+        read_rev: i64,
         nodes: Vec<(NodeId, Result<(String, String), String>)>,
         delegations: Vec<(NodeId, Result<String, String>)>,
     ) -> Vec<NodeEffect> {
         match self.held.get_mut(&b) {
             Some(h) if h.token == token && h.phase == BucketPhase::Reading => {
-                h.phase = BucketPhase::Running
+                h.phase = BucketPhase::Running;
+                h.read_rev = read_rev;
             }
             // Stopped (or lost and acquired again) while the read was in flight.
             _ => return self.maybe_stopped(b),
@@ -239,10 +245,65 @@ impl BucketNodes {
         fx
     }
 
-    /// A node of a held bucket was created or its spec changed at a revision after the
-    /// bucket's read.
-    pub fn node_put(&mut self, id: NodeId, placement: Result<(String, String), String>) {
-        if !self.follows(&id) {
+    /// `b`'s records read again at `read_rev` (after a lost watch, which may have missed
+    /// changes): placement inputs are renewed, and nodes no longer there are deleted.
+    pub fn bucket_reread(
+        &mut self,
+        b: Bucket,
+        token: FenceToken,
+        read_rev: i64,
+        nodes: Vec<(NodeId, Result<(String, String), String>)>,
+    ) -> Vec<NodeEffect> {
+        match self.held.get_mut(&b) {
+            Some(h) if h.token == token && h.phase == BucketPhase::Running => {
+                h.read_rev = h.read_rev.max(read_rev);
+            }
+            _ => return Vec::new(),
+        }
+        let present: HashSet<NodeId> = nodes.iter().map(|(id, _)| *id).collect();
+        for (id, placement) in nodes {
+            self.nodes.insert(id, placement);
+            self.run.entry(id).or_insert(Run::Free);
+            self.dirty.insert(id);
+        }
+        let gone: Vec<NodeId> = self
+            .run
+            .keys()
+            .filter(|id| Bucket::of(id) == b && !present.contains(id))
+            .copied()
+            .collect();
+        let mut fx = Vec::new();
+        for id in gone {
+            fx.extend(self.deleted(id));
+        }
+        fx
+    }
+
+    /// The held buckets whose records have been read, with their tokens.
+    pub fn running_buckets(&self) -> Vec<(Bucket, FenceToken)> {
+        self.held
+            .iter()
+            .filter(|(_, h)| h.phase == BucketPhase::Running)
+            .map(|(b, h)| (*b, h.token))
+            .collect()
+    }
+
+    /// Whether news of `id` at `mod_rev` is newer than its bucket's read.
+    fn news(&self, id: &NodeId, mod_rev: i64) -> bool {
+        self.held
+            .get(&Bucket::of(id))
+            .is_some_and(|h| h.phase == BucketPhase::Running && mod_rev > h.read_rev)
+    }
+
+    /// A node of a held bucket was created or its spec changed at `mod_rev` (news older than
+    /// the bucket's read is ignored).
+    pub fn node_put(
+        &mut self,
+        id: NodeId,
+        placement: Result<(String, String), String>,
+        mod_rev: i64,
+    ) {
+        if !self.news(&id, mod_rev) {
             return;
         }
         self.nodes.insert(id, placement);
@@ -250,9 +311,16 @@ impl BucketNodes {
         self.dirty.insert(id);
     }
 
-    /// A node of a held bucket was deleted: its actor stops (it sees the delete itself and
-    /// ends), and its delegation, if any, goes with the node's other records.
-    pub fn node_deleted(&mut self, id: NodeId) -> Vec<NodeEffect> {
+    /// A node of a held bucket was deleted at `mod_rev`: its actor stops, and its delegation,
+    /// if any, goes with the node's other records.
+    pub fn node_deleted(&mut self, id: NodeId, mod_rev: i64) -> Vec<NodeEffect> {
+        if !self.news(&id, mod_rev) {
+            return Vec::new();
+        }
+        self.deleted(id)
+    }
+
+    fn deleted(&mut self, id: NodeId) -> Vec<NodeEffect> {
         self.nodes.remove(&id);
         match self.run.get_mut(&id) {
             Some(Run::Here { stopping, .. }) => {

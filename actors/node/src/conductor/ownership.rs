@@ -108,6 +108,44 @@ impl Units<Bucket> for AllBuckets {
     fn gone(&mut self, _: &Bucket) {}
 }
 
+/// The nodes whose delegation names this conductor: it reserves each of them itself (a bucket's
+/// holder handed them on), and lets each go when its delegation names someone else.
+#[derive(Debug, Default)]
+pub struct Delegations(HashSet<NodeId>);
+
+impl Delegations {
+    /// A delegation of `id` now names `to` (None: deleted).
+    pub fn set(&mut self, id: NodeId, to_me: bool) {
+        if to_me {
+            self.0.insert(id);
+        } else {
+            self.0.remove(&id);
+        }
+    }
+}
+
+impl Units<NodeId> for Delegations {
+    type Cache = ();
+    fn ids(&self) -> Vec<NodeId> {
+        self.0.iter().copied().collect()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn wants(
+        &self,
+        k: &NodeId,
+        _: &str,
+        _: &BTreeMap<String, ConductorRecord>,
+        _: &mut (),
+    ) -> bool {
+        self.0.contains(k)
+    }
+    fn gone(&mut self, k: &NodeId) {
+        self.0.remove(k);
+    }
+}
+
 /// A key held by a conductor, as a snapshot lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldKey<K> {
@@ -313,6 +351,11 @@ impl<K: Unit, U: Units<K>> Ownership<K, U> {
 
     pub fn members(&self) -> usize {
         self.members.len()
+    }
+
+    /// The live conductors, by name.
+    pub fn member_map(&self) -> &BTreeMap<String, ConductorRecord> {
+        &self.members
     }
 
     pub fn nodes(&self) -> usize {

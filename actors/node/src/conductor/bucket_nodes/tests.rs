@@ -95,7 +95,7 @@ fn holding(
     t.set_members(&members(list));
     assert_eq!(t.bucket_started(B, TOKEN), [NodeEffect::Read(B, TOKEN)]);
     let nodes = nodes.iter().map(|(id, d)| (*id, on(d))).collect();
-    assert!(t.bucket_read(B, TOKEN, nodes, delegations).is_empty());
+    assert!(t.bucket_read(B, TOKEN, 45, nodes, delegations).is_empty());
     let fx = t.decide();
     (t, fx)
 }
@@ -268,7 +268,7 @@ fn a_bucket_stopped_while_its_read_is_in_flight_is_let_go_at_once() {
     assert_eq!(t.bucket_stop(&[B]), [NodeEffect::BucketStopped(B, TOKEN)]);
     let x = node(0x7f3, 1);
     assert!(t
-        .bucket_read(B, TOKEN, vec![(x, on("ipmi"))], vec![])
+        .bucket_read(B, TOKEN, 45, vec![(x, on("ipmi"))], vec![])
         .is_empty());
     assert!(t.decide().is_empty(), "a late read starts nothing");
 }
@@ -294,11 +294,18 @@ fn nodes_enrolled_later_and_deleted_nodes() {
     let me = conductor(ME, &["ipmi"]);
     let (x, other) = (node(0x7f3, 1), node(0x123, 1));
     let (mut t, _) = holding(&[me], &[], vec![]);
-    t.node_put(x, on("ipmi"));
-    t.node_put(other, on("ipmi"));
-    assert_eq!(starts(&t.decide()), [x], "only nodes of held buckets");
+    let y = node(0x7f3, 2);
+    t.node_put(y, on("ipmi"), 45);
+    t.node_put(x, on("ipmi"), 46);
+    t.node_put(other, on("ipmi"), 47);
+    assert_eq!(
+        starts(&t.decide()),
+        [x],
+        "only news of nodes of held buckets, after the read"
+    );
     t.actor_started(x, TOKEN);
-    assert_eq!(stops(&t.node_deleted(x)), [x]);
+    assert!(t.node_deleted(x, 44).is_empty(), "older than the read");
+    assert_eq!(stops(&t.node_deleted(x, 48)), [x]);
     assert!(t.actor_stopped(x, TOKEN, "released").is_empty());
     assert!(t.decide().is_empty());
     assert_eq!(t.held(), 0);
@@ -364,7 +371,7 @@ fn a_node_never_has_two_owners_over_random_sequences() {
             .iter()
             .map(|id| (*id, on(drivers[rng.below(3)])))
             .collect();
-        pending.extend(t.bucket_read(B, TOKEN, nodes, vec![]));
+        pending.extend(t.bucket_read(B, TOKEN, rev, nodes, vec![]));
         for step in 0..120 {
             let ctx = format!("seed {seed} step {step}");
             pending.extend(t.decide());
@@ -474,7 +481,8 @@ fn a_node_never_has_two_owners_over_random_sequences() {
                 }
                 1 => {
                     let id = ids[rng.below(ids.len())];
-                    t.node_put(id, on(drivers[rng.below(3)]));
+                    rev += 1;
+                    t.node_put(id, on(drivers[rng.below(3)]), rev);
                 }
                 _ => {}
             }
