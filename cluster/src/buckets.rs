@@ -317,6 +317,31 @@ impl Cluster {
         Ok((revision, out))
     }
 
+    /// The spec revision of each of `ids` that exists (one Txn of gets per batch).
+    pub async fn spec_revisions(&self, ids: &[NodeId]) -> Result<Vec<(NodeId, i64)>, ClusterError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH) {
+            let ops = chunk
+                .iter()
+                .map(|id| {
+                    TxnOp::get(
+                        self.keys().node(id),
+                        Some(GetOptions::new().with_keys_only()),
+                    )
+                })
+                .collect();
+            let resp = self.txn_all(ops).await?;
+            for (id, op) in chunk.iter().zip(resp.op_responses()) {
+                if let TxnOpResponse::Get(g) = op {
+                    if let Some(kv) = g.kvs().first() {
+                        out.push((*id, kv.mod_revision()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every delegation: (node, delegate or the record's error), and the revision of the read.
     #[allow(clippy::type_complexity)]
     pub async fn list_delegations(

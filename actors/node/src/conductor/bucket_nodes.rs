@@ -174,16 +174,6 @@ impl BucketNodes {
         vec![NodeEffect::Read(b, token)]
     }
 
-    /// Reading `b`'s records failed: read them again (the session waits a moment first).
-    pub fn read_failed(&mut self, b: Bucket, token: FenceToken) -> Vec<NodeEffect> {
-        match self.held.get(&b) {
-            Some(h) if h.token == token && h.phase == BucketPhase::Reading => {
-                vec![NodeEffect::Read(b, token)]
-            }
-            _ => self.maybe_stopped(b),
-        }
-    }
-
     /// `b`'s records, read at `read_rev` after it was acquired with `token`: `nodes` with their
     /// placement inputs, and the delegations the previous holders left (delegate, or the
     /// record's error).
@@ -277,6 +267,26 @@ impl BucketNodes {
             fx.extend(self.deleted(id));
         }
         fx
+    }
+
+    /// Whether `b` is held with `token` and its records have been read.
+    pub fn is_running(&self, b: Bucket, token: FenceToken) -> bool {
+        self.held
+            .get(&b)
+            .is_some_and(|h| h.token == token && h.phase == BucketPhase::Running)
+    }
+
+    /// Whether a read of `b` for `token` is still wanted (`again`: a re-read of a running
+    /// bucket; otherwise its first read).
+    pub fn wants_read(&self, b: Bucket, token: FenceToken, again: bool) -> bool {
+        let phase = if again {
+            BucketPhase::Running
+        } else {
+            BucketPhase::Reading
+        };
+        self.held
+            .get(&b)
+            .is_some_and(|h| h.token == token && h.phase == phase)
     }
 
     /// The held buckets whose records have been read, with their tokens.

@@ -9,7 +9,9 @@
 //! reported stopped; a unit is acquired only while no one else holds it, and it starts
 //! (`Effect::Start`) only after the key is ours.
 
-use super::placement_index::{Eligible, PlacementIndex};
+#[cfg(test)]
+use super::placement_index::Eligible;
+use super::placement_index::PlacementIndex;
 use crate::supervisor::REASON_FENCED;
 use ferric_model::{Bucket, ConductorRecord, FenceToken, NodeId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -62,6 +64,7 @@ pub trait Units<K>: Default + Debug {
     fn gone(&mut self, k: &K);
 }
 
+#[cfg(test)]
 impl Units<NodeId> for PlacementIndex {
     type Cache = Eligible;
     fn ids(&self) -> Vec<NodeId> {
@@ -808,7 +811,9 @@ impl<K: Unit, U: Units<K>> Ownership<K, U> {
     }
 }
 
-/// The per-node table, fed by the nodes' placement inputs.
+/// A per-node table fed by the nodes' placement inputs: how the tests drive the generic table
+/// (and how conductors placed every node before buckets).
+#[cfg(test)]
 impl Ownership<NodeId, PlacementIndex> {
     /// [`Ownership::resync`] from a snapshot of the cluster.
     pub fn resync_snapshot(&mut self, snap: ferric_cluster::Snapshot) -> Vec<Effect> {

@@ -65,15 +65,12 @@ impl PlacementIndex {
         self.nodes.remove(id);
     }
 
-    /// Forgets every node (the interned strings stay: they are few and likely to come back).
-    pub fn clear(&mut self) {
-        self.nodes.clear();
-    }
-
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    #[cfg(test)]
     pub fn ids(&self) -> impl Iterator<Item = &NodeId> {
         self.nodes.keys()
     }
@@ -92,6 +89,7 @@ impl PlacementIndex {
     /// None for an unknown node or when there are no members. Which members may own each
     /// placement is worked out once per placement pass (a handful: drivers × groups) in
     /// `eligible`, not once per node and member.
+    #[cfg(test)]
     pub fn owner_cached<'a>(
         &self,
         id: &NodeId,

@@ -1,23 +1,32 @@
 //! One membership session, as long as one lease: registration, the snapshot read and the
-//! watches of `conductors/`, `nodes/`, `reservations/`, `heartbeats/` and `config/`, and the event
-//! loop that turns what etcd and the supervisor say into inputs of the ownership table and
-//! executes the table's effects (reserve, start, stop, release). Decisions live in `ownership`.
+//! watches of `conductors/`, `nodes/`, `buckets/`, `delegations/`, `reservations/`,
+//! `heartbeats/` and `config/`, and the event loop that turns what etcd and the supervisor say
+//! into inputs of the three ownership tables and executes their effects. Decisions live in the
+//! tables:
+//! - `buckets` (an [`Ownership`] of buckets): which buckets this conductor holds;
+//! - `bnodes` ([`BucketNodes`]): the nodes of those buckets, run here or handed on;
+//! - `delegated` (an [`Ownership`] of nodes): the nodes other buckets' holders handed on to
+//!   this conductor, each on a reservation of its own.
 
-use super::ownership::{join_grace, Acquire, Effect, Ownership, Reservation};
+use super::bucket_nodes::{BucketNodes, NodeEffect};
+use super::ownership::{
+    join_grace, Acquire, AllBuckets, Delegations, Effect, HeldKey, Ownership, Reservation,
+};
 use super::ConductorConfig;
 use crate::decide::sync::SyncSettings;
 use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg, SyncCtx};
 use crate::store::EtcdStore;
 use crate::supervisor::{NodeEvent, SupervisorMsg};
+use ferric_cluster::buckets::{BucketOutcome, BucketRecords, Delegate};
 use ferric_cluster::snapshot::placement_of;
 use ferric_cluster::{
-    AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, PrefixWatch, StatusWriter,
-    WatchEvent, WatchLost,
+    AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, OwnershipSnapshot, PrefixWatch,
+    StatusWriter, WatchEvent, WatchLost,
 };
 use ferric_model::HeartbeatRecord;
 use ferric_model::{
-    decode, now_ms, ConductorRecord, FenceToken, NodeId, NodeSpec, RemediationPolicy, SyncConfig,
-    SyncReport,
+    decode, now_ms, Bucket, ConductorRecord, DelegationRecord, FenceToken, NodeId, NodeSpec,
+    RemediationPolicy, SyncConfig, SyncReport,
 };
 use ractor::ActorRef;
 use std::collections::HashMap;
@@ -29,6 +38,9 @@ use tokio::time::Instant;
 
 /// How long the nodes of a failed reservation batch wait before they are tried again.
 const RETRY_FAILED_BATCH: Duration = Duration::from_secs(1);
+
+/// Bucket reads in flight at once.
+const READS_IN_FLIGHT: usize = 8;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -42,10 +54,14 @@ pub(super) enum End {
 enum Kind {
     Conductors,
     Nodes,
+    Buckets,
+    Delegations,
     Reservations,
     Heartbeats,
     Config,
 }
+
+type BucketResult = Result<Vec<(Bucket, BucketOutcome)>, ClusterError>;
 
 enum Input {
     Watch(Kind, Result<Vec<WatchEvent>, WatchLost>),
@@ -56,6 +72,19 @@ enum Input {
     Released(Vec<(NodeId, FenceToken)>, Result<usize, ClusterError>),
     /// The nodes of a failed reservation batch, a moment later: try them again.
     Retry(Vec<NodeId>),
+    BucketsAcquired(Vec<Bucket>, BucketResult),
+    BucketsReleased(Vec<(Bucket, FenceToken)>, Result<usize, ClusterError>),
+    RetryBuckets(Vec<Bucket>),
+    /// A bucket's records (`again`: a re-read after a lost watch).
+    BucketRead {
+        bucket: Bucket,
+        token: FenceToken,
+        again: bool,
+        result: Result<BucketRecords, ClusterError>,
+    },
+    /// Read a bucket again, a moment after a failed read.
+    RetryRead(Bucket, FenceToken, bool),
+    Delegated(Vec<Delegate>, Result<(i64, Vec<bool>), ClusterError>),
     Reported(u64, SyncReport, Result<bool, ClusterError>),
     /// The sweeper asks for the nodes to read in its next sweep.
     SweepList(tokio::sync::oneshot::Sender<Vec<NodeId>>),
@@ -68,7 +97,15 @@ pub(super) struct Session<'a> {
     writer: &'a StatusWriter,
     pub(super) lease: Option<LeaseKeeper>,
     ctx: Option<Arc<NodeCtx>>,
-    table: Ownership,
+    /// The buckets this conductor holds.
+    buckets: Ownership<Bucket, AllBuckets>,
+    /// The nodes of those buckets.
+    bnodes: BucketNodes,
+    /// The nodes handed on to this conductor.
+    delegated: Ownership<NodeId, Delegations>,
+    /// What bucket reads found of nodes not started yet, for their actors.
+    initials: HashMap<NodeId, Initial>,
+    reads: Arc<tokio::sync::Semaphore>,
     /// Spec changes of nodes whose reservation is in flight (see [`LateSpecs`]).
     late_specs: LateSpecs,
     /// A watch was lost and re-reading failed: when to try again (until it works or the lease
@@ -124,12 +161,21 @@ impl<'a> Session<'a> {
             writer,
             lease: None,
             ctx: None,
-            table: Ownership::new(
+            buckets: Ownership::new(
                 &cfg.name,
                 join_grace(cfg.ttl),
                 cfg.acquire_parallel,
                 ferric_cluster::reservations::BATCH,
             ),
+            bnodes: BucketNodes::new(&cfg.name),
+            delegated: Ownership::new(
+                &cfg.name,
+                join_grace(cfg.ttl),
+                cfg.acquire_parallel,
+                ferric_cluster::reservations::BATCH,
+            ),
+            initials: HashMap::new(),
+            reads: Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT)),
             late_specs: LateSpecs::default(),
             resync_at: None,
             strained: false,
@@ -181,7 +227,7 @@ impl<'a> Session<'a> {
                 }
                 LeaseState::Expired => return End::Lost("lease expired or was revoked".into()),
             };
-            let hold_until = self.table.hold_until();
+            let hold_until = self.buckets.hold_until();
             tokio::select! {
                 _ = shutdown.changed() => return End::Shutdown,
                 _ = lease_rx.changed() => continue,
@@ -202,13 +248,15 @@ impl<'a> Session<'a> {
                 }
                 _ = tick.tick() => {
                     ticks += 1;
-                    self.table.sweep_tick(ticks);
+                    self.buckets.sweep_tick(ticks);
+                    self.delegated.sweep_tick(ticks);
                 }
                 _ = tokio::time::sleep_until(self.resync_at.unwrap_or_else(Instant::now)), if self.resync_at.is_some() => {
                     self.try_resync().await;
                 }
                 _ = tokio::time::sleep_until(hold_until.unwrap_or_else(Instant::now)), if hold_until.is_some() => {
-                    self.table.grace_elapsed(Instant::now());
+                    self.buckets.grace_elapsed(Instant::now());
+                    self.delegated.grace_elapsed(Instant::now());
                 }
             }
             // Take everything else that is already waiting before deciding, so that a burst of
@@ -235,7 +283,9 @@ impl<'a> Session<'a> {
                 if behind {
                     tracing::warn!("etcd refused or did not answer a keepalive: no new reservation batches until it answers one");
                 }
-                let fx = self.table.set_etcd_behind(behind);
+                let fx = self.buckets.set_etcd_behind(behind);
+                self.execute_buckets(fx);
+                let fx = self.delegated.set_etcd_behind(behind);
                 self.execute(fx, &mut HashMap::new());
             }
             let strained = etcd_strained(&lease_rx.borrow(), self.cfg.ttl, Instant::now());
@@ -246,18 +296,118 @@ impl<'a> Session<'a> {
                         "keepalives are slow to be acknowledged: acquiring one batch at a time"
                     );
                 }
-                let fx = self.table.set_etcd_strained(strained);
+                let fx = self.buckets.set_etcd_strained(strained);
+                self.execute_buckets(fx);
+                let fx = self.delegated.set_etcd_strained(strained);
                 self.execute(fx, &mut HashMap::new());
             }
-            let fx = self.table.decide();
+            let fx = self.buckets.decide();
+            self.execute_buckets(fx);
+            let fx = self.bnodes.decide();
+            self.execute_nodes(fx);
+            let fx = self.delegated.decide();
             self.execute(fx, &mut HashMap::new());
             self.report();
         }
     }
 
-    /// Carries out the table's effects. `initials`: what reserving read of freshly acquired
-    /// nodes, handed to their actors so that they need not read it again.
-    fn execute(&mut self, fx: Vec<Effect>, initials: &mut HashMap<NodeId, Initial>) {
+    /// Carries out the bucket table's effects.
+    fn execute_buckets(&mut self, fx: Vec<Effect<Bucket>>) {
+        let lease = self.lease.as_ref().map_or(0, |l| l.id);
+        for effect in fx {
+            match effect {
+                Effect::Start { id, token } => {
+                    let fx = self.bnodes.bucket_started(id, token);
+                    self.execute_nodes(fx);
+                }
+                Effect::Stop(buckets) => {
+                    let fx = self.bnodes.bucket_stop(&buckets);
+                    self.execute_nodes(fx);
+                }
+                Effect::Acquire(batch) => {
+                    let cluster = self.cluster.clone();
+                    let name = self.cfg.name.clone();
+                    let tx = self.inputs_tx.clone();
+                    tokio::spawn(async move {
+                        let result = cluster.acquire_buckets(&batch, lease, &name).await;
+                        let _ = tx.send(Input::BucketsAcquired(batch, result)).await;
+                    });
+                }
+                Effect::Release(batch) => {
+                    let cluster = self.cluster.clone();
+                    let tx = self.inputs_tx.clone();
+                    tokio::spawn(async move {
+                        let result = cluster.release_buckets(&batch).await;
+                        let _ = tx.send(Input::BucketsReleased(batch, result)).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Carries out the bucket nodes' effects.
+    fn execute_nodes(&mut self, fx: Vec<NodeEffect>) {
+        for effect in fx {
+            match effect {
+                NodeEffect::Read(bucket, token) => self.read_bucket(bucket, token, false),
+                NodeEffect::Start { id, token } => {
+                    let Some(ctx) = self.ctx.clone() else {
+                        continue;
+                    };
+                    let initial = self.initials.remove(&id);
+                    let _ = self.sup.cast(SupervisorMsg::Start(Box::new(NodeArgs {
+                        id,
+                        token,
+                        initial,
+                        ctx,
+                        stopping: Arc::new(AtomicBool::new(false)),
+                    })));
+                }
+                NodeEffect::Stop(ids) => {
+                    let _ = self.sup.cast(SupervisorMsg::Stop(ids));
+                }
+                NodeEffect::Delegate(changes) => {
+                    for c in &changes {
+                        self.initials.remove(&c.id);
+                    }
+                    let cluster = self.cluster.clone();
+                    let tx = self.inputs_tx.clone();
+                    tokio::spawn(async move {
+                        let result = cluster.delegate(&changes).await;
+                        let _ = tx.send(Input::Delegated(changes, result)).await;
+                    });
+                }
+                NodeEffect::BucketStopped(b, token) => {
+                    self.initials.retain(|id, _| Bucket::of(id) != b);
+                    self.buckets
+                        .actor_stopped(b, token, crate::supervisor::REASON_RELEASED);
+                }
+            }
+        }
+    }
+
+    /// Reads a bucket's records, at most [`READS_IN_FLIGHT`] at once.
+    fn read_bucket(&self, bucket: Bucket, token: FenceToken, again: bool) {
+        let cluster = self.cluster.clone();
+        let tx = self.inputs_tx.clone();
+        let reads = self.reads.clone();
+        tokio::spawn(async move {
+            let _permit = reads.acquire_owned().await;
+            let result = cluster.read_bucket(bucket).await;
+            let _ = tx
+                .send(Input::BucketRead {
+                    bucket,
+                    token,
+                    again,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    /// Carries out the delegated nodes' table's effects. `initials`: what reserving read of
+    /// freshly acquired nodes, handed to their actors so that they need not read it again.
+    fn execute(&mut self, fx: Vec<Effect<NodeId>>, initials: &mut HashMap<NodeId, Initial>) {
         let lease = self.lease.as_ref().map_or(0, |l| l.id);
         for effect in fx {
             match effect {
@@ -311,17 +461,19 @@ impl<'a> Session<'a> {
     /// reserved node runs (the moment a failover or start-up is complete), at most every 250 ms
     /// while a wave is in progress.
     fn report(&mut self) {
-        let running = self.table.running();
+        let running = self.bnodes.running() + self.delegated.running();
         let m = &crate::metrics::NODES;
         m.actors.set(running as i64);
-        m.reservations.set(self.table.held() as i64);
+        m.reservations
+            .set((self.bnodes.held() + self.delegated.held()) as i64);
         let sync = self.sync_report();
         let sync_due =
             sync != self.reported_sync && self.last_report.elapsed() >= Duration::from_secs(5);
         if (running == self.reported && !sync_due) || self.report_in_flight {
             return;
         }
-        if !self.table.steady() && self.last_report.elapsed() < Duration::from_millis(250) {
+        let steady = self.buckets.steady() && self.bnodes.steady() && self.delegated.steady();
+        if !steady && self.last_report.elapsed() < Duration::from_millis(250) {
             return;
         }
         let Some(mut rec) = self.record.clone() else {
@@ -407,7 +559,8 @@ impl<'a> Session<'a> {
                 stats: self.cfg.sync.stats.clone(),
             },
         }));
-        self.table.set_lease(lease.id);
+        self.buckets.set_lease(lease.id);
+        self.delegated.set_lease(lease.id);
         self.lease = Some(lease);
         self.start_sweeps();
         self.cluster
@@ -416,9 +569,10 @@ impl<'a> Session<'a> {
         tracing::info!(conductor = %self.cfg.name, lease = record.lease_id, "registered");
         self.record = Some(record);
         self.resync().await?;
-        // The grace runs from the end of the snapshot read (which takes a second or more at
-        // 100k nodes), so that conductors that registered meanwhile are seen before placing.
-        self.table.hold(Instant::now());
+        // The grace runs from the end of the snapshot read, so that conductors that registered
+        // meanwhile are seen before placing.
+        self.buckets.hold(Instant::now());
+        self.delegated.hold(Instant::now());
         Ok(())
     }
 
@@ -471,7 +625,7 @@ impl<'a> Session<'a> {
         for t in self.watch_tasks.drain(..) {
             t.abort();
         }
-        let snap = self.cluster.snapshot().await?;
+        let snap = self.cluster.ownership_snapshot().await?;
         match self.cluster.remediation_policy().await {
             Ok(p) => self.set_policy(p),
             Err(e) => {
@@ -486,29 +640,41 @@ impl<'a> Session<'a> {
             }
         }
         let revision = snap.revision;
-        let specs: Vec<(NodeId, i64)> = snap.nodes.iter().map(|n| (n.id, n.mod_rev)).collect();
-        let fx = self.table.resync_snapshot(snap);
-        self.execute(fx, &mut HashMap::new());
+        let delegated: Vec<NodeId> = self.delegated.running_ids().collect();
+        self.resync_tables(snap);
         // The watches restart after the snapshot: a spec changed while they were down (an
-        // intent the gateway accepted) reaches a running actor only if it looks again.
-        for (id, rev) in specs {
-            if self.table.runs(&id) {
-                let _ = self
-                    .sup
-                    .cast(SupervisorMsg::Forward(id, NodeMsg::SpecAt(rev)));
+        // intent the gateway accepted) reaches a running actor only if it looks again. The
+        // held buckets are read again for that, and the delegated nodes' specs.
+        for (bucket, token) in self.bnodes.running_buckets() {
+            self.read_bucket(bucket, token, true);
+        }
+        if !delegated.is_empty() {
+            match self.cluster.spec_revisions(&delegated).await {
+                Ok(revs) => {
+                    for (id, rev) in revs {
+                        if self.delegated.runs(&id) {
+                            let _ = self
+                                .sup
+                                .cast(SupervisorMsg::Forward(id, NodeMsg::SpecAt(rev)));
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         let from = revision + 1;
         for (kind, prefix) in [
             (Kind::Conductors, self.cluster.keys().conductors()),
             (Kind::Nodes, self.cluster.keys().nodes()),
+            (Kind::Buckets, self.cluster.keys().buckets()),
+            (Kind::Delegations, self.cluster.keys().delegations()),
             (Kind::Reservations, self.cluster.keys().reservations()),
             (Kind::Heartbeats, self.cluster.keys().heartbeats()),
             (Kind::Config, self.cluster.keys().config()),
         ] {
-            // Reservations: deletes only. Who reserved a node matters here only when this
-            // conductor wants it, and its own reservation Txn says so (`Acquire::Held`).
-            let watch = if kind == Kind::Reservations {
+            // Buckets and reservations: deletes only. Who took a bucket or a node matters here
+            // only when this conductor wants it, and its own Txn says so (`Acquire::Held`).
+            let watch = if matches!(kind, Kind::Reservations | Kind::Buckets) {
                 self.cluster.watch_prefix_deletes(&prefix, from).await?
             } else {
                 self.cluster.watch_prefix(&prefix, from).await?
@@ -521,11 +687,58 @@ impl<'a> Session<'a> {
         }
         tracing::info!(
             revision,
-            conductors = self.table.members(),
-            nodes = self.table.nodes(),
+            conductors = self.buckets.members(),
+            delegated = self.delegated.nodes(),
             "cluster snapshot read"
         );
         Ok(())
+    }
+
+    /// Hands a snapshot to the tables.
+    fn resync_tables(&mut self, snap: OwnershipSnapshot) {
+        let me = self.cfg.name.clone();
+        let buckets_held = snap
+            .buckets
+            .iter()
+            .map(|(b, create_rev, lease)| HeldKey {
+                id: *b,
+                create_rev: *create_rev,
+                lease: *lease,
+            })
+            .collect();
+        let fx = self
+            .buckets
+            .resync(snap.conductors.clone(), AllBuckets, buckets_held);
+        self.bnodes.set_members(self.buckets.member_map());
+        self.execute_buckets(fx);
+        let mut to_me = Delegations::default();
+        for (id, to) in &snap.delegations {
+            to_me.set(*id, to.as_deref() == Ok(me.as_str()));
+        }
+        let held = snap
+            .reservations
+            .iter()
+            .map(|r| HeldKey {
+                id: r.id,
+                create_rev: r.create_rev,
+                lease: r.lease,
+            })
+            .collect();
+        let fx = self.delegated.resync(snap.conductors, to_me, held);
+        self.execute(fx, &mut HashMap::new());
+    }
+
+    /// Whether `id`'s actor runs here (through its bucket or a delegation).
+    fn runs(&self, id: &NodeId) -> bool {
+        self.bnodes.runs(id) || self.delegated.runs(id)
+    }
+
+    /// Every node whose actor runs here.
+    fn running_ids(&self) -> Vec<NodeId> {
+        self.bnodes
+            .running_ids()
+            .chain(self.delegated.running_ids())
+            .collect()
     }
 
     /// Re-reads the cluster after a lost watch. While etcd is unreachable the node actors keep
@@ -552,13 +765,22 @@ impl<'a> Session<'a> {
                 if let Some(hook) = &self.cfg.ownership_hook {
                     hook.owned(id, token);
                 }
-                self.table.actor_started(id, token)
+                if token.is_bucket() {
+                    self.bnodes.actor_started(id, token)
+                } else {
+                    self.delegated.actor_started(id, token)
+                }
             }
             NodeEvent::Stopped { id, token, reason } => {
                 if let Some(hook) = &self.cfg.ownership_hook {
                     hook.released(id, token);
                 }
-                self.table.actor_stopped(id, token, &reason)
+                if token.is_bucket() {
+                    let fx = self.bnodes.actor_stopped(id, token, &reason);
+                    self.execute_nodes(fx);
+                } else {
+                    self.delegated.actor_stopped(id, token, &reason)
+                }
             }
         }
     }
@@ -584,13 +806,63 @@ impl<'a> Session<'a> {
                         None
                     }
                 };
-                let fx = self.table.acquired(&batch, outcomes);
+                let fx = self.delegated.acquired(&batch, outcomes);
                 self.execute(fx, &mut initials);
                 self.late_specs.forget(&batch);
             }
-            Input::Retry(ids) => self.table.retry(ids),
+            Input::Retry(ids) => self.delegated.retry(ids),
+            Input::BucketsAcquired(batch, result) => {
+                let outcomes = match result {
+                    Ok(outcomes) => Some(
+                        outcomes
+                            .into_iter()
+                            .map(|(b, outcome)| (b, bucket_outcome(outcome)))
+                            .collect(),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, count = batch.len(), "bucket batch failed; retrying in a moment");
+                        let (tx, ids) = (self.inputs_tx.clone(), batch.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(RETRY_FAILED_BATCH).await;
+                            let _ = tx.send(Input::RetryBuckets(ids)).await;
+                        });
+                        None
+                    }
+                };
+                let fx = self.buckets.acquired(&batch, outcomes);
+                self.execute_buckets(fx);
+            }
+            Input::RetryBuckets(ids) => self.buckets.retry(ids),
+            Input::BucketsReleased(batch, result) => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, count = batch.len(), "releasing buckets failed; retrying");
+                    self.buckets.release_failed(batch);
+                }
+            }
+            Input::BucketRead {
+                bucket,
+                token,
+                again,
+                result,
+            } => self.on_bucket_read(bucket, token, again, result),
+            Input::RetryRead(bucket, token, again) => {
+                if self.bnodes.wants_read(bucket, token, again) {
+                    self.read_bucket(bucket, token, again);
+                }
+            }
+            Input::Delegated(changes, result) => {
+                let (rev, made) = match result {
+                    Ok((rev, made)) => (rev, Some(made)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, count = changes.len(), "delegation changes failed; looking again");
+                        (0, None)
+                    }
+                };
+                let fx = self.bnodes.delegated(&changes, made, rev);
+                self.execute_nodes(fx);
+            }
             Input::SweepList(reply) => {
-                let _ = reply.send(self.table.running_ids().collect());
+                let _ = reply.send(self.running_ids());
             }
             Input::Reported(running, sync, result) => {
                 self.report_in_flight = false;
@@ -610,7 +882,7 @@ impl<'a> Session<'a> {
             Input::Released(batch, result) => {
                 if let Err(e) = result {
                     tracing::warn!(error = %e, count = batch.len(), "releasing reservations failed; retrying");
-                    self.table.release_failed(batch);
+                    self.delegated.release_failed(batch);
                 }
             }
             Input::Watch(kind, Err(lost)) => {
@@ -622,6 +894,8 @@ impl<'a> Session<'a> {
                     match kind {
                         Kind::Conductors => self.on_conductor(ev)?,
                         Kind::Nodes => self.on_node(ev),
+                        Kind::Buckets => self.on_bucket(ev),
+                        Kind::Delegations => self.on_delegation(ev),
                         Kind::Reservations => self.on_reservation(ev),
                         Kind::Heartbeats => self.on_heartbeat(ev),
                         Kind::Config => self.on_config(ev),
@@ -635,7 +909,12 @@ impl<'a> Session<'a> {
     fn on_conductor(&mut self, ev: WatchEvent) -> Result<(), End> {
         match ev {
             WatchEvent::Put { key, value, .. } => match decode::<ConductorRecord>(&value) {
-                Ok(rec) => self.table.conductor_put(rec, Instant::now()),
+                Ok(rec) => {
+                    let now = Instant::now();
+                    self.buckets.conductor_put(rec.clone(), now);
+                    self.delegated.conductor_put(rec, now);
+                    self.bnodes.set_members(self.buckets.member_map());
+                }
                 Err(e) => {
                     tracing::error!(key = %String::from_utf8_lossy(&key), error = %e, "unreadable conductor record")
                 }
@@ -655,7 +934,9 @@ impl<'a> Session<'a> {
                             .into(),
                     ));
                 }
-                self.table.conductor_left(&name);
+                self.buckets.conductor_left(&name);
+                self.delegated.conductor_left(&name);
+                self.bnodes.set_members(self.buckets.member_map());
             }
         }
         Ok(())
@@ -672,11 +953,15 @@ impl<'a> Session<'a> {
                 let Some(id) = self.cluster.keys().node_id_of(&key) else {
                     return;
                 };
-                self.table.node_put(id, placement_of(&value));
-                if self.table.is_acquiring(&id) {
+                self.bnodes.node_put(id, placement_of(&value), mod_rev);
+                // A newer spec than a pending start read: the actor reads its own.
+                if self.initials.get(&id).is_some_and(|i| i.spec_rev < mod_rev) {
+                    self.initials.remove(&id);
+                }
+                if self.delegated.is_acquiring(&id) {
                     self.late_specs.seen(id, mod_rev);
                 }
-                if self.table.runs(&id) {
+                if self.runs(&id) {
                     let msg = match decode::<NodeSpec>(&value) {
                         Ok(spec) => NodeMsg::Spec(Box::new(spec), mod_rev),
                         Err(e) => NodeMsg::SpecUnreadable(e.to_string(), mod_rev),
@@ -684,11 +969,15 @@ impl<'a> Session<'a> {
                     let _ = self.sup.cast(SupervisorMsg::Forward(id, msg));
                 }
             }
-            WatchEvent::Delete { key, .. } => {
+            WatchEvent::Delete { key, mod_rev } => {
                 let Some(id) = self.cluster.keys().node_id_of(&key) else {
                     return;
                 };
-                self.table.node_deleted(id);
+                self.initials.remove(&id);
+                let fx = self.bnodes.node_deleted(id, mod_rev);
+                self.execute_nodes(fx);
+                self.delegated.units_mut().set(id, false);
+                self.delegated.touch(id);
             }
         }
     }
@@ -707,7 +996,7 @@ impl<'a> Session<'a> {
         let Some(id) = self.cluster.keys().node_id_of(&key) else {
             return;
         };
-        if !self.table.runs(&id) {
+        if !self.runs(&id) {
             return;
         }
         match decode::<HeartbeatRecord>(&value) {
@@ -767,14 +1056,122 @@ impl<'a> Session<'a> {
         }
         tracing::info!(rules = policy.rules.len(), "remediation policy");
         self.policy.send_replace(Arc::new(policy));
-        for id in self.table.running_ids() {
+        for id in self.running_ids() {
             let _ = self
                 .sup
                 .cast(SupervisorMsg::Forward(id, NodeMsg::Remediate));
         }
     }
 
+    /// A bucket key was deleted (its holder let it go, or its lease ended).
+    fn on_bucket(&mut self, ev: WatchEvent) {
+        let (key, mod_rev, change) = match ev {
+            WatchEvent::Put {
+                key,
+                create_rev,
+                mod_rev,
+                lease,
+                ..
+            } => (key, mod_rev, Reservation::Put { create_rev, lease }),
+            WatchEvent::Delete { key, mod_rev } => (key, mod_rev, Reservation::Delete),
+        };
+        let bucket = self.cluster.keys().leaf_of(&key).and_then(Bucket::parse);
+        let fx = self.buckets.reservation(bucket, mod_rev, change);
+        self.execute_buckets(fx);
+    }
+
+    /// A delegation was written or deleted: the delegated nodes' table follows those that name
+    /// this conductor.
+    fn on_delegation(&mut self, ev: WatchEvent) {
+        let (key, to_me) = match ev {
+            WatchEvent::Put { key, value, .. } => {
+                let to_me =
+                    decode::<DelegationRecord>(&value).is_ok_and(|d| d.conductor == self.cfg.name);
+                (key, to_me)
+            }
+            WatchEvent::Delete { key, .. } => (key, false),
+        };
+        let Some(id) = self.cluster.keys().node_id_of(&key) else {
+            return;
+        };
+        self.delegated.units_mut().set(id, to_me);
+        self.delegated.touch(id);
+    }
+
+    /// A bucket's records came back.
+    fn on_bucket_read(
+        &mut self,
+        bucket: Bucket,
+        token: FenceToken,
+        again: bool,
+        result: Result<BucketRecords, ClusterError>,
+    ) {
+        let records = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%bucket, error = %e, "reading a bucket failed; reading it again in a moment");
+                let tx = self.inputs_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RETRY_FAILED_BATCH).await;
+                    let _ = tx.send(Input::RetryRead(bucket, token, again)).await;
+                });
+                return;
+            }
+        };
+        let placements = records
+            .nodes
+            .iter()
+            .map(|n| {
+                let placement = match &n.spec {
+                    Ok(spec) => Ok((spec.driver.clone(), spec.conductor_group.clone())),
+                    Err(e) => Err(e.to_string()),
+                };
+                (n.id, placement)
+            })
+            .collect();
+        let fx = if again {
+            // The watch may have missed changes while it was down: running actors look again.
+            for n in &records.nodes {
+                if self.bnodes.runs(&n.id) {
+                    let _ = self
+                        .sup
+                        .cast(SupervisorMsg::Forward(n.id, NodeMsg::SpecAt(n.spec_rev)));
+                }
+            }
+            self.bnodes
+                .bucket_reread(bucket, token, records.revision, placements)
+        } else {
+            let fx = self.bnodes.bucket_read(
+                bucket,
+                token,
+                records.revision,
+                placements,
+                records.delegations,
+            );
+            if self.bnodes.is_running(bucket, token) {
+                for n in records.nodes {
+                    self.initials.insert(
+                        n.id,
+                        Initial {
+                            spec: n.spec,
+                            spec_rev: n.spec_rev,
+                            status: n.status,
+                            hb_seen: 0,
+                        },
+                    );
+                }
+            }
+            fx
+        };
+        self.execute_nodes(fx);
+    }
+
     fn on_reservation(&mut self, ev: WatchEvent) {
+        if let WatchEvent::Delete { key, mod_rev } = &ev {
+            if let Some(id) = self.cluster.keys().node_id_of(key) {
+                self.bnodes.reservation_deleted(id, *mod_rev);
+            }
+        }
         let fx = match ev {
             WatchEvent::Put {
                 key,
@@ -782,12 +1179,12 @@ impl<'a> Session<'a> {
                 mod_rev,
                 lease,
                 ..
-            } => self.table.reservation(
+            } => self.delegated.reservation(
                 self.cluster.keys().node_id_of(&key),
                 mod_rev,
                 Reservation::Put { create_rev, lease },
             ),
-            WatchEvent::Delete { key, mod_rev } => self.table.reservation(
+            WatchEvent::Delete { key, mod_rev } => self.delegated.reservation(
                 self.cluster.keys().node_id_of(&key),
                 mod_rev,
                 Reservation::Delete,
@@ -828,9 +1225,25 @@ fn table_outcome(
             create_rev,
             seen_at,
         },
-        // Work in progress on this branch: the table does not follow delegations yet, and a
-        // node not handed to this conductor is not its to take.
-        AcquireOutcome::Gone | AcquireOutcome::NotDelegated => Acquire::Gone,
+        AcquireOutcome::Gone => Acquire::Gone,
+        AcquireOutcome::NotDelegated => Acquire::Refused,
+    }
+}
+
+/// A bucket acquisition's outcome as the table sees it.
+fn bucket_outcome(outcome: BucketOutcome) -> Acquire {
+    match outcome {
+        BucketOutcome::Acquired(token) => Acquire::Acquired(token),
+        BucketOutcome::Held {
+            lease,
+            create_rev,
+            seen_at,
+            ..
+        } => Acquire::Held {
+            lease,
+            create_rev,
+            seen_at,
+        },
     }
 }
 
