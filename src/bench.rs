@@ -206,12 +206,6 @@ pub(crate) async fn until_running(
     }
 }
 
-/// Who holds each node's reservation.
-async fn holders(cluster: &Cluster) -> anyhow::Result<HashMap<NodeId, String>> {
-    let (_, res) = cluster.list_reservations().await?;
-    Ok(res.into_iter().map(|(id, h, _)| (id, h)).collect())
-}
-
 async fn failover(
     dir: &Path,
     etcd: &Etcd,
@@ -234,11 +228,12 @@ async fn failover(
     for run in 0..runs {
         let victim = run % n_conductors;
         until_running(&cluster, nodes, None, Duration::from_secs(120)).await?;
-        let count = holders(&cluster)
+        let count = cluster
+            .reservation_counts()
             .await?
-            .values()
-            .filter(|h| **h == names[victim])
-            .count();
+            .get(&names[victim])
+            .copied()
+            .unwrap_or(0);
         let mut p = procs[victim].take().expect("running");
         p.signal(Signal::SIGKILL);
         let t0 = Instant::now();

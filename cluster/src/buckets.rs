@@ -17,6 +17,7 @@
 //! bucket's delegations.
 
 use crate::reservations::BATCH;
+use std::collections::{HashMap, HashSet};
 use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use ferric_model::{
@@ -80,7 +81,54 @@ pub struct Delegate {
     pub to: Option<String>,
 }
 
+/// Who owns which node, as etcd says at one revision: bucket holders, the nodes handed on,
+/// and the delegates' reservations.
+#[derive(Debug, Default)]
+pub struct Owners {
+    pub buckets: HashMap<Bucket, String>,
+    pub delegated: HashSet<NodeId>,
+    pub reserved: HashMap<NodeId, String>,
+}
+
+impl Owners {
+    /// The owner of `id`: the holder of its own reservation; nobody while it is handed on and
+    /// not reserved yet; otherwise its bucket's holder.
+    pub fn holder(&self, id: &NodeId) -> Option<&str> {
+        if let Some(h) = self.reserved.get(id) {
+            return Some(h);
+        }
+        if self.delegated.contains(id) {
+            return None;
+        }
+        self.buckets.get(&Bucket::of(id)).map(String::as_str)
+    }
+}
+
 impl Cluster {
+    /// [`Owners`] at `revision` (None: now).
+    pub async fn owners(&self, revision: Option<i64>) -> Result<Owners, ClusterError> {
+        let k = self.keys();
+        let (rev, buckets) = crate::get_prefix(self, &k.buckets(), revision, false).await?;
+        let (_, delegations) = crate::get_prefix(self, &k.delegations(), Some(rev), true).await?;
+        let (_, reservations) =
+            crate::get_prefix(self, &k.reservations(), Some(rev), false).await?;
+        let holder = |v: &[u8]| decode::<ReservationRecord>(v).ok().map(|r| r.conductor);
+        Ok(Owners {
+            buckets: buckets
+                .iter()
+                .filter_map(|kv| Some((Bucket::parse(k.leaf_of(kv.key())?)?, holder(kv.value())?)))
+                .collect(),
+            delegated: delegations
+                .iter()
+                .filter_map(|kv| k.node_id_of(kv.key()))
+                .collect(),
+            reserved: reservations
+                .iter()
+                .filter_map(|kv| Some((k.node_id_of(kv.key())?, holder(kv.value())?)))
+                .collect(),
+        })
+    }
+
     /// Tries to take `buckets` on `lease` for `conductor`. Outcomes come back in input order.
     pub async fn acquire_buckets(
         &self,

@@ -81,11 +81,18 @@ impl Cluster {
         Ok((rev, out))
     }
 
-    /// Number of nodes each conductor holds a reservation for.
+    /// Number of nodes each conductor owns (through buckets and reservations).
     pub async fn reservation_counts(&self) -> Result<BTreeMap<String, usize>, ClusterError> {
+        let (rev, nodes) = crate::get_prefix(self, &self.keys().nodes(), None, true).await?;
+        let owners = self.owners(Some(rev)).await?;
         let mut counts = BTreeMap::new();
-        for (_, holder, _) in self.list_reservations().await?.1 {
-            *counts.entry(holder).or_insert(0) += 1;
+        for kv in nodes {
+            let Some(id) = self.keys().node_id_of(kv.key()) else {
+                continue;
+            };
+            if let Some(holder) = owners.holder(&id) {
+                *counts.entry(holder.to_string()).or_insert(0) += 1;
+            }
         }
         Ok(counts)
     }

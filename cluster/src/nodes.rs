@@ -127,13 +127,15 @@ impl Cluster {
             })
     }
 
-    /// Reads one node (spec, status and reservation in one transaction).
+    /// Reads one node (spec, status and who owns it, in one transaction).
     pub async fn get_node(&self, id_or_name: &str) -> Result<NodeView, ClusterError> {
         let id = self.resolve(id_or_name).await?;
         let txn = Txn::new().and_then([
             TxnOp::get(self.keys().node(&id), None),
             TxnOp::get(self.keys().status(&id), None),
             TxnOp::get(self.keys().reservation(&id), None),
+            TxnOp::get(self.keys().delegation(&id), None),
+            TxnOp::get(self.keys().bucket(ferric_model::Bucket::of(&id)), None),
         ]);
         let resp = self.kv().txn(txn).await.map_err(|e| self.err(e))?;
         let ops = resp.op_responses();
@@ -147,9 +149,16 @@ impl Cluster {
             source,
         })?;
         let (status, status_error) = status_of(first(1).as_ref().map(|kv| kv.value()));
-        let reservation = first(2)
-            .and_then(|kv| decode::<ReservationRecord>(kv.value()).ok())
-            .map(|r| r.conductor);
+        let holder = |kv: Option<etcd_client::KeyValue>| {
+            kv.and_then(|kv| decode::<ReservationRecord>(kv.value()).ok())
+                .map(|r| r.conductor)
+        };
+        // Its own reservation; none while handed on; otherwise its bucket's holder.
+        let reservation = match (first(2), first(3)) {
+            (Some(res), _) => holder(Some(res)),
+            (None, Some(_)) => None,
+            (None, None) => holder(first(4)),
+        };
         Ok(NodeView {
             spec,
             spec_rev: spec_kv.mod_revision(),
@@ -164,20 +173,10 @@ impl Cluster {
     pub async fn list_nodes(&self) -> Result<(Vec<NodeView>, Vec<(String, String)>), ClusterError> {
         let (rev, specs) = get_prefix(self, &self.keys().nodes(), None, false).await?;
         let (_, statuses) = get_prefix(self, &self.keys().statuses(), Some(rev), false).await?;
-        let (_, reservations) =
-            get_prefix(self, &self.keys().reservations(), Some(rev), false).await?;
+        let owners = self.owners(Some(rev)).await?;
         let mut status_by: HashMap<NodeId, etcd_client::KeyValue> = statuses
             .into_iter()
             .filter_map(|kv| Some((self.keys().node_id_of(kv.key())?, kv)))
-            .collect();
-        let holder_by: HashMap<NodeId, String> = reservations
-            .into_iter()
-            .filter_map(|kv| {
-                Some((
-                    self.keys().node_id_of(kv.key())?,
-                    decode::<ReservationRecord>(kv.value()).ok()?.conductor,
-                ))
-            })
             .collect();
         let mut views = Vec::with_capacity(specs.len());
         let mut corrupt = Vec::new();
@@ -187,7 +186,7 @@ impl Cluster {
                 Ok(spec) => {
                     let (status, status_error) =
                         status_of(status_by.remove(&spec.id).as_ref().map(|kv| kv.value()));
-                    let reservation = holder_by.get(&spec.id).cloned();
+                    let reservation = owners.holder(&spec.id).map(str::to_string);
                     views.push(NodeView {
                         spec,
                         spec_rev: kv.mod_revision(),

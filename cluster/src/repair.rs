@@ -322,6 +322,8 @@ impl Cluster {
         let mut ops = vec![
             TxnOp::delete(key, None),
             TxnOp::delete(self.keys().status(&id), None),
+            // A node handed on goes with its delegation (its delegate then lets it go).
+            TxnOp::delete(self.keys().delegation(&id), None),
             TxnOp::delete(self.keys().bios(&id), None),
             TxnOp::delete(self.keys().inventory(&id), None),
             TxnOp::delete(self.keys().agent_token(&id), None),

@@ -57,7 +57,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         let unowned = cache
             .specs
             .keys()
-            .filter(|id| !cache.holders.contains_key(*id))
+            .filter(|id| cache.holder(id).is_none())
             .count();
         let mut by_state: BTreeMap<&'static str, u64> = BTreeMap::new();
         for s in ProvisionState::ALL {

@@ -15,6 +15,7 @@
 //!
 //! A project-scoped caller sees and counts only its project's nodes, as in the node list.
 
+use std::sync::Arc;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::informer::{CacheState, NodeRef};
@@ -58,7 +59,7 @@ fn summarize(cache: &CacheState, caller: &Caller) -> Value {
     }
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let (mut nodes, mut maintenance, mut unowned) = (0u64, 0u64, 0u64);
-    let mut held: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut held: BTreeMap<Arc<str>, u64> = BTreeMap::new();
     for id in cache.specs.keys() {
         let Some(n) = cache.node(id) else { continue };
         if !in_scope(caller, &n) {
@@ -73,9 +74,9 @@ fn summarize(cache: &CacheState, caller: &Caller) -> Value {
         if let Some(f) = &n.status().fault {
             *faults.entry(f.clone()).or_default() += 1;
         }
-        match cache.holders.get(id) {
-            Some(h) if cache.conductors.contains_key(&**h) => {
-                *held.entry(&**h).or_default() += 1;
+        match cache.holder(id) {
+            Some(h) if cache.conductors.contains_key(&*h) => {
+                *held.entry(h).or_default() += 1;
             }
             _ => unowned += 1,
         }

@@ -1,5 +1,5 @@
 //! The gateway's watch-fed copy of the cluster (like a Kubernetes informer): every node spec,
-//! status and reservation and every live conductor, read at one revision and then kept current
+//! status, bucket, delegation and reservation and every live conductor, read at one revision and then kept current
 //! by one watch on the cluster's whole key prefix from `revision + 1`. One watch (not one per
 //! prefix) keeps every change in etcd's order, so the copy is always the cluster as it was at
 //! exactly `revision`. A lost or compacted watch means a fresh read (relist).
@@ -10,10 +10,11 @@ use ferric_cluster::feed::FeedKv;
 use ferric_cluster::repair::{decode_spec, spec_parts, SpecParts};
 use ferric_cluster::{Cluster, NodeView, WatchEvent, WatchLost};
 use ferric_model::{
-    decode, ConductorRecord, NodeId, NodeSpec, NodeStatus, ProvisionState, ReservationRecord,
+    decode, Bucket, ConductorRecord, NodeId, NodeSpec, NodeStatus, ProvisionState,
+    ReservationRecord,
 };
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -188,7 +189,12 @@ pub struct CacheState {
     pub revision: i64,
     pub specs: HashMap<NodeId, Arc<SpecEntry>>,
     pub statuses: HashMap<NodeId, Arc<StatusEntry>>,
+    /// Holders of per-node reservations (nodes handed on by their bucket's holder).
     pub holders: HashMap<NodeId, Arc<str>>,
+    /// Holders of buckets: they own their buckets' nodes but those handed on.
+    pub buckets: HashMap<Bucket, Arc<str>>,
+    /// Nodes with a delegation (handed on by their bucket's holder).
+    pub delegated: HashSet<NodeId>,
     pub conductors: BTreeMap<String, ConductorRecord>,
     /// Creation order (Ironic's default sort is its row id, i.e. creation order).
     pub by_created: BTreeSet<(u64, NodeId)>,
@@ -206,8 +212,20 @@ impl CacheState {
         Some(NodeRef {
             spec: spec.clone(),
             status: self.statuses.get(id).cloned(),
-            holder: self.holders.get(id).cloned(),
+            holder: self.holder(id),
         })
+    }
+
+    /// Who owns `id` (DESIGN.md, "Placement"): the holder of its own reservation; nobody while
+    /// it is handed on and not reserved yet; otherwise the holder of its bucket.
+    pub fn holder(&self, id: &NodeId) -> Option<Arc<str>> {
+        if let Some(h) = self.holders.get(id) {
+            return Some(h.clone());
+        }
+        if self.delegated.contains(id) {
+            return None;
+        }
+        self.buckets.get(&Bucket::of(id)).cloned()
     }
 
     /// A node by uuid or unique name.
@@ -230,9 +248,16 @@ impl CacheState {
 
     /// Nodes each conductor holds.
     pub fn holder_counts(&self) -> HashMap<&str, usize> {
-        let mut counts = HashMap::new();
-        for h in self.holders.values() {
-            *counts.entry(&**h).or_insert(0) += 1;
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for id in self.specs.keys() {
+            let holder = match self.holders.get(id) {
+                Some(h) => Some(&**h),
+                None if self.delegated.contains(id) => None,
+                None => self.buckets.get(&Bucket::of(id)).map(|h| &**h),
+            };
+            if let Some(h) = holder {
+                *counts.entry(h).or_insert(0) += 1;
+            }
         }
         counts
     }
@@ -393,6 +418,33 @@ impl CacheState {
                     }
                 }
             }
+            "buckets" => {
+                let Some(b) = Bucket::parse(leaf) else {
+                    return;
+                };
+                match value.map(decode::<ReservationRecord>) {
+                    Some(Ok(r)) => {
+                        self.buckets.insert(b, Arc::from(r.conductor.as_str()));
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(%key, error = %e, "unreadable bucket record");
+                        self.buckets.remove(&b);
+                    }
+                    None => {
+                        self.buckets.remove(&b);
+                    }
+                }
+            }
+            "delegations" => {
+                let Ok(id) = leaf.parse::<NodeId>() else {
+                    return;
+                };
+                if value.is_some() {
+                    self.delegated.insert(id);
+                } else {
+                    self.delegated.remove(&id);
+                }
+            }
             "conductors" => match value.map(decode::<ConductorRecord>) {
                 Some(Ok(c)) => {
                     self.conductors.insert(leaf.to_string(), c);
@@ -546,6 +598,8 @@ async fn run(
         keys.nodes(),
         keys.statuses(),
         keys.reservations(),
+        keys.buckets(),
+        keys.delegations(),
         keys.conductors(),
         format!("{}names/", keys.prefix()),
         keys.children(ferric_cluster::children::PORTS),

@@ -3,7 +3,9 @@
 //! fencing invariant checked on it.
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
-use ferric_model::{decode, CodecError, ConductorRecord, NodeSpec, NodeStatus, ReservationRecord};
+use ferric_model::{
+    decode, CodecError, ConductorRecord, DelegationRecord, NodeSpec, NodeStatus, ReservationRecord,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -29,6 +31,9 @@ pub struct Snapshot {
     pub nodes: BTreeMap<String, Kv>,
     pub statuses: BTreeMap<String, Kv>,
     pub reservations: BTreeMap<String, Kv>,
+    /// Bucket keys, by the bucket's three hex digits.
+    pub buckets: BTreeMap<String, Kv>,
+    pub delegations: BTreeMap<String, Kv>,
     pub conductors: BTreeMap<String, Kv>,
     pub names: BTreeMap<String, Kv>,
     pub other: Vec<Kv>,
@@ -55,13 +60,27 @@ impl Snapshot {
         self.nodes.get(id).map(|kv| decode::<NodeSpec>(&kv.value))
     }
 
-    /// The holder of a node's reservation and the reservation's create_revision (its fence).
+    /// Who owns a node, and its fence as status records keep it: the holder of its own
+    /// reservation (the reservation's create_revision) if it has one; nobody while a delegation
+    /// hands it on and the delegate has not reserved it yet; otherwise the holder of its bucket
+    /// (the bucket key's create_revision, negated: `FenceToken::bucket`).
     pub fn holder(&self, id: &str) -> Option<(String, i64)> {
-        self.reservations.get(id).map(|kv| {
-            let holder = decode::<ReservationRecord>(&kv.value)
-                .map(|r| r.conductor)
-                .unwrap_or_else(|e| format!("<unreadable reservation: {e}>"));
-            (holder, kv.create_rev)
+        if let Some(kv) = self.reservations.get(id) {
+            return Some((record_holder(&kv.value), kv.create_rev));
+        }
+        if self.delegations.contains_key(id) {
+            return None;
+        }
+        let kv = self.buckets.get(id.get(..3)?)?;
+        Some((record_holder(&kv.value), -kv.create_rev))
+    }
+
+    /// Whom a node's delegation names, if it has one.
+    pub fn delegate(&self, id: &str) -> Option<String> {
+        self.delegations.get(id).map(|kv| {
+            decode::<DelegationRecord>(&kv.value)
+                .map(|d| d.conductor)
+                .unwrap_or_else(|e| format!("<unreadable delegation: {e}>"))
         })
     }
 
@@ -71,10 +90,10 @@ impl Snapshot {
             .and_then(|kv| decode::<ConductorRecord>(&kv.value).ok())
     }
 
-    /// Reservations held, by conductor.
+    /// Nodes owned, by conductor ([`Snapshot::holder`]).
     pub fn counts(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
-        for id in self.reservations.keys() {
+        for id in self.nodes.keys() {
             if let Some((holder, _)) = self.holder(id) {
                 *out.entry(holder).or_insert(0) += 1;
             }
@@ -82,9 +101,9 @@ impl Snapshot {
         out
     }
 
-    /// Nodes whose reservation is held by `conductor`.
+    /// Nodes owned by `conductor`.
     pub fn held_by(&self, conductor: &str) -> Vec<String> {
-        self.reservations
+        self.nodes
             .keys()
             .filter(|id| self.holder(id).is_some_and(|(h, _)| h == conductor))
             .cloned()
@@ -96,7 +115,10 @@ impl Snapshot {
     /// every status write came from the holder of the time is checked on the history.)
     pub fn node_problem(&self, id: &str, live: &[&str]) -> Option<String> {
         let Some((holder, _)) = self.holder(id) else {
-            return Some(format!("node {id}: no reservation"));
+            return Some(match self.delegate(id) {
+                Some(to) => format!("node {id}: handed on to {to:?}, not reserved by it yet"),
+                None => format!("node {id}: its bucket is held by nobody"),
+            });
         };
         if !live.contains(&holder.as_str()) {
             return Some(format!(
@@ -142,8 +164,20 @@ impl Snapshot {
                 problems.push(format!("reservation for node {id}, which does not exist"));
             }
         }
+        for id in self.delegations.keys() {
+            if !self.nodes.contains_key(id) {
+                problems.push(format!("delegation of node {id}, which does not exist"));
+            }
+        }
         summarize(problems, self.revision)
     }
+}
+
+/// The conductor a reservation or bucket record names.
+fn record_holder(value: &[u8]) -> String {
+    decode::<ReservationRecord>(value)
+        .map(|r| r.conductor)
+        .unwrap_or_else(|e| format!("<unreadable reservation: {e}>"))
 }
 
 fn summarize(problems: Vec<String>, revision: i64) -> Result<(), String> {
@@ -197,18 +231,12 @@ impl History {
             .filter(move |e| e.key.starts_with(prefix))
     }
 
-    /// The invariants behind fencing: a reservation never passes from one holder to another
-    /// without being deleted first (no node ever has two owners), and every status put with
-    /// (owner X, fence F) happened at a revision where the node's reservation key existed with
-    /// create_revision F and holder X. Returns the violations (empty when the invariants hold)
-    /// and the number of status puts checked.
-    pub fn fencing_violations(&self, prefix: &str) -> (Vec<String>, usize) {
-        let res_prefix = format!("{prefix}reservations/");
-        let status_prefix = format!("{prefix}status/");
+    /// The lifetimes of every key under `key_prefix` (reservations or buckets), by leaf; a
+    /// key that passes from one holder to another without a delete is a violation.
+    fn spans<'a>(&'a self, key_prefix: &str, violations: &mut Vec<String>) -> BTreeMap<&'a str, Vec<Held>> {
         let mut held: BTreeMap<&str, Vec<Held>> = BTreeMap::new();
-        let mut violations = Vec::new();
-        for e in self.under(&res_prefix) {
-            let id = &e.key[res_prefix.len()..];
+        for e in self.events.iter().filter(|e| e.key.starts_with(key_prefix)) {
+            let id = &e.key[key_prefix.len()..];
             let spans = held.entry(id).or_default();
             let holder = e.put.then(|| {
                 decode::<ReservationRecord>(&e.value)
@@ -237,6 +265,22 @@ impl History {
                 });
             }
         }
+        held
+    }
+
+    /// The invariants behind fencing: a reservation or bucket key never passes from one holder
+    /// to another without being deleted first (no node ever has two owners), and every status
+    /// put with (owner X, fence F) happened at a revision where X owned the node with fence F:
+    /// for F > 0, the node's reservation existed with create_revision F and holder X; for
+    /// F < 0, the node's bucket key existed with create_revision -F and holder X, and the node
+    /// had no reservation. Returns the violations (empty when the invariants hold) and the
+    /// number of status puts checked.
+    pub fn fencing_violations(&self, prefix: &str) -> (Vec<String>, usize) {
+        let status_prefix = format!("{prefix}status/");
+        let mut violations = Vec::new();
+        let held = self.spans(&format!("{prefix}reservations/"), &mut violations);
+        let buckets = self.spans(&format!("{prefix}buckets/"), &mut violations);
+        let during = |h: &Held, rev: i64| h.from <= rev && h.until.is_none_or(|u| rev < u);
         let mut checked = 0;
         for e in self.under(&status_prefix).filter(|e| e.put) {
             checked += 1;
@@ -258,16 +302,25 @@ impl History {
                 ));
                 continue;
             };
-            let ok = held.get(id).is_some_and(|spans| {
-                spans.iter().any(|h| {
-                    h.create_rev == status.fence
-                        && h.holder == owner
-                        && h.from <= e.revision
-                        && h.until.is_none_or(|u| e.revision < u)
+            let ok = if status.fence < 0 {
+                let reserved = held
+                    .get(id)
+                    .is_some_and(|spans| spans.iter().any(|h| during(h, e.revision)));
+                !reserved
+                    && id.get(..3).and_then(|b| buckets.get(b)).is_some_and(|spans| {
+                        spans.iter().any(|h| {
+                            h.create_rev == -status.fence && h.holder == owner && during(h, e.revision)
+                        })
+                    })
+            } else {
+                held.get(id).is_some_and(|spans| {
+                    spans.iter().any(|h| {
+                        h.create_rev == status.fence && h.holder == owner && during(h, e.revision)
+                    })
                 })
-            });
+            };
             if !ok {
-                let spans: Vec<String> = held
+                let mut spans: Vec<String> = held
                     .get(id)
                     .map(|s| {
                         s.iter()
@@ -283,6 +336,17 @@ impl History {
                             .collect()
                     })
                     .unwrap_or_default();
+                if let Some(b) = id.get(..3).and_then(|b| buckets.get(b)) {
+                    spans.extend(b.iter().map(|h| {
+                        format!(
+                            "bucket: {} fence -{} revs {}..{}",
+                            h.holder,
+                            h.create_rev,
+                            h.from,
+                            h.until.map_or("now".into(), |u| u.to_string())
+                        )
+                    }));
+                }
                 violations.push(format!(
                     "rev {}: status of {id} written by {owner} with fence {}, but the reservation was: [{}]",
                     e.revision,
@@ -354,6 +418,12 @@ impl Inspect {
                 }
                 "reservations" => {
                     snap.reservations.insert(leaf, kv);
+                }
+                "buckets" => {
+                    snap.buckets.insert(leaf, kv);
+                }
+                "delegations" => {
+                    snap.delegations.insert(leaf, kv);
                 }
                 "conductors" => {
                     snap.conductors.insert(leaf, kv);
