@@ -353,15 +353,20 @@ async fn sigterm_hands_over_at_once() {
         start.elapsed().as_secs_f64()
     ));
 
-    // All its reservations went in one revision: the lease was revoked, not released node by node.
+    // All its buckets (and reservations) went in one revision: the lease was revoked, not
+    // released one by one.
     let history = fleet.check_fencing_history().await;
     let mut revisions: BTreeMap<i64, usize> = BTreeMap::new();
     for id in &handed {
-        let key = format!("{}reservations/{id}", fleet.prefix);
+        let key = if before.reservations.contains_key(id) {
+            format!("{}reservations/{id}", fleet.prefix)
+        } else {
+            format!("{}buckets/{}", fleet.prefix, &id[..3])
+        };
         match history.first_delete_after(&key, before.revision) {
             Some(rev) => *revisions.entry(rev).or_insert(0) += 1,
             None => fleet.fail(&format!(
-                "the reservation of {id} held by {victim} was never deleted"
+                "{key}, through which {victim} owned {id}, was never deleted"
             )),
         }
     }
@@ -521,16 +526,38 @@ async fn connect_with_one_node(fleet: &Fleet) -> (Cluster, NodeId) {
     (cluster, id)
 }
 
+/// Takes `id`'s bucket for `conductor` and returns the fencing token.
+async fn take_bucket(
+    fleet: &Fleet,
+    cluster: &Cluster,
+    id: NodeId,
+    lease: i64,
+    conductor: &str,
+) -> FenceToken {
+    use ferric_cluster::buckets::BucketOutcome;
+    let b = ferric_model::Bucket::of(&id);
+    let out = cluster
+        .acquire_buckets(&[b], lease, conductor)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("bucket for {conductor}: {e}")));
+    match out.into_iter().next() {
+        Some((got, BucketOutcome::Acquired(token))) if got == b => token,
+        other => fleet.fail(&format!("{conductor} could not take bucket {b}: {other:?}")),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_fence_write_is_rejected() {
+    use ferric_cluster::buckets::BucketOutcome;
     let fleet = Fleet::new("stale-fence").await;
     let (cluster, id) = connect_with_one_node(&fleet).await;
+    let bucket = ferric_model::Bucket::of(&id);
 
     let ttl = Duration::from_secs(5);
     let lease_a = LeaseKeeper::grant(&cluster, ttl)
         .await
         .unwrap_or_else(|e| fleet.fail(&format!("grant lease for a: {e}")));
-    let token_a = acquire_one(&fleet, &cluster, id, lease_a.id, "a").await;
+    let token_a = take_bucket(&fleet, &cluster, id, lease_a.id, "a").await;
     let status_of = |owner: &str, token: FenceToken| NodeStatus {
         owner: Some(owner.to_string()),
         fence: token.0,
@@ -542,30 +569,28 @@ async fn stale_fence_write_is_rejected() {
         .write_status(&id, token_a, &status_of("a", token_a))
         .await
     {
-        fleet.fail(&format!(
-            "a's write while it holds the reservation failed: {e}"
-        ));
+        fleet.fail(&format!("a's write while it holds the bucket failed: {e}"));
     }
 
     let lease_b = LeaseKeeper::grant(&cluster, ttl)
         .await
         .unwrap_or_else(|e| fleet.fail(&format!("grant lease for b: {e}")));
     // While a holds it, b cannot take it.
-    match cluster.acquire(&[id], lease_b.id, "b").await {
+    match cluster.acquire_buckets(&[bucket], lease_b.id, "b").await {
         Ok(out) => fleet.ensure(
-            matches!(out.as_slice(), [(_, AcquireOutcome::Held { holder: Some(h), .. })] if h == "a"),
-            || format!("b's acquire while a holds the node answered {out:?}"),
+            matches!(out.as_slice(), [(_, BucketOutcome::Held { holder: Some(h), .. })] if h == "a"),
+            || format!("b's take while a holds the bucket answered {out:?}"),
         ),
-        Err(e) => fleet.fail(&format!("b's acquire: {e}")),
+        Err(e) => fleet.fail(&format!("b's take: {e}")),
     }
 
-    // a loses its lease (as if it died); b takes the node.
+    // a loses its lease (as if it died); b takes the bucket.
     if let Err(e) = cluster.revoke_lease(lease_a.id).await {
         fleet.fail(&format!("revoke a's lease: {e}"));
     }
     lease_a.stop();
-    let token_b = acquire_one(&fleet, &cluster, id, lease_b.id, "b").await;
-    fleet.ensure(token_b > token_a, || {
+    let token_b = take_bucket(&fleet, &cluster, id, lease_b.id, "b").await;
+    fleet.ensure(token_b.revision() > token_a.revision(), || {
         format!("b's fence {token_b} is not newer than a's {token_a}")
     });
 
@@ -793,15 +818,18 @@ async fn stale_fence_write_is_rejected_by_live_conductor() {
         .wait_settled(Duration::from_secs(30), &["c1", "c2"])
         .await;
 
-    // Take the reservation away from its holder from outside, and in the same revision ask for
-    // a power action, so that the holder has a reason to write the status just then.
+    // Take the node's bucket away from its holder from outside, and in the same revision ask
+    // for a power action, so that the holder has a reason to write the status just then.
     let id = before
-        .reservations
+        .nodes
         .keys()
         .next()
         .cloned()
-        .unwrap_or_else(|| fleet.fail("no reservation"));
-    let (holder, old_fence) = before.holder(&id).expect("reserved");
+        .unwrap_or_else(|| fleet.fail("no node"));
+    let (holder, old_fence) = before.holder(&id).expect("owned");
+    fleet.ensure(old_fence < 0, || {
+        format!("node {id} is owned through a reservation (fence {old_fence}), not its bucket")
+    });
     let spec_kv = &before.nodes[&id];
     let mut spec: NodeSpec =
         decode(&spec_kv.value).unwrap_or_else(|e| fleet.fail(&format!("spec of {id}: {e}")));
@@ -814,11 +842,11 @@ async fn stale_fence_write_is_rejected_by_live_conductor() {
         requested_at_ms: now_ms(),
     });
     spec.updated_at_ms = now_ms();
-    let res_key = format!("{}reservations/{id}", fleet.prefix);
+    let res_key = format!("{}buckets/{}", fleet.prefix, &id[..3]);
     let node_key = format!("{}nodes/{id}", fleet.prefix);
     let txn = Txn::new()
         .when([
-            Compare::create_revision(res_key.clone(), CompareOp::Equal, old_fence),
+            Compare::create_revision(res_key.clone(), CompareOp::Equal, -old_fence),
             Compare::mod_revision(node_key.clone(), CompareOp::Equal, spec_kv.mod_rev),
         ])
         .and_then([
@@ -830,24 +858,26 @@ async fn stale_fence_write_is_rejected_by_live_conductor() {
         .client()
         .txn(txn)
         .await
-        .unwrap_or_else(|e| fleet.fail(&format!("delete reservation: {e}")));
+        .unwrap_or_else(|e| fleet.fail(&format!("delete bucket: {e}")));
     fleet.ensure(resp.succeeded(), || {
-        format!("reservation of {id} (held by {holder}, fence {old_fence}) or its spec changed while settled")
+        format!("bucket of {id} (held by {holder}, fence {old_fence}) or its spec changed while settled")
     });
     let deleted_at = resp.header().map_or(0, |h| h.revision());
-    fleet.note(&format!("deleted the reservation of {id} (holder {holder}, fence {old_fence}) at revision {deleted_at}"));
+    fleet.note(&format!(
+        "deleted the bucket of {id} (holder {holder}, fence {old_fence}) at revision {deleted_at}"
+    ));
 
     fleet
         .wait_until(
             Duration::from_secs(30),
-            &format!("node {id} is reserved again (a new fence) and its status written under it"),
+            &format!("node {id} is owned again (a new fence) and its status written under it"),
             async || {
                 let snap = fleet.snapshot().await?;
                 if let Some(p) = snap.node_problem(&id, &["c1", "c2"]) {
                     return Err(p);
                 }
                 let (_, fence) = snap.holder(&id).expect("checked");
-                if fence <= deleted_at {
+                if fence.abs() <= deleted_at {
                     return Err(format!(
                         "reservation fence {fence} is not newer than the delete at {deleted_at}"
                     ));
@@ -871,7 +901,7 @@ async fn stale_fence_write_is_rejected_by_live_conductor() {
         .map(|e| e.revision)
         .collect();
     fleet.ensure(stale.is_empty(), || {
-        format!("status of {id} written with the lost fence {old_fence} after its reservation was deleted at {deleted_at}: revisions {stale:?}")
+        format!("status of {id} written with the lost fence {old_fence} after its bucket was deleted at {deleted_at}: revisions {stale:?}")
     });
     for name in ["c1", "c2"] {
         fleet.ensure(fleet.conductor(name).is_running(), || {

@@ -17,13 +17,13 @@
 //! bucket's delegations.
 
 use crate::reservations::BATCH;
-use std::collections::{HashMap, HashSet};
 use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use ferric_model::{
     decode, encode, now_ms, Bucket, CodecError, DelegationRecord, FenceToken, NodeId, NodeSpec,
     NodeStatus, ReservationRecord,
 };
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BucketOutcome {

@@ -15,7 +15,6 @@
 //!
 //! A project-scoped caller sees and counts only its project's nodes, as in the node list.
 
-use std::sync::Arc;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::informer::{CacheState, NodeRef};
@@ -30,6 +29,7 @@ use ferric_cluster::nodes::{power_refusal, provision_refusal};
 use ferric_model::{PowerTarget, ProvisionState, Verb};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 

@@ -233,7 +233,11 @@ impl History {
 
     /// The lifetimes of every key under `key_prefix` (reservations or buckets), by leaf; a
     /// key that passes from one holder to another without a delete is a violation.
-    fn spans<'a>(&'a self, key_prefix: &str, violations: &mut Vec<String>) -> BTreeMap<&'a str, Vec<Held>> {
+    fn spans<'a>(
+        &'a self,
+        key_prefix: &str,
+        violations: &mut Vec<String>,
+    ) -> BTreeMap<&'a str, Vec<Held>> {
         let mut held: BTreeMap<&str, Vec<Held>> = BTreeMap::new();
         for e in self.events.iter().filter(|e| e.key.starts_with(key_prefix)) {
             let id = &e.key[key_prefix.len()..];
@@ -307,11 +311,16 @@ impl History {
                     .get(id)
                     .is_some_and(|spans| spans.iter().any(|h| during(h, e.revision)));
                 !reserved
-                    && id.get(..3).and_then(|b| buckets.get(b)).is_some_and(|spans| {
-                        spans.iter().any(|h| {
-                            h.create_rev == -status.fence && h.holder == owner && during(h, e.revision)
+                    && id
+                        .get(..3)
+                        .and_then(|b| buckets.get(b))
+                        .is_some_and(|spans| {
+                            spans.iter().any(|h| {
+                                h.create_rev == -status.fence
+                                    && h.holder == owner
+                                    && during(h, e.revision)
+                            })
                         })
-                    })
             } else {
                 held.get(id).is_some_and(|spans| {
                     spans.iter().any(|h| {
