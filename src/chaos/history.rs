@@ -85,7 +85,7 @@ pub struct LeaseSnapshot {
     /// `invariants::check_reservation_leases`).
     pub leases_before: Vec<i64>,
     pub leases_after: Vec<i64>,
-    /// Node uuid, holding conductor (empty when undecodable), lease.
+    /// Node uuid (or `bucket <bucket>`), holding conductor (empty when undecodable), lease.
     pub reservations: Vec<(String, String, i64)>,
     /// Conductor name, the lease its key is on.
     pub conductors: Vec<(String, i64)>,
@@ -94,6 +94,11 @@ pub struct LeaseSnapshot {
 /// The key prefixes (relative to the keyspace's prefix) whose values the checks decode.
 pub struct Kept {
     pub reservations: String,
+    pub buckets: String,
+    /// Kept for their kind and revision; the checks do not decode them.
+    pub delegations: String,
+    /// Not kept (specs are large): named so that the checks can tell node ids from keys.
+    pub nodes: String,
     pub conductors: String,
     pub statuses: String,
     pub history: String,
@@ -105,6 +110,9 @@ pub fn kept(ks: &Keyspace) -> Kept {
     let rel = |s: String| s[ks.prefix().len()..].to_string();
     Kept {
         reservations: rel(ks.reservations()),
+        buckets: rel(ks.buckets()),
+        delegations: rel(ks.delegations()),
+        nodes: rel(ks.nodes()),
         conductors: rel(ks.conductors()),
         statuses: rel(ks.statuses()),
         history: rel(ks.history(&ferric_model::NodeId(uuid::Uuid::nil()))),
@@ -120,6 +128,8 @@ impl Kept {
 
     pub fn keeps(&self, rel_key: &str) -> bool {
         rel_key.starts_with(&self.reservations)
+            || rel_key.starts_with(&self.buckets)
+            || rel_key.starts_with(&self.delegations)
             || rel_key.starts_with(&self.conductors)
             || rel_key.starts_with(&self.statuses)
             || rel_key.starts_with(&self.events)
@@ -131,6 +141,8 @@ impl Kept {
     fn prefixes(&self) -> Vec<String> {
         vec![
             self.reservations.clone(),
+            self.buckets.clone(),
+            self.delegations.clone(),
             self.conductors.clone(),
             self.statuses.clone(),
             format!("{}/", self.history_kind()),
@@ -513,15 +525,28 @@ impl HistoryRecorder {
         .await
         .context("reading conductors: timed out")?
         .context("reading conductors")?;
+        let buckets = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            kv.get(
+                self.ks.buckets(),
+                Some(GetOptions::new().with_prefix().with_revision(revision)),
+            ),
+        )
+        .await
+        .context("reading buckets: timed out")?
+        .context("reading buckets")?;
         let after = tokio::time::timeout(REQUEST_TIMEOUT, client.leases())
             .await
             .context("listing leases: timed out")?
             .context("listing leases")?;
+        let bucket_keys = buckets.kvs().iter().map(|kv| (kv, "bucket "));
         let reservations = resv
             .kvs()
             .iter()
-            .filter_map(|kv| {
-                let node = self.ks.leaf_of(kv.key())?.to_string();
+            .map(|kv| (kv, ""))
+            .chain(bucket_keys)
+            .filter_map(|(kv, kind)| {
+                let node = format!("{kind}{}", self.ks.leaf_of(kv.key())?);
                 let holder = ferric_model::decode::<ferric_model::ReservationRecord>(kv.value())
                     .map(|r| r.conductor)
                     .unwrap_or_default();
@@ -576,6 +601,8 @@ mod tests {
         let id = "6f1c3a52-8d9e-4b8a-9a77-0e5f4c1d2b3a";
         for key in [
             format!("reservations/{id}"),
+            "buckets/6f1".to_string(),
+            format!("delegations/{id}"),
             "conductors/c1".to_string(),
             format!("status/{id}"),
             format!("history/{id}/00000000000000000001"),

@@ -86,12 +86,16 @@ impl Summary {
 // ---------------------------------------------------------------------------------------------
 // Epochs and incarnations from etcd's history.
 
-/// One holding of a node's reservation: from the key's creation to its delete.
+/// One holding of a node: from the creation of the key that gave it (its reservation, or its
+/// bucket's key while no delegation hands it on) to that key's delete (or the delegation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Epoch {
     conductor: String,
-    /// The key's create revision: the fencing token, and the epochs' order.
+    /// The key's create revision: the fencing token.
     create_revision: i64,
+    /// The revision the holding began at: the epochs' order (a bucket's holding of a node
+    /// resumes when a delegation of it is deleted).
+    from_revision: i64,
     lease: i64,
     created_seen_ms: u64,
     deleted_seen_ms: Option<u64>,
@@ -136,12 +140,81 @@ fn history_kind() -> String {
     format!("{}/", k.split('/').next().unwrap_or("history"))
 }
 
-/// Every node's reservation epochs, in create revision order.
+/// Every node's epochs, in the order they began: the epochs of its own reservations, and
+/// those of its bucket's keys, each split where a delegation handed the node on (from the
+/// delegation's put to its delete the bucket's holder does not own the node).
 fn epochs(changes: &[Change]) -> HashMap<String, Vec<Epoch>> {
-    let prefix = kept(&Keyspace::default()).reservations;
+    let k = kept(&Keyspace::default());
+    let mut out = key_epochs(changes, &k.reservations);
+    let buckets = key_epochs(changes, &k.buckets);
+    // Per node, the delegation's puts and deletes in revision order: (revision, seen, put).
+    let mut handed: HashMap<&str, Vec<(i64, u64, bool)>> = HashMap::new();
+    let mut nodes: HashSet<&str> = HashSet::new();
+    for c in changes {
+        if let Some(node) = node_in(&c.key, &k.delegations) {
+            handed.entry(node).or_default().push((
+                c.revision,
+                c.seen_unix_ms,
+                c.kind == ChangeKind::Put,
+            ));
+        }
+        for kind in [&k.statuses, &k.reservations, &k.delegations, &k.nodes] {
+            if let Some(node) = node_in(&c.key, kind) {
+                nodes.insert(node);
+            }
+        }
+    }
+    for node in nodes {
+        let Some(list) = node.get(..3).and_then(|b| buckets.get(b)) else {
+            continue;
+        };
+        let hands = handed.get(node).map(Vec::as_slice).unwrap_or_default();
+        let mine = out.entry(node.to_string()).or_default();
+        for e in list {
+            // Walk the bucket epoch, cutting out the delegated stretches.
+            let mut open = Some((e.from_revision, e.created_seen_ms));
+            for &(rev, seen, put) in hands {
+                if rev <= e.from_revision || e.deleted_seen_ms.is_some_and(|d| seen > d) {
+                    // Before the epoch (its state at the start is the last one before) or after.
+                    if rev <= e.from_revision {
+                        open = (!put).then_some((e.from_revision, e.created_seen_ms));
+                    }
+                    continue;
+                }
+                match (put, open) {
+                    (true, Some((from, created))) => {
+                        mine.push(Epoch {
+                            from_revision: from,
+                            created_seen_ms: created,
+                            deleted_seen_ms: Some(seen),
+                            ..e.clone()
+                        });
+                        open = None;
+                    }
+                    (false, None) => open = Some((rev, seen)),
+                    _ => {}
+                }
+            }
+            if let Some((from, created)) = open {
+                mine.push(Epoch {
+                    from_revision: from,
+                    created_seen_ms: created,
+                    ..e.clone()
+                });
+            }
+        }
+    }
+    for list in out.values_mut() {
+        list.sort_by_key(|e| e.from_revision);
+    }
+    out
+}
+
+/// The lifetimes of every key under `prefix`, by the key's leaf, in create revision order.
+fn key_epochs(changes: &[Change], prefix: &str) -> HashMap<String, Vec<Epoch>> {
     let mut out: HashMap<String, Vec<Epoch>> = HashMap::new();
     for c in changes {
-        let Some(node) = node_in(&c.key, &prefix) else {
+        let Some(node) = node_in(&c.key, prefix) else {
             continue;
         };
         let holder = c
@@ -158,6 +231,7 @@ fn epochs(changes: &[Change]) -> HashMap<String, Vec<Epoch>> {
             (ChangeKind::Put, None) => list.push(Epoch {
                 conductor: holder.unwrap_or_default(),
                 create_revision: c.create_revision,
+                from_revision: c.create_revision,
                 lease: c.lease,
                 created_seen_ms: c.seen_unix_ms,
                 deleted_seen_ms: None,
@@ -175,6 +249,7 @@ fn epochs(changes: &[Change]) -> HashMap<String, Vec<Epoch>> {
                     list.push(Epoch {
                         conductor: holder.unwrap_or_default(),
                         create_revision: c.create_revision,
+                        from_revision: c.create_revision,
                         lease: c.lease,
                         created_seen_ms: 0,
                         deleted_seen_ms: Some(c.seen_unix_ms),

@@ -114,9 +114,24 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Reservations now: node -> conductor.
+    /// Owners now: node -> conductor (its own reservation's holder; none while it is handed on
+    /// and not reserved yet; otherwise its bucket's holder), read at one revision.
     async fn owners(&mut self) -> anyhow::Result<HashMap<String, String>> {
-        let prefix = ferric_cluster::Keyspace::new(PREFIX).reservations();
+        use etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
+        let ks = ferric_cluster::Keyspace::new(PREFIX);
+        let range = |prefix: String, keys_only: bool| {
+            let mut o = GetOptions::new().with_prefix();
+            if keys_only {
+                o = o.with_keys_only();
+            }
+            TxnOp::get(prefix, Some(o))
+        };
+        let txn = Txn::new().and_then([
+            range(ks.nodes(), true),
+            range(ks.buckets(), false),
+            range(ks.delegations(), true),
+            range(ks.reservations(), false),
+        ]);
         // etcd may be electing a leader or have lost the member this client used: try again.
         let mut attempt = 0;
         let resp = loop {
@@ -126,10 +141,7 @@ impl Cluster {
                 self.kv
                     .kv_client()
                     .max_decoding_message_size(256 << 20)
-                    .get(
-                        prefix.as_str(),
-                        Some(etcd_client::GetOptions::new().with_prefix()),
-                    ),
+                    .txn(txn.clone()),
             )
             .await;
             match got {
@@ -141,12 +153,37 @@ impl Cluster {
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         };
+        let mut ranges = resp.op_responses().into_iter().map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().to_vec(),
+            _ => Vec::new(),
+        });
+        let mut next = || ranges.next().unwrap_or_default();
+        let (nodes, buckets, delegations, reservations) = (next(), next(), next(), next());
+        let leaf = |kv: &etcd_client::KeyValue| ks.leaf_of(kv.key()).map(str::to_string);
+        let holder = |kv: &etcd_client::KeyValue| {
+            decode::<ReservationRecord>(kv.value())
+                .ok()
+                .map(|r| r.conductor)
+        };
+        let bucket_of: HashMap<String, String> = buckets
+            .iter()
+            .filter_map(|kv| Some((leaf(kv)?, holder(kv)?)))
+            .collect();
+        let handed: std::collections::HashSet<String> =
+            delegations.iter().filter_map(leaf).collect();
+        let reserved: HashMap<String, String> = reservations
+            .iter()
+            .filter_map(|kv| Some((leaf(kv)?, holder(kv)?)))
+            .collect();
         let mut out = HashMap::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).to_string();
-            let node = key.trim_start_matches(&prefix).to_string();
-            if let Ok(r) = decode::<ReservationRecord>(kv.value()) {
-                out.insert(node, r.conductor);
+        for node in nodes.iter().filter_map(leaf) {
+            let owner = match reserved.get(&node) {
+                Some(h) => Some(h.clone()),
+                None if handed.contains(&node) => None,
+                None => node.get(..3).and_then(|b| bucket_of.get(b)).cloned(),
+            };
+            if let Some(owner) = owner {
+                out.insert(node, owner);
             }
         }
         Ok(out)
@@ -847,7 +884,7 @@ fn checked(
             .iter()
             .filter(|c| {
                 c.kind == ChangeKind::Put
-                    && c.key.starts_with(&keys.reservations)
+                    && (c.key.starts_with(&keys.reservations) || c.key.starts_with(&keys.buckets))
                     && c.revision == c.create_revision
             })
             .count(),

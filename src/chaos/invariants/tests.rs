@@ -143,6 +143,84 @@ fn handover_after_sigkill_is_clean() {
     assert_eq!(check_bmc_ownership(&log, &ch, &systems()), vec![]);
 }
 
+/// `conductor` takes the node's bucket at `rev` on `lease`, seen at `seen`.
+fn take_bucket(conductor: &str, rev: i64, lease: i64, seen: u64) -> Change {
+    change(
+        format!("buckets/{}", &N[..3]),
+        ChangeKind::Put,
+        rev,
+        rev,
+        lease,
+        resv(conductor),
+        seen,
+    )
+}
+
+fn drop_bucket(conductor: &str, create: i64, rev: i64, lease: i64, seen: u64) -> Change {
+    change(
+        format!("buckets/{}", &N[..3]),
+        ChangeKind::Delete,
+        rev,
+        create,
+        lease,
+        resv(conductor),
+        seen,
+    )
+}
+
+/// The bucket's holder hands the node on (put) or takes it back (delete) at `rev`.
+fn delegation(put: bool, rev: i64, seen: u64) -> Change {
+    let kind = if put {
+        ChangeKind::Put
+    } else {
+        ChangeKind::Delete
+    };
+    change(format!("delegations/{N}"), kind, rev, rev, 0, None, seen)
+}
+
+#[test]
+fn a_bucket_holder_and_its_delegate_take_turns_cleanly() {
+    let mut ch = three_conductors();
+    ch.extend([
+        take_bucket("c1", 10, 1, 1000),
+        // c1 hands the node on to c2, which reserves it, later lets it go; c1 takes it back.
+        delegation(true, 20, 2000),
+        reserve("c2", 21, 2, 2100),
+        release("c2", 21, 30, 2, 3000),
+        delegation(false, 31, 3100),
+        // c1 dies; c3 takes the bucket.
+        leave("c1", 1, 40, 5000),
+        drop_bucket("c1", 10, 40, 1, 5000),
+        take_bucket("c3", 41, 3, 5100),
+    ]);
+    let log = [
+        cmd(0, 1500, "c1"),
+        cmd(1, 2500, "c2"),
+        cmd(2, 3500, "c1"),
+        cmd(3, 5500, "c3"),
+    ];
+    assert_eq!(check_bmc_ownership(&log, &ch, &systems()), vec![]);
+}
+
+#[test]
+fn a_bucket_holder_sending_while_the_node_is_handed_on_is_caught() {
+    let mut ch = three_conductors();
+    ch.extend([
+        take_bucket("c1", 10, 1, 1000),
+        delegation(true, 20, 2000),
+        reserve("c2", 21, 2, 2100),
+    ]);
+    // c2 sent, then c1 (which handed the node on) sent again: an overlap.
+    let log = [cmd(0, 1500, "c1"), cmd(1, 2500, "c2"), cmd(2, 2600, "c1")];
+    let v = check_bmc_ownership(&log, &ch, &systems());
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].detail.contains("overlap"), "{v:?}");
+    // c1 sending after its delegation was seen, with no command of c2 yet, is caught by time.
+    let log = [cmd(0, 1500, "c1"), cmd(1, 2050, "c1")];
+    let v = check_bmc_ownership(&log, &ch, &systems());
+    assert_eq!(v.len(), 1, "{v:?}");
+}
+
 #[test]
 fn aba_and_caretaker_are_clean() {
     let mut ch = three_conductors();
