@@ -1,7 +1,7 @@
 //! Serial consoles through the gateway: Ironic's `GET|PUT /v1/nodes/{node}/states/console`
 //! (intent: `spec.console_enabled`, compare-and-swap like every other action) and Ferric's
 //! console websocket `GET /v1/nodes/{node}/console/ws?mode=rw|ro`, a proxy to the console server
-//! of whichever conductor holds the node now (`reservations/<uuid>` -> `conductors/<name>`'s
+//! of whichever conductor holds the node now (its bucket or reservation -> `conductors/<name>`'s
 //! `console_address`, see `ferric_console`'s crate docs for that wire contract).
 //!
 //! The viewer's websocket outlives its conductor: when the upstream closes with 4001 (owner

@@ -350,7 +350,7 @@ async fn moved_away(state: &AppState, id: &NodeId, conductor: &str) -> String {
         if !copy.specs.get(id).is_some_and(|s| s.spec.console_enabled) {
             return false;
         }
-        let holds = copy.holders.get(id).is_some_and(|h| &**h == conductor);
+        let holds = copy.holder(id).is_some_and(|h| &*h == conductor);
         let serves = copy
             .conductors
             .get(conductor)
