@@ -116,10 +116,8 @@ async fn one_power_request_is_one_trace_from_the_client_to_the_bmc() {
         .remove(0);
     fleet
         .wait_until(Duration::from_secs(30), "the node is owned", async || {
-            let owners = fleet.snapshot().await?.reservations.len();
-            (owners == 1)
-                .then_some(())
-                .ok_or("no owner yet".to_string())
+            let owned = fleet.snapshot().await?.holder(&id).is_some();
+            owned.then_some(()).ok_or("no owner yet".to_string())
         })
         .await;
 

@@ -165,3 +165,17 @@ pub fn ready(port: u16) -> bool {
     let _ = s.read_to_string(&mut answer);
     answer.starts_with("HTTP/1.0 200") && answer.replace(' ', "").contains("\"revision\":")
 }
+
+/// Writes `delegations/<id>` naming `to` under `prefix`, unfenced: a test's stand-in for a
+/// bucket's holder handing the node on, so that `to` may reserve the node itself
+/// (`Cluster::acquire`). Conductors never write delegations this way.
+pub async fn hand_on(url: &str, prefix: &str, id: &ferric_model::NodeId, to: &str) {
+    let mut client = etcd_client::Client::connect([url], None)
+        .await
+        .expect("etcd answers");
+    let key = format!("{}/delegations/{id}", prefix.trim_end_matches('/'));
+    let value = ferric_model::encode(&ferric_model::DelegationRecord {
+        conductor: to.to_string(),
+    });
+    client.put(key, value, None).await.expect("delegation put");
+}

@@ -5,7 +5,8 @@
 
 mod support;
 
-use ferric_cluster::{AcquireOutcome, Cluster, EtcdConfig, LeaseKeeper};
+use ferric_cluster::buckets::BucketOutcome;
+use ferric_cluster::{Cluster, EtcdConfig, LeaseKeeper};
 use ferric_console::{
     ConsoleActor, ConsoleArgs, ConsoleEvent, ConsoleTarget, RecordTo, SessionState, StopReason,
 };
@@ -21,7 +22,7 @@ async fn cluster(etcd: &ferric_testkit::Etcd) -> Cluster {
     Cluster::connect(&cfg).await.expect("etcd answers")
 }
 
-/// Enrolls a node and reserves it on `lease`; the fencing token.
+/// Enrolls a node and takes its bucket on `lease`; the fencing token.
 async fn reserved_node(c: &Cluster, lease: i64) -> (NodeId, ferric_model::FenceToken) {
     let id = NodeId::new_random();
     let created = c
@@ -29,8 +30,10 @@ async fn reserved_node(c: &Cluster, lease: i64) -> (NodeId, ferric_model::FenceT
         .await
         .unwrap();
     assert!(created[0].is_ok());
-    match c.acquire(&[id], lease, "c-test").await.unwrap().remove(0).1 {
-        AcquireOutcome::Acquired(a) => (id, a.token),
+    // The test's only node: its bucket is free.
+    let bucket = ferric_model::Bucket::of(&id);
+    match c.acquire_buckets(&[bucket], lease, "c-test").await.unwrap().remove(0).1 {
+        BucketOutcome::Acquired(token) => (id, token),
         other => panic!("not acquired: {other:?}"),
     }
 }

@@ -216,7 +216,8 @@ impl World {
         self.wait_for_copy().await;
     }
 
-    /// Reserves a node for conductor `name` (its fencing token).
+    /// Reserves a node for conductor `name` (its fencing token): as if its bucket's holder had
+    /// handed it on to `name`.
     pub async fn own(&self, name: &str, id: &str) -> FenceToken {
         let lease = &self
             .conductors
@@ -225,6 +226,7 @@ impl World {
             .expect("conductor")
             .1;
         let id: NodeId = id.parse().expect("uuid");
+        ferric_testkit::etcd::hand_on(&self.etcd.url(), "/gw-test/", &id, name).await;
         let out = self
             .cluster
             .acquire(&[id], lease.id, name)
