@@ -32,7 +32,13 @@ async fn reserved_node(c: &Cluster, lease: i64) -> (NodeId, ferric_model::FenceT
     assert!(created[0].is_ok());
     // The test's only node: its bucket is free.
     let bucket = ferric_model::Bucket::of(&id);
-    match c.acquire_buckets(&[bucket], lease, "c-test").await.unwrap().remove(0).1 {
+    match c
+        .acquire_buckets(&[bucket], lease, "c-test")
+        .await
+        .unwrap()
+        .remove(0)
+        .1
+    {
         BucketOutcome::Acquired(token) => (id, token),
         other => panic!("not acquired: {other:?}"),
     }

@@ -81,7 +81,7 @@ pub async fn create(
     Params::parse(q.as_deref())?.only(&[])?;
     let body = request::json_body(body, &headers, state.config.body_limit).await?;
     let drivers = drivers(&state);
-    let spec = node_input::create(&body, v, &drivers, now_ms())?;
+    let spec = node_input::create(&body, v, &drivers, creation_ms())?;
     let id = state.creator.create(spec).await?;
     let node = settled_node(&state, id, None).await;
     let base = request::base_url(&state, &headers);
@@ -241,7 +241,7 @@ pub async fn replace(
     let node = request::lookup(&state, &ident, v).await?;
     let id = node.id();
     let drivers = drivers(&state);
-    let given = node_input::create(&body, v, &drivers, now_ms())?;
+    let given = node_input::create(&body, v, &drivers, creation_ms())?;
     if body.get("uuid").is_some_and(|u| !u.is_null()) && given.id != id {
         return Err(ApiError::BadRequest(format!(
             "The uuid of a node cannot change (the body names {}, the node is {id}).",
@@ -362,4 +362,20 @@ pub async fn delete(
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::NO_CONTENT,
     ))
+}
+
+/// The creation time of a node enrolled now: the clock in milliseconds, but always after the
+/// previous one this gateway gave. Lists are in creation order (Ironic's row order), with ties
+/// broken by uuid, so two nodes enrolled one after the other within a millisecond were listed
+/// in random order (a flaky pagination test found it).
+fn creation_ms() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = now_ms();
+    let prev = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(now);
+    now.max(prev + 1)
 }
