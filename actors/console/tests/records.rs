@@ -1,6 +1,6 @@
 //! Console records in a real etcd: `consoles/<uuid>` on the conductor's lease while the console
 //! runs (state, pid, session without secrets), gone when it stops, never written without the
-//! node's reservation; and the cluster-wide console secret, created once. Run:
+//! node's ownership (its bucket here); and the cluster-wide console secret, created once. Run:
 //! `cargo test -p ferric-console --test records` (needs `etcd`).
 
 mod support;
@@ -164,8 +164,9 @@ async fn a_console_record_lives_on_the_lease_while_the_console_runs() {
     ConsoleActor::stop_and_wait(&con.actor, StopReason::OwnerChanged, WAIT).await;
     assert_eq!(c.get_console(&node).await.unwrap(), None);
 
-    // Without the reservation, no record is written (fenced).
-    assert_eq!(c.release(&[(node, token)]).await.unwrap(), 1);
+    // Without the node's bucket, no record is written (fenced).
+    let bucket = ferric_model::Bucket::of(&node);
+    assert_eq!(c.release_buckets(&[(bucket, token)]).await.unwrap(), 1);
     let inspect = ferric_testkit::Inspect::connect(&etcd.url(), "")
         .await
         .unwrap();

@@ -22,6 +22,9 @@ use ferric_cluster::buckets::Delegate;
 use ferric_model::{Bucket, ConductorRecord, FenceToken, NodeId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// A node's placement inputs: (driver, conductor group), or why its spec cannot be read.
+pub type Placement = Result<(String, String), String>;
+
 /// What the session must do for the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEffect {
@@ -182,7 +185,7 @@ impl BucketNodes {
         b: Bucket,
         token: FenceToken,
         read_rev: i64,
-        nodes: Vec<(NodeId, Result<(String, String), String>)>,
+        nodes: Vec<(NodeId, Placement)>,
         delegations: Vec<(NodeId, Result<String, String>)>,
     ) -> Vec<NodeEffect> {
         match self.held.get_mut(&b) {
@@ -242,7 +245,7 @@ impl BucketNodes {
         b: Bucket,
         token: FenceToken,
         read_rev: i64,
-        nodes: Vec<(NodeId, Result<(String, String), String>)>,
+        nodes: Vec<(NodeId, Placement)>,
     ) -> Vec<NodeEffect> {
         match self.held.get_mut(&b) {
             Some(h) if h.token == token && h.phase == BucketPhase::Running => {
@@ -575,14 +578,13 @@ impl BucketNodes {
                     change(&mut self.run, Some(String::new()), Some(to))
                 }
                 (Run::Delegated { to }, None) => change(&mut self.run, None, Some(to)),
-                (Run::Reclaiming { refused_at }, None) => {
+                (Run::Reclaiming { refused_at }, None)
                     if self
                         .reservation_deleted
                         .get(&id)
-                        .is_some_and(|rev| *rev > refused_at)
-                    {
-                        change(&mut self.run, None, Some(String::new()));
-                    }
+                        .is_some_and(|rev| *rev > refused_at) =>
+                {
+                    change(&mut self.run, None, Some(String::new()));
                 }
                 (Run::Reclaiming { .. }, Some(w)) => {
                     change(&mut self.run, Some(w), Some(String::new()))

@@ -144,7 +144,7 @@ fn a_caretaken_node_is_handed_on_only_after_its_actor_stopped() {
     let me = conductor(ME, &["ipmi"]);
     let x = node(0x7f3, 1);
     // Nobody serves redfish: "a" holds it as its caretaker.
-    let (mut t, fx) = holding(&[me.clone()], &[(x, "redfish")], vec![]);
+    let (mut t, fx) = holding(std::slice::from_ref(&me), &[(x, "redfish")], vec![]);
     assert_eq!(starts(&fx), [x]);
     t.actor_started(x, TOKEN);
     // A conductor that serves it joins: stop first, no delegation yet.
