@@ -95,6 +95,10 @@ pub struct BucketNodes {
     run: HashMap<NodeId, Run>,
     /// The newest reservation delete seen per node of a held bucket (see `Run::Reclaiming`).
     reservation_deleted: HashMap<NodeId, i64>,
+    /// News of nodes of buckets being read (the watch can deliver a change newer than the read
+    /// before the read's answer): the newest per node, `None` for a delete, applied by
+    /// `bucket_read` when newer than the read.
+    early: HashMap<NodeId, (Option<Placement>, i64)>,
     dirty_all: bool,
     dirty: HashSet<NodeId>,
     /// Actors reported running.
@@ -207,7 +211,21 @@ impl BucketNodes {
             self.run.insert(id, Run::Delegated { to });
             self.dirty.insert(id);
         }
-        Vec::new()
+        let early: Vec<NodeId> = self
+            .early
+            .keys()
+            .filter(|id| Bucket::of(id) == b)
+            .copied()
+            .collect();
+        let mut fx = Vec::new();
+        for id in early {
+            match self.early.remove(&id) {
+                Some((Some(placement), rev)) => self.node_put(id, placement, rev),
+                Some((None, rev)) => fx.extend(self.node_deleted(id, rev)),
+                None => {}
+            }
+        }
+        fx
     }
 
     /// The bucket table stops these buckets (lost to placement, or their keys lost): stop
@@ -301,11 +319,20 @@ impl BucketNodes {
             .collect()
     }
 
-    /// Whether news of `id` at `mod_rev` is newer than its bucket's read.
-    fn news(&self, id: &NodeId, mod_rev: i64) -> bool {
-        self.held
-            .get(&Bucket::of(id))
-            .is_some_and(|h| h.phase == BucketPhase::Running && mod_rev > h.read_rev)
+    /// Whether news of `id` at `mod_rev` is newer than its bucket's read. News of a bucket
+    /// being read is kept for its read (`news` is then false).
+    fn news(&mut self, id: &NodeId, mod_rev: i64, placement: Option<&Placement>) -> bool {
+        match self.held.get(&Bucket::of(id)) {
+            Some(h) if h.phase == BucketPhase::Running => mod_rev > h.read_rev,
+            Some(h) if h.phase == BucketPhase::Reading => {
+                let e = self.early.entry(*id).or_insert((None, 0));
+                if mod_rev >= e.1 {
+                    *e = (placement.cloned(), mod_rev);
+                }
+                false
+            }
+            _ => false,
+        }
     }
 
     /// A node of a held bucket was created or its spec changed at `mod_rev` (news older than
@@ -316,7 +343,7 @@ impl BucketNodes {
         placement: Result<(String, String), String>,
         mod_rev: i64,
     ) {
-        if !self.news(&id, mod_rev) {
+        if !self.news(&id, mod_rev, Some(&placement)) {
             return;
         }
         self.nodes.insert(id, placement);
@@ -327,7 +354,7 @@ impl BucketNodes {
     /// A node of a held bucket was deleted at `mod_rev`: its actor stops, and its delegation,
     /// if any, goes with the node's other records.
     pub fn node_deleted(&mut self, id: NodeId, mod_rev: i64) -> Vec<NodeEffect> {
-        if !self.news(&id, mod_rev) {
+        if !self.news(&id, mod_rev, None) {
             return Vec::new();
         }
         self.deleted(id)
@@ -636,6 +663,7 @@ impl BucketNodes {
             self.nodes.remove(&id);
             self.reservation_deleted.remove(&id);
         }
+        self.early.retain(|id, _| Bucket::of(id) != b);
         vec![NodeEffect::BucketStopped(b, token)]
     }
 }

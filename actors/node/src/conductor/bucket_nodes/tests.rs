@@ -312,6 +312,28 @@ fn nodes_enrolled_later_and_deleted_nodes() {
 }
 
 #[test]
+fn news_that_overtakes_the_buckets_read_is_applied_with_it() {
+    let me = conductor(ME, &["ipmi"]);
+    let (x, y, z) = (node(0x7f3, 1), node(0x7f3, 2), node(0x7f3, 3));
+    let mut t = BucketNodes::new(ME);
+    t.set_members(&members(&[me]));
+    t.bucket_started(B, TOKEN);
+    // While the read is in flight the watch brings: y created after the read (rev 50), z
+    // created before it (rev 40, also in the read), and x deleted after it (rev 51).
+    t.node_put(y, on("ipmi"), 50);
+    t.node_put(z, on("ipmi"), 40);
+    assert!(t.node_deleted(x, 51).is_empty());
+    assert!(t.decide().is_empty(), "nothing before the read");
+    let read = vec![(x, on("ipmi")), (z, on("ipmi"))];
+    assert!(t.bucket_read(B, TOKEN, 45, read, vec![]).is_empty());
+    assert_eq!(
+        starts(&t.decide()),
+        [y, z],
+        "y from the watch, x deleted after the read"
+    );
+}
+
+#[test]
 fn an_actor_that_gives_up_keeps_its_node() {
     let me = conductor(ME, &["ipmi"]);
     let x = node(0x7f3, 1);
