@@ -1141,6 +1141,8 @@ impl<'a> Session<'a> {
             self.bnodes
                 .bucket_reread(bucket, token, records.revision, placements)
         } else {
+            let handed: std::collections::HashSet<NodeId> =
+                records.delegations.iter().map(|(id, _)| *id).collect();
             let fx = self.bnodes.bucket_read(
                 bucket,
                 token,
@@ -1149,7 +1151,16 @@ impl<'a> Session<'a> {
                 records.delegations,
             );
             if self.bnodes.is_running(bucket, token) {
-                for n in records.nodes {
+                // A bucket "runs" once its records are read (the bucket table counts it, and
+                // is steady when every held bucket does).
+                self.buckets.actor_started(bucket, token);
+                // Only for nodes that may start now: a node handed on may come back much later,
+                // and must then read what its delegate wrote meanwhile.
+                for n in records
+                    .nodes
+                    .into_iter()
+                    .filter(|n| !handed.contains(&n.id))
+                {
                     self.initials.insert(
                         n.id,
                         Initial {
