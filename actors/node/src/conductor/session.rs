@@ -311,6 +311,14 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Runs `work` on its own task and hands its answer to the event loop.
+    fn spawn_input(&self, work: impl std::future::Future<Output = Input> + Send + 'static) {
+        let tx = self.inputs_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(work.await).await;
+        });
+    }
+
     /// Carries out the bucket table's effects.
     fn execute_buckets(&mut self, fx: Vec<Effect<Bucket>>) {
         let lease = self.lease.as_ref().map_or(0, |l| l.id);
@@ -325,20 +333,17 @@ impl<'a> Session<'a> {
                     self.execute_nodes(fx);
                 }
                 Effect::Acquire(batch) => {
-                    let cluster = self.cluster.clone();
-                    let name = self.cfg.name.clone();
-                    let tx = self.inputs_tx.clone();
-                    tokio::spawn(async move {
+                    let (cluster, name) = (self.cluster.clone(), self.cfg.name.clone());
+                    self.spawn_input(async move {
                         let result = cluster.acquire_buckets(&batch, lease, &name).await;
-                        let _ = tx.send(Input::BucketsAcquired(batch, result)).await;
+                        Input::BucketsAcquired(batch, result)
                     });
                 }
                 Effect::Release(batch) => {
                     let cluster = self.cluster.clone();
-                    let tx = self.inputs_tx.clone();
-                    tokio::spawn(async move {
+                    self.spawn_input(async move {
                         let result = cluster.release_buckets(&batch).await;
-                        let _ = tx.send(Input::BucketsReleased(batch, result)).await;
+                        Input::BucketsReleased(batch, result)
                     });
                 }
             }
@@ -437,20 +442,17 @@ impl<'a> Session<'a> {
                     let _ = self.sup.cast(SupervisorMsg::Stop(ids));
                 }
                 Effect::Acquire(batch) => {
-                    let cluster = self.cluster.clone();
-                    let name = self.cfg.name.clone();
-                    let tx = self.inputs_tx.clone();
-                    tokio::spawn(async move {
+                    let (cluster, name) = (self.cluster.clone(), self.cfg.name.clone());
+                    self.spawn_input(async move {
                         let result = cluster.acquire(&batch, lease, &name).await;
-                        let _ = tx.send(Input::Acquired(batch, result)).await;
+                        Input::Acquired(batch, result)
                     });
                 }
                 Effect::Release(batch) => {
                     let cluster = self.cluster.clone();
-                    let tx = self.inputs_tx.clone();
-                    tokio::spawn(async move {
+                    self.spawn_input(async move {
                         let result = cluster.release(&batch).await;
-                        let _ = tx.send(Input::Released(batch, result)).await;
+                        Input::Released(batch, result)
                     });
                 }
             }
