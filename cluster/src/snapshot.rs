@@ -79,6 +79,46 @@ impl Cluster {
             reservations,
         })
     }
+
+    /// Every node's placement inputs and every reservation at one revision (conductors read
+    /// only their buckets now; this is the fleet-wide read, kept for tools and its test of the
+    /// large-prefix reader).
+    pub async fn snapshot(&self) -> Result<Snapshot, ClusterError> {
+        let (revision, conductor_kvs) =
+            get_prefix(self, &self.keys().conductors(), None, false).await?;
+        let keys = self.keys();
+        let mut nodes = Vec::new();
+        for_each_in_prefix(self, &keys.nodes(), Some(revision), false, |kv| {
+            if let Some(id) = keys.node_id_of(kv.key()) {
+                nodes.push(SnapshotNode {
+                    id,
+                    placement: placement_of(kv.value()),
+                    mod_rev: kv.mod_revision(),
+                });
+            }
+        })
+        .await?;
+        let mut reservations = Vec::new();
+        for_each_in_prefix(self, &keys.reservations(), Some(revision), false, |kv| {
+            if let Some(id) = keys.node_id_of(kv.key()) {
+                reservations.push(SnapshotReservation {
+                    id,
+                    holder: decode::<ReservationRecord>(kv.value())
+                        .ok()
+                        .map(|r| r.conductor),
+                    create_rev: kv.create_revision(),
+                    lease: kv.lease(),
+                });
+            }
+        })
+        .await?;
+        Ok(Snapshot {
+            revision,
+            conductors: conductors_of(&conductor_kvs),
+            nodes,
+            reservations,
+        })
+    }
 }
 
 /// The readable conductor records (an unreadable one is logged and left out).
