@@ -97,17 +97,27 @@ impl PlacementIndex {
         eligible: &mut Eligible,
     ) -> Option<&'a str> {
         let place = *self.nodes.get(id)?;
-        let names = eligible.0.entry(place).or_insert_with(|| {
+        let names = self.names(place, members, eligible);
+        let pick = owner_of(id, names.iter().map(String::as_str))
+            .or_else(|| owner_of(id, members.keys().map(String::as_str)))?;
+        // The name borrowed from `members`, which outlives the cache.
+        members.get_key_value(pick).map(|(k, _)| k.as_str())
+    }
+
+    /// The members that may own nodes placed at `place`, worked out once per pass.
+    fn names<'c>(
+        &self,
+        place: Place,
+        members: &BTreeMap<String, ConductorRecord>,
+        eligible: &'c mut Eligible,
+    ) -> &'c Vec<String> {
+        eligible.0.entry(place).or_insert_with(|| {
             members
                 .values()
                 .filter(|c| self.eligible(place, c))
                 .map(|c| c.name.clone())
                 .collect()
-        });
-        let pick = owner_of(id, names.iter().map(String::as_str))
-            .or_else(|| owner_of(id, members.keys().map(String::as_str)))?;
-        // The name borrowed from `members`, which outlives the cache.
-        members.get_key_value(pick).map(|(k, _)| k.as_str())
+        })
     }
 
     pub fn contains(&self, id: &NodeId) -> bool {
@@ -126,13 +136,7 @@ impl PlacementIndex {
         eligible: &mut Eligible,
     ) -> Option<Option<String>> {
         let place = *self.nodes.get(id)?;
-        let names = eligible.0.entry(place).or_insert_with(|| {
-            members
-                .values()
-                .filter(|c| self.eligible(place, c))
-                .map(|c| c.name.clone())
-                .collect()
-        });
+        let names = self.names(place, members, eligible);
         if names.is_empty() || names.iter().any(|n| n == me) {
             return Some(None);
         }
