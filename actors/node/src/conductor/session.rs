@@ -319,6 +319,15 @@ impl<'a> Session<'a> {
         });
     }
 
+    /// Hands `input` to the loop a moment from now (a failed etcd call tried again without
+    /// asking an unreachable etcd in a tight loop).
+    fn later(&self, input: Input) {
+        self.spawn_input(async move {
+            tokio::time::sleep(RETRY_FAILED_BATCH).await;
+            input
+        });
+    }
+
     /// Carries out the bucket table's effects.
     fn execute_buckets(&mut self, fx: Vec<Effect<Bucket>>) {
         let lease = self.lease.as_ref().map_or(0, |l| l.id);
@@ -800,11 +809,7 @@ impl<'a> Session<'a> {
                     ),
                     Err(e) => {
                         tracing::warn!(error = %e, count = batch.len(), "reservation batch failed; retrying in a moment");
-                        let (tx, ids) = (self.inputs_tx.clone(), batch.clone());
-                        tokio::spawn(async move {
-                            tokio::time::sleep(RETRY_FAILED_BATCH).await;
-                            let _ = tx.send(Input::Retry(ids)).await;
-                        });
+                        self.later(Input::Retry(batch.clone()));
                         None
                     }
                 };
@@ -823,11 +828,7 @@ impl<'a> Session<'a> {
                     ),
                     Err(e) => {
                         tracing::warn!(error = %e, count = batch.len(), "bucket batch failed; retrying in a moment");
-                        let (tx, ids) = (self.inputs_tx.clone(), batch.clone());
-                        tokio::spawn(async move {
-                            tokio::time::sleep(RETRY_FAILED_BATCH).await;
-                            let _ = tx.send(Input::RetryBuckets(ids)).await;
-                        });
+                        self.later(Input::RetryBuckets(batch.clone()));
                         None
                     }
                 };
@@ -1112,11 +1113,7 @@ impl<'a> Session<'a> {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%bucket, error = %e, "reading a bucket failed; reading it again in a moment");
-                let tx = self.inputs_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(RETRY_FAILED_BATCH).await;
-                    let _ = tx.send(Input::RetryRead(bucket, token, again)).await;
-                });
+                self.later(Input::RetryRead(bucket, token, again));
                 return;
             }
         };
