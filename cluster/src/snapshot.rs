@@ -57,20 +57,7 @@ impl Cluster {
             })
             .collect();
         let (_, delegations) = self.list_delegations(Some(revision)).await?;
-        let mut reservations = Vec::new();
-        for_each_in_prefix(self, &keys.reservations(), Some(revision), false, |kv| {
-            if let Some(id) = keys.node_id_of(kv.key()) {
-                reservations.push(SnapshotReservation {
-                    id,
-                    holder: decode::<ReservationRecord>(kv.value())
-                        .ok()
-                        .map(|r| r.conductor),
-                    create_rev: kv.create_revision(),
-                    lease: kv.lease(),
-                });
-            }
-        })
-        .await?;
+        let reservations = self.reservations_at(revision).await?;
         Ok(OwnershipSnapshot {
             revision,
             conductors: conductors_of(&conductor_kvs),
@@ -98,6 +85,23 @@ impl Cluster {
             }
         })
         .await?;
+        let reservations = self.reservations_at(revision).await?;
+        Ok(Snapshot {
+            revision,
+            conductors: conductors_of(&conductor_kvs),
+            nodes,
+            reservations,
+        })
+    }
+}
+
+impl Cluster {
+    /// Every reservation at `revision`.
+    async fn reservations_at(
+        &self,
+        revision: i64,
+    ) -> Result<Vec<SnapshotReservation>, ClusterError> {
+        let keys = self.keys();
         let mut reservations = Vec::new();
         for_each_in_prefix(self, &keys.reservations(), Some(revision), false, |kv| {
             if let Some(id) = keys.node_id_of(kv.key()) {
@@ -112,12 +116,7 @@ impl Cluster {
             }
         })
         .await?;
-        Ok(Snapshot {
-            revision,
-            conductors: conductors_of(&conductor_kvs),
-            nodes,
-            reservations,
-        })
+        Ok(reservations)
     }
 }
 
