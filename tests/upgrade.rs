@@ -7,9 +7,16 @@
 //! answered, statuses are rewritten in format 3 only when written, a power request and a
 //! provision verb on old nodes work end to end, and a status in a format newer than this build
 //! knows leaves its node alone (no panic, no write).
+//!
+//! And the rolling upgrade from the release that reserved every node one by one (before
+//! buckets): while a conductor of that release is live, this build's conductors hold nothing,
+//! and they take the fleet when it has left.
 
 use base64::Engine as _;
-use ferric_model::{decode, EventRecord, NodeStatus, PowerState, ProvisionState, Record};
+use ferric_model::{
+    decode, encode, now_ms, ConductorRecord, EventRecord, NodeStatus, PowerState, ProvisionState,
+    Record,
+};
 use ferric_testkit::http::api_at;
 use ferric_testkit::{Fleet, Gateway, Snapshot};
 use serde_json::{json, Value};
@@ -493,6 +500,129 @@ async fn records_of_the_previous_release_are_served_by_this_build() {
             format!("conductor {name} did not stay up")
         });
         fleet.ensure(!c.log().contains("panicked"), || {
+            format!("conductor {name} panicked")
+        });
+    }
+    fleet.note("done");
+}
+
+/// A conductor of the release before buckets reserves every node it places on itself without
+/// looking at bucket keys, so a bucket holder and it could both drive one node. Its membership
+/// record (format 3, without `buckets`; here a stand-in on a lease of its own, as that release
+/// wrote it) makes this build's conductors let go of every bucket and every handed-on node, and
+/// its leaving makes them take the fleet again. Checked in etcd's keys.
+#[tokio::test]
+async fn conductors_hold_nothing_while_one_of_the_release_before_buckets_is_live() {
+    let mut fleet = Fleet::new("upgrade-mixed").await;
+    let ids = fleet.create_nodes(12, &[]).await;
+    // c2 serves no fake-hardware: the nodes of its buckets are handed on to c1, so both the
+    // bucket table and the delegate's table are exercised.
+    fleet.start_conductor("c1", &["--lease-ttl", "2", "--drivers", "fake-hardware"]);
+    fleet.start_conductor("c2", &["--lease-ttl", "2", "--drivers", "ipmi"]);
+    let all_held_by_c1 = async |what: &str| {
+        fleet
+            .wait_until(Duration::from_secs(30), what, async || {
+                let snap = fleet.snapshot().await?;
+                if snap.buckets.len() != 4096 {
+                    return Err(format!("{} bucket keys", snap.buckets.len()));
+                }
+                for id in &ids {
+                    match snap.holder(id) {
+                        Some((h, _)) if h == "c1" => {}
+                        other => return Err(format!("{id}: holder {other:?}")),
+                    }
+                }
+                Ok(snap)
+            })
+            .await
+    };
+    let snap = all_held_by_c1("every bucket held and every node run by c1").await;
+    let handed_on = ids
+        .iter()
+        .filter(|id| snap.delegations.contains_key(*id))
+        .count();
+    fleet.note(&format!("{handed_on} of 12 nodes handed on from c2 to c1"));
+
+    // The stand-in of a conductor of the previous release joins.
+    let client = fleet.inspect.client();
+    let lease = client
+        .lease_client()
+        .grant(60, None)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("grant the stand-in's lease: {e}")))
+        .id();
+    let old = ConductorRecord {
+        name: "old".into(),
+        address: "127.0.0.1:1".into(),
+        console_address: "127.0.0.1:1".into(),
+        drivers: vec!["fake-hardware".into()],
+        conductor_group: String::new(),
+        version: "0.1.0".into(),
+        started_at_ms: now_ms(),
+        lease_id: lease,
+        running: 0,
+        sync: Default::default(),
+        hardware: Vec::new(),
+        buckets: false,
+    };
+    // Format 3: the same fields without the last one.
+    let mut v3 = encode(&old);
+    v3.pop();
+    v3[0] = 3;
+    fleet.ensure(
+        decode::<ConductorRecord>(&v3).ok() == Some(old.clone()),
+        || "the stand-in's record does not read back as a conductor of an older build".into(),
+    );
+    client
+        .kv_client()
+        .put(
+            fleet.inspect.key("conductors/old"),
+            v3,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("register the stand-in: {e}")));
+
+    fleet
+        .wait_until(
+            Duration::from_secs(30),
+            "no bucket key and no reservation left",
+            async || {
+                let snap = fleet.snapshot().await?;
+                if !snap.buckets.is_empty() || !snap.reservations.is_empty() {
+                    return Err(format!(
+                        "{} bucket keys, {} reservations",
+                        snap.buckets.len(),
+                        snap.reservations.len()
+                    ));
+                }
+                if let Some(id) = ids.iter().find(|id| snap.holder(id).is_some()) {
+                    return Err(format!("{id} is still held"));
+                }
+                Ok(())
+            },
+        )
+        .await;
+    fleet.note("c1 and c2 hold nothing while the older conductor is live");
+    for name in ["c1", "c2"] {
+        let c = fleet.conductor(name);
+        fleet.ensure(c.is_running(), || format!("{name} did not stay up"));
+        fleet.ensure(
+            c.log().contains("conductors of an older build are live"),
+            || format!("{name} does not say why it holds nothing"),
+        );
+    }
+
+    // The older conductor leaves (here: its lease ends, as when it stops).
+    client
+        .lease_client()
+        .revoke(lease)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("revoke the stand-in's lease: {e}")));
+    all_held_by_c1("after the older conductor left, every bucket held and every node run by c1")
+        .await;
+    for name in ["c1", "c2"] {
+        fleet.ensure(!fleet.conductor(name).log().contains("panicked"), || {
             format!("conductor {name} panicked")
         });
     }

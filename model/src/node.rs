@@ -768,9 +768,14 @@ pub struct ConductorRecord {
     /// (see `migrate`).
     pub sync: SyncReport,
     /// The interfaces it enables for each of its drivers (`/v1/drivers`, and the check of a
-    /// node's `*_interface` fields). Format version 3 appended it; it must stay the last field.
-    /// Empty in a record of an older build: read as this build's catalog of its drivers.
+    /// node's `*_interface` fields). Format version 3 appended it. Empty in a record of an older
+    /// build: read as this build's catalog of its drivers.
     pub hardware: Vec<crate::interfaces::HardwareInterfaces>,
+    /// It owns nodes through buckets (`buckets/<bucket>`, README "How ownership works").
+    /// Format version 4 appended it; it must stay the last field. False in a record of an older
+    /// build: that conductor reserves every node it places on itself, one by one, without
+    /// looking at buckets, so a bucket conductor holds nothing while one is live.
+    pub buckets: bool,
 }
 
 /// What a conductor's power sync sweeps did since it started.
@@ -794,20 +799,24 @@ impl ConductorRecord {
 
 impl Record for ConductorRecord {
     const KIND: &'static str = "conductor";
-    /// 2: `sync` appended; 3: `hardware` appended.
-    const VERSION: u8 = 3;
+    /// 2: `sync` appended; 3: `hardware` appended; 4: `buckets` appended.
+    const VERSION: u8 = 4;
 
     fn migrate(version: u8, body: &[u8]) -> Result<Self, CodecError> {
         match version {
-            // Version 1 lacks `sync` (five integers, each 0 written as the single byte 0) and
-            // `hardware` (an empty list, the single byte 0); version 2 lacks `hardware`.
-            1 | 2 => {
-                let mut v3 = body.to_vec();
+            // Version 1 lacks `sync` (five integers, each 0 written as the single byte 0),
+            // `hardware` (an empty list, the single byte 0) and `buckets` (false, the single
+            // byte 0); version 2 lacks `hardware` and `buckets`, version 3 `buckets`.
+            1..=3 => {
+                let mut v4 = body.to_vec();
                 if version == 1 {
-                    v3.extend_from_slice(&[0; 5]);
+                    v4.extend_from_slice(&[0; 5]);
                 }
-                v3.push(0);
-                crate::codec::body_of(version, &v3)
+                if version <= 2 {
+                    v4.push(0);
+                }
+                v4.push(0);
+                crate::codec::body_of(version, &v4)
             }
             _ => Err(CodecError::UnknownVersion {
                 kind: Self::KIND,
@@ -1039,19 +1048,28 @@ mod tests {
             running: 0,
             sync: SyncReport::default(),
             hardware: Vec::new(),
+            buckets: true,
         };
         assert!(c.serves("ipmi", "rack1"));
         assert!(!c.serves("ipmi", ""));
-        // What a version-1 build wrote reads with the sync counters at zero, and what a
-        // version-2 build wrote with no hardware interfaces.
-        let v3 = encode(&c);
-        assert_eq!(v3[0], 3);
-        let mut v2 = v3[..v3.len() - 1].to_vec();
+        // What a version-1 build wrote reads with the sync counters at zero, what a version-2
+        // build wrote with no hardware interfaces, and every older record as a conductor that
+        // does not own through buckets.
+        let v4 = encode(&c);
+        assert_eq!(v4[0], 4);
+        let older = ConductorRecord {
+            buckets: false,
+            ..c.clone()
+        };
+        let mut v3 = v4[..v4.len() - 1].to_vec();
+        v3[0] = 3;
+        assert_eq!(decode::<ConductorRecord>(&v3).unwrap(), older);
+        let mut v2 = v4[..v4.len() - 2].to_vec();
         v2[0] = 2;
-        assert_eq!(decode::<ConductorRecord>(&v2).unwrap(), c);
-        let mut v1 = v3[..v3.len() - 6].to_vec();
+        assert_eq!(decode::<ConductorRecord>(&v2).unwrap(), older);
+        let mut v1 = v4[..v4.len() - 7].to_vec();
         v1[0] = 1;
-        assert_eq!(decode::<ConductorRecord>(&v1).unwrap(), c);
+        assert_eq!(decode::<ConductorRecord>(&v1).unwrap(), older);
         let full = ConductorRecord {
             hardware: vec![crate::interfaces::catalog("ipmi").unwrap()],
             ..c.clone()

@@ -194,6 +194,7 @@ impl World {
             running: 0,
             sync: Default::default(),
             hardware: Vec::new(),
+            buckets: true,
         };
         self.cluster
             .register_conductor(&rec, Duration::from_secs(5))

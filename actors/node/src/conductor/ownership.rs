@@ -87,6 +87,23 @@ impl Units<NodeId> for PlacementIndex {
     }
 }
 
+/// Live members of an older build, which reserve nodes one by one without looking at buckets
+/// (`ConductorRecord::buckets`). While one is live this conductor holds no bucket and no
+/// handed-on node: the older ones serve the fleet, and the upgrade goes on once the last of
+/// them has left (`deploy/GUIDE.md`, section 5).
+pub fn older_members(members: &BTreeMap<String, ConductorRecord>) -> Vec<&str> {
+    members
+        .values()
+        .filter(|c| !c.buckets)
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
+/// Whether some live member is of an older build (see [`older_members`]).
+fn mixed(members: &BTreeMap<String, ConductorRecord>) -> bool {
+    members.values().any(|c| !c.buckets)
+}
+
 /// Every bucket; this conductor wants those that rendezvous over all live members gives it.
 #[derive(Debug, Default)]
 pub struct AllBuckets;
@@ -106,7 +123,9 @@ impl Units<Bucket> for AllBuckets {
         members: &BTreeMap<String, ConductorRecord>,
         _: &mut (),
     ) -> bool {
-        ferric_cluster::placement::bucket_owner(*k, members.keys().map(String::as_str)) == Some(me)
+        !mixed(members)
+            && ferric_cluster::placement::bucket_owner(*k, members.keys().map(String::as_str))
+                == Some(me)
     }
     fn gone(&mut self, _: &Bucket) {}
 }
@@ -139,10 +158,10 @@ impl Units<NodeId> for Delegations {
         &self,
         k: &NodeId,
         _: &str,
-        _: &BTreeMap<String, ConductorRecord>,
+        members: &BTreeMap<String, ConductorRecord>,
         _: &mut (),
     ) -> bool {
-        self.0.contains(k)
+        self.0.contains(k) && !mixed(members)
     }
     fn gone(&mut self, k: &NodeId) {
         self.0.remove(k);
@@ -450,6 +469,7 @@ impl<K: Unit, U: Units<K>> Ownership<K, U> {
             old.lease_id != rec.lease_id
                 || old.drivers != rec.drivers
                 || old.conductor_group != rec.conductor_group
+                || old.buckets != rec.buckets
         });
         if placement_changed {
             tracing::info!(conductor = %rec.name, "conductor joined");

@@ -161,6 +161,7 @@ mod tests {
             running: 0,
             sync: Default::default(),
             hardware: Vec::new(),
+            buckets: true,
         }
     }
 

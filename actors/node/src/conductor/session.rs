@@ -10,7 +10,8 @@
 
 use super::bucket_nodes::{BucketNodes, NodeEffect};
 use super::ownership::{
-    join_grace, Acquire, AllBuckets, Delegations, Effect, HeldKey, Ownership, Reservation,
+    join_grace, older_members, Acquire, AllBuckets, Delegations, Effect, HeldKey, Ownership,
+    Reservation,
 };
 use super::ConductorConfig;
 use crate::decide::sync::SyncSettings;
@@ -103,6 +104,9 @@ pub(super) struct Session<'a> {
     bnodes: BucketNodes,
     /// The nodes handed on to this conductor.
     delegated: Ownership<NodeId, Delegations>,
+    /// Live members of an older build (see [`older_members`]): while there are any, this
+    /// conductor holds nothing.
+    older: Vec<String>,
     /// What bucket reads found of nodes not started yet, for their actors.
     initials: HashMap<NodeId, Initial>,
     reads: Arc<tokio::sync::Semaphore>,
@@ -168,6 +172,7 @@ impl<'a> Session<'a> {
                 ferric_cluster::reservations::BATCH,
             ),
             bnodes: BucketNodes::new(&cfg.name),
+            older: Vec::new(),
             delegated: Ownership::new(
                 &cfg.name,
                 join_grace(cfg.ttl),
@@ -540,6 +545,7 @@ impl<'a> Session<'a> {
                 .iter()
                 .filter_map(|d| ferric_model::interfaces::catalog(d))
                 .collect(),
+            buckets: true,
         };
         self.ctx = Some(Arc::new(NodeCtx {
             me: self.cfg.name.clone(),
@@ -705,6 +711,31 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Membership changed: the bucket table's members go to the nodes table, and a change of
+    /// the live members of an older build is logged (they are why this conductor holds nothing).
+    fn members_changed(&mut self) {
+        let members = self.buckets.member_map();
+        self.bnodes.set_members(members);
+        let older: Vec<String> = older_members(members)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if older != self.older {
+            if older.is_empty() {
+                tracing::info!(
+                    "no conductor of an older build is live any more: taking this conductor's buckets"
+                );
+            } else {
+                tracing::warn!(
+                    older = ?older,
+                    "conductors of an older build are live (they reserve nodes one by one): this \
+                     conductor holds no nodes until the last of them has stopped"
+                );
+            }
+            self.older = older;
+        }
+    }
+
     /// Hands a snapshot to the tables.
     fn resync_tables(&mut self, snap: OwnershipSnapshot) {
         let me = self.cfg.name.clone();
@@ -720,7 +751,7 @@ impl<'a> Session<'a> {
         let fx = self
             .buckets
             .resync(snap.conductors.clone(), AllBuckets, buckets_held);
-        self.bnodes.set_members(self.buckets.member_map());
+        self.members_changed();
         self.execute_buckets(fx);
         let mut to_me = Delegations::default();
         for (id, to) in &snap.delegations {
@@ -916,7 +947,7 @@ impl<'a> Session<'a> {
                     let now = Instant::now();
                     self.buckets.conductor_put(rec.clone(), now);
                     self.delegated.conductor_put(rec, now);
-                    self.bnodes.set_members(self.buckets.member_map());
+                    self.members_changed();
                 }
                 Err(e) => {
                     tracing::error!(key = %String::from_utf8_lossy(&key), error = %e, "unreadable conductor record")
@@ -939,7 +970,7 @@ impl<'a> Session<'a> {
                 }
                 self.buckets.conductor_left(&name);
                 self.delegated.conductor_left(&name);
-                self.bnodes.set_members(self.buckets.member_map());
+                self.members_changed();
             }
         }
         Ok(())

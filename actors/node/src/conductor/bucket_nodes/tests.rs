@@ -19,6 +19,7 @@ fn conductor(name: &str, drivers: &[&str]) -> ConductorRecord {
         running: 0,
         sync: Default::default(),
         hardware: Vec::new(),
+        buckets: true,
     }
 }
 

@@ -33,6 +33,7 @@ fn conductor(name: &str, lease: i64, drivers: &[&str]) -> ConductorRecord {
         running: 0,
         sync: Default::default(),
         hardware: Vec::new(),
+        buckets: true,
     }
 }
 
