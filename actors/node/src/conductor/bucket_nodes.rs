@@ -20,7 +20,10 @@ use super::placement_index::{Eligible, PlacementIndex};
 use crate::supervisor::REASON_FENCED;
 use ferric_cluster::buckets::Delegate;
 use ferric_model::{Bucket, ConductorRecord, FenceToken, NodeId};
+use runs::Runs;
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+mod runs;
 
 /// A node's placement inputs: (driver, conductor group), or why its spec cannot be read.
 pub type Placement = Result<(String, String), String>;
@@ -92,7 +95,7 @@ pub struct BucketNodes {
     held: HashMap<Bucket, Held>,
     /// Placement inputs of the nodes of held buckets.
     nodes: PlacementIndex,
-    run: HashMap<NodeId, Run>,
+    run: Runs,
     /// The newest reservation delete seen per node of a held bucket (see `Run::Reclaiming`).
     reservation_deleted: HashMap<NodeId, i64>,
     /// News of nodes of buckets being read (the watch can deliver a change newer than the read
@@ -101,8 +104,6 @@ pub struct BucketNodes {
     early: HashMap<NodeId, (Option<Placement>, i64)>,
     dirty_all: bool,
     dirty: HashSet<NodeId>,
-    /// Actors reported running.
-    running: u64,
 }
 
 impl BucketNodes {
@@ -113,38 +114,38 @@ impl BucketNodes {
         }
     }
 
-    /// Membership changed: every node is looked at again on the next pass.
+    /// Membership changed. Every node is looked at again on the next pass when what placement
+    /// reads of the members changed (who is live, on which lease, serving what); conductors
+    /// rewrite their records several times a second to report their running actors, and a
+    /// pass over 100,000 nodes for each of those took most of a failover's CPU.
     pub fn set_members(&mut self, members: &BTreeMap<String, ConductorRecord>) {
+        let same = self.members.len() == members.len()
+            && self.members.iter().zip(members).all(|((a, x), (b, y))| {
+                a == b
+                    && x.lease_id == y.lease_id
+                    && x.drivers == y.drivers
+                    && x.conductor_group == y.conductor_group
+                    && x.buckets == y.buckets
+            });
         self.members = members.clone();
-        self.dirty_all = true;
+        if !same {
+            self.dirty_all = true;
+        }
     }
 
     /// Node actors reported running.
     pub fn running(&self) -> u64 {
-        self.running
+        self.run.started() as u64
     }
 
     /// Nodes held through buckets (running, being stopped, or given up).
     pub fn held(&self) -> usize {
-        self.run
-            .values()
-            .filter(|r| matches!(r, Run::Here { .. } | Run::GaveUp))
-            .count()
+        self.run.held()
     }
 
     /// Every node of every held bucket that should run here does, and no read is in flight.
     pub fn steady(&self) -> bool {
-        self.held.values().all(|h| h.phase == BucketPhase::Running)
-            && self.run.values().all(|r| {
-                matches!(
-                    r,
-                    Run::Here {
-                        started: true,
-                        stopping: None
-                    } | Run::Delegated { .. }
-                        | Run::GaveUp
-                )
-            })
+        self.held.values().all(|h| h.phase == BucketPhase::Running) && self.run.all_settled()
     }
 
     /// Whether `id`'s actor runs here and is not being stopped (it gets the node's updates).
@@ -202,7 +203,7 @@ impl BucketNodes {
         }
         for (id, placement) in nodes {
             self.nodes.insert(id, placement);
-            self.run.entry(id).or_insert(Run::Free);
+            self.run.or_free(id);
             self.dirty.insert(id);
         }
         for (id, to) in delegations {
@@ -238,12 +239,18 @@ impl BucketNodes {
                 continue;
             };
             h.phase = BucketPhase::Stopping;
-            for (id, r) in self.run.iter_mut().filter(|(id, _)| Bucket::of(id) == *b) {
-                if let Run::Here { stopping, .. } = r {
+            for id in self.run.ids_of(*b) {
+                if let Some(Run::Here { started, stopping }) = self.run.get(&id).cloned() {
                     if stopping.is_none() {
-                        to_stop.push(*id);
+                        to_stop.push(id);
                     }
-                    *stopping = Some(None);
+                    self.run.insert(
+                        id,
+                        Run::Here {
+                            started,
+                            stopping: Some(None),
+                        },
+                    );
                 }
             }
         }
@@ -274,14 +281,14 @@ impl BucketNodes {
         let present: HashSet<NodeId> = nodes.iter().map(|(id, _)| *id).collect();
         for (id, placement) in nodes {
             self.nodes.insert(id, placement);
-            self.run.entry(id).or_insert(Run::Free);
+            self.run.or_free(id);
             self.dirty.insert(id);
         }
         let gone: Vec<NodeId> = self
             .run
-            .keys()
-            .filter(|id| Bucket::of(id) == b && !present.contains(id))
-            .copied()
+            .ids_of(b)
+            .into_iter()
+            .filter(|id| !present.contains(id))
             .collect();
         let mut fx = Vec::new();
         for id in gone {
@@ -347,7 +354,7 @@ impl BucketNodes {
             return;
         }
         self.nodes.insert(id, placement);
-        self.run.entry(id).or_insert(Run::Free);
+        self.run.or_free(id);
         self.dirty.insert(id);
     }
 
@@ -362,11 +369,16 @@ impl BucketNodes {
 
     fn deleted(&mut self, id: NodeId) -> Vec<NodeEffect> {
         self.nodes.remove(&id);
-        match self.run.get_mut(&id) {
-            Some(Run::Here { stopping, .. }) => {
-                let first = stopping.is_none();
-                *stopping = Some(None);
-                if first {
+        match self.run.get(&id).cloned() {
+            Some(Run::Here { started, stopping }) => {
+                self.run.insert(
+                    id,
+                    Run::Here {
+                        started,
+                        stopping: Some(None),
+                    },
+                );
+                if stopping.is_none() {
                     return vec![NodeEffect::Stop(vec![id])];
                 }
             }
@@ -381,7 +393,7 @@ impl BucketNodes {
 
     /// A node's reservation was deleted at `mod_rev` (a delegate let it go).
     pub fn reservation_deleted(&mut self, id: NodeId, mod_rev: i64) {
-        if !self.run.contains_key(&id) {
+        if !self.run.contains(&id) {
             return;
         }
         let rev = self.reservation_deleted.entry(id).or_insert(mod_rev);
@@ -453,11 +465,18 @@ impl BucketNodes {
         if self.token_of(&id) != Some(token) {
             return;
         }
-        if let Some(Run::Here { started, .. }) = self.run.get_mut(&id) {
-            if !*started {
-                *started = true;
-                self.running += 1;
-            }
+        if let Some(Run::Here {
+            started: false,
+            stopping,
+        }) = self.run.get(&id).cloned()
+        {
+            self.run.insert(
+                id,
+                Run::Here {
+                    started: true,
+                    stopping,
+                },
+            );
         }
     }
 
@@ -471,12 +490,9 @@ impl BucketNodes {
         if self.token_of(&id) != Some(token) {
             return Vec::new();
         }
-        let Some(Run::Here { started, stopping }) = self.run.get(&id).cloned() else {
+        let Some(Run::Here { stopping, .. }) = self.run.get(&id).cloned() else {
             return Vec::new();
         };
-        if started {
-            self.running -= 1;
-        }
         let next = match stopping {
             Some(then) => match then {
                 Some(to) if self.follows(&id) => {
@@ -522,7 +538,7 @@ impl BucketNodes {
     pub fn decide(&mut self) -> Vec<NodeEffect> {
         let ids: Vec<NodeId> = if std::mem::take(&mut self.dirty_all) {
             self.dirty.clear();
-            self.run.keys().copied().collect()
+            self.run.ids()
         } else {
             self.dirty.drain().collect()
         };
@@ -558,17 +574,16 @@ impl BucketNodes {
                         continue;
                     }
                 };
-            let mut change =
-                |run: &mut HashMap<NodeId, Run>, to: Option<String>, from: Option<String>| {
-                    run.insert(
-                        id,
-                        Run::Changing {
-                            to: to.clone(),
-                            from,
-                        },
-                    );
-                    changes.push(Delegate { id, token, to });
-                };
+            let mut change = |run: &mut Runs, to: Option<String>, from: Option<String>| {
+                run.insert(
+                    id,
+                    Run::Changing {
+                        to: to.clone(),
+                        from,
+                    },
+                );
+                changes.push(Delegate { id, token, to });
+            };
             match (run, target) {
                 (Run::Free, None) => {
                     self.run.insert(
@@ -644,22 +659,12 @@ impl BucketNodes {
         if h.phase != BucketPhase::Stopping {
             return Vec::new();
         }
-        let busy = self.run.iter().any(|(id, r)| {
-            Bucket::of(id) == b && matches!(r, Run::Here { .. } | Run::Changing { .. })
-        });
-        if busy {
+        if self.run.busy_in(b) {
             return Vec::new();
         }
         let token = h.token;
         self.held.remove(&b);
-        let ids: Vec<NodeId> = self
-            .run
-            .keys()
-            .filter(|id| Bucket::of(id) == b)
-            .copied()
-            .collect();
-        for id in ids {
-            self.run.remove(&id);
+        for id in self.run.remove_bucket(b) {
             self.nodes.remove(&id);
             self.reservation_deleted.remove(&id);
         }

@@ -43,6 +43,14 @@ const RETRY_FAILED_BATCH: Duration = Duration::from_secs(1);
 /// Bucket reads in flight at once.
 const READS_IN_FLIGHT: usize = 8;
 
+/// Bucket reads sent since none was pending: logged as one line when the last answers.
+#[derive(Debug)]
+struct ReadWave {
+    since: Instant,
+    buckets: usize,
+    nodes: usize,
+}
+
 /// Why a session ended.
 #[derive(Debug)]
 pub(super) enum End {
@@ -110,6 +118,10 @@ pub(super) struct Session<'a> {
     /// What bucket reads found of nodes not started yet, for their actors.
     initials: HashMap<NodeId, Initial>,
     reads: Arc<tokio::sync::Semaphore>,
+    /// Bucket reads sent and not answered yet, and the wave they belong to (logged when the
+    /// last answers: how long taking buckets took to read, which is most of a takeover).
+    reads_pending: usize,
+    read_wave: Option<ReadWave>,
     /// Spec changes of nodes whose reservation is in flight (see [`LateSpecs`]).
     late_specs: LateSpecs,
     /// A watch was lost and re-reading failed: when to try again (until it works or the lease
@@ -181,6 +193,8 @@ impl<'a> Session<'a> {
             ),
             initials: HashMap::new(),
             reads: Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT)),
+            reads_pending: 0,
+            read_wave: None,
             late_specs: LateSpecs::default(),
             resync_at: None,
             strained: false,
@@ -406,7 +420,13 @@ impl<'a> Session<'a> {
     }
 
     /// Reads a bucket's records, at most [`READS_IN_FLIGHT`] at once.
-    fn read_bucket(&self, bucket: Bucket, token: FenceToken, again: bool) {
+    fn read_bucket(&mut self, bucket: Bucket, token: FenceToken, again: bool) {
+        self.reads_pending += 1;
+        self.read_wave.get_or_insert_with(|| ReadWave {
+            since: Instant::now(),
+            buckets: 0,
+            nodes: 0,
+        });
         let cluster = self.cluster.clone();
         let tx = self.inputs_tx.clone();
         let reads = self.reads.clone();
@@ -1140,6 +1160,21 @@ impl<'a> Session<'a> {
         again: bool,
         result: Result<BucketRecords, ClusterError>,
     ) {
+        self.reads_pending = self.reads_pending.saturating_sub(1);
+        if let (Ok(r), Some(w)) = (&result, self.read_wave.as_mut()) {
+            w.buckets += 1;
+            w.nodes += r.nodes.len();
+        }
+        if self.reads_pending == 0 {
+            if let Some(w) = self.read_wave.take() {
+                tracing::info!(
+                    buckets = w.buckets,
+                    nodes = w.nodes,
+                    ms = w.since.elapsed().as_millis() as u64,
+                    "buckets read"
+                );
+            }
+        }
         let records = match result {
             Ok(r) => r,
             Err(e) => {

@@ -529,3 +529,58 @@ fn a_node_never_has_two_owners_over_random_sequences() {
         assert!(n >= 100, "only {n} {what} over all seeds");
     }
 }
+
+/// A member rewriting its record to report its running actors moves no node and makes no pass
+/// over every node; a member joining, leaving or changing what it serves does.
+#[test]
+fn only_a_change_of_what_placement_reads_looks_at_every_node_again() {
+    let mut t = BucketNodes::new(ME);
+    let (a, b) = (conductor(ME, &["ipmi"]), conductor("b", &["ipmi"]));
+    t.set_members(&members(&[a.clone(), b.clone()]));
+    assert!(t.dirty_all);
+    t.decide();
+    assert!(!t.dirty_all);
+    let reported = ConductorRecord {
+        running: 5_000,
+        sync: ferric_model::SyncReport {
+            sweeps: 3,
+            ..Default::default()
+        },
+        ..b.clone()
+    };
+    t.set_members(&members(&[a.clone(), reported.clone()]));
+    assert!(
+        !t.dirty_all,
+        "a report of running actors is not a placement change"
+    );
+    let changes = [
+        ConductorRecord {
+            lease_id: 2,
+            ..reported.clone()
+        },
+        ConductorRecord {
+            drivers: vec!["redfish".into()],
+            ..reported.clone()
+        },
+        ConductorRecord {
+            conductor_group: "rack2".into(),
+            ..reported.clone()
+        },
+        ConductorRecord {
+            buckets: false,
+            ..reported.clone()
+        },
+    ];
+    for changed in changes {
+        t.set_members(&members(&[a.clone(), reported.clone()]));
+        t.decide();
+        t.set_members(&members(&[a.clone(), changed.clone()]));
+        assert!(t.dirty_all, "{changed:?}");
+    }
+    t.decide();
+    t.set_members(&members(&[a.clone()]));
+    assert!(t.dirty_all, "a member left");
+    t.decide();
+    t.set_members(&members(&[a, conductor("c", &["ipmi"])]));
+    assert!(t.dirty_all, "another member joined");
+}
