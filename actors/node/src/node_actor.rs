@@ -556,6 +556,9 @@ impl Actor for NodeActor {
             parked: false,
         };
         let from_store = args.initial.is_none();
+        if from_store {
+            tracing::debug!(node = %args.id, "no records handed over: reading the node");
+        }
         let initial = match args.initial {
             Some(initial) => initial,
             None => Box::pin(read_initial(&*state.ctx.store, state.id)).await?,

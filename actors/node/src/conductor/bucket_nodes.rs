@@ -221,7 +221,9 @@ impl BucketNodes {
         let mut fx = Vec::new();
         for id in early {
             match self.early.remove(&id) {
-                Some((Some(placement), rev)) => self.node_put(id, placement, rev),
+                Some((Some(placement), rev)) => {
+                    self.node_put(id, placement, rev);
+                }
                 Some((None, rev)) => fx.extend(self.node_deleted(id, rev)),
                 None => {}
             }
@@ -343,19 +345,21 @@ impl BucketNodes {
     }
 
     /// A node of a held bucket was created or its spec changed at `mod_rev` (news older than
-    /// the bucket's read is ignored).
+    /// the bucket's read is ignored). Whether it was taken now (its bucket runs here, and the
+    /// news is newer than the bucket's read).
     pub fn node_put(
         &mut self,
         id: NodeId,
         placement: Result<(String, String), String>,
         mod_rev: i64,
-    ) {
+    ) -> bool {
         if !self.news(&id, mod_rev, Some(&placement)) {
-            return;
+            return false;
         }
         self.nodes.insert(id, placement);
         self.run.or_free(id);
         self.dirty.insert(id);
+        true
     }
 
     /// A node of a held bucket was deleted at `mod_rev`: its actor stops, and its delegation,

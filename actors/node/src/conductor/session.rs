@@ -1001,16 +1001,33 @@ impl<'a> Session<'a> {
             WatchEvent::Put {
                 key,
                 value,
+                create_rev,
                 mod_rev,
                 ..
             } => {
                 let Some(id) = self.cluster.keys().node_id_of(&key) else {
                     return;
                 };
-                self.bnodes.node_put(id, placement_of(&value), mod_rev);
+                let taken = self.bnodes.node_put(id, placement_of(&value), mod_rev);
                 // A newer spec than a pending start read: the actor reads its own.
                 if self.initials.get(&id).is_some_and(|i| i.spec_rev < mod_rev) {
                     self.initials.remove(&id);
+                }
+                if taken && create_rev == mod_rev && !self.bnodes.runs(&id) {
+                    // A node enrolled just now in a bucket held here: its actor starts from the
+                    // watch's record instead of reading etcd (a read per enrolled node, one at
+                    // a time in the supervisor). etcd has no status for it: a status write
+                    // needs the spec to exist and the bucket's fence, which is this
+                    // conductor's since before the node was created, and a node's delete takes
+                    // its status with it.
+                    if let Ok(spec) = decode::<NodeSpec>(&value) {
+                        self.initials.entry(id).or_insert(Initial {
+                            spec: Ok(spec),
+                            spec_rev: mod_rev,
+                            status: Some(Ok(ferric_model::NodeStatus::default())),
+                            hb_seen: 0,
+                        });
+                    }
                 }
                 if self.delegated.is_acquiring(&id) {
                     self.late_specs.seen(id, mod_rev);
