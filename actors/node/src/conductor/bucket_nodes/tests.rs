@@ -578,7 +578,7 @@ fn only_a_change_of_what_placement_reads_looks_at_every_node_again() {
         assert!(t.dirty_all, "{changed:?}");
     }
     t.decide();
-    t.set_members(&members(&[a.clone()]));
+    t.set_members(&members(std::slice::from_ref(&a)));
     assert!(t.dirty_all, "a member left");
     t.decide();
     t.set_members(&members(&[a, conductor("c", &["ipmi"])]));
