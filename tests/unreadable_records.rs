@@ -183,6 +183,16 @@ async fn unreadable_spec_status_and_history_stay_visible_and_repairable() {
     );
     let report = fleet.ctl_ok(&["node", "repair", b]).await;
     assert!(report.contains("status: UNREADABLE"), "{report}");
+    // And who owns the node, by the same rule as everyone (its bucket's holder here), as etcd
+    // has it.
+    let holder = snap.holder(b).map(|(h, _)| h);
+    assert!(holder.is_some(), "{b} has no owner in etcd");
+    let holder = holder.unwrap_or_default();
+    assert!(report.contains(&format!("owner: {holder}")), "{report}");
+    assert!(
+        report.contains(&format!("bucket {}: held by {holder}", &b[..3])),
+        "{report}"
+    );
 
     // Recoverable: delete frees the name, which can be enrolled again.
     run(&bm, &gw, &fleet, &["node", "delete", a_name]);

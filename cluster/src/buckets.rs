@@ -90,6 +90,22 @@ pub struct Owners {
     pub reserved: HashMap<NodeId, String>,
 }
 
+/// The owner of one node from its records (each the raw value, if the key exists): the holder
+/// of its own reservation; nobody while it is handed on (`delegation`) and not reserved yet;
+/// otherwise its bucket's holder. [`Owners::holder`] is the same rule over the whole fleet.
+pub fn node_holder(
+    reservation: Option<&[u8]>,
+    delegation: Option<&[u8]>,
+    bucket: Option<&[u8]>,
+) -> Option<String> {
+    let holder = |v: &[u8]| decode::<ReservationRecord>(v).ok().map(|r| r.conductor);
+    match (reservation, delegation) {
+        (Some(r), _) => holder(r),
+        (None, Some(_)) => None,
+        (None, None) => bucket.and_then(holder),
+    }
+}
+
 impl Owners {
     /// The owner of `id`: the holder of its own reservation; nobody while it is handed on and
     /// not reserved yet; otherwise its bucket's holder.
@@ -205,31 +221,11 @@ impl Cluster {
         &self,
         held: &[(Bucket, FenceToken)],
     ) -> Result<usize, ClusterError> {
-        let mut released = 0;
-        for chunk in held.chunks(BATCH) {
-            let ops = chunk
-                .iter()
-                .map(|(b, token)| {
-                    let key = self.keys().bucket(*b);
-                    TxnOp::txn(
-                        Txn::new()
-                            .when([Compare::create_revision(
-                                key.clone(),
-                                CompareOp::Equal,
-                                token.revision(),
-                            )])
-                            .and_then([TxnOp::delete(key, None)]),
-                    )
-                })
-                .collect();
-            let resp = self.txn_all(ops).await?;
-            released += resp
-                .op_responses()
-                .iter()
-                .filter(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()))
-                .count();
-        }
-        Ok(released)
+        let keys = held
+            .iter()
+            .map(|(b, token)| (self.keys().bucket(*b), token.revision()))
+            .collect();
+        self.release_keys(keys).await
     }
 
     /// Reads one bucket's specs, statuses, delegations and reservations at one revision.

@@ -7,8 +7,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ferric_model::provision::{on_verb, InvalidTransition};
 use ferric_model::{
     decode, encode, now_ms, BootDevice, BootDeviceRequest, CodecError, FenceToken, HistoryEntry,
-    NodeHistory, NodeId, NodeSpec, NodeStatus, PowerRequest, PowerTarget, ProvisionRequest,
-    ReservationRecord, Verb,
+    NodeHistory, NodeId, NodeSpec, NodeStatus, PowerRequest, PowerTarget, ProvisionRequest, Verb,
 };
 use std::collections::HashMap;
 use tracing::Instrument;
@@ -149,16 +148,12 @@ impl Cluster {
             source,
         })?;
         let (status, status_error) = status_of(first(1).as_ref().map(|kv| kv.value()));
-        let holder = |kv: Option<etcd_client::KeyValue>| {
-            kv.and_then(|kv| decode::<ReservationRecord>(kv.value()).ok())
-                .map(|r| r.conductor)
-        };
-        // Its own reservation; none while handed on; otherwise its bucket's holder.
-        let reservation = match (first(2), first(3)) {
-            (Some(res), _) => holder(Some(res)),
-            (None, Some(_)) => None,
-            (None, None) => holder(first(4)),
-        };
+        let value = |i: usize| first(i).map(|kv| kv.value().to_vec());
+        let reservation = crate::buckets::node_holder(
+            value(2).as_deref(),
+            value(3).as_deref(),
+            value(4).as_deref(),
+        );
         Ok(NodeView {
             spec,
             spec_rev: spec_kv.mod_revision(),

@@ -86,6 +86,12 @@ pub struct NodeRecords {
     pub spec: Option<RawRecord>,
     pub status: Option<RawRecord>,
     pub reservation: Option<RawRecord>,
+    /// `delegations/<uuid>`: the bucket's holder handed the node on (README, "How ownership
+    /// works").
+    pub delegation: Option<RawRecord>,
+    /// The key of the node's bucket (`buckets/<bucket>`), whose holder owns the node unless it
+    /// is handed on.
+    pub bucket: Option<RawRecord>,
     pub console: Option<RawRecord>,
     /// `names/<name>` entries whose value is this node's uuid.
     pub names: Vec<RawRecord>,
@@ -138,11 +144,12 @@ impl NodeRecords {
             Err(_) => self.stand_in(),
         };
         let (status, status_error) = self.status();
-        let reservation = self
-            .reservation
-            .as_ref()
-            .and_then(|r| decode::<ferric_model::ReservationRecord>(&r.value).ok())
-            .map(|r| r.conductor);
+        let value = |r: &Option<RawRecord>| r.as_ref().map(|r| r.value.clone());
+        let reservation = crate::buckets::node_holder(
+            value(&self.reservation).as_deref(),
+            value(&self.delegation).as_deref(),
+            value(&self.bucket).as_deref(),
+        );
         Some(NodeView {
             spec,
             spec_rev: raw.mod_rev,
@@ -219,6 +226,8 @@ impl Cluster {
             TxnOp::get(self.keys().status(&id), None),
             TxnOp::get(self.keys().reservation(&id), None),
             TxnOp::get(self.keys().console(&id), None),
+            TxnOp::get(self.keys().delegation(&id), None),
+            TxnOp::get(self.keys().bucket(ferric_model::Bucket::of(&id)), None),
             TxnOp::get(
                 self.keys().history(&id),
                 Some(
@@ -243,8 +252,10 @@ impl Cluster {
             status: first(1),
             reservation: first(2),
             console: first(3),
+            delegation: first(4),
+            bucket: first(5),
             names: Vec::new(),
-            history: all(4),
+            history: all(6),
         };
         let id_text = id.to_string();
         let mut candidates: Vec<String> = Vec::new();

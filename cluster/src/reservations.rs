@@ -154,20 +154,32 @@ impl Cluster {
     /// Releases reservations this conductor holds. A reservation whose token no longer matches
     /// (it expired and someone else took it) is left alone. Returns how many were released.
     pub async fn release(&self, held: &[(NodeId, FenceToken)]) -> Result<usize, ClusterError> {
+        let keys = held
+            .iter()
+            .map(|(id, token)| (self.keys().reservation(id), token.0))
+            .collect();
+        self.release_keys(keys).await
+    }
+
+    /// Deletes each key whose create revision is still the given one (a holder letting go of
+    /// what it holds: reservations, bucket keys), in batched transactions; how many it deleted.
+    pub(crate) async fn release_keys(
+        &self,
+        held: Vec<(String, i64)>,
+    ) -> Result<usize, ClusterError> {
         let mut released = 0;
         for chunk in held.chunks(BATCH) {
             let inner: Vec<TxnOp> = chunk
                 .iter()
-                .map(|(id, token)| {
-                    let key = self.keys().reservation(id);
+                .map(|(key, create_rev)| {
                     TxnOp::txn(
                         Txn::new()
                             .when([Compare::create_revision(
                                 key.clone(),
                                 CompareOp::Equal,
-                                token.0,
+                                *create_rev,
                             )])
-                            .and_then([TxnOp::delete(key, None)]),
+                            .and_then([TxnOp::delete(key.clone(), None)]),
                     )
                 })
                 .collect();

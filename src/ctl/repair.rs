@@ -8,7 +8,9 @@ use ferric_cluster::repair::{continue_sequences, spec_parts, NodeRecords, RawRec
 use ferric_cluster::{Cluster, ClusterError};
 use ferric_gateway::node_input::{self, Drivers};
 use ferric_gateway::version::ApiVersion;
-use ferric_model::{decode, now_ms, ConsoleRecord, ProvisionState, ReservationRecord};
+use ferric_model::{
+    decode, now_ms, Bucket, ConsoleRecord, DelegationRecord, ProvisionState, ReservationRecord,
+};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -137,14 +139,37 @@ fn print_records(r: &NodeRecords) -> anyhow::Result<()> {
         ),
     }
     print_raw(r.status.as_ref())?;
+    let holder = |raw: &RawRecord| match decode::<ReservationRecord>(&raw.value) {
+        Ok(res) => format!("held by {}", res.conductor),
+        Err(e) => format!("UNREADABLE: {e}"),
+    };
+    let bucket = Bucket::of(&r.id);
+    match &r.bucket {
+        None => out!("bucket {bucket}: held by nobody (its nodes wait for a conductor)"),
+        Some(raw) => out!("bucket {bucket}: {}", holder(raw)),
+    }
+    print_raw(r.bucket.as_ref())?;
+    if let Some(raw) = &r.delegation {
+        match decode::<DelegationRecord>(&raw.value) {
+            Ok(d) if d.conductor.is_empty() => {
+                out!("delegation: being taken back by the bucket's holder")
+            }
+            Ok(d) => out!("delegation: handed on to {}", d.conductor),
+            Err(e) => out!("delegation: UNREADABLE: {e}"),
+        }
+        print_raw(Some(raw))?;
+    }
     match &r.reservation {
         None => out!("reservation: none"),
-        Some(raw) => match decode::<ReservationRecord>(&raw.value) {
-            Ok(res) => out!("reservation: ok, held by {}", res.conductor),
-            Err(e) => out!("reservation: UNREADABLE: {e}"),
-        },
+        Some(raw) => out!("reservation: {}", holder(raw)),
     }
     print_raw(r.reservation.as_ref())?;
+    out!(
+        "owner: {}",
+        r.view()
+            .and_then(|v| v.reservation)
+            .unwrap_or_else(|| "nobody".into())
+    );
     if let Some(raw) = &r.console {
         match decode::<ConsoleRecord>(&raw.value) {
             Ok(_) => out!("console: ok"),
