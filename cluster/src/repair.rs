@@ -144,11 +144,13 @@ impl NodeRecords {
             Err(_) => self.stand_in(),
         };
         let (status, status_error) = self.status();
-        let value = |r: &Option<RawRecord>| r.as_ref().map(|r| r.value.clone());
+        fn value(r: &Option<RawRecord>) -> Option<&[u8]> {
+            r.as_ref().map(|r| r.value.as_slice())
+        }
         let reservation = crate::buckets::node_holder(
-            value(&self.reservation).as_deref(),
-            value(&self.delegation).as_deref(),
-            value(&self.bucket).as_deref(),
+            value(&self.reservation),
+            value(&self.delegation),
+            value(&self.bucket),
         );
         Some(NodeView {
             spec,
