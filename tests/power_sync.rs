@@ -39,9 +39,18 @@ async fn node(fleet: &Fleet, sim: &Sim, system: usize, policy: Option<&str>) -> 
         .create_nodes(1, &["--driver", "redfish", "--driver-info", &info])
         .await
         .remove(0);
-    fleet.ctl_ok(&["node", "provision", &id, "manage"]).await;
+    manage(fleet, &id).await;
+    id
+}
+
+/// Moves a node to `manageable` and waits until it is there. A request made before that is
+/// queued behind nothing: the node's actor takes a pending power request before a pending
+/// provision one, so a power request sent right after `manage` could run first, and the
+/// verification's read would then record what the test does to the machine afterwards.
+async fn manage(fleet: &Fleet, id: &str) {
+    fleet.ctl_ok(&["node", "provision", id, "manage"]).await;
     fleet
-        .wait_status(&id, Duration::from_secs(20), "managed", |s| {
+        .wait_status(id, Duration::from_secs(20), "managed", |s| {
             if s.provision_state == ferric_model::ProvisionState::Manageable {
                 Ok(())
             } else {
@@ -49,7 +58,6 @@ async fn node(fleet: &Fleet, sim: &Sim, system: usize, policy: Option<&str>) -> 
             }
         })
         .await;
-    id
 }
 
 async fn power(fleet: &Fleet, id: &str, action: &str) -> NodeStatus {
@@ -423,7 +431,7 @@ async fn bad_sync_config_and_flags_give_clear_errors() {
     );
     fleet.start_conductor("c1", &["--lease-ttl", "2", "--sync-interval", "0.5"]);
     let id = fleet.create_nodes(1, &[]).await.remove(0);
-    fleet.ctl_ok(&["node", "provision", &id, "manage"]).await;
+    manage(&fleet, &id).await;
     fleet.ctl_ok(&["node", "power", &id, "on"]).await;
     fleet
         .wait_status(&id, Duration::from_secs(20), "on", |s| {
@@ -487,7 +495,7 @@ async fn ipmi_out_of_band_power_off_is_recorded_then_enforced() {
         )
         .await
         .remove(0);
-    fleet.ctl_ok(&["node", "provision", &id, "manage"]).await;
+    manage(&fleet, &id).await;
     power(&fleet, &id, "on").await;
     fleet.ensure(
         tokio::task::block_in_place(|| sim.ipmitool_power_is_on()),
