@@ -227,6 +227,79 @@ impl Parked {
     }
 }
 
+/// A node handed over with its records (a bucket's read, a reservation's) whose first pass
+/// would do nothing but take the status over in memory and come to rest: the records it would
+/// then be parked with, so that no actor is started for it (at a million nodes, a failover
+/// hands each survivor about 11,000 such nodes, and starting an actor to park it again was most
+/// of the survivors' work). Otherwise the records stay in `args` for the actor.
+///
+/// The test is the actor's own: the state its start would build, the takeover its first pass
+/// makes (`take_over`, with nothing a reader must see: no write), then `at_rest` and the idle
+/// pass's checks that start work by themselves (the power-failure probe, a fault against the
+/// maintenance flag, a remediation rule). A node this conductor holds only as caretaker, with
+/// a spec or status that cannot be read, or a `driver_info` that cannot, gets an actor. The unit
+/// test `parking_at_start_is_what_the_first_pass_would_do` holds this to a real actor's first
+/// pass over the same records.
+pub fn park_at_start(args: &mut NodeArgs) -> Option<Box<Parked>> {
+    use crate::decide::node_state::{take_over, takeover_needs_write};
+    use crate::decide::remedy::{fault_vs_maintenance, remedy, FaultAction, Remedy};
+    let (spec, spec_rev, status, hb_seen) = match args.initial.take() {
+        Some(Initial {
+            spec: Ok(spec),
+            spec_rev,
+            status,
+            hb_seen,
+        }) if !matches!(status, Some(Err(_))) => (
+            spec,
+            spec_rev,
+            status.and_then(Result::ok).unwrap_or_default(),
+            hb_seen,
+        ),
+        other => {
+            args.initial = other;
+            return None;
+        }
+    };
+    let info = match spec.driver_info() {
+        Ok(info) => info,
+        Err(_) => {
+            args.initial = Some(Initial {
+                spec: Ok(spec),
+                spec_rev,
+                status: Some(Ok(status)),
+                hb_seen,
+            });
+            return None;
+        }
+    };
+    let mut state = NodeState::fresh(args);
+    state.spec_rev = spec_rev;
+    state.hb_seen = hb_seen;
+    state.set_parsed_spec(spec, Ok(info));
+    let next = take_over(&status, &state.ctx.me, state.token, now_ms(), None);
+    let rests = state.unserved().is_none() && !takeover_needs_write(&status, &next);
+    state.status = next;
+    let rests = rests
+        && state.at_rest()
+        && state.spec.as_deref().is_some_and(|spec| {
+            !crate::decide::sync::in_power_failure(spec, &state.status)
+                && fault_vs_maintenance(spec, &state.status) == FaultAction::Nothing
+                && remedy(spec, &state.status, &state.ctx.remediation.borrow()) == Remedy::Nothing
+        });
+    if rests {
+        return state.into_parked();
+    }
+    // (Always there: set above. Without it the actor reads the node itself.)
+    let spec = state.original_spec()?;
+    args.initial = Some(Initial {
+        spec: Ok(spec),
+        spec_rev,
+        status: Some(Ok(status)),
+        hb_seen,
+    });
+    None
+}
+
 pub struct NodeArgs {
     pub id: NodeId,
     pub token: FenceToken,
@@ -357,6 +430,43 @@ pub struct NodeState {
 }
 
 impl NodeState {
+    /// A node's state before its records are taken: nothing read, nothing running.
+    fn fresh(args: &NodeArgs) -> NodeState {
+        NodeState {
+            id: args.id,
+            token: args.token,
+            ctx: args.ctx.clone(),
+            stopping: args.stopping.clone(),
+            spec: None,
+            info: DriverInfo::default(),
+            spec_rev: 0,
+            spec_error: None,
+            spec_unreadable: false,
+            status_unread: false,
+            status: NodeStatus::default(),
+            unsent: VecDeque::new(),
+            own_flip: None,
+            passive: None,
+            power: None,
+            in_flight: InFlight::Idle,
+            op_span: tracing::Span::none(),
+            timers: Timers::default(),
+            failures: 0,
+            hb_seen: 0,
+            early_hb: None,
+            console: None,
+            console_error: None,
+            sync_mismatch: None,
+            bios_due: false,
+            token_wipe_due: false,
+            agent_call: None,
+            agent_call_seq: 0,
+            clean_defaulted: false,
+            rest_told: false,
+            parked: false,
+        }
+    }
+
     /// Whether this actor may start BMC work at all (not being stopped, lease certainly alive).
     fn may_command(&self) -> bool {
         !self.stopping.load(Ordering::Acquire) && self.ctx.fence.check(Default::default()).is_ok()
@@ -496,6 +606,28 @@ impl NodeState {
         }))
     }
 
+    /// `parked_copy` without the copies, for a state that is not kept.
+    fn into_parked(mut self) -> Option<Box<Parked>> {
+        let spec_error = self.spec_error.is_some();
+        let spec = self.original_spec()?;
+        Some(Box::new(Parked {
+            spec: Box::new(spec),
+            spec_rev: self.spec_rev,
+            status: std::mem::take(&mut self.status),
+            hb_seen: self.hb_seen,
+            spec_error,
+        }))
+    }
+
+    /// Takes the spec out as it was given (the cluster's `automated_clean` default undone).
+    fn original_spec(&mut self) -> Option<NodeSpec> {
+        let mut spec = *self.spec.take()?;
+        if self.clean_defaulted {
+            spec.automated_clean = None;
+        }
+        Some(spec)
+    }
+
     /// How long this node's wait states wait for the agent.
     fn callback_timeout_ms(&self) -> u64 {
         callback_timeout_ms(&self.info, self.ctx.callback_timeout_ms)
@@ -522,39 +654,7 @@ impl Actor for NodeActor {
         myself: ActorRef<NodeMsg>,
         args: NodeArgs,
     ) -> Result<NodeState, ActorProcessingErr> {
-        let mut state = NodeState {
-            id: args.id,
-            token: args.token,
-            ctx: args.ctx,
-            stopping: args.stopping,
-            spec: None,
-            info: DriverInfo::default(),
-            spec_rev: 0,
-            spec_error: None,
-            spec_unreadable: false,
-            status_unread: false,
-            status: NodeStatus::default(),
-            unsent: VecDeque::new(),
-            own_flip: None,
-            passive: None,
-            power: None,
-            in_flight: InFlight::Idle,
-            op_span: tracing::Span::none(),
-            timers: Timers::default(),
-            failures: 0,
-            hb_seen: 0,
-            early_hb: None,
-            console: None,
-            console_error: None,
-            sync_mismatch: None,
-            bios_due: false,
-            token_wipe_due: false,
-            agent_call: None,
-            agent_call_seq: 0,
-            clean_defaulted: false,
-            rest_told: false,
-            parked: false,
-        };
+        let mut state = NodeState::fresh(&args);
         let from_store = args.initial.is_none();
         if from_store {
             tracing::debug!(node = %args.id, "no records handed over: reading the node");

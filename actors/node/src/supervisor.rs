@@ -35,11 +35,16 @@
 //! 4. Any other message for a parked node starts its actor again from the parked records (no
 //!    etcd read) and is delivered to it.
 //!
+//! A node started with its records (a bucket's read, a reservation's) whose first pass would
+//! only take it over in memory and come to rest is parked at once, without an actor
+//! (`node_actor::park_at_start`): a failover or a cold start then starts actors only for the
+//! nodes that have something to do.
+//!
 //! A sweep's read wakes a parked node and it parks again once the read is done; a read the node
 //! would skip (in maintenance, say), a `SpecAt` the parked spec is at and a remediation policy
 //! with nothing to do on the node do not wake it.
 
-use crate::node_actor::{NodeActor, NodeArgs, NodeCtx, NodeMsg, Parked};
+use crate::node_actor::{park_at_start, NodeActor, NodeArgs, NodeCtx, NodeMsg, Parked};
 use ferric_model::{FenceToken, NodeId};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
@@ -186,7 +191,7 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Start(args) => {
-                let args = *args;
+                let mut args = *args;
                 let (id, token, ctx, stop_flag) =
                     (args.id, args.token, args.ctx.clone(), args.stopping.clone());
                 if let Some(old) = state.children.get(&id) {
@@ -195,7 +200,12 @@ impl Actor for NodeSupervisor {
                     tracing::error!(node = %id, old = old.token.0, new = token.0, "start of a node that still has an actor; refusing");
                     return Ok(());
                 }
-                let started = Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await;
+                // A node handed over at rest is parked at once (see "Parking").
+                let parked = if state.park {
+                    park_at_start(&mut args)
+                } else {
+                    None
+                };
                 let mut child = Child {
                     actor: None,
                     token,
@@ -209,7 +219,15 @@ impl Actor for NodeSupervisor {
                     parking: false,
                     held: Vec::new(),
                 };
-                match started {
+                if parked.is_some() {
+                    child.parked = parked;
+                    child.announced = true;
+                    count_parked(&mut state.parked, 1);
+                    let _ = state.events.send(NodeEvent::Started { id, token });
+                    state.children.insert(id, child);
+                    return Ok(());
+                }
+                match Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await {
                     Ok((actor, _)) => {
                         state.by_actor.insert(actor.get_id(), id);
                         let _ = state.events.send(NodeEvent::Started { id, token });

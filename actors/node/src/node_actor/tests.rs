@@ -1827,3 +1827,239 @@ async fn a_node_at_rest_is_parked_and_woken_by_what_comes_for_it() {
     assert_eq!(parked_count(&sup).await, 0);
     sup.stop(None);
 }
+
+/// `park_at_start` parks a node handed over with its records exactly when a real actor's first
+/// pass over the same records would only take it over in memory and come to rest: the actor is
+/// started under a parking supervisor (reading the records from the store), and the store's
+/// writes, the machine's commands and the supervisor's parked count are the independent
+/// account. The records parked are the ones handed over, taken over in memory.
+#[tokio::test(start_paused = true)]
+async fn parking_at_start_is_what_the_first_pass_would_do() {
+    use crate::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
+    use ferric_model::faults;
+    type Case = (&'static str, fn(&mut Setup), bool);
+    fn owned_by_c0(status: ProvisionState, power: Option<PowerState>) -> Option<NodeStatus> {
+        Some(NodeStatus {
+            provision_state: status,
+            power_state: power,
+            owner: Some("c0".into()),
+            fence: 3,
+            ..NodeStatus::default()
+        })
+    }
+    let cases: Vec<Case> = vec![
+        (
+            "available, off",
+            |s| s.status = owned_by_c0(ProvisionState::Available, Some(PowerState::Off)),
+            true,
+        ),
+        (
+            "active, on",
+            |s| s.status = owned_by_c0(ProvisionState::Active, Some(PowerState::On)),
+            true,
+        ),
+        (
+            "manageable",
+            |s| s.status = owned_by_c0(ProvisionState::Manageable, Some(PowerState::Off)),
+            true,
+        ),
+        (
+            "deploy failed",
+            |s| s.status = owned_by_c0(ProvisionState::DeployFailed, Some(PowerState::On)),
+            true,
+        ),
+        (
+            "error",
+            |s| s.status = owned_by_c0(ProvisionState::Error, None),
+            true,
+        ),
+        ("enroll, no status yet", |s| s.status = None, true),
+        (
+            "in maintenance, no fault",
+            |s| {
+                s.status = owned_by_c0(ProvisionState::Active, Some(PowerState::On));
+                s.spec.maintenance = true;
+                s.spec.maintenance_reason = Some("rack work".into());
+            },
+            true,
+        ),
+        (
+            "already this owner's",
+            |s| {
+                s.status = owned_by_c0(ProvisionState::Available, Some(PowerState::Off));
+                if let Some(st) = s.status.as_mut() {
+                    st.owner = Some("c1".into());
+                    st.fence = TOKEN.0;
+                }
+            },
+            true,
+        ),
+        (
+            "deploying",
+            |s| s.status = owned_by_c0(ProvisionState::Deploying, Some(PowerState::On)),
+            false,
+        ),
+        (
+            "waiting for the agent",
+            |s| {
+                s.status = owned_by_c0(ProvisionState::WaitCallBack, Some(PowerState::On));
+                if let Some(st) = s.status.as_mut() {
+                    st.deadline_ms = Some(system_ms() + 3_600_000);
+                }
+            },
+            false,
+        ),
+        (
+            "verifying",
+            |s| s.status = owned_by_c0(ProvisionState::Verifying, Some(PowerState::Off)),
+            false,
+        ),
+        (
+            "a power target left by the dead owner",
+            |s| {
+                s.status = owned_by_c0(ProvisionState::Available, Some(PowerState::Off));
+                if let Some(st) = s.status.as_mut() {
+                    st.target_power_state = Some(PowerTarget::On);
+                }
+            },
+            false,
+        ),
+        (
+            "a power request pending",
+            |s| {
+                s.status = owned_by_c0(ProvisionState::Available, Some(PowerState::Off));
+                s.spec.power_request = Some(PowerRequest {
+                    seq: 1,
+                    target: PowerTarget::On,
+                    timeout_s: None,
+                    requested_by: "alice".into(),
+                    requested_at_ms: 0,
+                });
+            },
+            false,
+        ),
+        (
+            "console enabled",
+            |s| {
+                s.status = owned_by_c0(ProvisionState::Active, Some(PowerState::On));
+                s.spec.console_enabled = true;
+            },
+            false,
+        ),
+        (
+            "in power failure",
+            |s| {
+                s.status = owned_by_c0(ProvisionState::Active, None);
+                s.spec.maintenance = true;
+                if let Some(st) = s.status.as_mut() {
+                    st.fault = Some(faults::POWER_FAILURE.into());
+                }
+            },
+            false,
+        ),
+        (
+            "a fault without maintenance",
+            |s| {
+                s.status = owned_by_c0(ProvisionState::Active, Some(PowerState::On));
+                if let Some(st) = s.status.as_mut() {
+                    st.fault = Some(faults::POWER_FAILURE.into());
+                }
+            },
+            false,
+        ),
+        (
+            "a driver no one here serves",
+            |s| {
+                s.status = owned_by_c0(ProvisionState::Available, Some(PowerState::Off));
+                s.serves = vec!["redfish".into()];
+            },
+            false,
+        ),
+        (
+            "caretaken before, served now",
+            |s| {
+                s.status = owned_by_c0(ProvisionState::Available, Some(PowerState::Off));
+                if let Some(st) = s.status.as_mut() {
+                    st.unserved = Some("nobody served it".into());
+                }
+            },
+            false,
+        ),
+    ];
+    for (what, prepare, parks) in cases {
+        let mut setup = Setup::new("fake-hardware");
+        prepare(&mut setup);
+        let handed = Initial {
+            spec: Ok(setup.spec.clone()),
+            spec_rev: 10,
+            status: setup.status.clone().map(Ok),
+            hb_seen: 0,
+        };
+        let machine = setup.machine.clone();
+        let before = setup.status.clone().unwrap_or_default();
+        let (args, parts) = setup.args_with(|_| {});
+        let mut handed_args = NodeArgs {
+            id: args.id,
+            token: args.token,
+            initial: Some(handed),
+            ctx: args.ctx.clone(),
+            stopping: Arc::new(AtomicBool::new(false)),
+        };
+        let parked = park_at_start(&mut handed_args);
+        assert_eq!(parked.is_some(), parks, "{what}: park_at_start");
+        match &parked {
+            Some(p) => {
+                assert!(handed_args.initial.is_none(), "{what}");
+                assert_eq!(p.status.owner.as_deref(), Some("c1"), "{what}");
+                assert_eq!(p.status.fence, TOKEN.0, "{what}");
+                let mut expected = before.clone();
+                expected.owner = p.status.owner.clone();
+                expected.fence = p.status.fence;
+                expected.updated_at_ms = p.status.updated_at_ms;
+                assert_eq!(p.status, expected, "{what}: only the takeover changed");
+                assert_eq!(
+                    (p.spec_rev, *p.spec.clone()),
+                    (10, parts.store.with(|i| i.spec.clone())),
+                    "{what}"
+                );
+            }
+            None => {
+                let back = handed_args
+                    .initial
+                    .as_ref()
+                    .expect("the records stay for the actor");
+                assert_eq!(
+                    back.spec.as_ref().ok(),
+                    Some(&parts.store.with(|i| i.spec.clone())),
+                    "{what}"
+                );
+                assert_eq!(
+                    back.status.as_ref().and_then(|s| s.as_ref().ok()),
+                    Some(&before),
+                    "{what}"
+                );
+            }
+        }
+
+        // The same records, read by a real actor under a parking supervisor.
+        let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+        let sup_args = SupervisorArgs {
+            events: tx,
+            park: true,
+        };
+        let (sup, _handle) = Actor::spawn(None, NodeSupervisor, sup_args).await.unwrap();
+        let rev = parts.store.with(|i| i.rev);
+        sup.send_message(SupervisorMsg::Start(Box::new(args)))
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let quiet = parts.store.with(|i| i.rev == rev && i.writes_tried == 0)
+            && machine.commands().is_empty();
+        let actor_parked = parked_count(&sup).await == 1;
+        assert_eq!(
+            actor_parked && quiet,
+            parks,
+            "{what}: the actor parked: {actor_parked}, wrote or commanded nothing: {quiet}"
+        );
+        sup.stop(None);
+    }
+}
