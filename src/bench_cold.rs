@@ -111,6 +111,17 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: &ColdArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let cpu0 = cpu_seconds(std::process::id());
     let done = until_running(&cluster, a.nodes, None, bound(a.nodes)).await?;
+    // Nodes run once all are owned, by however many conductors came up: a conductor that did
+    // not start would make this a run of fewer conductors than the figures say.
+    let (_, members) = cluster.list_conductors().await?;
+    if members.len() != a.conductors {
+        anyhow::bail!(
+            "{} of {} conductors are live after the cold start (their logs are in {})",
+            members.len(),
+            a.conductors,
+            dir.display()
+        );
+    }
     println!(
         "cold start: {} conductors own {} nodes with actors running after {:.2} s (aim: <= 10 s for 100k, <= 60 s for 1M)",
         a.conductors,

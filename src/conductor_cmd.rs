@@ -284,6 +284,9 @@ impl ferric_node::OwnershipHook for Deliveries {
     fn owned(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken) {
         self.0.owned(id, token);
     }
+    fn owned_fresh(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken) {
+        self.0.owned_fresh(id, token);
+    }
     fn released(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken) {
         self.0.released(id, token);
     }

@@ -10,8 +10,48 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback TCP port (never 2379/2380, which a system etcd may want).
+/// A free loopback TCP port (never 2379/2380, which a system etcd may want), for a child to
+/// listen on.
+///
+/// Taken from below the kernel's ephemeral range when there is room, and checked free by
+/// binding it. A port the kernel picks (bind to port 0) comes from the ephemeral range, where
+/// every outgoing connection of the processes started meanwhile also takes its local port:
+/// a million-node bench lost a conductor so ("Address already in use" on its metrics port,
+/// which a sibling's connection to etcd had been given between the pick and the bind).
 pub fn free_port() -> anyhow::Result<u16> {
+    /// Ports this process handed out: two children started one after the other never get
+    /// the same one before the first has bound it.
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const FLOOR: u16 = 10_000;
+    if low > FLOOR + 1_000 {
+        let span = u64::from(low - FLOOR);
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32);
+        for _ in 0..1000 {
+            // xorshift: enough spread for picking ports.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let port = FLOOR + (seed % span) as u16;
+            if port != 2379
+                && port != 2380
+                && TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && HANDED_OUT
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(port)
+            {
+                return Ok(port);
+            }
+        }
+    }
     loop {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         if port != 2379 && port != 2380 {

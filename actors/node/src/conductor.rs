@@ -56,6 +56,10 @@ pub struct ConductorConfig {
 /// event loop and in node actors).
 pub trait OwnershipHook: Send + Sync + std::fmt::Debug {
     fn owned(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken);
+    /// `owned` for a node created after this conductor held its fence (enrolled into a bucket
+    /// held here): nothing was written for it by anyone else. Called before the node's actor
+    /// can start, so that every event it writes comes after; `owned` follows once it runs.
+    fn owned_fresh(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken);
     fn released(&self, id: ferric_model::NodeId, token: ferric_model::FenceToken);
     fn released_all(&self);
     fn event_written(

@@ -81,7 +81,9 @@ impl NotifyConfig {
 }
 
 enum Ctl {
-    Owned(NodeId, FenceToken),
+    /// `fresh`: the node was created after this conductor held its fence, so etcd has no
+    /// events or cursor of it to read.
+    Owned(NodeId, FenceToken, bool),
     Released(NodeId, FenceToken),
     ReleasedAll,
     Written(NodeId, FenceToken, EventRecord),
@@ -103,7 +105,13 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// This conductor now holds `id` with fencing token `token` (its node actor started).
     pub fn owned(&self, id: NodeId, token: FenceToken) {
-        let _ = self.tx.send(Ctl::Owned(id, token));
+        let _ = self.tx.send(Ctl::Owned(id, token, false));
+    }
+    /// `owned` for a node created after this conductor held its fence (a node enrolled into
+    /// a bucket held here): only its owner writes its events, so there are none in etcd yet
+    /// and none are read (a Txn per one to a few enrolled nodes, most of enroll's etcd reads).
+    pub fn owned_fresh(&self, id: NodeId, token: FenceToken) {
+        let _ = self.tx.send(Ctl::Owned(id, token, true));
     }
     /// This conductor no longer holds `id` under `token` (its node actor stopped).
     pub fn released(&self, id: NodeId, token: FenceToken) {
@@ -408,7 +416,7 @@ impl Deliverer {
 
     fn on_ctl(&mut self, c: Ctl) {
         match c {
-            Ctl::Owned(id, token) => {
+            Ctl::Owned(id, token, fresh) => {
                 if self.nodes.get(&id).is_some_and(|n| n.token == token) {
                     return;
                 }
@@ -428,7 +436,16 @@ impl Deliverer {
                         compacting: false,
                     }),
                 );
-                self.load(id, token);
+                if fresh {
+                    let nothing = NodeEvents {
+                        cursor: None,
+                        events: Vec::new(),
+                        revision: 0,
+                    };
+                    self.on_loaded(id, token, Ok(nothing));
+                } else {
+                    self.load(id, token);
+                }
             }
             Ctl::Released(id, token) => {
                 if self.nodes.get(&id).is_some_and(|n| n.token == token) {

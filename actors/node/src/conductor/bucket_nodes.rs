@@ -300,6 +300,11 @@ impl BucketNodes {
     }
 
     /// Whether `b` is held with `token` and its records have been read.
+    /// The token `b` is held under here, if it is.
+    pub fn held_token(&self, b: Bucket) -> Option<FenceToken> {
+        self.held.get(&b).map(|h| h.token)
+    }
+
     pub fn is_running(&self, b: Bucket, token: FenceToken) -> bool {
         self.held
             .get(&b)

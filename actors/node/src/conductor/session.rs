@@ -117,6 +117,10 @@ pub(super) struct Session<'a> {
     older: Vec<String>,
     /// What bucket reads found of nodes not started yet, for their actors.
     initials: HashMap<NodeId, Initial>,
+    /// Nodes created after this conductor held their bucket, with the bucket's token then: only
+    /// this conductor can have written anything of theirs under it, so when they start under
+    /// the same token the deliverer has no events to read (`OwnershipHook::owned_fresh`).
+    fresh: HashMap<NodeId, FenceToken>,
     reads: Arc<tokio::sync::Semaphore>,
     /// Bucket reads sent and not answered yet, and the wave they belong to (logged when the
     /// last answers: how long taking buckets took to read, which is most of a takeover).
@@ -192,6 +196,7 @@ impl<'a> Session<'a> {
                 ferric_cluster::reservations::BATCH,
             ),
             initials: HashMap::new(),
+            fresh: HashMap::new(),
             reads: Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT)),
             reads_pending: 0,
             read_wave: None,
@@ -388,6 +393,14 @@ impl<'a> Session<'a> {
                         continue;
                     };
                     let initial = self.initials.remove(&id);
+                    if self.fresh.remove(&id) == Some(token) {
+                        // Told before the start, so that the deliverer has the node before its
+                        // actor can write an event (an event written before the deliverer knew
+                        // the node is left to a read of etcd, which a fresh node skips).
+                        if let Some(hook) = &self.cfg.ownership_hook {
+                            hook.owned_fresh(id, token);
+                        }
+                    }
                     let _ = self.sup.cast(SupervisorMsg::Start(Box::new(NodeArgs {
                         id,
                         token,
@@ -402,6 +415,7 @@ impl<'a> Session<'a> {
                 NodeEffect::Delegate(changes) => {
                     for c in &changes {
                         self.initials.remove(&c.id);
+                        self.fresh.remove(&c.id);
                     }
                     let cluster = self.cluster.clone();
                     let tx = self.inputs_tx.clone();
@@ -412,6 +426,7 @@ impl<'a> Session<'a> {
                 }
                 NodeEffect::BucketStopped(b, token) => {
                     self.initials.retain(|id, _| Bucket::of(id) != b);
+                    self.fresh.retain(|id, _| Bucket::of(id) != b);
                     self.buckets
                         .actor_stopped(b, token, crate::supervisor::REASON_RELEASED);
                 }
@@ -824,6 +839,7 @@ impl<'a> Session<'a> {
     fn on_node_event(&mut self, ev: NodeEvent) {
         match ev {
             NodeEvent::Started { id, token } => {
+                // (A node started fresh was announced before its start: this repeats it.)
                 if let Some(hook) = &self.cfg.ownership_hook {
                     hook.owned(id, token);
                 }
@@ -1020,6 +1036,9 @@ impl<'a> Session<'a> {
                     // needs the spec to exist and the bucket's fence, which is this
                     // conductor's since before the node was created, and a node's delete takes
                     // its status with it.
+                    if let Some(token) = self.bnodes.held_token(Bucket::of(&id)) {
+                        self.fresh.insert(id, token);
+                    }
                     if let Ok(spec) = decode::<NodeSpec>(&value) {
                         self.initials.entry(id).or_insert(Initial {
                             spec: Ok(spec),
@@ -1045,6 +1064,7 @@ impl<'a> Session<'a> {
                     return;
                 };
                 self.initials.remove(&id);
+                self.fresh.remove(&id);
                 let fx = self.bnodes.node_deleted(id, mod_rev);
                 self.execute_nodes(fx);
                 self.delegated.units_mut().set(id, false);
