@@ -374,6 +374,11 @@ pub async fn run(dir: &Path, etcd: &Etcd, args: ApiArgs) -> anyhow::Result<()> {
             ),
         ],
     )));
+    if let Some(p) = &opts.profiler {
+        if !p.until_quiet(Duration::from_secs(60)).await {
+            println!("(etcd was still busy after 60 s of waiting for the cluster to settle)");
+        }
+    }
     let suite = crate::bench_target::run_suite(std::sync::Arc::new(ep), &opts).await?;
     if let Some(path) = &args.target.json {
         std::fs::write(path, serde_json::to_vec_pretty(&suite)?)?;
