@@ -299,12 +299,12 @@ impl BucketNodes {
         fx
     }
 
-    /// Whether `b` is held with `token` and its records have been read.
     /// The token `b` is held under here, if it is.
     pub fn held_token(&self, b: Bucket) -> Option<FenceToken> {
         self.held.get(&b).map(|h| h.token)
     }
 
+    /// Whether `b` is held with `token` and its records have been read.
     pub fn is_running(&self, b: Bucket, token: FenceToken) -> bool {
         self.held
             .get(&b)
