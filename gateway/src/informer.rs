@@ -196,6 +196,8 @@ pub struct CacheState {
     /// Nodes with a delegation (handed on by their bucket's holder).
     pub delegated: HashSet<NodeId>,
     pub conductors: BTreeMap<String, ConductorRecord>,
+    /// What `conductors` serve, rebuilt when one of their records changes.
+    pub live_drivers: Arc<crate::node_input::LiveDrivers>,
     /// Creation order (Ironic's default sort is its row id, i.e. creation order).
     pub by_created: BTreeSet<(u64, NodeId)>,
     pub names: HashMap<String, NodeId>,
@@ -218,6 +220,21 @@ impl CacheState {
 
     /// Who owns `id` (DESIGN.md, "Placement"): the holder of its own reservation; nobody while
     /// it is handed on and not reserved yet; otherwise the holder of its bucket.
+    /// Rebuilds `live_drivers` from `conductors`, keeping the shared copy when nothing in it
+    /// changed (conductors rewrite their records to report running actors and sync counters).
+    fn refresh_live_drivers(&mut self) {
+        let mut live = crate::node_input::LiveDrivers::default();
+        for c in self.conductors.values() {
+            for d in &c.drivers {
+                live.served.push((d.clone(), c.conductor_group.clone()));
+            }
+            live.hardware.extend(crate::drivers::hardware_of(c));
+        }
+        if *self.live_drivers != live {
+            self.live_drivers = Arc::new(live);
+        }
+    }
+
     pub fn holder(&self, id: &NodeId) -> Option<Arc<str>> {
         if let Some(h) = self.holders.get(id) {
             return Some(h.clone());
@@ -445,18 +462,21 @@ impl CacheState {
                     self.delegated.remove(&id);
                 }
             }
-            "conductors" => match value.map(decode::<ConductorRecord>) {
-                Some(Ok(c)) => {
-                    self.conductors.insert(leaf.to_string(), c);
+            "conductors" => {
+                match value.map(decode::<ConductorRecord>) {
+                    Some(Ok(c)) => {
+                        self.conductors.insert(leaf.to_string(), c);
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(%key, error = %e, "unreadable conductor record");
+                        self.conductors.remove(leaf);
+                    }
+                    None => {
+                        self.conductors.remove(leaf);
+                    }
                 }
-                Some(Err(e)) => {
-                    tracing::error!(%key, error = %e, "unreadable conductor record");
-                    self.conductors.remove(leaf);
-                }
-                None => {
-                    self.conductors.remove(leaf);
-                }
-            },
+                self.refresh_live_drivers();
+            }
             _ => {}
         }
     }

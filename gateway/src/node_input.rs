@@ -10,15 +10,25 @@ use crate::version::{self, ApiVersion};
 use ferric_model::interfaces::{self, HardwareInterfaces};
 use ferric_model::{DriverInfo, NodeId, NodeName, NodeSpec};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// Which drivers a node may use: those a live conductor serves in the node's group, and those
 /// this build knows (a node may be enrolled before its conductors start).
 #[derive(Debug, Clone, Default)]
 pub struct Drivers {
     pub known: Vec<String>,
+    /// What live conductors serve, shared with the gateway's copy of the cluster (it changes
+    /// only when a conductor's record does; copying it for every request cost a tenth of an
+    /// enrollment's CPU in the gateway).
+    pub live: Arc<LiveDrivers>,
+}
+
+/// What the live conductors serve, from their membership records.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveDrivers {
     /// (driver, conductor group) pairs live conductors serve.
     pub served: Vec<(String, String)>,
-    /// What live conductors enable, per driver (from their membership records).
+    /// What live conductors enable, per driver.
     pub hardware: Vec<HardwareInterfaces>,
 }
 
@@ -27,7 +37,7 @@ impl Drivers {
     /// live conductor serves the driver: a node may be enrolled before its conductors start).
     pub fn enabled(&self, driver: &str, kind: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for h in self.hardware.iter().filter(|h| h.driver == driver) {
+        for h in self.live.hardware.iter().filter(|h| h.driver == driver) {
             for name in h.get(kind).map(|s| s.enabled.as_slice()).unwrap_or(&[]) {
                 if !out.contains(name) {
                     out.push(name.clone());
@@ -68,7 +78,11 @@ impl Drivers {
 
     pub fn check(&self, driver: &str, group: &str) -> Result<(), ApiError> {
         if self.known.iter().any(|d| d == driver)
-            || self.served.iter().any(|(d, g)| d == driver && g == group)
+            || self
+                .live
+                .served
+                .iter()
+                .any(|(d, g)| d == driver && g == group)
         {
             return Ok(());
         }

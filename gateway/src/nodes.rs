@@ -27,19 +27,9 @@ pub const MAX_LIMIT: usize = 1000;
 
 /// The drivers a node may use, from the copy (taken before any `.await`).
 pub(crate) fn drivers(state: &AppState) -> Drivers {
-    let cache = state.informer.read();
-    let mut served = Vec::new();
-    let mut hardware = Vec::new();
-    for c in cache.conductors.values() {
-        for d in &c.drivers {
-            served.push((d.clone(), c.conductor_group.clone()));
-        }
-        hardware.extend(crate::drivers::hardware_of(c));
-    }
     Drivers {
         known: state.config.known_drivers.clone(),
-        served,
-        hardware,
+        live: state.informer.read().live_drivers.clone(),
     }
 }
 

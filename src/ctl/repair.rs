@@ -66,8 +66,7 @@ pub(super) async fn run(cluster: &Cluster, args: RepairArgs) -> anyhow::Result<(
             .with_context(|| format!("{} is not JSON", path.display()))?;
         let drivers = Drivers {
             known: ferric_gateway::GatewayConfig::default().known_drivers,
-            served: Vec::new(),
-            hardware: Vec::new(),
+            live: Default::default(),
         };
         let given = node_input::create(&body, ApiVersion::latest(), &drivers, now_ms())
             .map_err(|e| anyhow::anyhow!("invalid node body: {}", e.faultstring()))?;

@@ -13,8 +13,7 @@ fn v(minor: u32) -> ApiVersion {
 fn drivers() -> Drivers {
     Drivers {
         known: vec!["fake-hardware".into(), "ipmi".into()],
-        served: vec![],
-        hardware: vec![],
+        live: Default::default(),
     }
 }
 
