@@ -132,6 +132,12 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: &ColdArgs) -> anyhow::Result<()> {
         "  (this benchmark's own CPU while waiting: {:.2} s)",
         cpu_seconds(std::process::id()) - cpu0
     );
+    let t = Instant::now();
+    let (buckets, specs) = standby_ready(&procs, &ports, bound(a.nodes)).await?;
+    println!(
+        "warm standby: {buckets} buckets' specs ({specs} specs) read by their runners-up {:.2} s after the cold start",
+        t.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     memory(&cluster, &procs, &ports, idle.rss_bytes().unwrap_or(0)).await?;
     etcd_figures(&cluster, etcd, "with every node owned").await?;
@@ -142,6 +148,15 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: &ColdArgs) -> anyhow::Result<()> {
             let victim = run % a.conductors;
             let owned = running_of(&cluster).await?;
             let count = owned.get(&names[victim]).copied().unwrap_or(0);
+            // A failover of a settled cluster: the runners-up have read the specs they keep.
+            let t = Instant::now();
+            standby_ready(&procs, &ports, bound(a.nodes)).await?;
+            if run > 0 {
+                println!(
+                    "  (warm standby ready again {:.2} s later)",
+                    t.elapsed().as_secs_f64()
+                );
+            }
             let mut p = procs[victim].take().expect("running");
             p.signal(Signal::SIGKILL);
             let t = Instant::now();
@@ -323,6 +338,38 @@ async fn memory(
         rss_all as f64 / 1024.0 / nodes_all.max(1) as f64
     );
     Ok(())
+}
+
+/// Waits until every live conductor's warm standby has read the specs of all the buckets it
+/// keeps; then the buckets and specs kept in all.
+async fn standby_ready(
+    procs: &[Option<Proc>],
+    ports: &[u16],
+    timeout: Duration,
+) -> anyhow::Result<(u64, u64)> {
+    if procs.iter().flatten().count() < 2 {
+        return Ok((0, 0)); // nobody to follow
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (mut kept, mut ready, mut specs) = (0.0, 0.0, 0.0);
+        for (_, port) in procs.iter().zip(ports).filter(|(p, _)| p.is_some()) {
+            let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+                .await?
+                .text()
+                .await?;
+            kept += metric(&body, "ferric_standby_buckets").unwrap_or(0.0);
+            ready += metric(&body, "ferric_standby_ready_buckets").unwrap_or(0.0);
+            specs += metric(&body, "ferric_standby_specs").unwrap_or(0.0);
+        }
+        if kept > 0.0 && ready >= kept {
+            return Ok((kept as u64, specs as u64));
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the warm standby read {ready} of {kept} buckets in {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn metric(body: &str, name: &str) -> Option<f64> {

@@ -298,6 +298,160 @@ async fn sigkill_reowns_within_ttl_and_restart_rebalances() {
     fleet.check_fencing_history().await;
 }
 
+/// The value of `name` in a conductor's `/metrics`, from the series whose labels include
+/// `label` (e.g. `kind="full"`; "" for any), 0 if there is none.
+fn metric(port: u16, name: &str, label: &str) -> f64 {
+    let body = ferric_testkit::http::http(port, "GET", "/metrics", &[], None)
+        .map(|r| r.body)
+        .unwrap_or_default();
+    body.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels.contains(label).then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// A takeover with the warm standby's specs (statuses read, specs kept from the watch) acts
+/// on every change made around the holder's death: intents written while it was dead are
+/// carried out, nodes deleted then do not run, nodes created then run; etcd and the survivors'
+/// reservations agree once settled, and every bucket taken was read without its specs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_takeover_acts_on_changes_made_around_the_holders_death() {
+    let mut fleet = Fleet::new("standby").await;
+    let mut ports = BTreeMap::new();
+    for name in THREE {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        fleet.start_conductor(name, &["--lease-ttl", "3", "--metrics-listen", &listen]);
+        ports.insert(name, port);
+    }
+    fleet.create_nodes(900, &[]).await;
+    let before = wait_balanced(&fleet, Duration::from_secs(90), &THREE).await;
+    fleet
+        .wait_until(
+            Duration::from_secs(30),
+            "every conductor's warm standby has read its buckets",
+            async || {
+                for (name, port) in &ports {
+                    let kept = metric(*port, "ferric_standby_buckets", "");
+                    let ready = metric(*port, "ferric_standby_ready_buckets", "");
+                    if kept == 0.0 || ready < kept {
+                        return Err(format!("{name}: {ready} of {kept} standby buckets read"));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await;
+    let reads = |kind: &str, names: &[&str]| -> f64 {
+        names
+            .iter()
+            .map(|n| metric(ports[n], "ferric_takeover_reads_total", &format!("kind=\"{kind}\"")))
+            .sum()
+    };
+    let victim = "c2";
+    let survivors = ["c1", "c3"];
+    let full_before = reads("full", &survivors);
+    let standby_before = reads("standby", &survivors);
+    let moved = before.held_by(victim);
+    // (A bucket's key stands for the node ids it covers.)
+    let victim_buckets: BTreeSet<&str> = before
+        .buckets
+        .keys()
+        .filter(|b| before.holder(b).is_some_and(|(h, _)| h == victim))
+        .map(String::as_str)
+        .collect();
+    let (managed, deleted) = (&moved[..10], &moved[10..20]);
+
+    let mut cfg = EtcdConfig::new(&fleet.url());
+    cfg.prefix = fleet.prefix.clone();
+    let cluster = Cluster::connect(&cfg)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("connect: {e}")));
+    fleet.conductor(victim).kill();
+    let killed = Instant::now();
+    fleet.note(&format!("SIGKILLed {victim}"));
+    // While its lease runs out (3 s): intents for some of its nodes, deletes of others, and
+    // new nodes, about a third of them in its buckets.
+    for id in managed {
+        cluster
+            .request_provision(None, id, Verb::Manage, false, "", "test")
+            .await
+            .unwrap_or_else(|e| fleet.fail(&format!("manage {id}: {e}")));
+    }
+    for id in deleted {
+        cluster
+            .delete_node(id, |_| Ok(()))
+            .await
+            .unwrap_or_else(|e| fleet.fail(&format!("delete {id}: {e}")));
+    }
+    let created: Vec<NodeId> = (0..60).map(|_| NodeId::new_random()).collect();
+    let specs = created
+        .iter()
+        .map(|id| NodeSpec::new(*id, "fake-hardware", now_ms()))
+        .collect();
+    let made = cluster
+        .create_nodes(specs)
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("create: {e}")));
+    fleet.ensure(made.iter().all(Result::is_ok), || format!("{made:?}"));
+    let in_victims = created
+        .iter()
+        .filter(|id| victim_buckets.contains(&id.to_string()[..3]))
+        .count();
+    fleet.note(&format!(
+        "10 manage requests, 10 deletes and 60 new nodes ({in_victims} in {victim}'s buckets) written {:.2} s after the kill",
+        killed.elapsed().as_secs_f64()
+    ));
+
+    // Every node in etcd reserved by a survivor, and each survivor running as many node
+    // actors as it holds: a deleted node still running, or a new one not started, fails it.
+    let snap = fleet
+        .wait_settled(Duration::from_secs(30), &survivors)
+        .await;
+    for id in deleted {
+        fleet.ensure(!snap.nodes.contains_key(id), || {
+            format!("deleted node {id} is still in etcd")
+        });
+    }
+    for id in managed {
+        fleet
+            .wait_status(
+                id,
+                Duration::from_secs(30),
+                &format!("node {id}, asked to manage while its holder was dead, is manageable"),
+                |s| {
+                    if s.provision_state == ProvisionState::Manageable {
+                        Ok(())
+                    } else {
+                        Err(format!("{:?}", s.provision_state))
+                    }
+                },
+            )
+            .await;
+    }
+    let standby = reads("standby", &survivors) - standby_before;
+    let full = reads("full", &survivors) - full_before;
+    fleet.note(&format!(
+        "takeover reads: {standby} with the standby's specs, {full} whole; {victim} held {} buckets",
+        victim_buckets.len()
+    ));
+    fleet.ensure(
+        full == 0.0 && standby >= victim_buckets.len() as f64,
+        || {
+            format!(
+                "the survivors read {full} taken buckets whole and {standby} with the standby's specs; {victim} held {} buckets",
+                victim_buckets.len()
+            )
+        },
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_over_at_once() {
     let mut fleet = Fleet::new("sigterm").await;

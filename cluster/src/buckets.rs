@@ -63,11 +63,55 @@ pub struct HeldReservation {
 #[derive(Debug)]
 pub struct BucketRecords {
     pub bucket: Bucket,
+    /// The revision the specs are those of: spec changes above it are news.
     pub revision: i64,
+    /// The revision statuses, delegations and reservations were read at (`revision`, but
+    /// for specs kept by a warm standby: see [`BucketRest::with_specs`]).
+    pub status_revision: i64,
     pub nodes: Vec<BucketNode>,
     /// (node, delegate): the delegate's name, or the record's decode error as text.
     pub delegations: Vec<(NodeId, Result<String, String>)>,
     pub reservations: Vec<HeldReservation>,
+}
+
+/// A bucket's records but its specs, read at one revision.
+#[derive(Debug)]
+pub struct BucketRest {
+    pub bucket: Bucket,
+    pub revision: i64,
+    pub statuses: HashMap<NodeId, Result<NodeStatus, CodecError>>,
+    /// (node, delegate): the delegate's name, or the record's decode error as text.
+    pub delegations: Vec<(NodeId, Result<String, String>)>,
+    pub reservations: Vec<HeldReservation>,
+}
+
+impl BucketRest {
+    /// The whole bucket with `specs` (id, spec, `mod_revision`) as of revision `as_of`. A node
+    /// gets its status from this read; statuses of nodes not in `specs` are dropped (a node
+    /// created after `as_of` whose spec the caller learns later).
+    pub fn with_specs(
+        mut self,
+        as_of: i64,
+        specs: Vec<(NodeId, Result<NodeSpec, CodecError>, i64)>,
+    ) -> BucketRecords {
+        let nodes = specs
+            .into_iter()
+            .map(|(id, spec, spec_rev)| BucketNode {
+                id,
+                spec,
+                spec_rev,
+                status: self.statuses.remove(&id),
+            })
+            .collect();
+        BucketRecords {
+            bucket: self.bucket,
+            revision: as_of,
+            status_revision: self.revision,
+            nodes,
+            delegations: self.delegations,
+            reservations: self.reservations,
+        }
+    }
 }
 
 /// A change of one node's delegation by its bucket's holder.
@@ -230,20 +274,78 @@ impl Cluster {
 
     /// Reads one bucket's specs, statuses, delegations and reservations at one revision.
     pub async fn read_bucket(&self, bucket: Bucket) -> Result<BucketRecords, ClusterError> {
+        let (specs, rest) = self.read_bucket_parts(bucket, true).await?;
+        let k = self.keys();
+        let specs = specs
+            .iter()
+            .flat_map(|g| g.kvs())
+            .filter_map(|kv| {
+                let id = k.node_id_of(kv.key())?;
+                Some((id, decode::<NodeSpec>(kv.value()), kv.mod_revision()))
+            })
+            .collect();
+        let revision = rest.revision;
+        Ok(rest.with_specs(revision, specs))
+    }
+
+    /// Reads one bucket's statuses, delegations and reservations at one revision, for a
+    /// takeover that has the bucket's specs already (a warm standby's).
+    pub async fn read_bucket_without_specs(
+        &self,
+        bucket: Bucket,
+    ) -> Result<BucketRest, ClusterError> {
+        Ok(self.read_bucket_parts(bucket, false).await?.1)
+    }
+
+    /// One bucket's specs as etcd holds them (raw, with their `mod_revision`), and the
+    /// revision of the read.
+    pub async fn read_bucket_specs(
+        &self,
+        bucket: Bucket,
+    ) -> Result<(i64, Vec<(NodeId, (Vec<u8>, i64))>), ClusterError> {
+        let k = self.keys();
+        let start = k.bucket_range(&k.nodes(), bucket);
+        let end = crate::prefix_end(start.as_bytes());
+        let resp = self
+            .kv()
+            .get(start, Some(GetOptions::new().with_range(end)))
+            .await
+            .map_err(|e| self.err(e))?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let specs = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let id = k.node_id_of(kv.key())?;
+                Some((id, (kv.value().to_vec(), kv.mod_revision())))
+            })
+            .collect();
+        Ok((revision, specs))
+    }
+
+    async fn read_bucket_parts(
+        &self,
+        bucket: Bucket,
+        with_specs: bool,
+    ) -> Result<(Option<etcd_client::GetResponse>, BucketRest), ClusterError> {
         let k = self.keys();
         let range = |prefix: String| {
             let start = k.bucket_range(&prefix, bucket);
             let end = crate::prefix_end(start.as_bytes());
             TxnOp::get(start, Some(GetOptions::new().with_range(end)))
         };
+        let mut ops = Vec::with_capacity(4);
+        if with_specs {
+            ops.push(range(k.nodes()));
+        }
+        ops.extend([
+            range(k.statuses()),
+            range(k.delegations()),
+            range(k.reservations()),
+        ]);
         let resp = self
             .kv()
-            .txn(Txn::new().and_then([
-                range(k.nodes()),
-                range(k.statuses()),
-                range(k.delegations()),
-                range(k.reservations()),
-            ]))
+            .txn(Txn::new().and_then(ops))
             .await
             .map_err(|e| self.err(e))?;
         let revision = resp.header().map_or(0, |h| h.revision());
@@ -257,25 +359,12 @@ impl Cluster {
             kvs.next()
                 .unwrap_or_else(|| Err(ClusterError::Internal("short etcd txn response".into())))
         };
-        let (specs, statuses, delegations, reservations) = (next()?, next()?, next()?, next()?);
-        let mut status_of: std::collections::HashMap<NodeId, Result<NodeStatus, CodecError>> =
-            statuses
-                .kvs()
-                .iter()
-                .filter_map(|kv| Some((k.node_id_of(kv.key())?, decode::<NodeStatus>(kv.value()))))
-                .collect();
-        let nodes = specs
+        let specs = if with_specs { Some(next()?) } else { None };
+        let (statuses, delegations, reservations) = (next()?, next()?, next()?);
+        let statuses = statuses
             .kvs()
             .iter()
-            .filter_map(|kv| {
-                let id = k.node_id_of(kv.key())?;
-                Some(BucketNode {
-                    id,
-                    spec: decode::<NodeSpec>(kv.value()),
-                    spec_rev: kv.mod_revision(),
-                    status: status_of.remove(&id),
-                })
-            })
+            .filter_map(|kv| Some((k.node_id_of(kv.key())?, decode::<NodeStatus>(kv.value()))))
             .collect();
         let delegations = delegations
             .kvs()
@@ -304,13 +393,16 @@ impl Cluster {
                 })
             })
             .collect();
-        Ok(BucketRecords {
-            bucket,
-            revision,
-            nodes,
-            delegations,
-            reservations,
-        })
+        Ok((
+            specs,
+            BucketRest {
+                bucket,
+                revision,
+                statuses,
+                delegations,
+                reservations,
+            },
+        ))
     }
 
     /// Hands nodes on, or takes them back, as their buckets' holder. Each change is fenced by

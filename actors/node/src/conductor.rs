@@ -16,6 +16,7 @@ mod bucket_nodes;
 mod ownership;
 mod placement_index;
 mod session;
+mod standby;
 
 use crate::error::ConductorError;
 use crate::supervisor::{NodeEvent, SupervisorMsg};

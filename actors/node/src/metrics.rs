@@ -14,6 +14,11 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
 pub struct NodeMetrics {
     pub actors: Gauge,
     pub parked: Gauge,
@@ -21,6 +26,10 @@ pub struct NodeMetrics {
     pub reservations: Gauge,
     pub sync_reads: Family<ResultLabel, Counter>,
     pub agent_calls: Family<ResultLabel, Counter>,
+    pub standby_buckets: Gauge,
+    pub standby_ready: Gauge,
+    pub standby_specs: Gauge,
+    pub takeover_reads: Family<KindLabel, Counter>,
 }
 
 pub static NODES: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
@@ -30,6 +39,10 @@ pub static NODES: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
     reservations: Gauge::default(),
     sync_reads: Family::default(),
     agent_calls: Family::default(),
+    standby_buckets: Gauge::default(),
+    standby_ready: Gauge::default(),
+    standby_specs: Gauge::default(),
+    takeover_reads: Family::default(),
 });
 
 /// Registers this process's node figures.
@@ -64,5 +77,25 @@ pub fn register(registry: &mut Registry) {
         "ferric_agent_calls",
         "Calls to agents' command APIs, by result (answered, busy, unreachable, refused)",
         m.agent_calls.clone(),
+    );
+    registry.register(
+        "ferric_standby_buckets",
+        "Buckets whose specs this conductor keeps as their holder's warm standby (the rendezvous runner-up)",
+        m.standby_buckets.clone(),
+    );
+    registry.register(
+        "ferric_standby_ready_buckets",
+        "Standby buckets read and kept current by the watch (a takeover of one reads only its statuses)",
+        m.standby_ready.clone(),
+    );
+    registry.register(
+        "ferric_standby_specs",
+        "Node specs the warm standby keeps",
+        m.standby_specs.clone(),
+    );
+    registry.register(
+        "ferric_takeover_reads",
+        "Reads of buckets taken over, by kind: full (specs and statuses) or standby (statuses only)",
+        m.takeover_reads.clone(),
     );
 }

@@ -9,6 +9,7 @@
 //!   this conductor, each on a reservation of its own.
 
 use super::bucket_nodes::{BucketNodes, NodeEffect};
+use super::standby::{RawSpec, Standby};
 use super::ownership::{
     join_grace, older_members, Acquire, AllBuckets, Delegations, Effect, HeldKey, Ownership,
     Reservation,
@@ -18,7 +19,7 @@ use crate::decide::sync::SyncSettings;
 use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg, SyncCtx};
 use crate::store::EtcdStore;
 use crate::supervisor::{NodeEvent, SupervisorMsg};
-use ferric_cluster::buckets::{BucketOutcome, BucketRecords, Delegate};
+use ferric_cluster::buckets::{BucketOutcome, BucketRecords, BucketRest, Delegate};
 use ferric_cluster::snapshot::placement_of;
 use ferric_cluster::{
     AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, OwnershipSnapshot, PrefixWatch,
@@ -30,7 +31,7 @@ use ferric_model::{
     RemediationPolicy, SyncConfig, SyncReport,
 };
 use ractor::ActorRef;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,8 @@ const RETRY_FAILED_BATCH: Duration = Duration::from_secs(1);
 
 /// Bucket reads in flight at once.
 const READS_IN_FLIGHT: usize = 8;
+/// Reads of the warm standby's specs in flight at once (they give way to takeover reads).
+const STANDBY_FILLS_IN_FLIGHT: usize = 2;
 /// The least time between two reports of running actors, but for the one that completes a wave.
 const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -93,8 +96,17 @@ enum Input {
         again: bool,
         result: Result<BucketRecords, ClusterError>,
     },
+    /// A bucket's statuses, delegations and reservations, for a takeover with the specs of
+    /// the warm standby.
+    BucketRestRead {
+        bucket: Bucket,
+        token: FenceToken,
+        result: Result<BucketRest, ClusterError>,
+    },
     /// Read a bucket again, a moment after a failed read.
     RetryRead(Bucket, FenceToken, bool),
+    /// A warm standby's read of a bucket's specs.
+    StandbyFilled(Bucket, Result<(i64, Vec<(NodeId, RawSpec)>), ClusterError>),
     Delegated(Vec<Delegate>, Result<(i64, Vec<bool>), ClusterError>),
     Reported(u64, SyncReport, Result<bool, ClusterError>),
     /// The sweeper asks for the nodes to read in its next sweep.
@@ -124,6 +136,14 @@ pub(super) struct Session<'a> {
     /// the same token the deliverer has no events to read (`OwnershipHook::owned_fresh`).
     fresh: HashMap<NodeId, FenceToken>,
     reads: Arc<tokio::sync::Semaphore>,
+    /// The specs of the buckets this conductor would take over if their holder died.
+    standby: Standby,
+    /// The members the standby's buckets were chosen among.
+    standby_members: Vec<String>,
+    /// Buckets taken over with the standby's specs: the revision their statuses were read
+    /// at. A node created at or below it (and after the specs' revision) may have a status
+    /// the old holder wrote, so it does not start as freshly enrolled.
+    status_revs: HashMap<Bucket, i64>,
     /// Bucket reads sent and not answered yet, and the wave they belong to (logged when the
     /// last answers: how long taking buckets took to read, which is most of a takeover).
     reads_pending: usize,
@@ -204,6 +224,9 @@ impl<'a> Session<'a> {
             initials: HashMap::new(),
             fresh: HashMap::new(),
             reads: Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT)),
+            standby: Standby::default(),
+            standby_members: Vec::new(),
+            status_revs: HashMap::new(),
             reads_pending: 0,
             read_wave: None,
             late_specs: LateSpecs::default(),
@@ -340,6 +363,7 @@ impl<'a> Session<'a> {
             self.execute_nodes(fx);
             let fx = self.delegated.decide();
             self.execute(fx, &mut HashMap::new());
+            self.fill_standby();
             self.report();
         }
     }
@@ -443,7 +467,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Reads a bucket's records, at most [`READS_IN_FLIGHT`] at once.
+    /// Reads a bucket's records, at most [`READS_IN_FLIGHT`] at once: all of them, or, when
+    /// the warm standby has the bucket's specs, the rest.
     fn read_bucket(&mut self, bucket: Bucket, token: FenceToken, again: bool) {
         self.reads_pending += 1;
         self.read_wave.get_or_insert_with(|| ReadWave {
@@ -454,6 +479,20 @@ impl<'a> Session<'a> {
         let cluster = self.cluster.clone();
         let tx = self.inputs_tx.clone();
         let reads = self.reads.clone();
+        if !again && self.standby.ready(bucket) {
+            tokio::spawn(async move {
+                let _permit = reads.acquire_owned().await;
+                let result = cluster.read_bucket_without_specs(bucket).await;
+                let _ = tx
+                    .send(Input::BucketRestRead {
+                        bucket,
+                        token,
+                        result,
+                    })
+                    .await;
+            });
+            return;
+        }
         tokio::spawn(async move {
             let _permit = reads.acquire_owned().await;
             let result = cluster.read_bucket(bucket).await;
@@ -712,6 +751,7 @@ impl<'a> Session<'a> {
             }
         }
         let revision = snap.revision;
+        self.standby.invalidate(revision);
         let delegated: Vec<NodeId> = self.delegated.running_ids().collect();
         self.resync_tables(snap);
         // The watches restart after the snapshot: a spec changed while they were down (an
@@ -771,6 +811,8 @@ impl<'a> Session<'a> {
     fn members_changed(&mut self) {
         let members = self.buckets.member_map();
         self.bnodes.set_members(members);
+        self.standby_members_changed();
+        let members = self.buckets.member_map();
         let older: Vec<String> = older_members(members)
             .into_iter()
             .map(str::to_string)
@@ -934,11 +976,35 @@ impl<'a> Session<'a> {
                 token,
                 again,
                 result,
-            } => self.on_bucket_read(bucket, token, again, result),
+            } => {
+                if !again && result.is_ok() {
+                    crate::metrics::NODES
+                        .takeover_reads
+                        .get_or_create(&crate::metrics::KindLabel { kind: "full" })
+                        .inc();
+                }
+                self.on_bucket_read(bucket, token, again, result)
+            }
             Input::RetryRead(bucket, token, again) => {
                 if self.bnodes.wants_read(bucket, token, again) {
                     self.read_bucket(bucket, token, again);
                 }
+            }
+            Input::BucketRestRead {
+                bucket,
+                token,
+                result,
+            } => self.on_bucket_rest_read(bucket, token, result),
+            Input::StandbyFilled(bucket, result) => {
+                let read = match result {
+                    Ok(read) => Some(read),
+                    Err(e) => {
+                        tracing::warn!(%bucket, error = %e, "reading a bucket's specs for the warm standby failed; reading it again later");
+                        None
+                    }
+                };
+                self.standby.filled(bucket, read);
+                self.standby_metrics();
             }
             Input::Delegated(changes, result) => {
                 let (rev, made) = match result {
@@ -980,6 +1046,13 @@ impl<'a> Session<'a> {
                 self.try_resync().await;
             }
             Input::Watch(kind, Ok(events)) => {
+                // A watch response holds whole revisions: after it, everything up to its last
+                // event's revision has been seen.
+                let last = events.last().map(|ev| match ev {
+                    WatchEvent::Put { mod_rev, .. } | WatchEvent::Delete { mod_rev, .. } => {
+                        *mod_rev
+                    }
+                });
                 for ev in events {
                     match kind {
                         Kind::Conductors => self.on_conductor(ev)?,
@@ -990,6 +1063,9 @@ impl<'a> Session<'a> {
                         Kind::Heartbeats => self.on_heartbeat(ev),
                         Kind::Config => self.on_config(ev),
                     }
+                }
+                if let (Kind::Nodes, Some(rev)) = (kind, last) {
+                    self.standby.watched(rev);
                 }
             }
         }
@@ -1044,12 +1120,17 @@ impl<'a> Session<'a> {
                 let Some(id) = self.cluster.keys().node_id_of(&key) else {
                     return;
                 };
+                self.standby.node(id, Some(&value), mod_rev);
                 let taken = self.bnodes.node_put(id, placement_of(&value), mod_rev);
                 // A newer spec than a pending start read: the actor reads its own.
                 if self.initials.get(&id).is_some_and(|i| i.spec_rev < mod_rev) {
                     self.initials.remove(&id);
                 }
-                if taken && create_rev == mod_rev && !self.bnodes.runs(&id) {
+                let after_status_read = self
+                    .status_revs
+                    .get(&Bucket::of(&id))
+                    .is_none_or(|r| create_rev > *r);
+                if taken && create_rev == mod_rev && !self.bnodes.runs(&id) && after_status_read {
                     // A node enrolled just now in a bucket held here: its actor starts from the
                     // watch's record instead of reading etcd (a read per enrolled node, one at
                     // a time in the supervisor). etcd has no status for it: a status write
@@ -1085,6 +1166,7 @@ impl<'a> Session<'a> {
                 };
                 self.initials.remove(&id);
                 self.fresh.remove(&id);
+                self.standby.node(id, None, mod_rev);
                 let fx = self.bnodes.node_deleted(id, mod_rev);
                 self.execute_nodes(fx);
                 self.delegated.units_mut().set(id, false);
@@ -1263,6 +1345,11 @@ impl<'a> Session<'a> {
             self.bnodes
                 .bucket_reread(bucket, token, records.revision, placements)
         } else {
+            if records.status_revision != records.revision {
+                self.status_revs.insert(bucket, records.status_revision);
+            } else {
+                self.status_revs.remove(&bucket);
+            }
             let handed: std::collections::HashSet<NodeId> =
                 records.delegations.iter().map(|(id, _)| *id).collect();
             let fx = self.bnodes.bucket_read(
@@ -1297,6 +1384,103 @@ impl<'a> Session<'a> {
             fx
         };
         self.execute_nodes(fx);
+    }
+
+    /// A takeover's read of a bucket's statuses came back: with the standby's specs, it is the
+    /// bucket's read. Without them (the watch was lost meanwhile), the bucket is read whole.
+    fn on_bucket_rest_read(
+        &mut self,
+        bucket: Bucket,
+        token: FenceToken,
+        result: Result<BucketRest, ClusterError>,
+    ) {
+        let rest = match result {
+            Ok(rest) => rest,
+            Err(e) => return self.on_bucket_read(bucket, token, false, Err(e)),
+        };
+        let Some(taken) = self.standby.take(bucket) else {
+            self.reads_pending = self.reads_pending.saturating_sub(1);
+            if self.bnodes.wants_read(bucket, token, false) {
+                self.read_bucket(bucket, token, false);
+            }
+            return;
+        };
+        crate::metrics::NODES
+            .takeover_reads
+            .get_or_create(&crate::metrics::KindLabel { kind: "standby" })
+            .inc();
+        let specs = taken
+            .specs
+            .into_iter()
+            .map(|(id, (value, rev))| (id, decode::<NodeSpec>(&value), rev))
+            .collect();
+        let records = rest.with_specs(taken.as_of, specs);
+        self.standby_metrics();
+        self.on_bucket_read(bucket, token, false, Ok(records));
+    }
+
+    /// Chooses the standby's buckets again when who is live changed: those whose holder this
+    /// conductor would follow (the rendezvous runner-up), keeping those it is to take over now.
+    fn standby_members_changed(&mut self) {
+        let members = self.buckets.member_map();
+        let names: Vec<String> = if older_members(members).is_empty() {
+            members.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        if names == self.standby_members {
+            return;
+        }
+        let me = self.cfg.name.as_str();
+        let mut wanted = HashSet::new();
+        let mut keep = HashSet::new();
+        if names.iter().any(|n| n == me) && names.len() > 1 {
+            use ferric_cluster::placement::bucket_owner;
+            for b in Bucket::all() {
+                let owner = bucket_owner(b, names.iter().map(String::as_str));
+                if owner == Some(me) {
+                    keep.insert(b);
+                } else if bucket_owner(
+                    b,
+                    names
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|n| Some(*n) != owner),
+                ) == Some(me)
+                {
+                    wanted.insert(b);
+                }
+            }
+        }
+        self.standby.set_wanted(&wanted, &keep);
+        tracing::info!(members = ?names, standby = wanted.len(), owned = keep.len(), "warm standby buckets chosen");
+        self.standby_members = names;
+        self.standby_metrics();
+    }
+
+    /// Reads the specs of standby buckets not read yet, a couple at a time, when no takeover
+    /// read is in flight and every node held here runs.
+    fn fill_standby(&mut self) {
+        if self.reads_pending > 0 || !self.standby.wants_fill() {
+            return;
+        }
+        if !(self.buckets.steady() && self.bnodes.steady()) {
+            return;
+        }
+        for bucket in self.standby.next_fills(STANDBY_FILLS_IN_FLIGHT) {
+            let cluster = self.cluster.clone();
+            self.spawn_input(async move {
+                Input::StandbyFilled(bucket, cluster.read_bucket_specs(bucket).await)
+            });
+        }
+    }
+
+    fn standby_metrics(&self) {
+        let (kept, ready, specs) = self.standby.counts();
+        let m = &crate::metrics::NODES;
+        m.standby_buckets.set(kept as i64);
+        m.standby_ready.set(ready as i64);
+        m.standby_specs.set(specs as i64);
     }
 
     fn on_reservation(&mut self, ev: WatchEvent) {

@@ -1,0 +1,129 @@
+use super::*;
+
+/// A node id in bucket `b` (its first three hex digits), numbered `n` within it.
+fn node(b: u16, n: u16) -> NodeId {
+    format!("{b:03x}00000-0000-4000-8000-{n:012x}").parse().unwrap()
+}
+
+const B: u16 = 0x0ab;
+
+fn ready_with(specs: &[(NodeId, &str, i64)], read_rev: i64) -> Standby {
+    let mut s = Standby::default();
+    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
+    assert_eq!(s.next_fills(2), vec![Bucket(B)]);
+    s.filled(
+        Bucket(B),
+        Some((
+            read_rev,
+            specs
+                .iter()
+                .map(|(id, v, r)| (*id, (v.as_bytes().to_vec(), *r)))
+                .collect(),
+        )),
+    );
+    assert!(s.ready(Bucket(B)));
+    s
+}
+
+fn specs_of(t: &Taken) -> Vec<(NodeId, String, i64)> {
+    let mut v: Vec<_> = t
+        .specs
+        .iter()
+        .map(|(id, (v, r))| (*id, String::from_utf8(v.clone()).unwrap(), *r))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn news_during_a_fill_newer_than_its_read_wins() {
+    let (x, y, z) = (node(B, 1), node(B, 2), node(B, 3));
+    let mut s = Standby::default();
+    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
+    assert_eq!(s.next_fills(2), vec![Bucket(B)]);
+    assert!(s.next_fills(2).is_empty(), "a bucket is read once");
+    // While the read is in flight: x changed after it, y deleted after it, z changed before.
+    s.node(x, Some(b"x2"), 12);
+    s.node(y, None, 13);
+    s.node(z, Some(b"z0"), 5);
+    s.filled(
+        Bucket(B),
+        Some((
+            10,
+            vec![
+                (x, (b"x1".to_vec(), 9)),
+                (y, (b"y1".to_vec(), 8)),
+                (z, (b"z1".to_vec(), 7)),
+            ],
+        )),
+    );
+    s.watched(13);
+    let t = s.take(Bucket(B)).expect("ready");
+    assert_eq!(t.as_of, 13);
+    assert_eq!(
+        specs_of(&t),
+        vec![(x, "x2".into(), 12), (z, "z1".into(), 7)]
+    );
+    assert!(s.take(Bucket(B)).is_none(), "taken once");
+}
+
+#[test]
+fn watch_news_older_than_the_read_does_not_bring_back_a_deleted_node() {
+    let x = node(B, 1);
+    let mut s = ready_with(&[], 20);
+    // The watch lags the fill's read: x was created at 15 and deleted at 18.
+    s.node(x, Some(b"x"), 15);
+    s.node(x, None, 18);
+    s.watched(18);
+    let t = s.take(Bucket(B)).unwrap();
+    assert!(t.specs.is_empty());
+    assert_eq!(t.as_of, 20, "the read is newer than the watch");
+}
+
+#[test]
+fn ready_buckets_follow_puts_and_deletes() {
+    let (x, y) = (node(B, 1), node(B, 2));
+    let mut s = ready_with(&[(x, "x1", 3)], 10);
+    s.node(x, Some(b"x2"), 11);
+    s.node(y, Some(b"y1"), 12);
+    s.node(x, None, 14);
+    // Another bucket's news is not kept.
+    s.node(node(B + 1, 1), Some(b"other"), 15);
+    s.watched(15);
+    let t = s.take(Bucket(B)).unwrap();
+    assert_eq!(specs_of(&t), vec![(y, "y1".into(), 12)]);
+    assert_eq!(t.as_of, 15);
+}
+
+#[test]
+fn a_lost_watch_sends_every_bucket_back_to_be_read() {
+    let x = node(B, 1);
+    let mut s = ready_with(&[(x, "x1", 3)], 10);
+    s.invalidate(30);
+    assert!(!s.ready(Bucket(B)));
+    assert!(s.take(Bucket(B)).is_none());
+    // A fill in flight when the watch is lost is dropped when it answers.
+    assert_eq!(s.next_fills(1), vec![Bucket(B)]);
+    s.invalidate(31);
+    s.filled(Bucket(B), Some((32, vec![(x, (b"x1".to_vec(), 3))])));
+    assert!(!s.ready(Bucket(B)));
+    assert_eq!(s.next_fills(1), vec![Bucket(B)], "read again");
+    s.filled(Bucket(B), Some((33, vec![(x, (b"x1".to_vec(), 3))])));
+    assert!(s.ready(Bucket(B)));
+}
+
+#[test]
+fn buckets_no_longer_wanted_are_dropped_but_those_being_taken_over() {
+    let mut s = ready_with(&[(node(B, 1), "x", 3)], 10);
+    let other = Bucket(B + 1);
+    s.set_wanted(&HashSet::from([other]), &HashSet::from([Bucket(B)]));
+    assert!(s.ready(Bucket(B)), "kept for its takeover");
+    assert_eq!(s.counts(), (2, 1, 1));
+    s.set_wanted(&HashSet::from([other]), &HashSet::new());
+    assert!(!s.ready(Bucket(B)));
+    assert_eq!(s.counts(), (1, 0, 0));
+    // A failed fill is tried again.
+    assert_eq!(s.next_fills(4), vec![other]);
+    s.filled(other, None);
+    assert_eq!(s.next_fills(4), vec![other]);
+}
