@@ -59,6 +59,10 @@ pub struct ColdArgs {
     /// default nodes at rest are parked), to compare.
     #[arg(long)]
     pub keep_idle_actors: bool,
+    /// Run the conductors with `--no-warm-standby` (a takeover reads specs and statuses), to
+    /// compare.
+    #[arg(long)]
+    pub no_warm_standby: bool,
 }
 
 /// A bound that grows with the fleet: at least two minutes, plus a millisecond per node.
@@ -97,6 +101,9 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: &ColdArgs) -> anyhow::Result<()> {
     if a.keep_idle_actors {
         conductor_args.push("--keep-idle-actors".to_string());
     }
+    if a.no_warm_standby {
+        conductor_args.push("--no-warm-standby".to_string());
+    }
     let start = |i: usize, extra: &[String]| -> anyhow::Result<Proc> {
         let mut args = vec![
             "--metrics-listen".to_string(),
@@ -133,7 +140,8 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: &ColdArgs) -> anyhow::Result<()> {
         cpu_seconds(std::process::id()) - cpu0
     );
     let t = Instant::now();
-    let (buckets, specs) = standby_ready(&procs, &ports, bound(a.nodes)).await?;
+    let (buckets, specs) =
+        standby_ready(&procs, &ports, !a.no_warm_standby, bound(a.nodes)).await?;
     println!(
         "warm standby: {buckets} buckets' specs ({specs} specs) read by their runners-up {:.2} s after the cold start",
         t.elapsed().as_secs_f64()
@@ -150,7 +158,7 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: &ColdArgs) -> anyhow::Result<()> {
             let count = owned.get(&names[victim]).copied().unwrap_or(0);
             // A failover of a settled cluster: the runners-up have read the specs they keep.
             let t = Instant::now();
-            standby_ready(&procs, &ports, bound(a.nodes)).await?;
+            standby_ready(&procs, &ports, !a.no_warm_standby, bound(a.nodes)).await?;
             if run > 0 {
                 println!(
                     "  (warm standby ready again {:.2} s later)",
@@ -345,9 +353,10 @@ async fn memory(
 async fn standby_ready(
     procs: &[Option<Proc>],
     ports: &[u16],
+    enabled: bool,
     timeout: Duration,
 ) -> anyhow::Result<(u64, u64)> {
-    if procs.iter().flatten().count() < 2 {
+    if !enabled || procs.iter().flatten().count() < 2 {
         return Ok((0, 0)); // nobody to follow
     }
     let deadline = Instant::now() + timeout;

@@ -351,7 +351,13 @@ async fn standby_takeover_acts_on_changes_made_around_the_holders_death() {
     let reads = |kind: &str, names: &[&str]| -> f64 {
         names
             .iter()
-            .map(|n| metric(ports[n], "ferric_takeover_reads_total", &format!("kind=\"{kind}\"")))
+            .map(|n| {
+                metric(
+                    ports[n],
+                    "ferric_takeover_reads_total",
+                    &format!("kind=\"{kind}\""),
+                )
+            })
             .sum()
     };
     let victim = "c2";

@@ -48,6 +48,8 @@ pub struct ConductorConfig {
     pub sync: SyncOptions,
     /// Told which nodes run here and under which fencing token (the event deliverer).
     pub ownership_hook: Option<Arc<dyn OwnershipHook>>,
+    /// Keep the specs of the buckets this conductor would take over (`session`'s standby).
+    pub warm_standby: bool,
 }
 
 /// Told which nodes this conductor holds: `owned` when a node's actor started, `released` when

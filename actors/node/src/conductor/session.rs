@@ -9,11 +9,11 @@
 //!   this conductor, each on a reservation of its own.
 
 use super::bucket_nodes::{BucketNodes, NodeEffect};
-use super::standby::{RawSpec, Standby};
 use super::ownership::{
     join_grace, older_members, Acquire, AllBuckets, Delegations, Effect, HeldKey, Ownership,
     Reservation,
 };
+use super::standby::{RawSpec, Standby};
 use super::ConductorConfig;
 use crate::decide::sync::SyncSettings;
 use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg, SyncCtx};
@@ -45,6 +45,11 @@ const RETRY_FAILED_BATCH: Duration = Duration::from_secs(1);
 const READS_IN_FLIGHT: usize = 8;
 /// Reads of the warm standby's specs in flight at once (they give way to takeover reads).
 const STANDBY_FILLS_IN_FLIGHT: usize = 2;
+/// How long after a membership change the standby waits before it reads (a third of it after
+/// this conductor's own last takeover read). A million nodes' takeover reads take about 2 s on
+/// two cores; the standby's reads after a failover are about twice as many keys, and running
+/// them meanwhile made the failover's reads as slow as reading the specs too.
+const STANDBY_QUIET: Duration = Duration::from_secs(3);
 /// The least time between two reports of running actors, but for the one that completes a wave.
 const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -140,6 +145,9 @@ pub(super) struct Session<'a> {
     standby: Standby,
     /// The members the standby's buckets were chosen among.
     standby_members: Vec<String>,
+    /// Standby reads wait until then: a while after membership changed, when other conductors
+    /// may be reading the buckets they took (a standby read then only slows their takeovers).
+    standby_quiet_from: Instant,
     /// Buckets taken over with the standby's specs: the revision their statuses were read
     /// at. A node created at or below it (and after the specs' revision) may have a status
     /// the old holder wrote, so it does not start as freshly enrolled.
@@ -226,6 +234,7 @@ impl<'a> Session<'a> {
             reads: Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT)),
             standby: Standby::default(),
             standby_members: Vec::new(),
+            standby_quiet_from: Instant::now(),
             status_revs: HashMap::new(),
             reads_pending: 0,
             read_wave: None,
@@ -1077,6 +1086,15 @@ impl<'a> Session<'a> {
             WatchEvent::Put { key, value, .. } => match decode::<ConductorRecord>(&value) {
                 Ok(rec) => {
                     let now = Instant::now();
+                    // Another conductor starting or stopping node actors is taking or handing
+                    // over nodes (a start-up, a takeover, a rebalance, an enrollment): the
+                    // standby's reads wait for it.
+                    let running_before =
+                        self.buckets.member_map().get(&rec.name).map(|r| r.running);
+                    if rec.name != self.cfg.name && running_before != Some(rec.running) {
+                        self.standby_quiet_from =
+                            self.standby_quiet_from.max(now + STANDBY_QUIET / 3);
+                    }
                     self.buckets.conductor_put(rec.clone(), now);
                     self.delegated.conductor_put(rec, now);
                     self.members_changed();
@@ -1305,6 +1323,9 @@ impl<'a> Session<'a> {
             w.nodes += r.nodes.len();
         }
         if self.reads_pending == 0 {
+            self.standby_quiet_from = self
+                .standby_quiet_from
+                .max(Instant::now() + STANDBY_QUIET / 3);
             if let Some(w) = self.read_wave.take() {
                 tracing::info!(
                     buckets = w.buckets,
@@ -1434,7 +1455,7 @@ impl<'a> Session<'a> {
         let me = self.cfg.name.as_str();
         let mut wanted = HashSet::new();
         let mut keep = HashSet::new();
-        if names.iter().any(|n| n == me) && names.len() > 1 {
+        if self.cfg.warm_standby && names.iter().any(|n| n == me) && names.len() > 1 {
             use ferric_cluster::placement::bucket_owner;
             for b in Bucket::all() {
                 let owner = bucket_owner(b, names.iter().map(String::as_str));
@@ -1455,6 +1476,7 @@ impl<'a> Session<'a> {
         self.standby.set_wanted(&wanted, &keep);
         tracing::info!(members = ?names, standby = wanted.len(), owned = keep.len(), "warm standby buckets chosen");
         self.standby_members = names;
+        self.standby_quiet_from = Instant::now() + STANDBY_QUIET;
         self.standby_metrics();
     }
 
@@ -1462,6 +1484,11 @@ impl<'a> Session<'a> {
     /// read is in flight and every node held here runs.
     fn fill_standby(&mut self) {
         if self.reads_pending > 0 || !self.standby.wants_fill() {
+            return;
+        }
+        // Other conductors may still be reading buckets they took: wait for the cluster to be
+        // quiet (the wake-up comes from the session's tick or any input).
+        if self.standby_quiet_from > Instant::now() {
             return;
         }
         if !(self.buckets.steady() && self.bnodes.steady()) {

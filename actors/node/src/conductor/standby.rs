@@ -102,8 +102,7 @@ impl Standby {
         let Some(k) = self.buckets.get_mut(&b) else {
             return self.recount();
         };
-        let State::Filling { early, stale } = std::mem::replace(&mut k.state, State::Wanted)
-        else {
+        let State::Filling { early, stale } = std::mem::replace(&mut k.state, State::Wanted) else {
             return self.recount();
         };
         let Some((read_rev, specs)) = read.filter(|_| !stale) else {

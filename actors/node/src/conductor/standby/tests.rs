@@ -2,7 +2,9 @@ use super::*;
 
 /// A node id in bucket `b` (its first three hex digits), numbered `n` within it.
 fn node(b: u16, n: u16) -> NodeId {
-    format!("{b:03x}00000-0000-4000-8000-{n:012x}").parse().unwrap()
+    format!("{b:03x}00000-0000-4000-8000-{n:012x}")
+        .parse()
+        .unwrap()
 }
 
 const B: u16 = 0x0ab;
