@@ -488,31 +488,24 @@ impl<'a> Session<'a> {
         let cluster = self.cluster.clone();
         let tx = self.inputs_tx.clone();
         let reads = self.reads.clone();
-        if !again && self.standby.ready(bucket) {
-            tokio::spawn(async move {
-                let _permit = reads.acquire_owned().await;
-                let result = cluster.read_bucket_without_specs(bucket).await;
-                let _ = tx
-                    .send(Input::BucketRestRead {
-                        bucket,
-                        token,
-                        result,
-                    })
-                    .await;
-            });
-            return;
-        }
+        let standby = !again && self.standby.ready(bucket);
         tokio::spawn(async move {
             let _permit = reads.acquire_owned().await;
-            let result = cluster.read_bucket(bucket).await;
-            let _ = tx
-                .send(Input::BucketRead {
+            let input = if standby {
+                Input::BucketRestRead {
+                    bucket,
+                    token,
+                    result: cluster.read_bucket_without_specs(bucket).await,
+                }
+            } else {
+                Input::BucketRead {
                     bucket,
                     token,
                     again,
-                    result,
-                })
-                .await;
+                    result: cluster.read_bucket(bucket).await,
+                }
+            };
+            let _ = tx.send(input).await;
         });
     }
 
