@@ -218,8 +218,6 @@ impl CacheState {
         })
     }
 
-    /// Who owns `id` (DESIGN.md, "Placement"): the holder of its own reservation; nobody while
-    /// it is handed on and not reserved yet; otherwise the holder of its bucket.
     /// Rebuilds `live_drivers` from `conductors`, keeping the shared copy when nothing in it
     /// changed (conductors rewrite their records to report running actors and sync counters).
     fn refresh_live_drivers(&mut self) {
@@ -235,6 +233,8 @@ impl CacheState {
         }
     }
 
+    /// Who owns `id` (DESIGN.md, "Placement"): the holder of its own reservation; nobody while
+    /// it is handed on and not reserved yet; otherwise the holder of its bucket.
     pub fn holder(&self, id: &NodeId) -> Option<Arc<str>> {
         if let Some(h) = self.holders.get(id) {
             return Some(h.clone());
