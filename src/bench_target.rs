@@ -530,7 +530,17 @@ async fn follow_stream(
         let resp = req.timeout(Duration::from_secs(24 * 3600)).send().await;
         let mut body = match resp {
             Ok(r) if r.status().is_success() => r.bytes_stream(),
-            _ => {
+            other => {
+                if lost_since.is_none() {
+                    match &other {
+                        Ok(r) => {
+                            tracing::warn!(status = %r.status(), "the event stream was refused; trying again")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the event stream could not be opened; trying again")
+                        }
+                    }
+                }
                 if lost_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(30) {
                     if let Some(w) = watch.upgrade() {
                         w.alive.store(false, Ordering::Relaxed);

@@ -111,7 +111,9 @@ async fn compare_with_a_real_ironic() {
     assert_eq!(c["ironic"]["server"], "ironic", "{c}");
     assert_eq!(c["ironic"]["watched_by"], "polling");
     assert_eq!(c["ferric"]["server"], "ferric");
-    assert_eq!(c["ferric"]["watched_by"], "event stream");
+    // (The bench says why it fell back to polling: once in CI, debug build, the stream did
+    // not open; the run's output then shows the reason.)
+    assert_eq!(c["ferric"]["watched_by"], "event stream", "{said}");
     let names: Vec<&str> = c["ratios"]
         .as_array()
         .unwrap()
