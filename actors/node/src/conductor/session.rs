@@ -813,8 +813,6 @@ impl<'a> Session<'a> {
     fn members_changed(&mut self) {
         let members = self.buckets.member_map();
         self.bnodes.set_members(members);
-        self.standby_members_changed();
-        let members = self.buckets.member_map();
         let older: Vec<String> = older_members(members)
             .into_iter()
             .map(str::to_string)
@@ -833,6 +831,7 @@ impl<'a> Session<'a> {
             }
             self.older = older;
         }
+        self.standby_members_changed();
     }
 
     /// Hands a snapshot to the tables.
@@ -1436,9 +1435,9 @@ impl<'a> Session<'a> {
     /// Chooses the standby's buckets again when who is live changed: those whose holder this
     /// conductor would follow (the rendezvous runner-up), keeping those it is to take over now.
     fn standby_members_changed(&mut self) {
-        let members = self.buckets.member_map();
-        let names: Vec<String> = if older_members(members).is_empty() {
-            members.keys().cloned().collect()
+        // None while a conductor of an older build is live (this one then holds nothing).
+        let names: Vec<String> = if self.older.is_empty() {
+            self.buckets.member_map().keys().cloned().collect()
         } else {
             Vec::new()
         };
