@@ -136,6 +136,10 @@ async fn every_agent_flow_runs_ipas_commands_in_ironics_order() {
             .is_some_and(|e| e.contains("does not offer the clean step \"deploy.no_such_step\"")),
         "{n}"
     );
+    // The failure and its maintenance are seen together (Ironic saves them together), so the
+    // maintenance left below is not set again after.
+    assert_eq!(n["maintenance"], true, "{n}");
+    assert_eq!(n["fault"], "clean failure", "{n}");
     assert_eq!(posted(&sim, 0, m), ["clean.get_clean_steps"]);
     let r = call(&gw, "DELETE", &format!("/v1/nodes/{id}/maintenance"), None);
     assert_eq!(r.status, 202, "{}", r.body);

@@ -2,7 +2,9 @@
 //! outbox event, timers, and the error policy that says what a failed write leads to.
 
 use super::reconcile::{Action, Outcome};
+use super::remediation::set_fault_maintenance;
 use super::{NodeMsg, NodeState};
+use crate::decide::remedy::{fault_vs_maintenance, FaultAction};
 use crate::error::NodeError;
 use ferric_model::{
     now_ms, EventRecord, HistoryEntry, HistoryKind, NodeStatus, PowerState, ProvisionState,
@@ -88,6 +90,28 @@ pub(super) async fn record(
                 call.abort();
             }
             state.in_flight = super::in_flight::InFlight::Idle;
+        }
+    }
+    let fresh_fault = status.fault.is_some()
+        && (status.fault != state.status.fault || status.fault_at_ms != state.status.fault_at_ms);
+    if let Some(FaultAction::SetMaintenance(reason)) = state
+        .spec
+        .as_deref()
+        .filter(|_| fresh_fault)
+        .map(|spec| fault_vs_maintenance(spec, &status))
+    {
+        // Ironic sets the fault, maintenance and the failed state in one save. Here the spec's
+        // maintenance is written first, so whoever sees the failure (a client waiting for
+        // `clean failed`) sees maintenance too, and an operator's `DELETE maintenance` after
+        // it is not undone by a later write. If etcd fails this write, `fault_check` makes it
+        // after the status.
+        match set_fault_maintenance(state, &reason).await {
+            Ok(true) => status.fault_maintenance = Some(reason),
+            Ok(false) => {}
+            Err(e @ NodeError::Fenced(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(node = %state.id, error = %e, "maintenance for a fault not written before its status; it will be after it");
+            }
         }
     }
     status.updated_at_ms = now_ms();

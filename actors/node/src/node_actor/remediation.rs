@@ -48,10 +48,9 @@ pub(super) async fn fault_check(
             Ok(Flow::Again)
         }
         FaultAction::SetMaintenance(reason) => {
-            // The watch brings the new spec (and the history entry of the transition).
-            let view = change_spec(state, SpecChange::MaintenanceForFault(reason.clone())).await?;
-            if view.spec.maintenance && view.spec.maintenance_reason.as_deref() == Some(&reason) {
-                state.own_flip = Some((view.spec_rev, Requester::Conductor));
+            // The write that should have come before the fault's status did not (etcd failed
+            // it, or the owner died between the two).
+            if set_fault_maintenance(state, &reason).await? {
                 // Recorded so that the fault's end lifts this maintenance and no other.
                 let mut next = state.status.clone();
                 next.fault_maintenance = Some(reason);
@@ -60,6 +59,21 @@ pub(super) async fn fault_check(
             Ok(Flow::Wait)
         }
     }
+}
+
+/// Maintenance on for a fault, as the owner's act. True when the spec now carries it with
+/// `reason` (maintenance an operator set before keeps the operator's reason). The watch brings
+/// the new spec, and with it the history entry of the flip.
+pub(super) async fn set_fault_maintenance(
+    state: &mut NodeState,
+    reason: &str,
+) -> Result<bool, NodeError> {
+    let view = change_spec(state, SpecChange::MaintenanceForFault(reason.to_string())).await?;
+    let ours = view.spec.maintenance && view.spec.maintenance_reason.as_deref() == Some(reason);
+    if ours {
+        state.own_flip = Some((view.spec_rev, Requester::Conductor));
+    }
+    Ok(ours)
 }
 
 /// A fenced change of the node's spec by its owner. The watch brings the new spec back as

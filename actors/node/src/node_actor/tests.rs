@@ -679,6 +679,25 @@ async fn a_failing_step_is_a_fault_and_puts_the_node_into_maintenance() {
     assert_eq!(st.fault.as_deref(), Some("clean failure"));
     node.until("maintenance", |i| i.spec.maintenance.then_some(()))
         .await;
+    // As in Ironic, where they are one save: no client sees the failure without maintenance
+    // (one that leaves maintenance on seeing `clean failed` is not overridden afterwards).
+    let written = node.store.with(|i| i.written.clone());
+    let failed: Vec<_> = written
+        .iter()
+        .filter(|(s, _)| *s == ProvisionState::CleanFailed)
+        .collect();
+    assert!(!failed.is_empty(), "{written:?}");
+    assert!(
+        failed.iter().all(|(_, maintenance)| *maintenance),
+        "{written:?}"
+    );
+    let st = node.store.with(|i| i.status.clone()).unwrap();
+    assert_eq!(
+        st.fault_maintenance.as_deref(),
+        node.store
+            .with(|i| i.spec.maintenance_reason.clone())
+            .as_deref()
+    );
 }
 
 fn heartbeat(at_ms: u64) -> HeartbeatRecord {

@@ -9,7 +9,7 @@ use ferric_cluster::{ClusterError, NodeView};
 use ferric_model::HeartbeatRecord;
 use ferric_model::{
     BiosRecord, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus,
-    RemediationPolicy,
+    ProvisionState, RemediationPolicy,
 };
 use futures::future::BoxFuture;
 use ractor::ActorRef;
@@ -44,6 +44,9 @@ pub(crate) struct Inner {
     pub(crate) reads_failing: u32,
     /// Status writes attempted (refused ones too).
     pub(crate) writes_tried: u32,
+    /// Every status written, in order: its provision state and whether the spec was in
+    /// maintenance when it was written (what a client reading both at that moment saw).
+    pub(crate) written: Vec<(ProvisionState, bool)>,
     /// Answers to remediation slot requests, in order; granted when empty.
     pub(crate) slots: VecDeque<Slot>,
     /// The actor that gets `NodeMsg::Spec` after every spec change (the conductor's watch).
@@ -69,6 +72,7 @@ impl MemStore {
                 unavailable: 0,
                 reads_failing: 0,
                 writes_tried: 0,
+                written: Vec::new(),
                 slots: VecDeque::new(),
                 watcher: None,
             }),
@@ -181,6 +185,7 @@ impl NodeStore for MemStore {
             Self::refuse(i, id, token)?;
             i.rev += 1;
             i.status = Some(status.clone());
+            i.written.push((status.provision_state, i.spec.maintenance));
             i.status_error = None;
             i.history.extend(history.cloned());
             i.events.extend(event.cloned());
