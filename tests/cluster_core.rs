@@ -373,12 +373,39 @@ async fn standby_takeover_acts_on_changes_made_around_the_holders_death() {
         .map(String::as_str)
         .collect();
     let (managed, deleted) = (&moved[..10], &moved[10..20]);
+    let settled_before = &moved[20..40];
 
     let mut cfg = EtcdConfig::new(&fleet.url());
     cfg.prefix = fleet.prefix.clone();
     let cluster = Cluster::connect(&cfg)
         .await
         .unwrap_or_else(|e| fleet.fail(&format!("connect: {e}")));
+    // After the standby's fill and before the kill, the holder moves some nodes on: the
+    // survivors' copies of their statuses are then stale, and only the takeover's catch-up
+    // brings the new ones.
+    for id in settled_before {
+        cluster
+            .request_provision(None, id, Verb::Manage, false, "", "test")
+            .await
+            .unwrap_or_else(|e| fleet.fail(&format!("manage {id}: {e}")));
+    }
+    for id in settled_before {
+        fleet
+            .wait_status(
+                id,
+                Duration::from_secs(30),
+                &format!("node {id} manageable before its holder dies"),
+                |s| match s.provision_state {
+                    ProvisionState::Manageable => Ok(()),
+                    other => Err(format!("{other:?}")),
+                },
+            )
+            .await;
+    }
+    let killed_at = cluster
+        .revision()
+        .await
+        .unwrap_or_else(|e| fleet.fail(&format!("revision: {e}")));
     fleet.conductor(victim).kill();
     let killed = Instant::now();
     fleet.note(&format!("SIGKILLed {victim}"));
@@ -443,19 +470,35 @@ async fn standby_takeover_acts_on_changes_made_around_the_holders_death() {
     }
     let standby = reads("standby", &survivors) - standby_before;
     let full = reads("full", &survivors) - full_before;
+    let statuses_read = reads("standby_statuses_read", &survivors);
     fleet.note(&format!(
-        "takeover reads: {standby} with the standby's specs, {full} whole; {victim} held {} buckets",
+        "takeover reads: {standby} from the standby (specs kept, statuses caught up), {statuses_read} with the statuses read, {full} whole; {victim} held {} buckets",
         victim_buckets.len()
     ));
     fleet.ensure(
-        full == 0.0 && standby >= victim_buckets.len() as f64,
+        full == 0.0 && statuses_read == 0.0 && standby >= victim_buckets.len() as f64,
         || {
             format!(
-                "the survivors read {full} taken buckets whole and {standby} with the standby's specs; {victim} held {} buckets",
+                "the survivors read {full} taken buckets whole, {statuses_read} with their statuses and {standby} from the standby; {victim} held {} buckets",
                 victim_buckets.len()
             )
         },
     );
+    // The nodes managed before the kill were taken over as manageable and at rest: a survivor
+    // that started from the fill's statuses (before the manage) would run the manage again
+    // and write their statuses.
+    let history = fleet.history().await;
+    for id in settled_before {
+        let writes: Vec<String> = history
+            .under(&format!("{}status/{id}", fleet.prefix))
+            .filter(|e| e.put && e.revision > killed_at)
+            .filter_map(|e| decode::<NodeStatus>(&e.value).ok())
+            .map(|s| format!("{:?} by {:?}", s.provision_state, s.owner))
+            .collect();
+        fleet.ensure(writes.is_empty(), || {
+            format!("node {id}, manageable before the kill, had its status written after it: {writes:?}")
+        });
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
