@@ -17,7 +17,7 @@
 //! bucket's delegations.
 
 use crate::reservations::BATCH;
-use crate::{Cluster, ClusterError, WatchEvent};
+use crate::{Cluster, ClusterError};
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use ferric_model::{
     decode, encode, now_ms, Bucket, CodecError, DelegationRecord, FenceToken, NodeId, NodeSpec,
@@ -114,19 +114,6 @@ impl BucketRest {
     }
 }
 
-/// A warm standby's read of one bucket: its specs (raw, with their `mod_revision`) and
-/// statuses (raw), at `revision`.
-#[derive(Debug)]
-pub struct StandbyRead {
-    pub revision: i64,
-    pub specs: Vec<(NodeId, (Vec<u8>, i64))>,
-    pub statuses: Vec<(NodeId, Vec<u8>)>,
-}
-
-/// A status change a watch delivered: the node, its new status (raw; None: deleted), and the
-/// change's revision.
-pub type StatusChange = (NodeId, Option<Vec<u8>>, i64);
-
 /// A change of one node's delegation by its bucket's holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delegate {
@@ -222,18 +209,11 @@ impl Cluster {
                     TxnOp::txn(
                         Txn::new()
                             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                            .and_then([
-                                TxnOp::put(
-                                    key.clone(),
-                                    value.clone(),
-                                    Some(PutOptions::new().with_lease(lease)),
-                                ),
-                                TxnOp::put(
-                                    self.keys().claim_marker(*b),
-                                    conductor,
-                                    Some(PutOptions::new().with_lease(lease)),
-                                ),
-                            ])
+                            .and_then([TxnOp::put(
+                                key.clone(),
+                                value.clone(),
+                                Some(PutOptions::new().with_lease(lease)),
+                            )])
                             .or_else([TxnOp::get(key, None)]),
                     )
                 })
@@ -294,7 +274,7 @@ impl Cluster {
 
     /// Reads one bucket's specs, statuses, delegations and reservations at one revision.
     pub async fn read_bucket(&self, bucket: Bucket) -> Result<BucketRecords, ClusterError> {
-        let (specs, rest) = self.read_bucket_parts(bucket, true, true).await?;
+        let (specs, rest) = self.read_bucket_parts(bucket, true).await?;
         let k = self.keys();
         let specs = specs
             .iter()
@@ -314,38 +294,25 @@ impl Cluster {
         &self,
         bucket: Bucket,
     ) -> Result<BucketRest, ClusterError> {
-        Ok(self.read_bucket_parts(bucket, false, true).await?.1)
+        Ok(self.read_bucket_parts(bucket, false).await?.1)
     }
 
-    /// Reads one bucket's delegations and reservations (its `statuses` left empty), for a
-    /// takeover that has the bucket's specs and statuses already.
-    pub async fn read_bucket_handovers(&self, bucket: Bucket) -> Result<BucketRest, ClusterError> {
-        Ok(self.read_bucket_parts(bucket, false, false).await?.1)
-    }
-
-    /// One bucket's specs (with their `mod_revision`) and statuses as etcd holds them (raw),
-    /// at one revision: a warm standby's fill.
-    pub async fn read_bucket_standby(&self, bucket: Bucket) -> Result<StandbyRead, ClusterError> {
+    /// One bucket's specs as etcd holds them (raw, with their `mod_revision`), and the
+    /// revision of the read.
+    pub async fn read_bucket_specs(
+        &self,
+        bucket: Bucket,
+    ) -> Result<(i64, Vec<(NodeId, (Vec<u8>, i64))>), ClusterError> {
         let k = self.keys();
-        let range = |prefix: String| {
-            let start = k.bucket_range(&prefix, bucket);
-            let end = crate::prefix_end(start.as_bytes());
-            TxnOp::get(start, Some(GetOptions::new().with_range(end)))
-        };
+        let start = k.bucket_range(&k.nodes(), bucket);
+        let end = crate::prefix_end(start.as_bytes());
         let resp = self
             .kv()
-            .txn(Txn::new().and_then([range(k.nodes()), range(k.statuses())]))
+            .get(start, Some(GetOptions::new().with_range(end)))
             .await
             .map_err(|e| self.err(e))?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
-            TxnOpResponse::Get(g) => Some(g),
-            _ => None,
-        });
-        let (Some(specs), Some(statuses)) = (gets.next(), gets.next()) else {
-            return Err(ClusterError::Internal("short etcd txn response".into()));
-        };
-        let specs = specs
+        let specs = resp
             .kvs()
             .iter()
             .filter_map(|kv| {
@@ -353,81 +320,13 @@ impl Cluster {
                 Some((id, (kv.value().to_vec(), kv.mod_revision())))
             })
             .collect();
-        let statuses = statuses
-            .kvs()
-            .iter()
-            .filter_map(|kv| Some((k.node_id_of(kv.key())?, kv.value().to_vec())))
-            .collect();
-        Ok(StandbyRead {
-            revision,
-            specs,
-            statuses,
-        })
-    }
-
-    /// The status changes of `bucket` after revision `after` up to its claim at `claim_rev`
-    /// (whose transaction wrote the bucket's claim marker): (node, the new value or None for a
-    /// delete, `mod_revision`), oldest first, from a watch of the bucket's status range. The
-    /// marker's put ends it: a watch delivers in revision order, so every change at or below
-    /// the claim came before it, and none comes after it but this holder's own. (etcd 3.4's
-    /// progress notifications cannot say as much: before 3.4.24 one may overtake a watcher's
-    /// pending events.) Fails when etcd compacted past `after`, or the marker does not come
-    /// within `within`.
-    pub async fn status_changes(
-        &self,
-        bucket: Bucket,
-        after: i64,
-        claim_rev: i64,
-        within: std::time::Duration,
-    ) -> Result<Vec<StatusChange>, ClusterError> {
-        let k = self.keys();
-        let marker = k.claim_marker(bucket);
-        let mut watch = self.watch_prefix(&marker, after + 1).await?;
-        let collect = async {
-            let mut changes = Vec::new();
-            loop {
-                let events = watch
-                    .next()
-                    .await
-                    .map_err(|e| ClusterError::Internal(format!("status catch-up: {e}")))?;
-                for ev in events {
-                    match ev {
-                        WatchEvent::Put {
-                            key,
-                            value,
-                            mod_rev,
-                            ..
-                        } => {
-                            if key == marker.as_bytes() {
-                                if mod_rev >= claim_rev {
-                                    return Ok(changes);
-                                }
-                            } else if let Some(id) = k.node_id_of(&key) {
-                                changes.push((id, Some(value), mod_rev));
-                            }
-                        }
-                        WatchEvent::Delete { key, mod_rev } => {
-                            if let Some(id) = k.node_id_of(&key) {
-                                changes.push((id, None, mod_rev));
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        match tokio::time::timeout(within, collect).await {
-            Ok(result) => result,
-            Err(_) => Err(ClusterError::Internal(format!(
-                "status catch-up of bucket {bucket}: the claim at revision {claim_rev} not seen within {within:?}"
-            ))),
-        }
+        Ok((revision, specs))
     }
 
     async fn read_bucket_parts(
         &self,
         bucket: Bucket,
         with_specs: bool,
-        with_statuses: bool,
     ) -> Result<(Option<etcd_client::GetResponse>, BucketRest), ClusterError> {
         let k = self.keys();
         let range = |prefix: String| {
@@ -439,10 +338,11 @@ impl Cluster {
         if with_specs {
             ops.push(range(k.nodes()));
         }
-        if with_statuses {
-            ops.push(range(k.statuses()));
-        }
-        ops.extend([range(k.delegations()), range(k.reservations())]);
+        ops.extend([
+            range(k.statuses()),
+            range(k.delegations()),
+            range(k.reservations()),
+        ]);
         let resp = self
             .kv()
             .txn(Txn::new().and_then(ops))
@@ -460,15 +360,12 @@ impl Cluster {
                 .unwrap_or_else(|| Err(ClusterError::Internal("short etcd txn response".into())))
         };
         let specs = if with_specs { Some(next()?) } else { None };
-        let statuses = match with_statuses {
-            true => next()?
-                .kvs()
-                .iter()
-                .filter_map(|kv| Some((k.node_id_of(kv.key())?, decode::<NodeStatus>(kv.value()))))
-                .collect(),
-            false => HashMap::new(),
-        };
-        let (delegations, reservations) = (next()?, next()?);
+        let (statuses, delegations, reservations) = (next()?, next()?, next()?);
+        let statuses = statuses
+            .kvs()
+            .iter()
+            .filter_map(|kv| Some((k.node_id_of(kv.key())?, decode::<NodeStatus>(kv.value()))))
+            .collect();
         let delegations = delegations
             .kvs()
             .iter()

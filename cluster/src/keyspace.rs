@@ -70,13 +70,6 @@ impl Keyspace {
     pub fn bucket_range(&self, per_node_prefix: &str, b: Bucket) -> String {
         format!("{per_node_prefix}{b}")
     }
-    /// `status/<bucket>`: written by a bucket's claim (on the claimant's lease), inside the
-    /// bucket's status range but no node's key. A watch of that range from an earlier revision
-    /// has delivered every status change up to the claim once it delivers this put (a watch
-    /// delivers in revision order; see `Cluster::status_changes`).
-    pub fn claim_marker(&self, b: Bucket) -> String {
-        self.bucket_range(&self.statuses(), b)
-    }
     pub fn conductors(&self) -> String {
         format!("{}conductors/", self.prefix)
     }

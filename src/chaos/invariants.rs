@@ -111,12 +111,6 @@ fn node_in<'a>(key: &'a str, kind: &str) -> Option<&'a str> {
     Some(rest.split('/').next().unwrap_or(rest)).filter(|s| !s.is_empty())
 }
 
-/// `<kind>/<uuid>`: a node's uuid under a per-node kind (not a bucket's claim marker,
-/// `status/<bucket>`).
-fn node_id_in<'a>(key: &'a str, kind: &str) -> Option<&'a str> {
-    node_in(key, kind).filter(|s| s.parse::<ferric_model::NodeId>().is_ok())
-}
-
 /// `<kind>/<uuid>/<seq>`: the uuid and the seq.
 fn node_seq_in<'a>(key: &'a str, kind: &str) -> Option<(&'a str, u64)> {
     let rest = key.strip_prefix(kind)?;
@@ -165,7 +159,7 @@ fn epochs(changes: &[Change]) -> HashMap<String, Vec<Epoch>> {
             ));
         }
         for kind in [&k.statuses, &k.reservations, &k.delegations, &k.nodes] {
-            if let Some(node) = node_id_in(&c.key, kind) {
+            if let Some(node) = node_in(&c.key, kind) {
                 nodes.insert(node);
             }
         }
@@ -1062,7 +1056,7 @@ pub fn check_transient_states(changes: &[Change], limits: &TransientLimits) -> V
         }
     };
     for c in changes {
-        let Some(node) = node_id_in(&c.key, &prefix) else {
+        let Some(node) = node_in(&c.key, &prefix) else {
             continue;
         };
         let t = c.seen_unix_ms;

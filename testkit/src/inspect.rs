@@ -287,13 +287,8 @@ impl History {
         let during = |h: &Held, rev: i64| h.from <= rev && h.until.is_none_or(|u| rev < u);
         let mut checked = 0;
         for e in self.under(&status_prefix).filter(|e| e.put) {
-            let id = &e.key[status_prefix.len()..];
-            if ferric_model::Bucket::parse(id).is_some() {
-                // A bucket's claim marker (`status/<bucket>`), put with the bucket's key in
-                // the claim's own transaction: no node's status.
-                continue;
-            }
             checked += 1;
+            let id = &e.key[status_prefix.len()..];
             let status = match decode::<NodeStatus>(&e.value) {
                 Ok(s) => s,
                 Err(err) => {

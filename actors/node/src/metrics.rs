@@ -95,7 +95,7 @@ pub fn register(registry: &mut Registry) {
     );
     registry.register(
         "ferric_takeover_reads",
-        "Takeovers of buckets, by what was read: full (specs and statuses), standby (only delegations and reservations: specs and statuses kept, statuses caught up to the claim by a watch) or standby_statuses_read (the catch-up failed: statuses read)",
+        "Reads of buckets taken over, by kind: full (specs and statuses) or standby (statuses only)",
         m.takeover_reads.clone(),
     );
 }

@@ -13,15 +13,13 @@ use super::ownership::{
     join_grace, older_members, Acquire, AllBuckets, Delegations, Effect, HeldKey, Ownership,
     Reservation,
 };
-use super::standby::Standby;
+use super::standby::{RawSpec, Standby};
 use super::ConductorConfig;
 use crate::decide::sync::SyncSettings;
 use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg, SyncCtx};
 use crate::store::EtcdStore;
 use crate::supervisor::{NodeEvent, SupervisorMsg};
-use ferric_cluster::buckets::{
-    BucketOutcome, BucketRecords, BucketRest, Delegate, StandbyRead, StatusChange,
-};
+use ferric_cluster::buckets::{BucketOutcome, BucketRecords, BucketRest, Delegate};
 use ferric_cluster::snapshot::placement_of;
 use ferric_cluster::{
     AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, OwnershipSnapshot, PrefixWatch,
@@ -30,7 +28,7 @@ use ferric_cluster::{
 use ferric_model::HeartbeatRecord;
 use ferric_model::{
     decode, now_ms, Bucket, ConductorRecord, DelegationRecord, FenceToken, NodeId, NodeSpec,
-    NodeStatus, RemediationPolicy, SyncConfig, SyncReport,
+    RemediationPolicy, SyncConfig, SyncReport,
 };
 use ractor::ActorRef;
 use std::collections::{HashMap, HashSet};
@@ -52,12 +50,6 @@ const STANDBY_FILLS_IN_FLIGHT: usize = 2;
 /// two cores; the standby's reads after a failover are about twice as many keys, and running
 /// them meanwhile made the failover's reads as slow as reading the specs too.
 const STANDBY_QUIET: Duration = Duration::from_secs(3);
-/// How long a takeover waits for the watch that catches a standby bucket's statuses up to the
-/// claim; then it reads them instead.
-const CATCH_UP_WITHIN: Duration = Duration::from_secs(5);
-/// A catch-up watch makes etcd read every change of the cluster since the fill (its revisions,
-/// in order, filtered to the bucket): past this many revisions, the bucket's statuses are read.
-const CATCH_UP_REVISIONS: i64 = 100_000;
 /// The least time between two reports of running actors, but for the one that completes a wave.
 const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -114,15 +106,12 @@ enum Input {
     BucketRestRead {
         bucket: Bucket,
         token: FenceToken,
-        /// The status changes since the standby's fill at this revision, up to the claim
-        /// (`result` then holds no statuses); None: the statuses were read.
-        caught_up: Option<(i64, Vec<StatusChange>)>,
         result: Result<BucketRest, ClusterError>,
     },
     /// Read a bucket again, a moment after a failed read.
     RetryRead(Bucket, FenceToken, bool),
     /// A warm standby's read of a bucket's specs.
-    StandbyFilled(Bucket, Result<StandbyRead, ClusterError>),
+    StandbyFilled(Bucket, Result<(i64, Vec<(NodeId, RawSpec)>), ClusterError>),
     Delegated(Vec<Delegate>, Result<(i64, Vec<bool>), ClusterError>),
     Reported(u64, SyncReport, Result<bool, ClusterError>),
     /// The sweeper asks for the nodes to read in its next sweep.
@@ -499,45 +488,14 @@ impl<'a> Session<'a> {
         let cluster = self.cluster.clone();
         let tx = self.inputs_tx.clone();
         let reads = self.reads.clone();
-        let standby = self.standby.status_rev(bucket).filter(|_| !again);
+        let standby = !again && self.standby.ready(bucket);
         tokio::spawn(async move {
             let _permit = reads.acquire_owned().await;
-            let input = if let Some(status_rev) = standby {
-                let claim = token.revision();
-                let catch_up = async {
-                    if status_rev >= claim {
-                        // Filled after the claim: the statuses are the claim's already.
-                        return Ok(Vec::new());
-                    }
-                    if claim - status_rev > CATCH_UP_REVISIONS {
-                        // etcd would scan every change of the cluster since the fill.
-                        return Err(ClusterError::Internal(format!(
-                            "the fill is {} revisions old",
-                            claim - status_rev
-                        )));
-                    }
-                    cluster
-                        .status_changes(bucket, status_rev, claim, CATCH_UP_WITHIN)
-                        .await
-                };
-                let (changes, handovers) =
-                    tokio::join!(catch_up, cluster.read_bucket_handovers(bucket));
-                match changes {
-                    Ok(changes) => Input::BucketRestRead {
-                        bucket,
-                        token,
-                        caught_up: Some((status_rev, changes)),
-                        result: handovers,
-                    },
-                    Err(e) => {
-                        tracing::warn!(%bucket, error = %e, "catching up a standby bucket's statuses failed; reading them");
-                        Input::BucketRestRead {
-                            bucket,
-                            token,
-                            caught_up: None,
-                            result: cluster.read_bucket_without_specs(bucket).await,
-                        }
-                    }
+            let input = if standby {
+                Input::BucketRestRead {
+                    bucket,
+                    token,
+                    result: cluster.read_bucket_without_specs(bucket).await,
                 }
             } else {
                 Input::BucketRead {
@@ -1036,12 +994,11 @@ impl<'a> Session<'a> {
             Input::BucketRestRead {
                 bucket,
                 token,
-                caught_up,
                 result,
-            } => self.on_bucket_rest_read(bucket, token, caught_up, result),
+            } => self.on_bucket_rest_read(bucket, token, result),
             Input::StandbyFilled(bucket, result) => {
                 let read = match result {
-                    Ok(read) => Some((read.revision, read.specs, read.statuses)),
+                    Ok(read) => Some(read),
                     Err(e) => {
                         tracing::warn!(%bucket, error = %e, "reading a bucket's specs for the warm standby failed; reading it again later");
                         None
@@ -1448,40 +1405,22 @@ impl<'a> Session<'a> {
         &mut self,
         bucket: Bucket,
         token: FenceToken,
-        caught_up: Option<(i64, Vec<StatusChange>)>,
         result: Result<BucketRest, ClusterError>,
     ) {
-        let mut rest = match result {
+        let rest = match result {
             Ok(rest) => rest,
             Err(e) => return self.on_bucket_read(bucket, token, false, Err(e)),
         };
-        let taken = self.standby.take(bucket).filter(|t| {
-            // Filled again since the catch-up started (a lost watch): other statuses.
-            caught_up
-                .as_ref()
-                .is_none_or(|(from, _)| *from == t.status_rev)
-        });
-        let Some(mut taken) = taken else {
+        let Some(taken) = self.standby.take(bucket) else {
             self.reads_pending = self.reads_pending.saturating_sub(1);
             if self.bnodes.wants_read(bucket, token, false) {
                 self.read_bucket(bucket, token, false);
             }
             return;
         };
-        let kind = match caught_up {
-            Some((_, changes)) => {
-                taken.apply_status_changes(changes);
-                rest.statuses = std::mem::take(&mut taken.statuses)
-                    .into_iter()
-                    .map(|(id, raw)| (id, decode::<NodeStatus>(&raw)))
-                    .collect();
-                "standby"
-            }
-            None => "standby_statuses_read",
-        };
         crate::metrics::NODES
             .takeover_reads
-            .get_or_create(&crate::metrics::KindLabel { kind })
+            .get_or_create(&crate::metrics::KindLabel { kind: "standby" })
             .inc();
         let specs = taken
             .specs
@@ -1550,7 +1489,7 @@ impl<'a> Session<'a> {
         for bucket in self.standby.next_fills(STANDBY_FILLS_IN_FLIGHT) {
             let cluster = self.cluster.clone();
             self.spawn_input(async move {
-                Input::StandbyFilled(bucket, cluster.read_bucket_standby(bucket).await)
+                Input::StandbyFilled(bucket, cluster.read_bucket_specs(bucket).await)
             });
         }
     }

@@ -1,20 +1,16 @@
-//! Warm standby. For each bucket this conductor would take over if its holder died (the
-//! rendezvous runner-up among the live conductors), it keeps the bucket's node specs and
-//! statuses: filled once by a read of the bucket's `nodes/` and `status/` ranges at one
-//! revision; the specs are kept current by the whole-prefix `nodes/` watch every conductor runs
-//! anyway, the statuses are not (a watch of every status would cost each write a delivery to
-//! every conductor). Taking such a bucket over then reads no spec and no status: the statuses'
-//! changes since the fill come from a watch of the bucket's status range that ends at the
-//! claim's marker (`Cluster::status_changes`), and only delegations and reservations, a
-//! handful of keys, are read.
+//! Warm standby of specs. For each bucket this conductor would take over if its holder died
+//! (the rendezvous runner-up among the live conductors), it keeps the bucket's node specs:
+//! filled once by a read of the bucket's `nodes/` range, then kept current by the whole-prefix
+//! `nodes/` watch every conductor runs anyway. Taking such a bucket over then reads only its
+//! statuses, delegations and reservations, about half the keys of a takeover read.
 //!
 //! The specs are those of a known revision, `as_of`: the fill's read revision, or the watch's
 //! last delivered revision if it is newer (every event at or below it has been applied). A
 //! takeover hands the bucket table that revision as the read's: spec changes above it that the
-//! watch delivers later are news, exactly as after a read at that revision. Statuses cannot
-//! change between the old holder's bucket key going away and the new holder's first write,
-//! so the fill's statuses with the changes up to the claim are those of any revision after the
-//! acquisition. Pure: no I/O; the session reads and calls in.
+//! watch delivers later are news, exactly as after a read at that revision. Statuses come from
+//! the takeover's own read; they cannot change between the old holder's bucket key going away
+//! and the new holder's first write, so a read at any revision after the acquisition is as
+//! good as one at `as_of`. Pure: no I/O; the session reads and calls in.
 
 use ferric_model::{Bucket, NodeId};
 use std::collections::{HashMap, HashSet};
@@ -40,40 +36,15 @@ enum State {
 struct Kept {
     state: State,
     specs: HashMap<NodeId, RawSpec>,
-    /// Statuses as of the fill's read (raw).
-    statuses: HashMap<NodeId, Vec<u8>>,
 }
 
-/// A bucket's records handed to a takeover.
+/// A bucket's specs handed to a takeover.
 #[derive(Debug)]
 pub struct Taken {
     /// The revision the specs are those of.
     pub as_of: i64,
     pub specs: HashMap<NodeId, RawSpec>,
-    /// The statuses as of `status_rev` (the fill's read revision).
-    pub statuses: HashMap<NodeId, Vec<u8>>,
-    pub status_rev: i64,
 }
-
-impl Taken {
-    /// Applies the status changes a catch-up watch delivered (all after `status_rev`, oldest
-    /// first): the statuses are then those of the claim.
-    pub fn apply_status_changes(&mut self, changes: Vec<ferric_cluster::buckets::StatusChange>) {
-        for (id, value, _rev) in changes {
-            match value {
-                Some(v) => {
-                    self.statuses.insert(id, v);
-                }
-                None => {
-                    self.statuses.remove(&id);
-                }
-            }
-        }
-    }
-}
-
-/// What a fill read: its revision, the specs and the statuses.
-pub type Fill = (i64, Vec<(NodeId, RawSpec)>, Vec<(NodeId, Vec<u8>)>);
 
 #[derive(Debug, Default)]
 pub struct Standby {
@@ -96,7 +67,6 @@ impl Standby {
             self.buckets.entry(*b).or_insert_with(|| Kept {
                 state: State::Wanted,
                 specs: HashMap::new(),
-                statuses: HashMap::new(),
             });
         }
         self.recount();
@@ -126,8 +96,8 @@ impl Standby {
         out
     }
 
-    /// A fill's read of `b` answered (`None`: it failed; read again later).
-    pub fn filled(&mut self, b: Bucket, read: Option<Fill>) {
+    /// A fill's read of `b` at `read_rev` answered (`None`: it failed; read again later).
+    pub fn filled(&mut self, b: Bucket, read: Option<(i64, Vec<(NodeId, RawSpec)>)>) {
         self.fills_in_flight = self.fills_in_flight.saturating_sub(1);
         let Some(k) = self.buckets.get_mut(&b) else {
             return self.recount();
@@ -135,11 +105,10 @@ impl Standby {
         let State::Filling { early, stale } = std::mem::replace(&mut k.state, State::Wanted) else {
             return self.recount();
         };
-        let Some((read_rev, specs, statuses)) = read.filter(|_| !stale) else {
+        let Some((read_rev, specs)) = read.filter(|_| !stale) else {
             return self.recount();
         };
         k.specs = specs.into_iter().collect();
-        k.statuses = statuses.into_iter().collect();
         for (id, (value, rev)) in early {
             if rev <= read_rev {
                 continue;
@@ -201,7 +170,6 @@ impl Standby {
                 State::Ready { .. } => {
                     k.state = State::Wanted;
                     k.specs = HashMap::new();
-                    k.statuses = HashMap::new();
                 }
                 State::Filling { stale, .. } => *stale = true,
                 State::Wanted => {}
@@ -230,15 +198,7 @@ impl Standby {
             .is_some_and(|k| matches!(k.state, State::Ready { .. }))
     }
 
-    /// The revision `b`'s statuses are those of, if it is ready for a takeover.
-    pub fn status_rev(&self, b: Bucket) -> Option<i64> {
-        match self.buckets.get(&b)?.state {
-            State::Ready { read_rev } => Some(read_rev),
-            _ => None,
-        }
-    }
-
-    /// Hands `b`'s records to its takeover (and forgets them), if they are ready.
+    /// Hands `b`'s specs to its takeover (and forgets them), if they are ready.
     pub fn take(&mut self, b: Bucket) -> Option<Taken> {
         if !self.ready(b) {
             return None;
@@ -250,8 +210,6 @@ impl Standby {
         Some(Taken {
             as_of: read_rev.max(self.watch_rev),
             specs: k.specs,
-            statuses: k.statuses,
-            status_rev: read_rev,
         })
     }
 

@@ -21,7 +21,6 @@ fn ready_with(specs: &[(NodeId, &str, i64)], read_rev: i64) -> Standby {
                 .iter()
                 .map(|(id, v, r)| (*id, (v.as_bytes().to_vec(), *r)))
                 .collect(),
-            vec![],
         )),
     );
     assert!(s.ready(Bucket(B)));
@@ -58,7 +57,6 @@ fn news_during_a_fill_newer_than_its_read_wins() {
                 (y, (b"y1".to_vec(), 8)),
                 (z, (b"z1".to_vec(), 7)),
             ],
-            vec![],
         )),
     );
     s.watched(13);
@@ -109,16 +107,10 @@ fn a_lost_watch_sends_every_bucket_back_to_be_read() {
     // A fill in flight when the watch is lost is dropped when it answers.
     assert_eq!(s.next_fills(1), vec![Bucket(B)]);
     s.invalidate(31);
-    s.filled(
-        Bucket(B),
-        Some((32, vec![(x, (b"x1".to_vec(), 3))], vec![])),
-    );
+    s.filled(Bucket(B), Some((32, vec![(x, (b"x1".to_vec(), 3))])));
     assert!(!s.ready(Bucket(B)));
     assert_eq!(s.next_fills(1), vec![Bucket(B)], "read again");
-    s.filled(
-        Bucket(B),
-        Some((33, vec![(x, (b"x1".to_vec(), 3))], vec![])),
-    );
+    s.filled(Bucket(B), Some((33, vec![(x, (b"x1".to_vec(), 3))])));
     assert!(s.ready(Bucket(B)));
 }
 
@@ -136,60 +128,4 @@ fn buckets_no_longer_wanted_are_dropped_but_those_being_taken_over() {
     assert_eq!(s.next_fills(4), vec![other]);
     s.filled(other, None);
     assert_eq!(s.next_fills(4), vec![other]);
-}
-
-#[test]
-fn statuses_are_the_fills_and_the_catch_up_applies_the_changes_after_it() {
-    let (x, y, z) = (node(B, 1), node(B, 2), node(B, 3));
-    let mut s = Standby::default();
-    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
-    assert_eq!(s.next_fills(2), vec![Bucket(B)]);
-    assert_eq!(s.status_rev(Bucket(B)), None, "not ready while filling");
-    s.filled(
-        Bucket(B),
-        Some((
-            40,
-            vec![(x, (b"x".to_vec(), 3)), (y, (b"y".to_vec(), 4))],
-            vec![(x, b"sx1".to_vec()), (y, b"sy1".to_vec())],
-        )),
-    );
-    assert_eq!(s.status_rev(Bucket(B)), Some(40));
-    // Spec news moves `as_of`, never the statuses' revision (the watch does not carry them).
-    s.watched(45);
-    let mut t = s.take(Bucket(B)).unwrap();
-    assert_eq!((t.as_of, t.status_rev), (45, 40));
-    // After the fill: x written twice, y deleted, z created.
-    t.apply_status_changes(vec![
-        (x, Some(b"sx2".to_vec()), 41),
-        (y, None, 42),
-        (z, Some(b"sz1".to_vec()), 43),
-        (x, Some(b"sx3".to_vec()), 44),
-    ]);
-    let mut got: Vec<_> = t
-        .statuses
-        .iter()
-        .map(|(id, v)| (*id, String::from_utf8(v.clone()).unwrap()))
-        .collect();
-    got.sort();
-    assert_eq!(got, vec![(x, "sx3".into()), (z, "sz1".into())]);
-}
-
-#[test]
-fn a_lost_watch_drops_the_statuses_with_the_specs() {
-    let x = node(B, 1);
-    let mut s = Standby::default();
-    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
-    s.next_fills(1);
-    s.filled(
-        Bucket(B),
-        Some((5, vec![(x, (b"x".to_vec(), 3))], vec![(x, b"sx".to_vec())])),
-    );
-    assert_eq!(s.counts(), (1, 1, 1));
-    s.invalidate(9);
-    assert_eq!(s.status_rev(Bucket(B)), None);
-    s.next_fills(1);
-    s.filled(Bucket(B), Some((12, vec![(x, (b"x".to_vec(), 3))], vec![])));
-    let t = s.take(Bucket(B)).unwrap();
-    assert!(t.statuses.is_empty(), "{:?}", t.statuses);
-    assert_eq!(t.status_rev, 12);
 }
