@@ -23,7 +23,6 @@ use axum::Extension;
 use ferric_model::port::normalize_mac;
 use ferric_model::{now_ms, AgentTokenRecord, NodeId, PortRecord};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -58,10 +57,7 @@ impl Limiter {
 
 /// SHA-256 of a token, lower-case hex.
 pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    AgentTokenRecord::hash(token)
 }
 
 /// A fresh token: two v4 uuids from the OS's generator (244 random bits).
@@ -73,14 +69,9 @@ fn new_token() -> String {
     )
 }
 
-/// Whether a heartbeat's token is the one issued for the node's current boot (compared as
-/// hashes of equal length, so the comparison does not depend on where they differ).
+/// Whether a heartbeat's token is the one issued for the node's current boot.
 pub fn token_matches(record: &AgentTokenRecord, token: Option<&str>) -> bool {
-    let Some(token) = token else {
-        return false;
-    };
-    let (a, b) = (token_hash(token), record.sha256.as_bytes().to_vec());
-    a.len() == b.len() && a.bytes().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    record.matches(token)
 }
 
 fn not_found() -> ApiError {

@@ -54,6 +54,27 @@ pub struct AgentTokenRecord {
     pub issued_by: String,
 }
 
+impl AgentTokenRecord {
+    /// SHA-256 of a token, lower-case hex (what the record keeps).
+    pub fn hash(token: &str) -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `token` is the one this record was issued for (compared as hashes of equal
+    /// length, so the comparison does not depend on where they differ).
+    pub fn matches(&self, token: Option<&str>) -> bool {
+        let Some(token) = token else {
+            return false;
+        };
+        let (a, b) = (Self::hash(token), self.sha256.as_bytes().to_vec());
+        a.len() == b.len() && a.bytes().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
 impl Record for AgentTokenRecord {
     const KIND: &'static str = "agent token";
     const VERSION: u8 = 1;

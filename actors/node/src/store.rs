@@ -5,8 +5,8 @@
 use ferric_cluster::remediation::Slot;
 use ferric_cluster::{Cluster, ClusterError, NodeView, StatusWriter};
 use ferric_model::{
-    now_ms, BiosRecord, EventRecord, FenceToken, HeartbeatRecord, HistoryEntry, NodeId, NodeSpec,
-    NodeStatus, ProvisionRequest, RemediationPolicy, Verb,
+    now_ms, AgentTokenRecord, BiosRecord, EventRecord, FenceToken, HeartbeatRecord, HistoryEntry,
+    NodeId, NodeSpec, NodeStatus, ProvisionRequest, RemediationPolicy, Verb,
 };
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -105,6 +105,12 @@ pub trait NodeStore: Send + Sync + 'static {
     /// The node's cached BIOS settings.
     fn read_bios(&self, id: NodeId) -> BoxFuture<'_, Result<Option<BiosRecord>, ClusterError>>;
 
+    /// The record of the agent token a lookup issued for the node's current boot.
+    fn agent_token(
+        &self,
+        id: NodeId,
+    ) -> BoxFuture<'_, Result<Option<AgentTokenRecord>, ClusterError>>;
+
     /// A fenced write of the node's cached BIOS settings.
     fn write_bios<'a>(
         &'a self,
@@ -182,6 +188,13 @@ impl NodeStore for EtcdStore {
 
     fn read_bios(&self, id: NodeId) -> BoxFuture<'_, Result<Option<BiosRecord>, ClusterError>> {
         Box::pin(async move { self.cluster.node_bios(&id).await })
+    }
+
+    fn agent_token(
+        &self,
+        id: NodeId,
+    ) -> BoxFuture<'_, Result<Option<AgentTokenRecord>, ClusterError>> {
+        Box::pin(async move { self.cluster.agent_token(&id).await })
     }
 
     fn wipe_agent_token(

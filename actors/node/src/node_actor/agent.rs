@@ -82,8 +82,31 @@ async fn on_agent_heartbeat(
             Ok(Flow::Go)
         }
         Heartbeat::WrongToken => {
-            tracing::warn!(node = %state.id, "heartbeat with an agent token other than the one this boot's agent presented; ignored");
-            Ok(Flow::Go)
+            // The pin may come from a heartbeat recorded while no token was issued: the agent
+            // of the boot before, still heartbeating with its own token as this boot began
+            // (the gateway takes a token it has no record of). The token this boot's lookup
+            // issued wins over such a pin.
+            let issued = state
+                .ctx
+                .store
+                .agent_token(state.id)
+                .await
+                .map_err(|e| NodeError::from_cluster(state.id, e))?;
+            let pinned = state.status.agent.as_ref().and_then(|a| a.token.clone());
+            let repin = issued.as_ref().is_some_and(|rec| {
+                rec.matches(hb.agent_token.as_deref()) && !rec.matches(pinned.as_deref())
+            });
+            if !repin {
+                tracing::warn!(node = %state.id, "heartbeat with an agent token other than the one this boot's agent presented; ignored");
+                return Ok(Flow::Go);
+            }
+            tracing::warn!(node = %state.id, "the agent token pinned for this boot was not the one its lookup issued; following the issued one");
+            let mut next = state.status.clone();
+            if let Some(a) = next.agent.as_mut() {
+                a.token = hb.agent_token.clone();
+            }
+            record(state, next, Extras::default()).await?;
+            Box::pin(on_agent_heartbeat(myself, state, hb, rev)).await
         }
         Heartbeat::Progress {
             status,

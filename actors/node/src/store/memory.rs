@@ -8,8 +8,8 @@ use ferric_cluster::remediation::Slot;
 use ferric_cluster::{ClusterError, NodeView};
 use ferric_model::HeartbeatRecord;
 use ferric_model::{
-    BiosRecord, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec, NodeStatus,
-    ProvisionState, RemediationPolicy,
+    AgentTokenRecord, BiosRecord, EventRecord, FenceToken, HistoryEntry, NodeId, NodeSpec,
+    NodeStatus, ProvisionState, RemediationPolicy,
 };
 use futures::future::BoxFuture;
 use ractor::ActorRef;
@@ -36,6 +36,8 @@ pub(crate) struct Inner {
     pub(crate) events: Vec<EventRecord>,
     pub(crate) heartbeat: Option<(HeartbeatRecord, i64)>,
     pub(crate) bios: Option<BiosRecord>,
+    /// The agent token record a lookup issued (the gateway's).
+    pub(crate) agent_token: Option<AgentTokenRecord>,
     /// Agent token wipes done (the store keeps no token; the gateway issues them).
     pub(crate) token_wipes: u32,
     /// The next this many requests fail as if etcd were unreachable.
@@ -68,6 +70,7 @@ impl MemStore {
                 events: Vec::new(),
                 heartbeat: None,
                 bios: None,
+                agent_token: None,
                 token_wipes: 0,
                 unavailable: 0,
                 reads_failing: 0,
@@ -244,6 +247,14 @@ impl NodeStore for MemStore {
     fn read_bios(&self, _id: NodeId) -> BoxFuture<'_, Result<Option<BiosRecord>, ClusterError>> {
         let bios = self.with(|i| i.bios.clone());
         Box::pin(async move { Ok(bios) })
+    }
+
+    fn agent_token(
+        &self,
+        _id: NodeId,
+    ) -> BoxFuture<'_, Result<Option<AgentTokenRecord>, ClusterError>> {
+        let issued = self.with(|i| i.agent_token.clone());
+        Box::pin(async move { Ok(issued) })
     }
 
     fn write_bios<'a>(
