@@ -11,8 +11,8 @@ use ferric_cluster::remediation::Slot;
 use ferric_console::ConsoleSettings;
 use ferric_model::clock::{install_test_source, system_ms};
 use ferric_model::{
-    BootDevice, PowerRequest, PowerTarget, ProvisionRequest, RemediationAction, RemediationRule,
-    SoftOffPolicy, SyncConfig, SyncPolicy, Verb,
+    AgentTokenRecord, BootDevice, PowerRequest, PowerTarget, ProvisionRequest, RemediationAction,
+    RemediationRule, SoftOffPolicy, SyncConfig, SyncPolicy, Verb,
 };
 use ferric_power::bmc::BmcFuture;
 use ferric_power::PowerAction;
@@ -865,6 +865,64 @@ async fn cleaning(agent: ScriptedAgent, machine: Machine) -> Node {
     tokio::time::sleep(Duration::from_secs(10)).await;
     node.store.heartbeat(heartbeat(ferric_model::now_ms()));
     node
+}
+
+/// The agent token pinned for the node's current boot, as the store holds the status.
+fn pinned_token(node: &Node) -> Option<String> {
+    node.store
+        .with(|i| i.status.as_ref()?.agent.as_ref()?.token.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_token_this_boots_lookup_issued_wins_over_one_pinned_from_the_boot_before() {
+    let agent = ScriptedAgent::default();
+    agent.with(|a| a.polls = 1_000);
+    let mut setup = Setup::new("redfish");
+    setup.machine = Machine::new(false);
+    setup.agent = agent.clone();
+    setup.status = Some(NodeStatus {
+        provision_state: ProvisionState::Manageable,
+        ..NodeStatus::default()
+    });
+    let node = setup.start().await;
+    node.provision(1, Verb::Provide);
+    node.provision_state(ProvisionState::CleanWait).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The agent of the boot before, still heartbeating as this boot began: no token is issued
+    // (the last one was wiped), so the gateway took its own, and it is pinned.
+    let mut stale = heartbeat(ferric_model::now_ms());
+    stale.agent_token = Some("stale".into());
+    node.store.heartbeat(stale);
+    node.until("the stale token pinned", |i| {
+        let pinned = i.status.as_ref()?.agent.as_ref()?.token.clone();
+        (pinned.as_deref() == Some("stale")).then_some(())
+    })
+    .await;
+    // This boot's lookup issues a token.
+    node.store.with(|i| {
+        i.agent_token = Some(AgentTokenRecord {
+            sha256: AgentTokenRecord::hash("issued"),
+            issued_at_ms: ferric_model::now_ms(),
+            issued_by: "gw".into(),
+        })
+    });
+    let mut other = heartbeat(ferric_model::now_ms());
+    other.agent_token = Some("other".into());
+    node.store.heartbeat(other);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        pinned_token(&node).as_deref(),
+        Some("stale"),
+        "a token neither pinned nor issued changes nothing"
+    );
+    let mut issued = heartbeat(ferric_model::now_ms());
+    issued.agent_token = Some("issued".into());
+    node.store.heartbeat(issued);
+    node.until("the issued token pinned", |i| {
+        let pinned = i.status.as_ref()?.agent.as_ref()?.token.clone();
+        (pinned.as_deref() == Some("issued")).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
