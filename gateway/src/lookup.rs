@@ -6,7 +6,7 @@
 //! - The first lookup of a boot issues the token: 244 random bits, of which only the SHA-256
 //!   is stored (`agent-tokens/<uuid>`); later lookups get `******`. The node's conductor
 //!   wipes the record when it boots the ramdisk again and when the agent's work ends.
-//! - A heartbeat of a node with a token record must carry that token (`token_matches`);
+//! - A heartbeat of a node with a token record must carry that token (`AgentTokenRecord::matches`);
 //!   agents that never look up keep the pinning rules of heartbeats.
 //! - At most [`LOOKUPS_PER_WINDOW`] lookups per node per [`WINDOW`] per gateway, then 429: a
 //!   ramdisk retrying in a tight loop cannot make a gateway read etcd without bound.
@@ -55,11 +55,6 @@ impl Limiter {
     }
 }
 
-/// SHA-256 of a token, lower-case hex.
-pub fn token_hash(token: &str) -> String {
-    AgentTokenRecord::hash(token)
-}
-
 /// A fresh token: two v4 uuids from the OS's generator (244 random bits).
 fn new_token() -> String {
     format!(
@@ -67,11 +62,6 @@ fn new_token() -> String {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     )
-}
-
-/// Whether a heartbeat's token is the one issued for the node's current boot.
-pub fn token_matches(record: &AgentTokenRecord, token: Option<&str>) -> bool {
-    record.matches(token)
 }
 
 fn not_found() -> ApiError {
@@ -150,7 +140,7 @@ pub async fn lookup(
         Ok(None) | Err(ferric_cluster::ClusterError::Corrupt { .. }) => {
             let token = new_token();
             let rec = AgentTokenRecord {
-                sha256: token_hash(&token),
+                sha256: AgentTokenRecord::hash(&token),
                 issued_at_ms: now_ms(),
                 issued_by: state.config.name.clone(),
             };
@@ -214,13 +204,13 @@ mod tests {
         assert_eq!(t.len(), 64);
         assert_ne!(t, new_token());
         let rec = AgentTokenRecord {
-            sha256: token_hash(&t),
+            sha256: AgentTokenRecord::hash(&t),
             issued_at_ms: 1,
             issued_by: "gw".into(),
         };
-        assert!(token_matches(&rec, Some(&t)));
-        assert!(!token_matches(&rec, Some("other")));
-        assert!(!token_matches(&rec, None));
+        assert!(rec.matches(Some(&t)));
+        assert!(!rec.matches(Some("other")));
+        assert!(!rec.matches(None));
         assert!(!rec.sha256.contains(&t), "only the hash is kept");
     }
 

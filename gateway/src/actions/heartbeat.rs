@@ -132,7 +132,7 @@ pub async fn heartbeat(
     check(&body, &node)?;
     // An agent that looked its node up must heartbeat with the token of this boot.
     match state.cluster.agent_token(&node.id()).await {
-        Ok(Some(rec)) if !crate::lookup::token_matches(&rec, body.agent_token.as_deref()) => {
+        Ok(Some(rec)) if !rec.matches(body.agent_token.as_deref()) => {
             return Err(ApiError::BadRequest(
                 "Invalid or missing agent token received.".into(),
             ));

@@ -868,9 +868,8 @@ async fn cleaning(agent: ScriptedAgent, machine: Machine) -> Node {
 }
 
 /// The agent token pinned for the node's current boot, as the store holds the status.
-fn pinned_token(node: &Node) -> Option<String> {
-    node.store
-        .with(|i| i.status.as_ref()?.agent.as_ref()?.token.clone())
+fn pinned_token(i: &Inner) -> Option<String> {
+    i.status.as_ref()?.agent.as_ref()?.token.clone()
 }
 
 #[tokio::test(start_paused = true)]
@@ -894,8 +893,7 @@ async fn the_token_this_boots_lookup_issued_wins_over_one_pinned_from_the_boot_b
     stale.agent_token = Some("stale".into());
     node.store.heartbeat(stale);
     node.until("the stale token pinned", |i| {
-        let pinned = i.status.as_ref()?.agent.as_ref()?.token.clone();
-        (pinned.as_deref() == Some("stale")).then_some(())
+        (pinned_token(i).as_deref() == Some("stale")).then_some(())
     })
     .await;
     // This boot's lookup issues a token.
@@ -911,7 +909,7 @@ async fn the_token_this_boots_lookup_issued_wins_over_one_pinned_from_the_boot_b
     node.store.heartbeat(other);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        pinned_token(&node).as_deref(),
+        node.store.with(|i| pinned_token(i)).as_deref(),
         Some("stale"),
         "a token neither pinned nor issued changes nothing"
     );
@@ -919,8 +917,7 @@ async fn the_token_this_boots_lookup_issued_wins_over_one_pinned_from_the_boot_b
     issued.agent_token = Some("issued".into());
     node.store.heartbeat(issued);
     node.until("the issued token pinned", |i| {
-        let pinned = i.status.as_ref()?.agent.as_ref()?.token.clone();
-        (pinned.as_deref() == Some("issued")).then_some(())
+        (pinned_token(i).as_deref() == Some("issued")).then_some(())
     })
     .await;
 }
