@@ -25,6 +25,64 @@ use ferric_model::{
 };
 use std::collections::{HashMap, HashSet};
 
+/// The most buckets one read asks for ([`Cluster::read_buckets`]): four ranges each at most,
+/// within etcd's default limit of 128 operations in a transaction (`--max-txn-ops`).
+pub const BUCKETS_PER_READ: usize = 32;
+
+/// Buckets' specs as etcd holds them: per bucket, (node, (value, `mod_revision`)).
+pub type RawSpecsRead = Vec<Vec<(NodeId, (Vec<u8>, i64))>>;
+
+/// A bucket's specs as read: (node, spec, `mod_revision`).
+pub type SpecsRead = Vec<(NodeId, Result<NodeSpec, CodecError>, i64)>;
+
+/// The records of a read's ranges of one kind, each with its node and the index of its
+/// node's bucket among those asked (records of no bucket asked, or of no node, are skipped).
+fn located<'r>(
+    k: &crate::Keyspace,
+    at: &HashMap<Bucket, usize>,
+    kind: Option<&'r [etcd_client::GetResponse]>,
+) -> Vec<(usize, NodeId, &'r etcd_client::KeyValue)> {
+    kind.into_iter()
+        .flatten()
+        .flat_map(|g| g.kvs())
+        .filter_map(|kv| {
+            let id = k.node_id_of(kv.key())?;
+            let i = *at.get(&Bucket::of(&id))?;
+            Some((i, id, kv))
+        })
+        .collect()
+}
+
+fn check_batch(buckets: &[Bucket]) -> Result<(), ClusterError> {
+    if buckets.len() > BUCKETS_PER_READ {
+        return Err(ClusterError::Internal(format!(
+            "{} buckets asked in one read (at most {BUCKETS_PER_READ})",
+            buckets.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Where each bucket asked is in the answer.
+fn positions(buckets: &[Bucket]) -> HashMap<Bucket, usize> {
+    buckets.iter().enumerate().map(|(i, b)| (*b, i)).collect()
+}
+
+/// The runs of consecutive buckets among `buckets`, as (first, last), in key order.
+fn bucket_runs(buckets: &[Bucket]) -> Vec<(Bucket, Bucket)> {
+    let mut sorted = buckets.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let mut runs: Vec<(Bucket, Bucket)> = Vec::new();
+    for b in sorted {
+        match runs.last_mut() {
+            Some((_, last)) if last.0 + 1 == b.0 => *last = b,
+            _ => runs.push((b, b)),
+        }
+    }
+    runs
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BucketOutcome {
     /// Ours, with this token (the key's create revision, as a bucket token).
@@ -89,11 +147,7 @@ impl BucketRest {
     /// The whole bucket with `specs` (id, spec, `mod_revision`) as of revision `as_of`. A node
     /// gets its status from this read; statuses of nodes not in `specs` are dropped (a node
     /// created after `as_of` whose spec the caller learns later).
-    pub fn with_specs(
-        mut self,
-        as_of: i64,
-        specs: Vec<(NodeId, Result<NodeSpec, CodecError>, i64)>,
-    ) -> BucketRecords {
+    pub fn with_specs(mut self, as_of: i64, specs: SpecsRead) -> BucketRecords {
         let nodes = specs
             .into_iter()
             .map(|(id, spec, spec_rev)| BucketNode {
@@ -274,135 +328,171 @@ impl Cluster {
 
     /// Reads one bucket's specs, statuses, delegations and reservations at one revision.
     pub async fn read_bucket(&self, bucket: Bucket) -> Result<BucketRecords, ClusterError> {
-        let (specs, rest) = self.read_bucket_parts(bucket, true).await?;
+        let mut read = self.read_buckets(&[bucket]).await?;
+        read.pop()
+            .ok_or_else(|| ClusterError::Internal("empty bucket read".into()))
+    }
+
+    /// Reads the records of up to [`BUCKETS_PER_READ`] buckets, all at one revision, in one
+    /// transaction; one answer per bucket, in the order asked. A run of consecutive buckets is
+    /// one range per kind of record, so a small fleet's buckets cost a few ranges, not four
+    /// each (a conductor taking over all 4,096 buckets of 20 nodes read them one transaction
+    /// per bucket for 3.5 s in a debug build).
+    pub async fn read_buckets(
+        &self,
+        buckets: &[Bucket],
+    ) -> Result<Vec<BucketRecords>, ClusterError> {
+        let (revision, parts) = self.read_bucket_parts(buckets, true).await?;
+        Ok(parts
+            .into_iter()
+            .map(|(specs, rest)| rest.with_specs(revision, specs))
+            .collect())
+    }
+
+    /// Like [`Cluster::read_buckets`], but not the specs: for a takeover that has the buckets'
+    /// specs already (a warm standby's).
+    pub async fn read_buckets_without_specs(
+        &self,
+        buckets: &[Bucket],
+    ) -> Result<Vec<BucketRest>, ClusterError> {
+        let (_, parts) = self.read_bucket_parts(buckets, false).await?;
+        Ok(parts.into_iter().map(|(_, rest)| rest).collect())
+    }
+
+    /// The specs of up to [`BUCKETS_PER_READ`] buckets as etcd holds them (raw, with their
+    /// `mod_revision`), one list per bucket in the order asked, and the revision of the read
+    /// (one transaction, a range per run of consecutive buckets).
+    pub async fn read_buckets_specs(
+        &self,
+        buckets: &[Bucket],
+    ) -> Result<(i64, RawSpecsRead), ClusterError> {
+        check_batch(buckets)?;
         let k = self.keys();
-        let specs = specs
-            .iter()
-            .flat_map(|g| g.kvs())
-            .filter_map(|kv| {
-                let id = k.node_id_of(kv.key())?;
-                Some((id, decode::<NodeSpec>(kv.value()), kv.mod_revision()))
+        let prefix = k.nodes();
+        let ops: Vec<TxnOp> = bucket_runs(buckets)
+            .into_iter()
+            .map(|(first, last)| {
+                let start = k.bucket_range(&prefix, first);
+                let end = crate::prefix_end(k.bucket_range(&prefix, last).as_bytes());
+                TxnOp::get(start, Some(GetOptions::new().with_range(end)))
             })
             .collect();
-        let revision = rest.revision;
-        Ok(rest.with_specs(revision, specs))
-    }
-
-    /// Reads one bucket's statuses, delegations and reservations at one revision, for a
-    /// takeover that has the bucket's specs already (a warm standby's).
-    pub async fn read_bucket_without_specs(
-        &self,
-        bucket: Bucket,
-    ) -> Result<BucketRest, ClusterError> {
-        Ok(self.read_bucket_parts(bucket, false).await?.1)
-    }
-
-    /// One bucket's specs as etcd holds them (raw, with their `mod_revision`), and the
-    /// revision of the read.
-    pub async fn read_bucket_specs(
-        &self,
-        bucket: Bucket,
-    ) -> Result<(i64, Vec<(NodeId, (Vec<u8>, i64))>), ClusterError> {
-        let k = self.keys();
-        let start = k.bucket_range(&k.nodes(), bucket);
-        let end = crate::prefix_end(start.as_bytes());
-        let resp = self
-            .kv()
-            .get(start, Some(GetOptions::new().with_range(end)))
-            .await
-            .map_err(|e| self.err(e))?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let specs = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let id = k.node_id_of(kv.key())?;
-                Some((id, (kv.value().to_vec(), kv.mod_revision())))
-            })
-            .collect();
-        Ok((revision, specs))
-    }
-
-    async fn read_bucket_parts(
-        &self,
-        bucket: Bucket,
-        with_specs: bool,
-    ) -> Result<(Option<etcd_client::GetResponse>, BucketRest), ClusterError> {
-        let k = self.keys();
-        let range = |prefix: String| {
-            let start = k.bucket_range(&prefix, bucket);
-            let end = crate::prefix_end(start.as_bytes());
-            TxnOp::get(start, Some(GetOptions::new().with_range(end)))
-        };
-        let mut ops = Vec::with_capacity(4);
-        if with_specs {
-            ops.push(range(k.nodes()));
-        }
-        ops.extend([
-            range(k.statuses()),
-            range(k.delegations()),
-            range(k.reservations()),
-        ]);
         let resp = self
             .kv()
             .txn(Txn::new().and_then(ops))
             .await
             .map_err(|e| self.err(e))?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let mut kvs = resp.op_responses().into_iter().map(|op| match op {
-            TxnOpResponse::Get(g) => Ok(g),
-            _ => Err(ClusterError::Internal(
-                "unexpected etcd txn response".into(),
-            )),
-        });
-        let mut next = || {
-            kvs.next()
-                .unwrap_or_else(|| Err(ClusterError::Internal("short etcd txn response".into())))
-        };
-        let specs = if with_specs { Some(next()?) } else { None };
-        let (statuses, delegations, reservations) = (next()?, next()?, next()?);
-        let statuses = statuses
-            .kvs()
-            .iter()
-            .filter_map(|kv| Some((k.node_id_of(kv.key())?, decode::<NodeStatus>(kv.value()))))
-            .collect();
-        let delegations = delegations
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let id = k.node_id_of(kv.key())?;
-                Some((
-                    id,
-                    decode::<DelegationRecord>(kv.value())
-                        .map(|d| d.conductor)
-                        .map_err(|e| e.to_string()),
-                ))
+        let gets: Vec<etcd_client::GetResponse> = resp
+            .op_responses()
+            .into_iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(g) => Some(g),
+                _ => None,
             })
             .collect();
-        let reservations = reservations
-            .kvs()
+        let at = positions(buckets);
+        let mut out = vec![Vec::new(); buckets.len()];
+        for (i, id, kv) in located(k, &at, Some(&gets)) {
+            out[i].push((id, (kv.value().to_vec(), kv.mod_revision())));
+        }
+        Ok((revision, out))
+    }
+
+    /// The specs (when asked) and the rest of each bucket, in the order asked, and the
+    /// revision of the read.
+    async fn read_bucket_parts(
+        &self,
+        buckets: &[Bucket],
+        with_specs: bool,
+    ) -> Result<(i64, Vec<(SpecsRead, BucketRest)>), ClusterError> {
+        check_batch(buckets)?;
+        let k = self.keys();
+        let runs = bucket_runs(buckets);
+        let mut prefixes = Vec::with_capacity(4);
+        if with_specs {
+            prefixes.push(k.nodes());
+        }
+        prefixes.extend([k.statuses(), k.delegations(), k.reservations()]);
+        let ops: Vec<TxnOp> = prefixes
             .iter()
-            .filter_map(|kv| {
-                Some(HeldReservation {
-                    id: k.node_id_of(kv.key())?,
-                    holder: decode::<ReservationRecord>(kv.value())
-                        .ok()
-                        .map(|r| r.conductor),
-                    create_rev: kv.create_revision(),
-                    lease: kv.lease(),
+            .flat_map(|prefix| {
+                runs.iter().map(move |(first, last)| {
+                    let start = k.bucket_range(prefix, *first);
+                    let end = crate::prefix_end(k.bucket_range(prefix, *last).as_bytes());
+                    TxnOp::get(start, Some(GetOptions::new().with_range(end)))
                 })
             })
             .collect();
-        Ok((
-            specs,
-            BucketRest {
-                bucket,
-                revision,
-                statuses,
-                delegations,
-                reservations,
-            },
-        ))
+        let resp = self
+            .kv()
+            .txn(Txn::new().and_then(ops))
+            .await
+            .map_err(|e| self.err(e))?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut gets = Vec::with_capacity(prefixes.len() * runs.len());
+        for op in resp.op_responses() {
+            match op {
+                TxnOpResponse::Get(g) => gets.push(g),
+                _ => {
+                    return Err(ClusterError::Internal(
+                        "unexpected etcd txn response".into(),
+                    ))
+                }
+            }
+        }
+        if gets.len() != prefixes.len() * runs.len() {
+            return Err(ClusterError::Internal("short etcd txn response".into()));
+        }
+        let at = positions(buckets);
+        let mut out: Vec<(SpecsRead, BucketRest)> = buckets
+            .iter()
+            .map(|b| {
+                (
+                    Vec::new(),
+                    BucketRest {
+                        bucket: *b,
+                        revision,
+                        statuses: HashMap::new(),
+                        delegations: Vec::new(),
+                        reservations: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        // Each record goes to its node's bucket (a range of a run spans several).
+        let mut kinds = gets.chunks(runs.len());
+        let kvs = |kind| located(k, &at, kind);
+        if with_specs {
+            for (i, id, kv) in kvs(kinds.next()) {
+                out[i]
+                    .0
+                    .push((id, decode::<NodeSpec>(kv.value()), kv.mod_revision()));
+            }
+        }
+        for (i, id, kv) in kvs(kinds.next()) {
+            out[i]
+                .1
+                .statuses
+                .insert(id, decode::<NodeStatus>(kv.value()));
+        }
+        for (i, id, kv) in kvs(kinds.next()) {
+            let delegate = decode::<DelegationRecord>(kv.value())
+                .map(|d| d.conductor)
+                .map_err(|e| e.to_string());
+            out[i].1.delegations.push((id, delegate));
+        }
+        for (i, id, kv) in kvs(kinds.next()) {
+            out[i].1.reservations.push(HeldReservation {
+                id,
+                holder: decode::<ReservationRecord>(kv.value())
+                    .ok()
+                    .map(|r| r.conductor),
+                create_rev: kv.create_revision(),
+                lease: kv.lease(),
+            });
+        }
+        Ok((revision, out))
     }
 
     /// Hands nodes on, or takes them back, as their buckets' holder. Each change is fenced by
@@ -522,5 +612,22 @@ impl Cluster {
             })
             .collect();
         Ok((rev, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_buckets_are_read_as_one_range() {
+        let b = |n: u16| Bucket(n);
+        assert_eq!(
+            bucket_runs(&[b(7), b(3), b(4), b(5), b(9), b(4), b(4095)]),
+            vec![(b(3), b(5)), (b(7), b(7)), (b(9), b(9)), (b(4095), b(4095))]
+        );
+        assert_eq!(bucket_runs(&[]), vec![]);
+        let all: Vec<Bucket> = Bucket::all().collect();
+        assert_eq!(bucket_runs(&all), vec![(b(0), b(4095))]);
     }
 }

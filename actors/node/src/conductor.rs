@@ -15,6 +15,7 @@
 mod bucket_nodes;
 mod ownership;
 mod placement_index;
+mod reads;
 mod session;
 mod standby;
 

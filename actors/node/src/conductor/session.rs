@@ -13,13 +13,14 @@ use super::ownership::{
     join_grace, older_members, Acquire, AllBuckets, Delegations, Effect, HeldKey, Ownership,
     Reservation,
 };
-use super::standby::{RawSpec, Standby};
+use super::reads::{Batch, QueuedRead, ReadQueue};
+use super::standby::Standby;
 use super::ConductorConfig;
 use crate::decide::sync::SyncSettings;
 use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg, SyncCtx};
 use crate::store::EtcdStore;
 use crate::supervisor::{NodeEvent, SupervisorMsg};
-use ferric_cluster::buckets::{BucketOutcome, BucketRecords, BucketRest, Delegate};
+use ferric_cluster::buckets::{BucketOutcome, BucketRecords, BucketRest, Delegate, RawSpecsRead};
 use ferric_cluster::snapshot::placement_of;
 use ferric_cluster::{
     AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, OwnershipSnapshot, PrefixWatch,
@@ -41,9 +42,8 @@ use tokio::time::Instant;
 /// How long the nodes of a failed reservation batch wait before they are tried again.
 const RETRY_FAILED_BATCH: Duration = Duration::from_secs(1);
 
-/// Bucket reads in flight at once.
-const READS_IN_FLIGHT: usize = 8;
-/// Reads of the warm standby's specs in flight at once (they give way to takeover reads).
+/// Reads of the warm standby's specs in flight at once (they give way to takeover reads), each
+/// of as many buckets as a takeover read.
 const STANDBY_FILLS_IN_FLIGHT: usize = 2;
 /// How long after a membership change the standby waits before it reads (a third of it after
 /// this conductor's own last takeover read). A million nodes' takeover reads take about 2 s on
@@ -94,24 +94,15 @@ enum Input {
     BucketsAcquired(Vec<Bucket>, BucketResult),
     BucketsReleased(Vec<(Bucket, FenceToken)>, Result<usize, ClusterError>),
     RetryBuckets(Vec<Bucket>),
-    /// A bucket's records (`again`: a re-read after a lost watch).
-    BucketRead {
-        bucket: Bucket,
-        token: FenceToken,
-        again: bool,
-        result: Result<BucketRecords, ClusterError>,
-    },
-    /// A bucket's statuses, delegations and reservations, for a takeover with the specs of
-    /// the warm standby.
-    BucketRestRead {
-        bucket: Bucket,
-        token: FenceToken,
-        result: Result<BucketRest, ClusterError>,
-    },
-    /// Read a bucket again, a moment after a failed read.
-    RetryRead(Bucket, FenceToken, bool),
+    /// Buckets' records, one per read of the batch.
+    BucketsRead(Vec<QueuedRead>, Result<Vec<BucketRecords>, ClusterError>),
+    /// Buckets' statuses, delegations and reservations, for a takeover with the specs of the
+    /// warm standby.
+    BucketRestsRead(Vec<QueuedRead>, Result<Vec<BucketRest>, ClusterError>),
+    /// Read buckets again, a moment after a failed read.
+    RetryReads(Vec<QueuedRead>),
     /// A warm standby's read of a bucket's specs.
-    StandbyFilled(Bucket, Result<(i64, Vec<(NodeId, RawSpec)>), ClusterError>),
+    StandbyFilled(Vec<Bucket>, Result<(i64, RawSpecsRead), ClusterError>),
     Delegated(Vec<Delegate>, Result<(i64, Vec<bool>), ClusterError>),
     Reported(u64, SyncReport, Result<bool, ClusterError>),
     /// The sweeper asks for the nodes to read in its next sweep.
@@ -140,7 +131,8 @@ pub(super) struct Session<'a> {
     /// this conductor can have written anything of theirs under it, so when they start under
     /// the same token the deliverer has no events to read (`OwnershipHook::owned_fresh`).
     fresh: HashMap<NodeId, FenceToken>,
-    reads: Arc<tokio::sync::Semaphore>,
+    /// Bucket reads waiting to be sent, in batches.
+    read_queue: ReadQueue,
     /// The specs of the buckets this conductor would take over if their holder died.
     standby: Standby,
     /// The members the standby's buckets were chosen among.
@@ -231,7 +223,7 @@ impl<'a> Session<'a> {
             ),
             initials: HashMap::new(),
             fresh: HashMap::new(),
-            reads: Arc::new(tokio::sync::Semaphore::new(READS_IN_FLIGHT)),
+            read_queue: ReadQueue::default(),
             standby: Standby::default(),
             standby_members: Vec::new(),
             standby_quiet_from: Instant::now(),
@@ -372,6 +364,7 @@ impl<'a> Session<'a> {
             self.execute_nodes(fx);
             let fx = self.delegated.decide();
             self.execute(fx, &mut HashMap::new());
+            self.send_reads();
             self.fill_standby();
             self.report();
         }
@@ -476,8 +469,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Reads a bucket's records, at most [`READS_IN_FLIGHT`] at once: all of them, or, when
-    /// the warm standby has the bucket's specs, the rest.
+    /// Queues a read of a bucket's records: all of them, or, when the warm standby has the
+    /// bucket's specs, the rest. Sent by [`Session::send_reads`], in batches.
     fn read_bucket(&mut self, bucket: Bucket, token: FenceToken, again: bool) {
         self.reads_pending += 1;
         self.read_wave.get_or_insert_with(|| ReadWave {
@@ -485,28 +478,32 @@ impl<'a> Session<'a> {
             buckets: 0,
             nodes: 0,
         });
-        let cluster = self.cluster.clone();
-        let tx = self.inputs_tx.clone();
-        let reads = self.reads.clone();
-        let standby = !again && self.standby.ready(bucket);
-        tokio::spawn(async move {
-            let _permit = reads.acquire_owned().await;
-            let input = if standby {
-                Input::BucketRestRead {
-                    bucket,
-                    token,
-                    result: cluster.read_bucket_without_specs(bucket).await,
+        let rest = !again && self.standby.ready(bucket);
+        self.read_queue.push(
+            QueuedRead {
+                bucket,
+                token,
+                again,
+            },
+            rest,
+        );
+    }
+
+    /// Sends the queued bucket reads that have a free slot.
+    fn send_reads(&mut self) {
+        for Batch { rest, reads } in self.read_queue.next_batches() {
+            let cluster = self.cluster.clone();
+            let buckets: Vec<Bucket> = reads.iter().map(|r| r.bucket).collect();
+            self.spawn_input(async move {
+                if rest {
+                    let result = cluster.read_buckets_without_specs(&buckets).await;
+                    Input::BucketRestsRead(reads, result)
+                } else {
+                    let result = cluster.read_buckets(&buckets).await;
+                    Input::BucketsRead(reads, result)
                 }
-            } else {
-                Input::BucketRead {
-                    bucket,
-                    token,
-                    again,
-                    result: cluster.read_bucket(bucket).await,
-                }
-            };
-            let _ = tx.send(input).await;
-        });
+            });
+        }
     }
 
     /// Carries out the delegated nodes' table's effects. `initials`: what reserving read of
@@ -972,39 +969,55 @@ impl<'a> Session<'a> {
                     self.buckets.release_failed(batch);
                 }
             }
-            Input::BucketRead {
-                bucket,
-                token,
-                again,
-                result,
-            } => {
-                if !again && result.is_ok() {
-                    crate::metrics::NODES
-                        .takeover_reads
-                        .get_or_create(&crate::metrics::KindLabel { kind: "full" })
-                        .inc();
-                }
-                self.on_bucket_read(bucket, token, again, result)
-            }
-            Input::RetryRead(bucket, token, again) => {
-                if self.bnodes.wants_read(bucket, token, again) {
-                    self.read_bucket(bucket, token, again);
-                }
-            }
-            Input::BucketRestRead {
-                bucket,
-                token,
-                result,
-            } => self.on_bucket_rest_read(bucket, token, result),
-            Input::StandbyFilled(bucket, result) => {
-                let read = match result {
-                    Ok(read) => Some(read),
-                    Err(e) => {
-                        tracing::warn!(%bucket, error = %e, "reading a bucket's specs for the warm standby failed; reading it again later");
-                        None
+            Input::BucketsRead(reads, result) => match result {
+                Ok(records) => {
+                    let nodes = records.iter().map(|r| r.nodes.len()).sum();
+                    self.read_queue.done(reads.len(), nodes);
+                    for (read, records) in reads.into_iter().zip(records) {
+                        if !read.again {
+                            crate::metrics::NODES
+                                .takeover_reads
+                                .get_or_create(&crate::metrics::KindLabel { kind: "full" })
+                                .inc();
+                        }
+                        self.on_bucket_read(read.bucket, read.token, read.again, records);
                     }
-                };
-                self.standby.filled(bucket, read);
+                }
+                Err(e) => self.read_failed(reads, e),
+            },
+            Input::BucketRestsRead(reads, result) => match result {
+                Ok(rests) => {
+                    let nodes = rests.iter().map(|r| r.statuses.len()).sum();
+                    self.read_queue.done(reads.len(), nodes);
+                    for (read, rest) in reads.into_iter().zip(rests) {
+                        self.on_bucket_rest_read(read.bucket, read.token, rest);
+                    }
+                }
+                Err(e) => self.read_failed(reads, e),
+            },
+            Input::RetryReads(reads) => {
+                for r in reads {
+                    if self.bnodes.wants_read(r.bucket, r.token, r.again) {
+                        self.read_bucket(r.bucket, r.token, r.again);
+                    }
+                }
+            }
+            Input::StandbyFilled(buckets, result) => {
+                match result {
+                    Ok((rev, specs)) => {
+                        let nodes = specs.iter().map(Vec::len).sum();
+                        self.read_queue.observed(buckets.len(), nodes);
+                        for (bucket, specs) in buckets.into_iter().zip(specs) {
+                            self.standby.filled(bucket, Some((rev, specs)));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(buckets = buckets.len(), error = %e, "reading buckets' specs for the warm standby failed; reading them again later");
+                        for bucket in buckets {
+                            self.standby.filled(bucket, None);
+                        }
+                    }
+                }
                 self.standby_metrics();
             }
             Input::Delegated(changes, result) => {
@@ -1301,18 +1314,13 @@ impl<'a> Session<'a> {
         self.delegated.touch(id);
     }
 
-    /// A bucket's records came back.
-    fn on_bucket_read(
-        &mut self,
-        bucket: Bucket,
-        token: FenceToken,
-        again: bool,
-        result: Result<BucketRecords, ClusterError>,
-    ) {
+    /// A bucket read was answered (`nodes` read) or failed (None): one fewer pending, and the
+    /// wave's line logged when it was the last.
+    fn read_answered(&mut self, nodes: Option<usize>) {
         self.reads_pending = self.reads_pending.saturating_sub(1);
-        if let (Ok(r), Some(w)) = (&result, self.read_wave.as_mut()) {
+        if let (Some(n), Some(w)) = (nodes, self.read_wave.as_mut()) {
             w.buckets += 1;
-            w.nodes += r.nodes.len();
+            w.nodes += n;
         }
         if self.reads_pending == 0 {
             self.standby_quiet_from = self
@@ -1327,14 +1335,27 @@ impl<'a> Session<'a> {
                 );
             }
         }
-        let records = match result {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(%bucket, error = %e, "reading a bucket failed; reading it again in a moment");
-                self.later(Input::RetryRead(bucket, token, again));
-                return;
-            }
-        };
+    }
+
+    /// A batch of bucket reads failed: each is tried again in a moment.
+    fn read_failed(&mut self, reads: Vec<QueuedRead>, e: ClusterError) {
+        self.read_queue.done(0, 0);
+        tracing::warn!(buckets = reads.len(), error = %e, "reading buckets failed; reading them again in a moment");
+        for _ in &reads {
+            self.read_answered(None);
+        }
+        self.later(Input::RetryReads(reads));
+    }
+
+    /// A bucket's records came back.
+    fn on_bucket_read(
+        &mut self,
+        bucket: Bucket,
+        token: FenceToken,
+        again: bool,
+        records: BucketRecords,
+    ) {
+        self.read_answered(Some(records.nodes.len()));
         let placements = records
             .nodes
             .iter()
@@ -1401,20 +1422,14 @@ impl<'a> Session<'a> {
 
     /// A takeover's read of a bucket's statuses came back: with the standby's specs, it is the
     /// bucket's read. Without them (the watch was lost meanwhile), the bucket is read whole.
-    fn on_bucket_rest_read(
-        &mut self,
-        bucket: Bucket,
-        token: FenceToken,
-        result: Result<BucketRest, ClusterError>,
-    ) {
-        let rest = match result {
-            Ok(rest) => rest,
-            Err(e) => return self.on_bucket_read(bucket, token, false, Err(e)),
-        };
+    fn on_bucket_rest_read(&mut self, bucket: Bucket, token: FenceToken, rest: BucketRest) {
         let Some(taken) = self.standby.take(bucket) else {
-            self.reads_pending = self.reads_pending.saturating_sub(1);
+            // The standby lost the specs meanwhile (its watch was lost): read the bucket whole.
             if self.bnodes.wants_read(bucket, token, false) {
+                self.reads_pending = self.reads_pending.saturating_sub(1);
                 self.read_bucket(bucket, token, false);
+            } else {
+                self.read_answered(None);
             }
             return;
         };
@@ -1429,7 +1444,7 @@ impl<'a> Session<'a> {
             .collect();
         let records = rest.with_specs(taken.as_of, specs);
         self.standby_metrics();
-        self.on_bucket_read(bucket, token, false, Ok(records));
+        self.on_bucket_read(bucket, token, false, records);
     }
 
     /// Chooses the standby's buckets again when who is live changed: those whose holder this
@@ -1486,10 +1501,14 @@ impl<'a> Session<'a> {
         if !(self.buckets.steady() && self.bnodes.steady()) {
             return;
         }
-        for bucket in self.standby.next_fills(STANDBY_FILLS_IN_FLIGHT) {
+        let per_read = self.read_queue.batch_size();
+        let fills = self.standby.next_fills(STANDBY_FILLS_IN_FLIGHT * per_read);
+        for buckets in fills.chunks(per_read) {
             let cluster = self.cluster.clone();
+            let buckets = buckets.to_vec();
             self.spawn_input(async move {
-                Input::StandbyFilled(bucket, cluster.read_bucket_specs(bucket).await)
+                let result = cluster.read_buckets_specs(&buckets).await;
+                Input::StandbyFilled(buckets, result)
             });
         }
     }

@@ -1,0 +1,164 @@
+//! The bucket reads of a takeover, queued and sent in batches: a few transactions in flight,
+//! each reading as many buckets as keeps it about [`NODES_PER_READ`] nodes (at most
+//! [`BUCKETS_PER_READ`]). A small fleet's 4,096 buckets then take about 130 reads instead of
+//! 4,096; a million nodes' buckets (about 240 nodes each) are still read one at a time.
+//!
+//! How many nodes a bucket holds is learnt from the reads themselves: nodes are spread evenly
+//! over buckets by their uuid, so the average so far is a good guess of the next. Until the
+//! first answer, reads ask for one bucket each.
+
+use ferric_cluster::buckets::BUCKETS_PER_READ;
+use ferric_model::{Bucket, FenceToken};
+use std::collections::VecDeque;
+
+/// Read transactions in flight at once.
+pub(super) const READS_IN_FLIGHT: usize = 8;
+/// About how many nodes one read should bring back.
+const NODES_PER_READ: usize = 256;
+
+/// One bucket to read: `again` is a re-read after a lost watch (its running actors look again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct QueuedRead {
+    pub bucket: Bucket,
+    pub token: FenceToken,
+    pub again: bool,
+}
+
+/// A read to send: the whole buckets, or (`rest`) all but their specs, which the warm
+/// standby has.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Batch {
+    pub rest: bool,
+    pub reads: Vec<QueuedRead>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ReadQueue {
+    whole: VecDeque<QueuedRead>,
+    rest: VecDeque<QueuedRead>,
+    in_flight: usize,
+    /// Buckets and nodes read so far, for the size of the next batches.
+    buckets_read: usize,
+    nodes_read: usize,
+}
+
+impl ReadQueue {
+    pub(super) fn push(&mut self, read: QueuedRead, rest: bool) {
+        if rest {
+            self.rest.push_back(read);
+        } else {
+            self.whole.push_back(read);
+        }
+    }
+
+    /// The batches to send now (as many as free slots allow), rest reads first: they finish a
+    /// warm standby's takeover, the cheaper half of a wave.
+    pub(super) fn next_batches(&mut self) -> Vec<Batch> {
+        let size = self.batch_size();
+        let mut out = Vec::new();
+        while self.in_flight < READS_IN_FLIGHT {
+            let (queue, rest) = if !self.rest.is_empty() {
+                (&mut self.rest, true)
+            } else if !self.whole.is_empty() {
+                (&mut self.whole, false)
+            } else {
+                break;
+            };
+            let n = size.min(queue.len());
+            out.push(Batch {
+                rest,
+                reads: queue.drain(..n).collect(),
+            });
+            self.in_flight += 1;
+        }
+        out
+    }
+
+    /// A batch came back: `nodes` read in `buckets` buckets (none when it failed).
+    pub(super) fn done(&mut self, buckets: usize, nodes: usize) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.observed(buckets, nodes);
+    }
+
+    /// Another read (the warm standby's) found `nodes` in `buckets` buckets.
+    pub(super) fn observed(&mut self, buckets: usize, nodes: usize) {
+        self.buckets_read += buckets;
+        self.nodes_read += nodes;
+    }
+
+    /// Buckets per read: one until a read has said how full buckets are.
+    pub(super) fn batch_size(&self) -> usize {
+        if self.buckets_read == 0 {
+            return 1;
+        }
+        let per_bucket = self.nodes_read.div_ceil(self.buckets_read).max(1);
+        (NODES_PER_READ / per_bucket).clamp(1, BUCKETS_PER_READ)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(b: u16) -> QueuedRead {
+        QueuedRead {
+            bucket: Bucket(b),
+            token: FenceToken::bucket(1),
+            again: false,
+        }
+    }
+
+    #[test]
+    fn batches_grow_once_reads_show_buckets_are_small_and_stay_single_when_full() {
+        let mut q = ReadQueue::default();
+        for b in 0..400 {
+            q.push(read(b), false);
+        }
+        let first = q.next_batches();
+        assert_eq!(first.len(), READS_IN_FLIGHT);
+        assert!(first.iter().all(|b| b.reads.len() == 1));
+        assert!(q.next_batches().is_empty(), "no free slot");
+        // A small fleet: 8 buckets held 3 nodes in all.
+        for i in 0..first.len() {
+            q.done(1, usize::from(i == 0) * 3);
+        }
+        let next = q.next_batches();
+        assert_eq!(next.len(), READS_IN_FLIGHT);
+        assert!(next.iter().all(|b| b.reads.len() == BUCKETS_PER_READ));
+        assert_eq!(next[0].reads[0].bucket, Bucket(8), "in queue order");
+
+        // A million nodes: about 244 a bucket.
+        let mut q = ReadQueue::default();
+        for b in 0..20 {
+            q.push(read(b), false);
+        }
+        q.next_batches();
+        for _ in 0..READS_IN_FLIGHT {
+            q.done(1, 244);
+        }
+        assert!(q.next_batches().iter().all(|b| b.reads.len() == 1));
+    }
+
+    #[test]
+    fn rest_reads_go_first_and_are_never_mixed_with_whole_ones() {
+        let mut q = ReadQueue::default();
+        q.done(5, 0);
+        q.push(read(1), false);
+        q.push(read(2), true);
+        q.push(read(3), true);
+        let batches = q.next_batches();
+        assert_eq!(
+            batches,
+            vec![
+                Batch {
+                    rest: true,
+                    reads: vec![read(2), read(3)]
+                },
+                Batch {
+                    rest: false,
+                    reads: vec![read(1)]
+                }
+            ]
+        );
+    }
+}
