@@ -168,6 +168,20 @@ impl BucketRest {
     }
 }
 
+impl HeldReservation {
+    /// The reservation `kv` of node `id` (no holder when its record is unreadable).
+    pub(crate) fn of(id: NodeId, kv: &etcd_client::KeyValue) -> Self {
+        HeldReservation {
+            id,
+            holder: decode::<ReservationRecord>(kv.value())
+                .ok()
+                .map(|r| r.conductor),
+            create_rev: kv.create_revision(),
+            lease: kv.lease(),
+        }
+    }
+}
+
 /// A change of one node's delegation by its bucket's holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delegate {
@@ -483,14 +497,7 @@ impl Cluster {
             out[i].1.delegations.push((id, delegate));
         }
         for (i, id, kv) in kvs(kinds.next()) {
-            out[i].1.reservations.push(HeldReservation {
-                id,
-                holder: decode::<ReservationRecord>(kv.value())
-                    .ok()
-                    .map(|r| r.conductor),
-                create_rev: kv.create_revision(),
-                lease: kv.lease(),
-            });
+            out[i].1.reservations.push(HeldReservation::of(id, kv));
         }
         Ok((revision, out))
     }

@@ -37,7 +37,7 @@ pub use keyspace::Keyspace;
 pub use lease::{FenceClock, LeaseKeeper, LeaseState, SelfFence};
 pub use nodes::NodeView;
 pub use reservations::{AcquireOutcome, Acquired};
-pub use snapshot::{OwnershipSnapshot, Snapshot, SnapshotNode, SnapshotReservation};
+pub use snapshot::{OwnershipSnapshot, Snapshot, SnapshotNode};
 pub use status::StatusWriter;
 pub use watch::{PrefixWatch, WatchEvent, WatchLost};
 

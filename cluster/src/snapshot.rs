@@ -2,8 +2,9 @@
 //! placement inputs (driver and conductor group), and every reservation. A conductor reads it
 //! once per session (and after a watch is lost), then follows the watches from `revision + 1`.
 
+use crate::buckets::HeldReservation;
 use crate::{for_each_in_prefix, get_prefix, Cluster, ClusterError};
-use ferric_model::{decode, Bucket, ConductorRecord, NodeId, NodeSpec, ReservationRecord};
+use ferric_model::{decode, Bucket, ConductorRecord, NodeId, NodeSpec};
 
 pub struct SnapshotNode {
     pub id: NodeId,
@@ -15,18 +16,11 @@ pub struct SnapshotNode {
     pub mod_rev: i64,
 }
 
-pub struct SnapshotReservation {
-    pub id: NodeId,
-    pub holder: Option<String>,
-    pub create_rev: i64,
-    pub lease: i64,
-}
-
 pub struct Snapshot {
     pub revision: i64,
     pub conductors: Vec<ConductorRecord>,
     pub nodes: Vec<SnapshotNode>,
-    pub reservations: Vec<SnapshotReservation>,
+    pub reservations: Vec<HeldReservation>,
 }
 
 /// What a conductor reads at the start of a session (and after a watch is lost), at one
@@ -40,7 +34,7 @@ pub struct OwnershipSnapshot {
     pub buckets: Vec<(Bucket, i64, i64)>,
     /// (node, delegate or the record's decode error)
     pub delegations: Vec<(NodeId, Result<String, String>)>,
-    pub reservations: Vec<SnapshotReservation>,
+    pub reservations: Vec<HeldReservation>,
 }
 
 impl Cluster {
@@ -97,22 +91,12 @@ impl Cluster {
 
 impl Cluster {
     /// Every reservation at `revision`.
-    async fn reservations_at(
-        &self,
-        revision: i64,
-    ) -> Result<Vec<SnapshotReservation>, ClusterError> {
+    async fn reservations_at(&self, revision: i64) -> Result<Vec<HeldReservation>, ClusterError> {
         let keys = self.keys();
         let mut reservations = Vec::new();
         for_each_in_prefix(self, &keys.reservations(), Some(revision), false, |kv| {
             if let Some(id) = keys.node_id_of(kv.key()) {
-                reservations.push(SnapshotReservation {
-                    id,
-                    holder: decode::<ReservationRecord>(kv.value())
-                        .ok()
-                        .map(|r| r.conductor),
-                    create_rev: kv.create_revision(),
-                    lease: kv.lease(),
-                });
+                reservations.push(HeldReservation::of(id, &kv));
             }
         })
         .await?;

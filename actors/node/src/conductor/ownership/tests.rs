@@ -4,8 +4,9 @@
 
 use super::*;
 use crate::supervisor::NodeEvent;
+use ferric_cluster::buckets::HeldReservation;
 use ferric_cluster::placement::owner_of;
-use ferric_cluster::snapshot::{Snapshot, SnapshotNode, SnapshotReservation};
+use ferric_cluster::snapshot::{Snapshot, SnapshotNode};
 use std::collections::BTreeSet;
 
 const ME: &str = "a";
@@ -49,8 +50,8 @@ fn ipmi(n: &NodeId) -> SnapshotNode {
     }
 }
 
-fn held(n: NodeId, lease: i64, create_rev: i64) -> SnapshotReservation {
-    SnapshotReservation {
+fn held(n: NodeId, lease: i64, create_rev: i64) -> HeldReservation {
+    HeldReservation {
         id: n,
         holder: None,
         create_rev,
@@ -62,7 +63,7 @@ fn snapshot(
     revision: i64,
     conductors: Vec<ConductorRecord>,
     nodes: &[NodeId],
-    reservations: Vec<SnapshotReservation>,
+    reservations: Vec<HeldReservation>,
 ) -> Snapshot {
     Snapshot {
         revision,
