@@ -53,12 +53,18 @@ fn located<'r>(
         .collect()
 }
 
+/// A read asks for at most [`BUCKETS_PER_READ`] buckets, each once (its answer is one per bucket).
 fn check_batch(buckets: &[Bucket]) -> Result<(), ClusterError> {
     if buckets.len() > BUCKETS_PER_READ {
         return Err(ClusterError::Internal(format!(
             "{} buckets asked in one read (at most {BUCKETS_PER_READ})",
             buckets.len()
         )));
+    }
+    if positions(buckets).len() != buckets.len() {
+        return Err(ClusterError::Internal(
+            "a bucket asked twice in one read".into(),
+        ));
     }
     Ok(())
 }
@@ -347,7 +353,7 @@ impl Cluster {
             .ok_or_else(|| ClusterError::Internal("empty bucket read".into()))
     }
 
-    /// Reads the records of up to [`BUCKETS_PER_READ`] buckets, all at one revision, in one
+    /// Reads the records of up to [`BUCKETS_PER_READ`] distinct buckets, all at one revision, in one
     /// transaction; one answer per bucket, in the order asked. A run of consecutive buckets is
     /// one range per kind of record, so a small fleet's buckets cost a few ranges, not four
     /// each (a conductor taking over all 4,096 buckets of 20 nodes read them one transaction

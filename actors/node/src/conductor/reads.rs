@@ -64,11 +64,17 @@ impl ReadQueue {
             } else {
                 break;
             };
-            let n = size.min(queue.len());
-            out.push(Batch {
-                rest,
-                reads: queue.drain(..n).collect(),
-            });
+            // A bucket asked twice goes in the next batch: a read's answer is one per bucket.
+            let mut reads: Vec<QueuedRead> = Vec::with_capacity(size);
+            while reads.len() < size {
+                match queue.front() {
+                    Some(r) if !reads.iter().any(|q| q.bucket == r.bucket) => {
+                        reads.extend(queue.pop_front());
+                    }
+                    _ => break,
+                }
+            }
+            out.push(Batch { rest, reads });
             self.in_flight += 1;
         }
         out
@@ -137,6 +143,21 @@ mod tests {
             q.done(1, 244);
         }
         assert!(q.next_batches().iter().all(|b| b.reads.len() == 1));
+    }
+
+    #[test]
+    fn a_bucket_queued_twice_is_read_twice_in_separate_batches() {
+        let mut q = ReadQueue::default();
+        q.done(5, 0);
+        for b in [1, 2, 1, 3] {
+            q.push(read(b), false);
+        }
+        let batches = q.next_batches();
+        let buckets: Vec<Vec<u16>> = batches
+            .iter()
+            .map(|b| b.reads.iter().map(|r| r.bucket.0).collect())
+            .collect();
+        assert_eq!(buckets, vec![vec![1, 2], vec![1, 3]]);
     }
 
     #[test]
