@@ -353,11 +353,11 @@ impl Cluster {
             .ok_or_else(|| ClusterError::Internal("empty bucket read".into()))
     }
 
-    /// Reads the records of up to [`BUCKETS_PER_READ`] distinct buckets, all at one revision, in one
-    /// transaction; one answer per bucket, in the order asked. A run of consecutive buckets is
-    /// one range per kind of record, so a small fleet's buckets cost a few ranges, not four
-    /// each (a conductor taking over all 4,096 buckets of 20 nodes read them one transaction
-    /// per bucket for 3.5 s in a debug build).
+    /// Reads the records of up to [`BUCKETS_PER_READ`] distinct buckets, all at one revision,
+    /// in one transaction; one answer per bucket, in the order asked. A run of consecutive
+    /// buckets is one range per kind of record, so a small fleet's buckets cost a few ranges,
+    /// not four each (a conductor taking over all 4,096 buckets of 20 nodes read them one
+    /// transaction per bucket for 3.5 s in a debug build).
     pub async fn read_buckets(
         &self,
         buckets: &[Bucket],
