@@ -173,6 +173,14 @@ struct Setup {
 }
 
 impl Setup {
+    /// The node's status, as read at its start, is only the provision state `state`.
+    fn starting_in(&mut self, state: ProvisionState) {
+        self.status = Some(NodeStatus {
+            provision_state: state,
+            ..NodeStatus::default()
+        });
+    }
+
     fn new(driver: &str) -> Self {
         Setup {
             spec: NodeSpec::new(NodeId::new_random(), driver, 0),
@@ -669,10 +677,7 @@ async fn without_a_reading_bios_interface_or_settings_nothing_is_cached() {
 async fn a_failing_step_is_a_fault_and_puts_the_node_into_maintenance() {
     let mut setup = Setup::new("fake-hardware");
     setup.spec.driver_info = r#"{"fake_step_secs": 1, "fake_fail_states": ["cleaning"]}"#.into();
-    setup.status = Some(NodeStatus {
-        provision_state: ProvisionState::Manageable,
-        ..NodeStatus::default()
-    });
+    setup.starting_in(ProvisionState::Manageable);
     let node = setup.start().await;
     node.provision(1, Verb::Provide);
     let st = node.provision_state(ProvisionState::CleanFailed).await;
@@ -855,10 +860,7 @@ async fn cleaning(agent: ScriptedAgent, machine: Machine) -> Node {
     let mut setup = Setup::new("redfish");
     setup.machine = machine;
     setup.agent = agent;
-    setup.status = Some(NodeStatus {
-        provision_state: ProvisionState::Manageable,
-        ..NodeStatus::default()
-    });
+    setup.starting_in(ProvisionState::Manageable);
     let node = setup.start().await;
     node.provision(1, Verb::Provide);
     node.provision_state(ProvisionState::CleanWait).await;
@@ -879,10 +881,7 @@ async fn the_token_this_boots_lookup_issued_wins_over_one_pinned_from_the_boot_b
     let mut setup = Setup::new("redfish");
     setup.machine = Machine::new(false);
     setup.agent = agent.clone();
-    setup.status = Some(NodeStatus {
-        provision_state: ProvisionState::Manageable,
-        ..NodeStatus::default()
-    });
+    setup.starting_in(ProvisionState::Manageable);
     let node = setup.start().await;
     node.provision(1, Verb::Provide);
     node.provision_state(ProvisionState::CleanWait).await;
@@ -1106,10 +1105,7 @@ async fn inspection_data_that_comes_before_the_wait_ends_it_despite_later_heartb
     let machine = Machine::new(false);
     let mut setup = Setup::new("redfish");
     setup.machine = machine.clone();
-    setup.status = Some(NodeStatus {
-        provision_state: ProvisionState::Manageable,
-        ..NodeStatus::default()
-    });
+    setup.starting_in(ProvisionState::Manageable);
     let node = setup.start().await;
     node.provision(1, Verb::Inspect);
     node.provision_state(ProvisionState::Inspecting).await;
@@ -1133,10 +1129,7 @@ async fn inspection_data_that_comes_before_the_wait_ends_it_despite_later_heartb
 #[tokio::test(start_paused = true)]
 async fn a_silent_agent_fails_the_wait_state_at_its_deadline() {
     let mut setup = Setup::new("redfish");
-    setup.status = Some(NodeStatus {
-        provision_state: ProvisionState::Manageable,
-        ..NodeStatus::default()
-    });
+    setup.starting_in(ProvisionState::Manageable);
     let node = setup.start().await;
     node.provision(1, Verb::Provide);
     let waiting = node.provision_state(ProvisionState::CleanWait).await;
@@ -1519,10 +1512,7 @@ async fn synced(target: PowerTarget, machine: Machine, sync: SyncPolicy) -> Node
         ..SyncConfig::default()
     };
     // Enrolled nodes are not synced (as in Ironic): this one is in service.
-    setup.status = Some(NodeStatus {
-        provision_state: ProvisionState::Active,
-        ..NodeStatus::default()
-    });
+    setup.starting_in(ProvisionState::Active);
     let node = setup.start().await;
     node.power(1, target, None);
     node.until("the request done", |i| {
