@@ -386,54 +386,26 @@ impl Cluster {
         &self,
         buckets: &[Bucket],
     ) -> Result<(i64, RawSpecsRead), ClusterError> {
-        check_batch(buckets)?;
         let k = self.keys();
-        let prefix = k.nodes();
-        let ops: Vec<TxnOp> = bucket_runs(buckets)
-            .into_iter()
-            .map(|(first, last)| {
-                let start = k.bucket_range(&prefix, first);
-                let end = crate::prefix_end(k.bucket_range(&prefix, last).as_bytes());
-                TxnOp::get(start, Some(GetOptions::new().with_range(end)))
-            })
-            .collect();
-        let resp = self
-            .kv()
-            .txn(Txn::new().and_then(ops))
-            .await
-            .map_err(|e| self.err(e))?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let gets: Vec<etcd_client::GetResponse> = resp
-            .op_responses()
-            .into_iter()
-            .filter_map(|op| match op {
-                TxnOpResponse::Get(g) => Some(g),
-                _ => None,
-            })
-            .collect();
+        let (revision, kinds) = self.read_runs(buckets, &[k.nodes()]).await?;
         let at = positions(buckets);
         let mut out = vec![Vec::new(); buckets.len()];
-        for (i, id, kv) in located(k, &at, Some(&gets)) {
+        for (i, id, kv) in located(k, &at, kinds.first().map(Vec::as_slice)) {
             out[i].push((id, (kv.value().to_vec(), kv.mod_revision())));
         }
         Ok((revision, out))
     }
 
-    /// The specs (when asked) and the rest of each bucket, in the order asked, and the
-    /// revision of the read.
-    async fn read_bucket_parts(
+    /// Reads each of `prefixes` over `buckets` in one transaction, a range per run of
+    /// consecutive buckets: the revision of the read, and per prefix, its ranges' answers.
+    async fn read_runs(
         &self,
         buckets: &[Bucket],
-        with_specs: bool,
-    ) -> Result<(i64, Vec<(SpecsRead, BucketRest)>), ClusterError> {
+        prefixes: &[String],
+    ) -> Result<(i64, Vec<Vec<etcd_client::GetResponse>>), ClusterError> {
         check_batch(buckets)?;
         let k = self.keys();
         let runs = bucket_runs(buckets);
-        let mut prefixes = Vec::with_capacity(4);
-        if with_specs {
-            prefixes.push(k.nodes());
-        }
-        prefixes.extend([k.statuses(), k.delegations(), k.reservations()]);
         let ops: Vec<TxnOp> = prefixes
             .iter()
             .flat_map(|prefix| {
@@ -464,6 +436,28 @@ impl Cluster {
         if gets.len() != prefixes.len() * runs.len() {
             return Err(ClusterError::Internal("short etcd txn response".into()));
         }
+        let mut kinds = Vec::with_capacity(prefixes.len());
+        let mut gets = gets.into_iter();
+        for _ in prefixes {
+            kinds.push(gets.by_ref().take(runs.len()).collect());
+        }
+        Ok((revision, kinds))
+    }
+
+    /// The specs (when asked) and the rest of each bucket, in the order asked, and the
+    /// revision of the read.
+    async fn read_bucket_parts(
+        &self,
+        buckets: &[Bucket],
+        with_specs: bool,
+    ) -> Result<(i64, Vec<(SpecsRead, BucketRest)>), ClusterError> {
+        let k = self.keys();
+        let mut prefixes = Vec::with_capacity(4);
+        if with_specs {
+            prefixes.push(k.nodes());
+        }
+        prefixes.extend([k.statuses(), k.delegations(), k.reservations()]);
+        let (revision, kinds) = self.read_runs(buckets, &prefixes).await?;
         let at = positions(buckets);
         let mut out: Vec<(SpecsRead, BucketRest)> = buckets
             .iter()
@@ -481,7 +475,7 @@ impl Cluster {
             })
             .collect();
         // Each record goes to its node's bucket (a range of a run spans several).
-        let mut kinds = gets.chunks(runs.len());
+        let mut kinds = kinds.iter().map(Vec::as_slice);
         let kvs = |kind| located(k, &at, kind);
         if with_specs {
             for (i, id, kv) in kvs(kinds.next()) {

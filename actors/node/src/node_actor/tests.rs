@@ -888,9 +888,12 @@ async fn the_token_this_boots_lookup_issued_wins_over_one_pinned_from_the_boot_b
     tokio::time::sleep(Duration::from_secs(10)).await;
     // The agent of the boot before, still heartbeating as this boot began: no token is issued
     // (the last one was wiped), so the gateway took its own, and it is pinned.
-    let mut stale = heartbeat(ferric_model::now_ms());
-    stale.agent_token = Some("stale".into());
-    node.store.heartbeat(stale);
+    let heartbeat_with = |token: &str| {
+        let mut hb = heartbeat(ferric_model::now_ms());
+        hb.agent_token = Some(token.into());
+        node.store.heartbeat(hb);
+    };
+    heartbeat_with("stale");
     node.until("the stale token pinned", |i| {
         (pinned_token(i).as_deref() == Some("stale")).then_some(())
     })
@@ -903,18 +906,14 @@ async fn the_token_this_boots_lookup_issued_wins_over_one_pinned_from_the_boot_b
             issued_by: "gw".into(),
         })
     });
-    let mut other = heartbeat(ferric_model::now_ms());
-    other.agent_token = Some("other".into());
-    node.store.heartbeat(other);
+    heartbeat_with("other");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         node.store.with(|i| pinned_token(i)).as_deref(),
         Some("stale"),
         "a token neither pinned nor issued changes nothing"
     );
-    let mut issued = heartbeat(ferric_model::now_ms());
-    issued.agent_token = Some("issued".into());
-    node.store.heartbeat(issued);
+    heartbeat_with("issued");
     node.until("the issued token pinned", |i| {
         (pinned_token(i).as_deref() == Some("issued")).then_some(())
     })
