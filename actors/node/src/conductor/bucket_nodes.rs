@@ -311,6 +311,19 @@ impl BucketNodes {
             .is_some_and(|h| h.token == token && h.phase == BucketPhase::Running)
     }
 
+    /// Whether a read at `read_rev` of the bucket of `id` has `id` older than the watch does:
+    /// the watch brought a change of it above `read_rev` while the read was in flight (etcd
+    /// answered the read before the change, and the change's event came before the answer).
+    /// Its actor must not start from the read's records: it would start from the older spec,
+    /// and the change, delivered while nothing ran to take it, would be lost (a power request
+    /// accepted during a takeover's reads was never carried out). Asked before
+    /// [`BucketNodes::bucket_read`], which applies that news to placement.
+    pub fn overtaken(&self, id: &NodeId, read_rev: i64) -> bool {
+        self.early
+            .get(id)
+            .is_some_and(|(news, rev)| news.is_some() && *rev > read_rev)
+    }
+
     /// Whether a read of `b` for `token` is still wanted (`again`: a re-read of a running
     /// bucket; otherwise its first read).
     pub fn wants_read(&self, b: Bucket, token: FenceToken, again: bool) -> bool {

@@ -1384,8 +1384,15 @@ impl<'a> Session<'a> {
             } else {
                 self.status_revs.remove(&bucket);
             }
-            let handed: std::collections::HashSet<NodeId> =
-                records.delegations.iter().map(|(id, _)| *id).collect();
+            let handed: HashSet<NodeId> = records.delegations.iter().map(|(id, _)| *id).collect();
+            // Nodes changed after the read (news the watch brought while it was in flight)
+            // start by reading their own records.
+            let overtaken: HashSet<NodeId> = records
+                .nodes
+                .iter()
+                .filter(|n| self.bnodes.overtaken(&n.id, records.revision))
+                .map(|n| n.id)
+                .collect();
             let fx = self.bnodes.bucket_read(
                 bucket,
                 token,
@@ -1402,7 +1409,7 @@ impl<'a> Session<'a> {
                 for n in records
                     .nodes
                     .into_iter()
-                    .filter(|n| !handed.contains(&n.id))
+                    .filter(|n| !handed.contains(&n.id) && !overtaken.contains(&n.id))
                 {
                     self.initials.insert(
                         n.id,

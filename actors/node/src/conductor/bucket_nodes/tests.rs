@@ -324,14 +324,26 @@ fn news_that_overtakes_the_buckets_read_is_applied_with_it() {
     t.node_put(y, on("ipmi"), 50);
     t.node_put(z, on("ipmi"), 40);
     assert!(t.node_deleted(x, 51).is_empty());
+    // w, in the read at its spec of rev 30, changed at rev 49: the read's records of it are
+    // older than the watch's (its actor must read its own).
+    let w = node(0x7f3, 4);
+    t.node_put(w, on("ipmi"), 49);
     assert!(t.decide().is_empty(), "nothing before the read");
-    let read = vec![(x, on("ipmi")), (z, on("ipmi"))];
+    assert!(t.overtaken(&w, 45), "changed after the read");
+    assert!(
+        !t.overtaken(&w, 49),
+        "a read at the change's revision has it"
+    );
+    assert!(!t.overtaken(&z, 45), "z's news is the read's own");
+    assert!(!t.overtaken(&x, 45), "deleted: it does not start at all");
+    let read = vec![(x, on("ipmi")), (z, on("ipmi")), (w, on("ipmi"))];
     assert!(t.bucket_read(B, TOKEN, 45, read, vec![]).is_empty());
     assert_eq!(
         starts(&t.decide()),
-        [y, z],
+        [y, z, w],
         "y from the watch, x deleted after the read"
     );
+    assert!(!t.overtaken(&w, 45), "the news went with the read");
 }
 
 #[test]
