@@ -178,8 +178,9 @@ async fn every_agent_flow_runs_ipas_commands_in_ironics_order() {
     assert_eq!(view["run"]["from"], "Hdd", "{view}");
     assert_eq!(view["power"], "On", "{view}");
 
-    // A heartbeat for a node that expects no agent is accepted (Ironic's API takes it; its
-    // conductor ignores it) and nothing is asked of the agent it names.
+    // A heartbeat for a node that expects no agent carries no token the node knows (its
+    // agent's token went when the agent's work ended): refused, as Ironic's conductor refuses
+    // it, and nothing is asked of the agent it names.
     let m = mark(&sim);
     let callback = view["agent"]["callback_url"]
         .as_str()
@@ -190,7 +191,12 @@ async fn every_agent_flow_runs_ipas_commands_in_ironics_order() {
         &format!("/v1/heartbeat/{id}"),
         Some(&json!({"callback_url": callback, "agent_token": "stray", "agent_version": "1"})),
     );
-    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("Invalid or missing agent token received."),
+        "{}",
+        r.body
+    );
     std::thread::sleep(Duration::from_secs(2));
     let n = rest_in(&gw, &id, "active");
     assert_eq!(n["last_error"], Value::Null, "{n}");
@@ -328,9 +334,16 @@ async fn the_agents_tls_is_verified_against_the_certificate_it_sent() {
             assert!(Instant::now() < deadline, "{id} never waits for its agent");
             std::thread::sleep(Duration::from_millis(100));
         }
+        // As IPA starts: the lookup gives the token of this boot, the heartbeats carry it.
+        let r = call(&gw, "GET", &format!("/v1/lookup?node_uuid={id}"), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let token = r.json()["config"]["agent_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in the lookup's answer: {}", r.body))
+            .to_string();
         let agent = ferric_testkit::ipa::IpaAgent::start_tls(dir.path(), &format!("ipa-{i}"));
-        agent.set_token("tls-token");
-        let mut hb = json!({"callback_url": agent.url(), "agent_token": "tls-token",
+        agent.set_token(&token);
+        let mut hb = json!({"callback_url": agent.url(), "agent_token": token,
                             "agent_version": "13.0.0"});
         if i == 0 {
             hb["agent_verify_ca"] = json!(agent.cert_pem().expect("the agent's certificate"));

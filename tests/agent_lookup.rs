@@ -120,6 +120,19 @@ async fn lookup_issues_one_token_per_boot_and_heartbeats_must_carry_it() {
         etcd_token(&fleet, &id).await.is_none(),
         "no token before a lookup"
     );
+    // With no token issued, every heartbeat is refused, as Ironic's conductor refuses it:
+    // nobody may name a callback URL for the node before its agent looked it up.
+    let r = call(
+        &gw,
+        "POST",
+        &format!("/v1/heartbeat/{id}"),
+        "1.68",
+        Some(
+            &json!({"callback_url": "http://127.0.0.1:9/", "agent_version": "10.1.0",
+                      "agent_token": "guessed"}),
+        ),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
 
     // Bad lookups.
     for (query, version, status) in [

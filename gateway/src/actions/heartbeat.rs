@@ -130,19 +130,24 @@ pub async fn heartbeat(
     let body = parse(&obj, v)?;
     let node = request::lookup(&state, &ident, v).await?;
     check(&body, &node)?;
-    // An agent that looked its node up must heartbeat with the token of this boot.
-    match state.cluster.agent_token(&node.id()).await {
-        Ok(Some(rec)) if !rec.matches(body.agent_token.as_deref()) => {
-            return Err(ApiError::BadRequest(
-                "Invalid or missing agent token received.".into(),
-            ));
-        }
-        Ok(_) => {}
+    // Only the token the lookup of this boot issued counts, as in Ironic's conductor
+    // (`is_agent_token_valid`): with no token issued (no lookup yet, or the agent's work
+    // ended), any token is refused, so that nobody can name a callback URL for a node whose
+    // agent has not looked it up.
+    let valid = match state.cluster.agent_token(&node.id()).await {
+        Ok(rec) => rec.is_some_and(|r| r.matches(body.agent_token.as_deref())),
         Err(ferric_cluster::ClusterError::Corrupt { key, source }) => {
-            // Unreadable: the next lookup replaces it; until then the pinning rules apply.
+            // Unreadable: no token can be checked against it (the conductor wipes it when it
+            // boots the ramdisk again).
             tracing::warn!(%key, error = %source, "unreadable agent token record");
+            false
         }
         Err(e) => return Err(e.into()),
+    };
+    if !valid {
+        return Err(ApiError::BadRequest(
+            "Invalid or missing agent token received.".into(),
+        ));
     }
     if node
         .status
