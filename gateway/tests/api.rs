@@ -1246,9 +1246,16 @@ async fn conductors_history_and_heartbeat() {
                 .await
         }
     };
-    hb(json!({"callback_url": "http://10.0.0.9:9999", "agent_token": "t0k", "agent_version": "9.0"}))
+    // No token issued (no lookup): refused, as Ironic's conductor refuses it.
+    let body = json!({"callback_url": "http://10.0.0.9:9999", "agent_token": "t0k", "agent_version": "9.0"});
+    hb(body.clone())
         .await
-        .expect(202);
+        .expect_error(400, "Invalid or missing agent token received.");
+    issue_token(&w, &id, "t0k").await;
+    hb(body).await.expect(202);
+    hb(json!({"callback_url": "http://10.0.0.9:9999", "agent_token": "t1k"}))
+        .await
+        .expect_error(400, "Invalid or missing agent token received.");
     let rec = w
         .cluster
         .last_heartbeat(&id.parse().unwrap())
@@ -1533,6 +1540,20 @@ async fn concurrent_deploy_and_clean_caps() {
     .expect_error(503, "concurrent cleans");
 }
 
+/// Stores the record a lookup would have stored for `token` (the gateway keeps its hash).
+async fn issue_token(w: &World, id: &str, token: &str) {
+    let rec = ferric_model::AgentTokenRecord {
+        sha256: ferric_model::AgentTokenRecord::hash(token),
+        issued_at_ms: 0,
+        issued_by: "test".into(),
+    };
+    assert!(w
+        .cluster
+        .issue_agent_token(&id.parse().unwrap(), &rec)
+        .await
+        .unwrap());
+}
+
 /// The agent's heartbeat is public under auth, as Ironic's `public_api_routes`: a ramdisk has
 /// no credentials; the agent token is what the heartbeat is checked by. Everything else on the
 /// node still needs credentials.
@@ -1545,6 +1566,7 @@ async fn heartbeats_need_no_credentials_under_auth() {
     let spec = ferric_model::NodeSpec::new(ferric_model::NodeId::new_random(), "fake-hardware", 0);
     let id = spec.id.to_string();
     w.cluster.create_nodes(vec![spec]).await.unwrap();
+    issue_token(&w, &id, "t0k").await;
     let body = json!({"callback_url": "http://127.0.0.1:9999", "agent_token": "t0k"}).to_string();
     let r = w
         .call_with(
