@@ -457,12 +457,14 @@ struct StreamWatch {
     changed: tokio::sync::watch::Sender<u64>,
     /// False once the stream is lost for good (the suite polls then).
     alive: AtomicBool,
-    task: tokio::task::JoinHandle<()>,
+    task: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for StreamWatch {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = self.task.get() {
+            t.abort();
+        }
     }
 }
 
@@ -470,18 +472,21 @@ impl StreamWatch {
     /// Opens the stream and returns once it has said where it starts.
     async fn open(ep: Arc<Endpoint>) -> anyhow::Result<Arc<StreamWatch>> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let watch = Arc::new_cyclic(|weak: &std::sync::Weak<StreamWatch>| {
-            let weak = weak.clone();
-            let task = tokio::spawn(async move {
-                follow_stream(ep, weak, ready_tx).await;
-            });
-            StreamWatch {
-                states: Mutex::new(HashMap::new()),
-                changed: tokio::sync::watch::channel(0).0,
-                alive: AtomicBool::new(true),
-                task,
-            }
+        // Built whole before the task starts: a task spawned inside `Arc::new_cyclic` could get
+        // the stream's first message before the Arc existed (its thread descheduled meanwhile
+        // on a loaded machine), find its weak reference dead and end, as if the watch had been
+        // dropped (seen in CI: "the event stream ended before it opened").
+        let watch = Arc::new(StreamWatch {
+            states: Mutex::new(HashMap::new()),
+            changed: tokio::sync::watch::channel(0).0,
+            alive: AtomicBool::new(true),
+            task: std::sync::OnceLock::new(),
         });
+        let weak = Arc::downgrade(&watch);
+        let task = tokio::spawn(async move {
+            follow_stream(ep, weak, ready_tx).await;
+        });
+        let _ = watch.task.set(task);
         tokio::time::timeout(Duration::from_secs(30), ready_rx)
             .await
             .context("the event stream did not open within 30 s")?
