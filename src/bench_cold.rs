@@ -63,6 +63,10 @@ pub struct ColdArgs {
     /// compare.
     #[arg(long)]
     pub no_warm_standby: bool,
+    /// Run the conductors with `--no-standby-statuses` (the standby keeps specs only; a
+    /// takeover reads statuses), to compare.
+    #[arg(long)]
+    pub no_standby_statuses: bool,
 }
 
 /// A bound that grows with the fleet: at least two minutes, plus a millisecond per node.
@@ -104,6 +108,9 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: &ColdArgs) -> anyhow::Result<()> {
     if a.no_warm_standby {
         conductor_args.push("--no-warm-standby".to_string());
     }
+    if a.no_standby_statuses {
+        conductor_args.push("--no-standby-statuses".to_string());
+    }
     let start = |i: usize, extra: &[String]| -> anyhow::Result<Proc> {
         let mut args = vec![
             "--metrics-listen".to_string(),
@@ -140,10 +147,10 @@ pub async fn run(dir: &Path, etcd: &Etcd, a: &ColdArgs) -> anyhow::Result<()> {
         cpu_seconds(std::process::id()) - cpu0
     );
     let t = Instant::now();
-    let (buckets, specs) =
+    let (buckets, specs, statuses) =
         standby_ready(&procs, &ports, !a.no_warm_standby, bound(a.nodes)).await?;
     println!(
-        "warm standby: {buckets} buckets' specs ({specs} specs) read by their runners-up {:.2} s after the cold start",
+        "warm standby: {buckets} buckets ({specs} specs, {statuses} statuses) read by their runners-up {:.2} s after the cold start",
         t.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -348,20 +355,20 @@ async fn memory(
     Ok(())
 }
 
-/// Waits until every live conductor's warm standby has read the specs of all the buckets it
-/// keeps; then the buckets and specs kept in all.
+/// Waits until every live conductor's warm standby has read the specs and statuses of all the
+/// buckets it keeps; then the buckets, specs and statuses kept in all.
 async fn standby_ready(
     procs: &[Option<Proc>],
     ports: &[u16],
     enabled: bool,
     timeout: Duration,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<(u64, u64, u64)> {
     if !enabled || procs.iter().flatten().count() < 2 {
-        return Ok((0, 0)); // nobody to follow
+        return Ok((0, 0, 0)); // nobody to follow
     }
     let deadline = Instant::now() + timeout;
     loop {
-        let (mut kept, mut ready, mut specs) = (0.0, 0.0, 0.0);
+        let (mut kept, mut ready, mut specs, mut statuses) = (0.0, 0.0, 0.0, 0.0);
         for (_, port) in procs.iter().zip(ports).filter(|(p, _)| p.is_some()) {
             let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
                 .await?
@@ -370,9 +377,10 @@ async fn standby_ready(
             kept += metric(&body, "ferric_standby_buckets").unwrap_or(0.0);
             ready += metric(&body, "ferric_standby_ready_buckets").unwrap_or(0.0);
             specs += metric(&body, "ferric_standby_specs").unwrap_or(0.0);
+            statuses += metric(&body, "ferric_standby_statuses").unwrap_or(0.0);
         }
         if kept > 0.0 && ready >= kept {
-            return Ok((kept as u64, specs as u64));
+            return Ok((kept as u64, specs as u64, statuses as u64));
         }
         if Instant::now() > deadline {
             anyhow::bail!("the warm standby read {ready} of {kept} buckets in {timeout:?}");

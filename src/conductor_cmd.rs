@@ -43,12 +43,17 @@ pub struct Args {
     /// message for it (a spec change, a heartbeat, a sweep's read) starts one again.
     #[arg(long, env = "FERRIC_KEEP_IDLE_ACTORS")]
     pub keep_idle_actors: bool,
-    /// Do not keep the specs of the buckets this conductor would take over if their holder
-    /// died (the warm standby: about 160 bytes per node it follows, a read of those specs
-    /// after each membership change; a takeover then reads only statuses). Without it a
-    /// takeover reads specs and statuses.
+    /// Do not keep the specs and statuses of the buckets this conductor would take over if
+    /// their holder died (the warm standby: about 250 bytes per node it follows, a read of
+    /// those records after each membership change and a watch of each bucket's statuses; a
+    /// takeover then reads only delegations and reservations). Without it a takeover reads
+    /// specs and statuses.
     #[arg(long, env = "FERRIC_NO_WARM_STANDBY")]
     pub no_warm_standby: bool,
+    /// Keep only the specs in the warm standby, not the statuses (a takeover then reads the
+    /// statuses), to compare.
+    #[arg(long, env = "FERRIC_NO_STANDBY_STATUSES")]
+    pub no_standby_statuses: bool,
     /// Minimum time between two commands to the same BMC, in milliseconds (BMCs fall over when
     /// hammered; Ironic keeps 5 s for IPMI).
     #[arg(long, default_value_t = 500, env = "FERRIC_BMC_MIN_GAP_MS")]
@@ -416,6 +421,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sync,
         ownership_hook: Some(std::sync::Arc::new(Deliveries(notifier))),
         warm_standby: !args.no_warm_standby,
+        standby_statuses: !args.no_standby_statuses,
     };
     tracing::info!(conductor = %args.name, etcd = %cluster.endpoints(), prefix = %cluster.keys().prefix(), ttl_s = args.lease_ttl, "conductor starting");
     let result = ferric_node::run(cluster, config, supervisor.clone(), events_rx, shutdown).await;

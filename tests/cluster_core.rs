@@ -316,10 +316,12 @@ fn metric(port: u16, name: &str, label: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A takeover with the warm standby's specs (statuses read, specs kept from the watch) acts
-/// on every change made around the holder's death: intents written while it was dead are
-/// carried out, nodes deleted then do not run, nodes created then run; etcd and the survivors'
-/// reservations agree once settled, and every bucket taken was read without its specs.
+/// A takeover with the warm standby's specs and statuses (kept by watches: the takeover reads
+/// only delegations and reservations) acts on every change made around the holder's death:
+/// intents written while it was dead are carried out, nodes deleted then do not run, nodes
+/// created then run, nodes the holder moved on before it died are taken over as it left them;
+/// etcd and the survivors' reservations agree once settled, and every bucket taken was read
+/// without its specs and statuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_takeover_acts_on_changes_made_around_the_holders_death() {
     let mut fleet = Fleet::new("standby").await;
@@ -327,7 +329,13 @@ async fn standby_takeover_acts_on_changes_made_around_the_holders_death() {
     for name in THREE {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        fleet.start_conductor(name, &["--lease-ttl", "3", "--metrics-listen", &listen]);
+        let mut args = vec!["--lease-ttl", "3", "--metrics-listen", &listen];
+        // c1 keeps specs only (its takeovers read statuses), c3 statuses too: both ways of a
+        // warm takeover, each checked below.
+        if name == "c1" {
+            args.push("--no-standby-statuses");
+        }
+        fleet.start_conductor(name, &args);
         ports.insert(name, port);
     }
     fleet.create_nodes(900, &[]).await;
@@ -364,6 +372,7 @@ async fn standby_takeover_acts_on_changes_made_around_the_holders_death() {
     let survivors = ["c1", "c3"];
     let full_before = reads("full", &survivors);
     let standby_before = reads("standby", &survivors);
+    let warm_before = reads("warm", &survivors);
     let moved = before.held_by(victim);
     // (A bucket's key stands for the node ids it covers.)
     let victim_buckets: BTreeSet<&str> = before
@@ -469,16 +478,23 @@ async fn standby_takeover_acts_on_changes_made_around_the_holders_death() {
             .await;
     }
     let standby = reads("standby", &survivors) - standby_before;
+    let warm = reads("warm", &survivors) - warm_before;
     let full = reads("full", &survivors) - full_before;
+    let (c1_warm, c3_standby) = (reads("warm", &["c1"]), reads("standby", &["c3"]));
     fleet.note(&format!(
-        "takeover reads: {standby} with the standby's specs, {full} whole; {victim} held {} buckets",
+        "takeover reads: {warm} with the standby's specs and statuses, {standby} with its specs, {full} whole; {victim} held {} buckets",
         victim_buckets.len()
     ));
     fleet.ensure(
-        full == 0.0 && standby >= victim_buckets.len() as f64,
+        full == 0.0
+            && standby + warm >= victim_buckets.len() as f64
+            && standby > 0.0
+            && warm > 0.0
+            && c1_warm == 0.0
+            && c3_standby == 0.0,
         || {
             format!(
-                "the survivors read {full} taken buckets whole and {standby} with the standby's specs; {victim} held {} buckets",
+                "the survivors read {full} taken buckets whole, {standby} with the standby's specs (c3: {c3_standby}) and {warm} with its specs and statuses (c1, which keeps no statuses: {c1_warm}); {victim} held {} buckets",
                 victim_buckets.len()
             )
         },

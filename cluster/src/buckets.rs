@@ -29,8 +29,8 @@ use std::collections::{HashMap, HashSet};
 /// within etcd's default limit of 128 operations in a transaction (`--max-txn-ops`).
 pub const BUCKETS_PER_READ: usize = 32;
 
-/// Buckets' specs as etcd holds them: per bucket, (node, (value, `mod_revision`)).
-pub type RawSpecsRead = Vec<Vec<(NodeId, (Vec<u8>, i64))>>;
+/// One bucket's records of one kind as etcd holds them: (node, (value, `mod_revision`)).
+pub type RawRecords = Vec<(NodeId, (Vec<u8>, i64))>;
 
 /// A bucket's specs as read: (node, spec, `mod_revision`).
 pub type SpecsRead = Vec<(NodeId, Result<NodeSpec, CodecError>, i64)>;
@@ -283,11 +283,21 @@ impl Cluster {
                     TxnOp::txn(
                         Txn::new()
                             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                            .and_then([TxnOp::put(
-                                key.clone(),
-                                value.clone(),
-                                Some(PutOptions::new().with_lease(lease)),
-                            )])
+                            .and_then([
+                                TxnOp::put(
+                                    key.clone(),
+                                    value.clone(),
+                                    Some(PutOptions::new().with_lease(lease)),
+                                ),
+                                // The bucket's status marker: a warm standby's watch of the
+                                // bucket's statuses sees it after every status written
+                                // before this acquisition.
+                                TxnOp::put(
+                                    self.keys().status_marker(*b),
+                                    value.clone(),
+                                    Some(PutOptions::new().with_lease(lease)),
+                                ),
+                            ])
                             .or_else([TxnOp::get(key, None)]),
                     )
                 })
@@ -362,7 +372,7 @@ impl Cluster {
         &self,
         buckets: &[Bucket],
     ) -> Result<Vec<BucketRecords>, ClusterError> {
-        let (revision, parts) = self.read_bucket_parts(buckets, true).await?;
+        let (revision, parts) = self.read_bucket_parts(buckets, true, true).await?;
         Ok(parts
             .into_iter()
             .map(|(specs, rest)| rest.with_specs(revision, specs))
@@ -370,28 +380,38 @@ impl Cluster {
     }
 
     /// Like [`Cluster::read_buckets`], but not the specs: for a takeover that has the buckets'
-    /// specs already (a warm standby's).
+    /// specs already (a warm standby's). `statuses: false` leaves the statuses out too (the
+    /// standby has them as well): delegations and reservations only.
     pub async fn read_buckets_without_specs(
         &self,
         buckets: &[Bucket],
+        statuses: bool,
     ) -> Result<Vec<BucketRest>, ClusterError> {
-        let (_, parts) = self.read_bucket_parts(buckets, false).await?;
+        let (_, parts) = self.read_bucket_parts(buckets, false, statuses).await?;
         Ok(parts.into_iter().map(|(_, rest)| rest).collect())
     }
 
-    /// The specs of up to [`BUCKETS_PER_READ`] buckets as etcd holds them (raw, with their
-    /// `mod_revision`), one list per bucket in the order asked, and the revision of the read
-    /// (one transaction, a range per run of consecutive buckets).
+    /// The specs and statuses of up to [`BUCKETS_PER_READ`] buckets as etcd holds them (raw,
+    /// with their `mod_revision`), one pair of lists per bucket in the order asked, and the
+    /// revision of the read (one transaction, a range per run of consecutive buckets). Status
+    /// markers ([`crate::Keyspace::status_marker`]) are not nodes and are left out.
     pub async fn read_buckets_specs(
         &self,
         buckets: &[Bucket],
-    ) -> Result<(i64, RawSpecsRead), ClusterError> {
+    ) -> Result<(i64, Vec<(RawRecords, RawRecords)>), ClusterError> {
         let k = self.keys();
-        let (revision, kinds) = self.read_runs(buckets, &[k.nodes()]).await?;
+        let (revision, kinds) = self.read_runs(buckets, &[k.nodes(), k.statuses()]).await?;
         let at = positions(buckets);
-        let mut out = vec![Vec::new(); buckets.len()];
+        let mut out = vec![(Vec::new(), Vec::new()); buckets.len()];
         for (i, id, kv) in located(k, &at, kinds.first().map(Vec::as_slice)) {
-            out[i].push((id, (kv.value().to_vec(), kv.mod_revision())));
+            out[i]
+                .0
+                .push((id, (kv.value().to_vec(), kv.mod_revision())));
+        }
+        for (i, id, kv) in located(k, &at, kinds.get(1).map(Vec::as_slice)) {
+            out[i]
+                .1
+                .push((id, (kv.value().to_vec(), kv.mod_revision())));
         }
         Ok((revision, out))
     }
@@ -450,13 +470,17 @@ impl Cluster {
         &self,
         buckets: &[Bucket],
         with_specs: bool,
+        with_statuses: bool,
     ) -> Result<(i64, Vec<(SpecsRead, BucketRest)>), ClusterError> {
         let k = self.keys();
         let mut prefixes = Vec::with_capacity(4);
         if with_specs {
             prefixes.push(k.nodes());
         }
-        prefixes.extend([k.statuses(), k.delegations(), k.reservations()]);
+        if with_statuses {
+            prefixes.push(k.statuses());
+        }
+        prefixes.extend([k.delegations(), k.reservations()]);
         let (revision, kinds) = self.read_runs(buckets, &prefixes).await?;
         let at = positions(buckets);
         let mut out: Vec<(SpecsRead, BucketRest)> = buckets
@@ -484,11 +508,13 @@ impl Cluster {
                     .push((id, decode::<NodeSpec>(kv.value()), kv.mod_revision()));
             }
         }
-        for (i, id, kv) in kvs(kinds.next()) {
-            out[i]
-                .1
-                .statuses
-                .insert(id, decode::<NodeStatus>(kv.value()));
+        if with_statuses {
+            for (i, id, kv) in kvs(kinds.next()) {
+                out[i]
+                    .1
+                    .statuses
+                    .insert(id, decode::<NodeStatus>(kv.value()));
+            }
         }
         for (i, id, kv) in kvs(kinds.next()) {
             let delegate = decode::<DelegationRecord>(kv.value())

@@ -70,6 +70,13 @@ impl Keyspace {
     pub fn bucket_range(&self, per_node_prefix: &str, b: Bucket) -> String {
         format!("{per_node_prefix}{b}")
     }
+    /// A bucket's status marker, `status/<bucket>`: put (on the holder's lease) by every
+    /// acquisition of the bucket, in the same transaction. It sorts within the bucket's status
+    /// range but names no node (a uuid is longer), so readers of statuses pass over it; a watch
+    /// of the range sees its put after every status written before the acquisition.
+    pub fn status_marker(&self, b: Bucket) -> String {
+        self.bucket_range(&self.statuses(), b)
+    }
     pub fn conductors(&self) -> String {
         format!("{}conductors/", self.prefix)
     }

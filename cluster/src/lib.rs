@@ -39,7 +39,7 @@ pub use nodes::NodeView;
 pub use reservations::{AcquireOutcome, Acquired};
 pub use snapshot::{OwnershipSnapshot, Snapshot, SnapshotNode};
 pub use status::StatusWriter;
-pub use watch::{PrefixWatch, WatchEvent, WatchLost};
+pub use watch::{BucketNews, BucketWatchEvents, BucketWatches, PrefixWatch, WatchEvent, WatchLost};
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use std::path::PathBuf;

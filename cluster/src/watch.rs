@@ -3,7 +3,10 @@
 //! (a lease expiring with 10,000 reservations) it makes etcd's watch replies late and huge.
 
 use crate::{Cluster, ClusterError};
-use etcd_client::{EventType, WatchFilterType, WatchOptions, WatchStream};
+use etcd_client::{
+    EventType, WatchFilterType, WatchOptions, WatchRequestSender, WatchResponseStream, WatchStream,
+};
+use ferric_model::Bucket;
 
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
@@ -97,25 +100,147 @@ impl PrefixWatch {
             if resp.events().is_empty() {
                 continue;
             }
-            let mut out = Vec::with_capacity(resp.events().len());
-            for ev in resp.events() {
-                let Some(kv) = ev.kv() else { continue };
-                self.revision = self.revision.max(kv.mod_revision());
-                out.push(match ev.event_type() {
-                    EventType::Put => WatchEvent::Put {
-                        key: kv.key().to_vec(),
-                        value: kv.value().to_vec(),
-                        create_rev: kv.create_revision(),
-                        mod_rev: kv.mod_revision(),
-                        lease: kv.lease(),
-                    },
-                    EventType::Delete => WatchEvent::Delete {
-                        key: kv.key().to_vec(),
-                        mod_rev: kv.mod_revision(),
-                    },
-                });
+            let out = events_of(&resp);
+            if let Some(last) = out.last() {
+                self.revision = self.revision.max(last.mod_rev());
             }
             return Ok(out);
+        }
+    }
+}
+
+impl WatchEvent {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WatchEvent::Put { key, .. } | WatchEvent::Delete { key, .. } => key,
+        }
+    }
+
+    pub fn mod_rev(&self) -> i64 {
+        match self {
+            WatchEvent::Put { mod_rev, .. } | WatchEvent::Delete { mod_rev, .. } => *mod_rev,
+        }
+    }
+}
+
+fn events_of(resp: &etcd_client::WatchResponse) -> Vec<WatchEvent> {
+    resp.events()
+        .iter()
+        .filter_map(|ev| {
+            let kv = ev.kv()?;
+            Some(match ev.event_type() {
+                EventType::Put => WatchEvent::Put {
+                    key: kv.key().to_vec(),
+                    value: kv.value().to_vec(),
+                    create_rev: kv.create_revision(),
+                    mod_rev: kv.mod_revision(),
+                    lease: kv.lease(),
+                },
+                EventType::Delete => WatchEvent::Delete {
+                    key: kv.key().to_vec(),
+                    mod_rev: kv.mod_revision(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// Watches of single buckets' statuses (`status/<bucket>` ranges), all on one stream, each
+/// under an id the caller picks (unique per stream: etcd refuses an id in use). The warm
+/// standby keeps the statuses of the buckets it would take over so.
+pub struct BucketWatches {
+    sender: WatchRequestSender,
+    statuses: String,
+}
+
+/// What the watches of a [`BucketWatches`] stream deliver.
+pub struct BucketWatchEvents {
+    stream: WatchResponseStream,
+}
+
+/// One answer of a [`BucketWatchEvents`] stream.
+#[derive(Debug)]
+pub enum BucketNews {
+    /// Events of watch `id`: all events of one or more revisions, in order.
+    Events(i64, Vec<WatchEvent>),
+    /// Watch `id` ended (canceled by the caller or by etcd, or compacted past).
+    Ended(i64, String),
+}
+
+impl Cluster {
+    /// Opens a stream of bucket status watches with its first watch: `id` over `bucket`'s
+    /// statuses from revision `from` on.
+    pub async fn watch_bucket_statuses(
+        &self,
+        id: i64,
+        bucket: Bucket,
+        from: i64,
+    ) -> Result<(BucketWatches, BucketWatchEvents), ClusterError> {
+        let statuses = self.keys().statuses();
+        let (start, opts) = bucket_watch(&statuses, id, bucket, from);
+        let stream = self
+            .watch_client()
+            .watch(start, Some(opts))
+            .await
+            .map_err(|e| self.err(e))?;
+        let (sender, stream) = stream.split();
+        Ok((
+            BucketWatches { sender, statuses },
+            BucketWatchEvents { stream },
+        ))
+    }
+}
+
+fn bucket_watch(statuses: &str, id: i64, bucket: Bucket, from: i64) -> (String, WatchOptions) {
+    let start = format!("{statuses}{bucket}");
+    let end = crate::prefix_end(start.as_bytes());
+    let opts = WatchOptions::new()
+        .with_range(end)
+        .with_start_revision(from)
+        .with_watch_id(id);
+    (start, opts)
+}
+
+impl BucketWatches {
+    /// Adds watch `id` over `bucket`'s statuses from revision `from` on.
+    pub async fn add(&mut self, id: i64, bucket: Bucket, from: i64) -> Result<(), WatchLost> {
+        let (start, opts) = bucket_watch(&self.statuses, id, bucket, from);
+        self.sender
+            .watch(start, Some(opts))
+            .await
+            .map_err(|e| WatchLost::Ended(e.to_string()))
+    }
+
+    /// Ends watch `id` (etcd answers with its [`BucketNews::Ended`]).
+    pub async fn cancel(&mut self, id: i64) -> Result<(), WatchLost> {
+        self.sender
+            .cancel(id)
+            .await
+            .map_err(|e| WatchLost::Ended(e.to_string()))
+    }
+}
+
+impl BucketWatchEvents {
+    /// The next answer with news; `Err` when the stream itself ended (every watch on it did).
+    pub async fn next(&mut self) -> Result<BucketNews, WatchLost> {
+        loop {
+            let resp = match self.stream.message().await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => return Err(WatchLost::Ended("closed by etcd".into())),
+                Err(e) => return Err(WatchLost::Ended(e.to_string())),
+            };
+            let id = resp.watch_id();
+            if resp.compact_revision() > 0 {
+                let why = WatchLost::Compacted(resp.compact_revision()).to_string();
+                return Ok(BucketNews::Ended(id, why));
+            }
+            if resp.canceled() {
+                return Ok(BucketNews::Ended(id, resp.cancel_reason().to_string()));
+            }
+            if resp.events().is_empty() {
+                continue;
+            }
+            return Ok(BucketNews::Events(id, events_of(&resp)));
         }
     }
 }

@@ -111,6 +111,12 @@ fn node_in<'a>(key: &'a str, kind: &str) -> Option<&'a str> {
     Some(rest.split('/').next().unwrap_or(rest)).filter(|s| !s.is_empty())
 }
 
+/// Like [`node_in`], for kinds whose keys are nodes': only a uuid counts (a bucket's status
+/// marker, `status/<bucket>`, names no node).
+fn uuid_in<'a>(key: &'a str, kind: &str) -> Option<&'a str> {
+    node_in(key, kind).filter(|s| s.parse::<uuid::Uuid>().is_ok())
+}
+
 /// `<kind>/<uuid>/<seq>`: the uuid and the seq.
 fn node_seq_in<'a>(key: &'a str, kind: &str) -> Option<(&'a str, u64)> {
     let rest = key.strip_prefix(kind)?;
@@ -159,7 +165,7 @@ fn epochs(changes: &[Change]) -> HashMap<String, Vec<Epoch>> {
             ));
         }
         for kind in [&k.statuses, &k.reservations, &k.delegations, &k.nodes] {
-            if let Some(node) = node_in(&c.key, kind) {
+            if let Some(node) = uuid_in(&c.key, kind) {
                 nodes.insert(node);
             }
         }
@@ -1056,7 +1062,7 @@ pub fn check_transient_states(changes: &[Change], limits: &TransientLimits) -> V
         }
     };
     for c in changes {
-        let Some(node) = node_in(&c.key, &prefix) else {
+        let Some(node) = uuid_in(&c.key, &prefix) else {
             continue;
         };
         let t = c.seen_unix_ms;

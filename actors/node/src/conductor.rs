@@ -51,6 +51,8 @@ pub struct ConductorConfig {
     pub ownership_hook: Option<Arc<dyn OwnershipHook>>,
     /// Keep the specs of the buckets this conductor would take over (`session`'s standby).
     pub warm_standby: bool,
+    /// Keep the statuses too (watched per bucket), not only the specs.
+    pub standby_statuses: bool,
 }
 
 /// Told which nodes this conductor holds: `owned` when a node's actor started, `released` when

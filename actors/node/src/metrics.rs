@@ -29,6 +29,7 @@ pub struct NodeMetrics {
     pub standby_buckets: Gauge,
     pub standby_ready: Gauge,
     pub standby_specs: Gauge,
+    pub standby_statuses: Gauge,
     pub takeover_reads: Family<KindLabel, Counter>,
 }
 
@@ -42,6 +43,7 @@ pub static NODES: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
     standby_buckets: Gauge::default(),
     standby_ready: Gauge::default(),
     standby_specs: Gauge::default(),
+    standby_statuses: Gauge::default(),
     takeover_reads: Family::default(),
 });
 
@@ -94,8 +96,13 @@ pub fn register(registry: &mut Registry) {
         m.standby_specs.clone(),
     );
     registry.register(
+        "ferric_standby_statuses",
+        "Node statuses the warm standby keeps, current through a watch of each bucket's statuses",
+        m.standby_statuses.clone(),
+    );
+    registry.register(
         "ferric_takeover_reads",
-        "Reads of buckets taken over, by kind: full (specs and statuses) or standby (statuses only)",
+        "Reads of buckets taken over, by kind: full (specs and statuses), standby (statuses, with the standby's specs) or warm (delegations and reservations, with the standby's specs and statuses)",
         m.takeover_reads.clone(),
     );
 }

@@ -777,3 +777,40 @@ fn the_summary_counts_per_invariant() {
     assert_eq!(json["violations"][0]["invariant"], "a");
     assert!(Summary::new(vec![], vec![]).ok);
 }
+
+#[test]
+fn a_buckets_status_marker_is_not_a_node() {
+    // The acquisition of bucket 6f1 puts its key and its status marker, on the holder's lease.
+    let changes = vec![
+        change(
+            "buckets/6f1".into(),
+            ChangeKind::Put,
+            5,
+            5,
+            7,
+            resv("c1"),
+            100,
+        ),
+        change(
+            "status/6f1".into(),
+            ChangeKind::Put,
+            5,
+            5,
+            7,
+            resv("c1"),
+            100,
+        ),
+        status(6, ProvisionState::Available, None, 110),
+        change("status/6f1".into(), ChangeKind::Delete, 9, 0, 0, None, 200),
+    ];
+    let nodes = epochs(&changes);
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), vec![N], "{nodes:?}");
+    let limits = TransientLimits {
+        provision_ms: 10_000,
+        per_state: vec![],
+        power_op_ms: 5_000,
+        slack_ms: 1_000,
+        end_unix_ms: 300,
+    };
+    assert!(check_transient_states(&changes, &limits).is_empty());
+}

@@ -24,11 +24,22 @@ pub(super) struct QueuedRead {
     pub again: bool,
 }
 
-/// A read to send: the whole buckets, or (`rest`) all but their specs, which the warm
-/// standby has.
+/// What a read asks of its buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReadKind {
+    /// Everything: specs, statuses, delegations, reservations.
+    Whole,
+    /// All but the specs, which the warm standby has.
+    Rest,
+    /// Delegations and reservations only: the warm standby has specs and statuses. A few keys
+    /// per bucket, so as many buckets as a read may hold.
+    Light,
+}
+
+/// A read to send.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Batch {
-    pub rest: bool,
+    pub kind: ReadKind,
     pub reads: Vec<QueuedRead>,
 }
 
@@ -36,6 +47,7 @@ pub(super) struct Batch {
 pub(super) struct ReadQueue {
     whole: VecDeque<QueuedRead>,
     rest: VecDeque<QueuedRead>,
+    light: VecDeque<QueuedRead>,
     in_flight: usize,
     /// Buckets and nodes read so far, for the size of the next batches.
     buckets_read: usize,
@@ -43,24 +55,26 @@ pub(super) struct ReadQueue {
 }
 
 impl ReadQueue {
-    pub(super) fn push(&mut self, read: QueuedRead, rest: bool) {
-        if rest {
-            self.rest.push_back(read);
-        } else {
-            self.whole.push_back(read);
+    pub(super) fn push(&mut self, read: QueuedRead, kind: ReadKind) {
+        match kind {
+            ReadKind::Whole => self.whole.push_back(read),
+            ReadKind::Rest => self.rest.push_back(read),
+            ReadKind::Light => self.light.push_back(read),
         }
     }
 
-    /// The batches to send now (as many as free slots allow), rest reads first: they finish a
-    /// warm standby's takeover, the cheaper half of a wave.
+    /// The batches to send now (as many as free slots allow), the cheapest first: they finish
+    /// a warm standby's takeovers, the cheaper part of a wave.
     pub(super) fn next_batches(&mut self) -> Vec<Batch> {
-        let size = self.batch_size();
+        let sized = self.batch_size();
         let mut out = Vec::new();
         while self.in_flight < READS_IN_FLIGHT {
-            let (queue, rest) = if !self.rest.is_empty() {
-                (&mut self.rest, true)
+            let (queue, kind, size) = if !self.light.is_empty() {
+                (&mut self.light, ReadKind::Light, BUCKETS_PER_READ)
+            } else if !self.rest.is_empty() {
+                (&mut self.rest, ReadKind::Rest, sized)
             } else if !self.whole.is_empty() {
-                (&mut self.whole, false)
+                (&mut self.whole, ReadKind::Whole, sized)
             } else {
                 break;
             };
@@ -74,13 +88,14 @@ impl ReadQueue {
                     _ => break,
                 }
             }
-            out.push(Batch { rest, reads });
+            out.push(Batch { kind, reads });
             self.in_flight += 1;
         }
         out
     }
 
-    /// A batch came back: `nodes` read in `buckets` buckets (none when it failed).
+    /// A batch came back: `nodes` read in `buckets` buckets (none when it failed, or when it
+    /// read no nodes' records: a light read).
     pub(super) fn done(&mut self, buckets: usize, nodes: usize) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.observed(buckets, nodes);
@@ -118,7 +133,7 @@ mod tests {
     fn batches_grow_once_reads_show_buckets_are_small_and_stay_single_when_full() {
         let mut q = ReadQueue::default();
         for b in 0..400 {
-            q.push(read(b), false);
+            q.push(read(b), ReadKind::Whole);
         }
         let first = q.next_batches();
         assert_eq!(first.len(), READS_IN_FLIGHT);
@@ -136,7 +151,7 @@ mod tests {
         // A million nodes: about 244 a bucket.
         let mut q = ReadQueue::default();
         for b in 0..20 {
-            q.push(read(b), false);
+            q.push(read(b), ReadKind::Whole);
         }
         q.next_batches();
         for _ in 0..READS_IN_FLIGHT {
@@ -150,7 +165,7 @@ mod tests {
         let mut q = ReadQueue::default();
         q.done(5, 0);
         for b in [1, 2, 1, 3] {
-            q.push(read(b), false);
+            q.push(read(b), ReadKind::Whole);
         }
         let batches = q.next_batches();
         let buckets: Vec<Vec<u16>> = batches
@@ -161,22 +176,43 @@ mod tests {
     }
 
     #[test]
+    fn light_reads_go_first_and_fill_a_read_whatever_the_buckets_hold() {
+        let mut q = ReadQueue::default();
+        q.done(1, 244);
+        for b in 0..40 {
+            q.push(read(b), ReadKind::Light);
+        }
+        q.push(read(100), ReadKind::Whole);
+        let batches = q.next_batches();
+        let sizes: Vec<(ReadKind, usize)> =
+            batches.iter().map(|b| (b.kind, b.reads.len())).collect();
+        assert_eq!(
+            sizes,
+            vec![
+                (ReadKind::Light, BUCKETS_PER_READ),
+                (ReadKind::Light, 40 - BUCKETS_PER_READ),
+                (ReadKind::Whole, 1)
+            ]
+        );
+    }
+
+    #[test]
     fn rest_reads_go_first_and_are_never_mixed_with_whole_ones() {
         let mut q = ReadQueue::default();
         q.done(5, 0);
-        q.push(read(1), false);
-        q.push(read(2), true);
-        q.push(read(3), true);
+        q.push(read(1), ReadKind::Whole);
+        q.push(read(2), ReadKind::Rest);
+        q.push(read(3), ReadKind::Rest);
         let batches = q.next_batches();
         assert_eq!(
             batches,
             vec![
                 Batch {
-                    rest: true,
+                    kind: ReadKind::Rest,
                     reads: vec![read(2), read(3)]
                 },
                 Batch {
-                    rest: false,
+                    kind: ReadKind::Whole,
                     reads: vec![read(1)]
                 }
             ]

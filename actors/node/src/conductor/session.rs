@@ -13,18 +13,18 @@ use super::ownership::{
     join_grace, older_members, Acquire, AllBuckets, Delegations, Effect, HeldKey, Ownership,
     Reservation,
 };
-use super::reads::{Batch, QueuedRead, ReadQueue};
-use super::standby::Standby;
+use super::reads::{Batch, QueuedRead, ReadKind, ReadQueue};
+use super::standby::{OpenWatch, Standby};
 use super::ConductorConfig;
 use crate::decide::sync::SyncSettings;
 use crate::node_actor::{real_bmcs, Consoles, Initial, NodeArgs, NodeCtx, NodeMsg, SyncCtx};
 use crate::store::EtcdStore;
 use crate::supervisor::{NodeEvent, SupervisorMsg};
-use ferric_cluster::buckets::{BucketOutcome, BucketRecords, BucketRest, Delegate, RawSpecsRead};
+use ferric_cluster::buckets::{BucketOutcome, BucketRecords, BucketRest, Delegate, RawRecords};
 use ferric_cluster::snapshot::placement_of;
 use ferric_cluster::{
-    AcquireOutcome, Cluster, ClusterError, LeaseKeeper, LeaseState, OwnershipSnapshot, PrefixWatch,
-    StatusWriter, WatchEvent, WatchLost,
+    AcquireOutcome, BucketNews, BucketWatchEvents, BucketWatches, Cluster, ClusterError,
+    LeaseKeeper, LeaseState, OwnershipSnapshot, PrefixWatch, StatusWriter, WatchEvent, WatchLost,
 };
 use ferric_model::HeartbeatRecord;
 use ferric_model::{
@@ -96,13 +96,18 @@ enum Input {
     RetryBuckets(Vec<Bucket>),
     /// Buckets' records, one per read of the batch.
     BucketsRead(Vec<QueuedRead>, Result<Vec<BucketRecords>, ClusterError>),
-    /// Buckets' statuses, delegations and reservations, for a takeover with the specs of the
-    /// warm standby.
-    BucketRestsRead(Vec<QueuedRead>, Result<Vec<BucketRest>, ClusterError>),
+    /// Buckets' statuses (`true`; `false`: the standby has them), delegations and
+    /// reservations, for a takeover with the specs of the warm standby.
+    BucketRestsRead(Vec<QueuedRead>, bool, Result<Vec<BucketRest>, ClusterError>),
     /// Read buckets again, a moment after a failed read.
     RetryReads(Vec<QueuedRead>),
-    /// A warm standby's read of a bucket's specs.
-    StandbyFilled(Vec<Bucket>, Result<(i64, RawSpecsRead), ClusterError>),
+    /// A warm standby's read of buckets' specs and statuses.
+    StandbyFilled(
+        Vec<Bucket>,
+        Result<(i64, Vec<(RawRecords, RawRecords)>), ClusterError>,
+    ),
+    /// News of the warm standby's status watches.
+    StatusNews(Result<BucketNews, WatchLost>),
     Delegated(Vec<Delegate>, Result<(i64, Vec<bool>), ClusterError>),
     Reported(u64, SyncReport, Result<bool, ClusterError>),
     /// The sweeper asks for the nodes to read in its next sweep.
@@ -140,6 +145,12 @@ pub(super) struct Session<'a> {
     /// Standby reads wait until then: a while after membership changed, when other conductors
     /// may be reading the buckets they took (a standby read then only slows their takeovers).
     standby_quiet_from: Instant,
+    /// The standby's status watches (one stream, opened with the first), and those to open.
+    status_watches: Option<BucketWatches>,
+    watch_opens: Vec<OpenWatch>,
+    /// Takeovers whose delegations and reservations are read, waiting for the standby's status
+    /// watch to deliver their acquisition (the bucket's marker).
+    awaiting: HashMap<Bucket, (FenceToken, BucketRest)>,
     /// Buckets taken over with the standby's specs: the revision their statuses were read
     /// at. A node created at or below it (and after the specs' revision) may have a status
     /// the old holder wrote, so it does not start as freshly enrolled.
@@ -224,9 +235,16 @@ impl<'a> Session<'a> {
             initials: HashMap::new(),
             fresh: HashMap::new(),
             read_queue: ReadQueue::default(),
-            standby: Standby::default(),
+            standby: if cfg.standby_statuses {
+                Standby::default()
+            } else {
+                Standby::specs_only()
+            },
             standby_members: Vec::new(),
             standby_quiet_from: Instant::now(),
+            status_watches: None,
+            watch_opens: Vec::new(),
+            awaiting: HashMap::new(),
             status_revs: HashMap::new(),
             reads_pending: 0,
             read_wave: None,
@@ -366,6 +384,7 @@ impl<'a> Session<'a> {
             self.execute(fx, &mut HashMap::new());
             self.send_reads();
             self.fill_standby();
+            self.flush_status_watches().await;
             self.report();
         }
     }
@@ -478,29 +497,39 @@ impl<'a> Session<'a> {
             buckets: 0,
             nodes: 0,
         });
-        let rest = !again && self.standby.ready(bucket);
+        let kind = if again || !self.standby.ready(bucket) {
+            ReadKind::Whole
+        } else if self.standby.caught_up(bucket, 0).is_some() {
+            ReadKind::Light
+        } else {
+            ReadKind::Rest
+        };
         self.read_queue.push(
             QueuedRead {
                 bucket,
                 token,
                 again,
             },
-            rest,
+            kind,
         );
     }
 
     /// Sends the queued bucket reads that have a free slot.
     fn send_reads(&mut self) {
-        for Batch { rest, reads } in self.read_queue.next_batches() {
+        for Batch { kind, reads } in self.read_queue.next_batches() {
             let cluster = self.cluster.clone();
             let buckets: Vec<Bucket> = reads.iter().map(|r| r.bucket).collect();
             self.spawn_input(async move {
-                if rest {
-                    let result = cluster.read_buckets_without_specs(&buckets).await;
-                    Input::BucketRestsRead(reads, result)
-                } else {
-                    let result = cluster.read_buckets(&buckets).await;
-                    Input::BucketsRead(reads, result)
+                match kind {
+                    ReadKind::Whole => {
+                        let result = cluster.read_buckets(&buckets).await;
+                        Input::BucketsRead(reads, result)
+                    }
+                    ReadKind::Rest | ReadKind::Light => {
+                        let statuses = kind == ReadKind::Rest;
+                        let result = cluster.read_buckets_without_specs(&buckets, statuses).await;
+                        Input::BucketRestsRead(reads, statuses, result)
+                    }
                 }
             });
         }
@@ -751,6 +780,10 @@ impl<'a> Session<'a> {
         }
         let revision = snap.revision;
         self.standby.invalidate(revision);
+        // The standby's status watches go with the others (their stream with its task).
+        self.status_watches = None;
+        self.watch_opens.clear();
+        self.recheck_awaiting();
         let delegated: Vec<NodeId> = self.delegated.running_ids().collect();
         self.resync_tables(snap);
         // The watches restart after the snapshot: a spec changed while they were down (an
@@ -985,12 +1018,21 @@ impl<'a> Session<'a> {
                 }
                 Err(e) => self.read_failed(reads, e),
             },
-            Input::BucketRestsRead(reads, result) => match result {
+            Input::BucketRestsRead(reads, statuses, result) => match result {
                 Ok(rests) => {
-                    let nodes = rests.iter().map(|r| r.statuses.len()).sum();
-                    self.read_queue.done(reads.len(), nodes);
+                    if statuses {
+                        let nodes = rests.iter().map(|r| r.statuses.len()).sum();
+                        self.read_queue.done(reads.len(), nodes);
+                    } else {
+                        // No nodes' records: nothing to learn of buckets' sizes.
+                        self.read_queue.done(0, 0);
+                    }
                     for (read, rest) in reads.into_iter().zip(rests) {
-                        self.on_bucket_rest_read(read.bucket, read.token, rest);
+                        if statuses {
+                            self.on_bucket_rest_read(read.bucket, read.token, rest, None);
+                        } else {
+                            self.on_bucket_light_read(read.bucket, read.token, rest);
+                        }
                     }
                 }
                 Err(e) => self.read_failed(reads, e),
@@ -1004,11 +1046,12 @@ impl<'a> Session<'a> {
             }
             Input::StandbyFilled(buckets, result) => {
                 match result {
-                    Ok((rev, specs)) => {
-                        let nodes = specs.iter().map(Vec::len).sum();
+                    Ok((rev, read)) => {
+                        let nodes = read.iter().map(|(specs, _)| specs.len()).sum();
                         self.read_queue.observed(buckets.len(), nodes);
-                        for (bucket, specs) in buckets.into_iter().zip(specs) {
-                            self.standby.filled(bucket, Some((rev, specs)));
+                        for (bucket, (specs, statuses)) in buckets.into_iter().zip(read) {
+                            let open = self.standby.filled(bucket, Some((rev, specs, statuses)));
+                            self.watch_opens.extend(open);
                         }
                     }
                     Err(e) => {
@@ -1020,6 +1063,7 @@ impl<'a> Session<'a> {
                 }
                 self.standby_metrics();
             }
+            Input::StatusNews(news) => self.on_status_news(news),
             Input::Delegated(changes, result) => {
                 let (rev, made) = match result {
                     Ok((rev, made)) => (rev, Some(made)),
@@ -1427,9 +1471,17 @@ impl<'a> Session<'a> {
         self.execute_nodes(fx);
     }
 
-    /// A takeover's read of a bucket's statuses came back: with the standby's specs, it is the
-    /// bucket's read. Without them (the watch was lost meanwhile), the bucket is read whole.
-    fn on_bucket_rest_read(&mut self, bucket: Bucket, token: FenceToken, rest: BucketRest) {
+    /// A takeover's read of a bucket's statuses came back (or, `light`, of its delegations and
+    /// reservations, with the light read's `kind` for the metrics): with the standby's specs,
+    /// it is the bucket's read. Without them (the watch was lost meanwhile), the bucket is read
+    /// whole.
+    fn on_bucket_rest_read(
+        &mut self,
+        bucket: Bucket,
+        token: FenceToken,
+        mut rest: BucketRest,
+        light: Option<&'static str>,
+    ) {
         let Some(taken) = self.standby.take(bucket) else {
             // The standby lost the specs meanwhile (its watch was lost): read the bucket whole.
             if self.bnodes.wants_read(bucket, token, false) {
@@ -1440,9 +1492,28 @@ impl<'a> Session<'a> {
             }
             return;
         };
+        if light.is_some() {
+            // The standby's statuses, complete up to the acquisition (`caught_up`).
+            let Some(statuses) = taken.statuses else {
+                tracing::error!(%bucket, "a light takeover read without the standby's statuses; reading the bucket whole");
+                if self.bnodes.wants_read(bucket, token, false) {
+                    self.reads_pending = self.reads_pending.saturating_sub(1);
+                    self.read_bucket(bucket, token, false);
+                } else {
+                    self.read_answered(None);
+                }
+                return;
+            };
+            rest.statuses = statuses
+                .into_iter()
+                .map(|(id, (value, _))| (id, decode(&value)))
+                .collect();
+        }
         crate::metrics::NODES
             .takeover_reads
-            .get_or_create(&crate::metrics::KindLabel { kind: "standby" })
+            .get_or_create(&crate::metrics::KindLabel {
+                kind: light.unwrap_or("standby"),
+            })
             .inc();
         let specs = taken
             .specs
@@ -1452,6 +1523,130 @@ impl<'a> Session<'a> {
         let records = rest.with_specs(taken.as_of, specs);
         self.standby_metrics();
         self.on_bucket_read(bucket, token, false, records);
+    }
+
+    /// A takeover's read of a bucket's delegations and reservations came back: it completes
+    /// once the standby's status watch has delivered the bucket's acquisition, now or when the
+    /// watch brings it ([`Session::on_status_news`]); without the standby's statuses (their
+    /// watch ended meanwhile), the statuses are read.
+    fn on_bucket_light_read(&mut self, bucket: Bucket, token: FenceToken, rest: BucketRest) {
+        if self.awaiting.insert(bucket, (token, rest)).is_some() {
+            // An earlier takeover of the bucket (lost and taken again meanwhile): its read is
+            // answered by this one.
+            self.read_answered(None);
+        }
+        self.try_complete(bucket);
+    }
+
+    /// Completes the awaiting takeover of `bucket` if the standby's statuses have caught up with
+    /// its acquisition, or reads what the standby no longer has.
+    fn try_complete(&mut self, bucket: Bucket) {
+        let Some((token, _)) = self.awaiting.get(&bucket) else {
+            return;
+        };
+        let token = *token;
+        match self.standby.caught_up(bucket, token.revision()) {
+            Some(false) => {}
+            Some(true) => {
+                let (token, rest) = self.awaiting.remove(&bucket).expect("awaiting");
+                self.on_bucket_rest_read(bucket, token, rest, Some("warm"));
+            }
+            None => {
+                self.awaiting.remove(&bucket);
+                if self.bnodes.wants_read(bucket, token, false) {
+                    self.reads_pending = self.reads_pending.saturating_sub(1);
+                    self.read_bucket(bucket, token, false);
+                } else {
+                    self.read_answered(None);
+                }
+            }
+        }
+    }
+
+    /// Looks at every awaiting takeover again (the standby lost some statuses).
+    fn recheck_awaiting(&mut self) {
+        let buckets: Vec<Bucket> = self.awaiting.keys().copied().collect();
+        for b in buckets {
+            self.try_complete(b);
+        }
+    }
+
+    /// News of the standby's status watches.
+    fn on_status_news(&mut self, news: Result<BucketNews, WatchLost>) {
+        match news {
+            Ok(BucketNews::Events(watch, events)) => {
+                let keys = self.cluster.keys();
+                let events = events.into_iter().map(|ev| {
+                    let rev = ev.mod_rev();
+                    let id = keys.node_id_of(ev.key());
+                    match ev {
+                        WatchEvent::Put { value, .. } => (id, Some(value), rev),
+                        WatchEvent::Delete { .. } => (id, None, rev),
+                    }
+                });
+                if let Some(b) = self.standby.statuses(watch, events) {
+                    self.try_complete(b);
+                }
+            }
+            Ok(BucketNews::Ended(watch, why)) => {
+                if let Some(b) = self.standby.status_watch_ended(watch) {
+                    tracing::warn!(bucket = %b, reason = %why, "a warm standby's status watch ended; reading the bucket again later");
+                    self.standby_quiet_from = Instant::now() + STANDBY_QUIET;
+                    self.recheck_awaiting();
+                }
+            }
+            Err(lost) => {
+                tracing::warn!(error = %lost, "the warm standby's status watches were lost; reading their buckets again later");
+                self.status_watches = None;
+                self.watch_opens.clear();
+                self.standby.status_watches_lost();
+                self.standby_quiet_from = Instant::now() + STANDBY_QUIET;
+                self.recheck_awaiting();
+            }
+        }
+        self.standby_metrics();
+    }
+
+    /// Opens the status watches of freshly filled standby buckets and cancels those of buckets
+    /// no longer kept (opens first: a cancel that reached etcd before its watch's creation
+    /// would leave the watch behind).
+    async fn flush_status_watches(&mut self) {
+        let cancels = self.standby.take_cancels();
+        let mut opens = std::mem::take(&mut self.watch_opens);
+        opens.retain(|o| !cancels.contains(&o.id));
+        if opens.is_empty() && (cancels.is_empty() || self.status_watches.is_none()) {
+            return;
+        }
+        let result = async {
+            let mut opens = opens.into_iter();
+            if self.status_watches.is_none() {
+                let Some(first) = opens.next() else {
+                    return Ok(());
+                };
+                let (watches, events) = self
+                    .cluster
+                    .watch_bucket_statuses(first.id, first.bucket, first.from)
+                    .await
+                    .map_err(|e| WatchLost::Ended(e.to_string()))?;
+                self.status_watches = Some(watches);
+                self.watch_tasks.push(tokio::spawn(forward_status_news(
+                    events,
+                    self.inputs_tx.clone(),
+                )));
+            }
+            let watches = self.status_watches.as_mut().expect("opened");
+            for o in opens {
+                watches.add(o.id, o.bucket, o.from).await?;
+            }
+            for id in cancels {
+                watches.cancel(id).await?;
+            }
+            Ok::<(), WatchLost>(())
+        }
+        .await;
+        if let Err(lost) = result {
+            self.on_status_news(Err(lost));
+        }
     }
 
     /// Chooses the standby's buckets again when who is live changed: those whose holder this
@@ -1521,11 +1716,12 @@ impl<'a> Session<'a> {
     }
 
     fn standby_metrics(&self) {
-        let (kept, ready, specs) = self.standby.counts();
+        let (kept, ready, specs, statuses) = self.standby.counts();
         let m = &crate::metrics::NODES;
         m.standby_buckets.set(kept as i64);
         m.standby_ready.set(ready as i64);
         m.standby_specs.set(specs as i64);
+        m.standby_statuses.set(statuses as i64);
     }
 
     fn on_reservation(&mut self, ev: WatchEvent) {
@@ -1606,6 +1802,16 @@ fn bucket_outcome(outcome: BucketOutcome) -> Acquire {
             create_rev,
             seen_at,
         },
+    }
+}
+
+async fn forward_status_news(mut events: BucketWatchEvents, tx: mpsc::Sender<Input>) {
+    loop {
+        let news = events.next().await;
+        let stop = news.is_err();
+        if tx.send(Input::StatusNews(news)).await.is_err() || stop {
+            return;
+        }
     }
 }
 

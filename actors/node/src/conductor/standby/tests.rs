@@ -21,6 +21,7 @@ fn ready_with(specs: &[(NodeId, &str, i64)], read_rev: i64) -> Standby {
                 .iter()
                 .map(|(id, v, r)| (*id, (v.as_bytes().to_vec(), *r)))
                 .collect(),
+            Vec::new(),
         )),
     );
     assert!(s.ready(Bucket(B)));
@@ -57,6 +58,7 @@ fn news_during_a_fill_newer_than_its_read_wins() {
                 (y, (b"y1".to_vec(), 8)),
                 (z, (b"z1".to_vec(), 7)),
             ],
+            Vec::new(),
         )),
     );
     s.watched(13);
@@ -107,10 +109,16 @@ fn a_lost_watch_sends_every_bucket_back_to_be_read() {
     // A fill in flight when the watch is lost is dropped when it answers.
     assert_eq!(s.next_fills(1), vec![Bucket(B)]);
     s.invalidate(31);
-    s.filled(Bucket(B), Some((32, vec![(x, (b"x1".to_vec(), 3))])));
+    s.filled(
+        Bucket(B),
+        Some((32, vec![(x, (b"x1".to_vec(), 3))], vec![])),
+    );
     assert!(!s.ready(Bucket(B)));
     assert_eq!(s.next_fills(1), vec![Bucket(B)], "read again");
-    s.filled(Bucket(B), Some((33, vec![(x, (b"x1".to_vec(), 3))])));
+    s.filled(
+        Bucket(B),
+        Some((33, vec![(x, (b"x1".to_vec(), 3))], vec![])),
+    );
     assert!(s.ready(Bucket(B)));
 }
 
@@ -120,12 +128,126 @@ fn buckets_no_longer_wanted_are_dropped_but_those_being_taken_over() {
     let other = Bucket(B + 1);
     s.set_wanted(&HashSet::from([other]), &HashSet::from([Bucket(B)]));
     assert!(s.ready(Bucket(B)), "kept for its takeover");
-    assert_eq!(s.counts(), (2, 1, 1));
+    assert_eq!(s.counts(), (2, 1, 1, 0));
     s.set_wanted(&HashSet::from([other]), &HashSet::new());
     assert!(!s.ready(Bucket(B)));
-    assert_eq!(s.counts(), (1, 0, 0));
+    assert_eq!(s.counts(), (1, 0, 0, 0));
     // A failed fill is tried again.
     assert_eq!(s.next_fills(4), vec![other]);
     s.filled(other, None);
     assert_eq!(s.next_fills(4), vec![other]);
+}
+
+fn st(v: &str, rev: i64) -> (Vec<u8>, i64) {
+    (v.as_bytes().to_vec(), rev)
+}
+
+#[test]
+fn statuses_are_kept_by_their_watch_and_complete_once_it_reaches_the_acquisition() {
+    let (x, y, z) = (node(B, 1), node(B, 2), node(B, 3));
+    let mut s = Standby::default();
+    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
+    assert_eq!(s.caught_up(Bucket(B), 1), None, "not read yet");
+    assert_eq!(s.next_fills(1), vec![Bucket(B)]);
+    let open = s
+        .filled(
+            Bucket(B),
+            Some((
+                10,
+                vec![(x, st("x", 2)), (y, st("y", 2))],
+                vec![(x, st("xs1", 5)), (y, st("ys1", 6))],
+            )),
+        )
+        .expect("a status watch to open");
+    assert_eq!((open.bucket, open.from), (Bucket(B), 11));
+    // The holder writes x, deletes y's status, writes z's; then dies, and this conductor's
+    // acquisition at 20 puts the marker.
+    s.statuses(open.id, [(Some(x), Some(b"xs2".to_vec()), 12)]);
+    s.statuses(
+        open.id,
+        [(Some(y), None, 14), (Some(z), Some(b"zs1".to_vec()), 15)],
+    );
+    assert_eq!(
+        s.caught_up(Bucket(B), 20),
+        Some(false),
+        "the marker not seen yet"
+    );
+    assert_eq!(
+        s.statuses(open.id, [(None, Some(b"marker".to_vec()), 20)]),
+        Some(Bucket(B))
+    );
+    assert_eq!(s.caught_up(Bucket(B), 20), Some(true));
+    assert_eq!(s.counts(), (1, 1, 2, 2));
+    let t = s.take(Bucket(B)).expect("ready");
+    let mut got: Vec<(NodeId, String, i64)> = t
+        .statuses
+        .expect("kept")
+        .into_iter()
+        .map(|(id, (v, r))| (id, String::from_utf8(v).unwrap(), r))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(x, "xs2".into(), 12), (z, "zs1".into(), 15)]);
+    assert_eq!(
+        s.take_cancels(),
+        vec![open.id],
+        "the watch ends with the takeover"
+    );
+    assert_eq!(
+        s.statuses(open.id, [(Some(x), None, 30)]),
+        None,
+        "no longer current"
+    );
+}
+
+#[test]
+fn an_ended_status_watch_sends_its_bucket_back_to_be_read_and_old_ids_are_ignored() {
+    let x = node(B, 1);
+    let mut s = Standby::default();
+    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
+    s.next_fills(1);
+    let first = s
+        .filled(Bucket(B), Some((10, vec![(x, st("x", 2))], vec![])))
+        .unwrap();
+    assert_eq!(s.status_watch_ended(first.id), Some(Bucket(B)));
+    assert_eq!(s.caught_up(Bucket(B), 1), None);
+    assert!(!s.ready(Bucket(B)));
+    assert_eq!(s.next_fills(1), vec![Bucket(B)], "read again");
+    let second = s
+        .filled(Bucket(B), Some((40, vec![(x, st("x", 2))], vec![])))
+        .unwrap();
+    assert_ne!(second.id, first.id, "ids are not reused");
+    assert_eq!(s.status_watch_ended(first.id), None);
+    assert_eq!(s.statuses(first.id, [(None, None, 50)]), None);
+    assert_eq!(s.caught_up(Bucket(B), 45), Some(false));
+    // Dropped from the standby: its watch is to be canceled.
+    s.set_wanted(&HashSet::new(), &HashSet::new());
+    assert_eq!(s.take_cancels(), vec![second.id]);
+    // A lost stream: everything read again, nothing to cancel.
+    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
+    s.next_fills(1);
+    s.filled(Bucket(B), Some((60, vec![], vec![]))).unwrap();
+    s.status_watches_lost();
+    assert!(s.take_cancels().is_empty());
+    assert_eq!(s.next_fills(1), vec![Bucket(B)]);
+}
+
+#[test]
+fn a_specs_only_standby_opens_no_status_watch() {
+    let x = node(B, 1);
+    let mut s = Standby::specs_only();
+    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
+    s.next_fills(1);
+    let open = s.filled(
+        Bucket(B),
+        Some((10, vec![(x, st("x", 2))], vec![(x, st("xs", 3))])),
+    );
+    assert_eq!(open, None);
+    assert!(s.ready(Bucket(B)));
+    assert_eq!(
+        s.caught_up(Bucket(B), 1),
+        None,
+        "a takeover reads the statuses"
+    );
+    assert_eq!(s.counts(), (1, 1, 1, 0));
+    assert!(s.take(Bucket(B)).expect("ready").statuses.is_none());
 }
