@@ -44,10 +44,10 @@ pub struct Args {
     #[arg(long, env = "FERRIC_KEEP_IDLE_ACTORS")]
     pub keep_idle_actors: bool,
     /// Do not keep the specs and statuses of the buckets this conductor would take over if
-    /// their holder died (the warm standby: about 250 bytes per node it follows, a read of
-    /// those records after each membership change and a watch of each bucket's statuses; a
-    /// takeover then reads only delegations and reservations). Without it a takeover reads
-    /// specs and statuses.
+    /// their holder died (the warm standby: about 320 bytes per node it follows, half of it the
+    /// status; a read of those records after each membership change and a watch of each
+    /// bucket's statuses; a takeover then reads only delegations and reservations). Without it
+    /// a takeover reads specs and statuses.
     #[arg(long, env = "FERRIC_NO_WARM_STANDBY")]
     pub no_warm_standby: bool,
     /// Keep only the specs in the warm standby, not the statuses (a takeover then reads the

@@ -456,6 +456,19 @@ async fn standby_takeover_acts_on_changes_made_around_the_holders_death() {
     let snap = fleet
         .wait_settled(Duration::from_secs(30), &survivors)
         .await;
+    // Every bucket's acquisition put its status marker, on the same lease at the same revision.
+    for (b, kv) in &snap.buckets {
+        let marker = snap.status_markers.get(b);
+        fleet.ensure(
+            marker.is_some_and(|m| m.lease == kv.lease && m.mod_rev == kv.create_rev),
+            || {
+                format!(
+                    "bucket {b} (lease {}, acquired at {}) has the status marker {marker:?}",
+                    kv.lease, kv.create_rev
+                )
+            },
+        );
+    }
     for id in deleted {
         fleet.ensure(!snap.nodes.contains_key(id), || {
             format!("deleted node {id} is still in etcd")

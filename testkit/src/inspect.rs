@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub revision: i64,
     pub nodes: BTreeMap<String, Kv>,
     pub statuses: BTreeMap<String, Kv>,
+    /// Buckets' status markers (`status/<bucket>`, put by each acquisition), by bucket.
+    pub status_markers: BTreeMap<String, Kv>,
     pub reservations: BTreeMap<String, Kv>,
     /// Bucket keys, by the bucket's three hex digits.
     pub buckets: BTreeMap<String, Kv>,
@@ -421,6 +423,9 @@ impl Inspect {
             match kind {
                 "nodes" => {
                     snap.nodes.insert(leaf, kv);
+                }
+                "status" if leaf.len() == 3 => {
+                    snap.status_markers.insert(leaf, kv);
                 }
                 "status" => {
                     snap.statuses.insert(leaf, kv);

@@ -50,6 +50,10 @@ const STANDBY_FILLS_IN_FLIGHT: usize = 2;
 /// two cores; the standby's reads after a failover are about twice as many keys, and running
 /// them meanwhile made the failover's reads as slow as reading the specs too.
 const STANDBY_QUIET: Duration = Duration::from_secs(3);
+/// How long a takeover waits for the standby's status watch to deliver its acquisition before
+/// it reads the statuses instead. A watch delivers or ends; this covers one that etcd refused to
+/// create without saying which (an answer with no watch id), and a watch stalled for long.
+const MARKER_WAIT: Duration = Duration::from_secs(3);
 /// The least time between two reports of running actors, but for the one that completes a wave.
 const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -101,6 +105,8 @@ enum Input {
     BucketRestsRead(Vec<QueuedRead>, bool, Result<Vec<BucketRest>, ClusterError>),
     /// Read buckets again, a moment after a failed read.
     RetryReads(Vec<QueuedRead>),
+    /// A takeover has waited [`MARKER_WAIT`] for its bucket's status marker.
+    MarkerLate(Bucket, FenceToken),
     /// A warm standby's read of buckets' specs and statuses.
     StandbyFilled(
         Vec<Bucket>,
@@ -1064,6 +1070,13 @@ impl<'a> Session<'a> {
                 self.standby_metrics();
             }
             Input::StatusNews(news) => self.on_status_news(news),
+            Input::MarkerLate(bucket, token) => {
+                if self.awaiting.get(&bucket).is_some_and(|(t, _)| *t == token) {
+                    tracing::warn!(%bucket, "the warm standby's status watch has not delivered the bucket's acquisition in time; reading its statuses");
+                    self.standby.drop_statuses(bucket);
+                    self.try_complete(bucket);
+                }
+            }
             Input::Delegated(changes, result) => {
                 let (rev, made) = match result {
                     Ok((rev, made)) => (rev, Some(made)),
@@ -1536,6 +1549,12 @@ impl<'a> Session<'a> {
             self.read_answered(None);
         }
         self.try_complete(bucket);
+        if self.awaiting.contains_key(&bucket) {
+            self.spawn_input(async move {
+                tokio::time::sleep(MARKER_WAIT).await;
+                Input::MarkerLate(bucket, token)
+            });
+        }
     }
 
     /// Completes the awaiting takeover of `bucket` if the standby's statuses have caught up with
@@ -1593,6 +1612,10 @@ impl<'a> Session<'a> {
                     tracing::warn!(bucket = %b, reason = %why, "a warm standby's status watch ended; reading the bucket again later");
                     self.standby_quiet_from = Instant::now() + STANDBY_QUIET;
                     self.recheck_awaiting();
+                } else if watch < 0 {
+                    // etcd refused to create a watch and did not say which: its bucket's
+                    // takeover falls back after MARKER_WAIT.
+                    tracing::warn!(reason = %why, "etcd refused a warm standby's status watch");
                 }
             }
             Err(lost) => {

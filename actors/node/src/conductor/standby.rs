@@ -254,6 +254,15 @@ impl Standby {
         self.cancels.clear();
     }
 
+    /// Forgets `b`'s statuses (a takeover waited too long for their watch): a takeover then
+    /// reads them.
+    pub fn drop_statuses(&mut self, b: Bucket) {
+        if let Some(st) = self.buckets.get_mut(&b).and_then(|k| k.statuses.take()) {
+            self.watches.remove(&st.watch);
+            self.cancels.push(st.watch);
+        }
+    }
+
     /// Status watches to cancel, since the last call.
     pub fn take_cancels(&mut self) -> Vec<i64> {
         std::mem::take(&mut self.cancels)

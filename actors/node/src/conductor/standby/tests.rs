@@ -251,3 +251,24 @@ fn a_specs_only_standby_opens_no_status_watch() {
     assert_eq!(s.counts(), (1, 1, 1, 0));
     assert!(s.take(Bucket(B)).expect("ready").statuses.is_none());
 }
+
+#[test]
+fn statuses_dropped_for_a_late_marker_leave_the_specs_for_the_takeover() {
+    let x = node(B, 1);
+    let mut s = Standby::default();
+    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
+    s.next_fills(1);
+    let open = s
+        .filled(Bucket(B), Some((10, vec![(x, st("x", 2))], vec![])))
+        .unwrap();
+    assert_eq!(s.caught_up(Bucket(B), 20), Some(false));
+    s.drop_statuses(Bucket(B));
+    assert_eq!(
+        s.caught_up(Bucket(B), 20),
+        None,
+        "the takeover reads the statuses"
+    );
+    assert!(s.ready(Bucket(B)), "the specs stay");
+    assert_eq!(s.take_cancels(), vec![open.id]);
+    assert_eq!(s.statuses(open.id, [(None, None, 20)]), None);
+}
