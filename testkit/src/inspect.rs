@@ -289,8 +289,26 @@ impl History {
         let during = |h: &Held, rev: i64| h.from <= rev && h.until.is_none_or(|u| rev < u);
         let mut checked = 0;
         for e in self.under(&status_prefix).filter(|e| e.put) {
-            checked += 1;
             let id = &e.key[status_prefix.len()..];
+            if id.len() == 3 {
+                // A bucket's status marker: put by the bucket's acquisition, in its transaction.
+                let holder = decode::<ReservationRecord>(&e.value).map(|r| r.conductor);
+                let acquired = buckets.get(id).is_some_and(|spans| {
+                    spans.iter().any(|h| {
+                        h.from == e.revision
+                            && h.create_rev == e.revision
+                            && holder.as_ref().is_ok_and(|c| *c == h.holder)
+                    })
+                });
+                if !acquired {
+                    violations.push(format!(
+                        "rev {}: status marker of bucket {id} ({holder:?}) put outside the bucket's acquisition",
+                        e.revision
+                    ));
+                }
+                continue;
+            }
+            checked += 1;
             let status = match decode::<NodeStatus>(&e.value) {
                 Ok(s) => s,
                 Err(err) => {

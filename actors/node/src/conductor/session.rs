@@ -770,6 +770,14 @@ impl<'a> Session<'a> {
         for t in self.watch_tasks.drain(..) {
             t.abort();
         }
+        // The standby's status watches went with their task: their buckets are read again
+        // (also when this resync fails before the snapshot, so that no takeover waits on a
+        // stream nobody reads).
+        if self.status_watches.take().is_some() {
+            self.standby.status_watches_lost();
+        }
+        self.watch_opens.clear();
+        self.recheck_awaiting();
         let snap = self.cluster.ownership_snapshot().await?;
         match self.cluster.remediation_policy().await {
             Ok(p) => self.set_policy(p),
@@ -786,9 +794,6 @@ impl<'a> Session<'a> {
         }
         let revision = snap.revision;
         self.standby.invalidate(revision);
-        // The standby's status watches go with the others (their stream with its task).
-        self.status_watches = None;
-        self.watch_opens.clear();
         self.recheck_awaiting();
         let delegated: Vec<NodeId> = self.delegated.running_ids().collect();
         self.resync_tables(snap);
