@@ -1502,25 +1502,13 @@ impl<'a> Session<'a> {
     ) {
         let Some(taken) = self.standby.take(bucket) else {
             // The standby lost the specs meanwhile (its watch was lost): read the bucket whole.
-            if self.bnodes.wants_read(bucket, token, false) {
-                self.reads_pending = self.reads_pending.saturating_sub(1);
-                self.read_bucket(bucket, token, false);
-            } else {
-                self.read_answered(None);
-            }
-            return;
+            return self.read_instead(bucket, token);
         };
         if light.is_some() {
             // The standby's statuses, complete up to the acquisition (`caught_up`).
             let Some(statuses) = taken.statuses else {
                 tracing::error!(%bucket, "a light takeover read without the standby's statuses; reading the bucket whole");
-                if self.bnodes.wants_read(bucket, token, false) {
-                    self.reads_pending = self.reads_pending.saturating_sub(1);
-                    self.read_bucket(bucket, token, false);
-                } else {
-                    self.read_answered(None);
-                }
-                return;
+                return self.read_instead(bucket, token);
             };
             rest.statuses = statuses
                 .into_iter()
@@ -1541,6 +1529,18 @@ impl<'a> Session<'a> {
         let records = rest.with_specs(taken.as_of, specs);
         self.standby_metrics();
         self.on_bucket_read(bucket, token, false, records);
+    }
+
+    /// A takeover read of `bucket` that the standby can no longer complete: the bucket is read
+    /// again (as much as the standby still lets it skip), in the place of the read it was, or
+    /// that read counts as answered if the bucket no longer wants one.
+    fn read_instead(&mut self, bucket: Bucket, token: FenceToken) {
+        if self.bnodes.wants_read(bucket, token, false) {
+            self.reads_pending = self.reads_pending.saturating_sub(1);
+            self.read_bucket(bucket, token, false);
+        } else {
+            self.read_answered(None);
+        }
     }
 
     /// A takeover's read of a bucket's delegations and reservations came back: it completes
@@ -1577,12 +1577,7 @@ impl<'a> Session<'a> {
             }
             None => {
                 self.awaiting.remove(&bucket);
-                if self.bnodes.wants_read(bucket, token, false) {
-                    self.reads_pending = self.reads_pending.saturating_sub(1);
-                    self.read_bucket(bucket, token, false);
-                } else {
-                    self.read_answered(None);
-                }
+                self.read_instead(bucket, token);
             }
         }
     }

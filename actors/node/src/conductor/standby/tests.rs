@@ -142,23 +142,27 @@ fn st(v: &str, rev: i64) -> (Vec<u8>, i64) {
     (v.as_bytes().to_vec(), rev)
 }
 
+type Records = Vec<(NodeId, (Vec<u8>, i64))>;
+
+/// `s` wanting bucket B and its fill answered at `rev`: the status watch to open, if any.
+fn fill_b(s: &mut Standby, rev: i64, specs: Records, statuses: Records) -> Option<OpenWatch> {
+    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
+    assert_eq!(s.next_fills(1), vec![Bucket(B)]);
+    s.filled(Bucket(B), Some((rev, specs, statuses)))
+}
+
 #[test]
 fn statuses_are_kept_by_their_watch_and_complete_once_it_reaches_the_acquisition() {
     let (x, y, z) = (node(B, 1), node(B, 2), node(B, 3));
     let mut s = Standby::default();
-    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
     assert_eq!(s.caught_up(Bucket(B), 1), None, "not read yet");
-    assert_eq!(s.next_fills(1), vec![Bucket(B)]);
-    let open = s
-        .filled(
-            Bucket(B),
-            Some((
-                10,
-                vec![(x, st("x", 2)), (y, st("y", 2))],
-                vec![(x, st("xs1", 5)), (y, st("ys1", 6))],
-            )),
-        )
-        .expect("a status watch to open");
+    let open = fill_b(
+        &mut s,
+        10,
+        vec![(x, st("x", 2)), (y, st("y", 2))],
+        vec![(x, st("xs1", 5)), (y, st("ys1", 6))],
+    )
+    .expect("a status watch to open");
     assert_eq!((open.bucket, open.from), (Bucket(B), 11));
     // The holder writes x, deletes y's status, writes z's; then dies, and this conductor's
     // acquisition at 20 puts the marker.
@@ -203,11 +207,7 @@ fn statuses_are_kept_by_their_watch_and_complete_once_it_reaches_the_acquisition
 fn an_ended_status_watch_sends_its_bucket_back_to_be_read_and_old_ids_are_ignored() {
     let x = node(B, 1);
     let mut s = Standby::default();
-    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
-    s.next_fills(1);
-    let first = s
-        .filled(Bucket(B), Some((10, vec![(x, st("x", 2))], vec![])))
-        .unwrap();
+    let first = fill_b(&mut s, 10, vec![(x, st("x", 2))], vec![]).unwrap();
     assert_eq!(s.status_watch_ended(first.id), Some(Bucket(B)));
     assert_eq!(s.caught_up(Bucket(B), 1), None);
     assert!(!s.ready(Bucket(B)));
@@ -223,9 +223,7 @@ fn an_ended_status_watch_sends_its_bucket_back_to_be_read_and_old_ids_are_ignore
     s.set_wanted(&HashSet::new(), &HashSet::new());
     assert_eq!(s.take_cancels(), vec![second.id]);
     // A lost stream: everything read again, nothing to cancel.
-    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
-    s.next_fills(1);
-    s.filled(Bucket(B), Some((60, vec![], vec![]))).unwrap();
+    fill_b(&mut s, 60, vec![], vec![]).unwrap();
     s.status_watches_lost();
     assert!(s.take_cancels().is_empty());
     assert_eq!(s.next_fills(1), vec![Bucket(B)]);
@@ -235,12 +233,7 @@ fn an_ended_status_watch_sends_its_bucket_back_to_be_read_and_old_ids_are_ignore
 fn a_specs_only_standby_opens_no_status_watch() {
     let x = node(B, 1);
     let mut s = Standby::specs_only();
-    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
-    s.next_fills(1);
-    let open = s.filled(
-        Bucket(B),
-        Some((10, vec![(x, st("x", 2))], vec![(x, st("xs", 3))])),
-    );
+    let open = fill_b(&mut s, 10, vec![(x, st("x", 2))], vec![(x, st("xs", 3))]);
     assert_eq!(open, None);
     assert!(s.ready(Bucket(B)));
     assert_eq!(
@@ -256,11 +249,7 @@ fn a_specs_only_standby_opens_no_status_watch() {
 fn statuses_dropped_for_a_late_marker_leave_the_specs_for_the_takeover() {
     let x = node(B, 1);
     let mut s = Standby::default();
-    s.set_wanted(&HashSet::from([Bucket(B)]), &HashSet::new());
-    s.next_fills(1);
-    let open = s
-        .filled(Bucket(B), Some((10, vec![(x, st("x", 2))], vec![])))
-        .unwrap();
+    let open = fill_b(&mut s, 10, vec![(x, st("x", 2))], vec![]).unwrap();
     assert_eq!(s.caught_up(Bucket(B), 20), Some(false));
     s.drop_statuses(Bucket(B));
     assert_eq!(
