@@ -150,7 +150,7 @@ fn events_of(resp: &etcd_client::WatchResponse) -> Vec<WatchEvent> {
 /// standby keeps the statuses of the buckets it would take over so.
 pub struct BucketWatches {
     sender: WatchRequestSender,
-    statuses: String,
+    keys: crate::Keyspace,
 }
 
 /// What the watches of a [`BucketWatches`] stream deliver.
@@ -176,23 +176,26 @@ impl Cluster {
         bucket: Bucket,
         from: i64,
     ) -> Result<(BucketWatches, BucketWatchEvents), ClusterError> {
-        let statuses = self.keys().statuses();
-        let (start, opts) = bucket_watch(&statuses, id, bucket, from);
+        let keys = self.keys().clone();
+        let (start, opts) = bucket_watch(&keys, id, bucket, from);
         let stream = self
             .watch_client()
             .watch(start, Some(opts))
             .await
             .map_err(|e| self.err(e))?;
         let (sender, stream) = stream.split();
-        Ok((
-            BucketWatches { sender, statuses },
-            BucketWatchEvents { stream },
-        ))
+        Ok((BucketWatches { sender, keys }, BucketWatchEvents { stream }))
     }
 }
 
-fn bucket_watch(statuses: &str, id: i64, bucket: Bucket, from: i64) -> (String, WatchOptions) {
-    let start = format!("{statuses}{bucket}");
+/// The watch of `bucket`'s status range: from its marker (the range's first key) on.
+fn bucket_watch(
+    keys: &crate::Keyspace,
+    id: i64,
+    bucket: Bucket,
+    from: i64,
+) -> (String, WatchOptions) {
+    let start = keys.status_marker(bucket);
     let end = crate::prefix_end(start.as_bytes());
     let opts = WatchOptions::new()
         .with_range(end)
@@ -204,7 +207,7 @@ fn bucket_watch(statuses: &str, id: i64, bucket: Bucket, from: i64) -> (String, 
 impl BucketWatches {
     /// Adds watch `id` over `bucket`'s statuses from revision `from` on.
     pub async fn add(&mut self, id: i64, bucket: Bucket, from: i64) -> Result<(), WatchLost> {
-        let (start, opts) = bucket_watch(&self.statuses, id, bucket, from);
+        let (start, opts) = bucket_watch(&self.keys, id, bucket, from);
         self.sender
             .watch(start, Some(opts))
             .await

@@ -1124,11 +1124,7 @@ impl<'a> Session<'a> {
             Input::Watch(kind, Ok(events)) => {
                 // A watch response holds whole revisions: after it, everything up to its last
                 // event's revision has been seen.
-                let last = events.last().map(|ev| match ev {
-                    WatchEvent::Put { mod_rev, .. } | WatchEvent::Delete { mod_rev, .. } => {
-                        *mod_rev
-                    }
-                });
+                let last = events.last().map(WatchEvent::mod_rev);
                 for ev in events {
                     match kind {
                         Kind::Conductors => self.on_conductor(ev)?,
